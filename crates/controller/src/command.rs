@@ -1,0 +1,90 @@
+//! The commands the controller group applies through its Raft log, and what they return.
+
+use std::collections::BTreeMap;
+
+use mosaic_engine::{ClientId, GroupId, ShardId};
+use mosaic_raft::NodeId;
+
+use crate::configuration::{ConfigNum, ShardMove};
+
+/// A change to the controller's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Registers a node (or changes a registered node's address).
+    RegisterNode {
+        /// The node.
+        node: NodeId,
+        /// Where its peers and clients reach it: `host:port`.
+        address: String,
+    },
+    /// Adds groups and rebalances.
+    AddGroups {
+        /// Each new group and the nodes that host it.
+        groups: BTreeMap<GroupId, Vec<NodeId>>,
+        /// At most this many shards move between existing groups (see
+        /// [`crate::rebalance`]).
+        max_moves: Option<u32>,
+    },
+    /// Removes groups and rebalances their shards onto the others.
+    RemoveGroups {
+        /// The groups.
+        groups: Vec<GroupId>,
+        /// At most this many shards move between remaining groups.
+        max_moves: Option<u32>,
+    },
+    /// Gives one shard to one group (a later rebalance may move it again, as in 6.824).
+    MoveShard {
+        /// The shard.
+        shard: ShardId,
+        /// Its new owner.
+        group: GroupId,
+    },
+    /// Rebalances the current assignment.
+    Rebalance {
+        /// At most this many shards move between groups.
+        max_moves: Option<u32>,
+    },
+}
+
+/// A command with the client's identity, for deduplication: a retried request applies once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The client that sent it.
+    pub client: ClientId,
+    /// The client's sequence number; each new request uses a higher one.
+    pub seq: u64,
+    /// The command.
+    pub command: Command,
+}
+
+/// What an applied command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node was registered.
+    NodeRegistered {
+        /// The node.
+        node: NodeId,
+    },
+    /// The node was registered before, at another address, which it now replaces.
+    NodeAddressChanged {
+        /// The node.
+        node: NodeId,
+        /// The address it had.
+        previous: String,
+    },
+    /// A new configuration was created.
+    ConfigCreated {
+        /// Its number.
+        num: ConfigNum,
+        /// The shards that changed owner.
+        moves: Vec<ShardMove>,
+    },
+    /// Nothing needed to change (the node or groups already exist as asked, or the
+    /// assignment is already balanced).
+    Unchanged {
+        /// The latest configuration.
+        num: ConfigNum,
+        /// Why nothing changed, in words.
+        reason: String,
+    },
+}

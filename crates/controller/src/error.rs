@@ -1,0 +1,103 @@
+//! Why the controller refused a command. A refused command changes nothing.
+
+use mosaic_engine::{ClientId, GroupId, ShardId};
+use mosaic_raft::NodeId;
+
+use crate::configuration::ConfigNum;
+
+/// The result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A command the controller refused, with what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Node id 0 is reserved.
+    #[error("node id 0 is reserved; node ids start at 1")]
+    InvalidNodeId,
+    /// A node address must be `host:port`.
+    #[error("node address {address:?} is not host:port: {reason}")]
+    InvalidAddress {
+        /// The address given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Group ids 0 and `u64::MAX` are reserved.
+    #[error("group id {group} is reserved; use 1 to {}", u64::MAX - 1)]
+    InvalidGroupId {
+        /// The group id given.
+        group: GroupId,
+    },
+    /// The group exists already, with other members.
+    #[error("group {group} already exists with members {members:?}")]
+    GroupExists {
+        /// The group.
+        group: GroupId,
+        /// Its current members.
+        members: Vec<NodeId>,
+    },
+    /// A group needs at least one member.
+    #[error("group {group} has no members")]
+    EmptyGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// A node is listed twice in one group.
+    #[error("node {node} is listed twice in group {group}")]
+    DuplicateMember {
+        /// The group.
+        group: GroupId,
+        /// The node listed twice.
+        node: NodeId,
+    },
+    /// A group names a node that never registered.
+    #[error(
+        "group {group} names node {node}, which is not registered (see `mosaic admin node list`)"
+    )]
+    UnregisteredMember {
+        /// The group.
+        group: GroupId,
+        /// The unknown node.
+        node: NodeId,
+    },
+    /// The command names a group that does not exist.
+    #[error("group {group} does not exist")]
+    UnknownGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// The command lists no group.
+    #[error("the command names no group")]
+    NoGroups,
+    /// The shard is out of range.
+    #[error("shard {shard} is out of range (the cluster has {shard_count} shards: 0 to {})", shard_count.saturating_sub(1))]
+    ShardOutOfRange {
+        /// The shard.
+        shard: ShardId,
+        /// The number of shards.
+        shard_count: u32,
+    },
+    /// Removing these groups would leave shards that hold data without any owner.
+    #[error(
+        "removing every group would leave the cluster's shards without an owner; add a group first"
+    )]
+    RemovingEveryGroup,
+    /// No such configuration.
+    #[error("configuration {num} does not exist (latest is {latest})")]
+    UnknownConfig {
+        /// The number asked for.
+        num: ConfigNum,
+        /// The latest configuration.
+        latest: ConfigNum,
+    },
+    /// A request older than the client's latest applied request (a delayed duplicate).
+    #[error("request {seq} of client {client} is older than its latest ({latest})")]
+    StaleRequest {
+        /// The client.
+        client: ClientId,
+        /// The request's sequence number.
+        seq: u64,
+        /// The latest sequence number applied for this client.
+        latest: u64,
+    },
+}

@@ -1,0 +1,308 @@
+//! The controller's replicated state: the node registry, the numbered history of
+//! configurations and the client sessions that make retried commands apply once.
+//!
+//! Every replica applies the same requests in the same log order and reaches the same state:
+//! nothing here reads a clock, iterates a hash map or draws a random number.
+//!
+//! Invariants: `configs[i].num == i`; every configuration passes
+//! [`Configuration::assert_valid`]; at most `max_sessions` sessions are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mosaic_engine::{ClientId, GroupId, ShardId};
+use mosaic_raft::{LogIndex, NodeId};
+
+use crate::command::{Command, Outcome, Request};
+use crate::configuration::{ConfigNum, Configuration, ShardMove, shard_moves};
+use crate::error::{Error, Result};
+use crate::rebalance::rebalance;
+
+/// Default shard count of a new cluster.
+pub const DEFAULT_SHARD_COUNT: u32 = 64;
+/// Default number of client sessions kept for deduplication.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+
+/// The last request applied for one client, and its result (returned again on a retry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    seq: u64,
+    result: Result<Outcome>,
+    /// The log index that last touched this session: the least recent is evicted first.
+    last_index: LogIndex,
+}
+
+/// The controller state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerState {
+    nodes: BTreeMap<NodeId, String>,
+    configs: Vec<Configuration>,
+    sessions: BTreeMap<ClientId, Session>,
+    max_sessions: usize,
+}
+
+impl ControllerState {
+    /// A new cluster with `shard_count` shards (fixed forever) and configuration 0.
+    ///
+    /// # Panics
+    /// If `shard_count` is 0 or `max_sessions` is 0.
+    #[must_use]
+    pub fn new(shard_count: u32, max_sessions: usize) -> Self {
+        assert!(shard_count > 0, "a cluster needs at least one shard");
+        assert!(max_sessions > 0, "max_sessions must be at least 1");
+        Self {
+            nodes: BTreeMap::new(),
+            configs: vec![Configuration::initial(shard_count)],
+            sessions: BTreeMap::new(),
+            max_sessions,
+        }
+    }
+
+    /// The number of shards.
+    #[must_use]
+    pub fn shard_count(&self) -> u32 {
+        self.latest().shard_count()
+    }
+
+    /// The latest configuration.
+    #[must_use]
+    pub fn latest(&self) -> &Configuration {
+        self.configs.last().expect("configuration 0 always exists")
+    }
+
+    /// Configuration `num`, or the latest for `None`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConfig`] for a number past the latest.
+    pub fn config(&self, num: Option<ConfigNum>) -> Result<&Configuration> {
+        match num {
+            None => Ok(self.latest()),
+            Some(num) => self
+                .configs
+                .get(num.0 as usize)
+                .ok_or(Error::UnknownConfig { num, latest: self.latest().num }),
+        }
+    }
+
+    /// Every registered node and its address, in id order.
+    #[must_use]
+    pub fn nodes(&self) -> &BTreeMap<NodeId, String> {
+        &self.nodes
+    }
+
+    /// The moves a rebalance would make now (a dry run; nothing changes).
+    #[must_use]
+    pub fn plan_rebalance(&self, max_moves: Option<u32>) -> Vec<ShardMove> {
+        let latest = self.latest();
+        let groups: BTreeSet<GroupId> = latest.groups.keys().copied().collect();
+        shard_moves(&latest.shards, &rebalance(&latest.shards, &groups, max_moves))
+    }
+
+    /// Applies a request committed at log `index`. A request already applied for its client
+    /// returns the first result again; an older one is refused.
+    ///
+    /// # Errors
+    /// The command's own errors (nothing changes), or [`Error::StaleRequest`].
+    pub fn apply(&mut self, index: LogIndex, request: Request) -> Result<Outcome> {
+        if let Some(session) = self.sessions.get_mut(&request.client) {
+            if request.seq == session.seq {
+                session.last_index = index;
+                return session.result.clone();
+            }
+            if request.seq < session.seq {
+                return Err(Error::StaleRequest {
+                    client: request.client,
+                    seq: request.seq,
+                    latest: session.seq,
+                });
+            }
+        }
+        let result = self.execute(request.command);
+        self.remember(request.client, request.seq, result.clone(), index);
+        result
+    }
+
+    fn remember(&mut self, client: ClientId, seq: u64, result: Result<Outcome>, index: LogIndex) {
+        self.sessions.insert(client, Session { seq, result, last_index: index });
+        while self.sessions.len() > self.max_sessions {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(id, s)| (s.last_index, **id))
+                .map(|(id, _)| *id)
+                .expect("not empty");
+            self.sessions.remove(&oldest);
+        }
+    }
+
+    fn execute(&mut self, command: Command) -> Result<Outcome> {
+        match command {
+            Command::RegisterNode { node, address } => self.register_node(node, address),
+            Command::AddGroups { groups, max_moves } => self.add_groups(groups, max_moves),
+            Command::RemoveGroups { groups, max_moves } => self.remove_groups(&groups, max_moves),
+            Command::MoveShard { shard, group } => self.move_shard(shard, group),
+            Command::Rebalance { max_moves } => {
+                let latest = self.latest();
+                let groups: BTreeSet<GroupId> = latest.groups.keys().copied().collect();
+                let shards = rebalance(&latest.shards, &groups, max_moves);
+                let groups = latest.groups.clone();
+                Ok(self.push_config(shards, groups, "the shards are already balanced"))
+            }
+        }
+    }
+
+    fn register_node(&mut self, node: NodeId, address: String) -> Result<Outcome> {
+        if node.0 == 0 {
+            return Err(Error::InvalidNodeId);
+        }
+        validate_address(&address)?;
+        match self.nodes.insert(node, address.clone()) {
+            None => Ok(Outcome::NodeRegistered { node }),
+            Some(previous) if previous == address => Ok(Outcome::Unchanged {
+                num: self.latest().num,
+                reason: format!("node {node} is already registered at {address}"),
+            }),
+            Some(previous) => Ok(Outcome::NodeAddressChanged { node, previous }),
+        }
+    }
+
+    fn add_groups(
+        &mut self,
+        groups: BTreeMap<GroupId, Vec<NodeId>>,
+        max_moves: Option<u32>,
+    ) -> Result<Outcome> {
+        if groups.is_empty() {
+            return Err(Error::NoGroups);
+        }
+        let latest = self.latest();
+        let mut next_groups = latest.groups.clone();
+        for (group, members) in groups {
+            if group.0 == 0 || group == GroupId::RESERVED {
+                return Err(Error::InvalidGroupId { group });
+            }
+            if members.is_empty() {
+                return Err(Error::EmptyGroup { group });
+            }
+            let mut sorted = members.clone();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(Error::DuplicateMember { group, node: pair[0] });
+            }
+            if let Some(node) = sorted.iter().find(|n| !self.nodes.contains_key(n)) {
+                return Err(Error::UnregisteredMember { group, node: *node });
+            }
+            match latest.groups.get(&group) {
+                Some(existing) if *existing == sorted => {}
+                Some(existing) => {
+                    return Err(Error::GroupExists { group, members: existing.clone() });
+                }
+                None => {
+                    next_groups.insert(group, sorted);
+                }
+            }
+        }
+        if next_groups.len() == latest.groups.len() {
+            return Ok(Outcome::Unchanged {
+                num: latest.num,
+                reason: "every group already exists with these members".into(),
+            });
+        }
+        let ids: BTreeSet<GroupId> = next_groups.keys().copied().collect();
+        let shards = rebalance(&latest.shards, &ids, max_moves);
+        Ok(self.push_config(shards, next_groups, ""))
+    }
+
+    fn remove_groups(&mut self, groups: &[GroupId], max_moves: Option<u32>) -> Result<Outcome> {
+        if groups.is_empty() {
+            return Err(Error::NoGroups);
+        }
+        let latest = self.latest();
+        let mut next_groups = latest.groups.clone();
+        let mut already_removed = Vec::new();
+        for group in groups {
+            if next_groups.remove(group).is_none() {
+                let existed = self.configs.iter().any(|c| c.groups.contains_key(group));
+                if !existed {
+                    return Err(Error::UnknownGroup { group: *group });
+                }
+                already_removed.push(*group);
+            }
+        }
+        if next_groups.len() == latest.groups.len() {
+            return Ok(Outcome::Unchanged {
+                num: latest.num,
+                reason: format!("groups {already_removed:?} were already removed"),
+            });
+        }
+        if next_groups.is_empty() && latest.shards.iter().any(Option::is_some) {
+            return Err(Error::RemovingEveryGroup);
+        }
+        let ids: BTreeSet<GroupId> = next_groups.keys().copied().collect();
+        let shards = rebalance(&latest.shards, &ids, max_moves);
+        Ok(self.push_config(shards, next_groups, ""))
+    }
+
+    fn move_shard(&mut self, shard: ShardId, group: GroupId) -> Result<Outcome> {
+        let latest = self.latest();
+        if shard.0 >= latest.shard_count() {
+            return Err(Error::ShardOutOfRange { shard, shard_count: latest.shard_count() });
+        }
+        if !latest.groups.contains_key(&group) {
+            return Err(Error::UnknownGroup { group });
+        }
+        let mut shards = latest.shards.clone();
+        shards[shard.0 as usize] = Some(group);
+        let groups = latest.groups.clone();
+        Ok(self.push_config(shards, groups, "the shard is already there"))
+    }
+
+    /// Appends a configuration unless it changes nothing.
+    fn push_config(
+        &mut self,
+        shards: Vec<Option<GroupId>>,
+        groups: BTreeMap<GroupId, Vec<NodeId>>,
+        unchanged_reason: &str,
+    ) -> Outcome {
+        let latest = self.latest();
+        if shards == latest.shards && groups == latest.groups {
+            return Outcome::Unchanged { num: latest.num, reason: unchanged_reason.to_string() };
+        }
+        let moves = shard_moves(&latest.shards, &shards);
+        let num = ConfigNum(latest.num.0 + 1);
+        let config = Configuration { num, shards, groups };
+        config.assert_valid();
+        self.configs.push(config);
+        Outcome::ConfigCreated { num, moves }
+    }
+}
+
+/// Checks that `address` is `host:port` with a non-empty host and a port from 1 to 65535.
+///
+/// # Errors
+/// [`Error::InvalidAddress`] saying what is wrong.
+pub fn validate_address(address: &str) -> Result<()> {
+    let invalid = |reason: &str| Error::InvalidAddress {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| invalid("no port"))?;
+    let port: u16 =
+        port.parse().map_err(|_| invalid("the port is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err(invalid("port 0 is not a listening port"));
+    }
+    if host.is_empty() {
+        return Err(invalid("no host"));
+    }
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err(invalid("unbalanced brackets around an IPv6 host"));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let valid_chars = bare.chars().all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c));
+    if bare.is_empty() || !valid_chars {
+        return Err(invalid("the host has characters a host name or IP address cannot have"));
+    }
+    if bare.contains(':') && !host.starts_with('[') {
+        return Err(invalid("an IPv6 host must be in brackets, as [::1]:7000"));
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The settings of one Raft replica. Every timeout is in ticks; every limit names its unit.
+
+use crate::error::{Error, Result};
+use crate::types::{LogIndex, NodeId};
+
+/// Settings of one replica; see each field for its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This replica's node id (never 0).
+    pub id: NodeId,
+    /// A follower that hears no leader for a random number of ticks in
+    /// `[election_ticks, 2 * election_ticks)` starts an election. Default 10.
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every `heartbeat_ticks`. Must be below `election_ticks`.
+    /// Default 2.
+    pub heartbeat_ticks: u32,
+    /// The index the application has applied (on restart). Default 0.
+    pub applied: LogIndex,
+    /// Entries per append message are capped at this many bytes (at least one entry is
+    /// always sent). Default 1 MiB.
+    pub max_entries_bytes_per_message: u64,
+    /// Appends in flight to one follower, at most. Default 256.
+    pub max_inflight_messages: usize,
+    /// Bytes of entries in flight to one follower, at most. Default 32 MiB.
+    pub max_inflight_bytes: u64,
+    /// Bytes of appended but uncommitted entries a leader accepts before refusing proposals
+    /// with [`Error::ProposalDropped`]. Default 64 MiB.
+    pub max_uncommitted_bytes: u64,
+    /// Bytes of committed entries handed out in one `Ready`. Default 16 MiB.
+    pub max_committed_bytes_per_ready: u64,
+    /// Read requests waiting for leadership confirmation, at most. Default 65,536.
+    pub max_pending_reads: usize,
+    /// PreVote (Raft dissertation §9.6): a node asks whether it could win before raising its
+    /// term, so a rejoining partitioned node cannot disrupt a healthy leader. Default true.
+    pub pre_vote: bool,
+    /// CheckQuorum: a leader that has not heard from a majority for an election timeout steps
+    /// down, and followers that heard from a leader within the election timeout ignore vote
+    /// requests. Required for lease reads. Default true.
+    pub check_quorum: bool,
+    /// Lease reads are served only while `election_ticks - lease_margin_ticks` have not
+    /// passed since a majority confirmed leadership; the margin absorbs clock drift between
+    /// nodes. Default 2.
+    pub lease_margin_ticks: u32,
+    /// Seed of the random election timeouts. Give each replica a different seed.
+    pub seed: u64,
+}
+
+impl Config {
+    /// The defaults for replica `id`, with the seed derived from the id.
+    #[must_use]
+    pub fn new(id: u64) -> Self {
+        Self {
+            id: NodeId(id),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            applied: LogIndex(0),
+            max_entries_bytes_per_message: 1 << 20,
+            max_inflight_messages: 256,
+            max_inflight_bytes: 32 << 20,
+            max_uncommitted_bytes: 64 << 20,
+            max_committed_bytes_per_ready: 16 << 20,
+            max_pending_reads: 65_536,
+            pre_vote: true,
+            check_quorum: true,
+            lease_margin_ticks: 2,
+            seed: id,
+        }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first setting that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+        if self.id.0 == 0 {
+            return invalid("id must not be 0".into());
+        }
+        if self.heartbeat_ticks == 0 {
+            return invalid("heartbeat_ticks must be at least 1".into());
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return invalid(format!(
+                "election_ticks ({}) must be greater than heartbeat_ticks ({})",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.lease_margin_ticks >= self.election_ticks {
+            return invalid(format!(
+                "lease_margin_ticks ({}) must be below election_ticks ({})",
+                self.lease_margin_ticks, self.election_ticks
+            ));
+        }
+        for (name, value) in [
+            ("max_entries_bytes_per_message", self.max_entries_bytes_per_message),
+            ("max_inflight_messages", self.max_inflight_messages as u64),
+            ("max_inflight_bytes", self.max_inflight_bytes),
+            ("max_uncommitted_bytes", self.max_uncommitted_bytes),
+            ("max_committed_bytes_per_ready", self.max_committed_bytes_per_ready),
+            ("max_pending_reads", self.max_pending_reads as u64),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for election timeouts: the same seed gives the
+/// same timeouts on every platform and every version.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Returns a value in `[low, high)`.
+    pub(crate) fn in_range(&mut self, low: u32, high: u32) -> u32 {
+        assert!(low < high, "empty range [{low}, {high})");
+        low + (self.next_u64() % u64::from(high - low)) as u32
+    }
+}

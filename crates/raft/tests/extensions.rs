@@ -1,0 +1,509 @@
+//! Tests of what Mosaic adds to the Raft of 6.824 Lab 2: PreVote, CheckQuorum, ReadIndex,
+//! lease reads, leadership transfer, membership changes and the proposal bounds.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::{Cluster, node};
+use mosaic_raft::{ConfChange, Error, LogIndex, NodeId, Role};
+
+fn follower_of(cluster: &Cluster, leader: NodeId) -> NodeId {
+    cluster.ids.iter().copied().find(|id| *id != leader).expect("a follower")
+}
+
+/// Makes the leader hand over to a follower (TimeoutNow), leaving the election to be
+/// stepped message by message with `deliver_round`; returns the follower.
+fn elect_step_by_step(cluster: &mut Cluster, leader: NodeId) -> NodeId {
+    let candidate = follower_of(cluster, leader);
+    cluster.with_node(leader, |n| n.transfer_leader(candidate)).expect("transfer starts");
+    candidate
+}
+
+// ---- PreVote and CheckQuorum ----------------------------------------------------------------
+
+fn rejoining_node_disrupts(pre_vote: bool, seed: u64) -> bool {
+    let configure: fn(&mut mosaic_raft::Config) = if pre_vote {
+        |_| {}
+    } else {
+        |c| {
+            c.pre_vote = false;
+            c.check_quorum = false;
+        }
+    };
+    let mut cluster = Cluster::with_config(3, seed, configure);
+    let leader = cluster.check_one_leader();
+    let term = cluster.replica(leader).node.term();
+    let isolated = follower_of(&cluster, leader);
+    cluster.disconnect(isolated);
+    cluster.run_ticks(200);
+    cluster.one(b"while-isolated", 2, false);
+    cluster.connect(isolated);
+    cluster.run_ticks(50);
+    cluster.one(b"after", 3, true);
+    let new_leader = cluster.check_one_leader();
+    new_leader != leader || cluster.replica(new_leader).node.term() != term
+}
+
+#[test]
+fn pre_vote_stops_a_rejoining_partitioned_node_from_disrupting_the_leader() {
+    assert!(!rejoining_node_disrupts(true, 100), "the rejoining node deposed the leader");
+}
+
+#[test]
+fn without_pre_vote_a_rejoining_node_deposes_the_leader() {
+    // The contrast that shows the previous test can fail.
+    assert!(rejoining_node_disrupts(false, 101), "expected disruption without PreVote");
+}
+
+#[test]
+fn isolated_node_with_pre_vote_keeps_its_term() {
+    let mut cluster = Cluster::new(3, 102);
+    let leader = cluster.check_one_leader();
+    let isolated = follower_of(&cluster, leader);
+    let term = cluster.replica(isolated).node.term();
+    cluster.disconnect(isolated);
+    cluster.run_ticks(300);
+    assert_eq!(cluster.replica(isolated).node.term(), term, "pre-votes must not raise terms");
+    assert_eq!(cluster.replica(isolated).node.role(), Role::PreCandidate);
+}
+
+#[test]
+fn check_quorum_makes_an_isolated_leader_step_down() {
+    let mut cluster = Cluster::new(3, 103);
+    let leader = cluster.check_one_leader();
+    cluster.disconnect(leader);
+    // CheckQuorum acts within two election timeouts (20 ticks each at most).
+    cluster.run_ticks(25);
+    assert_ne!(cluster.replica(leader).node.role(), Role::Leader);
+    let error = cluster.replica_mut(leader).node.propose(Bytes::from_static(b"x")).unwrap_err();
+    assert!(matches!(error, Error::NotLeader { .. }), "{error:?}");
+}
+
+#[test]
+fn without_check_quorum_an_isolated_leader_keeps_leading() {
+    let mut cluster = Cluster::with_config(3, 104, |c| c.check_quorum = false);
+    let leader = cluster.check_one_leader();
+    cluster.disconnect(leader);
+    cluster.run_ticks(100);
+    assert_eq!(cluster.replica(leader).node.role(), Role::Leader);
+}
+
+// ---- Reads ----------------------------------------------------------------------------------
+
+#[test]
+fn read_index_waits_for_a_heartbeat_round_and_covers_committed_writes() {
+    let mut cluster = Cluster::new(3, 110);
+    let index = cluster.one(b"w1", 3, true);
+    let leader = cluster.check_one_leader();
+    cluster.with_node(leader, |n| n.read_index(Bytes::from_static(b"r1"))).expect("leader reads");
+    cluster.deliver();
+    let reads = std::mem::take(&mut cluster.replica_mut(leader).read_states);
+    assert_eq!(reads.len(), 1);
+    assert_eq!(&reads[0].context[..], b"r1");
+    assert!(reads[0].index >= index, "read index {} below committed {index}", reads[0].index);
+}
+
+#[test]
+fn concurrent_reads_share_one_heartbeat_round() {
+    let mut cluster = Cluster::new(3, 111);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let before = cluster.messages_sent;
+    {
+        let replica = cluster.replica_mut(leader);
+        for i in 0..100u8 {
+            replica.node.read_index(Bytes::from(vec![i])).expect("queued");
+        }
+    }
+    cluster.process(leader);
+    cluster.deliver();
+    let sent = cluster.messages_sent - before;
+    assert_eq!(cluster.replica(leader).read_states.len(), 100);
+    assert!(sent <= 4, "100 reads cost {sent} messages; expected one round (2 heartbeats)");
+}
+
+#[test]
+fn follower_read_is_forwarded_to_the_leader() {
+    let mut cluster = Cluster::new(3, 112);
+    let index = cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let follower = follower_of(&cluster, leader);
+    cluster.with_node(follower, |n| n.read_index(Bytes::from_static(b"f"))).expect("forwarded");
+    cluster.deliver();
+    let reads = &cluster.replica(follower).read_states;
+    assert_eq!(reads.len(), 1);
+    assert!(reads[0].index >= index);
+}
+
+#[test]
+fn read_index_never_returns_stale_data_across_a_leader_change() {
+    let mut cluster = Cluster::new(5, 113);
+    cluster.one(b"w1", 5, true);
+    let old_leader = cluster.check_one_leader();
+    let partner = follower_of(&cluster, old_leader);
+    // The old leader keeps a minority; the majority elects a new leader and writes.
+    let majority: Vec<u64> = cluster
+        .ids
+        .iter()
+        .filter(|id| **id != old_leader && **id != partner)
+        .map(|id| id.0)
+        .collect();
+    cluster.partition(&[&[old_leader.0, partner.0], &majority]);
+    cluster
+        .with_node(old_leader, |n| n.read_index(Bytes::from_static(b"stale?")))
+        .expect("queued while still leader");
+    cluster.run_ticks(60);
+    let new_leader = cluster.leaders().into_iter().next_back().expect("a leader").1[0];
+    assert_ne!(new_leader, old_leader);
+    let write = cluster.one(b"w2", 3, true);
+    // The old leader must never have confirmed the read; it dropped it when it stepped down.
+    let old = cluster.replica(old_leader);
+    assert!(old.read_states.is_empty(), "minority leader served a read: {:?}", old.read_states);
+    assert_eq!(old.dropped_reads, vec![Bytes::from_static(b"stale?")]);
+    // A read on the new leader sees the new write.
+    cluster.with_node(new_leader, |n| n.read_index(Bytes::from_static(b"fresh"))).expect("ok");
+    cluster.deliver();
+    let reads = &cluster.replica(new_leader).read_states;
+    assert_eq!(reads.len(), 1);
+    assert!(reads[0].index >= write, "read at {} misses write at {write}", reads[0].index);
+}
+
+#[test]
+fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
+    let mut cluster = Cluster::new(3, 114);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let candidate = elect_step_by_step(&mut cluster, leader);
+    for _ in 0..10 {
+        if cluster.replica(candidate).node.role() == Role::Leader {
+            break;
+        }
+        cluster.deliver_round();
+    }
+    assert_eq!(cluster.replica(candidate).node.role(), Role::Leader);
+    assert!(cluster.replica_mut(candidate).node.lease_read().is_err());
+    cluster.with_node(candidate, |n| n.read_index(Bytes::from_static(b"early"))).expect("ok");
+    assert!(cluster.replica(candidate).read_states.is_empty(), "answered before its no-op");
+    cluster.deliver();
+    cluster.run_ticks(2);
+    let reads = &cluster.replica(candidate).read_states;
+    assert_eq!(reads.len(), 1, "the read is answered once the no-op commits");
+    let committed = cluster.replica(candidate).node.committed();
+    assert!(reads[0].index >= committed.prev());
+}
+
+#[test]
+fn lease_reads_are_refused_without_check_quorum() {
+    let mut cluster = Cluster::with_config(3, 120, |c| c.check_quorum = false);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    cluster.run_ticks(4);
+    let error = cluster.replica(leader).node.lease_read().unwrap_err();
+    assert!(matches!(error, Error::LeaseUnavailable { .. }), "{error:?}");
+}
+
+#[test]
+fn lease_reads_are_served_while_a_majority_answers_and_expire_without_it() {
+    let mut cluster = Cluster::new(3, 121);
+    let index = cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    cluster.run_ticks(4);
+    let read = cluster.replica(leader).node.lease_read().expect("lease held");
+    assert!(read >= index);
+    cluster.disconnect(leader);
+    // election_ticks 10, margin 2: the lease ends within 8 ticks of the last confirmed round.
+    cluster.run_ticks(9);
+    let error = cluster.replica(leader).node.lease_read().unwrap_err();
+    assert!(matches!(error, Error::LeaseUnavailable { .. } | Error::NotLeader { .. }));
+    // And no other leader could have been elected while the lease was valid.
+    cluster.connect(leader);
+    cluster.check_one_leader();
+}
+
+#[test]
+fn lease_ends_before_any_other_node_can_be_elected() {
+    // Over many seeds: while the isolated leader's lease holds, no other leader exists.
+    for seed in 0..50 {
+        let mut cluster = Cluster::new(3, 1000 + seed);
+        cluster.one(b"w", 3, true);
+        let leader = cluster.check_one_leader();
+        let pause = cluster.rng.below(3);
+        cluster.run_ticks(pause);
+        cluster.disconnect(leader);
+        for _ in 0..40 {
+            cluster.tick();
+            let lease = cluster.replica(leader).node.lease_read().is_ok();
+            let others_lead = cluster
+                .replicas
+                .iter()
+                .any(|(id, r)| *id != leader && r.node.role() == Role::Leader);
+            assert!(
+                !(lease && others_lead),
+                "lease held while another leader exists (seed {seed})"
+            );
+        }
+    }
+}
+
+// ---- Leadership transfer --------------------------------------------------------------------
+
+#[test]
+fn leadership_transfer_hands_over_quickly() {
+    let mut cluster = Cluster::new(3, 130);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let target = follower_of(&cluster, leader);
+    cluster.with_node(leader, |n| n.transfer_leader(target)).expect("transfer starts");
+    cluster.run_ticks(3);
+    assert_eq!(cluster.replica(target).node.role(), Role::Leader);
+    assert_eq!(cluster.replica(leader).node.role(), Role::Follower);
+    cluster.one(b"after", 3, true);
+}
+
+#[test]
+fn transfer_to_a_lagging_follower_catches_it_up_first() {
+    let mut cluster = Cluster::new(3, 131);
+    let leader = cluster.check_one_leader();
+    let target = follower_of(&cluster, leader);
+    cluster.disconnect(target);
+    for i in 0..20u32 {
+        cluster.one(format!("w{i}").as_bytes(), 2, true);
+    }
+    cluster.connect(target);
+    cluster.with_node(leader, |n| n.transfer_leader(target)).expect("transfer starts");
+    let error = cluster.replica_mut(leader).node.propose(Bytes::from_static(b"x")).unwrap_err();
+    assert!(matches!(error, Error::TransferInProgress { .. }), "{error:?}");
+    cluster.run_ticks(10);
+    assert_eq!(cluster.replica(target).node.role(), Role::Leader);
+    let index = cluster.one(b"after", 3, true);
+    assert_eq!(cluster.n_committed(index).0, 3);
+}
+
+#[test]
+fn transfer_to_an_unreachable_node_times_out_and_the_leader_resumes() {
+    let mut cluster = Cluster::new(3, 132);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let target = follower_of(&cluster, leader);
+    cluster.disconnect(target);
+    cluster.with_node(leader, |n| n.transfer_leader(target)).expect("transfer starts");
+    cluster.run_ticks(11);
+    assert_eq!(cluster.replica(leader).node.role(), Role::Leader);
+    cluster.with_node(leader, |n| n.propose(Bytes::from_static(b"resumed"))).expect("accepted");
+}
+
+// ---- Membership -----------------------------------------------------------------------------
+
+fn change(cluster: &mut Cluster, change: ConfChange) -> LogIndex {
+    for _ in 0..200 {
+        let leader = cluster.check_one_leader();
+        match cluster.with_node(leader, |n| n.propose_conf_change(change)) {
+            Ok(index) => {
+                cluster.run_ticks(10);
+                return index;
+            }
+            Err(Error::ConfChangeRefused { .. }) => cluster.run_ticks(1),
+            Err(error) => panic!("{change:?}: {error}"),
+        }
+    }
+    panic!("{change:?} never accepted");
+}
+
+fn voters(cluster: &Cluster, id: NodeId) -> Vec<u64> {
+    cluster.replica(id).node.status().conf_state.voters.iter().map(|v| v.0).collect()
+}
+
+#[test]
+fn a_learner_catches_up_before_it_is_promoted() {
+    let mut cluster = Cluster::new(3, 140);
+    cluster.snapshot_every = Some(10);
+    for i in 0..30u32 {
+        cluster.one(format!("w{i}").as_bytes(), 3, true);
+    }
+    cluster.add_empty_node(node(4));
+    // Promotion before it is a caught-up learner is refused.
+    let leader = cluster.check_one_leader();
+    let error = cluster
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddVoter(node(4))))
+        .unwrap_err();
+    assert!(matches!(error, Error::ConfChangeRefused { .. }), "{error:?}");
+    change(&mut cluster, ConfChange::AddLearner(node(4)));
+    cluster.run_ticks(30);
+    // The learner got the log (through a snapshot: the leader compacted) but does not vote.
+    let last = cluster.one(b"learner-sees", 4, true);
+    assert_eq!(cluster.n_committed(last).0, 4);
+    assert_eq!(voters(&cluster, node(4)), vec![1, 2, 3]);
+    change(&mut cluster, ConfChange::AddVoter(node(4)));
+    cluster.run_ticks(10);
+    for id in 1..=4 {
+        assert_eq!(voters(&cluster, node(id)), vec![1, 2, 3, 4], "node {id}");
+    }
+    // Four voters: two down is no majority, one down is fine.
+    cluster.crash(node(1));
+    cluster.one(b"three-of-four", 3, true);
+}
+
+#[test]
+fn removing_a_follower_shrinks_the_majority() {
+    let mut cluster = Cluster::new(3, 141);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let removed = follower_of(&cluster, leader);
+    change(&mut cluster, ConfChange::RemoveNode(removed));
+    cluster.crash(removed);
+    // Two voters now; with both up, agreement continues.
+    cluster.one(b"two", 2, true);
+    assert_eq!(voters(&cluster, leader).len(), 2);
+}
+
+#[test]
+fn removing_the_leader_hands_over_and_the_group_continues() {
+    let mut cluster = Cluster::new(3, 142);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    change(&mut cluster, ConfChange::RemoveNode(leader));
+    cluster.run_ticks(30);
+    assert_ne!(cluster.replica(leader).node.role(), Role::Leader);
+    cluster.crash(leader);
+    let new_leader = cluster.check_one_leader();
+    assert_ne!(new_leader, leader);
+    cluster.one(b"after-removal", 2, true);
+    assert!(!voters(&cluster, new_leader).contains(&leader.0));
+}
+
+#[test]
+fn only_one_membership_change_may_be_pending() {
+    let mut cluster = Cluster::new(3, 143);
+    cluster.one(b"w", 3, true);
+    cluster.add_empty_node(node(4));
+    cluster.add_empty_node(node(5));
+    let leader = cluster.check_one_leader();
+    let follower = follower_of(&cluster, leader);
+    cluster.disconnect(follower);
+    let third =
+        cluster.ids.iter().copied().find(|id| ![leader, follower].contains(id) && id.0 <= 3);
+    cluster.disconnect(third.expect("third voter"));
+    // No majority: the first change cannot commit, so the second must be refused.
+    cluster
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(node(4))))
+        .expect("first change accepted");
+    let error = cluster
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(node(5))))
+        .unwrap_err();
+    assert!(matches!(error, Error::ConfChangeRefused { .. }), "{error:?}");
+}
+
+#[test]
+fn a_new_leader_refuses_changes_until_its_term_has_a_commit() {
+    let mut cluster = Cluster::new(3, 144);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let candidate = elect_step_by_step(&mut cluster, leader);
+    for _ in 0..10 {
+        if cluster.replica(candidate).node.role() == Role::Leader {
+            break;
+        }
+        cluster.deliver_round();
+    }
+    assert_eq!(cluster.replica(candidate).node.role(), Role::Leader);
+    let error = cluster
+        .replica_mut(candidate)
+        .node
+        .propose_conf_change(ConfChange::RemoveNode(leader))
+        .unwrap_err();
+    assert!(matches!(error, Error::ConfChangeRefused { .. }), "{error:?}");
+}
+
+#[test]
+fn a_change_interrupted_by_a_crash_ends_the_same_everywhere() {
+    for seed in 0..20 {
+        let mut cluster = Cluster::new(3, 150 + seed);
+        cluster.one(b"w", 3, true);
+        let leader = cluster.check_one_leader();
+        let removed = follower_of(&cluster, leader);
+        cluster
+            .with_node(leader, |n| n.propose_conf_change(ConfChange::RemoveNode(removed)))
+            .expect("accepted");
+        // Crash the leader somewhere between proposing and everyone applying.
+        let steps = cluster.rng.below(4);
+        for _ in 0..steps {
+            cluster.deliver_round();
+        }
+        cluster.crash_mid_ready(leader);
+        cluster.run_ticks(50);
+        cluster.start(leader);
+        cluster.run_ticks(50);
+        let confs: Vec<Vec<u64>> = cluster
+            .ids
+            .clone()
+            .into_iter()
+            .filter(|id| *id != removed || voters(&cluster, *id).contains(&removed.0))
+            .map(|id| voters(&cluster, id))
+            .collect();
+        assert!(
+            confs.windows(2).all(|w| w[0] == w[1]),
+            "members disagree on the membership after a crash: {confs:?} (seed {})",
+            150 + seed
+        );
+        cluster.one(b"continues", 2, true);
+    }
+}
+
+// ---- Bounds and errors ----------------------------------------------------------------------
+
+#[test]
+fn proposals_beyond_the_uncommitted_bound_are_dropped() {
+    let mut cluster = Cluster::with_config(3, 160, |c| c.max_uncommitted_bytes = 4096);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    for id in cluster.ids.clone() {
+        if id != leader {
+            cluster.disconnect(id);
+        }
+    }
+    let mut accepted = 0;
+    let error = loop {
+        match cluster.with_node(leader, |n| n.propose(Bytes::from(vec![0u8; 200]))) {
+            Ok(_) => accepted += 1,
+            Err(error) => break error,
+        }
+        assert!(accepted < 1000, "the bound never applied");
+    };
+    assert!(matches!(error, Error::ProposalDropped { limit_bytes: 4096, .. }), "{error:?}");
+    assert!((15..=20).contains(&accepted), "accepted {accepted} proposals of 224 bytes");
+    // Once the followers are back and entries commit, proposals are accepted again.
+    cluster.connect_all();
+    cluster.run_ticks(10);
+    cluster.with_node(leader, |n| n.propose(Bytes::from_static(b"again"))).expect("accepted");
+}
+
+#[test]
+fn proposals_on_a_follower_fail_with_the_leader_hint() {
+    let mut cluster = Cluster::new(3, 161);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let follower = follower_of(&cluster, leader);
+    let error = cluster.replica_mut(follower).node.propose(Bytes::from_static(b"x")).unwrap_err();
+    assert_eq!(error, Error::NotLeader { leader: Some(leader) });
+}
+
+#[test]
+fn campaign_on_a_leader_changes_nothing() {
+    let mut cluster = Cluster::new(3, 162);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let term = cluster.replica(leader).node.term();
+    cluster.with_node(leader, |n| n.campaign());
+    cluster.run_ticks(5);
+    assert_eq!(cluster.replica(leader).node.role(), Role::Leader);
+    assert_eq!(cluster.replica(leader).node.term(), term);
+}
+
+#[test]
+fn invalid_config_is_rejected_with_the_reason() {
+    let mut config = mosaic_raft::Config::new(1);
+    config.heartbeat_ticks = 10;
+    let storage = mosaic_raft::MemStorage::new(mosaic_raft::ConfState::with_voters([1]));
+    let error = mosaic_raft::RawNode::new(config, storage).err().expect("rejected");
+    assert!(error.to_string().contains("election_ticks"), "{error}");
+}
