@@ -106,6 +106,12 @@ pub enum BatchOp {
         /// The shard.
         shard: ShardId,
     },
+    /// Removes every data key and session of a group, in all its shards (two range deletes);
+    /// its log and Raft state stay: installing a group snapshot replaces the data this way.
+    ClearGroupData {
+        /// The group.
+        group: GroupId,
+    },
     /// Removes every key of a group: log, state, data, sessions.
     RemoveGroup {
         /// The group.
@@ -225,6 +231,11 @@ impl WriteBatch {
                 }
             }
         }
+    }
+
+    /// See [`BatchOp::ClearGroupData`].
+    pub fn clear_group_data(&mut self, group: GroupId) {
+        self.ops.push(BatchOp::ClearGroupData { group });
     }
 
     /// See [`BatchOp::RemoveGroup`].

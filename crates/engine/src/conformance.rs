@@ -16,7 +16,7 @@ use crate::engine::{Engine, EngineConfig, LogBounds};
 use crate::error::Error;
 use crate::ids::{ClientId, ClusterId, GroupId, NodeIdentity, ShardId};
 use crate::kv::{KvEngine, WriteOptions};
-use crate::snapshot::{ShardCursor, ShardRecord};
+use crate::snapshot::{GroupCursor, ShardCursor, ShardRecord};
 
 /// Makes and reopens stores of one backend.
 pub trait KvFactory {
@@ -53,6 +53,8 @@ macro_rules! conformance_tests {
             delete_shard_removes_exactly_one_shard,
             shard_scan_chunks_are_bounded_and_complete,
             shard_scan_reads_one_point_in_time,
+            group_scan_chunks_cover_every_shard_of_one_group,
+            clear_group_data_keeps_the_log_and_the_neighbours,
             remove_group_removes_every_key_of_the_group,
             node_metadata_round_trips,
             reopen_keeps_every_write,
@@ -596,6 +598,70 @@ pub fn shard_scan_chunks_are_bounded_and_complete<F: KvFactory>(factory: &mut F)
     must_write(&engine, &copy);
     let copied = read_shard::<F::Kv>(&engine.snapshot(), GroupId(12), ShardId(1), u64::MAX);
     assert_eq!(copied, whole);
+}
+
+/// A group scan yields every session then every data record of every shard of the group (and
+/// nothing of its neighbours), in bounded chunks that concatenate to the whole group.
+pub fn group_scan_chunks_cover_every_shard_of_one_group<F: KvFactory>(factory: &mut F) {
+    let engine = must_open(factory.create(), &EngineConfig::default());
+    let group = GroupId(21);
+    fill_shard(&engine, GroupId(20), ShardId(9), 5);
+    fill_shard(&engine, group, ShardId(0), 40);
+    fill_shard(&engine, group, ShardId(u32::MAX), 20);
+    fill_shard(&engine, GroupId(22), ShardId(0), 5);
+    let snapshot = engine.snapshot();
+    let mut expected: Vec<(ShardId, ShardRecord)> = Vec::new();
+    let (mut sessions, mut data) = (Vec::new(), Vec::new());
+    for shard in [ShardId(0), ShardId(u32::MAX)] {
+        for record in read_shard::<F::Kv>(&snapshot, group, shard, u64::MAX) {
+            match record {
+                ShardRecord::Session { .. } => sessions.push((shard, record)),
+                ShardRecord::Data { .. } => data.push((shard, record)),
+            }
+        }
+    }
+    expected.extend(sessions);
+    expected.extend(data);
+    assert_eq!(expected.len(), 66);
+    for max_bytes in [1, 700, 5000, u64::MAX] {
+        let mut cursor = GroupCursor::Start;
+        let mut whole = Vec::new();
+        loop {
+            let chunk = snapshot.scan_group_chunk(group, &cursor, max_bytes).unwrap();
+            assert!(!chunk.records.is_empty(), "max {max_bytes}: an empty chunk");
+            let chunk_bytes: u64 = chunk.records.iter().map(|(_, r)| r.size_bytes()).sum();
+            assert!(chunk.records.len() == 1 || chunk_bytes <= max_bytes, "max {max_bytes}");
+            whole.extend(chunk.records);
+            match chunk.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(whole, expected, "max {max_bytes}");
+    }
+}
+
+/// Clearing a group's data removes its data and sessions in every shard and keeps its log,
+/// its Raft state and every other group.
+pub fn clear_group_data_keeps_the_log_and_the_neighbours<F: KvFactory>(factory: &mut F) {
+    let engine = must_open(factory.create(), &EngineConfig::default());
+    let group = GroupId(31);
+    append(&engine, group, entries(1, 3, 1, 10));
+    let mut batch = WriteBatch::new();
+    batch.set_applied_index(group, LogIndex(3));
+    must_write(&engine, &batch);
+    fill_shard(&engine, group, ShardId(0), 10);
+    fill_shard(&engine, group, ShardId(7), 10);
+    fill_shard(&engine, GroupId(32), ShardId(0), 10);
+    let mut batch = WriteBatch::new();
+    batch.clear_group_data(group);
+    must_write(&engine, &batch);
+    let snapshot = engine.snapshot();
+    let left = snapshot.scan_group_chunk(group, &GroupCursor::Start, u64::MAX).unwrap();
+    assert_eq!(left.records, Vec::new());
+    assert_eq!(read_shard::<F::Kv>(&snapshot, GroupId(32), ShardId(0), u64::MAX).len(), 13);
+    assert_eq!(engine.last_index(group), Ok(LogIndex(3)));
+    assert_eq!(engine.applied_index(group), Ok(LogIndex(3)));
 }
 
 /// A snapshot keeps showing the shard, and the applied index, as they were when it was taken.

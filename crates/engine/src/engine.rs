@@ -533,6 +533,12 @@ impl<K: KvEngine> Engine<K> {
                     raw.push(RawOp::DeleteRange { cf, range: keys::shard_range(*group, *shard) });
                 }
             }
+            BatchOp::ClearGroupData { group } => {
+                check_group(*group)?;
+                for cf in [ColumnFamily::Data, ColumnFamily::Sessions] {
+                    raw.push(RawOp::DeleteRange { cf, range: keys::group_range(*group) });
+                }
+            }
             BatchOp::PutNodeMetadata { name, value } => raw.push(RawOp::Put {
                 cf: ColumnFamily::Meta,
                 key: keys::node_metadata_key(name),

@@ -35,4 +35,4 @@ pub use ids::{ClientId, ClusterId, GroupId, NodeIdentity, ShardId};
 pub use keys::ColumnFamily;
 pub use kv::{Direction, KvEngine, KvRead, RawOp, WriteOptions};
 pub use memory::{MemKv, MemSnapshot};
-pub use snapshot::{EngineSnapshot, ShardChunk, ShardCursor, ShardRecord};
+pub use snapshot::{EngineSnapshot, GroupChunk, GroupCursor, ShardChunk, ShardCursor, ShardRecord};

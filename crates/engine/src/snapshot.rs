@@ -8,7 +8,8 @@
 //! - A chunk holds at most `max_bytes` of records (keys plus values), except that it always
 //!   holds at least one record when any is left, so a scan always progresses.
 //! - A shard scan yields the shard's client sessions (in client order) then its data (in key
-//!   order); the cursor says where the next chunk starts.
+//!   order); a group scan yields all the group's sessions then all its data, each in shard
+//!   order; the cursor says where the next chunk starts.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,33 @@ pub struct ShardChunk {
     pub records: Vec<ShardRecord>,
     /// Where the next chunk starts; `None` when the shard has been read to its end.
     pub next: Option<ShardCursor>,
+}
+
+/// Where a group scan resumes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GroupCursor {
+    /// At the beginning of the group.
+    #[default]
+    Start,
+    /// After this client's session in this shard.
+    AfterSession(ShardId, ClientId),
+    /// After this user key of this shard (every session has been read).
+    AfterData(ShardId, Bytes),
+}
+
+/// One chunk of a group scan: records with the shard each belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupChunk {
+    /// Records in scan order.
+    pub records: Vec<(ShardId, ShardRecord)>,
+    /// Where the next chunk starts; `None` when the group has been read to its end.
+    pub next: Option<GroupCursor>,
+}
+
+/// Where a scan resumes: within the sessions, from this key, or within the data.
+enum Resume {
+    Sessions(Vec<u8>),
+    Data(Vec<u8>),
 }
 
 /// A point-in-time view of a store.
@@ -148,66 +176,114 @@ impl<S: KvRead> EngineSnapshot<S> {
         cursor: &ShardCursor,
         max_bytes: u64,
     ) -> Result<ShardChunk> {
-        let shard_keys = keys::shard_range(group, shard);
+        let resume = match cursor {
+            ShardCursor::Start => Resume::Sessions(keys::shard_range(group, shard).start),
+            ShardCursor::AfterSession(client) => {
+                Resume::Sessions(keys::key_successor(&keys::session_key(group, shard, *client)))
+            }
+            ShardCursor::AfterData(key) => {
+                Resume::Data(keys::key_successor(&keys::data_key(group, shard, key)))
+            }
+        };
+        let (records, full) =
+            self.scan_chunk(&keys::shard_range(group, shard), resume, max_bytes)?;
+        let next = full.then(|| match records.last() {
+            Some((_, ShardRecord::Session { client, .. })) => ShardCursor::AfterSession(*client),
+            Some((_, ShardRecord::Data { key, .. })) => ShardCursor::AfterData(key.clone()),
+            None => unreachable!("a full chunk holds at least one record"),
+        });
+        Ok(ShardChunk { records: records.into_iter().map(|(_, record)| record).collect(), next })
+    }
+
+    /// Reads the next chunk of every shard of a group from `cursor`: all its sessions (in shard
+    /// and client order), then all its data (in shard and key order), at most `max_bytes` of
+    /// records but at least one when any is left. What a group snapshot streams.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::Corruption`] for a malformed key.
+    pub fn scan_group_chunk(
+        &self,
+        group: GroupId,
+        cursor: &GroupCursor,
+        max_bytes: u64,
+    ) -> Result<GroupChunk> {
+        let resume = match cursor {
+            GroupCursor::Start => Resume::Sessions(keys::group_range(group).start),
+            GroupCursor::AfterSession(shard, client) => {
+                Resume::Sessions(keys::key_successor(&keys::session_key(group, *shard, *client)))
+            }
+            GroupCursor::AfterData(shard, key) => {
+                Resume::Data(keys::key_successor(&keys::data_key(group, *shard, key)))
+            }
+        };
+        let (records, full) = self.scan_chunk(&keys::group_range(group), resume, max_bytes)?;
+        let next = full.then(|| match records.last() {
+            Some((shard, ShardRecord::Session { client, .. })) => {
+                GroupCursor::AfterSession(*shard, *client)
+            }
+            Some((shard, ShardRecord::Data { key, .. })) => {
+                GroupCursor::AfterData(*shard, key.clone())
+            }
+            None => unreachable!("a full chunk holds at least one record"),
+        });
+        Ok(GroupChunk { records, next })
+    }
+
+    /// Scans the sessions then the data of `range` from `resume`, admitting records while
+    /// they fit in `max_bytes` (always at least one); returns them and whether the chunk
+    /// filled up before the range ended.
+    fn scan_chunk(
+        &self,
+        range: &KeyRange,
+        resume: Resume,
+        max_bytes: u64,
+    ) -> Result<(Vec<(ShardId, ShardRecord)>, bool)> {
         let mut records = Vec::new();
         let mut total_bytes = 0u64;
         let mut full = false;
-        let mut admit = |record: ShardRecord, records: &mut Vec<ShardRecord>| {
+        let mut admit = |shard: ShardId, record: ShardRecord, records: &mut Vec<_>| {
             total_bytes += record.size_bytes();
             if !records.is_empty() && total_bytes > max_bytes {
                 return false;
             }
-            records.push(record);
+            records.push((shard, record));
             true
         };
-        let data_start = match cursor {
-            ShardCursor::Start | ShardCursor::AfterSession(_) => {
-                let start = match cursor {
-                    ShardCursor::AfterSession(client) => {
-                        keys::key_successor(&keys::session_key(group, shard, *client))
-                    }
-                    _ => shard_keys.start.clone(),
-                };
-                let range = KeyRange { start, end: shard_keys.end.clone() };
+        let data_start = match resume {
+            Resume::Sessions(start) => {
+                let sessions = KeyRange { start, end: range.end.clone() };
                 self.kv.scan(
                     ColumnFamily::Sessions,
-                    &range,
+                    &sessions,
                     Direction::Forward,
                     &mut |key, value| {
-                        let client = keys::parse_session_key(key).ok_or_else(|| {
-                            self.corruption(format!("sessions: malformed key {key:02x?}"))
-                        })?;
+                        let (shard, client) =
+                            keys::parse_shard(key).zip(keys::parse_session_key(key)).ok_or_else(
+                                || self.corruption(format!("sessions: malformed key {key:02x?}")),
+                            )?;
                         let record = ShardRecord::Session { client, record: value.clone() };
-                        full = !admit(record, &mut records);
+                        full = !admit(shard, record, &mut records);
                         Ok(!full)
                     },
                 )?;
-                shard_keys.start.clone()
+                range.start.clone()
             }
-            ShardCursor::AfterData(after) => {
-                keys::key_successor(&keys::data_key(group, shard, after))
-            }
+            Resume::Data(start) => start,
         };
         if !full {
-            let range = KeyRange { start: data_start, end: shard_keys.end };
-            self.kv.scan(ColumnFamily::Data, &range, Direction::Forward, &mut |key, value| {
+            let data = KeyRange { start: data_start, end: range.end.clone() };
+            self.kv.scan(ColumnFamily::Data, &data, Direction::Forward, &mut |key, value| {
+                let shard = keys::parse_shard(key)
+                    .ok_or_else(|| self.corruption(format!("data: malformed key {key:02x?}")))?;
                 let user_key = Bytes::copy_from_slice(&key[keys::SHARD_PREFIX_BYTES..]);
-                let record = ShardRecord::Data { key: user_key, value: value.clone() };
-                full = !admit(record, &mut records);
+                full = !admit(
+                    shard,
+                    ShardRecord::Data { key: user_key, value: value.clone() },
+                    &mut records,
+                );
                 Ok(!full)
             })?;
         }
-        let next = if full {
-            match records.last() {
-                Some(ShardRecord::Session { client, .. }) => {
-                    Some(ShardCursor::AfterSession(*client))
-                }
-                Some(ShardRecord::Data { key, .. }) => Some(ShardCursor::AfterData(key.clone())),
-                None => unreachable!("a full chunk holds at least one record"),
-            }
-        } else {
-            None
-        };
-        Ok(ShardChunk { records, next })
+        Ok((records, full))
     }
 }
