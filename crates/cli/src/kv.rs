@@ -1,0 +1,578 @@
+//! `mosaic kv`: reads and writes keys, routed by shard like any Mosaic client.
+//!
+//! ```text
+//! mosaic kv --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --group 1 put greeting hello
+//! mosaic kv --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --group 1 get greeting
+//! printf 'binary\0value' | mosaic kv --nodes ... --group 1 append log
+//! ```
+//!
+//! Until the controller places shards, every shard is routed to the one group `--group`, whose
+//! members are the nodes of `--nodes`; `--shard-count` must match the cluster's.
+//!
+//! # Output contract
+//!
+//! Keys and values are bytes: a KEY or VALUE argument is taken as the raw bytes of the
+//! command-line argument, and a VALUE that is omitted is read from stdin (all of it, up to end
+//! of file, as bytes: nothing is trimmed).
+//!
+//! On success, stdout carries exactly:
+//!
+//! | command | `--output human` (default) | `--output json` |
+//! |---|---|---|
+//! | `get`, key found | the value's raw bytes, then `\n` | `{"found":true,"value":"..."}` |
+//! | `get`, key absent | nothing | `{"found":false}` |
+//! | `put`, `append`, `delete` | nothing | `{"ok":true,"index":N}` |
+//!
+//! In JSON, a value that is valid UTF-8 is the string field `value`; any other value is the
+//! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost. Each
+//! JSON document is one line. `index` is the log index at which the write was applied.
+//!
+//! On failure, stdout carries nothing, and stderr one line that says what went wrong and what
+//! to do. The exit code says what a script should do next:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (a `get` of an absent key included) |
+//! | 1 | failure: a write that was certainly **not** applied (safe to retry), or a read that failed |
+//! | 2 | bad usage: a malformed flag or argument (clap's usage errors), nothing was sent |
+//! | 3 | a write whose outcome is unknown: it may or may not have been applied (the deadline passed while it was in flight); read the key before retrying it |
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{Read, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use clap::{Args, Subcommand, ValueEnum};
+use mosaic_client::{
+    Client, ClientError, ClientOptions, Consistency, GroupId, LogIndex, NodeId, Routing,
+    StaticRouting, WriteOutcome,
+};
+
+/// Exit code: success.
+pub const EXIT_SUCCESS: u8 = 0;
+/// Exit code: a write certainly not applied, or a failed read.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage (as clap exits on a usage error).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a write that may or may not have been applied.
+pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+
+/// Flags of `mosaic kv`.
+#[derive(Args, Debug)]
+pub struct KvArgs {
+    /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_node)]
+    nodes: Vec<NodeAddress>,
+    /// The group that owns every shard (a positive integer).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    group: u64,
+    /// The cluster's number of shards; must match the one the cluster was created with.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    shard_count: u32,
+    /// How long the command may take, retries included (for example 500ms, 10s, 2m).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    #[command(subcommand)]
+    command: KvCommand,
+}
+
+/// One `--nodes` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeAddress {
+    node: NodeId,
+    address: String,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Raw values for people and pipes.
+    Human,
+    /// One JSON document per line, for scripts.
+    Json,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReadConsistency {
+    /// The leader confirms its leadership with a heartbeat round first (ReadIndex).
+    Linearizable,
+    /// The leader reads under its lease, without a round trip.
+    Lease,
+    /// Any replica reads what it has applied; may be behind.
+    Stale,
+}
+
+impl From<ReadConsistency> for Consistency {
+    fn from(consistency: ReadConsistency) -> Self {
+        match consistency {
+            ReadConsistency::Linearizable => Self::Linearizable,
+            ReadConsistency::Lease => Self::Lease,
+            ReadConsistency::Stale => Self::Stale,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum KvCommand {
+    /// Prints the value of KEY and a newline; prints nothing if KEY has no value.
+    Get {
+        /// The key.
+        key: OsString,
+        /// How fresh the read must be.
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+        consistency: ReadConsistency,
+    },
+    /// Sets KEY to VALUE.
+    Put {
+        /// The key.
+        key: OsString,
+        /// The value; when omitted, all of stdin is read as the value.
+        value: Option<OsString>,
+    },
+    /// Appends VALUE to the value of KEY (an absent key counts as empty).
+    Append {
+        /// The key.
+        key: OsString,
+        /// The bytes to append; when omitted, all of stdin is read as the value.
+        value: Option<OsString>,
+    },
+    /// Removes KEY (removing an absent key succeeds).
+    Delete {
+        /// The key.
+        key: OsString,
+    },
+}
+
+impl KvCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Get { .. } => "get",
+            Self::Put { .. } => "put",
+            Self::Append { .. } => "append",
+            Self::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// Parses one `--nodes` entry, `ID=HOST:PORT`.
+fn parse_node(entry: &str) -> Result<NodeAddress, String> {
+    let (id, address) =
+        entry.split_once('=').ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
+    let node = id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("{id:?} in {entry:?} is not a node id (a positive integer)"))?;
+    if !address.contains(':') {
+        return Err(format!("{address:?} in {entry:?} is not HOST:PORT"));
+    }
+    Ok(NodeAddress { node: NodeId(node), address: address.to_string() })
+}
+
+/// Parses a positive duration: an integer followed by `ms`, `s` or `m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let usage = || format!("{text:?} is not a duration such as 500ms, 10s or 2m");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(usage)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| usage())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.checked_mul(60).ok_or_else(usage)?),
+        _ => return Err(usage()),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: the timeout must be positive"));
+    }
+    Ok(duration)
+}
+
+/// The routing the flags describe: every shard on `--group`, whose members are `--nodes`.
+fn routing_of(args: &KvArgs) -> Result<Routing, String> {
+    let mut nodes = BTreeMap::new();
+    for NodeAddress { node, address } in &args.nodes {
+        if nodes.insert(*node, address.clone()).is_some() {
+            return Err(format!("--nodes names node {node} twice"));
+        }
+    }
+    Routing::single_group(GroupId(args.group), nodes, args.shard_count)
+        .map_err(|error| error.to_string())
+}
+
+/// Returns `value` as bytes, or when it is absent, everything `stdin` holds.
+fn value_or_read(value: Option<OsString>, stdin: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    match value {
+        Some(value) => Ok(value.into_encoded_bytes()),
+        None => {
+            let mut bytes = Vec::new();
+            stdin.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        }
+    }
+}
+
+/// What `get` prints for `value` (see the module's output contract).
+fn render_get(value: Option<&[u8]>, output: Output) -> Vec<u8> {
+    match (output, value) {
+        (Output::Human, Some(value)) => [value, b"\n"].concat(),
+        (Output::Human, None) => Vec::new(),
+        (Output::Json, None) => json_line(&serde_json::json!({ "found": false })),
+        (Output::Json, Some(value)) => match std::str::from_utf8(value) {
+            Ok(text) => json_line(&serde_json::json!({ "found": true, "value": text })),
+            Err(_) => json_line(
+                &serde_json::json!({ "found": true, "value_base64": BASE64.encode(value) }),
+            ),
+        },
+    }
+}
+
+/// What a write prints once applied at `index`.
+fn render_write(index: LogIndex, output: Output) -> Vec<u8> {
+    match output {
+        Output::Human => Vec::new(),
+        // Written out so that the field order is the documented one whatever serde_json's
+        // map order is (`ok` would sort after `index`).
+        Output::Json => format!("{{\"ok\":true,\"index\":{}}}\n", index.0).into_bytes(),
+    }
+}
+
+fn json_line(value: &serde_json::Value) -> Vec<u8> {
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// The exit code of a failed command.
+fn exit_code_for(error: &ClientError, is_write: bool) -> u8 {
+    if is_write && error.outcome() == WriteOutcome::Unknown {
+        EXIT_OUTCOME_UNKNOWN
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// The one line printed on stderr for a failed command: what went wrong and what to do.
+fn error_line(command: &str, error: &ClientError, is_write: bool) -> String {
+    let advice = match error {
+        ClientError::InvalidArgument { .. } => "fix the request; retrying it will not help",
+        _ if is_write && error.outcome() == WriteOutcome::Unknown => {
+            "the write may or may not have been applied: read the key to check before retrying"
+        }
+        ClientError::Timeout { .. } if is_write => {
+            "the write was not applied: check that the nodes of --nodes are up and that --group \
+             and --shard-count are right, then retry (or raise --timeout)"
+        }
+        ClientError::Timeout { .. } => {
+            "check that the nodes of --nodes are up and that --group and --shard-count are \
+             right, then retry (or raise --timeout)"
+        }
+        ClientError::Routing { .. } | ClientError::InvalidOptions { .. } => "fix the flags",
+        ClientError::Randomness { .. } => {
+            "retry; if it persists, check the system's entropy source"
+        }
+    };
+    let line = format!("mosaic kv {command}: {error}; {advice}");
+    line.replace(['\n', '\r'], " ")
+}
+
+/// Runs `mosaic kv` and returns its exit code (see the module's output contract).
+///
+/// # Errors
+/// Only when the command's own input or output fails (stdin cannot be read, stdout cannot be
+/// written); every failure of the operation itself is reported on stderr and in the exit code.
+pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
+    let routing = match routing_of(&args) {
+        Ok(routing) => routing,
+        Err(message) => {
+            eprintln!("mosaic kv: {message}; fix --nodes, --group or --shard-count");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let options = ClientOptions { timeout: args.timeout, ..ClientOptions::default() };
+    let client = Client::new(StaticRouting::new(routing), options)?;
+    let output = args.output;
+    let name = args.command.name();
+    let is_write = !matches!(args.command, KvCommand::Get { .. });
+
+    let printed = match args.command {
+        KvCommand::Get { key, consistency } => client
+            .get(key.into_encoded_bytes(), consistency.into())
+            .await
+            .map(|value| render_get(value.as_deref(), output)),
+        KvCommand::Put { key, value } => {
+            let value = read_value(value)?;
+            client.put(key.into_encoded_bytes(), value).await.map(|i| render_write(i, output))
+        }
+        KvCommand::Append { key, value } => {
+            let value = read_value(value)?;
+            client.append(key.into_encoded_bytes(), value).await.map(|i| render_write(i, output))
+        }
+        KvCommand::Delete { key } => {
+            client.delete(key.into_encoded_bytes()).await.map(|i| render_write(i, output))
+        }
+    };
+    match printed {
+        Ok(bytes) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&bytes).and_then(|()| stdout.flush()).context("writing to stdout")?;
+            Ok(ExitCode::from(EXIT_SUCCESS))
+        }
+        Err(error) => {
+            eprintln!("{}", error_line(name, &error, is_write));
+            Ok(ExitCode::from(exit_code_for(&error, is_write)))
+        }
+    }
+}
+
+/// The value argument, or all of stdin when it is omitted.
+fn read_value(value: Option<OsString>) -> anyhow::Result<Vec<u8>> {
+    value_or_read(value, &mut std::io::stdin().lock()).context("reading the value from stdin")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory as _, Parser};
+    use mosaic_client::RoutingError;
+
+    use super::*;
+
+    /// The shape `main.rs` gives the command: `mosaic kv ...`.
+    #[derive(Parser, Debug)]
+    #[command(name = "mosaic")]
+    struct TestCli {
+        #[command(subcommand)]
+        command: TestCommand,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum TestCommand {
+        Kv(KvArgs),
+    }
+
+    const NODES: &str = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103";
+
+    fn parse(args: &[&str]) -> Result<KvArgs, clap::Error> {
+        let argv = ["mosaic", "kv"].iter().chain(args);
+        TestCli::try_parse_from(argv).map(|cli| match cli.command {
+            TestCommand::Kv(args) => args,
+        })
+    }
+
+    fn usage_error(args: &[&str]) -> clap::Error {
+        match parse(args) {
+            Ok(parsed) => panic!("{args:?} parsed as {parsed:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_get_parses_with_the_documented_defaults() {
+        let args = parse(&["--nodes", NODES, "--group", "7", "get", "user:1"]).unwrap();
+        assert_eq!(args.nodes.len(), 3);
+        assert_eq!(
+            args.nodes[1],
+            NodeAddress { node: NodeId(2), address: "127.0.0.1:7102".to_string() }
+        );
+        assert_eq!(args.group, 7);
+        assert_eq!(args.shard_count, 64);
+        assert_eq!(args.timeout, Duration::from_secs(10));
+        assert_eq!(args.output, Output::Human);
+        match args.command {
+            KvCommand::Get { key, consistency } => {
+                assert_eq!(key, "user:1");
+                assert_eq!(consistency, ReadConsistency::Linearizable);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let line = "--group 2 --shard-count 8 --timeout 1500ms --output json get k \
+                    --consistency stale";
+        let args: Vec<&str> =
+            ["--nodes", NODES].into_iter().chain(line.split_whitespace()).collect();
+        let args = parse(&args).unwrap();
+        assert_eq!((args.shard_count, args.output), (8, Output::Json));
+        assert_eq!(args.timeout, Duration::from_millis(1500));
+        assert!(matches!(args.command, KvCommand::Get { consistency: ReadConsistency::Stale, .. }));
+    }
+
+    #[test]
+    fn output_and_timeout_may_follow_the_verb() {
+        let args = ["--nodes", NODES, "--group", "1", "put", "k", "--output", "json"];
+        assert_eq!(parse(&args).unwrap().output, Output::Json);
+        let args = ["--nodes", NODES, "--group", "1", "get", "k", "--timeout", "2s"];
+        assert_eq!(parse(&args).unwrap().timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn writes_parse_with_and_without_a_value() {
+        let put = parse(&["--nodes", NODES, "--group", "1", "put", "k", "v"]).unwrap();
+        assert!(matches!(put.command, KvCommand::Put { value: Some(ref v), .. } if v == "v"));
+        let put = parse(&["--nodes", NODES, "--group", "1", "put", "k"]).unwrap();
+        assert!(matches!(put.command, KvCommand::Put { value: None, .. }));
+        let append = parse(&["--nodes", NODES, "--group", "1", "append", "k"]).unwrap();
+        assert!(matches!(append.command, KvCommand::Append { value: None, .. }));
+        let delete = parse(&["--nodes", NODES, "--group", "1", "delete", "k"]).unwrap();
+        assert!(matches!(delete.command, KvCommand::Delete { ref key } if key == "k"));
+    }
+
+    #[test]
+    fn bad_usage_is_a_clap_error_with_exit_code_2() {
+        let cases: &[&[&str]] = &[
+            &["--group", "1", "get", "k"],                           // no --nodes
+            &["--nodes", NODES, "get", "k"],                         // no --group
+            &["--nodes", NODES, "--group", "0", "get", "k"],         // group 0
+            &["--nodes", "1=h:1,x=h:2", "--group", "1", "get", "k"], // bad node id
+            &["--nodes", "0=h:1", "--group", "1", "get", "k"],       // node 0
+            &["--nodes", "1=nowhere", "--group", "1", "get", "k"],   // no port
+            &["--nodes", NODES, "--group", "1", "--shard-count", "0", "get", "k"],
+            &["--nodes", NODES, "--group", "1", "--timeout", "0s", "get", "k"],
+            &["--nodes", NODES, "--group", "1", "--timeout", "10", "get", "k"],
+            &["--nodes", NODES, "--group", "1", "--output", "xml", "get", "k"],
+            &["--nodes", NODES, "--group", "1", "get", "k", "--consistency", "strong"],
+            &["--nodes", NODES, "--group", "1", "get"], // no key
+            &["--nodes", NODES, "--group", "1", "delete", "k", "extra"],
+            &["--nodes", NODES, "--group", "1", "scan", "k"],
+        ];
+        for args in cases {
+            let error = usage_error(args);
+            assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}: {error}");
+        }
+        let error = usage_error(&["--group", "1", "get", "k"]);
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "s", "10", "10h", "1.5s", "-1s", "0ms", "99999999999999999999m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn the_flags_describe_a_single_group_routing() {
+        let args =
+            parse(&["--nodes", NODES, "--group", "4", "--shard-count", "16", "get", "k"]).unwrap();
+        let routing = routing_of(&args).unwrap();
+        assert_eq!(routing.shard_count(), 16);
+        assert_eq!(routing.members(GroupId(4)), &[NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(routing.address(NodeId(3)), Some("127.0.0.1:7103"));
+    }
+
+    #[test]
+    fn a_node_named_twice_is_refused() {
+        let args = parse(&["--nodes", "1=h:1,1=h:2", "--group", "1", "get", "k"]).unwrap();
+        let message = routing_of(&args).unwrap_err();
+        assert!(message.contains("node 1 twice"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_routing_exits_with_the_usage_code_before_sending() {
+        let args = parse(&["--nodes", "1=h:port", "--group", "1", "delete", "k"]).unwrap();
+        let code = run(args).await.unwrap();
+        assert_eq!(code, ExitCode::from(EXIT_USAGE));
+    }
+
+    #[test]
+    fn an_omitted_value_is_all_of_stdin_as_bytes() {
+        let input = b"line one\nline two\n\0\xff trailing  \n\n".to_vec();
+        let value = value_or_read(None, &mut Cursor::new(input.clone())).unwrap();
+        assert_eq!(value, input);
+        let empty = value_or_read(None, &mut Cursor::new(Vec::new())).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn a_given_value_does_not_read_stdin() {
+        let mut stdin = Cursor::new(b"ignored".to_vec());
+        let value = value_or_read(Some(OsString::from("given")), &mut stdin).unwrap();
+        assert_eq!(value, b"given");
+        assert_eq!(stdin.position(), 0);
+    }
+
+    #[test]
+    fn human_get_prints_exactly_the_value_and_a_newline() {
+        assert_eq!(render_get(Some(b"hello"), Output::Human), b"hello\n");
+        assert_eq!(render_get(Some(b"a\0\xff\n"), Output::Human), b"a\0\xff\n\n");
+        assert_eq!(render_get(Some(b""), Output::Human), b"\n");
+        assert_eq!(render_get(None, Output::Human), b"");
+    }
+
+    #[test]
+    fn json_get_holds_utf8_as_value_and_other_bytes_as_base64() {
+        assert_eq!(render_get(None, Output::Json), b"{\"found\":false}\n");
+        assert_eq!(
+            render_get(Some("h\u{e9}llo \"q\"".as_bytes()), Output::Json),
+            "{\"found\":true,\"value\":\"h\u{e9}llo \\\"q\\\"\"}\n".as_bytes()
+        );
+        assert_eq!(
+            render_get(Some(b"\xff\x00"), Output::Json),
+            b"{\"found\":true,\"value_base64\":\"/wA=\"}\n"
+        );
+    }
+
+    #[test]
+    fn writes_print_nothing_or_one_json_line() {
+        assert_eq!(render_write(LogIndex(42), Output::Human), b"");
+        assert_eq!(render_write(LogIndex(42), Output::Json), b"{\"ok\":true,\"index\":42}\n");
+    }
+
+    fn timeout(outcome: WriteOutcome) -> ClientError {
+        ClientError::Timeout {
+            outcome,
+            timeout: Duration::from_secs(10),
+            attempts: 12,
+            last_failure: "node 1 at h:1: cannot connect:\nrefused".to_string(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_tell_unapplied_from_unknown_writes() {
+        let invalid = ClientError::InvalidArgument {
+            reason: "the key is empty".into(),
+            outcome: WriteOutcome::NotApplied,
+        };
+        let routing = ClientError::Routing { reason: RoutingError::NoShards };
+        assert_eq!(exit_code_for(&timeout(WriteOutcome::NotApplied), true), EXIT_FAILED);
+        assert_eq!(exit_code_for(&timeout(WriteOutcome::Unknown), true), EXIT_OUTCOME_UNKNOWN);
+        assert_eq!(exit_code_for(&timeout(WriteOutcome::NotApplied), false), EXIT_FAILED);
+        assert_eq!(exit_code_for(&invalid, true), EXIT_FAILED);
+        assert_eq!(exit_code_for(&invalid, false), EXIT_FAILED);
+        assert_eq!(exit_code_for(&routing, true), EXIT_FAILED);
+    }
+
+    #[test]
+    fn error_lines_are_one_line_with_advice() {
+        let unknown = error_line("put", &timeout(WriteOutcome::Unknown), true);
+        assert!(unknown.starts_with("mosaic kv put: "), "{unknown}");
+        assert!(unknown.contains("read the key to check before retrying"), "{unknown}");
+        let not_applied = error_line("append", &timeout(WriteOutcome::NotApplied), true);
+        assert!(not_applied.contains("was not applied"), "{not_applied}");
+        let read = error_line("get", &timeout(WriteOutcome::NotApplied), false);
+        assert!(read.contains("raise --timeout") && !read.contains("applied"), "{read}");
+        for line in [unknown, not_applied, read] {
+            assert!(!line.contains('\n'), "{line:?}");
+        }
+    }
+}

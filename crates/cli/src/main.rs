@@ -1,0 +1,60 @@
+//! `mosaic`: one binary for every role (DESIGN.md "Processes and what users type").
+//! Logs and diagnostics go to stderr; stdout carries only what a command is asked for.
+
+mod admin;
+mod kv;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Mosaic: a sharded, replicated key-value store.
+#[derive(Parser, Debug)]
+#[command(name = "mosaic", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a storage node: hosts replicas of Raft groups and serves the KV API.
+    Server(server::ServerArgs),
+    /// Reads and writes keys: get, put, append, delete.
+    Kv(kv::KvArgs),
+    /// Administers storage nodes: create groups, show their status.
+    Admin(admin::AdminArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOSAIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mosaic: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Kv(args) => kv::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("mosaic: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `mosaic server`: runs one storage node until SIGTERM or Ctrl-C, then stops gracefully.
+//!
+//! Settings come from `--config FILE` (TOML, see `mosaic_server::ServerConfig`), and the
+//! flags override the file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use mosaic_server::{Node, ServerConfig};
+
+/// Flags of `mosaic server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    id: Option<u64>,
+    /// Address to listen on, ip:port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address other nodes and clients reach this node at, host:port (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Data directory (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The other nodes, as ID=HOST:PORT,ID=HOST:PORT.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Cluster id (a data directory never opens in another cluster).
+    #[arg(long)]
+    cluster_id: Option<u64>,
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                ServerConfig::from_toml(&text)
+                    .with_context(|| format!("in the config file {}", path.display()))?
+            }
+            None => {
+                let id = self.id.context("--id is required (or a --config file with node-id)")?;
+                let data_dir = self
+                    .data_dir
+                    .clone()
+                    .context("--data-dir is required (or a --config file with data-dir)")?;
+                ServerConfig::new(id, data_dir)
+            }
+        };
+        if let Some(id) = self.id {
+            config.node_id = id;
+        }
+        if let Some(listen) = &self.listen {
+            config.listen.clone_from(listen);
+        }
+        if let Some(advertise) = &self.advertise {
+            config.advertise = Some(advertise.clone());
+        }
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir.clone_from(data_dir);
+        }
+        if let Some(cluster_id) = self.cluster_id {
+            config.cluster_id = cluster_id;
+        }
+        for peer in &self.peers {
+            let (id, address) = peer
+                .split_once('=')
+                .with_context(|| format!("--peers entry {peer:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .parse()
+                .with_context(|| format!("--peers entry {peer:?}: {id:?} is not a node id"))?;
+            config.peers.insert(id, address.to_string());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the node until a signal asks it to stop.
+pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    let mut node = Node::start(config).await?;
+    let signalled = tokio::select! {
+        () = shutdown_signal() => true,
+        // The node stops by itself only on an error (storage failure, server failure).
+        result = node.wait() => {
+            result?;
+            false
+        }
+    };
+    if !signalled {
+        anyhow::bail!("the node stopped unexpectedly");
+    }
+    node.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,729 @@
+//! The routing client: sends each operation to the node that leads its key's group, and retries
+//! by the rules of [`crate::classify`] until a final answer or the operation's deadline.
+//!
+//! State shared by every clone of a [`Client`] (one `Arc`):
+//! - the placement it routes by, replaced only by a newer or equal one from its
+//!   [`RoutingSource`];
+//! - one lazily connected gRPC channel per node address, reused by every operation. Channels
+//!   of addresses the placement no longer names are dropped when the placement is replaced, so
+//!   the map holds at most the placement's nodes plus the leaders named in hints since then;
+//! - a leader hint per group, only ever a member of the group in the current placement;
+//! - the session lanes of [`crate::session`].
+//!
+//! Bounds: every operation ends by its deadline ([`ClientOptions::timeout`]), every attempt by
+//! [`ClientOptions::attempt_timeout`] (or the deadline, if sooner), and the pause before a retry
+//! comes from [`crate::backoff`]. The only retry without a pause is following a leader hint, and
+//! never twice in a row.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mosaic_engine::GroupId;
+use mosaic_proto::pb;
+use mosaic_proto::pb::kv_client::KvClient;
+use mosaic_raft::{LogIndex, NodeId};
+use rand::rngs::{SmallRng, SysRng};
+use rand::{Rng as _, SeedableRng as _};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::backoff::Backoff;
+use crate::classify::{Action, Failure, LeaderHint, classify_status};
+use crate::error::{ClientError, Result, WriteOutcome};
+use crate::operation::{Operation, Prepared, Route, WireRequest};
+use crate::routing::{Routing, RoutingSource, StaticRouting, endpoint_for};
+use crate::session::{LaneLease, SessionPool};
+use crate::shard::shard_for_key;
+
+/// How a client retries and how long it waits. Every field is a named bound; see
+/// [`ClientOptions::validate`] for what is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long one operation may take, all retries included. Default 10 s.
+    pub timeout: Duration,
+    /// How long one attempt (one RPC) may take before the client gives up on that node.
+    /// Default 2 s.
+    pub attempt_timeout: Duration,
+    /// How long opening a connection may take. Keep it below `attempt_timeout`: a connection
+    /// that was never made proves the request was not sent, a timed-out attempt does not.
+    /// Default 1 s.
+    pub connect_timeout: Duration,
+    /// The ceiling of the first pause between retries. Default 10 ms.
+    pub backoff_initial: Duration,
+    /// The largest pause between retries. Default 500 ms.
+    pub backoff_max: Duration,
+    /// The largest message the client sends or accepts, in bytes. Default 64 MiB.
+    pub message_bytes_max: usize,
+    /// Seeds the backoff jitter; `None` seeds it from the operating system. Set it for
+    /// reproducible schedules (simulation, tests).
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(500),
+            message_bytes_max: 64 << 20,
+            jitter_seed: None,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Checks that the options can be used.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidOptions`] when a timeout, a pause or the message size is zero, or
+    /// `backoff_initial` exceeds `backoff_max`.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(ClientError::InvalidOptions { reason });
+        for (name, value) in [
+            ("timeout", self.timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("backoff_initial", self.backoff_initial),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{name} is zero"));
+            }
+        }
+        if self.backoff_initial > self.backoff_max {
+            return invalid(format!(
+                "backoff_initial {:?} exceeds backoff_max {:?}",
+                self.backoff_initial, self.backoff_max
+            ));
+        }
+        if self.message_bytes_max == 0 {
+            return invalid("message_bytes_max is zero".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A client of a Mosaic cluster. Cheap to clone (clones share connections, routing and
+/// sessions) and safe to use from many tasks at once.
+pub struct Client<S = StaticRouting> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Client<S> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+struct Inner<S> {
+    source: S,
+    options: ClientOptions,
+    /// The placement operations route by; `None` until first loaded.
+    routing: Mutex<Option<Arc<Routing>>>,
+    /// Held while asking the source, so that concurrent refreshes ask it once.
+    refreshing: tokio::sync::Mutex<()>,
+    /// One channel per node address.
+    channels: Mutex<BTreeMap<String, Channel>>,
+    /// The node believed to lead each group.
+    leaders: Mutex<BTreeMap<GroupId, NodeId>>,
+    sessions: SessionPool,
+    /// Seeds each operation's backoff jitter.
+    jitter_seeds: Mutex<SmallRng>,
+}
+
+/// A successful answer.
+enum Reply {
+    Get(pb::GetResponse),
+    Write(pb::WriteResponse),
+}
+
+/// A node to send an attempt to.
+#[derive(Clone, Debug)]
+struct Target {
+    node: NodeId,
+    address: String,
+}
+
+/// What an operation has been through so far.
+struct Progress {
+    is_write: bool,
+    attempts: u32,
+    /// Whether some attempt of the write may have been applied.
+    may_have_applied: bool,
+    last_failure: String,
+}
+
+impl Progress {
+    fn outcome(&self) -> WriteOutcome {
+        if self.may_have_applied { WriteOutcome::Unknown } else { WriteOutcome::NotApplied }
+    }
+
+    fn timed_out(&self, timeout: Duration) -> ClientError {
+        ClientError::Timeout {
+            outcome: self.outcome(),
+            timeout,
+            attempts: self.attempts,
+            last_failure: self.last_failure.clone(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data under these locks is valid after any panic: each critical section is one
+    // insert, remove or replace.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S: RoutingSource> Client<S> {
+    /// A client that routes by the placements `source` gives. Connects to nothing yet: the
+    /// first operation loads the placement and opens connections as it needs them.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidOptions`] when `options` do not [validate](ClientOptions::validate);
+    /// [`ClientError::Randomness`] when no jitter seed is given and the operating system cannot
+    /// provide one.
+    pub fn new(source: S, options: ClientOptions) -> Result<Self> {
+        options.validate()?;
+        let jitter_seeds = match options.jitter_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::try_from_rng(&mut SysRng)
+                .map_err(|error| ClientError::Randomness { reason: error.to_string() })?,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                source,
+                options,
+                routing: Mutex::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
+                channels: Mutex::new(BTreeMap::new()),
+                leaders: Mutex::new(BTreeMap::new()),
+                sessions: SessionPool::default(),
+                jitter_seeds: Mutex::new(jitter_seeds),
+            }),
+        })
+    }
+
+    /// The options the client was built with.
+    #[must_use]
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Returns the value of `key`, or `None` when it has none, read at `consistency`.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a failed read's outcome is always [`WriteOutcome::NotApplied`].
+    pub async fn get(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: pb::Consistency,
+    ) -> Result<Option<Bytes>> {
+        match self.inner.execute(Operation::Get { key: key.into(), consistency }).await? {
+            Reply::Get(response) => Ok(response.found.then_some(response.value)),
+            Reply::Write(_) => unreachable!("a get is answered by a GetResponse"),
+        }
+    }
+
+    /// Sets `key` to `value`; returns the log index at which the write was applied.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; [`ClientError::outcome`] says whether the write may have been
+    /// applied.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<LogIndex> {
+        self.write(Operation::Put { key: key.into(), value: value.into() }).await
+    }
+
+    /// Appends `value` to the value of `key` (an absent key counts as empty); returns the log
+    /// index at which the write was applied.
+    ///
+    /// # Errors
+    /// As [`Client::put`].
+    pub async fn append(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<LogIndex> {
+        self.write(Operation::Append { key: key.into(), value: value.into() }).await
+    }
+
+    /// Removes `key` (removing an absent key succeeds); returns the log index at which the
+    /// write was applied.
+    ///
+    /// # Errors
+    /// As [`Client::put`].
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<LogIndex> {
+        self.write(Operation::Delete { key: key.into() }).await
+    }
+
+    async fn write(&self, operation: Operation) -> Result<LogIndex> {
+        match self.inner.execute(operation).await? {
+            Reply::Write(response) => Ok(LogIndex(response.index)),
+            Reply::Get(_) => unreachable!("a write is answered by a WriteResponse"),
+        }
+    }
+
+    /// How many session lanes the client has created (at most its peak number of concurrent
+    /// writes).
+    #[cfg(test)]
+    fn lanes_created(&self) -> usize {
+        self.inner.sessions.lanes_created()
+    }
+}
+
+impl<S: RoutingSource> Inner<S> {
+    /// Runs one operation to its final answer or its deadline.
+    async fn execute(&self, operation: Operation) -> Result<Reply> {
+        let options = &self.options;
+        let deadline = Instant::now() + options.timeout;
+        // The lease is held to the end of the operation, whatever its outcome.
+        let mut lease: Option<LaneLease<'_>> =
+            if operation.is_write() { Some(self.sessions.checkout()?) } else { None };
+        let prepared = Prepared::new(operation, lease.as_mut().map(LaneLease::next_session));
+        let operation = prepared.operation();
+        let mut progress = Progress {
+            is_write: operation.is_write(),
+            attempts: 0,
+            may_have_applied: false,
+            last_failure: String::from("no attempt was made"),
+        };
+        let jitter = SmallRng::seed_from_u64(lock(&self.jitter_seeds).next_u64());
+        let mut backoff = Backoff::new(options.backoff_initial, options.backoff_max, jitter);
+        let mut routing = self.routing(deadline).await?;
+        let mut next_target: Option<Target> = None;
+        let mut followed_leader_last = false;
+
+        loop {
+            let shard = shard_for_key(operation.key(), routing.shard_count());
+            let group = routing.group_of(shard).expect("a shard below the shard count has a group");
+            let route = Route { group, shard, config_num: routing.config_num() };
+            let target = next_target.take().unwrap_or_else(|| self.preferred(&routing, group));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(progress.timed_out(options.timeout));
+            }
+
+            progress.attempts += 1;
+            let attempt_timeout = options.attempt_timeout.min(remaining);
+            let sent = self.send(&target, prepared.request(route), attempt_timeout);
+            let failure = match tokio::time::timeout(attempt_timeout, sent).await {
+                Ok(Ok(reply)) => {
+                    if operation.success_proves_leader() {
+                        self.remember_leader(&routing, group, target.node);
+                    }
+                    return Ok(reply);
+                }
+                Ok(Err(failure)) => failure,
+                Err(_elapsed) => Failure::AttemptTimedOut,
+            };
+            if progress.is_write && failure.may_have_applied() {
+                progress.may_have_applied = true;
+            }
+            progress.last_failure =
+                format!("node {} at {}: {failure}", target.node, target.address);
+            tracing::debug!(
+                operation = operation.name(),
+                group_id = %group,
+                node_id = %target.node,
+                attempt = progress.attempts,
+                %failure,
+                "attempt failed"
+            );
+            if !failure.node_may_lead() {
+                self.forget_leader(group, target.node);
+            }
+
+            let mut pause = true;
+            let mut refresh = None;
+            match failure.action() {
+                Action::Fail => {
+                    let reason = match failure {
+                        Failure::InvalidArgument { reason } => reason,
+                        other => other.to_string(),
+                    };
+                    return Err(ClientError::InvalidArgument {
+                        reason,
+                        outcome: progress.outcome(),
+                    });
+                }
+                Action::FollowLeader(hint) => {
+                    match self.hinted(&routing, group, &hint, target.node) {
+                        Some(leader) => {
+                            pause = followed_leader_last;
+                            next_target = Some(leader);
+                        }
+                        None => next_target = Some(next_member(&routing, group, target.node)),
+                    }
+                }
+                Action::NextMember => next_target = Some(next_member(&routing, group, target.node)),
+                Action::SameNode => next_target = Some(target),
+                Action::RefreshRouting => refresh = Some(None),
+                Action::RefreshRoutingNextMember => refresh = Some(Some(target.node)),
+            }
+            followed_leader_last = !pause;
+
+            if pause {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(progress.timed_out(options.timeout));
+                }
+                tokio::time::sleep(backoff.next_pause().min(remaining)).await;
+            }
+            if let Some(skip) = refresh {
+                routing = self.refresh(&routing, deadline).await;
+                if let Some(node) = skip {
+                    let shard = shard_for_key(operation.key(), routing.shard_count());
+                    let group =
+                        routing.group_of(shard).expect("a shard below the count has a group");
+                    next_target = Some(next_member(&routing, group, node));
+                }
+            }
+        }
+    }
+
+    /// Sends one attempt and returns the node's answer.
+    async fn send(
+        &self,
+        target: &Target,
+        request: WireRequest,
+        attempt_timeout: Duration,
+    ) -> std::result::Result<Reply, Failure> {
+        let channel = self.channel(&target.address).map_err(|message| Failure::ConnectFailed {
+            message: format!("unusable address: {message}"),
+        })?;
+        let limit = self.options.message_bytes_max;
+        let mut client = KvClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        // The deadline also travels to the node (grpc-timeout), which can then drop the work.
+        fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request.set_timeout(timeout);
+            request
+        }
+        let result = match request {
+            WireRequest::Get(request) => client
+                .get(with_timeout(request, attempt_timeout))
+                .await
+                .map(|response| Reply::Get(response.into_inner())),
+            WireRequest::Put(request) => client
+                .put(with_timeout(request, attempt_timeout))
+                .await
+                .map(|response| Reply::Write(response.into_inner())),
+            WireRequest::Append(request) => client
+                .append(with_timeout(request, attempt_timeout))
+                .await
+                .map(|response| Reply::Write(response.into_inner())),
+            WireRequest::Delete(request) => client
+                .delete(with_timeout(request, attempt_timeout))
+                .await
+                .map(|response| Reply::Write(response.into_inner())),
+        };
+        result.map_err(|status| classify_status(&status))
+    }
+
+    /// The channel to `address`, created (unconnected) on first use.
+    fn channel(&self, address: &str) -> std::result::Result<Channel, String> {
+        let mut channels = lock(&self.channels);
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = endpoint_for(address)?.connect_timeout(self.options.connect_timeout);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The placement to route by, loaded from the source on first use.
+    async fn routing(&self, deadline: Instant) -> Result<Arc<Routing>> {
+        if let Some(routing) = lock(&self.routing).clone() {
+            return Ok(routing);
+        }
+        let load = async {
+            let _refreshing = self.refreshing.lock().await;
+            if let Some(routing) = lock(&self.routing).clone() {
+                return Ok(routing);
+            }
+            let routing = self.source.latest().await?;
+            Ok(self.install(routing))
+        };
+        match tokio::time::timeout_at(deadline, load).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(ClientError::Timeout {
+                outcome: WriteOutcome::NotApplied,
+                timeout: self.options.timeout,
+                attempts: 0,
+                last_failure: "the routing source gave no placement".to_string(),
+            }),
+        }
+    }
+
+    /// Asks the source for a newer placement than `stale`, and returns the one to route by
+    /// now: the source's if it is not older, else the current one. Asks only if no other
+    /// operation has replaced `stale` meanwhile.
+    async fn refresh(&self, stale: &Arc<Routing>, deadline: Instant) -> Arc<Routing> {
+        let refresh = async {
+            let _refreshing = self.refreshing.lock().await;
+            let current = lock(&self.routing).clone().unwrap_or_else(|| Arc::clone(stale));
+            if !Arc::ptr_eq(&current, stale) {
+                return current;
+            }
+            match self.source.latest().await {
+                Ok(latest) if latest.config_num() >= current.config_num() => self.install(latest),
+                Ok(older) => {
+                    tracing::debug!(
+                        config_num = older.config_num(),
+                        current = current.config_num(),
+                        "the routing source gave an older placement; keeping the current one"
+                    );
+                    current
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot refresh the routing; keeping the current one");
+                    current
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, refresh).await.unwrap_or_else(|_| Arc::clone(stale))
+    }
+
+    /// Routes by `routing` from now on; drops the channels and leader hints it makes stale.
+    fn install(&self, routing: Routing) -> Arc<Routing> {
+        let routing = Arc::new(routing);
+        lock(&self.channels).retain(|address, _| routing.nodes().values().any(|a| a == address));
+        lock(&self.leaders).retain(|group, leader| routing.members(*group).contains(leader));
+        *lock(&self.routing) = Some(Arc::clone(&routing));
+        routing
+    }
+
+    /// The node to try first for `group`: its known leader, else its first member.
+    fn preferred(&self, routing: &Routing, group: GroupId) -> Target {
+        let members = routing.members(group);
+        let leader = lock(&self.leaders).get(&group).copied();
+        let node = leader.filter(|leader| members.contains(leader)).unwrap_or(members[0]);
+        member_target(routing, node)
+    }
+
+    /// The node a leader hint points to, if it can be tried: a member of the group, or a node
+    /// outside the placement whose address the hint gives. Never the node that gave the hint.
+    fn hinted(
+        &self,
+        routing: &Routing,
+        group: GroupId,
+        hint: &LeaderHint,
+        from: NodeId,
+    ) -> Option<Target> {
+        if hint.node == from {
+            return None;
+        }
+        if routing.members(group).contains(&hint.node) {
+            self.remember_leader(routing, group, hint.node);
+            return Some(member_target(routing, hint.node));
+        }
+        (!hint.address.is_empty())
+            .then(|| Target { node: hint.node, address: hint.address.clone() })
+    }
+
+    fn remember_leader(&self, routing: &Routing, group: GroupId, node: NodeId) {
+        if routing.members(group).contains(&node) {
+            lock(&self.leaders).insert(group, node);
+        }
+    }
+
+    fn forget_leader(&self, group: GroupId, node: NodeId) {
+        let mut leaders = lock(&self.leaders);
+        if leaders.get(&group) == Some(&node) {
+            leaders.remove(&group);
+        }
+    }
+}
+
+/// The target for `node`, a member of a group of `routing` (so it has an address).
+fn member_target(routing: &Routing, node: NodeId) -> Target {
+    let address = routing.address(node).expect("every group member of a Routing has an address");
+    Target { node, address: address.to_string() }
+}
+
+/// The member of `group` after `node` (cyclically); the first member if `node` is not one.
+fn next_member(routing: &Routing, group: GroupId, node: NodeId) -> Target {
+    let members = routing.members(group);
+    let index =
+        members.iter().position(|member| *member == node).map_or(0, |i| (i + 1) % members.len());
+    member_target(routing, members[index])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::test_support::{closed_port_address, silent_listener};
+
+    fn fast_options() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_millis(400),
+            attempt_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_millis(50),
+            backoff_initial: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            jitter_seed: Some(1),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn client_of(addresses: &[String], options: ClientOptions) -> Client {
+        let nodes: BTreeMap<NodeId, String> =
+            (1u64..).zip(addresses).map(|(id, address)| (NodeId(id), address.clone())).collect();
+        let routing = Routing::single_group(GroupId(1), nodes, 8).unwrap();
+        Client::new(StaticRouting::new(routing), options).unwrap()
+    }
+
+    fn routing_of(members: &[u64]) -> Routing {
+        let nodes = members.iter().map(|id| (NodeId(*id), format!("h{id}:1"))).collect();
+        Routing::single_group(GroupId(1), nodes, 1).unwrap()
+    }
+
+    #[test]
+    fn default_options_are_the_documented_ones() {
+        let options = ClientOptions::default();
+        assert_eq!(options.timeout, Duration::from_secs(10));
+        assert_eq!(options.attempt_timeout, Duration::from_secs(2));
+        assert_eq!(options.backoff_initial, Duration::from_millis(10));
+        assert_eq!(options.backoff_max, Duration::from_millis(500));
+        options.validate().unwrap();
+    }
+
+    #[test]
+    fn inconsistent_options_are_refused() {
+        let zero_timeout = ClientOptions { timeout: Duration::ZERO, ..ClientOptions::default() };
+        let inverted = ClientOptions {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_millis(1),
+            ..ClientOptions::default()
+        };
+        let no_messages = ClientOptions { message_bytes_max: 0, ..ClientOptions::default() };
+        for options in [zero_timeout, inverted, no_messages] {
+            let error = options.validate().unwrap_err();
+            assert!(matches!(error, ClientError::InvalidOptions { .. }), "{options:?}: {error}");
+            let routing = StaticRouting::new(routing_of(&[1]));
+            assert!(Client::new(routing, options).is_err());
+        }
+    }
+
+    #[test]
+    fn next_member_cycles_through_the_group() {
+        let routing = routing_of(&[1, 2, 3]);
+        let next = |node| next_member(&routing, GroupId(1), NodeId(node)).node;
+        assert_eq!((next(1), next(2), next(3)), (NodeId(2), NodeId(3), NodeId(1)));
+        // A node outside the group (a hinted leader) is followed by the first member.
+        assert_eq!(next(9), NodeId(1));
+    }
+
+    #[tokio::test]
+    async fn leader_hints_are_remembered_only_for_members() {
+        let client =
+            Client::new(StaticRouting::new(routing_of(&[1, 2, 3])), fast_options()).unwrap();
+        let inner = &client.inner;
+        let routing = inner.routing(Instant::now() + Duration::from_secs(1)).await.unwrap();
+        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(1));
+
+        let hint = LeaderHint { node: NodeId(3), address: String::new() };
+        let target = inner.hinted(&routing, GroupId(1), &hint, NodeId(1)).unwrap();
+        assert_eq!((target.node, target.address.as_str()), (NodeId(3), "h3:1"));
+        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(3));
+
+        // A leader outside the placement is tried at the address the hint gives, not cached.
+        let outsider = LeaderHint { node: NodeId(7), address: "h7:1".into() };
+        let target = inner.hinted(&routing, GroupId(1), &outsider, NodeId(3)).unwrap();
+        assert_eq!((target.node, target.address.as_str()), (NodeId(7), "h7:1"));
+        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(3));
+        let no_address = LeaderHint { node: NodeId(7), address: String::new() };
+        assert!(inner.hinted(&routing, GroupId(1), &no_address, NodeId(3)).is_none());
+        // A node naming itself is no hint.
+        assert!(inner.hinted(&routing, GroupId(1), &hint, NodeId(3)).is_none());
+
+        inner.forget_leader(GroupId(1), NodeId(2));
+        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(3));
+        inner.forget_leader(GroupId(1), NodeId(3));
+        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(1));
+    }
+
+    #[tokio::test]
+    async fn a_write_no_node_accepts_a_connection_for_was_not_applied() {
+        let addresses = [closed_port_address().await, closed_port_address().await];
+        let client = client_of(&addresses, fast_options());
+        let error = client.put("k", "v").await.unwrap_err();
+        let ClientError::Timeout { outcome, attempts, ref last_failure, .. } = error else {
+            panic!("expected a timeout, got {error:?}");
+        };
+        assert_eq!(outcome, WriteOutcome::NotApplied, "{error}");
+        assert!(attempts >= 2, "{error}");
+        assert!(last_failure.contains("cannot connect"), "{error}");
+        assert_eq!(error.outcome(), WriteOutcome::NotApplied);
+    }
+
+    #[tokio::test]
+    async fn a_write_sent_to_a_node_that_never_answers_has_an_unknown_outcome() {
+        let (address, _listener) = silent_listener().await;
+        let client = client_of(&[address], fast_options());
+        let error = client.append("k", "v").await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::Timeout { outcome: WriteOutcome::Unknown, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_never_an_unknown_outcome() {
+        let (address, _listener) = silent_listener().await;
+        let client = client_of(&[address], fast_options());
+        let error = client.get("k", pb::Consistency::Linearizable).await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::Timeout { outcome: WriteOutcome::NotApplied, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_operation_ends_by_its_deadline() {
+        let (address, _listener) = silent_listener().await;
+        let options = fast_options();
+        let client = client_of(&[address], options.clone());
+        let started = std::time::Instant::now();
+        let _ = client.delete("k").await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= options.timeout && elapsed < options.timeout + Duration::from_millis(300),
+            "took {elapsed:?} with a deadline of {:?}",
+            options.timeout
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_use_no_more_lanes_than_their_peak() {
+        let address = closed_port_address().await;
+        let client = client_of(&[address], fast_options());
+        let writes: Vec<_> = (0..3)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { client.put(format!("k{i}"), "v").await })
+            })
+            .collect();
+        for write in writes {
+            assert!(write.await.unwrap().is_err());
+        }
+        assert_eq!(client.lanes_created(), 3);
+        // Sequential writes afterwards reuse the returned lanes.
+        let _ = client.delete("k").await;
+        let _ = client.delete("k").await;
+        assert_eq!(client.lanes_created(), 3);
+    }
+
+    #[test]
+    fn clients_and_their_operations_can_cross_tasks() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send_sync::<Client>();
+        let client = Client::new(StaticRouting::new(routing_of(&[1])), fast_options()).unwrap();
+        assert_send(&client.put("k", "v"));
+        assert_send(&client.get("k", pb::Consistency::Stale));
+    }
+}

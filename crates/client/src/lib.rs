@@ -1,0 +1,51 @@
+//! Mosaic's routing client: reads and writes keys of a sharded, replicated Mosaic cluster.
+//!
+//! A [`Client`] routes each operation itself (DESIGN.md "A write, end to end"): the key's shard
+//! is [`shard_for_key`], the [`Routing`] names the group that owns the shard and its member
+//! nodes, and a cached leader hint picks the node. A refused attempt is retried by the rules of
+//! the node's error detail (follow the leader hint, back off, refresh the routing, ...) until a
+//! final answer or the operation's deadline; see [`ClientOptions`] for every bound.
+//!
+//! Writes are applied at most once: each carries a `(client_id, seq)` session, the same on
+//! every retry, and concurrent writes use different client ids. A write that fails says whether
+//! it may have been applied ([`ClientError::outcome`]).
+//!
+//! ```no_run
+//! # async fn example() -> mosaic_client::Result<()> {
+//! use std::collections::BTreeMap;
+//!
+//! use mosaic_client::{Client, ClientOptions, Consistency, GroupId, NodeId, Routing, StaticRouting};
+//!
+//! let nodes = BTreeMap::from([
+//!     (NodeId(1), "10.0.0.1:7100".to_string()),
+//!     (NodeId(2), "10.0.0.2:7100".to_string()),
+//!     (NodeId(3), "10.0.0.3:7100".to_string()),
+//! ]);
+//! let routing = Routing::single_group(GroupId(1), nodes, 64)?;
+//! let client = Client::new(StaticRouting::new(routing), ClientOptions::default())?;
+//! client.put("greeting", "hello").await?;
+//! let value = client.get("greeting", Consistency::Linearizable).await?;
+//! assert_eq!(value.as_deref(), Some(&b"hello"[..]));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod backoff;
+mod classify;
+mod client;
+mod error;
+mod operation;
+mod routing;
+mod session;
+mod shard;
+#[cfg(test)]
+mod test_support;
+
+pub use client::{Client, ClientOptions};
+pub use error::{ClientError, Result, WriteOutcome};
+pub use mosaic_engine::{GroupId, ShardId};
+pub use mosaic_proto::pb::Consistency;
+pub use mosaic_raft::{LogIndex, NodeId};
+pub use routing::{Routing, RoutingError, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
+pub use shard::{fnv1a_64, shard_for_key};

@@ -1,0 +1,81 @@
+//! Which shard a key belongs to.
+//!
+//! This function is part of Mosaic's data format, not a detail of the client: a client routes a
+//! key by it, and a storage node checks a request's `shard_id` against it, so both sides must
+//! compute the same shard for every key. Changing it (or the hash) moves every key to another
+//! shard: existing data would no longer be found. The server side uses this same function.
+
+use mosaic_engine::ShardId;
+
+/// FNV-1a 64-bit offset basis.
+const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64-bit prime.
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Returns the FNV-1a 64-bit hash of `bytes`.
+#[must_use]
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(FNV_OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME))
+}
+
+/// Returns the shard `key` belongs to among `shard_count` shards:
+/// `fnv1a_64(key) % shard_count`.
+///
+/// # Panics
+/// If `shard_count` is 0 (a cluster always has at least one shard).
+#[must_use]
+pub fn shard_for_key(key: &[u8], shard_count: u32) -> ShardId {
+    assert!(shard_count > 0, "shard_for_key: shard_count is 0; a cluster has at least one shard");
+    let shard = fnv1a_64(key) % u64::from(shard_count);
+    // The remainder is below `shard_count`, which is a u32.
+    ShardId(u32::try_from(shard).expect("a remainder modulo a u32 fits in a u32"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn keys_map_to_fixed_shards() {
+        // These values are part of the data format: if this test fails, stored keys would move.
+        assert_eq!(shard_for_key(b"", 64), ShardId(37));
+        assert_eq!(shard_for_key(b"a", 64), ShardId(12));
+        assert_eq!(shard_for_key(b"foobar", 64), ShardId(40));
+        assert_eq!(shard_for_key(b"user:42", 64), ShardId(2));
+        assert_eq!(shard_for_key(&[0x00, 0xff], 64), ShardId(32));
+        assert_eq!(shard_for_key(b"foobar", 10), ShardId(8));
+        assert_eq!(shard_for_key(b"user:42", 10), ShardId(0));
+    }
+
+    #[test]
+    fn one_shard_holds_every_key() {
+        for key in [&b""[..], b"a", b"foobar", &[0xff; 100]] {
+            assert_eq!(shard_for_key(key, 1), ShardId(0));
+        }
+    }
+
+    #[test]
+    fn shards_stay_below_the_shard_count() {
+        for shard_count in [1, 2, 3, 7, 64, 1000, u32::MAX] {
+            for key in 0u32..200 {
+                let shard = shard_for_key(&key.to_be_bytes(), shard_count);
+                assert!(shard.0 < shard_count, "key {key}: shard {shard} of {shard_count}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "shard_count is 0")]
+    fn zero_shards_is_refused() {
+        let _ = shard_for_key(b"a", 0);
+    }
+}

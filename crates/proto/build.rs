@@ -1,0 +1,28 @@
+//! Generates the Rust code of the `mosaic.v1` protobuf package (messages, gRPC clients and
+//! servers) from `proto/mosaic/v1` at the workspace root into `OUT_DIR`. Nothing generated is
+//! committed.
+
+use std::error::Error;
+use std::path::PathBuf;
+
+/// The proto files, relative to the proto root. Each is compiled and watched.
+const PROTO_FILES: [&str; 3] =
+    ["mosaic/v1/admin.proto", "mosaic/v1/kv.proto", "mosaic/v1/raft.proto"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    let proto_files = PROTO_FILES.map(|file| proto_root.join(file));
+    for file in &proto_files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Every `bytes` field becomes `bytes::Bytes`: payloads decoded from a `Bytes` buffer
+        // share it, and move into `mosaic_raft` types without a copy.
+        .bytes(".")
+        .compile_protos(&proto_files, &[proto_root])?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The settings of a store: Raft timing and limits shared by every group it hosts, and the
+//! bounds of the store loop. Every timeout is in ticks; every limit names its unit.
+
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+
+use crate::error::{Error, Result};
+
+/// Settings of one store (one node's host of many groups).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// A follower that hears no leader for a random number of ticks in
+    /// `[election_ticks, 2 * election_ticks)` campaigns. Default 10.
+    pub election_ticks: u32,
+    /// A leader heartbeats every this many ticks. Default 2.
+    pub heartbeat_ticks: u32,
+    /// Bytes of entries per append message, at most (one entry is always sent). Default 1 MiB.
+    pub max_entries_bytes_per_message: u64,
+    /// Appends in flight to one follower of one group. Default 256.
+    pub max_inflight_messages: usize,
+    /// Bytes of uncommitted entries a leader accepts per group before refusing proposals with
+    /// `ServerBusy`. Default 64 MiB.
+    pub max_uncommitted_bytes: u64,
+    /// Reads waiting for leadership confirmation per group. Default 4,096.
+    pub max_pending_reads: usize,
+    /// Ready passes over groups that still have work, per call to `Store::process`, before
+    /// the store goes back to its inbox. Default 4.
+    pub ready_passes_max: u32,
+    /// A group compacts its log once it holds more than this many applied entries. Default
+    /// 10,000.
+    pub compact_log_after_entries: u64,
+    /// Applied entries kept after a compaction, so followers that lag a little catch up from
+    /// the log instead of a snapshot. Must be below `compact_log_after_entries`. Default 1,000.
+    pub compact_log_keep_entries: u64,
+    /// Bytes of records per snapshot chunk, at most (one record is always sent). Default 1 MiB.
+    pub snapshot_chunk_bytes_max: u64,
+    /// A received snapshot larger than this is refused (it is held in memory until it is
+    /// installed in one write). Default 4 GiB.
+    pub snapshot_bytes_max: u64,
+    /// Mixed into every group's election-timeout seed (so a simulation seed changes them).
+    pub seed: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_entries_bytes_per_message: 1 << 20,
+            max_inflight_messages: 256,
+            max_uncommitted_bytes: 64 << 20,
+            max_pending_reads: 4096,
+            ready_passes_max: 4,
+            compact_log_after_entries: 10_000,
+            compact_log_keep_entries: 1_000,
+            snapshot_chunk_bytes_max: 1 << 20,
+            snapshot_bytes_max: 4 << 30,
+            seed: 0,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks every field (the Raft settings are checked again by the core).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::InvalidArgument { reason });
+        if self.ready_passes_max == 0 {
+            return invalid("ready_passes_max must be at least 1".into());
+        }
+        if self.compact_log_keep_entries >= self.compact_log_after_entries {
+            return invalid(format!(
+                "compact_log_keep_entries ({}) must be below compact_log_after_entries ({})",
+                self.compact_log_keep_entries, self.compact_log_after_entries
+            ));
+        }
+        if self.snapshot_chunk_bytes_max == 0 || self.snapshot_bytes_max == 0 {
+            return invalid(
+                "snapshot_chunk_bytes_max and snapshot_bytes_max must be positive".into(),
+            );
+        }
+        self.raft_config(NodeId(1), GroupId(1)).validate().map_err(Error::Raft)
+    }
+
+    /// The Raft settings of this node's replica of `group`.
+    #[must_use]
+    pub fn raft_config(&self, node: NodeId, group: GroupId) -> mosaic_raft::Config {
+        let mut config = mosaic_raft::Config::new(node.0);
+        config.election_ticks = self.election_ticks;
+        config.heartbeat_ticks = self.heartbeat_ticks;
+        config.max_entries_bytes_per_message = self.max_entries_bytes_per_message;
+        config.max_inflight_messages = self.max_inflight_messages;
+        config.max_uncommitted_bytes = self.max_uncommitted_bytes;
+        config.max_pending_reads = self.max_pending_reads;
+        config.seed = mix_seed(self.seed, node, group);
+        config
+    }
+}
+
+/// A per-replica seed: different for every node and group, fixed for a given store seed.
+fn mix_seed(seed: u64, node: NodeId, group: GroupId) -> u64 {
+    let mut z = seed ^ node.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ group.0.rotate_left(32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_of_one_group_get_different_seeds() {
+        let config = StoreConfig::default();
+        let a = config.raft_config(NodeId(1), GroupId(7)).seed;
+        let b = config.raft_config(NodeId(2), GroupId(7)).seed;
+        let c = config.raft_config(NodeId(1), GroupId(8)).seed;
+        assert!(a != b && a != c && b != c, "seeds {a} {b} {c}");
+    }
+
+    #[test]
+    fn an_invalid_raft_setting_is_refused() {
+        let config = StoreConfig { heartbeat_ticks: 10, ..StoreConfig::default() };
+        assert!(matches!(config.validate(), Err(Error::Raft(_))), "{:?}", config.validate());
+    }
+}

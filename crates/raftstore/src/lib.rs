@@ -1,0 +1,29 @@
+//! Mosaic's multi-raft node core: many Raft groups on one node over one storage engine.
+//!
+//! A [`Store`] holds this node's replica ([`Peer`]) of every group it hosts. It is a plain
+//! struct with no clock, no threads and no sockets: a runner hands it inbox messages
+//! ([`StoreMsg`]: Raft messages, proposals, reads, ticks) with [`Store::handle`] and calls
+//! [`Store::process`], which persists the work of every busy group in one synced write (group
+//! commit), sends Raft messages batched per destination node through a [`Transport`], applies
+//! committed entries through the group's [`StateMachine`] and answers the waiting requests.
+//! Production runs it on a thread fed by the gRPC services; the simulator runs many stores in
+//! one thread from a seed. docs/raftstore.md describes the design.
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod msg;
+mod peer;
+pub mod snapshot;
+mod state_machine;
+mod storage;
+mod store;
+
+pub use config::StoreConfig;
+pub use error::{Error, Result};
+pub use msg::{Callback, Consistency, ReadOutput, StoreMsg, Transport};
+pub use peer::Peer;
+pub use snapshot::SnapshotReader;
+pub use state_machine::StateMachine;
+pub use storage::{GroupStorage, initial_conf_state};
+pub use store::{Store, StoreStats};

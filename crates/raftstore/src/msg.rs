@@ -1,0 +1,155 @@
+//! What reaches a store (its inbox) and what leaves it (the [`Transport`]).
+//!
+//! A request carries a [`Callback`] that the store calls exactly once, on its own thread: with
+//! the answer, or with the error that ended the request. A runner that stops drops its store,
+//! and every pending callback is then called with [`crate::Error::Stopped`].
+
+use mosaic_engine::{GroupId, KvEngine};
+use mosaic_raft::{LogIndex, Message, NodeId};
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::snapshot::SnapshotReader;
+use crate::state_machine::StateMachine;
+
+/// Called once with the outcome of a request.
+pub type Callback<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// How fresh a read must be (DESIGN.md "Reads").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// ReadIndex: the leader confirms its leadership with a heartbeat round, then reads once
+    /// it has applied up to the commit index it had.
+    #[default]
+    Linearizable,
+    /// The leader reads under its lease without a round trip (falls back to `Linearizable`
+    /// when the lease is not valid).
+    Lease,
+    /// Any replica reads what it has applied.
+    Stale,
+}
+
+/// The answer to a read.
+#[derive(Debug)]
+pub struct ReadOutput<T> {
+    /// What the state machine returned.
+    pub output: T,
+    /// The index the replica had applied when it read (how fresh a stale read is).
+    pub applied_index: LogIndex,
+}
+
+/// A message to a store.
+pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
+    /// Raft messages from another node, for the groups named.
+    Raft {
+        /// The sending node.
+        from: NodeId,
+        /// The messages, each for one group.
+        messages: Vec<(GroupId, Message)>,
+    },
+    /// Replicates a command through a group's log and answers once it is applied.
+    Propose {
+        /// The group.
+        group: GroupId,
+        /// The command.
+        proposal: SM::Proposal,
+        /// Called with the state machine's answer.
+        callback: Callback<SM::ApplyOutput>,
+    },
+    /// Reads a group's applied state.
+    Read {
+        /// The group.
+        group: GroupId,
+        /// The read.
+        query: SM::Query,
+        /// How fresh it must be.
+        consistency: Consistency,
+        /// Called with the answer.
+        callback: Callback<ReadOutput<SM::ReadOutput>>,
+    },
+    /// A complete snapshot from another node: the `InstallSnapshot` message and the chunks of
+    /// the group state it describes (see [`crate::snapshot`]).
+    Snapshot {
+        /// The sending node.
+        from: NodeId,
+        /// The group.
+        group: GroupId,
+        /// The `InstallSnapshot` message.
+        message: Message,
+        /// The encoded chunks, in order.
+        chunks: Vec<Bytes>,
+    },
+    /// Whether a snapshot this node sent was delivered (the transport reports every one).
+    SnapshotStatus {
+        /// The group.
+        group: GroupId,
+        /// The node it was sent to.
+        to: NodeId,
+        /// True when the receiver got every chunk.
+        delivered: bool,
+    },
+    /// One tick of the node's logical clock, for every group.
+    Tick,
+    /// Creates this node's replica of a new group whose initial voters are `members` (this node
+    /// among them). Creating a group that exists with the same members succeeds and changes
+    /// nothing.
+    CreateGroup {
+        /// The group.
+        group: GroupId,
+        /// Its initial voters.
+        members: Vec<NodeId>,
+        /// Called once the replica exists (its membership is durable).
+        callback: Callback<()>,
+    },
+    /// Messages to `node` could not be delivered; its groups stop pipelining to it.
+    Unreachable {
+        /// The node.
+        node: NodeId,
+    },
+    /// Asks for a group's status.
+    Status {
+        /// The group.
+        group: GroupId,
+        /// Called with the status.
+        callback: Callback<mosaic_raft::Status>,
+    },
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> StoreMsg<K, SM> {
+    /// Answers the request this message carries (if any) with `error` instead of handling it:
+    /// what a runner does with a message it cannot queue.
+    pub fn refuse(self, error: crate::Error) {
+        match self {
+            Self::Propose { callback, .. } => callback(Err(error)),
+            Self::Read { callback, .. } => callback(Err(error)),
+            Self::CreateGroup { callback, .. } => callback(Err(error)),
+            Self::Status { callback, .. } => callback(Err(error)),
+            Self::Raft { .. }
+            | Self::Snapshot { .. }
+            | Self::SnapshotStatus { .. }
+            | Self::Tick
+            | Self::Unreachable { .. } => {}
+        }
+    }
+}
+
+/// Where a store sends Raft messages. Implementations never block the store: they queue
+/// (boundedly) and may drop messages when a peer is slow or gone, which Raft tolerates (it
+/// retries); they report undeliverable peers back as [`StoreMsg::Unreachable`].
+pub trait Transport<K: KvEngine> {
+    /// Sends a batch of messages, all for node `to`, in order. Never an `InstallSnapshot`.
+    fn send(&mut self, to: NodeId, messages: Vec<(GroupId, Message)>);
+
+    /// Streams a snapshot of `group` to `to`: the `InstallSnapshot` message and every chunk
+    /// `reader` yields, delivered to the receiving store as one [`StoreMsg::Snapshot`]. The
+    /// transport must report the outcome to the sending store as [`StoreMsg::SnapshotStatus`]
+    /// (the Raft core sends that follower nothing else until then).
+    fn send_snapshot(
+        &mut self,
+        to: NodeId,
+        group: GroupId,
+        message: Message,
+        reader: SnapshotReader<K::Snapshot>,
+    );
+}

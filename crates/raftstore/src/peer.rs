@@ -1,0 +1,373 @@
+//! [`Peer`]: this node's replica of one group: its Raft core, its state machine, and the
+//! requests waiting on it.
+//!
+//! Invariants:
+//! - `proposals` is ordered by index; every index is above `applied`.
+//! - A proposal is answered exactly once: with its output when the entry at its index and term
+//!   is applied; `ProposalDropped` when another entry is applied at its index;
+//!   `ProposalAbandoned` when this replica stops leading before applying it.
+//! - A read is answered exactly once: `awaiting_leader` holds reads whose ReadIndex round is in
+//!   flight (keyed by the context handed to Raft), `awaiting_apply` reads whose index is known
+//!   and which are served once `applied` reaches it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use mosaic_engine::{Engine, GroupId, KvEngine, ShardId, ShardRecord, WriteBatch};
+use mosaic_raft::{
+    ConfChange, Entry, EntryKind, LogIndex, RawNode, ReadState, Role, Snapshot, Term,
+};
+
+use crate::error::{Error, Result};
+use crate::msg::{Callback, ReadOutput};
+use crate::state_machine::StateMachine;
+use crate::storage::GroupStorage;
+
+/// A proposal waiting for its entry to be applied.
+struct PendingProposal<T> {
+    index: LogIndex,
+    term: Term,
+    callback: Callback<T>,
+}
+
+/// A read of a group whose state machine is `SM`.
+type Read<K, SM> = PendingRead<<SM as StateMachine<K>>::Query, <SM as StateMachine<K>>::ReadOutput>;
+
+/// A read waiting for leadership confirmation or for the apply to catch up.
+pub(crate) struct PendingRead<Q, T> {
+    pub(crate) query: Q,
+    pub(crate) callback: Callback<ReadOutput<T>>,
+}
+
+/// One replica of one group on this node.
+pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
+    group: GroupId,
+    pub(crate) raft: RawNode<GroupStorage<K>>,
+    pub(crate) state_machine: SM,
+    applied: LogIndex,
+    proposals: VecDeque<PendingProposal<SM::ApplyOutput>>,
+    awaiting_leader: BTreeMap<u64, Read<K, SM>>,
+    awaiting_apply: VecDeque<(LogIndex, Read<K, SM>)>,
+    next_read_id: u64,
+    /// The state of the last snapshot stepped into Raft, by its index, until it is installed.
+    received_snapshot: Option<(LogIndex, Vec<(ShardId, ShardRecord)>)>,
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
+    /// Wraps a Raft core and a loaded state machine; `applied` is the group's durable applied
+    /// index.
+    pub(crate) fn new(
+        group: GroupId,
+        raft: RawNode<GroupStorage<K>>,
+        state_machine: SM,
+        applied: LogIndex,
+    ) -> Self {
+        Self {
+            group,
+            raft,
+            state_machine,
+            applied,
+            proposals: VecDeque::new(),
+            awaiting_leader: BTreeMap::new(),
+            awaiting_apply: VecDeque::new(),
+            next_read_id: 1,
+            received_snapshot: None,
+        }
+    }
+
+    /// The group.
+    #[must_use]
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The Raft status of this replica (role, term, commit, progress of followers).
+    #[must_use]
+    pub fn status(&self) -> mosaic_raft::Status {
+        self.raft.status()
+    }
+
+    /// The state machine.
+    #[must_use]
+    pub fn state_machine(&self) -> &SM {
+        &self.state_machine
+    }
+
+    /// The index of the last entry applied to the state machine.
+    #[must_use]
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// Proposes a command; the callback is answered when it is applied (or fails).
+    pub(crate) fn propose(&mut self, proposal: &SM::Proposal, callback: Callback<SM::ApplyOutput>) {
+        if let Err(error) = self.state_machine.check_proposal(proposal) {
+            callback(Err(error));
+            return;
+        }
+        match self.raft.propose(SM::encode(proposal)) {
+            Ok(index) => {
+                let term = self.raft.term();
+                if let Some(last) = self.proposals.back() {
+                    assert!(
+                        last.index < index,
+                        "group {}: proposal index {index} after pending {}",
+                        self.group,
+                        last.index
+                    );
+                }
+                self.proposals.push_back(PendingProposal { index, term, callback });
+            }
+            Err(error) => callback(Err(Error::from_raft(self.group, error))),
+        }
+    }
+
+    /// Starts a linearizable read: a ReadIndex round, then a local read once applied.
+    pub(crate) fn read_index(&mut self, read: Read<K, SM>) {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.raft.read_index(Bytes::copy_from_slice(&id.to_be_bytes())) {
+            Ok(()) => {
+                self.awaiting_leader.insert(id, read);
+            }
+            Err(error) => (read.callback)(Err(Error::from_raft(self.group, error))),
+        }
+    }
+
+    /// Starts a lease read: served once applied up to the lease's read index; falls back to
+    /// ReadIndex when the lease is not valid.
+    pub(crate) fn lease_read(&mut self, engine: &Engine<K>, read: Read<K, SM>) {
+        match self.raft.lease_read() {
+            Ok(index) => self.serve_at(engine, index, read),
+            Err(mosaic_raft::Error::LeaseUnavailable { .. }) => self.read_index(read),
+            Err(error) => (read.callback)(Err(Error::from_raft(self.group, error))),
+        }
+    }
+
+    /// Serves a read from what this replica has applied.
+    pub(crate) fn stale_read(&self, engine: &Engine<K>, read: Read<K, SM>) {
+        self.serve(engine, read);
+    }
+
+    fn serve(&self, engine: &Engine<K>, read: Read<K, SM>) {
+        let result = self
+            .state_machine
+            .read(engine, &read.query)
+            .map(|output| ReadOutput { output, applied_index: self.applied });
+        (read.callback)(result);
+    }
+
+    /// Serves `read` now if applied reaches `index`, or queues it until then.
+    fn serve_at(&mut self, engine: &Engine<K>, index: LogIndex, read: Read<K, SM>) {
+        if index <= self.applied {
+            self.serve(engine, read);
+        } else {
+            self.awaiting_apply.push_back((index, read));
+        }
+    }
+
+    /// Takes the results of ReadIndex rounds from a `Ready`.
+    pub(crate) fn on_read_states(
+        &mut self,
+        engine: &Engine<K>,
+        read_states: Vec<ReadState>,
+        dropped: Vec<Bytes>,
+    ) {
+        for state in read_states {
+            if let Some(read) =
+                read_id(&state.context).and_then(|id| self.awaiting_leader.remove(&id))
+            {
+                self.serve_at(engine, state.index, read);
+            }
+        }
+        for context in dropped {
+            if let Some(read) = read_id(&context).and_then(|id| self.awaiting_leader.remove(&id)) {
+                let leader = self.raft.leader();
+                (read.callback)(Err(Error::NotLeader { group: self.group, leader }));
+            }
+        }
+    }
+
+    /// Reacts to losing leadership: proposals in flight may or may not commit, so they are
+    /// answered `ProposalAbandoned` (the client retries with the same session sequence).
+    pub(crate) fn on_role_change(&mut self, role: Role) {
+        if role == Role::Leader {
+            return;
+        }
+        let leader = self.raft.leader();
+        for proposal in self.proposals.drain(..) {
+            (proposal.callback)(Err(Error::ProposalAbandoned { group: self.group, leader }));
+        }
+    }
+
+    /// Applies committed entries into `batch` and records the applied index there. Returns the
+    /// answers to send once the batch is written.
+    ///
+    /// # Errors
+    /// Engine errors from the state machine.
+    pub(crate) fn apply(
+        &mut self,
+        engine: &Engine<K>,
+        batch: &mut WriteBatch,
+        entries: Vec<Entry>,
+        answers: &mut Vec<Answer<SM::ApplyOutput>>,
+    ) -> Result<()> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let last_index = last.index;
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.applied.next(),
+                "group {}: applying {} after {}",
+                self.group,
+                entry.index,
+                self.applied
+            );
+            let output = match entry.kind {
+                EntryKind::Normal if entry.data.is_empty() => None,
+                EntryKind::Normal => {
+                    Some(self.state_machine.apply(engine, batch, entry.index, &entry.data)?)
+                }
+                EntryKind::ConfChange => {
+                    self.apply_conf_change(batch, &entry);
+                    None
+                }
+            };
+            self.answer_proposals(entry.index, entry.term, output, answers);
+            self.applied = entry.index;
+        }
+        batch.set_applied_index(self.group, last_index);
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, batch: &mut WriteBatch, entry: &Entry) {
+        match ConfChange::decode(&entry.data) {
+            Ok(change) => {
+                let conf_state = self.raft.apply_conf_change(change);
+                tracing::info!(group = %self.group, index = %entry.index, ?change,
+                    voters = ?conf_state.voters, learners = ?conf_state.learners,
+                    "membership changed");
+                batch.set_conf_state(self.group, conf_state);
+            }
+            Err(error) => {
+                // Every replica sees the same bytes and skips the entry alike.
+                tracing::error!(group = %self.group, index = %entry.index, %error,
+                    "skipping a membership entry that does not decode");
+            }
+        }
+    }
+
+    fn answer_proposals(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        mut output: Option<SM::ApplyOutput>,
+        answers: &mut Vec<Answer<SM::ApplyOutput>>,
+    ) {
+        while let Some(front) = self.proposals.front() {
+            if front.index > index {
+                break;
+            }
+            let proposal = self.proposals.pop_front().expect("front exists");
+            let result = match output.take() {
+                Some(output) if proposal.index == index && proposal.term == term => Ok(output),
+                _ => Err(Error::ProposalDropped { group: self.group }),
+            };
+            answers.push(Answer { callback: proposal.callback, result });
+        }
+    }
+
+    /// Keeps the state of a snapshot about to be stepped into Raft, for
+    /// [`Peer::install_snapshot`].
+    pub(crate) fn receive_snapshot(
+        &mut self,
+        index: LogIndex,
+        records: Vec<(ShardId, ShardRecord)>,
+    ) {
+        self.received_snapshot = Some((index, records));
+    }
+
+    /// Puts a snapshot that Raft accepted into `batch`: the group's data replaced by the
+    /// snapshot's, the log reset to its position, its membership and applied index, all in
+    /// the one write that persists the `Ready` (so a crash leaves the old state or the new).
+    ///
+    /// # Panics
+    /// If the snapshot's state was not received first: Raft only accepts a snapshot through
+    /// [`crate::StoreMsg::Snapshot`], which carries it.
+    pub(crate) fn install_snapshot(&mut self, batch: &mut WriteBatch, snapshot: &Snapshot) {
+        let metadata = &snapshot.metadata;
+        let (index, records) = self.received_snapshot.take().unwrap_or_else(|| {
+            panic!(
+                "group {}: raft accepted snapshot {} that never arrived",
+                self.group, metadata.index
+            )
+        });
+        assert_eq!(
+            index, metadata.index,
+            "group {}: snapshot state and metadata differ",
+            self.group
+        );
+        batch.clear_group_data(self.group);
+        let mut rest = &records[..];
+        while let Some((shard, _)) = rest.first() {
+            let run = rest.iter().take_while(|(s, _)| s == shard).count();
+            let shard_records: Vec<ShardRecord> =
+                rest[..run].iter().map(|(_, record)| record.clone()).collect();
+            batch.put_shard_records(self.group, *shard, &shard_records);
+            rest = &rest[run..];
+        }
+        batch.reset_log(self.group, metadata.clone());
+        batch.set_conf_state(self.group, metadata.conf_state.clone());
+        batch.set_applied_index(self.group, metadata.index);
+    }
+
+    /// Reloads the state machine after a snapshot was written.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub(crate) fn snapshot_installed(&mut self, engine: &Engine<K>, index: LogIndex) -> Result<()> {
+        self.state_machine = SM::load(self.group, engine)?;
+        self.applied = index;
+        tracing::info!(group = %self.group, %index, "installed snapshot");
+        Ok(())
+    }
+
+    /// Serves the reads whose index the apply has reached.
+    pub(crate) fn serve_applied_reads(&mut self, engine: &Engine<K>) {
+        while self.awaiting_apply.front().is_some_and(|(index, _)| *index <= self.applied) {
+            let (_, read) = self.awaiting_apply.pop_front().expect("front exists");
+            self.serve(engine, read);
+        }
+    }
+
+    /// Answers every pending request with `error` (the store is stopping).
+    pub(crate) fn fail_all(&mut self, error: &Error) {
+        for proposal in self.proposals.drain(..) {
+            (proposal.callback)(Err(error.clone()));
+        }
+        for (_, read) in std::mem::take(&mut self.awaiting_leader) {
+            (read.callback)(Err(error.clone()));
+        }
+        for (_, read) in self.awaiting_apply.drain(..) {
+            (read.callback)(Err(error.clone()));
+        }
+    }
+
+    /// Requests waiting on this replica: proposals and reads.
+    #[must_use]
+    pub fn pending_requests(&self) -> usize {
+        self.proposals.len() + self.awaiting_leader.len() + self.awaiting_apply.len()
+    }
+}
+
+/// An answer computed during apply, sent once the apply batch is written.
+pub(crate) struct Answer<T> {
+    pub(crate) callback: Callback<T>,
+    pub(crate) result: Result<T>,
+}
+
+fn read_id(context: &Bytes) -> Option<u64> {
+    <[u8; 8]>::try_from(&context[..]).ok().map(u64::from_be_bytes)
+}

@@ -1,0 +1,97 @@
+//! [`GroupStorage`]: one group's Raft log as the Raft core reads it, over the node's engine.
+//!
+//! The core only reads through this; the store writes the log (appends, hard state, membership)
+//! in its group-commit batch, so what this returns is always what is durable.
+
+use std::sync::Arc;
+
+use mosaic_engine::{Engine, GroupId, KvEngine};
+use mosaic_raft::{
+    ConfState, Entry, Error as RaftError, LogIndex, NodeId, RaftState, Snapshot, SnapshotMetadata,
+    Storage, Term,
+};
+
+/// A group's persisted log, hard state and membership, read from the shared engine.
+pub struct GroupStorage<K: KvEngine> {
+    group: GroupId,
+    engine: Arc<Engine<K>>,
+}
+
+impl<K: KvEngine> GroupStorage<K> {
+    /// The storage of `group` in `engine`.
+    #[must_use]
+    pub fn new(group: GroupId, engine: Arc<Engine<K>>) -> Self {
+        Self { group, engine }
+    }
+
+    /// The group.
+    #[must_use]
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The engine.
+    #[must_use]
+    pub fn engine(&self) -> &Arc<Engine<K>> {
+        &self.engine
+    }
+
+    /// The snapshot metadata of the group's applied state: the applied index, its term and the
+    /// membership persisted with it.
+    fn applied_metadata(&self) -> Result<SnapshotMetadata, RaftError> {
+        let index = self.engine.applied_index(self.group)?;
+        let term = self.engine.term(self.group, index)?;
+        let conf_state = self.engine.conf_state(self.group)?;
+        Ok(SnapshotMetadata { index, term, conf_state })
+    }
+}
+
+impl<K: KvEngine> Storage for GroupStorage<K> {
+    fn initial_state(&self) -> Result<RaftState, RaftError> {
+        Ok(RaftState {
+            hard_state: self.engine.hard_state(self.group)?,
+            conf_state: self.engine.conf_state(self.group)?,
+        })
+    }
+
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<Entry>, RaftError> {
+        Ok(self.engine.entries(self.group, low, high, max_bytes)?)
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, RaftError> {
+        Ok(self.engine.term(self.group, index)?)
+    }
+
+    fn first_index(&self) -> Result<LogIndex, RaftError> {
+        Ok(self.engine.first_index(self.group)?)
+    }
+
+    fn last_index(&self) -> Result<LogIndex, RaftError> {
+        Ok(self.engine.last_index(self.group)?)
+    }
+
+    /// Returns the metadata of the group's applied state with empty data: the state itself is
+    /// streamed by the transport from a point-in-time engine snapshot taken when the store
+    /// sends the message (the store applies entries on the thread that calls this, so the
+    /// engine holds exactly the state up to the applied index at that moment).
+    fn snapshot(&self, request_index: LogIndex, to: NodeId) -> Result<Snapshot, RaftError> {
+        let metadata = self.applied_metadata()?;
+        if metadata.index < request_index {
+            tracing::debug!(group = %self.group, %to, applied = %metadata.index,
+                %request_index, "snapshot requested past the applied index");
+            return Err(RaftError::SnapshotTemporarilyUnavailable);
+        }
+        Ok(Snapshot { metadata, data: bytes::Bytes::new() })
+    }
+}
+
+/// The membership a new group starts with: every member a voter.
+#[must_use]
+pub fn initial_conf_state(members: &[NodeId]) -> ConfState {
+    ConfState { voters: members.iter().copied().collect(), learners: Default::default() }
+}

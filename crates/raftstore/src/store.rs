@@ -1,0 +1,529 @@
+//! [`Store`]: every replica this node hosts, driven by one loop: handle inbox messages, then
+//! run Ready passes in which all busy groups persist together (group commit).
+//!
+//! One Ready pass (DESIGN.md "A write, end to end"; the order is the Raft core's contract):
+//! 1. take a `Ready` from every group with work;
+//! 2. send their `messages` (leaders' appends and heartbeats may go before the leader's own
+//!    write), batched per destination node;
+//! 3. persist every group's entries and hard state in ONE write batch, synced if any group
+//!    needs it: one fsync, however many groups;
+//! 4. send the `persisted_messages` (votes, acknowledgements), batched per node;
+//! 5. apply every group's committed entries into ONE unsynced batch (data, sessions and applied
+//!    index together), write it, then answer the waiting proposals and reads;
+//! 6. `advance` each group.
+//!
+//! The store has no clock, no threads and no sockets: ticks arrive as messages, and the
+//! network is a [`Transport`]. A runner (a thread in production, the simulator in tests)
+//! feeds it with [`Store::handle`] and calls [`Store::process`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use mosaic_engine::{Engine, GroupId, KvEngine, WriteBatch, WriteOptions};
+use mosaic_raft::{Message, MessageBody, NodeId, RawNode, SnapshotMetadata};
+
+use crate::config::StoreConfig;
+use crate::error::{Error, Result};
+use crate::msg::{Callback, Consistency, StoreMsg, Transport};
+use crate::peer::{Answer, Peer, PendingRead};
+use crate::snapshot::{SnapshotReader, decode_chunk};
+use crate::state_machine::StateMachine;
+use crate::storage::{GroupStorage, initial_conf_state};
+
+/// Counters of what the store has done, for tests, metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Ready passes that persisted or applied something.
+    pub ready_passes: u64,
+    /// `Ready`s handled (one per group per pass).
+    pub readies: u64,
+    /// Synced engine writes (one per pass at most: group commit).
+    pub synced_writes: u64,
+    /// Unsynced engine writes (apply batches, and persists that needed no sync).
+    pub unsynced_writes: u64,
+    /// Raft messages handed to the transport.
+    pub messages_sent: u64,
+    /// Raft messages dropped on arrival (unknown group, or addressed to another node).
+    pub messages_dropped: u64,
+    /// Snapshots handed to the transport.
+    pub snapshots_sent: u64,
+    /// Snapshots installed.
+    pub snapshots_installed: u64,
+    /// Log compactions.
+    pub log_compactions: u64,
+}
+
+/// Every replica on one node. See the module documentation.
+pub struct Store<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> {
+    node: NodeId,
+    engine: Arc<Engine<K>>,
+    config: StoreConfig,
+    transport: T,
+    peers: BTreeMap<GroupId, Peer<K, SM>>,
+    /// Groups that may have a `Ready`.
+    dirty: BTreeSet<GroupId>,
+    stats: StoreStats,
+}
+
+impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
+    /// Opens the store of `node` over `engine`, recovering every group the engine holds: each
+    /// restarts from its persisted log, hard state, membership and applied index.
+    ///
+    /// # Errors
+    /// An invalid config; engine errors; a group whose Raft state the core refuses.
+    pub fn open(
+        node: NodeId,
+        engine: Arc<Engine<K>>,
+        config: StoreConfig,
+        transport: T,
+    ) -> Result<Self> {
+        config.validate()?;
+        if node.0 == 0 {
+            return Err(Error::InvalidArgument { reason: "node id 0 is not valid".into() });
+        }
+        let mut store = Self {
+            node,
+            engine,
+            config,
+            transport,
+            peers: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            stats: StoreStats::default(),
+        };
+        for group in store.engine.group_ids()? {
+            let peer = store.load_peer(group)?;
+            tracing::info!(node = %node, %group, applied = %peer.applied(), "recovered group");
+            store.peers.insert(group, peer);
+            store.dirty.insert(group);
+        }
+        Ok(store)
+    }
+
+    fn load_peer(&self, group: GroupId) -> Result<Peer<K, SM>> {
+        let applied = self.engine.applied_index(group)?;
+        let mut raft_config = self.config.raft_config(self.node, group);
+        raft_config.applied = applied;
+        let storage = GroupStorage::new(group, Arc::clone(&self.engine));
+        let raft = RawNode::new(raft_config, storage).map_err(Error::Raft)?;
+        let state_machine = SM::load(group, &self.engine)?;
+        Ok(Peer::new(group, raft, state_machine, applied))
+    }
+
+    /// This node.
+    #[must_use]
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The engine beneath every group.
+    #[must_use]
+    pub fn engine(&self) -> &Arc<Engine<K>> {
+        &self.engine
+    }
+
+    /// What the store has done so far.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// The groups hosted here, in id order.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// This node's replica of `group`, if hosted.
+    #[must_use]
+    pub fn peer(&self, group: GroupId) -> Option<&Peer<K, SM>> {
+        self.peers.get(&group)
+    }
+
+    /// The transport (tests inspect what was sent).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Returns true if some group may have work for [`Store::process`].
+    #[must_use]
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Handles one inbox message. Requests are answered through their callbacks, now or later.
+    ///
+    /// # Errors
+    /// Engine errors (creating a group); the store must stop.
+    pub fn handle(&mut self, msg: StoreMsg<K, SM>) -> Result<()> {
+        match msg {
+            StoreMsg::Raft { from, messages } => self.step_messages(from, messages),
+            StoreMsg::Propose { group, proposal, callback } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    peer.propose(&proposal, callback);
+                    self.dirty.insert(group);
+                }
+                None => callback(Err(Error::GroupNotFound { group })),
+            },
+            StoreMsg::Read { group, query, consistency, callback } => {
+                self.read(group, query, consistency, callback);
+            }
+            StoreMsg::Snapshot { from, group, message, chunks } => {
+                self.receive_snapshot(from, group, message, &chunks);
+            }
+            StoreMsg::SnapshotStatus { group, to, delivered } => {
+                if let Some(peer) = self.peers.get_mut(&group) {
+                    peer.raft.report_snapshot(to, delivered);
+                    self.dirty.insert(group);
+                }
+            }
+            StoreMsg::Tick => {
+                for (group, peer) in &mut self.peers {
+                    peer.raft.tick();
+                    self.dirty.insert(*group);
+                }
+            }
+            StoreMsg::CreateGroup { group, members, callback } => {
+                let result = self.create_group(group, &members);
+                let fatal = match &result {
+                    Err(error @ Error::Engine(_)) => Some(error.clone()),
+                    _ => None,
+                };
+                callback(result);
+                if let Some(error) = fatal {
+                    return Err(error);
+                }
+            }
+            StoreMsg::Unreachable { node } => {
+                for peer in self.peers.values_mut() {
+                    if peer.raft.status().conf_state.contains(node) {
+                        peer.raft.report_unreachable(node);
+                    }
+                }
+            }
+            StoreMsg::Status { group, callback } => match self.peers.get(&group) {
+                Some(peer) => callback(Ok(peer.raft.status())),
+                None => callback(Err(Error::GroupNotFound { group })),
+            },
+        }
+        Ok(())
+    }
+
+    fn read(
+        &mut self,
+        group: GroupId,
+        query: SM::Query,
+        consistency: Consistency,
+        callback: Callback<crate::msg::ReadOutput<SM::ReadOutput>>,
+    ) {
+        let Some(peer) = self.peers.get_mut(&group) else {
+            callback(Err(Error::GroupNotFound { group }));
+            return;
+        };
+        let read = PendingRead { query, callback };
+        match consistency {
+            Consistency::Linearizable => peer.read_index(read),
+            Consistency::Lease => peer.lease_read(&self.engine, read),
+            Consistency::Stale => peer.stale_read(&self.engine, read),
+        }
+        self.dirty.insert(group);
+    }
+
+    fn step_messages(&mut self, from: NodeId, messages: Vec<(GroupId, Message)>) {
+        for (group, message) in messages {
+            if message.to != self.node || message.from != from {
+                tracing::warn!(node = %self.node, %group, %from, to = %message.to,
+                    sender = %message.from, "dropping a misaddressed raft message");
+                self.stats.messages_dropped += 1;
+                continue;
+            }
+            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                tracing::warn!(node = %self.node, %group, %from,
+                    "dropping a snapshot message that came without its state");
+                self.stats.messages_dropped += 1;
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&group) else {
+                tracing::debug!(node = %self.node, %group, %from, "message for a group not hosted here");
+                self.stats.messages_dropped += 1;
+                continue;
+            };
+            if let Err(error) = peer.raft.step(message) {
+                tracing::warn!(node = %self.node, %group, %error, "raft refused a message");
+            }
+            self.dirty.insert(group);
+        }
+    }
+
+    /// Steps a snapshot from `from` into the group's Raft core, keeping its state for the
+    /// install (which happens if Raft accepts it, in the next Ready pass).
+    fn receive_snapshot(
+        &mut self,
+        from: NodeId,
+        group: GroupId,
+        message: Message,
+        chunks: &[bytes::Bytes],
+    ) {
+        let MessageBody::InstallSnapshot { snapshot } = &message.body else {
+            tracing::warn!(node = %self.node, %group, %from, "a snapshot stream without a snapshot message");
+            return;
+        };
+        let index = snapshot.metadata.index;
+        let total_bytes: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        if total_bytes > self.config.snapshot_bytes_max {
+            tracing::error!(node = %self.node, %group, %from, %index, total_bytes,
+                limit = self.config.snapshot_bytes_max, "refusing a snapshot over snapshot_bytes_max");
+            return;
+        }
+        let mut records = Vec::new();
+        for chunk in chunks {
+            match decode_chunk(chunk) {
+                Ok(decoded) => records.extend(decoded),
+                Err(error) => {
+                    tracing::warn!(node = %self.node, %group, %from, %index, %error, "dropping a malformed snapshot");
+                    return;
+                }
+            }
+        }
+        if message.to != self.node || message.from != from {
+            tracing::warn!(node = %self.node, %group, %from, "dropping a misaddressed snapshot");
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&group) else {
+            tracing::debug!(node = %self.node, %group, %from, "snapshot for a group not hosted here");
+            return;
+        };
+        peer.receive_snapshot(index, records);
+        if let Err(error) = peer.raft.step(message) {
+            tracing::warn!(node = %self.node, %group, %error, "raft refused a snapshot");
+        }
+        self.dirty.insert(group);
+    }
+
+    /// Creates this node's replica of a new group (see [`StoreMsg::CreateGroup`]).
+    fn create_group(&mut self, group: GroupId, members: &[NodeId]) -> Result<()> {
+        let conf_state = initial_conf_state(members);
+        if conf_state.voters.len() != members.len() || !conf_state.contains(self.node) {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "group {group}: members {members:?} must be distinct and include node {}",
+                    self.node
+                ),
+            });
+        }
+        if members.iter().any(|member| member.0 == 0) {
+            return Err(Error::InvalidArgument { reason: "node id 0 is not valid".into() });
+        }
+        if group == GroupId::RESERVED {
+            return Err(Error::InvalidArgument { reason: format!("group id {group} is reserved") });
+        }
+        if let Some(peer) = self.peers.get(&group) {
+            let existing = peer.raft.status().conf_state;
+            if existing.voters == conf_state.voters && existing.learners.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "group {group} exists here with voters {:?} and learners {:?}",
+                    existing.voters, existing.learners
+                ),
+            });
+        }
+        let mut batch = WriteBatch::new();
+        batch.set_conf_state(group, conf_state);
+        self.engine.write(&batch, WriteOptions { sync: true })?;
+        self.stats.synced_writes += 1;
+        let peer = self.load_peer(group)?;
+        tracing::info!(node = %self.node, %group, ?members, "created group");
+        self.peers.insert(group, peer);
+        self.dirty.insert(group);
+        Ok(())
+    }
+
+    /// Runs Ready passes over the groups with work (see the module documentation), at most
+    /// `ready_passes_max` of them.
+    ///
+    /// # Errors
+    /// Engine errors: the store must stop (a node that cannot persist must not go on).
+    pub fn process(&mut self) -> Result<()> {
+        for _ in 0..self.config.ready_passes_max {
+            if !self.ready_pass()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One Ready pass; returns false when no group had a `Ready`.
+    fn ready_pass(&mut self) -> Result<bool> {
+        let mut readies = Vec::new();
+        for group in std::mem::take(&mut self.dirty) {
+            if let Some(peer) = self.peers.get_mut(&group)
+                && peer.raft.has_ready()
+            {
+                readies.push((group, peer.raft.ready()));
+            }
+        }
+        if readies.is_empty() {
+            return Ok(false);
+        }
+        self.stats.ready_passes += 1;
+        self.stats.readies += readies.len() as u64;
+
+        // 1-2. Messages that may leave before the write; snapshots on their own streams.
+        let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
+        let mut undelivered_snapshots = Vec::new();
+        for (group, ready) in &mut readies {
+            for message in std::mem::take(&mut ready.messages) {
+                if let MessageBody::InstallSnapshot { snapshot } = &message.body {
+                    let index = snapshot.metadata.index;
+                    if !self.send_snapshot(*group, index, message.clone())? {
+                        undelivered_snapshots.push((*group, message.to));
+                    }
+                    continue;
+                }
+                outbox.entry(message.to).or_default().push((*group, message));
+            }
+        }
+        self.flush(&mut outbox);
+
+        // 3. One write for every group's log and hard state.
+        let mut batch = WriteBatch::new();
+        let mut sync = false;
+        for (group, ready) in &mut readies {
+            if let Some(snapshot) = &ready.snapshot {
+                let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
+                peer.install_snapshot(&mut batch, snapshot);
+            }
+            if !ready.entries.is_empty() {
+                batch.append(*group, std::mem::take(&mut ready.entries));
+            }
+            if let Some(hard_state) = ready.hard_state {
+                batch.set_hard_state(*group, hard_state);
+            }
+            sync |= ready.must_sync();
+        }
+        self.write(&batch, sync)?;
+        for (group, ready) in &readies {
+            if let Some(snapshot) = &ready.snapshot {
+                let peer = self.peers.get_mut(group).expect("hosted");
+                peer.snapshot_installed(&self.engine, snapshot.metadata.index)?;
+                self.stats.snapshots_installed += 1;
+            }
+        }
+
+        // 4. Acknowledgements and votes, now that they are durable.
+        for (group, ready) in &mut readies {
+            for message in std::mem::take(&mut ready.persisted_messages) {
+                outbox.entry(message.to).or_default().push((*group, message));
+            }
+        }
+        self.flush(&mut outbox);
+
+        // 5. Apply every group's committed entries in one batch, then answer.
+        let mut apply_batch = WriteBatch::new();
+        let mut answers: Vec<Answer<SM::ApplyOutput>> = Vec::new();
+        for (group, ready) in &mut readies {
+            let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
+            let entries = std::mem::take(&mut ready.committed_entries);
+            peer.apply(&self.engine, &mut apply_batch, entries, &mut answers)?;
+            if self.maybe_compact_log(*group, &mut apply_batch)? {
+                self.stats.log_compactions += 1;
+            }
+        }
+        self.write(&apply_batch, false)?;
+        for (group, _) in &readies {
+            self.peers.get_mut(group).expect("hosted").state_machine.batch_written();
+        }
+        for answer in answers {
+            (answer.callback)(answer.result);
+        }
+
+        // 6. Reads, role changes, advance.
+        for (group, ready) in readies {
+            let peer = self.peers.get_mut(&group).expect("hosted");
+            if let Some(soft_state) = ready.soft_state {
+                tracing::debug!(node = %self.node, %group, role = ?soft_state.role,
+                    leader = ?soft_state.leader, term = %peer.raft.term(), "role changed");
+                peer.on_role_change(soft_state.role);
+            }
+            peer.on_read_states(&self.engine, ready.read_states, ready.dropped_reads);
+            peer.serve_applied_reads(&self.engine);
+            peer.raft.advance();
+            self.dirty.insert(group);
+        }
+        for (group, to) in undelivered_snapshots {
+            if let Some(peer) = self.peers.get_mut(&group) {
+                peer.raft.report_snapshot(to, false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hands a snapshot of `group` to the transport, read from an engine snapshot taken now.
+    /// Returns false (and sends nothing) when the engine's applied index moved past `index`
+    /// since Raft made the message; Raft then asks again.
+    fn send_snapshot(
+        &mut self,
+        group: GroupId,
+        index: mosaic_raft::LogIndex,
+        message: Message,
+    ) -> Result<bool> {
+        let reader = SnapshotReader::new(group, self.engine.snapshot());
+        let applied = reader.applied_index()?;
+        if applied != index {
+            tracing::debug!(node = %self.node, %group, %index, %applied, "snapshot went stale before sending");
+            return Ok(false);
+        }
+        tracing::info!(node = %self.node, %group, to = %message.to, %index, "sending snapshot");
+        self.stats.snapshots_sent += 1;
+        self.transport.send_snapshot(message.to, group, message, reader);
+        Ok(true)
+    }
+
+    /// Adds a log compaction of `group` to `batch` when its log holds more than
+    /// `compact_log_after_entries` applied entries, keeping the last
+    /// `compact_log_keep_entries` of them. Returns true when it did.
+    fn maybe_compact_log(&mut self, group: GroupId, batch: &mut WriteBatch) -> Result<bool> {
+        let peer = self.peers.get(&group).expect("hosted");
+        let applied = peer.applied().0;
+        let compacted = self.engine.first_index(group)?.0 - 1;
+        if applied.saturating_sub(compacted) <= self.config.compact_log_after_entries {
+            return Ok(false);
+        }
+        let index = mosaic_raft::LogIndex(applied - self.config.compact_log_keep_entries);
+        let term = self.engine.term(group, index)?;
+        // The membership as of the applied index; the compaction point's own membership is
+        // not needed (a snapshot always carries the one of the applied index).
+        let conf_state = peer.status().conf_state;
+        batch.compact_log(group, SnapshotMetadata { index, term, conf_state });
+        tracing::debug!(node = %self.node, %group, %index, "compacting log");
+        Ok(true)
+    }
+
+    fn write(&mut self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.engine.write(batch, WriteOptions { sync })?;
+        if sync {
+            self.stats.synced_writes += 1;
+        } else {
+            self.stats.unsynced_writes += 1;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {
+        for (to, messages) in std::mem::take(outbox) {
+            self.stats.messages_sent += messages.len() as u64;
+            self.transport.send(to, messages);
+        }
+    }
+}
+
+impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Drop for Store<K, SM, T> {
+    fn drop(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.fail_all(&Error::Stopped);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The `NodeAdmin` service: creating this node's replica of a group, and reporting on one.
+//! Until the controller places groups, an operator creates a group by asking each member.
+
+use mosaic_engine::GroupId;
+use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
+use mosaic_raft::{NodeId, Role};
+use mosaic_raftstore::StoreMsg;
+use mosaic_shardkv::KvStateMachine;
+use tonic::{Request, Response, Status};
+
+use crate::node::NodeEngine;
+use crate::runner::StoreHandle;
+use crate::status::{Directory, to_status};
+
+/// The `NodeAdmin` service of one node.
+pub struct AdminService {
+    store: StoreHandle<NodeEngine, KvStateMachine>,
+    directory: Directory,
+}
+
+impl AdminService {
+    /// The service feeding `store`.
+    #[must_use]
+    pub fn new(store: StoreHandle<NodeEngine, KvStateMachine>, directory: Directory) -> Self {
+        Self { store, directory }
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, KvStateMachine>,
+    ) -> Result<T, Status> {
+        self.store.ask(build).await.map_err(|error| to_status(&error, &self.directory))
+    }
+}
+
+#[tonic::async_trait]
+impl NodeAdmin for AdminService {
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::CreateGroupResponse>, Status> {
+        let request = request.into_inner();
+        if request.group_id == 0 {
+            return Err(Status::invalid_argument("group id 0 is not valid"));
+        }
+        let group = GroupId(request.group_id);
+        let members: Vec<NodeId> = request.members.into_iter().map(NodeId).collect();
+        self.ask(|callback| StoreMsg::CreateGroup { group, members, callback }).await?;
+        Ok(Response::new(pb::CreateGroupResponse {}))
+    }
+
+    async fn group_status(
+        &self,
+        request: Request<pb::GroupStatusRequest>,
+    ) -> Result<Response<pb::GroupStatusResponse>, Status> {
+        let group = GroupId(request.into_inner().group_id);
+        let status = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
+        let role = match status.soft_state.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        };
+        Ok(Response::new(pb::GroupStatusResponse {
+            group_id: group.0,
+            role: role.into(),
+            leader: status.soft_state.leader.map(|node| node.0),
+            term: status.hard_state.term.0,
+            commit_index: status.hard_state.commit.0,
+            applied_index: status.applied.0,
+            first_index: status.first_index.0,
+            last_index: status.last_index.0,
+            voters: status.conf_state.voters.iter().map(|node| node.0).collect(),
+            learners: status.conf_state.learners.iter().map(|node| node.0).collect(),
+        }))
+    }
+}

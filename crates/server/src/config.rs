@@ -1,0 +1,341 @@
+//! The storage node's configuration: a TOML file (kebab-case keys, unknown keys refused) plus
+//! command-line flags that override it, checked by [`ServerConfig::validate`] before anything
+//! starts. Every timeout and limit is a named field with its unit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mosaic_engine_rocks::{RocksConfig, WalSyncPolicy};
+use mosaic_raftstore::StoreConfig;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Everything a storage node needs to start.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id (never 0), unique in the cluster.
+    pub node_id: u64,
+    /// The cluster this node belongs to; its data directory refuses to open in another.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: u64,
+    /// Where to listen for gRPC (KV clients, peers, admin). Default `127.0.0.1:7100`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The address peers and clients reach this node at, if not `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// The RocksDB directory: created if missing; refused if it belongs to another node.
+    pub data_dir: PathBuf,
+    /// Every other node's id and address (`host:port`), until the controller places groups.
+    #[serde(default)]
+    pub peers: BTreeMap<u64, String>,
+    /// The period of the node's logical clock, in milliseconds. Default 100.
+    #[serde(default = "default_tick_interval_ms")]
+    pub tick_interval_ms: u64,
+    /// How long a KV request may wait for its answer, in milliseconds. Default 5,000.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Largest key accepted, in bytes. Default 4 KiB.
+    #[serde(default = "default_key_bytes_max")]
+    pub key_bytes_max: usize,
+    /// Largest value accepted, in bytes. Default 1 MiB.
+    #[serde(default = "default_value_bytes_max")]
+    pub value_bytes_max: usize,
+    /// Messages waiting for the store thread, at most; past it requests get `ServerBusy` and
+    /// Raft messages are dropped (Raft retries). Default 65,536.
+    #[serde(default = "default_store_inbox_capacity")]
+    pub store_inbox_capacity: usize,
+    /// Batches of Raft messages queued per peer node, at most; past it they are dropped.
+    /// Default 1,024.
+    #[serde(default = "default_peer_queue_batches")]
+    pub peer_queue_batches: usize,
+    /// Snapshot streams are paced to this many bytes per second each. Default 64 MiB/s.
+    #[serde(default = "default_snapshot_bytes_per_sec")]
+    pub snapshot_bytes_per_sec: u64,
+    /// Raft settings shared by every group on the node.
+    #[serde(default)]
+    pub raft: RaftSection,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// Raft settings (see `mosaic_raftstore::StoreConfig` for their meaning).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    pub election_ticks: u32,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: u32,
+    /// A group compacts its log past this many applied entries.
+    pub compact_log_after_entries: u64,
+    /// Applied entries kept after a compaction.
+    pub compact_log_keep_entries: u64,
+    /// Bytes of uncommitted entries a leader accepts per group.
+    pub max_uncommitted_bytes: u64,
+    /// Bytes per snapshot chunk.
+    pub snapshot_chunk_bytes_max: u64,
+    /// Largest snapshot a replica accepts, in bytes.
+    pub snapshot_bytes_max: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        let store = StoreConfig::default();
+        Self {
+            election_ticks: store.election_ticks,
+            heartbeat_ticks: store.heartbeat_ticks,
+            compact_log_after_entries: store.compact_log_after_entries,
+            compact_log_keep_entries: store.compact_log_keep_entries,
+            max_uncommitted_bytes: store.max_uncommitted_bytes,
+            snapshot_chunk_bytes_max: store.snapshot_chunk_bytes_max,
+            snapshot_bytes_max: store.snapshot_bytes_max,
+        }
+    }
+}
+
+/// Storage settings (see docs/storage.md for the defaults and why).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// RocksDB's shared block cache, in bytes.
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family, in bytes.
+    pub write_buffer_bytes: usize,
+    /// The in-memory cache of recent log entries across all groups, in bytes.
+    pub entry_cache_bytes: u64,
+    /// `true` (default): synced writes fsync. `false` turns fsync off: only for throwaway
+    /// clusters, a machine crash can then lose acknowledged writes.
+    pub fsync: bool,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let rocks = RocksConfig::default();
+        Self {
+            block_cache_bytes: rocks.block_cache_bytes,
+            write_buffer_bytes: rocks.write_buffer_bytes,
+            entry_cache_bytes: rocks.engine.entry_cache_bytes_max,
+            fsync: true,
+        }
+    }
+}
+
+fn default_cluster_id() -> u64 {
+    1
+}
+fn default_listen() -> String {
+    "127.0.0.1:7100".into()
+}
+fn default_tick_interval_ms() -> u64 {
+    100
+}
+fn default_request_timeout_ms() -> u64 {
+    5_000
+}
+fn default_key_bytes_max() -> usize {
+    4 << 10
+}
+fn default_value_bytes_max() -> usize {
+    1 << 20
+}
+fn default_store_inbox_capacity() -> usize {
+    65_536
+}
+fn default_peer_queue_batches() -> usize {
+    1_024
+}
+fn default_snapshot_bytes_per_sec() -> u64 {
+    64 << 20
+}
+
+impl ServerConfig {
+    /// The defaults for node `node_id` with its data in `data_dir`.
+    #[must_use]
+    pub fn new(node_id: u64, data_dir: PathBuf) -> Self {
+        Self {
+            node_id,
+            cluster_id: default_cluster_id(),
+            listen: default_listen(),
+            advertise: None,
+            data_dir,
+            peers: BTreeMap::new(),
+            tick_interval_ms: default_tick_interval_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            key_bytes_max: default_key_bytes_max(),
+            value_bytes_max: default_value_bytes_max(),
+            store_inbox_capacity: default_store_inbox_capacity(),
+            peer_queue_batches: default_peer_queue_batches(),
+            snapshot_bytes_per_sec: default_snapshot_bytes_per_sec(),
+            raft: RaftSection::default(),
+            storage: StorageSection::default(),
+        }
+    }
+
+    /// Parses a TOML configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the parser's message (which names the line and the key).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|error| Error::Config { reason: error.to_string() })
+    }
+
+    /// Checks every field and the relations between them.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first problem.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::Config { reason });
+        if self.node_id == 0 {
+            return invalid("node-id must not be 0".into());
+        }
+        if self.cluster_id == 0 {
+            return invalid("cluster-id must not be 0".into());
+        }
+        self.listen_addr()?;
+        for (id, address) in &self.peers {
+            if *id == 0 {
+                return invalid(format!("peer id 0 (address {address}) is not valid"));
+            }
+            if address.trim().is_empty() || !address.contains(':') {
+                return invalid(format!("peer {id} address {address:?} is not host:port"));
+            }
+        }
+        for (name, value) in [
+            ("tick-interval-ms", self.tick_interval_ms),
+            ("request-timeout-ms", self.request_timeout_ms),
+            ("key-bytes-max", self.key_bytes_max as u64),
+            ("value-bytes-max", self.value_bytes_max as u64),
+            ("store-inbox-capacity", self.store_inbox_capacity as u64),
+            ("peer-queue-batches", self.peer_queue_batches as u64),
+            ("snapshot-bytes-per-sec", self.snapshot_bytes_per_sec),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
+        }
+        self.store_config()
+            .validate()
+            .map_err(|error| Error::Config { reason: format!("raft: {error}") })?;
+        self.rocks_config()
+            .validate()
+            .map_err(|error| Error::Config { reason: format!("storage: {error}") })?;
+        Ok(())
+    }
+
+    /// The address to listen on.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `listen` is not `ip:port`.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        self.listen.parse().map_err(|error| Error::Config {
+            reason: format!("listen address {:?} is not ip:port: {error}", self.listen),
+        })
+    }
+
+    /// The address others reach this node at.
+    #[must_use]
+    pub fn advertised(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// The store's settings.
+    #[must_use]
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            election_ticks: self.raft.election_ticks,
+            heartbeat_ticks: self.raft.heartbeat_ticks,
+            compact_log_after_entries: self.raft.compact_log_after_entries,
+            compact_log_keep_entries: self.raft.compact_log_keep_entries,
+            max_uncommitted_bytes: self.raft.max_uncommitted_bytes,
+            snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes_max,
+            snapshot_bytes_max: self.raft.snapshot_bytes_max,
+            seed: self.node_id,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// RocksDB's settings.
+    #[must_use]
+    pub fn rocks_config(&self) -> RocksConfig {
+        let mut rocks = RocksConfig {
+            block_cache_bytes: self.storage.block_cache_bytes,
+            write_buffer_bytes: self.storage.write_buffer_bytes,
+            wal_sync: if self.storage.fsync {
+                WalSyncPolicy::AsRequested
+            } else {
+                WalSyncPolicy::NeverUnsafe
+            },
+            ..RocksConfig::default()
+        };
+        rocks.engine.entry_cache_bytes_max = self.storage.entry_cache_bytes;
+        rocks
+    }
+
+    /// The tick period.
+    #[must_use]
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.tick_interval_ms)
+    }
+
+    /// How long a KV request may wait.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_every_section_parses() {
+        let config = ServerConfig::from_toml(
+            r#"
+            node-id = 2
+            data-dir = "/var/lib/mosaic"
+            listen = "0.0.0.0:7102"
+            advertise = "node2:7102"
+            peers = { 1 = "node1:7101", 3 = "node3:7103" }
+            [raft]
+            election-ticks = 20
+            [storage]
+            block-cache-bytes = 1073741824
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.advertised(), "node2:7102");
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.store_config().election_ticks, 20);
+        assert_eq!(config.rocks_config().block_cache_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_their_name() {
+        let unknown = ServerConfig::from_toml("node-id = 1\ndata-dir = \"d\"\nlisten-port = 3\n");
+        assert!(
+            matches!(&unknown, Err(Error::Config { reason }) if reason.contains("listen-port"))
+        );
+        let mut config = ServerConfig::new(1, "d".into());
+        config.listen = "localhost".into();
+        assert!(
+            matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("listen"))
+        );
+        let mut config = ServerConfig::new(1, "d".into());
+        config.raft.heartbeat_ticks = 50;
+        assert!(
+            matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("raft"))
+        );
+        let config = ServerConfig::new(0, "d".into());
+        assert!(
+            matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("node-id"))
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! The Mosaic storage node: the process that hosts this node's replicas of many Raft groups
+//! over one RocksDB and serves them over gRPC.
+//!
+//! - [`Node`] wires it together: the data directory, the store thread ([`runner`]), and one
+//!   gRPC server carrying the KV service ([`kv_service`]), the Raft transport
+//!   ([`raft_service`] receiving, [`transport`] sending) and node administration
+//!   ([`admin_service`]).
+//! - [`ServerConfig`] is its configuration (TOML plus flags).
+//! - [`status`] is the one conversion of a refused request into a gRPC status.
+#![deny(missing_docs)]
+
+pub mod admin_service;
+pub mod config;
+mod error;
+pub mod kv_service;
+pub mod node;
+pub mod raft_service;
+pub mod runner;
+pub mod status;
+pub mod transport;
+
+pub use config::ServerConfig;
+pub use error::{Error, Result};
+pub use node::Node;

@@ -1,0 +1,148 @@
+//! The receiving side of the Raft transport: batches of Raft messages from peers, and
+//! snapshot streams, handed to the store thread.
+//!
+//! Everything from the network is checked before it reaches the store: the cluster id, the
+//! destination node, every message's conversion; a snapshot is bounded by the node's
+//! `snapshot_bytes_max` while it is received.
+
+use mosaic_engine::{ClusterId, GroupId, KvEngine};
+use mosaic_proto::message_from_pb;
+use mosaic_proto::pb::{self, raft_transport_server::RaftTransport};
+use mosaic_raft::NodeId;
+use mosaic_raftstore::{StateMachine, StoreMsg};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::runner::StoreHandle;
+
+/// The `RaftTransport` service of one node.
+pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
+    node: NodeId,
+    cluster: ClusterId,
+    snapshot_bytes_max: u64,
+    store: StoreHandle<K, SM>,
+    /// Becomes true when the node shuts down: long-lived streams end then, so that peers
+    /// reconnect (to this node's successor, if it restarts) instead of holding a dead stream.
+    closing: watch::Receiver<bool>,
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
+    /// The service of `node` in `cluster`, feeding `store`, until `closing` turns true.
+    #[must_use]
+    pub fn new(
+        node: NodeId,
+        cluster: ClusterId,
+        snapshot_bytes_max: u64,
+        store: StoreHandle<K, SM>,
+        closing: watch::Receiver<bool>,
+    ) -> Self {
+        Self { node, cluster, snapshot_bytes_max, store, closing }
+    }
+
+    fn check_route(&self, cluster: u64, to: u64) -> Result<(), Status> {
+        if cluster != self.cluster.0 {
+            return Err(Status::failed_precondition(format!(
+                "node {} is in cluster {}, not {cluster}",
+                self.node, self.cluster
+            )));
+        }
+        if to != self.node.0 {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {to}",
+                self.node
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
+    async fn send(
+        &self,
+        request: Request<Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<pb::SendAck>, Status> {
+        let mut stream = request.into_inner();
+        let mut closing = self.closing.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = stream.message() => batch?,
+                _ = closing.wait_for(|closing| *closing) => {
+                    return Err(Status::unavailable(format!("node {} is shutting down", self.node)));
+                }
+            };
+            let Some(batch) = batch else { break };
+            self.check_route(batch.cluster_id, batch.to_node)?;
+            let from = NodeId(batch.from_node);
+            let mut messages = Vec::with_capacity(batch.messages.len());
+            for group_message in batch.messages {
+                let group = GroupId(group_message.group_id);
+                let Some(message) = group_message.message else {
+                    tracing::warn!(node = %self.node, %from, %group, "a batch entry without a message");
+                    continue;
+                };
+                match message_from_pb(message) {
+                    Ok(message) => messages.push((group, message)),
+                    Err(error) => {
+                        tracing::warn!(node = %self.node, %from, %group, %error, "dropping a malformed raft message");
+                    }
+                }
+            }
+            if !messages.is_empty() {
+                self.store.send(StoreMsg::Raft { from, messages });
+            }
+        }
+        Ok(Response::new(pb::SendAck {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let header = first
+            .header
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first chunk has no header"))?;
+        self.check_route(header.cluster_id, header.to_node)?;
+        let message = header
+            .message
+            .ok_or_else(|| Status::invalid_argument("the snapshot header has no message"))
+            .and_then(|message| {
+                message_from_pb(message)
+                    .map_err(|error| Status::invalid_argument(error.to_string()))
+            })?;
+        let group = GroupId(header.group_id);
+        let mut chunks = Vec::new();
+        let mut total_bytes = 0u64;
+        let mut chunk = Some(first);
+        while let Some(current) = chunk {
+            total_bytes += current.data.len() as u64;
+            if total_bytes > self.snapshot_bytes_max {
+                return Err(Status::resource_exhausted(format!(
+                    "group {group}: snapshot larger than snapshot-bytes-max ({} bytes)",
+                    self.snapshot_bytes_max
+                )));
+            }
+            let last = current.last;
+            if !current.data.is_empty() {
+                chunks.push(current.data);
+            }
+            if last {
+                self.store.send(StoreMsg::Snapshot {
+                    from: NodeId(header.from_node),
+                    group,
+                    message,
+                    chunks,
+                });
+                return Ok(Response::new(pb::SnapshotAck {}));
+            }
+            chunk = stream.message().await?;
+        }
+        Err(Status::invalid_argument(format!("group {group}: the snapshot stream ended early")))
+    }
+}

@@ -1,0 +1,185 @@
+//! The store thread: one OS thread owns the node's `Store`, fed through a bounded inbox.
+//!
+//! Loop: wait for a message or the next tick; take up to `INBOX_DRAIN_MAX` more messages
+//! without waiting; tick when due; run `Store::process` (which persists every busy group in
+//! one synced write). Everything that arrives while a write is in flight is batched into the
+//! next pass: that is the group commit.
+//!
+//! The inbox is bounded: a request that does not fit is answered `ServerBusy` at once, a Raft
+//! message that does not fit is dropped (Raft retries). A storage error stops the thread and
+//! is reported by [`StoreRunner::join`]; the node must then exit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mosaic_engine::KvEngine;
+use mosaic_raftstore::{Callback, Error, Result, StateMachine, Store, StoreMsg, Transport};
+
+/// Messages handled per loop turn before the store runs a Ready pass.
+const INBOX_DRAIN_MAX: usize = 4_096;
+
+/// A cloneable way to reach the store thread.
+pub struct StoreHandle<K: KvEngine, SM: StateMachine<K>> {
+    sender: SyncSender<StoreMsg<K, SM>>,
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> Clone for StoreHandle<K, SM> {
+    fn clone(&self) -> Self {
+        Self { sender: self.sender.clone() }
+    }
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
+    /// Queues `msg` without waiting. A request that cannot be queued is answered at once:
+    /// `ServerBusy` when the inbox is full, `Stopped` when the store thread has ended.
+    pub fn send(&self, msg: StoreMsg<K, SM>) {
+        match self.sender.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => {
+                msg.refuse(Error::ServerBusy { reason: "the store inbox is full".into() });
+            }
+            Err(TrySendError::Disconnected(msg)) => msg.refuse(Error::Stopped),
+        }
+    }
+
+    /// Sends the request that `build` makes around a callback, and waits for its answer.
+    ///
+    /// # Errors
+    /// The store's refusal; `Stopped` when the store thread ended first.
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(Callback<T>) -> StoreMsg<K, SM>,
+    ) -> Result<T> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.send(build(Box::new(move |result| {
+            // The asker may have given up waiting; nothing to do then.
+            let _ = sender.send(result);
+        })));
+        receiver.await.unwrap_or(Err(Error::Stopped))
+    }
+}
+
+/// The receiving end of the inbox, handed to [`spawn`].
+pub struct Inbox<K: KvEngine, SM: StateMachine<K>> {
+    receiver: Receiver<StoreMsg<K, SM>>,
+}
+
+/// Makes the bounded inbox of a store thread.
+#[must_use]
+pub fn channel<K: KvEngine, SM: StateMachine<K>>(
+    capacity: usize,
+) -> (StoreHandle<K, SM>, Inbox<K, SM>) {
+    let (sender, receiver) = sync_channel(capacity);
+    (StoreHandle { sender }, Inbox { receiver })
+}
+
+/// The running store thread.
+pub struct StoreRunner {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Starts the store thread. `open` runs on the thread and builds the store (so the store
+/// itself never moves between threads).
+///
+/// # Errors
+/// When the thread cannot be spawned.
+pub fn spawn<K, SM, T, F>(
+    name: String,
+    inbox: Inbox<K, SM>,
+    tick_interval: Duration,
+    open: F,
+) -> std::io::Result<StoreRunner>
+where
+    K: KvEngine,
+    SM: StateMachine<K>,
+    T: Transport<K>,
+    F: FnOnce() -> Result<Store<K, SM, T>> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let mut store = open()?;
+        let result = run(&mut store, &inbox, tick_interval, &stopping);
+        if let Err(error) = &result {
+            tracing::error!(node = %store.node(), %error, "store thread stopped by an error");
+        }
+        result
+    })?;
+    Ok(StoreRunner { stop, thread: Some(thread) })
+}
+
+fn run<K: KvEngine, SM: StateMachine<K>, T: Transport<K>>(
+    store: &mut Store<K, SM, T>,
+    inbox: &Inbox<K, SM>,
+    tick_interval: Duration,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut next_tick = Instant::now() + tick_interval;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = if store.has_work() {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
+        match inbox.receiver.recv_timeout(wait) {
+            Ok(msg) => store.handle(msg)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        for _ in 0..INBOX_DRAIN_MAX {
+            match inbox.receiver.try_recv() {
+                Ok(msg) => store.handle(msg)?,
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            store.handle(StoreMsg::Tick)?;
+            next_tick += tick_interval;
+            if next_tick < now {
+                // The thread fell behind (a long stall): do not replay the missed ticks.
+                next_tick = now + tick_interval;
+            }
+        }
+        store.process()?;
+    }
+    Ok(())
+}
+
+impl StoreRunner {
+    /// Asks the thread to stop after its current turn and waits for it. Requests still
+    /// waiting are answered `Stopped`.
+    ///
+    /// # Errors
+    /// The error that stopped the thread, if one did.
+    pub fn join(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wait()
+    }
+
+    /// Returns true once the thread has ended (by itself: an error).
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    fn wait(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StoreRunner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Err(error) = self.wait() {
+            tracing::error!(%error, "store thread ended with an error");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! [`GrpcTransport`]: the store's way out to other nodes. One long-lived client stream per
+//! peer node (`RaftTransport.Send`) carries batches of Raft messages for every group; each
+//! snapshot gets its own stream (`RaftTransport.SendSnapshot`), chunked and paced.
+//!
+//! The store calls it on its own thread and it never blocks there: a batch goes into the
+//! peer's bounded queue or is dropped when the queue is full (Raft retries); a tokio task per
+//! peer drains the queue into the stream, reconnecting with backoff. While a peer cannot be
+//! reached its queue is drained and dropped, and the store is told (`Unreachable`) so that its
+//! leaders stop pipelining to it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mosaic_engine::{ClusterId, GroupId, KvEngine};
+use mosaic_proto::message_to_pb;
+use mosaic_proto::pb::{self, raft_transport_client::RaftTransportClient};
+use mosaic_raft::{Message, NodeId};
+use mosaic_raftstore::{SnapshotReader, StateMachine, StoreMsg, Transport};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::runner::StoreHandle;
+use crate::status::Directory;
+
+/// Reconnect backoff: starts here, doubles, stops growing at `RECONNECT_BACKOFF_MAX`.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Batches buffered between a peer's queue and its live stream.
+const STREAM_BUFFER_BATCHES: usize = 64;
+/// Largest message a node sends or accepts on the Raft transport.
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// Settings of the transport.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// This node.
+    pub node: NodeId,
+    /// The cluster (every batch names it; a receiver of another cluster refuses it).
+    pub cluster: ClusterId,
+    /// Batches queued per peer, at most.
+    pub peer_queue_batches: usize,
+    /// Bytes per snapshot chunk.
+    pub snapshot_chunk_bytes_max: u64,
+    /// Each snapshot stream is paced to this rate.
+    pub snapshot_bytes_per_sec: u64,
+}
+
+/// The gRPC transport of one node. See the module documentation.
+pub struct GrpcTransport<K: KvEngine, SM: StateMachine<K>> {
+    options: TransportOptions,
+    directory: Directory,
+    runtime: Handle,
+    store: StoreHandle<K, SM>,
+    peers: BTreeMap<NodeId, mpsc::Sender<pb::RaftBatch>>,
+    dropped_batches: u64,
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> GrpcTransport<K, SM> {
+    /// A transport that reaches peers at the addresses in `directory`, runs its tasks on
+    /// `runtime` and reports to `store`.
+    #[must_use]
+    pub fn new(
+        options: TransportOptions,
+        directory: Directory,
+        runtime: Handle,
+        store: StoreHandle<K, SM>,
+    ) -> Self {
+        Self { options, directory, runtime, store, peers: BTreeMap::new(), dropped_batches: 0 }
+    }
+
+    /// Batches dropped because a peer's queue was full or its address unknown.
+    #[must_use]
+    pub fn dropped_batches(&self) -> u64 {
+        self.dropped_batches
+    }
+
+    fn peer_queue(&mut self, to: NodeId) -> Option<&mpsc::Sender<pb::RaftBatch>> {
+        if !self.peers.contains_key(&to) {
+            let address = self.directory.address(to)?.to_string();
+            let (sender, receiver) = mpsc::channel(self.options.peer_queue_batches);
+            let store = self.store.clone();
+            self.runtime.spawn(peer_stream(to, address, receiver, store));
+            self.peers.insert(to, sender);
+        }
+        self.peers.get(&to)
+    }
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM>
+where
+    K::Snapshot: Send + 'static,
+{
+    fn send(&mut self, to: NodeId, messages: Vec<(GroupId, Message)>) {
+        let batch = pb::RaftBatch {
+            from_node: self.options.node.0,
+            to_node: to.0,
+            cluster_id: self.options.cluster.0,
+            messages: messages
+                .iter()
+                .map(|(group, message)| pb::GroupMessage {
+                    group_id: group.0,
+                    message: Some(message_to_pb(message)),
+                })
+                .collect(),
+        };
+        let Some(queue) = self.peer_queue(to) else {
+            tracing::warn!(node = %self.options.node, %to, "no address for a peer; dropping messages");
+            self.dropped_batches += 1;
+            return;
+        };
+        if queue.try_send(batch).is_err() {
+            self.dropped_batches += 1;
+        }
+    }
+
+    fn send_snapshot(
+        &mut self,
+        to: NodeId,
+        group: GroupId,
+        message: Message,
+        reader: SnapshotReader<K::Snapshot>,
+    ) {
+        let store = self.store.clone();
+        let Some(address) = self.directory.address(to).map(str::to_string) else {
+            store.send(StoreMsg::SnapshotStatus { group, to, delivered: false });
+            return;
+        };
+        let header = pb::SnapshotHeader {
+            cluster_id: self.options.cluster.0,
+            group_id: group.0,
+            from_node: self.options.node.0,
+            to_node: to.0,
+            message: Some(message_to_pb(&message)),
+        };
+        let options = self.options.clone();
+        self.runtime.spawn(async move {
+            let delivered = match stream_snapshot(&address, header, reader, &options).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(node = %options.node, %to, %group, %error, "snapshot not delivered");
+                    false
+                }
+            };
+            store.send(StoreMsg::SnapshotStatus { group, to, delivered });
+        });
+    }
+}
+
+async fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+}
+
+/// Drains one peer's queue into a `Send` stream for as long as the queue exists, reconnecting
+/// with backoff.
+async fn peer_stream<K: KvEngine, SM: StateMachine<K>>(
+    to: NodeId,
+    address: String,
+    mut queue: mpsc::Receiver<pb::RaftBatch>,
+    store: StoreHandle<K, SM>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    loop {
+        let channel = match connect(&address).await {
+            Ok(channel) => channel,
+            Err(error) => {
+                tracing::debug!(%to, %address, %error, "cannot connect to peer");
+                store.send(StoreMsg::Unreachable { node: to });
+                // Drop what queued up while the peer was away: Raft sends afresh.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = RECONNECT_BACKOFF_MIN;
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let (stream_sender, stream_receiver) = mpsc::channel(STREAM_BUFFER_BATCHES);
+        let call =
+            tokio::spawn(async move { client.send(ReceiverStream::new(stream_receiver)).await });
+        let mut queue_closed = true;
+        while let Some(batch) = queue.recv().await {
+            if stream_sender.send(batch).await.is_err() {
+                queue_closed = false;
+                break;
+            }
+        }
+        drop(stream_sender);
+        match call.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => tracing::debug!(%to, %status, "raft stream to peer ended"),
+            Err(error) => tracing::debug!(%to, %error, "raft stream task failed"),
+        }
+        if queue_closed {
+            return;
+        }
+        store.send(StoreMsg::Unreachable { node: to });
+    }
+}
+
+/// Streams one snapshot: the header, then every chunk, paced to the configured rate. The
+/// engine reads run on the blocking pool.
+async fn stream_snapshot<S>(
+    address: &str,
+    header: pb::SnapshotHeader,
+    mut reader: SnapshotReader<S>,
+    options: &TransportOptions,
+) -> Result<(), String>
+where
+    S: mosaic_engine::KvRead + Send + 'static,
+{
+    let channel = connect(address).await.map_err(|error| error.to_string())?;
+    let mut client = RaftTransportClient::new(channel)
+        .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+    let (sender, receiver) = mpsc::channel::<pb::SnapshotChunk>(2);
+    let chunk_bytes = options.snapshot_chunk_bytes_max;
+    let bytes_per_sec = options.snapshot_bytes_per_sec;
+    let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let mut sent_bytes = 0u64;
+        let mut header = Some(header);
+        loop {
+            let chunk = reader.next_chunk(chunk_bytes).map_err(|error| error.to_string())?;
+            let last = chunk.is_none();
+            let data = chunk.unwrap_or_default();
+            sent_bytes += data.len() as u64;
+            let message = pb::SnapshotChunk { header: header.take(), data, last };
+            if sender.blocking_send(message).is_err() {
+                return Err("the snapshot stream closed".into());
+            }
+            if last {
+                return Ok(());
+            }
+            let due = Duration::from_secs_f64(sent_bytes as f64 / bytes_per_sec as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+    let call = client.send_snapshot(ReceiverStream::new(receiver)).await;
+    let produced = producer.await.map_err(|error| error.to_string())?;
+    call.map_err(|status| status.to_string())?;
+    produced
+}

@@ -1,0 +1,16 @@
+//! The storage group's state machine (6.824 Lab 4B's shardkv server, without the network):
+//! the KV commands a group replicates, their encoding, client sessions that make a retried
+//! write apply at most once, and [`KvStateMachine`], which the node runtime
+//! (`mosaic-raftstore`) applies committed entries through.
+//!
+//! Pure: no IO of its own, no clock, no randomness; every replica applying the same log writes
+//! the same effects.
+#![deny(missing_docs)]
+
+mod command;
+mod session;
+mod state_machine;
+
+pub use command::{COMMAND_VERSION, DecodeError, KvWrite, WriteKind};
+pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable};
+pub use state_machine::{KvGet, KvStateMachine, WriteOutcome};

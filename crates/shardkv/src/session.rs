@@ -1,0 +1,151 @@
+//! Client sessions: the highest sequence number applied per client and shard, so a retried
+//! write is applied at most once (6.824 Lab 3), across leader changes and restarts.
+//!
+//! Sessions are bounded by a rule every replica applies alike, through the log: a shard keeps
+//! at most [`SESSIONS_PER_SHARD_MAX`] sessions, and recording one more evicts the session least
+//! recently written (smallest log index; ties by client id). No clock is involved. A client
+//! whose session was evicted and which then retries an old write could have it applied twice;
+//! that needs more than `SESSIONS_PER_SHARD_MAX` other clients writing the same shard in
+//! between, and the client library bounds its retries by a deadline.
+//!
+//! Invariant: `by_age[shard]` holds exactly `(last_index, client)` of every session of `shard`
+//! in `sessions`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use mosaic_engine::{ClientId, ShardId};
+use mosaic_raft::LogIndex;
+
+use crate::command::DecodeError;
+
+/// Sessions kept per shard. Part of the replicated behaviour: every replica must use the same
+/// value, so it changes only with the format version.
+pub const SESSIONS_PER_SHARD_MAX: usize = 4096;
+
+const SESSION_VERSION: u8 = 1;
+const SESSION_BYTES: usize = 1 + 8 + 8;
+
+/// One client's session in one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The highest sequence number applied.
+    pub seq: u64,
+    /// The log index of the last write recorded (the eviction order).
+    pub last_index: LogIndex,
+}
+
+impl Session {
+    /// Encodes the record: `version u8 (1) ‖ seq u64 ‖ last index u64`.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(SESSION_BYTES);
+        out.put_u8(SESSION_VERSION);
+        out.put_u64(self.seq);
+        out.put_u64(self.last_index.0);
+        out.freeze()
+    }
+
+    /// Decodes a record.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for a record of the wrong length or version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let record: &[u8; SESSION_BYTES] = bytes
+            .try_into()
+            .map_err(|_| DecodeError(format!("session record of {} bytes", bytes.len())))?;
+        if record[0] != SESSION_VERSION {
+            return Err(DecodeError(format!("unknown session version {}", record[0])));
+        }
+        let seq = u64::from_be_bytes(record[1..9].try_into().expect("8 bytes"));
+        let last_index = u64::from_be_bytes(record[9..17].try_into().expect("8 bytes"));
+        Ok(Self { seq, last_index: LogIndex(last_index) })
+    }
+}
+
+/// Every session of one group, in memory (and mirrored in the engine by the state machine).
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    sessions: BTreeMap<(ShardId, ClientId), Session>,
+    by_age: BTreeMap<ShardId, BTreeSet<(LogIndex, ClientId)>>,
+}
+
+impl SessionTable {
+    /// Returns the session of `client` in `shard`.
+    #[must_use]
+    pub fn get(&self, shard: ShardId, client: ClientId) -> Option<Session> {
+        self.sessions.get(&(shard, client)).copied()
+    }
+
+    /// The number of sessions in `shard`.
+    #[must_use]
+    pub fn len(&self, shard: ShardId) -> usize {
+        self.by_age.get(&shard).map_or(0, BTreeSet::len)
+    }
+
+    /// Returns true when no shard has a session.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Puts a session read from the engine back in the table (at load).
+    pub fn insert(&mut self, shard: ShardId, client: ClientId, session: Session) {
+        if let Some(old) = self.sessions.insert((shard, client), session) {
+            self.by_age.entry(shard).or_default().remove(&(old.last_index, client));
+        }
+        self.by_age.entry(shard).or_default().insert((session.last_index, client));
+    }
+
+    /// Records that `client` wrote `seq` at `index`; returns the clients evicted to keep the
+    /// shard within [`SESSIONS_PER_SHARD_MAX`].
+    pub fn record(
+        &mut self,
+        shard: ShardId,
+        client: ClientId,
+        seq: u64,
+        index: LogIndex,
+    ) -> Vec<ClientId> {
+        self.insert(shard, client, Session { seq, last_index: index });
+        let ages = self.by_age.entry(shard).or_default();
+        let mut evicted = Vec::new();
+        while ages.len() > SESSIONS_PER_SHARD_MAX {
+            let (_, oldest) = ages.pop_first().expect("over the limit, so not empty");
+            self.sessions.remove(&(shard, oldest));
+            evicted.push(oldest);
+        }
+        evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_garbage_is_refused() {
+        let session = Session { seq: 7, last_index: LogIndex(99) };
+        assert_eq!(Session::decode(&session.encode()), Ok(session));
+        assert!(Session::decode(&session.encode()[1..]).is_err());
+        let mut other_version = session.encode().to_vec();
+        other_version[0] = 2;
+        assert!(Session::decode(&other_version).is_err());
+    }
+
+    #[test]
+    fn the_least_recently_written_session_is_evicted() {
+        let mut table = SessionTable::default();
+        let shard = ShardId(3);
+        for client in 0..SESSIONS_PER_SHARD_MAX as u64 {
+            assert!(table.record(shard, ClientId(client), 1, LogIndex(client + 1)).is_empty());
+        }
+        // Client 0 writes again: client 1 is now the least recently written.
+        assert!(table.record(shard, ClientId(0), 2, LogIndex(10_000)).is_empty());
+        let evicted = table.record(shard, ClientId(77_777), 1, LogIndex(10_001));
+        assert_eq!(evicted, vec![ClientId(1)]);
+        assert_eq!(table.len(shard), SESSIONS_PER_SHARD_MAX);
+        assert_eq!(table.get(shard, ClientId(1)), None);
+        assert_eq!(table.get(shard, ClientId(0)).map(|s| s.seq), Some(2));
+        assert_eq!(table.len(ShardId(4)), 0, "other shards are not affected");
+    }
+}

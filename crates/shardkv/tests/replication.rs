@@ -1,0 +1,284 @@
+//! KV groups replicated by the node runtime: several stores over in-memory engines, a
+//! deterministic network, ticks as messages. Checks group commit, failover, restart recovery,
+//! at-most-once writes and the three read levels.
+
+mod harness;
+
+use harness::{Cluster, take};
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+use mosaic_raftstore::{Consistency, Error};
+use mosaic_shardkv::WriteKind;
+
+const GROUP: GroupId = GroupId(1);
+
+#[test]
+fn a_group_elects_a_leader_and_serves_writes_and_reads() {
+    let mut cluster = Cluster::new(3, 1);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "apple", "red");
+    cluster.must_put(GROUP, "pear", "green");
+    assert_eq!(cluster.must_get(GROUP, "apple").as_deref(), Some("red"));
+    assert_eq!(cluster.must_get(GROUP, "plum"), None);
+    // Every replica applies every write.
+    cluster.tick();
+    for node in 1..=3 {
+        assert_eq!(cluster.applied_value(NodeId(node), GROUP, "pear").as_deref(), Some("green"));
+    }
+}
+
+#[test]
+fn busy_groups_on_one_node_share_one_synced_write() {
+    let mut cluster = Cluster::new(1, 2);
+    let groups: Vec<GroupId> = (1..=10).map(GroupId).collect();
+    for group in &groups {
+        cluster.create_group(*group, &[1]);
+        cluster.must_elect(*group);
+    }
+    let node = NodeId(1);
+    cluster.settle();
+    let before = cluster.store(node).stats();
+    let mut slots = Vec::new();
+    for group in &groups {
+        let write = cluster.write(WriteKind::Put, 1, &format!("key-{group}"), "v");
+        let (result, callback) = harness::slot();
+        cluster
+            .store(node)
+            .handle(mosaic_raftstore::StoreMsg::Propose {
+                group: *group,
+                proposal: write,
+                callback,
+            })
+            .unwrap();
+        slots.push(result);
+    }
+    cluster.store(node).process().unwrap();
+    let after = cluster.store(node).stats();
+    assert_eq!(after.synced_writes - before.synced_writes, 1, "{before:?} -> {after:?}");
+    for slot in &slots {
+        let outcome = take(slot).expect("answered in the same pass").unwrap().unwrap();
+        assert!(!outcome.duplicate);
+    }
+}
+
+#[test]
+fn a_retried_append_is_applied_once_even_across_a_leader_change() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let first = cluster.write(WriteKind::Append, 9, "log", "a");
+    let outcome = cluster.must_write(GROUP, first.clone());
+    assert!(!outcome.duplicate);
+    // The client retries the same (client, seq): applied once.
+    assert!(cluster.must_write(GROUP, first.clone()).duplicate);
+    let old_leader = cluster.must_elect(GROUP);
+    cluster.isolate(old_leader);
+    for _ in 0..40 {
+        cluster.tick();
+    }
+    let new_leader = cluster.must_elect(GROUP);
+    assert_ne!(new_leader, old_leader);
+    assert!(cluster.must_write(GROUP, first).duplicate, "the session moved with the log");
+    let second = cluster.write(WriteKind::Append, 9, "log", "b");
+    cluster.must_write(GROUP, second);
+    cluster.heal();
+    assert_eq!(cluster.must_get(GROUP, "log").as_deref(), Some("ab"));
+}
+
+#[test]
+fn an_older_sequence_number_is_never_applied_after_a_newer_one() {
+    let mut cluster = Cluster::new(3, 4);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let older = cluster.write(WriteKind::Put, 5, "k", "old");
+    let newer = cluster.write(WriteKind::Put, 5, "k", "new");
+    cluster.must_write(GROUP, newer);
+    assert!(cluster.must_write(GROUP, older).duplicate);
+    assert_eq!(cluster.must_get(GROUP, "k").as_deref(), Some("new"));
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash_of_every_node() {
+    let mut cluster = Cluster::new(3, 5);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    for i in 0..20 {
+        cluster.must_put(GROUP, &format!("k{i}"), &format!("v{i}"));
+    }
+    // Crash every node, each losing every unsynced write (apply batches included).
+    for node in 1..=3 {
+        cluster.crash(NodeId(node), 0);
+    }
+    for node in 1..=3 {
+        cluster.restart(NodeId(node));
+    }
+    for i in 0..20 {
+        assert_eq!(cluster.must_get(GROUP, &format!("k{i}")), Some(format!("v{i}")), "k{i}");
+    }
+    // The replicas re-applied the log: every one has every write again.
+    cluster.must_put(GROUP, "after", "restart");
+    for _ in 0..5 {
+        cluster.tick();
+    }
+    for node in 1..=3 {
+        assert_eq!(cluster.applied_value(NodeId(node), GROUP, "k19").as_deref(), Some("v19"));
+    }
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_and_catches_up_after_restart() {
+    let mut cluster = Cluster::new(3, 6);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "a", "1");
+    let leader = cluster.must_elect(GROUP);
+    cluster.crash(leader, 0);
+    cluster.must_put(GROUP, "b", "2");
+    let new_leader = cluster.must_elect(GROUP);
+    assert_ne!(new_leader, leader);
+    cluster.restart(leader);
+    for _ in 0..10 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.applied_value(leader, GROUP, "b").as_deref(), Some("2"));
+    assert_eq!(cluster.applied_index(leader, GROUP), cluster.applied_index(new_leader, GROUP));
+}
+
+#[test]
+fn a_deposed_leader_does_not_serve_linearizable_reads() {
+    let mut cluster = Cluster::new(3, 7);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "x", "1");
+    let old = cluster.must_elect(GROUP);
+    cluster.isolate(old);
+    let stale_attempt = cluster.read(old, GROUP, "x", Consistency::Linearizable);
+    for _ in 0..40 {
+        cluster.tick();
+    }
+    let new = cluster.must_elect(GROUP);
+    assert_ne!(new, old);
+    cluster.must_put(GROUP, "x", "2");
+    // The cut-off leader never confirms its leadership: its read fails, it does not answer "1".
+    match take(&stale_attempt) {
+        None | Some(Err(Error::NotLeader { .. })) => {}
+        Some(other) => panic!("the deposed leader answered {other:?}"),
+    }
+    assert_eq!(cluster.must_get(GROUP, "x").as_deref(), Some("2"));
+    // Its stale read answers what it had applied, and says how far that is.
+    let stale = cluster.read(old, GROUP, "x", Consistency::Stale);
+    let stale = take(&stale).expect("stale reads are answered at once").unwrap();
+    assert_eq!(stale.output.as_deref(), Some(&b"1"[..]));
+    assert!(stale.applied_index < cluster.applied_index(new, GROUP));
+}
+
+#[test]
+fn lease_reads_are_served_by_the_leader_without_a_round_trip() {
+    let mut cluster = Cluster::new(3, 8);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "k", "v");
+    let leader = cluster.must_elect(GROUP);
+    // A heartbeat round acknowledged by a majority starts the lease.
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    let read = cluster.read(leader, GROUP, "k", Consistency::Lease);
+    let answer = take(&read).expect("a lease read is answered without a network round").unwrap();
+    assert_eq!(answer.output.as_deref(), Some(&b"v"[..]));
+    let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    let refused = cluster.read(follower, GROUP, "k", Consistency::Lease);
+    // A follower has no lease: it sends the client to the leader.
+    match take(&refused) {
+        Some(Err(Error::NotLeader { leader: hint, .. })) => assert_eq!(hint, Some(leader)),
+        other => panic!("a follower answered a lease read with {other:?}"),
+    }
+}
+
+#[test]
+fn requests_for_a_group_not_hosted_are_refused() {
+    let mut cluster = Cluster::new(1, 9);
+    let write = cluster.write(WriteKind::Put, 1, "k", "v");
+    let result = cluster.propose(NodeId(1), GroupId(42), write);
+    assert!(matches!(take(&result), Some(Err(Error::GroupNotFound { group: GroupId(42) }))));
+    let read = cluster.read(NodeId(1), GroupId(42), "k", Consistency::Stale);
+    assert!(matches!(take(&read), Some(Err(Error::GroupNotFound { .. }))));
+}
+
+#[test]
+fn a_proposal_on_a_follower_is_refused_with_the_leader_hint() {
+    let mut cluster = Cluster::new(3, 10);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let leader = cluster.must_elect(GROUP);
+    cluster.tick();
+    let follower = NodeId(if leader.0 == 3 { 2 } else { 3 });
+    let write = cluster.write(WriteKind::Put, 1, "k", "v");
+    let result = cluster.propose(follower, GROUP, write);
+    match take(&result) {
+        Some(Err(Error::NotLeader { group, leader: hint })) => {
+            assert_eq!((group, hint), (GROUP, Some(leader)));
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+/// Compaction after few entries, so tests reach snapshots quickly.
+fn compacting_config(seed: u64) -> mosaic_raftstore::StoreConfig {
+    mosaic_raftstore::StoreConfig {
+        seed,
+        compact_log_after_entries: 20,
+        compact_log_keep_entries: 5,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
+    let mut cluster = Cluster::with_config(3, compacting_config(11));
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "before", "1");
+    let leader = cluster.must_elect(GROUP);
+    let behind = NodeId(if leader.0 == 3 { 2 } else { 3 });
+    cluster.crash(behind, 0);
+    for i in 0..60 {
+        let write = cluster.write(WriteKind::Append, 7, &format!("k{}", i % 4), &format!("{i},"));
+        cluster.must_write(GROUP, write);
+    }
+    assert!(cluster.store(leader).stats().log_compactions > 0, "the leader compacted its log");
+    cluster.restart(behind);
+    for _ in 0..20 {
+        cluster.tick();
+    }
+    assert!(cluster.store(behind).stats().snapshots_installed >= 1, "caught up by a snapshot");
+    assert_eq!(cluster.applied_index(behind, GROUP), cluster.applied_index(leader, GROUP));
+    for key in ["before", "k0", "k1", "k2", "k3"] {
+        assert_eq!(
+            cluster.applied_value(behind, GROUP, key),
+            cluster.applied_value(leader, GROUP, key),
+            "{key}"
+        );
+    }
+    // The sessions came with the snapshot: a retry of an old write is still a duplicate.
+    let retry = mosaic_shardkv::KvWrite {
+        kind: WriteKind::Append,
+        client: mosaic_engine::ClientId(7),
+        seq: 3,
+        shard: harness::shard_of("k1"),
+        key: bytes::Bytes::from_static(b"k1"),
+        value: bytes::Bytes::from_static(b"1,"),
+    };
+    // Make the caught-up node the leader, then retry through it.
+    cluster.crash(leader, 0);
+    let outcome = cluster.must_write(GROUP, retry);
+    assert!(outcome.duplicate, "a retried write after a snapshot install must not apply again");
+}
+
+#[test]
+fn disk_use_stays_bounded_under_a_steady_write_load() {
+    let mut cluster = Cluster::with_config(3, compacting_config(12));
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    for i in 0..200 {
+        cluster.must_put(GROUP, &format!("k{}", i % 10), &format!("{i}"));
+    }
+    cluster.tick();
+    for node in 1..=3 {
+        let engine = std::sync::Arc::clone(cluster.store(NodeId(node)).engine());
+        let bounds = engine.log_bounds(GROUP).unwrap();
+        let kept = bounds.last_index.0 - bounds.snapshot_index.0;
+        assert!(kept <= 21 + 5, "node {node} keeps {kept} log entries: {bounds:?}");
+    }
+}
