@@ -1,8 +1,78 @@
 #!/usr/bin/env bash
-# Starts Mosaic locally. Until the `mosaic playground` command lands, this builds and runs the
-# Raft core's example: a three-node group driven through the Ready loop in one process.
+# Starts a local Mosaic cluster on loopback: three `mosaic server` processes hosting group 1,
+# with a replica on every node. Prints the commands to try, then runs until Ctrl-C, when it
+# stops every process it started (by process id). Data stays in playground-data/ (remove it
+# to start over); a second run reuses it.
+#
+# Environment: MOSAIC_PLAYGROUND_DIR (data and logs, default ./playground-data),
+# MOSAIC_PLAYGROUND_PORT (first port, default 7101; the nodes use three in a row).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 source deploy/env.sh
-cargo run --release -p mosaic-raft --example three_node_group -- "$@"
+
+echo "playground: building (the first build compiles RocksDB: about 15 minutes on 2 cores)" >&2
+# The same build as deploy/test.sh, so the two share every artifact.
+cargo build --workspace --all-targets --locked --quiet
+bin="$CARGO_TARGET_DIR/debug/mosaic"
+
+data="${MOSAIC_PLAYGROUND_DIR:-$PWD/playground-data}"
+first_port="${MOSAIC_PLAYGROUND_PORT:-7101}"
+mkdir -p "$data"
+
+address() { echo "127.0.0.1:$((first_port + $1 - 1))"; }
+nodes="1=$(address 1),2=$(address 2),3=$(address 3)"
+
+pids=()
+stop() {
+  if ((${#pids[@]} > 0)); then
+    echo "playground: stopping nodes (pids ${pids[*]})" >&2
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap stop EXIT
+trap 'exit 0' INT TERM
+
+for id in 1 2 3; do
+  peers=""
+  for other in 1 2 3; do
+    [[ $other == "$id" ]] && continue
+    peers+="${peers:+,}$other=$(address "$other")"
+  done
+  "$bin" server --id "$id" --listen "$(address "$id")" --data-dir "$data/node-$id" \
+    --peers "$peers" >>"$data/node-$id.log" 2>&1 &
+  pids+=("$!")
+done
+
+for id in 1 2 3; do
+  port=$((first_port + id - 1))
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    if ! kill -0 "${pids[$((id - 1))]}" 2>/dev/null; then
+      echo "playground: node $id exited; its log:" >&2
+      tail -n 20 "$data/node-$id.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+done
+
+"$bin" admin --nodes "$nodes" group create 1
+
+cat <<EOF
+
+Mosaic playground: 3 storage nodes, group 1 replicated on all of them.
+  nodes: $nodes
+  data and logs: $data
+
+Try, in another terminal:
+  $bin kv --nodes $nodes --group 1 put greeting hello
+  $bin kv --nodes $nodes --group 1 get greeting
+  echo -n ", world" | $bin kv --nodes $nodes --group 1 append greeting
+  $bin admin --nodes $nodes group status 1
+  kill -9 <pid of the leader's node>   # pids: ${pids[*]} (nodes 1 2 3); writes go on
+
+Ctrl-C stops the cluster.
+EOF
+wait

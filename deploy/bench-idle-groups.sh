@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Measures what idle groups cost: starts three `mosaic server` processes on loopback, creates
+# GROUPS groups with a replica on each node, waits for their elections to settle, then reports
+# the CPU each server process used over SECS seconds with no client load (from /proc/PID/stat),
+# as a percentage of one core. Stops every process it started, by process id.
+#
+# Usage: deploy/bench-idle-groups.sh [GROUPS (default 1000)] [SECS (default 30)]
+# Environment: MOSAIC_BENCH_PORT (first port, default 7201), MOSAIC_BENCH_TICK_MS (default 100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source deploy/env.sh
+groups="${1:-1000}"
+secs="${2:-30}"
+first_port="${MOSAIC_BENCH_PORT:-7201}"
+tick_ms="${MOSAIC_BENCH_TICK_MS:-100}"
+
+cargo build --workspace --all-targets --locked --quiet
+bin="$CARGO_TARGET_DIR/debug/mosaic"
+data="$(mktemp -d)"
+address() { echo "127.0.0.1:$((first_port + $1 - 1))"; }
+nodes="1=$(address 1),2=$(address 2),3=$(address 3)"
+
+pids=()
+stop() {
+  if ((${#pids[@]} > 0)); then kill -TERM "${pids[@]}" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+  rm -rf "$data"
+}
+trap stop EXIT
+
+for id in 1 2 3; do
+  peers=""
+  for other in 1 2 3; do
+    [[ $other == "$id" ]] && continue
+    peers+="${peers:+,}$other=$(address "$other")"
+  done
+  printf 'node-id = %s\ndata-dir = "%s"\ntick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' \
+    "$id" "$data/node-$id" "$tick_ms" >"$data/node-$id.toml"
+  "$bin" server --config "$data/node-$id.toml" --listen "$(address "$id")" --peers "$peers" \
+    2>"$data/node-$id.log" &
+  pids+=("$!")
+done
+for id in 1 2 3; do
+  until (exec 3<>"/dev/tcp/127.0.0.1/$((first_port + id - 1))") 2>/dev/null; do sleep 0.1; done
+done
+
+echo "creating $groups groups..." >&2
+for group in $(seq 1 "$groups"); do
+  "$bin" admin --nodes "$nodes" group create "$group" >/dev/null
+done
+echo "letting elections settle (10 s)..." >&2
+sleep 10
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+declare -A before
+for pid in "${pids[@]}"; do before[$pid]=$(ticks "$pid"); done
+sleep "$secs"
+total=0
+for i in 0 1 2; do
+  pid=${pids[$i]}
+  used=$(( $(ticks "$pid") - before[$pid] ))
+  percent=$(awk -v u="$used" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.1f", 100 * u / hz / s }')
+  echo "node $((i + 1)) (pid $pid): ${percent}% of one core with $groups idle groups, tick ${tick_ms} ms"
+  total=$((total + used))
+done
+awk -v u="$total" -v hz="$hz" -v s="$secs" 'BEGIN { printf "mean per node: %.1f%% of one core\n", 100 * u / hz / s / 3 }'
