@@ -17,8 +17,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use mosaic_client::NodeId;
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use tonic::transport::Endpoint;
+
+use crate::nodes::{NodeAddress, node_map, parse_node};
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,8 +30,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     /// The storage nodes, as ID=HOST:PORT,ID=HOST:PORT.
-    #[arg(long, value_delimiter = ',', required = true)]
-    nodes: Vec<String>,
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_node)]
+    nodes: Vec<NodeAddress>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     output: Output,
@@ -69,31 +72,6 @@ enum GroupCommand {
     },
 }
 
-/// Parses `ID=HOST:PORT` entries into a map, refusing duplicates and malformed entries.
-///
-/// # Errors
-/// A message naming the bad entry.
-pub fn parse_nodes(entries: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
-    let mut nodes = BTreeMap::new();
-    for entry in entries {
-        let (id, address) = entry
-            .split_once('=')
-            .with_context(|| format!("--nodes entry {entry:?} is not ID=HOST:PORT"))?;
-        let id: u64 = id
-            .parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .with_context(|| format!("--nodes entry {entry:?}: {id:?} is not a node id"))?;
-        if !address.contains(':') {
-            bail!("--nodes entry {entry:?}: {address:?} is not HOST:PORT");
-        }
-        if nodes.insert(id, address.to_string()).is_some() {
-            bail!("--nodes names node {id} twice");
-        }
-    }
-    Ok(nodes)
-}
-
 async fn client(address: &str) -> anyhow::Result<NodeAdminClient<tonic::transport::Channel>> {
     let channel = Endpoint::from_shared(format!("http://{address}"))
         .with_context(|| format!("{address:?} is not a valid address"))?
@@ -105,11 +83,14 @@ async fn client(address: &str) -> anyhow::Result<NodeAdminClient<tonic::transpor
 
 /// Runs `mosaic admin`.
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let nodes = parse_nodes(&args.nodes)?;
+    let nodes = node_map(&args.nodes).map_err(anyhow::Error::msg)?;
     match args.command {
         AdminCommand::Group(GroupCommand::Create { group, members }) => {
-            let members =
-                if members.is_empty() { nodes.keys().copied().collect() } else { members };
+            let members: Vec<NodeId> = if members.is_empty() {
+                nodes.keys().copied().collect()
+            } else {
+                members.into_iter().map(NodeId).collect()
+            };
             create_group(&nodes, group, &members, args.output).await
         }
         AdminCommand::Group(GroupCommand::Status { group }) => {
@@ -119,9 +100,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn create_group(
-    nodes: &BTreeMap<u64, String>,
+    nodes: &BTreeMap<NodeId, String>,
     group: u64,
-    members: &[u64],
+    members: &[NodeId],
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     if group == 0 {
@@ -132,9 +113,10 @@ async fn create_group(
             bail!("member {member} is not in --nodes; add its address as {member}=HOST:PORT");
         }
     }
+    let ids: Vec<u64> = members.iter().map(|member| member.0).collect();
     for member in members {
         let address = &nodes[member];
-        let request = pb::CreateGroupRequest { group_id: group, members: members.to_vec() };
+        let request = pb::CreateGroupRequest { group_id: group, members: ids.clone() };
         client(address)
             .await?
             .create_group(request)
@@ -145,15 +127,15 @@ async fn create_group(
             })?;
     }
     let text = match output {
-        Output::Human => format!("group {group} created on nodes {members:?}"),
-        Output::Json => serde_json::json!({ "group": group, "members": members }).to_string(),
+        Output::Human => format!("group {group} created on nodes {ids:?}"),
+        Output::Json => serde_json::json!({ "group": group, "members": ids }).to_string(),
     };
     print_line(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn group_status(
-    nodes: &BTreeMap<u64, String>,
+    nodes: &BTreeMap<NodeId, String>,
     group: u64,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
@@ -168,7 +150,7 @@ async fn group_status(
                 Err(status.message().to_string())
             }
         };
-        rows.push((*node, answer));
+        rows.push((node.0, answer));
     }
     let text = match output {
         Output::Human => status_table(&rows),
@@ -231,20 +213,4 @@ fn print_line(text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}").and_then(|()| stdout.flush()).context("writing to stdout")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_lists_parse_and_bad_entries_are_named() {
-        let nodes = parse_nodes(&["1=127.0.0.1:7101".into(), "2=h:2".into()]).unwrap();
-        assert_eq!(nodes.len(), 2);
-        for bad in ["1", "x=h:1", "0=h:1", "1=host"] {
-            let error = parse_nodes(&[bad.into()]).unwrap_err().to_string();
-            assert!(error.contains(bad), "{bad}: {error}");
-        }
-        assert!(parse_nodes(&["1=a:1".into(), "1=b:2".into()]).is_err());
-    }
 }

@@ -37,19 +37,19 @@
 //! | 2 | bad usage: a malformed flag or argument (clap's usage errors), nothing was sent |
 //! | 3 | a write whose outcome is unknown: it may or may not have been applied (the deadline passed while it was in flight); read the key before retrying it |
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::nodes::{NodeAddress, node_map, parse_node};
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Client, ClientError, ClientOptions, Consistency, GroupId, LogIndex, NodeId, Routing,
-    StaticRouting, WriteOutcome,
+    Client, ClientError, ClientOptions, Consistency, GroupId, LogIndex, Routing, StaticRouting,
+    WriteOutcome,
 };
 
 /// Exit code: success.
@@ -81,13 +81,6 @@ pub struct KvArgs {
     output: Output,
     #[command(subcommand)]
     command: KvCommand,
-}
-
-/// One `--nodes` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct NodeAddress {
-    node: NodeId,
-    address: String,
 }
 
 /// Output formats.
@@ -162,21 +155,6 @@ impl KvCommand {
     }
 }
 
-/// Parses one `--nodes` entry, `ID=HOST:PORT`.
-fn parse_node(entry: &str) -> Result<NodeAddress, String> {
-    let (id, address) =
-        entry.split_once('=').ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
-    let node = id
-        .parse::<u64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| format!("{id:?} in {entry:?} is not a node id (a positive integer)"))?;
-    if !address.contains(':') {
-        return Err(format!("{address:?} in {entry:?} is not HOST:PORT"));
-    }
-    Ok(NodeAddress { node: NodeId(node), address: address.to_string() })
-}
-
 /// Parses a positive duration: an integer followed by `ms`, `s` or `m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let usage = || format!("{text:?} is not a duration such as 500ms, 10s or 2m");
@@ -197,12 +175,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The routing the flags describe: every shard on `--group`, whose members are `--nodes`.
 fn routing_of(args: &KvArgs) -> Result<Routing, String> {
-    let mut nodes = BTreeMap::new();
-    for NodeAddress { node, address } in &args.nodes {
-        if nodes.insert(*node, address.clone()).is_some() {
-            return Err(format!("--nodes names node {node} twice"));
-        }
-    }
+    let nodes = node_map(&args.nodes)?;
     Routing::single_group(GroupId(args.group), nodes, args.shard_count)
         .map_err(|error| error.to_string())
 }
@@ -339,6 +312,8 @@ fn read_value(value: Option<OsString>) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use mosaic_client::NodeId;
+
     use std::io::Cursor;
 
     use clap::error::ErrorKind;

@@ -2,7 +2,9 @@
 //! Logs and diagnostics go to stderr; stdout carries only what a command is asked for.
 
 mod admin;
+mod bench;
 mod kv;
+mod nodes;
 mod server;
 
 use std::process::ExitCode;
@@ -25,6 +27,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Administers storage nodes: create groups, show their status.
     Admin(admin::AdminArgs),
+    /// Runs the benchmark workloads against a running cluster; one JSON line per workload.
+    Bench(bench::BenchArgs),
 }
 
 fn init_logging() {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Kv(args) => kv::run(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

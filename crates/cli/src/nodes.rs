@@ -1,0 +1,64 @@
+//! The `--nodes` flag shared by the commands that talk to storage nodes:
+//! `ID=HOST:PORT,ID=HOST:PORT`.
+
+use std::collections::BTreeMap;
+
+use mosaic_client::NodeId;
+
+/// One `--nodes` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddress {
+    /// The node.
+    pub node: NodeId,
+    /// Where it listens, `host:port`.
+    pub address: String,
+}
+
+/// Parses one `ID=HOST:PORT` entry (clap's value parser for `--nodes`).
+///
+/// # Errors
+/// A message naming the malformed part of the entry.
+pub fn parse_node(entry: &str) -> Result<NodeAddress, String> {
+    let (id, address) =
+        entry.split_once('=').ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
+    let node = id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("{id:?} in {entry:?} is not a node id (a positive integer)"))?;
+    if !address.contains(':') {
+        return Err(format!("{address:?} in {entry:?} is not HOST:PORT"));
+    }
+    Ok(NodeAddress { node: NodeId(node), address: address.to_string() })
+}
+
+/// The entries as a map from node to address.
+///
+/// # Errors
+/// When a node is named twice.
+pub fn node_map(entries: &[NodeAddress]) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut nodes = BTreeMap::new();
+    for NodeAddress { node, address } in entries {
+        if nodes.insert(*node, address.clone()).is_some() {
+            return Err(format!("--nodes names node {node} twice"));
+        }
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_and_bad_ones_are_named() {
+        let entry = parse_node("1=127.0.0.1:7101").unwrap();
+        assert_eq!(entry, NodeAddress { node: NodeId(1), address: "127.0.0.1:7101".into() });
+        for bad in ["1", "x=h:1", "0=h:1", "1=host"] {
+            let error = parse_node(bad).unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")), "{bad}: {error}");
+        }
+        let twice = [entry.clone(), entry];
+        assert!(node_map(&twice).unwrap_err().contains("twice"));
+    }
+}
