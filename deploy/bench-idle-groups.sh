@@ -5,7 +5,8 @@
 # as a percentage of one core. Stops every process it started, by process id.
 #
 # Usage: deploy/bench-idle-groups.sh [GROUPS (default 1000)] [SECS (default 30)]
-# Environment: MOSAIC_BENCH_PORT (first port, default 7201), MOSAIC_BENCH_TICK_MS (default 100).
+# Environment: MOSAIC_BENCH_PORT (first port, default 7201), MOSAIC_BENCH_TICK_MS (default 100),
+# MOSAIC_BIN (the binary to run; default: the debug build, built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/env.sh
@@ -14,8 +15,11 @@ secs="${2:-30}"
 first_port="${MOSAIC_BENCH_PORT:-7201}"
 tick_ms="${MOSAIC_BENCH_TICK_MS:-100}"
 
-cargo build --workspace --all-targets --locked --quiet
-bin="$CARGO_TARGET_DIR/debug/mosaic"
+bin="${MOSAIC_BIN:-}"
+if [[ -z "$bin" ]]; then
+  cargo build --workspace --all-targets --locked --quiet
+  bin="$CARGO_TARGET_DIR/debug/mosaic"
+fi
 data="$(mktemp -d)"
 address() { echo "127.0.0.1:$((first_port + $1 - 1))"; }
 nodes="1=$(address 1),2=$(address 2),3=$(address 3)"
@@ -50,6 +54,8 @@ for group in $(seq 1 "$groups"); do
 done
 echo "letting elections settle (10 s)..." >&2
 sleep 10
+echo "the last group created:" >&2
+"$bin" admin --nodes "$nodes" group status "$groups" >&2
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)

@@ -23,7 +23,7 @@ use mosaic_raftstore::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin_service::AdminService;
 use crate::config::ServerConfig;
@@ -135,11 +135,10 @@ impl Node {
         let (shutdown, shutdown_received) = oneshot::channel();
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(kv)
             .add_service(raft)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming(listener), async {
                 let _ = serving_stopped.await;
             });
         tracing::info!(%node, %cluster, address = %local_addr, "node serving");
@@ -248,6 +247,12 @@ async fn serve(
     tracing::info!(%node, "node stopped");
     stored.map_err(Error::Store)?;
     served
+}
+
+/// Accepted connections with Nagle's algorithm off: small responses and Raft messages must not
+/// wait for the peer's delayed ACK (40 ms). Tonic sets this only on listeners it binds itself.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn store_ended(runner: &StoreRunner) {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the benchmark workloads (shared/bench/README.md) against a fresh local cluster: three
+# `mosaic server` processes on loopback with fsync on, group 1 replicated on all three, then
+# `mosaic bench` with the servers' CPU measured. JSON lines go to OUTFILE (and stdout).
+# Stops every process it started, by process id, and removes the cluster's data.
+#
+# Usage: deploy/bench-cluster.sh [OUTFILE (default bench-results.jsonl)] [bench flags...]
+# Environment: MOSAIC_BIN (default: a release build, built first), MOSAIC_BENCH_PORT (first
+# port, default 7301).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source deploy/env.sh
+out="$(realpath -m "${1:-bench-results.jsonl}")"
+shift || true
+first_port="${MOSAIC_BENCH_PORT:-7301}"
+
+bin="${MOSAIC_BIN:-}"
+if [[ -z "$bin" ]]; then
+  cargo build --release --locked --quiet -p mosaic-cli --bin mosaic
+  bin="$CARGO_TARGET_DIR/release/mosaic"
+fi
+data="$(mktemp -d)"
+address() { echo "127.0.0.1:$((first_port + $1 - 1))"; }
+nodes="1=$(address 1),2=$(address 2),3=$(address 3)"
+
+pids=()
+stop() {
+  if ((${#pids[@]} > 0)); then kill -TERM "${pids[@]}" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+  rm -rf "$data"
+}
+trap stop EXIT
+
+for id in 1 2 3; do
+  peers=""
+  for other in 1 2 3; do
+    [[ $other == "$id" ]] && continue
+    peers+="${peers:+,}$other=$(address "$other")"
+  done
+  "$bin" server --id "$id" --listen "$(address "$id")" --data-dir "$data/node-$id" \
+    --peers "$peers" 2>"$data/node-$id.log" &
+  pids+=("$!")
+done
+for id in 1 2 3; do
+  until (exec 3<>"/dev/tcp/127.0.0.1/$((first_port + id - 1))") 2>/dev/null; do sleep 0.1; done
+done
+"$bin" admin --nodes "$nodes" group create 1 >/dev/null
+
+"$bin" bench --nodes "$nodes" --group 1 --server-pids "$(IFS=,; echo "${pids[*]}")" \
+  --describe "3 nodes, 1 group, fsync on" --out "$out" "$@"
