@@ -21,32 +21,14 @@ if [[ -z "$bin" ]]; then
   bin="$CARGO_TARGET_DIR/debug/mosaic"
 fi
 data="$(mktemp -d)"
-address() { echo "127.0.0.1:$((first_port + $1 - 1))"; }
-nodes="1=$(address 1),2=$(address 2),3=$(address 3)"
-
-pids=()
-stop() {
-  if ((${#pids[@]} > 0)); then kill -TERM "${pids[@]}" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
+source deploy/local-cluster.sh
+cleanup() {
+  stop_local_cluster
   rm -rf "$data"
 }
-trap stop EXIT
-
-for id in 1 2 3; do
-  peers=""
-  for other in 1 2 3; do
-    [[ $other == "$id" ]] && continue
-    peers+="${peers:+,}$other=$(address "$other")"
-  done
-  printf 'node-id = %s\ndata-dir = "%s"\ntick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' \
-    "$id" "$data/node-$id" "$tick_ms" >"$data/node-$id.toml"
-  "$bin" server --config "$data/node-$id.toml" --listen "$(address "$id")" --peers "$peers" \
-    2>"$data/node-$id.log" &
-  pids+=("$!")
-done
-for id in 1 2 3; do
-  until (exec 3<>"/dev/tcp/127.0.0.1/$((first_port + id - 1))") 2>/dev/null; do sleep 0.1; done
-done
+trap cleanup EXIT
+printf 'tick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' "$tick_ms" >"$data/common.toml"
+start_local_cluster "$bin" "$data" "$first_port" --config "$data/common.toml"
 
 echo "creating $groups groups..." >&2
 for group in $(seq 1 "$groups"); do

@@ -20,44 +20,14 @@ data="${MOSAIC_PLAYGROUND_DIR:-$PWD/playground-data}"
 first_port="${MOSAIC_PLAYGROUND_PORT:-7101}"
 mkdir -p "$data"
 
-address() { echo "127.0.0.1:$((first_port + $1 - 1))"; }
-nodes="1=$(address 1),2=$(address 2),3=$(address 3)"
-
-pids=()
+source deploy/local-cluster.sh
 stop() {
-  if ((${#pids[@]} > 0)); then
-    echo "playground: stopping nodes (pids ${pids[*]})" >&2
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
+  if ((${#pids[@]} > 0)); then echo "playground: stopping nodes (pids ${pids[*]})" >&2; fi
+  stop_local_cluster
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
-
-for id in 1 2 3; do
-  peers=""
-  for other in 1 2 3; do
-    [[ $other == "$id" ]] && continue
-    peers+="${peers:+,}$other=$(address "$other")"
-  done
-  "$bin" server --id "$id" --listen "$(address "$id")" --data-dir "$data/node-$id" \
-    --peers "$peers" >>"$data/node-$id.log" 2>&1 &
-  pids+=("$!")
-done
-
-for id in 1 2 3; do
-  port=$((first_port + id - 1))
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-    if ! kill -0 "${pids[$((id - 1))]}" 2>/dev/null; then
-      echo "playground: node $id exited; its log:" >&2
-      tail -n 20 "$data/node-$id.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-done
-
+start_local_cluster "$bin" "$data" "$first_port"
 "$bin" admin --nodes "$nodes" group create 1
 
 cat <<EOF

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use mosaic_client::{Client, ClientOptions, Consistency, GroupId, Routing, StaticRouting};
+use mosaic_client::{Client, ClientOptions, Consistency, StaticRouting};
 use serde_json::json;
 
-use crate::nodes::{NodeAddress, node_map, parse_node};
+use crate::nodes::GroupRoute;
 
 /// The key width of the benchmark definitions: `k` and 15 digits.
 const KEY_BYTES: usize = 16;
@@ -37,15 +37,8 @@ const PRELOAD_CONCURRENCY: usize = 64;
 /// Flags of `mosaic bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_node)]
-    nodes: Vec<NodeAddress>,
-    /// The group that owns every shard.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    group: u64,
-    /// The cluster's number of shards.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    shard_count: u32,
+    #[command(flatten)]
+    route: GroupRoute,
     /// Which workload to run; `all` runs the four in order, preloading once.
     #[arg(long, value_enum, default_value_t = Workload::All)]
     workload: Workload,
@@ -153,8 +146,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.secs <= 0.0 || args.warmup_secs < 0.0 || args.request_timeout_secs <= 0.0 {
         bail!("--secs and --request-timeout-secs must be positive, --warmup-secs not negative");
     }
-    let nodes = node_map(&args.nodes).map_err(anyhow::Error::msg)?;
-    let routing = Routing::single_group(GroupId(args.group), nodes, args.shard_count)?;
+    let routing = args.route.routing().map_err(anyhow::Error::msg)?;
     let options = ClientOptions {
         timeout: Duration::from_secs_f64(args.request_timeout_secs),
         ..ClientOptions::default()

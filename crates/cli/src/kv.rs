@@ -42,14 +42,13 @@ use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::nodes::{NodeAddress, node_map, parse_node};
+use crate::nodes::GroupRoute;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Client, ClientError, ClientOptions, Consistency, GroupId, LogIndex, Routing, StaticRouting,
-    WriteOutcome,
+    Client, ClientError, ClientOptions, Consistency, LogIndex, StaticRouting, WriteOutcome,
 };
 
 /// Exit code: success.
@@ -64,15 +63,8 @@ pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 /// Flags of `mosaic kv`.
 #[derive(Args, Debug)]
 pub struct KvArgs {
-    /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_node)]
-    nodes: Vec<NodeAddress>,
-    /// The group that owns every shard (a positive integer).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    group: u64,
-    /// The cluster's number of shards; must match the one the cluster was created with.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    shard_count: u32,
+    #[command(flatten)]
+    route: GroupRoute,
     /// How long the command may take, retries included (for example 500ms, 10s, 2m).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
@@ -173,13 +165,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// The routing the flags describe: every shard on `--group`, whose members are `--nodes`.
-fn routing_of(args: &KvArgs) -> Result<Routing, String> {
-    let nodes = node_map(&args.nodes)?;
-    Routing::single_group(GroupId(args.group), nodes, args.shard_count)
-        .map_err(|error| error.to_string())
-}
-
 /// Returns `value` as bytes, or when it is absent, everything `stdin` holds.
 fn value_or_read(value: Option<OsString>, stdin: &mut impl Read) -> std::io::Result<Vec<u8>> {
     match value {
@@ -262,7 +247,7 @@ fn error_line(command: &str, error: &ClientError, is_write: bool) -> String {
 /// Only when the command's own input or output fails (stdin cannot be read, stdout cannot be
 /// written); every failure of the operation itself is reported on stderr and in the exit code.
 pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
-    let routing = match routing_of(&args) {
+    let routing = match args.route.routing() {
         Ok(routing) => routing,
         Err(message) => {
             eprintln!("mosaic kv: {message}; fix --nodes, --group or --shard-count");
@@ -312,7 +297,9 @@ fn read_value(value: Option<OsString>) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use mosaic_client::NodeId;
+    use mosaic_client::{GroupId, NodeId};
+
+    use crate::nodes::NodeAddress;
 
     use std::io::Cursor;
 
@@ -359,13 +346,13 @@ mod tests {
     #[test]
     fn a_get_parses_with_the_documented_defaults() {
         let args = parse(&["--nodes", NODES, "--group", "7", "get", "user:1"]).unwrap();
-        assert_eq!(args.nodes.len(), 3);
+        assert_eq!(args.route.nodes.len(), 3);
         assert_eq!(
-            args.nodes[1],
+            args.route.nodes[1],
             NodeAddress { node: NodeId(2), address: "127.0.0.1:7102".to_string() }
         );
-        assert_eq!(args.group, 7);
-        assert_eq!(args.shard_count, 64);
+        assert_eq!(args.route.group, 7);
+        assert_eq!(args.route.shard_count, 64);
         assert_eq!(args.timeout, Duration::from_secs(10));
         assert_eq!(args.output, Output::Human);
         match args.command {
@@ -384,7 +371,7 @@ mod tests {
         let args: Vec<&str> =
             ["--nodes", NODES].into_iter().chain(line.split_whitespace()).collect();
         let args = parse(&args).unwrap();
-        assert_eq!((args.shard_count, args.output), (8, Output::Json));
+        assert_eq!((args.route.shard_count, args.output), (8, Output::Json));
         assert_eq!(args.timeout, Duration::from_millis(1500));
         assert!(matches!(args.command, KvCommand::Get { consistency: ReadConsistency::Stale, .. }));
     }
@@ -449,7 +436,7 @@ mod tests {
     fn the_flags_describe_a_single_group_routing() {
         let args =
             parse(&["--nodes", NODES, "--group", "4", "--shard-count", "16", "get", "k"]).unwrap();
-        let routing = routing_of(&args).unwrap();
+        let routing = args.route.routing().unwrap();
         assert_eq!(routing.shard_count(), 16);
         assert_eq!(routing.members(GroupId(4)), &[NodeId(1), NodeId(2), NodeId(3)]);
         assert_eq!(routing.address(NodeId(3)), Some("127.0.0.1:7103"));
@@ -458,7 +445,7 @@ mod tests {
     #[test]
     fn a_node_named_twice_is_refused() {
         let args = parse(&["--nodes", "1=h:1,1=h:2", "--group", "1", "get", "k"]).unwrap();
-        let message = routing_of(&args).unwrap_err();
+        let message = args.route.routing().unwrap_err();
         assert!(message.contains("node 1 twice"), "{message}");
     }
 

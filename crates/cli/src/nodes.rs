@@ -1,9 +1,38 @@
-//! The `--nodes` flag shared by the commands that talk to storage nodes:
-//! `ID=HOST:PORT,ID=HOST:PORT`.
+//! The flags shared by the commands that talk to storage nodes: `--nodes
+//! ID=HOST:PORT,ID=HOST:PORT`, and for the commands that route keys, `--group` and
+//! `--shard-count`.
 
 use std::collections::BTreeMap;
 
-use mosaic_client::NodeId;
+use clap::Args;
+use mosaic_client::{GroupId, NodeId, Routing};
+
+/// How a key command finds its group: until the controller places shards, every shard is routed
+/// to the one group `--group`, whose members are the nodes of `--nodes`.
+#[derive(Args, Debug)]
+pub struct GroupRoute {
+    /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_node)]
+    pub nodes: Vec<NodeAddress>,
+    /// The group that owns every shard (a positive integer).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub group: u64,
+    /// The cluster's number of shards; must match the one the cluster was created with.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: u32,
+}
+
+impl GroupRoute {
+    /// The routing the flags describe.
+    ///
+    /// # Errors
+    /// A node named twice, or a routing the client refuses, in words.
+    pub fn routing(&self) -> Result<Routing, String> {
+        let nodes = node_map(&self.nodes)?;
+        Routing::single_group(GroupId(self.group), nodes, self.shard_count)
+            .map_err(|error| error.to_string())
+    }
+}
 
 /// One `--nodes` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

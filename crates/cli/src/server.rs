@@ -45,14 +45,7 @@ impl ServerArgs {
                 ServerConfig::from_toml(&text)
                     .with_context(|| format!("in the config file {}", path.display()))?
             }
-            None => {
-                let id = self.id.context("--id is required (or a --config file with node-id)")?;
-                let data_dir = self
-                    .data_dir
-                    .clone()
-                    .context("--data-dir is required (or a --config file with data-dir)")?;
-                ServerConfig::new(id, data_dir)
-            }
+            None => ServerConfig::new(0, PathBuf::new()),
         };
         if let Some(id) = self.id {
             config.node_id = id;

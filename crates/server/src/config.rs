@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServerConfig {
-    /// This node's id (never 0), unique in the cluster.
+    /// This node's id (never 0), unique in the cluster. Required (here or as a flag).
+    #[serde(default)]
     pub node_id: u64,
     /// The cluster this node belongs to; its data directory refuses to open in another.
     #[serde(default = "default_cluster_id")]
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     #[serde(default)]
     pub advertise: Option<String>,
     /// The RocksDB directory: created if missing; refused if it belongs to another node.
+    /// Required (here or as a flag).
+    #[serde(default)]
     pub data_dir: PathBuf,
     /// Every other node's id and address (`host:port`), until the controller places groups.
     #[serde(default)]
@@ -192,7 +195,14 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::Config { reason });
         if self.node_id == 0 {
-            return invalid("node-id must not be 0".into());
+            return invalid(
+                "node-id must be set (--id, or node-id in the config file) and not 0".into(),
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid(
+                "data-dir must be set (--data-dir, or data-dir in the config file)".into(),
+            );
         }
         if self.cluster_id == 0 {
             return invalid("cluster-id must not be 0".into());
