@@ -327,6 +327,22 @@ mod tests {
         assert_eq!(config.rocks_config().block_cache_bytes, 1 << 30);
     }
 
+    /// The example in docs/raftstore.md lists every key with its default: it must parse, and
+    /// every value it shows must be the default the code uses.
+    #[test]
+    fn the_documented_example_parses_and_shows_the_defaults() {
+        let doc = include_str!("../../../docs/raftstore.md");
+        let start = doc.find("```toml\nnode-id").expect("the example in docs/raftstore.md");
+        let example = &doc[start + "```toml\n".len()..];
+        let example = &example[..example.find("```").expect("the example's end")];
+        let parsed = ServerConfig::from_toml(example).unwrap();
+        parsed.validate().unwrap();
+        let mut expected = ServerConfig::new(1, "/var/lib/mosaic/node-1".into());
+        expected.advertise = Some("node1:7100".into());
+        expected.peers = [(2, "node2:7100".to_string()), (3, "node3:7100".to_string())].into();
+        assert_eq!(parsed, expected);
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_their_name() {
         let unknown = ServerConfig::from_toml("node-id = 1\ndata-dir = \"d\"\nlisten-port = 3\n");
