@@ -193,10 +193,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 }
             }
             StoreMsg::Unreachable { node } => {
+                // The core ignores a node that is not a member of the group.
                 for peer in self.peers.values_mut() {
-                    if peer.raft.status().conf_state.contains(node) {
-                        peer.raft.report_unreachable(node);
-                    }
+                    peer.raft.report_unreachable(node);
                 }
             }
             StoreMsg::Status { group, callback } => match self.peers.get(&group) {

@@ -89,10 +89,7 @@ impl<K: KvEngine, SM: StateMachine<K>> GrpcTransport<K, SM> {
     }
 }
 
-impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM>
-where
-    K::Snapshot: Send + 'static,
-{
+impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
     fn send(&mut self, to: NodeId, messages: Vec<(GroupId, Message)>) {
         let batch = pb::RaftBatch {
             from_node: self.options.node.0,
