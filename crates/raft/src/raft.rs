@@ -394,10 +394,15 @@ impl<S: Storage> Raft<S> {
         last_index: LogIndex,
         last_term: Term,
     ) {
+        // A replica that is not a voter in its own configuration never votes: it may be a
+        // wiped replica rejoining with an empty log and no memory of the votes it gave, which
+        // could otherwise elect a leader missing committed entries. It learns that it is a
+        // voter from the leader's log or snapshot, and only then has a log worth comparing.
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && term > self.term);
-        if can_vote && self.log.is_up_to_date(last_index, last_term) {
+        let member = self.tracker.is_voter(self.id);
+        if can_vote && member && self.log.is_up_to_date(last_index, last_term) {
             // A pre-vote grant answers in the term the candidate asked about.
             self.send(from, term, MessageBody::RequestVoteResponse { pre_vote, granted: true });
             if !pre_vote {

@@ -5,7 +5,10 @@ mod harness;
 
 use bytes::Bytes;
 use harness::{Cluster, node};
-use mosaic_raft::{ConfChange, Error, LogIndex, NodeId, Role};
+use mosaic_raft::{
+    ConfChange, ConfState, Config, Error, LogIndex, MemStorage, Message, MessageBody, NodeId,
+    RawNode, Role, Term,
+};
 
 fn follower_of(cluster: &Cluster, leader: NodeId) -> NodeId {
     cluster.ids.iter().copied().find(|id| *id != leader).expect("a follower")
@@ -341,6 +344,34 @@ fn a_learner_catches_up_before_it_is_promoted() {
     // Four voters: two down is no majority, one down is fine.
     cluster.crash(node(1));
     cluster.one(b"three-of-four", 3, true);
+}
+
+/// Whether a fresh replica whose configuration is `conf_state` grants a vote to node 1.
+fn grants_vote(conf_state: ConfState) -> bool {
+    let mut replica = RawNode::new(Config::new(3), MemStorage::new(conf_state)).expect("starts");
+    let body = MessageBody::RequestVote {
+        pre_vote: false,
+        last_index: LogIndex(0),
+        last_term: Term(0),
+        leader_transfer: false,
+    };
+    replica.step(Message { from: node(1), to: node(3), term: Term(7), body }).expect("steps");
+    let ready = replica.ready();
+    let answers: Vec<&Message> = ready.messages.iter().chain(&ready.persisted_messages).collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    matches!(answers[0].body, MessageBody::RequestVoteResponse { granted: true, .. })
+}
+
+#[test]
+fn a_replica_outside_its_own_configuration_never_votes() {
+    // A wiped voter restarting with an empty log remembers no vote it gave: it must not vote
+    // until the leader's log or snapshot makes it a voter again (it rejoins as a learner).
+    assert!(!grants_vote(ConfState::default()), "an empty replica voted");
+    let learner = ConfState { voters: [node(1), node(2)].into(), learners: [node(3)].into() };
+    assert!(!grants_vote(learner), "a learner voted");
+    // The contrast: a voter with the same empty log does vote.
+    let voter = ConfState { voters: [node(1), node(2), node(3)].into(), learners: [].into() };
+    assert!(grants_vote(voter), "a voter refused");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! and every pending callback is then called with [`crate::Error::Stopped`].
 
 use mosaic_engine::{GroupId, KvEngine};
-use mosaic_raft::{LogIndex, Message, NodeId};
+use mosaic_raft::{ConfChange, ConfState, LogIndex, Message, NodeId};
 
 use bytes::Bytes;
 
@@ -102,6 +102,27 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         /// Called once the replica exists (its membership is durable).
         callback: Callback<()>,
     },
+    /// Creates an empty replica of an existing group on this node, with no membership: it
+    /// votes for no one and campaigns never, and waits for the group's leader to add it as a
+    /// learner ([`StoreMsg::ChangeMembership`]) and send it a snapshot. The way a new node,
+    /// or a node whose data was lost, joins a group. Joining a group already hosted here
+    /// succeeds and changes nothing.
+    JoinGroup {
+        /// The group.
+        group: GroupId,
+        /// Called once the replica exists (durably).
+        callback: Callback<()>,
+    },
+    /// Changes a group's membership by one node, through its log (this node must lead the
+    /// group). Answered with the new membership once the change is applied here.
+    ChangeMembership {
+        /// The group.
+        group: GroupId,
+        /// The change.
+        change: ConfChange,
+        /// Called with the membership after the change.
+        callback: Callback<ConfState>,
+    },
     /// Messages to `node` could not be delivered; its groups stop pipelining to it.
     Unreachable {
         /// The node.
@@ -123,7 +144,10 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreMsg<K, SM> {
         match self {
             Self::Propose { callback, .. } => callback(Err(error)),
             Self::Read { callback, .. } => callback(Err(error)),
-            Self::CreateGroup { callback, .. } => callback(Err(error)),
+            Self::CreateGroup { callback, .. } | Self::JoinGroup { callback, .. } => {
+                callback(Err(error));
+            }
+            Self::ChangeMembership { callback, .. } => callback(Err(error)),
             Self::Status { callback, .. } => callback(Err(error)),
             Self::Raft { .. }
             | Self::Snapshot { .. }

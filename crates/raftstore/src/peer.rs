@@ -2,10 +2,11 @@
 //! requests waiting on it.
 //!
 //! Invariants:
-//! - `proposals` is ordered by index; every index is above `applied`.
-//! - A proposal is answered exactly once: with its output when the entry at its index and term
-//!   is applied; `ProposalDropped` when another entry is applied at its index;
-//!   `ProposalAbandoned` when this replica stops leading before applying it.
+//! - `proposals` and `conf_changes` are ordered by index; every index is above `applied`.
+//! - A proposal (a command or a membership change) is answered exactly once: with its output
+//!   when the entry at its index and term is applied; `ProposalDropped` when another entry is
+//!   applied at its index; `ProposalAbandoned` when this replica stops leading before applying
+//!   it.
 //! - A read is answered exactly once: `awaiting_leader` holds reads whose ReadIndex round is in
 //!   flight (keyed by the context handed to Raft), `awaiting_apply` reads whose index is known
 //!   and which are served once `applied` reaches it.
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use mosaic_engine::{Engine, GroupId, KvEngine, ShardId, ShardRecord, WriteBatch};
 use mosaic_raft::{
-    ConfChange, Entry, EntryKind, LogIndex, RawNode, ReadState, Role, Snapshot, Term,
+    ConfChange, ConfState, Entry, EntryKind, LogIndex, RawNode, ReadState, Role, Snapshot, Term,
 };
 
 use crate::error::{Error, Result};
@@ -46,6 +47,7 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     pub(crate) state_machine: SM,
     applied: LogIndex,
     proposals: VecDeque<PendingProposal<SM::ApplyOutput>>,
+    conf_changes: VecDeque<PendingProposal<ConfState>>,
     awaiting_leader: BTreeMap<u64, Read<K, SM>>,
     awaiting_apply: VecDeque<(LogIndex, Read<K, SM>)>,
     next_read_id: u64,
@@ -68,6 +70,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             state_machine,
             applied,
             proposals: VecDeque::new(),
+            conf_changes: VecDeque::new(),
             awaiting_leader: BTreeMap::new(),
             awaiting_apply: VecDeque::new(),
             next_read_id: 1,
@@ -108,15 +111,23 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         match self.raft.propose(SM::encode(proposal)) {
             Ok(index) => {
                 let term = self.raft.term();
-                if let Some(last) = self.proposals.back() {
-                    assert!(
-                        last.index < index,
-                        "group {}: proposal index {index} after pending {}",
-                        self.group,
-                        last.index
-                    );
-                }
-                self.proposals.push_back(PendingProposal { index, term, callback });
+                push_pending(self.group, &mut self.proposals, index, term, callback);
+            }
+            Err(error) => callback(Err(Error::from_raft(self.group, error))),
+        }
+    }
+
+    /// Proposes a membership change; the callback is answered with the new membership when
+    /// it is applied (or fails as a proposal does).
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        callback: Callback<ConfState>,
+    ) {
+        match self.raft.propose_conf_change(change) {
+            Ok(index) => {
+                let term = self.raft.term();
+                push_pending(self.group, &mut self.conf_changes, index, term, callback);
             }
             Err(error) => callback(Err(Error::from_raft(self.group, error))),
         }
@@ -195,8 +206,12 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             return;
         }
         let leader = self.raft.leader();
+        let abandoned = || Error::ProposalAbandoned { group: self.group, leader };
         for proposal in self.proposals.drain(..) {
-            (proposal.callback)(Err(Error::ProposalAbandoned { group: self.group, leader }));
+            (proposal.callback)(Err(abandoned()));
+        }
+        for change in self.conf_changes.drain(..) {
+            (change.callback)(Err(abandoned()));
         }
     }
 
@@ -210,7 +225,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         engine: &Engine<K>,
         batch: &mut WriteBatch,
         entries: Vec<Entry>,
-        answers: &mut Vec<Answer<SM::ApplyOutput>>,
+        answers: &mut Answers<SM::ApplyOutput>,
     ) -> Result<()> {
         let Some(last) = entries.last() else {
             return Ok(());
@@ -225,57 +240,47 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
                 entry.index,
                 self.applied
             );
-            let output = match entry.kind {
-                EntryKind::Normal if entry.data.is_empty() => None,
+            let (output, conf_state) = match entry.kind {
+                EntryKind::Normal if entry.data.is_empty() => (None, None),
                 EntryKind::Normal => {
-                    Some(self.state_machine.apply(engine, batch, entry.index, &entry.data)?)
+                    (Some(self.state_machine.apply(engine, batch, entry.index, &entry.data)?), None)
                 }
-                EntryKind::ConfChange => {
-                    self.apply_conf_change(batch, &entry);
-                    None
-                }
+                EntryKind::ConfChange => (None, self.apply_conf_change(batch, &entry)),
             };
-            self.answer_proposals(entry.index, entry.term, output, answers);
+            let (index, term) = (entry.index, entry.term);
+            settle(self.group, &mut self.proposals, index, term, output, &mut answers.outputs);
+            settle(
+                self.group,
+                &mut self.conf_changes,
+                index,
+                term,
+                conf_state,
+                &mut answers.conf_changes,
+            );
             self.applied = entry.index;
         }
         batch.set_applied_index(self.group, last_index);
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, batch: &mut WriteBatch, entry: &Entry) {
+    /// Applies a membership entry; returns the new membership, or `None` for an entry that
+    /// does not decode.
+    fn apply_conf_change(&mut self, batch: &mut WriteBatch, entry: &Entry) -> Option<ConfState> {
         match ConfChange::decode(&entry.data) {
             Ok(change) => {
                 let conf_state = self.raft.apply_conf_change(change);
                 tracing::info!(group = %self.group, index = %entry.index, ?change,
                     voters = ?conf_state.voters, learners = ?conf_state.learners,
                     "membership changed");
-                batch.set_conf_state(self.group, conf_state);
+                batch.set_conf_state(self.group, conf_state.clone());
+                Some(conf_state)
             }
             Err(error) => {
                 // Every replica sees the same bytes and skips the entry alike.
                 tracing::error!(group = %self.group, index = %entry.index, %error,
                     "skipping a membership entry that does not decode");
+                None
             }
-        }
-    }
-
-    fn answer_proposals(
-        &mut self,
-        index: LogIndex,
-        term: Term,
-        mut output: Option<SM::ApplyOutput>,
-        answers: &mut Vec<Answer<SM::ApplyOutput>>,
-    ) {
-        while let Some(front) = self.proposals.front() {
-            if front.index > index {
-                break;
-            }
-            let proposal = self.proposals.pop_front().expect("front exists");
-            let result = match output.take() {
-                Some(output) if proposal.index == index && proposal.term == term => Ok(output),
-                _ => Err(Error::ProposalDropped { group: self.group }),
-            };
-            answers.push(Answer { callback: proposal.callback, result });
         }
     }
 
@@ -347,6 +352,9 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         for proposal in self.proposals.drain(..) {
             (proposal.callback)(Err(error.clone()));
         }
+        for change in self.conf_changes.drain(..) {
+            (change.callback)(Err(error.clone()));
+        }
         for (_, read) in std::mem::take(&mut self.awaiting_leader) {
             (read.callback)(Err(error.clone()));
         }
@@ -355,17 +363,81 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
-    /// Requests waiting on this replica: proposals and reads.
+    /// Requests waiting on this replica: proposals, membership changes and reads.
     #[must_use]
     pub fn pending_requests(&self) -> usize {
-        self.proposals.len() + self.awaiting_leader.len() + self.awaiting_apply.len()
+        self.proposals.len()
+            + self.conf_changes.len()
+            + self.awaiting_leader.len()
+            + self.awaiting_apply.len()
     }
 }
 
 /// An answer computed during apply, sent once the apply batch is written.
 pub(crate) struct Answer<T> {
-    pub(crate) callback: Callback<T>,
-    pub(crate) result: Result<T>,
+    callback: Callback<T>,
+    result: Result<T>,
+}
+
+/// The answers of one apply pass: to commands, and to membership changes.
+pub(crate) struct Answers<T> {
+    outputs: Vec<Answer<T>>,
+    conf_changes: Vec<Answer<ConfState>>,
+}
+
+impl<T> Answers<T> {
+    pub(crate) fn new() -> Self {
+        Self { outputs: Vec::new(), conf_changes: Vec::new() }
+    }
+
+    /// Calls every callback (once the apply batch is written).
+    pub(crate) fn send(self) {
+        for answer in self.outputs {
+            (answer.callback)(answer.result);
+        }
+        for answer in self.conf_changes {
+            (answer.callback)(answer.result);
+        }
+    }
+}
+
+/// Queues a proposal accepted by Raft at `index`.
+fn push_pending<T>(
+    group: GroupId,
+    queue: &mut VecDeque<PendingProposal<T>>,
+    index: LogIndex,
+    term: Term,
+    callback: Callback<T>,
+) {
+    if let Some(last) = queue.back() {
+        assert!(
+            last.index < index,
+            "group {group}: proposal index {index} after pending {}",
+            last.index
+        );
+    }
+    queue.push_back(PendingProposal { index, term, callback });
+}
+
+/// Answers the proposals of `queue` up to the entry applied at `index` in `term`: the one
+/// proposed as that entry gets `output`, earlier ones (overwritten by another leader) get
+/// `ProposalDropped`. `output` is `None` when the entry was not of this queue's kind.
+fn settle<T>(
+    group: GroupId,
+    queue: &mut VecDeque<PendingProposal<T>>,
+    index: LogIndex,
+    term: Term,
+    mut output: Option<T>,
+    answers: &mut Vec<Answer<T>>,
+) {
+    while queue.front().is_some_and(|front| front.index <= index) {
+        let proposal = queue.pop_front().expect("front exists");
+        let result = match output.take() {
+            Some(output) if proposal.index == index && proposal.term == term => Ok(output),
+            _ => Err(Error::ProposalDropped { group }),
+        };
+        answers.push(Answer { callback: proposal.callback, result });
+    }
 }
 
 fn read_id(context: &Bytes) -> Option<u64> {

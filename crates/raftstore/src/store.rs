@@ -20,12 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mosaic_engine::{Engine, GroupId, KvEngine, WriteBatch, WriteOptions};
-use mosaic_raft::{Message, MessageBody, NodeId, RawNode, SnapshotMetadata};
+use mosaic_raft::{ConfState, Message, MessageBody, NodeId, RawNode, SnapshotMetadata};
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::msg::{Callback, Consistency, StoreMsg, Transport};
-use crate::peer::{Answer, Peer, PendingRead};
+use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
 use crate::state_machine::StateMachine;
 use crate::storage::{GroupStorage, initial_conf_state};
@@ -183,13 +183,19 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             }
             StoreMsg::CreateGroup { group, members, callback } => {
                 let result = self.create_group(group, &members);
-                let fatal = match &result {
-                    Err(error @ Error::Engine(_)) => Some(error.clone()),
-                    _ => None,
-                };
-                callback(result);
-                if let Some(error) = fatal {
-                    return Err(error);
+                return answer_fatal(result, callback);
+            }
+            StoreMsg::JoinGroup { group, callback } => {
+                let result = self.join_group(group);
+                return answer_fatal(result, callback);
+            }
+            StoreMsg::ChangeMembership { group, change, callback } => {
+                match self.peers.get_mut(&group) {
+                    Some(peer) => {
+                        peer.propose_conf_change(change, callback);
+                        self.dirty.insert(group);
+                    }
+                    None => callback(Err(Error::GroupNotFound { group })),
                 }
             }
             StoreMsg::Unreachable { node } => {
@@ -326,12 +332,31 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 ),
             });
         }
+        self.add_peer(group, conf_state)?;
+        tracing::info!(node = %self.node, %group, ?members, "created group");
+        Ok(())
+    }
+
+    /// Creates an empty replica with no membership (see [`StoreMsg::JoinGroup`]).
+    fn join_group(&mut self, group: GroupId) -> Result<()> {
+        if group == GroupId::RESERVED {
+            return Err(Error::InvalidArgument { reason: format!("group id {group} is reserved") });
+        }
+        if self.peers.contains_key(&group) {
+            return Ok(());
+        }
+        self.add_peer(group, ConfState::default())?;
+        tracing::info!(node = %self.node, %group, "joined group; waiting for a snapshot from its leader");
+        Ok(())
+    }
+
+    /// Persists a new replica's membership and starts it.
+    fn add_peer(&mut self, group: GroupId, conf_state: ConfState) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.set_conf_state(group, conf_state);
         self.engine.write(&batch, WriteOptions { sync: true })?;
         self.stats.synced_writes += 1;
         let peer = self.load_peer(group)?;
-        tracing::info!(node = %self.node, %group, ?members, "created group");
         self.peers.insert(group, peer);
         self.dirty.insert(group);
         Ok(())
@@ -419,7 +444,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
 
         // 5. Apply every group's committed entries in one batch, then answer.
         let mut apply_batch = WriteBatch::new();
-        let mut answers: Vec<Answer<SM::ApplyOutput>> = Vec::new();
+        let mut answers = Answers::new();
         for (group, ready) in &mut readies {
             let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
             let entries = std::mem::take(&mut ready.committed_entries);
@@ -432,9 +457,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         for (group, _) in &readies {
             self.peers.get_mut(group).expect("hosted").state_machine.batch_written();
         }
-        for answer in answers {
-            (answer.callback)(answer.result);
-        }
+        answers.send();
 
         // 6. Reads, role changes, advance.
         for (group, ready) in readies {
@@ -525,4 +548,14 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Drop for Store<K, SM, T>
             peer.fail_all(&Error::Stopped);
         }
     }
+}
+
+/// Answers a request with `result`; an engine error is also returned, to stop the store.
+fn answer_fatal(result: Result<()>, callback: Callback<()>) -> Result<()> {
+    let fatal = match &result {
+        Err(error @ Error::Engine(_)) => Some(error.clone()),
+        _ => None,
+    };
+    callback(result);
+    fatal.map_or(Ok(()), Err)
 }

@@ -1,9 +1,10 @@
-//! The `NodeAdmin` service: creating this node's replica of a group, and reporting on one.
-//! Until the controller places groups, an operator creates a group by asking each member.
+//! The `NodeAdmin` service: creating or joining this node's replica of a group, changing a
+//! group's membership, and reporting on a replica. Until the controller places groups, an
+//! operator creates a group by asking each member.
 
 use mosaic_engine::GroupId;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
-use mosaic_raft::{NodeId, Role};
+use mosaic_raft::{ConfChange, NodeId, Role};
 use mosaic_raftstore::StoreMsg;
 use mosaic_shardkv::KvStateMachine;
 use tonic::{Request, Response, Status};
@@ -72,6 +73,55 @@ impl NodeAdmin for AdminService {
             last_index: status.last_index.0,
             voters: status.conf_state.voters.iter().map(|node| node.0).collect(),
             learners: status.conf_state.learners.iter().map(|node| node.0).collect(),
+            progress: status
+                .progress
+                .iter()
+                .map(|(node, progress)| pb::ReplicaProgress {
+                    node_id: node.0,
+                    match_index: progress.match_index.0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn join_group(
+        &self,
+        request: Request<pb::JoinGroupRequest>,
+    ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        let group = GroupId(request.into_inner().group_id);
+        if group.0 == 0 {
+            return Err(Status::invalid_argument("group id 0 is not valid"));
+        }
+        self.ask(|callback| StoreMsg::JoinGroup { group, callback }).await?;
+        Ok(Response::new(pb::JoinGroupResponse {}))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
+        let request = request.into_inner();
+        let group = GroupId(request.group_id);
+        if request.node_id == 0 {
+            return Err(Status::invalid_argument("node id 0 is not valid"));
+        }
+        let node = NodeId(request.node_id);
+        let change = match pb::MembershipChange::try_from(request.change) {
+            Ok(pb::MembershipChange::AddLearner) => ConfChange::AddLearner(node),
+            Ok(pb::MembershipChange::AddVoter) => ConfChange::AddVoter(node),
+            Ok(pb::MembershipChange::Remove) => ConfChange::RemoveNode(node),
+            Ok(pb::MembershipChange::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "membership change {} is not one of add-learner, add-voter, remove",
+                    request.change
+                )));
+            }
+        };
+        let conf_state =
+            self.ask(|callback| StoreMsg::ChangeMembership { group, change, callback }).await?;
+        Ok(Response::new(pb::ChangeMembershipResponse {
+            voters: conf_state.voters.iter().map(|node| node.0).collect(),
+            learners: conf_state.learners.iter().map(|node| node.0).collect(),
         }))
     }
 }

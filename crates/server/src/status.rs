@@ -3,6 +3,7 @@
 //! a Mosaic client acts on (DESIGN.md "Errors on the wire").
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use mosaic_proto::pb::{self, error_detail::Kind};
 use mosaic_raft::NodeId;
@@ -10,27 +11,43 @@ use mosaic_raftstore::Error;
 use prost::Message as _;
 use tonic::{Code, Status};
 
-/// Node addresses, for turning a leader hint into an address the client can dial.
+/// Node addresses: where the transport reaches a peer, and how a leader hint becomes an
+/// address a client can dial. Shared by every clone; a node that follows the controller adds
+/// the nodes it registers ([`Directory::set`]).
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
-    addresses: BTreeMap<NodeId, String>,
+    addresses: Arc<RwLock<BTreeMap<NodeId, String>>>,
 }
 
 impl Directory {
     /// A directory of `addresses`.
     #[must_use]
     pub fn new(addresses: BTreeMap<NodeId, String>) -> Self {
-        Self { addresses }
+        Self { addresses: Arc::new(RwLock::new(addresses)) }
     }
 
     /// The address of `node`, if known.
     #[must_use]
-    pub fn address(&self, node: NodeId) -> Option<&str> {
-        self.addresses.get(&node).map(String::as_str)
+    pub fn address(&self, node: NodeId) -> Option<String> {
+        self.read().get(&node).cloned()
+    }
+
+    /// Records `node`'s address; returns true when it was unknown or different.
+    pub fn set(&self, node: NodeId, address: &str) -> bool {
+        let mut addresses = self.addresses.write().unwrap_or_else(PoisonError::into_inner);
+        if addresses.get(&node).is_some_and(|known| known == address) {
+            return false;
+        }
+        addresses.insert(node, address.to_string());
+        true
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, String>> {
+        self.addresses.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn leader_address(&self, leader: Option<NodeId>) -> String {
-        leader.and_then(|node| self.address(node)).unwrap_or_default().to_string()
+        leader.and_then(|node| self.address(node)).unwrap_or_default()
     }
 }
 
@@ -78,6 +95,11 @@ pub fn to_status(error: &Error, directory: &Directory) -> Status {
                 leader_address: String::new(),
             }),
         ),
+        // A membership change the group cannot make now (another is pending, the learner
+        // has not caught up): the message says which.
+        Error::Raft(mosaic_raft::Error::ConfChangeRefused { .. }) => {
+            return Status::failed_precondition(message);
+        }
         Error::Engine(_) | Error::Raft(_) => return Status::internal(message),
     };
     let detail = pb::ErrorDetail { kind: Some(kind) };

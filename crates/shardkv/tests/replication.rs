@@ -282,3 +282,59 @@ fn disk_use_stays_bounded_under_a_steady_write_load() {
         assert!(kept <= 21 + 5, "node {node} keeps {kept} log entries: {bounds:?}");
     }
 }
+
+/// Proposes a membership change at `node` and waits for its answer.
+fn change_membership(
+    cluster: &mut Cluster,
+    node: NodeId,
+    change: mosaic_raft::ConfChange,
+) -> Result<mosaic_raft::ConfState, Error> {
+    let (result, callback) = harness::slot();
+    cluster.send(
+        node,
+        mosaic_raftstore::StoreMsg::ChangeMembership { group: GROUP, change, callback },
+    );
+    cluster.wait(&result, 100).expect("answered")
+}
+
+#[test]
+fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
+    use mosaic_raft::ConfChange;
+    let mut cluster = Cluster::with_config(4, compacting_config(12));
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    for i in 0..40 {
+        cluster.must_put(GROUP, &format!("k{i}"), &format!("v{i}"));
+    }
+    let new = NodeId(4);
+    let (joined, callback) = harness::slot();
+    cluster.send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, callback });
+    take(&joined).expect("answered at once").expect("joined");
+    // An empty replica with no membership waits: it neither campaigns nor disturbs the group.
+    for _ in 0..50 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.store(new).peer(GROUP).unwrap().status().soft_state.leader, None);
+
+    let leader = cluster.must_elect(GROUP);
+    let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    match change_membership(&mut cluster, follower, ConfChange::AddLearner(new)) {
+        Err(Error::NotLeader { leader: hint, .. }) => assert_eq!(hint, Some(leader)),
+        other => panic!("a follower must refuse with the leader's id, got {other:?}"),
+    }
+    let conf = change_membership(&mut cluster, leader, ConfChange::AddLearner(new)).unwrap();
+    assert!(conf.learners.contains(&new), "{conf:?}");
+    for _ in 0..50 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.applied_value(new, GROUP, "k0").as_deref(), Some("v0"));
+    let first = cluster.store(new).peer(GROUP).unwrap().status().first_index;
+    assert!(first.0 > 1, "the learner started from a snapshot, its log begins at {first}");
+
+    let conf = change_membership(&mut cluster, leader, ConfChange::AddVoter(new)).unwrap();
+    assert!(conf.voters.contains(&new) && conf.learners.is_empty(), "{conf:?}");
+    // Four voters: with one old member down, a write needs the new one's acknowledgement.
+    let down = NodeId(if leader.0 == 3 { 2 } else { 3 });
+    cluster.crash(down, 0);
+    cluster.must_put(GROUP, "after", "four voters");
+    assert_eq!(cluster.applied_value(new, GROUP, "after").as_deref(), Some("four voters"));
+}
