@@ -1,21 +1,26 @@
-# Sourced by the scripts that run a local cluster (playground, benchmarks): starts three
-# `mosaic server` processes on loopback and stops them by process id.
+# Sourced by the scripts that run a local cluster (playground, benchmarks): starts `mosaic`
+# processes on loopback and stops them by process id.
 #
+#   start_local_controllers BIN DATA_DIR FIRST_PORT [extra `mosaic controller` flags...]
+#     starts controller replica N (1..3) on 127.0.0.1:FIRST_PORT+N-1 with its data in
+#     DATA_DIR/controller-N and its log in DATA_DIR/controller-N.log, then waits until each
+#     listens. Sets `controllers` (the --controllers value) and adds to `pids`.
 #   start_local_cluster BIN DATA_DIR FIRST_PORT [extra `mosaic server` flags...]
-#     starts node N (1..3) on 127.0.0.1:FIRST_PORT+N-1 with its data in DATA_DIR/node-N and its
-#     log in DATA_DIR/node-N.log, then waits until every node listens. Sets `pids` (node order)
-#     and `nodes` (the --nodes value for mosaic kv/admin/bench).
+#     the same for storage node N (1..3), in DATA_DIR/node-N, each told the others as --peers
+#     (pass --controllers "$controllers" to make them follow the controller). Sets `nodes` (the
+#     --nodes value for mosaic kv/admin/bench) and adds to `pids`.
 #   stop_local_cluster
-#     SIGTERM to every node started, then waits for them.
+#     SIGTERM to every process started, then waits for them.
 
 pids=()
 nodes=""
+controllers=""
 
-start_local_cluster() {
-  local bin="$1" data="$2" first_port="$3"
-  shift 3
-  local id other peers port
-  nodes="1=127.0.0.1:$first_port,2=127.0.0.1:$((first_port + 1)),3=127.0.0.1:$((first_port + 2))"
+# start_three ROLE NAME BIN DATA FIRST_PORT [flags...]: processes NAME-1..3 of `mosaic ROLE`.
+start_three() {
+  local role="$1" name="$2" bin="$3" data="$4" first_port="$5"
+  shift 5
+  local id other peers port first_pid=${#pids[@]}
   mkdir -p "$data"
   for id in 1 2 3; do
     peers=""
@@ -23,21 +28,33 @@ start_local_cluster() {
       [[ $other == "$id" ]] && continue
       peers+="${peers:+,}$other=127.0.0.1:$((first_port + other - 1))"
     done
-    "$bin" server --id "$id" --listen "127.0.0.1:$((first_port + id - 1))" \
-      --data-dir "$data/node-$id" --peers "$peers" "$@" >>"$data/node-$id.log" 2>&1 &
+    "$bin" "$role" --id "$id" --listen "127.0.0.1:$((first_port + id - 1))" \
+      --data-dir "$data/$name-$id" --peers "$peers" "$@" >>"$data/$name-$id.log" 2>&1 &
     pids+=("$!")
   done
   for id in 1 2 3; do
     port=$((first_port + id - 1))
     for _ in $(seq 1 300); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue 2; fi
-      if ! kill -0 "${pids[$((id - 1))]}" 2>/dev/null; then break; fi
+      if ! kill -0 "${pids[$((first_pid + id - 1))]}" 2>/dev/null; then break; fi
       sleep 0.1
     done
-    echo "node $id did not start; its log ($data/node-$id.log) ends with:" >&2
-    tail -n 20 "$data/node-$id.log" >&2
+    echo "$name $id did not start; its log ($data/$name-$id.log) ends with:" >&2
+    tail -n 20 "$data/$name-$id.log" >&2
     return 1
   done
+}
+
+start_local_controllers() {
+  local first_port="$3"
+  controllers="127.0.0.1:$first_port,127.0.0.1:$((first_port + 1)),127.0.0.1:$((first_port + 2))"
+  start_three controller controller "$@"
+}
+
+start_local_cluster() {
+  local first_port="$3"
+  nodes="1=127.0.0.1:$first_port,2=127.0.0.1:$((first_port + 1)),3=127.0.0.1:$((first_port + 2))"
+  start_three server node "$@"
 }
 
 stop_local_cluster() {

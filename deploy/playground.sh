@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Starts a local Mosaic cluster on loopback: three `mosaic server` processes hosting group 1,
-# with a replica on every node. Prints the commands to try, then runs until Ctrl-C, when it
-# stops every process it started (by process id). Data stays in playground-data/ (remove it
-# to start over); a second run reuses it.
+# Starts a local Mosaic cluster on loopback: three `mosaic controller` replicas, three
+# `mosaic server` processes that register with them, and group 1 (a replica on every node,
+# every shard) added through the controller. Prints the commands to try, then runs until
+# Ctrl-C, when it stops every process it started (by process id). Data stays in
+# playground-data/ (remove it to start over); a second run reuses it.
 #
 # Environment: MOSAIC_PLAYGROUND_DIR (data and logs, default ./playground-data),
-# MOSAIC_PLAYGROUND_PORT (first port, default 7101; the nodes use three in a row).
+# MOSAIC_PLAYGROUND_PORT (first storage node port, default 7101; the nodes use three in a
+# row, the controllers the three from 100 below it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -27,12 +29,19 @@ stop() {
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
-start_local_cluster "$bin" "$data" "$first_port"
-"$bin" admin --nodes "$nodes" group create 1
+start_local_controllers "$bin" "$data" "$((first_port - 100))"
+start_local_cluster "$bin" "$data" "$first_port" --controllers "$controllers"
+# Waits for the nodes to register, then places group 1 on them (a rerun finds it there).
+for _ in $(seq 1 100); do
+  if [[ $("$bin" admin --controllers "$controllers" node list | wc -l) -ge 4 ]]; then break; fi
+  sleep 0.2
+done
+"$bin" admin --controllers "$controllers" group add 1 --nodes 1,2,3
 
 cat <<EOF
 
-Mosaic playground: 3 storage nodes, group 1 replicated on all of them.
+Mosaic playground: 3 controller replicas, 3 storage nodes, group 1 replicated on all of them.
+  controllers: $controllers
   nodes: $nodes
   data and logs: $data
 
@@ -41,7 +50,9 @@ Try, in another terminal:
   $bin kv --nodes $nodes --group 1 get greeting
   echo -n ", world" | $bin kv --nodes $nodes --group 1 append greeting
   $bin admin --nodes $nodes group status 1
-  kill -9 <pid of the leader's node>   # pids: ${pids[*]} (nodes 1 2 3); writes go on
+  $bin admin --controllers $controllers status
+  $bin admin --controllers $controllers config show
+  kill -9 <pid of the leader's node>   # pids: ${pids[*]} (controllers 1 2 3, nodes 1 2 3)
 
 Ctrl-C stops the cluster.
 EOF

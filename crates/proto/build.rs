@@ -6,8 +6,12 @@ use std::error::Error;
 use std::path::PathBuf;
 
 /// The proto files, relative to the proto root. Each is compiled and watched.
-const PROTO_FILES: [&str; 3] =
-    ["mosaic/v1/admin.proto", "mosaic/v1/kv.proto", "mosaic/v1/raft.proto"];
+const PROTO_FILES: [&str; 4] = [
+    "mosaic/v1/admin.proto",
+    "mosaic/v1/controller.proto",
+    "mosaic/v1/kv.proto",
+    "mosaic/v1/raft.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

@@ -232,7 +232,13 @@ fn error_line(command: &str, error: &ClientError, is_write: bool) -> String {
             "check that the nodes of --nodes are up and that --group and --shard-count are \
              right, then retry (or raise --timeout)"
         }
-        ClientError::Routing { .. } | ClientError::InvalidOptions { .. } => "fix the flags",
+        ClientError::Routing { .. }
+        | ClientError::InvalidOptions { .. }
+        | ClientError::InvalidControllerAddresses { .. }
+        | ClientError::UnknownConfig { .. } => "fix the flags",
+        ClientError::MalformedResponse { .. } => {
+            "a server answered what this client cannot read: check that they run the same version"
+        }
         ClientError::Randomness { .. } => {
             "retry; if it persists, check the system's entropy source"
         }

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Runs a storage node: hosts replicas of Raft groups and serves the KV API.
     Server(server::ServerArgs),
+    /// Runs a replica of the controller group: nodes, groups, shard configurations.
+    Controller(server::ControllerArgs),
     /// Reads and writes keys: get, put, append, delete.
     Kv(kv::KvArgs),
     /// Administers storage nodes: create groups, show their status.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Controller(args) => server::run_controller(args).await,
             Command::Kv(args) => kv::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Bench(args) => bench::run(args).await,

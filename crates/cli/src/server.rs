@@ -1,4 +1,5 @@
-//! `mosaic server`: runs one storage node until SIGTERM or Ctrl-C, then stops gracefully.
+//! `mosaic server` runs one storage node, `mosaic controller` one replica of the controller
+//! group; each until SIGTERM or Ctrl-C, then stops gracefully.
 //!
 //! Settings come from `--config FILE` (TOML, see `mosaic_server::ServerConfig`), and the
 //! flags override the file.
@@ -13,6 +14,29 @@ use mosaic_server::{Node, ServerConfig};
 /// Flags of `mosaic server`.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The controller replicas, as HOST:PORT,HOST:PORT: the node registers and creates the
+    /// replicas the controller places on it.
+    #[arg(long, value_delimiter = ',')]
+    controllers: Vec<String>,
+}
+
+/// Flags of `mosaic controller`.
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The number of shards of a new cluster; fixed once the controller group exists (every
+    /// initial replica must be given the same number).
+    #[arg(long, default_value_t = mosaic_controller::DEFAULT_SHARD_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    shard_count: u32,
+}
+
+/// The flags every node process takes.
+#[derive(Args, Debug)]
+struct NodeArgs {
     /// This node's id (a positive integer, unique in the cluster).
     #[arg(long)]
     id: Option<u64>,
@@ -25,7 +49,8 @@ pub struct ServerArgs {
     /// Data directory (created if missing).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// The other nodes, as ID=HOST:PORT,ID=HOST:PORT.
+    /// The other nodes (for a controller: the other replicas; it may list itself), as
+    /// ID=HOST:PORT,ID=HOST:PORT.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// Cluster id (a data directory never opens in another cluster).
@@ -36,7 +61,7 @@ pub struct ServerArgs {
     config: Option<PathBuf>,
 }
 
-impl ServerArgs {
+impl NodeArgs {
     fn config(&self) -> anyhow::Result<ServerConfig> {
         let mut config = match &self.config {
             Some(path) => {
@@ -76,10 +101,24 @@ impl ServerArgs {
     }
 }
 
-/// Runs the node until a signal asks it to stop.
+/// Runs a storage node until a signal asks it to stop.
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let config = args.config()?;
-    let mut node = Node::start(config).await?;
+    let mut config = args.node.config()?;
+    if !args.controllers.is_empty() {
+        config.controllers = args.controllers;
+        config.validate()?;
+    }
+    run_until_signal(Node::start(config).await?).await
+}
+
+/// Runs a controller replica until a signal asks it to stop.
+pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let config = args.node.config()?;
+    let listener = Node::bind(&config).await?;
+    run_until_signal(Node::start_controller(config, args.shard_count, listener).await?).await
+}
+
+async fn run_until_signal(mut node: Node) -> anyhow::Result<ExitCode> {
     let signalled = tokio::select! {
         () = shutdown_signal() => true,
         // The node stops by itself only on an error (storage failure, server failure).

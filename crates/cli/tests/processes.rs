@@ -1,212 +1,18 @@
 //! End-to-end tests of the real `mosaic` binary: three `mosaic server` processes on loopback,
 //! a group created with `mosaic admin`, writes through the client library and `mosaic kv`,
-//! the leader killed with SIGKILL and restarted.
+//! the leader killed with SIGKILL and restarted, a replica whose data was wiped added back,
+//! a stopped follower catching up. Logs are compacted every 50 entries, so catching up takes
+//! snapshots.
 //!
 //! `MOSAIC_E2E_SOAK_SECS=N` adds a soak: N seconds of appends while a random node is killed
 //! and restarted every few seconds; every acknowledged append must be there exactly once.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
-use mosaic_client::{Client, ClientOptions, Consistency, GroupId, NodeId, Routing, StaticRouting};
-use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
-use tempfile::TempDir;
-
-const GROUP: u64 = 1;
-const SHARDS: u32 = 8;
-const WAIT_MAX: Duration = Duration::from_secs(30);
-
-fn mosaic() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mosaic"))
-}
-
-/// Three server processes and their data directories; every process is killed on drop.
-struct Processes {
-    root: TempDir,
-    addresses: BTreeMap<u64, String>,
-    children: BTreeMap<u64, Child>,
-}
-
-impl Processes {
-    fn start(size: u64) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let addresses = (1..=size).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
-        let mut processes = Self { root, addresses, children: BTreeMap::new() };
-        for id in 1..=size {
-            processes.spawn(id);
-        }
-        for id in 1..=size {
-            processes.wait_listening(id);
-        }
-        processes
-    }
-
-    /// Waits until node `id` accepts connections (it has opened its store and serves).
-    fn wait_listening(&self, id: u64) {
-        let deadline = Instant::now() + WAIT_MAX;
-        while std::net::TcpStream::connect(&self.addresses[&id]).is_err() {
-            assert!(Instant::now() < deadline, "node {id} never listened; see {:?}", self.log(id));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn data_dir(&self, id: u64) -> PathBuf {
-        self.root.path().join(format!("node-{id}"))
-    }
-
-    fn log(&self, id: u64) -> PathBuf {
-        self.root.path().join(format!("node-{id}.log"))
-    }
-
-    fn peers(&self, except: u64) -> String {
-        self.addresses
-            .iter()
-            .filter(|(id, _)| **id != except)
-            .map(|(id, address)| format!("{id}={address}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn nodes_flag(&self) -> String {
-        self.peers(0)
-    }
-
-    fn spawn(&mut self, id: u64) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(id)).unwrap();
-        // The file sets a fast tick and a small cache; identity and addresses come as flags.
-        let config = self.root.path().join(format!("node-{id}.toml"));
-        let text = format!(
-            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n\
-             [storage]\nblock-cache-bytes = 16777216\n",
-            self.data_dir(id).display()
-        );
-        std::fs::write(&config, text).unwrap();
-        let child = mosaic()
-            .args(["server", "--id", &id.to_string(), "--listen", &self.addresses[&id]])
-            .args(["--peers", &self.peers(id), "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start mosaic server");
-        self.children.insert(id, child);
-    }
-
-    fn kill(&mut self, id: u64) {
-        let mut child = self.children.remove(&id).expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn admin(&self, args: &[&str]) -> Output {
-        let output =
-            mosaic().args(["admin", "--nodes", &self.nodes_flag()]).args(args).output().unwrap();
-        assert!(output.status.success(), "mosaic admin {args:?}: {}", stderr(&output));
-        output
-    }
-
-    fn kv(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = mosaic();
-        command
-            .args(["kv", "--nodes", &self.nodes_flag(), "--group", &GROUP.to_string()])
-            .args(["--shard-count", &SHARDS.to_string()])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        {
-            use std::io::Write as _;
-            let mut input = child.stdin.take().unwrap();
-            if let Some(bytes) = stdin {
-                input.write_all(bytes).unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn client(&self) -> Client {
-        let nodes = self.addresses.iter().map(|(id, a)| (NodeId(*id), a.clone())).collect();
-        let routing = Routing::single_group(GroupId(GROUP), nodes, SHARDS).unwrap();
-        Client::new(StaticRouting::new(routing), ClientOptions::default()).unwrap()
-    }
-
-    async fn status(&self, id: u64) -> Option<pb::GroupStatusResponse> {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addresses[&id]))
-                .unwrap()
-                .connect_timeout(Duration::from_millis(200))
-                .timeout(Duration::from_millis(500))
-                .connect()
-                .await
-                .ok()?;
-        let request = pb::GroupStatusRequest { group_id: GROUP };
-        NodeAdminClient::new(channel).group_status(request).await.ok().map(|r| r.into_inner())
-    }
-
-    async fn leader(&self) -> u64 {
-        let deadline = Instant::now() + WAIT_MAX;
-        while Instant::now() < deadline {
-            for id in self.children.keys() {
-                if self.status(*id).await.is_some_and(|s| s.role == "leader") {
-                    return *id;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader within {WAIT_MAX:?}; logs in {}", self.root.path().display());
-    }
-
-    /// Waits until every running node has applied what the leader has.
-    async fn wait_caught_up(&self) {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            let leader = self.leader().await;
-            let target = self.status(leader).await.map_or(u64::MAX, |s| s.applied_index);
-            let mut behind = Vec::new();
-            for id in self.children.keys() {
-                let applied = self.status(*id).await.map_or(0, |s| s.applied_index);
-                if applied < target {
-                    behind.push((*id, applied));
-                }
-            }
-            if behind.is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "nodes {behind:?} stay behind {target}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, mut child) in std::mem::take(&mut self.children) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            for id in self.addresses.keys() {
-                let log = std::fs::read_to_string(self.log(*id)).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("--- node {id} log (last lines) ---");
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use mosaic_client::{Client, Consistency};
+use support::{GROUP, Processes, stderr};
 
 async fn create_group(processes: &Processes) {
     let output = processes.admin(&["group", "create", &GROUP.to_string()]);
@@ -220,6 +26,15 @@ async fn must_append(client: &Client, key: &str, token: &str) {
         .append(key.as_bytes().to_vec(), token.as_bytes().to_vec())
         .await
         .unwrap_or_else(|error| panic!("append {token} to {key}: {error}"));
+}
+
+/// Appends tokens `range` to "log" and records them.
+async fn append_tokens(client: &Client, tokens: &mut Vec<String>, range: std::ops::Range<u32>) {
+    for i in range {
+        let token = format!("<{i}>");
+        must_append(client, "log", &token).await;
+        tokens.push(token);
+    }
 }
 
 async fn value(client: &Client, key: &str) -> String {
@@ -239,18 +54,10 @@ async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write()
     create_group(&processes).await;
     let client = processes.client();
     let mut tokens = Vec::new();
-    for i in 0..30 {
-        let token = format!("<{i}>");
-        must_append(&client, "log", &token).await;
-        tokens.push(token);
-    }
+    append_tokens(&client, &mut tokens, 0..30).await;
     let leader = processes.leader().await;
     processes.kill(leader);
-    for i in 30..60 {
-        let token = format!("<{i}>");
-        must_append(&client, "log", &token).await;
-        tokens.push(token);
-    }
+    append_tokens(&client, &mut tokens, 30..60).await;
     assert_ne!(processes.leader().await, leader);
     processes.spawn(leader);
     processes.wait_caught_up().await;
@@ -331,4 +138,63 @@ async fn a_soak_of_appends_under_random_kills_loses_nothing() {
     processes.wait_caught_up().await;
     assert_each_once(&value(&client, "soak").await, &tokens, "after the soak");
     eprintln!("soak: {} appends acknowledged and present once each", tokens.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_replica_is_removed_and_added_back_by_snapshot() {
+    let mut processes = Processes::start(3);
+    create_group(&processes).await;
+    let client = processes.client();
+    let mut tokens = Vec::new();
+    append_tokens(&client, &mut tokens, 0..120).await;
+    let wiped = processes.follower().await;
+    processes.kill(wiped);
+    std::fs::remove_dir_all(processes.data_dir(wiped)).unwrap();
+    processes.spawn(wiped);
+    processes.wait_listening(wiped);
+    let group = GROUP.to_string();
+    let node = wiped.to_string();
+
+    // Still a voter: adding it again is refused, with what to do instead.
+    let refused = processes.try_admin(&["group", "add-replica", &group, "--node", &node]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("remove it first"), "{}", stderr(&refused));
+
+    processes.admin(&["group", "remove-replica", &group, "--node", &node]);
+    append_tokens(&client, &mut tokens, 120..150).await;
+    let added = processes.admin(&["group", "add-replica", &group, "--node", &node]);
+    assert!(String::from_utf8_lossy(&added.stdout).contains("added"), "{added:?}");
+    let status = processes.status(wiped).await.expect("the new replica answers");
+    assert!(status.voters.contains(&wiped), "{status:?}");
+    assert!(status.first_index > 1, "it caught up from a snapshot: {status:?}");
+
+    // The new replica is a working voter: with the third node down it forms the majority,
+    // then it hands the entries the third node missed to it.
+    let leader = processes.leader().await;
+    let other = *processes.children.keys().find(|id| **id != leader && **id != wiped).unwrap();
+    processes.kill(other);
+    append_tokens(&client, &mut tokens, 150..180).await;
+    processes.kill(leader);
+    processes.spawn(other);
+    assert_each_once(&value(&client, "log").await, &tokens, "after losing the old leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_follower_catches_up_after_the_log_moved_past_it() {
+    let processes = Processes::start(3);
+    create_group(&processes).await;
+    let client = processes.client();
+    let mut tokens = Vec::new();
+    append_tokens(&client, &mut tokens, 0..10).await;
+    let stopped = processes.follower().await;
+    processes.signal(stopped, "STOP");
+    append_tokens(&client, &mut tokens, 10..130).await;
+    let leader = processes.leader().await;
+    let leader_first = processes.status(leader).await.unwrap().first_index;
+    processes.signal(stopped, "CONT");
+    processes.wait_caught_up().await;
+    let status = processes.status(stopped).await.unwrap();
+    assert!(leader_first > 11, "the leader compacted past the stopped follower: {leader_first}");
+    assert_eq!(status.role, "follower", "{status:?}");
+    assert_each_once(&value(&client, "log").await, &tokens, "after the follower resumed");
 }

@@ -6,11 +6,48 @@
 //! half its ceiling, while the random half spreads out clients that failed together.
 //!
 //! The randomness comes from the generator passed in, so a seeded generator gives the same
-//! schedule every time.
+//! schedule every time. A client seeds each operation's generator from its [`JitterSeeds`],
+//! itself seeded once from the options or the operating system.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use rand::{Rng, RngExt as _};
+use rand::rngs::{SmallRng, SysRng};
+use rand::{Rng, RngExt as _, SeedableRng as _};
+
+use crate::error::{ClientError, Result};
+
+/// Where the operations of one client draw their jitter from: one generator, seeded once,
+/// that seeds every operation's own [`Backoff`].
+#[derive(Debug)]
+pub(crate) struct JitterSeeds {
+    seeds: Mutex<SmallRng>,
+}
+
+impl JitterSeeds {
+    /// Seeds from `seed`, or from the operating system when it is `None`.
+    ///
+    /// # Errors
+    /// [`ClientError::Randomness`] when the operating system's generator fails.
+    pub(crate) fn new(seed: Option<u64>) -> Result<Self> {
+        let seeds = match seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::try_from_rng(&mut SysRng)
+                .map_err(|error| ClientError::Randomness { reason: error.to_string() })?,
+        };
+        Ok(Self { seeds: Mutex::new(seeds) })
+    }
+
+    /// The schedule of one operation ([`Backoff::new`]), with its own jitter generator.
+    ///
+    /// # Panics
+    /// As [`Backoff::new`].
+    pub(crate) fn backoff(&self, initial: Duration, max: Duration) -> Backoff<SmallRng> {
+        // One draw under the lock: the generator is valid after any panic.
+        let seed = self.seeds.lock().unwrap_or_else(PoisonError::into_inner).next_u64();
+        Backoff::new(initial, max, SmallRng::seed_from_u64(seed))
+    }
+}
 
 /// The pause schedule of one operation.
 #[derive(Debug)]
@@ -107,6 +144,17 @@ mod tests {
             let pause = backoff.next_pause();
             assert!(MAX / 2 <= pause && pause <= MAX, "seed 1: {pause:?}");
         }
+    }
+
+    #[test]
+    fn a_seeded_client_gives_its_operations_the_same_schedules_every_time() {
+        let draw = |seed| {
+            let seeds = JitterSeeds::new(Some(seed)).unwrap();
+            let mut operations: Vec<_> = (0..3).map(|_| seeds.backoff(INITIAL, MAX)).collect();
+            operations.iter_mut().map(Backoff::next_pause).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(5), draw(5));
+        assert!(JitterSeeds::new(None).is_ok());
     }
 
     #[test]

@@ -21,10 +21,22 @@
 //! | connect failed | next member, after a backoff | no |
 //! | other transport error, no detail | next member, after a backoff | yes |
 //! | the attempt's own timeout | next member, after a backoff | yes |
+//!
+//! A controller replica (the `Controller` service) refuses with the same details, and also
+//! answers two statuses of its own without one ([`classify_controller_status`]):
+//!
+//! | failure | next | a command may have been applied |
+//! |---|---|---|
+//! | no detail, code `InvalidArgument` (the request does not decode) | fail at once | no |
+//! | no detail, code `NotFound`, to a query for configuration `n` | fail at once ([`Failure::UnknownConfig`]) | no |
+//!
+//! `OutOfRange` cannot mean an unknown configuration: tonic itself answers it for a message
+//! over a size limit, and for a connection that ended in the middle of a message.
 
 use std::error::Error as _;
 use std::fmt;
 
+use mosaic_controller::ConfigNum;
 use mosaic_engine::GroupId;
 use mosaic_proto::pb;
 use mosaic_proto::pb::error_detail::Kind;
@@ -70,6 +82,8 @@ pub(crate) enum Failure {
     ServerTimeout,
     /// The request is malformed.
     InvalidArgument { reason: String },
+    /// The controller has no configuration `num` (a query past the latest).
+    UnknownConfig { num: ConfigNum, message: String },
     /// A message exceeded a gRPC size limit (tonic answers `OutOfRange` without a detail): the
     /// request was never decoded by the node, or the answer was too large for this client.
     MessageTooLarge { message: String },
@@ -113,7 +127,9 @@ impl Failure {
             Self::WrongGroup { .. } => Action::RefreshRouting,
             Self::GroupNotHosted { .. } => Action::RefreshRoutingNextMember,
             Self::ShardNotReady | Self::ServerBusy | Self::ServerTimeout => Action::SameNode,
-            Self::InvalidArgument { .. } | Self::MessageTooLarge { .. } => Action::Fail,
+            Self::InvalidArgument { .. }
+            | Self::UnknownConfig { .. }
+            | Self::MessageTooLarge { .. } => Action::Fail,
         }
     }
 
@@ -130,6 +146,7 @@ impl Failure {
             | Self::ShardNotReady
             | Self::ServerBusy
             | Self::InvalidArgument { .. }
+            | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. }
             | Self::ConnectFailed { .. } => false,
         }
@@ -140,7 +157,11 @@ impl Failure {
     pub(crate) fn node_may_lead(&self) -> bool {
         matches!(
             self,
-            Self::ShardNotReady | Self::ServerBusy | Self::ServerTimeout | Self::WrongGroup { .. }
+            Self::ShardNotReady
+                | Self::ServerBusy
+                | Self::ServerTimeout
+                | Self::WrongGroup { .. }
+                | Self::UnknownConfig { .. }
         )
     }
 }
@@ -164,6 +185,9 @@ impl fmt::Display for Failure {
             Self::ServerBusy => write!(f, "overloaded"),
             Self::ServerTimeout => write!(f, "it timed out"),
             Self::InvalidArgument { reason } => write!(f, "invalid request: {reason}"),
+            Self::UnknownConfig { num, message } => {
+                write!(f, "no configuration {num}: {message}")
+            }
             Self::MessageTooLarge { message } => write!(f, "a message is too large: {message}"),
             Self::ConnectFailed { message } => write!(f, "cannot connect: {message}"),
             Self::Unreachable { message } => write!(f, "unreachable: {message}"),
@@ -174,8 +198,7 @@ impl fmt::Display for Failure {
 
 /// Returns what a status returned by a `Kv` call means.
 pub(crate) fn classify_status(status: &Status) -> Failure {
-    let kind = pb::ErrorDetail::decode(status.details()).ok().and_then(|detail| detail.kind);
-    match kind {
+    match detail_kind(status) {
         Some(kind) => classify_detail(kind),
         // No detail (an empty details field decodes as an ErrorDetail without a kind): the
         // answer did not come from a node's refusal.
@@ -187,6 +210,31 @@ pub(crate) fn classify_status(status: &Status) -> Failure {
         }
         None => Failure::Unreachable { message: describe_transport_status(status) },
     }
+}
+
+/// Returns what a status returned by a `Controller` call means: as [`classify_status`], and
+/// also the statuses a controller replica answers without a detail (see the module
+/// documentation). `queried` is the configuration a `Query` asked for: `None` for an
+/// `Execute`, or a query of the latest configuration (which always exists).
+pub(crate) fn classify_controller_status(status: &Status, queried: Option<ConfigNum>) -> Failure {
+    if detail_kind(status).is_some() {
+        return classify_status(status);
+    }
+    match (status.code(), queried) {
+        (Code::InvalidArgument, _) => {
+            Failure::InvalidArgument { reason: status.message().to_string() }
+        }
+        (Code::NotFound, Some(num)) => {
+            Failure::UnknownConfig { num, message: status.message().to_string() }
+        }
+        _ => classify_status(status),
+    }
+}
+
+/// The error detail a status carries, if it carries one this build can decode.
+fn detail_kind(status: &Status) -> Option<Kind> {
+    // An empty details field decodes as an ErrorDetail without a kind.
+    pb::ErrorDetail::decode(status.details()).ok().and_then(|detail| detail.kind)
 }
 
 fn classify_detail(kind: Kind) -> Failure {
@@ -399,6 +447,54 @@ mod tests {
     }
 
     #[test]
+    fn a_controller_refuses_an_undecodable_request_for_good() {
+        let status = Status::invalid_argument("ExecuteRequest.client_id is 0");
+        for queried in [None, Some(ConfigNum(3))] {
+            let failure = classify_controller_status(&status, queried);
+            assert_eq!(
+                failure,
+                Failure::InvalidArgument { reason: "ExecuteRequest.client_id is 0".into() }
+            );
+            assert_eq!(failure.action(), Action::Fail);
+            assert!(!failure.may_have_applied());
+        }
+    }
+
+    #[test]
+    fn not_found_for_a_queried_configuration_is_an_unknown_configuration() {
+        let status = Status::not_found("configuration 9 does not exist (latest is 3)");
+        let failure = classify_controller_status(&status, Some(ConfigNum(9)));
+        assert_eq!(
+            failure,
+            Failure::UnknownConfig {
+                num: ConfigNum(9),
+                message: "configuration 9 does not exist (latest is 3)".into()
+            }
+        );
+        assert_eq!(failure.action(), Action::Fail);
+        assert!(failure.node_may_lead());
+        // Without a configuration asked for, NotFound is no answer about one.
+        let failure = classify_controller_status(&status, None);
+        assert!(matches!(failure, Failure::Unreachable { .. }), "{failure:?}");
+    }
+
+    #[test]
+    fn a_controller_detail_is_read_as_a_node_detail() {
+        let status = status_with(
+            Code::NotFound,
+            Kind::NotLeader(pb::NotLeader { leader_node: Some(2), leader_address: "c2:7".into() }),
+        );
+        assert_eq!(
+            classify_controller_status(&status, Some(ConfigNum(1))),
+            Failure::NotLeader { leader: Some(hint(2, "c2:7")) }
+        );
+        // OutOfRange without a detail stays a size limit, even for a query.
+        let status = Status::out_of_range("Error, decoded message length too large");
+        let failure = classify_controller_status(&status, Some(ConfigNum(1)));
+        assert!(matches!(failure, Failure::MessageTooLarge { .. }), "{failure:?}");
+    }
+
+    #[test]
     fn an_attempt_timeout_tries_the_next_member_and_may_have_applied() {
         assert_eq!(Failure::AttemptTimedOut.action(), Action::NextMember);
         assert!(Failure::AttemptTimedOut.may_have_applied());
@@ -407,7 +503,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_failure_that_sent_nothing() {
         let address = crate::test_support::closed_port_address().await;
-        let channel = crate::routing::endpoint_for(&address).unwrap().connect_lazy();
+        let channel = crate::channel::endpoint_for(&address).unwrap().connect_lazy();
         let mut client = pb::kv_client::KvClient::new(channel);
         let status = client.get(pb::GetRequest::default()).await.unwrap_err();
         let failure = classify_status(&status);

@@ -24,16 +24,14 @@ use mosaic_engine::GroupId;
 use mosaic_proto::pb;
 use mosaic_proto::pb::kv_client::KvClient;
 use mosaic_raft::{LogIndex, NodeId};
-use rand::rngs::{SmallRng, SysRng};
-use rand::{Rng as _, SeedableRng as _};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
-use crate::backoff::Backoff;
+use crate::backoff::JitterSeeds;
+use crate::channel::{Channels, with_timeout};
 use crate::classify::{Action, Failure, LeaderHint, classify_status};
-use crate::error::{ClientError, Result, WriteOutcome};
+use crate::error::{ClientError, Progress, Result, WriteOutcome};
 use crate::operation::{Operation, Prepared, Route, WireRequest};
-use crate::routing::{Routing, RoutingSource, StaticRouting, endpoint_for};
+use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::session::{LaneLease, SessionPool};
 use crate::shard::shard_for_key;
 
@@ -126,12 +124,12 @@ struct Inner<S> {
     /// Held while asking the source, so that concurrent refreshes ask it once.
     refreshing: tokio::sync::Mutex<()>,
     /// One channel per node address.
-    channels: Mutex<BTreeMap<String, Channel>>,
+    channels: Channels,
     /// The node believed to lead each group.
     leaders: Mutex<BTreeMap<GroupId, NodeId>>,
     sessions: SessionPool,
     /// Seeds each operation's backoff jitter.
-    jitter_seeds: Mutex<SmallRng>,
+    jitter_seeds: JitterSeeds,
 }
 
 /// A successful answer.
@@ -147,33 +145,9 @@ struct Target {
     address: String,
 }
 
-/// What an operation has been through so far.
-struct Progress {
-    is_write: bool,
-    attempts: u32,
-    /// Whether some attempt of the write may have been applied.
-    may_have_applied: bool,
-    last_failure: String,
-}
-
-impl Progress {
-    fn outcome(&self) -> WriteOutcome {
-        if self.may_have_applied { WriteOutcome::Unknown } else { WriteOutcome::NotApplied }
-    }
-
-    fn timed_out(&self, timeout: Duration) -> ClientError {
-        ClientError::Timeout {
-            outcome: self.outcome(),
-            timeout,
-            attempts: self.attempts,
-            last_failure: self.last_failure.clone(),
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The data under these locks is valid after any panic: each critical section is one
-    // insert, remove or replace.
+/// Locks `mutex`, whose data stays valid after a panic (each critical section of this
+/// crate's std mutexes is one insert, remove or replace).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -187,21 +161,17 @@ impl<S: RoutingSource> Client<S> {
     /// provide one.
     pub fn new(source: S, options: ClientOptions) -> Result<Self> {
         options.validate()?;
-        let jitter_seeds = match options.jitter_seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::try_from_rng(&mut SysRng)
-                .map_err(|error| ClientError::Randomness { reason: error.to_string() })?,
-        };
+        let jitter_seeds = JitterSeeds::new(options.jitter_seed)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 source,
+                channels: Channels::new(options.connect_timeout),
                 options,
                 routing: Mutex::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
-                channels: Mutex::new(BTreeMap::new()),
                 leaders: Mutex::new(BTreeMap::new()),
                 sessions: SessionPool::default(),
-                jitter_seeds: Mutex::new(jitter_seeds),
+                jitter_seeds,
             }),
         })
     }
@@ -279,14 +249,8 @@ impl<S: RoutingSource> Inner<S> {
             if operation.is_write() { Some(self.sessions.checkout()?) } else { None };
         let prepared = Prepared::new(operation, lease.as_mut().map(LaneLease::next_session));
         let operation = prepared.operation();
-        let mut progress = Progress {
-            is_write: operation.is_write(),
-            attempts: 0,
-            may_have_applied: false,
-            last_failure: String::from("no attempt was made"),
-        };
-        let jitter = SmallRng::seed_from_u64(lock(&self.jitter_seeds).next_u64());
-        let mut backoff = Backoff::new(options.backoff_initial, options.backoff_max, jitter);
+        let mut progress = Progress::new(operation.is_write());
+        let mut backoff = self.jitter_seeds.backoff(options.backoff_initial, options.backoff_max);
         let mut routing = self.routing(deadline).await?;
         let mut next_target: Option<Target> = None;
         let mut followed_leader_last = false;
@@ -314,11 +278,8 @@ impl<S: RoutingSource> Inner<S> {
                 Ok(Err(failure)) => failure,
                 Err(_elapsed) => Failure::AttemptTimedOut,
             };
-            if progress.is_write && failure.may_have_applied() {
-                progress.may_have_applied = true;
-            }
-            progress.last_failure =
-                format!("node {} at {}: {failure}", target.node, target.address);
+            progress
+                .record_failure(&failure, &format!("node {} at {}", target.node, target.address));
             tracing::debug!(
                 operation = operation.name(),
                 group_id = %group,
@@ -334,16 +295,7 @@ impl<S: RoutingSource> Inner<S> {
             let mut pause = true;
             let mut refresh = None;
             match failure.action() {
-                Action::Fail => {
-                    let reason = match failure {
-                        Failure::InvalidArgument { reason } => reason,
-                        other => other.to_string(),
-                    };
-                    return Err(ClientError::InvalidArgument {
-                        reason,
-                        outcome: progress.outcome(),
-                    });
-                }
+                Action::Fail => return Err(progress.failed(failure)),
                 Action::FollowLeader(hint) => {
                     match self.hinted(&routing, group, &hint, target.node) {
                         Some(leader) => {
@@ -386,19 +338,13 @@ impl<S: RoutingSource> Inner<S> {
         request: WireRequest,
         attempt_timeout: Duration,
     ) -> std::result::Result<Reply, Failure> {
-        let channel = self.channel(&target.address).map_err(|message| Failure::ConnectFailed {
-            message: format!("unusable address: {message}"),
+        let channel = self.channels.get(&target.address).map_err(|message| {
+            Failure::ConnectFailed { message: format!("unusable address: {message}") }
         })?;
         let limit = self.options.message_bytes_max;
         let mut client = KvClient::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        // The deadline also travels to the node (grpc-timeout), which can then drop the work.
-        fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-            let mut request = tonic::Request::new(message);
-            request.set_timeout(timeout);
-            request
-        }
         let result = match request {
             WireRequest::Get(request) => client
                 .get(with_timeout(request, attempt_timeout))
@@ -418,18 +364,6 @@ impl<S: RoutingSource> Inner<S> {
                 .map(|response| Reply::Write(response.into_inner())),
         };
         result.map_err(|status| classify_status(&status))
-    }
-
-    /// The channel to `address`, created (unconnected) on first use.
-    fn channel(&self, address: &str) -> std::result::Result<Channel, String> {
-        let mut channels = lock(&self.channels);
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = endpoint_for(address)?.connect_timeout(self.options.connect_timeout);
-        let channel = endpoint.connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
     }
 
     /// The placement to route by, loaded from the source on first use.
@@ -488,7 +422,7 @@ impl<S: RoutingSource> Inner<S> {
     /// Routes by `routing` from now on; drops the channels and leader hints it makes stale.
     fn install(&self, routing: Routing) -> Arc<Routing> {
         let routing = Arc::new(routing);
-        lock(&self.channels).retain(|address, _| routing.nodes().values().any(|a| a == address));
+        self.channels.retain(|address| routing.nodes().values().any(|a| a == address));
         lock(&self.leaders).retain(|group, leader| routing.members(*group).contains(leader));
         *lock(&self.routing) = Some(Arc::clone(&routing));
         routing

@@ -4,11 +4,17 @@
 //! [`ClientError::outcome`], whether the write it ended can have been applied: callers retry a
 //! [`WriteOutcome::NotApplied`] write freely, and check the key before retrying a
 //! [`WriteOutcome::Unknown`] one (a retry carries a new sequence number, so it would apply
-//! again).
+//! again). The same holds for the commands of a [`crate::ControllerClient`]: check the
+//! controller's state (a query) before repeating a command whose outcome is unknown.
+//!
+//! [`Progress`] is what one operation has been through, from which its error is built.
 
 use std::fmt;
 use std::time::Duration;
 
+use mosaic_controller::ConfigNum;
+
+use crate::classify::Failure;
 use crate::routing::RoutingError;
 
 /// The result type of this crate.
@@ -37,8 +43,9 @@ impl fmt::Display for WriteOutcome {
 /// Why a client operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    /// A node refused the request as malformed (an empty or oversized key, an oversized value,
-    /// ...). Retrying the same request will not help.
+    /// A node or controller refused the request as malformed (an empty or oversized key, an
+    /// oversized value, a command that does not decode, ...). Retrying the same request will
+    /// not help.
     #[error("the request is invalid: {reason}")]
     InvalidArgument {
         /// What the node said is wrong.
@@ -48,7 +55,7 @@ pub enum ClientError {
         outcome: WriteOutcome,
     },
     /// The operation's deadline ([`crate::ClientOptions::timeout`]) passed before any node
-    /// gave a final answer.
+    /// (or controller replica) gave a final answer.
     #[error(
         "no final answer within {timeout:?} after {attempts} attempt(s) (last failure: \
          {last_failure})"
@@ -70,6 +77,33 @@ pub enum ClientError {
         /// What is wrong.
         reason: RoutingError,
     },
+    /// The controller has no configuration of the number a query asked for (it is past the
+    /// latest).
+    #[error("the controller has no configuration {num}: {message}")]
+    UnknownConfig {
+        /// The number asked for.
+        num: ConfigNum,
+        /// What the controller said.
+        message: String,
+    },
+    /// A controller answered with a response that does not decode (a bug, or a controller of
+    /// an incompatible version). Retrying will not help.
+    #[error("malformed response from the controller: {reason}")]
+    MalformedResponse {
+        /// What is wrong with the response.
+        reason: String,
+        /// Whether the command may have been applied: [`WriteOutcome::Unknown`] for a command
+        /// (the controller handled it, and its answer was lost), [`WriteOutcome::NotApplied`]
+        /// for a query.
+        outcome: WriteOutcome,
+    },
+    /// The list of controller addresses is empty, names an address twice, or holds an address
+    /// that is not `host:port`.
+    #[error("invalid controller addresses: {reason}")]
+    InvalidControllerAddresses {
+        /// What is wrong with the list.
+        reason: String,
+    },
     /// The [`crate::ClientOptions`] are inconsistent.
     #[error("invalid client options: {reason}")]
     InvalidOptions {
@@ -90,9 +124,75 @@ impl ClientError {
     #[must_use]
     pub fn outcome(&self) -> WriteOutcome {
         match self {
-            Self::InvalidArgument { outcome, .. } | Self::Timeout { outcome, .. } => *outcome,
-            Self::Routing { .. } | Self::InvalidOptions { .. } | Self::Randomness { .. } => {
-                WriteOutcome::NotApplied
+            Self::InvalidArgument { outcome, .. }
+            | Self::Timeout { outcome, .. }
+            | Self::MalformedResponse { outcome, .. } => *outcome,
+            Self::Routing { .. }
+            | Self::UnknownConfig { .. }
+            | Self::InvalidControllerAddresses { .. }
+            | Self::InvalidOptions { .. }
+            | Self::Randomness { .. } => WriteOutcome::NotApplied,
+        }
+    }
+}
+
+/// What one operation has been through so far: the error it ends with is built from it.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    /// Whether the operation writes (only a write can have been applied).
+    is_write: bool,
+    /// How many attempts were sent or tried.
+    pub(crate) attempts: u32,
+    /// Whether some attempt of the write may have been applied.
+    may_have_applied: bool,
+    /// The last failure and where it happened, for people.
+    last_failure: String,
+}
+
+impl Progress {
+    /// An operation that has made no attempt yet.
+    pub(crate) fn new(is_write: bool) -> Self {
+        Self {
+            is_write,
+            attempts: 0,
+            may_have_applied: false,
+            last_failure: String::from("no attempt was made"),
+        }
+    }
+
+    /// Records that an attempt at `place` (a node, a replica) failed with `failure`.
+    pub(crate) fn record_failure(&mut self, failure: &Failure, place: &str) {
+        if self.is_write && failure.may_have_applied() {
+            self.may_have_applied = true;
+        }
+        self.last_failure = format!("{place}: {failure}");
+    }
+
+    /// Whether the write may have been applied so far.
+    pub(crate) fn outcome(&self) -> WriteOutcome {
+        if self.may_have_applied { WriteOutcome::Unknown } else { WriteOutcome::NotApplied }
+    }
+
+    /// The error of an operation whose deadline, `timeout` after its start, has passed.
+    pub(crate) fn timed_out(&self, timeout: Duration) -> ClientError {
+        ClientError::Timeout {
+            outcome: self.outcome(),
+            timeout,
+            attempts: self.attempts,
+            last_failure: self.last_failure.clone(),
+        }
+    }
+
+    /// The error of an operation that ends on `failure`, a failure retrying cannot help
+    /// ([`crate::classify::Action::Fail`]).
+    pub(crate) fn failed(&self, failure: Failure) -> ClientError {
+        match failure {
+            Failure::UnknownConfig { num, message } => ClientError::UnknownConfig { num, message },
+            Failure::InvalidArgument { reason } => {
+                ClientError::InvalidArgument { reason, outcome: self.outcome() }
+            }
+            other => {
+                ClientError::InvalidArgument { reason: other.to_string(), outcome: self.outcome() }
             }
         }
     }
@@ -119,5 +219,30 @@ mod tests {
         assert_eq!(invalid.outcome(), WriteOutcome::NotApplied);
         let routing = ClientError::Routing { reason: RoutingError::NoShards };
         assert_eq!(routing.outcome(), WriteOutcome::NotApplied);
+        let unknown = ClientError::UnknownConfig { num: ConfigNum(9), message: "none".into() };
+        assert_eq!(unknown.outcome(), WriteOutcome::NotApplied);
+        let malformed = ClientError::MalformedResponse {
+            reason: "no result".into(),
+            outcome: WriteOutcome::Unknown,
+        };
+        assert_eq!(malformed.outcome(), WriteOutcome::Unknown);
+    }
+
+    #[test]
+    fn a_read_never_becomes_an_unknown_outcome() {
+        let mut progress = Progress::new(false);
+        progress.record_failure(&Failure::AttemptTimedOut, "node 1");
+        assert_eq!(progress.outcome(), WriteOutcome::NotApplied);
+        let mut progress = Progress::new(true);
+        progress.record_failure(&Failure::ServerBusy, "node 1");
+        assert_eq!(progress.outcome(), WriteOutcome::NotApplied);
+        progress.record_failure(&Failure::AttemptTimedOut, "node 2");
+        progress.record_failure(&Failure::ServerBusy, "node 1");
+        assert_eq!(progress.outcome(), WriteOutcome::Unknown, "an unknown outcome stays unknown");
+        let ClientError::Timeout { last_failure, .. } = progress.timed_out(Duration::from_secs(1))
+        else {
+            panic!("timed_out gives a timeout");
+        };
+        assert_eq!(last_failure, "node 1: overloaded");
     }
 }

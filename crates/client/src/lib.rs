@@ -10,6 +10,12 @@
 //! every retry, and concurrent writes use different client ids. A write that fails says whether
 //! it may have been applied ([`ClientError::outcome`]).
 //!
+//! A [`ControllerClient`] speaks to the controller group instead: it runs [`Command`]s through
+//! the controller's log (each applied once, by the same `(client_id, seq)` rule) and reads
+//! numbered [`Configuration`]s and the node registry, finding the controller's leader by its
+//! replicas' hints. The admin CLI uses it, and so do storage nodes that register and follow the
+//! configurations.
+//!
 //! ```no_run
 //! # async fn example() -> mosaic_client::Result<()> {
 //! use std::collections::BTreeMap;
@@ -32,8 +38,10 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod channel;
 mod classify;
 mod client;
+mod controller;
 mod error;
 mod operation;
 mod routing;
@@ -43,8 +51,11 @@ mod shard;
 mod test_support;
 
 pub use client::{Client, ClientOptions};
+pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
 pub use error::{ClientError, Result, WriteOutcome};
-pub use mosaic_engine::{GroupId, ShardId};
+pub use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove};
+pub use mosaic_engine::{ClientId, GroupId, ShardId};
+pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_proto::pb::Consistency;
 pub use mosaic_raft::{LogIndex, NodeId};
 pub use routing::{Routing, RoutingError, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};

@@ -11,8 +11,8 @@ use std::future::Future;
 
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_raft::NodeId;
-use tonic::transport::Endpoint;
 
+use crate::channel::endpoint_for;
 use crate::error::{ClientError, Result};
 
 /// The configuration number a static routing claims: 1, the first configuration in which a
@@ -236,27 +236,6 @@ impl Routing {
     pub fn nodes(&self) -> &BTreeMap<NodeId, String> {
         &self.nodes
     }
-}
-
-/// Returns the gRPC endpoint for a node address: `HOST:PORT`, or a URI that already names a
-/// scheme (`http://HOST:PORT`).
-///
-/// # Errors
-/// A description of why the address is not usable.
-pub(crate) fn endpoint_for(address: &str) -> std::result::Result<Endpoint, String> {
-    if address.is_empty() {
-        return Err("the address is empty".to_string());
-    }
-    let uri =
-        if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    let endpoint = Endpoint::from_shared(uri).map_err(|error| error.to_string())?;
-    if endpoint.uri().host().is_none_or(str::is_empty) {
-        return Err("it names no host".to_string());
-    }
-    if endpoint.uri().port_u16().is_none() {
-        return Err("it names no numeric port".to_string());
-    }
-    Ok(endpoint)
 }
 
 /// Where a client gets its placement from.

@@ -45,6 +45,19 @@ struct Lane {
     next_seq: u64,
 }
 
+/// Returns a client id drawn from the operating system's random number generator, so that
+/// clients of different processes do not collide; never 0, so that it can never be mistaken
+/// for "no session".
+///
+/// # Errors
+/// [`ClientError::Randomness`] when the operating system's generator fails.
+pub(crate) fn random_client_id() -> Result<ClientId> {
+    let id = SysRng
+        .try_next_u64()
+        .map_err(|error| ClientError::Randomness { reason: error.to_string() })?;
+    Ok(ClientId(id.max(1)))
+}
+
 /// The lanes of one client.
 #[derive(Debug, Default)]
 pub(crate) struct SessionPool {
@@ -65,12 +78,9 @@ impl SessionPool {
         let lane = match free {
             Some(lane) => lane,
             None => {
-                let id = SysRng
-                    .try_next_u64()
-                    .map_err(|error| ClientError::Randomness { reason: error.to_string() })?;
+                let client_id = random_client_id()?;
                 self.lanes_created.fetch_add(1, Ordering::Relaxed);
-                // 0 is kept free so that it can never be mistaken for "no session".
-                Lane { client_id: ClientId(id.max(1)), next_seq: 1 }
+                Lane { client_id, next_seq: 1 }
             }
         };
         Ok(LaneLease { pool: self, lane: Some(lane) })

@@ -72,18 +72,30 @@ impl Configuration {
 
     /// Checks the invariant; panics with the offending values if it does not hold.
     pub(crate) fn assert_valid(&self) {
+        if let Err(reason) = self.check_valid() {
+            panic!("{reason}");
+        }
+    }
+
+    /// Checks the invariant (for a configuration read back from storage, which must not
+    /// panic); returns what is wrong, with the offending values.
+    pub(crate) fn check_valid(&self) -> std::result::Result<(), String> {
         for (shard, owner) in self.shards.iter().enumerate() {
-            if let Some(group) = owner {
-                assert!(
-                    self.groups.contains_key(group),
+            if let Some(group) = owner
+                && !self.groups.contains_key(group)
+            {
+                return Err(format!(
                     "configuration {}: shard {shard} owned by unknown group {group}",
                     self.num
-                );
+                ));
             }
         }
         for (group, members) in &self.groups {
-            assert!(!members.is_empty(), "configuration {}: group {group} is empty", self.num);
+            if members.is_empty() {
+                return Err(format!("configuration {}: group {group} is empty", self.num));
+            }
         }
+        Ok(())
     }
 }
 

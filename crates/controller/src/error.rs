@@ -100,4 +100,11 @@ pub enum Error {
         /// The latest sequence number applied for this client.
         latest: u64,
     },
+    /// The log entry does not decode as a request (it came through every replica's log alike,
+    /// and changed nothing).
+    #[error("the log entry is not a controller request: {reason}")]
+    MalformedRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
 }

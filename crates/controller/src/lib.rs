@@ -1,17 +1,27 @@
 //! The controller group's state machine (6.824 Lab 4A, the shardctrler): registered nodes,
 //! groups and the numbered history of shard configurations.
 //!
-//! Pure: no IO, no clock, no randomness; the controller process replicates it through a Raft
-//! group and every replica applies the same [`Request`]s in the same order.
+//! [`ControllerState`] is pure: no IO, no clock, no randomness. [`ControllerMachine`] makes it
+//! the state machine of a raftstore group (every replica applies the same [`Request`]s in the
+//! same order) and stores it in the engine record by record; [`codec`] holds its encodings.
+//! With the `arbitrary` feature (tests only), `arbitrary` holds proptest strategies for these
+//! types.
 #![deny(missing_docs)]
 
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary;
+pub mod codec;
 mod command;
 mod configuration;
 mod error;
+mod machine;
 pub mod rebalance;
 mod state;
 
 pub use command::{Command, Outcome, Request};
 pub use configuration::{ConfigNum, Configuration, ShardMove, shard_moves};
 pub use error::{Error, Result};
+pub use machine::{
+    CONTROLLER_SHARD, ControllerMachine, ControllerQuery, ControllerView, bootstrap_batch,
+};
 pub use state::{ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT, validate_address};

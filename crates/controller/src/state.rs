@@ -24,11 +24,37 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 
 /// The last request applied for one client, and its result (returned again on a retry).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Session {
-    seq: u64,
-    result: Result<Outcome>,
+pub(crate) struct Session {
+    /// The client's latest sequence number applied.
+    pub(crate) seq: u64,
+    /// What that request answered.
+    pub(crate) result: Result<Outcome>,
     /// The log index that last touched this session: the least recent is evicted first.
-    last_index: LogIndex,
+    pub(crate) last_index: LogIndex,
+}
+
+/// What one [`ControllerState::apply_with_changes`] changed, so that a caller that stores the
+/// state record by record writes only those records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AppliedChanges {
+    /// The configuration created, if one was.
+    pub(crate) config_created: Option<ConfigNum>,
+    /// The node registered or given a new address, if one was.
+    pub(crate) node_changed: Option<NodeId>,
+    /// True when the client's session was written (every request but a stale one).
+    pub(crate) session_written: bool,
+    /// The sessions evicted to stay within `max_sessions`, in eviction order.
+    pub(crate) sessions_evicted: Vec<ClientId>,
+}
+
+impl AppliedChanges {
+    /// Returns true when nothing changed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.config_created.is_none()
+            && self.node_changed.is_none()
+            && !self.session_written
+            && self.sessions_evicted.is_empty()
+    }
 }
 
 /// The controller state machine.
@@ -89,6 +115,67 @@ impl ControllerState {
         &self.nodes
     }
 
+    /// The number of client sessions kept for deduplication, at most.
+    #[must_use]
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    /// Every client session, in client order.
+    pub(crate) fn sessions(&self) -> &BTreeMap<ClientId, Session> {
+        &self.sessions
+    }
+
+    /// Rebuilds a state from its parts (read back from storage), checking every invariant of
+    /// the type, and that configuration 0 is the initial one and every configuration has the
+    /// same number of shards.
+    ///
+    /// # Errors
+    /// What is wrong, in words, when an invariant does not hold.
+    pub(crate) fn from_parts(
+        nodes: BTreeMap<NodeId, String>,
+        configs: Vec<Configuration>,
+        sessions: BTreeMap<ClientId, Session>,
+        max_sessions: usize,
+    ) -> std::result::Result<Self, String> {
+        if max_sessions == 0 {
+            return Err("max_sessions is 0".into());
+        }
+        let Some(first) = configs.first() else {
+            return Err("no configuration 0".into());
+        };
+        let shard_count = first.shard_count();
+        if shard_count == 0 {
+            return Err("configuration 0 has no shard".into());
+        }
+        if *first != Configuration::initial(shard_count) {
+            return Err(format!("configuration 0 is not the initial one: {first:?}"));
+        }
+        for (position, config) in configs.iter().enumerate() {
+            if config.num.0 != position as u64 {
+                return Err(format!("configuration {} stored at position {position}", config.num));
+            }
+            if config.shard_count() != shard_count {
+                return Err(format!(
+                    "configuration {} has {} shards, configuration 0 has {shard_count}",
+                    config.num,
+                    config.shard_count()
+                ));
+            }
+            config.check_valid()?;
+        }
+        if let Some(node) = nodes.keys().find(|node| node.0 == 0) {
+            return Err(format!("node {node} is registered"));
+        }
+        if sessions.len() > max_sessions {
+            return Err(format!(
+                "{} sessions, more than max_sessions {max_sessions}",
+                sessions.len()
+            ));
+        }
+        Ok(Self { nodes, configs, sessions, max_sessions })
+    }
+
     /// The moves a rebalance would make now (a dry run; nothing changes).
     #[must_use]
     pub fn plan_rebalance(&self, max_moves: Option<u32>) -> Vec<ShardMove> {
@@ -103,26 +190,61 @@ impl ControllerState {
     /// # Errors
     /// The command's own errors (nothing changes), or [`Error::StaleRequest`].
     pub fn apply(&mut self, index: LogIndex, request: Request) -> Result<Outcome> {
+        self.apply_with_changes(index, request).0
+    }
+
+    /// As [`ControllerState::apply`], and reports what changed.
+    pub(crate) fn apply_with_changes(
+        &mut self,
+        index: LogIndex,
+        request: Request,
+    ) -> (Result<Outcome>, AppliedChanges) {
+        let mut changes = AppliedChanges::default();
         if let Some(session) = self.sessions.get_mut(&request.client) {
             if request.seq == session.seq {
                 session.last_index = index;
-                return session.result.clone();
+                changes.session_written = true;
+                return (session.result.clone(), changes);
             }
             if request.seq < session.seq {
-                return Err(Error::StaleRequest {
+                let stale = Error::StaleRequest {
                     client: request.client,
                     seq: request.seq,
                     latest: session.seq,
-                });
+                };
+                return (Err(stale), changes);
             }
         }
+        let configs_before = self.configs.len();
+        let registering = match &request.command {
+            Command::RegisterNode { node, .. } => Some(*node),
+            _ => None,
+        };
         let result = self.execute(request.command);
-        self.remember(request.client, request.seq, result.clone(), index);
-        result
+        if self.configs.len() > configs_before {
+            changes.config_created = Some(self.latest().num);
+        }
+        if matches!(result, Ok(Outcome::NodeRegistered { .. } | Outcome::NodeAddressChanged { .. }))
+        {
+            changes.node_changed = registering;
+        }
+        changes.session_written = true;
+        changes.sessions_evicted =
+            self.remember(request.client, request.seq, result.clone(), index);
+        (result, changes)
     }
 
-    fn remember(&mut self, client: ClientId, seq: u64, result: Result<Outcome>, index: LogIndex) {
+    /// Records the client's session; returns the sessions evicted to stay within
+    /// `max_sessions`.
+    fn remember(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        result: Result<Outcome>,
+        index: LogIndex,
+    ) -> Vec<ClientId> {
         self.sessions.insert(client, Session { seq, result, last_index: index });
+        let mut evicted = Vec::new();
         while self.sessions.len() > self.max_sessions {
             let oldest = self
                 .sessions
@@ -131,7 +253,9 @@ impl ControllerState {
                 .map(|(id, _)| *id)
                 .expect("not empty");
             self.sessions.remove(&oldest);
+            evicted.push(oldest);
         }
+        evicted
     }
 
     fn execute(&mut self, command: Command) -> Result<Outcome> {

@@ -36,8 +36,9 @@ use crate::pb::raft_message::Body;
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, ConvertError>;
 
-/// Why a wire message does not map onto a Raft message. Fields are named as in the .proto files
-/// (`Message.field`).
+/// Why a wire message does not map onto the type it carries: a Raft message (this module) or a
+/// controller request, outcome, configuration or query response ([`crate::controller`]).
+/// Fields are named as in the .proto files (`Message.field`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
     /// A field that must be set is absent.
@@ -93,6 +94,92 @@ pub enum ConvertError {
     VoterAndLearner {
         /// The node in both lists.
         node: u64,
+    },
+    /// A field that must be at least 1 holds 0 (a client id, a sequence number, the number of a
+    /// created configuration).
+    #[error("{field} is 0; it must be at least 1")]
+    ZeroField {
+        /// The field that holds 0.
+        field: &'static str,
+    },
+    /// A field that names a group holds a reserved group id: `u64::MAX` always, and 0 where 0
+    /// does not mean "no group".
+    #[error(
+        "{field} holds group id {group}, which is reserved; group ids run from 1 to {}",
+        u64::MAX - 1
+    )]
+    ReservedGroupId {
+        /// The field.
+        field: &'static str,
+        /// The group id it holds.
+        group: u64,
+    },
+    /// A list of groups names the same group twice.
+    #[error("group {group} appears more than once in {field}")]
+    DuplicateGroup {
+        /// The list.
+        field: &'static str,
+        /// The repeated group.
+        group: u64,
+    },
+    /// A list that must be in strictly increasing order (of group ids, node ids or shards) is
+    /// not: it repeats a value or goes back.
+    #[error("{field} lists {value} after {previous}; it must be in strictly increasing order")]
+    OutOfOrder {
+        /// The list.
+        field: &'static str,
+        /// The value before `value`.
+        previous: u64,
+        /// The value that is not greater than `previous`.
+        value: u64,
+    },
+    /// A group of a configuration has no members.
+    #[error("group {group} in {field} has no members")]
+    EmptyGroup {
+        /// The list of groups.
+        field: &'static str,
+        /// The group.
+        group: u64,
+    },
+    /// A group of a configuration names the same member twice.
+    #[error("node {node} appears more than once among the members of group {group} in {field}")]
+    DuplicateMember {
+        /// The list of groups.
+        field: &'static str,
+        /// The group.
+        group: u64,
+        /// The repeated member.
+        node: u64,
+    },
+    /// A configuration gives a shard to a group it does not list.
+    #[error(
+        "Configuration.shards gives shard {shard} to group {group}, which is not in \
+         Configuration.groups"
+    )]
+    UnknownOwner {
+        /// The shard (its position in `Configuration.shards`).
+        shard: usize,
+        /// The owner named.
+        group: u64,
+    },
+    /// A configuration has no shards (a cluster has at least one).
+    #[error("Configuration.shards is empty; a cluster has at least one shard")]
+    NoShards,
+    /// A shard move whose owner is the same before and after.
+    #[error("the move of shard {shard} has the same owner before and after: {group} (0 is none)")]
+    UnchangedOwner {
+        /// The shard.
+        shard: u32,
+        /// The owner on both sides; 0 for none.
+        group: u64,
+    },
+    /// A query response carries a configuration newer than the latest one it reports.
+    #[error("QueryResponse.config is configuration {num}, past the latest ({latest})")]
+    ConfigPastLatest {
+        /// `Configuration.num`.
+        num: u64,
+        /// `QueryResponse.latest_num`.
+        latest: u64,
     },
 }
 
@@ -336,7 +423,8 @@ fn node_set_from_pb(ids: Vec<u64>, field: &'static str) -> Result<BTreeSet<NodeI
     Ok(nodes)
 }
 
-fn node_id_from_pb(id: u64, field: &'static str) -> Result<NodeId> {
+/// Converts a field that names a node, which must not be 0.
+pub(crate) fn node_id_from_pb(id: u64, field: &'static str) -> Result<NodeId> {
     if id == 0 {
         return Err(ConvertError::ZeroNodeId { field });
     }

@@ -33,9 +33,15 @@ pub struct ServerConfig {
     /// Required (here or as a flag).
     #[serde(default)]
     pub data_dir: PathBuf,
-    /// Every other node's id and address (`host:port`), until the controller places groups.
+    /// Other nodes' ids and addresses (`host:port`). A storage node that follows the
+    /// controller learns the others from it; a controller replica lists the other replicas.
     #[serde(default)]
     pub peers: BTreeMap<u64, String>,
+    /// The controller replicas (`host:port`). When set, a storage node registers itself and
+    /// creates the replicas the controller places on it. Empty: groups are created with
+    /// `mosaic admin --nodes ... group create`.
+    #[serde(default)]
+    pub controllers: Vec<String>,
     /// The period of the node's logical clock, in milliseconds. Default 100.
     #[serde(default = "default_tick_interval_ms")]
     pub tick_interval_ms: u64,
@@ -168,6 +174,7 @@ impl ServerConfig {
             advertise: None,
             data_dir,
             peers: BTreeMap::new(),
+            controllers: Vec::new(),
             tick_interval_ms: default_tick_interval_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             key_bytes_max: default_key_bytes_max(),
@@ -214,6 +221,11 @@ impl ServerConfig {
             }
             if address.trim().is_empty() || !address.contains(':') {
                 return invalid(format!("peer {id} address {address:?} is not host:port"));
+            }
+        }
+        for address in &self.controllers {
+            if address.trim().is_empty() || !address.contains(':') {
+                return invalid(format!("controller address {address:?} is not host:port"));
             }
         }
         for (name, value) in [
@@ -340,6 +352,7 @@ mod tests {
         let mut expected = ServerConfig::new(1, "/var/lib/mosaic/node-1".into());
         expected.advertise = Some("node1:7100".into());
         expected.peers = [(2, "node2:7100".to_string()), (3, "node3:7100".to_string())].into();
+        expected.controllers = ["ctl1:7000", "ctl2:7000", "ctl3:7000"].map(String::from).into();
         assert_eq!(parsed, expected);
     }
 

@@ -81,9 +81,9 @@ impl KvService {
         &self,
         build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, KvStateMachine>,
     ) -> Result<T, Status> {
-        tokio::time::timeout(self.limits.request_timeout, self.store.ask(build))
+        self.store
+            .ask_within(self.limits.request_timeout, build)
             .await
-            .unwrap_or(Err(Error::Timeout))
             .map_err(|error| self.refuse(&error))
     }
 

@@ -5,13 +5,18 @@
 //!   gRPC server carrying the KV service ([`kv_service`]), the Raft transport
 //!   ([`raft_service`] receiving, [`transport`] sending) and node administration
 //!   ([`admin_service`]).
+//! - A controller replica runs the controller group on the same runtime, serving
+//!   [`controller_service`]; a storage node given the controllers' addresses follows them
+//!   ([`follower`]).
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
 
 pub mod admin_service;
 pub mod config;
+pub mod controller_service;
 mod error;
+pub mod follower;
 pub mod kv_service;
 pub mod node;
 pub mod raft_service;

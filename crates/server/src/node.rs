@@ -1,5 +1,7 @@
-//! [`Node`]: a running storage node: its RocksDB store, the store thread, and the gRPC server
-//! (KV, Raft transport, node admin) on one listening socket.
+//! [`Node`]: a running node: its RocksDB store, the store thread, and the gRPC server on one
+//! listening socket. A storage node serves KV, the Raft transport and node admin (and follows
+//! the controller when given its addresses, see [`crate::follower`]); a controller replica
+//! serves the `Controller` service and the Raft transport of the controller group.
 //!
 //! Start-up order: validate the config, open the data directory (refused if it belongs to
 //! another node or is damaged), start the store thread (which recovers every hosted group),
@@ -12,25 +14,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mosaic_engine::{ClusterId, NodeIdentity};
+use mosaic_controller::ControllerMachine;
+use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
 use mosaic_engine_rocks::RocksKv;
 use mosaic_proto::pb::{
-    kv_server::KvServer, node_admin_server::NodeAdminServer,
+    controller_server::ControllerServer, kv_server::KvServer, node_admin_server::NodeAdminServer,
     raft_transport_server::RaftTransportServer,
 };
 use mosaic_raft::NodeId;
-use mosaic_raftstore::Store;
+use mosaic_raftstore::{StateMachine, Store, StoreMsg};
+use mosaic_shardkv::KvStateMachine;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Router, TcpIncoming};
 
 use crate::admin_service::AdminService;
 use crate::config::ServerConfig;
+use crate::controller_service::{CONTROLLER_GROUP, ControllerService};
 use crate::error::{Error, Result};
+use crate::follower::Follower;
 use crate::kv_service::{KvLimits, KvService};
 use crate::raft_service::RaftService;
-use crate::runner::{self, StoreRunner};
+use crate::runner::{self, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
 
@@ -59,12 +65,20 @@ impl Node {
     /// An invalid config; a data directory that cannot be opened; an address that cannot be
     /// bound.
     pub async fn start(config: ServerConfig) -> Result<Self> {
+        let listener = Self::bind(&config).await?;
+        Self::start_with_listener(config, listener).await
+    }
+
+    /// Binds `config.listen`.
+    ///
+    /// # Errors
+    /// An invalid config; an address that cannot be bound.
+    pub async fn bind(config: &ServerConfig) -> Result<TcpListener> {
         config.validate()?;
         let address = config.listen_addr()?;
-        let listener = TcpListener::bind(address)
+        TcpListener::bind(address)
             .await
-            .map_err(|source| Error::Listen { address: config.listen.clone(), source })?;
-        Self::start_with_listener(config, listener).await
+            .map_err(|source| Error::Listen { address: config.listen.clone(), source })
     }
 
     /// Starts a node serving on an already bound `listener` (tests bind port 0 first).
@@ -72,43 +86,7 @@ impl Node {
     /// # Errors
     /// As [`Node::start`].
     pub async fn start_with_listener(config: ServerConfig, listener: TcpListener) -> Result<Self> {
-        config.validate()?;
-        let node = NodeId(config.node_id);
-        let cluster = ClusterId(config.cluster_id);
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Listen { address: config.listen.clone(), source })?;
-        let identity = NodeIdentity { cluster_id: cluster, node_id: node };
-        let engine = mosaic_engine_rocks::open(&config.data_dir, identity, &config.rocks_config())
-            .map_err(|source| Error::Storage { path: config.data_dir.clone(), source })?;
-        let engine = Arc::new(engine);
-
-        let mut addresses: BTreeMap<NodeId, String> =
-            config.peers.iter().map(|(id, address)| (NodeId(*id), address.clone())).collect();
-        addresses.insert(node, config.advertised().to_string());
-        let directory = Directory::new(addresses);
-
-        let (store_handle, inbox) = runner::channel(config.store_inbox_capacity);
-        let store_config = config.store_config();
-        let transport = GrpcTransport::new(
-            TransportOptions {
-                node,
-                cluster,
-                peer_queue_batches: config.peer_queue_batches,
-                snapshot_chunk_bytes_max: store_config.snapshot_chunk_bytes_max,
-                snapshot_bytes_per_sec: config.snapshot_bytes_per_sec,
-            },
-            directory.clone(),
-            tokio::runtime::Handle::current(),
-            store_handle.clone(),
-        );
-        let snapshot_bytes_max = store_config.snapshot_bytes_max;
-        let runner =
-            runner::spawn(format!("store-{node}"), inbox, config.tick_interval(), move || {
-                Store::open(node, engine, store_config, transport)
-            })
-            .map_err(|source| Error::Listen { address: "store thread".into(), source })?;
-
+        let core = Core::<KvStateMachine>::open(&config, listener)?;
         let limits = KvLimits {
             key_bytes_max: config.key_bytes_max,
             value_bytes_max: config.value_bytes_max,
@@ -116,35 +94,63 @@ impl Node {
         };
         let kv_message_bytes_max =
             config.key_bytes_max + config.value_bytes_max + KV_REQUEST_OVERHEAD_BYTES;
-        let kv = KvServer::new(KvService::new(store_handle.clone(), directory.clone(), limits))
+        let kv = KvServer::new(KvService::new(core.store.clone(), core.directory.clone(), limits))
             .max_decoding_message_size(kv_message_bytes_max)
             .max_encoding_message_size(kv_message_bytes_max);
-        let (closing, closing_received) = watch::channel(false);
-        let raft_service = RaftService::new(
-            node,
-            cluster,
-            snapshot_bytes_max,
-            store_handle.clone(),
-            closing_received,
-        );
-        let raft = RaftTransportServer::new(raft_service)
-            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-        let admin = NodeAdminServer::new(AdminService::new(store_handle, directory));
+        let admin =
+            NodeAdminServer::new(AdminService::new(core.store.clone(), core.directory.clone()));
+        if !config.controllers.is_empty() {
+            let follower = Follower::new(&config, core.store.clone(), core.directory.clone())?;
+            tokio::spawn(follower.run(core.closing.subscribe()));
+        }
+        Ok(core.serve(|router| router.add_service(kv).add_service(admin)))
+    }
 
-        let (shutdown, shutdown_received) = oneshot::channel();
-        let (stop_serving, serving_stopped) = oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .add_service(kv)
-            .add_service(raft)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming(listener), async {
-                let _ = serving_stopped.await;
-            });
-        tracing::info!(%node, %cluster, address = %local_addr, "node serving");
-        let stop = StopServing { stop_serving, closing };
-        let task = tokio::spawn(serve(node, server, runner, shutdown_received, stop));
-        Ok(Self { node, local_addr, shutdown: Some(shutdown), task })
+    /// Starts a replica of the controller group on `listener`: the group's members are this
+    /// node and `config.peers`. A new data directory is initialised for a cluster of
+    /// `shard_count` shards; every initial replica must be started with the same count (a
+    /// restarted replica keeps the one it was created with).
+    ///
+    /// # Errors
+    /// As [`Node::start`]; a shard count of 0.
+    pub async fn start_controller(
+        config: ServerConfig,
+        shard_count: u32,
+        listener: TcpListener,
+    ) -> Result<Self> {
+        if shard_count == 0 {
+            return Err(Error::Config { reason: "the shard count must be at least 1".into() });
+        }
+        let mut members: Vec<NodeId> = config.peers.keys().map(|id| NodeId(*id)).collect();
+        members.push(NodeId(config.node_id));
+        members.sort_unstable();
+        members.dedup();
+        let bootstrap = move |engine: &mosaic_engine::Engine<NodeEngine>| {
+            if engine.group_ids()?.contains(&CONTROLLER_GROUP) {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::new();
+            mosaic_controller::bootstrap_batch(
+                &mut batch,
+                CONTROLLER_GROUP,
+                shard_count,
+                mosaic_controller::DEFAULT_MAX_SESSIONS,
+            );
+            engine.write(&batch, WriteOptions { sync: true })
+        };
+        let core = Core::<ControllerMachine>::open_with(&config, listener, bootstrap)?;
+        let group = CONTROLLER_GROUP;
+        core.store
+            .ask(|callback| StoreMsg::CreateGroup { group, members, callback })
+            .await
+            .map_err(Error::Store)?;
+        let service = ControllerService::new(
+            core.node,
+            core.store.clone(),
+            core.directory.clone(),
+            config.request_timeout(),
+        );
+        Ok(core.serve(|router| router.add_service(ControllerServer::new(service))))
     }
 
     /// This node.
@@ -198,6 +204,94 @@ impl Drop for Node {
         if self.shutdown.is_some() {
             self.task.abort();
         }
+    }
+}
+
+/// What every node runs, whatever its role: the data directory, the store thread of state
+/// machine `SM`, the Raft transport, and the listener the gRPC server will serve.
+struct Core<SM: StateMachine<NodeEngine>> {
+    node: NodeId,
+    local_addr: SocketAddr,
+    listener: TcpListener,
+    store: StoreHandle<NodeEngine, SM>,
+    runner: StoreRunner,
+    directory: Directory,
+    raft: RaftTransportServer<RaftService<NodeEngine, SM>>,
+    closing: watch::Sender<bool>,
+}
+
+impl<SM: StateMachine<NodeEngine>> Core<SM> {
+    fn open(config: &ServerConfig, listener: TcpListener) -> Result<Self> {
+        Self::open_with(config, listener, |_| Ok(()))
+    }
+
+    /// Opens the data directory, runs `prepare` on the engine, then starts the store thread
+    /// (which recovers every hosted group).
+    fn open_with(
+        config: &ServerConfig,
+        listener: TcpListener,
+        prepare: impl FnOnce(&mosaic_engine::Engine<NodeEngine>) -> mosaic_engine::Result<()>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let node = NodeId(config.node_id);
+        let cluster = ClusterId(config.cluster_id);
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Listen { address: config.listen.clone(), source })?;
+        let identity = NodeIdentity { cluster_id: cluster, node_id: node };
+        let storage_error = |source| Error::Storage { path: config.data_dir.clone(), source };
+        let engine = mosaic_engine_rocks::open(&config.data_dir, identity, &config.rocks_config())
+            .map_err(storage_error)?;
+        prepare(&engine).map_err(storage_error)?;
+        let engine = Arc::new(engine);
+
+        let mut addresses: BTreeMap<NodeId, String> =
+            config.peers.iter().map(|(id, address)| (NodeId(*id), address.clone())).collect();
+        addresses.insert(node, config.advertised().to_string());
+        let directory = Directory::new(addresses);
+
+        let (store, inbox) = runner::channel(config.store_inbox_capacity);
+        let store_config = config.store_config();
+        let transport = GrpcTransport::new(
+            TransportOptions {
+                node,
+                cluster,
+                peer_queue_batches: config.peer_queue_batches,
+                snapshot_chunk_bytes_max: store_config.snapshot_chunk_bytes_max,
+                snapshot_bytes_per_sec: config.snapshot_bytes_per_sec,
+            },
+            directory.clone(),
+            tokio::runtime::Handle::current(),
+            store.clone(),
+        );
+        let snapshot_bytes_max = store_config.snapshot_bytes_max;
+        let runner =
+            runner::spawn(format!("store-{node}"), inbox, config.tick_interval(), move || {
+                Store::open(node, engine, store_config, transport)
+            })
+            .map_err(|source| Error::Listen { address: "store thread".into(), source })?;
+        let (closing, closing_received) = watch::channel(false);
+        let raft_service =
+            RaftService::new(node, cluster, snapshot_bytes_max, store.clone(), closing_received);
+        let raft = RaftTransportServer::new(raft_service)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        Ok(Self { node, local_addr, listener, store, runner, directory, raft, closing })
+    }
+
+    /// Serves the Raft transport and the services `add` adds (the role's) on the listener,
+    /// until the node is stopped.
+    fn serve(self, add: impl FnOnce(Router) -> Router) -> Node {
+        let router = add(tonic::transport::Server::builder().add_service(self.raft));
+        let (shutdown, shutdown_received) = oneshot::channel();
+        let (stop_serving, serving_stopped) = oneshot::channel::<()>();
+        let server = router.serve_with_incoming_shutdown(incoming(self.listener), async {
+            let _ = serving_stopped.await;
+        });
+        tracing::info!(node = %self.node, address = %self.local_addr, "node serving");
+        let stop = StopServing { stop_serving, closing: self.closing };
+        let task = tokio::spawn(serve(self.node, server, self.runner, shutdown_received, stop));
+        Node { node: self.node, local_addr: self.local_addr, shutdown: Some(shutdown), task }
     }
 }
 

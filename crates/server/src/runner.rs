@@ -60,6 +60,19 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
         })));
         receiver.await.unwrap_or(Err(Error::Stopped))
     }
+
+    /// As [`StoreHandle::ask`], giving up with `Timeout` after `timeout` (the request may
+    /// still be answered later, to no one).
+    ///
+    /// # Errors
+    /// As [`StoreHandle::ask`]; `Timeout`.
+    pub async fn ask_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        build: impl FnOnce(Callback<T>) -> StoreMsg<K, SM>,
+    ) -> Result<T> {
+        tokio::time::timeout(timeout, self.ask(build)).await.unwrap_or(Err(Error::Timeout))
+    }
 }
 
 /// The receiving end of the inbox, handed to [`spawn`].

@@ -79,7 +79,7 @@ impl<K: KvEngine, SM: StateMachine<K>> GrpcTransport<K, SM> {
 
     fn peer_queue(&mut self, to: NodeId) -> Option<&mpsc::Sender<pb::RaftBatch>> {
         if !self.peers.contains_key(&to) {
-            let address = self.directory.address(to)?.to_string();
+            let address = self.directory.address(to)?;
             let (sender, receiver) = mpsc::channel(self.options.peer_queue_batches);
             let store = self.store.clone();
             self.runtime.spawn(peer_stream(to, address, receiver, store));
@@ -121,7 +121,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
         reader: SnapshotReader<K::Snapshot>,
     ) {
         let store = self.store.clone();
-        let Some(address) = self.directory.address(to).map(str::to_string) else {
+        let Some(address) = self.directory.address(to) else {
             store.send(StoreMsg::SnapshotStatus { group, to, delivered: false });
             return;
         };

@@ -1,0 +1,377 @@
+//! The commands against the controller group: each is one `Execute` (deduplicated, so the
+//! client's retries apply it once) or one linearizable `Query`.
+//!
+//! A command the controller refused prints the reason on stderr (`--output json`: a
+//! `{"refused": {"kind", "message"}}` document on stdout) and exits 1. A command that changed
+//! nothing because it was already applied (the same `group add` run twice, say) says so and
+//! exits 0.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId, ShardId};
+use mosaic_controller::rebalance::rebalance;
+use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove, shard_moves};
+use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
+use mosaic_proto::pb;
+use serde_json::json;
+
+use super::{Output, print_line, replicas};
+
+/// The controller, as the admin commands use it.
+pub(super) struct Cluster {
+    client: ControllerClient,
+    output: Output,
+}
+
+impl Cluster {
+    /// A client of the controller replicas `controllers`.
+    pub(super) fn connect(
+        controllers: &[String],
+        timeout: Duration,
+        output: Output,
+    ) -> anyhow::Result<Self> {
+        if controllers.is_empty() {
+            bail!(
+                "this command talks to the controller: give its replicas as --controllers HOST:PORT,..."
+            );
+        }
+        let options = ControllerClientOptions { timeout, ..ControllerClientOptions::default() };
+        let client = ControllerClient::new(controllers.to_vec(), options)?;
+        Ok(Self { client, output })
+    }
+
+    pub(super) async fn add_group(
+        &self,
+        group: u64,
+        members: &[u64],
+        max_moves: Option<u32>,
+    ) -> anyhow::Result<ExitCode> {
+        let members = members.iter().map(|node| NodeId(*node)).collect();
+        let groups = BTreeMap::from([(GroupId(group), members)]);
+        self.execute(Command::AddGroups { groups, max_moves }).await
+    }
+
+    pub(super) async fn remove_group(
+        &self,
+        group: u64,
+        max_moves: Option<u32>,
+    ) -> anyhow::Result<ExitCode> {
+        self.execute(Command::RemoveGroups { groups: vec![GroupId(group)], max_moves }).await
+    }
+
+    pub(super) async fn move_shard(&self, shard: u32, group: u64) -> anyhow::Result<ExitCode> {
+        self.execute(Command::MoveShard { shard: ShardId(shard), group: GroupId(group) }).await
+    }
+
+    pub(super) async fn rebalance(
+        &self,
+        dry_run: bool,
+        max_moves: Option<u32>,
+    ) -> anyhow::Result<ExitCode> {
+        if !dry_run {
+            return self.execute(Command::Rebalance { max_moves }).await;
+        }
+        let answer = self.client.query(None).await?;
+        let config = &answer.config;
+        let groups: BTreeSet<GroupId> = config.groups.keys().copied().collect();
+        let moves = shard_moves(&config.shards, &rebalance(&config.shards, &groups, max_moves));
+        let text = match self.output {
+            Output::Human => {
+                let mut text = format!(
+                    "dry run against configuration {}: {} shard(s) would move",
+                    config.num,
+                    moves.len()
+                );
+                push_moves(&mut text, &moves);
+                text
+            }
+            Output::Json => json!({
+                "dry_run": true,
+                "num": config.num.0,
+                "moves": moves_json(&moves),
+            })
+            .to_string(),
+        };
+        print_line(&text)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub(super) async fn node_list(&self) -> anyhow::Result<ExitCode> {
+        let answer = self.client.query(None).await?;
+        let text = match self.output {
+            Output::Human => {
+                let mut text = format!("{:<6} {}", "node", "address");
+                for (node, address) in &answer.nodes {
+                    text.push_str(&format!("\n{:<6} {address}", node.0));
+                }
+                text
+            }
+            Output::Json => {
+                let nodes: Vec<_> = answer
+                    .nodes
+                    .iter()
+                    .map(|(node, address)| json!({ "id": node.0, "address": address }))
+                    .collect();
+                json!({ "controller_leader": self.leader_json(&answer), "nodes": nodes })
+                    .to_string()
+            }
+        };
+        print_line(&text)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub(super) async fn config_show(&self, num: Option<u64>) -> anyhow::Result<ExitCode> {
+        let answer = self.client.query(num.map(ConfigNum)).await?;
+        let config = &answer.config;
+        let text = match self.output {
+            Output::Human => {
+                let mut text = format!(
+                    "configuration {} (latest {}; {} shards); controller leader: {}",
+                    config.num,
+                    answer.latest,
+                    config.shard_count(),
+                    self.leader_text(&answer)
+                );
+                text.push_str(&format!("\n{:<7} {:<16} {}", "group", "nodes", "shards"));
+                for (group, members) in &config.groups {
+                    text.push_str(&format!(
+                        "\n{:<7} {:<16} {}",
+                        group.0,
+                        ids(members),
+                        shard_ranges(&config.shards_of(*group))
+                    ));
+                }
+                let unassigned: Vec<ShardId> = (0..config.shard_count())
+                    .map(ShardId)
+                    .filter(|shard| config.owner(*shard).is_none())
+                    .collect();
+                if !unassigned.is_empty() {
+                    text.push_str(&format!("\nunassigned shards: {}", shard_ranges(&unassigned)));
+                }
+                text
+            }
+            Output::Json => json!({
+                "num": config.num.0,
+                "latest": answer.latest.0,
+                "controller_leader": self.leader_json(&answer),
+                "shards": config.shards.iter().map(|owner| owner.map(|g| g.0)).collect::<Vec<_>>(),
+                "groups": groups_json(config),
+            })
+            .to_string(),
+        };
+        print_line(&text)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The latest configuration's groups, with each group's leader as its members report it.
+    pub(super) async fn status(&self) -> anyhow::Result<ExitCode> {
+        let answer = self.client.query(None).await?;
+        let config = &answer.config;
+        let mut rows = Vec::new();
+        for (group, members) in &config.groups {
+            let leader = group_leader(&answer, *group, members).await;
+            rows.push((*group, members, leader, config.shards_of(*group)));
+        }
+        let text = match self.output {
+            Output::Human => {
+                let mut text = format!(
+                    "configuration {}; controller leader: {}",
+                    config.num,
+                    self.leader_text(&answer)
+                );
+                text.push_str(&format!(
+                    "\n{:<7} {:<16} {:<8} {}",
+                    "group", "nodes", "leader", "shards"
+                ));
+                for (group, members, leader, shards) in &rows {
+                    text.push_str(&format!(
+                        "\n{:<7} {:<16} {:<8} {}",
+                        group.0,
+                        ids(members),
+                        leader.map_or("-".to_string(), |node| node.to_string()),
+                        shard_ranges(shards)
+                    ));
+                }
+                text
+            }
+            Output::Json => {
+                let groups: Vec<_> = rows
+                    .iter()
+                    .map(|(group, members, leader, shards)| {
+                        json!({
+                            "group": group.0,
+                            "nodes": members.iter().map(|n| n.0).collect::<Vec<_>>(),
+                            "leader": leader.map(|n| n.0),
+                            "shards": shards.iter().map(|s| s.0).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "num": config.num.0,
+                    "controller_leader": self.leader_json(&answer),
+                    "groups": groups,
+                })
+                .to_string()
+            }
+        };
+        print_line(&text)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Applies `command` and prints what it did, or why it was refused.
+    async fn execute(&self, command: Command) -> anyhow::Result<ExitCode> {
+        match self.client.execute(command).await? {
+            Ok(outcome) => {
+                print_line(&self.outcome_text(&outcome))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(refusal) => {
+                self.print_refusal(&refusal)?;
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+
+    fn outcome_text(&self, outcome: &Outcome) -> String {
+        match (self.output, outcome) {
+            (Output::Human, Outcome::NodeRegistered { node }) => format!("node {node} registered"),
+            (Output::Human, Outcome::NodeAddressChanged { node, previous }) => {
+                format!("node {node} registered at its new address (it was {previous})")
+            }
+            (Output::Human, Outcome::ConfigCreated { num, moves }) => {
+                let mut text =
+                    format!("configuration {num} created; {} shard(s) move", moves.len());
+                push_moves(&mut text, moves);
+                text
+            }
+            (Output::Human, Outcome::Unchanged { num, reason }) => {
+                format!("nothing changed (the latest configuration is still {num}): {reason}")
+            }
+            (Output::Json, Outcome::NodeRegistered { node }) => {
+                json!({ "result": "node-registered", "node": node.0 }).to_string()
+            }
+            (Output::Json, Outcome::NodeAddressChanged { node, previous }) => {
+                json!({ "result": "node-address-changed", "node": node.0, "previous": previous })
+                    .to_string()
+            }
+            (Output::Json, Outcome::ConfigCreated { num, moves }) => {
+                json!({ "result": "config-created", "num": num.0, "moves": moves_json(moves) })
+                    .to_string()
+            }
+            (Output::Json, Outcome::Unchanged { num, reason }) => {
+                json!({ "result": "unchanged", "num": num.0, "reason": reason }).to_string()
+            }
+        }
+    }
+
+    fn print_refusal(&self, refusal: &RefusalInfo) -> anyhow::Result<()> {
+        match self.output {
+            Output::Human => {
+                eprintln!("mosaic: the controller refused: {}", refusal.message);
+                Ok(())
+            }
+            Output::Json => print_line(
+                &json!({ "refused": { "kind": refusal.kind, "message": refusal.message } })
+                    .to_string(),
+            ),
+        }
+    }
+
+    fn leader_text(&self, answer: &QueryAnswer) -> String {
+        match self.client.leader() {
+            Some(address) => format!("replica {} at {address}", answer.leader),
+            None => format!("replica {}", answer.leader),
+        }
+    }
+
+    fn leader_json(&self, answer: &QueryAnswer) -> serde_json::Value {
+        json!({ "id": answer.leader.0, "address": self.client.leader() })
+    }
+}
+
+/// The leader of `group` as its members report it; `None` when none answers as leader.
+async fn group_leader(answer: &QueryAnswer, group: GroupId, members: &[NodeId]) -> Option<NodeId> {
+    for member in members {
+        let Some(address) = answer.nodes.get(member) else {
+            continue;
+        };
+        let Ok(mut client) = replicas::client(address).await else {
+            continue;
+        };
+        let request = pb::GroupStatusRequest { group_id: group.0 };
+        if let Ok(status) = client.group_status(request).await {
+            let status = status.into_inner();
+            if let Some(leader) = status.leader {
+                return Some(NodeId(leader));
+            }
+        }
+    }
+    None
+}
+
+fn push_moves(text: &mut String, moves: &[ShardMove]) {
+    let owner =
+        |group: Option<GroupId>| group.map_or("unassigned".to_string(), |g| format!("group {g}"));
+    for shard_move in moves {
+        text.push_str(&format!(
+            "\n  shard {}: {} -> {}",
+            shard_move.shard,
+            owner(shard_move.from),
+            owner(shard_move.to)
+        ));
+    }
+}
+
+fn moves_json(moves: &[ShardMove]) -> Vec<serde_json::Value> {
+    moves
+        .iter()
+        .map(
+            |m| json!({ "shard": m.shard.0, "from": m.from.map(|g| g.0), "to": m.to.map(|g| g.0) }),
+        )
+        .collect()
+}
+
+fn groups_json(config: &Configuration) -> serde_json::Value {
+    let groups: serde_json::Map<String, serde_json::Value> = config
+        .groups
+        .iter()
+        .map(|(group, members)| {
+            (group.0.to_string(), json!(members.iter().map(|n| n.0).collect::<Vec<_>>()))
+        })
+        .collect();
+    serde_json::Value::Object(groups)
+}
+
+fn ids(nodes: &[NodeId]) -> String {
+    nodes.iter().map(|node| node.0.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Shards as ranges: `0-3,7,9-10`; `-` for none.
+fn shard_ranges(shards: &[ShardId]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = shards.iter().map(|shard| shard.0).peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().expect("peeked");
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+    }
+    if parts.is_empty() { "-".to_string() } else { parts.join(",") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ranges_join_consecutive_shards() {
+        let shards = |ids: &[u32]| ids.iter().map(|id| ShardId(*id)).collect::<Vec<_>>();
+        assert_eq!(shard_ranges(&shards(&[])), "-");
+        assert_eq!(shard_ranges(&shards(&[4])), "4");
+        assert_eq!(shard_ranges(&shards(&[0, 1, 2, 3, 7, 9, 10])), "0-3,7,9-10");
+    }
+}

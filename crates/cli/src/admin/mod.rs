@@ -1,0 +1,244 @@
+//! `mosaic admin`: operator commands.
+//!
+//! Against the controller (`--controllers HOST:PORT,...`): the node registry, adding and
+//! removing groups, moving shards, rebalancing, the configuration history and the cluster's
+//! status ([`cluster`]):
+//!
+//! ```text
+//! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 node list
+//! mosaic admin --controllers ... group add 1 --nodes 1,2,3
+//! mosaic admin --controllers ... rebalance --dry-run
+//! mosaic admin --controllers ... config show
+//! ```
+//!
+//! Against storage nodes directly (`--nodes ID=HOST:PORT,...`): creating a group on its members
+//! without a controller, a group's status on each member, and changing a group's membership
+//! ([`replicas`]):
+//!
+//! ```text
+//! mosaic admin --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 group create 1
+//! mosaic admin --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 group status 1
+//! ```
+//!
+//! Human-readable output by default, `--output json` for scripts; a non-zero exit and a
+//! message on stderr on any error; a command the controller refused exits 1 and says why.
+
+mod cluster;
+mod replicas;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use mosaic_client::NodeId;
+
+use crate::nodes::{NodeAddress, node_map, parse_node};
+
+/// How long one admin call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flags of `mosaic admin`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The controller replicas, as HOST:PORT,HOST:PORT.
+    #[arg(long, value_delimiter = ',')]
+    controllers: Vec<String>,
+    /// The storage nodes, as ID=HOST:PORT,ID=HOST:PORT (for the commands that talk to nodes
+    /// directly: group create, status, add-replica, remove-replica).
+    #[arg(long, value_delimiter = ',', value_parser = parse_node)]
+    nodes: Vec<NodeAddress>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    /// How long a command may take, including retries while the controller elects a leader,
+    /// in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Tables for people.
+    Human,
+    /// One JSON document for scripts.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Registered storage nodes (controller).
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Replica groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Shards (controller).
+    #[command(subcommand)]
+    Shard(ShardCommand),
+    /// Spreads the shards evenly over the groups (controller).
+    Rebalance {
+        /// Prints the moves a rebalance would make now, and changes nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Moves at most this many shards (run again to go on).
+        #[arg(long)]
+        max_moves: Option<u32>,
+    },
+    /// The configuration history (controller).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Every group of the latest configuration: members, leader, shards (controller, then
+    /// the storage nodes).
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Lists every registered node and its address.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum ShardCommand {
+    /// Gives one shard to one group (a later rebalance may move it again).
+    Move {
+        /// The shard.
+        shard: u32,
+        /// The group that gets it.
+        group: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Shows a configuration (the latest by default): shard -> group, group -> nodes.
+    Show {
+        /// The configuration number.
+        num: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Adds a group hosted by registered nodes, and rebalances (controller).
+    Add {
+        /// The group id (a positive integer).
+        group: u64,
+        /// The member node ids, comma-separated.
+        #[arg(long = "nodes", value_delimiter = ',', required = true)]
+        members: Vec<u64>,
+        /// Moves at most this many shards between existing groups.
+        #[arg(long)]
+        max_moves: Option<u32>,
+    },
+    /// Removes a group; its shards go to the others (controller).
+    Remove {
+        /// The group id.
+        group: u64,
+        /// Moves at most this many shards between the remaining groups.
+        #[arg(long)]
+        max_moves: Option<u32>,
+    },
+    /// Creates a group with a replica on every node of --nodes (or on --members only),
+    /// without a controller.
+    Create {
+        /// The group id (a positive integer).
+        group: u64,
+        /// The member node ids, comma-separated (default: every node of --nodes).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<u64>,
+    },
+    /// Shows each member's view of a group: role, leader, term, log positions (--nodes).
+    Status {
+        /// The group id.
+        group: u64,
+    },
+    /// Adds a replica of an existing group on a node of --nodes: the node receives the
+    /// group's state as a snapshot, as a learner, and becomes a voter once caught up.
+    AddReplica {
+        /// The group id.
+        group: u64,
+        /// The node that gets the replica.
+        #[arg(long)]
+        node: u64,
+        /// How long the whole operation may take, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Removes a node's replica from a group's membership, through the group's log (--nodes).
+    RemoveReplica {
+        /// The group id.
+        group: u64,
+        /// The node whose replica leaves the group.
+        #[arg(long)]
+        node: u64,
+    },
+}
+
+/// Runs `mosaic admin`.
+pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let output = args.output;
+    let timeout = Duration::from_secs(args.timeout);
+    let cluster = || cluster::Cluster::connect(&args.controllers, timeout, output);
+    match args.command {
+        AdminCommand::Node(NodeCommand::List) => cluster()?.node_list().await,
+        AdminCommand::Group(GroupCommand::Add { group, members, max_moves }) => {
+            cluster()?.add_group(group, &members, max_moves).await
+        }
+        AdminCommand::Group(GroupCommand::Remove { group, max_moves }) => {
+            cluster()?.remove_group(group, max_moves).await
+        }
+        AdminCommand::Shard(ShardCommand::Move { shard, group }) => {
+            cluster()?.move_shard(shard, group).await
+        }
+        AdminCommand::Rebalance { dry_run, max_moves } => {
+            cluster()?.rebalance(dry_run, max_moves).await
+        }
+        AdminCommand::Config(ConfigCommand::Show { num }) => cluster()?.config_show(num).await,
+        AdminCommand::Status => cluster()?.status().await,
+        AdminCommand::Group(GroupCommand::Create { group, members }) => {
+            let nodes = node_flags(&args.nodes)?;
+            let members: Vec<NodeId> = if members.is_empty() {
+                nodes.keys().copied().collect()
+            } else {
+                members.into_iter().map(NodeId).collect()
+            };
+            replicas::create_group(&nodes, group, &members, output).await
+        }
+        AdminCommand::Group(GroupCommand::Status { group }) => {
+            replicas::group_status(&node_flags(&args.nodes)?, group, output).await
+        }
+        AdminCommand::Group(GroupCommand::AddReplica { group, node, timeout }) => {
+            let nodes = node_flags(&args.nodes)?;
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            let members = replicas::Members { nodes: &nodes, group, deadline };
+            members.add_replica(NodeId(node), output).await
+        }
+        AdminCommand::Group(GroupCommand::RemoveReplica { group, node }) => {
+            let nodes = node_flags(&args.nodes)?;
+            let members =
+                replicas::Members { nodes: &nodes, group, deadline: Instant::now() + timeout };
+            members.remove_replica(NodeId(node), output).await
+        }
+    }
+}
+
+/// The storage nodes of --nodes, for the commands that talk to them directly.
+fn node_flags(nodes: &[NodeAddress]) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    if nodes.is_empty() {
+        bail!("this command talks to the storage nodes: give them as --nodes ID=HOST:PORT,...");
+    }
+    node_map(nodes).map_err(anyhow::Error::msg)
+}
+
+/// Writes one line of the command's output to stdout.
+fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").and_then(|()| stdout.flush()).context("writing to stdout")
+}

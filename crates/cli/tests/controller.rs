@@ -1,0 +1,167 @@
+//! End-to-end tests of the controller: three `mosaic controller` processes, storage nodes that
+//! register with them and create the replicas placed on them, and `mosaic admin
+//! --controllers` driving it all: every refused command says why and changes nothing, a
+//! retried command reports that it was applied already, a controller replica killed in the
+//! middle of the commands changes nothing that was acknowledged.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mosaic_client::Consistency;
+use serde_json::Value;
+use support::{Processes, Role, WAIT_MAX, stderr};
+
+const SHARDS: u32 = 8;
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", stdout(output)))
+}
+
+/// Three controllers and three storage nodes following them.
+fn cluster() -> (Processes, Processes) {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let controller_addresses = controllers.addresses.values().cloned().collect();
+    let nodes = Processes::start_as(Role::Following(controller_addresses), 3);
+    (controllers, nodes)
+}
+
+/// Waits until `count` nodes are registered.
+fn wait_registered(controllers: &Processes, count: usize) {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let output = controllers.try_admin(&["--output", "json", "node", "list"]);
+        if output.status.success() && json(&output)["nodes"].as_array().map(Vec::len) == Some(count)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nodes never registered: {}", stderr(&output));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn latest(controllers: &Processes) -> Value {
+    json(&controllers.admin(&["--output", "json", "config", "show"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_register_and_create_the_groups_the_controller_places_on_them() {
+    let (controllers, nodes) = cluster();
+    wait_registered(&controllers, 3);
+    let list = stdout(&controllers.admin(&["node", "list"]));
+    for address in nodes.addresses.values() {
+        assert!(list.contains(address.as_str()), "{list}");
+    }
+
+    let added = stdout(&controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]));
+    assert!(added.contains("configuration 1 created; 8 shard(s) move"), "{added}");
+    let again = stdout(&controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]));
+    assert!(again.contains("nothing changed"), "{again}");
+    let second =
+        json(&controllers.admin(&["--output", "json", "group", "add", "2", "--nodes", "1,2,3"]));
+    assert_eq!(second["result"], "config-created");
+    assert_eq!(second["moves"].as_array().unwrap().len(), 4, "{second}");
+
+    // The nodes create both groups' replicas by themselves; each group elects a leader.
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let status = json(&controllers.admin(&["--output", "json", "status"]));
+        let groups = status["groups"].as_array().unwrap().clone();
+        if groups.len() == 2 && groups.iter().all(|group| group["leader"].is_u64()) {
+            assert_eq!(groups[0]["shards"].as_array().unwrap().len(), 4, "{status}");
+            assert!(status["controller_leader"]["id"].is_u64(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "groups never led: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replica = json(&nodes.admin(&["--output", "json", "group", "status", "2"]));
+    assert_eq!(replica["replicas"].as_array().unwrap().len(), 3, "{replica}");
+    // Both groups serve writes on the same three processes.
+    for group in [1, 2] {
+        let client = nodes.group_client(group);
+        let key = format!("key-of-group-{group}");
+        client.put(key.clone(), "v").await.unwrap();
+        let value = client.get(key, Consistency::Linearizable).await.unwrap();
+        assert_eq!(value.as_deref(), Some(&b"v"[..]), "group {group}");
+    }
+
+    let plan = stdout(&controllers.admin(&["shard", "move", "0", "2"]));
+    assert!(plan.contains("shard 0: group 1 -> group 2"), "{plan}");
+    let dry = json(&controllers.admin(&["--output", "json", "rebalance", "--dry-run"]));
+    assert_eq!(dry["moves"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(latest(&controllers)["num"], 3, "a dry run changes nothing");
+    controllers.admin(&["rebalance"]);
+    assert_eq!(latest(&controllers)["num"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() {
+    let (controllers, _nodes) = cluster();
+    wait_registered(&controllers, 3);
+    controllers.admin(&["group", "add", "1", "--nodes", "1,2"]);
+    let before = latest(&controllers);
+    for (args, expected) in [
+        (&["group", "add", "2", "--nodes", "1,9"][..], "not registered"),
+        (&["group", "add", "1", "--nodes", "1,2,3"][..], "already exists"),
+        (&["group", "add", "2", "--nodes", "1,1"][..], "listed twice"),
+        (&["group", "add", "0", "--nodes", "1"][..], "reserved"),
+        (&["group", "remove", "7"][..], "does not exist"),
+        (&["group", "remove", "1"][..], "without an owner"),
+        (&["shard", "move", "8", "1"][..], "out of range"),
+        (&["shard", "move", "0", "5"][..], "does not exist"),
+        (&["config", "show", "99"][..], "does not exist"),
+    ] {
+        let output = controllers.try_admin(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stdout(&output));
+        assert!(stderr(&output).contains(expected), "{args:?}: {}", stderr(&output));
+    }
+    let refused = json(&controllers.try_admin(&["--output", "json", "group", "remove", "7"]));
+    assert_eq!(refused["refused"]["kind"], "unknown-group", "{refused}");
+    assert_eq!(latest(&controllers), before, "a refused command changed the configuration");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_controller_failures_and_a_killed_leader_loses_nothing() {
+    let (mut controllers, _nodes) = cluster();
+    wait_registered(&controllers, 3);
+    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--nodes", "1,2"]);
+    let first = json(&controllers.admin(&["--output", "json", "config", "show", "1"]));
+    let second = json(&controllers.admin(&["--output", "json", "config", "show", "2"]));
+
+    // Each replica stopped in turn: the others keep answering with the same history.
+    for id in 1..=3 {
+        controllers.kill(id);
+        let mut again = json(&controllers.admin(&["--output", "json", "config", "show", "1"]));
+        again["controller_leader"] = first["controller_leader"].clone();
+        assert_eq!(again, first, "configuration 1 with replica {id} down");
+        controllers.spawn(id);
+        controllers.wait_listening(id);
+    }
+
+    // The leader killed while a command is in flight: the command is applied exactly once
+    // (by the old leader before it died, or by the new one after the client's retry with the
+    // same seq), and the new leader has every earlier configuration.
+    let leader = latest(&controllers)["controller_leader"]["id"].as_u64().unwrap();
+    let command = controllers.admin_command(&["group", "add", "3", "--nodes", "2,3"]);
+    std::thread::sleep(Duration::from_millis(30));
+    controllers.kill(leader);
+    let output = command.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let third = stdout(&output);
+    assert!(third.contains("configuration 3 created"), "{third}");
+    let mut again = json(&controllers.admin(&["--output", "json", "config", "show", "2"]));
+    assert_eq!(again["latest"], 3);
+    again["controller_leader"] = second["controller_leader"].clone();
+    again["latest"] = second["latest"].clone();
+    assert_eq!(again, second);
+    let now = latest(&controllers);
+    assert_ne!(now["controller_leader"]["id"].as_u64(), Some(leader));
+    assert_eq!(now["num"], 3);
+}

@@ -1,0 +1,282 @@
+//! Processes of the real `mosaic` binary for the end-to-end tests: storage nodes (with static
+//! peers, or following the controller) and controller replicas, each with its own data
+//! directory and log file under one temporary directory; every process is killed on drop
+//! (and the tail of each log printed if the test failed).
+// Each test crate uses part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mosaic_client::{Client, ClientOptions, GroupId, NodeId, Routing, StaticRouting};
+use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
+use tempfile::TempDir;
+
+pub const GROUP: u64 = 1;
+pub const SHARDS: u32 = 8;
+pub const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// What the processes of a [`Processes`] run.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Storage nodes that know each other as --peers.
+    Servers,
+    /// Storage nodes that follow the controller replicas at these addresses.
+    Following(Vec<String>),
+    /// Controller replicas of a cluster with this many shards.
+    Controllers(u32),
+}
+
+fn mosaic() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mosaic"))
+}
+
+/// `size` processes of one role and their data directories.
+pub struct Processes {
+    role: Role,
+    root: TempDir,
+    pub addresses: BTreeMap<u64, String>,
+    pub children: BTreeMap<u64, Child>,
+}
+
+impl Processes {
+    /// Storage nodes that know each other as peers.
+    pub fn start(size: u64) -> Self {
+        Self::start_as(Role::Servers, size)
+    }
+
+    /// Starts `size` processes of `role`, ids 1 to `size`, and waits until each listens.
+    pub fn start_as(role: Role, size: u64) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let addresses = (1..=size).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let mut processes = Self { role, root, addresses, children: BTreeMap::new() };
+        for id in 1..=size {
+            processes.spawn(id);
+        }
+        for id in 1..=size {
+            processes.wait_listening(id);
+        }
+        processes
+    }
+
+    /// Waits until node `id` accepts connections (it has opened its store and serves).
+    pub fn wait_listening(&self, id: u64) {
+        let deadline = Instant::now() + WAIT_MAX;
+        while std::net::TcpStream::connect(&self.addresses[&id]).is_err() {
+            assert!(Instant::now() < deadline, "node {id} never listened; see {:?}", self.log(id));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.root.path().join(format!("node-{id}"))
+    }
+
+    pub fn log(&self, id: u64) -> PathBuf {
+        self.root.path().join(format!("node-{id}.log"))
+    }
+
+    fn peers(&self, except: u64) -> String {
+        self.addresses
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .map(|(id, address)| format!("{id}={address}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn nodes_flag(&self) -> String {
+        self.peers(0)
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(id)).unwrap();
+        // The file sets a fast tick and a small cache; identity and addresses come as flags.
+        let config = self.root.path().join(format!("node-{id}.toml"));
+        let text = format!(
+            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n\
+             [raft]\ncompact-log-after-entries = 50\ncompact-log-keep-entries = 10\n\
+             [storage]\nblock-cache-bytes = 16777216\n",
+            self.data_dir(id).display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut command = mosaic();
+        match &self.role {
+            Role::Servers => command.args(["server", "--peers", &self.peers(id)]),
+            Role::Following(controllers) => {
+                command.args(["server", "--controllers", &controllers.join(",")])
+            }
+            Role::Controllers(shards) => command
+                .args(["controller", "--peers", &self.peers(id)])
+                .args(["--shard-count", &shards.to_string()]),
+        };
+        let child = command
+            .args(["--id", &id.to_string(), "--listen", &self.addresses[&id], "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosaic server");
+        self.children.insert(id, child);
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The addresses, comma-separated (the `--controllers` flag of these processes).
+    pub fn addresses_flag(&self) -> String {
+        self.addresses.values().cloned().collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs `mosaic admin` against these processes (controllers or nodes) and asserts that
+    /// it succeeded.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let output = self.try_admin(args);
+        assert!(output.status.success(), "mosaic admin {args:?}: {}", stderr(&output));
+        output
+    }
+
+    /// Runs `mosaic admin` against these processes.
+    pub fn try_admin(&self, args: &[&str]) -> Output {
+        self.admin_command(args).wait_with_output().unwrap()
+    }
+
+    /// Starts `mosaic admin` against these processes, without waiting for it.
+    pub fn admin_command(&self, args: &[&str]) -> Child {
+        let target = match self.role {
+            Role::Controllers(_) => ["--controllers".to_string(), self.addresses_flag()],
+            Role::Servers | Role::Following(_) => ["--nodes".to_string(), self.nodes_flag()],
+        };
+        mosaic()
+            .arg("admin")
+            .args(target)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Sends `signal` (STOP, CONT) to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.children[&id].id().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    pub async fn follower(&self) -> u64 {
+        let leader = self.leader().await;
+        *self.children.keys().find(|id| **id != leader).expect("a follower")
+    }
+
+    pub fn kv(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut command = mosaic();
+        command
+            .args(["kv", "--nodes", &self.nodes_flag(), "--group", &GROUP.to_string()])
+            .args(["--shard-count", &SHARDS.to_string()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        {
+            use std::io::Write as _;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(bytes) = stdin {
+                input.write_all(bytes).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// A client routing every key to group [`GROUP`] on these nodes.
+    pub fn client(&self) -> Client {
+        self.group_client(GROUP)
+    }
+
+    /// A client routing every key to `group` on these nodes.
+    pub fn group_client(&self, group: u64) -> Client {
+        let nodes = self.addresses.iter().map(|(id, a)| (NodeId(*id), a.clone())).collect();
+        let routing = Routing::single_group(GroupId(group), nodes, SHARDS).unwrap();
+        Client::new(StaticRouting::new(routing), ClientOptions::default()).unwrap()
+    }
+
+    pub async fn status(&self, id: u64) -> Option<pb::GroupStatusResponse> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addresses[&id]))
+                .unwrap()
+                .connect_timeout(Duration::from_millis(200))
+                .timeout(Duration::from_millis(500))
+                .connect()
+                .await
+                .ok()?;
+        let request = pb::GroupStatusRequest { group_id: GROUP };
+        NodeAdminClient::new(channel).group_status(request).await.ok().map(|r| r.into_inner())
+    }
+
+    pub async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            for id in self.children.keys() {
+                if self.status(*id).await.is_some_and(|s| s.role == "leader") {
+                    return *id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within {WAIT_MAX:?}; logs in {}", self.root.path().display());
+    }
+
+    /// Waits until every running node has applied what the leader has.
+    pub async fn wait_caught_up(&self) {
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            let leader = self.leader().await;
+            let target = self.status(leader).await.map_or(u64::MAX, |s| s.applied_index);
+            let mut behind = Vec::new();
+            for id in self.children.keys() {
+                let applied = self.status(*id).await.map_or(0, |s| s.applied_index);
+                if applied < target {
+                    behind.push((*id, applied));
+                }
+            }
+            if behind.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes {behind:?} stay behind {target}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for id in self.addresses.keys() {
+                let log = std::fs::read_to_string(self.log(*id)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- node {id} log (last lines) ---");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

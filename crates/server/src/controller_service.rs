@@ -1,0 +1,85 @@
+//! The `Controller` service of a controller replica: commands go through the controller
+//! group's log, queries are linearizable reads at its leader. A replica that does not lead
+//! answers `NotLeader` with the leader's address (from the controller peers it was started
+//! with), so clients find the leader in one more round trip.
+
+use std::time::Duration;
+
+use mosaic_controller::{ControllerMachine, ControllerQuery};
+use mosaic_engine::GroupId;
+use mosaic_proto::controller as convert;
+use mosaic_proto::pb::{self, controller_server::Controller};
+use mosaic_raft::NodeId;
+use mosaic_raftstore::{Consistency, StoreMsg};
+use tonic::{Request, Response, Status};
+
+use crate::node::NodeEngine;
+use crate::runner::StoreHandle;
+use crate::status::{Directory, to_status};
+
+/// The controller group's id in a controller replica's store (the only group there).
+pub const CONTROLLER_GROUP: GroupId = GroupId(1);
+
+/// The `Controller` service of one controller replica.
+pub struct ControllerService {
+    node: NodeId,
+    store: StoreHandle<NodeEngine, ControllerMachine>,
+    directory: Directory,
+    request_timeout: Duration,
+}
+
+impl ControllerService {
+    /// The service of replica `node`, feeding `store`.
+    #[must_use]
+    pub fn new(
+        node: NodeId,
+        store: StoreHandle<NodeEngine, ControllerMachine>,
+        directory: Directory,
+        request_timeout: Duration,
+    ) -> Self {
+        Self { node, store, directory, request_timeout }
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, ControllerMachine>,
+    ) -> Result<T, Status> {
+        self.store
+            .ask_within(self.request_timeout, build)
+            .await
+            .map_err(|error| to_status(&error, &self.directory))
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn execute(
+        &self,
+        request: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let request = convert::request_from_pb(request.into_inner())
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let group = CONTROLLER_GROUP;
+        let result =
+            self.ask(|callback| StoreMsg::Propose { group, proposal: request, callback }).await?;
+        Ok(Response::new(convert::execute_response_to_pb(&result)))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let query = ControllerQuery { num: convert::query_request_from_pb(request.into_inner()) };
+        let group = CONTROLLER_GROUP;
+        let consistency = Consistency::Linearizable;
+        let read =
+            self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
+        let view = read.output.map_err(|error| Status::not_found(error.to_string()))?;
+        Ok(Response::new(convert::query_response_to_pb(
+            &view.config,
+            view.latest,
+            &view.nodes,
+            self.node,
+        )))
+    }
+}

@@ -1,0 +1,145 @@
+//! A storage node following the controller: it registers itself (id and advertised address),
+//! then polls the latest configuration every [`POLL_INTERVAL`], learns every registered
+//! node's address (so its transport can reach replicas on nodes it was not told about), and
+//! creates its replica of every group placed on it.
+//!
+//! Creating a replica is idempotent, so a configuration is handled again until every replica
+//! it places here exists. Shards moving between groups, and destroying the replicas of a
+//! removed group, are the migration's part (docs/raftstore.md).
+
+use std::time::Duration;
+
+use mosaic_client::{ControllerClient, ControllerClientOptions};
+use mosaic_controller::{Command, ConfigNum, Configuration};
+use mosaic_raft::NodeId;
+use mosaic_raftstore::StoreMsg;
+use mosaic_shardkv::KvStateMachine;
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+use crate::node::NodeEngine;
+use crate::runner::StoreHandle;
+use crate::status::Directory;
+
+/// How often the latest configuration is asked for.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Pause before registering again after a failure.
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
+
+/// Follows the controller for one storage node.
+pub struct Follower {
+    node: NodeId,
+    address: String,
+    client: ControllerClient,
+    store: StoreHandle<NodeEngine, KvStateMachine>,
+    directory: Directory,
+}
+
+impl Follower {
+    /// The follower of the node `config` describes, feeding `store`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the controller addresses are not valid.
+    pub fn new(
+        config: &ServerConfig,
+        store: StoreHandle<NodeEngine, KvStateMachine>,
+        directory: Directory,
+    ) -> Result<Self> {
+        let client =
+            ControllerClient::new(config.controllers.clone(), ControllerClientOptions::default())
+                .map_err(|error| Error::Config { reason: format!("controllers: {error}") })?;
+        Ok(Self {
+            node: NodeId(config.node_id),
+            address: config.advertised().to_string(),
+            client,
+            store,
+            directory,
+        })
+    }
+
+    /// Registers, then follows the configurations until `closing` turns true.
+    pub async fn run(self, mut closing: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => {}
+            () = self.follow() => {}
+        }
+    }
+
+    async fn follow(&self) {
+        if !self.register().await {
+            return;
+        }
+        let mut placed = ConfigNum(0);
+        loop {
+            match self.client.query(None).await {
+                Ok(answer) => {
+                    for (node, address) in &answer.nodes {
+                        if self.directory.set(*node, address) {
+                            tracing::info!(%node, %address, "learned a node's address");
+                        }
+                    }
+                    if answer.config.num > placed && self.place(&answer.config).await {
+                        placed = answer.config.num;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(node = %self.node, %error, "cannot read the configuration");
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Registers this node until the controller answers; false when it refused (the node
+    /// then serves only the groups it already hosts).
+    async fn register(&self) -> bool {
+        let command = Command::RegisterNode { node: self.node, address: self.address.clone() };
+        loop {
+            match self.client.execute(command.clone()).await {
+                Ok(Ok(outcome)) => {
+                    tracing::info!(node = %self.node, address = %self.address, ?outcome,
+                        "registered with the controller");
+                    return true;
+                }
+                Ok(Err(refusal)) => {
+                    tracing::error!(node = %self.node, address = %self.address, %refusal,
+                        "the controller refused to register this node; fix --advertise");
+                    return false;
+                }
+                Err(error) => {
+                    tracing::warn!(node = %self.node, %error, "cannot register yet; retrying");
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Creates this node's replica of every group `config` places here; true when all exist.
+    async fn place(&self, config: &Configuration) -> bool {
+        let mut all = true;
+        for (group, members) in &config.groups {
+            if !members.contains(&self.node) {
+                continue;
+            }
+            let (group, members) = (*group, members.clone());
+            let created =
+                self.store.ask(|callback| StoreMsg::CreateGroup { group, members, callback }).await;
+            match created {
+                Ok(()) => {}
+                // The replica exists with another membership (changed with `group
+                // add-replica`/`remove-replica`): it is there, and retrying cannot help.
+                Err(error @ mosaic_raftstore::Error::InvalidArgument { .. }) => {
+                    tracing::warn!(node = %self.node, %group, num = %config.num, %error,
+                        "the replica placed here exists with another membership; keeping it");
+                }
+                Err(error) => {
+                    tracing::warn!(node = %self.node, %group, num = %config.num, %error,
+                        "cannot create the replica placed here; will retry");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+}
