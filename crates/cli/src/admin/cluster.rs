@@ -312,15 +312,21 @@ async fn group_leader(answer: &QueryAnswer, group: GroupId, members: &[NodeId]) 
     None
 }
 
+/// One line per (from, to) pair of groups, with the shards it moves as ranges.
 fn push_moves(text: &mut String, moves: &[ShardMove]) {
     let owner =
         |group: Option<GroupId>| group.map_or("unassigned".to_string(), |g| format!("group {g}"));
+    let mut by_pair: BTreeMap<(Option<GroupId>, Option<GroupId>), Vec<ShardId>> = BTreeMap::new();
     for shard_move in moves {
+        by_pair.entry((shard_move.from, shard_move.to)).or_default().push(shard_move.shard);
+    }
+    for ((from, to), shards) in by_pair {
+        let noun = if shards.len() == 1 { "shard" } else { "shards" };
         text.push_str(&format!(
-            "\n  shard {}: {} -> {}",
-            shard_move.shard,
-            owner(shard_move.from),
-            owner(shard_move.to)
+            "\n  {noun} {}: {} -> {}",
+            shard_ranges(&shards),
+            owner(from),
+            owner(to)
         ));
     }
 }
