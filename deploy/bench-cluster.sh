@@ -14,18 +14,9 @@ out="$(realpath -m "${1:-bench-results.jsonl}")"
 shift || true
 first_port="${MOSAIC_BENCH_PORT:-7301}"
 
-bin="${MOSAIC_BIN:-}"
-if [[ -z "$bin" ]]; then
-  cargo build --release --locked --quiet -p mosaic-cli --bin mosaic
-  bin="$CARGO_TARGET_DIR/release/mosaic"
-fi
-data="$(mktemp -d)"
 source deploy/local-cluster.sh
-cleanup() {
-  stop_local_cluster
-  rm -rf "$data"
-}
-trap cleanup EXIT
+mosaic_bin release
+use_temp_cluster_dir
 start_local_cluster "$bin" "$data" "$first_port"
 "$bin" admin --nodes "$nodes" group create 1 >/dev/null
 

@@ -15,18 +15,9 @@ secs="${2:-30}"
 first_port="${MOSAIC_BENCH_PORT:-7201}"
 tick_ms="${MOSAIC_BENCH_TICK_MS:-100}"
 
-bin="${MOSAIC_BIN:-}"
-if [[ -z "$bin" ]]; then
-  cargo build --workspace --all-targets --locked --quiet
-  bin="$CARGO_TARGET_DIR/debug/mosaic"
-fi
-data="$(mktemp -d)"
 source deploy/local-cluster.sh
-cleanup() {
-  stop_local_cluster
-  rm -rf "$data"
-}
-trap cleanup EXIT
+mosaic_bin debug
+use_temp_cluster_dir
 printf 'tick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' "$tick_ms" >"$data/common.toml"
 start_local_cluster "$bin" "$data" "$first_port" --config "$data/common.toml"
 

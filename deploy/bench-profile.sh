@@ -17,21 +17,14 @@ secs="${3:-8}"
 first_port="${MOSAIC_BENCH_PORT:-7301}"
 command -v perf >/dev/null || { echo "bench-profile: perf is missing (apt-get install linux-perf)" >&2; exit 1; }
 
-bin="${MOSAIC_BIN:-}"
-if [[ -z "$bin" ]]; then
-  cargo build --release --locked --quiet -p mosaic-cli --bin mosaic
-  bin="$CARGO_TARGET_DIR/release/mosaic"
-fi
-mkdir -p "$out"
-data="$(mktemp -d)"
 source deploy/local-cluster.sh
+mosaic_bin release
+mkdir -p "$out"
 bench_pid=""
-cleanup() {
+before_cluster_stop() {
   if [[ -n "$bench_pid" ]]; then kill "$bench_pid" 2>/dev/null || true; fi
-  stop_local_cluster
-  rm -rf "$data"
 }
-trap cleanup EXIT
+use_temp_cluster_dir
 start_local_cluster "$bin" "$data" "$first_port"
 "$bin" admin --nodes "$nodes" group create 1 >/dev/null
 

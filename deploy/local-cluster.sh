@@ -11,6 +11,12 @@
 #     --nodes value for mosaic kv/admin/bench) and adds to `pids`.
 #   stop_local_cluster
 #     SIGTERM to every process started, then waits for them.
+#   mosaic_bin release|debug
+#     sets `bin`: $MOSAIC_BIN if set, else the release build of `mosaic` or the debug build
+#     the tests share, built first.
+#   use_temp_cluster_dir
+#     sets `data` to a new temporary directory; on exit, runs `before_cluster_stop` if the
+#     script defines it, stops every process started and removes the directory.
 
 pids=()
 nodes=""
@@ -63,4 +69,27 @@ stop_local_cluster() {
     wait "${pids[@]}" 2>/dev/null || true
     pids=()
   fi
+}
+
+mosaic_bin() {
+  bin="${MOSAIC_BIN:-}"
+  [[ -n "$bin" ]] && return
+  if [[ "$1" == release ]]; then
+    cargo build --release --locked --quiet -p mosaic-cli --bin mosaic
+    bin="$CARGO_TARGET_DIR/release/mosaic"
+  else
+    cargo build --workspace --all-targets --locked --quiet
+    bin="$CARGO_TARGET_DIR/debug/mosaic"
+  fi
+}
+
+cleanup_temp_cluster() {
+  if declare -F before_cluster_stop >/dev/null; then before_cluster_stop; fi
+  stop_local_cluster
+  rm -rf "$data"
+}
+
+use_temp_cluster_dir() {
+  data="$(mktemp -d)"
+  trap cleanup_temp_cluster EXIT
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use mosaic_client::{Client, ClientOptions, Consistency, StaticRouting};
+use mosaic_raft::SplitMix64;
 use serde_json::json;
 
 use crate::nodes::GroupRoute;
@@ -112,26 +113,14 @@ struct Tally {
     get_misses: u64,
 }
 
-/// SplitMix64: fast, and good enough to pick keys and fill values.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// `length` pseudo-random bytes (for values).
+fn random_bytes(rng: &mut SplitMix64, length: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(length + 8);
+    while out.len() < length {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
-
-    fn bytes(&mut self, length: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(length + 8);
-        while out.len() < length {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(length);
-        out
-    }
+    out.truncate(length);
+    out
 }
 
 fn key(index: u64) -> Vec<u8> {
@@ -186,10 +175,10 @@ async fn preload(clients: &Arc<Vec<Client>>, args: &BenchArgs) -> anyhow::Result
         let (keys, value_size) = (args.keys, args.value_size);
         tasks.push(tokio::spawn(async move {
             let client = &clients[(task % clients.len() as u64) as usize];
-            let mut rng = Rng(task);
+            let mut rng = SplitMix64::new(task);
             let mut index = task;
             while index < keys {
-                client.put(key(index), rng.bytes(value_size)).await?;
+                client.put(key(index), random_bytes(&mut rng, value_size)).await?;
                 index += PRELOAD_CONCURRENCY as u64;
             }
             Ok::<(), mosaic_client::ClientError>(())
@@ -224,19 +213,19 @@ async fn run_workload(
         let (keys, value_size) = (args.keys, args.value_size);
         tasks.push(tokio::spawn(async move {
             let client = &clients[(task % clients.len() as u64) as usize];
-            let mut rng = Rng(task.wrapping_mul(7919) ^ 0x5eed);
+            let mut rng = SplitMix64::new(task.wrapping_mul(7919) ^ 0x5eed);
             let mut tally = Tally::default();
             loop {
                 let began = Instant::now();
                 if began >= measure_until {
                     return tally;
                 }
-                let index = rng.next() % keys;
-                let is_get = (rng.next() as f64 / u64::MAX as f64) < read_ratio;
+                let index = rng.below(keys);
+                let is_get = (rng.next_u64() as f64 / u64::MAX as f64) < read_ratio;
                 let result = if is_get {
                     client.get(key(index), Consistency::Linearizable).await.map(|v| v.is_some())
                 } else {
-                    client.put(key(index), rng.bytes(value_size)).await.map(|_| true)
+                    client.put(key(index), random_bytes(&mut rng, value_size)).await.map(|_| true)
                 };
                 let ended = Instant::now();
                 if began < measure_from || ended > measure_until {
@@ -376,9 +365,9 @@ mod tests {
 
     #[test]
     fn values_have_the_asked_length() {
-        let mut rng = Rng(1);
-        assert_eq!(rng.bytes(256).len(), 256);
-        assert_eq!(rng.bytes(3).len(), 3);
-        assert_ne!(rng.bytes(16), rng.bytes(16));
+        let mut rng = SplitMix64::new(1);
+        assert_eq!(random_bytes(&mut rng, 256).len(), 256);
+        assert_eq!(random_bytes(&mut rng, 3).len(), 3);
+        assert_ne!(random_bytes(&mut rng, 16), random_bytes(&mut rng, 16));
     }
 }

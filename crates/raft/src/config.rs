@@ -106,30 +106,3 @@ impl Config {
         Ok(())
     }
 }
-
-/// A small deterministic generator (SplitMix64) for election timeouts: the same seed gives the
-/// same timeouts on every platform and every version.
-#[derive(Clone, Debug)]
-pub(crate) struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Returns a value in `[low, high)`.
-    pub(crate) fn in_range(&mut self, low: u32, high: u32) -> u32 {
-        assert!(low < high, "empty range [{low}, {high})");
-        low + (self.next_u64() % u64::from(high - low)) as u32
-    }
-}

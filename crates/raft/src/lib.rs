@@ -64,6 +64,7 @@ mod message;
 mod raft;
 mod raw_node;
 mod read_only;
+mod rng;
 mod storage;
 mod tracker;
 mod types;
@@ -72,6 +73,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use message::{Message, MessageBody, RejectHint};
 pub use raw_node::{PeerStatus, RawNode, Ready, Status};
+pub use rng::SplitMix64;
 pub use storage::{MemStorage, RaftState, Storage, limit_size};
 pub use tracker::ProgressState;
 pub use types::{

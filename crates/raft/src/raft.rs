@@ -10,11 +10,12 @@
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use crate::config::{Config, SplitMix64};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::read_only::{PendingRead, ReadOnly};
+use crate::rng::SplitMix64;
 use crate::storage::Storage;
 use crate::tracker::{ProgressState, ProgressTracker, VoteResult};
 use crate::types::{

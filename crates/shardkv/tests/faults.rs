@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use harness::{Cluster, Slot, take};
 use mosaic_engine::{ClientId, GroupId};
-use mosaic_raft::NodeId;
+use mosaic_raft::{NodeId, SplitMix64};
 use mosaic_raftstore::{Consistency, Error, StoreConfig};
 use mosaic_shardkv::{KvWrite, WriteKind, WriteOutcome};
 
@@ -29,23 +29,6 @@ const KEYS: [&str; 3] = ["a", "b", "c"];
 const STEPS: usize = 400;
 const RETRIES_MAX: u32 = 6;
 const LIVENESS_TICKS_MAX: usize = 300;
-
-/// SplitMix64: the same seed gives the same run everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What is known about one append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +50,7 @@ struct Op {
 }
 
 fn run(seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     // Logs compact often, so replicas that were down or cut off catch up by snapshots.
     let config = StoreConfig {
         seed,
@@ -186,7 +169,13 @@ fn merge(old: Outcome, new: Outcome) -> Outcome {
 }
 
 /// Takes answers; retries appends that were refused or abandoned, at the hinted leader.
-fn collect(cluster: &mut Cluster, ops: &mut [Op], step: usize, rng: &mut Rng, retries_max: u32) {
+fn collect(
+    cluster: &mut Cluster,
+    ops: &mut [Op],
+    step: usize,
+    rng: &mut SplitMix64,
+    retries_max: u32,
+) {
     for op in ops.iter_mut() {
         let answer = match &op.slot {
             Some(slot) => take(slot),
