@@ -46,12 +46,14 @@ Mosaic playground: 3 controller replicas, 3 storage nodes, group 1 replicated on
   data and logs: $data
 
 Try, in another terminal:
-  $bin kv --nodes $nodes --group 1 put greeting hello
-  $bin kv --nodes $nodes --group 1 get greeting
-  echo -n ", world" | $bin kv --nodes $nodes --group 1 append greeting
-  $bin admin --nodes $nodes group status 1
+  $bin kv --controllers $controllers put greeting hello
+  $bin kv --controllers $controllers get greeting
+  echo -n ", world" | $bin kv --controllers $controllers append greeting
+  $bin admin --controllers $controllers group add 2 --nodes 1,2,3   # half the shards move
+  $bin admin --controllers $controllers wait                       # until they have moved
   $bin admin --controllers $controllers status
   $bin admin --controllers $controllers config show
+  $bin admin --nodes $nodes group status 1
   kill -9 <pid of the leader's node>   # pids: ${pids[*]} (controllers 1 2 3, nodes 1 2 3)
 
 Ctrl-C stops the cluster.

@@ -6,10 +6,11 @@ use std::error::Error;
 use std::path::PathBuf;
 
 /// The proto files, relative to the proto root. Each is compiled and watched.
-const PROTO_FILES: [&str; 4] = [
+const PROTO_FILES: [&str; 5] = [
     "mosaic/v1/admin.proto",
     "mosaic/v1/controller.proto",
     "mosaic/v1/kv.proto",
+    "mosaic/v1/migration.proto",
     "mosaic/v1/raft.proto",
 ];
 

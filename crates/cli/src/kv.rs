@@ -1,13 +1,25 @@
 //! `mosaic kv`: reads and writes keys, routed by shard like any Mosaic client.
 //!
 //! ```text
+//! mosaic kv --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 put greeting hello
+//! mosaic kv --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 get greeting
 //! mosaic kv --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --group 1 put greeting hello
 //! mosaic kv --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --group 1 get greeting
-//! printf 'binary\0value' | mosaic kv --nodes ... --group 1 append log
+//! printf 'binary\0value' | mosaic kv --controllers ... append log
 //! ```
 //!
-//! Until the controller places shards, every shard is routed to the one group `--group`, whose
-//! members are the nodes of `--nodes`; `--shard-count` must match the cluster's.
+//! The command routes each key one of two ways, and exactly one must be given:
+//! - `--controllers HOST:PORT,...`: by the controller's latest configuration, which names the
+//!   group that owns the key's shard and where its nodes listen (the shard count too). The
+//!   client asks the controller first, and again when a node says the configuration it used is
+//!   stale; one ask takes at most half of `--timeout`. A key whose shard no group owns yet
+//!   (no group was added) fails, exit code 1, with advice to add one;
+//! - `--nodes ID=HOST:PORT,... --group G`: without a controller, every shard is routed to the
+//!   one group `G`, whose members are the nodes of `--nodes`; `--shard-count` must match the
+//!   cluster's.
+//!
+//! Giving both, neither, `--nodes` without `--group` (or the reverse), or `--shard-count` with
+//! `--controllers`, is bad usage.
 //!
 //! # Output contract
 //!
@@ -42,14 +54,16 @@ use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::nodes::GroupRoute;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Client, ClientError, ClientOptions, Consistency, LogIndex, StaticRouting, WriteOutcome,
+    Client, ClientError, ClientOptions, Consistency, ControllerClient, ControllerClientOptions,
+    ControllerRouting, LogIndex, RoutingError, RoutingSource, StaticRouting, WriteOutcome,
 };
+
+use crate::nodes::{KeyRoute, KeySource};
 
 /// Exit code: success.
 pub const EXIT_SUCCESS: u8 = 0;
@@ -64,7 +78,7 @@ pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 #[derive(Args, Debug)]
 pub struct KvArgs {
     #[command(flatten)]
-    route: GroupRoute,
+    route: KeyRoute,
     /// How long the command may take, retries included (for example 500ms, 10s, 2m).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
@@ -208,6 +222,15 @@ fn json_line(value: &serde_json::Value) -> Vec<u8> {
     line
 }
 
+/// Which flags a command routed by, for the advice of its error line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RouteFlags {
+    /// `--controllers`.
+    Controllers,
+    /// `--nodes`, `--group` and `--shard-count`.
+    Nodes,
+}
+
 /// The exit code of a failed command.
 fn exit_code_for(error: &ClientError, is_write: bool) -> u8 {
     if is_write && error.outcome() == WriteOutcome::Unknown {
@@ -218,19 +241,39 @@ fn exit_code_for(error: &ClientError, is_write: bool) -> u8 {
 }
 
 /// The one line printed on stderr for a failed command: what went wrong and what to do.
-fn error_line(command: &str, error: &ClientError, is_write: bool) -> String {
+fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFlags) -> String {
     let advice = match error {
         ClientError::InvalidArgument { .. } => "fix the request; retrying it will not help",
         _ if is_write && error.outcome() == WriteOutcome::Unknown => {
             "the write may or may not have been applied: read the key to check before retrying"
         }
-        ClientError::Timeout { .. } if is_write => {
+        ClientError::Timeout { .. } if is_write && route == RouteFlags::Nodes => {
             "the write was not applied: check that the nodes of --nodes are up and that --group \
              and --shard-count are right, then retry (or raise --timeout)"
         }
-        ClientError::Timeout { .. } => {
+        ClientError::Timeout { .. } if route == RouteFlags::Nodes => {
             "check that the nodes of --nodes are up and that --group and --shard-count are \
              right, then retry (or raise --timeout)"
+        }
+        ClientError::Timeout { .. } if is_write => {
+            "the write was not applied: check that the controllers of --controllers and the \
+             storage nodes of its configuration are up, then retry (or raise --timeout)"
+        }
+        ClientError::Timeout { .. } => {
+            "check that the controllers of --controllers and the storage nodes of its \
+             configuration are up, then retry (or raise --timeout)"
+        }
+        ClientError::Routing { reason: RoutingError::Source { .. } } => {
+            "check that the controllers of --controllers are up and reachable, then retry (or \
+             raise --timeout)"
+        }
+        ClientError::Routing { .. } if route == RouteFlags::Controllers => {
+            "the controller's configuration cannot be routed by: check it with `mosaic admin \
+             --controllers ... config show` and the node registry with `node list`"
+        }
+        ClientError::ShardUnassigned { .. } => {
+            "add a group with `mosaic admin --controllers ... group add GROUP --nodes ID,...`, \
+             then retry"
         }
         ClientError::Routing { .. }
         | ClientError::InvalidOptions { .. }
@@ -253,20 +296,52 @@ fn error_line(command: &str, error: &ClientError, is_write: bool) -> String {
 /// Only when the command's own input or output fails (stdin cannot be read, stdout cannot be
 /// written); every failure of the operation itself is reported on stderr and in the exit code.
 pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
-    let routing = match args.route.routing() {
-        Ok(routing) => routing,
+    let KvArgs { route, timeout, output, command } = args;
+    let options = ClientOptions { timeout, ..ClientOptions::default() };
+    match route.source() {
         Err(message) => {
             eprintln!("mosaic kv: {message}; fix --nodes, --group or --shard-count");
-            return Ok(ExitCode::from(EXIT_USAGE));
+            Ok(ExitCode::from(EXIT_USAGE))
         }
-    };
-    let options = ClientOptions { timeout: args.timeout, ..ClientOptions::default() };
-    let client = Client::new(StaticRouting::new(routing), options)?;
-    let output = args.output;
-    let name = args.command.name();
-    let is_write = !matches!(args.command, KvCommand::Get { .. });
+        Ok(KeySource::Static(routing)) => {
+            let client = Client::new(StaticRouting::new(routing), options)?;
+            run_command(&client, command, output, RouteFlags::Nodes).await
+        }
+        Ok(KeySource::Controllers(addresses)) => {
+            // Half of the deadline at most for one ask: a controller that does not answer
+            // fails the command with its own error, which names the replicas it tried.
+            let controller_options = ControllerClientOptions {
+                timeout: timeout / 2,
+                ..ControllerClientOptions::default()
+            };
+            let controller = match ControllerClient::new(addresses, controller_options) {
+                Ok(controller) => controller,
+                Err(error @ ClientError::InvalidControllerAddresses { .. }) => {
+                    eprintln!("mosaic kv: {error}; fix --controllers");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let client = Client::new(ControllerRouting::new(controller), options)?;
+            run_command(&client, command, output, RouteFlags::Controllers).await
+        }
+    }
+}
 
-    let printed = match args.command {
+/// Runs `command` with `client`, whichever source it routes by, and returns the exit code.
+///
+/// # Errors
+/// As [`run`].
+async fn run_command<S: RoutingSource>(
+    client: &Client<S>,
+    command: KvCommand,
+    output: Output,
+    route: RouteFlags,
+) -> anyhow::Result<ExitCode> {
+    let name = command.name();
+    let is_write = !matches!(command, KvCommand::Get { .. });
+
+    let printed = match command {
         KvCommand::Get { key, consistency } => client
             .get(key.into_encoded_bytes(), consistency.into())
             .await
@@ -290,7 +365,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_SUCCESS))
         }
         Err(error) => {
-            eprintln!("{}", error_line(name, &error, is_write));
+            eprintln!("{}", error_line(name, &error, is_write, route));
             Ok(ExitCode::from(exit_code_for(&error, is_write)))
         }
     }
@@ -303,17 +378,14 @@ fn read_value(value: Option<OsString>) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use mosaic_client::{GroupId, NodeId};
-
-    use crate::nodes::NodeAddress;
-
     use std::io::Cursor;
 
     use clap::error::ErrorKind;
     use clap::{CommandFactory as _, Parser};
-    use mosaic_client::RoutingError;
+    use mosaic_client::{GroupId, NodeId, ShardId};
 
     use super::*;
+    use crate::nodes::NodeAddress;
 
     /// The shape `main.rs` gives the command: `mosaic kv ...`.
     #[derive(Parser, Debug)]
@@ -329,6 +401,7 @@ mod tests {
     }
 
     const NODES: &str = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103";
+    const CONTROLLERS: &str = "127.0.0.1:7001,127.0.0.1:7002";
 
     fn parse(args: &[&str]) -> Result<KvArgs, clap::Error> {
         let argv = ["mosaic", "kv"].iter().chain(args);
@@ -357,8 +430,9 @@ mod tests {
             args.route.nodes[1],
             NodeAddress { node: NodeId(2), address: "127.0.0.1:7102".to_string() }
         );
-        assert_eq!(args.route.group, 7);
+        assert_eq!(args.route.group, Some(7));
         assert_eq!(args.route.shard_count, 64);
+        assert!(args.route.controllers.is_empty());
         assert_eq!(args.timeout, Duration::from_secs(10));
         assert_eq!(args.output, Output::Human);
         match args.command {
@@ -403,6 +477,74 @@ mod tests {
     }
 
     #[test]
+    fn controllers_replace_nodes_and_group() {
+        let args = parse(&["--controllers", CONTROLLERS, "put", "k", "v"]).unwrap();
+        assert_eq!(args.route.controllers, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert!(args.route.nodes.is_empty());
+        assert_eq!(args.route.group, None);
+        assert_eq!(
+            args.route.source(),
+            Ok(KeySource::Controllers(vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into()]))
+        );
+        let args =
+            ["--controllers", CONTROLLERS, "--timeout", "2s", "get", "k", "--output", "json"];
+        let args = parse(&args).unwrap();
+        assert_eq!((args.timeout, args.output), (Duration::from_secs(2), Output::Json));
+    }
+
+    #[test]
+    fn exactly_one_way_of_routing_must_be_given() {
+        let both: &[&[&str]] = &[
+            &["--controllers", CONTROLLERS, "--nodes", NODES, "--group", "1", "get", "k"],
+            &["--controllers", CONTROLLERS, "--nodes", NODES, "get", "k"],
+            &["--controllers", CONTROLLERS, "--group", "1", "get", "k"],
+            &["--controllers", CONTROLLERS, "--shard-count", "8", "get", "k"],
+        ];
+        for args in both {
+            let error = usage_error(args);
+            assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{args:?}: {error}");
+            assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}: {error}");
+        }
+        let incomplete: &[&[&str]] = &[
+            &["get", "k"],                                  // neither
+            &["--shard-count", "8", "get", "k"],            // neither, only the shard count
+            &["--nodes", NODES, "get", "k"],                // --nodes without --group
+            &["--group", "1", "get", "k"],                  // --group without --nodes
+            &["--controllers", "--group", "1", "get", "k"], // --controllers without a value
+        ];
+        for args in incomplete {
+            let error = usage_error(args);
+            assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}: {error}");
+        }
+        let error = usage_error(&["get", "k"]);
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        let message = error.to_string();
+        assert!(message.contains("--controllers") && message.contains("--nodes"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_controller_address_exits_with_the_usage_code_before_sending() {
+        for controllers in ["127.0.0.1", "127.0.0.1:7001,127.0.0.1:7001", ""] {
+            let args = parse(&["--controllers", controllers, "delete", "k"]).unwrap();
+            let code = run(args).await.unwrap();
+            assert_eq!(code, ExitCode::from(EXIT_USAGE), "--controllers {controllers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_while_no_controller_answers_fails_as_not_applied() {
+        let address = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let args = parse(&["--controllers", &address, "--timeout", "400ms", "put", "k", "v"]);
+        let started = std::time::Instant::now();
+        let code = run(args.unwrap()).await.unwrap();
+        assert_eq!(code, ExitCode::from(EXIT_FAILED));
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+
+    #[test]
     fn bad_usage_is_a_clap_error_with_exit_code_2() {
         let cases: &[&[&str]] = &[
             &["--group", "1", "get", "k"],                           // no --nodes
@@ -442,7 +584,9 @@ mod tests {
     fn the_flags_describe_a_single_group_routing() {
         let args =
             parse(&["--nodes", NODES, "--group", "4", "--shard-count", "16", "get", "k"]).unwrap();
-        let routing = args.route.routing().unwrap();
+        let Ok(KeySource::Static(routing)) = args.route.source() else {
+            panic!("--nodes and --group describe a static routing");
+        };
         assert_eq!(routing.shard_count(), 16);
         assert_eq!(routing.members(GroupId(4)), &[NodeId(1), NodeId(2), NodeId(3)]);
         assert_eq!(routing.address(NodeId(3)), Some("127.0.0.1:7103"));
@@ -451,7 +595,7 @@ mod tests {
     #[test]
     fn a_node_named_twice_is_refused() {
         let args = parse(&["--nodes", "1=h:1,1=h:2", "--group", "1", "get", "k"]).unwrap();
-        let message = args.route.routing().unwrap_err();
+        let message = args.route.source().unwrap_err();
         assert!(message.contains("node 1 twice"), "{message}");
     }
 
@@ -532,15 +676,46 @@ mod tests {
 
     #[test]
     fn error_lines_are_one_line_with_advice() {
-        let unknown = error_line("put", &timeout(WriteOutcome::Unknown), true);
+        let unknown = error_line("put", &timeout(WriteOutcome::Unknown), true, RouteFlags::Nodes);
         assert!(unknown.starts_with("mosaic kv put: "), "{unknown}");
         assert!(unknown.contains("read the key to check before retrying"), "{unknown}");
-        let not_applied = error_line("append", &timeout(WriteOutcome::NotApplied), true);
+        let not_applied =
+            error_line("append", &timeout(WriteOutcome::NotApplied), true, RouteFlags::Nodes);
         assert!(not_applied.contains("was not applied"), "{not_applied}");
-        let read = error_line("get", &timeout(WriteOutcome::NotApplied), false);
+        let read = error_line("get", &timeout(WriteOutcome::NotApplied), false, RouteFlags::Nodes);
         assert!(read.contains("raise --timeout") && !read.contains("applied"), "{read}");
         for line in [unknown, not_applied, read] {
             assert!(!line.contains('\n'), "{line:?}");
         }
+    }
+
+    #[test]
+    fn error_lines_of_a_command_routed_by_the_controller_advise_on_the_controller() {
+        let read =
+            error_line("get", &timeout(WriteOutcome::NotApplied), false, RouteFlags::Controllers);
+        assert!(read.contains("--controllers") && !read.contains("--group"), "{read}");
+        let source = ClientError::Routing {
+            reason: RoutingError::Source { reason: "no replica answered".into() },
+        };
+        let down = error_line("put", &source, true, RouteFlags::Controllers);
+        assert!(down.contains("no replica answered"), "{down}");
+        assert!(down.contains("controllers of --controllers are up"), "{down}");
+        let unassigned = ClientError::ShardUnassigned {
+            shard: ShardId(3),
+            config_num: 0,
+            outcome: WriteOutcome::NotApplied,
+        };
+        let line = error_line("put", &unassigned, true, RouteFlags::Controllers);
+        assert!(line.contains("shard 3 is not assigned to any group"), "{line}");
+        assert!(line.contains("group add"), "{line}");
+        assert_eq!(exit_code_for(&unassigned, true), EXIT_FAILED);
+        let maybe_applied = ClientError::ShardUnassigned {
+            shard: ShardId(3),
+            config_num: 0,
+            outcome: WriteOutcome::Unknown,
+        };
+        assert_eq!(exit_code_for(&maybe_applied, true), EXIT_OUTCOME_UNKNOWN);
+        let line = error_line("put", &maybe_applied, true, RouteFlags::Controllers);
+        assert!(line.contains("read the key to check"), "{line}");
     }
 }

@@ -1,10 +1,11 @@
 //! The flags shared by the commands that talk to storage nodes: `--nodes
 //! ID=HOST:PORT,ID=HOST:PORT`, and for the commands that route keys, `--group` and
-//! `--shard-count`.
+//! `--shard-count` ([`GroupRoute`]), or instead of those three, `--controllers
+//! HOST:PORT,HOST:PORT` ([`KeyRoute`]).
 
 use std::collections::BTreeMap;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use mosaic_client::{GroupId, NodeId, Routing};
 
 /// How a key command finds its group: until the controller places shards, every shard is routed
@@ -30,6 +31,58 @@ impl GroupRoute {
     pub fn routing(&self) -> Result<Routing, String> {
         let nodes = node_map(&self.nodes)?;
         Routing::single_group(GroupId(self.group), nodes, self.shard_count)
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// How a key command finds the group of a key: by the controller's latest configuration
+/// (`--controllers`), or without a controller, by one group that owns every shard (`--nodes`
+/// and `--group`, as in [`GroupRoute`]). Exactly one of the two ways is given: clap refuses
+/// neither, both, `--nodes` without `--group` (or the reverse), and `--shard-count` with
+/// `--controllers` (the controller knows the shard count).
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("route").required(true).args(["controllers", "nodes"])))]
+pub struct KeyRoute {
+    /// The controller replicas, as HOST:PORT,HOST:PORT: route every key by the controller's
+    /// latest configuration (instead of --nodes and --group).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["nodes", "group", "shard_count"])]
+    pub controllers: Vec<String>,
+    /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT (with --group, instead of
+    /// --controllers).
+    #[arg(long, value_delimiter = ',', value_parser = parse_node, requires = "group")]
+    pub nodes: Vec<NodeAddress>,
+    /// The group that owns every shard, a positive integer (with --nodes).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), requires = "nodes")]
+    pub group: Option<u64>,
+    /// The cluster's number of shards (with --nodes); must match the one the cluster was
+    /// created with.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: u32,
+}
+
+/// Where a key command takes its placement from, as [`KeyRoute`]'s flags say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// The controller replicas of `--controllers`, as given.
+    Controllers(Vec<String>),
+    /// The one-group placement of `--nodes`, `--group` and `--shard-count`.
+    Static(Routing),
+}
+
+impl KeyRoute {
+    /// The source the flags describe.
+    ///
+    /// # Errors
+    /// A node named twice, or a routing the client refuses, in words. (The controller
+    /// addresses are checked when the controller client is built.)
+    pub fn source(&self) -> Result<KeySource, String> {
+        if !self.controllers.is_empty() {
+            return Ok(KeySource::Controllers(self.controllers.clone()));
+        }
+        let group = self.group.ok_or("--nodes needs --group (or give --controllers instead)")?;
+        let nodes = node_map(&self.nodes)?;
+        Routing::single_group(GroupId(group), nodes, self.shard_count)
+            .map(KeySource::Static)
             .map_err(|error| error.to_string())
     }
 }

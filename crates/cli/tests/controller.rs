@@ -82,13 +82,13 @@ async fn nodes_register_and_create_the_groups_the_controller_places_on_them() {
     }
     let replica = json(&nodes.admin(&["--output", "json", "group", "status", "2"]));
     assert_eq!(replica["replicas"].as_array().unwrap().len(), 3, "{replica}");
-    // Both groups serve writes on the same three processes.
-    for group in [1, 2] {
-        let client = nodes.group_client(group);
-        let key = format!("key-of-group-{group}");
+    // Both groups serve writes on the same three processes, each its own shards.
+    let client = controllers.routed_client();
+    for i in 0..16 {
+        let key = format!("key-{i}");
         client.put(key.clone(), "v").await.unwrap();
         let value = client.get(key, Consistency::Linearizable).await.unwrap();
-        assert_eq!(value.as_deref(), Some(&b"v"[..]), "group {group}");
+        assert_eq!(value.as_deref(), Some(&b"v"[..]), "key-{i}");
     }
 
     let plan = stdout(&controllers.admin(&["shard", "move", "0", "2"]));
@@ -98,6 +98,82 @@ async fn nodes_register_and_create_the_groups_the_controller_places_on_them() {
     assert_eq!(latest(&controllers)["num"], 3, "a dry run changes nothing");
     controllers.admin(&["rebalance"]);
     assert_eq!(latest(&controllers)["num"], 4);
+}
+
+/// Waits until the migration to the latest configuration is over: reads every key through a
+/// client routed by the controller (a read waits out `ShardNotReady` and follows
+/// `WrongGroup`), and checks each value.
+async fn check_values(
+    client: &mosaic_client::Client<mosaic_client::ControllerRouting>,
+    expected: &[String],
+) {
+    for (i, value) in expected.iter().enumerate() {
+        let read = client.get(format!("key-{i}"), Consistency::Linearizable).await.unwrap();
+        assert_eq!(read.as_deref(), Some(value.as_bytes()), "key-{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_move_with_their_data_as_groups_join_and_leave_while_clients_write() {
+    let (controllers, _nodes) = cluster();
+    wait_registered(&controllers, 3);
+    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    let client = controllers.routed_client();
+    let mut expected: Vec<String> = (0..32).map(|i| format!("v{i}")).collect();
+    for (i, value) in expected.iter().enumerate() {
+        client.put(format!("key-{i}"), value.clone()).await.unwrap();
+    }
+    // A writer appends to its own keys throughout; every acknowledged append must be there
+    // exactly once at the end.
+    let writer = {
+        let client = controllers.routed_client();
+        tokio::spawn(async move {
+            let mut acked = 0usize;
+            let stop = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < stop {
+                client.append(format!("hot-{}", acked % 4), "x").await.unwrap();
+                acked += 1;
+            }
+            acked
+        })
+    };
+
+    // Group 2 joins: half the shards move to it, with their data.
+    controllers.admin(&["group", "add", "2", "--nodes", "1,2,3"]);
+    let waited = controllers.admin(&["wait", "--max-wait", "60"]);
+    assert!(
+        stdout(&waited).contains("configuration 2: every shard is served"),
+        "{}",
+        stdout(&waited)
+    );
+    let status = json(&controllers.admin(&["--output", "json", "status"]));
+    assert_eq!(status["settled"], true, "{status}");
+    for group in status["groups"].as_array().unwrap() {
+        assert_eq!(group["config_num"], 2, "{status}");
+        assert_eq!(group["moving"].as_array().unwrap().len(), 0, "{status}");
+    }
+    check_values(&client, &expected).await;
+    for (i, value) in expected.iter_mut().enumerate().step_by(3) {
+        client.append(format!("key-{i}"), "+").await.unwrap();
+        value.push('+');
+    }
+    // Group 1 leaves: every shard ends at group 2.
+    controllers.admin(&["group", "remove", "1"]);
+    check_values(&client, &expected).await;
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let acked = writer.await.unwrap();
+    let mut total = 0;
+    for j in 0..4 {
+        let value = client.get(format!("hot-{j}"), Consistency::Linearizable).await.unwrap();
+        total += value.map_or(0, |value| value.len());
+    }
+    assert_eq!(total, acked, "acknowledged appends lost or applied twice");
+    // The command-line client routes by the controller too.
+    let output = controllers.kv(&["get", "key-1"], None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("{}\n", expected[1]));
+    let shards = latest(&controllers)["shards"].clone();
+    assert!(shards.as_array().unwrap().iter().all(|owner| owner == 2), "{shards}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

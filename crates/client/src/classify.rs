@@ -12,7 +12,7 @@
 //! | `NotLeader` with a leader | the leader | no |
 //! | `NotLeader` without one | next member, after a backoff | no |
 //! | `OutcomeUnknown` | the leader if named, else next member | yes |
-//! | `WrongGroup` | refresh routing, after a backoff | no |
+//! | `WrongGroup` | refresh routing, after a backoff (again, with backoffs, while the routing is older than the node's configuration) | no |
 //! | `GroupNotHosted` | refresh routing, next member, after a backoff | no |
 //! | `ShardNotReady`, `ServerBusy` | same node, after a backoff | no |
 //! | `Timeout` (the node's) | same node, after a backoff | yes |

@@ -10,10 +10,21 @@
 //! - a leader hint per group, only ever a member of the group in the current placement;
 //! - the session lanes of [`crate::session`].
 //!
+//! Routing by a changing placement:
+//! - a `WrongGroup` from a node that has applied configuration `n` makes the client refresh
+//!   its placement after a backoff; while the source answers a placement older than `n`, the
+//!   client keeps asking it, pausing between asks, and sends nothing to the nodes (they would
+//!   only refuse again). A node behind the client's placement (`n` not newer) is retried after
+//!   the refresh;
+//! - a key whose shard no group owns makes the client refresh once, at once; if the shard is
+//!   still unassigned, the operation ends with [`ClientError::ShardUnassigned`];
+//! - a source that fails leaves the client's placement in place; before any placement was
+//!   loaded, the operation fails with the source's error.
+//!
 //! Bounds: every operation ends by its deadline ([`ClientOptions::timeout`]), every attempt by
 //! [`ClientOptions::attempt_timeout`] (or the deadline, if sooner), and the pause before a retry
-//! comes from [`crate::backoff`]. The only retry without a pause is following a leader hint, and
-//! never twice in a row.
+//! or a repeated refresh comes from [`crate::backoff`]. The only retries without a pause are
+//! following a leader hint, never twice in a row, and the one refresh for an unassigned shard.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,9 +35,10 @@ use mosaic_engine::GroupId;
 use mosaic_proto::pb;
 use mosaic_proto::pb::kv_client::KvClient;
 use mosaic_raft::{LogIndex, NodeId};
+use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
-use crate::backoff::JitterSeeds;
+use crate::backoff::{Backoff, JitterSeeds};
 use crate::channel::{Channels, with_timeout};
 use crate::classify::{Action, Failure, LeaderHint, classify_status};
 use crate::error::{ClientError, Progress, Result, WriteOutcome};
@@ -254,10 +266,26 @@ impl<S: RoutingSource> Inner<S> {
         let mut routing = self.routing(deadline).await?;
         let mut next_target: Option<Target> = None;
         let mut followed_leader_last = false;
+        // Whether the placement was refreshed because the key's shard had no owner.
+        let mut refreshed_for_unassigned = false;
 
         loop {
             let shard = shard_for_key(operation.key(), routing.shard_count());
-            let group = routing.group_of(shard).expect("a shard below the shard count has a group");
+            let Some(group) = routing.group_of(shard) else {
+                // The placement may predate the shard's first owner: ask once more, at once
+                // (no node refused anything), then give up with an answer that says why.
+                if refreshed_for_unassigned {
+                    return Err(ClientError::ShardUnassigned {
+                        shard,
+                        config_num: routing.config_num(),
+                        outcome: progress.outcome(),
+                    });
+                }
+                refreshed_for_unassigned = true;
+                next_target = None;
+                routing = self.refresh(&routing, deadline).await;
+                continue;
+            };
             let route = Route { group, shard, config_num: routing.config_num() };
             let target = next_target.take().unwrap_or_else(|| self.preferred(&routing, group));
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -293,6 +321,7 @@ impl<S: RoutingSource> Inner<S> {
             }
 
             let mut pause = true;
+            // Refresh the placement: `Some(skip)`, where `skip` is the node not to retry first.
             let mut refresh = None;
             match failure.action() {
                 Action::Fail => return Err(progress.failed(failure)),
@@ -320,12 +349,17 @@ impl<S: RoutingSource> Inner<S> {
                 tokio::time::sleep(backoff.next_pause().min(remaining)).await;
             }
             if let Some(skip) = refresh {
-                routing = self.refresh(&routing, deadline).await;
+                // A node that has applied configuration `n` and says its group does not own
+                // the shard proves that every placement older than `n` is stale.
+                let at_least = match failure {
+                    Failure::WrongGroup { config_num } => config_num,
+                    _ => 0,
+                };
+                routing = self.refresh_to(&routing, at_least, deadline, &mut backoff).await;
                 if let Some(node) = skip {
                     let shard = shard_for_key(operation.key(), routing.shard_count());
-                    let group =
-                        routing.group_of(shard).expect("a shard below the count has a group");
-                    next_target = Some(next_member(&routing, group, node));
+                    next_target =
+                        routing.group_of(shard).map(|group| next_member(&routing, group, node));
                 }
             }
         }
@@ -417,6 +451,38 @@ impl<S: RoutingSource> Inner<S> {
             }
         };
         tokio::time::timeout_at(deadline, refresh).await.unwrap_or_else(|_| Arc::clone(stale))
+    }
+
+    /// Refreshes `stale` ([`Inner::refresh`]) until the placement is of configuration
+    /// `at_least` or later, pausing by `backoff` between two asks, or until the deadline;
+    /// returns the placement to route by now (older than `at_least` only at the deadline).
+    ///
+    /// Resending to a group of a placement older than a configuration some node has applied
+    /// only earns another `WrongGroup`, so the client asks the source again rather than the
+    /// nodes: a source that lags (or keeps failing) is asked again after each pause, and the
+    /// operation ends by its deadline.
+    async fn refresh_to(
+        &self,
+        stale: &Arc<Routing>,
+        at_least: u64,
+        deadline: Instant,
+        backoff: &mut Backoff<SmallRng>,
+    ) -> Arc<Routing> {
+        let mut routing = self.refresh(stale, deadline).await;
+        while routing.config_num() < at_least {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            tracing::debug!(
+                config_num = routing.config_num(),
+                at_least,
+                "the routing source has no placement as new as a node's; asking again"
+            );
+            tokio::time::sleep(backoff.next_pause().min(remaining)).await;
+            routing = self.refresh(&routing, deadline).await;
+        }
+        routing
     }
 
     /// Routes by `routing` from now on; drops the channels and leader hints it makes stale.

@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use mosaic_controller::ConfigNum;
+use mosaic_engine::ShardId;
 
 use crate::classify::Failure;
 use crate::routing::RoutingError;
@@ -70,12 +71,28 @@ pub enum ClientError {
         /// What went wrong with the last attempt, for people.
         last_failure: String,
     },
-    /// No usable placement: the routing source failed before the first request, or gave a
-    /// placement that breaks an invariant.
+    /// No usable placement: the routing source failed before the first request
+    /// ([`RoutingError::Source`]), or gave a placement that breaks an invariant.
     #[error("cannot route: {reason}")]
     Routing {
         /// What is wrong.
         reason: RoutingError,
+    },
+    /// The key's shard is owned by no group, in the placement the client had and in the one
+    /// its routing source gave when asked again: the cluster has no group to serve it yet
+    /// (configuration 0), or no longer has one. Retrying helps once a group owns the shard.
+    #[error(
+        "shard {shard} is not assigned to any group in configuration {config_num}: the cluster \
+         has no group to serve it yet"
+    )]
+    ShardUnassigned {
+        /// The key's shard.
+        shard: ShardId,
+        /// The configuration that leaves it unassigned.
+        config_num: u64,
+        /// Whether the write may have been applied (by an earlier attempt, when the shard was
+        /// still assigned).
+        outcome: WriteOutcome,
     },
     /// The controller has no configuration of the number a query asked for (it is past the
     /// latest).
@@ -126,6 +143,7 @@ impl ClientError {
         match self {
             Self::InvalidArgument { outcome, .. }
             | Self::Timeout { outcome, .. }
+            | Self::ShardUnassigned { outcome, .. }
             | Self::MalformedResponse { outcome, .. } => *outcome,
             Self::Routing { .. }
             | Self::UnknownConfig { .. }
@@ -226,6 +244,11 @@ mod tests {
             outcome: WriteOutcome::Unknown,
         };
         assert_eq!(malformed.outcome(), WriteOutcome::Unknown);
+        for outcome in [WriteOutcome::NotApplied, WriteOutcome::Unknown] {
+            let unassigned =
+                ClientError::ShardUnassigned { shard: ShardId(3), config_num: 0, outcome };
+            assert_eq!(unassigned.outcome(), outcome);
+        }
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //! every retry, and concurrent writes use different client ids. A write that fails says whether
 //! it may have been applied ([`ClientError::outcome`]).
 //!
+//! The placement comes from a [`RoutingSource`]: a fixed one ([`StaticRouting`]), or the
+//! controller's latest configuration ([`ControllerRouting`]), asked again whenever a node says
+//! the placement is stale. A key whose shard no group owns yet fails with
+//! [`ClientError::ShardUnassigned`].
+//!
 //! A [`ControllerClient`] speaks to the controller group instead: it runs [`Command`]s through
 //! the controller's log (each applied once, by the same `(client_id, seq)` rule) and reads
 //! numbered [`Configuration`]s and the node registry, finding the controller's leader by its
-//! replicas' hints. The admin CLI uses it, and so do storage nodes that register and follow the
-//! configurations.
+//! replicas' hints. The admin CLI uses it, storage nodes that register and follow the
+//! configurations use it, and so does [`ControllerRouting`].
 //!
 //! ```no_run
 //! # async fn example() -> mosaic_client::Result<()> {
@@ -42,6 +47,7 @@ mod channel;
 mod classify;
 mod client;
 mod controller;
+mod controller_routing;
 mod error;
 mod operation;
 mod routing;
@@ -52,6 +58,7 @@ mod test_support;
 
 pub use client::{Client, ClientOptions};
 pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
+pub use controller_routing::ControllerRouting;
 pub use error::{ClientError, Result, WriteOutcome};
 pub use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove};
 pub use mosaic_engine::{ClientId, GroupId, ShardId};

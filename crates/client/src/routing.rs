@@ -1,14 +1,21 @@
 //! The placement a client routes by ([`Routing`], whose invariants every instance holds), and
 //! where it comes from ([`RoutingSource`]).
 //!
-//! Until the controller exists, routing is static ([`StaticRouting`], usually built with
-//! [`Routing::single_group`]). A controller-backed [`RoutingSource`] will answer
-//! [`RoutingSource::latest`] with the newest configuration it has; the client asks for it
-//! whenever a node says the routing it used is stale (`WrongGroup`, `GroupNotHosted`).
+//! Two sources exist: a static placement ([`StaticRouting`], usually built with
+//! [`Routing::single_group`]), and the controller's latest configuration
+//! ([`crate::ControllerRouting`], converted by [`Routing::from_configuration`]). The client asks
+//! its source again whenever a node says the placement it used is stale (`WrongGroup`,
+//! `GroupNotHosted`), and when a key's shard has no owner in the placement it has.
+//!
+//! A placement may leave shards unassigned: configuration 0 assigns none, and a cluster whose
+//! groups were all removed has none to assign. [`Routing::group_of`] answers `None` for such a
+//! shard, and the client refuses an operation on it ([`crate::ClientError::ShardUnassigned`])
+//! once a refreshed placement still leaves it unassigned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
+use mosaic_controller::Configuration;
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_raft::NodeId;
 
@@ -93,10 +100,11 @@ pub enum RoutingError {
 /// The placement a client routes by: which group owns each shard, which nodes host each group,
 /// and where each node listens.
 ///
-/// Invariants, checked by [`Routing::new`] (so every `Routing` holds them):
+/// Invariants, checked by [`Routing::with_unassigned_shards`] (and so by every constructor, so
+/// every `Routing` holds them):
 /// - there is at least one shard, and the shard count is the length of the shard table;
-/// - every shard is owned by a group that is listed, and no listed group is 0 or
-///   [`GroupId::RESERVED`];
+/// - every assigned shard is owned by a group that is listed (a shard may be unassigned), and
+///   no listed group is 0 or [`GroupId::RESERVED`];
 /// - every group has at least one member, listed once;
 /// - every node has an address a gRPC channel can be built for (`HOST:PORT` with a numeric
 ///   port), every member is such a node, and no node is 0.
@@ -104,8 +112,8 @@ pub enum RoutingError {
 pub struct Routing {
     /// The configuration this placement is taken from; sent with every request.
     config_num: u64,
-    /// `shards[s]` is the group that owns shard `s`. Never empty.
-    shards: Vec<GroupId>,
+    /// `shards[s]` is the group that owns shard `s`, `None` when no group does. Never empty.
+    shards: Vec<Option<GroupId>>,
     /// Each group's member nodes, each listed once, never empty.
     groups: BTreeMap<GroupId, Vec<NodeId>>,
     /// Each node's address, `HOST:PORT` (or a URI with a scheme, such as `http://HOST:PORT`).
@@ -114,11 +122,11 @@ pub struct Routing {
 
 impl Routing {
     /// Returns the placement of configuration `config_num`, with `shard_count` shards,
-    /// `shards[s]` owning shard `s`, the members of each group, and each node's address.
+    /// `shards[s]` owning shard `s` (every shard assigned), the members of each group, and each
+    /// node's address.
     ///
     /// # Errors
-    /// [`ClientError::Routing`] with the first [`RoutingError`] found when the placement breaks
-    /// one of the [invariants](Routing).
+    /// As [`Routing::with_unassigned_shards`].
     pub fn new(
         config_num: u64,
         shard_count: u32,
@@ -126,9 +134,55 @@ impl Routing {
         groups: BTreeMap<GroupId, Vec<NodeId>>,
         nodes: BTreeMap<NodeId, String>,
     ) -> Result<Self> {
+        let shards = shards.into_iter().map(Some).collect();
+        Self::with_unassigned_shards(config_num, shard_count, shards, groups, nodes)
+    }
+
+    /// Returns the placement of configuration `config_num`, with `shard_count` shards,
+    /// `shards[s]` the group that owns shard `s` or `None` when no group does, the members of
+    /// each group, and each node's address.
+    ///
+    /// # Errors
+    /// [`ClientError::Routing`] with the first [`RoutingError`] found when the placement breaks
+    /// one of the [invariants](Routing).
+    pub fn with_unassigned_shards(
+        config_num: u64,
+        shard_count: u32,
+        shards: Vec<Option<GroupId>>,
+        groups: BTreeMap<GroupId, Vec<NodeId>>,
+        nodes: BTreeMap<NodeId, String>,
+    ) -> Result<Self> {
         let routing = Self { config_num, shards, groups, nodes };
         routing.validate(shard_count).map_err(|reason| ClientError::Routing { reason })?;
         Ok(routing)
+    }
+
+    /// Returns the placement of the controller's configuration `config`, given the node
+    /// registry `registry` (every registered node and its address): the configuration's
+    /// number, shard table (unassigned shards included) and groups, and the addresses of the
+    /// groups' members. Registered nodes that are no group's member are left out: they serve no
+    /// shard, and an address of theirs cannot make the placement unusable.
+    ///
+    /// # Errors
+    /// As [`Routing::with_unassigned_shards`]: for example
+    /// [`RoutingError::MemberWithoutAddress`] when a member is not registered, or
+    /// [`RoutingError::InvalidAddress`] when a member's address is not `HOST:PORT`.
+    pub fn from_configuration(
+        config: &Configuration,
+        registry: &BTreeMap<NodeId, String>,
+    ) -> Result<Self> {
+        let nodes = registry
+            .iter()
+            .filter(|(node, _)| config.groups.values().any(|members| members.contains(node)))
+            .map(|(node, address)| (*node, address.clone()))
+            .collect();
+        Self::with_unassigned_shards(
+            config.num.0,
+            config.shard_count(),
+            config.shards.clone(),
+            config.groups.clone(),
+            nodes,
+        )
     }
 
     /// Returns a static placement of configuration [`STATIC_CONFIG_NUM`] in which group `group`
@@ -187,7 +241,9 @@ impl Routing {
             }
         }
         for (shard, group) in (0u32..).zip(&self.shards) {
-            if !self.groups.contains_key(group) {
+            if let Some(group) = group
+                && !self.groups.contains_key(group)
+            {
                 return Err(RoutingError::UnknownGroup { shard: ShardId(shard), group: *group });
             }
         }
@@ -207,10 +263,21 @@ impl Routing {
         self.shards.len() as u32
     }
 
-    /// The group that owns `shard`, or `None` when `shard` is not below the shard count.
+    /// The group that owns `shard`; `None` when no group does (the shard is unassigned), or
+    /// when `shard` is not below the shard count.
     #[must_use]
     pub fn group_of(&self, shard: ShardId) -> Option<GroupId> {
-        self.shards.get(shard.0 as usize).copied()
+        self.shards.get(shard.0 as usize).copied().flatten()
+    }
+
+    /// The shards no group owns, in order (none in a static placement).
+    #[must_use]
+    pub fn unassigned_shards(&self) -> Vec<ShardId> {
+        (0u32..)
+            .zip(&self.shards)
+            .filter(|(_, group)| group.is_none())
+            .map(|(shard, _)| ShardId(shard))
+            .collect()
     }
 
     /// The member nodes of `group`, in the order given (empty when `group` is not listed).
@@ -245,11 +312,13 @@ pub trait RoutingSource: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`ClientError::Routing`] when no placement can be had (for example, no controller
-    /// answers); the client keeps routing by the placement it has, if any.
+    /// answers: [`RoutingError::Source`]); the client keeps routing by the placement it has, if
+    /// any.
     fn latest(&self) -> impl Future<Output = Result<Routing>> + Send;
 }
 
-/// A placement that never changes: the routing source until the controller exists.
+/// A placement that never changes: routing without a controller (every shard on the groups
+/// the caller names, usually one: [`Routing::single_group`]).
 #[derive(Clone, Debug)]
 pub struct StaticRouting {
     routing: Routing,
@@ -309,6 +378,79 @@ mod tests {
         let routing = Routing::new(9, 3, shards, groups, nodes(&[1, 2, 3])).unwrap();
         assert_eq!(routing.group_of(ShardId(1)), Some(GroupId(2)));
         assert_eq!(routing.config_num(), 9);
+    }
+
+    #[test]
+    fn unassigned_shards_have_no_group() {
+        let groups = BTreeMap::from([(GroupId(1), vec![NodeId(1)])]);
+        let shards = vec![None, Some(GroupId(1)), None];
+        let routing = Routing::with_unassigned_shards(4, 3, shards, groups, nodes(&[1])).unwrap();
+        assert_eq!(routing.group_of(ShardId(0)), None);
+        assert_eq!(routing.group_of(ShardId(1)), Some(GroupId(1)));
+        assert_eq!(routing.unassigned_shards(), vec![ShardId(0), ShardId(2)]);
+        let full = Routing::single_group(GroupId(1), nodes(&[1]), 3).unwrap();
+        assert!(full.unassigned_shards().is_empty());
+    }
+
+    #[test]
+    fn a_placement_without_groups_leaves_every_shard_unassigned() {
+        let routing =
+            Routing::with_unassigned_shards(0, 2, vec![None; 2], BTreeMap::new(), BTreeMap::new())
+                .unwrap();
+        assert_eq!(routing.shard_count(), 2);
+        assert_eq!(routing.unassigned_shards(), vec![ShardId(0), ShardId(1)]);
+        // Unassigned shards relax only ownership: the other invariants still hold.
+        let error = routing_error(Routing::with_unassigned_shards(
+            0,
+            0,
+            Vec::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        ));
+        assert_eq!(error, RoutingError::NoShards);
+        let shards = vec![None, Some(GroupId(2))];
+        let groups = BTreeMap::from([(GroupId(1), vec![NodeId(1)])]);
+        let error =
+            routing_error(Routing::with_unassigned_shards(1, 2, shards, groups, nodes(&[1])));
+        assert_eq!(error, RoutingError::UnknownGroup { shard: ShardId(1), group: GroupId(2) });
+    }
+
+    #[test]
+    fn a_configuration_becomes_the_placement_of_its_groups_members() {
+        let config = Configuration {
+            num: mosaic_controller::ConfigNum(5),
+            shards: vec![Some(GroupId(2)), None, Some(GroupId(1))],
+            groups: BTreeMap::from([
+                (GroupId(1), vec![NodeId(1), NodeId(2)]),
+                (GroupId(2), vec![NodeId(3)]),
+            ]),
+        };
+        // Node 4 is registered but no member: left out, even with an unusable address.
+        let mut registry = nodes(&[1, 2, 3]);
+        registry.insert(NodeId(4), "not an address".to_string());
+        let routing = Routing::from_configuration(&config, &registry).unwrap();
+        assert_eq!(routing.config_num(), 5);
+        assert_eq!(routing.shard_count(), 3);
+        assert_eq!(routing.group_of(ShardId(0)), Some(GroupId(2)));
+        assert_eq!(routing.group_of(ShardId(1)), None);
+        assert_eq!(routing.members(GroupId(1)), &[NodeId(1), NodeId(2)]);
+        assert_eq!(routing.nodes(), &nodes(&[1, 2, 3]));
+
+        registry.remove(&NodeId(3));
+        let error = routing_error(Routing::from_configuration(&config, &registry));
+        assert_eq!(
+            error,
+            RoutingError::MemberWithoutAddress { group: GroupId(2), node: NodeId(3) }
+        );
+    }
+
+    #[test]
+    fn configuration_zero_is_a_placement_of_unassigned_shards() {
+        let config = Configuration::initial(4);
+        let routing = Routing::from_configuration(&config, &nodes(&[1])).unwrap();
+        assert_eq!(routing.config_num(), 0);
+        assert_eq!(routing.unassigned_shards().len(), 4);
+        assert!(routing.nodes().is_empty());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Servers for tests, on loopback ports: a port nothing listens on, a listener that accepts
 //! connections and never answers (a hung node), and gRPC services served in-process
-//! ([`serve`]), such as the fake controller group of [`fake_controller`].
+//! ([`serve`]): the fake controller group of [`fake_controller`] and the fake storage nodes of
+//! [`fake_node`].
 
 pub(crate) mod fake_controller;
+pub(crate) mod fake_node;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -31,7 +31,8 @@ pub const FORMAT_VERSION: u8 = 1;
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-type DecodeResult<T> = std::result::Result<T, DecodeError>;
+/// The result of a decode.
+pub type DecodeResult<T> = std::result::Result<T, DecodeError>;
 
 // Command tags.
 const REGISTER_NODE_TAG: u8 = 1;
@@ -211,7 +212,7 @@ fn versioned() -> BytesMut {
 ///
 /// # Panics
 /// Over `u32::MAX` (4 Gi elements or bytes; no log entry or record comes near).
-fn put_len(out: &mut BytesMut, len: usize) {
+pub fn put_len(out: &mut BytesMut, len: usize) {
     let len = u32::try_from(len).unwrap_or_else(|_| panic!("length {len} exceeds u32::MAX"));
     out.put_u32(len);
 }
@@ -231,7 +232,8 @@ fn put_option_u32(out: &mut BytesMut, value: Option<u32>) {
     }
 }
 
-fn put_option_group(out: &mut BytesMut, value: Option<GroupId>) {
+/// Puts an optional group id.
+pub fn put_option_group(out: &mut BytesMut, value: Option<GroupId>) {
     match value {
         None => out.put_u8(0),
         Some(group) => {
@@ -248,7 +250,8 @@ fn put_nodes(out: &mut BytesMut, nodes: &[NodeId]) {
     }
 }
 
-fn put_groups(out: &mut BytesMut, groups: &BTreeMap<GroupId, Vec<NodeId>>) {
+/// Puts a map of groups to their member nodes.
+pub fn put_groups(out: &mut BytesMut, groups: &BTreeMap<GroupId, Vec<NodeId>>) {
     put_len(out, groups.len());
     for (group, members) in groups {
         out.put_u64(group.0);
@@ -391,13 +394,21 @@ fn put_error(out: &mut BytesMut, error: &Error) {
 }
 
 /// Reads an encoding front to back; every read checks that the bytes are there.
-struct Reader<'a> {
+/// Reads the encodings of this module (and of storage groups' migration entries, which use the
+/// same conventions) field by field; every method refuses truncated or malformed input.
+pub struct Reader<'a> {
     bytes: &'a [u8],
     /// What is being decoded, for error messages.
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `bytes` from their first byte; `what` names them in errors.
+    #[must_use]
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Self { bytes, what }
+    }
+
     /// A reader of `bytes`, after checking and skipping the version byte.
     fn versioned(bytes: &'a [u8], what: &'static str) -> DecodeResult<Self> {
         let mut reader = Self { bytes, what };
@@ -410,11 +421,13 @@ impl<'a> Reader<'a> {
         Ok(reader)
     }
 
-    fn error(&self, reason: impl std::fmt::Display) -> DecodeError {
+    /// An error about the bytes being read.
+    pub fn error(&self, reason: impl std::fmt::Display) -> DecodeError {
         DecodeError(format!("{}: {reason}", self.what))
     }
 
-    fn take(&mut self, len: usize) -> DecodeResult<&'a [u8]> {
+    /// Takes the next `len` bytes.
+    pub fn take(&mut self, len: usize) -> DecodeResult<&'a [u8]> {
         if self.bytes.len() < len {
             return Err(self.error(format_args!(
                 "truncated: needs {len} more bytes, {} left",
@@ -432,21 +445,24 @@ impl<'a> Reader<'a> {
         Ok(array)
     }
 
-    fn u8(&mut self) -> DecodeResult<u8> {
+    /// Reads a byte.
+    pub fn u8(&mut self) -> DecodeResult<u8> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u32(&mut self) -> DecodeResult<u32> {
+    /// Reads a big-endian `u32`.
+    pub fn u32(&mut self) -> DecodeResult<u32> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> DecodeResult<u64> {
+    /// Reads a big-endian `u64`.
+    pub fn u64(&mut self) -> DecodeResult<u64> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
     /// Reads a count of elements that take at least `element_bytes_min` bytes each, refusing
     /// a count the remaining bytes cannot hold (so no allocation exceeds the input).
-    fn count(&mut self, element_bytes_min: usize) -> DecodeResult<usize> {
+    pub fn count(&mut self, element_bytes_min: usize) -> DecodeResult<usize> {
         let count = self.u32()? as usize;
         if count.saturating_mul(element_bytes_min) > self.bytes.len() {
             return Err(self.error(format_args!(
@@ -471,7 +487,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn option_group(&mut self) -> DecodeResult<Option<GroupId>> {
+    /// Reads an optional group id.
+    pub fn option_group(&mut self) -> DecodeResult<Option<GroupId>> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(GroupId(self.u64()?))),
@@ -484,7 +501,8 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| Ok(NodeId(self.u64()?))).collect()
     }
 
-    fn groups(&mut self) -> DecodeResult<BTreeMap<GroupId, Vec<NodeId>>> {
+    /// Reads a map of groups to member nodes (groups in strictly increasing order).
+    pub fn groups(&mut self) -> DecodeResult<BTreeMap<GroupId, Vec<NodeId>>> {
         let count = self.count(12)?;
         let mut groups = BTreeMap::new();
         for _ in 0..count {
@@ -593,7 +611,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks that every byte was read.
-    fn finish(self) -> DecodeResult<()> {
+    pub fn finish(self) -> DecodeResult<()> {
         if self.bytes.is_empty() {
             Ok(())
         } else {

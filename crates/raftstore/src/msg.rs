@@ -68,6 +68,15 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         /// Called with the answer.
         callback: Callback<ReadOutput<SM::ReadOutput>>,
     },
+    /// Reads what every group this node leads has applied (no leadership round: a deposed
+    /// leader may answer for a moment), in group order. For a node's background work over
+    /// all its groups, such as moving shards, in one message rather than one per group.
+    ReadLeaders {
+        /// The read, run against each group.
+        query: SM::Query,
+        /// Called with each led group's answer.
+        callback: Callback<Vec<(GroupId, Result<SM::ReadOutput>)>>,
+    },
     /// A complete snapshot from another node: the `InstallSnapshot` message and the chunks of
     /// the group state it describes (see [`crate::snapshot`]).
     Snapshot {
@@ -144,6 +153,7 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreMsg<K, SM> {
         match self {
             Self::Propose { callback, .. } => callback(Err(error)),
             Self::Read { callback, .. } => callback(Err(error)),
+            Self::ReadLeaders { callback, .. } => callback(Err(error)),
             Self::CreateGroup { callback, .. } | Self::JoinGroup { callback, .. } => {
                 callback(Err(error));
             }

@@ -22,7 +22,7 @@ pub trait StateMachine<K: KvEngine>: Sized + Send + 'static {
     /// A command to replicate, before it is encoded into a log entry.
     type Proposal: Send + 'static;
     /// A read of the applied state.
-    type Query: Send + 'static;
+    type Query: Clone + Send + 'static;
     /// What an applied proposal answers.
     type ApplyOutput: Send + 'static;
     /// What a read answers.

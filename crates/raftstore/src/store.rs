@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mosaic_engine::{Engine, GroupId, KvEngine, WriteBatch, WriteOptions};
-use mosaic_raft::{ConfState, Message, MessageBody, NodeId, RawNode, SnapshotMetadata};
+use mosaic_raft::{ConfState, Message, MessageBody, NodeId, RawNode, Role, SnapshotMetadata};
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -165,6 +165,15 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             },
             StoreMsg::Read { group, query, consistency, callback } => {
                 self.read(group, query, consistency, callback);
+            }
+            StoreMsg::ReadLeaders { query, callback } => {
+                let answers = self
+                    .peers
+                    .iter()
+                    .filter(|(_, peer)| peer.raft.role() == Role::Leader)
+                    .map(|(group, peer)| (*group, peer.state_machine.read(&self.engine, &query)))
+                    .collect();
+                callback(Ok(answers));
             }
             StoreMsg::Snapshot { from, group, message, chunks } => {
                 self.receive_snapshot(from, group, message, &chunks);

@@ -1,12 +1,13 @@
 //! The `NodeAdmin` service: creating or joining this node's replica of a group, changing a
-//! group's membership, and reporting on a replica. Until the controller places groups, an
-//! operator creates a group by asking each member.
+//! group's membership, and reporting on a replica (its Raft state and, for a group placed by
+//! a controller, the migration state of its shards). Without a controller, an operator
+//! creates a group by asking each member.
 
 use mosaic_engine::GroupId;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
 use mosaic_raft::{ConfChange, NodeId, Role};
-use mosaic_raftstore::StoreMsg;
-use mosaic_shardkv::KvStateMachine;
+use mosaic_raftstore::{Consistency, StoreMsg};
+use mosaic_shardkv::{KvQuery, KvReadOutput, KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
 
 use crate::node::NodeEngine;
@@ -56,6 +57,16 @@ impl NodeAdmin for AdminService {
     ) -> Result<Response<pb::GroupStatusResponse>, Status> {
         let group = GroupId(request.into_inner().group_id);
         let status = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
+        let query = KvQuery::Ownership;
+        let consistency = Consistency::Stale;
+        let read =
+            self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
+        let shards = match read.output {
+            KvReadOutput::Ownership(ownership) => {
+                ownership.map(|ownership| shards_to_pb(&ownership))
+            }
+            _ => return Err(Status::internal("an ownership read answered something else")),
+        };
         let role = match status.soft_state.role {
             Role::Leader => "leader",
             Role::Follower => "follower",
@@ -81,6 +92,7 @@ impl NodeAdmin for AdminService {
                     match_index: progress.match_index.0,
                 })
                 .collect(),
+            shards,
         }))
     }
 
@@ -124,4 +136,22 @@ impl NodeAdmin for AdminService {
             learners: conf_state.learners.iter().map(|node| node.0).collect(),
         }))
     }
+}
+
+/// A group's shards and their migration state, for `GroupStatus`.
+fn shards_to_pb(ownership: &Ownership) -> pb::GroupShards {
+    let shards = ownership
+        .shards
+        .iter()
+        .map(|(shard, state)| {
+            let (name, peer) = match *state {
+                ShardState::Serving => ("serving", None),
+                ShardState::Pulling { from } => ("pulling", Some(from.0)),
+                ShardState::Confirming { from } => ("confirming", Some(from.0)),
+                ShardState::Sending { to } => ("sending", to.map(|group| group.0)),
+            };
+            pb::ShardStatus { shard_id: shard.0, state: name.into(), peer_group: peer }
+        })
+        .collect();
+    pb::GroupShards { config_num: ownership.num.0, shards }
 }

@@ -62,7 +62,8 @@ pub struct ServerConfig {
     /// Default 1,024.
     #[serde(default = "default_peer_queue_batches")]
     pub peer_queue_batches: usize,
-    /// Snapshot streams are paced to this many bytes per second each. Default 64 MiB/s.
+    /// Snapshot streams, and streams of shards moving to another group, are each paced to
+    /// this many bytes per second. Default 64 MiB/s.
     #[serde(default = "default_snapshot_bytes_per_sec")]
     pub snapshot_bytes_per_sec: u64,
     /// Raft settings shared by every group on the node.

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::node::NodeEngine;
 use crate::runner::StoreHandle;
-use crate::status::{Directory, to_status};
+use crate::status::{Directory, ask_store};
 
 /// The controller group's id in a controller replica's store (the only group there).
 pub const CONTROLLER_GROUP: GroupId = GroupId(1);
@@ -44,10 +44,7 @@ impl ControllerService {
         &self,
         build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, ControllerMachine>,
     ) -> Result<T, Status> {
-        self.store
-            .ask_within(self.request_timeout, build)
-            .await
-            .map_err(|error| to_status(&error, &self.directory))
+        ask_store(&self.store, self.request_timeout, &self.directory, build).await
     }
 }
 

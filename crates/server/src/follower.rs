@@ -4,9 +4,11 @@
 //! creates its replica of every group placed on it.
 //!
 //! Creating a replica is idempotent, so a configuration is handled again until every replica
-//! it places here exists. Shards moving between groups, and destroying the replicas of a
-//! removed group, are the migration's part (docs/raftstore.md).
+//! it places here exists. After each poll, the [`Migrator`] moves the groups led here towards
+//! the latest configuration. Destroying the replicas of a removed group is not done yet
+//! (docs/migration.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_client::{ControllerClient, ControllerClientOptions};
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::migrator::Migrator;
 use crate::node::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
@@ -34,6 +37,7 @@ pub struct Follower {
     client: ControllerClient,
     store: StoreHandle<NodeEngine, KvStateMachine>,
     directory: Directory,
+    migrator: Arc<Migrator>,
 }
 
 impl Follower {
@@ -49,12 +53,19 @@ impl Follower {
         let client =
             ControllerClient::new(config.controllers.clone(), ControllerClientOptions::default())
                 .map_err(|error| Error::Config { reason: format!("controllers: {error}") })?;
+        let migrator = Migrator::new(
+            store.clone(),
+            directory.clone(),
+            client.clone(),
+            config.request_timeout(),
+        );
         Ok(Self {
             node: NodeId(config.node_id),
             address: config.advertised().to_string(),
             client,
             store,
             directory,
+            migrator,
         })
     }
 
@@ -82,6 +93,7 @@ impl Follower {
                     if answer.config.num > placed && self.place(&answer.config).await {
                         placed = answer.config.num;
                     }
+                    self.migrator.step(answer.config.num).await;
                 }
                 Err(error) => {
                     tracing::debug!(node = %self.node, %error, "cannot read the configuration");

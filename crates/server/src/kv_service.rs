@@ -7,12 +7,12 @@ use bytes::Bytes;
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_proto::pb::{self, kv_server::Kv};
 use mosaic_raftstore::{Consistency, Error, ReadOutput, StoreMsg};
-use mosaic_shardkv::{KvGet, KvStateMachine, KvWrite, WriteKind, WriteOutcome};
+use mosaic_shardkv::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind};
 use tonic::{Request, Response, Status};
 
-use crate::node::NodeEngine;
+use crate::node::{NodeEngine, NodeSnapshot};
 use crate::runner::StoreHandle;
-use crate::status::{Directory, to_status};
+use crate::status::{Directory, ask_store, to_status};
 
 /// Size limits on what clients send.
 #[derive(Clone, Copy, Debug)]
@@ -81,10 +81,7 @@ impl KvService {
         &self,
         build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, KvStateMachine>,
     ) -> Result<T, Status> {
-        self.store
-            .ask_within(self.limits.request_timeout, build)
-            .await
-            .map_err(|error| self.refuse(&error))
+        ask_store(&self.store, self.limits.request_timeout, &self.directory, build).await
     }
 
     /// Checks a write, proposes it to its group and answers once it is applied.
@@ -110,9 +107,12 @@ impl KvService {
             value: r.value,
         };
         let group = GroupId(r.group_id);
-        let outcome: Result<WriteOutcome, Error> =
-            self.ask(|callback| StoreMsg::Propose { group, proposal: write, callback }).await?;
-        let outcome = outcome.map_err(|refusal| self.refuse(&refusal))?;
+        let proposal = write.into();
+        let applied: Result<Applied, Error> =
+            self.ask(|callback| StoreMsg::Propose { group, proposal, callback }).await?;
+        let outcome = applied.map_err(|refusal| self.refuse(&refusal))?.into_write();
+        let outcome =
+            outcome.ok_or_else(|| Status::internal("a write was answered as a migration step"))?;
         Ok(Response::new(pb::WriteResponse { index: outcome.index.0 }))
     }
 }
@@ -136,12 +136,16 @@ impl Kv for KvService {
             }
         };
         let group = GroupId(request.group_id);
-        let query = KvGet { shard: ShardId(request.shard_id), key: request.key };
-        let read: ReadOutput<Option<Bytes>> =
+        let query = KvQuery::Get(KvGet { shard: ShardId(request.shard_id), key: request.key });
+        let read: ReadOutput<KvReadOutput<NodeSnapshot>> =
             self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
+        let value = read
+            .output
+            .into_value()
+            .ok_or_else(|| Status::internal("a get was answered with something else"))?;
         Ok(Response::new(pb::GetResponse {
-            found: read.output.is_some(),
-            value: read.output.unwrap_or_default(),
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
             applied_index: read.applied_index.0,
         }))
     }

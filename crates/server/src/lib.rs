@@ -7,7 +7,8 @@
 //!   ([`admin_service`]).
 //! - A controller replica runs the controller group on the same runtime, serving
 //!   [`controller_service`]; a storage node given the controllers' addresses follows them
-//!   ([`follower`]).
+//!   ([`follower`]) and moves shards between groups ([`migrator`] pulling,
+//!   [`migration_service`] sending).
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
@@ -18,7 +19,10 @@ pub mod controller_service;
 mod error;
 pub mod follower;
 pub mod kv_service;
+pub mod migration_service;
+pub mod migrator;
 pub mod node;
+mod pacing;
 pub mod raft_service;
 pub mod runner;
 pub mod status;

@@ -19,7 +19,7 @@ use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
 use mosaic_engine_rocks::RocksKv;
 use mosaic_proto::pb::{
     controller_server::ControllerServer, kv_server::KvServer, node_admin_server::NodeAdminServer,
-    raft_transport_server::RaftTransportServer,
+    raft_transport_server::RaftTransportServer, shard_migration_server::ShardMigrationServer,
 };
 use mosaic_raft::NodeId;
 use mosaic_raftstore::{StateMachine, Store, StoreMsg};
@@ -35,6 +35,7 @@ use crate::controller_service::{CONTROLLER_GROUP, ControllerService};
 use crate::error::{Error, Result};
 use crate::follower::Follower;
 use crate::kv_service::{KvLimits, KvService};
+use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::raft_service::RaftService;
 use crate::runner::{self, StoreHandle, StoreRunner};
 use crate::status::Directory;
@@ -42,11 +43,15 @@ use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
 
 /// The storage engine backend of a node.
 pub type NodeEngine = RocksKv;
+/// A point-in-time view of a node's engine.
+pub type NodeSnapshot = <RocksKv as mosaic_engine::KvEngine>::Snapshot;
 
 /// How long in-flight requests may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often the server checks that the store thread is alive.
 const STORE_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest chunk of a shard being moved (records; at least one record per chunk).
+const SHARD_CHUNK_BYTES_MAX: u64 = 1 << 20;
 /// Room for a KV request's fields around its key and value.
 const KV_REQUEST_OVERHEAD_BYTES: usize = 1024;
 
@@ -86,7 +91,9 @@ impl Node {
     /// # Errors
     /// As [`Node::start`].
     pub async fn start_with_listener(config: ServerConfig, listener: TcpListener) -> Result<Self> {
-        let core = Core::<KvStateMachine>::open(&config, listener)?;
+        let placement =
+            |engine: &mosaic_engine::Engine<NodeEngine>| check_placement(engine, &config);
+        let core = Core::<KvStateMachine>::open_with(&config, listener, placement)?;
         let limits = KvLimits {
             key_bytes_max: config.key_bytes_max,
             value_bytes_max: config.value_bytes_max,
@@ -99,11 +106,26 @@ impl Node {
             .max_encoding_message_size(kv_message_bytes_max);
         let admin =
             NodeAdminServer::new(AdminService::new(core.store.clone(), core.directory.clone()));
-        if !config.controllers.is_empty() {
+        let migration = if config.controllers.is_empty() {
+            None
+        } else {
             let follower = Follower::new(&config, core.store.clone(), core.directory.clone())?;
             tokio::spawn(follower.run(core.closing.subscribe()));
-        }
-        Ok(core.serve(|router| router.add_service(kv).add_service(admin)))
+            let limits = MigrationLimits {
+                chunk_bytes_max: SHARD_CHUNK_BYTES_MAX,
+                bytes_per_sec: config.snapshot_bytes_per_sec,
+                request_timeout: config.request_timeout(),
+            };
+            let service = MigrationService::new(core.store.clone(), core.directory.clone(), limits);
+            Some(
+                ShardMigrationServer::new(service)
+                    .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
+            )
+        };
+        Ok(core.serve(|router| {
+            router.add_service(kv).add_service(admin).add_optional_service(migration)
+        }))
     }
 
     /// Starts a replica of the controller group on `listener`: the group's members are this
@@ -125,8 +147,9 @@ impl Node {
         members.push(NodeId(config.node_id));
         members.sort_unstable();
         members.dedup();
+        let storage_error = |source| Error::Storage { path: config.data_dir.clone(), source };
         let bootstrap = move |engine: &mosaic_engine::Engine<NodeEngine>| {
-            if engine.group_ids()?.contains(&CONTROLLER_GROUP) {
+            if engine.group_ids().map_err(storage_error)?.contains(&CONTROLLER_GROUP) {
                 return Ok(());
             }
             let mut batch = WriteBatch::new();
@@ -136,7 +159,7 @@ impl Node {
                 shard_count,
                 mosaic_controller::DEFAULT_MAX_SESSIONS,
             );
-            engine.write(&batch, WriteOptions { sync: true })
+            engine.write(&batch, WriteOptions { sync: true }).map_err(storage_error)
         };
         let core = Core::<ControllerMachine>::open_with(&config, listener, bootstrap)?;
         let group = CONTROLLER_GROUP;
@@ -207,6 +230,40 @@ impl Drop for Node {
     }
 }
 
+/// Checks that a storage node's data directory matches how it is placed: a node that follows
+/// a controller marks its store so (its groups then serve only the shards configurations give
+/// them); a store so marked is refused without `--controllers`, and a store holding groups
+/// created without a controller is refused with it, since neither could serve its data
+/// correctly.
+fn check_placement(
+    engine: &mosaic_engine::Engine<NodeEngine>,
+    config: &ServerConfig,
+) -> Result<()> {
+    let storage_error = |source| Error::Storage { path: config.data_dir.clone(), source };
+    let placed = KvStateMachine::is_placed_by_controller(engine).map_err(|error| match error {
+        mosaic_raftstore::Error::Engine(source) => storage_error(source),
+        other => Error::Store(other),
+    })?;
+    let follows = !config.controllers.is_empty();
+    let refuse = |reason: String| Err(Error::Config { reason });
+    match (placed, follows) {
+        (true, true) | (false, false) => Ok(()),
+        (true, false) => refuse(format!(
+            "the data directory {} belongs to a node placed by a controller: start it with --controllers",
+            config.data_dir.display()
+        )),
+        (false, true) if !engine.group_ids().map_err(storage_error)?.is_empty() => refuse(format!(
+            "the data directory {} holds groups created without a controller; it cannot follow one (use a new data directory)",
+            config.data_dir.display()
+        )),
+        (false, true) => {
+            let mut batch = WriteBatch::new();
+            KvStateMachine::mark_placed_by_controller(&mut batch);
+            engine.write(&batch, WriteOptions { sync: true }).map_err(storage_error)
+        }
+    }
+}
+
 /// What every node runs, whatever its role: the data directory, the store thread of state
 /// machine `SM`, the Raft transport, and the listener the gRPC server will serve.
 struct Core<SM: StateMachine<NodeEngine>> {
@@ -221,16 +278,12 @@ struct Core<SM: StateMachine<NodeEngine>> {
 }
 
 impl<SM: StateMachine<NodeEngine>> Core<SM> {
-    fn open(config: &ServerConfig, listener: TcpListener) -> Result<Self> {
-        Self::open_with(config, listener, |_| Ok(()))
-    }
-
     /// Opens the data directory, runs `prepare` on the engine, then starts the store thread
     /// (which recovers every hosted group).
     fn open_with(
         config: &ServerConfig,
         listener: TcpListener,
-        prepare: impl FnOnce(&mosaic_engine::Engine<NodeEngine>) -> mosaic_engine::Result<()>,
+        prepare: impl FnOnce(&mosaic_engine::Engine<NodeEngine>) -> Result<()>,
     ) -> Result<Self> {
         config.validate()?;
         let node = NodeId(config.node_id);
@@ -242,7 +295,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let storage_error = |source| Error::Storage { path: config.data_dir.clone(), source };
         let engine = mosaic_engine_rocks::open(&config.data_dir, identity, &config.rocks_config())
             .map_err(storage_error)?;
-        prepare(&engine).map_err(storage_error)?;
+        prepare(&engine)?;
         let engine = Arc::new(engine);
 
         let mut addresses: BTreeMap<NodeId, String> =

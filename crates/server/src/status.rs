@@ -4,12 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
+use mosaic_engine::KvEngine;
 use mosaic_proto::pb::{self, error_detail::Kind};
 use mosaic_raft::NodeId;
-use mosaic_raftstore::Error;
+use mosaic_raftstore::{Callback, Error, StateMachine, StoreMsg};
 use prost::Message as _;
 use tonic::{Code, Status};
+
+use crate::runner::StoreHandle;
 
 /// Node addresses: where the transport reaches a peer, and how a leader hint becomes an
 /// address a client can dial. Shared by every clone; a node that follows the controller adds
@@ -49,6 +53,20 @@ impl Directory {
     fn leader_address(&self, leader: Option<NodeId>) -> String {
         leader.and_then(|node| self.address(node)).unwrap_or_default()
     }
+}
+
+/// Asks the store (see [`StoreHandle::ask`]), giving up after `timeout`; a refusal becomes
+/// the status sent to the client.
+///
+/// # Errors
+/// The status of the store's refusal, or of the timeout.
+pub async fn ask_store<K: KvEngine, SM: StateMachine<K>, T: Send + 'static>(
+    store: &StoreHandle<K, SM>,
+    timeout: Duration,
+    directory: &Directory,
+    build: impl FnOnce(Callback<T>) -> StoreMsg<K, SM>,
+) -> Result<T, Status> {
+    store.ask_within(timeout, build).await.map_err(|error| to_status(&error, directory))
 }
 
 /// Converts a refusal into the status sent to the client.

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::pacing::Pacer;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 
@@ -146,7 +147,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
     }
 }
 
-async fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
+/// Opens a channel to a node (no TLS, Nagle off).
+pub(crate) async fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{address}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -225,14 +227,13 @@ where
     let chunk_bytes = options.snapshot_chunk_bytes_max;
     let bytes_per_sec = options.snapshot_bytes_per_sec;
     let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let started = std::time::Instant::now();
-        let mut sent_bytes = 0u64;
+        let mut pacer = Pacer::new(bytes_per_sec);
         let mut header = Some(header);
         loop {
             let chunk = reader.next_chunk(chunk_bytes).map_err(|error| error.to_string())?;
             let last = chunk.is_none();
             let data = chunk.unwrap_or_default();
-            sent_bytes += data.len() as u64;
+            let wait = pacer.sent(data.len() as u64);
             let message = pb::SnapshotChunk { header: header.take(), data, last };
             if sender.blocking_send(message).is_err() {
                 return Err("the snapshot stream closed".into());
@@ -240,8 +241,7 @@ where
             if last {
                 return Ok(());
             }
-            let due = Duration::from_secs_f64(sent_bytes as f64 / bytes_per_sec as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
+            if let Some(wait) = wait {
                 std::thread::sleep(wait);
             }
         }

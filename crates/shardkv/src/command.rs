@@ -1,12 +1,15 @@
 //! The commands a storage group replicates, and their encoding in log entries.
 //!
-//! Encoding (all integers big-endian): `version u8 (1) ‖ kind u8 ‖ client u64 ‖ seq u64 ‖
-//! shard u32 ‖ key length u32 ‖ key ‖ value` where kind is 1 put, 2 append, 3 delete and the
-//! value (the rest of the entry) is empty for a delete. The version byte lets a later format
-//! be told apart; a reader refuses what it does not know instead of guessing.
+//! Every entry starts with `version u8 (1) ‖ kind u8`. Kinds 1 put, 2 append and 3 delete are
+//! client writes ([`KvWrite`]): `client u64 ‖ seq u64 ‖ shard u32 ‖ key length u32 ‖ key ‖
+//! value`, the value (the rest of the entry) empty for a delete. Kinds 4 to 7 move shards
+//! between groups ([`crate::migration`]). All integers are big-endian. The version byte lets
+//! a later format be told apart; a reader refuses what it does not know instead of guessing.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{ClientId, ShardId};
+
+use crate::migration::MigrationCommand;
 
 /// The current encoding version.
 pub const COMMAND_VERSION: u8 = 1;
@@ -40,6 +43,49 @@ pub struct KvWrite {
     pub key: Bytes,
     /// The value (empty for a delete).
     pub value: Bytes,
+}
+
+/// A command of a storage group's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvCommand {
+    /// A client's write.
+    Write(KvWrite),
+    /// A step of a shard migration.
+    Migration(MigrationCommand),
+}
+
+impl From<KvWrite> for KvCommand {
+    fn from(write: KvWrite) -> Self {
+        Self::Write(write)
+    }
+}
+
+impl From<MigrationCommand> for KvCommand {
+    fn from(command: MigrationCommand) -> Self {
+        Self::Migration(command)
+    }
+}
+
+impl KvCommand {
+    /// Encodes the command as log entry data.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Self::Write(write) => write.encode(),
+            Self::Migration(command) => command.encode(),
+        }
+    }
+
+    /// Decodes log entry data.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for anything [`KvCommand::encode`] does not write.
+    pub fn decode(data: &Bytes) -> Result<Self, DecodeError> {
+        match data.get(1) {
+            Some(1..=3) | None => KvWrite::decode(data).map(Self::Write),
+            Some(_) => MigrationCommand::decode(data).map(Self::Migration),
+        }
+    }
 }
 
 /// Why bytes in a log entry are not a command.

@@ -1,16 +1,21 @@
 //! The storage group's state machine (6.824 Lab 4B's shardkv server, without the network):
 //! the KV commands a group replicates, their encoding, client sessions that make a retried
-//! write apply at most once, and [`KvStateMachine`], which the node runtime
-//! (`mosaic-raftstore`) applies committed entries through.
+//! write apply at most once, the shards a group owns and the migration steps that move them
+//! between groups, and [`KvStateMachine`], which the node runtime (`mosaic-raftstore`) applies
+//! committed entries through.
 //!
 //! Pure: no IO of its own, no clock, no randomness; every replica applying the same log writes
 //! the same effects.
 #![deny(missing_docs)]
 
 mod command;
+pub mod migration;
+pub mod ownership;
 mod session;
 mod state_machine;
 
-pub use command::{COMMAND_VERSION, DecodeError, KvWrite, WriteKind};
+pub use command::{COMMAND_VERSION, DecodeError, KvCommand, KvWrite, WriteKind};
+pub use migration::{MigrationCommand, MigrationOutcome};
+pub use ownership::{METADATA_SHARD, Ownership, ShardState};
 pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable};
-pub use state_machine::{KvGet, KvStateMachine, WriteOutcome};
+pub use state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};

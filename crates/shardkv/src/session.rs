@@ -97,6 +97,13 @@ impl SessionTable {
         self.by_age.entry(shard).or_default().insert((session.last_index, client));
     }
 
+    /// Forgets every session of `shard` (the shard was handed to another group).
+    pub fn remove_shard(&mut self, shard: ShardId) {
+        for (_, client) in self.by_age.remove(&shard).unwrap_or_default() {
+            self.sessions.remove(&(shard, client));
+        }
+    }
+
     /// Records that `client` wrote `seq` at `index`; returns the clients evicted to keep the
     /// shard within [`SESSIONS_PER_SHARD_MAX`].
     pub fn record(

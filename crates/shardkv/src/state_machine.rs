@@ -1,22 +1,33 @@
-//! [`KvStateMachine`]: what a storage group applies: client writes to the keys of its shards,
-//! deduplicated by client session.
+//! [`KvStateMachine`]: what a storage group applies: client writes to the keys of the shards
+//! it serves, deduplicated by client session, and the steps of shard migrations
+//! ([`crate::migration`]) that change which shards it serves ([`crate::ownership`]).
 //!
 //! Every effect of an entry goes into the store's apply batch together with the applied index
-//! (the store adds it), so a crash never applies an entry twice or by half. Shard ownership
-//! (which shards a group serves in which configuration) comes with configurations and
-//! migration; until then a group serves every shard it is asked about.
+//! (the store adds it), so a crash never applies an entry twice or by half.
 //!
-//! Invariant: `pending` holds exactly the data writes handed to batches not yet written, so a
-//! later entry of the same batch (an append after a put of the same key) reads them.
+//! Invariants:
+//! - `pending` holds exactly the data writes handed to batches not yet written, so a later
+//!   entry of the same batch (an append after a put of the same key) reads them.
+//! - `ownership` is `None` exactly when the group's node does not follow a controller and no
+//!   ownership record was ever written for the group; otherwise it equals the group's
+//!   ownership record as of the last applied entry.
 
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
-use mosaic_engine::{ClientId, Engine, GroupId, KvEngine, ShardId, WriteBatch};
+use mosaic_controller::ConfigNum;
+use mosaic_engine::{
+    ClientId, Engine, EngineSnapshot, GroupId, KvEngine, KvRead, ShardId, ShardRecord, WriteBatch,
+};
 use mosaic_raft::LogIndex;
 use mosaic_raftstore::{Error, Result, StateMachine};
 
-use crate::command::{KvWrite, WriteKind};
+use crate::command::{DecodeError, KvCommand, KvWrite, WriteKind};
+use crate::migration::{MigrationCommand, MigrationOutcome};
+use crate::ownership::{
+    METADATA_SHARD, NotApplied, OWNERSHIP_KEY, Ownership, PLACED_BY_CONTROLLER, PLACEMENT_RECORD,
+    ShardState,
+};
 use crate::session::{Session, SessionTable};
 
 /// A read of one key.
@@ -26,6 +37,45 @@ pub struct KvGet {
     pub shard: ShardId,
     /// The user key.
     pub key: Bytes,
+}
+
+/// A read of a storage group's applied state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvQuery {
+    /// The value of one key.
+    Get(KvGet),
+    /// The group's shard ownership (`None` for a group that serves every shard).
+    Ownership,
+    /// A point-in-time view to stream `shard` from, which this group is sending to `to` in
+    /// configuration `num`.
+    Handoff {
+        /// The configuration that moved the shard.
+        num: ConfigNum,
+        /// The shard.
+        shard: ShardId,
+        /// The group pulling it.
+        to: GroupId,
+    },
+}
+
+/// What a [`KvQuery`] answers.
+pub enum KvReadOutput<S: KvRead> {
+    /// The key's value, if it has one.
+    Value(Option<Bytes>),
+    /// The group's shard ownership.
+    Ownership(Option<Ownership>),
+    /// A view of the store in which the shard is frozen (sending) and complete.
+    Handoff(EngineSnapshot<S>),
+}
+
+impl<S: KvRead> std::fmt::Debug for KvReadOutput<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(value) => f.debug_tuple("Value").field(value).finish(),
+            Self::Ownership(ownership) => f.debug_tuple("Ownership").field(ownership).finish(),
+            Self::Handoff(snapshot) => f.debug_tuple("Handoff").field(&snapshot.path()).finish(),
+        }
+    }
 }
 
 /// What an applied write answers.
@@ -38,11 +88,43 @@ pub struct WriteOutcome {
     pub duplicate: bool,
 }
 
+/// What an applied command answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A client write.
+    Write(WriteOutcome),
+    /// A migration step.
+    Migration(MigrationOutcome),
+}
+
+impl Applied {
+    /// The outcome of a write; `None` for a migration step.
+    #[must_use]
+    pub fn into_write(self) -> Option<WriteOutcome> {
+        match self {
+            Self::Write(outcome) => Some(outcome),
+            Self::Migration(_) => None,
+        }
+    }
+}
+
+impl<S: KvRead> KvReadOutput<S> {
+    /// The value a [`KvQuery::Get`] read; `None` for any other answer.
+    #[must_use]
+    pub fn into_value(self) -> Option<Option<Bytes>> {
+        match self {
+            Self::Value(value) => Some(value),
+            Self::Ownership(_) | Self::Handoff(_) => None,
+        }
+    }
+}
+
 /// The state machine of one storage group. See the module documentation.
 #[derive(Debug)]
 pub struct KvStateMachine {
     group: GroupId,
     sessions: SessionTable,
+    ownership: Option<Ownership>,
     pending: BTreeMap<(ShardId, Bytes), Option<Bytes>>,
 }
 
@@ -57,6 +139,39 @@ impl KvStateMachine {
     #[must_use]
     pub fn session(&self, shard: ShardId, client: ClientId) -> Option<Session> {
         self.sessions.get(shard, client)
+    }
+
+    /// The group's shard ownership; `None` when it serves every shard.
+    #[must_use]
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.ownership.as_ref()
+    }
+
+    /// Marks a node's store as placed by a controller: its groups serve only the shards their
+    /// configurations give them (written once, when a node first follows a controller).
+    pub fn mark_placed_by_controller(batch: &mut WriteBatch) {
+        batch.put_node_metadata(
+            Bytes::from_static(PLACEMENT_RECORD),
+            Bytes::from_static(PLACED_BY_CONTROLLER),
+        );
+    }
+
+    /// True when the node's store is placed by a controller.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn is_placed_by_controller<K: KvEngine>(engine: &Engine<K>) -> Result<bool> {
+        Ok(engine.node_metadata(PLACEMENT_RECORD)?.as_deref() == Some(PLACED_BY_CONTROLLER))
+    }
+
+    /// Checks that the group serves `shard` now.
+    fn check_serves(&self, shard: ShardId) -> Result<()> {
+        if shard == METADATA_SHARD {
+            return Err(Error::InvalidArgument {
+                reason: format!("shard {shard} is reserved for the group's own records"),
+            });
+        }
+        self.ownership.as_ref().map_or(Ok(()), |ownership| ownership.check_serves(shard))
     }
 
     fn current_value<K: KvEngine>(
@@ -79,6 +194,7 @@ impl KvStateMachine {
         write: KvWrite,
     ) -> Result<WriteOutcome> {
         let group = self.group;
+        self.check_serves(write.shard)?;
         if self.sessions.get(write.shard, write.client).is_some_and(|s| write.seq <= s.seq) {
             return Ok(WriteOutcome { index, duplicate: true });
         }
@@ -105,15 +221,131 @@ impl KvStateMachine {
         }
         Ok(WriteOutcome { index, duplicate: false })
     }
+
+    /// Applies a migration step; `Err` only for a group that has no ownership (it serves
+    /// every shard and takes part in no migration) and for a chunk with a malformed session.
+    fn apply_migration(
+        &mut self,
+        batch: &mut WriteBatch,
+        command: MigrationCommand,
+    ) -> Result<MigrationOutcome> {
+        let group = self.group;
+        let Some(ownership) = self.ownership.as_mut() else {
+            return Err(Error::InvalidArgument {
+                reason: format!("group {group} is not placed by a controller; it migrates nothing"),
+            });
+        };
+        let num_now = ownership.num;
+        let stale = |what: String| Ok(MigrationOutcome::Stale(what));
+        match command {
+            MigrationCommand::Reconfigure { previous, next } => {
+                match ownership.reconfigure(group, &previous, &next) {
+                    Ok(next) => *ownership = next,
+                    Err(NotApplied::Stale(reason)) => return stale(reason),
+                    Err(NotApplied::NotYet(reason)) => return Ok(MigrationOutcome::NotYet(reason)),
+                }
+            }
+            MigrationCommand::InstallChunk { num, shard, records, last } => {
+                if num != num_now
+                    || !matches!(ownership.state(shard), Some(ShardState::Pulling { .. }))
+                {
+                    return stale(format!(
+                        "shard {shard} is not being pulled in configuration {num}"
+                    ));
+                }
+                let mut sessions = Vec::new();
+                for record in &records {
+                    if let ShardRecord::Session { client, record } = record {
+                        let session = Session::decode(record).map_err(|DecodeError(reason)| {
+                            Error::InvalidArgument {
+                                reason: format!("shard {shard} client {client}: {reason}"),
+                            }
+                        })?;
+                        sessions.push((*client, session));
+                    }
+                }
+                if last {
+                    ownership.arrived(shard);
+                }
+                batch.put_shard_records(group, shard, &records);
+                for (client, session) in sessions {
+                    self.sessions.insert(shard, client, session);
+                }
+                for record in records {
+                    if let ShardRecord::Data { key, value } = record {
+                        self.pending.insert((shard, key), Some(value));
+                    }
+                }
+            }
+            MigrationCommand::DeleteShard { num, shard } => {
+                if num > num_now {
+                    return Ok(MigrationOutcome::NotYet(format!(
+                        "at configuration {num_now}, before configuration {num}"
+                    )));
+                }
+                if num < num_now
+                    || !matches!(ownership.state(shard), Some(ShardState::Sending { .. }))
+                {
+                    return stale(format!(
+                        "shard {shard} of configuration {num} is already deleted"
+                    ));
+                }
+                ownership.handed_off(shard);
+                batch.delete_shard(group, shard);
+                self.sessions.remove_shard(shard);
+                self.pending.retain(|(pending_shard, _), _| *pending_shard != shard);
+            }
+            MigrationCommand::ConfirmHandoff { num, shard } => {
+                if num != num_now
+                    || !matches!(ownership.state(shard), Some(ShardState::Confirming { .. }))
+                {
+                    return stale(format!(
+                        "shard {shard} of configuration {num} is already confirmed"
+                    ));
+                }
+                ownership.confirmed(shard);
+            }
+        }
+        let record = ownership.encode();
+        batch.put_data(group, METADATA_SHARD, Bytes::from_static(OWNERSHIP_KEY), record);
+        Ok(MigrationOutcome::Done)
+    }
+
+    fn handoff<K: KvEngine>(
+        &self,
+        engine: &Engine<K>,
+        num: ConfigNum,
+        shard: ShardId,
+        to: GroupId,
+    ) -> Result<EngineSnapshot<K::Snapshot>> {
+        let ownership = self.ownership.as_ref().ok_or_else(|| Error::InvalidArgument {
+            reason: format!("group {} is not placed by a controller", self.group),
+        })?;
+        if num > ownership.num {
+            return Err(Error::ShardNotReady);
+        }
+        if num < ownership.num
+            || ownership.state(shard) != Some(ShardState::Sending { to: Some(to) })
+        {
+            return Err(Error::WrongGroup { config_num: ownership.num.0 });
+        }
+        Ok(engine.snapshot())
+    }
 }
 
 impl<K: KvEngine> StateMachine<K> for KvStateMachine {
-    type Proposal = KvWrite;
-    type Query = KvGet;
-    type ApplyOutput = Result<WriteOutcome>;
-    type ReadOutput = Option<Bytes>;
+    type Proposal = KvCommand;
+    type Query = KvQuery;
+    type ApplyOutput = Result<Applied>;
+    type ReadOutput = KvReadOutput<K::Snapshot>;
 
     fn load(group: GroupId, engine: &Engine<K>) -> Result<Self> {
+        let corruption = |reason: String| {
+            Error::Engine(mosaic_engine::Error::Corruption {
+                path: engine.path().to_path_buf(),
+                reason: format!("group {group} {reason}"),
+            })
+        };
         let mut sessions = SessionTable::default();
         let mut malformed = None;
         engine.scan_group_sessions(group, &mut |shard, client, record| {
@@ -127,19 +359,26 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
             Ok(true)
         })?;
         if let Some(reason) = malformed {
-            return Err(Error::Engine(mosaic_engine::Error::Corruption {
-                path: engine.path().to_path_buf(),
-                reason: format!("group {group} session record: {reason}"),
-            }));
+            return Err(corruption(format!("session record: {reason}")));
         }
-        Ok(Self { group, sessions, pending: BTreeMap::new() })
+        let ownership = match engine.get_data(group, METADATA_SHARD, OWNERSHIP_KEY)? {
+            Some(record) => Some(
+                Ownership::decode(&record)
+                    .map_err(|error| corruption(format!("ownership record: {error}")))?,
+            ),
+            None => Self::is_placed_by_controller(engine)?.then(Ownership::default),
+        };
+        Ok(Self { group, sessions, ownership, pending: BTreeMap::new() })
     }
 
-    fn check_proposal(&self, _proposal: &KvWrite) -> Result<()> {
-        Ok(())
+    fn check_proposal(&self, proposal: &KvCommand) -> Result<()> {
+        match proposal {
+            KvCommand::Write(write) => self.check_serves(write.shard),
+            KvCommand::Migration(_) => Ok(()),
+        }
     }
 
-    fn encode(proposal: &KvWrite) -> Bytes {
+    fn encode(proposal: &KvCommand) -> Bytes {
         proposal.encode()
     }
 
@@ -149,17 +388,24 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
         batch: &mut WriteBatch,
         index: LogIndex,
         data: &Bytes,
-    ) -> Result<Result<WriteOutcome>> {
-        match KvWrite::decode(data) {
-            Ok(write) => match self.apply_write(engine, batch, index, write) {
-                Ok(outcome) => Ok(Ok(outcome)),
-                Err(error @ Error::Engine(_)) => Err(error),
-                Err(refusal) => Ok(Err(refusal)),
-            },
+    ) -> Result<Result<Applied>> {
+        let result = match KvCommand::decode(data) {
+            Ok(KvCommand::Write(write)) => {
+                self.apply_write(engine, batch, index, write).map(Applied::Write)
+            }
+            Ok(KvCommand::Migration(command)) => {
+                self.apply_migration(batch, command).map(Applied::Migration)
+            }
             Err(error) => {
                 tracing::warn!(group = %self.group, %index, %error, "skipping an undecodable entry");
-                Ok(Err(Error::InvalidArgument { reason: format!("entry {index}: {error}") }))
+                return Ok(Err(Error::InvalidArgument {
+                    reason: format!("entry {index}: {error}"),
+                }));
             }
+        };
+        match result {
+            Err(error @ Error::Engine(_)) => Err(error),
+            other => Ok(other),
         }
     }
 
@@ -167,7 +413,16 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
         self.pending.clear();
     }
 
-    fn read(&self, engine: &Engine<K>, query: &KvGet) -> Result<Option<Bytes>> {
-        Ok(engine.get_data(self.group, query.shard, &query.key)?)
+    fn read(&self, engine: &Engine<K>, query: &KvQuery) -> Result<KvReadOutput<K::Snapshot>> {
+        match query {
+            KvQuery::Get(get) => {
+                self.check_serves(get.shard)?;
+                Ok(KvReadOutput::Value(engine.get_data(self.group, get.shard, &get.key)?))
+            }
+            KvQuery::Ownership => Ok(KvReadOutput::Ownership(self.ownership.clone())),
+            KvQuery::Handoff { num, shard, to } => {
+                self.handoff(engine, *num, *shard, *to).map(KvReadOutput::Handoff)
+            }
+        }
     }
 }

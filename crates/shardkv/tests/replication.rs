@@ -46,7 +46,7 @@ fn busy_groups_on_one_node_share_one_synced_write() {
             .store(node)
             .handle(mosaic_raftstore::StoreMsg::Propose {
                 group: *group,
-                proposal: write,
+                proposal: write.into(),
                 callback,
             })
             .unwrap();
@@ -56,7 +56,8 @@ fn busy_groups_on_one_node_share_one_synced_write() {
     let after = cluster.store(node).stats();
     assert_eq!(after.synced_writes - before.synced_writes, 1, "{before:?} -> {after:?}");
     for slot in &slots {
-        let outcome = take(slot).expect("answered in the same pass").unwrap().unwrap();
+        let answer = take(slot).expect("answered in the same pass").unwrap().unwrap();
+        let outcome = answer.into_write().expect("a write");
         assert!(!outcome.duplicate);
     }
 }
@@ -213,6 +214,39 @@ fn a_proposal_on_a_follower_is_refused_with_the_leader_hint() {
             assert_eq!((group, hint), (GROUP, Some(leader)));
         }
         other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+#[test]
+fn read_leaders_answers_for_the_groups_led_here_only() {
+    let mut cluster = Cluster::new(3, 12);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let other = GroupId(GROUP.0 + 1);
+    cluster.create_group(other, &[1, 2, 3]);
+    let leader = cluster.must_elect(GROUP);
+    cluster.must_elect(other);
+    cluster.tick();
+    for node in [1, 2, 3].map(NodeId) {
+        let (answers, callback) = harness::slot();
+        let query = mosaic_shardkv::KvQuery::Ownership;
+        cluster.send(node, mosaic_raftstore::StoreMsg::ReadLeaders { query, callback });
+        let answers = take(&answers).expect("answered at once").expect("no refusal");
+        let led: Vec<GroupId> = answers.iter().map(|(group, _)| *group).collect();
+        let expected: Vec<GroupId> = [GROUP, other]
+            .into_iter()
+            .filter(|group| {
+                let status = cluster.store(node).peer(*group).expect("hosted").status();
+                status.soft_state.role == mosaic_raft::Role::Leader
+            })
+            .collect();
+        assert_eq!(led, expected, "node {node}");
+        if node == leader {
+            assert!(led.contains(&GROUP));
+        }
+        for (group, answer) in answers {
+            // A static group has no ownership.
+            assert!(matches!(answer, Ok(mosaic_shardkv::KvReadOutput::Ownership(None))), "{group}");
+        }
     }
 }
 

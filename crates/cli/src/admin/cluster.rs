@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId, ShardId};
@@ -19,6 +19,9 @@ use mosaic_proto::pb;
 use serde_json::json;
 
 use super::{Output, print_line, replicas};
+
+/// How often `wait` looks again.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The controller, as the admin commands use it.
 pub(super) struct Cluster {
@@ -168,13 +171,8 @@ impl Cluster {
 
     /// The latest configuration's groups, with each group's leader as its members report it.
     pub(super) async fn status(&self) -> anyhow::Result<ExitCode> {
-        let answer = self.client.query(None).await?;
+        let (answer, rows) = self.group_rows().await?;
         let config = &answer.config;
-        let mut rows = Vec::new();
-        for (group, members) in &config.groups {
-            let leader = group_leader(&answer, *group, members).await;
-            rows.push((*group, members, leader, config.shards_of(*group)));
-        }
         let text = match self.output {
             Output::Human => {
                 let mut text = format!(
@@ -183,42 +181,107 @@ impl Cluster {
                     self.leader_text(&answer)
                 );
                 text.push_str(&format!(
-                    "\n{:<7} {:<16} {:<8} {}",
-                    "group", "nodes", "leader", "shards"
+                    "\n{:<7} {:<16} {:<8} {:<8} {}",
+                    "group", "nodes", "leader", "config", "shards"
                 ));
-                for (group, members, leader, shards) in &rows {
+                for row in &rows {
                     text.push_str(&format!(
-                        "\n{:<7} {:<16} {:<8} {}",
-                        group.0,
-                        ids(members),
-                        leader.map_or("-".to_string(), |node| node.to_string()),
-                        shard_ranges(shards)
+                        "\n{:<7} {:<16} {:<8} {:<8} {}",
+                        row.group.0,
+                        ids(&row.members),
+                        row.leader.map_or("-".to_string(), |node| node.to_string()),
+                        row.applied().map_or("-".to_string(), |num| num.to_string()),
+                        shard_ranges(&row.shards)
                     ));
+                    for moving in row.moving() {
+                        text.push_str(&format!("\n        {}", moving_text(moving)));
+                    }
                 }
+                let (behind, moving) = unsettled(&rows, config.num.0);
+                text.push_str(&if behind + moving == 0 {
+                    "\nno shard is moving".to_string()
+                } else {
+                    format!(
+                        "\n{moving} shard(s) moving; {behind} group(s) behind configuration {}",
+                        config.num
+                    )
+                });
                 text
             }
             Output::Json => {
                 let groups: Vec<_> = rows
                     .iter()
-                    .map(|(group, members, leader, shards)| {
+                    .map(|row| {
                         json!({
-                            "group": group.0,
-                            "nodes": members.iter().map(|n| n.0).collect::<Vec<_>>(),
-                            "leader": leader.map(|n| n.0),
-                            "shards": shards.iter().map(|s| s.0).collect::<Vec<_>>(),
+                            "group": row.group.0,
+                            "nodes": row.members.iter().map(|n| n.0).collect::<Vec<_>>(),
+                            "leader": row.leader.map(|n| n.0),
+                            "config_num": row.applied(),
+                            "shards": row.shards.iter().map(|s| s.0).collect::<Vec<_>>(),
+                            "moving": row.moving().map(|shard| json!({
+                                "shard": shard.shard_id,
+                                "state": shard.state,
+                                "peer_group": shard.peer_group,
+                            })).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
+                let (behind, moving) = unsettled(&rows, config.num.0);
                 json!({
                     "num": config.num.0,
                     "controller_leader": self.leader_json(&answer),
                     "groups": groups,
+                    "settled": behind + moving == 0,
                 })
                 .to_string()
             }
         };
         print_line(&text)?;
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// Waits until every group's leader has applied the latest configuration and holds no
+    /// moving shard; progress on stderr.
+    pub(super) async fn wait(&self, deadline: Instant) -> anyhow::Result<ExitCode> {
+        loop {
+            let (answer, rows) = self.group_rows().await?;
+            let num = answer.config.num.0;
+            let (behind, moving) = unsettled(&rows, num);
+            if behind + moving == 0 {
+                let text = match self.output {
+                    Output::Human => format!("configuration {num}: every shard is served"),
+                    Output::Json => json!({ "num": num, "settled": true }).to_string(),
+                };
+                print_line(&text)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let progress =
+                format!("configuration {num}: {moving} shard(s) moving, {behind} group(s) behind");
+            if Instant::now() >= deadline {
+                eprintln!("still not settled: {progress}; see `mosaic admin status`");
+                return Ok(ExitCode::FAILURE);
+            }
+            eprintln!("waiting: {progress}");
+            tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+        }
+    }
+
+    /// The latest configuration and, per group, its members, leader and shards, with the
+    /// leader's view of its shards' migration state.
+    async fn group_rows(&self) -> anyhow::Result<(QueryAnswer, Vec<GroupRow>)> {
+        let answer = self.client.query(None).await?;
+        let mut rows = Vec::new();
+        for (group, members) in &answer.config.groups {
+            let (leader, held) = group_view(&answer, *group, members).await;
+            rows.push(GroupRow {
+                group: *group,
+                members: members.clone(),
+                leader,
+                held,
+                shards: answer.config.shards_of(*group),
+            });
+        }
+        Ok((answer, rows))
     }
 
     /// Applies `command` and prints what it did, or why it was refused.
@@ -293,7 +356,12 @@ impl Cluster {
 }
 
 /// The leader of `group` as its members report it; `None` when none answers as leader.
-async fn group_leader(answer: &QueryAnswer, group: GroupId, members: &[NodeId]) -> Option<NodeId> {
+async fn group_view(
+    answer: &QueryAnswer,
+    group: GroupId,
+    members: &[NodeId],
+) -> (Option<NodeId>, Option<pb::GroupShards>) {
+    let mut hint = None;
     for member in members {
         let Some(address) = answer.nodes.get(member) else {
             continue;
@@ -304,12 +372,57 @@ async fn group_leader(answer: &QueryAnswer, group: GroupId, members: &[NodeId]) 
         let request = pb::GroupStatusRequest { group_id: group.0 };
         if let Ok(status) = client.group_status(request).await {
             let status = status.into_inner();
-            if let Some(leader) = status.leader {
-                return Some(NodeId(leader));
+            if status.role == "leader" {
+                return (Some(*member), status.shards);
             }
+            hint = hint.or(status.leader.map(NodeId));
         }
     }
-    None
+    (hint, None)
+}
+
+/// One group of `status`: the configuration's view and its leader's.
+struct GroupRow {
+    group: GroupId,
+    members: Vec<NodeId>,
+    leader: Option<NodeId>,
+    /// The shards the leader holds and their state (`None`: no leader answered).
+    held: Option<pb::GroupShards>,
+    /// The shards the latest configuration gives the group.
+    shards: Vec<ShardId>,
+}
+
+impl GroupRow {
+    /// The configuration the group's leader has applied.
+    fn applied(&self) -> Option<u64> {
+        self.held.as_ref().map(|held| held.config_num)
+    }
+
+    /// The shards the leader holds that are not simply serving.
+    fn moving(&self) -> impl Iterator<Item = &pb::ShardStatus> {
+        self.held.iter().flat_map(|held| &held.shards).filter(|shard| shard.state != "serving")
+    }
+}
+
+/// How many groups are behind configuration `num` (or did not answer), and how many shards
+/// are moving.
+fn unsettled(rows: &[GroupRow], num: u64) -> (usize, usize) {
+    let behind =
+        rows.iter().filter(|row| row.applied().is_none_or(|applied| applied < num)).count();
+    let moving = rows.iter().map(|row| row.moving().count()).sum();
+    (behind, moving)
+}
+
+fn moving_text(shard: &pb::ShardStatus) -> String {
+    let peer = shard.peer_group.map_or("no group".to_string(), |group| format!("group {group}"));
+    match shard.state.as_str() {
+        "pulling" => format!("shard {}: pulling from {peer}", shard.shard_id),
+        "confirming" => {
+            format!("shard {}: serving; {peer} has not deleted its copy yet", shard.shard_id)
+        }
+        "sending" => format!("shard {}: sending to {peer}", shard.shard_id),
+        other => format!("shard {}: {other}", shard.shard_id),
+    }
 }
 
 /// One line per (from, to) pair of groups, with the shards it moves as ranges.

@@ -92,9 +92,17 @@ enum AdminCommand {
     /// The configuration history (controller).
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Every group of the latest configuration: members, leader, shards (controller, then
-    /// the storage nodes).
+    /// Every group of the latest configuration: members, leader, the configuration its
+    /// leader has applied, shards, and the shards still moving (controller, then the storage
+    /// nodes).
     Status,
+    /// Waits until every group has applied the latest configuration and no shard is moving,
+    /// showing progress on stderr; exits 1 if that takes longer than --max-wait.
+    Wait {
+        /// How long to wait at most, in seconds.
+        #[arg(long, default_value_t = 600)]
+        max_wait: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,6 +209,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Config(ConfigCommand::Show { num }) => cluster()?.config_show(num).await,
         AdminCommand::Status => cluster()?.status().await,
+        AdminCommand::Wait { max_wait } => {
+            cluster()?.wait(Instant::now() + Duration::from_secs(max_wait)).await
+        }
         AdminCommand::Group(GroupCommand::Create { group, members }) => {
             let nodes = node_flags(&args.nodes)?;
             let members: Vec<NodeId> = if members.is_empty() {

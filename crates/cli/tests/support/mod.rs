@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mosaic_client::{Client, ClientOptions, GroupId, NodeId, Routing, StaticRouting};
+use mosaic_client::{
+    Client, ClientOptions, ControllerClient, ControllerClientOptions, ControllerRouting, GroupId,
+    NodeId, Routing, StaticRouting,
+};
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use tempfile::TempDir;
 
@@ -176,13 +179,14 @@ impl Processes {
 
     pub fn kv(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut command = mosaic();
-        command
-            .args(["kv", "--nodes", &self.nodes_flag(), "--group", &GROUP.to_string()])
-            .args(["--shard-count", &SHARDS.to_string()])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.arg("kv");
+        match self.role {
+            Role::Controllers(_) => command.args(["--controllers", &self.addresses_flag()]),
+            _ => command
+                .args(["--nodes", &self.nodes_flag(), "--group", &GROUP.to_string()])
+                .args(["--shard-count", &SHARDS.to_string()]),
+        };
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
         {
             use std::io::Write as _;
@@ -192,6 +196,15 @@ impl Processes {
             }
         }
         child.wait_with_output().unwrap()
+    }
+
+    /// A client routing by the configurations of these controller replicas.
+    pub fn routed_client(&self) -> Client<ControllerRouting> {
+        let addresses = self.addresses.values().cloned().collect();
+        let controller =
+            ControllerClient::new(addresses, ControllerClientOptions::default()).unwrap();
+        let options = ClientOptions { timeout: WAIT_MAX, ..ClientOptions::default() };
+        Client::new(ControllerRouting::new(controller), options).unwrap()
     }
 
     /// A client routing every key to group [`GROUP`] on these nodes.

@@ -1,14 +1,18 @@
 //! A fake controller group: replicas serving the `Controller` gRPC service on loopback ports,
-//! for the tests of [`crate::ControllerClient`].
+//! for the tests of [`crate::ControllerClient`] and [`crate::ControllerRouting`].
 //!
 //! One replica leads. It applies commands with the controller's deduplication rule (one
 //! session per client id: the latest seq again answers its first result, an older one is
 //! refused as stale) to a tiny state machine: `RegisterNode` registers, `MoveShard` is
-//! refused (the fake has no groups), every other command changes nothing. It answers a query
-//! for configuration 0 or the latest, and `NotFound` for any other number, as a controller
-//! replica does. The other replicas answer `NotLeader`, naming the leader, another replica, or
-//! no one. Faults queued with [`FakeController::inject`] make the leader fail its next
-//! requests, before or after applying them. Every replica records every request it receives.
+//! refused (the fake's commands know no groups), every other command changes nothing. Tests
+//! change the configuration directly instead ([`FakeController::publish`]; the history starts
+//! with configuration 0 of [`FAKE_SHARD_COUNT`] shards), and may register nodes directly
+//! ([`FakeController::register`]). The leader answers a query for any configuration of the
+//! history (the latest when none is named), and `NotFound` for any later number, as a
+//! controller replica does. The other replicas answer `NotLeader`, naming the leader, another
+//! replica, or no one. Faults queued with [`FakeController::inject`] make the leader fail its
+//! next requests, before or after applying them, and [`FakeController::fail_queries`] makes it
+//! fail every query until told otherwise. Every replica records every request it receives.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -77,6 +81,10 @@ struct State {
     /// Per client: the latest seq applied and its result.
     sessions: BTreeMap<ClientId, (u64, std::result::Result<Outcome, Error>)>,
     nodes: BTreeMap<NodeId, String>,
+    /// Every configuration, by number. Invariant: `configs[n].num == n`, never empty.
+    configs: Vec<Configuration>,
+    /// Whether the leader answers every query `Unavailable`.
+    queries_failing: bool,
 }
 
 /// A running fake controller group.
@@ -97,7 +105,10 @@ impl FakeController {
             listeners.push(loopback_listener().await);
         }
         let addresses: Vec<String> = listeners.iter().map(|(_, address)| address.clone()).collect();
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            configs: vec![Configuration::initial(FAKE_SHARD_COUNT)],
+            ..State::default()
+        }));
         for (index, (role, (listener, _))) in roles.iter().zip(listeners).enumerate() {
             if let Role::Redirect(to) = role {
                 assert!(*to < roles.len(), "replica {index} redirects to {to} of {}", roles.len());
@@ -142,6 +153,38 @@ impl FakeController {
     /// Every command applied so far, in order.
     pub(crate) fn applied(&self) -> Vec<Request> {
         lock(&self.state).applied.clone()
+    }
+
+    /// Makes `config` the latest configuration.
+    ///
+    /// # Panics
+    /// If `config` is not numbered one past the latest, or has a shard count other than
+    /// [`FAKE_SHARD_COUNT`].
+    pub(crate) fn publish(&self, config: Configuration) {
+        let mut state = lock(&self.state);
+        let next = state.configs.len() as u64;
+        assert_eq!(config.num, ConfigNum(next), "the next configuration is {next}");
+        assert_eq!(config.shard_count(), FAKE_SHARD_COUNT, "configuration {}", config.num);
+        state.configs.push(config);
+    }
+
+    /// Registers `node` at `address`, as an applied `RegisterNode` would.
+    pub(crate) fn register(&self, node: NodeId, address: &str) {
+        lock(&self.state).nodes.insert(node, address.to_string());
+    }
+
+    /// Makes the leader answer every query `Unavailable` (`true`), or answer them again.
+    pub(crate) fn fail_queries(&self, failing: bool) {
+        lock(&self.state).queries_failing = failing;
+    }
+
+    /// How many queries the replicas have received so far.
+    pub(crate) fn queries_received(&self) -> usize {
+        lock(&self.state)
+            .received
+            .iter()
+            .filter(|received| matches!(received.call, ReceivedCall::Query { .. }))
+            .count()
     }
 }
 
@@ -250,13 +293,22 @@ impl Controller for Replica {
             Some(Fault::Before(status) | Fault::After(status)) => return Err(status),
             None => {}
         }
-        if let Some(num) = num.filter(|num| *num != 0) {
-            let error = Error::UnknownConfig { num: ConfigNum(num), latest: ConfigNum(0) };
-            return Err(Status::not_found(error.to_string()));
+        if state.queries_failing {
+            return Err(Status::unavailable("the fake controller fails its queries"));
         }
-        let config = Configuration::initial(FAKE_SHARD_COUNT);
+        let latest = state.configs.last().expect("the history is never empty").num;
+        let config = match num {
+            None => &state.configs[state.configs.len() - 1],
+            Some(num) => match usize::try_from(num).ok().and_then(|n| state.configs.get(n)) {
+                Some(config) => config,
+                None => {
+                    let error = Error::UnknownConfig { num: ConfigNum(num), latest };
+                    return Err(Status::not_found(error.to_string()));
+                }
+            },
+        };
         let leader = NodeId(self.index as u64 + 1);
-        Ok(tonic::Response::new(query_response_to_pb(&config, ConfigNum(0), &state.nodes, leader)))
+        Ok(tonic::Response::new(query_response_to_pb(config, latest, &state.nodes, leader)))
     }
 }
 

@@ -18,7 +18,9 @@ use mosaic_raftstore::{
     Callback, Consistency, Error, ReadOutput, SnapshotReader, Store, StoreConfig, StoreMsg,
     Transport,
 };
-use mosaic_shardkv::{KvGet, KvStateMachine, KvWrite, WriteKind, WriteOutcome};
+use mosaic_shardkv::{
+    Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind, WriteOutcome,
+};
 
 pub type KvStore = Store<MemKv, KvStateMachine, QueueTransport>;
 pub type Msg = StoreMsg<MemKv, KvStateMachine>;
@@ -260,7 +262,12 @@ impl Cluster {
         write: KvWrite,
     ) -> Slot<mosaic_raftstore::Result<WriteOutcome>> {
         let (result, callback) = slot();
-        self.send(node, StoreMsg::Propose { group, proposal: write, callback });
+        let callback = Box::new(move |answer: mosaic_raftstore::Result<_>| {
+            callback(answer.map(|applied: mosaic_raftstore::Result<Applied>| {
+                applied.map(|applied| applied.into_write().expect("a write answers a write"))
+            }));
+        });
+        self.send(node, StoreMsg::Propose { group, proposal: write.into(), callback });
         result
     }
 
@@ -273,8 +280,19 @@ impl Cluster {
         consistency: Consistency,
     ) -> Slot<ReadOutput<Option<Bytes>>> {
         let (result, callback) = slot();
+        let callback = Box::new(
+            move |answer: mosaic_raftstore::Result<ReadOutput<KvReadOutput<MemSnapshot>>>| {
+                callback(answer.map(|read| ReadOutput {
+                    output: read.output.into_value().expect("a get answers a value"),
+                    applied_index: read.applied_index,
+                }));
+            },
+        );
         let query = KvGet { shard: shard_of(key), key: Bytes::copy_from_slice(key.as_bytes()) };
-        self.send(node, StoreMsg::Read { group, query, consistency, callback });
+        self.send(
+            node,
+            StoreMsg::Read { group, query: KvQuery::Get(query), consistency, callback },
+        );
         result
     }
 

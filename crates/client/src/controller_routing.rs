@@ -1,0 +1,84 @@
+//! Routing by the controller's configurations ([`ControllerRouting`]): the [`RoutingSource`]
+//! that answers with the latest configuration the controller group has, read linearizably at
+//! its leader.
+//!
+//! What the client does with it is [`crate::Client`]'s to say: it asks once before its first
+//! operation, and again when a node says its placement is stale or a key's shard has no owner.
+//! This module only turns one query's answer into a [`Routing`] ([`Routing::from_configuration`])
+//! and a failed query into [`RoutingError::Source`].
+
+use crate::controller::ControllerClient;
+use crate::error::{ClientError, Result};
+use crate::routing::{Routing, RoutingError, RoutingSource};
+
+/// A [`RoutingSource`] backed by the controller group: each [`RoutingSource::latest`] queries
+/// the controller for its latest configuration and the node registry, and answers the
+/// placement they describe. Shards the configuration leaves unassigned (configuration 0 assigns
+/// none) are unassigned in the placement too.
+///
+/// One query runs for at most the [`ControllerClient`]'s own timeout
+/// ([`crate::ControllerClientOptions`]), and within an operation's deadline: give the
+/// controller client a timeout shorter than the [`crate::Client`]'s, so that a controller that
+/// does not answer fails the first load with the controller's own error (which names the
+/// replicas tried) rather than with the operation's timeout.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn example() -> mosaic_client::Result<()> {
+/// use mosaic_client::{
+///     Client, ClientOptions, Consistency, ControllerClient, ControllerClientOptions,
+///     ControllerRouting,
+/// };
+///
+/// let addresses = vec!["10.0.0.1:7000".to_string(), "10.0.0.2:7000".to_string()];
+/// let controller = ControllerClient::new(addresses, ControllerClientOptions::default())?;
+/// let client = Client::new(ControllerRouting::new(controller), ClientOptions::default())?;
+/// client.put("greeting", "hello").await?;
+/// let value = client.get("greeting", Consistency::Linearizable).await?;
+/// assert_eq!(value.as_deref(), Some(&b"hello"[..]));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ControllerRouting {
+    controller: ControllerClient,
+}
+
+impl ControllerRouting {
+    /// A source that asks `controller` for each placement.
+    #[must_use]
+    pub fn new(controller: ControllerClient) -> Self {
+        Self { controller }
+    }
+
+    /// The controller client the source asks.
+    #[must_use]
+    pub fn controller(&self) -> &ControllerClient {
+        &self.controller
+    }
+}
+
+impl RoutingSource for ControllerRouting {
+    /// Returns the placement of the controller's latest configuration.
+    ///
+    /// # Errors
+    /// [`ClientError::Routing`] with [`RoutingError::Source`] when the query fails (no replica
+    /// answered by the controller client's deadline, or its answer does not decode), and with
+    /// the broken invariant when the configuration is no usable placement
+    /// ([`Routing::from_configuration`]).
+    async fn latest(&self) -> Result<Routing> {
+        let answer = self.controller.query(None).await.map_err(|error| ClientError::Routing {
+            reason: RoutingError::Source {
+                reason: format!(
+                    "the controller at {} gave no configuration: {error}",
+                    self.controller.addresses().join(",")
+                ),
+            },
+        })?;
+        Routing::from_configuration(&answer.config, &answer.nodes)
+    }
+}
+
+#[cfg(test)]
+mod tests;

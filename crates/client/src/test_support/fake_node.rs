@@ -1,0 +1,195 @@
+//! Fake storage nodes: each serves the `Kv` gRPC service on a loopback port, for the tests of
+//! [`crate::Client`].
+//!
+//! A node keeps its keys in a map and answers each request with success (a read gets the
+//! stored value, a write applies and answers the next log index), unless a refusal is
+//! scripted: [`FakeNode::refuse_next`] queues refusals for its next requests, and
+//! [`FakeNode::refuse_all`] refuses every request with one kind until cleared; queued
+//! refusals come first. A node does not check the group, shard or configuration a request
+//! names: the test decides which node refuses, and checks what each one received.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use mosaic_engine::{GroupId, ShardId};
+use mosaic_proto::pb;
+use mosaic_proto::pb::error_detail::Kind;
+use mosaic_proto::pb::kv_server::{Kv, KvServer};
+use prost::Message as _;
+use tonic::{Code, Status};
+
+use super::{loopback_listener, serve};
+
+/// One request a node received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeRequest {
+    /// `get`, `put`, `append` or `delete`.
+    pub(crate) method: &'static str,
+    /// The group the client routed to.
+    pub(crate) group: GroupId,
+    /// The shard the client computed.
+    pub(crate) shard: ShardId,
+    /// The configuration the client routed by.
+    pub(crate) config_num: u64,
+    /// The key.
+    pub(crate) key: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    received: Vec<NodeRequest>,
+    /// Refusals for the next requests, in order.
+    refusals: VecDeque<Kind>,
+    /// The refusal of every request once `refusals` is empty, if any.
+    refuse_all: Option<Kind>,
+    values: BTreeMap<Bytes, Bytes>,
+    last_index: u64,
+}
+
+/// A running fake storage node.
+#[derive(Clone, Debug)]
+pub(crate) struct FakeNode {
+    address: String,
+    state: Arc<Mutex<NodeState>>,
+}
+
+impl FakeNode {
+    /// Starts a node on a loopback port.
+    pub(crate) async fn start() -> Self {
+        let (listener, address) = loopback_listener().await;
+        let state = Arc::new(Mutex::new(NodeState::default()));
+        let service = Service { state: Arc::clone(&state) };
+        serve(listener, tonic::transport::Server::builder().add_service(KvServer::new(service)));
+        Self { address, state }
+    }
+
+    /// The node's address, `127.0.0.1:PORT`.
+    pub(crate) fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// Queues `kind` as the refusal of the next request no earlier queued refusal answers.
+    pub(crate) fn refuse_next(&self, kind: Kind) {
+        lock(&self.state).refusals.push_back(kind);
+    }
+
+    /// Refuses every request with `kind` (after the queued refusals), or with `None`, answers
+    /// them again.
+    pub(crate) fn refuse_all(&self, kind: Option<Kind>) {
+        lock(&self.state).refuse_all = kind;
+    }
+
+    /// Every request received so far, in order.
+    pub(crate) fn received(&self) -> Vec<NodeRequest> {
+        lock(&self.state).received.clone()
+    }
+}
+
+/// A `WrongGroup` refusal from a node that has applied configuration `config_num`.
+pub(crate) fn wrong_group(config_num: u64) -> Kind {
+    Kind::WrongGroup(pb::WrongGroup { config_num })
+}
+
+/// A `ShardNotReady` refusal.
+pub(crate) fn shard_not_ready() -> Kind {
+    Kind::ShardNotReady(pb::ShardNotReady {})
+}
+
+fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
+    // Each critical section leaves the state consistent.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Service {
+    state: Arc<Mutex<NodeState>>,
+}
+
+impl Service {
+    /// Records `request`; answers the scripted refusal, if any.
+    fn receive(&self, request: NodeRequest) -> Result<MutexGuard<'_, NodeState>, Status> {
+        let mut state = lock(&self.state);
+        state.received.push(request);
+        let refusal = state.refusals.pop_front().or_else(|| state.refuse_all.clone());
+        match refusal {
+            None => Ok(state),
+            Some(kind) => {
+                let detail = pb::ErrorDetail { kind: Some(kind) };
+                Err(Status::with_details(
+                    Code::FailedPrecondition,
+                    "refused by the fake node",
+                    Bytes::from(detail.encode_to_vec()),
+                ))
+            }
+        }
+    }
+
+    /// Applies the write `request` with `apply` (given the key's current value); answers the
+    /// next log index.
+    fn write(
+        &self,
+        method: &'static str,
+        request: pb::WriteRequest,
+        apply: impl FnOnce(Option<&Bytes>, Bytes) -> Option<Bytes>,
+    ) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+        let mut state = self.receive(NodeRequest {
+            method,
+            group: GroupId(request.group_id),
+            shard: ShardId(request.shard_id),
+            config_num: request.config_num,
+            key: request.key.clone(),
+        })?;
+        match apply(state.values.get(&request.key), request.value) {
+            Some(value) => state.values.insert(request.key, value),
+            None => state.values.remove(&request.key),
+        };
+        state.last_index += 1;
+        Ok(tonic::Response::new(pb::WriteResponse { index: state.last_index }))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for Service {
+    async fn get(
+        &self,
+        request: tonic::Request<pb::GetRequest>,
+    ) -> Result<tonic::Response<pb::GetResponse>, Status> {
+        let request = request.into_inner();
+        let state = self.receive(NodeRequest {
+            method: "get",
+            group: GroupId(request.group_id),
+            shard: ShardId(request.shard_id),
+            config_num: request.config_num,
+            key: request.key.clone(),
+        })?;
+        let value = state.values.get(&request.key).cloned();
+        Ok(tonic::Response::new(pb::GetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+            applied_index: state.last_index,
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: tonic::Request<pb::WriteRequest>,
+    ) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+        self.write("put", request.into_inner(), |_, value| Some(value))
+    }
+
+    async fn append(
+        &self,
+        request: tonic::Request<pb::WriteRequest>,
+    ) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+        self.write("append", request.into_inner(), |old, value| {
+            Some([old.map_or(&[][..], |old| &old[..]), &value[..]].concat().into())
+        })
+    }
+
+    async fn delete(
+        &self,
+        request: tonic::Request<pb::WriteRequest>,
+    ) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+        self.write("delete", request.into_inner(), |_, _| None)
+    }
+}

@@ -1,0 +1,185 @@
+//! The `ShardMigration` service: the previous owner's side of a shard move. `PullShard`
+//! streams a shard that a group is sending, from a point-in-time view of the store, in
+//! chunks of bounded size, paced; `DeleteShard` deletes the sent copy through the group's
+//! log once the new owner has it. The new owner's side is [`crate::migrator`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mosaic_controller::ConfigNum;
+use mosaic_engine::{ClientId, EngineSnapshot, GroupId, ShardCursor, ShardId, ShardRecord};
+use mosaic_proto::pb::{self, shard_migration_server::ShardMigration};
+use mosaic_raftstore::{Consistency, Error, ReadOutput, StoreMsg};
+use mosaic_shardkv::{
+    Applied, KvQuery, KvReadOutput, KvStateMachine, MigrationCommand, MigrationOutcome,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::node::{NodeEngine, NodeSnapshot};
+use crate::pacing::Pacer;
+use crate::runner::StoreHandle;
+use crate::status::{Directory, ask_store, to_status};
+
+/// How a node streams the shards it sends.
+#[derive(Clone, Copy, Debug)]
+pub struct MigrationLimits {
+    /// Largest chunk of records, in bytes (at least one record per chunk).
+    pub chunk_bytes_max: u64,
+    /// Each shard stream is paced to this rate.
+    pub bytes_per_sec: u64,
+    /// How long a request may wait for the store.
+    pub request_timeout: Duration,
+}
+
+/// The `ShardMigration` service of one storage node.
+pub struct MigrationService {
+    store: StoreHandle<NodeEngine, KvStateMachine>,
+    directory: Directory,
+    limits: MigrationLimits,
+}
+
+impl MigrationService {
+    /// The service feeding `store`.
+    #[must_use]
+    pub fn new(
+        store: StoreHandle<NodeEngine, KvStateMachine>,
+        directory: Directory,
+        limits: MigrationLimits,
+    ) -> Self {
+        Self { store, directory, limits }
+    }
+}
+
+#[tonic::async_trait]
+impl ShardMigration for MigrationService {
+    type PullShardStream = ReceiverStream<Result<pb::ShardChunk, Status>>;
+
+    async fn pull_shard(
+        &self,
+        request: Request<pb::PullShardRequest>,
+    ) -> Result<Response<Self::PullShardStream>, Status> {
+        let r = request.into_inner();
+        let (group, shard) = (GroupId(r.from_group), ShardId(r.shard_id));
+        let query =
+            KvQuery::Handoff { num: ConfigNum(r.config_num), shard, to: GroupId(r.to_group) };
+        let timeout = self.limits.request_timeout;
+        let read: ReadOutput<KvReadOutput<NodeSnapshot>> =
+            ask_store(&self.store, timeout, &self.directory, |callback| StoreMsg::Read {
+                group,
+                query,
+                consistency: Consistency::Stale,
+                callback,
+            })
+            .await?;
+        let KvReadOutput::Handoff(snapshot) = read.output else {
+            return Err(Status::internal("a handoff read answered something else"));
+        };
+        tracing::info!(%group, %shard, to = r.to_group, num = r.config_num, "streaming a shard");
+        let (sender, receiver) = mpsc::channel(2);
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || {
+            stream_shard(&Arc::new(snapshot), group, shard, &sender, limits);
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn delete_shard(
+        &self,
+        request: Request<pb::DeleteShardRequest>,
+    ) -> Result<Response<pb::DeleteShardResponse>, Status> {
+        let r = request.into_inner();
+        let group = GroupId(r.group_id);
+        let proposal = MigrationCommand::DeleteShard {
+            num: ConfigNum(r.config_num),
+            shard: ShardId(r.shard_id),
+        }
+        .into();
+        let timeout = self.limits.request_timeout;
+        let applied: Result<Applied, Error> =
+            ask_store(&self.store, timeout, &self.directory, |callback| StoreMsg::Propose {
+                group,
+                proposal,
+                callback,
+            })
+            .await?;
+        let refuse = |error: &Error| to_status(error, &self.directory);
+        match applied.map_err(|error| refuse(&error))? {
+            Applied::Migration(MigrationOutcome::Done) => {
+                Ok(Response::new(pb::DeleteShardResponse { deleted: true }))
+            }
+            Applied::Migration(MigrationOutcome::Stale(_)) => {
+                Ok(Response::new(pb::DeleteShardResponse { deleted: false }))
+            }
+            Applied::Migration(MigrationOutcome::NotYet(_)) => Err(refuse(&Error::ShardNotReady)),
+            Applied::Write(_) => Err(Status::internal("a delete was answered as a write")),
+        }
+    }
+}
+
+/// Reads `shard` of `group` chunk by chunk from `snapshot` into `sender`, paced, on a
+/// blocking thread; stops early when the receiver goes away.
+fn stream_shard(
+    snapshot: &Arc<EngineSnapshot<NodeSnapshot>>,
+    group: GroupId,
+    shard: ShardId,
+    sender: &mpsc::Sender<Result<pb::ShardChunk, Status>>,
+    limits: MigrationLimits,
+) {
+    let mut pacer = Pacer::new(limits.bytes_per_sec);
+    let mut cursor = ShardCursor::Start;
+    loop {
+        let chunk = match snapshot.scan_shard_chunk(group, shard, &cursor, limits.chunk_bytes_max) {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                tracing::error!(%group, %shard, %error, "cannot read a shard being sent");
+                let _ = sender.blocking_send(Err(Status::internal(error.to_string())));
+                return;
+            }
+        };
+        let bytes = chunk.records.iter().map(ShardRecord::size_bytes).sum();
+        let last = chunk.next.is_none();
+        let records = chunk.records.into_iter().map(record_to_pb).collect();
+        if sender.blocking_send(Ok(pb::ShardChunk { records, last })).is_err() {
+            return;
+        }
+        match chunk.next {
+            Some(next) => cursor = next,
+            None => return,
+        }
+        if let Some(wait) = pacer.sent(bytes) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+fn record_to_pb(record: ShardRecord) -> pb::ShardRecord {
+    use pb::shard_record::Record;
+    let record = match record {
+        ShardRecord::Session { client, record } => {
+            Record::Session(pb::SessionRecord { client_id: client.0, record })
+        }
+        ShardRecord::Data { key, value } => Record::Data(pb::DataRecord { key, value }),
+    };
+    pb::ShardRecord { record: Some(record) }
+}
+
+/// The records of a chunk received from the wire.
+///
+/// # Errors
+/// A record with no content.
+pub fn records_from_pb(records: Vec<pb::ShardRecord>) -> Result<Vec<ShardRecord>, String> {
+    use pb::shard_record::Record;
+    records
+        .into_iter()
+        .map(|record| match record.record {
+            Some(Record::Session(session)) => Ok(ShardRecord::Session {
+                client: ClientId(session.client_id),
+                record: session.record,
+            }),
+            Some(Record::Data(data)) => Ok(ShardRecord::Data { key: data.key, value: data.value }),
+            None => Err("a shard record with no content".to_string()),
+        })
+        .collect()
+}

@@ -1,0 +1,327 @@
+//! [`Migrator`]: the new owner's side of shard migration, and the walk through
+//! configurations, for every group this node leads (docs/migration.md).
+//!
+//! Each step (every time the follower has read the latest configuration) reads the ownership
+//! of every group led here ([`StoreMsg::ReadLeaders`]) and, per group:
+//! - settled and behind the latest configuration: proposes the switch to the next one
+//!   (a new group: to the first configuration that lists it);
+//! - a shard `Pulling`: pulls it from a replica of the previous owner
+//!   (`ShardMigration.PullShard`), proposing each chunk through the group's log and waiting
+//!   for it to apply before reading the next, so at most a few chunks are in memory;
+//! - a shard `Confirming`: asks the previous owner's leader to delete its copy
+//!   (`ShardMigration.DeleteShard`), then proposes `ConfirmHandoff`.
+//!
+//! Every proposal names its configuration, so a task that runs twice (two steps, or a leader
+//! that was deposed mid-pull) changes nothing the second time. At most one task per
+//! (group, kind, shard) runs at once; a task that fails is started again by a later step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mosaic_client::ControllerClient;
+use mosaic_controller::{ConfigNum, Configuration};
+use mosaic_engine::{GroupId, ShardId};
+use mosaic_proto::pb::{self, shard_migration_client::ShardMigrationClient};
+use mosaic_raft::NodeId;
+use mosaic_raftstore::StoreMsg;
+use mosaic_shardkv::{
+    Applied, KvCommand, KvQuery, KvReadOutput, KvStateMachine, MigrationCommand, MigrationOutcome,
+    Ownership, ShardState,
+};
+
+use crate::migration_service::records_from_pb;
+use crate::node::NodeEngine;
+use crate::runner::StoreHandle;
+use crate::status::Directory;
+use crate::transport::{RAFT_MESSAGE_BYTES_MAX, connect};
+
+/// Configurations kept in memory (the ones groups here are switching between).
+const CONFIGS_CACHED_MAX: usize = 64;
+
+/// One piece of migration work; at most one of each runs at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Task {
+    Reconfigure(GroupId),
+    Pull(GroupId, ShardId),
+    Confirm(GroupId, ShardId),
+}
+
+/// Moves the shards of the groups this node leads. See the module documentation.
+pub struct Migrator {
+    store: StoreHandle<NodeEngine, KvStateMachine>,
+    directory: Directory,
+    controller: ControllerClient,
+    request_timeout: Duration,
+    configs: Mutex<BTreeMap<ConfigNum, Configuration>>,
+    running: Mutex<BTreeSet<Task>>,
+}
+
+/// Why a task stopped before finishing; it is tried again at a later step.
+type TaskResult = Result<(), String>;
+
+impl Migrator {
+    /// A migrator for the groups of `store`.
+    #[must_use]
+    pub fn new(
+        store: StoreHandle<NodeEngine, KvStateMachine>,
+        directory: Directory,
+        controller: ControllerClient,
+        request_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            directory,
+            controller,
+            request_timeout,
+            configs: Mutex::new(BTreeMap::new()),
+            running: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Starts the work the led groups need, given that `latest` is the latest configuration.
+    pub async fn step(self: &Arc<Self>, latest: ConfigNum) {
+        let query = KvQuery::Ownership;
+        let led = match self.store.ask(|callback| StoreMsg::ReadLeaders { query, callback }).await {
+            Ok(led) => led,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the groups led here");
+                return;
+            }
+        };
+        for (group, answer) in led {
+            match answer {
+                Ok(KvReadOutput::Ownership(Some(ownership))) => {
+                    self.start_tasks(group, &ownership, latest);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%group, %error, "cannot read the group's ownership"),
+            }
+        }
+    }
+
+    fn start_tasks(self: &Arc<Self>, group: GroupId, ownership: &Ownership, latest: ConfigNum) {
+        let num = ownership.num;
+        if ownership.is_settled() && num < latest {
+            let this = Arc::clone(self);
+            self.spawn(Task::Reconfigure(group), async move {
+                this.reconfigure(group, num, latest).await
+            });
+        }
+        for (shard, state) in &ownership.shards {
+            let shard = *shard;
+            let (task, from) = match *state {
+                ShardState::Pulling { from } => (Task::Pull(group, shard), from),
+                ShardState::Confirming { from } => (Task::Confirm(group, shard), from),
+                ShardState::Serving | ShardState::Sending { .. } => continue,
+            };
+            let nodes = ownership.sources.get(&from).cloned().unwrap_or_default();
+            let this = Arc::clone(self);
+            self.spawn(task, async move {
+                match task {
+                    Task::Pull(..) => this.pull(group, shard, num, from, &nodes).await,
+                    _ => this.confirm(group, shard, num, from, &nodes).await,
+                }
+            });
+        }
+    }
+
+    /// Runs `work` as `task` unless that task is already running.
+    fn spawn(
+        self: &Arc<Self>,
+        task: Task,
+        work: impl Future<Output = TaskResult> + Send + 'static,
+    ) {
+        if !self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(task) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(reason) = work.await {
+                tracing::info!(?task, %reason, "migration task stopped; will retry");
+            }
+            this.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&task);
+        });
+    }
+
+    /// Proposes the group's switch to the configuration after `num` (for a new group, the
+    /// first that lists it).
+    async fn reconfigure(&self, group: GroupId, num: ConfigNum, latest: ConfigNum) -> TaskResult {
+        let target = if num == ConfigNum(0) {
+            self.first_config_of(group, latest).await?
+        } else {
+            ConfigNum(num.0 + 1)
+        };
+        let previous = self.config(ConfigNum(target.0 - 1)).await?;
+        let next = self.config(target).await?;
+        let outcome = self.propose(group, MigrationCommand::Reconfigure { previous, next }).await?;
+        tracing::info!(%group, from = %num, to = %target, ?outcome, "switched configuration");
+        Ok(())
+    }
+
+    /// The first configuration of the run of configurations up to `latest` that list
+    /// `group` (walking down from `latest`, which must list it).
+    async fn first_config_of(
+        &self,
+        group: GroupId,
+        latest: ConfigNum,
+    ) -> Result<ConfigNum, String> {
+        if !self.config(latest).await?.groups.contains_key(&group) {
+            return Err(format!("configuration {latest} does not list the group"));
+        }
+        let mut first = latest;
+        while first.0 > 1 && self.config(ConfigNum(first.0 - 1)).await?.groups.contains_key(&group)
+        {
+            first = ConfigNum(first.0 - 1);
+        }
+        Ok(first)
+    }
+
+    /// Configuration `num`, from the cache or the controller.
+    async fn config(&self, num: ConfigNum) -> Result<Configuration, String> {
+        if let Some(config) = self.configs.lock().unwrap_or_else(PoisonError::into_inner).get(&num)
+        {
+            return Ok(config.clone());
+        }
+        let answer = self.controller.query(Some(num)).await.map_err(|error| error.to_string())?;
+        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        configs.insert(num, answer.config.clone());
+        while configs.len() > CONFIGS_CACHED_MAX {
+            configs.pop_first();
+        }
+        Ok(answer.config)
+    }
+
+    /// Proposes a migration step to `group` here and waits for it to apply.
+    async fn propose(
+        &self,
+        group: GroupId,
+        command: MigrationCommand,
+    ) -> Result<MigrationOutcome, String> {
+        let proposal = KvCommand::Migration(command);
+        let answer = self
+            .store
+            .ask_within(self.request_timeout, |callback| StoreMsg::Propose {
+                group,
+                proposal,
+                callback,
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        match answer.map_err(|error| error.to_string())? {
+            Applied::Migration(outcome) => Ok(outcome),
+            Applied::Write(_) => Err("a migration step was answered as a write".into()),
+        }
+    }
+
+    /// The migration clients of `nodes`, in order, skipping nodes with no known address.
+    async fn clients(
+        &self,
+        nodes: &[NodeId],
+    ) -> Vec<(NodeId, ShardMigrationClient<tonic::transport::Channel>)> {
+        let mut clients = Vec::new();
+        for node in nodes {
+            let Some(address) = self.directory.address(*node) else { continue };
+            match connect(&address).await {
+                Ok(channel) => clients.push((
+                    *node,
+                    ShardMigrationClient::new(channel)
+                        .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+                        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
+                )),
+                Err(error) => tracing::debug!(%node, %address, %error, "cannot reach the node"),
+            }
+        }
+        clients
+    }
+
+    /// Pulls `shard` (moved to `group` in configuration `num`) from a replica of `from`.
+    async fn pull(
+        &self,
+        group: GroupId,
+        shard: ShardId,
+        num: ConfigNum,
+        from: GroupId,
+        nodes: &[NodeId],
+    ) -> TaskResult {
+        let request = pb::PullShardRequest {
+            from_group: from.0,
+            to_group: group.0,
+            shard_id: shard.0,
+            config_num: num.0,
+        };
+        let mut failures = Vec::new();
+        for (node, mut client) in self.clients(nodes).await {
+            match self.pull_from(&mut client, group, shard, num, request).await {
+                Ok(()) => {
+                    tracing::info!(%group, %shard, %from, %node, %num, "shard arrived");
+                    return Ok(());
+                }
+                Err(reason) => failures.push(format!("node {node}: {reason}")),
+            }
+        }
+        Err(format!("pulling shard {shard} from group {from}: {}", failures.join("; ")))
+    }
+
+    async fn pull_from(
+        &self,
+        client: &mut ShardMigrationClient<tonic::transport::Channel>,
+        group: GroupId,
+        shard: ShardId,
+        num: ConfigNum,
+        request: pb::PullShardRequest,
+    ) -> TaskResult {
+        let mut stream = client
+            .pull_shard(request)
+            .await
+            .map_err(|status| status.message().to_string())?
+            .into_inner();
+        while let Some(chunk) =
+            stream.message().await.map_err(|status| status.message().to_string())?
+        {
+            let last = chunk.last;
+            let records = records_from_pb(chunk.records)?;
+            match self
+                .propose(group, MigrationCommand::InstallChunk { num, shard, records, last })
+                .await?
+            {
+                MigrationOutcome::Done if last => return Ok(()),
+                MigrationOutcome::Done => {}
+                // Installed already (by this node as an earlier leader, or another).
+                MigrationOutcome::Stale(_) => return Ok(()),
+                MigrationOutcome::NotYet(reason) => return Err(reason),
+            }
+        }
+        Err("the stream ended before its last chunk".into())
+    }
+
+    /// Has `from` delete its copy of `shard`, then records that in `group`'s log.
+    async fn confirm(
+        &self,
+        group: GroupId,
+        shard: ShardId,
+        num: ConfigNum,
+        from: GroupId,
+        nodes: &[NodeId],
+    ) -> TaskResult {
+        let request =
+            pb::DeleteShardRequest { group_id: from.0, shard_id: shard.0, config_num: num.0 };
+        let mut failures = Vec::new();
+        let mut deleted = false;
+        for (node, mut client) in self.clients(nodes).await {
+            match client.delete_shard(request).await {
+                Ok(_) => {
+                    deleted = true;
+                    break;
+                }
+                Err(status) => failures.push(format!("node {node}: {}", status.message())),
+            }
+        }
+        if !deleted {
+            return Err(format!("deleting shard {shard} at group {from}: {}", failures.join("; ")));
+        }
+        self.propose(group, MigrationCommand::ConfirmHandoff { num, shard }).await?;
+        tracing::info!(%group, %shard, %from, %num, "handoff confirmed");
+        Ok(())
+    }
+}

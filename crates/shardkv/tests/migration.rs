@@ -1,0 +1,371 @@
+//! Shard migration in the state machine, without Raft or network: two groups' state machines
+//! over one in-memory engine, fed the entries their logs would carry, checking after each
+//! step which shards each group serves, what it stores, and that a reload from the engine
+//! gives the same state.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use mosaic_controller::{ConfigNum, Configuration};
+use mosaic_engine::{
+    ClientId, ClusterId, Engine, EngineConfig, GroupId, MemKv, NodeIdentity, ShardCursor, ShardId,
+    WriteBatch, WriteOptions,
+};
+use mosaic_raft::{LogIndex, NodeId};
+use mosaic_raftstore::{Error, StateMachine};
+use mosaic_shardkv::{
+    Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD,
+    MigrationCommand, MigrationOutcome, Ownership, ShardState, WriteKind, WriteOutcome,
+};
+
+const G1: GroupId = GroupId(1);
+const G2: GroupId = GroupId(2);
+const SHARDS: u32 = 4;
+
+/// One node's engine and the state machines of the groups it hosts, with each group's next
+/// log index.
+struct Node {
+    engine: Engine<MemKv>,
+    groups: BTreeMap<GroupId, (KvStateMachine, u64)>,
+}
+
+impl Node {
+    fn new(placed_by_controller: bool) -> Self {
+        let identity = NodeIdentity { cluster_id: ClusterId(1), node_id: NodeId(1) };
+        let engine = Engine::open(MemKv::new("node"), identity, &EngineConfig::default())
+            .expect("open the engine");
+        if placed_by_controller {
+            let mut batch = WriteBatch::new();
+            KvStateMachine::mark_placed_by_controller(&mut batch);
+            engine.write(&batch, WriteOptions::default()).expect("mark the node");
+        }
+        let mut node = Self { engine, groups: BTreeMap::new() };
+        for group in [G1, G2] {
+            let machine = node.load(group);
+            node.groups.insert(group, (machine, 1));
+        }
+        node
+    }
+
+    fn load(&self, group: GroupId) -> KvStateMachine {
+        <KvStateMachine as StateMachine<MemKv>>::load(group, &self.engine).expect("load")
+    }
+
+    /// Applies one entry to `group` in a batch of its own and writes it.
+    fn apply(
+        &mut self,
+        group: GroupId,
+        command: impl Into<KvCommand>,
+    ) -> mosaic_raftstore::Result<Applied> {
+        let (machine, next_index) = self.groups.get_mut(&group).expect("hosted");
+        let data = <KvStateMachine as StateMachine<MemKv>>::encode(&command.into());
+        let mut batch = WriteBatch::new();
+        let index = LogIndex(*next_index);
+        *next_index += 1;
+        let answer = StateMachine::<MemKv>::apply(machine, &self.engine, &mut batch, index, &data)
+            .expect("no engine error");
+        self.engine.write(&batch, WriteOptions::default()).expect("write");
+        StateMachine::<MemKv>::batch_written(machine);
+        answer
+    }
+
+    fn migrate(&mut self, group: GroupId, command: MigrationCommand) -> MigrationOutcome {
+        match self.apply(group, command) {
+            Ok(Applied::Migration(outcome)) => outcome,
+            other => panic!("group {group}: {other:?}"),
+        }
+    }
+
+    fn write(
+        &mut self,
+        group: GroupId,
+        client: u64,
+        seq: u64,
+        shard: u32,
+        key: &str,
+        value: &str,
+    ) -> mosaic_raftstore::Result<WriteOutcome> {
+        let write = KvWrite {
+            kind: WriteKind::Append,
+            client: ClientId(client),
+            seq,
+            shard: ShardId(shard),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        };
+        match self.apply(group, write)? {
+            Applied::Write(outcome) => Ok(outcome),
+            other => panic!("a write answered {other:?}"),
+        }
+    }
+
+    fn read(
+        &self,
+        group: GroupId,
+        shard: u32,
+        key: &str,
+    ) -> mosaic_raftstore::Result<Option<Bytes>> {
+        let query = KvQuery::Get(KvGet {
+            shard: ShardId(shard),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        });
+        match StateMachine::<MemKv>::read(&self.groups[&group].0, &self.engine, &query)? {
+            KvReadOutput::Value(value) => Ok(value),
+            other => panic!("a get answered {other:?}"),
+        }
+    }
+
+    fn ownership(&self, group: GroupId) -> Option<Ownership> {
+        let ownership = self.groups[&group].0.ownership().cloned();
+        assert_eq!(
+            self.load(group).ownership(),
+            ownership.as_ref(),
+            "group {group} reloads the same"
+        );
+        ownership
+    }
+
+    fn state(&self, group: GroupId, shard: u32) -> Option<ShardState> {
+        self.ownership(group).expect("placed by a controller").state(ShardId(shard))
+    }
+
+    /// Streams `shard` from `from`'s handoff snapshot into `to` in chunks of at most
+    /// `chunk_bytes`; returns the number of chunks.
+    fn pull(
+        &mut self,
+        num: u64,
+        shard: u32,
+        from: GroupId,
+        to: GroupId,
+        chunk_bytes: u64,
+    ) -> usize {
+        let query = KvQuery::Handoff { num: ConfigNum(num), shard: ShardId(shard), to };
+        let KvReadOutput::Handoff(snapshot) =
+            StateMachine::<MemKv>::read(&self.groups[&from].0, &self.engine, &query)
+                .expect("handoff")
+        else {
+            panic!("a handoff answered something else");
+        };
+        let mut cursor = ShardCursor::Start;
+        let mut chunks = 0;
+        loop {
+            let chunk = snapshot
+                .scan_shard_chunk(from, ShardId(shard), &cursor, chunk_bytes)
+                .expect("scan");
+            chunks += 1;
+            let last = chunk.next.is_none();
+            let install = MigrationCommand::InstallChunk {
+                num: ConfigNum(num),
+                shard: ShardId(shard),
+                records: chunk.records,
+                last,
+            };
+            assert_eq!(self.migrate(to, install), MigrationOutcome::Done);
+            match chunk.next {
+                Some(next) => cursor = next,
+                None => return chunks,
+            }
+        }
+    }
+}
+
+fn config(num: u64, owners: [Option<GroupId>; SHARDS as usize]) -> Configuration {
+    let mut groups = BTreeMap::new();
+    for group in owners.iter().flatten() {
+        groups.insert(*group, vec![NodeId(group.0), NodeId(group.0 + 10)]);
+    }
+    Configuration { num: ConfigNum(num), shards: owners.to_vec(), groups }
+}
+
+fn reconfigure(previous: &Configuration, next: &Configuration) -> MigrationCommand {
+    MigrationCommand::Reconfigure { previous: previous.clone(), next: next.clone() }
+}
+
+fn is_stale(outcome: &MigrationOutcome) -> bool {
+    matches!(outcome, MigrationOutcome::Stale(_))
+}
+
+#[test]
+fn a_shard_moves_with_its_data_and_sessions_and_the_old_copy_is_deleted() {
+    let mut node = Node::new(true);
+    let c0 = Configuration::initial(SHARDS);
+    let c1 = config(1, [Some(G1); 4]);
+    let c2 = config(2, [Some(G1), Some(G1), Some(G2), Some(G2)]);
+
+    // Before any configuration a controller-placed group serves nothing.
+    assert_eq!(node.write(G1, 7, 1, 0, "k", "v"), Err(Error::WrongGroup { config_num: 0 }));
+    assert_eq!(node.migrate(G1, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    // Group 2 is not in configuration 1: it starts there without pulling anything.
+    assert_eq!(node.migrate(G2, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    assert_eq!(node.ownership(G2).map(|o| (o.num, o.shards.len())), Some((ConfigNum(1), 0)));
+    for shard in 0..SHARDS {
+        assert_eq!(node.state(G1, shard), Some(ShardState::Serving));
+        for (seq, value) in [(1, "a"), (2, "b")] {
+            node.write(G1, 100 + u64::from(shard), seq, shard, &format!("key{shard}"), value)
+                .expect("group 1 serves every shard");
+        }
+        // Many keys so the pull takes several chunks.
+        for i in 0..20 {
+            node.write(G1, 500 + i, 1, shard, &format!("bulk{i:02}"), "0123456789").expect("write");
+        }
+    }
+    assert_eq!(node.write(G2, 1, 1, 0, "k", "v"), Err(Error::WrongGroup { config_num: 1 }));
+
+    // Configuration 2: shards 2 and 3 go to group 2.
+    assert_eq!(node.migrate(G1, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    assert_eq!(node.migrate(G2, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    assert_eq!(node.state(G1, 2), Some(ShardState::Sending { to: Some(G2) }));
+    assert_eq!(node.state(G2, 2), Some(ShardState::Pulling { from: G1 }));
+    assert_eq!(node.ownership(G2).expect("placed").sources[&G1], vec![NodeId(1), NodeId(11)]);
+    // Nobody serves a moving shard; the shards that stay keep serving.
+    assert_eq!(node.write(G1, 102, 3, 2, "key2", "c"), Err(Error::WrongGroup { config_num: 2 }));
+    assert_eq!(node.read(G1, 2, "key2"), Err(Error::WrongGroup { config_num: 2 }));
+    assert_eq!(node.write(G2, 102, 3, 2, "key2", "c"), Err(Error::ShardNotReady));
+    assert_eq!(node.read(G1, 0, "key0"), Ok(Some(Bytes::from("ab"))));
+    node.write(G1, 100, 3, 0, "key0", "c").expect("an unaffected shard serves");
+    // Neither group moves on while shards are moving.
+    let c3 = config(3, [Some(G1), Some(G1), Some(G2), Some(G2)]);
+    for group in [G1, G2] {
+        assert!(matches!(node.migrate(group, reconfigure(&c2, &c3)), MigrationOutcome::NotYet(_)));
+    }
+    // A handoff to the wrong group or of the wrong configuration is refused.
+    for (num, to) in [(2, GroupId(9)), (1, G2)] {
+        let query = KvQuery::Handoff { num: ConfigNum(num), shard: ShardId(2), to };
+        let refused = StateMachine::<MemKv>::read(&node.groups[&G1].0, &node.engine, &query);
+        assert!(matches!(refused, Err(Error::WrongGroup { .. })), "{num} {to}: {refused:?}");
+    }
+
+    // Shard 2 arrives in chunks; it serves once the last one is applied, shard 3 still pulls.
+    let chunks = node.pull(2, 2, G1, G2, 64);
+    assert!(chunks > 3, "{chunks} chunks");
+    assert_eq!(node.state(G2, 2), Some(ShardState::Confirming { from: G1 }));
+    assert_eq!(node.read(G2, 2, "key2"), Ok(Some(Bytes::from("ab"))));
+    assert_eq!(node.write(G2, 103, 3, 3, "key3", "c"), Err(Error::ShardNotReady));
+    // The client's session came along: its retried write is not applied twice.
+    assert!(node.write(G2, 102, 2, 2, "key2", "b").expect("served").duplicate);
+    assert!(!node.write(G2, 102, 3, 2, "key2", "c").expect("served").duplicate);
+    assert_eq!(node.read(G2, 2, "key2"), Ok(Some(Bytes::from("abc"))));
+    // A chunk that arrives late (a deposed leader's proposal) changes nothing.
+    let late = MigrationCommand::InstallChunk {
+        num: ConfigNum(2),
+        shard: ShardId(2),
+        records: Vec::new(),
+        last: true,
+    };
+    assert!(is_stale(&node.migrate(G2, late)));
+
+    // The old owner deletes its copy: data and sessions are gone; a repeat is stale.
+    let delete = MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(2) };
+    assert_eq!(node.migrate(G1, delete.clone()), MigrationOutcome::Done);
+    assert!(is_stale(&node.migrate(G1, delete)));
+    assert_eq!(node.engine.get_data(G1, ShardId(2), b"key2").expect("read"), None);
+    assert_eq!(node.engine.session(G1, ShardId(2), ClientId(102)).expect("read"), None);
+    assert_eq!(node.groups[&G1].0.session(ShardId(2), ClientId(102)), None);
+    assert_eq!(node.state(G1, 2), None);
+    let confirm = MigrationCommand::ConfirmHandoff { num: ConfigNum(2), shard: ShardId(2) };
+    assert_eq!(node.migrate(G2, confirm.clone()), MigrationOutcome::Done);
+    assert!(is_stale(&node.migrate(G2, confirm)));
+    assert_eq!(node.state(G2, 2), Some(ShardState::Serving));
+
+    // Shard 3: an empty pull is one chunk.
+    node.pull(2, 3, G1, G2, 1 << 20);
+    assert_eq!(
+        node.migrate(G1, MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(3) }),
+        MigrationOutcome::Done
+    );
+    assert_eq!(
+        node.migrate(G2, MigrationCommand::ConfirmHandoff { num: ConfigNum(2), shard: ShardId(3) }),
+        MigrationOutcome::Done
+    );
+    let settled = node.ownership(G2).expect("placed");
+    assert!(settled.is_settled() && settled.sources.is_empty(), "{settled:?}");
+    assert_eq!(node.read(G2, 3, "bulk19"), Ok(Some(Bytes::from("0123456789"))));
+
+    // Both settled: configuration 3 applies; a repeat is stale, a gap is not yet.
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c2, &c3)), MigrationOutcome::Done);
+        assert!(is_stale(&node.migrate(group, reconfigure(&c2, &c3))));
+        let c5 = config(5, [Some(G1); 4]);
+        let c4 = config(4, [Some(G1); 4]);
+        assert!(matches!(node.migrate(group, reconfigure(&c4, &c5)), MigrationOutcome::NotYet(_)));
+    }
+}
+
+#[test]
+fn groups_swapping_shards_both_ways_settle() {
+    let mut node = Node::new(true);
+    let c0 = Configuration::initial(SHARDS);
+    let c1 = config(1, [Some(G1), Some(G1), Some(G2), Some(G2)]);
+    let c2 = config(2, [Some(G2), Some(G1), Some(G1), Some(G2)]);
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    node.write(G1, 1, 1, 0, "zero", "from-g1").expect("write");
+    node.write(G2, 2, 1, 2, "two", "from-g2").expect("write");
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    }
+    // Each pulls from the other; neither waits for its own send to finish first.
+    node.pull(2, 0, G1, G2, 1 << 20);
+    node.pull(2, 2, G2, G1, 1 << 20);
+    for (group, shard, from) in [(G1, 2, G2), (G2, 0, G1)] {
+        assert_eq!(
+            node.migrate(
+                from,
+                MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(shard) }
+            ),
+            MigrationOutcome::Done
+        );
+        assert_eq!(
+            node.migrate(
+                group,
+                MigrationCommand::ConfirmHandoff { num: ConfigNum(2), shard: ShardId(shard) }
+            ),
+            MigrationOutcome::Done
+        );
+    }
+    assert_eq!(node.read(G2, 0, "zero"), Ok(Some(Bytes::from("from-g1"))));
+    assert_eq!(node.read(G1, 2, "two"), Ok(Some(Bytes::from("from-g2"))));
+    for group in [G1, G2] {
+        assert!(node.ownership(group).expect("placed").is_settled());
+    }
+}
+
+#[test]
+fn a_delete_before_the_old_owner_switched_waits() {
+    let mut node = Node::new(true);
+    let c0 = Configuration::initial(SHARDS);
+    let c1 = config(1, [Some(G1); 4]);
+    node.migrate(G1, reconfigure(&c0, &c1));
+    let early = MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(0) };
+    assert!(matches!(node.migrate(G1, early), MigrationOutcome::NotYet(_)));
+    assert_eq!(node.state(G1, 0), Some(ShardState::Serving), "nothing deleted");
+    let handoff = KvQuery::Handoff { num: ConfigNum(2), shard: ShardId(0), to: G2 };
+    let refused = StateMachine::<MemKv>::read(&node.groups[&G1].0, &node.engine, &handoff);
+    assert!(matches!(refused, Err(Error::ShardNotReady)), "{refused:?}");
+}
+
+#[test]
+fn a_group_not_placed_by_a_controller_serves_every_shard_and_migrates_nothing() {
+    let mut node = Node::new(false);
+    assert_eq!(node.ownership(G1), None);
+    node.write(G1, 1, 1, 3, "k", "v").expect("served");
+    assert_eq!(node.read(G1, 3, "k"), Ok(Some(Bytes::from("v"))));
+    let c1 = config(1, [Some(G1); 4]);
+    let refused = node.apply(G1, reconfigure(&Configuration::initial(SHARDS), &c1));
+    assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
+    assert_eq!(node.ownership(G1), None, "nothing changed");
+}
+
+#[test]
+fn the_metadata_shard_is_never_a_user_shard() {
+    for placed in [false, true] {
+        let mut node = Node::new(placed);
+        let refused = node.write(G1, 1, 1, METADATA_SHARD.0, "ownership", "forged");
+        assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
+        assert!(matches!(
+            node.read(G1, METADATA_SHARD.0, "ownership"),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}
