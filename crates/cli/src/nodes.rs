@@ -29,9 +29,7 @@ impl GroupRoute {
     /// # Errors
     /// A node named twice, or a routing the client refuses, in words.
     pub fn routing(&self) -> Result<Routing, String> {
-        let nodes = node_map(&self.nodes)?;
-        Routing::single_group(GroupId(self.group), nodes, self.shard_count)
-            .map_err(|error| error.to_string())
+        single_group_routing(&self.nodes, self.group, self.shard_count)
     }
 }
 
@@ -80,11 +78,18 @@ impl KeyRoute {
             return Ok(KeySource::Controllers(self.controllers.clone()));
         }
         let group = self.group.ok_or("--nodes needs --group (or give --controllers instead)")?;
-        let nodes = node_map(&self.nodes)?;
-        Routing::single_group(GroupId(group), nodes, self.shard_count)
-            .map(KeySource::Static)
-            .map_err(|error| error.to_string())
+        single_group_routing(&self.nodes, group, self.shard_count).map(KeySource::Static)
     }
+}
+
+/// The placement of `--nodes`, `--group` and `--shard-count`: every shard owned by `group`.
+fn single_group_routing(
+    nodes: &[NodeAddress],
+    group: u64,
+    shard_count: u32,
+) -> Result<Routing, String> {
+    Routing::single_group(GroupId(group), node_map(nodes)?, shard_count)
+        .map_err(|error| error.to_string())
 }
 
 /// One `--nodes` entry.

@@ -57,6 +57,9 @@ pub struct Migrator {
     running: Mutex<BTreeSet<Task>>,
 }
 
+/// A client of another node's `ShardMigration` service.
+type MigrationClient = ShardMigrationClient<tonic::transport::Channel>;
+
 /// Why a task stopped before finishing; it is tried again at a later step.
 type TaskResult = Result<(), String>;
 
@@ -214,25 +217,34 @@ impl Migrator {
         }
     }
 
-    /// The migration clients of `nodes`, in order, skipping nodes with no known address.
-    async fn clients(
+    /// Runs `call` against the members of a source group in turn, connecting to each only
+    /// when the one before failed; returns the node that succeeded, or every failure.
+    async fn on_first_source<F: Future<Output = TaskResult>>(
         &self,
         nodes: &[NodeId],
-    ) -> Vec<(NodeId, ShardMigrationClient<tonic::transport::Channel>)> {
-        let mut clients = Vec::new();
+        mut call: impl FnMut(MigrationClient) -> F,
+    ) -> Result<NodeId, String> {
+        let mut failures = Vec::new();
         for node in nodes {
-            let Some(address) = self.directory.address(*node) else { continue };
-            match connect(&address).await {
-                Ok(channel) => clients.push((
-                    *node,
-                    ShardMigrationClient::new(channel)
+            let Some(address) = self.directory.address(*node) else {
+                failures.push(format!("node {node}: address unknown"));
+                continue;
+            };
+            let result = match connect(&address).await {
+                Ok(channel) => {
+                    let client = ShardMigrationClient::new(channel)
                         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-                        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
-                )),
-                Err(error) => tracing::debug!(%node, %address, %error, "cannot reach the node"),
+                        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+                    call(client).await
+                }
+                Err(error) => Err(format!("cannot connect to {address}: {error}")),
+            };
+            match result {
+                Ok(()) => return Ok(*node),
+                Err(reason) => failures.push(format!("node {node}: {reason}")),
             }
         }
-        clients
+        Err(failures.join("; "))
     }
 
     /// Pulls `shard` (moved to `group` in configuration `num`) from a replica of `from`.
@@ -250,22 +262,19 @@ impl Migrator {
             shard_id: shard.0,
             config_num: num.0,
         };
-        let mut failures = Vec::new();
-        for (node, mut client) in self.clients(nodes).await {
-            match self.pull_from(&mut client, group, shard, num, request).await {
-                Ok(()) => {
-                    tracing::info!(%group, %shard, %from, %node, %num, "shard arrived");
-                    return Ok(());
-                }
-                Err(reason) => failures.push(format!("node {node}: {reason}")),
-            }
-        }
-        Err(format!("pulling shard {shard} from group {from}: {}", failures.join("; ")))
+        let node = self
+            .on_first_source(nodes, |mut client| async move {
+                self.pull_from(&mut client, group, shard, num, request).await
+            })
+            .await
+            .map_err(|failures| format!("pulling shard {shard} from group {from}: {failures}"))?;
+        tracing::info!(%group, %shard, %from, %node, %num, "shard arrived");
+        Ok(())
     }
 
     async fn pull_from(
         &self,
-        client: &mut ShardMigrationClient<tonic::transport::Channel>,
+        client: &mut MigrationClient,
         group: GroupId,
         shard: ShardId,
         num: ConfigNum,
@@ -306,20 +315,15 @@ impl Migrator {
     ) -> TaskResult {
         let request =
             pb::DeleteShardRequest { group_id: from.0, shard_id: shard.0, config_num: num.0 };
-        let mut failures = Vec::new();
-        let mut deleted = false;
-        for (node, mut client) in self.clients(nodes).await {
-            match client.delete_shard(request).await {
-                Ok(_) => {
-                    deleted = true;
-                    break;
-                }
-                Err(status) => failures.push(format!("node {node}: {}", status.message())),
-            }
-        }
-        if !deleted {
-            return Err(format!("deleting shard {shard} at group {from}: {}", failures.join("; ")));
-        }
+        self.on_first_source(nodes, |mut client| async move {
+            client
+                .delete_shard(request)
+                .await
+                .map(drop)
+                .map_err(|status| status.message().to_string())
+        })
+        .await
+        .map_err(|failures| format!("deleting shard {shard} at group {from}: {failures}"))?;
         self.propose(group, MigrationCommand::ConfirmHandoff { num, shard }).await?;
         tracing::info!(%group, %shard, %from, %num, "handoff confirmed");
         Ok(())

@@ -111,6 +111,12 @@ fn generate(rng: &mut SplitMix64, shape: Shape) -> History {
 
     // Each client's operations are in call order, so recording them one by one keeps every
     // client sequential; across clients the recording order is not the time order.
+    record(planned, |index| read[&index].clone())
+}
+
+/// Records `planned` in call order per client; a get returns `observed(index)`, index being
+/// its position in `planned`.
+fn record(planned: Vec<Planned>, mut observed: impl FnMut(usize) -> Option<Bytes>) -> History {
     let mut history = History::new();
     for (index, op) in planned.into_iter().enumerate() {
         let id = history.record_call(ClientId(op.client), op.key, op.operation.clone(), op.call);
@@ -119,7 +125,7 @@ fn generate(rng: &mut SplitMix64, shape: Shape) -> History {
             Some(time) if op.operation.is_write() => {
                 history.record_return(id, Output::Written, time)
             }
-            Some(time) => history.record_return(id, Output::Value(read[&index].clone()), time),
+            Some(time) => history.record_return(id, Output::Value(observed(index)), time),
         }
     }
     history
@@ -395,24 +401,13 @@ fn random_small_history(rng: &mut SplitMix64) -> History {
         planned.push(Planned { client, key, operation, call, ret, effect });
     }
     let reads = execute(&planned);
-    let mut history = History::new();
-    for (index, op) in planned.into_iter().enumerate() {
-        let id = history.record_call(ClientId(op.client), op.key, op.operation.clone(), op.call);
-        match op.ret {
-            None => history.record_unknown(id),
-            Some(time) if op.operation.is_write() => {
-                history.record_return(id, Output::Written, time)
-            }
-            Some(time) => {
-                let mut read = reads.get(&index).cloned().flatten();
-                if rng.below(100) < wrong_read_percent {
-                    read = READ[rng.below(READ.len() as u64) as usize].map(Bytes::from);
-                }
-                history.record_return(id, Output::Value(read), time);
-            }
+    record(planned, |index| {
+        let mut read = reads.get(&index).cloned().flatten();
+        if rng.below(100) < wrong_read_percent {
+            read = READ[rng.below(READ.len() as u64) as usize].map(Bytes::from);
         }
-    }
-    history
+        read
+    })
 }
 
 #[test]
