@@ -1,4 +1,4 @@
-# Sourced by the scripts that run a local cluster (playground, benchmarks): starts `mosaic`
+# Sourced by the scripts that run a local cluster (the benchmarks): starts `mosaic`
 # processes on loopback and stops them by process id.
 #
 #   start_local_controllers BIN DATA_DIR FIRST_PORT [extra `mosaic controller` flags...]

@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod kv;
 mod nodes;
+mod playground;
 mod server;
 
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Runs the benchmark workloads against a running cluster; one JSON line per workload.
     Bench(bench::BenchArgs),
+    /// Starts a local cluster (3 controller replicas, 3 storage nodes, 3 groups) and runs it
+    /// until Ctrl-C.
+    Playground(playground::PlaygroundArgs),
 }
 
 fn init_logging() {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
             Command::Kv(args) => kv::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Playground(args) => playground::run(args).await,
         }
     });
     match result {

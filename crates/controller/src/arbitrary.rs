@@ -104,6 +104,7 @@ pub fn command(values: Values) -> impl Strategy<Value = Command> {
         (any::<u32>(), group(values))
             .prop_map(|(shard, group)| Command::MoveShard { shard: ShardId(shard), group }),
         max_moves().prop_map(|max_moves| Command::Rebalance { max_moves }),
+        group(values).prop_map(|group| Command::RetireGroup { group }),
     ]
 }
 
@@ -149,6 +150,7 @@ pub fn outcome(values: Values) -> impl Strategy<Value = Outcome> {
         // Nothing changed: configuration 0 included.
         (number(Values::Any), text())
             .prop_map(|(num, reason)| Outcome::Unchanged { num: ConfigNum(num), reason }),
+        group(values).prop_map(|group| Outcome::GroupRetired { group }),
     ]
 }
 
@@ -218,6 +220,11 @@ pub fn error() -> impl Strategy<Value = Error> {
             Error::StaleRequest { client: ClientId(client), seq, latest }
         }),
         text().prop_map(|reason| Error::MalformedRequest { reason }),
+        (group(Values::Any), any::<u64>()).prop_map(|(group, removed)| Error::GroupRemoved {
+            group,
+            removed: ConfigNum(removed)
+        }),
+        group(Values::Any).prop_map(|group| Error::GroupNotRemoved { group }),
     ]
 }
 
@@ -227,7 +234,7 @@ pub fn result(values: Values) -> impl Strategy<Value = Result<Outcome>> {
 }
 
 /// The number of [`Error`] variants: [`error_variant`] returns less than this.
-pub const ERROR_VARIANTS: usize = 14;
+pub const ERROR_VARIANTS: usize = 16;
 
 /// Returns the number of `error`'s variant, from 0 in declaration order. Exhaustive on purpose:
 /// a new variant stops this compiling until it is numbered, [`ERROR_VARIANTS`] counts it and
@@ -249,5 +256,7 @@ pub fn error_variant(error: &Error) -> usize {
         Error::UnknownConfig { .. } => 11,
         Error::StaleRequest { .. } => 12,
         Error::MalformedRequest { .. } => 13,
+        Error::GroupRemoved { .. } => 14,
+        Error::GroupNotRemoved { .. } => 15,
     }
 }

@@ -40,12 +40,14 @@ const ADD_GROUPS_TAG: u8 = 2;
 const REMOVE_GROUPS_TAG: u8 = 3;
 const MOVE_SHARD_TAG: u8 = 4;
 const REBALANCE_TAG: u8 = 5;
+const RETIRE_GROUP_TAG: u8 = 6;
 
 // Outcome tags.
 const NODE_REGISTERED_TAG: u8 = 1;
 const NODE_ADDRESS_CHANGED_TAG: u8 = 2;
 const CONFIG_CREATED_TAG: u8 = 3;
 const UNCHANGED_TAG: u8 = 4;
+const GROUP_RETIRED_TAG: u8 = 5;
 
 // Result tags.
 const OK_TAG: u8 = 0;
@@ -66,6 +68,8 @@ const REMOVING_EVERY_GROUP_TAG: u8 = 11;
 const UNKNOWN_CONFIG_TAG: u8 = 12;
 const STALE_REQUEST_TAG: u8 = 13;
 const MALFORMED_REQUEST_TAG: u8 = 14;
+const GROUP_REMOVED_TAG: u8 = 15;
+const GROUP_NOT_REMOVED_TAG: u8 = 16;
 
 /// Encodes a request as the data of a log entry:
 /// `version ‖ client u64 ‖ seq u64 ‖ command`.
@@ -175,6 +179,16 @@ pub(crate) fn decode_node_address(bytes: &[u8]) -> DecodeResult<String> {
     let address = reader.string()?;
     reader.finish()?;
     Ok(address)
+}
+
+/// Encodes a record whose presence is its meaning (a retired group): `version` alone.
+pub(crate) fn encode_marker() -> Bytes {
+    versioned().freeze()
+}
+
+/// Decodes what [`encode_marker`] wrote.
+pub(crate) fn decode_marker(bytes: &[u8]) -> DecodeResult<()> {
+    Reader::versioned(bytes, "marker record")?.finish()
 }
 
 /// Encodes the meta record: `version ‖ shard count u32 ‖ max sessions u64`.
@@ -288,6 +302,10 @@ fn put_command(out: &mut BytesMut, command: &Command) {
             out.put_u8(REBALANCE_TAG);
             put_option_u32(out, *max_moves);
         }
+        Command::RetireGroup { group } => {
+            out.put_u8(RETIRE_GROUP_TAG);
+            out.put_u64(group.0);
+        }
     }
 }
 
@@ -329,6 +347,10 @@ fn put_outcome(out: &mut BytesMut, outcome: &Outcome) {
             out.put_u8(UNCHANGED_TAG);
             out.put_u64(num.0);
             put_string(out, reason);
+        }
+        Outcome::GroupRetired { group } => {
+            out.put_u8(GROUP_RETIRED_TAG);
+            out.put_u64(group.0);
         }
     }
 }
@@ -389,6 +411,15 @@ fn put_error(out: &mut BytesMut, error: &Error) {
         Error::MalformedRequest { reason } => {
             out.put_u8(MALFORMED_REQUEST_TAG);
             put_string(out, reason);
+        }
+        Error::GroupRemoved { group, removed } => {
+            out.put_u8(GROUP_REMOVED_TAG);
+            out.put_u64(group.0);
+            out.put_u64(removed.0);
+        }
+        Error::GroupNotRemoved { group } => {
+            out.put_u8(GROUP_NOT_REMOVED_TAG);
+            out.put_u64(group.0);
         }
     }
 }
@@ -534,6 +565,7 @@ impl<'a> Reader<'a> {
                 Command::MoveShard { shard: ShardId(self.u32()?), group: GroupId(self.u64()?) }
             }
             REBALANCE_TAG => Command::Rebalance { max_moves: self.option_u32()? },
+            RETIRE_GROUP_TAG => Command::RetireGroup { group: GroupId(self.u64()?) },
             tag => return Err(self.error(format_args!("unknown command tag {tag}"))),
         };
         Ok(command)
@@ -568,6 +600,7 @@ impl<'a> Reader<'a> {
             UNCHANGED_TAG => {
                 Outcome::Unchanged { num: ConfigNum(self.u64()?), reason: self.string()? }
             }
+            GROUP_RETIRED_TAG => Outcome::GroupRetired { group: GroupId(self.u64()?) },
             tag => return Err(self.error(format_args!("unknown outcome tag {tag}"))),
         };
         Ok(outcome)
@@ -605,6 +638,10 @@ impl<'a> Reader<'a> {
                 latest: self.u64()?,
             },
             MALFORMED_REQUEST_TAG => Error::MalformedRequest { reason: self.string()? },
+            GROUP_REMOVED_TAG => {
+                Error::GroupRemoved { group: GroupId(self.u64()?), removed: ConfigNum(self.u64()?) }
+            }
+            GROUP_NOT_REMOVED_TAG => Error::GroupNotRemoved { group: GroupId(self.u64()?) },
             tag => return Err(self.error(format_args!("unknown error tag {tag}"))),
         };
         Ok(error)

@@ -44,6 +44,12 @@ pub enum Command {
         /// At most this many shards move between groups.
         max_moves: Option<u32>,
     },
+    /// Records that a removed group has handed every shard it held to the new owners, so its
+    /// replicas may be destroyed (the group's leader sends it; docs/migration.md).
+    RetireGroup {
+        /// The group.
+        group: GroupId,
+    },
 }
 
 /// A command with the client's identity, for deduplication: a retried request applies once.
@@ -78,6 +84,11 @@ pub enum Outcome {
         num: ConfigNum,
         /// The shards that changed owner.
         moves: Vec<ShardMove>,
+    },
+    /// The removed group was marked retired: nodes destroy its replicas.
+    GroupRetired {
+        /// The group.
+        group: GroupId,
     },
     /// Nothing needed to change (the node or groups already exist as asked, or the
     /// assignment is already balanced).

@@ -107,4 +107,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A removed group cannot be added again: group ids are never reused, so that the
+    /// replicas of a removed group can be destroyed once it has handed its shards off.
+    #[error(
+        "group {group} was removed in configuration {removed}; group ids are never reused, pick a new one"
+    )]
+    GroupRemoved {
+        /// The group.
+        group: GroupId,
+        /// The configuration that removed it.
+        removed: ConfigNum,
+    },
+    /// Only a group that configurations no longer list can retire.
+    #[error("group {group} is in the latest configuration; only a removed group can retire")]
+    GroupNotRemoved {
+        /// The group.
+        group: GroupId,
+    },
 }

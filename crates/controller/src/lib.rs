@@ -24,4 +24,6 @@ pub use error::{Error, Result};
 pub use machine::{
     CONTROLLER_SHARD, ControllerMachine, ControllerQuery, ControllerView, bootstrap_batch,
 };
-pub use state::{ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT, validate_address};
+pub use state::{
+    ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT, GroupLife, validate_address,
+};

@@ -13,6 +13,8 @@
 //! - data `config/` ‖ number (u64 big-endian): configuration 1, 2, ... Configuration 0 is
 //!   never stored: it follows from the shard count.
 //! - data `node/` ‖ node id (u64 big-endian): the node's address.
+//! - data `retired/` ‖ group id (u64 big-endian): the group retired (the value is the format
+//!   version byte alone).
 //! - session of each client: its sequence number, last log index and result.
 //!
 //! # Creating the group
@@ -27,7 +29,7 @@
 //! in-memory state (checked by `tests/machine.rs`); `load` refuses records that break an
 //! invariant of [`ControllerState`] with [`mosaic_engine::Error::Corruption`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{Engine, GroupId, KvEngine, ShardCursor, ShardId, ShardRecord, WriteBatch};
@@ -38,6 +40,7 @@ use crate::codec;
 use crate::command::{Outcome, Request};
 use crate::configuration::{ConfigNum, Configuration};
 use crate::error::Error;
+use crate::state::GroupLife;
 use crate::state::{ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT};
 
 /// The shard of the controller group that holds every record of its state.
@@ -49,6 +52,7 @@ const LOAD_CHUNK_BYTES_MAX: u64 = 1 << 20;
 const META_KEY: &[u8] = b"meta";
 const CONFIG_KEY_PREFIX: &[u8] = b"config/";
 const NODE_KEY_PREFIX: &[u8] = b"node/";
+const RETIRED_KEY_PREFIX: &[u8] = b"retired/";
 
 /// A read of the controller's state: a configuration and the node registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,6 +70,8 @@ pub struct ControllerView {
     pub latest: ConfigNum,
     /// Every registered node and its address, in id order.
     pub nodes: BTreeMap<NodeId, String>,
+    /// Every group any configuration listed, in id order.
+    pub lives: BTreeMap<GroupId, GroupLife>,
 }
 
 /// The controller group's state machine. See the module documentation.
@@ -107,6 +113,10 @@ fn node_key(node: NodeId) -> Bytes {
     prefixed_key(NODE_KEY_PREFIX, node.0)
 }
 
+fn retired_key(group: GroupId) -> Bytes {
+    prefixed_key(RETIRED_KEY_PREFIX, group.0)
+}
+
 fn prefixed_key(prefix: &[u8], id: u64) -> Bytes {
     let mut key = BytesMut::with_capacity(prefix.len() + 8);
     key.put_slice(prefix);
@@ -130,6 +140,7 @@ struct Records {
     meta: Option<(u32, usize)>,
     configs: BTreeMap<u64, Configuration>,
     nodes: BTreeMap<NodeId, String>,
+    retired: BTreeSet<GroupId>,
     sessions: BTreeMap<mosaic_engine::ClientId, crate::state::Session>,
 }
 
@@ -158,6 +169,11 @@ impl Records {
                     let address = codec::decode_node_address(&value)
                         .map_err(|error| format!("node {node}: {error}"))?;
                     self.nodes.insert(node, address);
+                } else if let Some(group) = parse_prefixed_key(&key, RETIRED_KEY_PREFIX) {
+                    let group = GroupId(group?);
+                    codec::decode_marker(&value)
+                        .map_err(|error| format!("retired group {group}: {error}"))?;
+                    self.retired.insert(group);
                 } else {
                     return Err(format!("unknown record {key:02x?}"));
                 }
@@ -181,7 +197,7 @@ impl Records {
             }
             configs.push(config);
         }
-        ControllerState::from_parts(self.nodes, configs, self.sessions, max_sessions)
+        ControllerState::from_parts(self.nodes, configs, &self.retired, self.sessions, max_sessions)
     }
 }
 
@@ -208,6 +224,7 @@ impl ControllerMachine {
             config,
             latest: self.state.latest().num,
             nodes: self.state.nodes().clone(),
+            lives: self.state.lives().clone(),
         })
     }
 
@@ -295,6 +312,14 @@ impl<K: KvEngine> StateMachine<K> for ControllerMachine {
                 CONTROLLER_SHARD,
                 node_key(node),
                 codec::encode_node_address(address),
+            );
+        }
+        if let Some(group) = changes.group_retired {
+            batch.put_data(
+                self.group,
+                CONTROLLER_SHARD,
+                retired_key(group),
+                codec::encode_marker(),
             );
         }
         // The client's own session is gone only if it was evicted at once (then the deletion

@@ -5,7 +5,9 @@
 //! nothing here reads a clock, iterates a hash map or draws a random number.
 //!
 //! Invariants: `configs[i].num == i`; every configuration passes
-//! [`Configuration::assert_valid`]; at most `max_sessions` sessions are kept.
+//! [`Configuration::assert_valid`]; at most `max_sessions` sessions are kept; a group is listed
+//! by one unbroken run of configurations (ids are never reused), and `lives` describes exactly
+//! those runs and the retired groups.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +43,8 @@ pub(crate) struct AppliedChanges {
     pub(crate) config_created: Option<ConfigNum>,
     /// The node registered or given a new address, if one was.
     pub(crate) node_changed: Option<NodeId>,
+    /// The group retired, if one was.
+    pub(crate) group_retired: Option<GroupId>,
     /// True when the client's session was written (every request but a stale one).
     pub(crate) session_written: bool,
     /// The sessions evicted to stay within `max_sessions`, in eviction order.
@@ -52,9 +56,23 @@ impl AppliedChanges {
     pub(crate) fn is_empty(&self) -> bool {
         self.config_created.is_none()
             && self.node_changed.is_none()
+            && self.group_retired.is_none()
             && !self.session_written
             && self.sessions_evicted.is_empty()
     }
+}
+
+/// The life of one group through the configurations. Group ids are never reused, so each
+/// group has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLife {
+    /// The first configuration that lists the group.
+    pub added: ConfigNum,
+    /// The first configuration after that which does not list it, once the group is removed.
+    pub removed: Option<ConfigNum>,
+    /// True once the removed group has handed off every shard it held: its replicas may be
+    /// destroyed.
+    pub retired: bool,
 }
 
 /// The controller state machine.
@@ -62,6 +80,8 @@ impl AppliedChanges {
 pub struct ControllerState {
     nodes: BTreeMap<NodeId, String>,
     configs: Vec<Configuration>,
+    /// Every group any configuration listed (derived from `configs`, plus `retired`).
+    lives: BTreeMap<GroupId, GroupLife>,
     sessions: BTreeMap<ClientId, Session>,
     max_sessions: usize,
 }
@@ -78,6 +98,7 @@ impl ControllerState {
         Self {
             nodes: BTreeMap::new(),
             configs: vec![Configuration::initial(shard_count)],
+            lives: BTreeMap::new(),
             sessions: BTreeMap::new(),
             max_sessions,
         }
@@ -109,6 +130,12 @@ impl ControllerState {
         }
     }
 
+    /// Every group any configuration listed, in id order.
+    #[must_use]
+    pub fn lives(&self) -> &BTreeMap<GroupId, GroupLife> {
+        &self.lives
+    }
+
     /// Every registered node and its address, in id order.
     #[must_use]
     pub fn nodes(&self) -> &BTreeMap<NodeId, String> {
@@ -135,6 +162,7 @@ impl ControllerState {
     pub(crate) fn from_parts(
         nodes: BTreeMap<NodeId, String>,
         configs: Vec<Configuration>,
+        retired: &BTreeSet<GroupId>,
         sessions: BTreeMap<ClientId, Session>,
         max_sessions: usize,
     ) -> std::result::Result<Self, String> {
@@ -173,7 +201,17 @@ impl ControllerState {
                 sessions.len()
             ));
         }
-        Ok(Self { nodes, configs, sessions, max_sessions })
+        let mut lives = BTreeMap::new();
+        for pair in configs.windows(2) {
+            record_lives(&mut lives, &pair[0], &pair[1])?;
+        }
+        for group in retired {
+            match lives.get_mut(group) {
+                Some(life @ GroupLife { removed: Some(_), .. }) => life.retired = true,
+                _ => return Err(format!("group {group} is retired but was never removed")),
+            }
+        }
+        Ok(Self { nodes, configs, lives, sessions, max_sessions })
     }
 
     /// The moves a rebalance would make now (a dry run; nothing changes).
@@ -224,9 +262,12 @@ impl ControllerState {
         if self.configs.len() > configs_before {
             changes.config_created = Some(self.latest().num);
         }
-        if matches!(result, Ok(Outcome::NodeRegistered { .. } | Outcome::NodeAddressChanged { .. }))
-        {
-            changes.node_changed = registering;
+        match result {
+            Ok(Outcome::NodeRegistered { .. } | Outcome::NodeAddressChanged { .. }) => {
+                changes.node_changed = registering;
+            }
+            Ok(Outcome::GroupRetired { group }) => changes.group_retired = Some(group),
+            _ => {}
         }
         changes.session_written = true;
         changes.sessions_evicted =
@@ -271,6 +312,22 @@ impl ControllerState {
                 let groups = latest.groups.clone();
                 Ok(self.push_config(shards, groups, "the shards are already balanced"))
             }
+            Command::RetireGroup { group } => self.retire_group(group),
+        }
+    }
+
+    fn retire_group(&mut self, group: GroupId) -> Result<Outcome> {
+        let num = self.latest().num;
+        match self.lives.get_mut(&group) {
+            None => Err(Error::UnknownGroup { group }),
+            Some(GroupLife { removed: None, .. }) => Err(Error::GroupNotRemoved { group }),
+            Some(GroupLife { retired: true, .. }) => {
+                Ok(Outcome::Unchanged { num, reason: format!("group {group} is already retired") })
+            }
+            Some(life) => {
+                life.retired = true;
+                Ok(Outcome::GroupRetired { group })
+            }
         }
     }
 
@@ -313,6 +370,9 @@ impl ControllerState {
             }
             if let Some(node) = sorted.iter().find(|n| !self.nodes.contains_key(n)) {
                 return Err(Error::UnregisteredMember { group, node: *node });
+            }
+            if let Some(GroupLife { removed: Some(removed), .. }) = self.lives.get(&group) {
+                return Err(Error::GroupRemoved { group, removed: *removed });
             }
             match latest.groups.get(&group) {
                 Some(existing) if *existing == sorted => {}
@@ -394,9 +454,38 @@ impl ControllerState {
         let num = ConfigNum(latest.num.0 + 1);
         let config = Configuration { num, shards, groups };
         config.assert_valid();
+        let previous = self.configs.last().expect("configuration 0 always exists");
+        record_lives(&mut self.lives, previous, &config).expect("removed groups are refused");
         self.configs.push(config);
         Outcome::ConfigCreated { num, moves }
     }
+}
+
+/// Records in `lives` the groups `next` adds to and removes from `previous`.
+///
+/// # Errors
+/// A group `next` lists again after it was removed.
+fn record_lives(
+    lives: &mut BTreeMap<GroupId, GroupLife>,
+    previous: &Configuration,
+    next: &Configuration,
+) -> std::result::Result<(), String> {
+    for group in next.groups.keys().filter(|group| !previous.groups.contains_key(group)) {
+        if let Some(life) = lives.get(group) {
+            return Err(format!(
+                "group {group} is listed again in configuration {} after it was removed in {}",
+                next.num,
+                life.removed.map_or_else(|| "?".to_string(), |num| num.to_string())
+            ));
+        }
+        lives.insert(*group, GroupLife { added: next.num, removed: None, retired: false });
+    }
+    for group in previous.groups.keys().filter(|group| !next.groups.contains_key(group)) {
+        if let Some(life) = lives.get_mut(group) {
+            life.removed = Some(next.num);
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `address` is `host:port` with a non-empty host and a port from 1 to 65535.

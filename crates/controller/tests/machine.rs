@@ -140,6 +140,10 @@ fn config_key(num: u64) -> Vec<u8> {
     [&b"config/"[..], &num.to_be_bytes()].concat()
 }
 
+fn retired_key(group: u64) -> Vec<u8> {
+    [b"retired/".as_slice(), &group.to_be_bytes()].concat()
+}
+
 fn node_key(node: u64) -> Vec<u8> {
     [&b"node/"[..], &node.to_be_bytes()].concat()
 }
@@ -254,6 +258,11 @@ fn a_sequence_of_commands_reloads_as_the_same_state() {
             Command::RemoveGroups { groups: vec![GroupId(2), GroupId(3)], max_moves: None },
         ),
         request(4, 1, add(3, &[4, 1])),
+        request(5, 2, add(4, &[2])),
+        request(5, 3, Command::RemoveGroups { groups: vec![GroupId(4)], max_moves: None }),
+        request(5, 4, Command::RetireGroup { group: GroupId(4) }),
+        request(5, 5, Command::RetireGroup { group: GroupId(4) }),
+        request(5, 6, Command::RetireGroup { group: GroupId(3) }),
     ]);
     let machine = apply_and_check_every_batch(&engine, &mut reference, &requests);
     let latest = machine.state().latest().num;
@@ -262,6 +271,8 @@ fn a_sequence_of_commands_reloads_as_the_same_state() {
     assert_eq!(view.config, *reference.config(Some(ConfigNum(2))).expect("config 2"));
     assert_eq!(view.latest, latest);
     assert_eq!(view.nodes, *reference.nodes());
+    assert_eq!(view.lives, *reference.lives());
+    assert!(view.lives[&GroupId(4)].retired && !view.lives[&GroupId(1)].retired);
     let past = ConfigNum(latest.0 + 1);
     assert_eq!(
         machine.view(&ControllerQuery { num: Some(past) }),
@@ -313,6 +324,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         (0..=SHARDS, group)
             .prop_map(|(shard, g)| Command::MoveShard { shard: ShardId(shard), group: GroupId(g) }),
         max_moves.prop_map(|max_moves| Command::Rebalance { max_moves }),
+        (0u64..=5).prop_map(|group| Command::RetireGroup { group: GroupId(group) }),
     ]
 }
 
@@ -499,6 +511,16 @@ fn corrupt_records_are_refused_at_load() {
         "garbage node",
         |b| put(b, &node_key(2), b"\x01\x00\x00\x00\x09ab"),
         "node 2",
+    );
+    assert_load_refuses(
+        "a retired group that was never removed",
+        |b| put(b, &retired_key(1), b"\x01"),
+        "group 1 is retired but was never removed",
+    );
+    assert_load_refuses(
+        "garbage retired record",
+        |b| put(b, &retired_key(1), b"\x01\x00"),
+        "retired group 1",
     );
     assert_load_refuses("garbage meta", |b| put(b, b"meta", b"\x01\x02"), "meta record");
     assert_load_refuses("a short key", |b| put(b, b"config/\x01", b""), "malformed key");

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mosaic_controller::{
-    Command, ConfigNum, Configuration, ControllerState, Error, Outcome, Request,
+    Command, ConfigNum, Configuration, ControllerState, Error, GroupLife, Outcome, Request,
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{LogIndex, NodeId};
@@ -343,4 +343,35 @@ fn sessions_are_bounded_and_evict_the_least_recent_client() {
     };
     let outcome = state.apply(LogIndex(5), retry).expect("applies");
     assert!(matches!(outcome, Outcome::Unchanged { .. }), "{outcome:?}");
+}
+
+#[test]
+fn a_removed_group_retires_once_and_its_id_is_never_reused() {
+    let mut h = Harness::new();
+    h.join(&[1]);
+    h.join(&[2]);
+    let life = |h: &Harness, group: u64| h.state.lives().get(&GroupId(group)).copied();
+    assert_eq!(life(&h, 2), Some(GroupLife { added: ConfigNum(2), removed: None, retired: false }));
+    let still_listed = h.apply(Command::RetireGroup { group: GroupId(2) }).unwrap_err();
+    assert_eq!(still_listed, Error::GroupNotRemoved { group: GroupId(2) });
+    let unknown = h.apply(Command::RetireGroup { group: GroupId(7) }).unwrap_err();
+    assert_eq!(unknown, Error::UnknownGroup { group: GroupId(7) });
+
+    h.leave(&[2]);
+    let removed = Some(ConfigNum(3));
+    assert_eq!(life(&h, 2), Some(GroupLife { added: ConfigNum(2), removed, retired: false }));
+    // Adding it again is refused (before and after it retired), and changes nothing.
+    let again = [(GroupId(2), members(2))].into_iter().collect();
+    let refused = h.apply(Command::AddGroups { groups: again, max_moves: None }).unwrap_err();
+    assert_eq!(refused, Error::GroupRemoved { group: GroupId(2), removed: ConfigNum(3) });
+    assert_eq!(h.latest().num, ConfigNum(3));
+
+    let retired = h.must(Command::RetireGroup { group: GroupId(2) });
+    assert_eq!(retired, Outcome::GroupRetired { group: GroupId(2) });
+    assert_eq!(life(&h, 2), Some(GroupLife { added: ConfigNum(2), removed, retired: true }));
+    let twice = h.must(Command::RetireGroup { group: GroupId(2) });
+    assert!(matches!(twice, Outcome::Unchanged { .. }), "{twice:?}");
+    // Retiring creates no configuration.
+    assert_eq!(h.latest().num, ConfigNum(3));
+    assert_eq!(life(&h, 1), Some(GroupLife { added: ConfigNum(1), removed: None, retired: false }));
 }

@@ -36,7 +36,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mosaic_controller::{Command, ConfigNum, Configuration, Error, Outcome, Request, ShardMove};
+use mosaic_controller::{
+    Command, ConfigNum, Configuration, Error, GroupLife, Outcome, Request, ShardMove,
+};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 
@@ -71,6 +73,9 @@ pub fn request_to_pb(request: &Request) -> pb::ExecuteRequest {
         }
         Command::Rebalance { max_moves } => {
             PbCommand::Rebalance(pb::Rebalance { max_moves: *max_moves })
+        }
+        Command::RetireGroup { group } => {
+            PbCommand::RetireGroup(pb::RetireGroup { group_id: group.0 })
         }
     };
     pb::ExecuteRequest { client_id: request.client.0, seq: request.seq, command: Some(command) }
@@ -119,6 +124,9 @@ pub fn request_from_pb(request: pb::ExecuteRequest) -> Result<Request> {
             group: group_id_from_pb(move_shard.group_id, "MoveShard.group_id")?,
         },
         PbCommand::Rebalance(rebalance) => Command::Rebalance { max_moves: rebalance.max_moves },
+        PbCommand::RetireGroup(retire) => Command::RetireGroup {
+            group: group_id_from_pb(retire.group_id, "RetireGroup.group_id")?,
+        },
     };
     Ok(Request { client, seq, command })
 }
@@ -179,6 +187,8 @@ pub fn refusal_kind(error: &Error) -> &'static str {
         Error::UnknownConfig { .. } => "unknown-config",
         Error::StaleRequest { .. } => "stale-request",
         Error::MalformedRequest { .. } => "malformed-request",
+        Error::GroupRemoved { .. } => "group-removed",
+        Error::GroupNotRemoved { .. } => "group-not-removed",
     }
 }
 
@@ -220,6 +230,9 @@ pub fn outcome_to_pb(outcome: &Outcome) -> pb::CommandOutcome {
         Outcome::Unchanged { num, reason } => {
             Kind::Unchanged(pb::Unchanged { num: num.0, reason: reason.clone() })
         }
+        Outcome::GroupRetired { group } => {
+            Kind::GroupRetired(pb::GroupRetired { group_id: group.0 })
+        }
     };
     pb::CommandOutcome { kind: Some(kind) }
 }
@@ -256,6 +269,9 @@ pub fn outcome_from_pb(outcome: pb::CommandOutcome) -> Result<Outcome> {
         Kind::Unchanged(unchanged) => {
             Outcome::Unchanged { num: ConfigNum(unchanged.num), reason: unchanged.reason }
         }
+        Kind::GroupRetired(retired) => Outcome::GroupRetired {
+            group: group_id_from_pb(retired.group_id, "GroupRetired.group_id")?,
+        },
     })
 }
 
@@ -455,18 +471,30 @@ pub struct QueryAnswer {
     pub nodes: BTreeMap<NodeId, String>,
     /// The controller replica that answered (the leader).
     pub leader: NodeId,
+    /// Every group any configuration listed, in id order.
+    pub lives: BTreeMap<GroupId, GroupLife>,
 }
 
 /// Returns the wire answer to a query: configuration `config`, the latest configuration's
-/// number, the node registry, and the controller replica answering.
+/// number, the node registry, the controller replica answering and every group's life.
 #[must_use]
 pub fn query_response_to_pb(
     config: &Configuration,
     latest: ConfigNum,
     nodes: &BTreeMap<NodeId, String>,
     leader: NodeId,
+    lives: &BTreeMap<GroupId, GroupLife>,
 ) -> pb::QueryResponse {
     pb::QueryResponse {
+        groups: lives
+            .iter()
+            .map(|(group, life)| pb::GroupLife {
+                group_id: group.0,
+                added: life.added.0,
+                removed: life.removed.map_or(0, |num| num.0),
+                retired: life.retired,
+            })
+            .collect(),
         config: Some(configuration_to_pb(config)),
         latest_num: latest.0,
         nodes: nodes
@@ -482,7 +510,9 @@ pub fn query_response_to_pb(
 /// # Errors
 /// A [`ConvertError`] naming what is wrong: no configuration, a configuration that does not
 /// decode ([`configuration_from_pb`]) or is past the latest, node id 0 (a node or the leader),
-/// nodes not in strictly increasing id order. Addresses are passed on as they are.
+/// nodes or groups not in strictly increasing id order, a reserved group id, a group life
+/// that does not hold together (added at 0, removed no later than added, retired but not
+/// removed). Addresses are passed on as they are.
 pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer> {
     let config =
         response.config.ok_or(ConvertError::MissingField { field: "QueryResponse.config" })?;
@@ -506,7 +536,31 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
         nodes.insert(node, info.address);
     }
     let leader = node_id_from_pb(response.leader_id, "QueryResponse.leader_id")?;
-    Ok(QueryAnswer { config, latest, nodes, leader })
+    let mut lives: BTreeMap<GroupId, GroupLife> = BTreeMap::new();
+    for life in response.groups {
+        let group = group_id_from_pb(life.group_id, "GroupLife.group_id")?;
+        if let Some((&previous, _)) = lives.last_key_value()
+            && previous >= group
+        {
+            return Err(ConvertError::OutOfOrder {
+                field: "QueryResponse.groups",
+                previous: previous.0,
+                value: group.0,
+            });
+        }
+        let removed = (life.removed != 0).then_some(ConfigNum(life.removed));
+        if life.added == 0
+            || removed.is_some_and(|removed| removed.0 <= life.added)
+            || (life.retired && removed.is_none())
+        {
+            return Err(ConvertError::InvalidGroupLife { group: group.0 });
+        }
+        lives.insert(
+            group,
+            GroupLife { added: ConfigNum(life.added), removed, retired: life.retired },
+        );
+    }
+    Ok(QueryAnswer { config, latest, nodes, leader, lives })
 }
 
 // ---- Fields --------------------------------------------------------------------------------

@@ -162,6 +162,15 @@ pub enum ConvertError {
         /// The owner named.
         group: u64,
     },
+    /// A group's life does not hold together.
+    #[error(
+        "QueryResponse.groups: group {group} is added at 0, removed no later than added, or \
+         retired without being removed"
+    )]
+    InvalidGroupLife {
+        /// The group.
+        group: u64,
+    },
     /// A configuration has no shards (a cluster has at least one).
     #[error("Configuration.shards is empty; a cluster has at least one shard")]
     NoShards,

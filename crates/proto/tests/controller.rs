@@ -9,7 +9,8 @@ use std::fmt::Debug;
 use bytes::Bytes;
 use mosaic_controller::arbitrary::{self, ERROR_VARIANTS, Values, error_variant};
 use mosaic_controller::{
-    Command, ConfigNum, Configuration, ControllerState, Error, Outcome, Request, ShardMove,
+    Command, ConfigNum, Configuration, ControllerState, Error, GroupLife, Outcome, Request,
+    ShardMove,
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_proto::controller::{
@@ -105,6 +106,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::RemoveGroups { .. } => "RemoveGroups",
         Command::MoveShard { .. } => "MoveShard",
         Command::Rebalance { .. } => "Rebalance",
+        Command::RetireGroup { .. } => "RetireGroup",
     }
 }
 
@@ -128,6 +130,8 @@ fn representative_requests() -> Vec<Request> {
             seq: u64::MAX,
             command: Command::Rebalance { max_moves: Some(3) },
         },
+        request(Command::RetireGroup { group: GroupId(1) }),
+        request(Command::RetireGroup { group: GroupId(u64::MAX - 1) }),
     ]
 }
 
@@ -142,6 +146,7 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::NodeAddressChanged { .. } => "NodeAddressChanged",
         Outcome::ConfigCreated { .. } => "ConfigCreated",
         Outcome::Unchanged { .. } => "Unchanged",
+        Outcome::GroupRetired { .. } => "GroupRetired",
     }
 }
 
@@ -160,6 +165,7 @@ fn representative_outcomes() -> Vec<Outcome> {
         },
         Outcome::Unchanged { num: ConfigNum(0), reason: String::new() },
         Outcome::Unchanged { num: ConfigNum(4), reason: "the shards are already balanced".into() },
+        Outcome::GroupRetired { group: GroupId(u64::MAX - 1) },
     ]
 }
 
@@ -186,6 +192,8 @@ fn pinned_refusal_kinds() -> Vec<(Error, &'static str)> {
         (Error::UnknownConfig { num: ConfigNum(9), latest: ConfigNum(4) }, "unknown-config"),
         (Error::StaleRequest { client: ClientId(1), seq: 2, latest: 5 }, "stale-request"),
         (Error::MalformedRequest { reason: "truncated".into() }, "malformed-request"),
+        (Error::GroupRemoved { group, removed: ConfigNum(4) }, "group-removed"),
+        (Error::GroupNotRemoved { group }, "group-not-removed"),
     ]
 }
 
@@ -231,11 +239,23 @@ fn answer() -> QueryAnswer {
         latest: ConfigNum(7),
         nodes: registry(),
         leader: NodeId(2),
+        lives: BTreeMap::from([
+            (GroupId(1), GroupLife { added: ConfigNum(1), removed: None, retired: false }),
+            (GroupId(2), GroupLife { added: ConfigNum(2), removed: None, retired: false }),
+            (
+                GroupId(5),
+                GroupLife { added: ConfigNum(3), removed: Some(ConfigNum(4)), retired: false },
+            ),
+            (
+                GroupId(6),
+                GroupLife { added: ConfigNum(3), removed: Some(ConfigNum(6)), retired: true },
+            ),
+        ]),
     }
 }
 
 fn answer_to_pb(answer: &QueryAnswer) -> pb::QueryResponse {
-    query_response_to_pb(&answer.config, answer.latest, &answer.nodes, answer.leader)
+    query_response_to_pb(&answer.config, answer.latest, &answer.nodes, answer.leader, &answer.lives)
 }
 
 /// The wire form of [`answer`] after `edit` has changed it.
@@ -251,9 +271,9 @@ fn edited_answer(edit: impl FnOnce(&mut pb::QueryResponse)) -> pb::QueryResponse
 fn representative_values_cover_every_kind() {
     let commands: BTreeSet<_> =
         representative_requests().iter().map(|r| command_name(&r.command)).collect();
-    assert_eq!(commands.len(), 5, "commands covered: {commands:?}");
+    assert_eq!(commands.len(), 6, "commands covered: {commands:?}");
     let outcomes: BTreeSet<_> = representative_outcomes().iter().map(outcome_name).collect();
-    assert_eq!(outcomes.len(), 4, "outcomes covered: {outcomes:?}");
+    assert_eq!(outcomes.len(), 5, "outcomes covered: {outcomes:?}");
 }
 
 #[test]
@@ -364,6 +384,7 @@ fn query_responses_round_trip() {
         latest: ConfigNum(0),
         nodes: BTreeMap::new(),
         leader: NodeId(u64::MAX),
+        lives: BTreeMap::new(),
     };
     assert_round_trips(&at_latest, answer_to_pb, query_response_from_pb);
 }
@@ -439,6 +460,7 @@ fn what_the_controller_produces_round_trips() {
         latest: latest.num,
         nodes: state.nodes().clone(),
         leader: NodeId(9),
+        lives: state.lives().clone(),
     };
     assert_round_trips(&answer, answer_to_pb, query_response_from_pb);
 }
@@ -839,6 +861,7 @@ fn answer_strategy() -> impl Strategy<Value = QueryAnswer> {
             config,
             nodes,
             leader,
+            lives: BTreeMap::new(),
         },
     )
 }

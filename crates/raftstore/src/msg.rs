@@ -122,6 +122,17 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         /// Called once the replica exists (durably).
         callback: Callback<()>,
     },
+    /// Destroys this node's replica of a group: its log, Raft state, data and sessions are
+    /// removed in one synced write, and its waiting requests fail with
+    /// [`crate::Error::GroupNotFound`]. Whether the group is finished is the caller's to
+    /// decide (a storage group is destroyed once the controller has retired it,
+    /// docs/migration.md). Destroying a group not hosted here succeeds and changes nothing.
+    DestroyGroup {
+        /// The group.
+        group: GroupId,
+        /// Called once the replica is gone (durably).
+        callback: Callback<()>,
+    },
     /// Changes a group's membership by one node, through its log (this node must lead the
     /// group). Answered with the new membership once the change is applied here.
     ChangeMembership {
@@ -154,7 +165,9 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreMsg<K, SM> {
             Self::Propose { callback, .. } => callback(Err(error)),
             Self::Read { callback, .. } => callback(Err(error)),
             Self::ReadLeaders { callback, .. } => callback(Err(error)),
-            Self::CreateGroup { callback, .. } | Self::JoinGroup { callback, .. } => {
+            Self::CreateGroup { callback, .. }
+            | Self::JoinGroup { callback, .. }
+            | Self::DestroyGroup { callback, .. } => {
                 callback(Err(error));
             }
             Self::ChangeMembership { callback, .. } => callback(Err(error)),

@@ -70,6 +70,19 @@ impl<S: KvRead> SnapshotReader<S> {
         self.cursor = chunk.next;
         Ok(Some(encode_chunk(&chunk.records)))
     }
+
+    /// Every chunk that is left, in order (for transports that send a snapshot as one
+    /// message: the whole snapshot is in memory).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn read_all(mut self, chunk_bytes_max: u64) -> Result<Vec<Bytes>> {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = self.next_chunk(chunk_bytes_max)? {
+            chunks.push(chunk);
+        }
+        Ok(chunks)
+    }
 }
 
 /// Encodes records as one snapshot chunk.

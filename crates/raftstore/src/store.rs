@@ -198,6 +198,10 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 let result = self.join_group(group);
                 return answer_fatal(result, callback);
             }
+            StoreMsg::DestroyGroup { group, callback } => {
+                let result = self.destroy_group(group);
+                return answer_fatal(result, callback);
+            }
             StoreMsg::ChangeMembership { group, change, callback } => {
                 match self.peers.get_mut(&group) {
                     Some(peer) => {
@@ -356,6 +360,21 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         }
         self.add_peer(group, ConfState::default())?;
         tracing::info!(node = %self.node, %group, "joined group; waiting for a snapshot from its leader");
+        Ok(())
+    }
+
+    /// Removes this node's replica of `group` (see [`StoreMsg::DestroyGroup`]).
+    fn destroy_group(&mut self, group: GroupId) -> Result<()> {
+        let Some(mut peer) = self.peers.remove(&group) else {
+            return Ok(());
+        };
+        self.dirty.remove(&group);
+        peer.fail_all(&Error::GroupNotFound { group });
+        let mut batch = WriteBatch::new();
+        batch.remove_group(group);
+        self.engine.write(&batch, WriteOptions { sync: true })?;
+        self.stats.synced_writes += 1;
+        tracing::info!(node = %self.node, %group, "destroyed group");
         Ok(())
     }
 

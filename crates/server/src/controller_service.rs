@@ -77,6 +77,7 @@ impl Controller for ControllerService {
             view.latest,
             &view.nodes,
             self.node,
+            &view.lives,
         )))
     }
 }

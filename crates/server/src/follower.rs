@@ -5,14 +5,16 @@
 //!
 //! Creating a replica is idempotent, so a configuration is handled again until every replica
 //! it places here exists. After each poll, the [`Migrator`] moves the groups led here towards
-//! the latest configuration. Destroying the replicas of a removed group is not done yet
-//! (docs/migration.md).
+//! the latest configuration, and the replicas of groups the controller has retired (removed
+//! groups that handed off every shard) are destroyed (docs/migration.md).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_client::{ControllerClient, ControllerClientOptions};
-use mosaic_controller::{Command, ConfigNum, Configuration};
+use mosaic_controller::{Command, ConfigNum, Configuration, GroupLife};
+use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
 use mosaic_shardkv::KvStateMachine;
@@ -82,6 +84,8 @@ impl Follower {
             return;
         }
         let mut placed = ConfigNum(0);
+        // Retired groups whose replica here is gone (or never was).
+        let mut destroyed = BTreeSet::new();
         loop {
             match self.client.query(None).await {
                 Ok(answer) => {
@@ -93,7 +97,8 @@ impl Follower {
                     if answer.config.num > placed && self.place(&answer.config).await {
                         placed = answer.config.num;
                     }
-                    self.migrator.step(answer.config.num).await;
+                    self.destroy_retired(&answer.lives, &mut destroyed).await;
+                    self.migrator.step(answer.config.num, &answer.lives).await;
                 }
                 Err(error) => {
                     tracing::debug!(node = %self.node, %error, "cannot read the configuration");
@@ -122,6 +127,29 @@ impl Follower {
                 Err(error) => {
                     tracing::warn!(node = %self.node, %error, "cannot register yet; retrying");
                     tokio::time::sleep(REGISTER_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Destroys this node's replica of every retired group not in `destroyed` yet.
+    async fn destroy_retired(
+        &self,
+        lives: &BTreeMap<GroupId, GroupLife>,
+        destroyed: &mut BTreeSet<GroupId>,
+    ) {
+        for (group, life) in lives {
+            if !life.retired || destroyed.contains(group) {
+                continue;
+            }
+            let group = *group;
+            match self.store.ask(|callback| StoreMsg::DestroyGroup { group, callback }).await {
+                Ok(()) => {
+                    destroyed.insert(group);
+                }
+                Err(error) => {
+                    tracing::warn!(node = %self.node, %group, %error,
+                        "cannot destroy the retired group's replica; will retry");
                 }
             }
         }

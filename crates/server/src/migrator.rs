@@ -1,33 +1,38 @@
-//! [`Migrator`]: the new owner's side of shard migration, and the walk through
-//! configurations, for every group this node leads (docs/migration.md).
+//! [`Migrator`]: carries out the migration tasks of every group this node leads
+//! (docs/migration.md): what to do is [`mosaic_shardkv::plan`]'s to decide, how is this
+//! module's.
 //!
 //! Each step (every time the follower has read the latest configuration) reads the ownership
-//! of every group led here ([`StoreMsg::ReadLeaders`]) and, per group:
-//! - settled and behind the latest configuration: proposes the switch to the next one
-//!   (a new group: to the first configuration that lists it);
-//! - a shard `Pulling`: pulls it from a replica of the previous owner
+//! of every group led here ([`StoreMsg::ReadLeaders`]), plans each group's tasks and starts
+//! those not already running:
+//! - `Reconfigure`: reads configurations `next - 1` and `next` from the controller (cached)
+//!   and proposes the switch;
+//! - `Pull`: pulls the shard from a replica of the previous owner
 //!   (`ShardMigration.PullShard`), proposing each chunk through the group's log and waiting
 //!   for it to apply before reading the next, so at most a few chunks are in memory;
-//! - a shard `Confirming`: asks the previous owner's leader to delete its copy
-//!   (`ShardMigration.DeleteShard`), then proposes `ConfirmHandoff`.
+//! - `Confirm`: asks the previous owner's leader to delete its copy
+//!   (`ShardMigration.DeleteShard`; not when the controller has retired that group: its copy
+//!   is gone), then proposes `ConfirmHandoff`;
+//! - `Retire`: tells the controller the removed group holds nothing any more; every node
+//!   then destroys its replica (the follower does).
 //!
 //! Every proposal names its configuration, so a task that runs twice (two steps, or a leader
 //! that was deposed mid-pull) changes nothing the second time. At most one task per
-//! (group, kind, shard) runs at once; a task that fails is started again by a later step.
+//! [`TaskKey`] runs at once; a task that fails is started again by a later step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mosaic_client::ControllerClient;
-use mosaic_controller::{ConfigNum, Configuration};
+use mosaic_controller::{Command, ConfigNum, Configuration, GroupLife};
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::pb::{self, shard_migration_client::ShardMigrationClient};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
 use mosaic_shardkv::{
     Applied, KvCommand, KvQuery, KvReadOutput, KvStateMachine, MigrationCommand, MigrationOutcome,
-    Ownership, ShardState,
+    MigrationTask, TaskKey, plan,
 };
 
 use crate::migration_service::records_from_pb;
@@ -39,14 +44,6 @@ use crate::transport::{RAFT_MESSAGE_BYTES_MAX, connect};
 /// Configurations kept in memory (the ones groups here are switching between).
 const CONFIGS_CACHED_MAX: usize = 64;
 
-/// One piece of migration work; at most one of each runs at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Task {
-    Reconfigure(GroupId),
-    Pull(GroupId, ShardId),
-    Confirm(GroupId, ShardId),
-}
-
 /// Moves the shards of the groups this node leads. See the module documentation.
 pub struct Migrator {
     store: StoreHandle<NodeEngine, KvStateMachine>,
@@ -54,7 +51,7 @@ pub struct Migrator {
     controller: ControllerClient,
     request_timeout: Duration,
     configs: Mutex<BTreeMap<ConfigNum, Configuration>>,
-    running: Mutex<BTreeSet<Task>>,
+    running: Mutex<BTreeSet<TaskKey>>,
 }
 
 /// A client of another node's `ShardMigration` service.
@@ -82,8 +79,9 @@ impl Migrator {
         })
     }
 
-    /// Starts the work the led groups need, given that `latest` is the latest configuration.
-    pub async fn step(self: &Arc<Self>, latest: ConfigNum) {
+    /// Starts the work the led groups need, given that `latest` is the latest configuration
+    /// and `lives` every group's life.
+    pub async fn step(self: &Arc<Self>, latest: ConfigNum, lives: &BTreeMap<GroupId, GroupLife>) {
         let query = KvQuery::Ownership;
         let led = match self.store.ask(|callback| StoreMsg::ReadLeaders { query, callback }).await {
             Ok(led) => led,
@@ -95,7 +93,9 @@ impl Migrator {
         for (group, answer) in led {
             match answer {
                 Ok(KvReadOutput::Ownership(Some(ownership))) => {
-                    self.start_tasks(group, &ownership, latest);
+                    for task in plan(group, &ownership, latest, lives) {
+                        self.start(task);
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%group, %error, "cannot read the group's ownership"),
@@ -103,81 +103,59 @@ impl Migrator {
         }
     }
 
-    fn start_tasks(self: &Arc<Self>, group: GroupId, ownership: &Ownership, latest: ConfigNum) {
-        let num = ownership.num;
-        if ownership.is_settled() && num < latest {
-            let this = Arc::clone(self);
-            self.spawn(Task::Reconfigure(group), async move {
-                this.reconfigure(group, num, latest).await
-            });
-        }
-        for (shard, state) in &ownership.shards {
-            let shard = *shard;
-            let (task, from) = match *state {
-                ShardState::Pulling { from } => (Task::Pull(group, shard), from),
-                ShardState::Confirming { from } => (Task::Confirm(group, shard), from),
-                ShardState::Serving | ShardState::Sending { .. } => continue,
-            };
-            let nodes = ownership.sources.get(&from).cloned().unwrap_or_default();
-            let this = Arc::clone(self);
-            self.spawn(task, async move {
-                match task {
-                    Task::Pull(..) => this.pull(group, shard, num, from, &nodes).await,
-                    _ => this.confirm(group, shard, num, from, &nodes).await,
-                }
-            });
-        }
-    }
-
-    /// Runs `work` as `task` unless that task is already running.
-    fn spawn(
-        self: &Arc<Self>,
-        task: Task,
-        work: impl Future<Output = TaskResult> + Send + 'static,
-    ) {
-        if !self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(task) {
+    /// Starts `task` unless a task with its key is running.
+    fn start(self: &Arc<Self>, task: MigrationTask) {
+        let key = task.key();
+        if !self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(key) {
             return;
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(reason) = work.await {
-                tracing::info!(?task, %reason, "migration task stopped; will retry");
+            if let Err(reason) = this.run(task).await {
+                tracing::info!(?key, %reason, "migration task stopped; will retry");
             }
-            this.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&task);
+            this.running.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         });
     }
 
-    /// Proposes the group's switch to the configuration after `num` (for a new group, the
-    /// first that lists it).
-    async fn reconfigure(&self, group: GroupId, num: ConfigNum, latest: ConfigNum) -> TaskResult {
-        let target = if num == ConfigNum(0) {
-            self.first_config_of(group, latest).await?
-        } else {
-            ConfigNum(num.0 + 1)
-        };
-        let previous = self.config(ConfigNum(target.0 - 1)).await?;
-        let next = self.config(target).await?;
+    async fn run(&self, task: MigrationTask) -> TaskResult {
+        match task {
+            MigrationTask::Reconfigure { group, next } => self.reconfigure(group, next).await,
+            MigrationTask::Pull { group, shard, num, from, nodes } => {
+                self.pull(group, shard, num, from, &nodes).await
+            }
+            MigrationTask::Confirm { group, shard, num, from, nodes, from_retired } => {
+                if !from_retired {
+                    self.delete_at_source(shard, num, from, &nodes).await?;
+                }
+                self.propose(group, MigrationCommand::ConfirmHandoff { num, shard }).await?;
+                tracing::info!(%group, %shard, %from, %num, "handoff confirmed");
+                Ok(())
+            }
+            MigrationTask::Retire { group } => self.retire(group).await,
+        }
+    }
+
+    /// Proposes the group's switch to configuration `next`.
+    async fn reconfigure(&self, group: GroupId, next: ConfigNum) -> TaskResult {
+        let previous = self.config(ConfigNum(next.0 - 1)).await?;
+        let next = self.config(next).await?;
+        let to = next.num;
         let outcome = self.propose(group, MigrationCommand::Reconfigure { previous, next }).await?;
-        tracing::info!(%group, from = %num, to = %target, ?outcome, "switched configuration");
+        tracing::info!(%group, %to, ?outcome, "switched configuration");
         Ok(())
     }
 
-    /// The first configuration of the run of configurations up to `latest` that list
-    /// `group` (walking down from `latest`, which must list it).
-    async fn first_config_of(
-        &self,
-        group: GroupId,
-        latest: ConfigNum,
-    ) -> Result<ConfigNum, String> {
-        if !self.config(latest).await?.groups.contains_key(&group) {
-            return Err(format!("configuration {latest} does not list the group"));
-        }
-        let mut first = latest;
-        while first.0 > 1 && self.config(ConfigNum(first.0 - 1)).await?.groups.contains_key(&group)
-        {
-            first = ConfigNum(first.0 - 1);
-        }
-        Ok(first)
+    /// Tells the controller that the removed `group` holds nothing any more.
+    async fn retire(&self, group: GroupId) -> TaskResult {
+        let outcome = self
+            .controller
+            .execute(Command::RetireGroup { group })
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|refusal| refusal.to_string())?;
+        tracing::info!(%group, ?outcome, "retired the removed group; its replicas go next");
+        Ok(())
     }
 
     /// Configuration `num`, from the cache or the controller.
@@ -304,10 +282,9 @@ impl Migrator {
         Err("the stream ended before its last chunk".into())
     }
 
-    /// Has `from` delete its copy of `shard`, then records that in `group`'s log.
-    async fn confirm(
+    /// Has `from` delete its copy of `shard` (sent in configuration `num`).
+    async fn delete_at_source(
         &self,
-        group: GroupId,
         shard: ShardId,
         num: ConfigNum,
         from: GroupId,
@@ -323,9 +300,7 @@ impl Migrator {
                 .map_err(|status| status.message().to_string())
         })
         .await
-        .map_err(|failures| format!("deleting shard {shard} at group {from}: {failures}"))?;
-        self.propose(group, MigrationCommand::ConfirmHandoff { num, shard }).await?;
-        tracing::info!(%group, %shard, %from, %num, "handoff confirmed");
-        Ok(())
+        .map(drop)
+        .map_err(|failures| format!("deleting shard {shard} at group {from}: {failures}"))
     }
 }

@@ -2,7 +2,8 @@
 //! the KV commands a group replicates, their encoding, client sessions that make a retried
 //! write apply at most once, the shards a group owns and the migration steps that move them
 //! between groups, and [`KvStateMachine`], which the node runtime (`mosaic-raftstore`) applies
-//! committed entries through.
+//! committed entries through; [`plan`] decides what a group's leader does next to follow the
+//! controller.
 //!
 //! Pure: no IO of its own, no clock, no randomness; every replica applying the same log writes
 //! the same effects.
@@ -11,11 +12,13 @@
 mod command;
 pub mod migration;
 pub mod ownership;
+pub mod plan;
 mod session;
 mod state_machine;
 
 pub use command::{COMMAND_VERSION, DecodeError, KvCommand, KvWrite, WriteKind};
 pub use migration::{MigrationCommand, MigrationOutcome};
 pub use ownership::{METADATA_SHARD, Ownership, ShardState};
+pub use plan::{MigrationTask, TaskKey, plan};
 pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable};
 pub use state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};

@@ -372,3 +372,44 @@ fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
     cluster.must_put(GROUP, "after", "four voters");
     assert_eq!(cluster.applied_value(new, GROUP, "after").as_deref(), Some("four voters"));
 }
+
+#[test]
+fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
+    let mut cluster = Cluster::new(3, 17);
+    let other = GroupId(2);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.create_group(other, &[1, 2, 3]);
+    for i in 0..20 {
+        cluster.must_put(GROUP, &format!("k{i}"), &format!("v{i}"));
+    }
+    cluster.must_put(other, "kept", "yes");
+    let leader = cluster.must_elect(GROUP);
+    // A request waiting at the replica when it is destroyed is answered, not dropped.
+    let write = cluster.write(WriteKind::Put, 99, "late", "x");
+    let waiting = cluster.propose(leader, GROUP, write);
+    for node in [1, 2, 3].map(NodeId) {
+        let (destroyed, callback) = harness::slot();
+        cluster.send(node, mosaic_raftstore::StoreMsg::DestroyGroup { group: GROUP, callback });
+        take(&destroyed).expect("answered at once").expect("destroyed");
+        let engine = cluster.store(node).engine().clone();
+        assert_eq!(engine.group_ids().unwrap(), vec![other], "node {node}");
+        let snapshot = engine.snapshot();
+        let shard = harness::shard_of("k0");
+        let chunk = snapshot
+            .scan_shard_chunk(GROUP, shard, &mosaic_engine::ShardCursor::Start, u64::MAX)
+            .unwrap();
+        assert!(chunk.records.is_empty(), "node {node} kept {:?}", chunk.records);
+    }
+    match take(&waiting) {
+        Some(Err(Error::GroupNotFound { group })) => assert_eq!(group, GROUP),
+        other => panic!("the waiting write must fail with GroupNotFound, got {other:?}"),
+    }
+    // Destroying again is a no-op; the other group serves on; a restart brings nothing back.
+    let (again, callback) = harness::slot();
+    cluster.send(NodeId(1), mosaic_raftstore::StoreMsg::DestroyGroup { group: GROUP, callback });
+    take(&again).expect("answered").expect("no-op");
+    cluster.crash(NodeId(1), 0);
+    cluster.restart(NodeId(1));
+    assert!(cluster.store(NodeId(1)).peer(GROUP).is_none());
+    assert_eq!(cluster.must_get(other, "kept").as_deref(), Some("yes"));
+}

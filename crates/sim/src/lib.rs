@@ -2,11 +2,25 @@
 //! from a seed under faults, every client history checked for linearizability, and a seed that
 //! fails printed so that it replays exactly.
 //!
-//! This crate starts with the piece every simulation ends in, the checker:
+//! Two parts:
 //!
+//! - [`cluster`]: the simulator. One process, one seed, virtual time: controller replicas and
+//!   storage nodes running the real `mosaic_raftstore::Store` over the in-memory engine, the
+//!   node agents that follow the controller and move shards, clients, an administrator
+//!   changing the groups, and a network and fault schedule that partition, lose, delay,
+//!   reorder and duplicate messages and crash nodes ([`cluster::run`]).
 //! - [`linearizability`]: records what clients called and what came back ([`History`]) and
 //!   decides, key by key, whether some sequential order of the operations explains every result
 //!   and respects real time ([`check`]). A failing key comes with a report a person can read.
+//!
+//! ```no_run
+//! use mosaic_sim::cluster::{SimConfig, run};
+//!
+//! let report = run(42, &SimConfig::default());
+//! if let Some(reason) = report.failure() {
+//!     panic!("seed 42: {reason}");
+//! }
+//! ```
 //!
 //! ```
 //! use bytes::Bytes;
@@ -29,9 +43,11 @@
 //! assert!(verdict.has_violation(), "{verdict}");
 //! ```
 //!
-//! The crate links no storage engine: it depends only on the pure crates.
+//! The crate links no on-disk storage engine: it depends only on the pure crates, the
+//! in-memory engine, the node runtime (`mosaic-raftstore`) and the client's shard function.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod linearizability;
 
 pub use linearizability::{History, Verdict, check};

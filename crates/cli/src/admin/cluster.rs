@@ -171,7 +171,7 @@ impl Cluster {
 
     /// The latest configuration's groups, with each group's leader as its members report it.
     pub(super) async fn status(&self) -> anyhow::Result<ExitCode> {
-        let (answer, rows) = self.group_rows().await?;
+        let (answer, rows) = group_rows(&self.client).await?;
         let config = &answer.config;
         let text = match self.output {
             Output::Human => {
@@ -243,45 +243,15 @@ impl Cluster {
     /// Waits until every group's leader has applied the latest configuration and holds no
     /// moving shard; progress on stderr.
     pub(super) async fn wait(&self, deadline: Instant) -> anyhow::Result<ExitCode> {
-        loop {
-            let (answer, rows) = self.group_rows().await?;
-            let num = answer.config.num.0;
-            let (behind, moving) = unsettled(&rows, num);
-            if behind + moving == 0 {
-                let text = match self.output {
-                    Output::Human => format!("configuration {num}: every shard is served"),
-                    Output::Json => json!({ "num": num, "settled": true }).to_string(),
-                };
-                print_line(&text)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let progress =
-                format!("configuration {num}: {moving} shard(s) moving, {behind} group(s) behind");
-            if Instant::now() >= deadline {
-                eprintln!("still not settled: {progress}; see `mosaic admin status`");
-                return Ok(ExitCode::FAILURE);
-            }
-            eprintln!("waiting: {progress}");
-            tokio::time::sleep(WAIT_POLL_INTERVAL).await;
-        }
-    }
-
-    /// The latest configuration and, per group, its members, leader and shards, with the
-    /// leader's view of its shards' migration state.
-    async fn group_rows(&self) -> anyhow::Result<(QueryAnswer, Vec<GroupRow>)> {
-        let answer = self.client.query(None).await?;
-        let mut rows = Vec::new();
-        for (group, members) in &answer.config.groups {
-            let (leader, held) = group_view(&answer, *group, members).await;
-            rows.push(GroupRow {
-                group: *group,
-                members: members.clone(),
-                leader,
-                held,
-                shards: answer.config.shards_of(*group),
-            });
-        }
-        Ok((answer, rows))
+        let Some(num) = wait_until_settled(&self.client, deadline).await? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        let text = match self.output {
+            Output::Human => format!("configuration {num}: every shard is served"),
+            Output::Json => json!({ "num": num.0, "settled": true }).to_string(),
+        };
+        print_line(&text)?;
+        Ok(ExitCode::SUCCESS)
     }
 
     /// Applies `command` and prints what it did, or why it was refused.
@@ -327,6 +297,11 @@ impl Cluster {
             (Output::Json, Outcome::Unchanged { num, reason }) => {
                 json!({ "result": "unchanged", "num": num.0, "reason": reason }).to_string()
             }
+            // Storage groups send it; the admin commands never do.
+            (Output::Human, Outcome::GroupRetired { group }) => format!("group {group} retired"),
+            (Output::Json, Outcome::GroupRetired { group }) => {
+                json!({ "result": "group-retired", "group": group.0 }).to_string()
+            }
         }
     }
 
@@ -353,6 +328,48 @@ impl Cluster {
     fn leader_json(&self, answer: &QueryAnswer) -> serde_json::Value {
         json!({ "id": answer.leader.0, "address": self.client.leader() })
     }
+}
+
+/// Polls until every group has applied the latest configuration and no shard moves, with
+/// progress on stderr: the configuration then, or `None` once `deadline` has passed.
+pub(crate) async fn wait_until_settled(
+    client: &ControllerClient,
+    deadline: Instant,
+) -> anyhow::Result<Option<ConfigNum>> {
+    loop {
+        let (answer, rows) = group_rows(client).await?;
+        let num = answer.config.num;
+        let (behind, moving) = unsettled(&rows, num.0);
+        if behind + moving == 0 {
+            return Ok(Some(num));
+        }
+        let progress =
+            format!("configuration {num}: {moving} shard(s) moving, {behind} group(s) behind");
+        if Instant::now() >= deadline {
+            eprintln!("still not settled: {progress}; see `mosaic admin status`");
+            return Ok(None);
+        }
+        eprintln!("waiting: {progress}");
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+/// The latest configuration and, per group, its members, leader and shards, with the
+/// leader's view of its shards' migration state.
+async fn group_rows(client: &ControllerClient) -> anyhow::Result<(QueryAnswer, Vec<GroupRow>)> {
+    let answer = client.query(None).await?;
+    let mut rows = Vec::new();
+    for (group, members) in &answer.config.groups {
+        let (leader, held) = group_view(&answer, *group, members).await;
+        rows.push(GroupRow {
+            group: *group,
+            members: members.clone(),
+            leader,
+            held,
+            shards: answer.config.shards_of(*group),
+        });
+    }
+    Ok((answer, rows))
 }
 
 /// The leader of `group` as its members report it; `None` when none answers as leader.

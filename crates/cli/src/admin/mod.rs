@@ -26,6 +26,8 @@
 mod cluster;
 mod replicas;
 
+pub(crate) use cluster::wait_until_settled;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -248,7 +250,7 @@ fn node_flags(nodes: &[NodeAddress]) -> anyhow::Result<BTreeMap<NodeId, String>>
 }
 
 /// Writes one line of the command's output to stdout.
-fn print_line(text: &str) -> anyhow::Result<()> {
+pub(crate) fn print_line(text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}").and_then(|()| stdout.flush()).context("writing to stdout")

@@ -251,7 +251,9 @@ fn apply(state: &mut State, request: Request) -> std::result::Result<Outcome, Er
                 Some(previous) => Ok(Outcome::NodeAddressChanged { node: *node, previous }),
             }
         }
-        Command::MoveShard { group, .. } => Err(Error::UnknownGroup { group: *group }),
+        Command::MoveShard { group, .. } | Command::RetireGroup { group } => {
+            Err(Error::UnknownGroup { group: *group })
+        }
         Command::AddGroups { .. } | Command::RemoveGroups { .. } | Command::Rebalance { .. } => {
             Ok(Outcome::Unchanged { num: ConfigNum(0), reason: "the fake changes nothing".into() })
         }
@@ -308,7 +310,13 @@ impl Controller for Replica {
             },
         };
         let leader = NodeId(self.index as u64 + 1);
-        Ok(tonic::Response::new(query_response_to_pb(config, latest, &state.nodes, leader)))
+        Ok(tonic::Response::new(query_response_to_pb(
+            config,
+            latest,
+            &state.nodes,
+            leader,
+            &BTreeMap::new(),
+        )))
     }
 }
 

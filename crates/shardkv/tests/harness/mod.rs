@@ -50,12 +50,9 @@ impl Transport<MemKv> for QueueTransport {
         to: NodeId,
         group: GroupId,
         message: Message,
-        mut reader: SnapshotReader<MemSnapshot>,
+        reader: SnapshotReader<MemSnapshot>,
     ) {
-        let mut chunks = Vec::new();
-        while let Some(chunk) = reader.next_chunk(SNAPSHOT_CHUNK_BYTES).expect("read snapshot") {
-            chunks.push(chunk);
-        }
+        let chunks = reader.read_all(SNAPSHOT_CHUNK_BYTES).expect("read snapshot");
         self.queue.borrow_mut().push_back((
             self.from,
             to,

@@ -218,7 +218,8 @@ fn brute_force(
 
 // ---- Seeds ---------------------------------------------------------------------------------
 
-fn env_u64(name: &str) -> Option<u64> {
+/// The value of the environment variable `name`, if set.
+pub fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(value.trim().parse().unwrap_or_else(|_| panic!("{name}={value:?} is not a number")))
 }
@@ -233,26 +234,53 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `test` on each seed of this run and fails naming every failing seed and how to replay
-/// it. `MOSAIC_LINEARIZABILITY_SEED=S` runs seed `S` alone; `MOSAIC_LINEARIZABILITY_SEEDS=N`
-/// runs seeds `0..N` instead of `0..default_count`.
-pub fn run_seeds(test_name: &str, default_count: u64, mut test: impl FnMut(u64)) {
-    let seeds: Vec<u64> = match env_u64("MOSAIC_LINEARIZABILITY_SEED") {
+/// A randomized suite's seed variables and where its tests live, for replay instructions:
+/// `{env}_SEED=S` runs seed `S` alone; `{env}_SEEDS=N` runs N seeds from `{env}_FIRST_SEED`
+/// (default 0) instead of the default count.
+pub struct Suite {
+    /// The prefix of the environment variables.
+    pub env: &'static str,
+    /// The test binary (`cargo test --test NAME`).
+    pub test_file: &'static str,
+}
+
+/// The checker's randomized tests.
+pub const LINEARIZABILITY: Suite =
+    Suite { env: "MOSAIC_LINEARIZABILITY", test_file: "linearizability_random" };
+
+/// Runs `test` on each seed of this run and fails naming every failing seed (a panic, or the
+/// reason `test` returns) and how to replay it.
+pub fn run_suite(
+    suite: &Suite,
+    test_name: &str,
+    default_count: u64,
+    mut test: impl FnMut(u64) -> Option<String>,
+) {
+    let env = suite.env;
+    let seeds: Vec<u64> = match env_u64(&format!("{env}_SEED")) {
         Some(seed) => vec![seed],
-        None => (0..env_u64("MOSAIC_LINEARIZABILITY_SEEDS").unwrap_or(default_count)).collect(),
+        None => {
+            let first = env_u64(&format!("{env}_FIRST_SEED")).unwrap_or(0);
+            let count = env_u64(&format!("{env}_SEEDS")).unwrap_or(default_count);
+            (first..first + count).collect()
+        }
     };
     eprintln!(
-        "{test_name}: seeds {}..={} (replay one with MOSAIC_LINEARIZABILITY_SEED=S)",
+        "{test_name}: seeds {}..={} (replay one with {env}_SEED=S)",
         seeds[0],
         seeds[seeds.len() - 1]
     );
     let mut failures = Vec::new();
     for seed in &seeds {
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| test(*seed))) {
+        let reason = match panic::catch_unwind(AssertUnwindSafe(|| test(*seed))) {
+            Ok(reason) => reason,
+            Err(payload) => Some(format!("panicked: {}", panic_message(payload.as_ref()))),
+        };
+        if let Some(reason) = reason {
             failures.push(format!(
-                "seed {seed} failed: {}\n  replay: MOSAIC_LINEARIZABILITY_SEED={seed} cargo test \
-                 -p mosaic-sim --test linearizability_random {test_name} -- --nocapture",
-                panic_message(payload.as_ref())
+                "seed {seed} failed: {reason}\n  replay: {env}_SEED={seed} cargo test -p \
+                 mosaic-sim --test {} {test_name} -- --nocapture",
+                suite.test_file
             ));
         }
     }
@@ -263,4 +291,12 @@ pub fn run_seeds(test_name: &str, default_count: u64, mut test: impl FnMut(u64))
         seeds.len(),
         failures.join("\n")
     );
+}
+
+/// Runs the checker's randomized `test` on each seed of this run ([`LINEARIZABILITY`]).
+pub fn run_seeds(test_name: &str, default_count: u64, mut test: impl FnMut(u64)) {
+    run_suite(&LINEARIZABILITY, test_name, default_count, |seed| {
+        test(seed);
+        None
+    });
 }

@@ -1,0 +1,316 @@
+//! `mosaic playground`: a whole cluster on loopback in one command (README, Quick start).
+//!
+//! Starts three controller replicas and three storage nodes, each a child process running
+//! this same binary (`mosaic controller`, `mosaic server --controllers ...`) with its data and
+//! log under one directory; once the nodes have registered, adds groups 1, 2 and 3 with a
+//! replica on every node (so each node hosts three Raft groups), which balances the shards
+//! over them, and waits until every shard is served. Then prints the addresses and commands
+//! to try on stdout, and runs until Ctrl-C or SIGTERM. Ctrl-C in a terminal interrupts the
+//! children too (they share its process group) and each shuts down cleanly; the playground
+//! waits for them, up to [`STOP_GRACE`], then kills what is left. On SIGTERM (sent to the
+//! playground alone) it kills its children at once: Mosaic processes are crash-safe, and the
+//! next run recovers them from their data.
+//!
+//! A second run over the same directory restarts the same cluster with its data: the groups
+//! exist already and nothing changes. A child that exits while the playground runs (a node
+//! killed to see the others carry on, say) is reported on stderr; the others keep running.
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId};
+use mosaic_controller::Command as ControllerCommand;
+
+use crate::admin::wait_until_settled;
+
+/// Replicas of the controller, and storage nodes.
+const PROCESSES_PER_ROLE: u64 = 3;
+/// How long a child may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the nodes may take to register, and the first shards to be served.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the children may take to stop by themselves after Ctrl-C.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Flags of `mosaic playground`.
+#[derive(Args, Debug)]
+pub struct PlaygroundArgs {
+    /// Where each process keeps its data and log (a later run reuses them; remove the
+    /// directory to start over).
+    #[arg(long, default_value = "playground-data")]
+    dir: PathBuf,
+    /// The first storage node's port: the nodes listen on PORT, PORT+1 and PORT+2, the
+    /// controller replicas on the three ports from PORT-100.
+    #[arg(long, default_value_t = 7101, value_parser = clap::value_parser!(u16).range(101..=65533))]
+    port: u16,
+    /// How many groups to create, each with a replica on every node.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    groups: u64,
+}
+
+/// One process the playground started.
+struct Process {
+    name: String,
+    address: SocketAddr,
+    log: PathBuf,
+    child: Child,
+}
+
+/// Every process the playground started; stopped when dropped, whatever happened.
+struct Processes(Vec<Process>);
+
+impl Processes {
+    /// Stops every process and waits for them: first `grace` for them to exit by themselves,
+    /// then a kill.
+    async fn stop(&mut self, grace: Duration) {
+        eprintln!("playground: stopping {} processes", self.0.len());
+        let deadline = Instant::now() + grace;
+        for mut process in self.0.drain(..) {
+            while matches!(process.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for process in &mut self.0 {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+    }
+}
+
+/// Runs `mosaic playground`.
+pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize().context("resolving the playground directory")?;
+    let exe = std::env::current_exe().context("finding the mosaic binary")?;
+    let mut processes = Processes(Vec::new());
+    let controllers = addresses(args.port - 100);
+    let nodes = addresses(args.port);
+    let controllers_flag = join(&controllers);
+    for (id, address) in (1..).zip(&controllers) {
+        let process = spawn(&exe, &dir, "controller", id, &controllers, &[])?;
+        processes.0.push(Process { address: *address, ..process });
+    }
+    for (id, address) in (1..).zip(&nodes) {
+        let extra = ["--controllers".to_string(), controllers_flag.clone()];
+        let process = spawn(&exe, &dir, "server", id, &nodes, &extra)?;
+        processes.0.push(Process { address: *address, ..process });
+    }
+    for process in &mut processes.0 {
+        wait_listening(process).await?;
+    }
+    let controllers: Vec<String> = controllers.iter().map(ToString::to_string).collect();
+    let options = ControllerClientOptions::default();
+    let client = ControllerClient::new(controllers.clone(), options)?;
+    wait_registered(&client).await?;
+    add_groups(&client, args.groups).await?;
+    if wait_until_settled(&client, Instant::now() + SETTLE_TIMEOUT).await?.is_none() {
+        bail!(
+            "the shards were not all served within {SETTLE_TIMEOUT:?}; see the logs in {}",
+            dir.display()
+        );
+    }
+    crate::admin::print_line(&instructions(&exe, &controllers_flag, &nodes, &processes, &dir))?;
+    let grace = match run_until_stopped(&mut processes).await {
+        Stop::Interrupted => STOP_GRACE,
+        Stop::Terminated => Duration::ZERO,
+    };
+    processes.stop(grace).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The loopback addresses of three processes from `first_port` on.
+fn addresses(first_port: u16) -> Vec<SocketAddr> {
+    (0..PROCESSES_PER_ROLE as u16)
+        .map(|offset| SocketAddr::from(([127, 0, 0, 1], first_port + offset)))
+        .collect()
+}
+
+fn join(addresses: &[SocketAddr]) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Starts `mosaic ROLE` as process `id` of `addresses`, the others as its peers, logging to
+/// DIR/NAME.log.
+fn spawn(
+    exe: &Path,
+    dir: &Path,
+    role: &str,
+    id: u64,
+    addresses: &[SocketAddr],
+    extra: &[String],
+) -> anyhow::Result<Process> {
+    let name = format!("{}-{id}", if role == "server" { "node" } else { role });
+    let peers: Vec<String> = (1..)
+        .zip(addresses)
+        .filter(|(other, _)| *other != id)
+        .map(|(other, address)| format!("{other}={address}"))
+        .collect();
+    let address = addresses[usize::try_from(id - 1).expect("small ids")];
+    let log = dir.join(format!("{name}.log"));
+    let file = log_file(&log)?;
+    let child = Command::new(exe)
+        .arg(role)
+        .args(["--id", &id.to_string(), "--listen", &address.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join(&name))
+        .args(["--peers", &peers.join(",")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().context("opening the log")?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Process { name, address, log, child })
+}
+
+fn log_file(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Waits until `process` accepts connections; fails with the end of its log if it exits or
+/// takes too long.
+async fn wait_listening(process: &mut Process) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(process.address).await.is_ok() {
+            return Ok(());
+        }
+        let exited = process.child.try_wait().context("checking a child process")?;
+        if exited.is_some() || Instant::now() >= deadline {
+            let how = exited
+                .map_or_else(|| "did not start listening".to_string(), |s| format!("exited ({s})"));
+            bail!(
+                "{} on {} {how}; its log ({}) ends with:\n{}",
+                process.name,
+                process.address,
+                process.log.display(),
+                log_tail(&process.log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last lines of a log, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Waits until every storage node has registered with the controller.
+async fn wait_registered(client: &ControllerClient) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let registered = client.query(None).await.map(|answer| answer.nodes.len()).unwrap_or(0);
+        if registered as u64 >= PROCESSES_PER_ROLE {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("only {registered} of {PROCESSES_PER_ROLE} storage nodes registered");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Adds groups 1..=`groups`, each with a replica on every node (nothing changes when they
+/// exist already, as on a second run).
+async fn add_groups(client: &ControllerClient, groups: u64) -> anyhow::Result<()> {
+    let members: Vec<NodeId> = (1..=PROCESSES_PER_ROLE).map(NodeId).collect();
+    let groups = (1..=groups).map(|group| (GroupId(group), members.clone())).collect();
+    match client.execute(ControllerCommand::AddGroups { groups, max_moves: None }).await? {
+        Ok(outcome) => tracing::info!(?outcome, "groups added"),
+        // A group removed in an earlier run cannot come back; the others serve on.
+        Err(refusal) => eprintln!("playground: groups not added: {refusal}"),
+    }
+    Ok(())
+}
+
+/// What to try, for the person who started the playground.
+fn instructions(
+    exe: &Path,
+    controllers: &str,
+    nodes: &[SocketAddr],
+    processes: &Processes,
+    dir: &Path,
+) -> String {
+    let bin = exe.display();
+    let nodes_flag: Vec<String> =
+        (1..).zip(nodes).map(|(id, address)| format!("{id}={address}")).collect();
+    let pids: Vec<String> =
+        processes.0.iter().map(|p| format!("{} pid {}", p.name, p.child.id())).collect();
+    format!(
+        "\
+Mosaic playground: 3 controller replicas, 3 storage nodes, groups 1-3 with a replica on every node.
+  controllers: {controllers}
+  nodes:       {nodes}
+  processes:   {pids}
+  data, logs:  {dir}
+
+Try, in another terminal:
+  {bin} kv --controllers {controllers} put greeting hello
+  {bin} kv --controllers {controllers} get greeting
+  echo -n ', world' | {bin} kv --controllers {controllers} append greeting
+  {bin} admin --controllers {controllers} status
+  {bin} admin --controllers {controllers} group add 4 --nodes 1,2,3   # shards move to group 4
+  {bin} admin --controllers {controllers} wait                       # until they have moved
+  {bin} admin --controllers {controllers} group remove 1             # group 1 hands its shards off
+  {bin} admin --controllers {controllers} config show
+  kill <a node's pid>                                                # the others carry on
+
+Ctrl-C stops the cluster.",
+        nodes = nodes_flag.join(","),
+        pids = pids.join(", "),
+        dir = dir.display(),
+    )
+}
+
+/// What ended the playground.
+enum Stop {
+    /// Ctrl-C (SIGINT): the children got it too.
+    Interrupted,
+    /// SIGTERM, to the playground alone.
+    Terminated,
+}
+
+/// Runs until Ctrl-C or SIGTERM, reporting children that exit meanwhile.
+async fn run_until_stopped(processes: &mut Processes) -> Stop {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|error| tracing::error!(%error, "cannot listen for SIGTERM"))
+        .ok();
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Stop::Interrupted,
+            Some(()) = async { terminate.as_mut()?.recv().await } => return Stop::Terminated,
+            _ = watch.tick() => processes.0.retain_mut(|process| match process.child.try_wait() {
+                Ok(Some(status)) => {
+                    eprintln!(
+                        "playground: {} exited ({status}); see {}",
+                        process.name,
+                        process.log.display()
+                    );
+                    false
+                }
+                _ => true,
+            }),
+        }
+    }
+}

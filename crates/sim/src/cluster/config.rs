@@ -1,0 +1,172 @@
+//! The shape of a simulated run: how many nodes, groups, clients and shards, how long each
+//! phase lasts, and which faults strike. Every duration is in virtual milliseconds.
+
+/// What a run simulates. [`SimConfig::default`] is the cluster the issue asks for: three
+/// controller replicas, five storage nodes shared by three groups of three, four clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Replicas of the controller group (node ids 1, 2, ..., at most 10).
+    pub controller_nodes: u64,
+    /// Storage nodes (node ids 11, 12, ...).
+    pub storage_nodes: u64,
+    /// Storage groups created at the start (group ids 100, 101, ...).
+    pub initial_groups: u64,
+    /// Groups the administrator may add during the run, at most.
+    pub added_groups_max: u64,
+    /// Replicas per storage group.
+    pub group_size: usize,
+    /// Shards of the key space (small, so that every change moves some).
+    pub shard_count: u32,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// Keys the clients share (few, so that they contend).
+    pub keys: u32,
+    /// How clients read.
+    pub reads: ReadMode,
+    /// Clients give a write a new session seq on every attempt instead of retrying it with
+    /// the same one: a deliberate bug (a retried write may then apply twice), to show that
+    /// the checker catches a broken at-most-once guarantee.
+    pub fresh_seq_per_attempt: bool,
+    /// Length of the safety phase.
+    pub fault_phase_ms: u64,
+    /// The liveness phase must end within this long.
+    pub liveness_ms_max: u64,
+    /// Operations each client completes in the liveness phase (after its pending one).
+    pub liveness_ops_per_client: u32,
+    /// Mean pause between two changes by the administrator, in the safety phase.
+    pub admin_interval_ms: u64,
+    /// The faults of the safety phase.
+    pub faults: FaultConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            controller_nodes: 3,
+            storage_nodes: 5,
+            initial_groups: 3,
+            added_groups_max: 6,
+            group_size: 3,
+            shard_count: 8,
+            clients: 4,
+            keys: 6,
+            reads: ReadMode::Linearizable,
+            fresh_seq_per_attempt: false,
+            fault_phase_ms: 30_000,
+            liveness_ms_max: 30_000,
+            liveness_ops_per_client: 3,
+            admin_interval_ms: 1_000,
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks that the numbers make a cluster.
+    ///
+    /// # Panics
+    /// Naming the first setting out of range.
+    pub fn validate(&self) {
+        let first_storage_node = crate::cluster::world::FIRST_STORAGE_NODE;
+        assert!(
+            self.controller_nodes >= 1 && self.controller_nodes < first_storage_node,
+            "controller_nodes must be between 1 and {} (node ids {first_storage_node} on are \
+             storage nodes)",
+            first_storage_node - 1
+        );
+        assert!(
+            self.group_size >= 1 && self.group_size as u64 <= self.storage_nodes,
+            "group_size {} must be between 1 and storage_nodes {}",
+            self.group_size,
+            self.storage_nodes
+        );
+        assert!(self.initial_groups >= 1, "initial_groups must be at least 1");
+        assert!(self.shard_count >= 1 && self.keys >= 1, "shard_count and keys must be positive");
+        assert!(self.admin_interval_ms >= 1, "admin_interval_ms must be positive");
+        assert!(self.faults.step_interval_ms >= 1, "faults.step_interval_ms must be positive");
+        assert!(
+            self.faults.delay_ms_min >= 1 && self.faults.delay_ms_min <= self.faults.delay_ms_max,
+            "delays must satisfy 1 <= delay_ms_min <= delay_ms_max"
+        );
+    }
+}
+
+/// How the simulated clients read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// `Consistency::Linearizable` at the leader (ReadIndex).
+    Linearizable,
+    /// Half the reads `Consistency::Lease` at the leader, the others `Linearizable`. Lease
+    /// reads are linearizable here because every simulated clock runs at the same rate.
+    LinearizableOrLease,
+    /// `Consistency::Stale` at any replica: a deliberate bug, to show that the checker
+    /// catches stale reads.
+    StaleAtAnyReplica,
+}
+
+/// The faults of the safety phase. Probabilities are per mille, per message or per fault
+/// step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// A message is lost.
+    pub loss_per_mille: u64,
+    /// A message is delivered twice (Raft messages and requests).
+    pub duplicate_per_mille: u64,
+    /// Every message takes between these delays (so messages overtake each other).
+    pub delay_ms_min: u64,
+    /// See `delay_ms_min`.
+    pub delay_ms_max: u64,
+    /// A message is held back much longer, up to `long_delay_ms_max`.
+    pub long_delay_per_mille: u64,
+    /// See `long_delay_per_mille`.
+    pub long_delay_ms_max: u64,
+    /// Mean pause between two fault steps (each partitions, heals or crashes something).
+    pub step_interval_ms: u64,
+    /// A crashed node stays down at most this long.
+    pub down_ms_max: u64,
+    /// Storage nodes down at once, at most.
+    pub storage_nodes_down_max: usize,
+    /// Controller replicas down at once, at most.
+    pub controller_nodes_down_max: usize,
+    /// After a configuration change that moves shards, the controller's leader crashes with
+    /// this probability (a controller failover during a migration).
+    pub leader_crash_after_change_per_mille: u64,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        Self {
+            loss_per_mille: 30,
+            duplicate_per_mille: 20,
+            delay_ms_min: 1,
+            delay_ms_max: 8,
+            long_delay_per_mille: 30,
+            long_delay_ms_max: 150,
+            step_interval_ms: 700,
+            down_ms_max: 1_500,
+            storage_nodes_down_max: 2,
+            controller_nodes_down_max: 1,
+            leader_crash_after_change_per_mille: 500,
+        }
+    }
+}
+
+impl FaultConfig {
+    /// A network that only delays (1 to 3 ms) and never loses: the liveness phase's.
+    #[must_use]
+    pub fn calm() -> Self {
+        Self {
+            loss_per_mille: 0,
+            duplicate_per_mille: 0,
+            delay_ms_min: 1,
+            delay_ms_max: 3,
+            long_delay_per_mille: 0,
+            long_delay_ms_max: 0,
+            step_interval_ms: u64::MAX,
+            down_ms_max: 0,
+            storage_nodes_down_max: 0,
+            controller_nodes_down_max: 0,
+            leader_crash_after_change_per_mille: 0,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! What a run reports: what it did (operations, configurations, faults, store and network
+//! counters) and what it found (the linearizability verdict, the liveness outcome, diverging
+//! replicas).
+
+use std::fmt;
+
+use mosaic_raftstore::StoreStats;
+
+use crate::cluster::Time;
+use crate::cluster::net::NetStats;
+use crate::linearizability::{History, Verdict};
+
+/// Counters of the faults a run injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Partitions started.
+    pub partitions: u64,
+    /// Nodes crashed (each restarted later).
+    pub crashes: u64,
+    /// Of those, controller leaders crashed right after a configuration change moved shards.
+    pub controller_leader_crashes: u64,
+    /// Unsynced engine writes the crashes lost.
+    pub unsynced_writes_lost: u64,
+}
+
+/// What a run did and found.
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Every client operation.
+    pub history: History,
+    /// The linearizability verdict on `history`.
+    pub verdict: Verdict,
+    /// When the liveness phase ended (virtual ms after it began), or why it did not.
+    pub liveness: Result<Time, String>,
+    /// Replicas of one group that applied the same log but hold different records, found
+    /// once the cluster settled.
+    pub divergence: Option<String>,
+    /// Client operations completed (returned or given up on).
+    pub operations_completed: u64,
+    /// Configurations the administrator created.
+    pub configs_created: u64,
+    /// Shards that moved from one group to another, as the configurations created say.
+    pub shards_moved: u64,
+    /// What every store did, summed over nodes and incarnations.
+    pub stores: StoreStats,
+    /// What the network did.
+    pub net: NetStats,
+    /// What the fault schedule did.
+    pub faults: FaultStats,
+}
+
+impl RunReport {
+    /// Why the run failed, in words; `None` when it passed: every key linearizable, the
+    /// liveness phase ended in time, and the replicas of every group agreed at its end.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        let mut reasons = Vec::new();
+        if !self.verdict.is_linearizable() {
+            reasons.push(self.verdict.to_string());
+        }
+        if let Some(divergence) = &self.divergence {
+            reasons.push(format!("replicas diverge: {divergence}"));
+        }
+        if let Err(reason) = &self.liveness {
+            reasons.push(format!("liveness: {reason}"));
+        }
+        (!reasons.is_empty()).then(|| reasons.join("\n"))
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unknown = self
+            .history
+            .operations()
+            .iter()
+            .filter(|record| record.return_time().is_none())
+            .count();
+        write!(
+            f,
+            "seed {}: {} operations ({unknown} of unknown outcome), {} configurations moving {} \
+             shards, {} snapshots installed, {} log compactions, {:?}, {:?}, liveness {:?}",
+            self.seed,
+            self.operations_completed,
+            self.configs_created,
+            self.shards_moved,
+            self.stores.snapshots_installed,
+            self.stores.log_compactions,
+            self.net,
+            self.faults,
+            self.liveness
+        )
+    }
+}

@@ -1,0 +1,296 @@
+//! The requests simulated processes send each other (what gRPC carries in production), and
+//! how a node turns one into a message for its store.
+//!
+//! A request names the caller's [`Endpoint`] and a [`RequestId`] unique in the run; the node
+//! that serves it hands its store a `StoreMsg` whose callback files the answer in the shared
+//! [`CompletionSink`], tagged with the serving node's incarnation. The world drains the sink
+//! after every store step and sends each answer back over the network, or drops it if the
+//! node crashed since (a dead process answers nothing). Requests a node of that kind cannot
+//! serve are dropped, as a gRPC service that is not there would refuse them.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Outcome};
+use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
+use mosaic_raft::NodeId;
+use mosaic_raftstore::{Consistency, Error, StoreMsg};
+use mosaic_shardkv::{Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, Ownership};
+
+use crate::cluster::world::CONTROLLER_GROUP;
+
+/// Records per migration chunk are read up to this many bytes (small, so that a shard of a
+/// few keys moves in several chunks).
+const MIGRATION_CHUNK_BYTES_MAX: u64 = 64;
+
+/// Who sends and receives messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Endpoint {
+    /// A node: its store, and for a storage node the agent beside it.
+    Node(NodeId),
+    /// A client, by index.
+    Client(u32),
+    /// The administrator.
+    Admin,
+}
+
+/// A request's id, unique in a run.
+pub(crate) type RequestId = u64;
+
+/// What one process asks of a node.
+#[derive(Clone, Debug)]
+pub(crate) enum Request {
+    /// A linearizable read of the controller's state (`Controller.Query`).
+    ControllerRead(ControllerQuery),
+    /// A controller command (`Controller.Execute`).
+    ControllerPropose(mosaic_controller::Request),
+    /// A command through a storage group's log: a client write, or `DeleteShard` from the
+    /// group that pulled the shard (`Kv.Write`, `ShardMigration.DeleteShard`).
+    KvPropose {
+        /// The group.
+        group: GroupId,
+        /// The command.
+        command: KvCommand,
+    },
+    /// A client read (`Kv.Get`).
+    KvRead {
+        /// The group.
+        group: GroupId,
+        /// The key.
+        get: KvGet,
+        /// How fresh.
+        consistency: Consistency,
+    },
+    /// One chunk of a shard the group `group` sends to `to` in configuration `num`
+    /// (`ShardMigration.PullShard`, one chunk per request: the shard is frozen while it is
+    /// sent, so every point-in-time view of it holds the same records).
+    PullChunk {
+        /// The group sending the shard.
+        group: GroupId,
+        /// The group pulling it.
+        to: GroupId,
+        /// The shard.
+        shard: ShardId,
+        /// The configuration that moved it.
+        num: ConfigNum,
+        /// Where the chunk starts.
+        cursor: ShardCursor,
+    },
+    /// The agent's in-process read of the ownership of every group its node leads.
+    ReadLeaders,
+    /// The agent's in-process creation of a replica.
+    CreateGroup {
+        /// The group.
+        group: GroupId,
+        /// Its members.
+        members: Vec<NodeId>,
+    },
+    /// The agent's in-process destruction of a replica.
+    DestroyGroup {
+        /// The group.
+        group: GroupId,
+    },
+}
+
+/// What comes back.
+#[derive(Debug)]
+pub(crate) enum Response {
+    /// Answers [`Request::ControllerRead`].
+    ControllerView(Result<mosaic_controller::Result<ControllerView>, Error>),
+    /// Answers [`Request::ControllerPropose`].
+    ControllerOutcome(Result<mosaic_controller::Result<Outcome>, Error>),
+    /// Answers [`Request::KvPropose`] (the store's and the state machine's refusals as one).
+    KvApplied(Result<Applied, Error>),
+    /// Answers [`Request::KvRead`].
+    KvValue(Result<Option<Bytes>, Error>),
+    /// Answers [`Request::PullChunk`].
+    Chunk(Result<ShardChunk, Error>),
+    /// Answers [`Request::ReadLeaders`]: each led group's ownership.
+    Leaders(Result<Vec<LedGroup>, Error>),
+    /// Answers [`Request::CreateGroup`] and [`Request::DestroyGroup`].
+    Done(Result<(), Error>),
+}
+
+/// A group led by the node that answered [`Request::ReadLeaders`], and its ownership (`None`
+/// for a group not placed by a controller).
+pub(crate) type LedGroup = (GroupId, Result<Option<Ownership>, Error>);
+
+/// Who waits for an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// Where the answer goes.
+    pub(crate) endpoint: Endpoint,
+    /// The request it answers.
+    pub(crate) id: RequestId,
+}
+
+/// An answer a store produced, waiting to be sent back.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    /// The node that answered.
+    pub(crate) node: NodeId,
+    /// Its incarnation when it took the request.
+    pub(crate) incarnation: u64,
+    /// Who asked.
+    pub(crate) caller: Caller,
+    /// The answer.
+    pub(crate) response: Response,
+}
+
+/// Where store callbacks file their answers (callbacks must be `Send`; the run has one
+/// thread, so the lock is never contended).
+pub(crate) type CompletionSink = Arc<Mutex<Vec<Completion>>>;
+
+/// The return address of one request, moved into its store callback.
+pub(crate) struct Reply {
+    pub(crate) sink: CompletionSink,
+    pub(crate) node: NodeId,
+    pub(crate) incarnation: u64,
+    pub(crate) caller: Caller,
+}
+
+impl Reply {
+    fn send(self, response: Response) {
+        let completion = Completion {
+            node: self.node,
+            incarnation: self.incarnation,
+            caller: self.caller,
+            response,
+        };
+        self.sink.lock().expect("one thread: never poisoned").push(completion);
+    }
+}
+
+/// The store message serving `request` at a controller replica; `None` for a request that
+/// only storage nodes serve.
+pub(crate) fn controller_msg(
+    request: Request,
+    reply: Reply,
+) -> Option<StoreMsg<MemKv, ControllerMachine>> {
+    let group = CONTROLLER_GROUP;
+    Some(match request {
+        Request::ControllerRead(query) => StoreMsg::Read {
+            group,
+            query,
+            consistency: Consistency::Linearizable,
+            callback: Box::new(move |result| {
+                reply.send(Response::ControllerView(result.map(|read| read.output)));
+            }),
+        },
+        Request::ControllerPropose(proposal) => StoreMsg::Propose {
+            group,
+            proposal,
+            callback: Box::new(move |result| reply.send(Response::ControllerOutcome(result))),
+        },
+        _ => return None,
+    })
+}
+
+/// The store message serving `request` at a storage node; `None` for a request that only
+/// controller replicas serve.
+pub(crate) fn storage_msg(
+    request: Request,
+    reply: Reply,
+) -> Option<StoreMsg<MemKv, KvStateMachine>> {
+    Some(match request {
+        Request::KvPropose { group, command } => StoreMsg::Propose {
+            group,
+            proposal: command,
+            callback: Box::new(move |result| {
+                reply.send(Response::KvApplied(result.and_then(|applied| applied)));
+            }),
+        },
+        Request::KvRead { group, get, consistency } => StoreMsg::Read {
+            group,
+            query: KvQuery::Get(get),
+            consistency,
+            callback: Box::new(move |result| {
+                let value = result.and_then(|read| {
+                    read.output.into_value().ok_or_else(|| unexpected("a get", "a value"))
+                });
+                reply.send(Response::KvValue(value));
+            }),
+        },
+        Request::PullChunk { group, to, shard, num, cursor } => StoreMsg::Read {
+            group,
+            query: KvQuery::Handoff { num, shard, to },
+            // Any replica that has switched may stream a frozen shard (docs/migration.md).
+            consistency: Consistency::Stale,
+            callback: Box::new(move |result| {
+                let chunk = result.and_then(|read| match read.output {
+                    KvReadOutput::Handoff(snapshot) => Ok(snapshot.scan_shard_chunk(
+                        group,
+                        shard,
+                        &cursor,
+                        MIGRATION_CHUNK_BYTES_MAX,
+                    )?),
+                    _ => Err(unexpected("a handoff", "a snapshot")),
+                });
+                reply.send(Response::Chunk(chunk));
+            }),
+        },
+        Request::ReadLeaders => StoreMsg::ReadLeaders {
+            query: KvQuery::Ownership,
+            callback: Box::new(move |result| {
+                let led = result.map(|led| {
+                    led.into_iter()
+                        .map(|(group, answer)| {
+                            let ownership = answer.and_then(|output| match output {
+                                KvReadOutput::Ownership(ownership) => Ok(ownership),
+                                _ => Err(unexpected("an ownership read", "an ownership")),
+                            });
+                            (group, ownership)
+                        })
+                        .collect()
+                });
+                reply.send(Response::Leaders(led));
+            }),
+        },
+        Request::CreateGroup { group, members } => StoreMsg::CreateGroup {
+            group,
+            members,
+            callback: Box::new(move |result| reply.send(Response::Done(result))),
+        },
+        Request::DestroyGroup { group } => StoreMsg::DestroyGroup {
+            group,
+            callback: Box::new(move |result| reply.send(Response::Done(result))),
+        },
+        Request::ControllerRead(_) | Request::ControllerPropose(_) => return None,
+    })
+}
+
+/// The error for an answer of the wrong kind (a bug in the state machine).
+fn unexpected(read: &str, wanted: &str) -> Error {
+    Error::InvalidArgument { reason: format!("{read} did not answer {wanted}") }
+}
+
+/// What an actor (agent, client, administrator) does in one step: it may draw randomness
+/// and send requests, which the world routes once the step is over.
+pub(crate) struct Io<'a> {
+    /// The virtual time of the step.
+    pub(crate) now: super::Time,
+    /// The run's one generator.
+    pub(crate) rng: &'a mut mosaic_raft::SplitMix64,
+    next_id: &'a mut RequestId,
+    /// The requests sent in this step, with the node each goes to.
+    pub(crate) sent: Vec<(NodeId, RequestId, Request)>,
+}
+
+impl<'a> Io<'a> {
+    /// A step at `now`; request ids continue from `next_id`.
+    pub(crate) fn new(
+        now: super::Time,
+        rng: &'a mut mosaic_raft::SplitMix64,
+        next_id: &'a mut RequestId,
+    ) -> Self {
+        Self { now, rng, next_id, sent: Vec::new() }
+    }
+
+    /// Sends `request` to `node`; returns its id.
+    pub(crate) fn request(&mut self, node: NodeId, request: Request) -> RequestId {
+        *self.next_id += 1;
+        let id = *self.next_id;
+        self.sent.push((node, id, request));
+        id
+    }
+}

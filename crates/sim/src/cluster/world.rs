@@ -1,0 +1,580 @@
+//! The world: virtual time, the event queue, and the wiring between nodes, agents, clients,
+//! the administrator and the network. The fault schedule is in `world/faults.rs`, the end of
+//! the run and its checks in `world/liveness.rs`.
+//!
+//! Events run in `(time, sequence)` order from one `BTreeMap`, so equal times keep the order
+//! they were scheduled in. After every event the world *pumps*: answers the stores filed
+//! are routed (to the agent beside the store, or over the network), and requests an agent
+//! makes of its own store are served at once, until nothing is left. Nothing else happens
+//! between two events, and nothing reads a clock or an unseeded source.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use mosaic_controller::{ControllerMachine, DEFAULT_MAX_SESSIONS, bootstrap_batch};
+use mosaic_engine::{GroupId, MemKv, WriteBatch, WriteOptions};
+use mosaic_raft::{NodeId, Role, SplitMix64};
+use mosaic_raftstore::{StateMachine, StoreConfig, StoreMsg, StoreStats};
+use mosaic_shardkv::KvStateMachine;
+
+use crate::cluster::Time;
+use crate::cluster::admin::{Admin, AdminEvent};
+use crate::cluster::agent::{NodeAgent, POLL_INTERVAL_MS};
+use crate::cluster::client::{ClientPolicy, SimClient};
+use crate::cluster::config::SimConfig;
+use crate::cluster::net::{Envelope, Network, Packet, chance};
+use crate::cluster::node::{Outgoing, SimNode, add_stats};
+use crate::cluster::report::{FaultStats, RunReport};
+use crate::cluster::rpc::{
+    Caller, CompletionSink, Endpoint, Io, Reply, Request, RequestId, Response, controller_msg,
+    storage_msg,
+};
+use crate::linearizability::{History, check};
+
+mod faults;
+mod liveness;
+
+/// The controller group's id in the simulation (production uses the same).
+pub(crate) const CONTROLLER_GROUP: GroupId = GroupId(1);
+/// Virtual time between two ticks of a node's store (election timeouts are 10 to 20 ticks).
+const TICK_MS: Time = 10;
+/// Virtual time between two polls of a client.
+const CLIENT_POLL_MS: Time = 5;
+/// Virtual time between two polls of the administrator.
+const ADMIN_POLL_MS: Time = 20;
+/// Virtual time between two checks of the liveness phase.
+const LIVENESS_CHECK_MS: Time = 100;
+/// In the safety phase, a client gives up on an operation after this long.
+const GIVE_UP_AFTER_MS: Time = 4_000;
+/// The first storage node's id (controller replicas are 1, 2, ...).
+pub(crate) const FIRST_STORAGE_NODE: u64 = 11;
+/// Stores compact a group's log past this many applied entries (few, so that lagging
+/// replicas catch up by snapshot).
+const COMPACT_LOG_AFTER_ENTRIES: u64 = 12;
+/// Applied entries a compaction keeps.
+const COMPACT_LOG_KEEP_ENTRIES: u64 = 2;
+/// Events one run may process, at most (a bound on every loop: a run that would go on
+/// forever fails instead).
+const EVENTS_MAX: u64 = 50_000_000;
+
+/// What happens at a point of virtual time. The periodic ones schedule their next turn.
+#[derive(Debug)]
+enum Event {
+    /// A packet arrives (or is cut off by a partition or a crashed receiver).
+    Deliver(Envelope),
+    /// A node's store ticks.
+    Tick(NodeId),
+    /// A storage node's agent polls.
+    AgentPoll(NodeId),
+    /// A client polls.
+    ClientPoll(u32),
+    /// The administrator polls.
+    AdminPoll,
+    /// A step of the fault schedule (safety phase only).
+    Fault,
+    /// A crashed node starts again.
+    Restart(NodeId),
+    /// The controller's leader crashes (a failover during a migration).
+    CrashControllerLeader,
+    /// The safety phase ends and the liveness phase begins.
+    EndSafetyPhase,
+    /// The liveness phase checks whether it is over.
+    CheckLiveness,
+}
+
+/// Runs the simulation `config` describes from `seed`. Panics only on a broken invariant of
+/// the simulated code that an actor notices on the spot (a refusal no correct cluster
+/// sends); the checks of the end are in the report.
+#[must_use]
+pub fn run(seed: u64, config: &SimConfig) -> RunReport {
+    config.validate();
+    let mut world = World::new(seed, config.clone());
+    let liveness = world.run();
+    let verdict = check(&world.history);
+    RunReport {
+        seed,
+        operations_completed: world.clients.iter().map(SimClient::completed).sum(),
+        configs_created: world.admin.configs_created,
+        shards_moved: world.admin.shards_moved,
+        stores: world.store_stats(),
+        net: world.net.stats,
+        faults: world.fault_stats,
+        divergence: world.divergence.take(),
+        history: world.history,
+        verdict,
+        liveness,
+    }
+}
+
+/// Where a run is (module documentation of `cluster`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Faults strike and the administrator changes the groups.
+    Safety,
+    /// Faults stopped at `since`; the cluster must settle.
+    Liveness { since: Time },
+}
+
+/// Everything a run simulates. Invariant: `agents` holds an agent exactly for the storage
+/// nodes that are up, each of their current incarnation.
+struct World {
+    config: SimConfig,
+    rng: SplitMix64,
+    now: Time,
+    events: BTreeMap<(Time, u64), Event>,
+    event_seq: u64,
+    next_request_id: RequestId,
+    net: Network,
+    sink: CompletionSink,
+    /// Requests an agent made of its own node, served in the next pump.
+    local: VecDeque<(NodeId, Caller, Request)>,
+    controllers: BTreeMap<NodeId, SimNode<ControllerMachine>>,
+    storage: BTreeMap<NodeId, SimNode<KvStateMachine>>,
+    /// The agent of every storage node that is up.
+    agents: BTreeMap<NodeId, NodeAgent>,
+    clients: Vec<SimClient>,
+    admin: Admin,
+    history: History,
+    phase: Phase,
+    liveness: Option<Result<Time, String>>,
+    /// Replicas of a group that applied the same index but hold different records.
+    divergence: Option<String>,
+    fault_stats: FaultStats,
+}
+
+impl World {
+    fn new(seed: u64, config: SimConfig) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let controller_ids: Vec<NodeId> = (1..=config.controller_nodes).map(NodeId).collect();
+        let storage_ids: Vec<NodeId> =
+            (0..config.storage_nodes).map(|index| NodeId(FIRST_STORAGE_NODE + index)).collect();
+        let mut store_config = || StoreConfig {
+            seed: rng.next_u64(),
+            compact_log_after_entries: COMPACT_LOG_AFTER_ENTRIES,
+            compact_log_keep_entries: COMPACT_LOG_KEEP_ENTRIES,
+            ..StoreConfig::default()
+        };
+        let shard_count = config.shard_count;
+        let mut controllers = BTreeMap::new();
+        for id in &controller_ids {
+            let mut node = SimNode::start(*id, store_config(), |engine| {
+                let mut batch = WriteBatch::new();
+                bootstrap_batch(&mut batch, CONTROLLER_GROUP, shard_count, DEFAULT_MAX_SESSIONS);
+                engine.write(&batch, WriteOptions { sync: true }).expect("in memory");
+            });
+            let members = controller_ids.clone();
+            node.handle(StoreMsg::CreateGroup {
+                group: CONTROLLER_GROUP,
+                members,
+                callback: Box::new(|result| result.expect("creating the controller group")),
+            });
+            controllers.insert(*id, node);
+        }
+        let mut storage = BTreeMap::new();
+        for id in &storage_ids {
+            let node = SimNode::start(*id, store_config(), |engine| {
+                let mut batch = WriteBatch::new();
+                KvStateMachine::mark_placed_by_controller(&mut batch);
+                engine.write(&batch, WriteOptions { sync: true }).expect("in memory");
+            });
+            storage.insert(*id, node);
+        }
+        let agents = storage_ids
+            .iter()
+            .map(|id| (*id, NodeAgent::new(*id, 0, controller_ids.clone())))
+            .collect();
+        let clients = (0..config.clients)
+            .map(|index| {
+                SimClient::new(
+                    index,
+                    config.keys,
+                    config.shard_count,
+                    config.reads,
+                    config.fresh_seq_per_attempt,
+                    controller_ids.clone(),
+                )
+            })
+            .collect();
+        let admin = Admin::new(
+            controller_ids,
+            storage_ids,
+            config.group_size,
+            config.initial_groups,
+            config.added_groups_max,
+            config.admin_interval_ms,
+        );
+        let mut world = Self {
+            net: Network::new(config.faults.clone()),
+            config,
+            rng,
+            now: 0,
+            events: BTreeMap::new(),
+            event_seq: 0,
+            next_request_id: 0,
+            sink: CompletionSink::default(),
+            local: VecDeque::new(),
+            controllers,
+            storage,
+            agents,
+            clients,
+            admin,
+            history: History::new(),
+            phase: Phase::Safety,
+            liveness: None,
+            divergence: None,
+            fault_stats: FaultStats::default(),
+        };
+        world.schedule_start();
+        world
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        self.event_seq += 1;
+        self.events.insert((at, self.event_seq), event);
+    }
+
+    fn schedule_start(&mut self) {
+        let nodes: Vec<NodeId> =
+            self.controllers.keys().chain(self.storage.keys()).copied().collect();
+        for node in nodes {
+            let offset = self.rng.below(TICK_MS);
+            self.schedule(offset, Event::Tick(node));
+        }
+        for node in self.storage.keys().copied().collect::<Vec<_>>() {
+            let offset = self.rng.below(POLL_INTERVAL_MS);
+            self.schedule(offset, Event::AgentPoll(node));
+        }
+        for index in 0..self.config.clients {
+            self.schedule(u64::from(index), Event::ClientPoll(index));
+        }
+        self.schedule(0, Event::AdminPoll);
+        let first_fault = self.config.faults.step_interval_ms;
+        self.schedule(first_fault, Event::Fault);
+        self.schedule(self.config.fault_phase_ms, Event::EndSafetyPhase);
+    }
+
+    /// Runs events until the liveness phase ends; returns its verdict.
+    fn run(&mut self) -> Result<Time, String> {
+        for _ in 0..EVENTS_MAX {
+            let Some(((time, _), event)) = self.events.pop_first() else {
+                return Err("no event left to run".into());
+            };
+            self.now = time;
+            self.handle(event);
+            self.pump();
+            if let Some(liveness) = self.liveness.take() {
+                return liveness;
+            }
+        }
+        Err(format!("the run did not end within {EVENTS_MAX} events"))
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver(envelope) => self.deliver(envelope),
+            Event::Tick(node) => {
+                self.store_input(node, StoreInput::Tick);
+                self.schedule(self.now + TICK_MS, Event::Tick(node));
+            }
+            Event::AgentPoll(node) => {
+                if let Some(agent) = self.agents.get_mut(&node) {
+                    let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
+                    agent.poll(&mut io);
+                    let sent = io.sent;
+                    self.dispatch(Endpoint::Node(node), sent);
+                }
+                self.schedule(self.now + POLL_INTERVAL_MS, Event::AgentPoll(node));
+            }
+            Event::ClientPoll(index) => {
+                let policy = ClientPolicy {
+                    give_up_after_ms: (self.phase == Phase::Safety).then_some(GIVE_UP_AFTER_MS),
+                };
+                let client = &mut self.clients[index as usize];
+                let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
+                if self.admin.is_set_up() {
+                    client.poll(&mut io, &mut self.history, policy);
+                }
+                let sent = io.sent;
+                self.dispatch(Endpoint::Client(index), sent);
+                self.schedule(self.now + CLIENT_POLL_MS, Event::ClientPoll(index));
+            }
+            Event::AdminPoll => {
+                let changing = self.phase == Phase::Safety;
+                let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
+                self.admin.poll(&mut io, changing);
+                let sent = io.sent;
+                self.dispatch(Endpoint::Admin, sent);
+                self.schedule(self.now + ADMIN_POLL_MS, Event::AdminPoll);
+            }
+            Event::Fault => {
+                if self.phase == Phase::Safety {
+                    self.fault_step();
+                    let interval = self.config.faults.step_interval_ms;
+                    let next = self.now + interval / 2 + self.rng.below(interval);
+                    self.schedule(next, Event::Fault);
+                }
+            }
+            Event::Restart(node) => self.restart(node),
+            Event::CrashControllerLeader => {
+                if self.phase == Phase::Safety
+                    && let Some(leader) = self.controller_leader()
+                    && self.crash(leader)
+                {
+                    self.fault_stats.controller_leader_crashes += 1;
+                }
+            }
+            Event::EndSafetyPhase => self.end_safety_phase(),
+            Event::CheckLiveness => self.check_liveness(),
+        }
+    }
+
+    fn store_stats(&self) -> StoreStats {
+        let controllers = self.controllers.values().map(SimNode::stats);
+        let storage = self.storage.values().map(SimNode::stats);
+        controllers.chain(storage).fold(StoreStats::default(), add_stats)
+    }
+
+    // ---- Nodes --------------------------------------------------------------------------
+
+    fn is_up(&self, node: NodeId) -> bool {
+        self.controllers
+            .get(&node)
+            .map_or_else(|| self.storage.get(&node).is_some_and(SimNode::is_up), SimNode::is_up)
+    }
+
+    fn incarnation(&self, node: NodeId) -> u64 {
+        self.controllers.get(&node).map_or_else(
+            || self.storage.get(&node).map_or(0, SimNode::incarnation),
+            SimNode::incarnation,
+        )
+    }
+
+    /// Hands `input` to `node`'s store and routes what it sends.
+    fn store_input(&mut self, node: NodeId, input: StoreInput) {
+        if let Some(target) = self.controllers.get_mut(&node) {
+            if let Some(msg) =
+                input.into_msg(&self.sink, target.id(), target.incarnation(), controller_msg)
+            {
+                target.handle(msg);
+            }
+            let outgoing = target.take_outgoing();
+            self.route_outgoing(node, outgoing);
+        } else if let Some(target) = self.storage.get_mut(&node) {
+            if let Some(msg) =
+                input.into_msg(&self.sink, target.id(), target.incarnation(), storage_msg)
+            {
+                target.handle(msg);
+            }
+            let outgoing = target.take_outgoing();
+            self.route_outgoing(node, outgoing);
+        }
+    }
+
+    fn route_outgoing(&mut self, from: NodeId, outgoing: Vec<Outgoing>) {
+        let incarnation = self.incarnation(from);
+        for sent in outgoing {
+            let (to, packet) = match sent {
+                Outgoing::Raft { to, messages } => (to, Packet::Raft(messages)),
+                Outgoing::Snapshot { to, group, message, chunks } => (
+                    to,
+                    Packet::Snapshot { group, message, chunks, sender_incarnation: incarnation },
+                ),
+            };
+            self.send(Endpoint::Node(from), Endpoint::Node(to), packet);
+        }
+    }
+
+    fn send(&mut self, from: Endpoint, to: Endpoint, packet: Packet) {
+        for (delay, envelope) in self.net.route(&mut self.rng, Envelope { from, to, packet }) {
+            self.schedule(self.now + delay, Event::Deliver(envelope));
+        }
+    }
+
+    /// Sends what an actor at `from` asked for: to its own node at once, otherwise over the
+    /// network.
+    fn dispatch(&mut self, from: Endpoint, sent: Vec<(NodeId, RequestId, Request)>) {
+        for (node, id, request) in sent {
+            if from == Endpoint::Node(node) {
+                self.local.push_back((node, Caller { endpoint: from, id }, request));
+            } else {
+                self.send(from, Endpoint::Node(node), Packet::Request { id, request });
+            }
+        }
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        let Envelope { from, to, packet } = envelope;
+        let reachable = self.net.connected(from, to)
+            && match to {
+                Endpoint::Node(node) => self.is_up(node),
+                Endpoint::Client(_) | Endpoint::Admin => true,
+            };
+        if let Packet::Snapshot { group, sender_incarnation, .. } = &packet
+            && let (Endpoint::Node(sender), Endpoint::Node(receiver)) = (from, to)
+            && self.is_up(sender)
+            && self.incarnation(sender) == *sender_incarnation
+        {
+            let status =
+                StoreInput::SnapshotStatus { group: *group, to: receiver, delivered: reachable };
+            self.store_input(sender, status);
+        }
+        if !reachable {
+            self.net.stats.cut += 1;
+            return;
+        }
+        match (to, packet) {
+            (Endpoint::Node(node), Packet::Raft(messages)) => {
+                let Endpoint::Node(sender) = from else { unreachable!("raft comes from nodes") };
+                self.store_input(node, StoreInput::Raft { from: sender, messages });
+            }
+            (Endpoint::Node(node), Packet::Snapshot { group, message, chunks, .. }) => {
+                let Endpoint::Node(sender) = from else {
+                    unreachable!("snapshots come from nodes")
+                };
+                self.store_input(
+                    node,
+                    StoreInput::Snapshot { from: sender, group, message, chunks },
+                );
+            }
+            (Endpoint::Node(node), Packet::Request { id, request }) => {
+                let caller = Caller { endpoint: from, id };
+                self.store_input(node, StoreInput::Request { caller, request });
+            }
+            (endpoint, Packet::Response { id, response }) => self.respond(endpoint, id, response),
+            (endpoint, packet) => unreachable!("{packet:?} delivered to {endpoint:?}"),
+        }
+    }
+
+    /// Hands an answer to the actor at `endpoint`.
+    fn respond(&mut self, endpoint: Endpoint, id: RequestId, response: Response) {
+        let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
+        let mut crash_controller_leader_in = None;
+        match endpoint {
+            Endpoint::Node(node) => {
+                if let Some(agent) = self.agents.get_mut(&node) {
+                    let hosted: BTreeSet<GroupId> = self
+                        .storage
+                        .get(&node)
+                        .and_then(SimNode::store)
+                        .map(|store| store.groups().collect())
+                        .unwrap_or_default();
+                    agent.on_response(&mut io, id, response, &hosted);
+                }
+            }
+            Endpoint::Client(index) => {
+                self.clients[index as usize].on_response(&mut io, &mut self.history, id, response);
+            }
+            Endpoint::Admin => {
+                // A controller failover during the migration the change starts.
+                if self.admin.on_response(&mut io, id, response) == Some(AdminEvent::ShardsMoving)
+                    && self.phase == Phase::Safety
+                    && chance(io.rng, self.config.faults.leader_crash_after_change_per_mille)
+                {
+                    crash_controller_leader_in = Some(1 + io.rng.below(200));
+                }
+            }
+        }
+        let sent = io.sent;
+        self.dispatch(endpoint, sent);
+        if let Some(delay) = crash_controller_leader_in {
+            self.schedule(self.now + delay, Event::CrashControllerLeader);
+        }
+    }
+
+    /// Serves local requests and routes answers until nothing is left.
+    fn pump(&mut self) {
+        loop {
+            if let Some((node, caller, request)) = self.local.pop_front() {
+                self.store_input(node, StoreInput::Request { caller, request });
+                continue;
+            }
+            let completions = std::mem::take(&mut *self.sink.lock().expect("one thread"));
+            if completions.is_empty() {
+                return;
+            }
+            for completion in completions {
+                let node = completion.node;
+                if !self.is_up(node) || self.incarnation(node) != completion.incarnation {
+                    continue; // The process that took the request is gone.
+                }
+                let Caller { endpoint, id } = completion.caller;
+                if endpoint == Endpoint::Node(node) {
+                    self.respond(endpoint, id, completion.response);
+                } else {
+                    let packet = Packet::Response { id, response: completion.response };
+                    self.send(Endpoint::Node(node), endpoint, packet);
+                }
+            }
+        }
+    }
+
+    /// The controller replica that leads in the highest term, if any is up and leads.
+    fn controller_leader(&self) -> Option<NodeId> {
+        leader_of(&self.controllers, CONTROLLER_GROUP)
+    }
+}
+
+/// The node of `nodes` that leads `group` in the highest term, if any is up and leads.
+fn leader_of<SM: StateMachine<MemKv>>(
+    nodes: &BTreeMap<NodeId, SimNode<SM>>,
+    group: GroupId,
+) -> Option<NodeId> {
+    nodes
+        .iter()
+        .filter_map(|(id, node)| {
+            let status = node.store()?.peer(group)?.status();
+            (status.soft_state.role == Role::Leader).then_some((status.hard_state.term, *id))
+        })
+        .max()
+        .map(|(_, id)| id)
+}
+
+/// An input for a store, before it is made a `StoreMsg` of the store's state machine.
+enum StoreInput {
+    Tick,
+    Raft {
+        from: NodeId,
+        messages: Vec<(GroupId, mosaic_raft::Message)>,
+    },
+    Snapshot {
+        from: NodeId,
+        group: GroupId,
+        message: mosaic_raft::Message,
+        chunks: Vec<bytes::Bytes>,
+    },
+    SnapshotStatus {
+        group: GroupId,
+        to: NodeId,
+        delivered: bool,
+    },
+    Request {
+        caller: Caller,
+        request: Request,
+    },
+}
+
+impl StoreInput {
+    /// The store message; `None` for a request this kind of node does not serve.
+    fn into_msg<SM: StateMachine<MemKv>>(
+        self,
+        sink: &CompletionSink,
+        node: NodeId,
+        incarnation: u64,
+        serve: fn(Request, Reply) -> Option<StoreMsg<MemKv, SM>>,
+    ) -> Option<StoreMsg<MemKv, SM>> {
+        Some(match self {
+            Self::Tick => StoreMsg::Tick,
+            Self::Raft { from, messages } => StoreMsg::Raft { from, messages },
+            Self::Snapshot { from, group, message, chunks } => {
+                StoreMsg::Snapshot { from, group, message, chunks }
+            }
+            Self::SnapshotStatus { group, to, delivered } => {
+                StoreMsg::SnapshotStatus { group, to, delivered }
+            }
+            Self::Request { caller, request } => {
+                let reply = Reply { sink: Arc::clone(sink), node, incarnation, caller };
+                return serve(request, reply);
+            }
+        })
+    }
+}
