@@ -131,6 +131,9 @@ pub struct FaultConfig {
     /// After a configuration change that moves shards, the controller's leader crashes with
     /// this probability (a controller failover during a migration).
     pub leader_crash_after_change_per_mille: u64,
+    /// At a fault step, every node crashes at once with this probability (whatever the
+    /// limits above), each losing part of its unsynced writes.
+    pub full_restart_per_mille: u64,
 }
 
 impl Default for FaultConfig {
@@ -147,6 +150,7 @@ impl Default for FaultConfig {
             storage_nodes_down_max: 2,
             controller_nodes_down_max: 1,
             leader_crash_after_change_per_mille: 500,
+            full_restart_per_mille: 300,
         }
     }
 }
@@ -167,6 +171,7 @@ impl FaultConfig {
             storage_nodes_down_max: 0,
             controller_nodes_down_max: 0,
             leader_crash_after_change_per_mille: 0,
+            full_restart_per_mille: 0,
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct FaultStats {
     pub crashes: u64,
     /// Of those, controller leaders crashed right after a configuration change moved shards.
     pub controller_leader_crashes: u64,
+    /// Times every node crashed at once.
+    pub full_restarts: u64,
     /// Unsynced engine writes the crashes lost.
     pub unsynced_writes_lost: u64,
 }

@@ -1,6 +1,6 @@
 //! The fault schedule of the safety phase: every so often, partition the endpoints, heal,
-//! or crash a node (within the limits on nodes down at once), restarting it later from what
-//! its engine kept.
+//! crash a node (within the limits on nodes down at once), or crash every node at once (the
+//! full restarts of 6.824's shardkv tests), restarting each later from what its engine kept.
 
 use mosaic_raft::NodeId;
 
@@ -38,7 +38,24 @@ impl World {
                     self.crash(leader);
                 }
             }
-            _ => {}
+            _ => {
+                if self.rng.below(1_000) < self.config.faults.full_restart_per_mille {
+                    self.crash_everything();
+                }
+            }
+        }
+    }
+
+    /// Crashes every node that is up, whatever the limits (each restarts after its own pause).
+    fn crash_everything(&mut self) {
+        let nodes: Vec<NodeId> =
+            self.controllers.keys().chain(self.storage.keys()).copied().collect();
+        tracing::debug!("full restart");
+        self.fault_stats.full_restarts += 1;
+        for node in nodes {
+            if self.is_up(node) {
+                self.crash_now(node);
+            }
         }
     }
 
@@ -58,6 +75,15 @@ impl World {
         if down >= limit || !self.is_up(node) {
             return false;
         }
+        self.crash_now(node);
+        true
+    }
+
+    /// Crashes `node`, which is up, losing some of its unsynced writes, and schedules its
+    /// restart.
+    fn crash_now(&mut self, node: NodeId) {
+        let faults = &self.config.faults;
+        let is_controller = self.controllers.contains_key(&node);
         let down_ms = 1 + self.rng.below(faults.down_ms_max.max(1));
         let (unsynced, crashed) = if is_controller {
             let target = self.controllers.get_mut(&node).expect("a controller");
@@ -76,7 +102,6 @@ impl World {
         self.fault_stats.crashes += 1;
         self.fault_stats.unsynced_writes_lost += unsynced as u64;
         self.schedule(self.now + down_ms, Event::Restart(node));
-        true
     }
 
     pub(super) fn restart(&mut self, node: NodeId) {
