@@ -369,3 +369,47 @@ fn the_metadata_shard_is_never_a_user_shard() {
         ));
     }
 }
+
+/// The bytes a Raft snapshot of `group` carries (its data, sessions and metadata), as
+/// 6.824's challenge 1 measures an old owner's storage.
+fn snapshot_bytes(node: &Node, group: GroupId) -> usize {
+    let reader = mosaic_raftstore::SnapshotReader::new(group, node.engine.snapshot());
+    reader.read_all(1 << 20).expect("read the snapshot").iter().map(Bytes::len).sum()
+}
+
+/// 6.824 challenge 1: once its shards have moved away and been deleted, the old owner's
+/// storage is bounded by its metadata, whatever it held before.
+#[test]
+fn an_old_owner_keeps_nothing_of_the_shards_it_handed_off() {
+    let mut node = Node::new(true);
+    let c0 = Configuration::initial(SHARDS);
+    let c1 = config(1, [Some(G1); SHARDS as usize]);
+    let c2 = config(2, [Some(G2); SHARDS as usize]);
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    let value = "v".repeat(1024);
+    for i in 0..256u32 {
+        let client = 1 + u64::from(i % 32);
+        node.write(G1, client, u64::from(i / 32) + 1, i % SHARDS, &format!("key-{i}"), &value)
+            .expect("write");
+    }
+    let held = snapshot_bytes(&node, G1);
+    assert!(held > 256 * 1024, "group 1 holds {held} bytes");
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    }
+    for shard in 0..SHARDS {
+        node.pull(2, shard, G1, G2, 64 * 1024);
+        let delete = MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(shard) };
+        assert_eq!(node.migrate(G1, delete), MigrationOutcome::Done);
+        let confirm = MigrationCommand::ConfirmHandoff { num: ConfigNum(2), shard: ShardId(shard) };
+        assert_eq!(node.migrate(G2, confirm), MigrationOutcome::Done);
+    }
+    let left = snapshot_bytes(&node, G1);
+    let moved = snapshot_bytes(&node, G2);
+    eprintln!("group 1 held {held} bytes, keeps {left} after the handoff; group 2 holds {moved}");
+    assert!(left < 256, "group 1 keeps {left} bytes of shards it handed off");
+    assert!(moved >= held - left, "group 2 holds {moved} bytes, group 1 held {held}");
+    assert_eq!(node.read(G2, 3, "key-3"), Ok(Some(Bytes::from(value))));
+}
