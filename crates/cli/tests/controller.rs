@@ -2,13 +2,14 @@
 //! register with them and create the replicas placed on them, and `mosaic admin
 //! --controllers` driving it all: every refused command says why and changes nothing, a
 //! retried command reports that it was applied already, a controller replica killed in the
-//! middle of the commands changes nothing that was acknowledged.
+//! middle of the commands changes nothing that was acknowledged; a group that lost its
+//! majority stops only its own shards (6.824's static shards).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use mosaic_client::Consistency;
+use mosaic_client::{Consistency, shard_for_key};
 use serde_json::Value;
 use support::{Processes, Role, WAIT_MAX, stderr};
 
@@ -240,4 +241,49 @@ async fn history_survives_controller_failures_and_a_killed_leader_loses_nothing(
     let now = latest(&controllers);
     assert_ne!(now["controller_leader"]["id"].as_u64(), Some(leader));
     assert_eq!(now["num"], 3);
+}
+
+/// 6.824's static shards: two groups on disjoint nodes; with two of the second group's three
+/// nodes down, the first group's shards still serve reads and writes while the second's do
+/// not; once the nodes are back, every shard serves again with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let controller_addresses = controllers.addresses.values().cloned().collect();
+    let mut nodes = Processes::start_as(Role::Following(controller_addresses), 6);
+    wait_registered(&controllers, 6);
+    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--nodes", "4,5,6"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let client = controllers.routed_client();
+    let keys: Vec<String> = (0..16).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        client.put(key.clone(), format!("{key}=1")).await.unwrap();
+    }
+    let owners = latest(&controllers)["shards"].clone();
+    let owner = |key: &str| owners[shard_for_key(key.as_bytes(), SHARDS).0 as usize].clone();
+    let (first, second): (Vec<&String>, Vec<&String>) =
+        keys.iter().partition(|key| owner(key) == 1);
+    assert!(!first.is_empty() && !second.is_empty(), "both groups own keys: {owners}");
+
+    nodes.kill(4);
+    nodes.kill(5);
+    let impatient = controllers.routed_client_within(Duration::from_secs(3));
+    for key in &first {
+        impatient.put((*key).clone(), format!("{key}=2")).await.unwrap();
+        let value = impatient.get((*key).clone(), Consistency::Linearizable).await.unwrap();
+        assert_eq!(value.as_deref(), Some(format!("{key}=2").as_bytes()), "{key}");
+    }
+    for key in second.iter().take(2) {
+        let read = impatient.get((*key).clone(), Consistency::Linearizable).await;
+        assert!(read.is_err(), "{key}: group 2 has no majority, yet it answered {read:?}");
+    }
+
+    nodes.spawn(4);
+    nodes.spawn(5);
+    for key in &keys {
+        let expected = if owner(key) == 1 { format!("{key}=2") } else { format!("{key}=1") };
+        let value = client.get(key.clone(), Consistency::Linearizable).await.unwrap();
+        assert_eq!(value.as_deref(), Some(expected.as_bytes()), "{key}");
+    }
 }

@@ -200,10 +200,16 @@ impl Processes {
 
     /// A client routing by the configurations of these controller replicas.
     pub fn routed_client(&self) -> Client<ControllerRouting> {
+        self.routed_client_within(WAIT_MAX)
+    }
+
+    /// A client routing by the configurations of these controller replicas, giving up on an
+    /// operation after `timeout`.
+    pub fn routed_client_within(&self, timeout: Duration) -> Client<ControllerRouting> {
         let addresses = self.addresses.values().cloned().collect();
         let controller =
             ControllerClient::new(addresses, ControllerClientOptions::default()).unwrap();
-        let options = ClientOptions { timeout: WAIT_MAX, ..ClientOptions::default() };
+        let options = ClientOptions { timeout, ..ClientOptions::default() };
         Client::new(ControllerRouting::new(controller), options).unwrap()
     }
 
