@@ -99,14 +99,12 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
     let controllers = addresses(args.port - 100);
     let nodes = addresses(args.port);
     let controllers_flag = join(&controllers);
-    for (id, address) in (1..).zip(&controllers) {
-        let process = spawn(&exe, &dir, "controller", id, &controllers, &[])?;
-        processes.0.push(Process { address: *address, ..process });
+    let extra = ["--controllers".to_string(), controllers_flag.clone()];
+    for id in 1..=PROCESSES_PER_ROLE {
+        processes.0.push(spawn(&exe, &dir, "controller", id, &controllers, &[])?);
     }
-    for (id, address) in (1..).zip(&nodes) {
-        let extra = ["--controllers".to_string(), controllers_flag.clone()];
-        let process = spawn(&exe, &dir, "server", id, &nodes, &extra)?;
-        processes.0.push(Process { address: *address, ..process });
+    for id in 1..=PROCESSES_PER_ROLE {
+        processes.0.push(spawn(&exe, &dir, "server", id, &nodes, &extra)?);
     }
     for process in &mut processes.0 {
         wait_listening(process).await?;

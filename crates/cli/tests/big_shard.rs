@@ -10,10 +10,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mosaic_client::Consistency;
-use support::{Processes, Role, WAIT_MAX};
+use support::{Processes, Role};
 
 /// One value: the largest a node accepts by default.
 const VALUE_BYTES: usize = 1 << 20;
@@ -40,16 +40,7 @@ async fn a_large_shard_moves_without_being_held_in_memory() {
     let controllers = Processes::start_as(Role::Controllers(1), 3);
     let controller_addresses = controllers.addresses.values().cloned().collect();
     let nodes = Processes::start_as(Role::Following(controller_addresses), 6);
-    let registered = |count: usize| {
-        let output = controllers.try_admin(&["node", "list"]);
-        String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.contains("127.0.0.1")).count()
-            >= count
-    };
-    let deadline = Instant::now() + WAIT_MAX;
-    while !registered(6) {
-        assert!(Instant::now() < deadline, "the six nodes did not register");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    controllers.wait_registered(6);
     controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
     controllers.admin(&["group", "add", "2", "--nodes", "4,5,6"]);
     controllers.admin(&["shard", "move", "0", "1"]);

@@ -32,20 +32,6 @@ fn cluster() -> (Processes, Processes) {
     (controllers, nodes)
 }
 
-/// Waits until `count` nodes are registered.
-fn wait_registered(controllers: &Processes, count: usize) {
-    let deadline = Instant::now() + WAIT_MAX;
-    loop {
-        let output = controllers.try_admin(&["--output", "json", "node", "list"]);
-        if output.status.success() && json(&output)["nodes"].as_array().map(Vec::len) == Some(count)
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nodes never registered: {}", stderr(&output));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn latest(controllers: &Processes) -> Value {
     json(&controllers.admin(&["--output", "json", "config", "show"]))
 }
@@ -53,7 +39,7 @@ fn latest(controllers: &Processes) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_register_and_create_the_groups_the_controller_places_on_them() {
     let (controllers, nodes) = cluster();
-    wait_registered(&controllers, 3);
+    controllers.wait_registered(3);
     let list = stdout(&controllers.admin(&["node", "list"]));
     for address in nodes.addresses.values() {
         assert!(list.contains(address.as_str()), "{list}");
@@ -117,7 +103,7 @@ async fn check_values(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_move_with_their_data_as_groups_join_and_leave_while_clients_write() {
     let (controllers, _nodes) = cluster();
-    wait_registered(&controllers, 3);
+    controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
     let client = controllers.routed_client();
     let mut expected: Vec<String> = (0..32).map(|i| format!("v{i}")).collect();
@@ -180,7 +166,7 @@ async fn shards_move_with_their_data_as_groups_join_and_leave_while_clients_writ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() {
     let (controllers, _nodes) = cluster();
-    wait_registered(&controllers, 3);
+    controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--nodes", "1,2"]);
     let before = latest(&controllers);
     for (args, expected) in [
@@ -206,7 +192,7 @@ async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_survives_controller_failures_and_a_killed_leader_loses_nothing() {
     let (mut controllers, _nodes) = cluster();
-    wait_registered(&controllers, 3);
+    controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
     controllers.admin(&["group", "add", "2", "--nodes", "1,2"]);
     let first = json(&controllers.admin(&["--output", "json", "config", "show", "1"]));
@@ -251,7 +237,7 @@ async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
     let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
     let controller_addresses = controllers.addresses.values().cloned().collect();
     let mut nodes = Processes::start_as(Role::Following(controller_addresses), 6);
-    wait_registered(&controllers, 6);
+    controllers.wait_registered(6);
     controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
     controllers.admin(&["group", "add", "2", "--nodes", "4,5,6"]);
     controllers.admin(&["wait", "--max-wait", "60"]);

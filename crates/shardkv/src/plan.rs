@@ -115,18 +115,22 @@ pub fn plan(
             .shards
             .iter()
             .filter_map(|(shard, state)| {
-                let (shard, (pull, from)) = match *state {
-                    ShardState::Pulling { from } => (*shard, (true, from)),
-                    ShardState::Confirming { from } => (*shard, (false, from)),
-                    ShardState::Serving | ShardState::Sending { .. } => return None,
-                };
-                let nodes = ownership.sources.get(&from).cloned().unwrap_or_default();
-                Some(if pull {
-                    MigrationTask::Pull { group, shard, num, from, nodes }
-                } else {
-                    let from_retired = lives.get(&from).is_some_and(|life| life.retired);
-                    MigrationTask::Confirm { group, shard, num, from, nodes, from_retired }
-                })
+                let shard = *shard;
+                let nodes = |from| ownership.sources.get(&from).cloned().unwrap_or_default();
+                match *state {
+                    ShardState::Pulling { from } => {
+                        Some(MigrationTask::Pull { group, shard, num, from, nodes: nodes(from) })
+                    }
+                    ShardState::Confirming { from } => Some(MigrationTask::Confirm {
+                        group,
+                        shard,
+                        num,
+                        from,
+                        nodes: nodes(from),
+                        from_retired: lives.get(&from).is_some_and(|life| life.retired),
+                    }),
+                    ShardState::Serving | ShardState::Sending { .. } => None,
+                }
             })
             .collect();
     }

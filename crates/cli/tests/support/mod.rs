@@ -144,6 +144,22 @@ impl Processes {
         output
     }
 
+    /// Waits until `count` storage nodes have registered with these controller replicas.
+    pub fn wait_registered(&self, count: usize) {
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            let output = self.try_admin(&["--output", "json", "node", "list"]);
+            let listed = serde_json::from_slice::<serde_json::Value>(&output.stdout)
+                .ok()
+                .and_then(|list| list["nodes"].as_array().map(Vec::len));
+            if output.status.success() && listed == Some(count) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes never registered: {}", stderr(&output));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `mosaic admin` against these processes.
     pub fn try_admin(&self, args: &[&str]) -> Output {
         self.admin_command(args).wait_with_output().unwrap()
