@@ -9,9 +9,12 @@
 //!   happen (RocksDB applies a batch atomically or not at all).
 //! - A [`RocksSnapshot`] owns a reference to the database, so it stays valid however long it is
 //!   held, even after the [`RocksKv`] is dropped.
+//! - Ranges handed to [`KvEngine::reclaim`] are compacted by the store's [`Reclaimer`] thread,
+//!   which is joined when the [`RocksKv`] is dropped.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mosaic_engine::keys::KeyRange;
@@ -25,6 +28,7 @@ use rocksdb::{
 };
 
 use crate::config::{RocksConfig, WalSyncPolicy};
+use crate::reclaim::{ReclaimStats, Reclaimer};
 
 /// RocksDB's default column family: it always exists; Mosaic keeps nothing in it.
 const DEFAULT_CF: &str = "default";
@@ -55,6 +59,7 @@ pub struct RocksKv {
     path: PathBuf,
     created_new: bool,
     sync_writes: bool,
+    reclaimer: Reclaimer,
 }
 
 impl std::fmt::Debug for RocksKv {
@@ -254,13 +259,47 @@ impl RocksKv {
             .collect();
         let db = DB::open_cf_descriptors(&db_options(config, create), path, descriptors)
             .map_err(|error| io_error(path, &error))?;
+        let db = Arc::new(db);
+        let reclaimer = Reclaimer::start(Arc::clone(&db), path)?;
         tracing::info!(path = %path.display(), created = create, "opened RocksDB store");
         Ok(Self {
-            db: Arc::new(db),
+            db,
             path: path.to_path_buf(),
             created_new: create,
             sync_writes: config.wal_sync == WalSyncPolicy::AsRequested,
+            reclaimer,
         })
+    }
+
+    /// The bytes of the table files that hold the store's current data, over every column
+    /// family (RocksDB's `live-sst-files-size`; the write-ahead log and memtables are not
+    /// counted).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when RocksDB cannot report it.
+    pub fn live_sst_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for cf in ColumnFamily::ALL {
+            let value = self
+                .db
+                .property_int_value_cf(self.handle(cf)?, rocksdb::properties::LIVE_SST_FILES_SIZE)
+                .map_err(|error| io_error(&self.path, &error))?;
+            total += value.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// What the background reclaimer has done and has left to do.
+    #[must_use]
+    pub fn reclaim_stats(&self) -> ReclaimStats {
+        self.reclaimer.stats()
+    }
+
+    /// Waits until every range handed to [`KvEngine::reclaim`] so far is compacted, for at most
+    /// `timeout`; returns whether that happened.
+    #[must_use]
+    pub fn wait_reclaimed(&self, timeout: Duration) -> bool {
+        self.reclaimer.wait_idle(timeout)
     }
 
     fn handle(&self, cf: ColumnFamily) -> Result<&rocksdb::ColumnFamily> {
@@ -330,6 +369,10 @@ impl KvEngine for RocksKv {
             cell: SnapshotCell::new(Arc::clone(&self.db), |db| db.snapshot()),
             path: self.path.clone(),
         }
+    }
+
+    fn reclaim(&self, cf: ColumnFamily, range: &KeyRange) {
+        self.reclaimer.push(cf, range);
     }
 
     fn path(&self) -> &Path {

@@ -9,9 +9,11 @@
 
 mod config;
 mod kv;
+mod reclaim;
 
 pub use config::{Compression, RocksConfig, WalSyncPolicy};
 pub use kv::{RocksKv, RocksSnapshot};
+pub use reclaim::ReclaimStats;
 
 use std::path::Path;
 

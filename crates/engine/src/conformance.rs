@@ -15,6 +15,7 @@ use crate::batch::WriteBatch;
 use crate::engine::{Engine, EngineConfig, LogBounds};
 use crate::error::Error;
 use crate::ids::{ClientId, ClusterId, GroupId, NodeIdentity, ShardId};
+use crate::keys::{self, ColumnFamily, KeyRange};
 use crate::kv::{KvEngine, WriteOptions};
 use crate::snapshot::{GroupCursor, ShardCursor, ShardRecord};
 
@@ -56,6 +57,7 @@ macro_rules! conformance_tests {
             group_scan_chunks_cover_every_shard_of_one_group,
             clear_group_data_keeps_the_log_and_the_neighbours,
             remove_group_removes_every_key_of_the_group,
+            reclaim_hints_change_no_read,
             node_metadata_round_trips,
             reopen_keeps_every_write,
             reopen_as_another_node_is_refused,
@@ -559,6 +561,33 @@ pub fn delete_shard_removes_exactly_one_shard<F: KvFactory>(factory: &mut F) {
             23,
             "{group}/{shard}"
         );
+    }
+}
+
+/// A reclaim hint never changes what reads return, whether its range was deleted or still
+/// holds live keys (a backend may compact the range while the reads run).
+pub fn reclaim_hints_change_no_read<F: KvFactory>(factory: &mut F) {
+    let engine = must_open(factory.create(), &EngineConfig::default());
+    let shards = [(GroupId(3), ShardId(1)), (GroupId(3), ShardId(2)), (GroupId(4), ShardId(1))];
+    for (group, shard) in shards {
+        fill_shard(&engine, group, shard, 200);
+    }
+    let mut batch = WriteBatch::new();
+    batch.delete_shard(GroupId(3), ShardId(2));
+    must_write(&engine, &batch);
+    for cf in [ColumnFamily::Data, ColumnFamily::Sessions] {
+        engine.kv().reclaim(cf, &keys::group_range(GroupId(3)));
+        engine.kv().reclaim(cf, &KeyRange { start: vec![], end: vec![0xff; 16] });
+    }
+    let snapshot = engine.snapshot();
+    let count = |group, shard| read_shard::<F::Kv>(&snapshot, group, shard, 1 << 20).len();
+    assert_eq!(count(GroupId(3), ShardId(1)), 203);
+    assert_eq!(count(GroupId(3), ShardId(2)), 0);
+    assert_eq!(count(GroupId(4), ShardId(1)), 203);
+    for i in [0, 99, 199] {
+        let key = format!("key-{i:05}");
+        let value = engine.get_data(GroupId(4), ShardId(1), key.as_bytes()).unwrap();
+        assert_eq!(value.as_deref(), Some(vec![i as u8; 100 + i % 50].as_slice()), "{key}");
     }
 }
 

@@ -10,6 +10,9 @@
 //!   lock held across the backend write and the update of the in-memory log state (bounds and
 //!   [`EntryCache`]), so that state always mirrors what is stored. Writes that touch no log
 //!   (the apply path) do not take it.
+//! - Once written, a bulk deletion of user data (a shard deleted, a group's data cleared or
+//!   removed) is handed to the backend to reclaim ([`KvEngine::reclaim`]), so a shard handed
+//!   off frees its disk space soon, not at some later compaction.
 //! - Bytes read back are decoded and checked (index in the value equals index in the key,
 //!   no missing index); anything else is [`Error::Corruption`], never a panic.
 
@@ -293,7 +296,9 @@ impl<K: KvEngine> Engine<K> {
             for op in batch.ops() {
                 self.translate_non_log(op, &mut raw)?;
             }
-            return self.kv.write(&raw, options);
+            self.kv.write(&raw, options)?;
+            self.reclaim_deleted(&raw);
+            return Ok(());
         }
         let mut log = self.write_log();
         let mut pending: BTreeMap<GroupId, Option<LogBounds>> = BTreeMap::new();
@@ -302,6 +307,7 @@ impl<K: KvEngine> Engine<K> {
             self.translate_log(&log, &mut pending, op, &mut raw)?;
         }
         self.kv.write(&raw, options)?;
+        self.reclaim_deleted(&raw);
         let log = &mut *log;
         for op in batch.ops() {
             match op {
@@ -322,6 +328,22 @@ impl<K: KvEngine> Engine<K> {
             };
         }
         Ok(())
+    }
+
+    /// Hands the backend every bulk deletion of user data in `raw` (a shard deleted, a group's
+    /// data cleared or removed: the only range deletes of these column families) to reclaim.
+    /// Range deletes of Raft logs are left to the backend: logs are truncated all the time,
+    /// a little at a time.
+    fn reclaim_deleted(&self, raw: &[RawOp]) {
+        for op in raw {
+            if let RawOp::DeleteRange {
+                cf: cf @ (ColumnFamily::Data | ColumnFamily::Sessions),
+                range,
+            } = op
+            {
+                self.kv.reclaim(*cf, range);
+            }
+        }
     }
 
     /// The bounds of `group` as of the ops translated so far in this batch.

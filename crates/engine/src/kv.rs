@@ -101,6 +101,13 @@ pub trait KvEngine: KvRead + Send + Sync + 'static {
     /// Returns a point-in-time view of the whole store.
     fn snapshot(&self) -> Self::Snapshot;
 
+    /// Hints that the keys of `range` in `cf` were just deleted in bulk (a shard handed off, a
+    /// group's data cleared or removed), so their space should go back to the file system soon
+    /// rather than whenever the backend would get to it. Returns at once: the work, if any,
+    /// happens in the background, and never changes what any read returns (a hint over live
+    /// keys keeps them). A backend that frees space as it deletes does nothing.
+    fn reclaim(&self, cf: ColumnFamily, range: &KeyRange);
+
     /// The store's location, named in every error.
     fn path(&self) -> &Path;
 

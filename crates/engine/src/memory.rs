@@ -224,6 +224,10 @@ impl KvEngine for MemKv {
         MemSnapshot { tables: self.lock().live.clone() }
     }
 
+    /// Nothing to do: a delete drops the keys from the maps, and their memory with them once
+    /// no snapshot shares the map.
+    fn reclaim(&self, _cf: ColumnFamily, _range: &KeyRange) {}
+
     fn path(&self) -> &Path {
         &self.path
     }

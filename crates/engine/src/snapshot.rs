@@ -64,6 +64,17 @@ pub enum ShardCursor {
     AfterData(Bytes),
 }
 
+impl ShardCursor {
+    /// Where a scan resumes after reading `record`.
+    #[must_use]
+    pub fn after(record: &ShardRecord) -> Self {
+        match record {
+            ShardRecord::Session { client, .. } => Self::AfterSession(*client),
+            ShardRecord::Data { key, .. } => Self::AfterData(key.clone()),
+        }
+    }
+}
+
 /// One chunk of a shard scan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardChunk {
@@ -188,8 +199,7 @@ impl<S: KvRead> EngineSnapshot<S> {
         let (records, full) =
             self.scan_chunk(&keys::shard_range(group, shard), resume, max_bytes)?;
         let next = full.then(|| match records.last() {
-            Some((_, ShardRecord::Session { client, .. })) => ShardCursor::AfterSession(*client),
-            Some((_, ShardRecord::Data { key, .. })) => ShardCursor::AfterData(key.clone()),
+            Some((_, record)) => ShardCursor::after(record),
             None => unreachable!("a full chunk holds at least one record"),
         });
         Ok(ShardChunk { records: records.into_iter().map(|(_, record)| record).collect(), next })

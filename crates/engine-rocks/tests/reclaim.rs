@@ -1,0 +1,123 @@
+//! Deleting a shard gives its disk space back: the range delete is followed by a background
+//! compaction of the range ([`mosaic_engine::KvEngine::reclaim`]), so the table files shrink to
+//! what the other shards hold, without waiting for RocksDB to get to the range by itself.
+//! The test prints the numbers (`--nocapture`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mosaic_engine::conformance::IDENTITY;
+use mosaic_engine::{GroupId, ShardId, WriteBatch, WriteOptions};
+use mosaic_engine_rocks::{RocksConfig, RocksEngine, open};
+
+const GROUP: GroupId = GroupId(1);
+const DOOMED: ShardId = ShardId(1);
+const KEPT: ShardId = ShardId(2);
+const VALUE_BYTES: usize = 64 << 10;
+const MIB: u64 = 1 << 20;
+
+/// Values that do not compress, so file sizes follow the bytes written.
+fn value(shard: ShardId, i: u64) -> Bytes {
+    let mut state = (u64::from(shard.0) << 32 | i) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = Vec::with_capacity(VALUE_BYTES);
+    while bytes.len() < VALUE_BYTES {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    Bytes::from(bytes)
+}
+
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("key-{i:06}"))
+}
+
+fn fill(engine: &RocksEngine, shard: ShardId, mib: u64) {
+    let per_batch = MIB / VALUE_BYTES as u64;
+    for first in (0..mib * per_batch).step_by(per_batch as usize) {
+        let mut batch = WriteBatch::new();
+        for i in first..first + per_batch {
+            batch.put_data(GROUP, shard, key(i), value(shard, i));
+        }
+        engine.write(&batch, WriteOptions { sync: false }).unwrap();
+    }
+}
+
+/// The bytes of the table files in `dir`, as the file system sees them.
+fn sst_bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sst"))
+        .map(|entry| entry.metadata().unwrap().len())
+        .sum()
+}
+
+/// Polls `measure` until it is at most `bound`, for up to `timeout`; returns the last reading.
+fn settle(timeout: Duration, bound: u64, mut measure: impl FnMut() -> u64) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reading = measure();
+        if reading <= bound || Instant::now() >= deadline {
+            return reading;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn deleting_a_shard_gives_its_disk_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), IDENTITY, &RocksConfig::small()).unwrap();
+    fill(&engine, DOOMED, 48);
+    fill(&engine, KEPT, 2);
+    // The memtables (4 MiB each) flush as they fill: most of the 50 MiB is in table files.
+    let before = engine.kv().live_sst_bytes().unwrap();
+    assert!(before >= 40 * MIB, "only {before} bytes reached the table files");
+
+    let mut batch = WriteBatch::new();
+    batch.delete_shard(GROUP, DOOMED);
+    engine.write(&batch, WriteOptions { sync: true }).unwrap();
+    assert!(engine.kv().wait_reclaimed(Duration::from_secs(120)), "reclaim did not finish");
+    let after = engine.kv().live_sst_bytes().unwrap();
+    // RocksDB deletes a compacted file once nothing reads it: give it a moment.
+    let on_disk = settle(Duration::from_secs(10), 8 * MIB, || sst_bytes_on_disk(dir.path()));
+    eprintln!(
+        "table files: {} MiB before deleting a 48 MiB shard, {} MiB after ({} MiB on disk); \
+         reclaim {:?}",
+        before / MIB,
+        after / MIB,
+        on_disk / MIB,
+        engine.kv().reclaim_stats()
+    );
+    assert!(after <= 8 * MIB, "{after} bytes of table files left after the delete");
+    assert!(on_disk <= 8 * MIB, "{on_disk} bytes of table files left on disk");
+    assert!(engine.kv().reclaim_stats().completed >= 1);
+
+    for i in 0..(2 * MIB / VALUE_BYTES as u64) {
+        let read = engine.get_data(GROUP, KEPT, &key(i)).unwrap();
+        assert_eq!(read, Some(value(KEPT, i)), "kept shard's key {i}");
+    }
+    assert_eq!(engine.get_data(GROUP, DOOMED, &key(0)).unwrap(), None);
+}
+
+/// A snapshot taken before the delete (a migration's pull still reading the shard) reads every
+/// value while and after the range is compacted.
+#[test]
+fn a_snapshot_reads_the_deleted_shard_through_the_reclaim() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), IDENTITY, &RocksConfig::small()).unwrap();
+    fill(&engine, DOOMED, 12);
+    let snapshot = engine.snapshot();
+    let mut batch = WriteBatch::new();
+    batch.delete_shard(GROUP, DOOMED);
+    engine.write(&batch, WriteOptions { sync: true }).unwrap();
+    assert!(engine.kv().wait_reclaimed(Duration::from_secs(60)), "reclaim did not finish");
+    for i in 0..(12 * MIB / VALUE_BYTES as u64) {
+        let read = snapshot.get_data(GROUP, DOOMED, &key(i)).unwrap();
+        assert_eq!(read, Some(value(DOOMED, i)), "key {i} through the snapshot");
+    }
+    assert_eq!(engine.get_data(GROUP, DOOMED, &key(0)).unwrap(), None);
+}
