@@ -62,6 +62,7 @@ impl ShardMigration for MigrationService {
     ) -> Result<Response<Self::PullShardStream>, Status> {
         let r = request.into_inner();
         let (group, shard) = (GroupId(r.from_group), ShardId(r.shard_id));
+        let resume = position_from_pb(r.resume);
         let query =
             KvQuery::Handoff { num: ConfigNum(r.config_num), shard, to: GroupId(r.to_group) };
         let timeout = self.limits.request_timeout;
@@ -76,11 +77,13 @@ impl ShardMigration for MigrationService {
         let KvReadOutput::Handoff(snapshot) = read.output else {
             return Err(Status::internal("a handoff read answered something else"));
         };
-        tracing::info!(%group, %shard, to = r.to_group, num = r.config_num, "streaming a shard");
+        tracing::info!(
+            %group, %shard, to = r.to_group, num = r.config_num, ?resume, "streaming a shard"
+        );
         let (sender, receiver) = mpsc::channel(2);
         let limits = self.limits;
         tokio::task::spawn_blocking(move || {
-            stream_shard(&Arc::new(snapshot), group, shard, &sender, limits);
+            stream_shard(&Arc::new(snapshot), group, shard, resume, &sender, limits);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
@@ -118,17 +121,17 @@ impl ShardMigration for MigrationService {
     }
 }
 
-/// Reads `shard` of `group` chunk by chunk from `snapshot` into `sender`, paced, on a
-/// blocking thread; stops early when the receiver goes away.
+/// Reads `shard` of `group` chunk by chunk from `snapshot` into `sender`, starting at
+/// `cursor`, paced, on a blocking thread; stops early when the receiver goes away.
 fn stream_shard(
     snapshot: &Arc<EngineSnapshot<NodeSnapshot>>,
     group: GroupId,
     shard: ShardId,
+    mut cursor: ShardCursor,
     sender: &mpsc::Sender<Result<pb::ShardChunk, Status>>,
     limits: MigrationLimits,
 ) {
     let mut pacer = Pacer::new(limits.bytes_per_sec);
-    let mut cursor = ShardCursor::Start;
     loop {
         let chunk = match snapshot.scan_shard_chunk(group, shard, &cursor, limits.chunk_bytes_max) {
             Ok(chunk) => chunk,
@@ -163,6 +166,29 @@ fn record_to_pb(record: ShardRecord) -> pb::ShardRecord {
         ShardRecord::Data { key, value } => Record::Data(pb::DataRecord { key, value }),
     };
     pb::ShardRecord { record: Some(record) }
+}
+
+/// A position in a shard, for the wire (`None` for the start).
+#[must_use]
+pub fn position_to_pb(cursor: &ShardCursor) -> Option<pb::ShardPosition> {
+    use pb::shard_position::After;
+    let after = match cursor {
+        ShardCursor::Start => return None,
+        ShardCursor::AfterSession(client) => After::AfterSession(client.0),
+        ShardCursor::AfterData(key) => After::AfterKey(key.clone()),
+    };
+    Some(pb::ShardPosition { after: Some(after) })
+}
+
+/// A position in a shard received from the wire; absent (or empty) is the start.
+#[must_use]
+pub fn position_from_pb(position: Option<pb::ShardPosition>) -> ShardCursor {
+    use pb::shard_position::After;
+    match position.and_then(|position| position.after) {
+        None => ShardCursor::Start,
+        Some(After::AfterSession(client)) => ShardCursor::AfterSession(ClientId(client)),
+        Some(After::AfterKey(key)) => ShardCursor::AfterData(key),
+    }
 }
 
 /// The records of a chunk received from the wire.

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use mosaic_client::ControllerClient;
 use mosaic_controller::{Command, ConfigNum, Configuration, GroupLife};
-use mosaic_engine::{GroupId, ShardId};
+use mosaic_engine::{GroupId, ShardCursor, ShardId};
 use mosaic_proto::pb::{self, shard_migration_client::ShardMigrationClient};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
@@ -35,7 +35,7 @@ use mosaic_shardkv::{
     MigrationTask, TaskKey, plan,
 };
 
-use crate::migration_service::records_from_pb;
+use crate::migration_service::{position_from_pb, position_to_pb, records_from_pb};
 use crate::node::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
@@ -121,8 +121,8 @@ impl Migrator {
     async fn run(&self, task: MigrationTask) -> TaskResult {
         match task {
             MigrationTask::Reconfigure { group, next } => self.reconfigure(group, next).await,
-            MigrationTask::Pull { group, shard, num, from, nodes } => {
-                self.pull(group, shard, num, from, &nodes).await
+            MigrationTask::Pull { group, shard, num, from, nodes, resume } => {
+                self.pull(group, shard, num, from, &nodes, &resume).await
             }
             MigrationTask::Confirm { group, shard, num, from, nodes, from_retired } => {
                 if !from_retired {
@@ -225,7 +225,8 @@ impl Migrator {
         Err(failures.join("; "))
     }
 
-    /// Pulls `shard` (moved to `group` in configuration `num`) from a replica of `from`.
+    /// Pulls `shard` (moved to `group` in configuration `num`) from a replica of `from`,
+    /// starting at `resume`, where the chunks installed so far end.
     async fn pull(
         &self,
         group: GroupId,
@@ -233,31 +234,37 @@ impl Migrator {
         num: ConfigNum,
         from: GroupId,
         nodes: &[NodeId],
+        resume: &ShardCursor,
     ) -> TaskResult {
         let request = pb::PullShardRequest {
             from_group: from.0,
             to_group: group.0,
             shard_id: shard.0,
             config_num: num.0,
+            resume: position_to_pb(resume),
         };
         let node = self
-            .on_first_source(nodes, |mut client| async move {
-                self.pull_from(&mut client, group, shard, num, request).await
+            .on_first_source(nodes, |mut client| {
+                let request = request.clone();
+                async move { self.pull_from(&mut client, group, request).await }
             })
             .await
             .map_err(|failures| format!("pulling shard {shard} from group {from}: {failures}"))?;
-        tracing::info!(%group, %shard, %from, %node, %num, "shard arrived");
+        tracing::info!(%group, %shard, %from, %node, %num, "pull finished");
         Ok(())
     }
 
+    /// Streams the pull `request` from `client` into `group`'s log, chunk by chunk, each
+    /// proposed with where it starts; ends when the last chunk is installed or another pull
+    /// has got further (the group's state then says where the next pull starts).
     async fn pull_from(
         &self,
         client: &mut MigrationClient,
         group: GroupId,
-        shard: ShardId,
-        num: ConfigNum,
         request: pb::PullShardRequest,
     ) -> TaskResult {
+        let (num, shard) = (ConfigNum(request.config_num), ShardId(request.shard_id));
+        let mut from = position_from_pb(request.resume.clone());
         let mut stream = client
             .pull_shard(request)
             .await
@@ -268,14 +275,20 @@ impl Migrator {
         {
             let last = chunk.last;
             let records = records_from_pb(chunk.records)?;
-            match self
-                .propose(group, MigrationCommand::InstallChunk { num, shard, records, last })
-                .await?
-            {
+            let start = from.clone();
+            if let Some(record) = records.last() {
+                from = ShardCursor::after(record);
+            }
+            let install =
+                MigrationCommand::InstallChunk { num, shard, from: Some(start), records, last };
+            match self.propose(group, install).await? {
                 MigrationOutcome::Done if last => return Ok(()),
                 MigrationOutcome::Done => {}
-                // Installed already (by this node as an earlier leader, or another).
-                MigrationOutcome::Stale(_) => return Ok(()),
+                // Installed already, or another pull (an earlier leader's) got further.
+                MigrationOutcome::Stale(reason) => {
+                    tracing::debug!(%group, %shard, %reason, "pull overtaken");
+                    return Ok(());
+                }
                 MigrationOutcome::NotYet(reason) => return Err(reason),
             }
         }

@@ -4,9 +4,12 @@
 //! Encoding, after `version u8 (1) ‖ kind u8`:
 //! - kind 4 [`MigrationCommand::Reconfigure`]: the previous then the next configuration, each
 //!   as its length (`u32`) and its controller encoding;
-//! - kind 5 [`MigrationCommand::InstallChunk`]: `num u64 ‖ shard u32 ‖ last u8 (0 or 1) ‖
-//!   count u32 ‖ records`, a record being `1 ‖ client u64 ‖ length u32 ‖ session record` or
-//!   `2 ‖ key length u32 ‖ key ‖ value length u32 ‖ value`;
+//! - kind 8 [`MigrationCommand::InstallChunk`]: `num u64 ‖ shard u32 ‖ from cursor ‖ last u8
+//!   (0 or 1) ‖ count u32 ‖ records`, a cursor being `0` (the start), `1 ‖ client u64` (after
+//!   that client's session) or `2 ‖ key length u32 ‖ key` (after that key), a record being
+//!   `1 ‖ client u64 ‖ length u32 ‖ session record` or `2 ‖ key length u32 ‖ key ‖ value
+//!   length u32 ‖ value`. Kind 5, written by versions before pulls resumed, is the same
+//!   without the cursor and decodes with `from: None`;
 //! - kind 6 [`MigrationCommand::DeleteShard`] and kind 7 [`MigrationCommand::ConfirmHandoff`]:
 //!   `num u64 ‖ shard u32`.
 //!
@@ -17,14 +20,18 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_controller::codec::{self, Reader, put_len};
 use mosaic_controller::{ConfigNum, Configuration};
-use mosaic_engine::{ClientId, ShardId, ShardRecord};
+use mosaic_engine::{ClientId, ShardCursor, ShardId, ShardRecord};
 
 use crate::command::{COMMAND_VERSION, DecodeError};
 
 const RECONFIGURE_KIND: u8 = 4;
-const INSTALL_CHUNK_KIND: u8 = 5;
+const INSTALL_CHUNK_WITHOUT_POSITION_KIND: u8 = 5;
 const DELETE_SHARD_KIND: u8 = 6;
 const CONFIRM_HANDOFF_KIND: u8 = 7;
+const INSTALL_CHUNK_KIND: u8 = 8;
+const CURSOR_START_TAG: u8 = 0;
+const CURSOR_AFTER_SESSION_TAG: u8 = 1;
+const CURSOR_AFTER_DATA_TAG: u8 = 2;
 const SESSION_RECORD_TAG: u8 = 1;
 const DATA_RECORD_TAG: u8 = 2;
 
@@ -45,6 +52,10 @@ pub enum MigrationCommand {
         num: ConfigNum,
         /// The shard.
         shard: ShardId,
+        /// Where in the shard the chunk starts: it applies only where the chunks installed
+        /// so far end ([`crate::Ownership::resume_point`]), so no part is ever skipped.
+        /// `None` only in entries written before pulls resumed: applied wherever the pull is.
+        from: Option<ShardCursor>,
         /// Its client sessions and data, as the previous owner's snapshot yields them.
         records: Vec<ShardRecord>,
         /// True on the final chunk: the shard serves once it is applied.
@@ -94,10 +105,17 @@ impl MigrationCommand {
                     out.put_slice(&encoded);
                 }
             }
-            Self::InstallChunk { num, shard, records, last } => {
-                out.put_u8(INSTALL_CHUNK_KIND);
+            Self::InstallChunk { num, shard, from, records, last } => {
+                out.put_u8(if from.is_some() {
+                    INSTALL_CHUNK_KIND
+                } else {
+                    INSTALL_CHUNK_WITHOUT_POSITION_KIND
+                });
                 out.put_u64(num.0);
                 out.put_u32(shard.0);
+                if let Some(from) = from {
+                    put_cursor(&mut out, from);
+                }
                 out.put_u8(u8::from(*last));
                 put_len(&mut out, records.len());
                 for record in records {
@@ -150,9 +168,14 @@ impl MigrationCommand {
                 let next = config().map_err(error)?;
                 Self::Reconfigure { previous, next }
             }
-            INSTALL_CHUNK_KIND => {
+            kind @ (INSTALL_CHUNK_KIND | INSTALL_CHUNK_WITHOUT_POSITION_KIND) => {
                 let num = ConfigNum(reader.u64().map_err(error)?);
                 let shard = ShardId(reader.u32().map_err(error)?);
+                let from = if kind == INSTALL_CHUNK_KIND {
+                    Some(read_cursor(&mut reader).map_err(error)?)
+                } else {
+                    None
+                };
                 let last = match reader.u8().map_err(error)? {
                     0 => false,
                     1 => true,
@@ -176,7 +199,7 @@ impl MigrationCommand {
                     };
                     records.push(record);
                 }
-                Self::InstallChunk { num, shard, records, last }
+                Self::InstallChunk { num, shard, from, records, last }
             }
             kind @ (DELETE_SHARD_KIND | CONFIRM_HANDOFF_KIND) => {
                 let num = ConfigNum(reader.u64().map_err(error)?);
@@ -192,6 +215,34 @@ impl MigrationCommand {
         reader.finish().map_err(error)?;
         Ok(command)
     }
+}
+
+/// Writes a shard cursor (see the module documentation).
+pub(crate) fn put_cursor(out: &mut BytesMut, cursor: &ShardCursor) {
+    match cursor {
+        ShardCursor::Start => out.put_u8(CURSOR_START_TAG),
+        ShardCursor::AfterSession(client) => {
+            out.put_u8(CURSOR_AFTER_SESSION_TAG);
+            out.put_u64(client.0);
+        }
+        ShardCursor::AfterData(key) => {
+            out.put_u8(CURSOR_AFTER_DATA_TAG);
+            put_bytes(out, key);
+        }
+    }
+}
+
+/// Reads a shard cursor written by [`put_cursor`].
+pub(crate) fn read_cursor(reader: &mut Reader<'_>) -> Result<ShardCursor, codec::DecodeError> {
+    Ok(match reader.u8()? {
+        CURSOR_START_TAG => ShardCursor::Start,
+        CURSOR_AFTER_SESSION_TAG => ShardCursor::AfterSession(ClientId(reader.u64()?)),
+        CURSOR_AFTER_DATA_TAG => {
+            let len = reader.count(1)?;
+            ShardCursor::AfterData(Bytes::copy_from_slice(reader.take(len)?))
+        }
+        tag => return Err(codec::DecodeError(format!("unknown cursor tag {tag}"))),
+    })
 }
 
 /// Reads a length-prefixed byte string of `data` without copying it.
@@ -234,14 +285,30 @@ mod tests {
             MigrationCommand::InstallChunk {
                 num: ConfigNum(3),
                 shard: ShardId(1),
-                records,
+                from: Some(ShardCursor::AfterData(Bytes::from_static(b"key"))),
+                records: records.clone(),
                 last: true,
             },
             MigrationCommand::InstallChunk {
                 num: ConfigNum(3),
                 shard: ShardId(1),
+                from: Some(ShardCursor::AfterSession(ClientId(u64::MAX))),
                 records: Vec::new(),
                 last: false,
+            },
+            MigrationCommand::InstallChunk {
+                num: ConfigNum(3),
+                shard: ShardId(1),
+                from: Some(ShardCursor::Start),
+                records: records.clone(),
+                last: false,
+            },
+            MigrationCommand::InstallChunk {
+                num: ConfigNum(3),
+                shard: ShardId(1),
+                from: None,
+                records,
+                last: true,
             },
             MigrationCommand::DeleteShard { num: ConfigNum(u64::MAX), shard: ShardId(0) },
             MigrationCommand::ConfirmHandoff { num: ConfigNum(5), shard: ShardId(u32::MAX - 1) },
@@ -284,17 +351,30 @@ mod tests {
                 (ShardId(4), ShardState::Sending { to: None }),
             ]),
             sources: BTreeMap::from([(GroupId(3), vec![NodeId(7)])]),
+            resume: BTreeMap::from([(ShardId(1), ShardCursor::AfterData(Bytes::from("k")))]),
         };
         assert_eq!(Ownership::decode(&ownership.encode()), Ok(ownership.clone()));
         let encoded = ownership.encode();
         for len in 0..encoded.len() {
             assert!(Ownership::decode(&encoded[..len]).is_err(), "cut at {len}");
         }
+        // Version 1 had no resume positions: such a record reads with none.
+        let without_resume = Ownership { resume: BTreeMap::new(), ..ownership };
+        let mut version_1 = without_resume.encode().to_vec();
+        version_1.truncate(version_1.len() - 4);
+        version_1[0] = 1;
+        assert_eq!(Ownership::decode(&version_1), Ok(without_resume));
+        // A resume position for a shard that is not being pulled is refused.
+        let serving = Ownership {
+            resume: BTreeMap::from([(ShardId(0), ShardCursor::Start)]),
+            ..Ownership::default()
+        };
+        assert!(Ownership::decode(&serving.encode()).is_err());
     }
 
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(kind in 4u8..8, bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fn arbitrary_bytes_never_panic(kind in 4u8..9, bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
             let mut data = vec![COMMAND_VERSION, kind];
             data.extend(bytes.iter().copied());
             let _ = KvCommand::decode(&Bytes::from(data));

@@ -8,7 +8,7 @@
 //! | state | serves | what happens next |
 //! |---|---|---|
 //! | `Serving` | yes | stays until a configuration gives the shard to another group |
-//! | `Pulling { from }` | no (`ShardNotReady`) | the data arrives in chunks through the log; the last one makes it `Confirming` |
+//! | `Pulling { from }` | no (`ShardNotReady`) | the data arrives in chunks through the log, each continuing where the last stopped ([`Ownership::resume`]); the last one makes it `Confirming` |
 //! | `Confirming { from }` | yes | the old owner deletes its copy, then `Serving` |
 //! | `Sending { to }` | no (`WrongGroup`) | kept, frozen, until the new owner has it; then deleted |
 //!
@@ -17,6 +17,9 @@
 //! - A `Sending` shard is never written: its data is exactly the data as of the switch, so any
 //!   replica may stream it, any number of times.
 //! - Every group named by a `Pulling` or `Confirming` shard is a key of `sources`.
+//! - Every shard of `resume` is `Pulling`: the chunks installed so far hold the previous
+//!   owner's shard up to that position, so a pull (by this leader or the next) continues from
+//!   it, not from the start.
 //!
 //! A group whose node does not follow a controller has no ownership at all (`None` in the
 //! state machine): it serves every shard it is asked about, as a static single-group cluster
@@ -28,11 +31,12 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_controller::codec::{Reader, put_groups, put_len};
 use mosaic_controller::{ConfigNum, Configuration};
-use mosaic_engine::{GroupId, ShardId};
+use mosaic_engine::{GroupId, ShardCursor, ShardId};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
 
 use crate::command::DecodeError;
+use crate::migration::{put_cursor, read_cursor};
 
 /// The shard of a group's data where the group keeps its own records (its ownership); never
 /// a user shard (clients asking for it are refused), but inside the group's key range, so a
@@ -49,7 +53,8 @@ pub const PLACEMENT_RECORD: &[u8] = b"shard-placement";
 /// The value of [`PLACEMENT_RECORD`] on a node that follows a controller.
 pub const PLACED_BY_CONTROLLER: &[u8] = b"controller";
 
-const OWNERSHIP_VERSION: u8 = 1;
+/// Version 2 added `resume`; version 1 records (without it) are still read.
+const OWNERSHIP_VERSION: u8 = 2;
 const SERVING_TAG: u8 = 1;
 const PULLING_TAG: u8 = 2;
 const CONFIRMING_TAG: u8 = 3;
@@ -118,6 +123,8 @@ pub struct Ownership {
     /// The members, as of configuration `num - 1`, of every group a shard is pulled from or
     /// confirmed to.
     pub sources: BTreeMap<GroupId, Vec<NodeId>>,
+    /// For a `Pulling` shard of which chunks have been installed: where the next chunk starts.
+    pub resume: BTreeMap<ShardId, ShardCursor>,
 }
 
 impl Ownership {
@@ -131,6 +138,12 @@ impl Ownership {
     #[must_use]
     pub fn state(&self, shard: ShardId) -> Option<ShardState> {
         self.shards.get(&shard).copied()
+    }
+
+    /// Where the next chunk of the pulled `shard` starts: after the chunks installed so far.
+    #[must_use]
+    pub fn resume_point(&self, shard: ShardId) -> ShardCursor {
+        self.resume.get(&shard).cloned().unwrap_or_default()
     }
 
     /// Checks that the group serves `shard` now.
@@ -211,11 +224,19 @@ impl Ownership {
             };
             shards.insert(shard, state);
         }
-        Ok(Self { num: next.num, shards, sources })
+        Ok(Self { num: next.num, shards, sources, resume: BTreeMap::new() })
+    }
+
+    /// Records that the pulled `shard` has been installed up to `next`.
+    pub(crate) fn installed(&mut self, shard: ShardId, next: ShardCursor) {
+        if matches!(self.state(shard), Some(ShardState::Pulling { .. })) {
+            self.resume.insert(shard, next);
+        }
     }
 
     /// Marks the pulled `shard` as arrived: `Pulling` becomes `Confirming`.
     pub(crate) fn arrived(&mut self, shard: ShardId) {
+        self.resume.remove(&shard);
         if let Some(state) = self.shards.get_mut(&shard)
             && let ShardState::Pulling { from } = *state
         {
@@ -248,9 +269,11 @@ impl Ownership {
         });
     }
 
-    /// Encodes the record: `version u8 (1) ‖ num u64 ‖ shards (count u32, then per shard:
-    /// shard u32 ‖ tag u8 ‖ fields) ‖ sources (a map of groups to member nodes)`. Tags: 1
-    /// serving, 2 pulling (from u64), 3 confirming (from u64), 4 sending (0, or 1 and to u64).
+    /// Encodes the record: `version u8 (2) ‖ num u64 ‖ shards (count u32, then per shard:
+    /// shard u32 ‖ tag u8 ‖ fields) ‖ sources (a map of groups to member nodes) ‖ resume
+    /// (count u32, then per shard: shard u32 ‖ cursor)`. Tags: 1 serving, 2 pulling (from u64),
+    /// 3 confirming (from u64), 4 sending (0, or 1 and to u64). Cursors as in
+    /// [`crate::MigrationCommand`]'s encoding. Version 1 is the same without `resume`.
     #[must_use]
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
@@ -276,6 +299,11 @@ impl Ownership {
             }
         }
         put_groups(&mut out, &self.sources);
+        put_len(&mut out, self.resume.len());
+        for (shard, cursor) in &self.resume {
+            out.put_u32(shard.0);
+            put_cursor(&mut out, cursor);
+        }
         out.freeze()
     }
 
@@ -287,7 +315,7 @@ impl Ownership {
         let error = |error: mosaic_controller::codec::DecodeError| DecodeError(error.0);
         let mut reader = Reader::new(bytes, "ownership record");
         let version = reader.u8().map_err(error)?;
-        if version != OWNERSHIP_VERSION {
+        if !(1..=OWNERSHIP_VERSION).contains(&version) {
             return Err(DecodeError(format!("unknown ownership version {version}")));
         }
         let num = ConfigNum(reader.u64().map_err(error)?);
@@ -309,7 +337,19 @@ impl Ownership {
             }
         }
         let sources = reader.groups().map_err(error)?;
+        let mut resume = BTreeMap::new();
+        if version >= 2 {
+            for _ in 0..reader.count(5).map_err(error)? {
+                let shard = ShardId(reader.u32().map_err(error)?);
+                if !matches!(shards.get(&shard), Some(ShardState::Pulling { .. })) {
+                    return Err(DecodeError(format!("shard {shard} resumes but is not pulled")));
+                }
+                if resume.insert(shard, read_cursor(&mut reader).map_err(error)?).is_some() {
+                    return Err(DecodeError(format!("shard {shard} resumes twice")));
+                }
+            }
+        }
         reader.finish().map_err(error)?;
-        Ok(Self { num, shards, sources })
+        Ok(Self { num, shards, sources, resume })
     }
 }

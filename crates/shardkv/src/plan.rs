@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use mosaic_controller::{ConfigNum, GroupLife};
-use mosaic_engine::{GroupId, ShardId};
+use mosaic_engine::{GroupId, ShardCursor, ShardId};
 use mosaic_raft::NodeId;
 
 use crate::ownership::{Ownership, ShardState};
@@ -33,7 +33,7 @@ pub enum MigrationTask {
         next: ConfigNum,
     },
     /// Pull `shard`, which configuration `num` gave to the group, from a replica of `from`
-    /// (one of `nodes`), installing each chunk through the group's log.
+    /// (one of `nodes`), starting at `resume`, installing each chunk through the group's log.
     Pull {
         /// The group.
         group: GroupId,
@@ -45,6 +45,8 @@ pub enum MigrationTask {
         from: GroupId,
         /// The previous owner's members as of configuration `num - 1`.
         nodes: Vec<NodeId>,
+        /// Where the chunks installed so far end ([`Ownership::resume_point`]).
+        resume: ShardCursor,
     },
     /// Have `from` delete its copy of `shard` (through `from`'s log), then propose
     /// `ConfirmHandoff` to the group. When the controller has retired `from`, its copy is
@@ -118,9 +120,14 @@ pub fn plan(
                 let shard = *shard;
                 let nodes = |from| ownership.sources.get(&from).cloned().unwrap_or_default();
                 match *state {
-                    ShardState::Pulling { from } => {
-                        Some(MigrationTask::Pull { group, shard, num, from, nodes: nodes(from) })
-                    }
+                    ShardState::Pulling { from } => Some(MigrationTask::Pull {
+                        group,
+                        shard,
+                        num,
+                        from,
+                        nodes: nodes(from),
+                        resume: ownership.resume_point(shard),
+                    }),
                     ShardState::Confirming { from } => Some(MigrationTask::Confirm {
                         group,
                         shard,
@@ -166,7 +173,7 @@ mod tests {
         let shards: BTreeMap<_, _> =
             shards.iter().map(|(s, state)| (ShardId(*s), *state)).collect();
         let sources = [(GroupId(1), vec![NodeId(1), NodeId(2)])].into_iter().collect();
-        Ownership { num: ConfigNum(num), shards, sources }
+        Ownership { num: ConfigNum(num), shards, sources, resume: BTreeMap::new() }
     }
 
     #[test]
@@ -194,7 +201,7 @@ mod tests {
     #[test]
     fn moving_shards_are_pulled_or_confirmed_and_hold_the_group_back() {
         let from = GroupId(1);
-        let moving = ownership(
+        let mut moving = ownership(
             5,
             &[
                 (0, ShardState::Pulling { from }),
@@ -203,6 +210,8 @@ mod tests {
                 (3, ShardState::Sending { to: Some(GroupId(3)) }),
             ],
         );
+        let resume = ShardCursor::AfterData(bytes::Bytes::from("key-7"));
+        moving.resume.insert(ShardId(0), resume.clone());
         let nodes = vec![NodeId(1), NodeId(2)];
         let tasks = plan(G, &moving, ConfigNum(9), &life(1, None, false));
         assert_eq!(
@@ -213,7 +222,8 @@ mod tests {
                     shard: ShardId(0),
                     num: ConfigNum(5),
                     from,
-                    nodes: nodes.clone()
+                    nodes: nodes.clone(),
+                    resume,
                 },
                 MigrationTask::Confirm {
                     group: G,

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use mosaic_controller::ConfigNum;
 use mosaic_engine::{
-    ClientId, Engine, EngineSnapshot, GroupId, KvEngine, KvRead, ShardId, ShardRecord, WriteBatch,
+    ClientId, Engine, EngineSnapshot, GroupId, KvEngine, KvRead, ShardCursor, ShardId, ShardRecord,
+    WriteBatch,
 };
 use mosaic_raft::LogIndex;
 use mosaic_raftstore::{Error, Result, StateMachine};
@@ -245,12 +246,22 @@ impl KvStateMachine {
                     Err(NotApplied::NotYet(reason)) => return Ok(MigrationOutcome::NotYet(reason)),
                 }
             }
-            MigrationCommand::InstallChunk { num, shard, records, last } => {
+            MigrationCommand::InstallChunk { num, shard, from, records, last } => {
                 if num != num_now
                     || !matches!(ownership.state(shard), Some(ShardState::Pulling { .. }))
                 {
                     return stale(format!(
                         "shard {shard} is not being pulled in configuration {num}"
+                    ));
+                }
+                if let Some(from) = &from
+                    && *from != ownership.resume_point(shard)
+                {
+                    // Another pull (an earlier leader's, or a retry) got there first: the
+                    // one that continues from where the shard is now will install it.
+                    return stale(format!(
+                        "shard {shard}: a chunk from {from:?}, but the pull is at {:?}",
+                        ownership.resume_point(shard)
                     ));
                 }
                 let mut sessions = Vec::new();
@@ -266,6 +277,10 @@ impl KvStateMachine {
                 }
                 if last {
                     ownership.arrived(shard);
+                } else if from.is_some()
+                    && let Some(record) = records.last()
+                {
+                    ownership.installed(shard, ShardCursor::after(record));
                 }
                 batch.put_shard_records(group, shard, &records);
                 for (client, session) in sessions {

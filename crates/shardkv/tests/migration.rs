@@ -130,7 +130,7 @@ impl Node {
     }
 
     /// Streams `shard` from `from`'s handoff snapshot into `to` in chunks of at most
-    /// `chunk_bytes`; returns the number of chunks.
+    /// `chunk_bytes`, from where `to`'s installed chunks end; returns the number of chunks.
     fn pull(
         &mut self,
         num: u64,
@@ -139,6 +139,20 @@ impl Node {
         to: GroupId,
         chunk_bytes: u64,
     ) -> usize {
+        self.pull_some(num, shard, from, to, chunk_bytes, usize::MAX)
+    }
+
+    /// As [`Node::pull`], but stops after `chunks_max` chunks (a leader that lost its
+    /// leadership mid-pull).
+    fn pull_some(
+        &mut self,
+        num: u64,
+        shard: u32,
+        from: GroupId,
+        to: GroupId,
+        chunk_bytes: u64,
+        chunks_max: usize,
+    ) -> usize {
         let query = KvQuery::Handoff { num: ConfigNum(num), shard: ShardId(shard), to };
         let KvReadOutput::Handoff(snapshot) =
             StateMachine::<MemKv>::read(&self.groups[&from].0, &self.engine, &query)
@@ -146,9 +160,9 @@ impl Node {
         else {
             panic!("a handoff answered something else");
         };
-        let mut cursor = ShardCursor::Start;
+        let mut cursor = self.ownership(to).expect("placed").resume_point(ShardId(shard));
         let mut chunks = 0;
-        loop {
+        while chunks < chunks_max {
             let chunk = snapshot
                 .scan_shard_chunk(from, ShardId(shard), &cursor, chunk_bytes)
                 .expect("scan");
@@ -157,6 +171,7 @@ impl Node {
             let install = MigrationCommand::InstallChunk {
                 num: ConfigNum(num),
                 shard: ShardId(shard),
+                from: Some(cursor),
                 records: chunk.records,
                 last,
             };
@@ -166,6 +181,7 @@ impl Node {
                 None => return chunks,
             }
         }
+        chunks
     }
 }
 
@@ -235,9 +251,29 @@ fn a_shard_moves_with_its_data_and_sessions_and_the_old_copy_is_deleted() {
         assert!(matches!(refused, Err(Error::WrongGroup { .. })), "{num} {to}: {refused:?}");
     }
 
-    // Shard 2 arrives in chunks; it serves once the last one is applied, shard 3 still pulls.
+    // Shard 2 arrives in chunks. A leader that stops after three leaves the position where
+    // they end; a chunk from anywhere else (a deposed leader's, starting over) is refused,
+    // and the next pull continues from that position.
+    assert_eq!(node.pull_some(2, 2, G1, G2, 64, 3), 3);
+    let resume = node.ownership(G2).expect("placed").resume_point(ShardId(2));
+    assert!(matches!(resume, ShardCursor::AfterSession(_) | ShardCursor::AfterData(_)));
+    assert_eq!(node.state(G2, 2), Some(ShardState::Pulling { from: G1 }));
+    let restart = MigrationCommand::InstallChunk {
+        num: ConfigNum(2),
+        shard: ShardId(2),
+        from: Some(ShardCursor::Start),
+        records: Vec::new(),
+        last: true,
+    };
+    assert!(is_stale(&node.migrate(G2, restart)));
+    assert_eq!(node.ownership(G2).expect("placed").resume_point(ShardId(2)), resume);
+    // It serves once the last chunk is applied; shard 3 still pulls.
     let chunks = node.pull(2, 2, G1, G2, 64);
-    assert!(chunks > 3, "{chunks} chunks");
+    assert!(chunks > 1, "{chunks} more chunks");
+    assert!(
+        node.ownership(G2).expect("placed").resume.is_empty(),
+        "an arrived shard resumes nowhere"
+    );
     assert_eq!(node.state(G2, 2), Some(ShardState::Confirming { from: G1 }));
     assert_eq!(node.read(G2, 2, "key2"), Ok(Some(Bytes::from("ab"))));
     assert_eq!(node.write(G2, 103, 3, 3, "key3", "c"), Err(Error::ShardNotReady));
@@ -249,6 +285,7 @@ fn a_shard_moves_with_its_data_and_sessions_and_the_old_copy_is_deleted() {
     let late = MigrationCommand::InstallChunk {
         num: ConfigNum(2),
         shard: ShardId(2),
+        from: Some(ShardCursor::Start),
         records: Vec::new(),
         last: true,
     };

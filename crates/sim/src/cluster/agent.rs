@@ -389,8 +389,9 @@ impl NodeAgent {
     }
 }
 
-/// The next request of a `Pull` task: a chunk from a source replica, then its install here,
-/// and so on until the final chunk is installed. A source that fails hands over to the next
+/// The next request of a `Pull` task: a chunk from a source replica, then its install here
+/// (saying where the chunk starts), and so on until the final chunk is installed, starting
+/// where the chunks installed so far end (the task's `resume`). A source that fails hands over to the next
 /// one, from the same cursor; `None` once the shard is installed, or every source failed,
 /// or an install did not apply.
 fn pull(
@@ -399,21 +400,23 @@ fn pull(
     progress: &mut PullProgress,
     event: TaskEvent,
 ) -> Option<(NodeId, Request)> {
-    let MigrationTask::Pull { group, shard, num, from, nodes } = task else {
+    let MigrationTask::Pull { group, shard, num, from, nodes, resume } = task else {
         unreachable!("a pull task")
     };
     let (group, shard, num) = (*group, *shard, *num);
     match event {
-        TaskEvent::Start => {}
+        TaskEvent::Start => progress.cursor = resume.clone(),
         TaskEvent::Answer(Response::Chunk(Ok(chunk))) => {
             progress.installing = true;
             progress.last = chunk.next.is_none();
+            let start = progress.cursor.clone();
             if let Some(next) = chunk.next {
                 progress.cursor = next;
             }
             let command = MigrationCommand::InstallChunk {
                 num,
                 shard,
+                from: Some(start),
                 records: chunk.records,
                 last: progress.last,
             };
