@@ -71,8 +71,12 @@ impl State {
                 if *waiting_cf != cf {
                     return true;
                 }
-                merged.start = merged.start.clone().min(waiting.start.clone());
-                merged.end = merged.end.clone().max(waiting.end.clone());
+                if waiting.start < merged.start {
+                    merged.start.clone_from(&waiting.start);
+                }
+                if waiting.end > merged.end {
+                    merged.end.clone_from(&waiting.end);
+                }
                 false
             });
             self.waiting.push_back((cf, merged));

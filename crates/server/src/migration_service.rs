@@ -181,8 +181,7 @@ pub fn position_to_pb(cursor: &ShardCursor) -> Option<pb::ShardPosition> {
 }
 
 /// A position in a shard received from the wire; absent (or empty) is the start.
-#[must_use]
-pub fn position_from_pb(position: Option<pb::ShardPosition>) -> ShardCursor {
+fn position_from_pb(position: Option<pb::ShardPosition>) -> ShardCursor {
     use pb::shard_position::After;
     match position.and_then(|position| position.after) {
         None => ShardCursor::Start,

@@ -35,7 +35,7 @@ use mosaic_shardkv::{
     MigrationTask, TaskKey, plan,
 };
 
-use crate::migration_service::{position_from_pb, position_to_pb, records_from_pb};
+use crate::migration_service::{position_to_pb, records_from_pb};
 use crate::node::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
@@ -246,7 +246,7 @@ impl Migrator {
         let node = self
             .on_first_source(nodes, |mut client| {
                 let request = request.clone();
-                async move { self.pull_from(&mut client, group, request).await }
+                async move { self.pull_from(&mut client, group, request, resume).await }
             })
             .await
             .map_err(|failures| format!("pulling shard {shard} from group {from}: {failures}"))?;
@@ -254,17 +254,19 @@ impl Migrator {
         Ok(())
     }
 
-    /// Streams the pull `request` from `client` into `group`'s log, chunk by chunk, each
-    /// proposed with where it starts; ends when the last chunk is installed or another pull
-    /// has got further (the group's state then says where the next pull starts).
+    /// Streams the pull `request` (which starts at `resume`) from `client` into `group`'s log,
+    /// chunk by chunk, each proposed with where it starts; ends when the last chunk is
+    /// installed or another pull has got further (the group's state then says where the next
+    /// pull starts).
     async fn pull_from(
         &self,
         client: &mut MigrationClient,
         group: GroupId,
         request: pb::PullShardRequest,
+        resume: &ShardCursor,
     ) -> TaskResult {
         let (num, shard) = (ConfigNum(request.config_num), ShardId(request.shard_id));
-        let mut from = position_from_pb(request.resume.clone());
+        let mut from = resume.clone();
         let mut stream = client
             .pull_shard(request)
             .await
