@@ -3,8 +3,8 @@
 #
 #   start_local_controllers BIN DATA_DIR FIRST_PORT [extra `mosaic controller` flags...]
 #     starts controller replica N (1..3) on 127.0.0.1:FIRST_PORT+N-1 with its data in
-#     DATA_DIR/controller-N and its log in DATA_DIR/controller-N.log, then waits until each
-#     listens. Sets `controllers` (the --controllers value) and adds to `pids`.
+#     DATA_DIR/controller-N (with --bootstrap when that does not exist yet) and its log in
+#     DATA_DIR/controller-N.log, then waits until each listens. Sets `controllers` (the --controllers value) and adds to `pids`.
 #   start_local_cluster BIN DATA_DIR FIRST_PORT [extra `mosaic server` flags...]
 #     the same for storage node N (1..3), in DATA_DIR/node-N, each told the others as --peers
 #     (pass --controllers "$controllers" to make them follow the controller). Sets `nodes` (the
@@ -26,7 +26,7 @@ controllers=""
 start_three() {
   local role="$1" name="$2" bin="$3" data="$4" first_port="$5"
   shift 5
-  local id other peers port first_pid=${#pids[@]}
+  local id other peers port first_start first_pid=${#pids[@]}
   mkdir -p "$data"
   for id in 1 2 3; do
     peers=""
@@ -34,8 +34,12 @@ start_three() {
       [[ $other == "$id" ]] && continue
       peers+="${peers:+,}$other=127.0.0.1:$((first_port + other - 1))"
     done
+    first_start=()
+    # A controller replica's first start creates the group; a restart recovers it.
+    [[ $role == controller && ! -e "$data/$name-$id" ]] && first_start=(--bootstrap)
     "$bin" "$role" --id "$id" --listen "127.0.0.1:$((first_port + id - 1))" \
-      --data-dir "$data/$name-$id" --peers "$peers" "$@" >>"$data/$name-$id.log" 2>&1 &
+      --data-dir "$data/$name-$id" --peers "$peers" "${first_start[@]}" "$@" \
+      >>"$data/$name-$id.log" 2>&1 &
     pids+=("$!")
   done
   for id in 1 2 3; do

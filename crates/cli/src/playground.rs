@@ -101,7 +101,10 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
     let controllers_flag = join(&controllers);
     let extra = ["--controllers".to_string(), controllers_flag.clone()];
     for id in 1..=PROCESSES_PER_ROLE {
-        processes.0.push(spawn(&exe, &dir, "controller", id, &controllers, &[])?);
+        // The first run creates the controller group; a later one restarts it from its data.
+        let first_start = !dir.join(format!("controller-{id}")).exists();
+        let extra = if first_start { vec!["--bootstrap".to_string()] } else { Vec::new() };
+        processes.0.push(spawn(&exe, &dir, "controller", id, &controllers, &extra)?);
     }
     for id in 1..=PROCESSES_PER_ROLE {
         processes.0.push(spawn(&exe, &dir, "server", id, &nodes, &extra)?);

@@ -32,6 +32,13 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = mosaic_controller::DEFAULT_SHARD_COUNT,
           value_parser = clap::value_parser!(u32).range(1..))]
     shard_count: u32,
+    /// This is the first start of a new controller group: create it, with this replica and
+    /// --peers as its members, in the empty data directory. Give it to every initial replica,
+    /// once; a replica whose data directory holds the group refuses it, and one whose data
+    /// directory is empty refuses to start without it (a replica that lost its data must not
+    /// come back as a member with an empty log).
+    #[arg(long)]
+    bootstrap: bool,
 }
 
 /// The flags every node process takes.
@@ -115,7 +122,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let config = args.node.config()?;
     let listener = Node::bind(&config).await?;
-    run_until_signal(Node::start_controller(config, args.shard_count, listener).await?).await
+    let node = Node::start_controller(config, args.shard_count, args.bootstrap, listener).await?;
+    run_until_signal(node).await
 }
 
 async fn run_until_signal(mut node: Node) -> anyhow::Result<ExitCode> {

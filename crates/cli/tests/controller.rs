@@ -273,3 +273,28 @@ async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
         assert_eq!(value.as_deref(), Some(expected.as_bytes()), "{key}");
     }
 }
+
+/// Issue: a controller replica restarted on an empty data directory re-created the controller
+/// group as a voter with no log and no memory of its votes. It now starts only with an explicit
+/// `--bootstrap` on an empty directory, and refuses `--bootstrap` on one that holds the group.
+#[test]
+fn a_controller_replica_with_a_wiped_data_directory_refuses_to_start() {
+    let mut controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    controllers.wait_registered(0);
+    controllers.kill(3);
+    std::fs::remove_dir_all(controllers.data_dir(3)).unwrap();
+    let wiped =
+        controllers.command(3, false).stderr(std::process::Stdio::piped()).output().unwrap();
+    assert!(!wiped.status.success(), "a wiped replica started: {}", stderr(&wiped));
+    assert!(stderr(&wiped).contains("holds no controller group"), "{}", stderr(&wiped));
+
+    controllers.kill(2);
+    let again = controllers.command(2, true).stderr(std::process::Stdio::piped()).output().unwrap();
+    assert!(!again.status.success(), "--bootstrap accepted twice: {}", stderr(&again));
+    assert!(stderr(&again).contains("already holds it"), "{}", stderr(&again));
+
+    // Restarted as it should be, replica 2 and replica 1 form a majority again.
+    controllers.spawn(2);
+    controllers.wait_listening(2);
+    controllers.wait_registered(0);
+}

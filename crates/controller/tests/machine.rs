@@ -593,7 +593,8 @@ const TICKS_MAX: usize = 200;
 
 fn open_store(kv: MemKv) -> ControllerStore {
     let engine = Arc::new(open_engine(kv));
-    Store::open(NODE, engine, StoreConfig::default(), NoTransport)
+    let clock = Box::new(mosaic_raftstore::ManualClock::new());
+    Store::open(NODE, engine, StoreConfig::default(), NoTransport, clock)
         .unwrap_or_else(|error| panic!("open the store: {error}"))
 }
 

@@ -13,12 +13,15 @@
 //! Each replica is a [`RawNode`] over [`MemStorage`]. The application's whole job is
 //! [`Cluster::process`]: it carries out each [`mosaic_raft::Ready`] in the order its docs
 //! demand (send, persist, send what waited for the persist, apply, advance). Messages travel
-//! through a FIFO queue and time advances only by `tick()`, so every run prints the same story.
+//! through a FIFO queue and time advances only by `tick()` (each replica's monotonic clock, for
+//! lease reads, is the tick count times `Config::tick_interval`), so every run prints the same
+//! story.
 #![allow(clippy::print_stdout, reason = "an example binary: its narrative on stdout is the point")]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::error::Error;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mosaic_raft::{
@@ -471,12 +474,22 @@ impl Cluster {
         Err(format!("the network is still busy after {DELIVERIES_PER_TICK_MAX} deliveries").into())
     }
 
+    /// The monotonic clock every replica reads: in a real process, `Instant::now()` less the
+    /// time the process started. Here it is the tick count times the configured tick interval.
+    fn clock(&self) -> Result<Duration> {
+        let ticks = u32::try_from(self.tick).map_err(|_| "too many ticks")?;
+        Ok(Config::new(1).tick_interval * ticks)
+    }
+
     /// Advances every running replica's clock by one tick, then delivers what that caused.
     fn tick(&mut self) -> Result<()> {
         self.tick += 1;
+        let now = self.clock()?;
         let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
         for id in ids {
-            self.replica_mut(id)?.node.tick();
+            let node = &mut self.replica_mut(id)?.node;
+            node.set_clock(now);
+            node.tick();
             self.process(id)?;
         }
         self.deliver_all()
@@ -606,7 +619,8 @@ impl Cluster {
                 return Err(format!("read {value:?} for {key}, acknowledged {expected:?}").into());
             }
         }
-        match self.replica(leader)?.node.lease_read() {
+        let now = self.clock()?;
+        match self.replica_mut(leader)?.node.lease_read(now) {
             Ok(index) => println!(
                 "  node {id} could also read at {index} under its leader lease (dissertation \
                  §6.4.1):\n  a majority acknowledged it within the last election timeout, so \

@@ -1,4 +1,7 @@
-//! The settings of one Raft replica. Every timeout is in ticks; every limit names its unit.
+//! The settings of one Raft replica. Every timeout is in ticks (and `tick_interval` says how
+//! much real time a tick stands for); every limit names its unit.
+
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::types::{LogIndex, NodeId};
@@ -35,14 +38,37 @@ pub struct Config {
     pub pre_vote: bool,
     /// CheckQuorum: a leader that has not heard from a majority for an election timeout steps
     /// down, and followers that heard from a leader within the election timeout ignore vote
-    /// requests. Required for lease reads. Default true.
+    /// requests, as does every replica for an election timeout after it starts. Required for
+    /// lease reads. Default true.
     pub check_quorum: bool,
-    /// Lease reads are served only while `election_ticks - lease_margin_ticks` have not
-    /// passed since a majority confirmed leadership; the margin absorbs clock drift between
-    /// nodes. Default 2.
+    /// The lease is shorter than an election timeout by this many ticks (see
+    /// [`Config::tick_interval`]): one tick for the phase of the followers' tick timers, the
+    /// rest for the rates of the leader's clock and the followers' timers differing. At least
+    /// 1, below `election_ticks`. Default 2.
     pub lease_margin_ticks: u32,
     /// Seed of the random election timeouts. Give each replica a different seed.
     pub seed: u64,
+    /// The real time one tick stands for: the application promises never to tick more often
+    /// than this (a tick may come late, never early). Default 100 ms.
+    ///
+    /// Lease reads (Raft dissertation §6.4.1) rest on it. A round of heartbeats that a
+    /// majority acknowledged gives the leader a lease of
+    /// `(election_ticks - lease_margin_ticks) * tick_interval` of the application's monotonic
+    /// clock ([`crate::RawNode::set_clock`]), from when the round was created. That is safe
+    /// because:
+    ///
+    /// - every follower that acknowledged the round ignores vote and pre-vote requests (other
+    ///   than a leadership transfer's) until it has counted `election_ticks` of its own ticks
+    ///   after receiving it, or after restarting if it crashed meanwhile; any new leader needs
+    ///   the vote of one of them;
+    /// - ticks never come faster than `tick_interval`, so those ticks span at least
+    ///   `(election_ticks - 1) * tick_interval` of real time (the first may come at once);
+    /// - `lease_margin_ticks` absorbs that first tick and the difference between the rate of
+    ///   the leader's clock and that of the followers' tick timers.
+    ///
+    /// A leader whose thread stalls (SIGSTOP, a slow fsync) counts no ticks, but its clock
+    /// runs on, so it wakes up with its lease expired.
+    pub tick_interval: Duration,
 }
 
 impl Config {
@@ -64,6 +90,7 @@ impl Config {
             check_quorum: true,
             lease_margin_ticks: 2,
             seed: id,
+            tick_interval: Duration::from_millis(100),
         }
     }
 
@@ -85,10 +112,20 @@ impl Config {
                 self.election_ticks, self.heartbeat_ticks
             ));
         }
-        if self.lease_margin_ticks >= self.election_ticks {
+        if self.lease_margin_ticks == 0 || self.lease_margin_ticks >= self.election_ticks {
             return invalid(format!(
-                "lease_margin_ticks ({}) must be below election_ticks ({})",
+                "lease_margin_ticks ({}) must be at least 1 and below election_ticks ({}): a \
+                 follower's first tick may come right after it acknowledges the leader",
                 self.lease_margin_ticks, self.election_ticks
+            ));
+        }
+        if self.tick_interval.is_zero() {
+            return invalid("tick_interval must be above zero".into());
+        }
+        if self.tick_interval.checked_mul(self.election_ticks).is_none() {
+            return invalid(format!(
+                "tick_interval ({:?}) times election_ticks ({}) overflows",
+                self.tick_interval, self.election_ticks
             ));
         }
         for (name, value) in [

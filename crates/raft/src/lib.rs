@@ -1,12 +1,14 @@
-//! Mosaic's Raft core: a deterministic state machine with no IO, no clock and no threads.
+//! Mosaic's Raft core: a deterministic state machine with no IO, no clock of its own and no
+//! threads.
 //!
 //! Every Raft group in Mosaic (the controller group and every storage group) runs on this
 //! core. It does nothing by itself: the application feeds it inputs and carries out what it
 //! asks for.
 //!
-//! - Inputs: [`RawNode::tick`] (the logical clock), [`RawNode::step`] (a message from a
-//!   peer), [`RawNode::propose`], [`RawNode::read_index`], [`RawNode::propose_conf_change`],
-//!   [`RawNode::transfer_leader`], [`RawNode::campaign`].
+//! - Inputs: [`RawNode::tick`] (the logical clock), [`RawNode::set_clock`] (the application's
+//!   monotonic clock, which times lease reads), [`RawNode::step`] (a message from a peer),
+//!   [`RawNode::propose`], [`RawNode::read_index`], [`RawNode::lease_read`],
+//!   [`RawNode::propose_conf_change`], [`RawNode::transfer_leader`], [`RawNode::campaign`].
 //! - Output: a [`Ready`] that says what to persist, what to send (and which messages must wait
 //!   until the persist is done), which committed entries to apply and which reads to serve.
 //!   The application then calls [`RawNode::advance`].

@@ -7,6 +7,8 @@
 //! - A leader only ever appends to its log (Raft §5.3).
 //! - A leader commits by counting replicas only for entries of its current term (§5.4.2).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use tracing::{debug, info};
 
@@ -50,9 +52,19 @@ pub(crate) struct Raft<S> {
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) dropped_reads: Vec<Bytes>,
 
-    /// Ticks since this node's logical clock started (lease arithmetic).
-    pub(crate) ticks: u64,
+    /// The latest time the application reported (`RawNode::set_clock`): its monotonic clock,
+    /// from an arbitrary origin. Kept as the maximum seen, so it never goes backwards. Times
+    /// heartbeat rounds for the lease (Raft dissertation §6.4.1).
+    now: Duration,
     election_elapsed: u32,
+    /// Ticks this replica still ignores vote and pre-vote requests (other than a leadership
+    /// transfer's) for because it started: every start with a term may be a restart right
+    /// after it acknowledged a leader's round, and that leader's lease relies on it ignoring
+    /// votes for an election timeout of its ticks (Raft dissertation §6.4.1). Starts at
+    /// `election_ticks` (0 without CheckQuorum, or at term 0: a replica that never saw a term
+    /// acknowledged nothing), counts down with ticks, and drops to 0 once it hears a leader,
+    /// whose lease the usual rule then protects.
+    start_quiet_ticks: u32,
     heartbeat_elapsed: u32,
     randomized_election_ticks: u32,
     rng: SplitMix64,
@@ -88,8 +100,15 @@ impl<S: Storage> Raft<S> {
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
-            ticks: 0,
+            now: Duration::ZERO,
             election_elapsed: 0,
+            // A replica that never saw a term (term 0) acknowledged no leader: it has no lease
+            // to honour, and a new group elects its first leader without waiting.
+            start_quiet_ticks: if config.check_quorum && state.hard_state.term.0 > 0 {
+                config.election_ticks
+            } else {
+                0
+            },
             heartbeat_elapsed: 0,
             randomized_election_ticks: config.election_ticks,
             rng: SplitMix64::new(config.seed),
@@ -131,6 +150,13 @@ impl<S: Storage> Raft<S> {
     // ---- Roles -------------------------------------------------------------------------------
 
     fn reset(&mut self, term: Term) {
+        // Reads queued while leading are rejected in the term they were queued in, before the
+        // term changes: a rejection is a message only a leader sends, so stamped with the new
+        // term it would make its receiver take this node for that term's leader and ignore the
+        // real candidates (CheckQuorum's lease, dissertation §6.2).
+        for read in self.read_only.drain() {
+            self.drop_read(read);
+        }
         if self.term != term {
             self.term = term;
             self.vote = None;
@@ -147,9 +173,6 @@ impl<S: Storage> Raft<S> {
         self.uncommitted_bytes = 0;
         self.append_pending = false;
         self.sent_timeout_now = false;
-        for read in self.read_only.drain() {
-            self.drop_read(read);
-        }
     }
 
     fn drop_read(&mut self, read: PendingRead) {
@@ -165,6 +188,9 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.role = Role::Follower;
         self.leader = leader;
+        if leader.is_some() {
+            self.start_quiet_ticks = 0;
+        }
         debug!(node_id = %self.id, term = %self.term, leader = ?leader, "became follower");
     }
 
@@ -271,7 +297,7 @@ impl<S: Storage> Raft<S> {
     // ---- Ticks -------------------------------------------------------------------------------
 
     pub(crate) fn tick(&mut self) {
-        self.ticks += 1;
+        self.start_quiet_ticks = self.start_quiet_ticks.saturating_sub(1);
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -316,7 +342,10 @@ impl<S: Storage> Raft<S> {
         // A periodic heartbeat may come before this leader's first commit: its commit index
         // could then be stale, and reads must wait for that commit (Raft dissertation §6.4).
         let committed = self.committed_entry_in_current_term().then_some(self.log.committed);
-        let round = self.read_only.next_round(self.ticks, committed);
+        // The round is stamped with the latest time the application reported, which may be
+        // older than the real time of sending: that only makes the lease end sooner, which is
+        // safe (the followers' election timers start when they receive the round, later still).
+        let round = self.read_only.next_round(self.now, committed);
         for to in self.tracker.peers(self.id) {
             let progress = self.tracker.get(to).expect("peer has progress");
             let commit = progress.match_index.min(self.log.committed);
@@ -335,13 +364,21 @@ impl<S: Storage> Raft<S> {
         if m.term > self.term {
             match &m.body {
                 MessageBody::RequestVote { pre_vote, leader_transfer, .. } => {
+                    let leader_heard_recently =
+                        self.leader.is_some() && self.election_elapsed < self.config.election_ticks;
                     let in_lease = self.config.check_quorum
-                        && self.leader.is_some()
-                        && self.election_elapsed < self.config.election_ticks;
+                        && (leader_heard_recently || self.start_quiet_ticks > 0);
                     if !leader_transfer && in_lease {
                         // CheckQuorum's lease: a leader was heard recently, so this candidate
-                        // cannot be needed; ignoring it keeps a rejoining node from disrupting.
-                        debug!(node_id = %self.id, from = %m.from, "vote ignored: leader lease");
+                        // cannot be needed; ignoring it keeps a rejoining node from disrupting,
+                        // and the leader may serve lease reads (dissertation §6.4.1). A replica
+                        // that just (re)started may have acknowledged a leader right before:
+                        // it waits out an election timeout too. A transfer's candidate was
+                        // sent by the leader, which gave up its lease.
+                        debug!(
+                            node_id = %self.id, from = %m.from,
+                            start_quiet_ticks = self.start_quiet_ticks, "vote ignored: leader lease"
+                        );
                         return Ok(());
                     }
                     if !pre_vote {
@@ -370,6 +407,12 @@ impl<S: Storage> Raft<S> {
                     let body = MessageBody::RequestVoteResponse { pre_vote: true, granted: false };
                     self.send(m.from, self.term, body);
                 }
+                MessageBody::ReadIndexResponse { context, .. } => {
+                    // A leader of an older term answered a read this node forwarded (it
+                    // rejects them in the term it led when it steps down). The read is handed
+                    // back rather than lost; it is not served, the application retries it.
+                    self.dropped_reads.push(context.clone());
+                }
                 _ => {}
             }
             return Ok(());
@@ -395,14 +438,18 @@ impl<S: Storage> Raft<S> {
         last_index: LogIndex,
         last_term: Term,
     ) {
-        // A replica that is not a voter in its own configuration never votes: it may be a
-        // wiped replica rejoining with an empty log and no memory of the votes it gave, which
-        // could otherwise elect a leader missing committed entries. It learns that it is a
-        // voter from the leader's log or snapshot, and only then has a log worth comparing.
+        // A replica with no membership never votes: it joined with an empty log (perhaps a
+        // wiped replica, with no memory of the votes it gave), which could otherwise elect a
+        // leader missing committed entries. It learns its membership from the leader's
+        // snapshot, and only then has a log worth comparing.
+        // A learner does answer (as in etcd): it may have been promoted without knowing yet,
+        // and without its vote a group whose leader removed itself right after promoting it
+        // could be left without a majority to elect anyone. A candidate counts only the votes
+        // of its own voters, so a real learner's vote changes nothing.
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && term > self.term);
-        let member = self.tracker.is_voter(self.id);
+        let member = !self.tracker.conf.voters.is_empty();
         if can_vote && member && self.log.is_up_to_date(last_index, last_term) {
             // A pre-vote grant answers in the term the candidate asked about.
             self.send(from, term, MessageBody::RequestVoteResponse { pre_vote, granted: true });
@@ -419,18 +466,15 @@ impl<S: Storage> Raft<S> {
     fn step_follower(&mut self, m: Message) {
         match m.body {
             MessageBody::Append { prev_index, prev_term, entries, commit } => {
-                self.election_elapsed = 0;
-                self.leader = Some(m.from);
+                self.heard_from_leader(m.from);
                 self.handle_append(m.from, prev_index, prev_term, &entries, commit);
             }
             MessageBody::Heartbeat { commit, round } => {
-                self.election_elapsed = 0;
-                self.leader = Some(m.from);
+                self.heard_from_leader(m.from);
                 self.handle_heartbeat(m.from, commit, round);
             }
             MessageBody::InstallSnapshot { snapshot } => {
-                self.election_elapsed = 0;
-                self.leader = Some(m.from);
+                self.heard_from_leader(m.from);
                 self.handle_snapshot(m.from, snapshot);
             }
             MessageBody::TimeoutNow => {
@@ -448,6 +492,14 @@ impl<S: Storage> Raft<S> {
             },
             _ => {}
         }
+    }
+
+    /// A follower heard from the leader of its term: its election timer restarts, and the
+    /// quiet period after a start gives way to the usual lease rule.
+    fn heard_from_leader(&mut self, leader: NodeId) {
+        self.election_elapsed = 0;
+        self.leader = Some(leader);
+        self.start_quiet_ticks = 0;
     }
 
     fn step_candidate(&mut self, m: Message) {
@@ -952,8 +1004,24 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Returns the commit index if this leader's lease is valid (Raft dissertation §6.4.1).
-    pub(crate) fn lease_read(&self) -> Result<LogIndex> {
+    /// The application's monotonic clock reads `now`; an earlier time than one reported before
+    /// is ignored (the clock never goes backwards).
+    pub(crate) fn set_clock(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    /// The lease of a round a majority acknowledged: `(election_ticks - lease_margin_ticks) *
+    /// tick_interval` from the round's send time (see `Config::tick_interval`).
+    fn lease_duration(&self) -> Duration {
+        let config = &self.config;
+        config.tick_interval * (config.election_ticks - config.lease_margin_ticks)
+    }
+
+    /// Returns the commit index if this leader's lease is valid at `now` (Raft dissertation
+    /// §6.4.1): `now` (after `set_clock`) is before the send time of the newest round a
+    /// majority acknowledged, plus the lease.
+    pub(crate) fn lease_read(&mut self, now: Duration) -> Result<LogIndex> {
+        self.set_clock(now);
         if !self.config.check_quorum {
             return Err(Error::LeaseUnavailable { reason: "lease reads need check_quorum".into() });
         }
@@ -969,13 +1037,13 @@ impl<S: Storage> Raft<S> {
             // Votes for a transfer target ignore the lease, so it no longer protects us.
             return Err(Error::LeaseUnavailable { reason: "leadership transfer".into() });
         }
-        let lease_ticks = u64::from(self.config.election_ticks - self.config.lease_margin_ticks);
         let valid = if self.tracker.conf.voters.len() == 1 {
             true
         } else {
+            let lease = self.lease_duration();
             self.read_only
-                .sent_tick(self.quorum_round())
-                .is_some_and(|sent| self.ticks < sent + lease_ticks)
+                .sent_at(self.quorum_round())
+                .is_some_and(|sent| self.now < sent.saturating_add(lease))
         };
         if valid {
             Ok(self.log.committed)

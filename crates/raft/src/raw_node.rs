@@ -2,6 +2,7 @@
 //! `Ready` / `advance` handshake that hands out what to persist, send and apply.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -13,7 +14,7 @@ use crate::storage::Storage;
 use crate::tracker::ProgressState;
 use crate::types::{
     ConfChange, ConfState, Entry, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,
-    SoftState, Term,
+    SnapshotMetadata, SoftState, Term,
 };
 
 /// Everything the application must do after feeding the core some input, in this order:
@@ -129,11 +130,18 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Advances the logical clock by one tick (election and heartbeat timeouts count ticks).
+    /// Call it at most once per [`Config::tick_interval`]: lease reads rely on ticks never
+    /// coming faster. Calling [`RawNode::set_clock`] just before keeps the send times of
+    /// heartbeat rounds, and so the lease, accurate.
     pub fn tick(&mut self) {
         self.raft.tick();
     }
 
     /// Starts an election now (with a pre-vote round first when PreVote is on).
+    ///
+    /// This replica's own vote does not wait out the leader lease: called within an election
+    /// timeout of hearing a leader, it may void that leader's lease reads (Raft dissertation
+    /// §6.4.1). To move leadership, use [`RawNode::transfer_leader`].
     pub fn campaign(&mut self) {
         let kind = if self.raft.config.pre_vote {
             CampaignKind::PreElection
@@ -199,13 +207,26 @@ impl<S: Storage> RawNode<S> {
         self.raft.read_index(context, id)
     }
 
-    /// Returns the index to read at under the leader lease, without a round trip.
+    /// Returns the index to read at under the leader lease (Raft dissertation §6.4.1), without
+    /// a round trip. First reports `now` as [`RawNode::set_clock`] does; the lease is valid
+    /// while the clock is before the send time of the newest heartbeat round a majority
+    /// acknowledged plus `(election_ticks - lease_margin_ticks) * tick_interval` (see
+    /// [`Config::tick_interval`] for why). A group with a single voter always holds it.
     ///
     /// # Errors
-    /// [`crate::Error::LeaseUnavailable`] when CheckQuorum is off, the lease expired, or a
-    /// transfer is under way; [`crate::Error::NotLeader`] on a non-leader.
-    pub fn lease_read(&self) -> Result<LogIndex> {
-        self.raft.lease_read()
+    /// [`crate::Error::LeaseUnavailable`] when CheckQuorum is off, the lease expired, this
+    /// leader has not committed an entry of its term yet, or a transfer is under way;
+    /// [`crate::Error::NotLeader`] on a non-leader.
+    pub fn lease_read(&mut self, now: Duration) -> Result<LogIndex> {
+        self.raft.lease_read(now)
+    }
+
+    /// Reports the time: `now` is the application's monotonic clock (such as
+    /// `Instant::now()` less a fixed origin instant), never a wall clock. The core keeps the
+    /// latest time reported; an earlier one is ignored. Heartbeat rounds are stamped with it,
+    /// so report it before each [`RawNode::tick`]; a stale time only shortens the lease.
+    pub fn set_clock(&mut self, now: Duration) {
+        self.raft.set_clock(now);
     }
 
     /// Hands leadership to `target` (Raft dissertation §3.10): proposals are refused until the
@@ -406,5 +427,12 @@ impl<S: Storage> RawNode<S> {
     /// The storage beneath the log, for persisting a `Ready` and compacting.
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.raft.log.store
+    }
+
+    /// The metadata of the snapshot this replica accepted and has not handed out in a `Ready`
+    /// yet (the next `Ready` carries it), if any.
+    #[must_use]
+    pub fn pending_snapshot(&self) -> Option<&SnapshotMetadata> {
+        self.raft.log.unstable.snapshot.as_ref().map(|snapshot| &snapshot.metadata)
     }
 }

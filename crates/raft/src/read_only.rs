@@ -7,13 +7,16 @@
 //! commit index recorded when it arrived.
 //!
 //! The lease (§6.4.1) comes from the same rounds: a round acknowledged by a majority proves
-//! that no other leader can be elected until `election_ticks` after the round was *sent*, so
-//! the leader may serve reads locally until then, less a margin for clock drift.
+//! that no other leader can be elected until an election timeout after the round was *sent*,
+//! so the leader may serve reads locally until then, less a margin for clock drift. Each round
+//! records the leader's monotonic clock when it was created (`Config::tick_interval` says why
+//! that bounds the followers' ticks).
 //!
-//! Invariants: rounds strictly increase; `pending` is ordered by round, with the reads that
-//! wait for the next round (round 0) at the back.
+//! Invariants: rounds strictly increase and their send times never decrease; `pending` is
+//! ordered by round, with the reads that wait for the next round (round 0) at the back.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -38,27 +41,36 @@ pub(crate) struct PendingRead {
 pub(crate) struct ReadOnly {
     /// The last round sent.
     pub(crate) round: u64,
-    /// (round, tick it was sent), oldest first.
-    sent_ticks: VecDeque<(u64, u64)>,
+    /// (round, the leader's clock when it was created), oldest first.
+    sent_at: VecDeque<(u64, Duration)>,
     pub(crate) pending: VecDeque<PendingRead>,
     /// Reads queued since the last round was sent.
     pub(crate) unsent: usize,
 }
 
 impl ReadOnly {
-    /// Starts a new round at `tick`, assigning it to every read waiting for one; reads that
+    /// Starts a new round sent at `now`, assigning it to every read waiting for one; reads that
     /// arrived before the leader committed an entry of its term get `committed` as their index.
     ///
     /// `committed` is `None` while the leader has not committed an entry of its term: its
     /// commit index may then be behind its predecessor's (Raft dissertation §6.4, step 1), so
     /// the round confirms leadership (for the lease) but the waiting reads stay unsent.
-    pub(crate) fn next_round(&mut self, tick: u64, committed: Option<LogIndex>) -> u64 {
+    ///
+    /// # Panics
+    /// If `now` is before the previous round's send time (the clock went backwards).
+    pub(crate) fn next_round(&mut self, now: Duration, committed: Option<LogIndex>) -> u64 {
+        if let Some((last_round, last_sent)) = self.sent_at.back() {
+            assert!(
+                *last_sent <= now,
+                "round {last_round} was sent at {last_sent:?}, after the new round's {now:?}"
+            );
+        }
         self.round += 1;
         let round = self.round;
-        if self.sent_ticks.len() == ROUND_HISTORY_MAX {
-            self.sent_ticks.pop_front();
+        if self.sent_at.len() == ROUND_HISTORY_MAX {
+            self.sent_at.pop_front();
         }
-        self.sent_ticks.push_back((round, tick));
+        self.sent_at.push_back((round, now));
         let Some(committed) = committed else { return round };
         for read in self.pending.iter_mut().rev().take(self.unsent) {
             read.round = round;
@@ -84,21 +96,21 @@ impl ReadOnly {
             }
             released.extend(self.pending.pop_front());
         }
-        while self.sent_ticks.len() > 1 && self.sent_ticks[1].0 <= quorum_round {
-            self.sent_ticks.pop_front();
+        while self.sent_at.len() > 1 && self.sent_at[1].0 <= quorum_round {
+            self.sent_at.pop_front();
         }
         released
     }
 
-    /// The tick at which `round` was sent, if still remembered.
-    pub(crate) fn sent_tick(&self, round: u64) -> Option<u64> {
-        self.sent_ticks.iter().find(|(r, _)| *r == round).map(|(_, tick)| *tick)
+    /// The leader's clock when `round` was created, if still remembered.
+    pub(crate) fn sent_at(&self, round: u64) -> Option<Duration> {
+        self.sent_at.iter().find(|(r, _)| *r == round).map(|(_, sent)| *sent)
     }
 
     /// Drops every pending read (leadership lost) and returns them.
     pub(crate) fn drain(&mut self) -> Vec<PendingRead> {
         self.unsent = 0;
-        self.sent_ticks.clear();
+        self.sent_at.clear();
         self.pending.drain(..).collect()
     }
 }

@@ -3,15 +3,29 @@
 
 mod harness;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use harness::{Cluster, node};
 use mosaic_raft::{
-    ConfChange, ConfState, Config, Error, LogIndex, MemStorage, Message, MessageBody, NodeId,
-    RawNode, Role, Term,
+    ConfChange, ConfState, Config, Error, HardState, LogIndex, MemStorage, Message, MessageBody,
+    NodeId, RawNode, Role, Term,
 };
 
 fn follower_of(cluster: &Cluster, leader: NodeId) -> NodeId {
     cluster.ids.iter().copied().find(|id| *id != leader).expect("a follower")
+}
+
+/// The two members of a group of three other than `id`.
+fn others(cluster: &Cluster, id: NodeId) -> (NodeId, NodeId) {
+    let rest: Vec<NodeId> = cluster.ids.iter().copied().filter(|other| *other != id).collect();
+    assert_eq!(rest.len(), 2, "expected a group of three, got {:?}", cluster.ids);
+    (rest[0], rest[1])
+}
+
+/// `election_ticks` of the default settings, as a tick count for the harness.
+fn election_ticks() -> u64 {
+    u64::from(Config::new(1).election_ticks)
 }
 
 /// Makes the leader hand over to a follower (TimeoutNow), leaving the election to be
@@ -184,7 +198,7 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
         cluster.deliver_round();
     }
     assert_eq!(cluster.replica(candidate).node.role(), Role::Leader);
-    assert!(cluster.replica_mut(candidate).node.lease_read().is_err());
+    assert!(cluster.lease_read(candidate).is_err());
     cluster.with_node(candidate, |n| n.read_index(Bytes::from_static(b"early"))).expect("ok");
     assert!(cluster.replica(candidate).read_states.is_empty(), "answered before its no-op");
     cluster.deliver();
@@ -195,13 +209,81 @@ fn a_new_leader_answers_reads_only_after_committing_in_its_term() {
     assert!(reads[0].index >= committed.prev());
 }
 
+/// Raft dissertation §6.4: a leader that steps down answers the reads it queued for followers
+/// with a rejection. It must send that in the term it led: stamped with the newer term it is
+/// moving to, the rejection (a message only leaders send) would make the follower take the
+/// deposed node for that term's leader and ignore the real candidates (the CheckQuorum lease).
+#[test]
+fn a_deposed_leader_rejects_forwarded_reads_in_the_term_it_led() {
+    // Without PreVote an isolated node raises its term, and its answer deposes the leader.
+    let mut cluster = Cluster::with_config(3, 115, |c| c.pre_vote = false);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let term = cluster.replica(leader).node.term();
+    let (follower, rejoining) = others(&cluster, leader);
+    cluster.disconnect(rejoining);
+    cluster.run_ticks(3 * election_ticks());
+    assert!(cluster.replica(rejoining).node.term() > term, "the isolated node raised its term");
+    assert_eq!(cluster.replica(leader).node.role(), Role::Leader, "the majority kept its leader");
+    cluster.connect(rejoining);
+
+    // The follower forwards a read; the leader queues it and starts a heartbeat round.
+    cluster
+        .with_node(follower, |n| n.read_index(Bytes::from_static(b"forwarded")))
+        .expect("the follower knows the leader");
+    assert!(cluster.deliver_round(), "the read reaches the leader");
+    // The heartbeat to the follower is lost; the rejoining node answers with its higher term.
+    cluster.disconnect(follower);
+    assert!(cluster.deliver_round(), "the heartbeats go out");
+    cluster.connect(follower);
+    assert!(cluster.deliver_round(), "the higher term reaches the leader");
+    assert_eq!(cluster.replica(leader).node.role(), Role::Follower, "the leader stepped down");
+    let new_term = cluster.replica(leader).node.term();
+    assert!(new_term > term, "the deposed leader moved to a higher term");
+    cluster.deliver();
+
+    let replica = cluster.replica(follower);
+    assert_eq!(
+        replica.dropped_reads,
+        vec![Bytes::from_static(b"forwarded")],
+        "the read comes back to the follower"
+    );
+    assert!(
+        !(replica.node.leader() == Some(leader) && replica.node.term() > term),
+        "the follower takes the deposed node {leader} for the leader of term {}",
+        replica.node.term()
+    );
+}
+
+#[test]
+fn a_rejected_forwarded_read_from_an_older_term_still_comes_back() {
+    let storage = MemStorage::new(ConfState::with_voters([1, 2, 3]));
+    let mut replica = RawNode::new(Config::new(3), storage).expect("starts");
+    // The replica follows node 1 in term 5 ...
+    let body = MessageBody::Heartbeat { commit: LogIndex(0), round: 1 };
+    replica.step(Message { from: node(1), to: node(3), term: Term(5), body }).expect("steps");
+    // ... when node 2, deposed in term 4, rejects a read this replica forwarded to it then.
+    let body = MessageBody::ReadIndexResponse { index: None, context: Bytes::from_static(b"r") };
+    replica.step(Message { from: node(2), to: node(3), term: Term(4), body }).expect("steps");
+    let ready = replica.ready();
+    assert_eq!(ready.dropped_reads, vec![Bytes::from_static(b"r")], "the read was lost");
+    assert_eq!(replica.term(), Term(5));
+    assert_eq!(replica.leader(), Some(node(1)));
+}
+
+/// The lease under the default settings: `(election_ticks - lease_margin_ticks) * tick_interval`.
+fn default_lease() -> Duration {
+    let config = Config::new(1);
+    config.tick_interval * (config.election_ticks - config.lease_margin_ticks)
+}
+
 #[test]
 fn lease_reads_are_refused_without_check_quorum() {
     let mut cluster = Cluster::with_config(3, 120, |c| c.check_quorum = false);
     cluster.one(b"w", 3, true);
     let leader = cluster.check_one_leader();
     cluster.run_ticks(4);
-    let error = cluster.replica(leader).node.lease_read().unwrap_err();
+    let error = cluster.lease_read(leader).unwrap_err();
     assert!(matches!(error, Error::LeaseUnavailable { .. }), "{error:?}");
 }
 
@@ -211,12 +293,12 @@ fn lease_reads_are_served_while_a_majority_answers_and_expire_without_it() {
     let index = cluster.one(b"w", 3, true);
     let leader = cluster.check_one_leader();
     cluster.run_ticks(4);
-    let read = cluster.replica(leader).node.lease_read().expect("lease held");
+    let read = cluster.lease_read(leader).expect("lease held");
     assert!(read >= index);
     cluster.disconnect(leader);
     // election_ticks 10, margin 2: the lease ends within 8 ticks of the last confirmed round.
     cluster.run_ticks(9);
-    let error = cluster.replica(leader).node.lease_read().unwrap_err();
+    let error = cluster.lease_read(leader).unwrap_err();
     assert!(matches!(error, Error::LeaseUnavailable { .. } | Error::NotLeader { .. }));
     // And no other leader could have been elected while the lease was valid.
     cluster.connect(leader);
@@ -235,7 +317,7 @@ fn lease_ends_before_any_other_node_can_be_elected() {
         cluster.disconnect(leader);
         for _ in 0..40 {
             cluster.tick();
-            let lease = cluster.replica(leader).node.lease_read().is_ok();
+            let lease = cluster.lease_read(leader).is_ok();
             let others_lead = cluster
                 .replicas
                 .iter()
@@ -246,6 +328,161 @@ fn lease_ends_before_any_other_node_can_be_elected() {
             );
         }
     }
+}
+
+#[test]
+fn a_lease_ends_exactly_a_lease_after_the_confirmed_round_was_sent() {
+    let mut cluster = Cluster::new(3, 122);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    // A read starts a heartbeat round when the Ready is built, stamped with the time the leader
+    // last heard of (its last tick); the followers acknowledge it at once.
+    let sent = cluster.clock(leader);
+    cluster.with_node(leader, |n| n.read_index(Bytes::from_static(b"r"))).expect("queued");
+    cluster.deliver();
+    assert_eq!(cluster.replica(leader).read_states.len(), 1, "a majority acknowledged the round");
+    // Time passes on the leader's clock, without ticks (which would send newer rounds).
+    let just_before = default_lease() - Duration::from_nanos(1);
+    cluster.advance_clock(leader, just_before);
+    let index = cluster.lease_read(leader).expect("valid just before sent + lease");
+    assert_eq!(index, cluster.replica(leader).node.committed());
+    cluster.advance_clock(leader, Duration::from_nanos(1));
+    let error = cluster.lease_read(leader).unwrap_err();
+    assert!(
+        matches!(error, Error::LeaseUnavailable { .. }),
+        "still valid at sent + lease ({:?}): {error:?}",
+        cluster.clock(leader)
+    );
+    // The core's clock never goes back: an earlier time does not revive the lease.
+    let error = cluster.replica_mut(leader).node.lease_read(sent).unwrap_err();
+    assert!(matches!(error, Error::LeaseUnavailable { .. }), "{error:?}");
+}
+
+/// The lease is timed by the application's monotonic clock, not by ticks (Raft dissertation
+/// §6.4.1 rests on clocks whose drift is bounded; a stall is not drift): a leader whose thread
+/// stalls (SIGSTOP, a slow fsync) counts no ticks, while the rest of the group elects a new
+/// leader that overwrites what the stalled one would serve.
+#[test]
+fn a_stalled_leader_serves_no_lease_reads_when_it_wakes_up() {
+    let mut cluster = Cluster::new(3, 123);
+    cluster.one(b"before", 3, true);
+    let old_leader = cluster.check_one_leader();
+    cluster.lease_read(old_leader).expect("the lease holds before the stall");
+    cluster.disconnect(old_leader);
+    cluster.pause(old_leader);
+    let stall_start = cluster.clock(old_leader);
+    cluster.run_ticks(5 * election_ticks());
+    let new_leader = cluster.check_one_leader();
+    assert_ne!(new_leader, old_leader, "the others elected a new leader");
+    let write = cluster.one(b"after", 2, true);
+
+    // It wakes up still cut off and, before its next tick, still believes it leads.
+    cluster.resume(old_leader);
+    assert_eq!(cluster.replica(old_leader).node.role(), Role::Leader);
+    let stalled = cluster.clock(old_leader) - stall_start;
+    match cluster.lease_read(old_leader) {
+        Ok(index) => panic!(
+            "after a stall of {stalled:?} the old leader served a lease read at {index}; the \
+             new leader {new_leader} wrote {write} meanwhile"
+        ),
+        Err(error) => assert!(matches!(error, Error::LeaseUnavailable { .. }), "{error:?}"),
+    }
+}
+
+/// A follower restarts with no leader and an empty election timer, so before the restart rule
+/// it voted at once, inside the lease of the leader whose round it had just acknowledged (Raft
+/// dissertation §6.4.1 needs every acknowledging follower to ignore votes for an election
+/// timeout). Each offset restarts it at another phase of the candidate's election timer.
+#[test]
+fn a_restarted_follower_ignores_votes_while_the_old_leaders_lease_holds() {
+    for offset in 0..2 * election_ticks() {
+        let mut cluster = Cluster::new(3, 124);
+        cluster.one(b"w", 3, true);
+        let leader = cluster.check_one_leader();
+        let (acker, candidate) = others(&cluster, leader);
+        // The candidate loses the leader and asks for pre-votes again and again; the acker
+        // ignores them: it hears the leader, whose lease rests on its acknowledgements.
+        cluster.partition(&[&[leader.0, acker.0], &[candidate.0]]);
+        cluster.run_ticks(2 * election_ticks() + offset);
+        cluster.lease_read(leader).expect("the leader's rounds are acknowledged");
+        // The acker crashes and restarts at once, now on the candidate's side.
+        cluster.restart(acker);
+        cluster.partition(&[&[leader.0], &[acker.0, candidate.0]]);
+        // Split votes between the two may cost a few more election timeouts.
+        let mut elected = None;
+        for _ in 0..10 * election_ticks() {
+            cluster.tick();
+            let lease = cluster.lease_read(leader).is_ok();
+            elected = [acker, candidate]
+                .into_iter()
+                .find(|id| cluster.replica(*id).node.role() == Role::Leader);
+            if let Some(elected) = elected {
+                assert!(
+                    !lease,
+                    "node {elected} was elected while the lease of node {leader} held (offset \
+                     {offset})"
+                );
+                break;
+            }
+        }
+        assert!(elected.is_some(), "no leader after the restart (offset {offset})");
+    }
+}
+
+/// Whether `replica` answers a vote request from node 1 in term 7, and how.
+fn vote_answer(
+    replica: &mut RawNode<MemStorage>,
+    pre_vote: bool,
+    leader_transfer: bool,
+) -> Option<bool> {
+    let to = replica.id();
+    let body = MessageBody::RequestVote {
+        pre_vote,
+        last_index: LogIndex(0),
+        last_term: Term(0),
+        leader_transfer,
+    };
+    replica.step(Message { from: node(1), to, term: Term(7), body }).expect("steps");
+    let ready = replica.ready();
+    replica.advance();
+    let answers: Vec<bool> = ready
+        .messages
+        .iter()
+        .chain(&ready.persisted_messages)
+        .filter(|m| m.to == node(1))
+        .filter_map(|m| match m.body {
+            MessageBody::RequestVoteResponse { granted, .. } => Some(granted),
+            _ => None,
+        })
+        .collect();
+    assert!(answers.len() <= 1, "{answers:?}");
+    answers.first().copied()
+}
+
+#[test]
+fn a_started_replica_ignores_votes_for_an_election_timeout_but_not_a_transfer() {
+    let start = |term: u64| {
+        let mut storage = MemStorage::new(ConfState::with_voters([1, 2, 3]));
+        storage.set_hard_state(HardState { term: Term(term), vote: None, commit: LogIndex(0) });
+        RawNode::new(Config::new(3), storage).expect("starts")
+    };
+    // Any start with a term may be a restart right after acknowledging a leader's round.
+    let mut replica = start(1);
+    assert_eq!(vote_answer(&mut replica, true, false), None, "a pre-vote was answered");
+    assert_eq!(vote_answer(&mut replica, false, false), None, "a vote was answered");
+    for _ in 1..election_ticks() {
+        replica.tick();
+    }
+    assert_eq!(vote_answer(&mut replica, false, false), None, "answered a tick early");
+    replica.tick();
+    assert_eq!(vote_answer(&mut replica, true, false), Some(true), "no pre-vote after the timeout");
+    assert_eq!(vote_answer(&mut replica, false, false), Some(true), "no vote after the timeout");
+    // The leader asked for the transfer: its lease is off, so the vote is granted at once.
+    let mut replica = start(1);
+    assert_eq!(vote_answer(&mut replica, false, true), Some(true), "a transfer vote was ignored");
+    // A replica that never saw a term acknowledged nothing: it votes at once.
+    let mut replica = start(0);
+    assert_eq!(vote_answer(&mut replica, false, false), Some(true), "a new replica waited");
 }
 
 // ---- Leadership transfer --------------------------------------------------------------------
@@ -349,26 +586,23 @@ fn a_learner_catches_up_before_it_is_promoted() {
 /// Whether a fresh replica whose configuration is `conf_state` grants a vote to node 1.
 fn grants_vote(conf_state: ConfState) -> bool {
     let mut replica = RawNode::new(Config::new(3), MemStorage::new(conf_state)).expect("starts");
-    let body = MessageBody::RequestVote {
-        pre_vote: false,
-        last_index: LogIndex(0),
-        last_term: Term(0),
-        leader_transfer: false,
-    };
-    replica.step(Message { from: node(1), to: node(3), term: Term(7), body }).expect("steps");
-    let ready = replica.ready();
-    let answers: Vec<&Message> = ready.messages.iter().chain(&ready.persisted_messages).collect();
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    matches!(answers[0].body, MessageBody::RequestVoteResponse { granted: true, .. })
+    // A started replica ignores votes for an election timeout (it may have acknowledged a
+    // leader just before a crash): wait that out, so that only the membership decides.
+    for _ in 0..election_ticks() {
+        replica.tick();
+    }
+    vote_answer(&mut replica, false, false).expect("the replica answers")
 }
 
 #[test]
-fn a_replica_outside_its_own_configuration_never_votes() {
-    // A wiped voter restarting with an empty log remembers no vote it gave: it must not vote
-    // until the leader's log or snapshot makes it a voter again (it rejoins as a learner).
+fn a_replica_with_no_membership_never_votes_but_a_learner_does() {
+    // A replica that joined with an empty log (a wiped one remembers no vote it gave) must not
+    // vote until the leader's snapshot gives it a membership.
     assert!(!grants_vote(ConfState::default()), "an empty replica voted");
+    // A learner may have been promoted without knowing it yet: its vote may be needed (the
+    // candidate counts it only if it is a voter in the candidate's membership).
     let learner = ConfState { voters: [node(1), node(2)].into(), learners: [node(3)].into() };
-    assert!(!grants_vote(learner), "a learner voted");
+    assert!(grants_vote(learner), "a learner refused");
     // The contrast: a voter with the same empty log does vote.
     let voter = ConfState { voters: [node(1), node(2), node(3)].into(), learners: [].into() };
     assert!(grants_vote(voter), "a voter refused");

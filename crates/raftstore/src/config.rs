@@ -1,6 +1,8 @@
 //! The settings of a store: Raft timing and limits shared by every group it hosts, and the
 //! bounds of the store loop. Every timeout is in ticks; every limit names its unit.
 
+use std::time::Duration;
+
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
 
@@ -14,6 +16,10 @@ pub struct StoreConfig {
     pub election_ticks: u32,
     /// A leader heartbeats every this many ticks. Default 2.
     pub heartbeat_ticks: u32,
+    /// The real time one tick stands for: the runner never ticks more often (see
+    /// `mosaic_raft::Config::tick_interval`, which lease reads rest on). Every member of a
+    /// group must use the same `tick_interval` and `election_ticks`. Default 100 ms.
+    pub tick_interval: Duration,
     /// Bytes of entries per append message, at most (one entry is always sent). Default 1 MiB.
     pub max_entries_bytes_per_message: u64,
     /// Appends in flight to one follower of one group. Default 256.
@@ -46,6 +52,7 @@ impl Default for StoreConfig {
         Self {
             election_ticks: 10,
             heartbeat_ticks: 2,
+            tick_interval: Duration::from_millis(100),
             max_entries_bytes_per_message: 1 << 20,
             max_inflight_messages: 256,
             max_uncommitted_bytes: 64 << 20,
@@ -90,6 +97,7 @@ impl StoreConfig {
         let mut config = mosaic_raft::Config::new(node.0);
         config.election_ticks = self.election_ticks;
         config.heartbeat_ticks = self.heartbeat_ticks;
+        config.tick_interval = self.tick_interval;
         config.max_entries_bytes_per_message = self.max_entries_bytes_per_message;
         config.max_inflight_messages = self.max_inflight_messages;
         config.max_uncommitted_bytes = self.max_uncommitted_bytes;

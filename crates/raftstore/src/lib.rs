@@ -10,6 +10,7 @@
 //! one thread from a seed. docs/raftstore.md describes the design.
 #![deny(missing_docs)]
 
+mod clock;
 mod config;
 mod error;
 mod msg;
@@ -19,11 +20,12 @@ mod state_machine;
 mod storage;
 mod store;
 
+pub use clock::{Clock, ManualClock};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use msg::{Callback, Consistency, ReadOutput, StoreMsg, Transport};
 pub use peer::Peer;
 pub use snapshot::SnapshotReader;
 pub use state_machine::StateMachine;
-pub use storage::{GroupStorage, initial_conf_state};
+pub use storage::{BOOTSTRAP_INDEX, GroupStorage, initial_conf_state};
 pub use store::{Store, StoreStats};

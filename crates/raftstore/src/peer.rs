@@ -8,15 +8,22 @@
 //!   applied at its index; `ProposalAbandoned` when this replica stops leading before applying
 //!   it.
 //! - A read is answered exactly once: `awaiting_leader` holds reads whose ReadIndex round is in
-//!   flight (keyed by the context handed to Raft), `awaiting_apply` reads whose index is known
+//!   flight (keyed by the context handed to Raft, ordered by their deadlines too), and fails
+//!   those still unanswered [`READ_INDEX_TIMEOUT_ELECTIONS`] election timeouts later (a
+//!   forwarded read's answer may be lost); `awaiting_apply` holds reads whose index is known
 //!   and which are served once `applied` reaches it.
+//! - `received_snapshot` holds the state of the snapshot Raft accepted and has not handed out
+//!   in a `Ready` yet, keyed by its index and term; nothing else (a refused snapshot's state is
+//!   dropped at once).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mosaic_engine::{Engine, GroupId, KvEngine, ShardId, ShardRecord, WriteBatch};
 use mosaic_raft::{
-    ConfChange, ConfState, Entry, EntryKind, LogIndex, RawNode, ReadState, Role, Snapshot, Term,
+    ConfChange, ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, RawNode, ReadState,
+    Role, Snapshot, Term,
 };
 
 use crate::error::{Error, Result};
@@ -30,6 +37,11 @@ struct PendingProposal<T> {
     term: Term,
     callback: Callback<T>,
 }
+
+/// A ReadIndex read unanswered after this many election timeouts fails with
+/// [`Error::Timeout`] (the client retries it): a leader answers or drops a read within one
+/// election timeout, unless the answer to a forwarded read is lost on the way.
+pub const READ_INDEX_TIMEOUT_ELECTIONS: u64 = 2;
 
 /// A read of a group whose state machine is `SM`.
 type Read<K, SM> = PendingRead<<SM as StateMachine<K>>::Query, <SM as StateMachine<K>>::ReadOutput>;
@@ -48,21 +60,35 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     applied: LogIndex,
     proposals: VecDeque<PendingProposal<SM::ApplyOutput>>,
     conf_changes: VecDeque<PendingProposal<ConfState>>,
-    awaiting_leader: BTreeMap<u64, Read<K, SM>>,
+    /// Reads by id, each with the tick at which it times out (ids and deadlines grow
+    /// together).
+    awaiting_leader: BTreeMap<u64, (u64, Read<K, SM>)>,
     awaiting_apply: VecDeque<(LogIndex, Read<K, SM>)>,
     next_read_id: u64,
-    /// The state of the last snapshot stepped into Raft, by its index, until it is installed.
-    received_snapshot: Option<(LogIndex, Vec<(ShardId, ShardRecord)>)>,
+    /// Ticks this replica has seen since it was loaded (read deadlines).
+    ticks: u64,
+    /// Ticks after which a ReadIndex read times out.
+    read_timeout_ticks: u64,
+    /// The state of the snapshot Raft accepted, until it is installed.
+    received_snapshot: Option<ReceivedSnapshot>,
+}
+
+/// The state of a snapshot Raft accepted, by its index and term.
+struct ReceivedSnapshot {
+    index: LogIndex,
+    term: Term,
+    records: Vec<(ShardId, ShardRecord)>,
 }
 
 impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// Wraps a Raft core and a loaded state machine; `applied` is the group's durable applied
-    /// index.
+    /// index, `election_ticks` the group's election timeout.
     pub(crate) fn new(
         group: GroupId,
         raft: RawNode<GroupStorage<K>>,
         state_machine: SM,
         applied: LogIndex,
+        election_ticks: u32,
     ) -> Self {
         Self {
             group,
@@ -74,6 +100,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             awaiting_leader: BTreeMap::new(),
             awaiting_apply: VecDeque::new(),
             next_read_id: 1,
+            ticks: 0,
+            read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
         }
     }
@@ -139,16 +167,18 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         self.next_read_id += 1;
         match self.raft.read_index(Bytes::copy_from_slice(&id.to_be_bytes())) {
             Ok(()) => {
-                self.awaiting_leader.insert(id, read);
+                let deadline = self.ticks + self.read_timeout_ticks;
+                self.awaiting_leader.insert(id, (deadline, read));
             }
             Err(error) => (read.callback)(Err(Error::from_raft(self.group, error))),
         }
     }
 
-    /// Starts a lease read: served once applied up to the lease's read index; falls back to
-    /// ReadIndex when the lease is not valid.
-    pub(crate) fn lease_read(&mut self, engine: &Engine<K>, read: Read<K, SM>) {
-        match self.raft.lease_read() {
+    /// Starts a lease read at time `now` (read from the clock as the read is handled, never
+    /// earlier): served once applied up to the lease's read index; falls back to ReadIndex
+    /// when the lease is not valid.
+    pub(crate) fn lease_read(&mut self, engine: &Engine<K>, read: Read<K, SM>, now: Duration) {
+        match self.raft.lease_read(now) {
             Ok(index) => self.serve_at(engine, index, read),
             Err(mosaic_raft::Error::LeaseUnavailable { .. }) => self.read_index(read),
             Err(error) => (read.callback)(Err(Error::from_raft(self.group, error))),
@@ -185,17 +215,35 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         dropped: Vec<Bytes>,
     ) {
         for state in read_states {
-            if let Some(read) =
+            if let Some((_, read)) =
                 read_id(&state.context).and_then(|id| self.awaiting_leader.remove(&id))
             {
                 self.serve_at(engine, state.index, read);
             }
         }
         for context in dropped {
-            if let Some(read) = read_id(&context).and_then(|id| self.awaiting_leader.remove(&id)) {
+            if let Some((_, read)) =
+                read_id(&context).and_then(|id| self.awaiting_leader.remove(&id))
+            {
                 let leader = self.raft.leader();
                 (read.callback)(Err(Error::NotLeader { group: self.group, leader }));
             }
+        }
+    }
+
+    /// Counts a tick at time `now`: ticks the Raft core and fails the ReadIndex reads whose
+    /// deadline passed.
+    pub(crate) fn tick(&mut self, now: Duration) {
+        self.raft.set_clock(now);
+        self.raft.tick();
+        self.ticks += 1;
+        while let Some(entry) = self.awaiting_leader.first_entry() {
+            if entry.get().0 > self.ticks {
+                break;
+            }
+            let (_, read) = entry.remove();
+            tracing::debug!(group = %self.group, "a read's leadership confirmation timed out");
+            (read.callback)(Err(Error::Timeout));
         }
     }
 
@@ -284,14 +332,31 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
-    /// Keeps the state of a snapshot about to be stepped into Raft, for
-    /// [`Peer::install_snapshot`].
+    /// Steps a snapshot message into Raft and keeps its state (`records`) if Raft accepted it,
+    /// for [`Peer::install_snapshot`]. Whatever Raft refused (an older or a stale snapshot, or
+    /// one that comes after a newer accepted one in the same inbox drain) is dropped here, so
+    /// the kept state is always the one of the snapshot the next `Ready` installs.
     pub(crate) fn receive_snapshot(
         &mut self,
-        index: LogIndex,
+        message: Message,
         records: Vec<(ShardId, ShardRecord)>,
     ) {
-        self.received_snapshot = Some((index, records));
+        let MessageBody::InstallSnapshot { snapshot } = &message.body else {
+            unreachable!("the store passes snapshot messages only");
+        };
+        let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
+        if let Err(error) = self.raft.step(message) {
+            tracing::warn!(group = %self.group, %error, "raft refused a snapshot");
+        }
+        let accepted = self
+            .raft
+            .pending_snapshot()
+            .is_some_and(|pending| pending.index == index && pending.term == term);
+        if accepted {
+            self.received_snapshot = Some(ReceivedSnapshot { index, term, records });
+        } else {
+            tracing::debug!(group = %self.group, %index, %term, "snapshot not accepted; its state is dropped");
+        }
     }
 
     /// Puts a snapshot that Raft accepted into `batch`: the group's data replaced by the
@@ -299,20 +364,23 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// the one write that persists the `Ready` (so a crash leaves the old state or the new).
     ///
     /// # Panics
-    /// If the snapshot's state was not received first: Raft only accepts a snapshot through
-    /// [`crate::StoreMsg::Snapshot`], which carries it.
+    /// If the state of that very snapshot (index and term) was not received first: Raft only
+    /// accepts a snapshot through [`crate::StoreMsg::Snapshot`], which carries it.
     pub(crate) fn install_snapshot(&mut self, batch: &mut WriteBatch, snapshot: &Snapshot) {
         let metadata = &snapshot.metadata;
-        let (index, records) = self.received_snapshot.take().unwrap_or_else(|| {
-            panic!(
-                "group {}: raft accepted snapshot {} that never arrived",
-                self.group, metadata.index
-            )
-        });
-        assert_eq!(
-            index, metadata.index,
-            "group {}: snapshot state and metadata differ",
-            self.group
+        let ReceivedSnapshot { index, term, records } =
+            self.received_snapshot.take().unwrap_or_else(|| {
+                panic!(
+                    "group {}: raft accepted snapshot {} that never arrived",
+                    self.group, metadata.index
+                )
+            });
+        assert!(
+            index == metadata.index && term == metadata.term,
+            "group {}: the kept snapshot state is of {index}/{term}, raft installs {}/{}",
+            self.group,
+            metadata.index,
+            metadata.term
         );
         batch.clear_group_data(self.group);
         let mut rest = &records[..];
@@ -355,7 +423,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         for change in self.conf_changes.drain(..) {
             (change.callback)(Err(error.clone()));
         }
-        for (_, read) in std::mem::take(&mut self.awaiting_leader) {
+        for (_, (_, read)) in std::mem::take(&mut self.awaiting_leader) {
             (read.callback)(Err(error.clone()));
         }
         for (_, read) in self.awaiting_apply.drain(..) {
@@ -432,9 +500,11 @@ fn settle<T>(
 ) {
     while queue.front().is_some_and(|front| front.index <= index) {
         let proposal = queue.pop_front().expect("front exists");
-        let result = match output.take() {
-            Some(output) if proposal.index == index && proposal.term == term => Ok(output),
-            _ => Err(Error::ProposalDropped { group }),
+        let matches = proposal.index == index && proposal.term == term;
+        // Only the proposal made as this very entry may take its output.
+        let result = match output.take_if(|_| matches) {
+            Some(output) => Ok(output),
+            None => Err(Error::ProposalDropped { group }),
         };
         answers.push(Answer { callback: proposal.callback, result });
     }
@@ -442,4 +512,37 @@ fn settle<T>(
 
 fn read_id(context: &Bytes) -> Option<u64> {
     <[u8; 8]>::try_from(&context[..]).ok().map(u64::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// The answers proposals got, with their indexes.
+    type Results = Arc<Mutex<Vec<(u64, Result<u32>)>>>;
+
+    /// Queues a proposal at `index` of term 2 whose answer lands in `results`.
+    fn pending(index: u64, results: &Results) -> PendingProposal<u32> {
+        let results = Arc::clone(results);
+        let callback: Callback<u32> =
+            Box::new(move |result| results.lock().unwrap().push((index, result)));
+        PendingProposal { index: LogIndex(index), term: Term(2), callback }
+    }
+
+    #[test]
+    fn only_the_proposal_made_as_the_applied_entry_gets_its_output() {
+        let results = Arc::default();
+        let mut queue: VecDeque<_> = [pending(5, &results), pending(6, &results)].into();
+        let mut answers = Vec::new();
+        settle(GroupId(1), &mut queue, LogIndex(6), Term(2), Some(42), &mut answers);
+        assert!(queue.is_empty());
+        for answer in answers {
+            (answer.callback)(answer.result);
+        }
+        let results = results.lock().unwrap();
+        assert!(matches!(results[0], (5, Err(Error::ProposalDropped { .. }))), "{results:?}");
+        assert!(matches!(results[1], (6, Ok(42))), "{results:?}");
+    }
 }

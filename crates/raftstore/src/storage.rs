@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use mosaic_engine::{Engine, GroupId, KvEngine};
+use mosaic_engine::{Engine, GroupId, KvEngine, WriteBatch};
 use mosaic_raft::{
-    ConfState, Entry, Error as RaftError, LogIndex, NodeId, RaftState, Snapshot, SnapshotMetadata,
-    Storage, Term,
+    ConfState, Entry, Error as RaftError, HardState, LogIndex, NodeId, RaftState, Snapshot,
+    SnapshotMetadata, Storage, Term,
 };
 
 /// A group's persisted log, hard state and membership, read from the shared engine.
@@ -94,4 +94,34 @@ impl<K: KvEngine> Storage for GroupStorage<K> {
 #[must_use]
 pub fn initial_conf_state(members: &[NodeId]) -> ConfState {
     ConfState { voters: members.iter().copied().collect(), learners: Default::default() }
+}
+
+/// The position of every group's bootstrap snapshot: a new group's log starts compacted at
+/// index 1 of term 1, and that compaction point carries the initial membership.
+pub const BOOTSTRAP_INDEX: LogIndex = LogIndex(1);
+/// The term of [`BOOTSTRAP_INDEX`].
+pub const BOOTSTRAP_TERM: Term = Term(1);
+
+/// Adds to `batch` the state every initial member of a new group starts from: the log
+/// compacted at [`BOOTSTRAP_INDEX`] with `conf_state` as its membership, applied and committed
+/// there, term [`BOOTSTRAP_TERM`], no vote.
+///
+/// This puts the initial membership in the replicated history (as etcd's and raft-rs's
+/// bootstrap do): no log holds an entry at index 1, so a replica that needs it, a replica that
+/// joined with no membership above all, is sent a snapshot, which carries the membership. Were
+/// the log to start at index 1 instead, a joined replica catching up from the log would apply
+/// the group's membership changes to an empty membership and could elect itself alone.
+pub(crate) fn bootstrap_batch(batch: &mut WriteBatch, group: GroupId, conf_state: ConfState) {
+    let metadata = SnapshotMetadata {
+        index: BOOTSTRAP_INDEX,
+        term: BOOTSTRAP_TERM,
+        conf_state: conf_state.clone(),
+    };
+    batch.reset_log(group, metadata);
+    batch.set_conf_state(group, conf_state);
+    batch.set_hard_state(
+        group,
+        HardState { term: BOOTSTRAP_TERM, vote: None, commit: BOOTSTRAP_INDEX },
+    );
+    batch.set_applied_index(group, BOOTSTRAP_INDEX);
 }

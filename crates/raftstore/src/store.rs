@@ -22,13 +22,14 @@ use std::sync::Arc;
 use mosaic_engine::{Engine, GroupId, KvEngine, WriteBatch, WriteOptions};
 use mosaic_raft::{ConfState, Message, MessageBody, NodeId, RawNode, Role, SnapshotMetadata};
 
+use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::msg::{Callback, Consistency, StoreMsg, Transport};
 use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
 use crate::state_machine::StateMachine;
-use crate::storage::{GroupStorage, initial_conf_state};
+use crate::storage::{GroupStorage, bootstrap_batch, initial_conf_state};
 
 /// Counters of what the store has done, for tests, metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +60,7 @@ pub struct Store<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> {
     engine: Arc<Engine<K>>,
     config: StoreConfig,
     transport: T,
+    clock: Box<dyn Clock>,
     peers: BTreeMap<GroupId, Peer<K, SM>>,
     /// Groups that may have a `Ready`.
     dirty: BTreeSet<GroupId>,
@@ -67,7 +69,8 @@ pub struct Store<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> {
 
 impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     /// Opens the store of `node` over `engine`, recovering every group the engine holds: each
-    /// restarts from its persisted log, hard state, membership and applied index.
+    /// restarts from its persisted log, hard state, membership and applied index. Lease reads
+    /// are timed with `clock`.
     ///
     /// # Errors
     /// An invalid config; engine errors; a group whose Raft state the core refuses.
@@ -76,6 +79,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         engine: Arc<Engine<K>>,
         config: StoreConfig,
         transport: T,
+        clock: Box<dyn Clock>,
     ) -> Result<Self> {
         config.validate()?;
         if node.0 == 0 {
@@ -86,6 +90,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             engine,
             config,
             transport,
+            clock,
             peers: BTreeMap::new(),
             dirty: BTreeSet::new(),
             stats: StoreStats::default(),
@@ -106,7 +111,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let storage = GroupStorage::new(group, Arc::clone(&self.engine));
         let raft = RawNode::new(raft_config, storage).map_err(Error::Raft)?;
         let state_machine = SM::load(group, &self.engine)?;
-        Ok(Peer::new(group, raft, state_machine, applied))
+        Ok(Peer::new(group, raft, state_machine, applied, self.config.election_ticks))
     }
 
     /// This node.
@@ -185,8 +190,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 }
             }
             StoreMsg::Tick => {
+                let now = self.clock.now();
                 for (group, peer) in &mut self.peers {
-                    peer.raft.tick();
+                    peer.tick(now);
                     self.dirty.insert(*group);
                 }
             }
@@ -239,7 +245,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let read = PendingRead { query, callback };
         match consistency {
             Consistency::Linearizable => peer.read_index(read),
-            Consistency::Lease => peer.lease_read(&self.engine, read),
+            Consistency::Lease => peer.lease_read(&self.engine, read, self.clock.now()),
             Consistency::Stale => peer.stale_read(&self.engine, read),
         }
         self.dirty.insert(group);
@@ -309,10 +315,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             tracing::debug!(node = %self.node, %group, %from, "snapshot for a group not hosted here");
             return;
         };
-        peer.receive_snapshot(index, records);
-        if let Err(error) = peer.raft.step(message) {
-            tracing::warn!(node = %self.node, %group, %error, "raft refused a snapshot");
-        }
+        peer.receive_snapshot(message, records);
         self.dirty.insert(group);
     }
 
@@ -345,7 +348,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 ),
             });
         }
-        self.add_peer(group, conf_state)?;
+        let mut batch = WriteBatch::new();
+        bootstrap_batch(&mut batch, group, conf_state);
+        self.add_peer(group, &batch)?;
         tracing::info!(node = %self.node, %group, ?members, "created group");
         Ok(())
     }
@@ -358,7 +363,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         if self.peers.contains_key(&group) {
             return Ok(());
         }
-        self.add_peer(group, ConfState::default())?;
+        let mut batch = WriteBatch::new();
+        batch.set_conf_state(group, ConfState::default());
+        self.add_peer(group, &batch)?;
         tracing::info!(node = %self.node, %group, "joined group; waiting for a snapshot from its leader");
         Ok(())
     }
@@ -378,11 +385,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         Ok(())
     }
 
-    /// Persists a new replica's membership and starts it.
-    fn add_peer(&mut self, group: GroupId, conf_state: ConfState) -> Result<()> {
-        let mut batch = WriteBatch::new();
-        batch.set_conf_state(group, conf_state);
-        self.engine.write(&batch, WriteOptions { sync: true })?;
+    /// Persists a new replica's initial state (`batch`) and starts it.
+    fn add_peer(&mut self, group: GroupId, batch: &WriteBatch) -> Result<()> {
+        self.engine.write(batch, WriteOptions { sync: true })?;
         self.stats.synced_writes += 1;
         let peer = self.load_peer(group)?;
         self.peers.insert(group, peer);
@@ -536,10 +541,17 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let peer = self.peers.get(&group).expect("hosted");
         let applied = peer.applied().0;
         let compacted = self.engine.first_index(group)?.0 - 1;
-        if applied.saturating_sub(compacted) <= self.config.compact_log_after_entries {
+        let index = if compacted == 0 && applied > 0 {
+            // A log that was never compacted starts at index 1 (a group created before
+            // bootstrap snapshots, see `bootstrap_batch`): its initial membership is in no
+            // entry, so index 1 is compacted at once and a replica that needs it gets a
+            // snapshot.
+            crate::storage::BOOTSTRAP_INDEX
+        } else if applied.saturating_sub(compacted) > self.config.compact_log_after_entries {
+            mosaic_raft::LogIndex(applied - self.config.compact_log_keep_entries)
+        } else {
             return Ok(false);
-        }
-        let index = mosaic_raft::LogIndex(applied - self.config.compact_log_keep_entries);
+        };
         let term = self.engine.term(group, index)?;
         // The membership as of the applied index; the compaction point's own membership is
         // not needed (a snapshot always carries the one of the applied index).

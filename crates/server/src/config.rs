@@ -273,6 +273,7 @@ impl ServerConfig {
         StoreConfig {
             election_ticks: self.raft.election_ticks,
             heartbeat_ticks: self.raft.heartbeat_ticks,
+            tick_interval: self.tick_interval(),
             compact_log_after_entries: self.raft.compact_log_after_entries,
             compact_log_keep_entries: self.raft.compact_log_keep_entries,
             max_uncommitted_bytes: self.raft.max_uncommitted_bytes,

@@ -18,8 +18,9 @@ use mosaic_controller::ControllerMachine;
 use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
 use mosaic_engine_rocks::RocksKv;
 use mosaic_proto::pb::{
-    controller_server::ControllerServer, kv_server::KvServer, node_admin_server::NodeAdminServer,
-    raft_transport_server::RaftTransportServer, shard_migration_server::ShardMigrationServer,
+    self, controller_server::ControllerServer, kv_server::KvServer,
+    node_admin_server::NodeAdminServer, raft_transport_server::RaftTransportServer,
+    shard_migration_server::ShardMigrationServer,
 };
 use mosaic_raft::NodeId;
 use mosaic_raftstore::{StateMachine, Store, StoreMsg};
@@ -37,7 +38,7 @@ use crate::follower::Follower;
 use crate::kv_service::{KvLimits, KvService};
 use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::raft_service::RaftService;
-use crate::runner::{self, StoreHandle, StoreRunner};
+use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
 
@@ -128,16 +129,21 @@ impl Node {
         }))
     }
 
-    /// Starts a replica of the controller group on `listener`: the group's members are this
-    /// node and `config.peers`. A new data directory is initialised for a cluster of
-    /// `shard_count` shards; every initial replica must be started with the same count (a
-    /// restarted replica keeps the one it was created with).
+    /// Starts a replica of the controller group on `listener`. With `bootstrap` (the first
+    /// start of a new controller group), the empty data directory is initialised for a
+    /// cluster of `shard_count` shards and the group is created with this node and
+    /// `config.peers` as its members; every initial replica must be started so, with the same
+    /// count. Without it, the data directory must already hold the group (a restart).
     ///
     /// # Errors
-    /// As [`Node::start`]; a shard count of 0.
+    /// As [`Node::start`]; a shard count of 0; [`Error::Config`] when `bootstrap` is given for
+    /// a data directory that holds the group, or missing for one that does not (a replica that
+    /// lost its data would otherwise come back as a voter with no log and no memory of its
+    /// votes, and could help elect a leader that misses committed entries).
     pub async fn start_controller(
         config: ServerConfig,
         shard_count: u32,
+        bootstrap: bool,
         listener: TcpListener,
     ) -> Result<Self> {
         if shard_count == 0 {
@@ -148,9 +154,34 @@ impl Node {
         members.sort_unstable();
         members.dedup();
         let storage_error = |source| Error::Storage { path: config.data_dir.clone(), source };
-        let bootstrap = move |engine: &mosaic_engine::Engine<NodeEngine>| {
-            if engine.group_ids().map_err(storage_error)?.contains(&CONTROLLER_GROUP) {
-                return Ok(());
+        let data_dir = config.data_dir.clone();
+        let prepare = move |engine: &mosaic_engine::Engine<NodeEngine>| {
+            let exists = engine.group_ids().map_err(storage_error)?.contains(&CONTROLLER_GROUP);
+            match (exists, bootstrap) {
+                (true, false) => return Ok(()),
+                (true, true) => {
+                    return Err(Error::Config {
+                        reason: format!(
+                            "--bootstrap is for the first start of a new controller group, and {} \
+                             already holds it: start this replica without --bootstrap",
+                            data_dir.display()
+                        ),
+                    });
+                }
+                (false, false) => {
+                    return Err(Error::Config {
+                        reason: format!(
+                            "{} holds no controller group. If this is the first start of a new \
+                             cluster, start every initial replica once with --bootstrap. If this \
+                             replica lost its data, it must not come back as a member with an \
+                             empty log (it could help elect a leader that misses committed \
+                             entries): keep it stopped and run the controller group on its other \
+                             replicas",
+                            data_dir.display()
+                        ),
+                    });
+                }
+                (false, true) => {}
             }
             let mut batch = WriteBatch::new();
             mosaic_controller::bootstrap_batch(
@@ -161,12 +192,14 @@ impl Node {
             );
             engine.write(&batch, WriteOptions { sync: true }).map_err(storage_error)
         };
-        let core = Core::<ControllerMachine>::open_with(&config, listener, bootstrap)?;
-        let group = CONTROLLER_GROUP;
-        core.store
-            .ask(|callback| StoreMsg::CreateGroup { group, members, callback })
-            .await
-            .map_err(Error::Store)?;
+        let core = Core::<ControllerMachine>::open_with(&config, listener, prepare)?;
+        if bootstrap {
+            let group = CONTROLLER_GROUP;
+            core.store
+                .ask(|callback| StoreMsg::CreateGroup { group, members, callback })
+                .await
+                .map_err(Error::Store)?;
+        }
         let service = ControllerService::new(
             core.node,
             core.store.clone(),
@@ -304,11 +337,16 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let directory = Directory::new(addresses);
 
         let (store, inbox) = runner::channel(config.store_inbox_capacity);
+        let timing = pb::RaftTiming {
+            tick_interval_ms: config.tick_interval_ms,
+            election_ticks: config.raft.election_ticks,
+        };
         let store_config = config.store_config();
         let transport = GrpcTransport::new(
             TransportOptions {
                 node,
                 cluster,
+                timing,
                 peer_queue_batches: config.peer_queue_batches,
                 snapshot_chunk_bytes_max: store_config.snapshot_chunk_bytes_max,
                 snapshot_bytes_per_sec: config.snapshot_bytes_per_sec,
@@ -320,12 +358,18 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let snapshot_bytes_max = store_config.snapshot_bytes_max;
         let runner =
             runner::spawn(format!("store-{node}"), inbox, config.tick_interval(), move || {
-                Store::open(node, engine, store_config, transport)
+                Store::open(node, engine, store_config, transport, Box::new(MonotonicClock::new()))
             })
             .map_err(|source| Error::Listen { address: "store thread".into(), source })?;
         let (closing, closing_received) = watch::channel(false);
-        let raft_service =
-            RaftService::new(node, cluster, snapshot_bytes_max, store.clone(), closing_received);
+        let raft_service = RaftService::new(
+            node,
+            cluster,
+            timing,
+            snapshot_bytes_max,
+            store.clone(),
+            closing_received,
+        );
         let raft = RaftTransportServer::new(raft_service)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);

@@ -2,7 +2,9 @@
 //! snapshot streams, handed to the store thread.
 //!
 //! Everything from the network is checked before it reaches the store: the cluster id, the
-//! destination node, every message's conversion; a snapshot is bounded by the node's
+//! destination node, the sender's Raft timing (it must equal this node's: leader leases rest
+//! on every member ticking at the same rate with the same election timeout), every message's
+//! conversion; a snapshot is bounded by the node's
 //! `snapshot_bytes_max` while it is received.
 
 use mosaic_engine::{ClusterId, GroupId, KvEngine};
@@ -19,6 +21,7 @@ use crate::runner::StoreHandle;
 pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
     node: NodeId,
     cluster: ClusterId,
+    timing: pb::RaftTiming,
     snapshot_bytes_max: u64,
     store: StoreHandle<K, SM>,
     /// Becomes true when the node shuts down: long-lived streams end then, so that peers
@@ -27,16 +30,18 @@ pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
 }
 
 impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
-    /// The service of `node` in `cluster`, feeding `store`, until `closing` turns true.
+    /// The service of `node` in `cluster`, whose Raft timing is `timing`, feeding `store`,
+    /// until `closing` turns true.
     #[must_use]
     pub fn new(
         node: NodeId,
         cluster: ClusterId,
+        timing: pb::RaftTiming,
         snapshot_bytes_max: u64,
         store: StoreHandle<K, SM>,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        Self { node, cluster, snapshot_bytes_max, store, closing }
+        Self { node, cluster, timing, snapshot_bytes_max, store, closing }
     }
 
     fn check_route(&self, cluster: u64, to: u64) -> Result<(), Status> {
@@ -54,6 +59,33 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
         }
         Ok(())
     }
+}
+
+/// Refuses the messages of `from` unless its Raft timing (`theirs`; none from a node that does
+/// not send it) equals this node's (`ours`).
+fn check_timing(
+    ours: pb::RaftTiming,
+    theirs: Option<pb::RaftTiming>,
+    from: NodeId,
+) -> Result<(), Status> {
+    if theirs == Some(ours) {
+        return Ok(());
+    }
+    let theirs = theirs.map_or_else(
+        || "does not say its tick-interval-ms and election-ticks".to_string(),
+        |theirs| {
+            format!(
+                "runs tick-interval-ms = {} and election-ticks = {}",
+                theirs.tick_interval_ms, theirs.election_ticks
+            )
+        },
+    );
+    Err(Status::failed_precondition(format!(
+        "node {from} {theirs}, this node {} and {}: every node of a cluster must run the same \
+         (leader leases assume every member ticks at the same rate with the same election \
+         timeout)",
+        ours.tick_interval_ms, ours.election_ticks
+    )))
 }
 
 #[tonic::async_trait]
@@ -74,6 +106,11 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
             let Some(batch) = batch else { break };
             self.check_route(batch.cluster_id, batch.to_node)?;
             let from = NodeId(batch.from_node);
+            if let Err(status) = check_timing(self.timing, batch.timing, from) {
+                tracing::error!(node = %self.node, %from, reason = status.message(),
+                    "refusing raft messages from a node with another timing");
+                return Err(status);
+            }
             let mut messages = Vec::with_capacity(batch.messages.len());
             for group_message in batch.messages {
                 let group = GroupId(group_message.group_id);
@@ -144,5 +181,25 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
             chunk = stream.message().await?;
         }
         Err(Status::invalid_argument(format!("group {group}: the snapshot stream ended early")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_with_another_raft_timing_is_refused() {
+        let ours = pb::RaftTiming { tick_interval_ms: 100, election_ticks: 10 };
+        let from = NodeId(2);
+        assert!(check_timing(ours, Some(ours), from).is_ok());
+        let slower = pb::RaftTiming { tick_interval_ms: 200, ..ours };
+        let refused = check_timing(ours, Some(slower), from).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("node 2 runs tick-interval-ms = 200"), "{refused:?}");
+        let longer = pb::RaftTiming { election_ticks: 20, ..ours };
+        assert!(check_timing(ours, Some(longer), from).is_err());
+        let unsaid = check_timing(ours, None, from).unwrap_err();
+        assert!(unsaid.message().contains("does not say"), "{unsaid:?}");
     }
 }

@@ -16,10 +16,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mosaic_engine::KvEngine;
-use mosaic_raftstore::{Callback, Error, Result, StateMachine, Store, StoreMsg, Transport};
+use mosaic_raftstore::{Callback, Clock, Error, Result, StateMachine, Store, StoreMsg, Transport};
 
 /// Messages handled per loop turn before the store runs a Ready pass.
 const INBOX_DRAIN_MAX: usize = 4_096;
+/// First pause of [`StoreHandle::deliver`] while the inbox is full; it doubles up to
+/// [`DELIVER_RETRY_MAX`].
+const DELIVER_RETRY_MIN: Duration = Duration::from_millis(1);
+/// Longest pause of [`StoreHandle::deliver`] between two tries.
+const DELIVER_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// A cloneable way to reach the store thread.
 pub struct StoreHandle<K: KvEngine, SM: StateMachine<K>> {
@@ -42,6 +47,28 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
                 msg.refuse(Error::ServerBusy { reason: "the store inbox is full".into() });
             }
             Err(TrySendError::Disconnected(msg)) => msg.refuse(Error::Stopped),
+        }
+    }
+
+    /// Queues `msg`, waiting for room while the inbox is full: for a message that must not be
+    /// dropped, such as a snapshot's outcome (until the leader hears it, it sends that follower
+    /// nothing else). Their number is bounded by what produces them (one per snapshot sent).
+    /// Gives up only when the store thread has ended.
+    pub async fn deliver(&self, mut msg: StoreMsg<K, SM>) {
+        let mut pause = DELIVER_RETRY_MIN;
+        loop {
+            match self.sender.try_send(msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(returned)) => {
+                    msg = returned;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(DELIVER_RETRY_MAX);
+                }
+                Err(TrySendError::Disconnected(returned)) => {
+                    returned.refuse(Error::Stopped);
+                    return;
+                }
+            }
         }
     }
 
@@ -87,6 +114,31 @@ pub fn channel<K: KvEngine, SM: StateMachine<K>>(
 ) -> (StoreHandle<K, SM>, Inbox<K, SM>) {
     let (sender, receiver) = sync_channel(capacity);
     (StoreHandle { sender }, Inbox { receiver })
+}
+
+/// The store's clock in production: the monotonic `Instant`, as time since the clock was made.
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose origin is now.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { origin: Instant::now() }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
 }
 
 /// The running store thread.
@@ -152,11 +204,10 @@ fn run<K: KvEngine, SM: StateMachine<K>, T: Transport<K>>(
         let now = Instant::now();
         if now >= next_tick {
             store.handle(StoreMsg::Tick)?;
-            next_tick += tick_interval;
-            if next_tick < now {
-                // The thread fell behind (a long stall): do not replay the missed ticks.
-                next_tick = now + tick_interval;
-            }
+            // The next tick is a whole interval after this one, never sooner: lease reads rest
+            // on ticks never coming faster than `tick_interval` (`mosaic_raft::Config`), so a
+            // late tick is not caught up on, and missed ones are not replayed after a stall.
+            next_tick = now + tick_interval;
         }
         store.process()?;
     }
@@ -194,5 +245,33 @@ impl Drop for StoreRunner {
         if let Err(error) = self.wait() {
             tracing::error!(%error, "store thread ended with an error");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mosaic_engine::{GroupId, MemKv};
+    use mosaic_raft::NodeId;
+    use mosaic_shardkv::KvStateMachine;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_delivered_into_a_full_inbox_waits_for_room_instead_of_being_dropped() {
+        let (handle, inbox) = channel::<MemKv, KvStateMachine>(1);
+        handle.send(StoreMsg::Tick);
+        let status = StoreMsg::SnapshotStatus { group: GroupId(1), to: NodeId(2), delivered: true };
+        let delivering = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.deliver(status).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!delivering.is_finished(), "delivered into a full inbox");
+        assert!(matches!(inbox.receiver.try_recv(), Ok(StoreMsg::Tick)));
+        delivering.await.unwrap();
+        assert!(matches!(
+            inbox.receiver.try_recv(),
+            Ok(StoreMsg::SnapshotStatus { delivered: true, .. })
+        ));
     }
 }

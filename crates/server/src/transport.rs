@@ -41,6 +41,8 @@ pub struct TransportOptions {
     pub node: NodeId,
     /// The cluster (every batch names it; a receiver of another cluster refuses it).
     pub cluster: ClusterId,
+    /// This node's Raft timing (every batch carries it; a receiver with another refuses it).
+    pub timing: pb::RaftTiming,
     /// Batches queued per peer, at most.
     pub peer_queue_batches: usize,
     /// Bytes per snapshot chunk.
@@ -96,6 +98,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
             from_node: self.options.node.0,
             to_node: to.0,
             cluster_id: self.options.cluster.0,
+            timing: Some(self.options.timing),
             messages: messages
                 .iter()
                 .map(|(group, message)| pb::GroupMessage {
@@ -123,7 +126,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
     ) {
         let store = self.store.clone();
         let Some(address) = self.directory.address(to) else {
-            store.send(StoreMsg::SnapshotStatus { group, to, delivered: false });
+            let status = StoreMsg::SnapshotStatus { group, to, delivered: false };
+            self.runtime.spawn(async move { store.deliver(status).await });
             return;
         };
         let header = pb::SnapshotHeader {
@@ -142,7 +146,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
                     false
                 }
             };
-            store.send(StoreMsg::SnapshotStatus { group, to, delivered });
+            // Never dropped: until the leader hears the outcome it sends this follower nothing.
+            store.deliver(StoreMsg::SnapshotStatus { group, to, delivered }).await;
         });
     }
 }

@@ -155,9 +155,10 @@ fn a_deposed_leader_does_not_serve_linearizable_reads() {
     let new = cluster.must_elect(GROUP);
     assert_ne!(new, old);
     cluster.must_put(GROUP, "x", "2");
-    // The cut-off leader never confirms its leadership: its read fails, it does not answer "1".
+    // The cut-off leader never confirms its leadership: its read fails (dropped when it steps
+    // down, or timed out), it does not answer "1".
     match take(&stale_attempt) {
-        None | Some(Err(Error::NotLeader { .. })) => {}
+        None | Some(Err(Error::NotLeader { .. } | Error::Timeout)) => {}
         Some(other) => panic!("the deposed leader answered {other:?}"),
     }
     assert_eq!(cluster.must_get(GROUP, "x").as_deref(), Some("2"));
@@ -187,6 +188,41 @@ fn lease_reads_are_served_by_the_leader_without_a_round_trip() {
     match take(&refused) {
         Some(Err(Error::NotLeader { leader: hint, .. })) => assert_eq!(hint, Some(leader)),
         other => panic!("a follower answered a lease read with {other:?}"),
+    }
+}
+
+/// Issue: the lease was timed in ticks, so a leader whose store thread stalled while it was cut
+/// off woke up with a tick count that had barely moved and served lease reads of values a new
+/// leader had already overwritten. The lease is now timed with the clock.
+#[test]
+fn a_leader_that_stalled_while_cut_off_serves_no_stale_lease_read() {
+    let mut cluster = Cluster::new(3, 37);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "k", "old");
+    let old = cluster.must_elect(GROUP);
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    let read = cluster.read(old, GROUP, "k", Consistency::Lease);
+    assert_eq!(
+        take(&read).expect("served under the lease").unwrap().output.as_deref(),
+        Some(&b"old"[..])
+    );
+
+    cluster.stall(old);
+    cluster.isolate(old);
+    for _ in 0..40 {
+        cluster.tick();
+    }
+    let new = cluster.must_elect(GROUP);
+    assert_ne!(new, old);
+    cluster.must_put(GROUP, "k", "new");
+    // The old leader wakes up, still cut off, and is asked before its first tick.
+    cluster.resume(old);
+    let read = cluster.read(old, GROUP, "k", Consistency::Lease);
+    match take(&read) {
+        None | Some(Err(Error::NotLeader { .. } | Error::Timeout)) => {}
+        Some(other) => panic!("the stalled leader answered a lease read with {other:?}"),
     }
 }
 
@@ -301,6 +337,81 @@ fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert!(outcome.duplicate, "a retried write after a snapshot install must not apply again");
 }
 
+/// Issue: the state of a received snapshot was kept in one slot before Raft decided on it, so
+/// an accepted snapshot followed in the same inbox drain by an older one (which Raft refuses)
+/// had its state overwritten, and the install panicked ("snapshot state and metadata differ").
+#[test]
+fn an_older_snapshot_after_a_newer_one_in_one_drain_installs_the_newer() {
+    let mut cluster = Cluster::with_config(3, compacting_config(29));
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let leader = cluster.must_elect(GROUP);
+    let behind = NodeId(if leader.0 == 3 { 2 } else { 3 });
+    cluster.crash(behind, 0);
+    let write_some = |cluster: &mut Cluster, from: usize| {
+        for i in from..from + 30 {
+            cluster.must_put(GROUP, &format!("k{}", i % 5), &format!("{i}"));
+        }
+    };
+    write_some(&mut cluster, 0);
+    cluster.hold_snapshots_to(behind);
+    cluster.restart(behind);
+    for _ in 0..10 {
+        cluster.tick();
+    }
+    let mut older = cluster.take_held_snapshots();
+    assert_eq!(older.len(), 1, "one snapshot sent");
+    let older = older.pop().unwrap();
+    cluster.report_lost(&older);
+    write_some(&mut cluster, 30);
+    for _ in 0..10 {
+        cluster.tick();
+    }
+    let newer = cluster.take_held_snapshots();
+    assert_eq!(newer.len(), 1, "a second snapshot sent");
+    assert!(newer[0].index() > older.index(), "{} > {}", newer[0].index(), older.index());
+    // The newer first, then the older: Raft installs the newer and refuses the older.
+    let mut both = newer;
+    both.push(older);
+    cluster.deliver_in_one_drain(behind, both);
+    assert_eq!(cluster.store(behind).stats().snapshots_installed, 1);
+    for _ in 0..10 {
+        cluster.tick();
+    }
+    for key in ["k0", "k1", "k2", "k3", "k4"] {
+        assert_eq!(
+            cluster.applied_value(behind, GROUP, key),
+            cluster.applied_value(leader, GROUP, key),
+            "{key}"
+        );
+    }
+}
+
+/// Issue: a read a follower forwarded to its leader waited for ever when the answer was lost.
+#[test]
+fn a_forwarded_read_whose_answer_is_lost_times_out() {
+    let mut cluster = Cluster::new(3, 31);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "x", "1");
+    let leader = cluster.must_elect(GROUP);
+    let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    // The leader hears the follower, the follower does not hear the leader.
+    cluster.blocked.insert((leader, follower));
+    let read = cluster.read(follower, GROUP, "x", Consistency::Linearizable);
+    for _ in 0..5 {
+        cluster.tick();
+    }
+    assert!(take(&read).is_none(), "answered before its deadline");
+    for _ in 0..30 {
+        cluster.tick();
+    }
+    match take(&read) {
+        Some(Err(Error::Timeout | Error::NotLeader { .. })) => {}
+        other => panic!("the forwarded read must fail, got {other:?}"),
+    }
+    cluster.heal();
+    assert_eq!(cluster.must_get(GROUP, "x").as_deref(), Some("1"));
+}
+
 #[test]
 fn disk_use_stays_bounded_under_a_steady_write_load() {
     let mut cluster = Cluster::with_config(3, compacting_config(12));
@@ -371,6 +482,60 @@ fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
     cluster.crash(down, 0);
     cluster.must_put(GROUP, "after", "four voters");
     assert_eq!(cluster.applied_value(new, GROUP, "after").as_deref(), Some("four voters"));
+}
+
+/// Issue: a replica that joined a young group (log never compacted, the store's default
+/// compaction threshold) caught up from index 1, applied `AddLearner` to its empty membership
+/// and ended as the only voter of its own configuration: isolated, it elected itself alone and
+/// acknowledged writes alone. The initial membership is now a bootstrap snapshot at index 1,
+/// so the joined replica gets a snapshot and the same membership as every other member.
+#[test]
+fn a_node_joining_a_young_group_learns_the_whole_membership_and_cannot_win_alone() {
+    use mosaic_raft::ConfChange;
+    let mut cluster = Cluster::new(4, 23);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    for i in 0..5 {
+        cluster.must_put(GROUP, &format!("k{i}"), &format!("v{i}"));
+    }
+    let new = NodeId(4);
+    let (joined, callback) = harness::slot();
+    cluster.send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, callback });
+    take(&joined).expect("answered at once").expect("joined");
+    let leader = cluster.must_elect(GROUP);
+    change_membership(&mut cluster, leader, ConfChange::AddLearner(new)).unwrap();
+    for _ in 0..20 {
+        cluster.tick();
+    }
+    let conf = change_membership(&mut cluster, leader, ConfChange::AddVoter(new)).unwrap();
+    let all: std::collections::BTreeSet<NodeId> = (1..=4).map(NodeId).collect();
+    assert_eq!(conf.voters, all, "the leader's membership");
+    cluster.tick();
+    let status = cluster.store(new).peer(GROUP).unwrap().status();
+    assert_eq!(status.conf_state.voters, all, "the joined replica's membership");
+    assert!(
+        status.first_index.0 > 1,
+        "it started from a snapshot: log begins at {}",
+        status.first_index
+    );
+    assert_eq!(cluster.applied_value(new, GROUP, "k4").as_deref(), Some("v4"));
+
+    // Cut off, the new member can never gather a majority of four by itself.
+    cluster.isolate(new);
+    for _ in 0..200 {
+        cluster.tick();
+        let status = cluster.store(new).peer(GROUP).unwrap().status();
+        assert_ne!(
+            status.soft_state.role,
+            mosaic_raft::Role::Leader,
+            "node 4 elected itself alone"
+        );
+    }
+    cluster.must_put(GROUP, "after", "the partition");
+    cluster.heal();
+    for _ in 0..50 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.applied_value(new, GROUP, "after").as_deref(), Some("the partition"));
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //! - [`cluster`]: the simulator. One process, one seed, virtual time: controller replicas and
 //!   storage nodes running the real `mosaic_raftstore::Store` over the in-memory engine, the
 //!   node agents that follow the controller and move shards, clients, an administrator
-//!   changing the groups, and a network and fault schedule that partition, lose, delay,
-//!   reorder and duplicate messages and crash nodes ([`cluster::run`]).
+//!   changing the groups, an operator changing group memberships, and a network and fault
+//!   schedule that partition, lose, delay, reorder and duplicate messages and crash nodes
+//!   ([`cluster::run`]).
 //! - [`linearizability`]: records what clients called and what came back ([`History`]) and
 //!   decides, key by key, whether some sequential order of the operations explains every result
 //!   and respects real time ([`check`]). A failing key comes with a report a person can read.

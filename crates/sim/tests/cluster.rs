@@ -1,7 +1,7 @@
 //! The whole-cluster simulation (test layer L3, DESIGN.md "Test layers"): seeds of a cluster
-//! under faults, each run checked for linearizability, liveness and identical replicas; that
-//! a seed replays exactly; and that the checks catch deliberately broken clients (stale
-//! reads, writes retried with a new seq).
+//! under faults, each run checked for linearizability, Raft's safety properties, liveness and
+//! identical replicas; that a seed replays exactly; and that the checks catch deliberately
+//! broken clients (stale reads, writes retried with a new seq).
 //!
 //! | variable | effect |
 //! |---|---|
@@ -9,19 +9,23 @@
 //! | `MOSAIC_SIM_FIRST_SEED=F` | start those seeds at F instead of 0 |
 //! | `MOSAIC_SIM_SEED=S` | replay exactly seed S |
 //!
-//! The variables apply to the two seed sweeps (`every_history_...` and `wide_groups_...`);
-//! `MOSAIC_SIM_SEED` also picks the seed `a_seed_replays_exactly` runs twice.
+//! The variables apply to the three seed sweeps (`every_history_...`, `wide_groups_...` and
+//! `members_replaced_...`); `MOSAIC_SIM_SEED` also picks the seed `a_seed_replays_exactly`
+//! runs twice.
 
 mod support;
 
-use mosaic_sim::cluster::{ReadMode, SimConfig, run};
+use mosaic_raftstore::StoreConfig;
+use mosaic_sim::cluster::{MembershipConfig, ReadMode, SimConfig, run};
 use support::{Suite, env_u64, run_suite};
 
-/// Seeds of the default configuration a run covers unless told otherwise (with the wide
-/// configuration's, about a minute in a debug build on two cores).
+/// Seeds of the default configuration a run covers unless told otherwise (with the other
+/// sweeps', about a minute in a debug build on two cores).
 const DEFAULT_SEEDS: u64 = 300;
 /// Seeds of the wide configuration, which cost about twice as much each.
 const WIDE_SEEDS: u64 = 100;
+/// Seeds of the configuration whose logs compact late, with membership changes.
+const MEMBERSHIP_SEEDS: u64 = 150;
 
 /// This file's seed variables.
 const SIM: Suite = Suite { env: "MOSAIC_SIM", test_file: "cluster" };
@@ -49,7 +53,8 @@ fn every_history_is_linearizable_and_the_cluster_recovers_after_faults() {
 
 /// Wider: five controller replicas, groups of five on seven storage nodes, sixteen shards,
 /// six clients on ten keys, half their reads under the leader's lease, three nodes down at
-/// once.
+/// once, and an operator replacing group members (see `members_replaced_...`; here logs
+/// compact early, so a joining replica mostly catches up by snapshot).
 #[test]
 fn wide_groups_on_seven_nodes_stay_linearizable_and_recover() {
     let mut config = SimConfig {
@@ -60,6 +65,7 @@ fn wide_groups_on_seven_nodes_stay_linearizable_and_recover() {
         clients: 6,
         keys: 10,
         reads: ReadMode::LinearizableOrLease,
+        membership: Some(MembershipConfig::default()),
         ..SimConfig::default()
     };
     config.faults.storage_nodes_down_max = 3;
@@ -67,19 +73,74 @@ fn wide_groups_on_seven_nodes_stay_linearizable_and_recover() {
     run_seeds("wide_groups_on_seven_nodes_stay_linearizable_and_recover", &config, WIDE_SEEDS);
 }
 
+/// The default cluster with an operator replacing group members and putting them back, and
+/// logs that compact only at the store's default threshold.
+fn members_replaced_config() -> SimConfig {
+    let store = StoreConfig::default();
+    SimConfig {
+        membership: Some(MembershipConfig::default()),
+        compact_log_after_entries: store.compact_log_after_entries,
+        compact_log_keep_entries: store.compact_log_keep_entries,
+        ..SimConfig::default()
+    }
+}
+
+/// The default cluster, and an operator replacing group members and putting them back (what
+/// `mosaic admin group add-replica` and `remove-replica` do: `JoinGroup` on the new node,
+/// `AddLearner`, a wait for it to catch up, `AddVoter`, `RemoveNode` of the old one) through
+/// leader changes, crashes, partitions and migrations. Logs compact only at the store's
+/// default threshold (no run comes near it), so a replica joining a young group catches up
+/// from the group's first entries rather than from a snapshot, unless the store makes sure it
+/// gets one: a joined replica that applies the log from index 1 without the group's initial
+/// membership ends up the only voter in its own eyes and elects itself alone.
+#[test]
+fn members_replaced_in_young_groups_catch_up_from_the_log_and_stay_linearizable() {
+    run_seeds(
+        "members_replaced_in_young_groups_catch_up_from_the_log_and_stay_linearizable",
+        &members_replaced_config(),
+        MEMBERSHIP_SEEDS,
+    );
+}
+
+/// Found by the sweep above past its default seeds: a learner promoted by an `AddVoter` it had
+/// not received yet, and a leader that had removed itself, both refused to vote, so a group of
+/// four voters that lost its leader right then stayed without one for ever. A learner (and a
+/// removed replica) now answers votes; only a replica with no membership at all refuses.
+#[test]
+fn a_learner_promoted_without_knowing_it_votes_and_the_group_elects_a_leader() {
+    let config = members_replaced_config();
+    for seed in [273, 439, 442] {
+        let report = run(seed, &config);
+        if let Some(failure) = report.failure() {
+            panic!("seed {seed} failed: {failure}\n{report}");
+        }
+    }
+}
+
 #[test]
 fn a_seed_replays_exactly() {
-    let config = SimConfig::default();
     let seed = env_u64("MOSAIC_SIM_SEED").unwrap_or(7);
-    let first = run(seed, &config);
-    let second = run(seed, &config);
-    assert_eq!(first.to_string(), second.to_string(), "seed {seed}: the summaries differ");
-    assert_eq!(
-        first.history.operations(),
-        second.history.operations(),
-        "seed {seed}: the histories differ"
-    );
-    assert!(first.history.len() > 20, "seed {seed}: only {} operations", first.history.len());
+    for (name, config) in
+        [("default", SimConfig::default()), ("members replaced", members_replaced_config())]
+    {
+        let first = run(seed, &config);
+        let second = run(seed, &config);
+        assert_eq!(
+            first.to_string(),
+            second.to_string(),
+            "seed {seed}, {name}: the summaries differ"
+        );
+        assert_eq!(
+            first.history.operations(),
+            second.history.operations(),
+            "seed {seed}, {name}: the histories differ"
+        );
+        assert!(
+            first.history.len() > 20,
+            "seed {seed}, {name}: only {} operations",
+            first.history.len()
+        );
+    }
 }
 
 /// A test that cannot fail is a defect: clients that read with `Consistency::Stale` at any

@@ -94,8 +94,23 @@ impl Processes {
         self.peers(0)
     }
 
+    /// Starts process `id` (a controller replica whose data directory does not exist yet with
+    /// `--bootstrap`: its first start creates the group, a restart recovers it).
     pub fn spawn(&mut self, id: u64) {
+        let first_start = !self.data_dir(id).exists();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(id)).unwrap();
+        let child = self
+            .command(id, first_start)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosaic server");
+        self.children.insert(id, child);
+    }
+
+    /// The command that starts process `id`, its configuration file written; `bootstrap` adds
+    /// `--bootstrap` for a controller replica.
+    pub fn command(&self, id: u64, bootstrap: bool) -> Command {
         // The file sets a fast tick and a small cache; identity and addresses come as flags.
         let config = self.root.path().join(format!("node-{id}.toml"));
         let text = format!(
@@ -111,18 +126,19 @@ impl Processes {
             Role::Following(controllers) => {
                 command.args(["server", "--controllers", &controllers.join(",")])
             }
-            Role::Controllers(shards) => command
-                .args(["controller", "--peers", &self.peers(id)])
-                .args(["--shard-count", &shards.to_string()]),
+            Role::Controllers(shards) => {
+                command
+                    .args(["controller", "--peers", &self.peers(id)])
+                    .args(["--shard-count", &shards.to_string()]);
+                if bootstrap {
+                    command.arg("--bootstrap");
+                }
+                &mut command
+            }
         };
-        let child = command
-            .args(["--id", &id.to_string(), "--listen", &self.addresses[&id], "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start mosaic server");
-        self.children.insert(id, child);
+        command.args(["--id", &id.to_string(), "--listen", &self.addresses[&id], "--config"]);
+        command.arg(&config);
+        command
     }
 
     pub fn kill(&mut self, id: u64) {

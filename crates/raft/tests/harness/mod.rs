@@ -2,8 +2,11 @@
 //! randomized simulator.
 //!
 //! Time advances only by [`Cluster::tick`]; messages sent during a tick are delivered in the
-//! same tick (network latency is far below a tick) unless a fault delays them. Everything
-//! random comes from the cluster's seed, so a seed replays a run exactly.
+//! same tick (network latency is far below a tick) unless a fault delays them. Each replica
+//! also has a monotonic clock ([`Cluster::clock`]) for lease reads: the cluster's ticks times
+//! `tick_interval`, plus whatever [`Cluster::advance_clock`] added for that node; a paused
+//! replica ([`Cluster::pause`]) keeps its clock running but gets no ticks, as a stalled process
+//! would. Everything random comes from the cluster's seed, so a seed replays a run exactly.
 //!
 //! After every step the cluster checks Raft's safety properties (Figure 3 of the paper):
 //! election safety, leader completeness and state-machine safety; `check_log_matching` checks
@@ -11,11 +14,12 @@
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mosaic_raft::{
     ConfChange, ConfState, Config, EntryKind, LogIndex, MemStorage, Message, MessageBody, NodeId,
-    RawNode, ReadState, Role, Storage, Term,
+    RawNode, ReadState, Result, Role, Storage, Term,
 };
 
 /// xorshift64*: the harness's own seeded generator.
@@ -113,6 +117,11 @@ pub struct Cluster {
     disconnected: BTreeSet<NodeId>,
     /// Directed links that drop everything.
     cut_links: BTreeSet<(NodeId, NodeId)>,
+    /// Stalled replicas: they get no ticks and no messages, but their clocks run on.
+    paused: BTreeSet<NodeId>,
+    /// Time added to a replica's clock on top of the cluster's ticks (survives restarts, as
+    /// the machine's monotonic clock does).
+    clock_skews: BTreeMap<NodeId, Duration>,
     pub rng: TestRng,
     pub seed: u64,
     pub now: u64,
@@ -143,6 +152,8 @@ impl Cluster {
             faults: Faults::default(),
             disconnected: BTreeSet::new(),
             cut_links: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            clock_skews: BTreeMap::new(),
             rng: TestRng::new(seed),
             seed,
             now: 0,
@@ -171,7 +182,8 @@ impl Cluster {
         let snapshot = storage.stored_snapshot().clone();
         let mut config = self.config_for(id);
         config.applied = snapshot.metadata.index;
-        let node = RawNode::new(config, storage).expect("replica starts");
+        let mut node = RawNode::new(config, storage).expect("replica starts");
+        node.set_clock(self.clock(id));
         let replica = Replica {
             node,
             state: decode_state(&snapshot.data),
@@ -254,7 +266,44 @@ impl Cluster {
     pub fn connected(&self, from: NodeId, to: NodeId) -> bool {
         !self.disconnected.contains(&from)
             && !self.disconnected.contains(&to)
+            && !self.paused.contains(&from)
+            && !self.paused.contains(&to)
             && !self.cut_links.contains(&(from, to))
+    }
+
+    /// Stalls replica `id` (SIGSTOP, a long fsync): it gets no ticks and messages to or from
+    /// it are lost, while its monotonic clock keeps running.
+    pub fn pause(&mut self, id: NodeId) {
+        self.paused.insert(id);
+    }
+
+    /// Wakes a replica [`Cluster::pause`] stalled. It hears of the time only with its next
+    /// tick or call that passes the time (such as [`Cluster::lease_read`]).
+    pub fn resume(&mut self, id: NodeId) {
+        self.paused.remove(&id);
+    }
+
+    /// The monotonic clock of replica `id`: the cluster's ticks times its `tick_interval`,
+    /// plus what [`Cluster::advance_clock`] added.
+    pub fn clock(&self, id: NodeId) -> Duration {
+        let ticks = u32::try_from(self.now).expect("tests run fewer than 2^32 ticks");
+        let skew = self.clock_skews.get(&id).copied().unwrap_or_default();
+        self.config_for(id).tick_interval * ticks + skew
+    }
+
+    /// Moves replica `id`'s clock forward by `by` without ticking it, and tells the replica.
+    pub fn advance_clock(&mut self, id: NodeId, by: Duration) {
+        *self.clock_skews.entry(id).or_default() += by;
+        let now = self.clock(id);
+        if let Some(replica) = self.replicas.get_mut(&id) {
+            replica.node.set_clock(now);
+        }
+    }
+
+    /// A lease read on replica `id` at its clock's current time.
+    pub fn lease_read(&mut self, id: NodeId) -> Result<LogIndex> {
+        let now = self.clock(id);
+        self.replica_mut(id).node.lease_read(now)
     }
 
     fn enqueue(&mut self, messages: Vec<Message>) {
@@ -493,12 +542,16 @@ impl Cluster {
         }
     }
 
-    /// One tick of every running replica, then delivery.
+    /// One tick of every running replica that is not paused (after telling it the time), then
+    /// delivery.
     pub fn tick(&mut self) {
         self.now += 1;
-        let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
+        let ids: Vec<NodeId> =
+            self.replicas.keys().copied().filter(|id| !self.paused.contains(id)).collect();
         for id in ids {
+            let now = self.clock(id);
             if let Some(replica) = self.replicas.get_mut(&id) {
+                replica.node.set_clock(now);
                 replica.node.tick();
             }
             self.process(id);
@@ -516,7 +569,10 @@ impl Cluster {
     pub fn leaders(&self) -> BTreeMap<Term, Vec<NodeId>> {
         let mut leaders: BTreeMap<Term, Vec<NodeId>> = BTreeMap::new();
         for (id, replica) in &self.replicas {
-            if replica.node.role() == Role::Leader && !self.disconnected.contains(id) {
+            if replica.node.role() == Role::Leader
+                && !self.disconnected.contains(id)
+                && !self.paused.contains(id)
+            {
                 leaders.entry(replica.node.term()).or_default().push(*id);
             }
         }
@@ -547,7 +603,7 @@ impl Cluster {
         let terms: BTreeSet<Term> = self
             .replicas
             .iter()
-            .filter(|(id, _)| !self.disconnected.contains(id))
+            .filter(|(id, _)| !self.disconnected.contains(id) && !self.paused.contains(id))
             .map(|(_, r)| r.node.term())
             .collect();
         assert_eq!(terms.len(), 1, "replicas disagree on the term: {terms:?}");

@@ -15,8 +15,8 @@ use mosaic_engine::{
 };
 use mosaic_raft::{LogIndex, Message, NodeId, Role};
 use mosaic_raftstore::{
-    Callback, Consistency, Error, ReadOutput, SnapshotReader, Store, StoreConfig, StoreMsg,
-    Transport,
+    Callback, Consistency, Error, ManualClock, ReadOutput, SnapshotReader, Store, StoreConfig,
+    StoreMsg, Transport,
 };
 use mosaic_shardkv::{
     Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind, WriteOutcome,
@@ -29,6 +29,25 @@ pub type Msg = StoreMsg<MemKv, KvStateMachine>;
 enum Flight {
     Messages(Vec<(GroupId, Message)>),
     Snapshot { group: GroupId, message: Message, chunks: Vec<Bytes> },
+}
+
+/// A snapshot held back on its way (see [`Cluster::hold_snapshots_to`]).
+pub struct HeldSnapshot {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub group: GroupId,
+    pub message: Message,
+    pub chunks: Vec<Bytes>,
+}
+
+impl HeldSnapshot {
+    /// The snapshot's index.
+    pub fn index(&self) -> LogIndex {
+        match &self.message.body {
+            mosaic_raft::MessageBody::InstallSnapshot { snapshot } => snapshot.metadata.index,
+            other => panic!("a held snapshot carries {other:?}"),
+        }
+    }
 }
 
 /// In flight: (from, to, what).
@@ -94,8 +113,15 @@ pub struct Cluster {
     queue: Queue,
     /// Links (from, to) that drop everything.
     pub blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes whose store thread is stalled: they get no ticks (their clock runs on).
+    stalled: BTreeSet<NodeId>,
+    /// Nodes whose incoming snapshots are held back (see [`Cluster::hold_snapshots_to`]).
+    holding_snapshots: BTreeSet<NodeId>,
+    held: Vec<HeldSnapshot>,
     config: StoreConfig,
     next_seq: u64,
+    /// Every node's clock: [`Cluster::tick`] moves it by the tick interval.
+    pub clock: ManualClock,
 }
 
 impl Cluster {
@@ -112,8 +138,12 @@ impl Cluster {
             kvs: BTreeMap::new(),
             queue,
             blocked: BTreeSet::new(),
+            stalled: BTreeSet::new(),
+            holding_snapshots: BTreeSet::new(),
+            held: Vec::new(),
             config,
             next_seq: 1,
+            clock: ManualClock::new(),
         };
         for id in 1..=nodes {
             let node = NodeId(id);
@@ -129,7 +159,8 @@ impl Cluster {
         let engine = Engine::open(kv, identity, &EngineConfig::default())
             .unwrap_or_else(|error| panic!("open node {node}: {error}"));
         let transport = QueueTransport { from: node, queue: Rc::clone(&self.queue) };
-        let store = Store::open(node, Arc::new(engine), self.config.clone(), transport)
+        let clock = Box::new(self.clock.clone());
+        let store = Store::open(node, Arc::new(engine), self.config.clone(), transport, clock)
             .unwrap_or_else(|error| panic!("open store {node}: {error}"));
         self.stores.insert(node, Some(store));
     }
@@ -175,6 +206,11 @@ impl Cluster {
                             self.send(to, StoreMsg::Raft { from, messages });
                         }
                         Flight::Messages(_) => {}
+                        Flight::Snapshot { group, message, chunks }
+                            if delivered && self.holding_snapshots.contains(&to) =>
+                        {
+                            self.held.push(HeldSnapshot { from, to, group, message, chunks });
+                        }
                         Flight::Snapshot { group, message, chunks } => {
                             if delivered {
                                 self.send(to, StoreMsg::Snapshot { from, group, message, chunks });
@@ -205,9 +241,59 @@ impl Cluster {
         panic!("the cluster did not settle in {ROUNDS_MAX} rounds");
     }
 
-    /// One tick on every live node, then settle.
+    /// Holds back the snapshots sent to `node` from now on: they are neither delivered nor
+    /// reported to their sender until taken with [`Cluster::take_held_snapshots`].
+    pub fn hold_snapshots_to(&mut self, node: NodeId) {
+        self.holding_snapshots.insert(node);
+    }
+
+    /// The snapshots held back so far, oldest first.
+    pub fn take_held_snapshots(&mut self) -> Vec<HeldSnapshot> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Tells the sender of `snapshot` that it was not delivered (so it sends a new one).
+    pub fn report_lost(&mut self, snapshot: &HeldSnapshot) {
+        let status =
+            StoreMsg::SnapshotStatus { group: snapshot.group, to: snapshot.to, delivered: false };
+        self.send(snapshot.from, status);
+    }
+
+    /// Hands every snapshot of `snapshots` to its receiver in one inbox drain (one `handle`
+    /// each, then one `process`), as a node's store thread takes what queued up meanwhile.
+    pub fn deliver_in_one_drain(&mut self, node: NodeId, snapshots: Vec<HeldSnapshot>) {
+        for snapshot in snapshots {
+            assert_eq!(snapshot.to, node, "a snapshot for another node");
+            let msg = StoreMsg::Snapshot {
+                from: snapshot.from,
+                group: snapshot.group,
+                message: snapshot.message,
+                chunks: snapshot.chunks,
+            };
+            self.store(node).handle(msg).unwrap_or_else(|error| panic!("handle: {error}"));
+        }
+        self.store(node).process().unwrap_or_else(|error| panic!("process: {error}"));
+        self.settle();
+    }
+
+    /// Stalls `node`'s store as a SIGSTOP or a long fsync would: no ticks reach it until
+    /// [`Cluster::resume`], while the clock runs on. (Cut it off too, or messages still reach
+    /// it.)
+    pub fn stall(&mut self, node: NodeId) {
+        self.stalled.insert(node);
+    }
+
+    /// Ends a [`Cluster::stall`].
+    pub fn resume(&mut self, node: NodeId) {
+        self.stalled.remove(&node);
+    }
+
+    /// One tick on every live node that is not stalled (the clock moves by the tick interval
+    /// first), then settle.
     pub fn tick(&mut self) {
-        let up: Vec<NodeId> = self.up_nodes();
+        self.clock.advance(self.config.tick_interval);
+        let up: Vec<NodeId> =
+            self.up_nodes().into_iter().filter(|node| !self.stalled.contains(node)).collect();
         for node in up {
             self.send(node, StoreMsg::Tick);
         }

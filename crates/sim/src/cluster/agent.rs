@@ -19,6 +19,15 @@
 //! and a later poll starts it again from the state in the group's log: every step names its
 //! configuration, so repeating one changes nothing (the state machine answers `Stale`).
 //! A crash loses the agent's memory: the node starts a new agent, which registers again.
+//!
+//! Replicas follow the configuration alone, never a group's Raft membership (which the
+//! controller does not track): a replica the operator removed stays, inactive, until its
+//! group is retired; a replica on a node the configuration does not list is destroyed only
+//! when its group is retired; and a listed node that does not host its replica yet creates it
+//! with the listed members even when the operator has replaced that node meanwhile (so does
+//! the production follower, at its next configuration). Such a replica believes itself a
+//! voter of a membership the group has left; its short log keeps it from being elected, and
+//! it rejoins properly when the operator adds the node back.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,7 +3,9 @@
 //!
 //! Routing: `shard_for_key(key, shard_count)`, the owner of that shard in the client's
 //! cached configuration, then the group's leader as far as the client knows, else its
-//! members in turn. `NotLeader` hints are followed; `WrongGroup` refreshes the
+//! members in turn. `NotLeader` hints are followed: a hint to a listed member is remembered,
+//! a hint to a node the configuration does not list (the group's membership was changed
+//! behind the controller's back) is tried once, not twice in a row; `WrongGroup` refreshes the
 //! configuration from the controller; `ShardNotReady`, `ServerBusy` and lost answers are
 //! retried after a short pause. Reads are `Consistency::Linearizable` (or `Lease`) at the
 //! leader, unless the deliberately broken `ReadMode::StaleAtAnyReplica` reads any replica.
@@ -56,8 +58,9 @@ enum Waiting {
     Nothing,
     /// A pause until then.
     Until(Time),
-    /// The answer to request `id`, sent to `target` for `group`.
-    Group { id: RequestId, target: NodeId, group: GroupId, deadline: Time },
+    /// The answer to request `id`, sent to `target` for `group` (`hinted`: a node outside
+    /// the group's listed members, named by a `NotLeader` hint).
+    Group { id: RequestId, target: NodeId, group: GroupId, hinted: bool, deadline: Time },
     /// The latest configuration, asked of `target`.
     Config { id: RequestId, target: NodeId, deadline: Time },
 }
@@ -82,6 +85,9 @@ pub(crate) struct SimClient {
     config: Option<Configuration>,
     refresh: bool,
     leaders: BTreeMap<GroupId, NodeId>,
+    /// A leader outside the group's listed members that a refusal named: the next attempt
+    /// for that group goes there, once (`mosaic_client`'s `hinted`).
+    hinted: Option<(GroupId, NodeId)>,
     rotation: usize,
     op: Option<Op>,
     waiting: Waiting,
@@ -115,6 +121,7 @@ impl SimClient {
             config: None,
             refresh: true,
             leaders: BTreeMap::new(),
+            hinted: None,
             rotation: index as usize,
             op: None,
             waiting: Waiting::Nothing,
@@ -220,7 +227,7 @@ impl SimClient {
                     }
                 }
             }
-            Waiting::Group { id: waited, target, group, .. } if waited == id => {
+            Waiting::Group { id: waited, target, group, hinted, .. } if waited == id => {
                 self.waiting = Waiting::Nothing;
                 let op = self.op.as_ref().expect("waiting for an operation");
                 let output = match response {
@@ -236,7 +243,7 @@ impl SimClient {
                         history.record_return(op.id, output, io.now);
                         self.finish(io);
                     }
-                    Err(error) => self.refused(io, target, group, &error),
+                    Err(error) => self.refused(io, target, group, hinted, &error),
                 }
             }
             // An answer to a request given up on: a write it acknowledges stays unknown.
@@ -314,11 +321,14 @@ impl SimClient {
             return;
         };
         let stale = self.reads == ReadMode::StaleAtAnyReplica && op.write.is_none();
-        let target = match self.leaders.get(&group) {
-            Some(leader) if !stale && members.contains(leader) => *leader,
+        let hinted = self.hinted.take().filter(|(hinted, _)| *hinted == group && !stale);
+        let target = match (hinted, self.leaders.get(&group)) {
+            (Some((_, node)), _) => node,
+            (None, Some(leader)) if !stale && members.contains(leader) => *leader,
             _ if stale => members[io.rng.below(members.len() as u64) as usize],
             _ => members[self.rotation % members.len()],
         };
+        let hinted = hinted.is_some();
         let request = match &op.write {
             Some(write) => Request::KvPropose { group, command: write.clone().into() },
             None => Request::KvRead {
@@ -333,16 +343,35 @@ impl SimClient {
             },
         };
         let id = io.request(target, request);
-        self.waiting = Waiting::Group { id, target, group, deadline: io.now + REQUEST_TIMEOUT_MS };
+        let deadline = io.now + REQUEST_TIMEOUT_MS;
+        self.waiting = Waiting::Group { id, target, group, hinted, deadline };
     }
 
-    /// `target` refused the operation for `group` with `error`: decide where and when to
-    /// try again.
-    fn refused(&mut self, io: &mut Io<'_>, target: NodeId, group: GroupId, error: &Error) {
+    /// `target` (reached by a hint to a node outside the group's listed members if `hinted`)
+    /// refused the operation for `group` with `error`: decide where and when to try again.
+    fn refused(
+        &mut self,
+        io: &mut Io<'_>,
+        target: NodeId,
+        group: GroupId,
+        hinted: bool,
+        error: &Error,
+    ) {
         self.last_refusal = Some(format!("node {target} group {group}: {error}"));
+        let listed = |node: NodeId| {
+            self.config
+                .as_ref()
+                .and_then(|config| config.groups.get(&group))
+                .is_some_and(|members| members.contains(&node))
+        };
         match error {
-            Error::NotLeader { leader: Some(leader), .. } if *leader != target => {
+            Error::NotLeader { leader: Some(leader), .. }
+                if *leader != target && listed(*leader) =>
+            {
                 self.leaders.insert(group, *leader);
+            }
+            Error::NotLeader { leader: Some(leader), .. } if *leader != target && !hinted => {
+                self.hinted = Some((group, *leader));
             }
             Error::NotLeader { .. }
             | Error::ProposalAbandoned { .. }

@@ -35,6 +35,17 @@ pub struct SimConfig {
     pub liveness_ops_per_client: u32,
     /// Mean pause between two changes by the administrator, in the safety phase.
     pub admin_interval_ms: u64,
+    /// Replacements of group members by an operator (`mosaic admin group add-replica` /
+    /// `remove-replica`); `None`: group memberships never change.
+    pub membership: Option<MembershipConfig>,
+    /// Every store compacts a group's log once it holds more than this many applied entries
+    /// (`StoreConfig::compact_log_after_entries`). The default, 12, makes lagging and joining
+    /// replicas catch up by snapshot; the store's own default (10,000) makes them catch up
+    /// from the log, from its first entry in a young group.
+    pub compact_log_after_entries: u64,
+    /// Applied entries a compaction keeps (`StoreConfig::compact_log_keep_entries`); below
+    /// `compact_log_after_entries`.
+    pub compact_log_keep_entries: u64,
     /// The faults of the safety phase.
     pub faults: FaultConfig,
 }
@@ -56,6 +67,9 @@ impl Default for SimConfig {
             liveness_ms_max: 30_000,
             liveness_ops_per_client: 3,
             admin_interval_ms: 1_000,
+            membership: None,
+            compact_log_after_entries: 12,
+            compact_log_keep_entries: 2,
             faults: FaultConfig::default(),
         }
     }
@@ -88,6 +102,45 @@ impl SimConfig {
             self.faults.delay_ms_min >= 1 && self.faults.delay_ms_min <= self.faults.delay_ms_max,
             "delays must satisfy 1 <= delay_ms_min <= delay_ms_max"
         );
+        assert!(
+            self.compact_log_keep_entries < self.compact_log_after_entries,
+            "compact_log_keep_entries {} must be below compact_log_after_entries {}",
+            self.compact_log_keep_entries,
+            self.compact_log_after_entries
+        );
+        if let Some(membership) = &self.membership {
+            assert!(membership.interval_ms >= 1, "membership.interval_ms must be positive");
+            assert!(
+                self.group_size < self.storage_nodes as usize,
+                "membership changes need a storage node outside each group: group_size {} of \
+                 storage_nodes {}",
+                self.group_size,
+                self.storage_nodes
+            );
+        }
+    }
+}
+
+/// How the operator changes group memberships (`cluster/operator.rs`): in the safety phase,
+/// every so often, it replaces a random member of a random group by a storage node outside
+/// the group, or puts back the member it replaced; in the liveness phase it puts back every
+/// member it replaced, so that each group's voters are again the ones its configuration
+/// lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// Mean pause between two of the operator's jobs (one replacement or one restoration).
+    pub interval_ms: u64,
+    /// A job not finished after this long is given up, as an operator gives up a command
+    /// that timed out (the group is put back by a later job).
+    pub job_ms_max: u64,
+    /// After a configuration change that moves shards, the operator starts its next job
+    /// within 200 ms with this probability (a membership change during a migration).
+    pub during_migration_per_mille: u64,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self { interval_ms: 1_500, job_ms_max: 8_000, during_migration_per_mille: 500 }
     }
 }
 

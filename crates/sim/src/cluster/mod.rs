@@ -8,17 +8,26 @@
 //! tokio and tonic: a clock and an event queue (`world.rs`), a network that loses, delays,
 //! reorders and duplicates messages and can be partitioned (`net.rs`), the requests that
 //! gRPC carries in production (`rpc.rs`), the node process that follows the controller and
-//! carries out migration tasks (`agent.rs`), clients (`client.rs`) and an administrator
-//! changing the groups (`admin.rs`), and crashes that lose unsynced writes (`node.rs`).
+//! carries out migration tasks (`agent.rs`), clients (`client.rs`), an administrator
+//! changing the groups (`admin.rs`), an operator changing group memberships as `mosaic admin
+//! group add-replica` / `remove-replica` do (`operator.rs`), and crashes that lose unsynced
+//! writes (`node.rs`).
 //!
 //! A run ([`run`]) has two phases (TigerBeetle/FoundationDB style):
 //! 1. *safety*: clients read and write while groups are added and removed, shards move and
 //!    faults strike (partitions, loss, delay, duplication, crash-restart of any node, the
-//!    controller's leader crashing during a migration);
-//! 2. *liveness*: faults stop, crashed nodes restart, the administrator stops; within a
-//!    bounded virtual time every group must settle at the latest configuration (removed
-//!    groups retired and destroyed, every replica caught up and holding exactly what its
-//!    leader holds) and every client operation must complete.
+//!    controller's leader crashing during a migration); if configured
+//!    ([`SimConfig::membership`]), group members are replaced by other storage nodes and
+//!    put back;
+//! 2. *liveness*: faults stop, crashed nodes restart, the administrator stops and the
+//!    operator puts back every member it replaced; within a bounded virtual time every group
+//!    must settle at the latest configuration with the voters it lists (removed groups
+//!    retired and destroyed, every replica caught up and holding exactly what its leader
+//!    holds) and every client operation must complete.
+//!
+//! Throughout, Raft's safety properties are checked on every replica (`raft_safety.rs`: one
+//! leader per group and term, replicas agreeing on committed entries); a run stops at the
+//! first that breaks.
 //!
 //! Every client call and return goes into a [`crate::History`], checked for
 //! linearizability key by key at the end. Everything random is drawn from one
@@ -33,6 +42,8 @@
 //!   that freeze more often.
 //! - A snapshot travels as one message holding all its chunks; Raft messages between two
 //!   nodes travel as one batch per store step, as the gRPC transport sends them.
+//! - The operator asks every storage node for a group's status at once and uses the first
+//!   answer from a leader (the CLI asks the nodes of `--nodes` one after the other).
 
 mod admin;
 mod agent;
@@ -41,13 +52,15 @@ mod config;
 mod controller_link;
 mod net;
 mod node;
+mod operator;
+mod raft_safety;
 mod report;
 mod rpc;
 mod world;
 
-pub use config::{FaultConfig, ReadMode, SimConfig};
+pub use config::{FaultConfig, MembershipConfig, ReadMode, SimConfig};
 pub use net::NetStats;
-pub use report::{FaultStats, RunReport};
+pub use report::{FaultStats, MembershipStats, RunReport};
 pub use world::run;
 
 /// Virtual time, in milliseconds since the start of a run.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use mosaic_engine::{ClusterId, Engine, EngineConfig, GroupId, MemKv, MemSnapshot, NodeIdentity};
 use mosaic_raft::{Message, NodeId};
 use mosaic_raftstore::{
-    SnapshotReader, StateMachine, Store, StoreConfig, StoreMsg, StoreStats, Transport,
+    ManualClock, SnapshotReader, StateMachine, Store, StoreConfig, StoreMsg, StoreStats, Transport,
 };
 
 /// The simulated cluster's id.
@@ -85,6 +85,8 @@ enum Process<SM: StateMachine<MemKv>> {
 pub(crate) struct SimNode<SM: StateMachine<MemKv>> {
     id: NodeId,
     config: StoreConfig,
+    /// The world's clock, which every incarnation's store reads.
+    clock: ManualClock,
     incarnation: u64,
     process: Process<SM>,
     outbox: Rc<RefCell<Vec<Outgoing>>>,
@@ -98,15 +100,17 @@ impl<SM: StateMachine<MemKv>> SimNode<SM> {
     pub(crate) fn start(
         id: NodeId,
         config: StoreConfig,
+        clock: ManualClock,
         prepare: impl FnOnce(&Engine<MemKv>),
     ) -> Self {
         let engine = open_engine(id, MemKv::new(&format!("node-{id}")));
         prepare(&engine);
         let outbox = Rc::default();
-        let store = open_store(id, engine, &config, &outbox);
+        let store = open_store(id, engine, &config, &clock, &outbox);
         Self {
             id,
             config,
+            clock,
             incarnation: 0,
             process: Process::Up(store),
             outbox,
@@ -195,7 +199,7 @@ impl<SM: StateMachine<MemKv>> SimNode<SM> {
             return false;
         };
         let engine = open_engine(self.id, kv.reopen());
-        let store = open_store(self.id, engine, &self.config, &self.outbox);
+        let store = open_store(self.id, engine, &self.config, &self.clock, &self.outbox);
         self.process = Process::Up(store);
         true
     }
@@ -211,10 +215,12 @@ fn open_store<SM: StateMachine<MemKv>>(
     node: NodeId,
     engine: Engine<MemKv>,
     config: &StoreConfig,
+    clock: &ManualClock,
     outbox: &Rc<RefCell<Vec<Outgoing>>>,
 ) -> SimStore<SM> {
     let transport = SimTransport { outbox: Rc::clone(outbox) };
-    Store::open(node, Arc::new(engine), config.clone(), transport)
+    let clock = Box::new(clock.clone());
+    Store::open(node, Arc::new(engine), config.clone(), transport, clock)
         .unwrap_or_else(|error| panic!("node {node}: opening the store: {error}"))
 }
 

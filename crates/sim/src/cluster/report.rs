@@ -25,6 +25,21 @@ pub struct FaultStats {
     pub unsynced_writes_lost: u64,
 }
 
+/// Counters of the operator's membership changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// Jobs started: replacements of a member, and restorations of the listed members.
+    pub jobs_started: u64,
+    /// Of those, replacements.
+    pub replacements: u64,
+    /// Jobs that left their group with the voters they aimed at.
+    pub jobs_done: u64,
+    /// Jobs given up after `MembershipConfig::job_ms_max`.
+    pub jobs_given_up: u64,
+    /// Membership changes applied (`ChangeMembership` answered with the new membership).
+    pub changes: u64,
+}
+
 /// What a run did and found.
 pub struct RunReport {
     /// The seed.
@@ -38,6 +53,10 @@ pub struct RunReport {
     /// Replicas of one group that applied the same log but hold different records, found
     /// once the cluster settled.
     pub divergence: Option<String>,
+    /// The first broken Raft safety property seen while the run went on: two leaders of a
+    /// group in one term, or two replicas holding different entries at an index both had
+    /// committed.
+    pub raft_violation: Option<String>,
     /// Client operations completed (returned or given up on).
     pub operations_completed: u64,
     /// Configurations the administrator created.
@@ -50,16 +69,22 @@ pub struct RunReport {
     pub net: NetStats,
     /// What the fault schedule did.
     pub faults: FaultStats,
+    /// What the operator changed.
+    pub membership: MembershipStats,
 }
 
 impl RunReport {
-    /// Why the run failed, in words; `None` when it passed: every key linearizable, the
-    /// liveness phase ended in time, and the replicas of every group agreed at its end.
+    /// Why the run failed, in words; `None` when it passed: every key linearizable, no Raft
+    /// safety property broken, the liveness phase ended in time, and the replicas of every
+    /// group agreed at its end.
     #[must_use]
     pub fn failure(&self) -> Option<String> {
         let mut reasons = Vec::new();
         if !self.verdict.is_linearizable() {
             reasons.push(self.verdict.to_string());
+        }
+        if let Some(violation) = &self.raft_violation {
+            reasons.push(format!("raft safety: {violation}"));
         }
         if let Some(divergence) = &self.divergence {
             reasons.push(format!("replicas diverge: {divergence}"));
@@ -82,7 +107,7 @@ impl fmt::Display for RunReport {
         write!(
             f,
             "seed {}: {} operations ({unknown} of unknown outcome), {} configurations moving {} \
-             shards, {} snapshots installed, {} log compactions, {:?}, {:?}, liveness {:?}",
+             shards, {} snapshots installed, {} log compactions, {:?}, {:?}, {:?}, liveness {:?}",
             self.seed,
             self.operations_completed,
             self.configs_created,
@@ -91,6 +116,7 @@ impl fmt::Display for RunReport {
             self.stores.log_compactions,
             self.net,
             self.faults,
+            self.membership,
             self.liveness
         )
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Outcome};
 use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
-use mosaic_raft::NodeId;
+use mosaic_raft::{ConfChange, ConfState, NodeId, Status};
 use mosaic_raftstore::{Consistency, Error, StoreMsg};
 use mosaic_shardkv::{Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, Ownership};
 
@@ -32,6 +32,8 @@ pub(crate) enum Endpoint {
     Client(u32),
     /// The administrator.
     Admin,
+    /// The operator changing group memberships.
+    Operator,
 }
 
 /// A request's id, unique in a run.
@@ -90,6 +92,23 @@ pub(crate) enum Request {
         /// The group.
         group: GroupId,
     },
+    /// A replica's Raft status (`NodeAdmin.GroupStatus`).
+    GroupStatus {
+        /// The group.
+        group: GroupId,
+    },
+    /// An empty replica of an existing group, with no membership (`NodeAdmin.JoinGroup`).
+    JoinGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// A membership change proposed at the group's leader (`NodeAdmin.ChangeMembership`).
+    ChangeMembership {
+        /// The group.
+        group: GroupId,
+        /// The change.
+        change: ConfChange,
+    },
 }
 
 /// What comes back.
@@ -107,8 +126,13 @@ pub(crate) enum Response {
     Chunk(Result<ShardChunk, Error>),
     /// Answers [`Request::ReadLeaders`]: each led group's ownership.
     Leaders(Result<Vec<LedGroup>, Error>),
-    /// Answers [`Request::CreateGroup`] and [`Request::DestroyGroup`].
+    /// Answers [`Request::CreateGroup`], [`Request::DestroyGroup`] and
+    /// [`Request::JoinGroup`].
     Done(Result<(), Error>),
+    /// Answers [`Request::GroupStatus`].
+    Status(Result<Box<Status>, Error>),
+    /// Answers [`Request::ChangeMembership`]: the membership once the change applied.
+    Membership(Result<ConfState, Error>),
 }
 
 /// A group led by the node that answered [`Request::ReadLeaders`], and its ownership (`None`
@@ -254,6 +278,19 @@ pub(crate) fn storage_msg(
         Request::DestroyGroup { group } => StoreMsg::DestroyGroup {
             group,
             callback: Box::new(move |result| reply.send(Response::Done(result))),
+        },
+        Request::GroupStatus { group } => StoreMsg::Status {
+            group,
+            callback: Box::new(move |result| reply.send(Response::Status(result.map(Box::new)))),
+        },
+        Request::JoinGroup { group } => StoreMsg::JoinGroup {
+            group,
+            callback: Box::new(move |result| reply.send(Response::Done(result))),
+        },
+        Request::ChangeMembership { group, change } => StoreMsg::ChangeMembership {
+            group,
+            change,
+            callback: Box::new(move |result| reply.send(Response::Membership(result))),
         },
         Request::ControllerRead(_) | Request::ControllerPropose(_) => return None,
     })

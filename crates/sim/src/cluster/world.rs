@@ -10,11 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mosaic_controller::{ControllerMachine, DEFAULT_MAX_SESSIONS, bootstrap_batch};
 use mosaic_engine::{GroupId, MemKv, WriteBatch, WriteOptions};
 use mosaic_raft::{NodeId, Role, SplitMix64};
-use mosaic_raftstore::{StateMachine, StoreConfig, StoreMsg, StoreStats};
+use mosaic_raftstore::{ManualClock, StateMachine, StoreConfig, StoreMsg, StoreStats};
 use mosaic_shardkv::KvStateMachine;
 
 use crate::cluster::Time;
@@ -24,7 +25,9 @@ use crate::cluster::client::{ClientPolicy, SimClient};
 use crate::cluster::config::SimConfig;
 use crate::cluster::net::{Envelope, Network, Packet, chance};
 use crate::cluster::node::{Outgoing, SimNode, add_stats};
-use crate::cluster::report::{FaultStats, RunReport};
+use crate::cluster::operator::Operator;
+use crate::cluster::raft_safety::RaftSafety;
+use crate::cluster::report::{FaultStats, MembershipStats, RunReport};
 use crate::cluster::rpc::{
     Caller, CompletionSink, Endpoint, Io, Reply, Request, RequestId, Response, controller_msg,
     storage_msg,
@@ -38,6 +41,9 @@ mod liveness;
 pub(crate) const CONTROLLER_GROUP: GroupId = GroupId(1);
 /// Virtual time between two ticks of a node's store (election timeouts are 10 to 20 ticks).
 const TICK_MS: Time = 10;
+/// Virtual time between two checks of Raft's safety properties on a node (at one of its
+/// ticks in every such interval).
+const RAFT_SAFETY_CHECK_MS: Time = 50;
 /// Virtual time between two polls of a client.
 const CLIENT_POLL_MS: Time = 5;
 /// Virtual time between two polls of the administrator.
@@ -48,11 +54,6 @@ const LIVENESS_CHECK_MS: Time = 100;
 const GIVE_UP_AFTER_MS: Time = 4_000;
 /// The first storage node's id (controller replicas are 1, 2, ...).
 pub(crate) const FIRST_STORAGE_NODE: u64 = 11;
-/// Stores compact a group's log past this many applied entries (few, so that lagging
-/// replicas catch up by snapshot).
-const COMPACT_LOG_AFTER_ENTRIES: u64 = 12;
-/// Applied entries a compaction keeps.
-const COMPACT_LOG_KEEP_ENTRIES: u64 = 2;
 /// Events one run may process, at most (a bound on every loop: a run that would go on
 /// forever fails instead).
 const EVENTS_MAX: u64 = 50_000_000;
@@ -70,6 +71,8 @@ enum Event {
     ClientPoll(u32),
     /// The administrator polls.
     AdminPoll,
+    /// The operator changing memberships polls.
+    OperatorPoll,
     /// A step of the fault schedule (safety phase only).
     Fault,
     /// A crashed node starts again.
@@ -99,6 +102,8 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
         stores: world.store_stats(),
         net: world.net.stats,
         faults: world.fault_stats,
+        membership: world.operator.as_ref().map_or_else(MembershipStats::default, |op| op.stats),
+        raft_violation: world.raft_safety.take_violation(),
         divergence: world.divergence.take(),
         history: world.history,
         verdict,
@@ -121,6 +126,8 @@ struct World {
     config: SimConfig,
     rng: SplitMix64,
     now: Time,
+    /// Every node's clock, at `now` (lease reads are timed with it).
+    clock: ManualClock,
     events: BTreeMap<(Time, u64), Event>,
     event_seq: u64,
     next_request_id: RequestId,
@@ -134,11 +141,15 @@ struct World {
     agents: BTreeMap<NodeId, NodeAgent>,
     clients: Vec<SimClient>,
     admin: Admin,
+    /// The operator, when the run changes memberships.
+    operator: Option<Operator>,
     history: History,
     phase: Phase,
     liveness: Option<Result<Time, String>>,
     /// Replicas of a group that applied the same index but hold different records.
     divergence: Option<String>,
+    /// Raft's safety properties, checked on every node every [`RAFT_SAFETY_CHECK_MS`].
+    raft_safety: RaftSafety,
     fault_stats: FaultStats,
 }
 
@@ -148,16 +159,18 @@ impl World {
         let controller_ids: Vec<NodeId> = (1..=config.controller_nodes).map(NodeId).collect();
         let storage_ids: Vec<NodeId> =
             (0..config.storage_nodes).map(|index| NodeId(FIRST_STORAGE_NODE + index)).collect();
+        let clock = ManualClock::new();
         let mut store_config = || StoreConfig {
             seed: rng.next_u64(),
-            compact_log_after_entries: COMPACT_LOG_AFTER_ENTRIES,
-            compact_log_keep_entries: COMPACT_LOG_KEEP_ENTRIES,
+            tick_interval: Duration::from_millis(TICK_MS),
+            compact_log_after_entries: config.compact_log_after_entries,
+            compact_log_keep_entries: config.compact_log_keep_entries,
             ..StoreConfig::default()
         };
         let shard_count = config.shard_count;
         let mut controllers = BTreeMap::new();
         for id in &controller_ids {
-            let mut node = SimNode::start(*id, store_config(), |engine| {
+            let mut node = SimNode::start(*id, store_config(), clock.clone(), |engine| {
                 let mut batch = WriteBatch::new();
                 bootstrap_batch(&mut batch, CONTROLLER_GROUP, shard_count, DEFAULT_MAX_SESSIONS);
                 engine.write(&batch, WriteOptions { sync: true }).expect("in memory");
@@ -172,7 +185,7 @@ impl World {
         }
         let mut storage = BTreeMap::new();
         for id in &storage_ids {
-            let node = SimNode::start(*id, store_config(), |engine| {
+            let node = SimNode::start(*id, store_config(), clock.clone(), |engine| {
                 let mut batch = WriteBatch::new();
                 KvStateMachine::mark_placed_by_controller(&mut batch);
                 engine.write(&batch, WriteOptions { sync: true }).expect("in memory");
@@ -195,6 +208,9 @@ impl World {
                 )
             })
             .collect();
+        let operator = config.membership.clone().map(|membership| {
+            Operator::new(controller_ids.clone(), storage_ids.clone(), membership)
+        });
         let admin = Admin::new(
             controller_ids,
             storage_ids,
@@ -208,6 +224,7 @@ impl World {
             config,
             rng,
             now: 0,
+            clock,
             events: BTreeMap::new(),
             event_seq: 0,
             next_request_id: 0,
@@ -218,10 +235,12 @@ impl World {
             agents,
             clients,
             admin,
+            operator,
             history: History::new(),
             phase: Phase::Safety,
             liveness: None,
             divergence: None,
+            raft_safety: RaftSafety::default(),
             fault_stats: FaultStats::default(),
         };
         world.schedule_start();
@@ -248,22 +267,32 @@ impl World {
             self.schedule(u64::from(index), Event::ClientPoll(index));
         }
         self.schedule(0, Event::AdminPoll);
+        if self.operator.is_some() {
+            self.schedule(0, Event::OperatorPoll);
+        }
         let first_fault = self.config.faults.step_interval_ms;
         self.schedule(first_fault, Event::Fault);
         self.schedule(self.config.fault_phase_ms, Event::EndSafetyPhase);
     }
 
-    /// Runs events until the liveness phase ends; returns its verdict.
+    /// Runs events until the liveness phase ends, or a Raft safety property breaks; returns
+    /// the liveness verdict.
     fn run(&mut self) -> Result<Time, String> {
         for _ in 0..EVENTS_MAX {
             let Some(((time, _), event)) = self.events.pop_first() else {
                 return Err("no event left to run".into());
             };
             self.now = time;
+            self.clock.set(Duration::from_millis(time));
             self.handle(event);
             self.pump();
             if let Some(liveness) = self.liveness.take() {
                 return liveness;
+            }
+            if self.raft_safety.is_violated() {
+                // What follows a broken Raft invariant proves nothing (and replicas whose logs
+                // contradict each other can keep rejecting each other's appends for ever).
+                return Err(format!("stopped at {} ms: a Raft safety property broke", self.now));
             }
         }
         Err(format!("the run did not end within {EVENTS_MAX} events"))
@@ -274,6 +303,9 @@ impl World {
             Event::Deliver(envelope) => self.deliver(envelope),
             Event::Tick(node) => {
                 self.store_input(node, StoreInput::Tick);
+                if self.now % RAFT_SAFETY_CHECK_MS < TICK_MS {
+                    self.check_raft_safety(node);
+                }
                 self.schedule(self.now + TICK_MS, Event::Tick(node));
             }
             Event::AgentPoll(node) => {
@@ -305,6 +337,15 @@ impl World {
                 let sent = io.sent;
                 self.dispatch(Endpoint::Admin, sent);
                 self.schedule(self.now + ADMIN_POLL_MS, Event::AdminPoll);
+            }
+            Event::OperatorPoll => {
+                if let Some(operator) = &mut self.operator {
+                    let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
+                    operator.poll(&mut io);
+                    let sent = io.sent;
+                    self.dispatch(Endpoint::Operator, sent);
+                    self.schedule(self.now + ADMIN_POLL_MS, Event::OperatorPoll);
+                }
             }
             Event::Fault => {
                 if self.phase == Phase::Safety {
@@ -370,6 +411,18 @@ impl World {
         }
     }
 
+    /// Checks Raft's safety properties on every replica of `node` (if it is up). Every
+    /// [`RAFT_SAFETY_CHECK_MS`], not after every input: cheap enough to run always, and
+    /// what it catches lasts (a leader that won alone, a replica that committed what its
+    /// group did not).
+    fn check_raft_safety(&mut self, node: NodeId) {
+        if let Some(target) = self.controllers.get(&node) {
+            observe_replicas(&mut self.raft_safety, target);
+        } else if let Some(target) = self.storage.get(&node) {
+            observe_replicas(&mut self.raft_safety, target);
+        }
+    }
+
     fn route_outgoing(&mut self, from: NodeId, outgoing: Vec<Outgoing>) {
         let incarnation = self.incarnation(from);
         for sent in outgoing {
@@ -407,7 +460,7 @@ impl World {
         let reachable = self.net.connected(from, to)
             && match to {
                 Endpoint::Node(node) => self.is_up(node),
-                Endpoint::Client(_) | Endpoint::Admin => true,
+                Endpoint::Client(_) | Endpoint::Admin | Endpoint::Operator => true,
             };
         if let Packet::Snapshot { group, sender_incarnation, .. } = &packet
             && let (Endpoint::Node(sender), Endpoint::Node(receiver)) = (from, to)
@@ -449,6 +502,7 @@ impl World {
     fn respond(&mut self, endpoint: Endpoint, id: RequestId, response: Response) {
         let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
         let mut crash_controller_leader_in = None;
+        let mut operator_within = None;
         match endpoint {
             Endpoint::Node(node) => {
                 if let Some(agent) = self.agents.get_mut(&node) {
@@ -465,12 +519,25 @@ impl World {
                 self.clients[index as usize].on_response(&mut io, &mut self.history, id, response);
             }
             Endpoint::Admin => {
+                let moving = self.admin.on_response(&mut io, id, response)
+                    == Some(AdminEvent::ShardsMoving)
+                    && self.phase == Phase::Safety;
                 // A controller failover during the migration the change starts.
-                if self.admin.on_response(&mut io, id, response) == Some(AdminEvent::ShardsMoving)
-                    && self.phase == Phase::Safety
-                    && chance(io.rng, self.config.faults.leader_crash_after_change_per_mille)
+                if moving && chance(io.rng, self.config.faults.leader_crash_after_change_per_mille)
                 {
                     crash_controller_leader_in = Some(1 + io.rng.below(200));
+                }
+                // A membership change during the migration.
+                if moving
+                    && let Some(membership) = &self.config.membership
+                    && chance(io.rng, membership.during_migration_per_mille)
+                {
+                    operator_within = Some(1 + io.rng.below(200));
+                }
+            }
+            Endpoint::Operator => {
+                if let Some(operator) = &mut self.operator {
+                    operator.on_response(&mut io, id, response);
                 }
             }
         }
@@ -478,6 +545,9 @@ impl World {
         self.dispatch(endpoint, sent);
         if let Some(delay) = crash_controller_leader_in {
             self.schedule(self.now + delay, Event::CrashControllerLeader);
+        }
+        if let (Some(delay), Some(operator)) = (operator_within, &mut self.operator) {
+            operator.hurry(self.now + delay);
         }
     }
 
@@ -527,6 +597,16 @@ fn leader_of<SM: StateMachine<MemKv>>(
         })
         .max()
         .map(|(_, id)| id)
+}
+
+/// Checks Raft's safety properties on every replica of `node` (if it is up).
+fn observe_replicas<SM: StateMachine<MemKv>>(safety: &mut RaftSafety, node: &SimNode<SM>) {
+    let Some(store) = node.store() else { return };
+    for group in store.groups() {
+        let Some(peer) = store.peer(group) else { continue };
+        let status = peer.status();
+        safety.observe(node.id(), group, &status, |index| store.engine().term(group, index).ok());
+    }
 }
 
 /// An input for a store, before it is made a `StoreMsg` of the store's state machine.

@@ -1,7 +1,10 @@
 //! The end of a run: the switch from the safety phase to the liveness phase, and the checks
 //! that decide when the liveness phase is over (every group settled at the latest
-//! configuration, removed groups retired and destroyed, replicas identical, every client
-//! done) or has run out of time.
+//! configuration with the voters it lists, removed groups retired and destroyed, replicas
+//! identical, every client done, the operator done putting groups back) or has run out of
+//! time.
+
+use std::collections::BTreeSet;
 
 use mosaic_engine::GroupCursor;
 use mosaic_raft::NodeId;
@@ -10,6 +13,7 @@ use mosaic_shardkv::ShardState;
 use super::{CONTROLLER_GROUP, Event, LIVENESS_CHECK_MS, Phase, World, leader_of};
 use crate::cluster::client::SimClient;
 use crate::cluster::config::FaultConfig;
+use crate::cluster::operator::Operator;
 
 impl World {
     pub(super) fn end_safety_phase(&mut self) {
@@ -25,6 +29,9 @@ impl World {
         for client in &mut self.clients {
             client.limit(self.config.liveness_ops_per_client);
         }
+        if let Some(operator) = &mut self.operator {
+            operator.restore_only(self.now);
+        }
         self.schedule(self.now + LIVENESS_CHECK_MS, Event::CheckLiveness);
     }
 
@@ -32,11 +39,12 @@ impl World {
         let Phase::Liveness { since } = self.phase else { return };
         let settled = self.settled().and_then(|()| self.replicas_agree());
         let clients_done = self.clients.iter().all(SimClient::is_finished);
+        let operator_done = self.operator.as_ref().is_none_or(Operator::is_done);
         if self.divergence.is_some() {
             self.liveness = Some(Err("replicas diverged (see above)".into()));
             return;
         }
-        if settled.is_ok() && clients_done {
+        if settled.is_ok() && clients_done && operator_done {
             self.liveness = Some(Ok(self.now - since));
             return;
         }
@@ -48,6 +56,9 @@ impl World {
             reasons.extend(
                 self.clients.iter().filter(|client| !client.is_finished()).map(SimClient::describe),
             );
+            if !operator_done && let Some(operator) = &self.operator {
+                reasons.push(operator.describe());
+            }
             self.liveness = Some(Err(format!(
                 "not done {} ms after the faults stopped: {}",
                 self.config.liveness_ms_max,
@@ -58,14 +69,29 @@ impl World {
         self.schedule(self.now + LIVENESS_CHECK_MS, Event::CheckLiveness);
     }
 
-    /// Whether every replica of every group of the latest configuration has applied what its
-    /// leader has, and then holds exactly the same records (data, sessions, ownership); a
-    /// difference is recorded in `divergence`.
+    /// Whether every group of the latest configuration has the voters it lists (and no
+    /// learner), and every replica has applied what its leader has and then holds exactly
+    /// the same records (data, sessions, ownership); a difference is recorded in
+    /// `divergence`.
     fn replicas_agree(&mut self) -> Result<(), String> {
         let latest = self.latest_config().ok_or("the controller group has no leader")?;
         for (group, members) in &latest.groups {
             let leader =
                 leader_of(&self.storage, *group).ok_or(format!("group {group}: no leader"))?;
+            let conf = self.storage[&leader]
+                .store()
+                .and_then(|store| store.peer(*group))
+                .expect("the leader hosts the group")
+                .status()
+                .conf_state;
+            let listed: BTreeSet<NodeId> = members.iter().copied().collect();
+            if conf.voters != listed || !conf.learners.is_empty() {
+                return Err(format!(
+                    "group {group}: leader {leader} has voters {:?} and learners {:?}, the \
+                     configuration lists {members:?}",
+                    conf.voters, conf.learners
+                ));
+            }
             let records = |node: NodeId| {
                 let store = self.storage[&node].store()?;
                 let applied = store.peer(*group)?.applied();
