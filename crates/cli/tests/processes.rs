@@ -1,8 +1,8 @@
 //! End-to-end tests of the real `mosaic` binary: three `mosaic server` processes on loopback,
 //! a group created with `mosaic admin`, writes through the client library and `mosaic kv`,
 //! the leader killed with SIGKILL and restarted, a replica whose data was wiped added back,
-//! a stopped follower catching up. Logs are compacted every 50 entries, so catching up takes
-//! snapshots.
+//! a stopped follower catching up, a leader woken from SIGSTOP serving no stale lease read.
+//! Logs are compacted every 50 entries, so catching up takes snapshots.
 //!
 //! `MOSAIC_E2E_SOAK_SECS=N` adds a soak: N seconds of appends while a random node is killed
 //! and restarted every few seconds; every acknowledged append must be there exactly once.
@@ -69,6 +69,32 @@ async fn a_killed_leader_is_replaced_and_rejoins_with_every_acknowledged_write()
         processes.spawn(current);
     }
     assert_each_once(&value(&client, "log").await, &tokens, "after a second failover");
+}
+
+/// Issue 13: a leader stopped (SIGSTOP) while the others elect a new leader and overwrite a
+/// key must not answer a lease read sent straight to it with the old value when it wakes up:
+/// its lease is timed with the clock, which ran on while it counted no ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_woken_from_sigstop_serves_no_stale_lease_read() {
+    let processes = Processes::start(3);
+    create_group(&processes).await;
+    let client = processes.client();
+    client.put(b"k".to_vec(), b"old".to_vec()).await.unwrap();
+    let old = processes.leader().await;
+    let stopped_at = Instant::now();
+    processes.signal(old, "STOP");
+    // The others elect a new leader (the client retries around the stopped node) and write.
+    client.put(b"k".to_vec(), b"new".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(stopped_at.elapsed())).await;
+    let read = processes.kv_at(old, &["--timeout", "3s", "get", "k", "--consistency", "lease"]);
+    // Let the request reach the stopped process's socket before it wakes up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    processes.signal(old, "CONT");
+    let output = read.wait_with_output().unwrap();
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(!answer.contains("old"), "the woken leader served a stale lease read: {answer}");
+    // The cluster is whole again: a linearizable read anywhere sees the new value.
+    assert_eq!(value(&client, "k").await, "new");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,6 +230,21 @@ impl Processes {
         child.wait_with_output().unwrap()
     }
 
+    /// Starts `mosaic kv ARGS` against node `id` of group [`GROUP`] alone (no other node to
+    /// retry at), its output piped.
+    pub fn kv_at(&self, id: u64, args: &[&str]) -> Child {
+        mosaic()
+            .arg("kv")
+            .args(["--nodes", &format!("{id}={}", self.addresses[&id])])
+            .args(["--group", &GROUP.to_string(), "--shard-count", &SHARDS.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// A client routing by the configurations of these controller replicas.
     pub fn routed_client(&self) -> Client<ControllerRouting> {
         self.routed_client_within(WAIT_MAX)
