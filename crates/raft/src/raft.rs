@@ -875,7 +875,20 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Applies a committed membership change; returns the new membership.
+    ///
+    /// # Panics
+    /// If this replica has no membership: it joined with none and is catching up from a log
+    /// that does not carry the group's initial membership, so any membership it computed would
+    /// be wrong (it could believe itself the only voter and elect itself alone). The initial
+    /// membership must reach a replica in a snapshot: the application starts every group from
+    /// a snapshot carrying it, so a replica that needs the first entries gets a snapshot.
     pub(crate) fn apply_conf_change(&mut self, change: ConfChange) -> ConfState {
+        assert!(
+            !self.tracker.conf.voters.is_empty(),
+            "node {}: applying {change:?} to an empty membership: the group's initial \
+             membership must reach every replica in a snapshot (docs/raft.md, membership changes)",
+            self.id
+        );
         let conf = change.applied_to(&self.tracker.conf);
         info!(node_id = %self.id, ?change, voters = ?conf.voters, "membership changed");
         self.tracker.set_conf(conf.clone(), self.log.last_index().next());
