@@ -32,6 +32,7 @@ enum Flight {
 }
 
 /// A snapshot held back on its way (see [`Cluster::hold_snapshots_to`]).
+#[derive(Clone)]
 pub struct HeldSnapshot {
     pub from: NodeId,
     pub to: NodeId,
