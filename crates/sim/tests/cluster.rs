@@ -16,11 +16,12 @@
 mod support;
 
 use mosaic_raftstore::StoreConfig;
-use mosaic_sim::cluster::{MembershipConfig, ReadMode, SimConfig, run};
+use mosaic_sim::cluster::{MembershipConfig, ReadMode, SimConfig, StallConfig, run};
 use support::{Suite, env_u64, run_suite};
 
-/// Seeds of the default configuration a run covers unless told otherwise (with the other
-/// sweeps', about a minute in a debug build on two cores).
+/// Seeds of the default configuration (with lease reads, stalls and tick rates) a run covers
+/// unless told otherwise (with the other sweeps', about a minute in a debug build on two
+/// cores).
 const DEFAULT_SEEDS: u64 = 300;
 /// Seeds of the wide configuration, which cost about twice as much each.
 const WIDE_SEEDS: u64 = 100;
@@ -40,13 +41,26 @@ fn run_seeds(test_name: &str, config: &SimConfig, default_count: u64) {
     });
 }
 
+/// The default cluster with half the reads under the leader's lease, stalled nodes (often
+/// a leader, sometimes cut off as well) and tick rates that differ within what leases assume
+/// (every node ticks every 10 to 11 ms, never faster than the stores' `tick_interval`).
+fn leases_under_stalls_config() -> SimConfig {
+    let mut config = SimConfig { reads: ReadMode::LinearizableOrLease, ..SimConfig::default() };
+    config.faults.tick_interval_per_mille_min = 1_000;
+    config.faults.tick_interval_per_mille_max = 1_100;
+    config.faults.stalls = Some(StallConfig::default());
+    config
+}
+
 /// Three controller replicas; three groups of three on five storage nodes (so nodes share
-/// groups), up to six more added and some removed; four clients on six keys.
+/// groups), up to six more added and some removed; four clients on six keys, half their reads
+/// under the leader's lease; nodes stall (leaders among them) and tick at slightly different
+/// rates.
 #[test]
 fn every_history_is_linearizable_and_the_cluster_recovers_after_faults() {
     run_seeds(
         "every_history_is_linearizable_and_the_cluster_recovers_after_faults",
-        &SimConfig::default(),
+        &leases_under_stalls_config(),
         DEFAULT_SEEDS,
     );
 }
@@ -120,9 +134,11 @@ fn a_learner_promoted_without_knowing_it_votes_and_the_group_elects_a_leader() {
 #[test]
 fn a_seed_replays_exactly() {
     let seed = env_u64("MOSAIC_SIM_SEED").unwrap_or(7);
-    for (name, config) in
-        [("default", SimConfig::default()), ("members replaced", members_replaced_config())]
-    {
+    for (name, config) in [
+        ("default", SimConfig::default()),
+        ("members replaced", members_replaced_config()),
+        ("leases under stalls", leases_under_stalls_config()),
+    ] {
         let first = run(seed, &config);
         let second = run(seed, &config);
         assert_eq!(
@@ -140,6 +156,15 @@ fn a_seed_replays_exactly() {
             "seed {seed}, {name}: only {} operations",
             first.history.len()
         );
+        if config.faults.stalls.is_some() {
+            let faults = first.faults;
+            assert!(
+                faults.stalls > 0
+                    && faults.stalled_leaders > 0
+                    && faults.stalled_inputs_delivered > 0,
+                "seed {seed}, {name}: the stalls did nothing: {faults:?}"
+            );
+        }
     }
 }
 

@@ -108,6 +108,22 @@ impl SimConfig {
             self.compact_log_keep_entries,
             self.compact_log_after_entries
         );
+        let faults = &self.faults;
+        assert!(
+            faults.tick_interval_per_mille_min >= 1
+                && faults.tick_interval_per_mille_min <= faults.tick_interval_per_mille_max,
+            "tick rates must satisfy 1 <= tick_interval_per_mille_min {} <= \
+             tick_interval_per_mille_max {}",
+            faults.tick_interval_per_mille_min,
+            faults.tick_interval_per_mille_max
+        );
+        if let Some(stalls) = &faults.stalls {
+            assert!(stalls.interval_ms >= 1, "stalls.interval_ms must be positive");
+            assert!(
+                stalls.duration_ms_min >= 1 && stalls.duration_ms_min <= stalls.duration_ms_max,
+                "stalls must satisfy 1 <= duration_ms_min <= duration_ms_max"
+            );
+        }
         if let Some(membership) = &self.membership {
             assert!(membership.interval_ms >= 1, "membership.interval_ms must be positive");
             assert!(
@@ -150,7 +166,8 @@ pub enum ReadMode {
     /// `Consistency::Linearizable` at the leader (ReadIndex).
     Linearizable,
     /// Half the reads `Consistency::Lease` at the leader, the others `Linearizable`. Lease
-    /// reads are linearizable here because every simulated clock runs at the same rate.
+    /// reads are linearizable as long as no node ticks faster than the store's
+    /// `tick_interval` ([`FaultConfig::tick_interval_per_mille_min`] at least 1000).
     LinearizableOrLease,
     /// `Consistency::Stale` at any replica: a deliberate bug, to show that the checker
     /// catches stale reads.
@@ -187,6 +204,64 @@ pub struct FaultConfig {
     /// At a fault step, every node crashes at once with this probability (whatever the
     /// limits above), each losing part of its unsynced writes.
     pub full_restart_per_mille: u64,
+    /// Each node's store ticks every `TICK_MS * x / 1000` of virtual time (`TICK_MS` is the
+    /// stores' `tick_interval`, 10 ms), `x` drawn per node from
+    /// `[tick_interval_per_mille_min, tick_interval_per_mille_max]` when the run starts; the
+    /// store's clock stays the world's, the true time. At least 1000 is what lease reads
+    /// assume (a tick may come late, never early); below 1000 is a deliberate
+    /// misconfiguration, a node whose ticks come too fast, so that its election timeout
+    /// passes in less time than the leader's lease counts on. Default 1000 (every node at the
+    /// same rate). Unlike the other faults, rates stay for the liveness phase.
+    pub tick_interval_per_mille_min: u64,
+    /// See `tick_interval_per_mille_min`.
+    pub tick_interval_per_mille_max: u64,
+    /// Stalled nodes (a stopped or starved store thread); `None`: no node stalls.
+    pub stalls: Option<StallConfig>,
+}
+
+/// Stalls: now and then a node's store gets no ticks and no messages for a while, as a store
+/// thread stopped by SIGSTOP, a slow fsync or a long GC pause would; the world's clock, which
+/// the store reads, runs on. What arrives meanwhile waits in the node's inbox, in order, and
+/// is handed over when the stall ends, followed by one tick (as the server's store runner
+/// does: missed ticks are not replayed), after which the node ticks at its rate again. An
+/// inbox holding `inbox_inputs_max` inputs drops further Raft messages and requests (the
+/// runner drops Raft messages and answers requests `ServerBusy`; here the caller times out),
+/// never a snapshot's outcome (which the runner waits to deliver). A node that crashes while
+/// stalled loses its inbox. The liveness phase ends every stall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StallConfig {
+    /// Mean pause between two stalls (each stalls one node, if the limit allows).
+    pub interval_ms: u64,
+    /// A stall lasts between these (uniformly).
+    pub duration_ms_min: u64,
+    /// See `duration_ms_min`.
+    pub duration_ms_max: u64,
+    /// A stall picks a node that leads some group (a storage group, or the controller
+    /// group) with this probability, otherwise any node that is up.
+    pub leader_per_mille: u64,
+    /// The stalled node is also cut off from every other node, the administrator and about
+    /// half the clients (a partition that replaces the current one, healed at a later fault
+    /// step) with this probability, so that the rest of its group elects another leader
+    /// while it sleeps and the clients on its side keep sending it requests.
+    pub cut_off_per_mille: u64,
+    /// Nodes stalled at once, at most.
+    pub stalled_nodes_max: usize,
+    /// Inputs a stalled node's inbox holds, at most.
+    pub inbox_inputs_max: usize,
+}
+
+impl Default for StallConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1_000,
+            duration_ms_min: 100,
+            duration_ms_max: 3_000,
+            leader_per_mille: 500,
+            cut_off_per_mille: 300,
+            stalled_nodes_max: 1,
+            inbox_inputs_max: 4_096,
+        }
+    }
 }
 
 impl Default for FaultConfig {
@@ -204,12 +279,16 @@ impl Default for FaultConfig {
             controller_nodes_down_max: 1,
             leader_crash_after_change_per_mille: 500,
             full_restart_per_mille: 300,
+            tick_interval_per_mille_min: 1_000,
+            tick_interval_per_mille_max: 1_000,
+            stalls: None,
         }
     }
 }
 
 impl FaultConfig {
-    /// A network that only delays (1 to 3 ms) and never loses: the liveness phase's.
+    /// A network that only delays (1 to 3 ms) and never loses, and no stalls: the liveness
+    /// phase's (the nodes keep their tick rates, which are not taken from here).
     #[must_use]
     pub fn calm() -> Self {
         Self {
@@ -225,6 +304,9 @@ impl FaultConfig {
             controller_nodes_down_max: 0,
             leader_crash_after_change_per_mille: 0,
             full_restart_per_mille: 0,
+            tick_interval_per_mille_min: 1_000,
+            tick_interval_per_mille_max: 1_000,
+            stalls: None,
         }
     }
 }

@@ -16,7 +16,8 @@
 //! A run ([`run`]) has two phases (TigerBeetle/FoundationDB style):
 //! 1. *safety*: clients read and write while groups are added and removed, shards move and
 //!    faults strike (partitions, loss, delay, duplication, crash-restart of any node, the
-//!    controller's leader crashing during a migration); if configured
+//!    controller's leader crashing during a migration, and, if configured, stalled nodes and
+//!    nodes ticking at different rates: `world/timing.rs`); if configured
 //!    ([`SimConfig::membership`]), group members are replaced by other storage nodes and
 //!    put back;
 //! 2. *liveness*: faults stop, crashed nodes restart, the administrator stops and the
@@ -58,7 +59,7 @@ mod report;
 mod rpc;
 mod world;
 
-pub use config::{FaultConfig, MembershipConfig, ReadMode, SimConfig};
+pub use config::{FaultConfig, MembershipConfig, ReadMode, SimConfig, StallConfig};
 pub use net::NetStats;
 pub use report::{FaultStats, MembershipStats, RunReport};
 pub use world::run;

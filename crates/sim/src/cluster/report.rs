@@ -23,6 +23,19 @@ pub struct FaultStats {
     pub full_restarts: u64,
     /// Unsynced engine writes the crashes lost.
     pub unsynced_writes_lost: u64,
+    /// Nodes whose ticks come faster than the stores' `tick_interval` (beyond what lease
+    /// reads assume; see `FaultConfig::tick_interval_per_mille_min`).
+    pub nodes_ticking_fast: u64,
+    /// Stalls started (`FaultConfig::stalls`).
+    pub stalls: u64,
+    /// Of those, stalls of a node that led some group.
+    pub stalled_leaders: u64,
+    /// Of those, stalls whose node was also cut off from every other endpoint.
+    pub stalls_cut_off: u64,
+    /// Inputs that waited in a stalled node's inbox and were handed over when it resumed.
+    pub stalled_inputs_delivered: u64,
+    /// Inputs a stalled node lost: dropped from a full inbox, or lost in a crash.
+    pub stalled_inputs_dropped: u64,
 }
 
 /// Counters of the operator's membership changes.

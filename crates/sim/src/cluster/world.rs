@@ -1,6 +1,7 @@
 //! The world: virtual time, the event queue, and the wiring between nodes, agents, clients,
-//! the administrator and the network. The fault schedule is in `world/faults.rs`, the end of
-//! the run and its checks in `world/liveness.rs`.
+//! the administrator and the network. The fault schedule is in `world/faults.rs`, when each
+//! node ticks and its stalls in `world/timing.rs`, the end of the run and its checks in
+//! `world/liveness.rs`.
 //!
 //! Events run in `(time, sequence)` order from one `BTreeMap`, so equal times keep the order
 //! they were scheduled in. After every event the world *pumps*: answers the stores filed
@@ -36,6 +37,9 @@ use crate::linearizability::{History, check};
 
 mod faults;
 mod liveness;
+mod timing;
+
+use timing::{NodeTiming, Stall};
 
 /// The controller group's id in the simulation (production uses the same).
 pub(crate) const CONTROLLER_GROUP: GroupId = GroupId(1);
@@ -52,6 +56,8 @@ const ADMIN_POLL_MS: Time = 20;
 const LIVENESS_CHECK_MS: Time = 100;
 /// In the safety phase, a client gives up on an operation after this long.
 const GIVE_UP_AFTER_MS: Time = 4_000;
+/// Mixed into the seed to seed `World::timing_rng`.
+const TIMING_SEED_SALT: u64 = 0x7469_636b_2d72_6174;
 /// The first storage node's id (controller replicas are 1, 2, ...).
 pub(crate) const FIRST_STORAGE_NODE: u64 = 11;
 /// Events one run may process, at most (a bound on every loop: a run that would go on
@@ -63,8 +69,12 @@ const EVENTS_MAX: u64 = 50_000_000;
 enum Event {
     /// A packet arrives (or is cut off by a partition or a crashed receiver).
     Deliver(Envelope),
-    /// A node's store ticks.
+    /// A node's store ticks (unless it is stalled: then its ticks stop until it resumes).
     Tick(NodeId),
+    /// A node stalls (safety phase only; `FaultConfig::stalls`).
+    Stall,
+    /// Stall number `stall` of `node` ends.
+    Resume { node: NodeId, stall: u64 },
     /// A storage node's agent polls.
     AgentPoll(NodeId),
     /// A client polls.
@@ -151,6 +161,15 @@ struct World {
     /// Raft's safety properties, checked on every node every [`RAFT_SAFETY_CHECK_MS`].
     raft_safety: RaftSafety,
     fault_stats: FaultStats,
+    /// Draws tick rates and stalls, apart from `rng` so that a configuration without them
+    /// runs exactly as before they existed.
+    timing_rng: SplitMix64,
+    /// When every node ticks.
+    timings: BTreeMap<NodeId, NodeTiming>,
+    /// The nodes stalled now, with what waits in their inboxes.
+    stalls: BTreeMap<NodeId, Stall>,
+    /// The number of the next stall.
+    next_stall: u64,
 }
 
 impl World {
@@ -242,7 +261,12 @@ impl World {
             divergence: None,
             raft_safety: RaftSafety::default(),
             fault_stats: FaultStats::default(),
+            timing_rng: SplitMix64::new(seed ^ TIMING_SEED_SALT),
+            timings: BTreeMap::new(),
+            stalls: BTreeMap::new(),
+            next_stall: 0,
         };
+        world.draw_tick_intervals();
         world.schedule_start();
         world
     }
@@ -257,7 +281,7 @@ impl World {
             self.controllers.keys().chain(self.storage.keys()).copied().collect();
         for node in nodes {
             let offset = self.rng.below(TICK_MS);
-            self.schedule(offset, Event::Tick(node));
+            self.start_ticks(node, offset);
         }
         for node in self.storage.keys().copied().collect::<Vec<_>>() {
             let offset = self.rng.below(POLL_INTERVAL_MS);
@@ -272,6 +296,10 @@ impl World {
         }
         let first_fault = self.config.faults.step_interval_ms;
         self.schedule(first_fault, Event::Fault);
+        if let Some(stalls) = &self.config.faults.stalls {
+            let first_stall = stalls.interval_ms;
+            self.schedule(first_stall, Event::Stall);
+        }
         self.schedule(self.config.fault_phase_ms, Event::EndSafetyPhase);
     }
 
@@ -302,12 +330,26 @@ impl World {
         match event {
             Event::Deliver(envelope) => self.deliver(envelope),
             Event::Tick(node) => {
+                if self.stalls.contains_key(&node) {
+                    return; // No tick, and none until it resumes.
+                }
                 self.store_input(node, StoreInput::Tick);
                 if self.now % RAFT_SAFETY_CHECK_MS < TICK_MS {
                     self.check_raft_safety(node);
                 }
-                self.schedule(self.now + TICK_MS, Event::Tick(node));
+                self.schedule_next_tick(node);
             }
+            Event::Stall => {
+                if self.phase == Phase::Safety
+                    && let Some(stalls) = self.config.faults.stalls.clone()
+                {
+                    self.stall_step(&stalls);
+                    let interval = stalls.interval_ms;
+                    let next = self.now + interval / 2 + self.timing_rng.below(interval);
+                    self.schedule(next, Event::Stall);
+                }
+            }
+            Event::Resume { node, stall } => self.resume(node, stall),
             Event::AgentPoll(node) => {
                 if let Some(agent) = self.agents.get_mut(&node) {
                     let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
@@ -390,8 +432,13 @@ impl World {
         )
     }
 
-    /// Hands `input` to `node`'s store and routes what it sends.
+    /// Hands `input` to `node`'s store and routes what it sends; if the node is stalled,
+    /// `input` waits in its inbox instead.
     fn store_input(&mut self, node: NodeId, input: StoreInput) {
+        if self.stalls.contains_key(&node) {
+            self.hold(node, input);
+            return;
+        }
         if let Some(target) = self.controllers.get_mut(&node) {
             if let Some(msg) =
                 input.into_msg(&self.sink, target.id(), target.incarnation(), controller_msg)

@@ -99,6 +99,7 @@ impl World {
             (unsynced - kept, target.crash(kept))
         };
         assert!(crashed, "node {node} was up");
+        self.end_stall_by_crash(node);
         tracing::debug!(%node, lost = unsynced, "crash");
         self.fault_stats.crashes += 1;
         self.fault_stats.unsynced_writes_lost += unsynced as u64;

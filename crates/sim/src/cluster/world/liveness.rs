@@ -21,6 +21,7 @@ impl World {
         self.phase = Phase::Liveness { since: self.now };
         self.net.heal();
         self.net.set_faults(FaultConfig::calm());
+        self.end_stalls();
         let nodes: Vec<NodeId> =
             self.controllers.keys().chain(self.storage.keys()).copied().collect();
         for node in nodes {
