@@ -108,16 +108,12 @@ impl Sim {
     fn step(&mut self) {
         let now = self.cluster.now;
         // Restarts and resumes that are due.
-        let due: Vec<NodeId> =
-            self.down.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+        let due: Vec<NodeId> = harness::take_due(&mut self.down, now);
         for id in due {
-            self.down.remove(&id);
             self.cluster.start(id);
         }
-        let due: Vec<NodeId> =
-            self.paused.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+        let due: Vec<NodeId> = harness::take_due(&mut self.paused, now);
         for id in due {
-            self.paused.remove(&id);
             self.cluster.resume(id);
             // A woken replica may be asked before its first tick.
             self.check_leases();

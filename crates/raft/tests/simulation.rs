@@ -518,10 +518,8 @@ impl Simulation {
 
     fn restart_due(&mut self) {
         let now = self.cluster.now;
-        let due: Vec<NodeId> =
-            self.down.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+        let due: Vec<NodeId> = harness::take_due(&mut self.down, now);
         for id in due {
-            self.down.remove(&id);
             self.cluster.start(id);
         }
     }

@@ -157,40 +157,33 @@ impl Node {
         let data_dir = config.data_dir.clone();
         let prepare = move |engine: &mosaic_engine::Engine<NodeEngine>| {
             let exists = engine.group_ids().map_err(storage_error)?.contains(&CONTROLLER_GROUP);
+            let refuse = |reason: String| Err(Error::Config { reason });
             match (exists, bootstrap) {
-                (true, false) => return Ok(()),
-                (true, true) => {
-                    return Err(Error::Config {
-                        reason: format!(
-                            "--bootstrap is for the first start of a new controller group, and {} \
-                             already holds it: start this replica without --bootstrap",
-                            data_dir.display()
-                        ),
-                    });
+                (true, false) => Ok(()),
+                (true, true) => refuse(format!(
+                    "--bootstrap is for the first start of a new controller group, and {} \
+                     already holds it: start this replica without --bootstrap",
+                    data_dir.display()
+                )),
+                (false, false) => refuse(format!(
+                    "{} holds no controller group. If this is the first start of a new \
+                     cluster, start every initial replica once with --bootstrap. If this \
+                     replica lost its data, it must not come back as a member with an empty \
+                     log (it could help elect a leader that misses committed entries): keep it \
+                     stopped and run the controller group on its other replicas",
+                    data_dir.display()
+                )),
+                (false, true) => {
+                    let mut batch = WriteBatch::new();
+                    mosaic_controller::bootstrap_batch(
+                        &mut batch,
+                        CONTROLLER_GROUP,
+                        shard_count,
+                        mosaic_controller::DEFAULT_MAX_SESSIONS,
+                    );
+                    engine.write(&batch, WriteOptions { sync: true }).map_err(storage_error)
                 }
-                (false, false) => {
-                    return Err(Error::Config {
-                        reason: format!(
-                            "{} holds no controller group. If this is the first start of a new \
-                             cluster, start every initial replica once with --bootstrap. If this \
-                             replica lost its data, it must not come back as a member with an \
-                             empty log (it could help elect a leader that misses committed \
-                             entries): keep it stopped and run the controller group on its other \
-                             replicas",
-                            data_dir.display()
-                        ),
-                    });
-                }
-                (false, true) => {}
             }
-            let mut batch = WriteBatch::new();
-            mosaic_controller::bootstrap_batch(
-                &mut batch,
-                CONTROLLER_GROUP,
-                shard_count,
-                mosaic_controller::DEFAULT_MAX_SESSIONS,
-            );
-            engine.write(&batch, WriteOptions { sync: true }).map_err(storage_error)
         };
         let core = Core::<ControllerMachine>::open_with(&config, listener, prepare)?;
         if bootstrap {

@@ -49,18 +49,20 @@ fn run(seed: u64) {
     let mut served = 0;
     for step in 0..600u64 {
         // Restarts and resumes due.
-        for (node, at) in down.clone() {
-            if at <= step {
-                down.remove(&node);
-                cluster.restart(node);
+        down.retain(|node, at| {
+            let due = *at <= step;
+            if due {
+                cluster.restart(*node);
             }
-        }
-        for (node, at) in stalled.clone() {
-            if at <= step {
-                stalled.remove(&node);
-                cluster.resume(node);
+            !due
+        });
+        stalled.retain(|node, at| {
+            let due = *at <= step;
+            if due {
+                cluster.resume(*node);
             }
-        }
+            !due
+        });
         let leader = cluster.leader(GROUP);
         if let Some(leader) = leader
             && chance(&mut rng, 400)

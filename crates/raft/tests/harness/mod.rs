@@ -107,6 +107,13 @@ pub fn decode_state(mut data: &[u8]) -> BTreeMap<LogIndex, Bytes> {
     state
 }
 
+/// Removes and returns the replicas of `schedule` (replica -> tick) due at `now`.
+pub fn take_due(schedule: &mut BTreeMap<NodeId, u64>, now: u64) -> Vec<NodeId> {
+    let due = schedule.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).collect();
+    schedule.retain(|_, at| *at > now);
+    due
+}
+
 pub struct Cluster {
     pub ids: Vec<NodeId>,
     pub replicas: BTreeMap<NodeId, Replica>,
