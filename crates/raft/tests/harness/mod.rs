@@ -185,8 +185,12 @@ impl Cluster {
 
     /// Starts (or restarts) a replica from its durable storage.
     pub fn start(&mut self, id: NodeId) {
-        let storage = self.disks.remove(&id).unwrap_or_else(|| panic!("node {id} has no disk"));
+        let mut storage = self.disks.remove(&id).unwrap_or_else(|| panic!("node {id} has no disk"));
         let snapshot = storage.stored_snapshot().clone();
+        // The replica applies again from its snapshot (this harness persists no applied index),
+        // so it starts from the snapshot's membership, not the one its later applies left: as
+        // a store that persists the membership with the applied index in one write.
+        storage.set_conf_state(snapshot.metadata.conf_state.clone());
         let mut config = self.config_for(id);
         config.applied = snapshot.metadata.index;
         let mut node = RawNode::new(config, storage).expect("replica starts");
