@@ -298,3 +298,73 @@ fn a_controller_replica_with_a_wiped_data_directory_refuses_to_start() {
     controllers.wait_listening(2);
     controllers.wait_registered(0);
 }
+
+/// Appends each of `tokens` to key `log`, each acknowledged.
+async fn append_all(
+    client: &mosaic_client::Client<mosaic_client::ControllerRouting>,
+    tokens: &[String],
+) {
+    for token in tokens {
+        client
+            .append("log", token.clone())
+            .await
+            .unwrap_or_else(|error| panic!("{token}: {error}"));
+    }
+}
+
+/// Issue: a storage node killed, its data directory wiped and restarted with the same flags
+/// came back as a voter with an empty log; with the leader gone it voted for a lagging member
+/// and acknowledged appends vanished. It now takes part in no quorum until its group removed
+/// it, then joins again in the leader's term, catches up by snapshot and is promoted, all by
+/// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_loses_nothing() {
+    let (controllers, mut nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let client = controllers.routed_client();
+    let tokens: Vec<String> = (0..60).map(|i| format!("<{i}>")).collect();
+    append_all(&client, &tokens[..20]).await;
+    let leader = nodes.leader().await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (wiped, lagging) = (others[0], others[1]);
+    nodes.signal(lagging, "STOP");
+    // Acknowledged by the leader and the node about to lose its disk.
+    append_all(&client, &tokens[20..40]).await;
+    nodes.kill(wiped);
+    std::fs::remove_dir_all(nodes.data_dir(wiped)).unwrap();
+    nodes.spawn(wiped);
+    nodes.wait_listening(wiped);
+    nodes.kill(leader);
+    nodes.signal(lagging, "CONT");
+    // With the wiped node's vote, the lagging member would win without appends 20..40.
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        let status = nodes.status(lagging).await;
+        assert!(status.is_none_or(|s| s.role != "leader"), "the lagging member leads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(nodes.status(wiped).await.is_none(), "the wiped node hosts the group already");
+
+    nodes.spawn(leader);
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let status = nodes.status(wiped).await;
+        if let Some(status) = status.filter(|s| s.voters.contains(&wiped) && s.applied_index > 0) {
+            assert!(status.first_index > 1, "it caught up from a snapshot: {status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the wiped node never rejoined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    append_all(&client, &tokens[40..50]).await;
+    // A working voter again: with the lagging member down, it forms the majority.
+    nodes.kill(lagging);
+    append_all(&client, &tokens[50..]).await;
+    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
+    let value = String::from_utf8(value.to_vec()).unwrap();
+    for token in &tokens {
+        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
+    }
+}

@@ -49,6 +49,7 @@ mod client;
 mod controller;
 mod controller_routing;
 mod error;
+pub mod membership;
 mod operation;
 mod routing;
 mod session;

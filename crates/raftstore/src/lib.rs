@@ -13,6 +13,7 @@
 mod clock;
 mod config;
 mod error;
+pub mod membership;
 mod msg;
 mod peer;
 pub mod snapshot;
@@ -23,7 +24,7 @@ mod store;
 pub use clock::{Clock, ManualClock};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
-pub use msg::{Callback, Consistency, ReadOutput, StoreMsg, Transport};
+pub use msg::{Callback, Consistency, LeaderTerm, ReadOutput, StoreMsg, Transport};
 pub use peer::Peer;
 pub use snapshot::SnapshotReader;
 pub use state_machine::StateMachine;

@@ -5,7 +5,7 @@
 //! and every pending callback is then called with [`crate::Error::Stopped`].
 
 use mosaic_engine::{GroupId, KvEngine};
-use mosaic_raft::{ConfChange, ConfState, LogIndex, Message, NodeId};
+use mosaic_raft::{ConfChange, ConfState, LogIndex, Message, NodeId, Term};
 
 use bytes::Bytes;
 
@@ -37,6 +37,21 @@ pub struct ReadOutput<T> {
     pub output: T,
     /// The index the replica had applied when it read (how fresh a stale read is).
     pub applied_index: LogIndex,
+}
+
+/// A group's leader and its term, as seen when a node was about to join the group.
+///
+/// A joined replica starts in that term, having voted for that leader: it refuses messages of
+/// earlier terms and votes for no one else in that term. A node that lost its data may have
+/// voted and acknowledged entries in earlier terms as the group's member; starting later keeps
+/// the new replica from repeating a vote or counting for a deposed leader that still takes it
+/// for a voter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderTerm {
+    /// The leader.
+    pub leader: NodeId,
+    /// Its term.
+    pub term: Term,
 }
 
 /// A message to a store.
@@ -114,11 +129,14 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
     /// Creates an empty replica of an existing group on this node, with no membership: it
     /// votes for no one and campaigns never, and waits for the group's leader to add it as a
     /// learner ([`StoreMsg::ChangeMembership`]) and send it a snapshot. The way a new node,
-    /// or a node whose data was lost, joins a group. Joining a group already hosted here
-    /// succeeds and changes nothing.
+    /// or a node whose data was lost (once the group removed it), joins a group
+    /// ([`crate::membership`]). Joining a group already hosted here succeeds and changes
+    /// nothing.
     JoinGroup {
         /// The group.
         group: GroupId,
+        /// The term the replica starts in (see [`LeaderTerm`]); `None` starts it at term 0.
+        leader: Option<LeaderTerm>,
         /// Called once the replica exists (durably).
         callback: Callback<()>,
     },

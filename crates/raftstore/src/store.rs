@@ -20,12 +20,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mosaic_engine::{Engine, GroupId, KvEngine, WriteBatch, WriteOptions};
-use mosaic_raft::{ConfState, Message, MessageBody, NodeId, RawNode, Role, SnapshotMetadata};
+use mosaic_raft::{
+    ConfState, HardState, LogIndex, Message, MessageBody, NodeId, RawNode, Role, SnapshotMetadata,
+};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
-use crate::msg::{Callback, Consistency, StoreMsg, Transport};
+use crate::msg::{Callback, Consistency, LeaderTerm, StoreMsg, Transport};
 use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
 use crate::state_machine::StateMachine;
@@ -200,8 +202,8 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 let result = self.create_group(group, &members);
                 return answer_fatal(result, callback);
             }
-            StoreMsg::JoinGroup { group, callback } => {
-                let result = self.join_group(group);
+            StoreMsg::JoinGroup { group, leader, callback } => {
+                let result = self.join_group(group, leader);
                 return answer_fatal(result, callback);
             }
             StoreMsg::DestroyGroup { group, callback } => {
@@ -356,7 +358,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     }
 
     /// Creates an empty replica with no membership (see [`StoreMsg::JoinGroup`]).
-    fn join_group(&mut self, group: GroupId) -> Result<()> {
+    fn join_group(&mut self, group: GroupId, leader: Option<LeaderTerm>) -> Result<()> {
         if group == GroupId::RESERVED {
             return Err(Error::InvalidArgument { reason: format!("group id {group} is reserved") });
         }
@@ -365,8 +367,13 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         }
         let mut batch = WriteBatch::new();
         batch.set_conf_state(group, ConfState::default());
+        if let Some(LeaderTerm { leader, term }) = leader {
+            let hard_state = HardState { term, vote: Some(leader), commit: LogIndex(0) };
+            batch.set_hard_state(group, hard_state);
+        }
         self.add_peer(group, &batch)?;
-        tracing::info!(node = %self.node, %group, "joined group; waiting for a snapshot from its leader");
+        tracing::info!(node = %self.node, %group, ?leader,
+            "joined group; waiting for a snapshot from its leader");
         Ok(())
     }
 

@@ -5,8 +5,8 @@
 
 use mosaic_engine::GroupId;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
-use mosaic_raft::{ConfChange, NodeId, Role};
-use mosaic_raftstore::{Consistency, StoreMsg};
+use mosaic_raft::{ConfChange, NodeId, Role, Term};
+use mosaic_raftstore::{Consistency, LeaderTerm, StoreMsg};
 use mosaic_shardkv::{KvQuery, KvReadOutput, KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
 
@@ -100,11 +100,23 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
-        let group = GroupId(request.into_inner().group_id);
+        let request = request.into_inner();
+        let group = GroupId(request.group_id);
         if group.0 == 0 {
             return Err(Status::invalid_argument("group id 0 is not valid"));
         }
-        self.ask(|callback| StoreMsg::JoinGroup { group, callback }).await?;
+        let leader = match (request.leader, request.term) {
+            (None, None) => None,
+            (Some(leader), Some(term)) if leader != 0 => {
+                Some(LeaderTerm { leader: NodeId(leader), term: Term(term) })
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "leader and term go together, and leader 0 is not valid",
+                ));
+            }
+        };
+        self.ask(|callback| StoreMsg::JoinGroup { group, leader, callback }).await?;
         Ok(Response::new(pb::JoinGroupResponse {}))
     }
 

@@ -1,7 +1,11 @@
-//! A storage node following the controller: it registers itself (id and advertised address),
-//! then polls the latest configuration every [`POLL_INTERVAL`], learns every registered
-//! node's address (so its transport can reach replicas on nodes it was not told about), and
-//! creates its replica of every group placed on it.
+//! A storage node following the controller: on a new store it first records the latest
+//! configuration number (the store's birth, [`KvStateMachine::placed_since`]); it registers
+//! itself (id and advertised address), then polls the latest configuration every
+//! [`POLL_INTERVAL`], learns every registered node's address (so its transport can reach
+//! replicas on nodes it was not told about), and creates its replica of every group placed on
+//! it that is newer than the store. A group placed on it that is not newer existed before this
+//! store: the node lost its replica with its data directory, and brings it back through the
+//! group's leader instead ([`crate::rejoin`]).
 //!
 //! Creating a replica is idempotent, so a configuration is handled again until every replica
 //! it places here exists. After each poll, the [`Migrator`] moves the groups led here towards
@@ -13,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_client::{ControllerClient, ControllerClientOptions};
-use mosaic_controller::{Command, ConfigNum, Configuration, GroupLife};
-use mosaic_engine::GroupId;
+use mosaic_controller::{Command, ConfigNum, GroupLife};
+use mosaic_engine::{Engine, GroupId, WriteBatch, WriteOptions};
+use mosaic_proto::controller::QueryAnswer;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
 use mosaic_shardkv::KvStateMachine;
@@ -24,6 +29,7 @@ use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::migrator::Migrator;
 use crate::node::NodeEngine;
+use crate::rejoin::Rejoins;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 
@@ -38,18 +44,21 @@ pub struct Follower {
     address: String,
     client: ControllerClient,
     store: StoreHandle<NodeEngine, KvStateMachine>,
+    engine: Arc<Engine<NodeEngine>>,
     directory: Directory,
     migrator: Arc<Migrator>,
+    request_timeout: Duration,
 }
 
 impl Follower {
-    /// The follower of the node `config` describes, feeding `store`.
+    /// The follower of the node `config` describes, feeding `store` over `engine`.
     ///
     /// # Errors
     /// [`Error::Config`] when the controller addresses are not valid.
     pub fn new(
         config: &ServerConfig,
         store: StoreHandle<NodeEngine, KvStateMachine>,
+        engine: Arc<Engine<NodeEngine>>,
         directory: Directory,
     ) -> Result<Self> {
         let client =
@@ -66,8 +75,10 @@ impl Follower {
             address: config.advertised().to_string(),
             client,
             store,
+            engine,
             directory,
             migrator,
+            request_timeout: config.request_timeout(),
         })
     }
 
@@ -80,10 +91,12 @@ impl Follower {
     }
 
     async fn follow(&self) {
+        let Some(since) = self.placed_since().await else { return };
         if !self.register().await {
             return;
         }
         let mut placed = ConfigNum(0);
+        let mut rejoins = Rejoins::default();
         // Retired groups whose replica here is gone (or never was).
         let mut destroyed = BTreeSet::new();
         loop {
@@ -94,7 +107,8 @@ impl Follower {
                             tracing::info!(%node, %address, "learned a node's address");
                         }
                     }
-                    if answer.config.num > placed && self.place(&answer.config).await {
+                    if answer.config.num > placed && self.place(&answer, since, &mut rejoins).await
+                    {
                         placed = answer.config.num;
                     }
                     self.destroy_retired(&answer.lives, &mut destroyed).await;
@@ -106,6 +120,51 @@ impl Follower {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// The configuration number this store was born under: recorded (synced) on a new store
+    /// from the latest configuration, before any replica is created here. `None` when the
+    /// store cannot be read or written (the node then creates nothing).
+    async fn placed_since(&self) -> Option<ConfigNum> {
+        let storage = |error| {
+            tracing::error!(node = %self.node, %error,
+            "cannot read or write the placement record; following no configuration")
+        };
+        match KvStateMachine::placed_since(&self.engine) {
+            Ok(Some(since)) => return Some(since),
+            Ok(None) => {}
+            Err(error) => {
+                storage(error);
+                return None;
+            }
+        }
+        let since = match self.engine.group_ids() {
+            // A store from before the record: its groups were created here.
+            Ok(groups) if !groups.is_empty() => ConfigNum(0),
+            Ok(_) => loop {
+                match self.client.query(None).await {
+                    Ok(answer) => break answer.config.num,
+                    Err(error) => {
+                        tracing::warn!(node = %self.node, %error,
+                            "cannot read the latest configuration yet; retrying");
+                        tokio::time::sleep(REGISTER_RETRY).await;
+                    }
+                }
+            },
+            Err(error) => {
+                storage(error.into());
+                return None;
+            }
+        };
+        let mut batch = WriteBatch::new();
+        KvStateMachine::mark_placed_since(&mut batch, since);
+        if let Err(error) = self.engine.write(&batch, WriteOptions { sync: true }) {
+            storage(error.into());
+            return None;
+        }
+        tracing::info!(node = %self.node, %since, "new store: groups of configurations up to \
+            this one existed before it, and are rejoined rather than created");
+        Some(since)
     }
 
     /// Registers this node until the controller answers; false when it refused (the node
@@ -155,14 +214,23 @@ impl Follower {
         }
     }
 
-    /// Creates this node's replica of every group `config` places here; true when all exist.
-    async fn place(&self, config: &Configuration) -> bool {
+    /// Creates this node's replica of every group the latest configuration places here that
+    /// is newer than the store (born under `since`), and starts bringing back the others
+    /// (once each, with `rejoins`); true when every replica exists or is on its way.
+    async fn place(&self, answer: &QueryAnswer, since: ConfigNum, rejoins: &mut Rejoins) -> bool {
+        let config = &answer.config;
         let mut all = true;
         for (group, members) in &config.groups {
             if !members.contains(&self.node) {
                 continue;
             }
             let (group, members) = (*group, members.clone());
+            let added = answer.lives.get(&group).map_or(config.num, |life| life.added);
+            if added <= since {
+                let timeout = self.request_timeout;
+                rejoins.start(self.node, group, members, &self.store, &self.directory, timeout);
+                continue;
+            }
             let created =
                 self.store.ask(|callback| StoreMsg::CreateGroup { group, members, callback }).await;
             match created {

@@ -24,6 +24,7 @@ pub mod migrator;
 pub mod node;
 mod pacing;
 pub mod raft_service;
+mod rejoin;
 pub mod runner;
 pub mod status;
 pub mod transport;

@@ -110,7 +110,12 @@ impl Node {
         let migration = if config.controllers.is_empty() {
             None
         } else {
-            let follower = Follower::new(&config, core.store.clone(), core.directory.clone())?;
+            let follower = Follower::new(
+                &config,
+                core.store.clone(),
+                Arc::clone(&core.engine),
+                core.directory.clone(),
+            )?;
             tokio::spawn(follower.run(core.closing.subscribe()));
             let limits = MigrationLimits {
                 chunk_bytes_max: SHARD_CHUNK_BYTES_MAX,
@@ -297,6 +302,7 @@ struct Core<SM: StateMachine<NodeEngine>> {
     local_addr: SocketAddr,
     listener: TcpListener,
     store: StoreHandle<NodeEngine, SM>,
+    engine: Arc<mosaic_engine::Engine<NodeEngine>>,
     runner: StoreRunner,
     directory: Directory,
     raft: RaftTransportServer<RaftService<NodeEngine, SM>>,
@@ -349,9 +355,11 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             store.clone(),
         );
         let snapshot_bytes_max = store_config.snapshot_bytes_max;
+        let store_engine = Arc::clone(&engine);
         let runner =
             runner::spawn(format!("store-{node}"), inbox, config.tick_interval(), move || {
-                Store::open(node, engine, store_config, transport, Box::new(MonotonicClock::new()))
+                let clock = Box::new(MonotonicClock::new());
+                Store::open(node, store_engine, store_config, transport, clock)
             })
             .map_err(|source| Error::Listen { address: "store thread".into(), source })?;
         let (closing, closing_received) = watch::channel(false);
@@ -366,7 +374,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let raft = RaftTransportServer::new(raft_service)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-        Ok(Self { node, local_addr, listener, store, runner, directory, raft, closing })
+        Ok(Self { node, local_addr, listener, store, engine, runner, directory, raft, closing })
     }
 
     /// Serves the Raft transport and the services `add` adds (the role's) on the listener,

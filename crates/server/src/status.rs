@@ -36,6 +36,12 @@ impl Directory {
         self.read().get(&node).cloned()
     }
 
+    /// Every known node and its address.
+    #[must_use]
+    pub fn all(&self) -> BTreeMap<NodeId, String> {
+        self.read().clone()
+    }
+
     /// Records `node`'s address; returns true when it was unknown or different.
     pub fn set(&self, node: NodeId, address: &str) -> bool {
         let mut addresses = self.addresses.write().unwrap_or_else(PoisonError::into_inner);

@@ -53,6 +53,12 @@ pub const PLACEMENT_RECORD: &[u8] = b"shard-placement";
 /// The value of [`PLACEMENT_RECORD`] on a node that follows a controller.
 pub const PLACED_BY_CONTROLLER: &[u8] = b"controller";
 
+/// The node metadata record of a store placed by a controller that holds the latest
+/// configuration number when the store first followed it (a big-endian `u64`): the groups of
+/// that configuration or an earlier one existed before this store, so a replica of them here
+/// must come back through a join, never be created (docs/migration.md "Placed and static groups").
+pub const PLACED_SINCE_RECORD: &[u8] = b"shard-placement-since";
+
 /// Version 2 added `resume`; version 1 records (without it) are still read.
 const OWNERSHIP_VERSION: u8 = 2;
 const SERVING_TAG: u8 = 1;

@@ -26,8 +26,8 @@ use mosaic_raftstore::{Error, Result, StateMachine};
 use crate::command::{DecodeError, KvCommand, KvWrite, WriteKind};
 use crate::migration::{MigrationCommand, MigrationOutcome};
 use crate::ownership::{
-    METADATA_SHARD, NotApplied, OWNERSHIP_KEY, Ownership, PLACED_BY_CONTROLLER, PLACEMENT_RECORD,
-    ShardState,
+    METADATA_SHARD, NotApplied, OWNERSHIP_KEY, Ownership, PLACED_BY_CONTROLLER,
+    PLACED_SINCE_RECORD, PLACEMENT_RECORD, ShardState,
 };
 use crate::session::{Session, SessionTable};
 
@@ -163,6 +163,28 @@ impl KvStateMachine {
     /// Engine errors.
     pub fn is_placed_by_controller<K: KvEngine>(engine: &Engine<K>) -> Result<bool> {
         Ok(engine.node_metadata(PLACEMENT_RECORD)?.as_deref() == Some(PLACED_BY_CONTROLLER))
+    }
+
+    /// Records that this store first followed the controller when `num` was its latest
+    /// configuration (see [`PLACED_SINCE_RECORD`]).
+    pub fn mark_placed_since(batch: &mut WriteBatch, num: ConfigNum) {
+        let value = Bytes::copy_from_slice(&num.0.to_be_bytes());
+        batch.put_node_metadata(Bytes::from_static(PLACED_SINCE_RECORD), value);
+    }
+
+    /// The configuration number [`KvStateMachine::mark_placed_since`] recorded, if any.
+    ///
+    /// # Errors
+    /// Engine errors; a record that is not 8 bytes is corruption.
+    pub fn placed_since<K: KvEngine>(engine: &Engine<K>) -> Result<Option<ConfigNum>> {
+        let Some(value) = engine.node_metadata(PLACED_SINCE_RECORD)? else { return Ok(None) };
+        let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
+            Error::Engine(mosaic_engine::Error::Corruption {
+                path: engine.path().to_path_buf(),
+                reason: format!("placement record of {} bytes, expected 8", value.len()),
+            })
+        })?;
+        Ok(Some(ConfigNum(u64::from_be_bytes(bytes))))
     }
 
     /// Checks that the group serves `shard` now.

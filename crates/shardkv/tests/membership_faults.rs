@@ -105,7 +105,10 @@ fn run(seed: u64) {
                     let node = NodeId(4 + joined.len() as u64);
                     if cluster.is_up(node) {
                         let (result, callback) = harness::slot();
-                        cluster.send(node, StoreMsg::JoinGroup { group: GROUP, callback });
+                        cluster.send(
+                            node,
+                            StoreMsg::JoinGroup { group: GROUP, leader: None, callback },
+                        );
                         take(&result).expect("answered").expect("joined");
                         joined.push(node);
                         Some(ConfChange::AddLearner(node))

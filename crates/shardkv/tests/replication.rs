@@ -7,7 +7,8 @@ mod harness;
 use harness::{Cluster, take};
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
-use mosaic_raftstore::{Consistency, Error};
+use mosaic_raftstore::membership::{LeaderView, MembershipJob, MembershipStep};
+use mosaic_raftstore::{Consistency, Error, StoreMsg};
 use mosaic_shardkv::WriteKind;
 
 const GROUP: GroupId = GroupId(1);
@@ -456,7 +457,8 @@ fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
     }
     let new = NodeId(4);
     let (joined, callback) = harness::slot();
-    cluster.send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, callback });
+    cluster
+        .send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, leader: None, callback });
     take(&joined).expect("answered at once").expect("joined");
     // An empty replica with no membership waits: it neither campaigns nor disturbs the group.
     for _ in 0..50 {
@@ -503,7 +505,8 @@ fn a_node_joining_a_young_group_learns_the_whole_membership_and_cannot_win_alone
     }
     let new = NodeId(4);
     let (joined, callback) = harness::slot();
-    cluster.send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, callback });
+    cluster
+        .send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, leader: None, callback });
     take(&joined).expect("answered at once").expect("joined");
     let leader = cluster.must_elect(GROUP);
     change_membership(&mut cluster, leader, ConfChange::AddLearner(new)).unwrap();
@@ -581,4 +584,98 @@ fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
     cluster.restart(NodeId(1));
     assert!(cluster.store(NodeId(1)).peer(GROUP).is_none());
     assert_eq!(cluster.must_get(other, "kept").as_deref(), Some("yes"));
+}
+
+/// Runs `job` to its end through whichever node leads, as the node agent and the CLI do: read
+/// the leader's status, do the step the planner names, again.
+fn run_membership_job(cluster: &mut Cluster, mut job: MembershipJob) {
+    for _ in 0..500 {
+        let leader = cluster.must_elect(GROUP);
+        let status = cluster.store(leader).peer(GROUP).unwrap().status();
+        let Some(view) = LeaderView::of_leader(&status) else {
+            cluster.tick();
+            continue;
+        };
+        match job.next(&view) {
+            MembershipStep::Join { node, leader } => {
+                let (joined, callback) = harness::slot();
+                let leader = Some(leader);
+                cluster.send(node, StoreMsg::JoinGroup { group: GROUP, leader, callback });
+                take(&joined).expect("answered at once").expect("joined");
+                job.joined(node);
+            }
+            MembershipStep::Change(change) => {
+                change_membership(cluster, view.leader, change).expect("changed");
+            }
+            MembershipStep::Wait => cluster.tick(),
+            MembershipStep::Done => return,
+        }
+    }
+    panic!("the membership job did not finish: {job:?}");
+}
+
+/// Issue: a member whose disk was replaced came back as a voter with an empty log and no
+/// memory of its votes, voted for a lagging member, and an acknowledged write was gone. A
+/// member that lost its data now hosts nothing until the group has removed it; it then joins
+/// in the leader's term like a new node, catches up by snapshot and is promoted
+/// (`membership::MembershipJob::lost`).
+#[test]
+fn a_member_that_lost_its_disk_counts_in_no_quorum_until_removed_and_joined_again() {
+    let mut cluster = Cluster::new(3, 31);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "x", "before");
+    let leader = cluster.must_elect(GROUP);
+    let others: Vec<NodeId> = (1..=3).map(NodeId).filter(|node| *node != leader).collect();
+    let (lost, lagging) = (others[0], others[1]);
+    cluster.isolate(lagging);
+    // Acknowledged by the leader and the member that will lose its disk.
+    cluster.must_put(GROUP, "x", "acknowledged");
+    cluster.crash(lost, 0);
+    cluster.wipe(lost);
+    cluster.restart(lost);
+    assert!(cluster.store(lost).peer(GROUP).is_none(), "a wiped node hosts nothing");
+
+    // The leader is cut off and the lagging member is back: with the wiped member's vote it
+    // would win without the acknowledged write. It cannot win alone.
+    cluster.heal();
+    cluster.isolate(leader);
+    for _ in 0..300 {
+        cluster.tick();
+        let role = cluster.store(lagging).peer(GROUP).unwrap().status().soft_state.role;
+        assert_ne!(role, mosaic_raft::Role::Leader, "the lagging member won");
+    }
+
+    cluster.heal();
+    let members = (1..=3).map(NodeId).collect();
+    run_membership_job(&mut cluster, MembershipJob::new(members).lost(lost));
+    let status = cluster.store(lost).peer(GROUP).unwrap().status();
+    assert!(status.conf_state.voters.contains(&lost), "{status:?}");
+    assert!(status.first_index.0 > 1, "it caught up from a snapshot: {status:?}");
+    assert_eq!(cluster.must_get(GROUP, "x").as_deref(), Some("acknowledged"));
+    assert_eq!(cluster.applied_value(lost, GROUP, "x").as_deref(), Some("acknowledged"));
+
+    // A working voter again: with the lagging member down, it forms the majority.
+    cluster.crash(lagging, 0);
+    cluster.must_put(GROUP, "x", "after");
+    assert_eq!(cluster.applied_value(lost, GROUP, "x").as_deref(), Some("after"));
+}
+
+/// A replica joined in the leader's term starts there, having voted for that leader: it
+/// refuses every earlier term (a deposed leader that still counts this node as a voter) and
+/// votes for no one else in that term, also after a restart.
+#[test]
+fn a_replica_joined_in_the_leaders_term_starts_there_having_voted_for_it() {
+    let mut cluster = Cluster::new(4, 37);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let leader = cluster.must_elect(GROUP);
+    let term = cluster.store(leader).peer(GROUP).unwrap().status().hard_state.term;
+    let new = NodeId(4);
+    let (joined, callback) = harness::slot();
+    let leader_term = Some(mosaic_raftstore::LeaderTerm { leader, term });
+    cluster.send(new, StoreMsg::JoinGroup { group: GROUP, leader: leader_term, callback });
+    take(&joined).expect("answered at once").expect("joined");
+    cluster.crash(new, 0);
+    cluster.restart(new);
+    let hard_state = cluster.store(new).peer(GROUP).unwrap().status().hard_state;
+    assert_eq!((hard_state.term, hard_state.vote), (term, Some(leader)));
 }

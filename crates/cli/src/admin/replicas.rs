@@ -5,21 +5,20 @@
 //! A node joins an existing group with `group add-replica` (it receives the group's state as a
 //! snapshot, first as a learner, then becomes a voter); `group remove-replica` takes one out.
 //! A node whose data directory was lost must be removed and added again: it never rejoins as
-//! a voter with an empty log.
+//! a voter with an empty log (a node that follows a controller does this by itself).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use mosaic_client::NodeId;
+use mosaic_client::membership::{LeaderView, MembershipDriver, MembershipJob, MembershipStep};
+use mosaic_client::{GroupId, NodeId};
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use tonic::transport::Endpoint;
 
 use super::{CALL_TIMEOUT, Output, print_line};
 
-/// Pause between two attempts of a step that waits for the group (a leader, a catch-up).
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How often a long wait reports its progress on stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -34,36 +33,8 @@ pub(super) async fn client(
     Ok(NodeAdminClient::new(channel))
 }
 
-/// Runs `mosaic admin`.
-/// What a node should be in a group's membership.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Membership {
-    Absent,
-    Learner,
-    Voter,
-}
-
-impl Membership {
-    fn of(node: NodeId, status: &pb::GroupStatusResponse) -> Self {
-        if status.voters.contains(&node.0) {
-            Self::Voter
-        } else if status.learners.contains(&node.0) {
-            Self::Learner
-        } else {
-            Self::Absent
-        }
-    }
-
-    fn change(self) -> pb::MembershipChange {
-        match self {
-            Self::Absent => pb::MembershipChange::Remove,
-            Self::Learner => pb::MembershipChange::AddLearner,
-            Self::Voter => pb::MembershipChange::AddVoter,
-        }
-    }
-}
-
-/// Membership changes of one group, driven through its leader until a deadline.
+/// Membership changes of one group, driven through its leader until a deadline by the
+/// shared planner ([`mosaic_client::membership`]).
 pub(super) struct Members<'a> {
     pub(super) nodes: &'a BTreeMap<NodeId, String>,
     pub(super) group: u64,
@@ -71,10 +42,8 @@ pub(super) struct Members<'a> {
 }
 
 impl Members<'_> {
-    fn address(&self, node: NodeId) -> anyhow::Result<&str> {
-        self.nodes.get(&node).map(String::as_str).with_context(|| {
-            format!("node {node} is not in --nodes; add its address as {node}=HOST:PORT")
-        })
+    fn driver(&self) -> MembershipDriver {
+        MembershipDriver::new(self.nodes.clone(), CALL_TIMEOUT)
     }
 
     pub(super) async fn add_replica(
@@ -82,9 +51,13 @@ impl Members<'_> {
         node: NodeId,
         output: Output,
     ) -> anyhow::Result<ExitCode> {
-        let address = self.address(node)?;
-        let (_, status) = self.leader_status().await?;
-        if Membership::of(node, &status) == Membership::Voter {
+        if !self.nodes.contains_key(&node) {
+            bail!("node {node} is not in --nodes; add its address as {node}=HOST:PORT");
+        }
+        let driver = self.driver();
+        let group = GroupId(self.group);
+        let view = driver.leader_view(group, self.deadline).await?;
+        if view.voters.contains(&node) {
             bail!(
                 "node {node} is already a voter of group {}; if its data was lost, remove it first \
                  (`mosaic admin ... group remove-replica {} --node {node}`), then add it",
@@ -92,16 +65,10 @@ impl Members<'_> {
                 self.group
             );
         }
-        client(address)
-            .await?
-            .join_group(pb::JoinGroupRequest { group_id: self.group })
-            .await
-            .map_err(|status| anyhow::anyhow!("node {node} ({address}): {}", status.message()))
-            .context("creating the empty replica")?;
-        self.ensure(node, Membership::Learner).await?;
-        self.wait_caught_up(node).await?;
-        let status = self.ensure(node, Membership::Voter).await?;
-        print_membership(self.group, &status, &format!("node {node} added"), output)?;
+        let mut target = view.voters;
+        target.insert(node);
+        let view = self.run(&driver, MembershipJob::new(target)).await?;
+        print_membership(self.group, &view, &format!("node {node} added"), output)?;
         Ok(ExitCode::SUCCESS)
     }
 
@@ -110,109 +77,48 @@ impl Members<'_> {
         node: NodeId,
         output: Output,
     ) -> anyhow::Result<ExitCode> {
-        let status = self.ensure(node, Membership::Absent).await?;
-        print_membership(self.group, &status, &format!("node {node} removed"), output)?;
+        let driver = self.driver();
+        let view = driver.leader_view(GroupId(self.group), self.deadline).await?;
+        let mut target = view.voters;
+        target.remove(&node);
+        let view = self.run(&driver, MembershipJob::new(target)).await?;
+        print_membership(self.group, &view, &format!("node {node} removed"), output)?;
         Ok(ExitCode::SUCCESS)
     }
 
-    /// Changes the membership until `node` is `want`, at whichever node leads; idempotent (a
-    /// change whose answer was lost is seen in the leader's status and not made twice).
-    async fn ensure(
+    /// Runs `job`, reporting a learner's catch-up on stderr every [`PROGRESS_EVERY`].
+    async fn run(
         &self,
-        node: NodeId,
-        want: Membership,
-    ) -> anyhow::Result<pb::GroupStatusResponse> {
-        loop {
-            let (leader, status) = self.leader_status().await?;
-            if Membership::of(node, &status) == want {
-                return Ok(status);
-            }
-            let request = pb::ChangeMembershipRequest {
-                group_id: self.group,
-                change: want.change().into(),
-                node_id: node.0,
-            };
-            let address = self.address(leader)?;
-            let error = match client(address).await?.change_membership(request).await {
-                Ok(_) => continue,
-                Err(status) => status,
-            };
-            if error.code() == tonic::Code::InvalidArgument || Instant::now() >= self.deadline {
-                bail!("group {}: {want:?} for node {node}: {}", self.group, error.message());
-            }
-            tracing::debug!(group = self.group, %node, error = error.message(), "retrying");
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    /// Waits until the leader knows `node`'s log matches its own up to its commit index,
-    /// reporting progress on stderr.
-    async fn wait_caught_up(&self, node: NodeId) -> anyhow::Result<()> {
+        driver: &MembershipDriver,
+        job: MembershipJob,
+    ) -> anyhow::Result<LeaderView> {
         let mut reported = Instant::now();
-        let mut target = None;
-        loop {
-            let (_, status) = self.leader_status().await?;
-            // The commit index when the wait began: under a steady write load the learner
-            // trails the moving commit index by a few entries, which promotion tolerates.
-            let target = *target.get_or_insert(status.commit_index);
-            let matched = status
-                .progress
-                .iter()
-                .find(|progress| progress.node_id == node.0)
-                .map_or(0, |progress| progress.match_index);
-            if matched >= target {
-                return Ok(());
+        let report = |view: &LeaderView, step: &MembershipStep| {
+            if *step != MembershipStep::Wait || reported.elapsed() < PROGRESS_EVERY {
+                return;
             }
-            if Instant::now() >= self.deadline {
-                bail!(
-                    "node {node} did not catch up with group {} in time (at {matched} of {target})",
-                    self.group
-                );
+            for learner in &view.learners {
+                let matched = view.matched.get(learner).copied().unwrap_or_default();
+                eprintln!("node {learner}: log at {matched} of {}", view.commit);
             }
-            if reported.elapsed() >= PROGRESS_EVERY {
-                eprintln!("node {node}: log at {matched} of {target}");
-                reported = Instant::now();
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    /// The group's leader and its status, asking every node of --nodes until one leads.
-    pub(super) async fn leader_status(&self) -> anyhow::Result<(NodeId, pb::GroupStatusResponse)> {
-        loop {
-            let mut last_error = None;
-            for (node, address) in self.nodes {
-                let request = pb::GroupStatusRequest { group_id: self.group };
-                match client(address).await?.group_status(request).await {
-                    Ok(response) if response.get_ref().role == "leader" => {
-                        return Ok((*node, response.into_inner()));
-                    }
-                    Ok(_) => {}
-                    Err(status) => last_error = Some(format!("node {node}: {}", status.message())),
-                }
-            }
-            if Instant::now() >= self.deadline {
-                let why = last_error.unwrap_or_else(|| "no node reports leading it".into());
-                bail!("group {} has no reachable leader ({why})", self.group);
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
+            reported = Instant::now();
+        };
+        Ok(driver.run(GroupId(self.group), job, self.deadline, report).await?)
     }
 }
 
 fn print_membership(
     group: u64,
-    status: &pb::GroupStatusResponse,
+    view: &LeaderView,
     done: &str,
     output: Output,
 ) -> anyhow::Result<()> {
+    let voters: Vec<u64> = view.voters.iter().map(|node| node.0).collect();
+    let learners: Vec<u64> = view.learners.iter().map(|node| node.0).collect();
     let text = match output {
-        Output::Human => format!(
-            "{done}: group {group} voters {:?} learners {:?}",
-            status.voters, status.learners
-        ),
+        Output::Human => format!("{done}: group {group} voters {voters:?} learners {learners:?}"),
         Output::Json => serde_json::json!({
-            "group": group, "voters": status.voters, "learners": status.learners,
+            "group": group, "voters": voters, "learners": learners,
         })
         .to_string(),
     };

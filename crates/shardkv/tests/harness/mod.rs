@@ -460,6 +460,12 @@ impl Cluster {
         self.kvs.insert(node, kv);
     }
 
+    /// Replaces the disk of `node` (down) with an empty one: it restarts hosting nothing.
+    pub fn wipe(&mut self, node: NodeId) {
+        assert!(!self.is_up(node), "node {node} is up");
+        self.kvs.insert(node, MemKv::new(&format!("node-{}-wiped", node.0)));
+    }
+
     pub fn restart(&mut self, node: NodeId) {
         assert!(!self.is_up(node), "node {node} is up");
         self.start(node);

@@ -4,13 +4,9 @@
 //!
 //! A job drives one group's voters to a target set, one change at a time, reading the
 //! leader's status before every step (each storage node is asked; the first to answer as
-//! leader is used), so that it goes on where it stopped whatever happened in between (a lost
-//! answer, a leader change, a crash, a partition):
-//! 1. a node of the target that is not a voter is added: `JoinGroup` on that node (an empty
-//!    replica with no membership), `AddLearner` at the leader, a wait until the leader's
-//!    progress shows the learner's log at the commit index the wait began with, `AddVoter`;
-//! 2. then every member outside the target is removed (`RemoveNode` at the leader);
-//! 3. the job is over once the leader's voters are the target and it has no learner.
+//! leader is used) and asking the planner the CLI runs too ([`mosaic_raftstore::membership`])
+//! what to do next, so that it goes on where it stopped whatever happened in between (a lost
+//! answer, a leader change, a crash, a partition).
 //!
 //! A refusal (another change pending, a learner not caught up, no leader known) is retried
 //! after a pause, as the CLI does; a job unfinished after `MembershipConfig::job_ms_max` is
@@ -32,8 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mosaic_controller::{ControllerQuery, ControllerView};
 use mosaic_engine::{ClientId, GroupId};
-use mosaic_raft::{ConfChange, LogIndex, NodeId, Role, Status};
+use mosaic_raft::{NodeId, Role, Status};
 use mosaic_raftstore::Error;
+use mosaic_raftstore::membership::{LeaderView, MembershipJob, MembershipStep};
 
 use crate::cluster::Time;
 use crate::cluster::config::MembershipConfig;
@@ -46,15 +43,6 @@ const REQUEST_TIMEOUT_MS: Time = 1_000;
 /// The pause before asking again after a refusal or while a learner catches up
 /// (`replicas.rs` `RETRY_PAUSE`).
 const RETRY_PAUSE_MS: Time = 200;
-
-/// What the operator does to a group: a request to one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// `JoinGroup` on the node.
-    Join(NodeId),
-    /// `ChangeMembership` at the leader.
-    Change(ConfChange),
-}
 
 /// What the operator waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +62,7 @@ enum Waiting {
     /// The answer to a step.
     Step {
         id: RequestId,
-        step: Step,
+        step: MembershipStep,
         deadline: Time,
     },
 }
@@ -83,12 +71,8 @@ enum Waiting {
 #[derive(Debug)]
 struct Job {
     group: GroupId,
-    /// The voters the group ends with.
-    target: BTreeSet<NodeId>,
-    /// Nodes whose `JoinGroup` this job saw answered.
-    joined: BTreeSet<NodeId>,
-    /// The learner being waited for, and the leader's commit index when the wait began.
-    catching_up: Option<(NodeId, LogIndex)>,
+    /// What is left to do.
+    membership: MembershipJob,
     give_up_at: Time,
 }
 
@@ -254,9 +238,7 @@ impl Operator {
         self.stats.jobs_started += 1;
         self.job = Some(Job {
             group,
-            target,
-            joined: BTreeSet::new(),
-            catching_up: None,
+            membership: MembershipJob::new(target),
             give_up_at: io.now + self.config.job_ms_max,
         });
         self.ask_status(io);
@@ -296,37 +278,24 @@ impl Operator {
 
     /// The next step of the job, from the leader's `status` (see the module documentation).
     fn decide(&mut self, io: &mut Io<'_>, status: &Status) {
-        let leader = status.id;
         let Some(job) = self.job.as_mut() else { return };
-        let conf = &status.conf_state;
-        let missing = job.target.iter().find(|node| !conf.voters.contains(node)).copied();
-        let extra = conf
-            .voters
-            .iter()
-            .chain(&conf.learners)
-            .find(|node| !job.target.contains(node))
-            .copied();
-        let step = match (missing, extra) {
-            (Some(node), _) if conf.learners.contains(&node) => {
-                let commit = status.hard_state.commit;
-                let wait_for = match job.catching_up {
-                    Some((learner, index)) if learner == node => index,
-                    _ => job.catching_up.insert((node, commit)).1,
-                };
-                let matched = status.progress.get(&node).map_or(LogIndex(0), |p| p.match_index);
-                if matched < wait_for {
-                    self.pause(io);
-                    return;
-                }
-                Step::Change(ConfChange::AddVoter(node))
+        let Some(view) = LeaderView::of_leader(status) else { return };
+        let step = job.membership.next(&view);
+        let group = job.group;
+        let (node, request) = match step {
+            MembershipStep::Join { node, leader } => (node, Request::JoinGroup { group, leader }),
+            MembershipStep::Change(change) => {
+                (view.leader, Request::ChangeMembership { group, change })
             }
-            (Some(node), _) if !job.joined.contains(&node) => Step::Join(node),
-            (Some(node), _) => Step::Change(ConfChange::AddLearner(node)),
-            (None, Some(node)) => Step::Change(ConfChange::RemoveNode(node)),
-            (None, None) => {
+            MembershipStep::Wait => {
+                self.pause(io);
+                return;
+            }
+            MembershipStep::Done => {
                 let job = self.job.take().expect("a job");
-                tracing::debug!(group = %job.group, voters = ?conf.voters, "membership job done");
-                if self.changed.get(&job.group) == Some(&job.target) {
+                let target = job.membership.target();
+                tracing::debug!(group = %job.group, voters = ?view.voters, "membership job done");
+                if self.changed.get(&job.group) == Some(target) {
                     self.changed.remove(&job.group);
                 }
                 self.stats.jobs_done += 1;
@@ -334,25 +303,20 @@ impl Operator {
                 return;
             }
         };
-        let group = job.group;
-        let (node, request) = match step {
-            Step::Join(node) => (node, Request::JoinGroup { group }),
-            Step::Change(change) => (leader, Request::ChangeMembership { group, change }),
-        };
         let id = io.request(node, request);
         self.waiting = Waiting::Step { id, step, deadline: io.now + REQUEST_TIMEOUT_MS };
     }
 
     /// `step` was answered with `response`.
-    fn stepped(&mut self, io: &mut Io<'_>, step: Step, response: Response) {
+    fn stepped(&mut self, io: &mut Io<'_>, step: MembershipStep, response: Response) {
         let Some(job) = self.job.as_mut() else { return };
         let group = job.group;
         match (step, response) {
-            (Step::Join(node), Response::Done(Ok(()))) => {
-                job.joined.insert(node);
+            (MembershipStep::Join { node, .. }, Response::Done(Ok(()))) => {
+                job.membership.joined(node);
                 self.ask_status(io);
             }
-            (Step::Change(change), Response::Membership(Ok(conf))) => {
+            (MembershipStep::Change(change), Response::Membership(Ok(conf))) => {
                 tracing::debug!(%group, ?change, ?conf, "membership changed");
                 self.stats.changes += 1;
                 self.ask_status(io);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Outcome};
 use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
 use mosaic_raft::{ConfChange, ConfState, NodeId, Status};
-use mosaic_raftstore::{Consistency, Error, StoreMsg};
+use mosaic_raftstore::{Consistency, Error, LeaderTerm, StoreMsg};
 use mosaic_shardkv::{Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, Ownership};
 
 use crate::cluster::world::CONTROLLER_GROUP;
@@ -101,6 +101,8 @@ pub(crate) enum Request {
     JoinGroup {
         /// The group.
         group: GroupId,
+        /// The leader and term the replica starts in.
+        leader: LeaderTerm,
     },
     /// A membership change proposed at the group's leader (`NodeAdmin.ChangeMembership`).
     ChangeMembership {
@@ -283,8 +285,9 @@ pub(crate) fn storage_msg(
             group,
             callback: Box::new(move |result| reply.send(Response::Status(result.map(Box::new)))),
         },
-        Request::JoinGroup { group } => StoreMsg::JoinGroup {
+        Request::JoinGroup { group, leader } => StoreMsg::JoinGroup {
             group,
+            leader: Some(leader),
             callback: Box::new(move |result| reply.send(Response::Done(result))),
         },
         Request::ChangeMembership { group, change } => StoreMsg::ChangeMembership {

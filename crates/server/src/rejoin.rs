@@ -1,0 +1,120 @@
+//! A storage node whose data directory was lost brings itself back into the groups it was a
+//! member of: it never creates a replica of such a group (a voter with an empty log and no
+//! memory of its votes could elect a leader that misses acknowledged writes); the group's
+//! leader removes it, it joins in the leader's term, catches up by snapshot as a learner and is
+//! promoted ([`mosaic_client::membership`], docs/raftstore.md "Changing a group's membership").
+//!
+//! Which groups: those of a configuration no later than the one the store was born under
+//! ([`mosaic_shardkv::KvStateMachine::placed_since`]); they existed before this store, so the
+//! node may have been their member with a disk it no longer has. The job is resumable: a
+//! replica hosted here came from an earlier join of this store (it is brought on from there),
+//! none means the node is removed first.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use mosaic_client::membership::{LeaderView, MembershipDriver, MembershipJob, MembershipStep};
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+use mosaic_raftstore::{Error as StoreError, StoreMsg};
+use mosaic_shardkv::KvStateMachine;
+
+use crate::node::NodeEngine;
+use crate::runner::StoreHandle;
+use crate::status::Directory;
+
+/// How long one attempt may take before it is started again from a fresh view.
+const ATTEMPT_MAX: Duration = Duration::from_secs(300);
+/// Pause after a failed attempt.
+const ATTEMPT_RETRY: Duration = Duration::from_secs(1);
+
+/// The rejoins a node runs: at most one per group while it runs, all stopped when dropped.
+#[derive(Default)]
+pub(crate) struct Rejoins {
+    started: BTreeSet<GroupId>,
+    tasks: JoinSet<()>,
+}
+
+impl Rejoins {
+    /// Starts bringing back this node's replica of `group` (once). `members` are the members
+    /// the configuration lists.
+    pub(crate) fn start(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        members: Vec<NodeId>,
+        store: &StoreHandle<NodeEngine, KvStateMachine>,
+        directory: &Directory,
+        call_timeout: Duration,
+    ) {
+        if self.started.insert(group) {
+            let (store, directory) = (store.clone(), directory.clone());
+            self.tasks.spawn(rejoin(node, group, members, store, directory, call_timeout));
+        }
+    }
+}
+
+/// Brings this node's replica of `group` back, until it is a voter again.
+async fn rejoin(
+    node: NodeId,
+    group: GroupId,
+    members: Vec<NodeId>,
+    store: StoreHandle<NodeEngine, KvStateMachine>,
+    directory: Directory,
+    call_timeout: Duration,
+) {
+    if members == [node] {
+        tracing::error!(%node, %group,
+            "this node was the group's only member and its data directory was lost: the \
+             group's data is gone and its shards cannot be served");
+        return;
+    }
+    tracing::warn!(%node, %group,
+        "this store is newer than the group: its replica here was lost; rejoining through \
+         the group's leader (removed, then added back as a learner and promoted)");
+    loop {
+        match attempt(node, group, &store, &directory, call_timeout).await {
+            Ok(view) => {
+                tracing::info!(%node, %group, voters = ?view.voters, "rejoined the group");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%node, %group, %error, "cannot rejoin yet; retrying");
+                tokio::time::sleep(ATTEMPT_RETRY).await;
+            }
+        }
+    }
+}
+
+async fn attempt(
+    node: NodeId,
+    group: GroupId,
+    store: &StoreHandle<NodeEngine, KvStateMachine>,
+    directory: &Directory,
+    call_timeout: Duration,
+) -> Result<LeaderView, String> {
+    let hosted = match store.ask(|callback| StoreMsg::Status { group, callback }).await {
+        Ok(_) => true,
+        Err(StoreError::GroupNotFound { .. }) => false,
+        Err(error) => return Err(format!("reading the local replica: {error}")),
+    };
+    let deadline = Instant::now() + ATTEMPT_MAX;
+    let driver = MembershipDriver::new(directory.all(), call_timeout);
+    let view = driver.leader_view(group, deadline).await.map_err(|error| error.to_string())?;
+    let mut target: BTreeSet<NodeId> = view.voters;
+    target.insert(node);
+    let mut job = MembershipJob::new(target);
+    if hosted {
+        job.joined(node);
+    } else {
+        job = job.lost(node);
+    }
+    let report = |view: &LeaderView, step: &MembershipStep| {
+        if *step != MembershipStep::Wait {
+            tracing::info!(%node, %group, leader = %view.leader, ?step, "rejoining");
+        }
+    };
+    driver.run(group, job, deadline, report).await.map_err(|error| error.to_string())
+}
