@@ -224,3 +224,37 @@ async fn a_stopped_follower_catches_up_after_the_log_moved_past_it() {
     assert_eq!(status.role, "follower", "{status:?}");
     assert_each_once(&value(&client, "log").await, &tokens, "after the follower resumed");
 }
+
+/// Issue: `group add-replica` on a young group (its log never compacted) left the new node
+/// believing it was the group's only voter; cut off from the leader, it elected itself alone.
+/// It now learns every voter from the bootstrap snapshot, and with the leader and another
+/// member gone no majority of four is left to elect anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_to_a_young_group_learns_every_voter_and_never_leads_alone() {
+    let mut processes = Processes::start(4);
+    let group = GROUP.to_string();
+    let output = processes.admin(&["group", "create", &group, "--members", "1,2,3"]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created"), "{output:?}");
+    processes.leader().await;
+    let added = processes.admin(&["group", "add-replica", &group, "--node", "4"]);
+    assert!(String::from_utf8_lossy(&added.stdout).contains("added"), "{added:?}");
+    let status = processes.status(4).await.expect("the new replica answers");
+    assert_eq!(status.voters, vec![1, 2, 3, 4], "{status:?}");
+    let client = processes.client();
+    let mut tokens = Vec::new();
+    append_tokens(&client, &mut tokens, 0..10).await;
+
+    let leader = processes.leader().await;
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    processes.kill(leader);
+    processes.kill(other);
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        let status = processes.status(4).await;
+        assert!(status.is_none_or(|s| s.role != "leader"), "node 4 leads without a majority");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    processes.spawn(leader);
+    append_tokens(&client, &mut tokens, 10..20).await;
+    assert_each_once(&value(&client, "log").await, &tokens, "after the leader came back");
+}

@@ -1,7 +1,9 @@
 //! Membership changes under faults at the store level: randomized runs of real stores with
 //! joins, learners, promotions and removals (removed replicas keep running), crashes that lose
-//! unsynced writes, stalls and partitions, checking that no read (lease or ReadIndex) returns a
-//! value older than one acknowledged before the read was issued.
+//! unsynced writes, disks replaced (a member restarted on an empty engine, brought back by the
+//! membership planner as a node does, `raftstore::membership`), stalls and partitions, checking
+//! that no read (lease or ReadIndex) returns a value older than one acknowledged before the
+//! read was issued.
 //!
 //! `MOSAIC_KV_MEMBERSHIP_SEEDS=N` runs N seeds (default 50) from
 //! `MOSAIC_KV_MEMBERSHIP_FIRST_SEED`; a failure names its seeds.
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 use harness::{Cluster, Slot, take};
 use mosaic_engine::GroupId;
 use mosaic_raft::{ConfChange, ConfState, NodeId, SplitMix64};
+use mosaic_raftstore::membership::{LeaderView, MembershipJob, MembershipStep};
 use mosaic_raftstore::{Consistency, ReadOutput, StoreConfig, StoreMsg};
 use mosaic_shardkv::WriteKind;
 
@@ -46,6 +49,9 @@ fn run(seed: u64) {
     let mut joined: Vec<NodeId> = Vec::new();
     let mut down: BTreeMap<NodeId, u64> = BTreeMap::new();
     let mut stalled: BTreeMap<NodeId, u64> = BTreeMap::new();
+    // The member whose disk was replaced, and the job bringing it back (one at a time).
+    let mut rejoin: Option<(NodeId, MembershipJob)> = None;
+    let (mut wiped, mut rejoined) = (0, 0);
     let mut served = 0;
     for step in 0..600u64 {
         // Restarts and resumes due.
@@ -97,6 +103,64 @@ fn run(seed: u64) {
             }
         }
         if let Some(leader) = leader
+            && rejoin.is_none()
+            && chance(&mut rng, 15)
+        {
+            let conf = cluster.store(leader).peer(GROUP).unwrap().status().conf_state;
+            let members: Vec<NodeId> = conf
+                .voters
+                .iter()
+                .chain(&conf.learners)
+                .copied()
+                .filter(|node| {
+                    *node != leader && cluster.is_up(*node) && !stalled.contains_key(node)
+                })
+                .collect();
+            if !members.is_empty() {
+                let node = members[rng.below(members.len() as u64) as usize];
+                cluster.crash(node, 0);
+                cluster.wipe(node);
+                cluster.restart(node);
+                wiped += 1;
+                let mut target = conf.voters.clone();
+                target.insert(node);
+                rejoin = Some((node, MembershipJob::new(target).lost(node)));
+            }
+        }
+        if let Some(leader) = leader
+            && let Some((_, job)) = rejoin.as_mut()
+            && chance(&mut rng, 300)
+            && cluster.is_up(leader)
+        {
+            let status = cluster.store(leader).peer(GROUP).unwrap().status();
+            if let Some(view) = LeaderView::of_leader(&status) {
+                match job.next(&view) {
+                    MembershipStep::Join { node: joining, leader } if cluster.is_up(joining) => {
+                        let (result, callback) = harness::slot();
+                        let leader = Some(leader);
+                        cluster
+                            .send(joining, StoreMsg::JoinGroup { group: GROUP, leader, callback });
+                        take(&result).expect("answered").expect("joined");
+                        job.joined(joining);
+                    }
+                    MembershipStep::Join { .. } | MembershipStep::Wait => {}
+                    MembershipStep::Change(change) => {
+                        let (result, callback) = harness::slot();
+                        cluster.send(
+                            leader,
+                            StoreMsg::ChangeMembership { group: GROUP, change, callback },
+                        );
+                        changes.push(result);
+                    }
+                    MembershipStep::Done => {
+                        rejoin = None;
+                        rejoined += 1;
+                    }
+                }
+            }
+        }
+        if let Some(leader) = leader
+            && rejoin.is_none()
             && chance(&mut rng, 40)
         {
             let conf = cluster.store(leader).peer(GROUP).unwrap().status().conf_state;
@@ -198,11 +262,14 @@ fn run(seed: u64) {
     cluster.must_put(GROUP, "final", "1");
     let value = cluster.must_get(GROUP, "final");
     assert_eq!(value.as_deref(), Some("1"), "seed {seed}");
-    eprintln!("seed {seed}: reads served {served}, joined {joined:?}, acked {acked:?}");
+    eprintln!(
+        "seed {seed}: reads served {served}, joined {joined:?}, disks replaced {wiped} \
+         (rejoined {rejoined}), acked {acked:?}"
+    );
 }
 
 #[test]
-fn membership_changes_crashes_and_stalls_serve_no_stale_read() {
+fn membership_changes_crashes_replaced_disks_and_stalls_serve_no_stale_read() {
     let seeds: u64 =
         std::env::var("MOSAIC_KV_MEMBERSHIP_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
     let first: u64 = std::env::var("MOSAIC_KV_MEMBERSHIP_FIRST_SEED")
