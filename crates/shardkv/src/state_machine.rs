@@ -245,11 +245,13 @@ impl KvStateMachine {
         Ok(WriteOutcome { index, duplicate: false })
     }
 
-    /// Applies a migration step; `Err` only for a group that has no ownership (it serves
-    /// every shard and takes part in no migration) and for a chunk with a malformed session.
+    /// Applies a migration step (the entry at `index`); `Err` only for a group that has no
+    /// ownership (it serves every shard and takes part in no migration) and for a chunk with a
+    /// malformed session.
     fn apply_migration(
         &mut self,
         batch: &mut WriteBatch,
+        index: LogIndex,
         command: MigrationCommand,
     ) -> Result<MigrationOutcome> {
         let group = self.group;
@@ -268,7 +270,7 @@ impl KvStateMachine {
                     Err(NotApplied::NotYet(reason)) => return Ok(MigrationOutcome::NotYet(reason)),
                 }
             }
-            MigrationCommand::InstallChunk { num, shard, from, records, last } => {
+            MigrationCommand::InstallChunk { num, shard, from, mut records, last } => {
                 if num != num_now
                     || !matches!(ownership.state(shard), Some(ShardState::Pulling { .. }))
                 {
@@ -286,14 +288,18 @@ impl KvStateMachine {
                         ownership.resume_point(shard)
                     ));
                 }
+                // An imported session counts as written at this entry: the source group's
+                // log indices mean nothing in this log's eviction order.
                 let mut sessions = Vec::new();
-                for record in &records {
+                for record in &mut records {
                     if let ShardRecord::Session { client, record } = record {
                         let session = Session::decode(record).map_err(|DecodeError(reason)| {
                             Error::InvalidArgument {
                                 reason: format!("shard {shard} client {client}: {reason}"),
                             }
                         })?;
+                        let session = Session { last_index: index, ..session };
+                        *record = session.encode();
                         sessions.push((*client, session));
                     }
                 }
@@ -431,7 +437,7 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 self.apply_write(engine, batch, index, write).map(Applied::Write)
             }
             Ok(KvCommand::Migration(command)) => {
-                self.apply_migration(batch, command).map(Applied::Migration)
+                self.apply_migration(batch, index, command).map(Applied::Migration)
             }
             Err(error) => {
                 tracing::warn!(group = %self.group, %index, %error, "skipping an undecodable entry");

@@ -277,6 +277,12 @@ fn a_shard_moves_with_its_data_and_sessions_and_the_old_copy_is_deleted() {
     assert_eq!(node.state(G2, 2), Some(ShardState::Confirming { from: G1 }));
     assert_eq!(node.read(G2, 2, "key2"), Ok(Some(Bytes::from("ab"))));
     assert_eq!(node.write(G2, 103, 3, 3, "key3", "c"), Err(Error::ShardNotReady));
+    // Imported sessions count as written when they arrived here (the source group's log
+    // indices mean nothing in this group's eviction order), also once reloaded.
+    let next_index = node.groups[&G2].1;
+    let imported = node.groups[&G2].0.session(ShardId(2), ClientId(102)).expect("imported");
+    assert!(imported.last_index.0 < next_index, "{imported:?}, group 2 next at {next_index}");
+    assert_eq!(node.load(G2).session(ShardId(2), ClientId(102)), Some(imported));
     // The client's session came along: its retried write is not applied twice.
     assert!(node.write(G2, 102, 2, 2, "key2", "b").expect("served").duplicate);
     assert!(!node.write(G2, 102, 3, 2, "key2", "c").expect("served").duplicate);
