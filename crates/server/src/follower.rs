@@ -111,6 +111,7 @@ impl Follower {
                     {
                         placed = answer.config.num;
                     }
+                    rejoins.stop_retired(&answer.lives);
                     self.destroy_retired(&answer.lives, &mut destroyed).await;
                     self.migrator.step(answer.config.num, &answer.lives).await;
                 }

@@ -10,10 +10,11 @@
 //! replica hosted here came from an earlier join of this store (it is brought on from there),
 //! none means the node is removed first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
+use mosaic_controller::GroupLife;
+use tokio::task::{AbortHandle, JoinSet};
 
 use mosaic_client::membership::{LeaderView, MembershipDriver, MembershipJob, MembershipStep};
 use mosaic_engine::GroupId;
@@ -34,6 +35,7 @@ const ATTEMPT_RETRY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct Rejoins {
     started: BTreeSet<GroupId>,
+    running: BTreeMap<GroupId, AbortHandle>,
     tasks: JoinSet<()>,
 }
 
@@ -51,8 +53,20 @@ impl Rejoins {
     ) {
         if self.started.insert(group) {
             let (store, directory) = (store.clone(), directory.clone());
-            self.tasks.spawn(rejoin(node, group, members, store, directory, call_timeout));
+            let task = rejoin(node, group, members, store, directory, call_timeout);
+            self.running.insert(group, self.tasks.spawn(task));
         }
+    }
+
+    /// Stops the rejoins of retired groups (their replicas are being destroyed).
+    pub(crate) fn stop_retired(&mut self, lives: &BTreeMap<GroupId, GroupLife>) {
+        self.running.retain(|group, task| {
+            let retired = lives.get(group).is_some_and(|life| life.retired);
+            if retired {
+                task.abort();
+            }
+            !retired && !task.is_finished()
+        });
     }
 }
 
