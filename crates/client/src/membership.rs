@@ -77,8 +77,8 @@ impl MembershipDriver {
         Ok(NodeAdminClient::new(channel))
     }
 
-    /// The group's leader and its view, asking every node until one leads (again after a
-    /// pause, until `deadline`).
+    /// The group's leader and its view, asking every node until one confirms its leadership
+    /// (`confirm_leadership`; again after a pause, until `deadline`).
     ///
     /// # Errors
     /// [`MembershipError::NoLeader`] at the deadline.
@@ -91,7 +91,8 @@ impl MembershipDriver {
             let mut reason = "no node reports leading it".to_string();
             for node in self.nodes.keys() {
                 let request =
-                    with_timeout(pb::GroupStatusRequest { group_id: group.0 }, self.call_timeout);
+                    pb::GroupStatusRequest { group_id: group.0, confirm_leadership: true };
+                let request = with_timeout(request, self.call_timeout);
                 let answer = match self.client(*node) {
                     Ok(mut client) => client
                         .group_status(request)

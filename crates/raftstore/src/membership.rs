@@ -4,16 +4,23 @@
 //! is taken from the status read just before, so a job goes on where it stopped whatever
 //! happened in between (a lost answer, a leader change, a crash of the caller).
 //!
-//! The order of a job:
+//! A job names the nodes that must end as voters and the members that must end out of the
+//! group (or, for [`MembershipJob::exactly`], every member outside its voters); it leaves
+//! every other member alone, so jobs on different nodes do not undo each other. The order:
 //! 1. every member whose replica lost its data ([`MembershipJob::lost`]) is removed first: its
 //!    votes and acknowledgements from before the loss are gone, so it must not count in any
 //!    quorum until it is brought back through the learner path like a new node;
-//! 2. a node of the target that is not a voter joins (an empty replica with no membership,
-//!    starting in the leader's term having voted for the leader, see [`LeaderTerm`]), is added
-//!    as a learner, catches up to the commit index the leader had when the wait began, and is
+//! 2. a node to add that is not a voter joins (an empty replica with no membership, starting
+//!    in the leader's term having voted for the leader, see [`LeaderTerm`]), is added as a
+//!    learner, catches up to the commit index the leader had when the wait began, and is
 //!    promoted;
-//! 3. every member outside the target is removed;
-//! 4. the job is over once the voters are the target and no learner is left.
+//! 3. the members to remove are removed;
+//! 4. the job is over then.
+//!
+//! The view must be the current leader's, confirmed by a quorum round just before it was read
+//! (`NodeAdmin.GroupStatus` with `confirm_leadership`): a deposed leader's applied membership
+//! may show as removed a member that a later leader added back, and a lost member joined on
+//! such a view would never be removed from the real membership.
 //!
 //! `mosaic admin group add-replica`/`remove-replica`, a storage node whose data directory was
 //! lost (it brings itself back, docs/raftstore.md "Changing a group's membership"), and the simulator's operator
@@ -84,20 +91,47 @@ pub enum MembershipStep {
     Done,
 }
 
+/// Which members a job removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Removing {
+    /// These.
+    These(BTreeSet<NodeId>),
+    /// Every voter or learner outside the job's voters.
+    AllOthers,
+}
+
 /// One group's membership change in progress. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipJob {
-    target: BTreeSet<NodeId>,
+    voters: BTreeSet<NodeId>,
+    removing: Removing,
     lost: BTreeSet<NodeId>,
     joined: BTreeSet<NodeId>,
     catching_up: Option<(NodeId, LogIndex)>,
 }
 
 impl MembershipJob {
-    /// A job that ends with `target` as the voters.
+    fn with(voters: BTreeSet<NodeId>, removing: Removing) -> Self {
+        let (lost, joined) = (BTreeSet::new(), BTreeSet::new());
+        Self { voters, removing, lost, joined, catching_up: None }
+    }
+
+    /// A job that ends with `target` as the voters and no learner.
     #[must_use]
-    pub fn new(target: BTreeSet<NodeId>) -> Self {
-        Self { target, lost: BTreeSet::new(), joined: BTreeSet::new(), catching_up: None }
+    pub fn exactly(target: BTreeSet<NodeId>) -> Self {
+        Self::with(target, Removing::AllOthers)
+    }
+
+    /// A job that makes `node` a voter and changes no other member.
+    #[must_use]
+    pub fn add(node: NodeId) -> Self {
+        Self::with(BTreeSet::from([node]), Removing::These(BTreeSet::new()))
+    }
+
+    /// A job that takes `node` out of the group and changes no other member.
+    #[must_use]
+    pub fn remove(node: NodeId) -> Self {
+        Self::with(BTreeSet::new(), Removing::These(BTreeSet::from([node])))
     }
 
     /// Marks `node` as a member whose replica lost its data: it is removed before anything
@@ -115,10 +149,10 @@ impl MembershipJob {
         self.joined.insert(node);
     }
 
-    /// The voters the group ends with.
+    /// The nodes that end as voters.
     #[must_use]
-    pub fn target(&self) -> &BTreeSet<NodeId> {
-        &self.target
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters
     }
 
     /// The next step, from the leader's view read just now.
@@ -128,13 +162,14 @@ impl MembershipJob {
         if let Some(node) = self.lost.first() {
             return MembershipStep::Change(ConfChange::RemoveNode(*node));
         }
-        let missing = self.target.iter().find(|node| !view.voters.contains(node)).copied();
-        let extra = view
-            .voters
-            .iter()
-            .chain(&view.learners)
-            .find(|node| !self.target.contains(node))
-            .copied();
+        let missing = self.voters.iter().find(|node| !view.voters.contains(node)).copied();
+        let extra = match &self.removing {
+            Removing::These(nodes) => nodes.iter().find(|node| view.is_member(**node)),
+            Removing::AllOthers => {
+                view.voters.iter().chain(&view.learners).find(|node| !self.voters.contains(node))
+            }
+        }
+        .copied();
         match (missing, extra) {
             (Some(node), _) if view.learners.contains(&node) => {
                 let wait_for = match self.catching_up {
@@ -183,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_new_node_joins_in_the_leaders_term_catches_up_as_a_learner_then_votes() {
-        let mut job = MembershipJob::new(nodes(&[1, 2, 3, 4]));
+        let mut job = MembershipJob::add(NodeId(4));
         let join = MembershipStep::Join {
             node: NodeId(4),
             leader: LeaderTerm { leader: NodeId(1), term: Term(7) },
@@ -204,7 +239,7 @@ mod tests {
 
     #[test]
     fn members_outside_the_target_are_removed_after_the_new_ones_vote() {
-        let mut job = MembershipJob::new(nodes(&[1, 2, 4]));
+        let mut job = MembershipJob::exactly(nodes(&[1, 2, 4]));
         job.joined(NodeId(4));
         let add_learner = MembershipStep::Change(ConfChange::AddLearner(NodeId(4)));
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 5, &[])), add_learner);
@@ -215,13 +250,13 @@ mod tests {
 
     #[test]
     fn a_member_that_lost_its_data_is_removed_before_it_joins_again_as_a_new_node() {
-        let mut job = MembershipJob::new(nodes(&[1, 2, 3])).lost(NodeId(3));
+        let mut job = MembershipJob::add(NodeId(3)).lost(NodeId(3));
         let remove = MembershipStep::Change(ConfChange::RemoveNode(NodeId(3)));
         // Still a voter (its old replica's votes and acknowledgements counted): out first,
         // even though the voters already are the target.
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 9, &[])), remove);
         // A learner too (a rejoin interrupted before the loss).
-        let mut learner = MembershipJob::new(nodes(&[1, 2, 3])).lost(NodeId(3));
+        let mut learner = MembershipJob::add(NodeId(3)).lost(NodeId(3));
         assert_eq!(learner.next(&view(&[1, 2], &[3], 9, &[])), remove);
         // Out of the membership: it joins in the term of the leader that shows it out.
         let join = MembershipStep::Join {
@@ -238,6 +273,28 @@ mod tests {
         let promote = MembershipStep::Change(ConfChange::AddVoter(NodeId(3)));
         assert_eq!(job.next(&view(&[1, 2], &[3], 9, &[(3, 9)])), promote);
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 9, &[])), MembershipStep::Done);
+    }
+
+    #[test]
+    fn adding_or_removing_one_node_leaves_the_other_members_alone() {
+        // Node 5 is a learner another job is bringing in; node 3 is out of date, not ours.
+        let mut add = MembershipJob::add(NodeId(4));
+        add.joined(NodeId(4));
+        let add_learner = MembershipStep::Change(ConfChange::AddLearner(NodeId(4)));
+        assert_eq!(add.next(&view(&[1, 2, 3], &[5], 5, &[])), add_learner);
+        let promote = MembershipStep::Change(ConfChange::AddVoter(NodeId(4)));
+        assert_eq!(add.next(&view(&[1, 2, 3], &[4, 5], 5, &[(4, 5)])), promote);
+        assert_eq!(add.next(&view(&[1, 2, 3, 4], &[5], 5, &[])), MembershipStep::Done);
+
+        let mut remove = MembershipJob::remove(NodeId(2));
+        let out = MembershipStep::Change(ConfChange::RemoveNode(NodeId(2)));
+        assert_eq!(remove.next(&view(&[1, 2, 3], &[5], 5, &[])), out);
+        assert_eq!(remove.next(&view(&[1, 3], &[5], 5, &[])), MembershipStep::Done);
+        // Removing a node that is not a member changes nothing.
+        assert_eq!(
+            MembershipJob::remove(NodeId(9)).next(&view(&[1], &[], 1, &[])),
+            MembershipStep::Done
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use mosaic_engine::{Engine, GroupId, WriteBatch, WriteOptions};
 use mosaic_proto::controller::QueryAnswer;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
-use mosaic_shardkv::KvStateMachine;
+use mosaic_shardkv::{KvStateMachine, PlacedSince};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
@@ -131,17 +131,18 @@ impl Follower {
             tracing::error!(node = %self.node, %error,
             "cannot read or write the placement record; following no configuration")
         };
-        match KvStateMachine::placed_since(&self.engine) {
-            Ok(Some(since)) => return Some(since),
-            Ok(None) => {}
+        let recorded = match KvStateMachine::placed_since(&self.engine) {
+            Ok(PlacedSince::Config(since)) => return Some(since),
+            Ok(recorded) => recorded,
             Err(error) => {
                 storage(error);
                 return None;
             }
-        }
+        };
         let since = match self.engine.group_ids() {
-            // A store from before the record: its groups were created here.
-            Ok(groups) if !groups.is_empty() => ConfigNum(0),
+            // A store from before the record: its groups were created here. (A new store is
+            // `Pending` from its first open, whatever an operator created on it since.)
+            Ok(groups) if recorded == PlacedSince::Unrecorded && !groups.is_empty() => ConfigNum(0),
             Ok(_) => loop {
                 match self.client.query(None).await {
                     Ok(answer) => break answer.config.num,

@@ -116,10 +116,7 @@ async fn attempt(
     };
     let deadline = Instant::now() + ATTEMPT_MAX;
     let driver = MembershipDriver::new(directory.all(), call_timeout);
-    let view = driver.leader_view(group, deadline).await.map_err(|error| error.to_string())?;
-    let mut target: BTreeSet<NodeId> = view.voters;
-    target.insert(node);
-    let mut job = MembershipJob::new(target);
+    let mut job = MembershipJob::add(node);
     if hosted {
         job.joined(node);
     } else {

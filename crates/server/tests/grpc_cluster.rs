@@ -80,7 +80,7 @@ impl TestCluster {
 
     async fn status(&self, id: u64) -> Option<pb::GroupStatusResponse> {
         let mut admin = NodeAdminClient::new(self.channel(id).await);
-        let request = pb::GroupStatusRequest { group_id: GROUP };
+        let request = pb::GroupStatusRequest { group_id: GROUP, confirm_leadership: false };
         admin.group_status(request).await.ok().map(tonic::Response::into_inner)
     }
 

@@ -18,7 +18,7 @@ mod state_machine;
 
 pub use command::{COMMAND_VERSION, DecodeError, KvCommand, KvWrite, WriteKind};
 pub use migration::{MigrationCommand, MigrationOutcome};
-pub use ownership::{METADATA_SHARD, Ownership, ShardState};
+pub use ownership::{METADATA_SHARD, Ownership, PlacedSince, ShardState};
 pub use plan::{MigrationTask, TaskKey, plan};
 pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable};
 pub use state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};

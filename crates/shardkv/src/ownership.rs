@@ -54,10 +54,22 @@ pub const PLACEMENT_RECORD: &[u8] = b"shard-placement";
 pub const PLACED_BY_CONTROLLER: &[u8] = b"controller";
 
 /// The node metadata record of a store placed by a controller that holds the latest
-/// configuration number when the store first followed it (a big-endian `u64`): the groups of
-/// that configuration or an earlier one existed before this store, so a replica of them here
-/// must come back through a join, never be created (docs/migration.md "Placed and static groups").
+/// configuration number when the store first followed it (a big-endian `u64`; empty until it
+/// is known, see [`PlacedSince`]): the groups of that configuration or an earlier one existed
+/// before this store, so a replica of them here must come back through a join, never be
+/// created (docs/migration.md "Placed and static groups").
 pub const PLACED_SINCE_RECORD: &[u8] = b"shard-placement-since";
+
+/// What a placed store knows of when it first followed the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacedSince {
+    /// No record: a store from before the record existed.
+    Unrecorded,
+    /// A new store that has not learned the latest configuration number yet.
+    Pending,
+    /// The latest configuration number when the store first followed the controller.
+    Config(ConfigNum),
+}
 
 /// Version 2 added `resume`; version 1 records (without it) are still read.
 const OWNERSHIP_VERSION: u8 = 2;

@@ -27,7 +27,7 @@ use crate::command::{DecodeError, KvCommand, KvWrite, WriteKind};
 use crate::migration::{MigrationCommand, MigrationOutcome};
 use crate::ownership::{
     METADATA_SHARD, NotApplied, OWNERSHIP_KEY, Ownership, PLACED_BY_CONTROLLER,
-    PLACED_SINCE_RECORD, PLACEMENT_RECORD, ShardState,
+    PLACED_SINCE_RECORD, PLACEMENT_RECORD, PlacedSince, ShardState,
 };
 use crate::session::{Session, SessionTable};
 
@@ -149,12 +149,14 @@ impl KvStateMachine {
     }
 
     /// Marks a node's store as placed by a controller: its groups serve only the shards their
-    /// configurations give them (written once, when a node first follows a controller).
+    /// configurations give them (written once, when a node first follows a controller), and
+    /// [`PlacedSince::Pending`] until [`KvStateMachine::mark_placed_since`].
     pub fn mark_placed_by_controller(batch: &mut WriteBatch) {
         batch.put_node_metadata(
             Bytes::from_static(PLACEMENT_RECORD),
             Bytes::from_static(PLACED_BY_CONTROLLER),
         );
+        batch.put_node_metadata(Bytes::from_static(PLACED_SINCE_RECORD), Bytes::new());
     }
 
     /// True when the node's store is placed by a controller.
@@ -172,19 +174,24 @@ impl KvStateMachine {
         batch.put_node_metadata(Bytes::from_static(PLACED_SINCE_RECORD), value);
     }
 
-    /// The configuration number [`KvStateMachine::mark_placed_since`] recorded, if any.
+    /// What the store records of when it first followed the controller.
     ///
     /// # Errors
-    /// Engine errors; a record that is not 8 bytes is corruption.
-    pub fn placed_since<K: KvEngine>(engine: &Engine<K>) -> Result<Option<ConfigNum>> {
-        let Some(value) = engine.node_metadata(PLACED_SINCE_RECORD)? else { return Ok(None) };
+    /// Engine errors; a record that is neither empty nor 8 bytes is corruption.
+    pub fn placed_since<K: KvEngine>(engine: &Engine<K>) -> Result<PlacedSince> {
+        let Some(value) = engine.node_metadata(PLACED_SINCE_RECORD)? else {
+            return Ok(PlacedSince::Unrecorded);
+        };
+        if value.is_empty() {
+            return Ok(PlacedSince::Pending);
+        }
         let bytes: [u8; 8] = value.as_ref().try_into().map_err(|_| {
             Error::Engine(mosaic_engine::Error::Corruption {
                 path: engine.path().to_path_buf(),
                 reason: format!("placement record of {} bytes, expected 8", value.len()),
             })
         })?;
-        Ok(Some(ConfigNum(u64::from_be_bytes(bytes))))
+        Ok(PlacedSince::Config(ConfigNum(u64::from_be_bytes(bytes))))
     }
 
     /// Checks that the group serves `shard` now.

@@ -122,9 +122,7 @@ fn run(seed: u64) {
                 cluster.wipe(node);
                 cluster.restart(node);
                 wiped += 1;
-                let mut target = conf.voters.clone();
-                target.insert(node);
-                rejoin = Some((node, MembershipJob::new(target).lost(node)));
+                rejoin = Some((node, MembershipJob::add(node).lost(node)));
             }
         }
         if let Some(leader) = leader

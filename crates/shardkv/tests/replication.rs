@@ -586,13 +586,22 @@ fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
     assert_eq!(cluster.must_get(other, "kept").as_deref(), Some("yes"));
 }
 
+/// What `NodeAdmin.GroupStatus` with `confirm_leadership` answers: `node`'s view as leader,
+/// once a ReadIndex round of its term confirmed the leadership within `ticks`.
+fn confirmed_view(cluster: &mut Cluster, node: NodeId, ticks: usize) -> Option<LeaderView> {
+    let before = LeaderView::of_leader(&cluster.store(node).peer(GROUP)?.status())?;
+    let read = cluster.read(node, GROUP, "x", Consistency::Linearizable);
+    cluster.wait(&read, ticks)?.ok()?;
+    let after = LeaderView::of_leader(&cluster.store(node).peer(GROUP)?.status())?;
+    (after.term == before.term).then_some(after)
+}
+
 /// Runs `job` to its end through whichever node leads, as the node agent and the CLI do: read
-/// the leader's status, do the step the planner names, again.
+/// the leader's confirmed view, do the step the planner names, again.
 fn run_membership_job(cluster: &mut Cluster, mut job: MembershipJob) {
     for _ in 0..500 {
         let leader = cluster.must_elect(GROUP);
-        let status = cluster.store(leader).peer(GROUP).unwrap().status();
-        let Some(view) = LeaderView::of_leader(&status) else {
+        let Some(view) = confirmed_view(cluster, leader, 20) else {
             cluster.tick();
             continue;
         };
@@ -646,8 +655,7 @@ fn a_member_that_lost_its_disk_counts_in_no_quorum_until_removed_and_joined_agai
     }
 
     cluster.heal();
-    let members = (1..=3).map(NodeId).collect();
-    run_membership_job(&mut cluster, MembershipJob::new(members).lost(lost));
+    run_membership_job(&mut cluster, MembershipJob::add(lost).lost(lost));
     let status = cluster.store(lost).peer(GROUP).unwrap().status();
     assert!(status.conf_state.voters.contains(&lost), "{status:?}");
     assert!(status.first_index.0 > 1, "it caught up from a snapshot: {status:?}");
@@ -678,4 +686,77 @@ fn a_replica_joined_in_the_leaders_term_starts_there_having_voted_for_it() {
     cluster.restart(new);
     let hard_state = cluster.store(new).peer(GROUP).unwrap().status().hard_state;
     assert_eq!((hard_state.term, hard_state.vote), (term, Some(leader)));
+}
+
+/// Blocks every link between a node of `a` and a node of `b`, both ways.
+fn cut(cluster: &mut Cluster, a: &[NodeId], b: &[NodeId]) {
+    for x in a {
+        for y in b {
+            cluster.blocked.insert((*x, *y));
+            cluster.blocked.insert((*y, *x));
+        }
+    }
+}
+
+/// Found in review: a deposed leader's applied membership can show as removed a member that a
+/// later leader added back. A rejoin that planned from it joined the lost member without
+/// removing it from the real membership, and a deposed leader then confirmed a ReadIndex read
+/// with the empty replica's acknowledgement and served a value older than an acknowledged
+/// write. Views are now confirmed by a quorum round first, which a deposed leader cannot get.
+///
+/// Five voters; V, S, R lead terms a < s < r; C loses its disk: V removes C and stalls cut off;
+/// S adds C back and stalls cut off; C and two others elect R, which acknowledges "new" with
+/// C's help; C's disk is replaced and it reaches only V (woken) and S (stalled).
+#[test]
+fn a_deposed_leader_that_shows_a_lost_member_removed_gives_no_view_to_rejoin_from() {
+    use mosaic_raft::ConfChange;
+    let mut cluster = Cluster::new(5, 43);
+    cluster.create_group(GROUP, &[1, 2, 3, 4, 5]);
+    cluster.must_put(GROUP, "x", "old");
+    let v = cluster.must_elect(GROUP);
+    let c = (1..=5).map(NodeId).find(|node| *node != v).unwrap();
+    change_membership(&mut cluster, v, ConfChange::RemoveNode(c)).expect("C removed");
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    cluster.stall(v);
+    cluster.isolate(v);
+
+    let s = cluster.must_elect(GROUP);
+    change_membership(&mut cluster, s, ConfChange::AddLearner(c)).expect("C a learner");
+    for _ in 0..100 {
+        let status = cluster.store(s).peer(GROUP).unwrap().status();
+        if status.progress.get(&c).is_some_and(|p| p.match_index >= status.hard_state.commit) {
+            break;
+        }
+        cluster.tick();
+    }
+    change_membership(&mut cluster, s, ConfChange::AddVoter(c)).expect("C a voter");
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    cluster.stall(s);
+    cluster.isolate(s);
+
+    let r = cluster.must_elect(GROUP);
+    assert!(r != v && r != s && r != c);
+    cluster.must_put(GROUP, "x", "new");
+    let others: Vec<NodeId> = (1..=5).map(NodeId).filter(|n| ![v, s, c].contains(n)).collect();
+
+    cluster.crash(c, 0);
+    cluster.wipe(c);
+    cluster.restart(c);
+    cluster.heal();
+    cut(&mut cluster, &[v, s, c], &others);
+    cluster.resume(v);
+    let stale = cluster.store(v).peer(GROUP).unwrap().status();
+    assert!(!stale.conf_state.voters.contains(&c), "V's applied membership shows C out");
+    assert_eq!(confirmed_view(&mut cluster, v, 30), None, "V confirmed a leadership it lost");
+
+    // Healed, the rejoin plans from R's confirmed view: C is removed, then joins again.
+    cluster.heal();
+    cluster.resume(s);
+    run_membership_job(&mut cluster, MembershipJob::add(c).lost(c));
+    assert_eq!(cluster.must_get(GROUP, "x").as_deref(), Some("new"));
+    assert_eq!(cluster.applied_value(c, GROUP, "x").as_deref(), Some("new"));
 }

@@ -386,7 +386,7 @@ async fn group_view(
         let Ok(mut client) = replicas::client(address).await else {
             continue;
         };
-        let request = pb::GroupStatusRequest { group_id: group.0 };
+        let request = pb::GroupStatusRequest { group_id: group.0, confirm_leadership: false };
         if let Ok(status) = client.group_status(request).await {
             let status = status.into_inner();
             if status.role == "leader" {

@@ -65,9 +65,7 @@ impl Members<'_> {
                 self.group
             );
         }
-        let mut target = view.voters;
-        target.insert(node);
-        let view = self.run(&driver, MembershipJob::new(target)).await?;
+        let view = self.run(&driver, MembershipJob::add(node)).await?;
         print_membership(self.group, &view, &format!("node {node} added"), output)?;
         Ok(ExitCode::SUCCESS)
     }
@@ -77,11 +75,7 @@ impl Members<'_> {
         node: NodeId,
         output: Output,
     ) -> anyhow::Result<ExitCode> {
-        let driver = self.driver();
-        let view = driver.leader_view(GroupId(self.group), self.deadline).await?;
-        let mut target = view.voters;
-        target.remove(&node);
-        let view = self.run(&driver, MembershipJob::new(target)).await?;
+        let view = self.run(&self.driver(), MembershipJob::remove(node)).await?;
         print_membership(self.group, &view, &format!("node {node} removed"), output)?;
         Ok(ExitCode::SUCCESS)
     }
@@ -168,7 +162,7 @@ pub(super) async fn group_status(
     let mut rows = Vec::new();
     let mut failures = 0;
     for (node, address) in nodes {
-        let request = pb::GroupStatusRequest { group_id: group };
+        let request = pb::GroupStatusRequest { group_id: group, confirm_leadership: false };
         let answer = match client(address).await?.group_status(request).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {

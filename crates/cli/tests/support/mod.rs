@@ -281,7 +281,7 @@ impl Processes {
                 .connect()
                 .await
                 .ok()?;
-        let request = pb::GroupStatusRequest { group_id: GROUP };
+        let request = pb::GroupStatusRequest { group_id: GROUP, confirm_leadership: false };
         NodeAdminClient::new(channel).group_status(request).await.ok().map(|r| r.into_inner())
     }
 

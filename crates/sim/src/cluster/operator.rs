@@ -238,7 +238,7 @@ impl Operator {
         self.stats.jobs_started += 1;
         self.job = Some(Job {
             group,
-            membership: MembershipJob::new(target),
+            membership: MembershipJob::exactly(target),
             give_up_at: io.now + self.config.job_ms_max,
         });
         self.ask_status(io);
@@ -293,7 +293,7 @@ impl Operator {
             }
             MembershipStep::Done => {
                 let job = self.job.take().expect("a job");
-                let target = job.membership.target();
+                let target = job.membership.voters();
                 tracing::debug!(group = %job.group, voters = ?view.voters, "membership job done");
                 if self.changed.get(&job.group) == Some(target) {
                     self.changed.remove(&job.group);
