@@ -101,7 +101,7 @@ impl MembershipDriver {
                     Err(error) => Err(error),
                 };
                 match answer {
-                    Ok(status) if status.get_ref().role == "leader" => {
+                    Ok(status) if status.get_ref().leadership_confirmed => {
                         return Ok(view_of(*node, &status.into_inner()));
                     }
                     Ok(_) => {}

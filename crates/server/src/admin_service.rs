@@ -55,12 +55,30 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::GroupStatusRequest>,
     ) -> Result<Response<pb::GroupStatusResponse>, Status> {
-        let group = GroupId(request.into_inner().group_id);
-        let status = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
+        let request = request.into_inner();
+        let group = GroupId(request.group_id);
+        let before = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
+        let confirm = request.confirm_leadership && before.soft_state.role == Role::Leader;
         let query = KvQuery::Ownership;
-        let consistency = Consistency::Stale;
+        // A ReadIndex round of the leader's term, answered once what was committed before it
+        // is applied: the membership read after it is the group's latest.
+        let consistency = if confirm { Consistency::Linearizable } else { Consistency::Stale };
         let read =
             self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
+        let status = if confirm {
+            let after = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
+            if after.soft_state.role != Role::Leader
+                || after.hard_state.term != before.hard_state.term
+            {
+                return Err(Status::unavailable(format!(
+                    "group {group}: the leadership of term {} changed while it was confirmed",
+                    before.hard_state.term
+                )));
+            }
+            after
+        } else {
+            before
+        };
         let shards = match read.output {
             KvReadOutput::Ownership(ownership) => {
                 ownership.map(|ownership| shards_to_pb(&ownership))
@@ -93,6 +111,7 @@ impl NodeAdmin for AdminService {
                 })
                 .collect(),
             shards,
+            leadership_confirmed: confirm,
         }))
     }
 
