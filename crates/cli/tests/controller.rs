@@ -368,3 +368,35 @@ async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_los
         assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
     }
 }
+
+/// A controller replica restarted on a wiped directory while a client appends: it refuses to
+/// start (it would come back as a voter with an empty log), the other two replicas go on
+/// serving configurations, and every acknowledged append is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_nothing_is_lost() {
+    let (mut controllers, _nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let client = std::sync::Arc::new(controllers.routed_client());
+    let tokens: Vec<String> = (0..200).map(|i| format!("<{i}>")).collect();
+    append_all(&client, &tokens[..20]).await;
+    let appending = {
+        let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
+        tokio::spawn(async move { append_all(&client, &tokens).await })
+    };
+    controllers.kill(3);
+    std::fs::remove_dir_all(controllers.data_dir(3)).unwrap();
+    let wiped =
+        controllers.command(3, false).stderr(std::process::Stdio::piped()).output().unwrap();
+    assert!(!wiped.status.success(), "a wiped replica started: {}", stderr(&wiped));
+    assert!(stderr(&wiped).contains("holds no controller group"), "{}", stderr(&wiped));
+    // The two replicas left still apply commands.
+    controllers.admin(&["rebalance"]);
+    appending.await.unwrap();
+    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
+    let value = String::from_utf8(value.to_vec()).unwrap();
+    for token in &tokens {
+        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
+    }
+}
