@@ -77,8 +77,8 @@ impl MembershipDriver {
         Ok(NodeAdminClient::new(channel))
     }
 
-    /// The group's leader and its view, asking every node until one confirms its leadership
-    /// (`confirm_leadership`; again after a pause, until `deadline`).
+    /// The group's leader and its view, asking every node (at once) until one confirms its
+    /// leadership (`confirm_leadership`; again after a pause, until `deadline`).
     ///
     /// # Errors
     /// [`MembershipError::NoLeader`] at the deadline.
@@ -89,23 +89,33 @@ impl MembershipDriver {
     ) -> Result<LeaderView, MembershipError> {
         loop {
             let mut reason = "no node reports leading it".to_string();
-            for node in self.nodes.keys() {
+            // Every node at once: one that is down costs a call timeout, not one per node.
+            let mut asks = tokio::task::JoinSet::new();
+            for node in self.nodes.keys().copied() {
+                let client = self.client(node);
                 let request =
                     pb::GroupStatusRequest { group_id: group.0, confirm_leadership: true };
                 let request = with_timeout(request, self.call_timeout);
-                let answer = match self.client(*node) {
-                    Ok(mut client) => client
-                        .group_status(request)
-                        .await
-                        .map_err(|status| format!("node {node}: {}", status.message())),
-                    Err(error) => Err(error),
-                };
-                match answer {
-                    Ok(status) if status.get_ref().leadership_confirmed => {
-                        return Ok(view_of(*node, &status.into_inner()));
+                asks.spawn(async move {
+                    let answer = match client {
+                        Ok(mut client) => client
+                            .group_status(request)
+                            .await
+                            .map(tonic::Response::into_inner)
+                            .map_err(|status| format!("node {node}: {}", status.message())),
+                        Err(error) => Err(error),
+                    };
+                    (node, answer)
+                });
+            }
+            while let Some(asked) = asks.join_next().await {
+                match asked {
+                    Ok((node, Ok(status))) if status.leadership_confirmed => {
+                        return Ok(view_of(node, &status));
                     }
-                    Ok(_) => {}
-                    Err(error) => reason = error,
+                    Ok((_, Ok(_))) => {}
+                    Ok((_, Err(error))) => reason = error,
+                    Err(error) => reason = error.to_string(),
                 }
             }
             if Instant::now() >= deadline {
