@@ -274,6 +274,17 @@ async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
     }
 }
 
+/// Kills controller replica `id`, wipes its data directory, and checks that it then refuses
+/// to start (without `--bootstrap`), saying why.
+fn wipe_and_fail_to_restart(controllers: &mut Processes, id: u64) {
+    controllers.kill(id);
+    std::fs::remove_dir_all(controllers.data_dir(id)).unwrap();
+    let wiped =
+        controllers.command(id, false).stderr(std::process::Stdio::piped()).output().unwrap();
+    assert!(!wiped.status.success(), "a wiped replica started: {}", stderr(&wiped));
+    assert!(stderr(&wiped).contains("holds no controller group"), "{}", stderr(&wiped));
+}
+
 /// Issue: a controller replica restarted on an empty data directory re-created the controller
 /// group as a voter with no log and no memory of its votes. It now starts only with an explicit
 /// `--bootstrap` on an empty directory, and refuses `--bootstrap` on one that holds the group.
@@ -281,12 +292,7 @@ async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
 fn a_controller_replica_with_a_wiped_data_directory_refuses_to_start() {
     let mut controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
     controllers.wait_registered(0);
-    controllers.kill(3);
-    std::fs::remove_dir_all(controllers.data_dir(3)).unwrap();
-    let wiped =
-        controllers.command(3, false).stderr(std::process::Stdio::piped()).output().unwrap();
-    assert!(!wiped.status.success(), "a wiped replica started: {}", stderr(&wiped));
-    assert!(stderr(&wiped).contains("holds no controller group"), "{}", stderr(&wiped));
+    wipe_and_fail_to_restart(&mut controllers, 3);
 
     controllers.kill(2);
     let again = controllers.command(2, true).stderr(std::process::Stdio::piped()).output().unwrap();
@@ -385,12 +391,7 @@ async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_
         let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
         tokio::spawn(async move { append_all(&client, &tokens).await })
     };
-    controllers.kill(3);
-    std::fs::remove_dir_all(controllers.data_dir(3)).unwrap();
-    let wiped =
-        controllers.command(3, false).stderr(std::process::Stdio::piped()).output().unwrap();
-    assert!(!wiped.status.success(), "a wiped replica started: {}", stderr(&wiped));
-    assert!(stderr(&wiped).contains("holds no controller group"), "{}", stderr(&wiped));
+    wipe_and_fail_to_restart(&mut controllers, 3);
     // The two replicas left still apply commands.
     controllers.admin(&["rebalance"]);
     appending.await.unwrap();
