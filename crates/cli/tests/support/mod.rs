@@ -53,7 +53,9 @@ impl Processes {
     /// Starts `size` processes of `role`, ids 1 to `size`, and waits until each listens.
     pub fn start_as(role: Role, size: u64) -> Self {
         let root = tempfile::tempdir().unwrap();
-        let addresses = (1..=size).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect();
+        let ports = free_ports(size as usize);
+        let addresses =
+            (1..=size).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect();
         let mut processes = Self { role, root, addresses, children: BTreeMap::new() };
         for id in 1..=size {
             processes.spawn(id);
@@ -339,8 +341,25 @@ impl Drop for Processes {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `count` loopback ports free now and never handed out before in this test process. The
+/// listeners are held until all are chosen, so the kernel cannot give one port twice (a port
+/// listed twice made a test fail), and ports already given to a process that has not bound
+/// them yet are skipped.
+fn free_ports(count: usize) -> Vec<u16> {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if given.insert(port) {
+            ports.push(port);
+        }
+        held.push(listener);
+    }
+    ports
 }
 
 pub fn stderr(output: &Output) -> String {
