@@ -177,7 +177,7 @@ impl MembershipDriver {
         node: NodeId,
         leader: LeaderTerm,
     ) -> Result<(), (tonic::Code, String)> {
-        let mut client = self.client(node).map_err(|error| (tonic::Code::Unavailable, error))?;
+        let mut client = self.client(node).map_err(unreachable)?;
         let request = pb::JoinGroupRequest {
             group_id: group.0,
             leader: Some(leader.leader.0),
@@ -187,7 +187,7 @@ impl MembershipDriver {
             .join_group(with_timeout(request, self.call_timeout))
             .await
             .map(|_| ())
-            .map_err(|status| (status.code(), format!("node {node}: {}", status.message())))
+            .map_err(refused(format!("node {node}")))
     }
 
     async fn change(
@@ -196,7 +196,7 @@ impl MembershipDriver {
         leader: NodeId,
         change: ConfChange,
     ) -> Result<(), (tonic::Code, String)> {
-        let mut client = self.client(leader).map_err(|error| (tonic::Code::Unavailable, error))?;
+        let mut client = self.client(leader).map_err(unreachable)?;
         let (kind, node) = match change {
             ConfChange::AddLearner(node) => (pb::MembershipChange::AddLearner, node),
             ConfChange::AddVoter(node) => (pb::MembershipChange::AddVoter, node),
@@ -208,8 +208,18 @@ impl MembershipDriver {
             .change_membership(with_timeout(request, self.call_timeout))
             .await
             .map(|_| ())
-            .map_err(|status| (status.code(), format!("leader {leader}: {}", status.message())))
+            .map_err(refused(format!("leader {leader}")))
     }
+}
+
+/// A node with no usable address, as a failed call (retried like any unavailable node).
+fn unreachable(reason: String) -> (tonic::Code, String) {
+    (tonic::Code::Unavailable, reason)
+}
+
+/// A call's refusal or failure, with `who` answered.
+fn refused(who: String) -> impl FnOnce(tonic::Status) -> (tonic::Code, String) {
+    move |status| (status.code(), format!("{who}: {}", status.message()))
 }
 
 /// The planner's view of a leader's `GroupStatus`.

@@ -29,7 +29,7 @@ use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::migrator::Migrator;
 use crate::node::NodeEngine;
-use crate::rejoin::Rejoins;
+use crate::rejoin::{RejoinContext, Rejoins};
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 
@@ -47,7 +47,8 @@ pub struct Follower {
     engine: Arc<Engine<NodeEngine>>,
     directory: Directory,
     migrator: Arc<Migrator>,
-    request_timeout: Duration,
+    /// What the rejoins of lost replicas work with.
+    rejoin: RejoinContext,
 }
 
 impl Follower {
@@ -70,15 +71,22 @@ impl Follower {
             client.clone(),
             config.request_timeout(),
         );
+        let node = NodeId(config.node_id);
+        let rejoin = RejoinContext {
+            node,
+            store: store.clone(),
+            directory: directory.clone(),
+            call_timeout: config.request_timeout(),
+        };
         Ok(Self {
-            node: NodeId(config.node_id),
+            node,
             address: config.advertised().to_string(),
             client,
             store,
             engine,
             directory,
             migrator,
-            request_timeout: config.request_timeout(),
+            rejoin,
         })
     }
 
@@ -96,7 +104,7 @@ impl Follower {
             return;
         }
         let mut placed = ConfigNum(0);
-        let mut rejoins = Rejoins::default();
+        let mut rejoins = Rejoins::new(self.rejoin.clone());
         // Retired groups whose replica here is gone (or never was).
         let mut destroyed = BTreeSet::new();
         loop {
@@ -229,8 +237,7 @@ impl Follower {
             let (group, members) = (*group, members.clone());
             let added = answer.lives.get(&group).map_or(config.num, |life| life.added);
             if added <= since {
-                let timeout = self.request_timeout;
-                rejoins.start(self.node, group, members, &self.store, &self.directory, timeout);
+                rejoins.start(group, members);
                 continue;
             }
             let created =

@@ -31,29 +31,39 @@ const ATTEMPT_MAX: Duration = Duration::from_secs(300);
 /// Pause after a failed attempt.
 const ATTEMPT_RETRY: Duration = Duration::from_secs(1);
 
+/// What every rejoin of one node works with.
+#[derive(Clone)]
+pub(crate) struct RejoinContext {
+    /// This node.
+    pub(crate) node: NodeId,
+    /// Its store.
+    pub(crate) store: StoreHandle<NodeEngine, KvStateMachine>,
+    /// Where the group's members are reached.
+    pub(crate) directory: Directory,
+    /// How long one call may take.
+    pub(crate) call_timeout: Duration,
+}
+
 /// The rejoins a node runs: at most one per group while it runs, all stopped when dropped.
-#[derive(Default)]
 pub(crate) struct Rejoins {
+    context: RejoinContext,
     started: BTreeSet<GroupId>,
     running: BTreeMap<GroupId, AbortHandle>,
     tasks: JoinSet<()>,
 }
 
 impl Rejoins {
+    /// No rejoin running yet.
+    pub(crate) fn new(context: RejoinContext) -> Self {
+        let (started, running, tasks) = (BTreeSet::new(), BTreeMap::new(), JoinSet::new());
+        Self { context, started, running, tasks }
+    }
+
     /// Starts bringing back this node's replica of `group` (once). `members` are the members
     /// the configuration lists.
-    pub(crate) fn start(
-        &mut self,
-        node: NodeId,
-        group: GroupId,
-        members: Vec<NodeId>,
-        store: &StoreHandle<NodeEngine, KvStateMachine>,
-        directory: &Directory,
-        call_timeout: Duration,
-    ) {
+    pub(crate) fn start(&mut self, group: GroupId, members: Vec<NodeId>) {
         if self.started.insert(group) {
-            let (store, directory) = (store.clone(), directory.clone());
-            let task = rejoin(node, group, members, store, directory, call_timeout);
+            let task = rejoin(self.context.clone(), group, members);
             self.running.insert(group, self.tasks.spawn(task));
         }
     }
@@ -71,14 +81,8 @@ impl Rejoins {
 }
 
 /// Brings this node's replica of `group` back, until it is a voter again.
-async fn rejoin(
-    node: NodeId,
-    group: GroupId,
-    members: Vec<NodeId>,
-    store: StoreHandle<NodeEngine, KvStateMachine>,
-    directory: Directory,
-    call_timeout: Duration,
-) {
+async fn rejoin(context: RejoinContext, group: GroupId, members: Vec<NodeId>) {
+    let node = context.node;
     if members == [node] {
         tracing::error!(%node, %group,
             "this node was the group's only member and its data directory was lost: the \
@@ -89,7 +93,7 @@ async fn rejoin(
         "this store is newer than the group: its replica here was lost; rejoining through \
          the group's leader (removed, then added back as a learner and promoted)");
     loop {
-        match attempt(node, group, &store, &directory, call_timeout).await {
+        match attempt(&context, group).await {
             Ok(view) => {
                 tracing::info!(%node, %group, voters = ?view.voters, "rejoined the group");
                 return;
@@ -102,20 +106,15 @@ async fn rejoin(
     }
 }
 
-async fn attempt(
-    node: NodeId,
-    group: GroupId,
-    store: &StoreHandle<NodeEngine, KvStateMachine>,
-    directory: &Directory,
-    call_timeout: Duration,
-) -> Result<LeaderView, String> {
-    let hosted = match store.ask(|callback| StoreMsg::Status { group, callback }).await {
+async fn attempt(context: &RejoinContext, group: GroupId) -> Result<LeaderView, String> {
+    let node = context.node;
+    let hosted = match context.store.ask(|callback| StoreMsg::Status { group, callback }).await {
         Ok(_) => true,
         Err(StoreError::GroupNotFound { .. }) => false,
         Err(error) => return Err(format!("reading the local replica: {error}")),
     };
     let deadline = Instant::now() + ATTEMPT_MAX;
-    let driver = MembershipDriver::new(directory.all(), call_timeout);
+    let driver = MembershipDriver::new(context.directory.all(), context.call_timeout);
     let mut job = MembershipJob::add(node);
     if hosted {
         job.joined(node);

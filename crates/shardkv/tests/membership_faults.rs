@@ -134,11 +134,7 @@ fn run(seed: u64) {
             if let Some(view) = LeaderView::of_leader(&status) {
                 match job.next(&view) {
                     MembershipStep::Join { node: joining, leader } if cluster.is_up(joining) => {
-                        let (result, callback) = harness::slot();
-                        let leader = Some(leader);
-                        cluster
-                            .send(joining, StoreMsg::JoinGroup { group: GROUP, leader, callback });
-                        take(&result).expect("answered").expect("joined");
+                        cluster.join_group(joining, GROUP, Some(leader));
                         job.joined(joining);
                     }
                     MembershipStep::Join { .. } | MembershipStep::Wait => {}
@@ -166,12 +162,7 @@ fn run(seed: u64) {
                 0 if joined.len() < 2 => {
                     let node = NodeId(4 + joined.len() as u64);
                     if cluster.is_up(node) {
-                        let (result, callback) = harness::slot();
-                        cluster.send(
-                            node,
-                            StoreMsg::JoinGroup { group: GROUP, leader: None, callback },
-                        );
-                        take(&result).expect("answered").expect("joined");
+                        cluster.join_group(node, GROUP, None);
                         joined.push(node);
                         Some(ConfChange::AddLearner(node))
                     } else {

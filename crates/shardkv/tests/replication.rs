@@ -8,7 +8,7 @@ use harness::{Cluster, take};
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::membership::{LeaderView, MembershipJob, MembershipStep};
-use mosaic_raftstore::{Consistency, Error, StoreMsg};
+use mosaic_raftstore::{Consistency, Error};
 use mosaic_shardkv::WriteKind;
 
 const GROUP: GroupId = GroupId(1);
@@ -456,10 +456,7 @@ fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
         cluster.must_put(GROUP, &format!("k{i}"), &format!("v{i}"));
     }
     let new = NodeId(4);
-    let (joined, callback) = harness::slot();
-    cluster
-        .send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, leader: None, callback });
-    take(&joined).expect("answered at once").expect("joined");
+    cluster.join_group(new, GROUP, None);
     // An empty replica with no membership waits: it neither campaigns nor disturbs the group.
     for _ in 0..50 {
         cluster.tick();
@@ -504,10 +501,7 @@ fn a_node_joining_a_young_group_learns_the_whole_membership_and_cannot_win_alone
         cluster.must_put(GROUP, &format!("k{i}"), &format!("v{i}"));
     }
     let new = NodeId(4);
-    let (joined, callback) = harness::slot();
-    cluster
-        .send(new, mosaic_raftstore::StoreMsg::JoinGroup { group: GROUP, leader: None, callback });
-    take(&joined).expect("answered at once").expect("joined");
+    cluster.join_group(new, GROUP, None);
     let leader = cluster.must_elect(GROUP);
     change_membership(&mut cluster, leader, ConfChange::AddLearner(new)).unwrap();
     for _ in 0..20 {
@@ -607,10 +601,7 @@ fn run_membership_job(cluster: &mut Cluster, mut job: MembershipJob) {
         };
         match job.next(&view) {
             MembershipStep::Join { node, leader } => {
-                let (joined, callback) = harness::slot();
-                let leader = Some(leader);
-                cluster.send(node, StoreMsg::JoinGroup { group: GROUP, leader, callback });
-                take(&joined).expect("answered at once").expect("joined");
+                cluster.join_group(node, GROUP, Some(leader));
                 job.joined(node);
             }
             MembershipStep::Change(change) => {
@@ -678,10 +669,7 @@ fn a_replica_joined_in_the_leaders_term_starts_there_having_voted_for_it() {
     let leader = cluster.must_elect(GROUP);
     let term = cluster.store(leader).peer(GROUP).unwrap().status().hard_state.term;
     let new = NodeId(4);
-    let (joined, callback) = harness::slot();
-    let leader_term = Some(mosaic_raftstore::LeaderTerm { leader, term });
-    cluster.send(new, StoreMsg::JoinGroup { group: GROUP, leader: leader_term, callback });
-    take(&joined).expect("answered at once").expect("joined");
+    cluster.join_group(new, GROUP, Some(mosaic_raftstore::LeaderTerm { leader, term }));
     cluster.crash(new, 0);
     cluster.restart(new);
     let hard_state = cluster.store(new).peer(GROUP).unwrap().status().hard_state;

@@ -15,8 +15,8 @@ use mosaic_engine::{
 };
 use mosaic_raft::{LogIndex, Message, NodeId, Role};
 use mosaic_raftstore::{
-    Callback, Consistency, Error, ManualClock, ReadOutput, SnapshotReader, Store, StoreConfig,
-    StoreMsg, Transport,
+    Callback, Consistency, Error, LeaderTerm, ManualClock, ReadOutput, SnapshotReader, Store,
+    StoreConfig, StoreMsg, Transport,
 };
 use mosaic_shardkv::{
     Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind, WriteOutcome,
@@ -192,6 +192,14 @@ impl Cluster {
             self.send(*member, StoreMsg::CreateGroup { group, members: members.clone(), callback });
             take(&result).expect("answered at once").expect("group created");
         }
+    }
+
+    /// Creates `node`'s empty replica of `group` (`JoinGroup`), starting in `leader`'s term if
+    /// given.
+    pub fn join_group(&mut self, node: NodeId, group: GroupId, leader: Option<LeaderTerm>) {
+        let (result, callback) = slot();
+        self.send(node, StoreMsg::JoinGroup { group, leader, callback });
+        take(&result).expect("answered at once").expect("joined");
     }
 
     /// Delivers queued messages (dropping those on blocked links or to down nodes) and runs
