@@ -235,5 +235,6 @@ fn view_of(leader: NodeId, status: &pb::GroupStatusResponse) -> LeaderView {
             .iter()
             .map(|progress| (NodeId(progress.node_id), LogIndex(progress.match_index)))
             .collect(),
+        changing: status.membership_change_pending,
     }
 }

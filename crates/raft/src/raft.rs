@@ -826,6 +826,12 @@ impl<S: Storage> Raft<S> {
         self.log.term_or_zero(self.log.committed) == self.term
     }
 
+    /// True when this replica leads with a membership change in its log not applied yet (or,
+    /// just elected, entries of earlier terms that may hold one).
+    pub(crate) fn membership_change_pending(&self) -> bool {
+        self.role == Role::Leader && self.pending_conf_index > self.log.applied
+    }
+
     pub(crate) fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex> {
         self.check_can_propose()?;
         let refuse = |reason: String| Err(Error::ConfChangeRefused { reason });

@@ -98,6 +98,9 @@ pub struct Status {
     pub conf_state: ConfState,
     /// Per member progress; empty unless this replica leads.
     pub progress: BTreeMap<NodeId, PeerStatus>,
+    /// True when this replica leads and has a membership change in its log that it has not
+    /// applied yet (the membership above is about to change; no other change is accepted).
+    pub membership_change_pending: bool,
 }
 
 /// What the last `ready()` handed out, settled by `advance`.
@@ -385,6 +388,7 @@ impl<S: Storage> RawNode<S> {
             last_index: raft.log.last_index(),
             conf_state: raft.tracker.conf.clone(),
             progress,
+            membership_change_pending: raft.membership_change_pending(),
         }
     }
 

@@ -47,6 +47,9 @@ pub struct LeaderView {
     pub learners: BTreeSet<NodeId>,
     /// How far each member's log is known to match the leader's.
     pub matched: BTreeMap<NodeId, LogIndex>,
+    /// True when the leader has a membership change it has not applied: the voters and
+    /// learners above are about to change.
+    pub changing: bool,
 }
 
 impl LeaderView {
@@ -64,6 +67,7 @@ impl LeaderView {
                 .iter()
                 .map(|(node, progress)| (*node, progress.match_index))
                 .collect(),
+            changing: status.membership_change_pending,
         })
     }
 
@@ -155,8 +159,14 @@ impl MembershipJob {
         &self.voters
     }
 
-    /// The next step, from the leader's view read just now.
+    /// The next step, from the leader's view read just now. While the leader has a
+    /// membership change it has not applied (another job's, or one whose answer was lost),
+    /// the membership it shows is about to change: the job waits (a job that took it for the
+    /// final one could end with a learner another job left behind).
     pub fn next(&mut self, view: &LeaderView) -> MembershipStep {
+        if view.changing {
+            return MembershipStep::Wait;
+        }
         // A lost member that is out of the membership is like any other node from now on.
         self.lost.retain(|node| view.is_member(*node));
         if let Some(node) = self.lost.first() {
@@ -213,7 +223,21 @@ mod tests {
                 .iter()
                 .map(|(node, index)| (NodeId(*node), LogIndex(*index)))
                 .collect(),
+            changing: false,
         }
+    }
+
+    /// Found by the wide sweep at seed 2390: a job given up left `AddLearner(16)` in the
+    /// leader's log; the restoring job saw the applied voters right, said `Done`, and the
+    /// learner appeared after it. A pending change is waited out.
+    #[test]
+    fn a_job_waits_out_a_membership_change_the_leader_has_not_applied() {
+        let mut job = MembershipJob::exactly(nodes(&[1, 2, 3]));
+        let pending = LeaderView { changing: true, ..view(&[1, 2, 3], &[], 5, &[]) };
+        assert_eq!(job.next(&pending), MembershipStep::Wait);
+        let applied = view(&[1, 2, 3], &[4], 6, &[]);
+        let remove = MembershipStep::Change(ConfChange::RemoveNode(NodeId(4)));
+        assert_eq!(job.next(&applied), remove);
     }
 
     #[test]
@@ -308,6 +332,7 @@ mod tests {
             last_index: LogIndex(4),
             conf_state: mosaic_raft::ConfState { voters: nodes(&[1, 2]), learners: nodes(&[]) },
             progress: BTreeMap::new(),
+            membership_change_pending: false,
         };
         assert_eq!(LeaderView::of_leader(&status), None);
         status.soft_state.role = Role::Leader;

@@ -112,6 +112,7 @@ impl NodeAdmin for AdminService {
                 .collect(),
             shards,
             leadership_confirmed: confirm,
+            membership_change_pending: status.membership_change_pending,
         }))
     }
 
