@@ -6,13 +6,17 @@
 //! (the store adds it), so a crash never applies an entry twice or by half.
 //!
 //! Invariants:
-//! - `pending` holds exactly the data writes handed to batches not yet written, so a later
-//!   entry of the same batch (an append after a put of the same key) reads them.
+//! - `pending` holds exactly the data writes handed to batches not yet written, and
+//!   `deleted_shards` the shards whose data such a batch deletes, so a later entry of the same
+//!   batch reads what the batch will leave: an append after a put of the same key reads the
+//!   put, and an append to a key of a shard deleted (and perhaps installed again) earlier in
+//!   the batch reads only what was written after the deletion, not the engine's older value
+//!   (found by the simulator: a replica catching up a long log diverged).
 //! - `ownership` is `None` exactly when the group's node does not follow a controller and no
 //!   ownership record was ever written for the group; otherwise it equals the group's
 //!   ownership record as of the last applied entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 use mosaic_controller::ConfigNum;
@@ -127,6 +131,7 @@ pub struct KvStateMachine {
     sessions: SessionTable,
     ownership: Option<Ownership>,
     pending: BTreeMap<(ShardId, Bytes), Option<Bytes>>,
+    deleted_shards: BTreeSet<ShardId>,
 }
 
 impl KvStateMachine {
@@ -212,6 +217,9 @@ impl KvStateMachine {
     ) -> Result<Option<Bytes>> {
         if let Some(pending) = self.pending.get(&(shard, key.clone())) {
             return Ok(pending.clone());
+        }
+        if self.deleted_shards.contains(&shard) {
+            return Ok(None);
         }
         Ok(engine.get_data(self.group, shard, key)?)
     }
@@ -344,6 +352,7 @@ impl KvStateMachine {
                 batch.delete_shard(group, shard);
                 self.sessions.remove_shard(shard);
                 self.pending.retain(|(pending_shard, _), _| *pending_shard != shard);
+                self.deleted_shards.insert(shard);
             }
             MigrationCommand::ConfirmHandoff { num, shard } => {
                 if num != num_now
@@ -418,7 +427,8 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
             ),
             None => Self::is_placed_by_controller(engine)?.then(Ownership::default),
         };
-        Ok(Self { group, sessions, ownership, pending: BTreeMap::new() })
+        let (pending, deleted_shards) = (BTreeMap::new(), BTreeSet::new());
+        Ok(Self { group, sessions, ownership, pending, deleted_shards })
     }
 
     fn check_proposal(&self, proposal: &KvCommand) -> Result<()> {
@@ -461,6 +471,7 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
 
     fn batch_written(&mut self) {
         self.pending.clear();
+        self.deleted_shards.clear();
     }
 
     fn read(&self, engine: &Engine<K>, query: &KvQuery) -> Result<KvReadOutput<K::Snapshot>> {

@@ -27,6 +27,8 @@ const SHARDS: u32 = 4;
 struct Node {
     engine: Engine<MemKv>,
     groups: BTreeMap<GroupId, (KvStateMachine, u64)>,
+    /// Every entry applied to each group, in order.
+    logs: BTreeMap<GroupId, Vec<Bytes>>,
 }
 
 impl Node {
@@ -39,7 +41,7 @@ impl Node {
             KvStateMachine::mark_placed_by_controller(&mut batch);
             engine.write(&batch, WriteOptions::default()).expect("mark the node");
         }
-        let mut node = Self { engine, groups: BTreeMap::new() };
+        let mut node = Self { engine, groups: BTreeMap::new(), logs: BTreeMap::new() };
         for group in [G1, G2] {
             let machine = node.load(group);
             node.groups.insert(group, (machine, 1));
@@ -66,7 +68,30 @@ impl Node {
             .expect("no engine error");
         self.engine.write(&batch, WriteOptions::default()).expect("write");
         StateMachine::<MemKv>::batch_written(machine);
+        self.logs.entry(group).or_default().push(data);
         answer
+    }
+
+    /// A node whose replica of `group` applied every entry this node's did: the first
+    /// `separately` one batch each, then all the others in one batch (a replica that fell
+    /// behind there and caught up the rest of the log at once).
+    fn replayed(&self, group: GroupId, separately: usize) -> Node {
+        let mut node = Node::new(true);
+        let (machine, next_index) = node.groups.get_mut(&group).expect("hosted");
+        let mut batch = WriteBatch::new();
+        for (position, data) in self.logs[&group].iter().enumerate() {
+            let index = LogIndex(*next_index);
+            *next_index += 1;
+            StateMachine::<MemKv>::apply(machine, &node.engine, &mut batch, index, data)
+                .expect("no engine error")
+                .expect("applied");
+            if position < separately || position + 1 == self.logs[&group].len() {
+                node.engine.write(&batch, WriteOptions::default()).expect("write");
+                StateMachine::<MemKv>::batch_written(machine);
+                batch = WriteBatch::new();
+            }
+        }
+        node
     }
 
     fn migrate(&mut self, group: GroupId, command: MigrationCommand) -> MigrationOutcome {
@@ -332,6 +357,57 @@ fn a_shard_moves_with_its_data_and_sessions_and_the_old_copy_is_deleted() {
         let c4 = config(4, [Some(G1); 4]);
         assert!(matches!(node.migrate(group, reconfigure(&c4, &c5)), MigrationOutcome::NotYet(_)));
     }
+}
+
+/// Found by the simulator (`members_replaced_...`, seed 7082): a replica that applied a
+/// shard's deletion, the shard's return (without a key its other owner had deleted meanwhile)
+/// and an append to that key in one batch appended to the value its engine held before the
+/// batch, while the replicas that had applied them in separate batches appended to nothing;
+/// the diverged replica later led and served the old value. A replica catching up a long
+/// log (re-added after a removal) applies many entries per batch.
+#[test]
+fn a_replica_that_applies_a_shard_leaving_and_returning_in_one_batch_agrees_with_the_others() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    let c2 = config(2, [Some(G1), Some(G1), Some(G2), Some(G1)]);
+    let c3 = config(3, [Some(G1); 4]);
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    node.write(G1, 1, 1, 2, "k", "old").expect("served");
+    let behind_from = node.logs[&G1].len();
+
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    }
+    node.pull(2, 2, G1, G2, 1 << 20);
+    let delete = MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(2) };
+    assert_eq!(node.migrate(G1, delete), MigrationOutcome::Done);
+    let confirm = MigrationCommand::ConfirmHandoff { num: ConfigNum(2), shard: ShardId(2) };
+    assert_eq!(node.migrate(G2, confirm), MigrationOutcome::Done);
+    let remove = KvWrite {
+        kind: WriteKind::Delete,
+        client: ClientId(2),
+        seq: 1,
+        shard: ShardId(2),
+        key: Bytes::from("k"),
+        value: Bytes::new(),
+    };
+    assert!(matches!(node.apply(G2, remove), Ok(Applied::Write(_))));
+
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c2, &c3)), MigrationOutcome::Done);
+    }
+    node.pull(3, 2, G2, G1, 1 << 20);
+    let delete = MigrationCommand::DeleteShard { num: ConfigNum(3), shard: ShardId(2) };
+    assert_eq!(node.migrate(G2, delete), MigrationOutcome::Done);
+    let confirm = MigrationCommand::ConfirmHandoff { num: ConfigNum(3), shard: ShardId(2) };
+    assert_eq!(node.migrate(G1, confirm), MigrationOutcome::Done);
+    node.write(G1, 3, 1, 2, "k", "new").expect("served");
+    assert_eq!(node.read(G1, 2, "k"), Ok(Some(Bytes::from("new"))));
+
+    let lagging = node.replayed(G1, behind_from);
+    assert_eq!(lagging.read(G1, 2, "k"), Ok(Some(Bytes::from("new"))));
 }
 
 #[test]
