@@ -151,8 +151,8 @@ impl MembershipDriver {
                     }
                     joined.map(|()| true)
                 }
-                MembershipStep::Change(change) => {
-                    self.change(group, view.leader, change).await.map(|()| true)
+                MembershipStep::Change { change, unchanged_since } => {
+                    self.change(group, view.leader, change, unchanged_since).await.map(|()| true)
                 }
             };
             match done {
@@ -195,6 +195,7 @@ impl MembershipDriver {
         group: GroupId,
         leader: NodeId,
         change: ConfChange,
+        unchanged_since: LogIndex,
     ) -> Result<(), (tonic::Code, String)> {
         let mut client = self.client(leader).map_err(unreachable)?;
         let (kind, node) = match change {
@@ -202,8 +203,12 @@ impl MembershipDriver {
             ConfChange::AddVoter(node) => (pb::MembershipChange::AddVoter, node),
             ConfChange::RemoveNode(node) => (pb::MembershipChange::Remove, node),
         };
-        let request =
-            pb::ChangeMembershipRequest { group_id: group.0, change: kind.into(), node_id: node.0 };
+        let request = pb::ChangeMembershipRequest {
+            group_id: group.0,
+            change: kind.into(),
+            node_id: node.0,
+            unchanged_since: Some(unchanged_since.0),
+        };
         client
             .change_membership(with_timeout(request, self.call_timeout))
             .await
@@ -228,6 +233,7 @@ fn view_of(leader: NodeId, status: &pb::GroupStatusResponse) -> LeaderView {
         leader,
         term: Term(status.term),
         commit: LogIndex(status.commit_index),
+        applied: LogIndex(status.applied_index),
         voters: status.voters.iter().map(|node| NodeId(*node)).collect(),
         learners: status.learners.iter().map(|node| NodeId(*node)).collect(),
         matched: status

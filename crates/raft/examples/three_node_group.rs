@@ -427,7 +427,7 @@ impl Cluster {
                     }
                     EntryKind::ConfChange => {
                         let change = ConfChange::decode(&entry.data)?;
-                        let conf = replica.node.apply_conf_change(change);
+                        let conf = replica.node.apply_conf_change(entry.index, change);
                         replica.node.storage_mut().set_conf_state(conf);
                     }
                 }

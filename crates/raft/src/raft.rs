@@ -73,6 +73,11 @@ pub(crate) struct Raft<S> {
     pub(crate) lead_transferee: Option<NodeId>,
     /// Index of the latest membership change in the log, while it may be unapplied.
     pending_conf_index: LogIndex,
+    /// The applied membership has not changed after this index: the index of the change that
+    /// made it, or a later index where that is not known (the applied index at a restart, a
+    /// snapshot's index). Never below the real one, so a change planned from the membership
+    /// as of an index at or above it was planned from the membership in effect.
+    conf_index: LogIndex,
     /// Bytes of entries appended by this leader that are not yet committed.
     pub(crate) uncommitted_bytes: u64,
     /// Set once this leader sent TimeoutNow in its term: its lease no longer holds.
@@ -114,6 +119,7 @@ impl<S: Storage> Raft<S> {
             rng: SplitMix64::new(config.seed),
             lead_transferee: None,
             pending_conf_index: LogIndex(0),
+            conf_index: LogIndex(0),
             uncommitted_bytes: 0,
             sent_timeout_now: false,
             append_pending: false,
@@ -122,6 +128,8 @@ impl<S: Storage> Raft<S> {
         };
         let next = raft.log.last_index().next();
         raft.tracker.set_conf(state.conf_state, next);
+        // The stored membership is the one applied; when it was made is not stored.
+        raft.conf_index = raft.log.applied;
         raft.become_follower(raft.term, None);
         info!(
             node_id = %raft.id, term = %raft.term, commit = %raft.log.committed,
@@ -598,6 +606,7 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         let conf = meta.conf_state.clone();
+        self.conf_index = meta.index;
         self.log.restore(snapshot);
         self.tracker.set_conf(conf, self.log.last_index().next());
         true
@@ -832,13 +841,26 @@ impl<S: Storage> Raft<S> {
         self.role == Role::Leader && self.pending_conf_index > self.log.applied
     }
 
-    pub(crate) fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex> {
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        unchanged_since: Option<LogIndex>,
+    ) -> Result<LogIndex> {
         self.check_can_propose()?;
         let refuse = |reason: String| Err(Error::ConfChangeRefused { reason });
         if self.pending_conf_index > self.log.applied {
             return refuse(format!(
                 "the change at index {} is not applied yet (applied {})",
                 self.pending_conf_index, self.log.applied
+            ));
+        }
+        // With nothing pending, every membership change in the log is applied: the applied
+        // membership is the latest, and it is the one planned from unless it changed after.
+        if let Some(since) = unchanged_since.filter(|since| self.conf_index > *since) {
+            return refuse(format!(
+                "the membership changed after index {since} (it is as of index {}): plan \
+                 again from the current one",
+                self.conf_index
             ));
         }
         if !self.committed_entry_in_current_term() {
@@ -888,7 +910,16 @@ impl<S: Storage> Raft<S> {
     /// be wrong (it could believe itself the only voter and elect itself alone). The initial
     /// membership must reach a replica in a snapshot: the application starts every group from
     /// a snapshot carrying it, so a replica that needs the first entries gets a snapshot.
-    pub(crate) fn apply_conf_change(&mut self, change: ConfChange) -> ConfState {
+    /// Also if `index` is not that of a committed entry still to apply.
+    pub(crate) fn apply_conf_change(&mut self, index: LogIndex, change: ConfChange) -> ConfState {
+        assert!(
+            index > self.log.applied && index <= self.log.committed,
+            "node {}: applying a membership change at index {index}, outside the entries to \
+             apply ({} to {})",
+            self.id,
+            self.log.applied.next(),
+            self.log.committed
+        );
         assert!(
             !self.tracker.conf.voters.is_empty(),
             "node {}: applying {change:?} to an empty membership: the group's initial \
@@ -896,6 +927,7 @@ impl<S: Storage> Raft<S> {
             self.id
         );
         let conf = change.applied_to(&self.tracker.conf);
+        self.conf_index = index;
         info!(node_id = %self.id, ?change, voters = ?conf.voters, "membership changed");
         self.tracker.set_conf(conf.clone(), self.log.last_index().next());
         if self.role != Role::Leader {

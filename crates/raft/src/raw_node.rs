@@ -186,16 +186,30 @@ impl<S: Storage> RawNode<S> {
     /// server changes, Raft dissertation §4.1 and its errata), and promotes a learner only
     /// once it has caught up with the commit index.
     ///
+    /// With `unchanged_since`, the change is accepted only if the membership has not changed
+    /// after that index: a change planned from the membership as of an applied index (read
+    /// from [`RawNode::status`], [`Status::applied`]) is refused once another change came
+    /// between, however late its request arrives. A replica that restarted or installed a
+    /// snapshot does not know when its membership was made and refuses plans older than that.
+    ///
     /// # Errors
     /// [`crate::Error::ConfChangeRefused`] with the reason; the errors of `propose`.
-    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex> {
-        self.raft.propose_conf_change(change)
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        unchanged_since: Option<LogIndex>,
+    ) -> Result<LogIndex> {
+        self.raft.propose_conf_change(change, unchanged_since)
     }
 
-    /// Applies a committed membership change (call it when applying the entry); returns the
-    /// new membership, which the application persists with the applied index.
-    pub fn apply_conf_change(&mut self, change: ConfChange) -> ConfState {
-        self.raft.apply_conf_change(change)
+    /// Applies the committed membership change at `index` (call it when applying the entry);
+    /// returns the new membership, which the application persists with the applied index.
+    ///
+    /// # Panics
+    /// If `index` is not a committed entry still to apply, or the replica has no membership
+    /// (docs/raft.md, membership changes).
+    pub fn apply_conf_change(&mut self, index: LogIndex, change: ConfChange) -> ConfState {
+        self.raft.apply_conf_change(index, change)
     }
 
     /// Asks for a linearizable read (ReadIndex, Raft dissertation §6.4). The answer arrives as

@@ -537,7 +537,7 @@ fn transfer_to_an_unreachable_node_times_out_and_the_leader_resumes() {
 fn change(cluster: &mut Cluster, change: ConfChange) -> LogIndex {
     for _ in 0..200 {
         let leader = cluster.check_one_leader();
-        match cluster.with_node(leader, |n| n.propose_conf_change(change)) {
+        match cluster.with_node(leader, |n| n.propose_conf_change(change, None)) {
             Ok(index) => {
                 cluster.run_ticks(10);
                 return index;
@@ -564,7 +564,7 @@ fn a_learner_catches_up_before_it_is_promoted() {
     // Promotion before it is a caught-up learner is refused.
     let leader = cluster.check_one_leader();
     let error = cluster
-        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddVoter(node(4))))
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddVoter(node(4)), None))
         .unwrap_err();
     assert!(matches!(error, Error::ConfChangeRefused { .. }), "{error:?}");
     change(&mut cluster, ConfChange::AddLearner(node(4)));
@@ -650,12 +650,93 @@ fn only_one_membership_change_may_be_pending() {
     cluster.disconnect(third.expect("third voter"));
     // No majority: the first change cannot commit, so the second must be refused.
     cluster
-        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(node(4))))
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(node(4)), None))
         .expect("first change accepted");
     let error = cluster
-        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(node(5))))
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(node(5)), None))
         .unwrap_err();
     assert!(matches!(error, Error::ConfChangeRefused { .. }), "{error:?}");
+}
+
+/// A change planned from the membership as of an applied index is made while nothing changed
+/// the membership after it (other entries may come between), and refused once another change
+/// did: a request that arrives late cannot undo what a later plan did.
+#[test]
+fn a_change_planned_before_another_change_is_refused() {
+    let mut cluster = Cluster::new(3, 145);
+    cluster.add_empty_node(node(4));
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let planned = cluster.replica(leader).node.status().applied;
+    cluster.one(b"x", 3, true);
+    // The new replica gets the initial membership in a snapshot.
+    for id in 1..=3 {
+        cluster.compact(node(id));
+    }
+    let add = ConfChange::AddLearner(node(4));
+    cluster.with_node(leader, |n| n.propose_conf_change(add, Some(planned))).expect("accepted");
+    cluster.run_ticks(10);
+    let stale = ConfChange::RemoveNode(follower_of(&cluster, leader));
+    let error = cluster.with_node(leader, |n| n.propose_conf_change(stale, Some(planned)));
+    assert!(matches!(error, Err(Error::ConfChangeRefused { .. })), "{error:?}");
+    let replanned = cluster.replica(leader).node.status().applied;
+    cluster.with_node(leader, |n| n.propose_conf_change(stale, Some(replanned))).expect("accepted");
+}
+
+/// A replica restarted from a snapshot does not know when its membership was made: a change
+/// before the snapshot's index may have been the last. A plan from before the snapshot is
+/// refused there (it may be from before that change), one from its status after the restart
+/// is not.
+#[test]
+fn a_leader_restarted_from_a_snapshot_refuses_a_change_planned_before_it() {
+    let mut cluster = Cluster::new(1, 146);
+    cluster.add_empty_node(node(2));
+    let leader = cluster.check_one_leader();
+    cluster.one(b"w", 1, true);
+    let planned = cluster.replica(leader).node.status().applied;
+    cluster.compact(leader);
+    change(&mut cluster, ConfChange::AddLearner(node(2)));
+    cluster.one(b"x", 2, true);
+    cluster.compact(leader);
+    cluster.restart(leader);
+    cluster.run_ticks(30);
+    let leader = cluster.check_one_leader();
+    cluster.one(b"y", 2, true);
+    let remove = ConfChange::RemoveNode(node(2));
+    let error = cluster.with_node(leader, |n| n.propose_conf_change(remove, Some(planned)));
+    assert!(matches!(error, Err(Error::ConfChangeRefused { .. })), "{error:?}");
+    let replanned = cluster.replica(leader).node.status().applied;
+    cluster
+        .with_node(leader, |n| n.propose_conf_change(remove, Some(replanned)))
+        .expect("accepted");
+}
+
+/// The same for a replica that installed a snapshot and then leads.
+#[test]
+fn a_leader_that_installed_a_snapshot_refuses_a_change_planned_before_it() {
+    let mut cluster = Cluster::new(3, 147);
+    cluster.add_empty_node(node(4));
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let behind = follower_of(&cluster, leader);
+    let planned = cluster.replica(leader).node.status().applied;
+    cluster.disconnect(behind);
+    for id in 1..=3 {
+        cluster.compact(node(id));
+    }
+    change(&mut cluster, ConfChange::AddLearner(node(4)));
+    cluster.one(b"x", 3, true);
+    cluster.compact(leader);
+    cluster.connect(behind);
+    cluster.run_ticks(20);
+    assert!(cluster.replica(behind).node.status().first_index > planned, "no snapshot");
+    cluster.with_node(leader, |n| n.transfer_leader(behind)).expect("transfer starts");
+    cluster.run_ticks(20);
+    assert_eq!(cluster.check_one_leader(), behind);
+    cluster.one(b"y", 3, true);
+    let remove = ConfChange::RemoveNode(node(4));
+    let error = cluster.with_node(behind, |n| n.propose_conf_change(remove, Some(planned)));
+    assert!(matches!(error, Err(Error::ConfChangeRefused { .. })), "{error:?}");
 }
 
 #[test]
@@ -674,7 +755,7 @@ fn a_new_leader_refuses_changes_until_its_term_has_a_commit() {
     let error = cluster
         .replica_mut(candidate)
         .node
-        .propose_conf_change(ConfChange::RemoveNode(leader))
+        .propose_conf_change(ConfChange::RemoveNode(leader), None)
         .unwrap_err();
     assert!(matches!(error, Error::ConfChangeRefused { .. }), "{error:?}");
 }
@@ -687,7 +768,7 @@ fn a_change_interrupted_by_a_crash_ends_the_same_everywhere() {
         let leader = cluster.check_one_leader();
         let removed = follower_of(&cluster, leader);
         cluster
-            .with_node(leader, |n| n.propose_conf_change(ConfChange::RemoveNode(removed)))
+            .with_node(leader, |n| n.propose_conf_change(ConfChange::RemoveNode(removed), None))
             .expect("accepted");
         // Crash the leader somewhere between proposing and everyone applying.
         let steps = cluster.rng.below(4);

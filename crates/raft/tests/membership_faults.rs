@@ -100,7 +100,7 @@ impl Sim {
             }
             _ => return,
         };
-        if self.cluster.with_node(leader, |n| n.propose_conf_change(change)).is_ok() {
+        if self.cluster.with_node(leader, |n| n.propose_conf_change(change, None)).is_ok() {
             self.changes += 1;
         }
     }
@@ -321,6 +321,8 @@ fn a_replica_with_no_membership_refuses_a_membership_change_from_the_log() {
     let leader = cluster.check_one_leader();
     let new = NodeId(4);
     cluster.add_empty_node(new);
-    cluster.with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(new))).unwrap();
+    cluster
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::AddLearner(new), None))
+        .unwrap();
     cluster.run_ticks(5);
 }

@@ -41,6 +41,8 @@ pub struct LeaderView {
     pub term: Term,
     /// Its commit index.
     pub commit: LogIndex,
+    /// Its applied index: the membership below is as of it.
+    pub applied: LogIndex,
     /// The voters it has applied.
     pub voters: BTreeSet<NodeId>,
     /// The learners it has applied.
@@ -60,6 +62,7 @@ impl LeaderView {
             leader: status.id,
             term: status.hard_state.term,
             commit: status.hard_state.commit,
+            applied: status.applied,
             voters: status.conf_state.voters.clone(),
             learners: status.conf_state.learners.clone(),
             matched: status
@@ -69,6 +72,11 @@ impl LeaderView {
                 .collect(),
             changing: status.membership_change_pending,
         })
+    }
+
+    /// The step that proposes `change`, planned from this view.
+    fn change(&self, change: ConfChange) -> MembershipStep {
+        MembershipStep::Change { change, unchanged_since: self.applied }
     }
 
     fn is_member(&self, node: NodeId) -> bool {
@@ -87,8 +95,15 @@ pub enum MembershipStep {
         /// The leader and term it starts in.
         leader: LeaderTerm,
     },
-    /// Propose the change at the leader.
-    Change(ConfChange),
+    /// Propose the change at the leader, refused there if the membership changed after
+    /// `unchanged_since` (the view's applied index): the request may arrive late, after the
+    /// job was given up and another job changed the group.
+    Change {
+        /// The change.
+        change: ConfChange,
+        /// The applied index of the view it was planned from.
+        unchanged_since: LogIndex,
+    },
     /// A learner is catching up: read the status again after a pause.
     Wait,
     /// The voters are the target and no learner is left.
@@ -170,7 +185,7 @@ impl MembershipJob {
         // A lost member that is out of the membership is like any other node from now on.
         self.lost.retain(|node| view.is_member(*node));
         if let Some(node) = self.lost.first() {
-            return MembershipStep::Change(ConfChange::RemoveNode(*node));
+            return view.change(ConfChange::RemoveNode(*node));
         }
         let missing = self.voters.iter().find(|node| !view.voters.contains(node)).copied();
         let extra = match &self.removing {
@@ -190,15 +205,15 @@ impl MembershipJob {
                 if matched < wait_for {
                     MembershipStep::Wait
                 } else {
-                    MembershipStep::Change(ConfChange::AddVoter(node))
+                    view.change(ConfChange::AddVoter(node))
                 }
             }
             (Some(node), _) if !self.joined.contains(&node) => MembershipStep::Join {
                 node,
                 leader: LeaderTerm { leader: view.leader, term: view.term },
             },
-            (Some(node), _) => MembershipStep::Change(ConfChange::AddLearner(node)),
-            (None, Some(node)) => MembershipStep::Change(ConfChange::RemoveNode(node)),
+            (Some(node), _) => view.change(ConfChange::AddLearner(node)),
+            (None, Some(node)) => view.change(ConfChange::RemoveNode(node)),
             (None, None) => MembershipStep::Done,
         }
     }
@@ -212,11 +227,20 @@ mod tests {
         ids.iter().map(|id| NodeId(*id)).collect()
     }
 
+    /// The applied index of every view below but one.
+    const PLANNED_AT: LogIndex = LogIndex(3);
+
+    /// `change`, planned from a view applied at [`PLANNED_AT`].
+    fn planned(change: ConfChange) -> MembershipStep {
+        MembershipStep::Change { change, unchanged_since: PLANNED_AT }
+    }
+
     fn view(voters: &[u64], learners: &[u64], commit: u64, matched: &[(u64, u64)]) -> LeaderView {
         LeaderView {
             leader: NodeId(1),
             term: Term(7),
             commit: LogIndex(commit),
+            applied: PLANNED_AT,
             voters: nodes(voters),
             learners: nodes(learners),
             matched: matched
@@ -236,8 +260,17 @@ mod tests {
         let pending = LeaderView { changing: true, ..view(&[1, 2, 3], &[], 5, &[]) };
         assert_eq!(job.next(&pending), MembershipStep::Wait);
         let applied = view(&[1, 2, 3], &[4], 6, &[]);
-        let remove = MembershipStep::Change(ConfChange::RemoveNode(NodeId(4)));
+        let remove = planned(ConfChange::RemoveNode(NodeId(4)));
         assert_eq!(job.next(&applied), remove);
+    }
+
+    #[test]
+    fn a_change_is_conditioned_on_the_membership_of_the_view_it_was_planned_from() {
+        let mut job = MembershipJob::remove(NodeId(3));
+        let view = LeaderView { applied: LogIndex(41), ..view(&[1, 2, 3], &[], 42, &[]) };
+        let remove = ConfChange::RemoveNode(NodeId(3));
+        let step = MembershipStep::Change { change: remove, unchanged_since: LogIndex(41) };
+        assert_eq!(job.next(&view), step);
     }
 
     #[test]
@@ -251,12 +284,12 @@ mod tests {
         // The join's answer was lost: asked again, the job joins again (idempotent).
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 10, &[])), join);
         job.joined(NodeId(4));
-        let add_learner = MembershipStep::Change(ConfChange::AddLearner(NodeId(4)));
+        let add_learner = planned(ConfChange::AddLearner(NodeId(4)));
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 10, &[])), add_learner);
         // It waits for the commit index of when the wait began, not the moving one.
         assert_eq!(job.next(&view(&[1, 2, 3], &[4], 12, &[(4, 0)])), MembershipStep::Wait);
         assert_eq!(job.next(&view(&[1, 2, 3], &[4], 20, &[(4, 11)])), MembershipStep::Wait);
-        let promote = MembershipStep::Change(ConfChange::AddVoter(NodeId(4)));
+        let promote = planned(ConfChange::AddVoter(NodeId(4)));
         assert_eq!(job.next(&view(&[1, 2, 3], &[4], 30, &[(4, 12)])), promote);
         assert_eq!(job.next(&view(&[1, 2, 3, 4], &[], 30, &[])), MembershipStep::Done);
     }
@@ -265,9 +298,9 @@ mod tests {
     fn members_outside_the_target_are_removed_after_the_new_ones_vote() {
         let mut job = MembershipJob::exactly(nodes(&[1, 2, 4]));
         job.joined(NodeId(4));
-        let add_learner = MembershipStep::Change(ConfChange::AddLearner(NodeId(4)));
+        let add_learner = planned(ConfChange::AddLearner(NodeId(4)));
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 5, &[])), add_learner);
-        let remove = MembershipStep::Change(ConfChange::RemoveNode(NodeId(3)));
+        let remove = planned(ConfChange::RemoveNode(NodeId(3)));
         assert_eq!(job.next(&view(&[1, 2, 3, 4], &[], 5, &[])), remove);
         assert_eq!(job.next(&view(&[1, 2, 4], &[], 5, &[])), MembershipStep::Done);
     }
@@ -275,7 +308,7 @@ mod tests {
     #[test]
     fn a_member_that_lost_its_data_is_removed_before_it_joins_again_as_a_new_node() {
         let mut job = MembershipJob::add(NodeId(3)).lost(NodeId(3));
-        let remove = MembershipStep::Change(ConfChange::RemoveNode(NodeId(3)));
+        let remove = planned(ConfChange::RemoveNode(NodeId(3)));
         // Still a voter (its old replica's votes and acknowledgements counted): out first,
         // even though the voters already are the target.
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 9, &[])), remove);
@@ -291,10 +324,10 @@ mod tests {
         job.joined(NodeId(3));
         // From now on it is a new node: a later view that shows it as a learner is the new
         // replica, not a reason to remove it again.
-        let add_learner = MembershipStep::Change(ConfChange::AddLearner(NodeId(3)));
+        let add_learner = planned(ConfChange::AddLearner(NodeId(3)));
         assert_eq!(job.next(&view(&[1, 2], &[], 9, &[])), add_learner);
         assert_eq!(job.next(&view(&[1, 2], &[3], 9, &[(3, 0)])), MembershipStep::Wait);
-        let promote = MembershipStep::Change(ConfChange::AddVoter(NodeId(3)));
+        let promote = planned(ConfChange::AddVoter(NodeId(3)));
         assert_eq!(job.next(&view(&[1, 2], &[3], 9, &[(3, 9)])), promote);
         assert_eq!(job.next(&view(&[1, 2, 3], &[], 9, &[])), MembershipStep::Done);
     }
@@ -304,14 +337,14 @@ mod tests {
         // Node 5 is a learner another job is bringing in; node 3 is out of date, not ours.
         let mut add = MembershipJob::add(NodeId(4));
         add.joined(NodeId(4));
-        let add_learner = MembershipStep::Change(ConfChange::AddLearner(NodeId(4)));
+        let add_learner = planned(ConfChange::AddLearner(NodeId(4)));
         assert_eq!(add.next(&view(&[1, 2, 3], &[5], 5, &[])), add_learner);
-        let promote = MembershipStep::Change(ConfChange::AddVoter(NodeId(4)));
+        let promote = planned(ConfChange::AddVoter(NodeId(4)));
         assert_eq!(add.next(&view(&[1, 2, 3], &[4, 5], 5, &[(4, 5)])), promote);
         assert_eq!(add.next(&view(&[1, 2, 3, 4], &[5], 5, &[])), MembershipStep::Done);
 
         let mut remove = MembershipJob::remove(NodeId(2));
-        let out = MembershipStep::Change(ConfChange::RemoveNode(NodeId(2)));
+        let out = planned(ConfChange::RemoveNode(NodeId(2)));
         assert_eq!(remove.next(&view(&[1, 2, 3], &[5], 5, &[])), out);
         assert_eq!(remove.next(&view(&[1, 3], &[5], 5, &[])), MembershipStep::Done);
         // Removing a node that is not a member changes nothing.
@@ -327,7 +360,7 @@ mod tests {
             id: NodeId(2),
             hard_state: mosaic_raft::HardState { term: Term(3), vote: None, commit: LogIndex(4) },
             soft_state: mosaic_raft::SoftState { leader: Some(NodeId(1)), role: Role::Follower },
-            applied: LogIndex(4),
+            applied: LogIndex(3),
             first_index: LogIndex(2),
             last_index: LogIndex(4),
             conf_state: mosaic_raft::ConfState { voters: nodes(&[1, 2]), learners: nodes(&[]) },
@@ -337,7 +370,10 @@ mod tests {
         assert_eq!(LeaderView::of_leader(&status), None);
         status.soft_state.role = Role::Leader;
         let view = LeaderView::of_leader(&status).expect("a leader");
-        assert_eq!((view.leader, view.term, view.commit), (NodeId(2), Term(3), LogIndex(4)));
+        assert_eq!(
+            (view.leader, view.term, view.commit, view.applied),
+            (NodeId(2), Term(3), LogIndex(4), LogIndex(3))
+        );
         assert_eq!(view.voters, nodes(&[1, 2]));
     }
 }

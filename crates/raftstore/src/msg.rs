@@ -158,6 +158,9 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         group: GroupId,
         /// The change.
         change: ConfChange,
+        /// Refuse the change if the membership changed after this index (the applied index
+        /// of the status it was planned from): a late request must not undo a later plan.
+        unchanged_since: Option<LogIndex>,
         /// Called with the membership after the change.
         callback: Callback<ConfState>,
     },
@@ -170,6 +173,12 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
     Status {
         /// The group.
         group: GroupId,
+        /// Answer only once this replica's leadership is confirmed by a ReadIndex round of its
+        /// term, with the status read after what was committed before the round is applied:
+        /// the membership it shows is then the group's latest (a deposed leader's is not).
+        /// Fails with [`crate::Error::NotLeader`] on a replica that does not lead, or lost
+        /// its leadership meanwhile.
+        confirm: bool,
         /// Called with the status.
         callback: Callback<mosaic_raft::Status>,
     },

@@ -47,9 +47,22 @@ pub const READ_INDEX_TIMEOUT_ELECTIONS: u64 = 2;
 type Read<K, SM> = PendingRead<<SM as StateMachine<K>>::Query, <SM as StateMachine<K>>::ReadOutput>;
 
 /// A read waiting for leadership confirmation or for the apply to catch up.
-pub(crate) struct PendingRead<Q, T> {
-    pub(crate) query: Q,
-    pub(crate) callback: Callback<ReadOutput<T>>,
+pub(crate) enum PendingRead<Q, T> {
+    /// A query of the state machine.
+    Query { query: Q, callback: Callback<ReadOutput<T>> },
+    /// The replica's Raft status, answered only while it still leads in `term` (a confirmed
+    /// status, [`crate::StoreMsg::Status`]).
+    Status { term: Term, callback: Callback<mosaic_raft::Status> },
+}
+
+impl<Q, T> PendingRead<Q, T> {
+    /// Answers the read with `error`.
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Self::Query { callback, .. } => callback(Err(error)),
+            Self::Status { callback, .. } => callback(Err(error)),
+        }
+    }
 }
 
 /// One replica of one group on this node.
@@ -112,10 +125,25 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         self.group
     }
 
-    /// The Raft status of this replica (role, term, commit, progress of followers).
+    /// The Raft status of this replica (role, term, commit, progress of followers), with the
+    /// state machine's applied index (the membership is as of it; Raft learns of an apply
+    /// only once the store has answered its reads).
     #[must_use]
     pub fn status(&self) -> mosaic_raft::Status {
-        self.raft.status()
+        mosaic_raft::Status { applied: self.applied, ..self.raft.status() }
+    }
+
+    /// Answers `callback` with this replica's status once its leadership is confirmed: after a
+    /// ReadIndex round of its term, once applied up to that round's index, so that the
+    /// membership it shows is the group's latest. Fails with [`Error::NotLeader`] if it does
+    /// not lead, or no longer in the same term.
+    pub(crate) fn confirmed_status(&mut self, callback: Callback<mosaic_raft::Status>) {
+        let status = self.status();
+        if status.soft_state.role != Role::Leader {
+            callback(Err(Error::NotLeader { group: self.group, leader: status.soft_state.leader }));
+            return;
+        }
+        self.read_index(PendingRead::Status { term: status.hard_state.term, callback });
     }
 
     /// The state machine.
@@ -145,14 +173,16 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
-    /// Proposes a membership change; the callback is answered with the new membership when
-    /// it is applied (or fails as a proposal does).
+    /// Proposes a membership change (if the membership has not changed after
+    /// `unchanged_since`, see [`RawNode::propose_conf_change`]); the callback is answered with
+    /// the new membership when it is applied (or fails as a proposal does).
     pub(crate) fn propose_conf_change(
         &mut self,
         change: ConfChange,
+        unchanged_since: Option<LogIndex>,
         callback: Callback<ConfState>,
     ) {
-        match self.raft.propose_conf_change(change) {
+        match self.raft.propose_conf_change(change, unchanged_since) {
             Ok(index) => {
                 let term = self.raft.term();
                 push_pending(self.group, &mut self.conf_changes, index, term, callback);
@@ -170,7 +200,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
                 let deadline = self.ticks + self.read_timeout_ticks;
                 self.awaiting_leader.insert(id, (deadline, read));
             }
-            Err(error) => (read.callback)(Err(Error::from_raft(self.group, error))),
+            Err(error) => read.fail(Error::from_raft(self.group, error)),
         }
     }
 
@@ -181,7 +211,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         match self.raft.lease_read(now) {
             Ok(index) => self.serve_at(engine, index, read),
             Err(mosaic_raft::Error::LeaseUnavailable { .. }) => self.read_index(read),
-            Err(error) => (read.callback)(Err(Error::from_raft(self.group, error))),
+            Err(error) => read.fail(Error::from_raft(self.group, error)),
         }
     }
 
@@ -191,11 +221,22 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     }
 
     fn serve(&self, engine: &Engine<K>, read: Read<K, SM>) {
-        let result = self
-            .state_machine
-            .read(engine, &read.query)
-            .map(|output| ReadOutput { output, applied_index: self.applied });
-        (read.callback)(result);
+        match read {
+            PendingRead::Query { query, callback } => callback(
+                self.state_machine
+                    .read(engine, &query)
+                    .map(|output| ReadOutput { output, applied_index: self.applied }),
+            ),
+            PendingRead::Status { term, callback } => {
+                let status = self.status();
+                if status.soft_state.role == Role::Leader && status.hard_state.term == term {
+                    callback(Ok(status));
+                } else {
+                    let leader = self.raft.leader();
+                    callback(Err(Error::NotLeader { group: self.group, leader }));
+                }
+            }
+        }
     }
 
     /// Serves `read` now if applied reaches `index`, or queues it until then.
@@ -226,7 +267,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
                 read_id(&context).and_then(|id| self.awaiting_leader.remove(&id))
             {
                 let leader = self.raft.leader();
-                (read.callback)(Err(Error::NotLeader { group: self.group, leader }));
+                read.fail(Error::NotLeader { group: self.group, leader });
             }
         }
     }
@@ -243,7 +284,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             }
             let (_, read) = entry.remove();
             tracing::debug!(group = %self.group, "a read's leadership confirmation timed out");
-            (read.callback)(Err(Error::Timeout));
+            read.fail(Error::Timeout);
         }
     }
 
@@ -316,7 +357,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     fn apply_conf_change(&mut self, batch: &mut WriteBatch, entry: &Entry) -> Option<ConfState> {
         match ConfChange::decode(&entry.data) {
             Ok(change) => {
-                let conf_state = self.raft.apply_conf_change(change);
+                let conf_state = self.raft.apply_conf_change(entry.index, change);
                 tracing::info!(group = %self.group, index = %entry.index, ?change,
                     voters = ?conf_state.voters, learners = ?conf_state.learners,
                     "membership changed");
@@ -424,10 +465,10 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             (change.callback)(Err(error.clone()));
         }
         for (_, (_, read)) in std::mem::take(&mut self.awaiting_leader) {
-            (read.callback)(Err(error.clone()));
+            read.fail(error.clone());
         }
         for (_, read) in self.awaiting_apply.drain(..) {
-            (read.callback)(Err(error.clone()));
+            read.fail(error.clone());
         }
     }
 

@@ -210,10 +210,10 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 let result = self.destroy_group(group);
                 return answer_fatal(result, callback);
             }
-            StoreMsg::ChangeMembership { group, change, callback } => {
+            StoreMsg::ChangeMembership { group, change, unchanged_since, callback } => {
                 match self.peers.get_mut(&group) {
                     Some(peer) => {
-                        peer.propose_conf_change(change, callback);
+                        peer.propose_conf_change(change, unchanged_since, callback);
                         self.dirty.insert(group);
                     }
                     None => callback(Err(Error::GroupNotFound { group })),
@@ -225,8 +225,12 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                     peer.raft.report_unreachable(node);
                 }
             }
-            StoreMsg::Status { group, callback } => match self.peers.get(&group) {
-                Some(peer) => callback(Ok(peer.raft.status())),
+            StoreMsg::Status { group, confirm, callback } => match self.peers.get_mut(&group) {
+                Some(peer) if confirm => {
+                    peer.confirmed_status(callback);
+                    self.dirty.insert(group);
+                }
+                Some(peer) => callback(Ok(peer.status())),
                 None => callback(Err(Error::GroupNotFound { group })),
             },
         }
@@ -244,7 +248,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             callback(Err(Error::GroupNotFound { group }));
             return;
         };
-        let read = PendingRead { query, callback };
+        let read = PendingRead::Query { query, callback };
         match consistency {
             Consistency::Linearizable => peer.read_index(read),
             Consistency::Lease => peer.lease_read(&self.engine, read, self.clock.now()),

@@ -5,7 +5,7 @@
 
 use mosaic_engine::GroupId;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
-use mosaic_raft::{ConfChange, NodeId, Role, Term};
+use mosaic_raft::{ConfChange, LogIndex, NodeId, Role, Term};
 use mosaic_raftstore::{Consistency, LeaderTerm, StoreMsg};
 use mosaic_shardkv::{KvQuery, KvReadOutput, KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
@@ -57,28 +57,18 @@ impl NodeAdmin for AdminService {
     ) -> Result<Response<pb::GroupStatusResponse>, Status> {
         let request = request.into_inner();
         let group = GroupId(request.group_id);
-        let before = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
-        let confirm = request.confirm_leadership && before.soft_state.role == Role::Leader;
+        let status =
+            self.ask(|callback| StoreMsg::Status { group, confirm: false, callback }).await?;
+        let confirm = request.confirm_leadership && status.soft_state.role == Role::Leader;
+        let status = if confirm {
+            self.ask(|callback| StoreMsg::Status { group, confirm: true, callback }).await?
+        } else {
+            status
+        };
         let query = KvQuery::Ownership;
-        // A ReadIndex round of the leader's term, answered once what was committed before it
-        // is applied: the membership read after it is the group's latest.
-        let consistency = if confirm { Consistency::Linearizable } else { Consistency::Stale };
+        let consistency = Consistency::Stale;
         let read =
             self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
-        let status = if confirm {
-            let after = self.ask(|callback| StoreMsg::Status { group, callback }).await?;
-            if after.soft_state.role != Role::Leader
-                || after.hard_state.term != before.hard_state.term
-            {
-                return Err(Status::unavailable(format!(
-                    "group {group}: the leadership of term {} changed while it was confirmed",
-                    before.hard_state.term
-                )));
-            }
-            after
-        } else {
-            before
-        };
         let shards = match read.output {
             KvReadOutput::Ownership(ownership) => {
                 ownership.map(|ownership| shards_to_pb(&ownership))
@@ -161,8 +151,10 @@ impl NodeAdmin for AdminService {
                 )));
             }
         };
-        let conf_state =
-            self.ask(|callback| StoreMsg::ChangeMembership { group, change, callback }).await?;
+        let unchanged_since = request.unchanged_since.map(LogIndex);
+        let conf_state = self
+            .ask(|callback| StoreMsg::ChangeMembership { group, change, unchanged_since, callback })
+            .await?;
         Ok(Response::new(pb::ChangeMembershipResponse {
             voters: conf_state.voters.iter().map(|node| node.0).collect(),
             learners: conf_state.learners.iter().map(|node| node.0).collect(),

@@ -108,7 +108,11 @@ async fn rejoin(context: RejoinContext, group: GroupId, members: Vec<NodeId>) {
 
 async fn attempt(context: &RejoinContext, group: GroupId) -> Result<LeaderView, String> {
     let node = context.node;
-    let hosted = match context.store.ask(|callback| StoreMsg::Status { group, callback }).await {
+    let hosted = match context
+        .store
+        .ask(|callback| StoreMsg::Status { group, confirm: false, callback })
+        .await
+    {
         Ok(_) => true,
         Err(StoreError::GroupNotFound { .. }) => false,
         Err(error) => return Err(format!("reading the local replica: {error}")),

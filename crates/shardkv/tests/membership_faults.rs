@@ -138,12 +138,16 @@ fn run(seed: u64) {
                         job.joined(joining);
                     }
                     MembershipStep::Join { .. } | MembershipStep::Wait => {}
-                    MembershipStep::Change(change) => {
+                    MembershipStep::Change { change, unchanged_since } => {
                         let (result, callback) = harness::slot();
-                        cluster.send(
-                            leader,
-                            StoreMsg::ChangeMembership { group: GROUP, change, callback },
-                        );
+                        let unchanged_since = Some(unchanged_since);
+                        let change = StoreMsg::ChangeMembership {
+                            group: GROUP,
+                            change,
+                            unchanged_since,
+                            callback,
+                        };
+                        cluster.send(leader, change);
                         changes.push(result);
                     }
                     MembershipStep::Done => {
@@ -181,7 +185,10 @@ fn run(seed: u64) {
             };
             if let Some(change) = change {
                 let (result, callback) = harness::slot();
-                cluster.send(leader, StoreMsg::ChangeMembership { group: GROUP, change, callback });
+                let unchanged_since = None;
+                let change =
+                    StoreMsg::ChangeMembership { group: GROUP, change, unchanged_since, callback };
+                cluster.send(leader, change);
                 changes.push(result);
             }
         }

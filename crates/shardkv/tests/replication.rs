@@ -433,16 +433,23 @@ fn disk_use_stays_bounded_under_a_steady_write_load() {
     }
 }
 
-/// Proposes a membership change at `node` and waits for its answer.
+/// Proposes a membership change at `node` (refused if the membership changed after
+/// `unchanged_since`) and waits for its answer.
 fn change_membership(
     cluster: &mut Cluster,
     node: NodeId,
     change: mosaic_raft::ConfChange,
+    unchanged_since: Option<mosaic_raft::LogIndex>,
 ) -> Result<mosaic_raft::ConfState, Error> {
     let (result, callback) = harness::slot();
     cluster.send(
         node,
-        mosaic_raftstore::StoreMsg::ChangeMembership { group: GROUP, change, callback },
+        mosaic_raftstore::StoreMsg::ChangeMembership {
+            group: GROUP,
+            change,
+            unchanged_since,
+            callback,
+        },
     );
     cluster.wait(&result, 100).expect("answered")
 }
@@ -465,11 +472,11 @@ fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
 
     let leader = cluster.must_elect(GROUP);
     let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
-    match change_membership(&mut cluster, follower, ConfChange::AddLearner(new)) {
+    match change_membership(&mut cluster, follower, ConfChange::AddLearner(new), None) {
         Err(Error::NotLeader { leader: hint, .. }) => assert_eq!(hint, Some(leader)),
         other => panic!("a follower must refuse with the leader's id, got {other:?}"),
     }
-    let conf = change_membership(&mut cluster, leader, ConfChange::AddLearner(new)).unwrap();
+    let conf = change_membership(&mut cluster, leader, ConfChange::AddLearner(new), None).unwrap();
     assert!(conf.learners.contains(&new), "{conf:?}");
     for _ in 0..50 {
         cluster.tick();
@@ -478,7 +485,7 @@ fn a_joined_node_catches_up_by_snapshot_as_a_learner_then_votes() {
     let first = cluster.store(new).peer(GROUP).unwrap().status().first_index;
     assert!(first.0 > 1, "the learner started from a snapshot, its log begins at {first}");
 
-    let conf = change_membership(&mut cluster, leader, ConfChange::AddVoter(new)).unwrap();
+    let conf = change_membership(&mut cluster, leader, ConfChange::AddVoter(new), None).unwrap();
     assert!(conf.voters.contains(&new) && conf.learners.is_empty(), "{conf:?}");
     // Four voters: with one old member down, a write needs the new one's acknowledgement.
     let down = NodeId(if leader.0 == 3 { 2 } else { 3 });
@@ -503,11 +510,11 @@ fn a_node_joining_a_young_group_learns_the_whole_membership_and_cannot_win_alone
     let new = NodeId(4);
     cluster.join_group(new, GROUP, None);
     let leader = cluster.must_elect(GROUP);
-    change_membership(&mut cluster, leader, ConfChange::AddLearner(new)).unwrap();
+    change_membership(&mut cluster, leader, ConfChange::AddLearner(new), None).unwrap();
     for _ in 0..20 {
         cluster.tick();
     }
-    let conf = change_membership(&mut cluster, leader, ConfChange::AddVoter(new)).unwrap();
+    let conf = change_membership(&mut cluster, leader, ConfChange::AddVoter(new), None).unwrap();
     let all: std::collections::BTreeSet<NodeId> = (1..=4).map(NodeId).collect();
     assert_eq!(conf.voters, all, "the leader's membership");
     cluster.tick();
@@ -583,11 +590,10 @@ fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
 /// What `NodeAdmin.GroupStatus` with `confirm_leadership` answers: `node`'s view as leader,
 /// once a ReadIndex round of its term confirmed the leadership within `ticks`.
 fn confirmed_view(cluster: &mut Cluster, node: NodeId, ticks: usize) -> Option<LeaderView> {
-    let before = LeaderView::of_leader(&cluster.store(node).peer(GROUP)?.status())?;
-    let read = cluster.read(node, GROUP, "x", Consistency::Linearizable);
-    cluster.wait(&read, ticks)?.ok()?;
-    let after = LeaderView::of_leader(&cluster.store(node).peer(GROUP)?.status())?;
-    (after.term == before.term).then_some(after)
+    let (result, callback) = harness::slot();
+    cluster
+        .send(node, mosaic_raftstore::StoreMsg::Status { group: GROUP, confirm: true, callback });
+    LeaderView::of_leader(&cluster.wait(&result, ticks)?.ok()?)
 }
 
 /// Runs `job` to its end through whichever node leads, as the node agent and the CLI do: read
@@ -604,8 +610,9 @@ fn run_membership_job(cluster: &mut Cluster, mut job: MembershipJob) {
                 cluster.join_group(node, GROUP, Some(leader));
                 job.joined(node);
             }
-            MembershipStep::Change(change) => {
-                change_membership(cluster, view.leader, change).expect("changed");
+            MembershipStep::Change { change, unchanged_since } => {
+                change_membership(cluster, view.leader, change, Some(unchanged_since))
+                    .expect("changed");
             }
             MembershipStep::Wait => cluster.tick(),
             MembershipStep::Done => return,
@@ -703,7 +710,7 @@ fn a_deposed_leader_that_shows_a_lost_member_removed_gives_no_view_to_rejoin_fro
     cluster.must_put(GROUP, "x", "old");
     let v = cluster.must_elect(GROUP);
     let c = (1..=5).map(NodeId).find(|node| *node != v).unwrap();
-    change_membership(&mut cluster, v, ConfChange::RemoveNode(c)).expect("C removed");
+    change_membership(&mut cluster, v, ConfChange::RemoveNode(c), None).expect("C removed");
     for _ in 0..3 {
         cluster.tick();
     }
@@ -711,7 +718,7 @@ fn a_deposed_leader_that_shows_a_lost_member_removed_gives_no_view_to_rejoin_fro
     cluster.isolate(v);
 
     let s = cluster.must_elect(GROUP);
-    change_membership(&mut cluster, s, ConfChange::AddLearner(c)).expect("C a learner");
+    change_membership(&mut cluster, s, ConfChange::AddLearner(c), None).expect("C a learner");
     for _ in 0..100 {
         let status = cluster.store(s).peer(GROUP).unwrap().status();
         if status.progress.get(&c).is_some_and(|p| p.match_index >= status.hard_state.commit) {
@@ -719,7 +726,7 @@ fn a_deposed_leader_that_shows_a_lost_member_removed_gives_no_view_to_rejoin_fro
         }
         cluster.tick();
     }
-    change_membership(&mut cluster, s, ConfChange::AddVoter(c)).expect("C a voter");
+    change_membership(&mut cluster, s, ConfChange::AddVoter(c), None).expect("C a voter");
     for _ in 0..3 {
         cluster.tick();
     }
@@ -747,4 +754,40 @@ fn a_deposed_leader_that_shows_a_lost_member_removed_gives_no_view_to_rejoin_fro
     run_membership_job(&mut cluster, MembershipJob::add(c).lost(c));
     assert_eq!(cluster.must_get(GROUP, "x").as_deref(), Some("new"));
     assert_eq!(cluster.applied_value(c, GROUP, "x").as_deref(), Some("new"));
+}
+
+/// A removal planned before a member lost its disk and was brought back arrives only after
+/// that (an operator's `remove-replica` whose request was held up, or whose job was given up
+/// while the request travelled): planned from a membership that has changed since, it is
+/// refused, and the member brought back stays. Without the condition the late request would
+/// undo the rejoin after its job had ended.
+#[test]
+fn a_removal_planned_before_a_rejoin_cannot_undo_it_when_it_arrives_late() {
+    let mut cluster = Cluster::new(3, 47);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_put(GROUP, "x", "before");
+    let leader = cluster.must_elect(GROUP);
+    let member = (1..=3).map(NodeId).find(|node| *node != leader).unwrap();
+    let view = confirmed_view(&mut cluster, leader, 30).expect("a confirmed view");
+    let MembershipStep::Change { change, unchanged_since } =
+        MembershipJob::remove(member).next(&view)
+    else {
+        panic!("the job does not remove {member}");
+    };
+
+    cluster.crash(member, 0);
+    cluster.wipe(member);
+    cluster.restart(member);
+    run_membership_job(&mut cluster, MembershipJob::add(member).lost(member));
+
+    let leader = cluster.must_elect(GROUP);
+    let late = change_membership(&mut cluster, leader, change, Some(unchanged_since));
+    assert!(
+        matches!(late, Err(Error::Raft(mosaic_raft::Error::ConfChangeRefused { .. }))),
+        "{late:?}"
+    );
+    let voters = cluster.store(leader).peer(GROUP).unwrap().status().conf_state.voters;
+    assert!(voters.contains(&member), "the late removal undid the rejoin: {voters:?}");
+    cluster.must_put(GROUP, "x", "after");
+    assert_eq!(cluster.applied_value(member, GROUP, "x").as_deref(), Some("after"));
 }

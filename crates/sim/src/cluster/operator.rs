@@ -3,8 +3,8 @@
 //! one job at a time.
 //!
 //! A job drives one group's voters to a target set, one change at a time, reading the
-//! leader's status before every step (each storage node is asked; the first to answer as
-//! leader is used) and asking the planner the CLI runs too ([`mosaic_raftstore::membership`])
+//! leader's status before every step (each storage node is asked; the first to confirm its
+//! leadership by a ReadIndex round answers) and asking the planner the CLI runs too ([`mosaic_raftstore::membership`])
 //! what to do next, so that it goes on where it stopped whatever happened in between (a lost
 //! answer, a leader change, a crash, a partition).
 //!
@@ -284,8 +284,8 @@ impl Operator {
         let group = job.group;
         let (node, request) = match step {
             MembershipStep::Join { node, leader } => (node, Request::JoinGroup { group, leader }),
-            MembershipStep::Change(change) => {
-                (view.leader, Request::ChangeMembership { group, change })
+            MembershipStep::Change { change, unchanged_since } => {
+                (view.leader, Request::ChangeMembership { group, change, unchanged_since })
             }
             MembershipStep::Wait => {
                 self.pause(io);
@@ -316,7 +316,7 @@ impl Operator {
                 job.membership.joined(node);
                 self.ask_status(io);
             }
-            (MembershipStep::Change(change), Response::Membership(Ok(conf))) => {
+            (MembershipStep::Change { change, .. }, Response::Membership(Ok(conf))) => {
                 tracing::debug!(%group, ?change, ?conf, "membership changed");
                 self.stats.changes += 1;
                 self.ask_status(io);

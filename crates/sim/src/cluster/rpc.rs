@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Outcome};
 use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
-use mosaic_raft::{ConfChange, ConfState, NodeId, Status};
+use mosaic_raft::{ConfChange, ConfState, LogIndex, NodeId, Status};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm, StoreMsg};
 use mosaic_shardkv::{Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, Ownership};
 
@@ -92,7 +92,9 @@ pub(crate) enum Request {
         /// The group.
         group: GroupId,
     },
-    /// A replica's Raft status (`NodeAdmin.GroupStatus`).
+    /// A replica's Raft status once it confirmed its leadership (`NodeAdmin.GroupStatus`
+    /// with `confirm_leadership`, as the CLI asks it); a replica that does not lead answers
+    /// an error.
     GroupStatus {
         /// The group.
         group: GroupId,
@@ -110,6 +112,8 @@ pub(crate) enum Request {
         group: GroupId,
         /// The change.
         change: ConfChange,
+        /// Refused if the membership changed after this index.
+        unchanged_since: LogIndex,
     },
 }
 
@@ -283,6 +287,7 @@ pub(crate) fn storage_msg(
         },
         Request::GroupStatus { group } => StoreMsg::Status {
             group,
+            confirm: true,
             callback: Box::new(move |result| reply.send(Response::Status(result.map(Box::new)))),
         },
         Request::JoinGroup { group, leader } => StoreMsg::JoinGroup {
@@ -290,11 +295,14 @@ pub(crate) fn storage_msg(
             leader: Some(leader),
             callback: Box::new(move |result| reply.send(Response::Done(result))),
         },
-        Request::ChangeMembership { group, change } => StoreMsg::ChangeMembership {
-            group,
-            change,
-            callback: Box::new(move |result| reply.send(Response::Membership(result))),
-        },
+        Request::ChangeMembership { group, change, unchanged_since } => {
+            StoreMsg::ChangeMembership {
+                group,
+                change,
+                unchanged_since: Some(unchanged_since),
+                callback: Box::new(move |result| reply.send(Response::Membership(result))),
+            }
+        }
         Request::ControllerRead(_) | Request::ControllerPropose(_) => return None,
     })
 }
