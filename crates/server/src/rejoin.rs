@@ -6,12 +6,9 @@
 //!
 //! Which groups: those of a configuration no later than the one the store was born under
 //! ([`mosaic_shardkv::KvStateMachine::placed_since`]); they existed before this store, so the
-//! node may have been their member with a disk it no longer has. The job is resumable within
-//! the process: once a confirmed view showed the node out of the group, a replica hosted here
-//! came from a join after the loss (it is brought on from there). Before that, the node is
-//! removed first whatever it hosts: a replica may have been created after the loss by a
-//! `JoinGroup` planned before it (an operator's job, given up, whose request arrived late),
-//! and trusting it would make a voter of a replica that remembers none of its votes.
+//! node may have been their member with a disk it no longer has. The job is resumable: a
+//! replica hosted here came from an earlier join of this store (it is brought on from there),
+//! none means the node is removed first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -95,9 +92,8 @@ async fn rejoin(context: RejoinContext, group: GroupId, members: Vec<NodeId>) {
     tracing::warn!(%node, %group,
         "this store is newer than the group: its replica here was lost; rejoining through \
          the group's leader (removed, then added back as a learner and promoted)");
-    let mut seen_out = false;
     loop {
-        match attempt(&context, group, &mut seen_out).await {
+        match attempt(&context, group).await {
             Ok(view) => {
                 tracing::info!(%node, %group, voters = ?view.voters, "rejoined the group");
                 return;
@@ -110,12 +106,7 @@ async fn rejoin(context: RejoinContext, group: GroupId, members: Vec<NodeId>) {
     }
 }
 
-/// One attempt; `seen_out` is set once a view shows the node out of the group.
-async fn attempt(
-    context: &RejoinContext,
-    group: GroupId,
-    seen_out: &mut bool,
-) -> Result<LeaderView, String> {
+async fn attempt(context: &RejoinContext, group: GroupId) -> Result<LeaderView, String> {
     let node = context.node;
     let hosted = match context
         .store
@@ -128,65 +119,16 @@ async fn attempt(
     };
     let deadline = Instant::now() + ATTEMPT_MAX;
     let driver = MembershipDriver::new(context.directory.all(), context.call_timeout);
-    let job = rejoin_job(node, hosted, *seen_out);
+    let mut job = MembershipJob::add(node);
+    if hosted {
+        job.joined(node);
+    } else {
+        job = job.lost(node);
+    }
     let report = |view: &LeaderView, step: &MembershipStep| {
-        if !view.voters.contains(&node) && !view.learners.contains(&node) {
-            *seen_out = true;
-        }
         if *step != MembershipStep::Wait {
             tracing::info!(%node, %group, leader = %view.leader, ?step, "rejoining");
         }
     };
     driver.run(group, job, deadline, report).await.map_err(|error| error.to_string())
-}
-
-/// The job of a rejoin attempt: a replica hosted here is brought on only once a view showed
-/// the node out of the group (see the module documentation); otherwise the node is lost.
-fn rejoin_job(node: NodeId, hosted: bool, seen_out: bool) -> MembershipJob {
-    if hosted && seen_out {
-        let mut job = MembershipJob::add(node);
-        job.joined(node);
-        job
-    } else {
-        MembershipJob::add(node).lost(node)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use mosaic_raft::{LogIndex, Term};
-
-    use super::*;
-
-    fn view(voters: &[u64]) -> LeaderView {
-        LeaderView {
-            leader: NodeId(1),
-            term: Term(5),
-            commit: LogIndex(9),
-            applied: LogIndex(9),
-            voters: voters.iter().copied().map(NodeId).collect(),
-            learners: BTreeSet::new(),
-            matched: BTreeMap::new(),
-            changing: false,
-        }
-    }
-
-    /// Found in review: a `JoinGroup` planned before the loss and arriving after it creates a
-    /// replica here while the node is still a voter; taken for this store's own join, the
-    /// rejoin would have ended at once with a voter that remembers none of its votes.
-    #[test]
-    fn a_replica_hosted_before_the_node_was_seen_out_is_not_trusted() {
-        let node = NodeId(3);
-        let remove = MembershipStep::Change {
-            change: mosaic_raft::ConfChange::RemoveNode(node),
-            unchanged_since: LogIndex(9),
-        };
-        assert_eq!(rejoin_job(node, true, false).next(&view(&[1, 2, 3])), remove);
-        assert_eq!(rejoin_job(node, false, false).next(&view(&[1, 2, 3])), remove);
-        // Seen out by this process: what is hosted came from its own join.
-        let mut job = rejoin_job(node, true, true);
-        let add = mosaic_raft::ConfChange::AddLearner(node);
-        let step = MembershipStep::Change { change: add, unchanged_since: LogIndex(9) };
-        assert_eq!(job.next(&view(&[1, 2])), step);
-    }
 }
