@@ -244,6 +244,10 @@ fn exit_code_for(error: &ClientError, is_write: bool) -> u8 {
 fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFlags) -> String {
     let advice = match error {
         ClientError::InvalidArgument { .. } => "fix the request; retrying it will not help",
+        ClientError::SessionExpired { .. } => {
+            "the write may or may not have been applied (not twice): read the key to check \
+             before retrying"
+        }
         _ if is_write && error.outcome() == WriteOutcome::Unknown => {
             "the write may or may not have been applied: read the key to check before retrying"
         }

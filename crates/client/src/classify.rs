@@ -15,6 +15,7 @@
 //! | `WrongGroup` | refresh routing, after a backoff (again, with backoffs, while the routing is older than the node's configuration) | no |
 //! | `GroupNotHosted` | refresh routing, next member, after a backoff | no |
 //! | `ShardNotReady`, `ServerBusy` | same node, after a backoff | no |
+//! | `SessionExpired` | if no earlier attempt may have been applied: the same node at once, starting a new session; otherwise fail, outcome unknown | no |
 //! | `Timeout` (the node's) | same node, after a backoff | yes |
 //! | `InvalidArgument` | fail at once | no |
 //! | no detail, code `OutOfRange` (a message over a size limit) | fail at once | no |
@@ -78,6 +79,8 @@ pub(crate) enum Failure {
     ShardNotReady,
     /// The node is overloaded and refused the request without queueing it.
     ServerBusy,
+    /// A write that expected its session found none in the shard (evicted): not applied.
+    SessionExpired,
     /// The node did not answer in time; a write may be in its log.
     ServerTimeout,
     /// The request is malformed.
@@ -109,6 +112,11 @@ pub(crate) enum Action {
     RefreshRouting,
     /// As [`Action::RefreshRouting`], but skip the node that answered.
     RefreshRoutingNextMember,
+    /// The write's session is gone: if no earlier attempt may have been applied, send it again
+    /// at once to the same node without expecting the session (a new one starts); otherwise
+    /// give up with an unknown outcome (the write may have been applied before the session
+    /// was evicted, and nothing can tell).
+    RenewSession,
     /// Give up: retrying cannot help.
     Fail,
 }
@@ -127,6 +135,7 @@ impl Failure {
             Self::WrongGroup { .. } => Action::RefreshRouting,
             Self::GroupNotHosted { .. } => Action::RefreshRoutingNextMember,
             Self::ShardNotReady | Self::ServerBusy | Self::ServerTimeout => Action::SameNode,
+            Self::SessionExpired => Action::RenewSession,
             Self::InvalidArgument { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. } => Action::Fail,
@@ -145,6 +154,7 @@ impl Failure {
             | Self::GroupNotHosted { .. }
             | Self::ShardNotReady
             | Self::ServerBusy
+            | Self::SessionExpired
             | Self::InvalidArgument { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. }
@@ -159,6 +169,7 @@ impl Failure {
             self,
             Self::ShardNotReady
                 | Self::ServerBusy
+                | Self::SessionExpired
                 | Self::ServerTimeout
                 | Self::WrongGroup { .. }
                 | Self::UnknownConfig { .. }
@@ -183,6 +194,7 @@ impl fmt::Display for Failure {
             Self::GroupNotHosted { group } => write!(f, "it hosts no replica of group {group}"),
             Self::ShardNotReady => write!(f, "the shard's data has not arrived yet"),
             Self::ServerBusy => write!(f, "overloaded"),
+            Self::SessionExpired => write!(f, "the client's session in the shard expired"),
             Self::ServerTimeout => write!(f, "it timed out"),
             Self::InvalidArgument { reason } => write!(f, "invalid request: {reason}"),
             Self::UnknownConfig { num, message } => {
@@ -251,6 +263,7 @@ fn classify_detail(kind: Kind) -> Failure {
         }
         Kind::ShardNotReady(pb::ShardNotReady {}) => Failure::ShardNotReady,
         Kind::ServerBusy(pb::ServerBusy {}) => Failure::ServerBusy,
+        Kind::SessionExpired(pb::SessionExpired {}) => Failure::SessionExpired,
         Kind::Timeout(pb::Timeout {}) => Failure::ServerTimeout,
         Kind::InvalidArgument(pb::InvalidArgument { reason }) => {
             Failure::InvalidArgument { reason }
@@ -409,6 +422,16 @@ mod tests {
         let failure = classify_status(&status);
         assert_eq!(failure, Failure::InvalidArgument { reason: "the key is empty".into() });
         assert_eq!(failure.action(), Action::Fail);
+        assert!(!failure.may_have_applied());
+    }
+
+    #[test]
+    fn an_expired_session_renews_it_and_applied_nothing() {
+        let status =
+            status_with(Code::FailedPrecondition, Kind::SessionExpired(pb::SessionExpired {}));
+        let failure = classify_status(&status);
+        assert_eq!(failure, Failure::SessionExpired);
+        assert_eq!(failure.action(), Action::RenewSession);
         assert!(!failure.may_have_applied());
     }
 

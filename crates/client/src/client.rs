@@ -295,9 +295,14 @@ impl<S: RoutingSource> Inner<S> {
 
             progress.attempts += 1;
             let attempt_timeout = options.attempt_timeout.min(remaining);
-            let sent = self.send(&target, prepared.request(route), attempt_timeout);
+            let expects_session = lease.as_ref().is_some_and(|lease| lease.knows_session(shard));
+            let request = prepared.request(route, expects_session);
+            let sent = self.send(&target, request, attempt_timeout);
             let failure = match tokio::time::timeout(attempt_timeout, sent).await {
                 Ok(Ok(reply)) => {
+                    if let Some(lease) = lease.as_mut() {
+                        lease.session_exists(shard);
+                    }
                     if operation.success_proves_leader() {
                         self.remember_leader(&routing, group, target.node);
                     }
@@ -338,6 +343,19 @@ impl<S: RoutingSource> Inner<S> {
                 Action::SameNode => next_target = Some(target),
                 Action::RefreshRouting => refresh = Some(None),
                 Action::RefreshRoutingNextMember => refresh = Some(Some(target.node)),
+                Action::RenewSession => {
+                    // The session is gone: the lane's next write starts a new one (found in
+                    // review: a lane that kept expecting it was refused on every write).
+                    if let Some(lease) = lease.as_mut() {
+                        lease.session_expired(shard);
+                    }
+                    // Applied before the eviction, this write must not be applied again.
+                    if progress.may_have_applied() {
+                        return Err(progress.failed(failure));
+                    }
+                    pause = false;
+                    next_target = Some(target);
+                }
             }
             followed_leader_last = !pause;
 
@@ -555,6 +573,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::test_support::fake_node::{FakeNode, session_expired};
     use crate::test_support::{closed_port_address, silent_listener};
 
     fn fast_options() -> ClientOptions {
@@ -579,6 +598,43 @@ mod tests {
     fn routing_of(members: &[u64]) -> Routing {
         let nodes = members.iter().map(|id| (NodeId(*id), format!("h{id}:1"))).collect();
         Routing::single_group(GroupId(1), nodes, 1).unwrap()
+    }
+
+    /// A lane says it expects its session in a shard once a write of it there was answered;
+    /// told the session expired, it sends the write again without (a new session starts).
+    #[tokio::test]
+    async fn a_lane_expects_its_session_where_it_wrote_and_renews_an_expired_one() {
+        let node = FakeNode::start().await;
+        let client = client_of(&[node.address()], fast_options());
+        client.put("k", "1").await.unwrap();
+        client.put("k", "2").await.unwrap();
+        node.refuse_next(session_expired());
+        client.put("k", "3").await.unwrap();
+        client.put("k", "4").await.unwrap();
+        let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
+        assert_eq!(expected, [false, true, true, false, true]);
+        let value = client.get("k", pb::Consistency::Linearizable).await.unwrap();
+        assert_eq!(value.as_deref(), Some(&b"4"[..]));
+    }
+
+    /// An earlier attempt may have been applied before the session was evicted: the write
+    /// is not sent again (it could apply twice) and ends with an unknown outcome.
+    #[tokio::test]
+    async fn an_expired_session_after_an_attempt_that_may_have_applied_leaves_the_outcome_unknown()
+    {
+        let node = FakeNode::start().await;
+        let client = client_of(&[node.address()], fast_options());
+        client.put("k", "1").await.unwrap();
+        let unknown = pb::OutcomeUnknown { leader_node: None, leader_address: String::new() };
+        node.refuse_next(pb::error_detail::Kind::OutcomeUnknown(unknown));
+        node.refuse_next(session_expired());
+        let error = client.put("k", "2").await.unwrap_err();
+        assert_eq!(error, ClientError::SessionExpired { outcome: WriteOutcome::Unknown });
+        assert_eq!(node.received().len(), 3, "{:?}", node.received());
+        // The lane starts a new session with its next write.
+        client.put("k", "3").await.unwrap();
+        let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
+        assert_eq!(expected, [false, true, true, false]);
     }
 
     #[test]

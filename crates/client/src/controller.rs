@@ -381,6 +381,9 @@ impl Inner {
                     (hint.address, false)
                 }
                 Action::SameNode => (target, true),
+                // Storage nodes answer it; a controller replica that did would be of another
+                // kind: nothing here can renew its session.
+                Action::RenewSession => return Err(progress.failed(failure)),
                 // No routing to refresh here: a replica that names no leader, or says it hosts
                 // no controller group, is left for the next one.
                 Action::FollowLeader(_)

@@ -55,6 +55,15 @@ pub enum ClientError {
         /// nodes disagree about what is valid).
         outcome: WriteOutcome,
     },
+    /// The write's session in its shard was evicted (the group keeps a bounded number of
+    /// sessions per shard) after an earlier attempt of the write was sent that may have been
+    /// applied: the node refused to apply it again, so its outcome is unknown (it was not
+    /// applied twice). Always [`WriteOutcome::Unknown`].
+    #[error("the write's session expired after an attempt that may have been applied")]
+    SessionExpired {
+        /// Whether the write may have been applied.
+        outcome: WriteOutcome,
+    },
     /// The operation's deadline ([`crate::ClientOptions::timeout`]) passed before any node
     /// (or controller replica) gave a final answer.
     #[error(
@@ -144,6 +153,7 @@ impl ClientError {
             Self::InvalidArgument { outcome, .. }
             | Self::Timeout { outcome, .. }
             | Self::ShardUnassigned { outcome, .. }
+            | Self::SessionExpired { outcome }
             | Self::MalformedResponse { outcome, .. } => *outcome,
             Self::Routing { .. }
             | Self::UnknownConfig { .. }
@@ -186,6 +196,11 @@ impl Progress {
         self.last_failure = format!("{place}: {failure}");
     }
 
+    /// Whether an earlier attempt of the write may have been applied.
+    pub(crate) fn may_have_applied(&self) -> bool {
+        self.may_have_applied
+    }
+
     /// Whether the write may have been applied so far.
     pub(crate) fn outcome(&self) -> WriteOutcome {
         if self.may_have_applied { WriteOutcome::Unknown } else { WriteOutcome::NotApplied }
@@ -209,6 +224,7 @@ impl Progress {
             Failure::InvalidArgument { reason } => {
                 ClientError::InvalidArgument { reason, outcome: self.outcome() }
             }
+            Failure::SessionExpired => ClientError::SessionExpired { outcome: self.outcome() },
             other => {
                 ClientError::InvalidArgument { reason: other.to_string(), outcome: self.outcome() }
             }

@@ -101,8 +101,10 @@ impl Prepared {
         &self.operation
     }
 
-    /// The request of an attempt routed by `route`. Payloads are shared, not copied.
-    pub(crate) fn request(&self, route: Route) -> WireRequest {
+    /// The request of an attempt routed by `route`; a write says whether its client expects
+    /// its session in the shard to exist ([`crate::session`]). Payloads are shared, not
+    /// copied.
+    pub(crate) fn request(&self, route: Route, expects_session: bool) -> WireRequest {
         let Route { group, shard, config_num } = route;
         let (group_id, shard_id) = (group.0, shard.0);
         let (client_id, seq) = self.session.map_or((0, 0), |s| (s.client_id.0, s.seq));
@@ -114,6 +116,7 @@ impl Prepared {
             value: value.clone(),
             client_id,
             seq,
+            expects_session,
         };
         match &self.operation {
             Operation::Get { key, consistency } => WireRequest::Get(pb::GetRequest {
@@ -157,8 +160,8 @@ mod tests {
         let put = Operation::Put { key: Bytes::from("k"), value: Bytes::from("v") };
         let prepared = Prepared::new(put, Some(lease.next_session()));
         // A retry may go to another group under a newer configuration; the session stays.
-        let first = prepared.request(route(1, 1));
-        let retry = prepared.request(route(2, 5));
+        let first = prepared.request(route(1, 1), false);
+        let retry = prepared.request(route(2, 5), true);
         assert_eq!(session_of(&first), session_of(&retry));
         let WireRequest::Put(retry) = retry else { panic!("a put sends a WriteRequest") };
         assert_eq!((retry.group_id, retry.shard_id, retry.config_num), (2, 3, 5));
@@ -175,7 +178,7 @@ mod tests {
         ] {
             let mut lease = pool.checkout().unwrap();
             let prepared = Prepared::new(operation, Some(lease.next_session()));
-            sessions.push(session_of(&prepared.request(route(1, 1))));
+            sessions.push(session_of(&prepared.request(route(1, 1), false)));
         }
         let client_id = sessions[0].0;
         assert_ne!(client_id, 0);
@@ -187,7 +190,7 @@ mod tests {
         let get = Operation::Get { key: Bytes::from("k"), consistency: pb::Consistency::Lease };
         let session = Session { client_id: ClientId(9), seq: 4 };
         let prepared = Prepared::new(get, Some(session));
-        let WireRequest::Get(request) = prepared.request(route(1, 2)) else {
+        let WireRequest::Get(request) = prepared.request(route(1, 2), false) else {
             panic!("a get sends a GetRequest")
         };
         assert_eq!(request.consistency, i32::from(pb::Consistency::Lease));

@@ -13,15 +13,25 @@
 //! - a lane's seqs only grow, so the next operation on a lane always carries a greater seq than
 //!   any earlier one on it.
 //!
+//! A group keeps a bounded number of sessions per shard and evicts the least recently written
+//! (`mosaic_shardkv::session`). A lane remembers the shards where its session exists (a write
+//! of it there was answered) and says so on every later write there
+//! ([`LaneLease::knows_session`], the request's `expects_session`): a group that evicted the
+//! session then refuses the write (`SessionExpired`) instead of applying what may be a retry
+//! of a write applied before the eviction. The first write of a lane to a shard cannot say
+//! so: a retry of it after an eviction that came between its attempts could still apply twice.
+//!
 //! Invariant: the pool creates a lane only when none is free, so the number of lanes never
-//! exceeds the peak number of concurrent leases. Client ids are drawn from the operating
+//! exceeds the peak number of concurrent leases; a lane remembers at most one entry per
+//! shard. Client ids are drawn from the operating
 //! system's random number generator (never 0), so that clients of different processes do not
 //! collide.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use mosaic_engine::ClientId;
+use mosaic_engine::{ClientId, ShardId};
 use rand::TryRng as _;
 use rand::rngs::SysRng;
 
@@ -43,6 +53,8 @@ struct Lane {
     /// The seq the next write on this lane takes. Starts at 1 (a node that has applied nothing
     /// for a client has highest seq 0).
     next_seq: u64,
+    /// The shards where this lane's session exists, as far as it knows.
+    sessions: BTreeSet<ShardId>,
 }
 
 /// Returns a client id drawn from the operating system's random number generator, so that
@@ -80,7 +92,7 @@ impl SessionPool {
             None => {
                 let client_id = random_client_id()?;
                 self.lanes_created.fetch_add(1, Ordering::Relaxed);
-                Lane { client_id, next_seq: 1 }
+                Lane { client_id, next_seq: 1, sessions: BTreeSet::new() }
             }
         };
         Ok(LaneLease { pool: self, lane: Some(lane) })
@@ -104,10 +116,30 @@ pub(crate) struct LaneLease<'pool> {
 impl LaneLease<'_> {
     /// Takes the lane's next seq, for one write (all of whose attempts carry it).
     pub(crate) fn next_session(&mut self) -> Session {
-        let lane = self.lane.as_mut().expect("a lease holds its lane until dropped");
+        let lane = self.lane_mut();
         let session = Session { client_id: lane.client_id, seq: lane.next_seq };
         lane.next_seq += 1;
         session
+    }
+
+    /// Whether the lane's session in `shard` exists, as far as it knows (a write of it there
+    /// was answered, and no node said the session expired since).
+    pub(crate) fn knows_session(&self, shard: ShardId) -> bool {
+        self.lane.as_ref().expect("a lease holds its lane until dropped").sessions.contains(&shard)
+    }
+
+    /// A write of this lane to `shard` was answered: its session exists there.
+    pub(crate) fn session_exists(&mut self, shard: ShardId) {
+        self.lane_mut().sessions.insert(shard);
+    }
+
+    /// A node said the lane's session in `shard` expired.
+    pub(crate) fn session_expired(&mut self, shard: ShardId) {
+        self.lane_mut().sessions.remove(&shard);
+    }
+
+    fn lane_mut(&mut self) -> &mut Lane {
+        self.lane.as_mut().expect("a lease holds its lane until dropped")
     }
 }
 
@@ -134,6 +166,19 @@ mod tests {
         assert_eq!(ids.len(), 8, "client ids {ids:?}");
         assert!(!ids.contains(&ClientId(0)));
         assert_eq!(pool.lanes_created(), 8);
+    }
+
+    #[test]
+    fn a_lane_remembers_the_shards_its_session_exists_in_until_one_expires() {
+        let pool = SessionPool::default();
+        let mut lease = pool.checkout().unwrap();
+        assert!(!lease.knows_session(ShardId(3)));
+        lease.session_exists(ShardId(3));
+        drop(lease);
+        let mut lease = pool.checkout().unwrap();
+        assert!(lease.knows_session(ShardId(3)) && !lease.knows_session(ShardId(4)));
+        lease.session_expired(ShardId(3));
+        assert!(!lease.knows_session(ShardId(3)));
     }
 
     #[test]

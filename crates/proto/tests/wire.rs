@@ -44,6 +44,7 @@ fn kv_requests_round_trip_with_their_routing_fields() {
         value: Bytes::from_static(b"value"),
         client_id: 99,
         seq: 5,
+        expects_session: true,
     };
     assert_eq!(round_trip(&write), write);
 }

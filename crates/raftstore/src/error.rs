@@ -1,7 +1,7 @@
 //! The errors of the node runtime. Every variant a client acts on carries the hint it needs
 //! (DESIGN.md "Errors on the wire"); the server converts them to `tonic::Status` in one place.
 
-use mosaic_engine::GroupId;
+use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 
 /// The result type of this crate.
@@ -50,6 +50,17 @@ pub enum Error {
     /// The group owns the shard but its data has not arrived yet; retry shortly.
     #[error("shard not ready (migration in progress)")]
     ShardNotReady,
+    /// A write that expected its client's session in the shard found none: the session was
+    /// evicted (or never existed). The write was not applied. An earlier attempt of it may
+    /// have been, before the eviction: its outcome is unknown unless no earlier attempt was
+    /// sent; a later write starts a new session (without expecting one).
+    #[error("session expired: shard {shard} has no session of client {client}")]
+    SessionExpired {
+        /// The shard.
+        shard: ShardId,
+        /// The client.
+        client: ClientId,
+    },
     /// A queue or a limit is full; retry after a short backoff.
     #[error("server busy: {reason}")]
     ServerBusy {

@@ -105,6 +105,7 @@ impl KvService {
             shard: ShardId(r.shard_id),
             key: r.key,
             value: r.value,
+            expects_session: r.expects_session,
         };
         let group = GroupId(r.group_id);
         let proposal = write.into();

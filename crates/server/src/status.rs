@@ -106,6 +106,9 @@ pub fn to_status(error: &Error, directory: &Directory) -> Status {
             (Code::FailedPrecondition, Kind::WrongGroup(pb::WrongGroup { config_num: *config_num }))
         }
         Error::ShardNotReady => (Code::Unavailable, Kind::ShardNotReady(pb::ShardNotReady {})),
+        Error::SessionExpired { .. } => {
+            (Code::FailedPrecondition, Kind::SessionExpired(pb::SessionExpired {}))
+        }
         Error::ServerBusy { .. } => (Code::ResourceExhausted, Kind::ServerBusy(pb::ServerBusy {})),
         Error::InvalidArgument { reason } => (
             Code::InvalidArgument,
@@ -172,6 +175,10 @@ mod tests {
             Error::GroupNotFound { group: GroupId(1) },
             Error::WrongGroup { config_num: 3 },
             Error::ShardNotReady,
+            Error::SessionExpired {
+                shard: mosaic_engine::ShardId(2),
+                client: mosaic_engine::ClientId(7),
+            },
             Error::ServerBusy { reason: "x".into() },
             Error::InvalidArgument { reason: "x".into() },
             Error::Timeout,

@@ -111,6 +111,7 @@ impl TestCluster {
                 value: Bytes::copy_from_slice(value.as_bytes()),
                 client_id,
                 seq,
+                expects_session: false,
             };
             match kv.put(request).await {
                 Ok(_) => return,
@@ -247,6 +248,7 @@ async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
         value: Bytes::from(value),
         client_id: 1,
         seq: 2,
+        expects_session: true,
     };
     let too_big = kv.put(put("k", vec![0; 65], GROUP)).await.unwrap_err();
     assert_eq!(too_big.code(), tonic::Code::InvalidArgument);

@@ -2,8 +2,10 @@
 //!
 //! Every entry starts with `version u8 (1) ‖ kind u8`. Kinds 1 put, 2 append and 3 delete are
 //! client writes ([`KvWrite`]): `client u64 ‖ seq u64 ‖ shard u32 ‖ key length u32 ‖ key ‖
-//! value`, the value (the rest of the entry) empty for a delete. Kinds 4 to 7 move shards
-//! between groups ([`crate::migration`]). All integers are big-endian. The version byte lets
+//! value`, the value (the rest of the entry) empty for a delete; kinds 9, 10 and 11 are the
+//! same writes from a client that expects its session to exist
+//! ([`KvWrite::expects_session`]). Kinds 4 to 8 move shards between groups
+//! ([`crate::migration`]). All integers are big-endian. The version byte lets
 //! a later format be told apart; a reader refuses what it does not know instead of guessing.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,6 +17,8 @@ use crate::migration::MigrationCommand;
 pub const COMMAND_VERSION: u8 = 1;
 
 const HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4;
+/// Added to a write's kind when it expects its session.
+const EXPECTS_SESSION_KIND: u8 = 8;
 
 /// What a write does to its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,11 @@ pub struct KvWrite {
     pub key: Bytes,
     /// The value (empty for a delete).
     pub value: Bytes,
+    /// The client knows its session in this shard exists: an earlier write of this client to
+    /// the shard was answered. If the group has no such session (evicted, [`crate::session`]), the write is refused
+    /// ([`mosaic_raftstore::Error::SessionExpired`]) instead of applied: it may be the retry
+    /// of a write applied before the eviction.
+    pub expects_session: bool,
 }
 
 /// A command of a storage group's log.
@@ -82,7 +91,7 @@ impl KvCommand {
     /// [`DecodeError`] for anything [`KvCommand::encode`] does not write.
     pub fn decode(data: &Bytes) -> Result<Self, DecodeError> {
         match data.get(1) {
-            Some(1..=3) | None => KvWrite::decode(data).map(Self::Write),
+            Some(1..=3 | 9..=11) | None => KvWrite::decode(data).map(Self::Write),
             Some(_) => MigrationCommand::decode(data).map(Self::Migration),
         }
     }
@@ -104,11 +113,12 @@ impl KvWrite {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(HEADER_BYTES + self.key.len() + self.value.len());
         out.put_u8(COMMAND_VERSION);
-        out.put_u8(match self.kind {
+        let kind = match self.kind {
             WriteKind::Put => 1,
             WriteKind::Append => 2,
             WriteKind::Delete => 3,
-        });
+        };
+        out.put_u8(if self.expects_session { kind + EXPECTS_SESSION_KIND } else { kind });
         out.put_u64(self.client.0);
         out.put_u64(self.seq);
         out.put_u32(self.shard.0);
@@ -131,10 +141,11 @@ impl KvWrite {
         if header[0] != COMMAND_VERSION {
             return Err(DecodeError(format!("unknown command version {}", header[0])));
         }
+        let expects_session = header[1] > EXPECTS_SESSION_KIND;
         let kind = match header[1] {
-            1 => WriteKind::Put,
-            2 => WriteKind::Append,
-            3 => WriteKind::Delete,
+            1 | 9 => WriteKind::Put,
+            2 | 10 => WriteKind::Append,
+            3 | 11 => WriteKind::Delete,
             other => return Err(DecodeError(format!("unknown write kind {other}"))),
         };
         let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().expect("8"));
@@ -155,6 +166,7 @@ impl KvWrite {
             shard: ShardId(u32_at(18)),
             key: data.slice(HEADER_BYTES..key_end),
             value,
+            expects_session,
         })
     }
 }
@@ -173,6 +185,7 @@ mod tests {
             shard: ShardId(63),
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::copy_from_slice(value.as_bytes()),
+            expects_session: false,
         }
     }
 
@@ -183,7 +196,9 @@ mod tests {
             write(WriteKind::Append, "", "tail"),
             write(WriteKind::Delete, "gone", ""),
         ] {
+            let expecting = KvWrite { expects_session: true, ..command.clone() };
             assert_eq!(KvWrite::decode(&command.encode()), Ok(command));
+            assert_eq!(KvCommand::decode(&expecting.encode()), Ok(KvCommand::Write(expecting)));
         }
     }
 
@@ -193,12 +208,21 @@ mod tests {
         let mut bad_version = good.to_vec();
         bad_version[0] = 2;
         let mut bad_kind = good.to_vec();
-        bad_kind[1] = 9;
+        bad_kind[1] = 12;
         let mut long_key = good.to_vec();
         long_key[22..26].copy_from_slice(&1000u32.to_be_bytes());
         let mut delete_with_value = good.to_vec();
         delete_with_value[1] = 3;
-        for bad in [bad_version, bad_kind, long_key, delete_with_value, good[..10].to_vec()] {
+        let mut expecting_delete_with_value = good.to_vec();
+        expecting_delete_with_value[1] = 11;
+        for bad in [
+            bad_version,
+            bad_kind,
+            long_key,
+            delete_with_value,
+            expecting_delete_with_value,
+            good[..10].to_vec(),
+        ] {
             assert!(KvWrite::decode(&Bytes::from(bad.clone())).is_err(), "{bad:02x?} decoded");
         }
     }
@@ -214,12 +238,13 @@ mod tests {
             kind in 0u8..3, client: u64, seq: u64, shard: u32,
             key in proptest::collection::vec(any::<u8>(), 0..40),
             value in proptest::collection::vec(any::<u8>(), 0..40),
+            expects_session: bool,
         ) {
             let kind = [WriteKind::Put, WriteKind::Append, WriteKind::Delete][kind as usize];
             let value = if kind == WriteKind::Delete { Vec::new() } else { value };
             let command = KvWrite {
                 kind, client: ClientId(client), seq, shard: ShardId(shard),
-                key: Bytes::from(key), value: Bytes::from(value),
+                key: Bytes::from(key), value: Bytes::from(value), expects_session,
             };
             prop_assert_eq!(KvWrite::decode(&command.encode()), Ok(command));
         }

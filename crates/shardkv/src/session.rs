@@ -3,10 +3,12 @@
 //!
 //! Sessions are bounded by a rule every replica applies alike, through the log: a shard keeps
 //! at most [`SESSIONS_PER_SHARD_MAX`] sessions, and recording one more evicts the session least
-//! recently written (smallest log index; ties by client id). No clock is involved. A client
-//! whose session was evicted and which then retries an old write could have it applied twice;
-//! that needs more than `SESSIONS_PER_SHARD_MAX` other clients writing the same shard in
-//! between, and the client library bounds its retries by a deadline.
+//! recently written (smallest log index; ties by client id). No clock is involved. A write that
+//! expects its session ([`crate::KvWrite::expects_session`]) and finds none is refused, not
+//! applied: it may be the retry of a write applied before the eviction. A client's first write
+//! to a shard cannot expect a session; a retry of it after an eviction between its attempts
+//! (more than `SESSIONS_PER_SHARD_MAX` other clients writing the shard meanwhile) could still
+//! apply twice (docs/raftstore.md).
 //!
 //! Invariant: `by_age[shard]` holds exactly `(last_index, client)` of every session of `shard`
 //! in `sessions`.

@@ -233,8 +233,14 @@ impl KvStateMachine {
     ) -> Result<WriteOutcome> {
         let group = self.group;
         self.check_serves(write.shard)?;
-        if self.sessions.get(write.shard, write.client).is_some_and(|s| write.seq <= s.seq) {
-            return Ok(WriteOutcome { index, duplicate: true });
+        match self.sessions.get(write.shard, write.client) {
+            Some(session) if write.seq <= session.seq => {
+                return Ok(WriteOutcome { index, duplicate: true });
+            }
+            None if write.expects_session => {
+                return Err(Error::SessionExpired { shard: write.shard, client: write.client });
+            }
+            _ => {}
         }
         let new_value = match write.kind {
             WriteKind::Put => Some(write.value),

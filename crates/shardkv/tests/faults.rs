@@ -76,6 +76,7 @@ fn run(seed: u64) {
                     shard: harness::shard_of(key),
                     key: bytes::Bytes::copy_from_slice(key.as_bytes()),
                     value: bytes::Bytes::copy_from_slice(token.as_bytes()),
+                    expects_session: false,
                 };
                 let node = NodeId(members[rng.below(3) as usize]);
                 let mut op = Op {

@@ -72,6 +72,27 @@ impl Node {
         answer
     }
 
+    /// Both groups go from `previous` to `next`, which moves `shard` from `from` to `to`: the
+    /// pull, the old owner's deletion and the new owner's confirmation.
+    fn move_shard(
+        &mut self,
+        previous: &Configuration,
+        next: &Configuration,
+        shard: u32,
+        from: GroupId,
+        to: GroupId,
+    ) {
+        for group in [G1, G2] {
+            assert_eq!(self.migrate(group, reconfigure(previous, next)), MigrationOutcome::Done);
+        }
+        self.pull(next.num.0, shard, from, to, 1 << 20);
+        let (num, shard) = (next.num, ShardId(shard));
+        let delete = MigrationCommand::DeleteShard { num, shard };
+        assert_eq!(self.migrate(from, delete), MigrationOutcome::Done);
+        let confirm = MigrationCommand::ConfirmHandoff { num, shard };
+        assert_eq!(self.migrate(to, confirm), MigrationOutcome::Done);
+    }
+
     /// A node whose replica of `group` applied every entry this node's did: the first
     /// `separately` one batch each, then all the others in one batch (a replica that fell
     /// behind there and caught up the rest of the log at once).
@@ -117,6 +138,7 @@ impl Node {
             shard: ShardId(shard),
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::copy_from_slice(value.as_bytes()),
+            expects_session: false,
         };
         match self.apply(group, write)? {
             Applied::Write(outcome) => Ok(outcome),
@@ -377,14 +399,7 @@ fn a_replica_that_applies_a_shard_leaving_and_returning_in_one_batch_agrees_with
     node.write(G1, 1, 1, 2, "k", "old").expect("served");
     let behind_from = node.logs[&G1].len();
 
-    for group in [G1, G2] {
-        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
-    }
-    node.pull(2, 2, G1, G2, 1 << 20);
-    let delete = MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(2) };
-    assert_eq!(node.migrate(G1, delete), MigrationOutcome::Done);
-    let confirm = MigrationCommand::ConfirmHandoff { num: ConfigNum(2), shard: ShardId(2) };
-    assert_eq!(node.migrate(G2, confirm), MigrationOutcome::Done);
+    node.move_shard(&c1, &c2, 2, G1, G2);
     let remove = KvWrite {
         kind: WriteKind::Delete,
         client: ClientId(2),
@@ -392,17 +407,11 @@ fn a_replica_that_applies_a_shard_leaving_and_returning_in_one_batch_agrees_with
         shard: ShardId(2),
         key: Bytes::from("k"),
         value: Bytes::new(),
+        expects_session: false,
     };
     assert!(matches!(node.apply(G2, remove), Ok(Applied::Write(_))));
 
-    for group in [G1, G2] {
-        assert_eq!(node.migrate(group, reconfigure(&c2, &c3)), MigrationOutcome::Done);
-    }
-    node.pull(3, 2, G2, G1, 1 << 20);
-    let delete = MigrationCommand::DeleteShard { num: ConfigNum(3), shard: ShardId(2) };
-    assert_eq!(node.migrate(G2, delete), MigrationOutcome::Done);
-    let confirm = MigrationCommand::ConfirmHandoff { num: ConfigNum(3), shard: ShardId(2) };
-    assert_eq!(node.migrate(G1, confirm), MigrationOutcome::Done);
+    node.move_shard(&c2, &c3, 2, G2, G1);
     node.write(G1, 3, 1, 2, "k", "new").expect("served");
     assert_eq!(node.read(G1, 2, "k"), Ok(Some(Bytes::from("new"))));
 
@@ -531,4 +540,35 @@ fn an_old_owner_keeps_nothing_of_the_shards_it_handed_off() {
     assert!(left < 256, "group 1 keeps {left} bytes of shards it handed off");
     assert!(moved >= held - left, "group 2 holds {moved} bytes, group 1 held {held}");
     assert_eq!(node.read(G2, 3, "key-3"), Ok(Some(Bytes::from(value))));
+}
+
+/// A write that expects its client's session (a retry, or any later write of a client that
+/// wrote the shard before) is refused once the session was evicted, instead of applied again;
+/// the client's next write starts a new session.
+#[test]
+fn a_write_that_expects_an_evicted_session_is_refused_and_not_applied_again() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    assert_eq!(node.migrate(G1, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    let append = |seq: u64, value: &str, expects_session: bool| KvWrite {
+        kind: WriteKind::Append,
+        client: ClientId(1),
+        seq,
+        shard: ShardId(0),
+        key: Bytes::from("k"),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        expects_session,
+    };
+    assert!(matches!(node.apply(G1, append(1, "x", false)), Ok(Applied::Write(_))));
+    assert!(matches!(node.apply(G1, append(2, "y", true)), Ok(Applied::Write(_))));
+    for client in 0..mosaic_shardkv::SESSIONS_PER_SHARD_MAX as u64 {
+        node.write(G1, 1_000 + client, 1, 0, "other", ".").expect("served");
+    }
+    assert_eq!(node.groups[&G1].0.session(ShardId(0), ClientId(1)), None, "evicted");
+
+    let expired = Err(Error::SessionExpired { shard: ShardId(0), client: ClientId(1) });
+    assert_eq!(node.apply(G1, append(2, "y", true)), expired);
+    assert_eq!(node.read(G1, 0, "k"), Ok(Some(Bytes::from("xy"))));
+    assert!(matches!(node.apply(G1, append(3, "z", false)), Ok(Applied::Write(_))));
+    assert_eq!(node.read(G1, 0, "k"), Ok(Some(Bytes::from("xyz"))));
 }

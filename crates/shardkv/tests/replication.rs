@@ -331,6 +331,7 @@ fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
         shard: harness::shard_of("k1"),
         key: bytes::Bytes::from_static(b"k1"),
         value: bytes::Bytes::from_static(b"1,"),
+        expects_session: true,
     };
     // Make the caught-up node the leader, then retry through it.
     cluster.crash(leader, 0);

@@ -34,6 +34,8 @@ pub(crate) struct NodeRequest {
     pub(crate) config_num: u64,
     /// The key.
     pub(crate) key: Bytes,
+    /// Whether a write said it expects its session (false for a read).
+    pub(crate) expects_session: bool,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +98,11 @@ pub(crate) fn shard_not_ready() -> Kind {
     Kind::ShardNotReady(pb::ShardNotReady {})
 }
 
+/// A `SessionExpired` refusal.
+pub(crate) fn session_expired() -> Kind {
+    Kind::SessionExpired(pb::SessionExpired {})
+}
+
 fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
     // Each critical section leaves the state consistent.
     state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -138,6 +145,7 @@ impl Service {
             shard: ShardId(request.shard_id),
             config_num: request.config_num,
             key: request.key.clone(),
+            expects_session: request.expects_session,
         })?;
         match apply(state.values.get(&request.key), request.value) {
             Some(value) => state.values.insert(request.key, value),
@@ -161,6 +169,7 @@ impl Kv for Service {
             shard: ShardId(request.shard_id),
             config_num: request.config_num,
             key: request.key.clone(),
+            expects_session: false,
         })?;
         let value = state.values.get(&request.key).cloned();
         Ok(tonic::Response::new(pb::GetResponse {

@@ -411,6 +411,7 @@ impl Cluster {
             shard: shard_of(key),
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::copy_from_slice(value.as_bytes()),
+            expects_session: false,
         }
     }
 

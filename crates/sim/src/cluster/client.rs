@@ -14,10 +14,15 @@
 //! - every write carries `(client, seq)`, and every retry of it the same pair, so the group
 //!   applies it at most once however often it is sent (6.824 Lab 3), unless the deliberately
 //!   broken `fresh_seq_per_attempt` mode is on;
+//! - a write to a shard where an earlier write of the client was answered says it expects its
+//!   session there (`KvWrite::expects_session`, as `mosaic_client`'s lanes do); no group
+//!   evicts a session in a run (a few clients, thousands of sessions per shard), so a
+//!   `SessionExpired` refusal means a session was lost (a migration that dropped it) and
+//!   fails the run;
 //! - every call and completion is recorded in the [`History`]: a write given up on is
 //!   recorded as unknown (it may still apply later), never as failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use mosaic_client::shard_for_key;
@@ -96,6 +101,8 @@ pub(crate) struct SimClient {
     completed: u64,
     /// The last refusal, for a failure report.
     last_refusal: Option<String>,
+    /// The shards where a write of this client was answered (its session exists there).
+    sessions: BTreeSet<ShardId>,
 }
 
 impl SimClient {
@@ -128,6 +135,7 @@ impl SimClient {
             budget: None,
             completed: 0,
             last_refusal: None,
+            sessions: BTreeSet::new(),
         }
     }
 
@@ -240,6 +248,9 @@ impl SimClient {
                 };
                 match output {
                     Ok(output) => {
+                        if op.write.is_some() {
+                            self.sessions.insert(op.shard);
+                        }
                         history.record_return(op.id, output, io.now);
                         self.finish(io);
                     }
@@ -280,6 +291,7 @@ impl SimClient {
                     shard,
                     key: key.clone(),
                     value,
+                    expects_session: self.sessions.contains(&shard),
                 };
                 (operation, Some(write))
             }
@@ -389,7 +401,7 @@ impl SimClient {
                 self.pause(io);
             }
             Error::ShardNotReady | Error::ServerBusy { .. } => self.pause(io),
-            Error::InvalidArgument { .. } | Error::Engine(_) => {
+            Error::InvalidArgument { .. } | Error::Engine(_) | Error::SessionExpired { .. } => {
                 panic!("client {}: node {target} refused group {group}: {error}", self.index)
             }
         }
