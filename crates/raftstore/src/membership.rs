@@ -23,8 +23,8 @@
 //! such a view would never be removed from the real membership.
 //!
 //! `mosaic admin group add-replica`/`remove-replica`, a storage node whose data directory was
-//! lost (it brings itself back, docs/raftstore.md "Changing a group's membership"), and the simulator's operator
-//! all run this planner.
+//! lost (it brings itself back, docs/raftstore.md "Changing a group's membership"), and the
+//! simulator's operator all run this planner.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,10 +3,10 @@
 //! Every entry starts with `version u8 (1) ‖ kind u8`. Kinds 1 put, 2 append and 3 delete are
 //! client writes ([`KvWrite`]): `client u64 ‖ seq u64 ‖ shard u32 ‖ key length u32 ‖ key ‖
 //! value`, the value (the rest of the entry) empty for a delete; kinds 9, 10 and 11 are the
-//! same writes from a client that expects its session to exist
-//! ([`KvWrite::expects_session`]). Kinds 4 to 8 move shards between groups
-//! ([`crate::migration`]). All integers are big-endian. The version byte lets
-//! a later format be told apart; a reader refuses what it does not know instead of guessing.
+//! same writes from a client that expects its session to exist ([`KvWrite::expects_session`]).
+//! Kinds 4 to 8 move shards between groups ([`crate::migration`]). All integers are
+//! big-endian. The version byte lets a later format be told apart; a reader refuses what it
+//! does not know instead of guessing.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{ClientId, ShardId};
@@ -48,9 +48,9 @@ pub struct KvWrite {
     /// The value (empty for a delete).
     pub value: Bytes,
     /// The client knows its session in this shard exists: an earlier write of this client to
-    /// the shard was answered. If the group has no such session (evicted, [`crate::session`]), the write is refused
-    /// ([`mosaic_raftstore::Error::SessionExpired`]) instead of applied: it may be the retry
-    /// of a write applied before the eviction.
+    /// the shard was answered. If the group has no such session (evicted, [`crate::session`]),
+    /// the write is refused ([`mosaic_raftstore::Error::SessionExpired`]) instead of applied:
+    /// it may be the retry of a write applied before the eviction.
     pub expects_session: bool,
 }
 
@@ -91,10 +91,28 @@ impl KvCommand {
     /// [`DecodeError`] for anything [`KvCommand::encode`] does not write.
     pub fn decode(data: &Bytes) -> Result<Self, DecodeError> {
         match data.get(1) {
-            Some(1..=3 | 9..=11) | None => KvWrite::decode(data).map(Self::Write),
-            Some(_) => MigrationCommand::decode(data).map(Self::Migration),
+            Some(kind) if write_kind(*kind).is_none() => {
+                MigrationCommand::decode(data).map(Self::Migration)
+            }
+            _ => KvWrite::decode(data).map(Self::Write),
         }
     }
+}
+
+/// The write a kind byte stands for, and whether it expects its session; `None` for a kind
+/// that is not a write's.
+fn write_kind(byte: u8) -> Option<(WriteKind, bool)> {
+    let (base, expects_session) = match byte.checked_sub(EXPECTS_SESSION_KIND) {
+        Some(base) if base > 0 => (base, true),
+        _ => (byte, false),
+    };
+    let kind = match base {
+        1 => WriteKind::Put,
+        2 => WriteKind::Append,
+        3 => WriteKind::Delete,
+        _ => return None,
+    };
+    Some((kind, expects_session))
 }
 
 /// Why bytes in a log entry are not a command.
@@ -141,13 +159,8 @@ impl KvWrite {
         if header[0] != COMMAND_VERSION {
             return Err(DecodeError(format!("unknown command version {}", header[0])));
         }
-        let expects_session = header[1] > EXPECTS_SESSION_KIND;
-        let kind = match header[1] {
-            1 | 9 => WriteKind::Put,
-            2 | 10 => WriteKind::Append,
-            3 | 11 => WriteKind::Delete,
-            other => return Err(DecodeError(format!("unknown write kind {other}"))),
-        };
+        let (kind, expects_session) = write_kind(header[1])
+            .ok_or_else(|| DecodeError(format!("unknown write kind {}", header[1])))?;
         let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().expect("8"));
         let u32_at = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4"));
         let key_len = u32_at(22) as usize;

@@ -4,9 +4,9 @@
 //!
 //! A job drives one group's voters to a target set, one change at a time, reading the
 //! leader's status before every step (each storage node is asked; the first to confirm its
-//! leadership by a ReadIndex round answers) and asking the planner the CLI runs too ([`mosaic_raftstore::membership`])
-//! what to do next, so that it goes on where it stopped whatever happened in between (a lost
-//! answer, a leader change, a crash, a partition).
+//! leadership by a ReadIndex round answers) and asking the planner the CLI runs too
+//! ([`mosaic_raftstore::membership`]) what to do next, so that it goes on where it stopped
+//! whatever happened in between (a lost answer, a leader change, a crash, a partition).
 //!
 //! A refusal (another change pending, a learner not caught up, no leader known) is retried
 //! after a pause, as the CLI does; a job unfinished after `MembershipConfig::job_ms_max` is
