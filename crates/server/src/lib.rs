@@ -6,21 +6,20 @@
 //!   ([`raft_service`] receiving, [`transport`] sending) and node administration
 //!   ([`admin_service`]).
 //! - A controller replica runs the controller group on the same runtime, serving
-//!   [`controller_service`]; a storage node given the controllers' addresses follows them
-//!   ([`follower`]) and moves shards between groups ([`migrator`] pulling,
-//!   [`migration_service`] sending).
+//!   [`controller_service`]; a storage node given the controllers' addresses runs its agent
+//!   ([`agent_runner`] executing [`mosaic_agent`]), which follows them and moves shards
+//!   between groups (pulling; [`migration_service`] sends).
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
 
 pub mod admin_service;
+pub mod agent_runner;
 pub mod config;
 pub mod controller_service;
 mod error;
-pub mod follower;
 pub mod kv_service;
 pub mod migration_service;
-pub mod migrator;
 pub mod node;
 mod pacing;
 pub mod raft_service;

@@ -1,7 +1,7 @@
 //! The `ShardMigration` service: the previous owner's side of a shard move. `PullShard`
 //! streams a shard that a group is sending, from a point-in-time view of the store, in
 //! chunks of bounded size, paced; `DeleteShard` deletes the sent copy through the group's
-//! log once the new owner has it. The new owner's side is [`crate::migrator`].
+//! log once the new owner has it. The new owner's side is its agent ([`crate::agent_runner`]).
 
 use std::sync::Arc;
 use std::time::Duration;

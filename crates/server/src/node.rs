@@ -1,6 +1,6 @@
 //! [`Node`]: a running node: its RocksDB store, the store thread, and the gRPC server on one
 //! listening socket. A storage node serves KV, the Raft transport and node admin (and follows
-//! the controller when given its addresses, see [`crate::follower`]); a controller replica
+//! the controller when given its addresses, see [`crate::agent_runner`]); a controller replica
 //! serves the `Controller` service and the Raft transport of the controller group.
 //!
 //! Start-up order: validate the config, open the data directory (refused if it belongs to
@@ -31,10 +31,10 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::{Router, TcpIncoming};
 
 use crate::admin_service::AdminService;
+use crate::agent_runner::AgentRunner;
 use crate::config::ServerConfig;
 use crate::controller_service::{CONTROLLER_GROUP, ControllerService};
 use crate::error::{Error, Result};
-use crate::follower::Follower;
 use crate::kv_service::{KvLimits, KvService};
 use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::raft_service::RaftService;
@@ -110,13 +110,13 @@ impl Node {
         let migration = if config.controllers.is_empty() {
             None
         } else {
-            let follower = Follower::new(
+            let agent = AgentRunner::new(
                 &config,
                 core.store.clone(),
                 Arc::clone(&core.engine),
                 core.directory.clone(),
             )?;
-            tokio::spawn(follower.run(core.closing.subscribe()));
+            tokio::spawn(agent.run(core.closing.subscribe()));
             let limits = MigrationLimits {
                 chunk_bytes_max: SHARD_CHUNK_BYTES_MAX,
                 bytes_per_sec: config.snapshot_bytes_per_sec,

@@ -3,12 +3,13 @@
 //!
 //! What runs is what ships: every node is a `mosaic_raftstore::Store` over an in-memory
 //! engine (`MemKv`), the controller group replicates `ControllerMachine`, storage groups
-//! replicate `KvStateMachine`, and each storage node's migration work comes from
-//! `mosaic_shardkv::plan`. What the simulator supplies is everything production gets from
+//! replicate `KvStateMachine`, and each storage node runs the shipped node agent
+//! (`mosaic_agent`: registration, placement, replicas, migration tasks), which the production
+//! server executes too. What the simulator supplies is everything production gets from
 //! tokio and tonic: a clock and an event queue (`world.rs`), a network that loses, delays,
 //! reorders and duplicates messages and can be partitioned (`net.rs`), the requests that
-//! gRPC carries in production (`rpc.rs`), the node process that follows the controller and
-//! carries out migration tasks (`agent.rs`), clients (`client.rs`), an administrator
+//! gRPC carries in production (`rpc.rs`), the execution of the node agent's requests over
+//! them (`agent.rs`), clients (`client.rs`), an administrator
 //! changing the groups (`admin.rs`), an operator changing group memberships as `mosaic admin
 //! group add-replica` / `remove-replica` do (`operator.rs`), and crashes that lose unsynced
 //! writes (`node.rs`).

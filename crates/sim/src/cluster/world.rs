@@ -9,7 +9,7 @@
 //! makes of its own store are served at once, until nothing is left. Nothing else happens
 //! between two events, and nothing reads a clock or an unseeded source.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use mosaic_shardkv::KvStateMachine;
 
 use crate::cluster::Time;
 use crate::cluster::admin::{Admin, AdminEvent};
-use crate::cluster::agent::{NodeAgent, POLL_INTERVAL_MS};
+use crate::cluster::agent::{POLL_INTERVAL_MS, SimAgent};
 use crate::cluster::client::{ClientPolicy, SimClient};
 use crate::cluster::config::SimConfig;
 use crate::cluster::net::{Envelope, Network, Packet, chance};
@@ -148,7 +148,7 @@ struct World {
     controllers: BTreeMap<NodeId, SimNode<ControllerMachine>>,
     storage: BTreeMap<NodeId, SimNode<KvStateMachine>>,
     /// The agent of every storage node that is up.
-    agents: BTreeMap<NodeId, NodeAgent>,
+    agents: BTreeMap<NodeId, SimAgent>,
     clients: Vec<SimClient>,
     admin: Admin,
     /// The operator, when the run changes memberships.
@@ -211,9 +211,12 @@ impl World {
             });
             storage.insert(*id, node);
         }
-        let agents = storage_ids
+        let agents = storage
             .iter()
-            .map(|id| (*id, NodeAgent::new(*id, 0, controller_ids.clone())))
+            .map(|(id, node): (&NodeId, &SimNode<KvStateMachine>)| {
+                let store = node.store().expect("started");
+                (*id, SimAgent::new(*id, 0, controller_ids.clone(), store))
+            })
             .collect();
         let clients = (0..config.clients)
             .map(|index| {
@@ -352,8 +355,9 @@ impl World {
             Event::Resume { node, stall } => self.resume(node, stall),
             Event::AgentPoll(node) => {
                 if let Some(agent) = self.agents.get_mut(&node) {
+                    let store = self.storage[&node].store().expect("an agent's node is up");
                     let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
-                    agent.poll(&mut io);
+                    agent.poll(&mut io, store);
                     let sent = io.sent;
                     self.dispatch(Endpoint::Node(node), sent);
                 }
@@ -553,13 +557,8 @@ impl World {
         match endpoint {
             Endpoint::Node(node) => {
                 if let Some(agent) = self.agents.get_mut(&node) {
-                    let hosted: BTreeSet<GroupId> = self
-                        .storage
-                        .get(&node)
-                        .and_then(SimNode::store)
-                        .map(|store| store.groups().collect())
-                        .unwrap_or_default();
-                    agent.on_response(&mut io, id, response, &hosted);
+                    let store = self.storage[&node].store().expect("an agent's node is up");
+                    agent.on_response(&mut io, id, response, store);
                 }
             }
             Endpoint::Client(index) => {

@@ -5,7 +5,7 @@
 use mosaic_raft::NodeId;
 
 use super::{Event, World};
-use crate::cluster::agent::NodeAgent;
+use crate::cluster::agent::SimAgent;
 use crate::cluster::rpc::Endpoint;
 
 impl World {
@@ -114,7 +114,9 @@ impl World {
             let restarted = target.restart();
             if restarted {
                 let controllers = self.controllers.keys().copied().collect();
-                self.agents.insert(node, NodeAgent::new(node, target.incarnation(), controllers));
+                let store = target.store().expect("restarted");
+                let agent = SimAgent::new(node, target.incarnation(), controllers, store);
+                self.agents.insert(node, agent);
             }
             restarted
         };

@@ -1,0 +1,387 @@
+//! [`NodeAgent`]: a storage node following the controller (the crate documentation says
+//! what it decides, and how an executor runs it).
+
+use std::collections::BTreeMap;
+
+use mosaic_controller::{Command, ConfigNum, Configuration, ControllerView};
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+use mosaic_shardkv::{MigrationTask, PlacedSince, TaskKey, plan};
+
+use crate::io::{Action, Answer, LocalState, Request, RequestId, Time};
+use crate::task::{Task, TaskEvent};
+
+/// How often an executor calls [`NodeAgent::poll`].
+pub const POLL_INTERVAL_MS: Time = 100;
+/// Configurations kept in memory (the ones groups here are switching between).
+const CONFIGS_CACHED_MAX: usize = 64;
+
+/// How an agent is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// This node.
+    pub node: NodeId,
+    /// The address it registers for itself (where other nodes and clients reach it).
+    pub address: String,
+    /// A request unanswered for this long has failed (and is cancelled); a rejoin attempt
+    /// has [`AgentConfig::rejoin_attempt_ms`] instead.
+    pub request_timeout_ms: Time,
+    /// How long one rejoin attempt may take.
+    pub rejoin_attempt_ms: Time,
+    /// The pause after a failed rejoin attempt.
+    pub rejoin_retry_ms: Time,
+}
+
+/// What the store says about when it was born ([`PlacedSince`]), as the agent needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Birth {
+    /// Groups of configurations up to this one existed before the store: the node may have
+    /// lost its replicas of them with a data directory, so it rejoins them rather than
+    /// creating them.
+    Known(ConfigNum),
+    /// A new store: the latest configuration's number is recorded first, before the node
+    /// registers (so no group can be placed on it before the record).
+    Unknown,
+}
+
+impl Birth {
+    /// The birth of a store whose placement record is `record` and which hosts groups or not.
+    #[must_use]
+    pub fn of_store(record: PlacedSince, hosts_groups: bool) -> Self {
+        match record {
+            PlacedSince::Config(since) => Self::Known(since),
+            // A store from before the record: its groups were created here. (A new store is
+            // `Pending` from its first open, whatever an operator created on it since.)
+            PlacedSince::Unrecorded if hosts_groups => Self::Known(ConfigNum(0)),
+            PlacedSince::Unrecorded | PlacedSince::Pending => Self::Unknown,
+        }
+    }
+}
+
+/// What a request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// The latest configuration number, to record as the store's birth.
+    LearnBirth,
+    RecordBirth(ConfigNum),
+    Register,
+    /// The latest configuration.
+    Poll,
+    /// A configuration for placing a removed group.
+    Config,
+    /// What the store holds, after a poll.
+    Local,
+    /// Creating or destroying a replica of the group.
+    Replica(GroupId),
+    Rejoin(GroupId),
+    Task(TaskKey),
+}
+
+#[derive(Debug)]
+struct Pending {
+    purpose: Purpose,
+    deadline: Time,
+}
+
+/// A rejoin of one group, once started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rejoin {
+    /// An attempt is running.
+    Running,
+    /// The last attempt failed; the next one starts at this time.
+    RetryAt(Time),
+    /// Over: the node is a voter again, or there is nothing to rejoin.
+    Over,
+}
+
+/// The agent of one storage node. See the crate documentation.
+#[derive(Debug)]
+pub struct NodeAgent {
+    config: AgentConfig,
+    /// The configuration number the store was born under, once known.
+    since: Option<ConfigNum>,
+    registered: bool,
+    /// True when the controller refused to register this node: it then follows nothing.
+    refused: bool,
+    /// The latest view polled.
+    view: Option<ControllerView>,
+    configs: BTreeMap<ConfigNum, Configuration>,
+    rejoins: BTreeMap<GroupId, Rejoin>,
+    /// The running tasks. Invariant: each has exactly one request pending.
+    tasks: BTreeMap<TaskKey, Task>,
+    pending: BTreeMap<RequestId, Pending>,
+    next_id: RequestId,
+    actions: Vec<Action>,
+}
+
+impl NodeAgent {
+    /// The agent of a node whose store was born as `birth` says.
+    #[must_use]
+    pub fn new(config: AgentConfig, birth: Birth) -> Self {
+        let since = match birth {
+            Birth::Known(since) => Some(since),
+            Birth::Unknown => None,
+        };
+        Self {
+            config,
+            since,
+            registered: false,
+            refused: false,
+            view: None,
+            configs: BTreeMap::new(),
+            rejoins: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_id: 0,
+            actions: Vec::new(),
+        }
+    }
+
+    /// This node.
+    #[must_use]
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+
+    /// True when the controller refused to register this node (it then follows nothing and
+    /// serves only the groups it hosts).
+    #[must_use]
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+
+    /// The periodic step, every [`POLL_INTERVAL_MS`]: gives up on what timed out, then
+    /// learns the store's birth, registers, or reads the latest configuration.
+    pub fn poll(&mut self, now: Time) -> Vec<Action> {
+        let expired: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let pending = self.pending.remove(&id).expect("listed");
+            self.actions.push(Action::Cancel { id });
+            self.answered(now, pending.purpose, Answer::Failed("no answer in time".into()));
+        }
+        let due: Vec<GroupId> = self
+            .rejoins
+            .iter()
+            .filter(|(_, rejoin)| matches!(rejoin, Rejoin::RetryAt(at) if *at <= now))
+            .map(|(group, _)| *group)
+            .collect();
+        for group in due {
+            self.send(now, Purpose::Rejoin(group), Request::Rejoin { group });
+            self.rejoins.insert(group, Rejoin::Running);
+        }
+        if self.refused {
+            // Follows nothing.
+        } else if self.since.is_none() {
+            if !self.waits_for(|p| matches!(p, Purpose::LearnBirth | Purpose::RecordBirth(_))) {
+                self.send(now, Purpose::LearnBirth, Request::Query { num: None });
+            }
+        } else if !self.registered {
+            self.register(now);
+        } else if !self.waits_for(|p| matches!(p, Purpose::Poll | Purpose::Local)) {
+            self.send(now, Purpose::Poll, Request::Query { num: None });
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Handles `answer` to request `id` (an answer to a request given up on is ignored).
+    pub fn on_answer(&mut self, now: Time, id: RequestId, answer: Answer) -> Vec<Action> {
+        if let Some(pending) = self.pending.remove(&id) {
+            self.answered(now, pending.purpose, answer);
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn answered(&mut self, now: Time, purpose: Purpose, answer: Answer) {
+        let node = self.config.node;
+        if let Answer::View(view) = &answer {
+            self.learn(&view.config);
+        }
+        match (purpose, answer) {
+            (Purpose::Task(key), answer) => self.step(now, key, TaskEvent::Answer(answer)),
+            (Purpose::LearnBirth, Answer::View(view)) => {
+                let since = view.latest;
+                self.send(now, Purpose::RecordBirth(since), Request::RecordBirth(since));
+            }
+            (Purpose::RecordBirth(since), Answer::Done) => {
+                tracing::info!(%node, %since, "new store: groups of configurations up to this \
+                    one existed before it, and are rejoined rather than created");
+                self.since = Some(since);
+                self.register(now);
+            }
+            (Purpose::Register, Answer::Executed(outcome)) => {
+                tracing::info!(%node, address = %self.config.address, ?outcome,
+                    "registered with the controller");
+                self.registered = true;
+                self.send(now, Purpose::Poll, Request::Query { num: None });
+            }
+            (Purpose::Register, Answer::Refused(refusal)) => {
+                tracing::error!(%node, address = %self.config.address, %refusal,
+                    "the controller refused to register this node; fix --advertise");
+                self.refused = true;
+            }
+            (Purpose::Poll, Answer::View(view)) => {
+                self.view = Some(view);
+                self.send(now, Purpose::Local, Request::ReadLocal);
+            }
+            (Purpose::Config, Answer::View(_)) => {}
+            (Purpose::Local, Answer::Local(local)) => self.follow(now, &local),
+            (Purpose::Replica(_), Answer::Done) => {}
+            (Purpose::Rejoin(group), Answer::Done) => {
+                tracing::info!(%node, %group, "rejoined the group");
+                self.rejoins.insert(group, Rejoin::Over);
+            }
+            (Purpose::Rejoin(group), Answer::Failed(reason)) => {
+                tracing::warn!(%node, %group, %reason, "cannot rejoin yet; retrying");
+                let retry = Rejoin::RetryAt(now + self.config.rejoin_retry_ms);
+                self.rejoins.insert(group, retry);
+            }
+            (purpose, Answer::Failed(reason)) => {
+                tracing::debug!(%node, ?purpose, %reason, "request failed; retrying later");
+            }
+            (purpose, answer) => panic!("node {node}: {purpose:?} answered with {answer:?}"),
+        }
+    }
+
+    fn register(&mut self, now: Time) {
+        if self.waits_for(|purpose| purpose == Purpose::Register) {
+            return;
+        }
+        let command =
+            Command::RegisterNode { node: self.config.node, address: self.config.address.clone() };
+        self.send(now, Purpose::Register, Request::Execute(command));
+    }
+
+    fn waits_for(&self, matches: impl Fn(Purpose) -> bool) -> bool {
+        self.pending.values().any(|pending| matches(pending.purpose))
+    }
+
+    fn send(&mut self, now: Time, purpose: Purpose, request: Request) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let timeout = match purpose {
+            Purpose::Rejoin(_) => self.config.rejoin_attempt_ms,
+            _ => self.config.request_timeout_ms,
+        };
+        self.pending.insert(id, Pending { purpose, deadline: now + timeout });
+        self.actions.push(Action::Send { id, request });
+    }
+
+    fn learn(&mut self, config: &Configuration) {
+        self.configs.insert(config.num, config.clone());
+        while self.configs.len() > CONFIGS_CACHED_MAX {
+            self.configs.pop_first();
+        }
+    }
+
+    /// After a poll, with what the store holds: create this node's replica of every group
+    /// placed here that is newer than the store, start bringing back the older ones, destroy
+    /// the replicas of retired groups, then plan the led groups' work.
+    fn follow(&mut self, now: Time, local: &LocalState) {
+        let (Some(view), Some(since)) = (self.view.clone(), self.since) else { return };
+        let node = self.config.node;
+        for (group, life) in &view.lives {
+            let group = *group;
+            if life.retired {
+                self.stop_rejoin(group);
+                if local.hosted.contains(&group)
+                    && !self.waits_for(|p| p == Purpose::Replica(group))
+                {
+                    self.send(now, Purpose::Replica(group), Request::DestroyGroup { group });
+                }
+                continue;
+            }
+            // A removed group that still holds shards is placed as the first configuration
+            // that listed it placed it.
+            let listing =
+                if view.config.groups.contains_key(&group) { view.latest } else { life.added };
+            let Some(config) = self.configs.get(&listing) else {
+                if !self.waits_for(|purpose| purpose == Purpose::Config) {
+                    let request = Request::Query { num: Some(listing) };
+                    self.send(now, Purpose::Config, request);
+                }
+                continue;
+            };
+            let Some(members) = config.groups.get(&group).filter(|m| m.contains(&node)) else {
+                continue;
+            };
+            if life.added <= since {
+                // The group existed before this store: a replica here may be gone with a
+                // data directory (or half rejoined when the node stopped). Once per agent.
+                if !self.rejoins.contains_key(&group) {
+                    self.start_rejoin(now, group, members.clone());
+                }
+                continue;
+            }
+            if local.hosted.contains(&group) || self.waits_for(|p| p == Purpose::Replica(group)) {
+                continue;
+            }
+            let request = Request::CreateGroup { group, members: members.clone() };
+            self.send(now, Purpose::Replica(group), request);
+        }
+        for (group, ownership) in &local.led {
+            for task in plan(*group, ownership, view.latest, &view.lives) {
+                self.start_task(now, task);
+            }
+        }
+    }
+
+    fn start_rejoin(&mut self, now: Time, group: GroupId, members: Vec<NodeId>) {
+        let node = self.config.node;
+        if members == [node] {
+            tracing::error!(%node, %group,
+                "this node was the group's only member and its data directory was lost: the \
+                 group's data is gone and its shards cannot be served");
+            self.rejoins.insert(group, Rejoin::Over);
+            return;
+        }
+        tracing::warn!(%node, %group,
+            "this store is newer than the group: its replica here may be lost; rejoining \
+             through the group's leader (removed, then added back as a learner and promoted)");
+        self.send(now, Purpose::Rejoin(group), Request::Rejoin { group });
+        self.rejoins.insert(group, Rejoin::Running);
+    }
+
+    /// Stops the rejoin of a retired group (its replicas are being destroyed).
+    fn stop_rejoin(&mut self, group: GroupId) {
+        if self.rejoins.insert(group, Rejoin::Over) != Some(Rejoin::Running) {
+            return;
+        }
+        let running: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.purpose == Purpose::Rejoin(group))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in running {
+            self.pending.remove(&id);
+            self.actions.push(Action::Cancel { id });
+        }
+    }
+
+    fn start_task(&mut self, now: Time, task: MigrationTask) {
+        let key = task.key();
+        if self.tasks.contains_key(&key) {
+            return;
+        }
+        tracing::debug!(node = %self.config.node, ?task, "starting a migration task");
+        self.tasks.insert(key, Task::new(task));
+        self.step(now, key, TaskEvent::Start);
+    }
+
+    /// Moves task `key` on after `event`; a task that is over is forgotten.
+    fn step(&mut self, now: Time, key: TaskKey, event: TaskEvent) {
+        let Some(mut task) = self.tasks.remove(&key) else { return };
+        match task.step(event, &self.configs) {
+            Some(request) => {
+                self.send(now, Purpose::Task(key), request);
+                self.tasks.insert(key, task);
+            }
+            None => tracing::debug!(node = %self.config.node, ?key, "migration task over"),
+        }
+    }
+}

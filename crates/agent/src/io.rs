@@ -1,0 +1,139 @@
+//! What the agent asks its executor to do, and what comes back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mosaic_controller::{Command, ConfigNum, ControllerView, Outcome};
+use mosaic_engine::{GroupId, ShardChunk, ShardCursor, ShardId};
+use mosaic_raft::NodeId;
+use mosaic_shardkv::{MigrationCommand, MigrationOutcome, Ownership};
+
+/// Milliseconds on the executor's monotonic clock (virtual time in the simulator).
+pub type Time = u64;
+
+/// A request's id, unique within one agent.
+pub type RequestId = u64;
+
+/// What the executor does for the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Carry out `request` and hand its answer to [`crate::NodeAgent::on_answer`] with `id`.
+    Send {
+        /// The request's id.
+        id: RequestId,
+        /// What to do.
+        request: Request,
+    },
+    /// Stop working on request `id`: the agent gave up on it, and ignores its answer.
+    Cancel {
+        /// The request's id.
+        id: RequestId,
+    },
+}
+
+/// One request of the agent. Each has exactly one answer: the [`Answer`] its documentation
+/// names, or [`Answer::Failed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `Controller.Query`: configuration `num`, or the latest. Answered by [`Answer::View`].
+    Query {
+        /// The configuration; `None` for the latest.
+        num: Option<ConfigNum>,
+    },
+    /// `Controller.Execute`. Answered by [`Answer::Executed`] or [`Answer::Refused`].
+    Execute(Command),
+    /// Record, synced in the store, the configuration number the store was born under
+    /// ([`mosaic_shardkv::KvStateMachine::mark_placed_since`]). Answered by [`Answer::Done`].
+    RecordBirth(ConfigNum),
+    /// The groups the store hosts, and the ownership of every group this node leads.
+    /// Answered by [`Answer::Local`].
+    ReadLocal,
+    /// Create this node's replica of a new group with `members` as its initial voters.
+    /// Answered by [`Answer::Done`].
+    CreateGroup {
+        /// The group.
+        group: GroupId,
+        /// Its initial voters.
+        members: Vec<NodeId>,
+    },
+    /// Destroy this node's replica of a retired group. Answered by [`Answer::Done`].
+    DestroyGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// One attempt at bringing this node's replica of `group` back after its data was lost:
+    /// through the group's leader, removed, joined, caught up as a learner and promoted
+    /// (`mosaic_raftstore::membership`), within the attempt time of [`crate::AgentConfig`].
+    /// Answered by [`Answer::Done`] once this node is a voter again.
+    Rejoin {
+        /// The group.
+        group: GroupId,
+    },
+    /// Propose a migration step to `group` here and wait for it to apply. Answered by
+    /// [`Answer::Applied`].
+    Propose {
+        /// The group.
+        group: GroupId,
+        /// The step.
+        command: MigrationCommand,
+    },
+    /// One chunk, starting at `cursor`, of `shard` that group `from` sends to `to` in
+    /// configuration `num`, read at `source`, a replica of `from`
+    /// (`ShardMigration.PullShard`). Answered by [`Answer::Chunk`].
+    PullChunk {
+        /// The replica asked.
+        source: NodeId,
+        /// The sending group.
+        from: GroupId,
+        /// The pulling group.
+        to: GroupId,
+        /// The shard.
+        shard: ShardId,
+        /// The configuration that moved it.
+        num: ConfigNum,
+        /// Where the chunk starts.
+        cursor: ShardCursor,
+    },
+    /// Have group `group`, through its replica at `source`, delete its copy of `shard`, sent
+    /// in configuration `num` (`ShardMigration.DeleteShard`). Answered by
+    /// [`Answer::Applied`].
+    DeleteShard {
+        /// The replica asked.
+        source: NodeId,
+        /// The group that sent the shard.
+        group: GroupId,
+        /// The shard.
+        shard: ShardId,
+        /// The configuration that moved it.
+        num: ConfigNum,
+    },
+}
+
+/// What the store holds, for [`Request::ReadLocal`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalState {
+    /// Every group with a replica here.
+    pub hosted: BTreeSet<GroupId>,
+    /// The ownership of every group led here that a controller places.
+    pub led: BTreeMap<GroupId, Ownership>,
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// A configuration and the controller's view around it.
+    View(ControllerView),
+    /// The controller applied the command.
+    Executed(Outcome),
+    /// The controller refused the command (a definite answer: retrying cannot help).
+    Refused(String),
+    /// Done.
+    Done,
+    /// What the store holds.
+    Local(LocalState),
+    /// The migration step applied with this outcome.
+    Applied(MigrationOutcome),
+    /// A chunk of a shard.
+    Chunk(ShardChunk),
+    /// The request failed, or no answer came: it may or may not have taken effect.
+    Failed(String),
+}

@@ -1,0 +1,374 @@
+//! One migration task in progress ([`mosaic_shardkv::plan`] decides which; this module how):
+//! each step names the next request, or ends the task.
+//!
+//! - `Reconfigure`: fetch configurations `next - 1` and `next` (unless known), propose the
+//!   switch.
+//! - `Pull`: ask a replica of the previous owner for one chunk at a time, propose it as
+//!   `InstallChunk` here (saying where it starts), wait until it applies, ask for the next;
+//!   a replica that fails hands over to the next one, from the same cursor.
+//! - `Confirm`: have a replica of the previous owner delete its copy (each in turn until one
+//!   applies it or finds it done; not when the previous owner is retired, see
+//!   [`MigrationTask::Confirm`]), then propose `ConfirmHandoff` here.
+//! - `Retire`: `Command::RetireGroup` to the controller.
+//!
+//! A task whose request fails stops; a later poll starts it again from the state in the
+//! group's log. Every step names its configuration, so repeating one changes nothing (the
+//! state machine answers `Stale`).
+
+use std::collections::BTreeMap;
+
+use mosaic_controller::{Command, ConfigNum, Configuration};
+use mosaic_engine::{GroupId, ShardCursor};
+use mosaic_shardkv::{MigrationCommand, MigrationOutcome, MigrationTask};
+
+use crate::io::{Answer, Request};
+
+/// What moves a task on.
+#[derive(Debug)]
+pub(crate) enum TaskEvent {
+    /// It was just started.
+    Start,
+    /// Its request was answered (possibly with [`Answer::Failed`]).
+    Answer(Answer),
+}
+
+/// A task and where it is.
+#[derive(Debug)]
+pub(crate) struct Task {
+    task: MigrationTask,
+    progress: Progress,
+}
+
+/// Where a running task is.
+#[derive(Debug)]
+enum Progress {
+    /// Fetching configurations, then proposing the switch.
+    Reconfigure,
+    /// Pulling chunks.
+    Pull {
+        /// The source replica asked (an index into the task's `nodes`).
+        source: usize,
+        /// Where the next chunk starts.
+        cursor: ShardCursor,
+        /// True while a chunk is being installed here.
+        installing: bool,
+        /// True when that chunk is the final one.
+        last: bool,
+    },
+    /// Deleting at the source, then confirming.
+    Confirm {
+        /// The source replica asked to delete (an index into the task's `nodes`).
+        source: usize,
+        /// True once `ConfirmHandoff` is proposed here.
+        confirming: bool,
+    },
+    /// Waiting for the controller.
+    Retire,
+}
+
+impl Task {
+    /// `task`, not started.
+    pub(crate) fn new(task: MigrationTask) -> Self {
+        let progress = match &task {
+            MigrationTask::Reconfigure { .. } => Progress::Reconfigure,
+            MigrationTask::Pull { resume, .. } => {
+                Progress::Pull { source: 0, cursor: resume.clone(), installing: false, last: false }
+            }
+            MigrationTask::Confirm { .. } => Progress::Confirm { source: 0, confirming: false },
+            MigrationTask::Retire { .. } => Progress::Retire,
+        };
+        Self { task, progress }
+    }
+
+    /// The next request after `event`, or `None` once the task is over (done, or stopped
+    /// until a later poll starts it again). `configs` are the configurations known here
+    /// (the agent learns a configuration an answer brings before the task sees it).
+    pub(crate) fn step(
+        &mut self,
+        event: TaskEvent,
+        configs: &BTreeMap<ConfigNum, Configuration>,
+    ) -> Option<Request> {
+        match (&self.task, &mut self.progress) {
+            (MigrationTask::Reconfigure { group, next }, Progress::Reconfigure) => {
+                reconfigure(*group, *next, event, configs)
+            }
+            (
+                MigrationTask::Pull { group, shard, num, from, nodes, .. },
+                Progress::Pull { source, cursor, installing, last },
+            ) => {
+                match event {
+                    TaskEvent::Start => {}
+                    TaskEvent::Answer(Answer::Chunk(chunk)) if !*installing => {
+                        *installing = true;
+                        *last = chunk.next.is_none();
+                        let start = cursor.clone();
+                        if let Some(next) = chunk.next {
+                            *cursor = next;
+                        }
+                        let command = MigrationCommand::InstallChunk {
+                            num: *num,
+                            shard: *shard,
+                            from: Some(start),
+                            records: chunk.records,
+                            last: *last,
+                        };
+                        return Some(Request::Propose { group: *group, command });
+                    }
+                    TaskEvent::Answer(Answer::Applied(MigrationOutcome::Done))
+                        if *installing && !*last =>
+                    {
+                        *installing = false;
+                    }
+                    TaskEvent::Answer(Answer::Applied(outcome)) if *installing => {
+                        // The final chunk applied, or the shard was installed already or
+                        // another pull got further (`Stale`), or the group is not ready
+                        // (`NotYet`): over.
+                        tracing::info!(%group, %shard, %from, %num, ?outcome, "pull over");
+                        return None;
+                    }
+                    // An install that failed: this replica may no longer lead.
+                    TaskEvent::Answer(_) if *installing => return None,
+                    // The source failed: the next one goes on from the same cursor.
+                    TaskEvent::Answer(_) => *source += 1,
+                }
+                let source = *nodes.get(*source)?;
+                Some(Request::PullChunk {
+                    source,
+                    from: *from,
+                    to: *group,
+                    shard: *shard,
+                    num: *num,
+                    cursor: cursor.clone(),
+                })
+            }
+            (
+                MigrationTask::Confirm { group, shard, num, from, nodes, from_retired },
+                Progress::Confirm { source, confirming },
+            ) => {
+                match event {
+                    TaskEvent::Start if !from_retired => {}
+                    TaskEvent::Answer(answer) if *confirming => {
+                        tracing::info!(%group, %shard, %from, %num, ?answer, "handoff confirmed");
+                        return None;
+                    }
+                    TaskEvent::Start
+                    | TaskEvent::Answer(Answer::Applied(
+                        MigrationOutcome::Done | MigrationOutcome::Stale(_),
+                    )) => {
+                        *confirming = true;
+                        let command = MigrationCommand::ConfirmHandoff { num: *num, shard: *shard };
+                        return Some(Request::Propose { group: *group, command });
+                    }
+                    TaskEvent::Answer(_) => *source += 1,
+                }
+                let source = *nodes.get(*source)?;
+                Some(Request::DeleteShard { source, group: *from, shard: *shard, num: *num })
+            }
+            (MigrationTask::Retire { group }, Progress::Retire) => match event {
+                TaskEvent::Start => Some(Request::Execute(Command::RetireGroup { group: *group })),
+                TaskEvent::Answer(answer) => {
+                    tracing::info!(%group, ?answer, "retiring the removed group answered");
+                    None
+                }
+            },
+            (task, progress) => unreachable!("task {task:?} with progress {progress:?}"),
+        }
+    }
+}
+
+/// The next request of a `Reconfigure` task of `group` to `next` after `event`: the
+/// configurations it lacks, then the switch; `None` once the switch was answered, or
+/// something failed.
+fn reconfigure(
+    group: GroupId,
+    next: ConfigNum,
+    event: TaskEvent,
+    configs: &BTreeMap<ConfigNum, Configuration>,
+) -> Option<Request> {
+    match event {
+        TaskEvent::Start | TaskEvent::Answer(Answer::View(_)) => {}
+        TaskEvent::Answer(answer) => {
+            tracing::info!(%group, %next, ?answer, "switch answered");
+            return None;
+        }
+    }
+    let previous = ConfigNum(next.0 - 1);
+    if let Some(missing) = [previous, next].into_iter().find(|num| !configs.contains_key(num)) {
+        return Some(Request::Query { num: Some(missing) });
+    }
+    let command = MigrationCommand::Reconfigure {
+        previous: configs[&previous].clone(),
+        next: configs[&next].clone(),
+    };
+    Some(Request::Propose { group, command })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use mosaic_engine::{ShardChunk, ShardId, ShardRecord};
+    use mosaic_raft::NodeId;
+
+    use super::*;
+
+    fn data(key: &'static str) -> ShardRecord {
+        ShardRecord::Data { key: Bytes::from_static(key.as_bytes()), value: Bytes::new() }
+    }
+
+    fn answer(task: &mut Task, answer: Answer) -> Option<Request> {
+        task.step(TaskEvent::Answer(answer), &BTreeMap::new())
+    }
+
+    const GROUP: GroupId = GroupId(100);
+    const FROM: GroupId = GroupId(101);
+    const SHARD: ShardId = ShardId(3);
+    const NUM: ConfigNum = ConfigNum(7);
+
+    #[test]
+    fn a_pull_installs_chunk_by_chunk_and_hands_over_to_the_next_source_at_the_same_cursor() {
+        let (n1, n2) = (NodeId(1), NodeId(2));
+        let mut task = Task::new(MigrationTask::Pull {
+            group: GROUP,
+            shard: SHARD,
+            num: NUM,
+            from: FROM,
+            nodes: vec![n1, n2],
+            resume: ShardCursor::Start,
+        });
+        let pull = |source, cursor| {
+            Some(Request::PullChunk {
+                source,
+                from: FROM,
+                to: GROUP,
+                shard: SHARD,
+                num: NUM,
+                cursor,
+            })
+        };
+        let install = |from, records, last| {
+            let command = MigrationCommand::InstallChunk {
+                num: NUM,
+                shard: SHARD,
+                from: Some(from),
+                records,
+                last,
+            };
+            Some(Request::Propose { group: GROUP, command })
+        };
+        assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), pull(n1, ShardCursor::Start));
+        let after_a = ShardCursor::after(&data("a"));
+        let chunk = ShardChunk { records: vec![data("a")], next: Some(after_a.clone()) };
+        assert_eq!(
+            answer(&mut task, Answer::Chunk(chunk)),
+            install(ShardCursor::Start, vec![data("a")], false)
+        );
+        assert_eq!(
+            answer(&mut task, Answer::Applied(MigrationOutcome::Done)),
+            pull(n1, after_a.clone())
+        );
+        assert_eq!(answer(&mut task, Answer::Failed("gone".into())), pull(n2, after_a.clone()));
+        let chunk = ShardChunk { records: vec![data("b")], next: None };
+        assert_eq!(
+            answer(&mut task, Answer::Chunk(chunk)),
+            install(after_a, vec![data("b")], true)
+        );
+        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), None);
+    }
+
+    #[test]
+    fn a_pull_stops_when_every_source_failed_or_an_install_did_not_apply() {
+        let mut task = Task::new(MigrationTask::Pull {
+            group: GROUP,
+            shard: SHARD,
+            num: NUM,
+            from: FROM,
+            nodes: vec![NodeId(1)],
+            resume: ShardCursor::Start,
+        });
+        assert!(task.step(TaskEvent::Start, &BTreeMap::new()).is_some());
+        assert_eq!(answer(&mut task, Answer::Failed("gone".into())), None);
+
+        let mut task = Task::new(MigrationTask::Pull {
+            group: GROUP,
+            shard: SHARD,
+            num: NUM,
+            from: FROM,
+            nodes: vec![NodeId(1), NodeId(2)],
+            resume: ShardCursor::Start,
+        });
+        task.step(TaskEvent::Start, &BTreeMap::new());
+        let chunk =
+            ShardChunk { records: vec![data("a")], next: Some(ShardCursor::after(&data("a"))) };
+        assert!(answer(&mut task, Answer::Chunk(chunk)).is_some());
+        // Not leading any more: the task ends rather than pulling from another source.
+        assert_eq!(answer(&mut task, Answer::Failed("not leader".into())), None);
+    }
+
+    #[test]
+    fn a_confirm_deletes_at_a_source_then_confirms_here() {
+        let (n1, n2) = (NodeId(1), NodeId(2));
+        let confirm = |from_retired| {
+            Task::new(MigrationTask::Confirm {
+                group: GROUP,
+                shard: SHARD,
+                num: NUM,
+                from: FROM,
+                nodes: vec![n1, n2],
+                from_retired,
+            })
+        };
+        let delete =
+            |source| Some(Request::DeleteShard { source, group: FROM, shard: SHARD, num: NUM });
+        let confirm_here = Some(Request::Propose {
+            group: GROUP,
+            command: MigrationCommand::ConfirmHandoff { num: NUM, shard: SHARD },
+        });
+        let mut task = confirm(false);
+        assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), delete(n1));
+        let not_yet = Answer::Applied(MigrationOutcome::NotYet("not switched".into()));
+        assert_eq!(answer(&mut task, not_yet), delete(n2));
+        let stale = Answer::Applied(MigrationOutcome::Stale("deleted already".into()));
+        assert_eq!(answer(&mut task, stale), confirm_here);
+        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), None);
+
+        // Every source failed: nothing confirmed.
+        let mut task = confirm(false);
+        task.step(TaskEvent::Start, &BTreeMap::new());
+        assert_eq!(answer(&mut task, Answer::Failed("gone".into())), delete(n2));
+        assert_eq!(answer(&mut task, Answer::Failed("gone".into())), None);
+
+        // A retired source holds nothing: confirm at once.
+        let mut task = confirm(true);
+        assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), confirm_here);
+    }
+
+    #[test]
+    fn a_switch_fetches_the_configurations_it_lacks_first() {
+        let mut task = Task::new(MigrationTask::Reconfigure { group: GROUP, next: NUM });
+        let mut configs = BTreeMap::new();
+        let fetch = |num| Some(Request::Query { num: Some(num) });
+        assert_eq!(task.step(TaskEvent::Start, &configs), fetch(ConfigNum(6)));
+        let six = Configuration { num: ConfigNum(6), ..Configuration::initial(4) };
+        configs.insert(six.num, six.clone());
+        let view = |config: &Configuration| {
+            Answer::View(mosaic_controller::ControllerView {
+                config: config.clone(),
+                latest: NUM,
+                nodes: BTreeMap::new(),
+                lives: BTreeMap::new(),
+            })
+        };
+        assert_eq!(task.step(TaskEvent::Answer(view(&six)), &configs), fetch(NUM));
+        let seven = Configuration { num: NUM, ..Configuration::initial(4) };
+        configs.insert(seven.num, seven.clone());
+        let switch = MigrationCommand::Reconfigure { previous: six, next: seven.clone() };
+        assert_eq!(
+            task.step(TaskEvent::Answer(view(&seven)), &configs),
+            Some(Request::Propose { group: GROUP, command: switch })
+        );
+        assert_eq!(
+            task.step(TaskEvent::Answer(Answer::Applied(MigrationOutcome::Done)), &configs),
+            None
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The node agent driven by hand: what it asks for after each answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mosaic_agent::{Action, AgentConfig, Answer, Birth, LocalState, NodeAgent, Request, RequestId};
+use mosaic_controller::{Command, ConfigNum, Configuration, ControllerView, GroupLife, Outcome};
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+
+const NODE: NodeId = NodeId(11);
+const TIMEOUT_MS: u64 = 1_000;
+const REJOIN_RETRY_MS: u64 = 500;
+
+fn agent(birth: Birth) -> NodeAgent {
+    NodeAgent::new(
+        AgentConfig {
+            node: NODE,
+            address: "node-11:7000".into(),
+            request_timeout_ms: TIMEOUT_MS,
+            rejoin_attempt_ms: 10 * TIMEOUT_MS,
+            rejoin_retry_ms: REJOIN_RETRY_MS,
+        },
+        birth,
+    )
+}
+
+/// The requests among `actions`, in order.
+fn sent(actions: &[Action]) -> Vec<(RequestId, Request)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send { id, request } => Some((*id, request.clone())),
+            Action::Cancel { .. } => None,
+        })
+        .collect()
+}
+
+/// The one request among `actions`.
+fn only(actions: &[Action]) -> (RequestId, Request) {
+    let sent = sent(actions);
+    assert_eq!(sent.len(), 1, "one request expected: {actions:?}");
+    sent.into_iter().next().expect("one")
+}
+
+fn life(added: u64, retired: bool) -> GroupLife {
+    GroupLife { added: ConfigNum(added), removed: retired.then_some(ConfigNum(added + 1)), retired }
+}
+
+/// A view of configuration `latest`, which lists `groups`, with the groups' `lives`.
+fn view(latest: u64, groups: &[(u64, &[u64])], lives: &[(u64, GroupLife)]) -> ControllerView {
+    let config = Configuration {
+        num: ConfigNum(latest),
+        groups: groups
+            .iter()
+            .map(|(group, nodes)| (GroupId(*group), nodes.iter().copied().map(NodeId).collect()))
+            .collect(),
+        ..Configuration::initial(4)
+    };
+    ControllerView {
+        config,
+        latest: ConfigNum(latest),
+        nodes: BTreeMap::new(),
+        lives: lives.iter().map(|(group, life)| (GroupId(*group), *life)).collect(),
+    }
+}
+
+/// Registers `agent` (born known) and answers its first poll with `view`; returns the
+/// actions after the answer to `ReadLocal` with `hosted`.
+fn follow(agent: &mut NodeAgent, now: u64, view: ControllerView, hosted: &[u64]) -> Vec<Action> {
+    let (id, request) = only(&agent.poll(now));
+    let actions = match request {
+        Request::Execute(Command::RegisterNode { .. }) => {
+            let outcome = Outcome::NodeRegistered { node: NODE };
+            agent.on_answer(now, id, Answer::Executed(outcome))
+        }
+        Request::Query { num: None } => vec![Action::Send { id, request }],
+        other => panic!("unexpected {other:?}"),
+    };
+    let (id, request) = only(&actions);
+    assert_eq!(request, Request::Query { num: None });
+    let (id, request) = only(&agent.on_answer(now, id, Answer::View(view)));
+    assert_eq!(request, Request::ReadLocal);
+    let hosted = hosted.iter().copied().map(GroupId).collect();
+    agent.on_answer(now, id, Answer::Local(LocalState { hosted, led: BTreeMap::new() }))
+}
+
+#[test]
+fn a_new_store_records_its_birth_before_it_registers() {
+    let mut agent = agent(Birth::Unknown);
+    let (id, request) = only(&agent.poll(0));
+    assert_eq!(request, Request::Query { num: None });
+    let (id, request) = only(&agent.on_answer(1, id, Answer::View(view(3, &[], &[]))));
+    assert_eq!(request, Request::RecordBirth(ConfigNum(3)));
+    // Nothing else is asked while the record is written.
+    assert!(sent(&agent.poll(2)).is_empty());
+    let (id, request) = only(&agent.on_answer(3, id, Answer::Done));
+    let register =
+        Request::Execute(Command::RegisterNode { node: NODE, address: "node-11:7000".into() });
+    assert_eq!(request, register);
+    let outcome = Outcome::NodeRegistered { node: NODE };
+    let (_, request) = only(&agent.on_answer(4, id, Answer::Executed(outcome)));
+    assert_eq!(request, Request::Query { num: None });
+}
+
+#[test]
+fn stores_birth_follows_their_record() {
+    use mosaic_shardkv::PlacedSince;
+    assert_eq!(
+        Birth::of_store(PlacedSince::Config(ConfigNum(4)), true),
+        Birth::Known(ConfigNum(4))
+    );
+    assert_eq!(Birth::of_store(PlacedSince::Unrecorded, true), Birth::Known(ConfigNum(0)));
+    assert_eq!(Birth::of_store(PlacedSince::Unrecorded, false), Birth::Unknown);
+    assert_eq!(Birth::of_store(PlacedSince::Pending, true), Birth::Unknown);
+}
+
+#[test]
+fn a_refused_registration_stops_the_agent() {
+    let mut agent = agent(Birth::Known(ConfigNum(0)));
+    let (id, _) = only(&agent.poll(0));
+    assert!(sent(&agent.on_answer(1, id, Answer::Refused("address taken".into()))).is_empty());
+    assert!(agent.is_refused());
+    assert!(agent.poll(200).is_empty());
+}
+
+#[test]
+fn groups_newer_than_the_store_are_created_and_older_ones_rejoined_once() {
+    let mut agent = agent(Birth::Known(ConfigNum(2)));
+    let lives = [(100, life(1, false)), (101, life(3, false)), (102, life(3, false))];
+    let groups: [(u64, &[u64]); 3] =
+        [(100, &[11, 12, 13]), (101, &[11, 12, 13]), (102, &[12, 13, 14])];
+    let actions = follow(&mut agent, 0, view(4, &groups, &lives), &[]);
+    let requests: Vec<Request> = sent(&actions).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        requests,
+        vec![
+            Request::Rejoin { group: GroupId(100) },
+            Request::CreateGroup {
+                group: GroupId(101),
+                members: vec![NODE, NodeId(12), NodeId(13)]
+            },
+        ]
+    );
+    let ids: Vec<RequestId> = sent(&actions).into_iter().map(|(id, _)| id).collect();
+    assert!(agent.on_answer(1, ids[1], Answer::Done).is_empty());
+
+    // The next poll: the rejoin runs, the replica exists; nothing to do.
+    let (id, _) = only(&agent.poll(100));
+    let (id, _) = only(&agent.on_answer(100, id, Answer::View(view(4, &groups, &lives))));
+    let local = LocalState { hosted: [GroupId(100), GroupId(101)].into(), led: BTreeMap::new() };
+    assert!(agent.on_answer(100, id, Answer::Local(local.clone())).is_empty());
+
+    // The rejoin finishes; a later poll does not start it again.
+    assert!(agent.on_answer(150, ids[0], Answer::Done).is_empty());
+    let (id, _) = only(&agent.poll(200));
+    let (id, _) = only(&agent.on_answer(200, id, Answer::View(view(4, &groups, &lives))));
+    assert!(agent.on_answer(200, id, Answer::Local(local)).is_empty());
+}
+
+#[test]
+fn a_failed_rejoin_is_retried_after_a_pause_and_stopped_when_its_group_retires() {
+    let mut agent = agent(Birth::Known(ConfigNum(2)));
+    let groups: [(u64, &[u64]); 1] = [(100, &[11, 12, 13])];
+    let lives = [(100, life(1, false))];
+    let (id, request) = only(&follow(&mut agent, 0, view(4, &groups, &lives), &[]));
+    assert_eq!(request, Request::Rejoin { group: GroupId(100) });
+    assert!(agent.on_answer(10, id, Answer::Failed("no leader".into())).is_empty());
+    // Not before the pause is over (the poll reads the configuration only).
+    let (poll, request) = only(&agent.poll(10 + REJOIN_RETRY_MS - 1));
+    assert_eq!(request, Request::Query { num: None });
+    let now = 10 + REJOIN_RETRY_MS;
+    let rejoin = only(&agent.poll(now));
+    assert_eq!(rejoin.1, Request::Rejoin { group: GroupId(100) });
+    // The group retires: the attempt is cancelled and the replica destroyed.
+    let retired = view(5, &[], &[(100, life(1, true))]);
+    let (id, _) = only(&agent.on_answer(now, poll, Answer::View(retired)));
+    let local = LocalState { hosted: [GroupId(100)].into(), led: BTreeMap::new() };
+    let actions = agent.on_answer(now, id, Answer::Local(local));
+    assert!(actions.contains(&Action::Cancel { id: rejoin.0 }), "{actions:?}");
+    assert_eq!(only(&actions).1, Request::DestroyGroup { group: GroupId(100) });
+}
+
+#[test]
+fn the_only_member_of_a_lost_group_does_not_rejoin() {
+    let mut agent = agent(Birth::Known(ConfigNum(2)));
+    let groups: [(u64, &[u64]); 1] = [(100, &[11])];
+    let actions = follow(&mut agent, 0, view(4, &groups, &[(100, life(1, false))]), &[]);
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+}
+
+#[test]
+fn a_removed_group_that_still_holds_shards_is_placed_by_the_configuration_that_added_it() {
+    let mut agent = agent(Birth::Known(ConfigNum(0)));
+    let lives =
+        [(100, GroupLife { added: ConfigNum(2), removed: Some(ConfigNum(4)), retired: false })];
+    let (id, request) = only(&follow(&mut agent, 0, view(4, &[], &lives), &[]));
+    assert_eq!(request, Request::Query { num: Some(ConfigNum(2)) });
+    assert!(agent.on_answer(1, id, Answer::View(view(2, &[(100, &[11, 12])], &lives))).is_empty());
+    let (id, _) = only(&agent.poll(100));
+    let (id, _) = only(&agent.on_answer(100, id, Answer::View(view(4, &[], &lives))));
+    let local = LocalState { hosted: BTreeSet::new(), led: BTreeMap::new() };
+    let (_, request) = only(&agent.on_answer(100, id, Answer::Local(local)));
+    assert_eq!(
+        request,
+        Request::CreateGroup { group: GroupId(100), members: vec![NODE, NodeId(12)] }
+    );
+}
+
+#[test]
+fn a_request_unanswered_in_time_is_cancelled_and_its_late_answer_ignored() {
+    let mut agent = agent(Birth::Known(ConfigNum(0)));
+    let (id, _) = only(&agent.poll(0));
+    assert!(agent.poll(TIMEOUT_MS - 1).is_empty());
+    let actions = agent.poll(TIMEOUT_MS);
+    assert!(actions.contains(&Action::Cancel { id }));
+    let (retry, request) = only(&actions);
+    assert!(matches!(request, Request::Execute(Command::RegisterNode { .. })));
+    assert_ne!(retry, id);
+    let outcome = Outcome::NodeRegistered { node: NODE };
+    assert!(agent.on_answer(TIMEOUT_MS + 1, id, Answer::Executed(outcome)).is_empty());
+    assert!(agent.poll(TIMEOUT_MS + 100).is_empty(), "still registering");
+}
