@@ -100,6 +100,10 @@ pub struct NodeAgent {
     config: AgentConfig,
     /// The configuration number the store was born under, once known.
     since: Option<ConfigNum>,
+    /// The birth being recorded: once a record is asked for, only that number is (an attempt
+    /// given up on may still be written, and a later number written before it would be
+    /// overwritten by the smaller one).
+    recording: Option<ConfigNum>,
     registered: bool,
     /// True when the controller refused to register this node: it then follows nothing.
     refused: bool,
@@ -125,6 +129,7 @@ impl NodeAgent {
         Self {
             config,
             since,
+            recording: None,
             registered: false,
             refused: false,
             view: None,
@@ -178,7 +183,12 @@ impl NodeAgent {
             // Follows nothing.
         } else if self.since.is_none() {
             if !self.waits_for(|p| matches!(p, Purpose::LearnBirth | Purpose::RecordBirth(_))) {
-                self.send(now, Purpose::LearnBirth, Request::Query { num: None });
+                match self.recording {
+                    Some(since) => {
+                        self.send(now, Purpose::RecordBirth(since), Request::RecordBirth(since));
+                    }
+                    None => self.send(now, Purpose::LearnBirth, Request::Query { num: None }),
+                }
             }
         } else if !self.registered {
             self.register(now);
@@ -205,6 +215,7 @@ impl NodeAgent {
             (Purpose::Task(key), answer) => self.step(now, key, TaskEvent::Answer(answer)),
             (Purpose::LearnBirth, Answer::View(view)) => {
                 let since = view.latest;
+                self.recording = Some(since);
                 self.send(now, Purpose::RecordBirth(since), Request::RecordBirth(since));
             }
             (Purpose::RecordBirth(since), Answer::Done) => {
@@ -271,10 +282,13 @@ impl NodeAgent {
         self.actions.push(Action::Send { id, request });
     }
 
+    /// Caches `config`: the newest are kept, and always the one just learned (a removed
+    /// group is placed by an old one, fetched for the next poll).
     fn learn(&mut self, config: &Configuration) {
         self.configs.insert(config.num, config.clone());
         while self.configs.len() > CONFIGS_CACHED_MAX {
-            self.configs.pop_first();
+            let oldest = *self.configs.keys().find(|num| **num != config.num).expect("two or more");
+            self.configs.remove(&oldest);
         }
     }
 

@@ -42,8 +42,12 @@ pub(crate) struct Task {
 /// Where a running task is.
 #[derive(Debug)]
 enum Progress {
-    /// Fetching configurations, then proposing the switch.
-    Reconfigure,
+    /// Fetching configurations, then proposing the switch. What it fetched is kept here: the
+    /// agent's cache may have evicted it by the time the answer comes (it keeps the newest).
+    Reconfigure {
+        /// The configurations this task fetched.
+        fetched: BTreeMap<ConfigNum, Configuration>,
+    },
     /// Pulling chunks.
     Pull {
         /// The source replica asked (an index into the task's `nodes`).
@@ -70,7 +74,7 @@ impl Task {
     /// `task`, not started.
     pub(crate) fn new(task: MigrationTask) -> Self {
         let progress = match &task {
-            MigrationTask::Reconfigure { .. } => Progress::Reconfigure,
+            MigrationTask::Reconfigure { .. } => Progress::Reconfigure { fetched: BTreeMap::new() },
             MigrationTask::Pull { resume, .. } => {
                 Progress::Pull { source: 0, cursor: resume.clone(), installing: false, last: false }
             }
@@ -89,8 +93,8 @@ impl Task {
         configs: &BTreeMap<ConfigNum, Configuration>,
     ) -> Option<Request> {
         match (&self.task, &mut self.progress) {
-            (MigrationTask::Reconfigure { group, next }, Progress::Reconfigure) => {
-                reconfigure(*group, *next, event, configs)
+            (MigrationTask::Reconfigure { group, next }, Progress::Reconfigure { fetched }) => {
+                reconfigure(*group, *next, event, configs, fetched)
             }
             (
                 MigrationTask::Pull { group, shard, num, from, nodes, .. },
@@ -184,23 +188,29 @@ fn reconfigure(
     next: ConfigNum,
     event: TaskEvent,
     configs: &BTreeMap<ConfigNum, Configuration>,
+    fetched: &mut BTreeMap<ConfigNum, Configuration>,
 ) -> Option<Request> {
+    let previous = ConfigNum(next.0 - 1);
     match event {
-        TaskEvent::Start | TaskEvent::Answer(Answer::View(_)) => {}
+        TaskEvent::Start => {}
+        TaskEvent::Answer(Answer::View(view)) => {
+            if view.config.num == previous || view.config.num == next {
+                fetched.insert(view.config.num, view.config);
+            }
+        }
         TaskEvent::Answer(answer) => {
             tracing::info!(%group, %next, ?answer, "switch answered");
             return None;
         }
     }
-    let previous = ConfigNum(next.0 - 1);
-    if let Some(missing) = [previous, next].into_iter().find(|num| !configs.contains_key(num)) {
-        return Some(Request::Query { num: Some(missing) });
-    }
-    let command = MigrationCommand::Reconfigure {
-        previous: configs[&previous].clone(),
-        next: configs[&next].clone(),
+    let known = |num: ConfigNum| fetched.get(&num).or_else(|| configs.get(&num)).cloned();
+    let Some(previous) = known(previous) else {
+        return Some(Request::Query { num: Some(previous) });
     };
-    Some(Request::Propose { group, command })
+    let Some(next) = known(next) else {
+        return Some(Request::Query { num: Some(next) });
+    };
+    Some(Request::Propose { group, command: MigrationCommand::Reconfigure { previous, next } })
 }
 
 #[cfg(test)]

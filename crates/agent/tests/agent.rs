@@ -220,3 +220,59 @@ fn a_request_unanswered_in_time_is_cancelled_and_its_late_answer_ignored() {
     assert!(agent.on_answer(TIMEOUT_MS + 1, id, Answer::Executed(outcome)).is_empty());
     assert!(agent.poll(TIMEOUT_MS + 100).is_empty(), "still registering");
 }
+
+#[test]
+fn a_birth_record_given_up_on_is_retried_with_the_same_number() {
+    let mut agent = agent(Birth::Unknown);
+    let (id, _) = only(&agent.poll(0));
+    let (_, request) = only(&agent.on_answer(1, id, Answer::View(view(3, &[], &[]))));
+    assert_eq!(request, Request::RecordBirth(ConfigNum(3)));
+    // No answer in time: the same number again, not a newer latest configuration.
+    let (_, request) = only(&agent.poll(1 + TIMEOUT_MS));
+    assert_eq!(request, Request::RecordBirth(ConfigNum(3)));
+}
+
+/// Found in review: a node that has cached the 64 newest configurations must still switch a
+/// group that is further behind (the configurations the switch fetches were evicted from the
+/// cache as they were learned, and the task asked for them again, forever).
+#[test]
+fn a_group_behind_the_cached_configurations_still_switches() {
+    use mosaic_shardkv::{MigrationCommand, Ownership};
+    let groups: [(u64, &[u64]); 1] = [(100, &[11, 12, 13])];
+    let lives = [(100, life(1, false))];
+    let mut agent = agent(Birth::Known(ConfigNum(0)));
+    assert!(sent(&follow(&mut agent, 0, view(100, &groups, &lives), &[100])).is_empty());
+    let hosted = LocalState { hosted: [GroupId(100)].into(), led: BTreeMap::new() };
+    for latest in 101..=164 {
+        let now = latest * 100;
+        let (id, _) = only(&agent.poll(now));
+        let (id, _) = only(&agent.on_answer(now, id, Answer::View(view(latest, &groups, &lives))));
+        assert!(sent(&agent.on_answer(now, id, Answer::Local(hosted.clone()))).is_empty());
+    }
+    // Group 100, led here, is settled at 10 and must switch to 11.
+    let now = 20_000;
+    let (id, _) = only(&agent.poll(now));
+    let (id, _) = only(&agent.on_answer(now, id, Answer::View(view(164, &groups, &lives))));
+    let ownership = Ownership { num: ConfigNum(10), ..Ownership::default() };
+    let local = LocalState { led: [(GroupId(100), ownership)].into(), ..hosted };
+    let (mut id, mut request) = only(&agent.on_answer(now, id, Answer::Local(local)));
+    let mut asked = Vec::new();
+    for _ in 0..4 {
+        match request {
+            Request::Query { num: Some(num) } => {
+                asked.push(num.0);
+                let answer = Answer::View(view(num.0, &groups, &lives));
+                (id, request) = only(&agent.on_answer(now, id, answer));
+            }
+            Request::Propose {
+                command: MigrationCommand::Reconfigure { previous, next }, ..
+            } => {
+                assert_eq!((previous.num, next.num), (ConfigNum(10), ConfigNum(11)));
+                assert_eq!(asked, [10, 11]);
+                return;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("the switch to 11 is never proposed; configurations asked for: {asked:?}");
+}

@@ -8,8 +8,9 @@
 //! and a failed query into [`RoutingError::Source`].
 
 use crate::controller::ControllerClient;
+use crate::error::RoutingError;
 use crate::error::{ClientError, Result};
-use crate::routing::{Routing, RoutingError, RoutingSource};
+use crate::routing::{Routing, RoutingSource};
 
 /// A [`RoutingSource`] backed by the controller group: each [`RoutingSource::latest`] queries
 /// the controller for its latest configuration and the node registry, and answers the

@@ -20,82 +20,11 @@ use mosaic_engine::{GroupId, ShardId};
 use mosaic_raft::NodeId;
 
 use crate::channel::endpoint_for;
-use crate::error::{ClientError, Result};
+use crate::error::{ClientError, Result, RoutingError};
 
 /// The configuration number a static routing claims: 1, the first configuration in which a
 /// group owns shards (configuration 0 assigns none).
 pub const STATIC_CONFIG_NUM: u64 = 1;
-
-/// Why a placement cannot be routed by.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RoutingError {
-    /// The placement has no shards.
-    #[error("the routing has no shards; a cluster has at least one")]
-    NoShards,
-    /// `shard_count` differs from the number of entries in the shard table.
-    #[error("the shard count is {shard_count} but the shard table has {shard_table_len} entries")]
-    ShardCountMismatch {
-        /// The shard count given.
-        shard_count: u32,
-        /// The number of entries in the shard table.
-        shard_table_len: usize,
-    },
-    /// A shard is owned by a group that is not listed (group 0 is never listed).
-    #[error("shard {shard} is owned by group {group}, which the routing does not list")]
-    UnknownGroup {
-        /// The shard.
-        shard: ShardId,
-        /// The group the shard table names.
-        group: GroupId,
-    },
-    /// A group id that is never valid: 0, or the reserved [`GroupId::RESERVED`].
-    #[error("group id {group} is not valid (0 and {} are reserved)", GroupId::RESERVED)]
-    InvalidGroupId {
-        /// The group id.
-        group: GroupId,
-    },
-    /// A group has no members.
-    #[error("group {group} has no member nodes")]
-    GroupWithoutMembers {
-        /// The group.
-        group: GroupId,
-    },
-    /// A group lists the same node twice.
-    #[error("group {group} lists node {node} more than once")]
-    DuplicateMember {
-        /// The group.
-        group: GroupId,
-        /// The repeated node.
-        node: NodeId,
-    },
-    /// Node id 0, which is never a valid node.
-    #[error("node id 0 is never a valid node")]
-    ZeroNodeId,
-    /// A group member has no address.
-    #[error("node {node}, a member of group {group}, has no address")]
-    MemberWithoutAddress {
-        /// The group.
-        group: GroupId,
-        /// The member without an address.
-        node: NodeId,
-    },
-    /// A node's address is not one a gRPC channel can be built for.
-    #[error("node {node} has address {address:?}, which is not HOST:PORT: {reason}")]
-    InvalidAddress {
-        /// The node.
-        node: NodeId,
-        /// The address given.
-        address: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The routing source could not produce a routing.
-    #[error("the routing source failed: {reason}")]
-    Source {
-        /// What went wrong.
-        reason: String,
-    },
-}
 
 /// The placement a client routes by: which group owns each shard, which nodes host each group,
 /// and where each node listens.

@@ -32,5 +32,6 @@ pub mod pb {
 
 pub mod controller;
 pub mod convert;
+pub mod migration;
 
 pub use convert::{ConvertError, Result, message_from_pb, message_to_pb};

@@ -10,7 +10,7 @@ use mosaic_raftstore::{Consistency, LeaderTerm, StoreMsg};
 use mosaic_shardkv::{KvQuery, KvReadOutput, KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
 
-use crate::node::NodeEngine;
+use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, to_status};
 

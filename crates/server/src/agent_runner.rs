@@ -23,6 +23,7 @@ use mosaic_agent::{
 use mosaic_client::{ControllerClient, ControllerClientOptions};
 use mosaic_controller::{ConfigNum, ControllerView};
 use mosaic_engine::{Engine, GroupId, ShardChunk, ShardCursor, ShardId, WriteBatch, WriteOptions};
+use mosaic_proto::migration::{position_to_pb, records_from_pb};
 use mosaic_proto::pb::{self, shard_migration_client::ShardMigrationClient};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
@@ -33,10 +34,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tonic::Streaming;
 
+use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::migration_service::{position_to_pb, records_from_pb};
-use crate::node::NodeEngine;
 use crate::rejoin::{self, RejoinContext};
 use crate::runner::StoreHandle;
 use crate::status::Directory;
@@ -380,12 +380,14 @@ impl AgentRunner {
                     .into_inner()
             }
         };
-        let message = tokio::time::timeout(self.request_timeout, stream.message())
+        // No deadline of its own: the source paces its chunks, and the agent gives up on a
+        // chunk that takes longer than its request timeout.
+        let message = stream
+            .message()
             .await
-            .map_err(|_| "no chunk in time".to_string())?
             .map_err(|status| status.message().to_string())?
             .ok_or_else(|| "the stream ended before its last chunk".to_string())?;
-        let records = records_from_pb(message.records)?;
+        let records = records_from_pb(message.records).map_err(|error| error.to_string())?;
         let next = match records.last() {
             _ if message.last => None,
             Some(record) => Some(ShardCursor::after(record)),

@@ -13,7 +13,7 @@ use mosaic_raft::NodeId;
 use mosaic_raftstore::{Consistency, StoreMsg};
 use tonic::{Request, Response, Status};
 
-use crate::node::NodeEngine;
+use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store};
 

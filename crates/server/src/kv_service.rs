@@ -10,7 +10,7 @@ use mosaic_raftstore::{Consistency, Error, ReadOutput, StoreMsg};
 use mosaic_shardkv::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind};
 use tonic::{Request, Response, Status};
 
-use crate::node::{NodeEngine, NodeSnapshot};
+use crate::backend::{NodeEngine, NodeSnapshot};
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
 

@@ -15,6 +15,7 @@
 
 pub mod admin_service;
 pub mod agent_runner;
+pub mod backend;
 pub mod config;
 pub mod controller_service;
 mod error;

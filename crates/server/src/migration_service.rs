@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_controller::ConfigNum;
-use mosaic_engine::{ClientId, EngineSnapshot, GroupId, ShardCursor, ShardId, ShardRecord};
+use mosaic_engine::{EngineSnapshot, GroupId, ShardCursor, ShardId, ShardRecord};
+use mosaic_proto::migration::{position_from_pb, record_to_pb};
 use mosaic_proto::pb::{self, shard_migration_server::ShardMigration};
 use mosaic_raftstore::{Consistency, Error, ReadOutput, StoreMsg};
 use mosaic_shardkv::{
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::node::{NodeEngine, NodeSnapshot};
+use crate::backend::{NodeEngine, NodeSnapshot};
 use crate::pacing::Pacer;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
@@ -155,56 +156,4 @@ fn stream_shard(
             std::thread::sleep(wait);
         }
     }
-}
-
-fn record_to_pb(record: ShardRecord) -> pb::ShardRecord {
-    use pb::shard_record::Record;
-    let record = match record {
-        ShardRecord::Session { client, record } => {
-            Record::Session(pb::SessionRecord { client_id: client.0, record })
-        }
-        ShardRecord::Data { key, value } => Record::Data(pb::DataRecord { key, value }),
-    };
-    pb::ShardRecord { record: Some(record) }
-}
-
-/// A position in a shard, for the wire (`None` for the start).
-#[must_use]
-pub fn position_to_pb(cursor: &ShardCursor) -> Option<pb::ShardPosition> {
-    use pb::shard_position::After;
-    let after = match cursor {
-        ShardCursor::Start => return None,
-        ShardCursor::AfterSession(client) => After::AfterSession(client.0),
-        ShardCursor::AfterData(key) => After::AfterKey(key.clone()),
-    };
-    Some(pb::ShardPosition { after: Some(after) })
-}
-
-/// A position in a shard received from the wire; absent (or empty) is the start.
-fn position_from_pb(position: Option<pb::ShardPosition>) -> ShardCursor {
-    use pb::shard_position::After;
-    match position.and_then(|position| position.after) {
-        None => ShardCursor::Start,
-        Some(After::AfterSession(client)) => ShardCursor::AfterSession(ClientId(client)),
-        Some(After::AfterKey(key)) => ShardCursor::AfterData(key),
-    }
-}
-
-/// The records of a chunk received from the wire.
-///
-/// # Errors
-/// A record with no content.
-pub fn records_from_pb(records: Vec<pb::ShardRecord>) -> Result<Vec<ShardRecord>, String> {
-    use pb::shard_record::Record;
-    records
-        .into_iter()
-        .map(|record| match record.record {
-            Some(Record::Session(session)) => Ok(ShardRecord::Session {
-                client: ClientId(session.client_id),
-                record: session.record,
-            }),
-            Some(Record::Data(data)) => Ok(ShardRecord::Data { key: data.key, value: data.value }),
-            None => Err("a shard record with no content".to_string()),
-        })
-        .collect()
 }

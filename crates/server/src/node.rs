@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use mosaic_controller::ControllerMachine;
 use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
-use mosaic_engine_rocks::RocksKv;
 use mosaic_proto::pb::{
     self, controller_server::ControllerServer, kv_server::KvServer,
     node_admin_server::NodeAdminServer, raft_transport_server::RaftTransportServer,
@@ -32,6 +31,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 
 use crate::admin_service::AdminService;
 use crate::agent_runner::AgentRunner;
+use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::controller_service::{CONTROLLER_GROUP, ControllerService};
 use crate::error::{Error, Result};
@@ -41,11 +41,6 @@ use crate::raft_service::RaftService;
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
-
-/// The storage engine backend of a node.
-pub type NodeEngine = RocksKv;
-/// A point-in-time view of a node's engine.
-pub type NodeSnapshot = <RocksKv as mosaic_engine::KvEngine>::Snapshot;
 
 /// How long in-flight requests may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -17,7 +17,7 @@ use mosaic_raft::NodeId;
 use mosaic_raftstore::{Error as StoreError, StoreMsg};
 use mosaic_shardkv::KvStateMachine;
 
-use crate::node::NodeEngine;
+use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 

@@ -11,10 +11,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{ClientId, ShardId};
 
+use crate::encoding::{COMMAND_VERSION, DecodeError};
 use crate::migration::MigrationCommand;
-
-/// The current encoding version.
-pub const COMMAND_VERSION: u8 = 1;
 
 const HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4;
 /// Added to a write's kind when it expects its session.
@@ -113,16 +111,6 @@ fn write_kind(byte: u8) -> Option<(WriteKind, bool)> {
         _ => return None,
     };
     Some((kind, expects_session))
-}
-
-/// Why bytes in a log entry are not a command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 impl KvWrite {

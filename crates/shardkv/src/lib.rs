@@ -10,13 +10,15 @@
 #![deny(missing_docs)]
 
 mod command;
+mod encoding;
 pub mod migration;
 pub mod ownership;
 pub mod plan;
 mod session;
 mod state_machine;
 
-pub use command::{COMMAND_VERSION, DecodeError, KvCommand, KvWrite, WriteKind};
+pub use command::{KvCommand, KvWrite, WriteKind};
+pub use encoding::{COMMAND_VERSION, DecodeError};
 pub use migration::{MigrationCommand, MigrationOutcome};
 pub use ownership::{METADATA_SHARD, Ownership, PlacedSince, ShardState};
 pub use plan::{MigrationTask, TaskKey, plan};

@@ -22,7 +22,7 @@ use mosaic_controller::codec::{self, Reader, put_len};
 use mosaic_controller::{ConfigNum, Configuration};
 use mosaic_engine::{ClientId, ShardCursor, ShardId, ShardRecord};
 
-use crate::command::{COMMAND_VERSION, DecodeError};
+use crate::encoding::{COMMAND_VERSION, DecodeError};
 
 const RECONFIGURE_KIND: u8 = 4;
 const INSTALL_CHUNK_WITHOUT_POSITION_KIND: u8 = 5;

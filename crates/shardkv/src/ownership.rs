@@ -35,7 +35,7 @@ use mosaic_engine::{GroupId, ShardCursor, ShardId};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
 
-use crate::command::DecodeError;
+use crate::encoding::DecodeError;
 use crate::migration::{put_cursor, read_cursor};
 
 /// The shard of a group's data where the group keeps its own records (its ownership); never

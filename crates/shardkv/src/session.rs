@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{ClientId, ShardId};
 use mosaic_raft::LogIndex;
 
-use crate::command::DecodeError;
+use crate::encoding::DecodeError;
 
 /// Sessions kept per shard. Part of the replicated behaviour: every replica must use the same
 /// value, so it changes only with the format version.

@@ -27,7 +27,8 @@ use mosaic_engine::{
 use mosaic_raft::LogIndex;
 use mosaic_raftstore::{Error, Result, StateMachine};
 
-use crate::command::{DecodeError, KvCommand, KvWrite, WriteKind};
+use crate::command::{KvCommand, KvWrite, WriteKind};
+use crate::encoding::DecodeError;
 use crate::migration::{MigrationCommand, MigrationOutcome};
 use crate::ownership::{
     METADATA_SHARD, NotApplied, OWNERSHIP_KEY, Ownership, PLACED_BY_CONTROLLER,
