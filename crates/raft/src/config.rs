@@ -27,7 +27,7 @@ pub struct Config {
     /// Bytes of entries in flight to one follower, at most. Default 32 MiB.
     pub max_inflight_bytes: u64,
     /// Bytes of appended but uncommitted entries a leader accepts before refusing proposals
-    /// with [`Error::ProposalDropped`]. Default 64 MiB.
+    /// with [`Error::UncommittedLogFull`]. Default 64 MiB.
     pub max_uncommitted_bytes: u64,
     /// Bytes of committed entries handed out in one `Ready`. Default 16 MiB.
     pub max_committed_bytes_per_ready: u64,

@@ -16,7 +16,7 @@ pub enum Error {
     },
     /// The leader's uncommitted log is at its limit; try again once entries commit.
     #[error("uncommitted log is full ({uncommitted_bytes} of {limit_bytes} bytes)")]
-    ProposalDropped {
+    UncommittedLogFull {
         /// Bytes of entries appended but not yet committed.
         uncommitted_bytes: u64,
         /// The configured bound (`Config::max_uncommitted_bytes`).

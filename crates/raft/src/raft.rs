@@ -813,7 +813,7 @@ impl<S: Storage> Raft<S> {
             data.iter().map(|d| d.len() as u64 + crate::types::ENTRY_OVERHEAD_BYTES).sum();
         let limit = self.config.max_uncommitted_bytes;
         if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > limit {
-            return Err(Error::ProposalDropped {
+            return Err(Error::UncommittedLogFull {
                 uncommitted_bytes: self.uncommitted_bytes,
                 limit_bytes: limit,
             });

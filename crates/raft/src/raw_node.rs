@@ -166,7 +166,7 @@ impl<S: Storage> RawNode<S> {
     ///
     /// # Errors
     /// [`crate::Error::NotLeader`] (with the leader hint) on a non-leader;
-    /// [`crate::Error::TransferInProgress`]; [`crate::Error::ProposalDropped`] when the
+    /// [`crate::Error::TransferInProgress`]; [`crate::Error::UncommittedLogFull`] when the
     /// uncommitted log is full.
     pub fn propose(&mut self, data: Bytes) -> Result<LogIndex> {
         self.raft.propose(vec![data])

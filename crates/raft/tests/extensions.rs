@@ -815,7 +815,7 @@ fn proposals_beyond_the_uncommitted_bound_are_dropped() {
         }
         assert!(accepted < 1000, "the bound never applied");
     };
-    assert!(matches!(error, Error::ProposalDropped { limit_bytes: 4096, .. }), "{error:?}");
+    assert!(matches!(error, Error::UncommittedLogFull { limit_bytes: 4096, .. }), "{error:?}");
     assert!((15..=20).contains(&accepted), "accepted {accepted} proposals of 224 bytes");
     // Once the followers are back and entries commit, proposals are accepted again.
     cluster.connect_all();

@@ -30,7 +30,7 @@ pub enum Error {
     },
     /// The proposal's entry was overwritten by another leader's entry: it was not applied.
     #[error("group {group}: the proposal was overwritten by a new leader and not applied")]
-    ProposalDropped {
+    ProposalOverwritten {
         /// The group.
         group: GroupId,
     },
@@ -93,7 +93,7 @@ impl Error {
     pub fn from_raft(group: GroupId, error: mosaic_raft::Error) -> Self {
         match error {
             mosaic_raft::Error::NotLeader { leader } => Self::NotLeader { group, leader },
-            mosaic_raft::Error::ProposalDropped { uncommitted_bytes, limit_bytes } => {
+            mosaic_raft::Error::UncommittedLogFull { uncommitted_bytes, limit_bytes } => {
                 Self::ServerBusy {
                     reason: format!(
                         "group {group}: uncommitted log full ({uncommitted_bytes} of \

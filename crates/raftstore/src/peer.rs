@@ -4,7 +4,7 @@
 //! Invariants:
 //! - `proposals` and `conf_changes` are ordered by index; every index is above `applied`.
 //! - A proposal (a command or a membership change) is answered exactly once: with its output
-//!   when the entry at its index and term is applied; `ProposalDropped` when another entry is
+//!   when the entry at its index and term is applied; `ProposalOverwritten` when another entry is
 //!   applied at its index; `ProposalAbandoned` when this replica stops leading before applying
 //!   it.
 //! - A read is answered exactly once: `awaiting_leader` holds reads whose ReadIndex round is in
@@ -530,7 +530,7 @@ fn push_pending<T>(
 
 /// Answers the proposals of `queue` up to the entry applied at `index` in `term`: the one
 /// proposed as that entry gets `output`, earlier ones (overwritten by another leader) get
-/// `ProposalDropped`. `output` is `None` when the entry was not of this queue's kind.
+/// `ProposalOverwritten`. `output` is `None` when the entry was not of this queue's kind.
 fn settle<T>(
     group: GroupId,
     queue: &mut VecDeque<PendingProposal<T>>,
@@ -545,7 +545,7 @@ fn settle<T>(
         // Only the proposal made as this very entry may take its output.
         let result = match output.take_if(|_| matches) {
             Some(output) => Ok(output),
-            None => Err(Error::ProposalDropped { group }),
+            None => Err(Error::ProposalOverwritten { group }),
         };
         answers.push(Answer { callback: proposal.callback, result });
     }
@@ -583,7 +583,7 @@ mod tests {
             (answer.callback)(answer.result);
         }
         let results = results.lock().unwrap();
-        assert!(matches!(results[0], (5, Err(Error::ProposalDropped { .. }))), "{results:?}");
+        assert!(matches!(results[0], (5, Err(Error::ProposalOverwritten { .. }))), "{results:?}");
         assert!(matches!(results[1], (6, Ok(42))), "{results:?}");
     }
 }

@@ -31,6 +31,14 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A thread of the node could not be started.
+    #[error("cannot start thread {thread}: {source}")]
+    Spawn {
+        /// The thread's name.
+        thread: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The store thread stopped because of an error (a storage failure: the node must not go
     /// on).
     #[error("store stopped: {0}")]

@@ -356,7 +356,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                 let clock = Box::new(MonotonicClock::new());
                 Store::open(node, store_engine, store_config, transport, clock)
             })
-            .map_err(|source| Error::Listen { address: "store thread".into(), source })?;
+            .map_err(|source| Error::Spawn { thread: format!("store-{node}"), source })?;
         let (closing, closing_received) = watch::channel(false);
         let raft_service = RaftService::new(
             node,

@@ -87,7 +87,7 @@ pub fn to_status(error: &Error, directory: &Directory) -> Status {
                 leader_address: directory.leader_address(*leader),
             }),
         ),
-        Error::ProposalDropped { .. } => (
+        Error::ProposalOverwritten { .. } => (
             Code::FailedPrecondition,
             Kind::NotLeader(pb::NotLeader { leader_node: None, leader_address: String::new() }),
         ),
@@ -171,7 +171,7 @@ mod tests {
     #[test]
     fn every_refusal_a_client_acts_on_has_a_detail() {
         for error in [
-            Error::ProposalDropped { group: GroupId(1) },
+            Error::ProposalOverwritten { group: GroupId(1) },
             Error::GroupNotFound { group: GroupId(1) },
             Error::WrongGroup { config_num: 3 },
             Error::ShardNotReady,

@@ -364,12 +364,58 @@ mod tests {
         version_1.truncate(version_1.len() - 4);
         version_1[0] = 1;
         assert_eq!(Ownership::decode(&version_1), Ok(without_resume));
-        // A resume position for a shard that is not being pulled is refused.
-        let serving = Ownership {
-            resume: BTreeMap::from([(ShardId(0), ShardCursor::Start)]),
+    }
+
+    /// An ownership record of one shard in state `tag` (with `from`), no sources, and
+    /// `resume` positions: what `Ownership::encode` refuses to write when it breaks an
+    /// invariant.
+    fn raw_ownership(tag: u8, from: Option<u64>, resume: &[(u32, ShardCursor)]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        out.put_u8(2);
+        out.put_u64(1);
+        put_len(&mut out, 1);
+        out.put_u32(0);
+        out.put_u8(tag);
+        if let Some(from) = from {
+            out.put_u64(from);
+        }
+        codec::put_groups(&mut out, &BTreeMap::new());
+        put_len(&mut out, resume.len());
+        for (shard, cursor) in resume {
+            out.put_u32(*shard);
+            put_cursor(&mut out, cursor);
+        }
+        out.to_vec()
+    }
+
+    #[test]
+    fn ownership_records_that_break_an_invariant_are_refused() {
+        // A resume position for a shard that is not being pulled.
+        let serving = raw_ownership(1, None, &[(0, ShardCursor::Start)]);
+        let error = Ownership::decode(&serving).unwrap_err();
+        assert!(error.0.contains("resumes but is not pulled"), "{error}");
+        // A shard pulled from a group whose members are unknown.
+        let pulling = raw_ownership(2, Some(3), &[]);
+        let error = Ownership::decode(&pulling).unwrap_err();
+        assert!(error.0.contains("has no members"), "{error}");
+        // The same with the members is a valid record.
+        let valid = Ownership {
+            num: ConfigNum(1),
+            shards: BTreeMap::from([(ShardId(0), ShardState::Pulling { from: GroupId(3) })]),
+            sources: BTreeMap::from([(GroupId(3), vec![NodeId(7)])]),
+            resume: BTreeMap::new(),
+        };
+        assert_eq!(Ownership::decode(&valid.encode()), Ok(valid));
+    }
+
+    #[test]
+    #[should_panic(expected = "never written")]
+    fn an_ownership_that_breaks_an_invariant_is_never_encoded() {
+        let confirming = Ownership {
+            shards: BTreeMap::from([(ShardId(0), ShardState::Confirming { from: GroupId(3) })]),
             ..Ownership::default()
         };
-        assert!(Ownership::decode(&serving.encode()).is_err());
+        let _ = confirming.encode();
     }
 
     proptest! {

@@ -21,6 +21,9 @@
 //!   owner's shard up to that position, so a pull (by this leader or the next) continues from
 //!   it, not from the start.
 //!
+//! The last two are checked ([`Ownership::check_invariants`]) before every record is written
+//! and after every record is read.
+//!
 //! A group whose node does not follow a controller has no ownership at all (`None` in the
 //! state machine): it serves every shard it is asked about, as a static single-group cluster
 //! does.
@@ -292,8 +295,14 @@ impl Ownership {
     /// (count u32, then per shard: shard u32 ‖ cursor)`. Tags: 1 serving, 2 pulling (from u64),
     /// 3 confirming (from u64), 4 sending (0, or 1 and to u64). Cursors as in
     /// [`crate::MigrationCommand`]'s encoding. Version 1 is the same without `resume`.
+    ///
+    /// # Panics
+    /// If the ownership breaks an invariant ([`Ownership::check_invariants`]): a bug.
     #[must_use]
     pub fn encode(&self) -> Bytes {
+        if let Err(broken) = self.check_invariants() {
+            panic!("an ownership that breaks its invariants is never written: {broken}: {self:?}");
+        }
         let mut out = BytesMut::new();
         out.put_u8(OWNERSHIP_VERSION);
         out.put_u64(self.num.0);
@@ -359,15 +368,37 @@ impl Ownership {
         if version >= 2 {
             for _ in 0..reader.count(5).map_err(error)? {
                 let shard = ShardId(reader.u32().map_err(error)?);
-                if !matches!(shards.get(&shard), Some(ShardState::Pulling { .. })) {
-                    return Err(DecodeError(format!("shard {shard} resumes but is not pulled")));
-                }
                 if resume.insert(shard, read_cursor(&mut reader).map_err(error)?).is_some() {
                     return Err(DecodeError(format!("shard {shard} resumes twice")));
                 }
             }
         }
         reader.finish().map_err(error)?;
-        Ok(Self { num, shards, sources, resume })
+        let ownership = Self { num, shards, sources, resume };
+        ownership.check_invariants().map_err(DecodeError)?;
+        Ok(ownership)
+    }
+
+    /// Checks the invariants of the module documentation that the types do not enforce:
+    /// every group a shard is pulled from or confirmed to has its members in `sources`, and
+    /// only `Pulling` shards resume. Called before every encode (a broken one is a bug, never
+    /// written) and after every decode (a broken one is a corrupt record).
+    ///
+    /// # Errors
+    /// The first invariant broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (shard, state) in &self.shards {
+            if let ShardState::Pulling { from } | ShardState::Confirming { from } = state
+                && !self.sources.contains_key(from)
+            {
+                return Err(format!("shard {shard} is {state} but group {from} has no members"));
+            }
+        }
+        for shard in self.resume.keys() {
+            if !matches!(self.shards.get(shard), Some(ShardState::Pulling { .. })) {
+                return Err(format!("shard {shard} resumes but is not pulled"));
+            }
+        }
+        Ok(())
     }
 }

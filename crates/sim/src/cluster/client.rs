@@ -387,7 +387,7 @@ impl SimClient {
             }
             Error::NotLeader { .. }
             | Error::ProposalAbandoned { .. }
-            | Error::ProposalDropped { .. }
+            | Error::ProposalOverwritten { .. }
             | Error::Stopped
             | Error::Timeout
             | Error::Raft(_) => {
