@@ -132,8 +132,8 @@ async fn move_shard(mib: usize) -> Moved {
     let controller_addresses = controllers.addresses.values().cloned().collect();
     let nodes = Processes::start_as(Role::Following(controller_addresses), 6);
     controllers.wait_registered(6);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
-    controllers.admin(&["group", "add", "2", "--nodes", "4,5,6"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "4,5,6"]);
     controllers.admin(&["shard", "move", "0", "1"]);
     controllers.admin(&["wait", "--max-wait", "60"]);
     let client = controllers.routed_client_within(Duration::from_secs(120));

@@ -45,12 +45,13 @@ async fn nodes_register_and_create_the_groups_the_controller_places_on_them() {
         assert!(list.contains(address.as_str()), "{list}");
     }
 
-    let added = stdout(&controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]));
+    let added = stdout(&controllers.admin(&["group", "add", "1", "--members", "1,2,3"]));
     assert!(added.contains("configuration 1 created; 8 shard(s) move"), "{added}");
+    // The retry uses `--nodes`, the name of earlier releases, still accepted.
     let again = stdout(&controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]));
     assert!(again.contains("nothing changed"), "{again}");
     let second =
-        json(&controllers.admin(&["--output", "json", "group", "add", "2", "--nodes", "1,2,3"]));
+        json(&controllers.admin(&["--output", "json", "group", "add", "2", "--members", "1,2,3"]));
     assert_eq!(second["result"], "config-created");
     assert_eq!(second["moves"].as_array().unwrap().len(), 4, "{second}");
 
@@ -104,7 +105,7 @@ async fn check_values(
 async fn shards_move_with_their_data_as_groups_join_and_leave_while_clients_write() {
     let (controllers, _nodes) = cluster();
     controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
     let client = controllers.routed_client();
     let mut expected: Vec<String> = (0..32).map(|i| format!("v{i}")).collect();
     for (i, value) in expected.iter().enumerate() {
@@ -126,7 +127,7 @@ async fn shards_move_with_their_data_as_groups_join_and_leave_while_clients_writ
     };
 
     // Group 2 joins: half the shards move to it, with their data.
-    controllers.admin(&["group", "add", "2", "--nodes", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
     let waited = controllers.admin(&["wait", "--max-wait", "60"]);
     assert!(
         stdout(&waited).contains("configuration 2: every shard is served"),
@@ -167,13 +168,13 @@ async fn shards_move_with_their_data_as_groups_join_and_leave_while_clients_writ
 async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() {
     let (controllers, _nodes) = cluster();
     controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2"]);
     let before = latest(&controllers);
     for (args, expected) in [
-        (&["group", "add", "2", "--nodes", "1,9"][..], "not registered"),
-        (&["group", "add", "1", "--nodes", "1,2,3"][..], "already exists"),
-        (&["group", "add", "2", "--nodes", "1,1"][..], "listed twice"),
-        (&["group", "add", "0", "--nodes", "1"][..], "reserved"),
+        (&["group", "add", "2", "--members", "1,9"][..], "not registered"),
+        (&["group", "add", "1", "--members", "1,2,3"][..], "already exists"),
+        (&["group", "add", "2", "--members", "1,1"][..], "listed twice"),
+        (&["group", "add", "0", "--members", "1"][..], "reserved"),
         (&["group", "remove", "7"][..], "does not exist"),
         (&["group", "remove", "1"][..], "without an owner"),
         (&["shard", "move", "8", "1"][..], "out of range"),
@@ -193,8 +194,8 @@ async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() 
 async fn history_survives_controller_failures_and_a_killed_leader_loses_nothing() {
     let (mut controllers, _nodes) = cluster();
     controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
-    controllers.admin(&["group", "add", "2", "--nodes", "1,2"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "1,2"]);
     let first = json(&controllers.admin(&["--output", "json", "config", "show", "1"]));
     let second = json(&controllers.admin(&["--output", "json", "config", "show", "2"]));
 
@@ -212,7 +213,7 @@ async fn history_survives_controller_failures_and_a_killed_leader_loses_nothing(
     // (by the old leader before it died, or by the new one after the client's retry with the
     // same seq), and the new leader has every earlier configuration.
     let leader = latest(&controllers)["controller_leader"]["id"].as_u64().unwrap();
-    let command = controllers.admin_command(&["group", "add", "3", "--nodes", "2,3"]);
+    let command = controllers.admin_command(&["group", "add", "3", "--members", "2,3"]);
     std::thread::sleep(Duration::from_millis(30));
     controllers.kill(leader);
     let output = command.wait_with_output().unwrap();
@@ -238,8 +239,8 @@ async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
     let controller_addresses = controllers.addresses.values().cloned().collect();
     let mut nodes = Processes::start_as(Role::Following(controller_addresses), 6);
     controllers.wait_registered(6);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
-    controllers.admin(&["group", "add", "2", "--nodes", "4,5,6"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "4,5,6"]);
     controllers.admin(&["wait", "--max-wait", "60"]);
     let client = controllers.routed_client();
     let keys: Vec<String> = (0..16).map(|i| format!("key-{i}")).collect();
@@ -327,7 +328,7 @@ async fn append_all(
 async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_loses_nothing() {
     let (controllers, mut nodes) = cluster();
     controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
     controllers.admin(&["wait", "--max-wait", "60"]);
     let client = controllers.routed_client();
     let tokens: Vec<String> = (0..60).map(|i| format!("<{i}>")).collect();
@@ -382,7 +383,7 @@ async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_los
 async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_nothing_is_lost() {
     let (mut controllers, _nodes) = cluster();
     controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--nodes", "1,2,3"]);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
     controllers.admin(&["wait", "--max-wait", "60"]);
     let client = std::sync::Arc::new(controllers.routed_client());
     let tokens: Vec<String> = (0..200).map(|i| format!("<{i}>")).collect();

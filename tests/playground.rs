@@ -197,7 +197,7 @@ fn the_readme_walk_through_works_end_to_end() {
     eventually("node 4 registering", || {
         playground.must_admin(&["node", "list"]).lines().any(|line| line.contains(&node4_port))
     });
-    playground.must_admin(&["group", "add", "4", "--nodes", "2,3,4"]);
+    playground.must_admin(&["group", "add", "4", "--members", "2,3,4"]);
     playground.must_admin(&["wait", "--max-wait", "60"]);
     let config = playground.must_admin(&["--output", "json", "config", "show"]);
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
@@ -226,7 +226,7 @@ fn the_readme_walk_through_works_end_to_end() {
             playground.run(&["admin", "--nodes", &node4_flag, "group", "status", "4"], None);
         text(&output.stdout).contains("not hosted") || text(&output.stderr).contains("not hosted")
     });
-    let again = playground.admin(&["group", "add", "4", "--nodes", "2,3,4"]);
+    let again = playground.admin(&["group", "add", "4", "--members", "2,3,4"]);
     assert_eq!(again.status.code(), Some(1), "a removed group's id is never reused");
     assert!(text(&again.stderr).contains("never reused"), "{}", text(&again.stderr));
 

@@ -276,7 +276,7 @@ fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFl
              --controllers ... config show` and the node registry with `node list`"
         }
         ClientError::ShardUnassigned { .. } => {
-            "add a group with `mosaic admin --controllers ... group add GROUP --nodes ID,...`, \
+            "add a group with `mosaic admin --controllers ... group add GROUP --members ID,...`, \
              then retry"
         }
         ClientError::Routing { .. }

@@ -270,7 +270,7 @@ Try, in another terminal:
   {bin} kv --controllers {controllers} get greeting
   echo -n ', world' | {bin} kv --controllers {controllers} append greeting
   {bin} admin --controllers {controllers} status
-  {bin} admin --controllers {controllers} group add 4 --nodes 1,2,3   # shards move to group 4
+  {bin} admin --controllers {controllers} group add 4 --members 1,2,3 # shards move to group 4
   {bin} admin --controllers {controllers} wait                       # until they have moved
   {bin} admin --controllers {controllers} group remove 1             # group 1 hands its shards off
   {bin} admin --controllers {controllers} config show

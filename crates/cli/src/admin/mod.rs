@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 node list
-//! mosaic admin --controllers ... group add 1 --nodes 1,2,3
+//! mosaic admin --controllers ... group add 1 --members 1,2,3
 //! mosaic admin --controllers ... rebalance --dry-run
 //! mosaic admin --controllers ... config show
 //! ```
@@ -139,8 +139,9 @@ enum GroupCommand {
     Add {
         /// The group id (a positive integer).
         group: u64,
-        /// The member node ids, comma-separated.
-        #[arg(long = "nodes", value_delimiter = ',', required = true)]
+        /// The member node ids, comma-separated (`--nodes`, the name of earlier releases, is
+        /// still accepted; elsewhere `--nodes` lists node addresses).
+        #[arg(long = "members", alias = "nodes", value_delimiter = ',', required = true)]
         members: Vec<u64>,
         /// Moves at most this many shards between existing groups.
         #[arg(long)]
