@@ -21,18 +21,18 @@ pub struct Config {
     pub applied: LogIndex,
     /// Entries per append message are capped at this many bytes (at least one entry is
     /// always sent). Default 1 MiB.
-    pub max_entries_bytes_per_message: u64,
+    pub entries_bytes_per_message_max: u64,
     /// Appends in flight to one follower, at most. Default 256.
-    pub max_inflight_messages: usize,
+    pub inflight_messages_max: usize,
     /// Bytes of entries in flight to one follower, at most. Default 32 MiB.
-    pub max_inflight_bytes: u64,
+    pub inflight_bytes_max: u64,
     /// Bytes of appended but uncommitted entries a leader accepts before refusing proposals
     /// with [`Error::UncommittedLogFull`]. Default 64 MiB.
-    pub max_uncommitted_bytes: u64,
+    pub uncommitted_bytes_max: u64,
     /// Bytes of committed entries handed out in one `Ready`. Default 16 MiB.
-    pub max_committed_bytes_per_ready: u64,
+    pub committed_bytes_per_ready_max: u64,
     /// Read requests waiting for leadership confirmation, at most. Default 65,536.
-    pub max_pending_reads: usize,
+    pub pending_reads_max: usize,
     /// PreVote (Raft dissertation §9.6): a node asks whether it could win before raising its
     /// term, so a rejoining partitioned node cannot disrupt a healthy leader. Default true.
     pub pre_vote: bool,
@@ -80,12 +80,12 @@ impl Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             applied: LogIndex(0),
-            max_entries_bytes_per_message: 1 << 20,
-            max_inflight_messages: 256,
-            max_inflight_bytes: 32 << 20,
-            max_uncommitted_bytes: 64 << 20,
-            max_committed_bytes_per_ready: 16 << 20,
-            max_pending_reads: 65_536,
+            entries_bytes_per_message_max: 1 << 20,
+            inflight_messages_max: 256,
+            inflight_bytes_max: 32 << 20,
+            uncommitted_bytes_max: 64 << 20,
+            committed_bytes_per_ready_max: 16 << 20,
+            pending_reads_max: 65_536,
             pre_vote: true,
             check_quorum: true,
             lease_margin_ticks: 2,
@@ -129,12 +129,12 @@ impl Config {
             ));
         }
         for (name, value) in [
-            ("max_entries_bytes_per_message", self.max_entries_bytes_per_message),
-            ("max_inflight_messages", self.max_inflight_messages as u64),
-            ("max_inflight_bytes", self.max_inflight_bytes),
-            ("max_uncommitted_bytes", self.max_uncommitted_bytes),
-            ("max_committed_bytes_per_ready", self.max_committed_bytes_per_ready),
-            ("max_pending_reads", self.max_pending_reads as u64),
+            ("entries_bytes_per_message_max", self.entries_bytes_per_message_max),
+            ("inflight_messages_max", self.inflight_messages_max as u64),
+            ("inflight_bytes_max", self.inflight_bytes_max),
+            ("uncommitted_bytes_max", self.uncommitted_bytes_max),
+            ("committed_bytes_per_ready_max", self.committed_bytes_per_ready_max),
+            ("pending_reads_max", self.pending_reads_max as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));

@@ -19,13 +19,13 @@ pub enum Error {
     UncommittedLogFull {
         /// Bytes of entries appended but not yet committed.
         uncommitted_bytes: u64,
-        /// The configured bound (`Config::max_uncommitted_bytes`).
+        /// The configured bound (`Config::uncommitted_bytes_max`).
         limit_bytes: u64,
     },
     /// Too many reads wait for leadership confirmation; try again shortly.
     #[error("too many pending reads (limit {limit})")]
     TooManyPendingReads {
-        /// The configured bound (`Config::max_pending_reads`).
+        /// The configured bound (`Config::pending_reads_max`).
         limit: usize,
     },
     /// A lease read cannot be served; use a ReadIndex read instead.

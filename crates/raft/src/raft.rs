@@ -100,7 +100,7 @@ impl<S: Storage> Raft<S> {
             log,
             role: Role::Follower,
             leader: None,
-            tracker: ProgressTracker::new(config.max_inflight_messages, config.max_inflight_bytes),
+            tracker: ProgressTracker::new(config.inflight_messages_max, config.inflight_bytes_max),
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
@@ -720,7 +720,7 @@ impl<S: Storage> Raft<S> {
         let next = progress.next_index;
         let prev_index = next.prev();
         let prev_term = self.log.term(prev_index);
-        let entries = self.log.entries(next, Some(self.config.max_entries_bytes_per_message));
+        let entries = self.log.entries(next, Some(self.config.entries_bytes_per_message_max));
         let (prev_term, entries) = match (prev_term, entries) {
             (Ok(term), Ok(entries)) => (term, entries),
             (Err(Error::Compacted { .. }), _) | (_, Err(Error::Compacted { .. })) => {
@@ -811,7 +811,7 @@ impl<S: Storage> Raft<S> {
         self.check_can_propose()?;
         let bytes: u64 =
             data.iter().map(|d| d.len() as u64 + crate::types::ENTRY_OVERHEAD_BYTES).sum();
-        let limit = self.config.max_uncommitted_bytes;
+        let limit = self.config.uncommitted_bytes_max;
         if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > limit {
             return Err(Error::UncommittedLogFull {
                 uncommitted_bytes: self.uncommitted_bytes,
@@ -1008,8 +1008,8 @@ impl<S: Storage> Raft<S> {
             self.send(leader, self.term, MessageBody::ReadIndex { context });
             return Ok(());
         }
-        if self.read_only.pending.len() >= self.config.max_pending_reads {
-            return Err(Error::TooManyPendingReads { limit: self.config.max_pending_reads });
+        if self.read_only.pending.len() >= self.config.pending_reads_max {
+            return Err(Error::TooManyPendingReads { limit: self.config.pending_reads_max });
         }
         let committed = self.committed_entry_in_current_term();
         if committed && self.tracker.conf.voters.len() == 1 {

@@ -303,7 +303,7 @@ impl<S: Storage> RawNode<S> {
         let entries = raft.log.unstable.entries.clone();
         let snapshot = raft.log.unstable.snapshot.clone();
         let committed_entries =
-            raft.log.next_committed_entries(raft.config.max_committed_bytes_per_ready);
+            raft.log.next_committed_entries(raft.config.committed_bytes_per_ready_max);
         if let Some(last) = committed_entries.last() {
             raft.log.applying_to(last.index);
         }

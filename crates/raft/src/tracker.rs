@@ -180,8 +180,8 @@ pub struct ProgressTracker {
     pub(crate) conf: ConfState,
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     pub(crate) votes: BTreeMap<NodeId, bool>,
-    max_inflight_messages: usize,
-    max_inflight_bytes: u64,
+    inflight_messages_max: usize,
+    inflight_bytes_max: u64,
 }
 
 /// The outcome of an election so far.
@@ -193,13 +193,13 @@ pub(crate) enum VoteResult {
 }
 
 impl ProgressTracker {
-    pub(crate) fn new(max_inflight_messages: usize, max_inflight_bytes: u64) -> Self {
+    pub(crate) fn new(inflight_messages_max: usize, inflight_bytes_max: u64) -> Self {
         Self {
             conf: ConfState::default(),
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
-            max_inflight_messages,
-            max_inflight_bytes,
+            inflight_messages_max,
+            inflight_bytes_max,
         }
     }
 
@@ -209,7 +209,7 @@ impl ProgressTracker {
         self.progress.retain(|id, _| conf.contains(*id));
         for id in conf.members() {
             let is_learner = conf.learners.contains(&id);
-            let inflights = Inflights::new(self.max_inflight_messages, self.max_inflight_bytes);
+            let inflights = Inflights::new(self.inflight_messages_max, self.inflight_bytes_max);
             self.progress
                 .entry(id)
                 .or_insert_with(|| Progress::new(next_index, inflights, is_learner))
@@ -221,7 +221,7 @@ impl ProgressTracker {
     /// Resets every member's progress (a new term).
     pub(crate) fn reset_all(&mut self, next_index: LogIndex) {
         for progress in self.progress.values_mut() {
-            let inflights = Inflights::new(self.max_inflight_messages, self.max_inflight_bytes);
+            let inflights = Inflights::new(self.inflight_messages_max, self.inflight_bytes_max);
             *progress = Progress::new(next_index, inflights, progress.is_learner);
         }
     }

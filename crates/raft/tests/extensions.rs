@@ -799,7 +799,7 @@ fn a_change_interrupted_by_a_crash_ends_the_same_everywhere() {
 
 #[test]
 fn proposals_beyond_the_uncommitted_bound_are_dropped() {
-    let mut cluster = Cluster::with_config(3, 160, |c| c.max_uncommitted_bytes = 4096);
+    let mut cluster = Cluster::with_config(3, 160, |c| c.uncommitted_bytes_max = 4096);
     cluster.one(b"w", 3, true);
     let leader = cluster.check_one_leader();
     for id in cluster.ids.clone() {

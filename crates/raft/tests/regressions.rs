@@ -63,7 +63,7 @@ fn read_queued_before_the_leaders_first_commit_waits_for_it() {
 }
 
 fn two_appends_in_flight(config: &mut Config) {
-    config.max_inflight_messages = 2;
+    config.inflight_messages_max = 2;
 }
 
 /// Proposes `count` entries one at a time (one append each) while `follower` is cut off,

@@ -148,14 +148,14 @@ fn configure_without_check_quorum(config: &mut Config) {
 /// appends fill the window. (Not smaller: a replica thousands of entries behind must catch up
 /// within the harness's bound of delivery rounds per tick.)
 fn configure_small_windows(config: &mut Config) {
-    config.max_entries_bytes_per_message = 512;
-    config.max_inflight_messages = 3;
-    config.max_inflight_bytes = 1024;
-    config.max_committed_bytes_per_ready = 256;
+    config.entries_bytes_per_message_max = 512;
+    config.inflight_messages_max = 3;
+    config.inflight_bytes_max = 1024;
+    config.committed_bytes_per_ready_max = 256;
 }
 
 fn configure_small_uncommitted_bound(config: &mut Config) {
-    config.max_uncommitted_bytes = 512;
+    config.uncommitted_bytes_max = 512;
 }
 
 /// What can go wrong in one seed's safety phase, and how often (chances are per thousand

@@ -21,14 +21,14 @@ pub struct StoreConfig {
     /// group must use the same `tick_interval` and `election_ticks`. Default 100 ms.
     pub tick_interval: Duration,
     /// Bytes of entries per append message, at most (one entry is always sent). Default 1 MiB.
-    pub max_entries_bytes_per_message: u64,
+    pub entries_bytes_per_message_max: u64,
     /// Appends in flight to one follower of one group. Default 256.
-    pub max_inflight_messages: usize,
+    pub inflight_messages_max: usize,
     /// Bytes of uncommitted entries a leader accepts per group before refusing proposals with
     /// `ServerBusy`. Default 64 MiB.
-    pub max_uncommitted_bytes: u64,
+    pub uncommitted_bytes_max: u64,
     /// Reads waiting for leadership confirmation per group. Default 4,096.
-    pub max_pending_reads: usize,
+    pub pending_reads_max: usize,
     /// Ready passes over groups that still have work, per call to `Store::process`, before
     /// the store goes back to its inbox. Default 4.
     pub ready_passes_max: u32,
@@ -53,10 +53,10 @@ impl Default for StoreConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             tick_interval: Duration::from_millis(100),
-            max_entries_bytes_per_message: 1 << 20,
-            max_inflight_messages: 256,
-            max_uncommitted_bytes: 64 << 20,
-            max_pending_reads: 4096,
+            entries_bytes_per_message_max: 1 << 20,
+            inflight_messages_max: 256,
+            uncommitted_bytes_max: 64 << 20,
+            pending_reads_max: 4096,
             ready_passes_max: 4,
             compact_log_after_entries: 10_000,
             compact_log_keep_entries: 1_000,
@@ -98,10 +98,10 @@ impl StoreConfig {
         config.election_ticks = self.election_ticks;
         config.heartbeat_ticks = self.heartbeat_ticks;
         config.tick_interval = self.tick_interval;
-        config.max_entries_bytes_per_message = self.max_entries_bytes_per_message;
-        config.max_inflight_messages = self.max_inflight_messages;
-        config.max_uncommitted_bytes = self.max_uncommitted_bytes;
-        config.max_pending_reads = self.max_pending_reads;
+        config.entries_bytes_per_message_max = self.entries_bytes_per_message_max;
+        config.inflight_messages_max = self.inflight_messages_max;
+        config.uncommitted_bytes_max = self.uncommitted_bytes_max;
+        config.pending_reads_max = self.pending_reads_max;
         config.seed = mix_seed(self.seed, node, group);
         config
     }

@@ -86,8 +86,10 @@ pub struct RaftSection {
     pub compact_log_after_entries: u64,
     /// Applied entries kept after a compaction.
     pub compact_log_keep_entries: u64,
-    /// Bytes of uncommitted entries a leader accepts per group.
-    pub max_uncommitted_bytes: u64,
+    /// Bytes of uncommitted entries a leader accepts per group (`max-uncommitted-bytes`, the
+    /// name of earlier releases, is still read).
+    #[serde(alias = "max-uncommitted-bytes")]
+    pub uncommitted_bytes_max: u64,
     /// Bytes per snapshot chunk.
     pub snapshot_chunk_bytes_max: u64,
     /// Largest snapshot a replica accepts, in bytes.
@@ -102,7 +104,7 @@ impl Default for RaftSection {
             heartbeat_ticks: store.heartbeat_ticks,
             compact_log_after_entries: store.compact_log_after_entries,
             compact_log_keep_entries: store.compact_log_keep_entries,
-            max_uncommitted_bytes: store.max_uncommitted_bytes,
+            uncommitted_bytes_max: store.uncommitted_bytes_max,
             snapshot_chunk_bytes_max: store.snapshot_chunk_bytes_max,
             snapshot_bytes_max: store.snapshot_bytes_max,
         }
@@ -276,7 +278,7 @@ impl ServerConfig {
             tick_interval: self.tick_interval(),
             compact_log_after_entries: self.raft.compact_log_after_entries,
             compact_log_keep_entries: self.raft.compact_log_keep_entries,
-            max_uncommitted_bytes: self.raft.max_uncommitted_bytes,
+            uncommitted_bytes_max: self.raft.uncommitted_bytes_max,
             snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes_max,
             snapshot_bytes_max: self.raft.snapshot_bytes_max,
             seed: self.node_id,
@@ -356,6 +358,14 @@ mod tests {
         expected.peers = [(2, "node2:7100".to_string()), (3, "node3:7100".to_string())].into();
         expected.controllers = ["ctl1:7000", "ctl2:7000", "ctl3:7000"].map(String::from).into();
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn the_earlier_name_of_the_uncommitted_bound_is_still_read() {
+        let old = "node-id = 1\ndata-dir = \"d\"\n[raft]\nmax-uncommitted-bytes = 1024\n";
+        assert_eq!(ServerConfig::from_toml(old).unwrap().raft.uncommitted_bytes_max, 1024);
+        let new = "node-id = 1\ndata-dir = \"d\"\n[raft]\nuncommitted-bytes-max = 2048\n";
+        assert_eq!(ServerConfig::from_toml(new).unwrap().raft.uncommitted_bytes_max, 2048);
     }
 
     #[test]
