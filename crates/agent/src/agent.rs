@@ -176,8 +176,7 @@ impl NodeAgent {
             .map(|(group, _)| *group)
             .collect();
         for group in due {
-            self.send(now, Purpose::Rejoin(group), Request::Rejoin { group });
-            self.rejoins.insert(group, Rejoin::Running);
+            self.attempt_rejoin(now, group);
         }
         if self.refused {
             // Follows nothing.
@@ -356,6 +355,10 @@ impl NodeAgent {
         tracing::warn!(%node, %group,
             "this store is newer than the group: its replica here may be lost; rejoining \
              through the group's leader (removed, then added back as a learner and promoted)");
+        self.attempt_rejoin(now, group);
+    }
+
+    fn attempt_rejoin(&mut self, now: Time, group: GroupId) {
         self.send(now, Purpose::Rejoin(group), Request::Rejoin { group });
         self.rejoins.insert(group, Rejoin::Running);
     }

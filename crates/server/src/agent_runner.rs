@@ -37,7 +37,7 @@ use tonic::Streaming;
 use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::rejoin::{self, RejoinContext};
+use crate::rejoin;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 use crate::transport::{RAFT_MESSAGE_BYTES_MAX, connect};
@@ -59,7 +59,6 @@ pub struct AgentRunner {
     store: StoreHandle<NodeEngine, KvStateMachine>,
     engine: Arc<Engine<NodeEngine>>,
     directory: Directory,
-    rejoin: RejoinContext,
     request_timeout: Duration,
 }
 
@@ -103,12 +102,6 @@ impl AgentRunner {
         let client = ControllerClient::new(config.controllers.clone(), options)
             .map_err(|error| Error::Config { reason: format!("controllers: {error}") })?;
         let node = NodeId(config.node_id);
-        let rejoin = RejoinContext {
-            node,
-            store: store.clone(),
-            directory: directory.clone(),
-            call_timeout: request_timeout,
-        };
         let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let config = AgentConfig {
             node,
@@ -118,7 +111,7 @@ impl AgentRunner {
             rejoin_attempt_ms: millis(REJOIN_ATTEMPT) + millis(request_timeout),
             rejoin_retry_ms: millis(REJOIN_RETRY),
         };
-        Ok(Self { config, client, store, engine, directory, rejoin, request_timeout })
+        Ok(Self { config, client, store, engine, directory, request_timeout })
     }
 
     /// Runs the agent until `closing` turns true.
@@ -264,7 +257,11 @@ impl AgentRunner {
                 }
             }
             Request::Rejoin { group } => {
-                match rejoin::attempt(&self.rejoin, group, Instant::now() + REJOIN_ATTEMPT).await {
+                let deadline = Instant::now() + REJOIN_ATTEMPT;
+                let (node, timeout) = (self.config.node, self.request_timeout);
+                match rejoin::attempt(node, &self.store, &self.directory, timeout, group, deadline)
+                    .await
+                {
                     Ok(()) => Answer::Done,
                     Err(error) => Answer::Failed(error),
                 }

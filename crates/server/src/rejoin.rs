@@ -21,37 +21,24 @@ use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 
-/// What every rejoin of one node works with.
-#[derive(Clone)]
-pub(crate) struct RejoinContext {
-    /// This node.
-    pub(crate) node: NodeId,
-    /// Its store.
-    pub(crate) store: StoreHandle<NodeEngine, KvStateMachine>,
-    /// Where the group's members are reached.
-    pub(crate) directory: Directory,
-    /// How long one call may take.
-    pub(crate) call_timeout: Duration,
-}
-
-/// One attempt at bringing this node's replica of `group` back, until `deadline`; `Ok` once
-/// it is a voter again.
+/// One attempt at bringing the replica of `group` on `node` (whose store is `store`) back,
+/// until `deadline`, reaching the members through `directory`, each call within
+/// `call_timeout`; `Ok` once it is a voter again.
 pub(crate) async fn attempt(
-    context: &RejoinContext,
+    node: NodeId,
+    store: &StoreHandle<NodeEngine, KvStateMachine>,
+    directory: &Directory,
+    call_timeout: Duration,
     group: GroupId,
     deadline: Instant,
 ) -> Result<(), String> {
-    let node = context.node;
-    let hosted = match context
-        .store
-        .ask(|callback| StoreMsg::Status { group, confirm: false, callback })
-        .await
-    {
-        Ok(_) => true,
-        Err(StoreError::GroupNotFound { .. }) => false,
-        Err(error) => return Err(format!("reading the local replica: {error}")),
-    };
-    let driver = MembershipDriver::new(context.directory.all(), context.call_timeout);
+    let hosted =
+        match store.ask(|callback| StoreMsg::Status { group, confirm: false, callback }).await {
+            Ok(_) => true,
+            Err(StoreError::GroupNotFound { .. }) => false,
+            Err(error) => return Err(format!("reading the local replica: {error}")),
+        };
+    let driver = MembershipDriver::new(directory.all(), call_timeout);
     let mut job = MembershipJob::add(node);
     if hosted {
         job.joined(node);
