@@ -9,6 +9,7 @@ use mosaic_raft::NodeId;
 use mosaic_shardkv::{MigrationTask, PlacedSince, TaskKey, plan};
 
 use crate::io::{Action, Answer, LocalState, Request, RequestId, Time};
+use crate::rejoin::{Ask, Attempt};
 use crate::task::{Task, TaskEvent};
 
 /// How often an executor calls [`NodeAgent::poll`].
@@ -23,10 +24,9 @@ pub struct AgentConfig {
     pub node: NodeId,
     /// The address it registers for itself (where other nodes and clients reach it).
     pub address: String,
-    /// A request unanswered for this long has failed (and is cancelled); a rejoin attempt
-    /// has [`AgentConfig::rejoin_attempt_ms`] instead.
+    /// A request unanswered for this long has failed (and is cancelled).
     pub request_timeout_ms: Time,
-    /// How long one rejoin attempt may take.
+    /// How long one rejoin attempt (many requests) may take.
     pub rejoin_attempt_ms: Time,
     /// The pause after a failed rejoin attempt.
     pub rejoin_retry_ms: Time,
@@ -73,7 +73,10 @@ enum Purpose {
     Local,
     /// Creating or destroying a replica of the group.
     Replica(GroupId),
-    Rejoin(GroupId),
+    /// A rejoin's status read of the group at a node.
+    RejoinStatus(GroupId, NodeId),
+    /// A rejoin's step (a join here, a membership change at the leader).
+    RejoinStep(GroupId),
     Task(TaskKey),
 }
 
@@ -84,12 +87,18 @@ struct Pending {
 }
 
 /// A rejoin of one group, once started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Rejoin {
     /// An attempt is running.
-    Running,
-    /// The last attempt failed; the next one starts at this time.
-    RetryAt(Time),
+    Running(Box<Attempt>),
+    /// The last attempt failed; the next one starts at the first poll from `at` on. `joined`
+    /// is true if it had joined this node's replica (the next one brings it on from there).
+    RetryAt {
+        /// When.
+        at: Time,
+        /// Whether the replica here was joined.
+        joined: bool,
+    },
     /// Over: the node is a voter again, or there is nothing to rejoin.
     Over,
 }
@@ -169,14 +178,14 @@ impl NodeAgent {
             self.actions.push(Action::Cancel { id });
             self.answered(now, pending.purpose, Answer::Failed("no answer in time".into()));
         }
-        let due: Vec<GroupId> = self
+        let running: Vec<GroupId> = self
             .rejoins
             .iter()
-            .filter(|(_, rejoin)| matches!(rejoin, Rejoin::RetryAt(at) if *at <= now))
+            .filter(|(_, rejoin)| matches!(rejoin, Rejoin::Running(_)))
             .map(|(group, _)| *group)
             .collect();
-        for group in due {
-            self.attempt_rejoin(now, group);
+        for group in running {
+            self.rejoin_event(now, group, |attempt, nodes| attempt.poll(now, nodes));
         }
         if self.refused {
             // Follows nothing.
@@ -241,14 +250,13 @@ impl NodeAgent {
             (Purpose::Config, Answer::View(_)) => {}
             (Purpose::Local, Answer::Local(local)) => self.follow(now, &local),
             (Purpose::Replica(_), Answer::Done) => {}
-            (Purpose::Rejoin(group), Answer::Done) => {
-                tracing::info!(%node, %group, "rejoined the group");
-                self.rejoins.insert(group, Rejoin::Over);
+            (Purpose::RejoinStatus(group, at), answer) => {
+                self.rejoin_event(now, group, |attempt, nodes| {
+                    attempt.on_status(now, at, answer, nodes)
+                });
             }
-            (Purpose::Rejoin(group), Answer::Failed(reason)) => {
-                tracing::warn!(%node, %group, %reason, "cannot rejoin yet; retrying");
-                let retry = Rejoin::RetryAt(now + self.config.rejoin_retry_ms);
-                self.rejoins.insert(group, retry);
+            (Purpose::RejoinStep(group), answer) => {
+                self.rejoin_event(now, group, |attempt, nodes| attempt.on_step(now, answer, nodes));
             }
             (purpose, Answer::Failed(reason)) => {
                 tracing::debug!(%node, ?purpose, %reason, "request failed; retrying later");
@@ -273,11 +281,8 @@ impl NodeAgent {
     fn send(&mut self, now: Time, purpose: Purpose, request: Request) {
         self.next_id += 1;
         let id = self.next_id;
-        let timeout = match purpose {
-            Purpose::Rejoin(_) => self.config.rejoin_attempt_ms,
-            _ => self.config.request_timeout_ms,
-        };
-        self.pending.insert(id, Pending { purpose, deadline: now + timeout });
+        let deadline = now + self.config.request_timeout_ms;
+        self.pending.insert(id, Pending { purpose, deadline });
         self.actions.push(Action::Send { id, request });
     }
 
@@ -324,9 +329,16 @@ impl NodeAgent {
             };
             if life.added <= since {
                 // The group existed before this store: a replica here may be gone with a
-                // data directory (or half rejoined when the node stopped). Once per agent.
-                if !self.rejoins.contains_key(&group) {
-                    self.start_rejoin(now, group, members.clone());
+                // data directory (or half rejoined when the node stopped). Once per agent,
+                // attempts retried.
+                let hosted = local.hosted.contains(&group);
+                match self.rejoins.get(&group) {
+                    None => self.start_rejoin(now, group, &members.clone(), hosted),
+                    Some(Rejoin::RetryAt { at, joined }) if *at <= now => {
+                        let joined = *joined;
+                        self.attempt_rejoin(now, group, hosted || joined);
+                    }
+                    Some(_) => {}
                 }
                 continue;
             }
@@ -343,7 +355,7 @@ impl NodeAgent {
         }
     }
 
-    fn start_rejoin(&mut self, now: Time, group: GroupId, members: Vec<NodeId>) {
+    fn start_rejoin(&mut self, now: Time, group: GroupId, members: &[NodeId], hosted: bool) {
         let node = self.config.node;
         if members == [node] {
             tracing::error!(%node, %group,
@@ -352,29 +364,100 @@ impl NodeAgent {
             self.rejoins.insert(group, Rejoin::Over);
             return;
         }
-        tracing::warn!(%node, %group,
-            "this store is newer than the group: its replica here may be lost; rejoining \
-             through the group's leader (removed, then added back as a learner and promoted)");
-        self.attempt_rejoin(now, group);
+        if !hosted {
+            tracing::warn!(%node, %group,
+                "this store is newer than the group and holds no replica of it: rejoining \
+                 through the group's leader (removed, then added back as a learner and \
+                 promoted)");
+        }
+        self.attempt_rejoin(now, group, hosted);
     }
 
-    fn attempt_rejoin(&mut self, now: Time, group: GroupId) {
-        self.send(now, Purpose::Rejoin(group), Request::Rejoin { group });
-        self.rejoins.insert(group, Rejoin::Running);
+    /// Starts a rejoin attempt on `group`; `hosted` if the replica here exists.
+    fn attempt_rejoin(&mut self, now: Time, group: GroupId, hosted: bool) {
+        let nodes = self.registered_nodes();
+        let give_up_at = now + self.config.rejoin_attempt_ms;
+        let (attempt, asks) =
+            Attempt::start(now, self.config.node, group, hosted, give_up_at, &nodes);
+        self.rejoins.insert(group, Rejoin::Running(Box::new(attempt)));
+        self.rejoin_asks(now, group, asks);
+    }
+
+    /// Every node the controller has registered (the replicas that may lead a group).
+    fn registered_nodes(&self) -> Vec<NodeId> {
+        self.view.as_ref().map(|view| view.nodes.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Hands an event to `group`'s running rejoin attempt, if any, and carries out what it
+    /// asks.
+    fn rejoin_event(
+        &mut self,
+        now: Time,
+        group: GroupId,
+        event: impl FnOnce(&mut Attempt, &[NodeId]) -> Vec<Ask>,
+    ) {
+        let nodes = self.registered_nodes();
+        let Some(Rejoin::Running(attempt)) = self.rejoins.get_mut(&group) else { return };
+        let asks = event(attempt, &nodes);
+        self.rejoin_asks(now, group, asks);
+    }
+
+    fn rejoin_asks(&mut self, now: Time, group: GroupId, asks: Vec<Ask>) {
+        let node = self.config.node;
+        for ask in asks {
+            match ask {
+                Ask::Send(requests) => {
+                    for request in requests {
+                        let purpose = match &request {
+                            Request::GroupStatus { node: at, .. } => {
+                                Purpose::RejoinStatus(group, *at)
+                            }
+                            _ => Purpose::RejoinStep(group),
+                        };
+                        self.send(now, purpose, request);
+                    }
+                }
+                Ask::CancelSearch => {
+                    self.cancel(
+                        |purpose| matches!(purpose, Purpose::RejoinStatus(g, _) if g == group),
+                    );
+                }
+                Ask::Over(Ok(view)) => {
+                    tracing::info!(%node, %group, voters = ?view.voters, "rejoined the group");
+                    self.rejoins.insert(group, Rejoin::Over);
+                }
+                Ask::Over(Err(error)) => {
+                    tracing::warn!(%node, %group, %error, "cannot rejoin yet; retrying");
+                    let joined = match self.rejoins.get(&group) {
+                        Some(Rejoin::Running(attempt)) => attempt.has_joined(),
+                        _ => false,
+                    };
+                    let at = now + self.config.rejoin_retry_ms;
+                    self.rejoins.insert(group, Rejoin::RetryAt { at, joined });
+                }
+            }
+        }
     }
 
     /// Stops the rejoin of a retired group (its replicas are being destroyed).
     fn stop_rejoin(&mut self, group: GroupId) {
-        if self.rejoins.insert(group, Rejoin::Over) != Some(Rejoin::Running) {
-            return;
+        if let Some(Rejoin::Running(_)) = self.rejoins.insert(group, Rejoin::Over) {
+            self.cancel(|purpose| match purpose {
+                Purpose::RejoinStatus(g, _) | Purpose::RejoinStep(g) => g == group,
+                _ => false,
+            });
         }
-        let running: Vec<RequestId> = self
+    }
+
+    /// Gives up on every pending request whose purpose `matches`.
+    fn cancel(&mut self, matches: impl Fn(Purpose) -> bool) {
+        let cancelled: Vec<RequestId> = self
             .pending
             .iter()
-            .filter(|(_, pending)| pending.purpose == Purpose::Rejoin(group))
+            .filter(|(_, pending)| matches(pending.purpose))
             .map(|(id, _)| *id)
             .collect();
-        for id in running {
+        for id in cancelled {
             self.pending.remove(&id);
             self.actions.push(Action::Cancel { id });
         }

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mosaic_controller::{Command, ConfigNum, ControllerView, Outcome};
 use mosaic_engine::{GroupId, ShardChunk, ShardCursor, ShardId};
-use mosaic_raft::NodeId;
+use mosaic_raft::{ConfChange, LogIndex, NodeId};
+use mosaic_raftstore::LeaderTerm;
+use mosaic_raftstore::membership::LeaderView;
 use mosaic_shardkv::{MigrationCommand, MigrationOutcome, Ownership};
 
 /// Milliseconds on the executor's monotonic clock (virtual time in the simulator).
@@ -60,13 +62,34 @@ pub enum Request {
         /// The group.
         group: GroupId,
     },
-    /// One attempt at bringing this node's replica of `group` back after its data was lost:
-    /// through the group's leader, removed, joined, caught up as a learner and promoted
-    /// (`mosaic_raftstore::membership`), within the attempt time of [`crate::AgentConfig`].
-    /// Answered by [`Answer::Done`] once this node is a voter again.
-    Rejoin {
+    /// `group`'s status at `node` (`NodeAdmin.GroupStatus` with `confirm_leadership`), to
+    /// find the group's leader when this node rejoins it. Answered by [`Answer::Leader`].
+    GroupStatus {
+        /// The node asked.
+        node: NodeId,
         /// The group.
         group: GroupId,
+    },
+    /// Create this node's empty replica of an existing group, with no membership, starting
+    /// in the term of the leader named (`StoreMsg::JoinGroup`). Answered by [`Answer::Done`].
+    JoinGroup {
+        /// The group.
+        group: GroupId,
+        /// The leader and the term the replica starts in.
+        leader: LeaderTerm,
+    },
+    /// Propose `change` to `group` at `leader`, refused there if the membership changed after
+    /// `unchanged_since` (`NodeAdmin.ChangeMembership`). Answered by [`Answer::Done`] once it
+    /// applied, or by [`Answer::Refused`] when it is invalid.
+    ChangeMembership {
+        /// The node asked: the group's leader when the change was planned.
+        leader: NodeId,
+        /// The group.
+        group: GroupId,
+        /// The change.
+        change: ConfChange,
+        /// The applied index of the leader's view it was planned from.
+        unchanged_since: LogIndex,
     },
     /// Propose a migration step to `group` here and wait for it to apply. Answered by
     /// [`Answer::Applied`].
@@ -124,8 +147,11 @@ pub enum Answer {
     View(ControllerView),
     /// The controller applied the command.
     Executed(Outcome),
-    /// The controller refused the command (a definite answer: retrying cannot help).
+    /// The controller refused the command, or a node refused a membership change, for good
+    /// (a definite answer: retrying cannot help).
     Refused(String),
+    /// The status asked for, if the node confirmed that it leads the group.
+    Leader(Option<LeaderView>),
     /// Done.
     Done,
     /// What the store holds.

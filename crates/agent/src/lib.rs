@@ -18,9 +18,11 @@
 //!   For every group placed on this node (by the latest configuration, or for a removed group
 //!   that still holds shards, the first one that listed it): a group newer than the store
 //!   gets a replica created with its listed members if it has none; a group older than the
-//!   store is brought back through its leader ([`Request::Rejoin`], once per agent: the node
-//!   may have lost its replica with a data directory, and a replica must never be recreated
-//!   as a voter of a group that exists). The replicas of retired groups are destroyed.
+//!   store is brought back through its leader (once per agent, by the membership run of
+//!   `mosaic_raftstore::membership_run`: [`Request::GroupStatus`], [`Request::JoinGroup`],
+//!   [`Request::ChangeMembership`]; the node may have lost its replica with a data directory,
+//!   and a replica must never be recreated as a voter of a group that exists). The replicas
+//!   of retired groups are destroyed.
 //! - **Migration**: for every group led here, [`mosaic_shardkv::plan`] names the tasks
 //!   (switch configuration, pull a shard chunk by chunk, confirm a handoff, retire a removed
 //!   group), at most one per [`mosaic_shardkv::TaskKey`]; each waits for one answer at a
@@ -36,6 +38,7 @@
 
 mod agent;
 mod io;
+mod rejoin;
 mod task;
 
 pub use agent::{AgentConfig, Birth, NodeAgent, POLL_INTERVAL_MS};

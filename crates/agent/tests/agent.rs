@@ -5,11 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use mosaic_agent::{Action, AgentConfig, Answer, Birth, LocalState, NodeAgent, Request, RequestId};
 use mosaic_controller::{Command, ConfigNum, Configuration, ControllerView, GroupLife, Outcome};
 use mosaic_engine::GroupId;
-use mosaic_raft::NodeId;
+use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
+use mosaic_raftstore::LeaderTerm;
+use mosaic_raftstore::membership::LeaderView;
 
 const NODE: NodeId = NodeId(11);
 const TIMEOUT_MS: u64 = 1_000;
 const REJOIN_RETRY_MS: u64 = 500;
+/// The nodes every view below says are registered.
+const REGISTERED: [u64; 3] = [11, 12, 13];
 
 fn agent(birth: Birth) -> NodeAgent {
     NodeAgent::new(
@@ -59,7 +63,7 @@ fn view(latest: u64, groups: &[(u64, &[u64])], lives: &[(u64, GroupLife)]) -> Co
     ControllerView {
         config,
         latest: ConfigNum(latest),
-        nodes: BTreeMap::new(),
+        nodes: REGISTERED.iter().map(|node| (NodeId(*node), format!("node-{node}:7000"))).collect(),
         lives: lives.iter().map(|(group, life)| (GroupId(*group), *life)).collect(),
     }
 }
@@ -123,60 +127,175 @@ fn a_refused_registration_stops_the_agent() {
     assert!(agent.poll(200).is_empty());
 }
 
+/// The actions after a whole poll: the latest configuration answered with `view`, then
+/// `ReadLocal` with `hosted`.
+fn poll_cycle(
+    agent: &mut NodeAgent,
+    now: u64,
+    view: ControllerView,
+    hosted: &[u64],
+) -> Vec<Action> {
+    let mut actions = agent.poll(now);
+    let (id, _) = sent(&actions)
+        .into_iter()
+        .find(|(_, request)| *request == Request::Query { num: None })
+        .expect("a poll");
+    actions.retain(|action| !matches!(action, Action::Send { id: sent, .. } if *sent == id));
+    let (id, request) = only(&agent.on_answer(now, id, Answer::View(view)));
+    assert_eq!(request, Request::ReadLocal);
+    let hosted = hosted.iter().copied().map(GroupId).collect();
+    actions.extend(agent.on_answer(
+        now,
+        id,
+        Answer::Local(LocalState { hosted, led: BTreeMap::new() }),
+    ));
+    actions
+}
+
+/// The status reads of group 100 among `actions`, by node asked.
+fn status_reads(actions: &[Action]) -> BTreeMap<u64, RequestId> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|(id, request)| match request {
+            Request::GroupStatus { node, group: GroupId(100) } => Some((node.0, id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node 12's view as group 100's leader in term 5, committed and applied at 20.
+fn led_by_12(voters: &[u64], learners: &[u64], matched_11: u64) -> LeaderView {
+    LeaderView {
+        leader: NodeId(12),
+        term: Term(5),
+        commit: LogIndex(20),
+        applied: LogIndex(20),
+        voters: voters.iter().copied().map(NodeId).collect(),
+        learners: learners.iter().copied().map(NodeId).collect(),
+        matched: [(NODE, LogIndex(matched_11))].into(),
+        changing: false,
+    }
+}
+
+/// Answers the status reads in `actions` with node 12 leading as `view`; returns the one
+/// request that follows, and checks the other reads are cancelled.
+fn leader_answers(
+    agent: &mut NodeAgent,
+    now: u64,
+    actions: &[Action],
+    view: LeaderView,
+) -> Vec<Action> {
+    let reads = status_reads(actions);
+    assert_eq!(reads.keys().copied().collect::<Vec<_>>(), REGISTERED, "{actions:?}");
+    assert!(agent.on_answer(now, reads[&11], Answer::Leader(None)).is_empty());
+    let next = agent.on_answer(now, reads[&12], Answer::Leader(Some(view)));
+    assert!(next.contains(&Action::Cancel { id: reads[&13] }), "{next:?}");
+    next
+}
+
+fn change(change: ConfChange) -> Request {
+    Request::ChangeMembership {
+        leader: NodeId(12),
+        group: GroupId(100),
+        change,
+        unchanged_since: LogIndex(20),
+    }
+}
+
 #[test]
-fn groups_newer_than_the_store_are_created_and_older_ones_rejoined_once() {
+fn groups_newer_than_the_store_are_created_and_older_ones_rejoined_through_their_leader() {
     let mut agent = agent(Birth::Known(ConfigNum(2)));
     let lives = [(100, life(1, false)), (101, life(3, false)), (102, life(3, false))];
     let groups: [(u64, &[u64]); 3] =
         [(100, &[11, 12, 13]), (101, &[11, 12, 13]), (102, &[12, 13, 14])];
     let actions = follow(&mut agent, 0, view(4, &groups, &lives), &[]);
-    let requests: Vec<Request> = sent(&actions).into_iter().map(|(_, r)| r).collect();
-    assert_eq!(
-        requests,
-        vec![
-            Request::Rejoin { group: GroupId(100) },
-            Request::CreateGroup {
-                group: GroupId(101),
-                members: vec![NODE, NodeId(12), NodeId(13)]
-            },
-        ]
-    );
-    let ids: Vec<RequestId> = sent(&actions).into_iter().map(|(id, _)| id).collect();
-    assert!(agent.on_answer(1, ids[1], Answer::Done).is_empty());
+    let create =
+        Request::CreateGroup { group: GroupId(101), members: vec![NODE, NodeId(12), NodeId(13)] };
+    let (created, _) =
+        sent(&actions).into_iter().find(|(_, request)| *request == create).expect("created");
+    assert_eq!(sent(&actions).len(), 4, "3 status reads and the creation: {actions:?}");
+    assert!(agent.on_answer(1, created, Answer::Done).is_empty());
 
-    // The next poll: the rejoin runs, the replica exists; nothing to do.
-    let (id, _) = only(&agent.poll(100));
-    let (id, _) = only(&agent.on_answer(100, id, Answer::View(view(4, &groups, &lives))));
-    let local = LocalState { hosted: [GroupId(100), GroupId(101)].into(), led: BTreeMap::new() };
-    assert!(agent.on_answer(100, id, Answer::Local(local.clone())).is_empty());
+    // No replica here: the node is removed first, then joins in the leader's term.
+    let actions = leader_answers(&mut agent, 2, &actions, led_by_12(&[11, 12, 13], &[], 0));
+    let (id, request) = only(&actions);
+    assert_eq!(request, change(ConfChange::RemoveNode(NODE)));
+    let actions = agent.on_answer(3, id, Answer::Done);
+    let actions = leader_answers(&mut agent, 4, &actions, led_by_12(&[12, 13], &[], 0));
+    let (id, request) = only(&actions);
+    let leader = LeaderTerm { leader: NodeId(12), term: Term(5) };
+    assert_eq!(request, Request::JoinGroup { group: GroupId(100), leader });
+    let actions = agent.on_answer(5, id, Answer::Done);
+    let actions = leader_answers(&mut agent, 6, &actions, led_by_12(&[12, 13], &[], 0));
+    let (id, request) = only(&actions);
+    assert_eq!(request, change(ConfChange::AddLearner(NODE)));
+    let actions = agent.on_answer(7, id, Answer::Done);
+    // Catching up: nothing until the run's pause is over, then the leader is read again.
+    let actions = leader_answers(&mut agent, 8, &actions, led_by_12(&[12, 13], &[11], 3));
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+    let actions = poll_cycle(&mut agent, 300, view(4, &groups, &lives), &[100, 101]);
+    let actions = leader_answers(&mut agent, 301, &actions, led_by_12(&[12, 13], &[11], 20));
+    let (id, request) = only(&actions);
+    assert_eq!(request, change(ConfChange::AddVoter(NODE)));
+    let actions = agent.on_answer(302, id, Answer::Done);
+    let actions = leader_answers(&mut agent, 303, &actions, led_by_12(&[11, 12, 13], &[], 20));
+    assert!(sent(&actions).is_empty(), "rejoined: {actions:?}");
 
-    // The rejoin finishes; a later poll does not start it again.
-    assert!(agent.on_answer(150, ids[0], Answer::Done).is_empty());
-    let (id, _) = only(&agent.poll(200));
-    let (id, _) = only(&agent.on_answer(200, id, Answer::View(view(4, &groups, &lives))));
-    assert!(agent.on_answer(200, id, Answer::Local(local)).is_empty());
+    // Over: later polls do not start it again.
+    assert!(sent(&poll_cycle(&mut agent, 400, view(4, &groups, &lives), &[100, 101])).is_empty());
 }
 
 #[test]
-fn a_failed_rejoin_is_retried_after_a_pause_and_stopped_when_its_group_retires() {
+fn a_node_that_kept_its_replica_is_not_removed_to_rejoin() {
+    let mut agent = agent(Birth::Known(ConfigNum(2)));
+    let groups: [(u64, &[u64]); 1] = [(100, &[11, 12, 13])];
+    let actions = follow(&mut agent, 0, view(4, &groups, &[(100, life(1, false))]), &[100]);
+    let actions = leader_answers(&mut agent, 1, &actions, led_by_12(&[11, 12, 13], &[], 20));
+    assert!(sent(&actions).is_empty(), "a voter with its replica: nothing to do: {actions:?}");
+}
+
+#[test]
+fn a_failed_rejoin_is_retried_after_a_pause_from_what_it_joined_and_stopped_when_its_group_retires()
+{
     let mut agent = agent(Birth::Known(ConfigNum(2)));
     let groups: [(u64, &[u64]); 1] = [(100, &[11, 12, 13])];
     let lives = [(100, life(1, false))];
-    let (id, request) = only(&follow(&mut agent, 0, view(4, &groups, &lives), &[]));
-    assert_eq!(request, Request::Rejoin { group: GroupId(100) });
-    assert!(agent.on_answer(10, id, Answer::Failed("no leader".into())).is_empty());
-    // Not before the pause is over (the poll reads the configuration only).
-    let (poll, request) = only(&agent.poll(10 + REJOIN_RETRY_MS - 1));
-    assert_eq!(request, Request::Query { num: None });
-    let now = 10 + REJOIN_RETRY_MS;
-    let rejoin = only(&agent.poll(now));
-    assert_eq!(rejoin.1, Request::Rejoin { group: GroupId(100) });
+    let actions = follow(&mut agent, 0, view(4, &groups, &lives), &[]);
+    // The leader is found, the node removed and joined; then no leader until the deadline.
+    let actions = leader_answers(&mut agent, 1, &actions, led_by_12(&[12, 13], &[], 0));
+    let (id, request) = only(&actions);
+    assert!(matches!(request, Request::JoinGroup { .. }), "{request:?}");
+    let mut actions = agent.on_answer(2, id, Answer::Done);
+    let attempt_ends = 10 * TIMEOUT_MS;
+    for now in [3, attempt_ends] {
+        for (node, id) in status_reads(&actions) {
+            let answer = if node == 12 {
+                Answer::Failed("unreachable".into())
+            } else {
+                Answer::Leader(None)
+            };
+            actions = agent.on_answer(now, id, answer);
+        }
+        assert!(sent(&actions).is_empty(), "{actions:?}");
+        actions = poll_cycle(&mut agent, now + 300, view(4, &groups, &lives), &[100]);
+    }
+    // The attempt ended at its deadline; not retried before the pause is over.
+    assert!(status_reads(&actions).is_empty(), "{actions:?}");
+    let retry_at = attempt_ends + REJOIN_RETRY_MS;
+    assert!(
+        status_reads(&poll_cycle(&mut agent, retry_at - 1, view(4, &groups, &lives), &[]))
+            .is_empty()
+    );
+    // The retry knows the node joined already, even from a stale `ReadLocal` without it: it
+    // adds the learner, it does not remove the node again.
+    let actions = poll_cycle(&mut agent, retry_at, view(4, &groups, &lives), &[]);
+    let actions = leader_answers(&mut agent, retry_at, &actions, led_by_12(&[12, 13], &[], 0));
+    let (step, request) = only(&actions);
+    assert_eq!(request, change(ConfChange::AddLearner(NODE)));
     // The group retires: the attempt is cancelled and the replica destroyed.
     let retired = view(5, &[], &[(100, life(1, true))]);
-    let (id, _) = only(&agent.on_answer(now, poll, Answer::View(retired)));
-    let local = LocalState { hosted: [GroupId(100)].into(), led: BTreeMap::new() };
-    let actions = agent.on_answer(now, id, Answer::Local(local));
-    assert!(actions.contains(&Action::Cancel { id: rejoin.0 }), "{actions:?}");
+    let actions = poll_cycle(&mut agent, retry_at + 1, retired, &[100]);
+    assert!(actions.contains(&Action::Cancel { id: step }), "{actions:?}");
     assert_eq!(only(&actions).1, Request::DestroyGroup { group: GroupId(100) });
 }
 

@@ -1,8 +1,8 @@
-//! Changing a group's membership over `NodeAdmin`: [`MembershipDriver`] runs the planner of
-//! [`mosaic_raftstore::membership`] against live nodes, reading the leader's status before
-//! every step. `mosaic admin group add-replica` and `remove-replica` use it, and so does a
-//! storage node whose data directory was lost, to bring itself back into the groups it was a
-//! member of (docs/raftstore.md "Changing a group's membership").
+//! Changing a group's membership over `NodeAdmin`: [`MembershipDriver`] executes the run of
+//! [`mosaic_raftstore::membership_run`] against live nodes (`mosaic admin group
+//! add-replica` and `remove-replica`), and lends its calls (a confirmed status, a membership
+//! change at the leader) to a storage node whose agent brings its replica back after a data
+//! loss (docs/raftstore.md "Changing a group's membership").
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,48 +12,12 @@ use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
 use mosaic_raftstore::LeaderTerm;
 pub use mosaic_raftstore::membership::{LeaderView, MembershipJob, MembershipStep};
+use mosaic_raftstore::membership_run::{
+    LeaderSearch, MembershipRun, Millis, RETRY_PAUSE_MS, RunAction,
+};
+pub use mosaic_raftstore::membership_run::{MembershipError, StepFailure};
 
 use crate::channel::{Channels, with_timeout};
-
-/// Pause between two attempts of a step that waits for the group (a leader, a catch-up).
-pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
-
-/// Why a membership change did not finish.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MembershipError {
-    /// A node the change needs has no address here.
-    #[error("node {node} has no known address")]
-    UnknownNode {
-        /// The node.
-        node: NodeId,
-    },
-    /// No node answered as the group's leader by the deadline.
-    #[error("group {group} has no reachable leader ({reason})")]
-    NoLeader {
-        /// The group.
-        group: GroupId,
-        /// The last error seen, or that no node leads.
-        reason: String,
-    },
-    /// A step was refused in a way no retry can help (`InvalidArgument`).
-    #[error("group {group}: {step} was refused: {reason}")]
-    Refused {
-        /// The group.
-        group: GroupId,
-        /// The step.
-        step: String,
-        /// The node's reason.
-        reason: String,
-    },
-    /// The job was not done by the deadline.
-    #[error("group {group}: not done in time; the last step was {step}")]
-    Deadline {
-        /// The group.
-        group: GroupId,
-        /// The last step tried.
-        step: String,
-    },
-}
 
 /// Drives membership changes through `NodeAdmin` on a set of nodes.
 #[derive(Debug)]
@@ -88,86 +52,99 @@ impl MembershipDriver {
         deadline: Instant,
     ) -> Result<LeaderView, MembershipError> {
         loop {
-            let mut reason = "no node reports leading it".to_string();
-            // Every node at once: one that is down costs a call timeout, not one per node.
-            let mut asks = tokio::task::JoinSet::new();
-            for node in self.nodes.keys().copied() {
-                let client = self.client(node);
-                let request =
-                    pb::GroupStatusRequest { group_id: group.0, confirm_leadership: true };
-                let request = with_timeout(request, self.call_timeout);
-                asks.spawn(async move {
-                    let answer = match client {
-                        Ok(mut client) => client
-                            .group_status(request)
-                            .await
-                            .map(tonic::Response::into_inner)
-                            .map_err(|status| format!("node {node}: {}", status.message())),
-                        Err(error) => Err(error),
-                    };
-                    (node, answer)
-                });
-            }
-            while let Some(asked) = asks.join_next().await {
-                match asked {
-                    Ok((node, Ok(status))) if status.leadership_confirmed => {
-                        return Ok(view_of(node, &status));
-                    }
-                    Ok((_, Ok(_))) => {}
-                    Ok((_, Err(error))) => reason = error,
-                    Err(error) => reason = error.to_string(),
+            match self.read_leader(group).await {
+                Ok(view) => return Ok(view),
+                Err(reason) if Instant::now() >= deadline => {
+                    return Err(MembershipError::NoLeader { group, reason });
                 }
+                Err(_) => tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await,
             }
-            if Instant::now() >= deadline {
-                return Err(MembershipError::NoLeader { group, reason });
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
-    /// Runs `job` on `group` until it is done (returns the leader's last view) or `deadline`
-    /// passes. `report` sees each step before it is taken, with the view it was planned from.
+    /// One round of [`MembershipDriver::leader_view`]: every node asked at once (one that is
+    /// down costs a call timeout, not one per node).
+    async fn read_leader(&self, group: GroupId) -> Result<LeaderView, String> {
+        let mut search = LeaderSearch::new(self.nodes.keys().copied())?;
+        let mut asks = tokio::task::JoinSet::new();
+        for node in self.nodes.keys().copied() {
+            let status = self.status(node, group);
+            asks.spawn(async move { (node, status.await) });
+        }
+        while let Some(asked) = asks.join_next().await {
+            let (node, answer) = asked.map_err(|error| error.to_string())?;
+            if let Some(found) = search.answer(node, answer) {
+                return found;
+            }
+        }
+        unreachable!("every node asked answers the search")
+    }
+
+    /// `group`'s status at `node`, confirmed by a quorum round: its view if it leads the
+    /// group, `None` if it does not.
+    pub fn status(
+        &self,
+        node: NodeId,
+        group: GroupId,
+    ) -> impl std::future::Future<Output = Result<Option<LeaderView>, String>> + Send + 'static
+    {
+        let client = self.client(node);
+        let request = pb::GroupStatusRequest { group_id: group.0, confirm_leadership: true };
+        let request = with_timeout(request, self.call_timeout);
+        async move {
+            client?
+                .group_status(request)
+                .await
+                .map(|status| leader_of(node, &status.into_inner()))
+                .map_err(|status| status.message().to_string())
+        }
+    }
+
+    /// Runs `job` on `group` ([`MembershipRun`]) until it is done (returns the leader's last
+    /// view) or `deadline` passes. `report` sees each step planned, with the view it was
+    /// planned from.
     ///
     /// # Errors
     /// See [`MembershipError`].
     pub async fn run(
         &self,
         group: GroupId,
-        mut job: MembershipJob,
+        job: MembershipJob,
         deadline: Instant,
         mut report: impl FnMut(&LeaderView, &MembershipStep),
     ) -> Result<LeaderView, MembershipError> {
+        let start = Instant::now();
+        let now = || Millis::try_from(start.elapsed().as_millis()).unwrap_or(Millis::MAX);
+        let give_up_at = deadline.saturating_duration_since(start).as_millis();
+        let (mut run, mut action) =
+            MembershipRun::start(group, job, Millis::try_from(give_up_at).unwrap_or(Millis::MAX));
         loop {
-            let view = self.leader_view(group, deadline).await?;
-            let step = job.next(&view);
-            report(&view, &step);
-            let done = match step {
-                MembershipStep::Done => return Ok(view),
-                MembershipStep::Wait => Ok(false),
-                MembershipStep::Join { node, leader } => {
-                    let joined = self.join(group, node, leader).await;
-                    if joined.is_ok() {
-                        job.joined(node);
+            let next = match action {
+                RunAction::Finished(result) => return result,
+                RunAction::ReadLeader => {
+                    let leader = self.read_leader(group).await;
+                    let found = leader.is_ok();
+                    let next = run.on_leader(now(), leader);
+                    if let (true, Some((view, step))) = (found, run.planned()) {
+                        report(view, step);
                     }
-                    joined.map(|()| true)
+                    next
                 }
-                MembershipStep::Change { change, unchanged_since } => {
-                    self.change(group, view.leader, change, unchanged_since).await.map(|()| true)
+                RunAction::Join { node, leader } => {
+                    let answer = self.join(group, node, leader).await;
+                    run.on_step(now(), answer)
+                }
+                RunAction::Change { leader, change, unchanged_since } => {
+                    let answer = self.change(group, leader, change, unchanged_since).await;
+                    run.on_step(now(), answer)
+                }
+                RunAction::Pause { until } => {
+                    let wake = start + Duration::from_millis(until);
+                    tokio::time::sleep_until(wake.into()).await;
+                    run.poll(now())
                 }
             };
-            match done {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err((tonic::Code::InvalidArgument, reason)) => {
-                    let step = format!("{step:?}");
-                    return Err(MembershipError::Refused { group, step, reason });
-                }
-                Err((_, reason)) => tracing::debug!(%group, ?step, reason, "retrying"),
-            }
-            if Instant::now() >= deadline {
-                return Err(MembershipError::Deadline { group, step: format!("{step:?}") });
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            action = next.expect("a run driven in turn always has a next action");
         }
     }
 
@@ -176,8 +153,8 @@ impl MembershipDriver {
         group: GroupId,
         node: NodeId,
         leader: LeaderTerm,
-    ) -> Result<(), (tonic::Code, String)> {
-        let mut client = self.client(node).map_err(unreachable)?;
+    ) -> Result<(), StepFailure> {
+        let mut client = self.client(node).map_err(StepFailure::Failed)?;
         let request = pb::JoinGroupRequest {
             group_id: group.0,
             leader: Some(leader.leader.0),
@@ -190,14 +167,19 @@ impl MembershipDriver {
             .map_err(refused(format!("node {node}")))
     }
 
-    async fn change(
+    /// Proposes `change` to `group` at `leader`, refused there if the membership changed
+    /// after `unchanged_since`.
+    ///
+    /// # Errors
+    /// [`StepFailure::Refused`] for an invalid change, [`StepFailure::Failed`] otherwise.
+    pub async fn change(
         &self,
         group: GroupId,
         leader: NodeId,
         change: ConfChange,
         unchanged_since: LogIndex,
-    ) -> Result<(), (tonic::Code, String)> {
-        let mut client = self.client(leader).map_err(unreachable)?;
+    ) -> Result<(), StepFailure> {
+        let mut client = self.client(leader).map_err(StepFailure::Failed)?;
         let (kind, node) = match change {
             ConfChange::AddLearner(node) => (pb::MembershipChange::AddLearner, node),
             ConfChange::AddVoter(node) => (pb::MembershipChange::AddVoter, node),
@@ -217,14 +199,21 @@ impl MembershipDriver {
     }
 }
 
-/// A node with no usable address, as a failed call (retried like any unavailable node).
-fn unreachable(reason: String) -> (tonic::Code, String) {
-    (tonic::Code::Unavailable, reason)
+/// A call's refusal or failure, with `who` answered: only an invalid change is refused for
+/// good.
+fn refused(who: String) -> impl FnOnce(tonic::Status) -> StepFailure {
+    move |status| {
+        let reason = format!("{who}: {}", status.message());
+        match status.code() {
+            tonic::Code::InvalidArgument => StepFailure::Refused(reason),
+            _ => StepFailure::Failed(reason),
+        }
+    }
 }
 
-/// A call's refusal or failure, with `who` answered.
-fn refused(who: String) -> impl FnOnce(tonic::Status) -> (tonic::Code, String) {
-    move |status| (status.code(), format!("{who}: {}", status.message()))
+/// The planner's view of `node`'s `GroupStatus`, if it confirmed that it leads.
+fn leader_of(node: NodeId, status: &pb::GroupStatusResponse) -> Option<LeaderView> {
+    status.leadership_confirmed.then(|| view_of(node, status))
 }
 
 /// The planner's view of a leader's `GroupStatus`.

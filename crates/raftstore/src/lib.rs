@@ -14,6 +14,7 @@ mod clock;
 mod config;
 mod error;
 pub mod membership;
+pub mod membership_run;
 mod msg;
 mod peer;
 pub mod snapshot;

@@ -168,6 +168,12 @@ impl MembershipJob {
         self.joined.insert(node);
     }
 
+    /// True once `node`'s empty replica is known to exist ([`MembershipJob::joined`]).
+    #[must_use]
+    pub fn has_joined(&self, node: NodeId) -> bool {
+        self.joined.contains(&node)
+    }
+
     /// The nodes that end as voters.
     #[must_use]
     pub fn voters(&self) -> &BTreeSet<NodeId> {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use mosaic_agent::{
     Action, AgentConfig, Answer, Birth, LocalState, NodeAgent, POLL_INTERVAL_MS, Request, RequestId,
 };
+use mosaic_client::membership::{MembershipDriver, StepFailure};
 use mosaic_client::{ControllerClient, ControllerClientOptions};
 use mosaic_controller::{ConfigNum, ControllerView};
 use mosaic_engine::{Engine, GroupId, ShardChunk, ShardCursor, ShardId, WriteBatch, WriteOptions};
@@ -37,7 +38,6 @@ use tonic::Streaming;
 use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::rejoin;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 use crate::transport::{RAFT_MESSAGE_BYTES_MAX, connect};
@@ -108,7 +108,7 @@ impl AgentRunner {
             address: config.advertised().to_string(),
             // The executor's own deadlines come first; the agent's catch what hangs.
             request_timeout_ms: 2 * millis(request_timeout),
-            rejoin_attempt_ms: millis(REJOIN_ATTEMPT) + millis(request_timeout),
+            rejoin_attempt_ms: millis(REJOIN_ATTEMPT),
             rejoin_retry_ms: millis(REJOIN_RETRY),
         };
         Ok(Self { config, client, store, engine, directory, request_timeout })
@@ -256,14 +256,28 @@ impl AgentRunner {
                     Err(error) => failed(&error),
                 }
             }
-            Request::Rejoin { group } => {
-                let deadline = Instant::now() + REJOIN_ATTEMPT;
-                let (node, timeout) = (self.config.node, self.request_timeout);
-                match rejoin::attempt(node, &self.store, &self.directory, timeout, group, deadline)
+            Request::GroupStatus { node, group } => {
+                match self.membership().status(node, group).await {
+                    Ok(view) => Answer::Leader(view),
+                    Err(error) => Answer::Failed(format!("node {node}: {error}")),
+                }
+            }
+            Request::JoinGroup { group, leader } => {
+                let leader = Some(leader);
+                match self
+                    .store
+                    .ask(|callback| StoreMsg::JoinGroup { group, leader, callback })
                     .await
                 {
                     Ok(()) => Answer::Done,
-                    Err(error) => Answer::Failed(error),
+                    Err(error) => failed(&error),
+                }
+            }
+            Request::ChangeMembership { leader, group, change, unchanged_since } => {
+                match self.membership().change(group, leader, change, unchanged_since).await {
+                    Ok(()) => Answer::Done,
+                    Err(StepFailure::Refused(reason)) => Answer::Refused(reason),
+                    Err(StepFailure::Failed(reason)) => Answer::Failed(reason),
                 }
             }
             Request::Propose { group, command } => self.propose(group, command).await,
@@ -293,6 +307,11 @@ impl AgentRunner {
             }
         };
         (answer, None)
+    }
+
+    /// Membership calls to the nodes known now.
+    fn membership(&self) -> MembershipDriver {
+        MembershipDriver::new(self.directory.all(), self.request_timeout)
     }
 
     /// The groups hosted here, and the ownership of those led here.

@@ -24,7 +24,6 @@ pub mod migration_service;
 pub mod node;
 mod pacing;
 pub mod raft_service;
-mod rejoin;
 pub mod runner;
 pub mod status;
 pub mod transport;

@@ -49,6 +49,7 @@ fn leases_under_stalls_config() -> SimConfig {
     config.faults.tick_interval_per_mille_min = 1_000;
     config.faults.tick_interval_per_mille_max = 1_100;
     config.faults.stalls = Some(StallConfig::default());
+    config.faults.disk_loss_per_mille = 300;
     config
 }
 
@@ -105,6 +106,7 @@ fn wide_config() -> SimConfig {
     };
     config.faults.storage_nodes_down_max = 3;
     config.faults.controller_nodes_down_max = 2;
+    config.faults.disk_loss_per_mille = 300;
     config
 }
 
@@ -112,12 +114,14 @@ fn wide_config() -> SimConfig {
 /// logs that compact only at the store's default threshold.
 fn members_replaced_config() -> SimConfig {
     let store = StoreConfig::default();
-    SimConfig {
+    let mut config = SimConfig {
         membership: Some(MembershipConfig::default()),
         compact_log_after_entries: store.compact_log_after_entries,
         compact_log_keep_entries: store.compact_log_keep_entries,
         ..SimConfig::default()
-    }
+    };
+    config.faults.disk_loss_per_mille = 300;
+    config
 }
 
 /// The default cluster, and an operator replacing group members and putting them back (what

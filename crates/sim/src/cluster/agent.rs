@@ -6,8 +6,7 @@
 //! answers back.
 //!
 //! The executor checks what no correct run does: a controller refusing a read or a
-//! registration, and a rejoin (every simulated store is born before any group is placed on
-//! it, and no disk is lost, so no group is older than a store that should host it).
+//! registration.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +15,7 @@ use mosaic_controller::ControllerQuery;
 use mosaic_engine::{ClientId, WriteBatch, WriteOptions};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
+use mosaic_raftstore::membership::LeaderView;
 use mosaic_shardkv::{Applied, KvStateMachine, MigrationCommand, Ownership};
 
 use crate::cluster::Time;
@@ -115,13 +115,19 @@ impl SimAgent {
                     .filter_map(|(group, ownership)| Some((group, ownership.ok()??)))
                     .collect::<BTreeMap<_, Ownership>>(),
             }),
-            Response::Done(Ok(())) => Answer::Done,
+            Response::Done(Ok(())) | Response::Membership(Ok(_)) => Answer::Done,
+            Response::Status(Ok(status)) => Answer::Leader(LeaderView::of_leader(&status)),
+            Response::Membership(Err(error @ Error::InvalidArgument { .. })) => {
+                Answer::Refused(error.to_string())
+            }
             Response::ControllerView(Err(error))
             | Response::ControllerOutcome(Err(error))
             | Response::KvApplied(Err(error))
             | Response::Chunk(Err(error))
             | Response::Leaders(Err(error))
-            | Response::Done(Err(error)) => failed(error),
+            | Response::Done(Err(error))
+            | Response::Status(Err(error))
+            | Response::Membership(Err(error)) => failed(error),
             response => panic!("node {node}: request {id} answered with {response:?}"),
         };
         let actions = self.agent.on_answer(io.now, id, answer);
@@ -173,9 +179,18 @@ impl SimAgent {
                 mosaic_agent::Request::DestroyGroup { group } => {
                     (node, Request::DestroyGroup { group })
                 }
-                mosaic_agent::Request::Rejoin { group } => {
-                    panic!("node {node}: asked to rejoin group {group}, older than its store")
+                mosaic_agent::Request::GroupStatus { node: at, group } => {
+                    (at, Request::GroupStatus { group })
                 }
+                mosaic_agent::Request::JoinGroup { group, leader } => {
+                    (node, Request::JoinGroup { group, leader })
+                }
+                mosaic_agent::Request::ChangeMembership {
+                    leader,
+                    group,
+                    change,
+                    unchanged_since,
+                } => (leader, Request::ChangeMembership { group, change, unchanged_since }),
                 mosaic_agent::Request::Propose { group, command } => {
                     (node, Request::KvPropose { group, command: command.into() })
                 }

@@ -204,6 +204,13 @@ pub struct FaultConfig {
     /// At a fault step, every node crashes at once with this probability (whatever the
     /// limits above), each losing part of its unsynced writes.
     pub full_restart_per_mille: u64,
+    /// A storage node's crash loses its data directory with this probability: the node
+    /// restarts on an empty engine (a replaced disk) and brings itself back into its groups
+    /// (the shipped agent's rejoin: removed, joined, caught up as a learner, promoted). Only
+    /// while every storage node is up and no group counts as a voter a node that holds no
+    /// replica of it, so that every group keeps its voters' data but one (losing more is
+    /// losing the group). Default 0.
+    pub disk_loss_per_mille: u64,
     /// Each node's store ticks every `TICK_MS * x / 1000` of virtual time (`TICK_MS` is the
     /// stores' `tick_interval`, 10 ms), `x` drawn per node from
     /// `[tick_interval_per_mille_min, tick_interval_per_mille_max]` when the run starts; the
@@ -279,6 +286,7 @@ impl Default for FaultConfig {
             controller_nodes_down_max: 1,
             leader_crash_after_change_per_mille: 500,
             full_restart_per_mille: 300,
+            disk_loss_per_mille: 0,
             tick_interval_per_mille_min: 1_000,
             tick_interval_per_mille_max: 1_000,
             stalls: None,
@@ -304,6 +312,7 @@ impl FaultConfig {
             controller_nodes_down_max: 0,
             leader_crash_after_change_per_mille: 0,
             full_restart_per_mille: 0,
+            disk_loss_per_mille: 0,
             tick_interval_per_mille_min: 1_000,
             tick_interval_per_mille_max: 1_000,
             stalls: None,

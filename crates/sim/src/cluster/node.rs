@@ -1,4 +1,5 @@
-//! One simulated node process: a real `Store` over a `MemKv`, and what a crash does to it.
+//! One simulated node process: a real `Store` over a `MemKv`, and what a crash (or a lost data
+//! directory) does to it.
 //!
 //! The store's transport puts what it sends into the node's outbox, which the world routes
 //! through the network after every step. A crash keeps what the engine synced plus a random
@@ -191,6 +192,18 @@ impl<SM: StateMachine<MemKv>> SimNode<SM> {
     /// How many unsynced writes a crash now could lose.
     pub(crate) fn unsynced_writes(&self) -> usize {
         self.store().map_or(0, |store| store.engine().kv().unsynced_writes())
+    }
+
+    /// Replaces the engine of the crashed node with a new, empty one (a lost data directory),
+    /// which `prepare` writes to (synced) as at the first start. Returns false if it was up.
+    pub(crate) fn lose_data(&mut self, prepare: impl FnOnce(&Engine<MemKv>)) -> bool {
+        if self.is_up() {
+            return false;
+        }
+        let engine = open_engine(self.id, MemKv::new(&format!("node-{}", self.id)));
+        prepare(&engine);
+        self.process = Process::Down(engine.kv().crash(0));
+        true
     }
 
     /// Starts the process again over what its engine kept. Returns false if it was up.

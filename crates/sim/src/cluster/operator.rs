@@ -2,15 +2,13 @@
 //! --nodes ... group add-replica` and `remove-replica` do (crates/cli/src/admin/replicas.rs),
 //! one job at a time.
 //!
-//! A job drives one group's voters to a target set, one change at a time, reading the
-//! leader's status before every step (each storage node is asked; the first to confirm its
-//! leadership by a ReadIndex round answers) and asking the planner the CLI runs too
-//! ([`mosaic_raftstore::membership`]) what to do next, so that it goes on where it stopped
-//! whatever happened in between (a lost answer, a leader change, a crash, a partition).
-//!
-//! A refusal (another change pending, a learner not caught up, no leader known) is retried
-//! after a pause, as the CLI does; a job unfinished after `MembershipConfig::job_ms_max` is
-//! given up (a later job goes on from the state it left).
+//! A job drives one group's voters to a target set, one change at a time: it is the
+//! membership run the CLI and a rejoining node execute too
+//! ([`mosaic_raftstore::membership_run`]), which reads the leader's status before every step
+//! (each storage node is asked; the first to confirm its leadership by a ReadIndex round
+//! answers), asks the planner what to do next, retries after a pause, and gives up after
+//! `MembershipConfig::job_ms_max` (a later job goes on from the state it left). This module
+//! only carries the run's requests over the simulated network.
 //!
 //! In the safety phase the operator picks a random group of the latest configuration every
 //! `MembershipConfig::interval_ms` on average: a group it has not changed gets one of its
@@ -28,9 +26,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mosaic_controller::{ControllerQuery, ControllerView};
 use mosaic_engine::{ClientId, GroupId};
-use mosaic_raft::{NodeId, Role, Status};
+use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
-use mosaic_raftstore::membership::{LeaderView, MembershipJob, MembershipStep};
+use mosaic_raftstore::membership::{LeaderView, MembershipJob};
+use mosaic_raftstore::membership_run::{
+    LeaderSearch, MembershipError, MembershipRun, RunAction, StepFailure,
+};
 
 use crate::cluster::Time;
 use crate::cluster::config::MembershipConfig;
@@ -40,12 +41,9 @@ use crate::cluster::rpc::{Io, Request, RequestId, Response};
 
 /// A request unanswered for this long has failed (the CLI's call timeout).
 const REQUEST_TIMEOUT_MS: Time = 1_000;
-/// The pause before asking again after a refusal or while a learner catches up
-/// (`replicas.rs` `RETRY_PAUSE`).
-const RETRY_PAUSE_MS: Time = 200;
 
 /// What the operator waits for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Waiting {
     Nothing,
     /// The latest configuration, to choose a job from.
@@ -56,24 +54,15 @@ enum Waiting {
     },
     /// The group's status from every storage node, until one answers as its leader.
     Status {
-        ids: BTreeSet<RequestId>,
+        asked: BTreeMap<RequestId, NodeId>,
+        search: LeaderSearch,
         deadline: Time,
     },
     /// The answer to a step.
     Step {
         id: RequestId,
-        step: MembershipStep,
         deadline: Time,
     },
-}
-
-/// One group's membership change in progress.
-#[derive(Debug)]
-struct Job {
-    group: GroupId,
-    /// What is left to do.
-    membership: MembershipJob,
-    give_up_at: Time,
 }
 
 /// The operator. See the module documentation.
@@ -83,7 +72,8 @@ pub(crate) struct Operator {
     config: MembershipConfig,
     /// Groups whose voters it changed, with the members their configuration lists.
     changed: BTreeMap<GroupId, BTreeSet<NodeId>>,
-    job: Option<Job>,
+    /// One group's membership change in progress.
+    job: Option<MembershipRun>,
     waiting: Waiting,
     /// Nothing starts before then (a pause, or the time of the next job).
     next_at: Time,
@@ -125,7 +115,7 @@ impl Operator {
 
     /// Starts the next job by `at` if no job is running (a change during a migration).
     pub(crate) fn hurry(&mut self, at: Time) {
-        if self.job.is_none() && self.waiting == Waiting::Nothing {
+        if self.job.is_none() && matches!(self.waiting, Waiting::Nothing) {
             self.next_at = self.next_at.min(at);
         }
     }
@@ -144,43 +134,39 @@ impl Operator {
         )
     }
 
-    /// The periodic step: fails what timed out, gives up a job that took too long, then
-    /// starts the next step or job.
+    /// The periodic step: fails what timed out, then starts the next step or job.
     pub(crate) fn poll(&mut self, io: &mut Io<'_>) {
-        let deadline = match &self.waiting {
-            Waiting::Nothing => None,
-            Waiting::View { deadline, .. }
-            | Waiting::Status { deadline, .. }
-            | Waiting::Step { deadline, .. } => Some(*deadline),
-        };
-        if deadline.is_some_and(|deadline| deadline <= io.now) {
-            if let Waiting::View { target, .. } = self.waiting {
+        let now = io.now;
+        match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+            Waiting::View { target, deadline, .. } if deadline <= now => {
                 self.controller.failed(target, None);
             }
-            self.waiting = Waiting::Nothing;
+            Waiting::Status { deadline, .. } if deadline <= now => {
+                self.on_run(io, |run| run.on_leader(now, Err("no answer in time".into())));
+            }
+            Waiting::Step { deadline, .. } if deadline <= now => {
+                let failed = Err(StepFailure::Failed("no answer in time".into()));
+                self.on_run(io, |run| run.on_step(now, failed));
+            }
+            waiting => self.waiting = waiting,
         }
-        if self.waiting != Waiting::Nothing || io.now < self.next_at {
+        if !matches!(self.waiting, Waiting::Nothing) || now < self.next_at {
             return;
         }
         match &self.job {
-            Some(job) if job.give_up_at <= io.now => {
-                tracing::debug!(?job, "membership job given up");
-                self.stats.jobs_given_up += 1;
-                self.job = None;
-                self.schedule_next(io);
-            }
-            Some(_) => self.ask_status(io),
+            Some(_) => self.on_run(io, |run| run.poll(now)),
             None if self.restoring && self.changed.is_empty() => {}
             None => {
                 let target = self.controller.target();
                 let id = io.request(target, Request::ControllerRead(ControllerQuery { num: None }));
-                self.waiting = Waiting::View { id, target, deadline: io.now + REQUEST_TIMEOUT_MS };
+                self.waiting = Waiting::View { id, target, deadline: now + REQUEST_TIMEOUT_MS };
             }
         }
     }
 
     /// Handles the answer to request `id`.
     pub(crate) fn on_response(&mut self, io: &mut Io<'_>, id: RequestId, response: Response) {
+        let now = io.now;
         match &mut self.waiting {
             Waiting::View { id: waited, target, .. } if *waited == id => {
                 let target = *target;
@@ -199,23 +185,39 @@ impl Operator {
                     other => panic!("operator: a configuration read answered {other:?}"),
                 }
             }
-            Waiting::Status { ids, .. } if ids.contains(&id) => {
-                ids.remove(&id);
-                let none_left = ids.is_empty();
-                match response {
-                    Response::Status(Ok(status)) if status.soft_state.role == Role::Leader => {
-                        self.waiting = Waiting::Nothing;
-                        self.decide(io, &status);
-                    }
-                    Response::Status(_) if none_left => self.pause(io),
-                    Response::Status(_) => {}
+            Waiting::Status { asked, search, .. } if asked.contains_key(&id) => {
+                let node = asked[&id];
+                let answer = match response {
+                    Response::Status(Ok(status)) => Ok(LeaderView::of_leader(&status)),
+                    Response::Status(Err(error)) => Err(error.to_string()),
                     other => panic!("operator: a status read answered {other:?}"),
+                };
+                if let Some(found) = search.answer(node, answer) {
+                    self.waiting = Waiting::Nothing;
+                    self.on_run(io, |run| run.on_leader(now, found));
                 }
             }
-            Waiting::Step { id: waited, step, .. } if *waited == id => {
-                let step = *step;
+            Waiting::Step { id: waited, .. } if *waited == id => {
                 self.waiting = Waiting::Nothing;
-                self.stepped(io, step, response);
+                let answer = match response {
+                    Response::Done(Ok(())) => Ok(()),
+                    Response::Membership(Ok(conf)) => {
+                        tracing::debug!(group = ?self.job.as_ref().map(MembershipRun::group),
+                            ?conf, "membership changed");
+                        self.stats.changes += 1;
+                        Ok(())
+                    }
+                    Response::Done(Err(error)) | Response::Membership(Err(error)) => {
+                        Err(match error {
+                            Error::InvalidArgument { .. } => {
+                                StepFailure::Refused(error.to_string())
+                            }
+                            error => StepFailure::Failed(error.to_string()),
+                        })
+                    }
+                    other => panic!("operator: a membership step answered {other:?}"),
+                };
+                self.on_run(io, |run| run.on_step(now, answer));
             }
             // The answer to a request given up on, or a status after the leader's.
             _ => {}
@@ -236,12 +238,10 @@ impl Operator {
         };
         tracing::debug!(%group, ?target, "membership job");
         self.stats.jobs_started += 1;
-        self.job = Some(Job {
-            group,
-            membership: MembershipJob::exactly(target),
-            give_up_at: io.now + self.config.job_ms_max,
-        });
-        self.ask_status(io);
+        let give_up_at = io.now + self.config.job_ms_max;
+        let (run, action) = MembershipRun::start(group, MembershipJob::exactly(target), give_up_at);
+        self.job = Some(run);
+        self.act(io, action);
     }
 
     /// A random group of `view` and the voters to give it: its listed members back if it was
@@ -276,77 +276,66 @@ impl Operator {
         Some((group, target))
     }
 
-    /// The next step of the job, from the leader's `status` (see the module documentation).
-    fn decide(&mut self, io: &mut Io<'_>, status: &Status) {
-        let Some(job) = self.job.as_mut() else { return };
-        let Some(view) = LeaderView::of_leader(status) else { return };
-        let step = job.membership.next(&view);
-        let group = job.group;
-        let (node, request) = match step {
-            MembershipStep::Join { node, leader } => (node, Request::JoinGroup { group, leader }),
-            MembershipStep::Change { change, unchanged_since } => {
-                (view.leader, Request::ChangeMembership { group, change, unchanged_since })
-            }
-            MembershipStep::Wait => {
-                self.pause(io);
-                return;
-            }
-            MembershipStep::Done => {
-                let job = self.job.take().expect("a job");
-                let target = job.membership.voters();
-                tracing::debug!(group = %job.group, voters = ?view.voters, "membership job done");
-                if self.changed.get(&job.group) == Some(target) {
-                    self.changed.remove(&job.group);
-                }
-                self.stats.jobs_done += 1;
-                self.schedule_next(io);
-                return;
-            }
-        };
-        let id = io.request(node, request);
-        self.waiting = Waiting::Step { id, step, deadline: io.now + REQUEST_TIMEOUT_MS };
-    }
-
-    /// `step` was answered with `response`.
-    fn stepped(&mut self, io: &mut Io<'_>, step: MembershipStep, response: Response) {
-        let Some(job) = self.job.as_mut() else { return };
-        let group = job.group;
-        match (step, response) {
-            (MembershipStep::Join { node, .. }, Response::Done(Ok(()))) => {
-                job.membership.joined(node);
-                self.ask_status(io);
-            }
-            (MembershipStep::Change { change, .. }, Response::Membership(Ok(conf))) => {
-                tracing::debug!(%group, ?change, ?conf, "membership changed");
-                self.stats.changes += 1;
-                self.ask_status(io);
-            }
-            (step, Response::Done(Err(error)) | Response::Membership(Err(error))) => {
-                tracing::debug!(%group, ?step, %error, "membership step refused; retrying");
-                if let Error::InvalidArgument { .. } = error {
-                    // The CLI stops here: nothing it can retry would help.
-                    panic!("operator: group {group}: {step:?} refused: {error}");
-                }
-                self.pause(io);
-            }
-            (step, response) => panic!("operator: {step:?} answered with {response:?}"),
+    /// Hands an event to the job's run, and carries out what it asks.
+    fn on_run(
+        &mut self,
+        io: &mut Io<'_>,
+        event: impl FnOnce(&mut MembershipRun) -> Option<RunAction>,
+    ) {
+        let Some(run) = self.job.as_mut() else { return };
+        if let Some(action) = event(run) {
+            self.act(io, action);
         }
     }
 
-    fn ask_status(&mut self, io: &mut Io<'_>) {
-        let Some(job) = &self.job else { return };
-        let group = job.group;
-        let ids = self
-            .storage_nodes
-            .iter()
-            .map(|node| io.request(*node, Request::GroupStatus { group }))
-            .collect();
-        self.waiting = Waiting::Status { ids, deadline: io.now + REQUEST_TIMEOUT_MS };
-    }
-
-    fn pause(&mut self, io: &mut Io<'_>) {
-        self.waiting = Waiting::Nothing;
-        self.next_at = io.now + RETRY_PAUSE_MS;
+    /// Carries out `action` of the job's run.
+    fn act(&mut self, io: &mut Io<'_>, action: RunAction) {
+        let Some(run) = &self.job else { return };
+        let group = run.group();
+        let deadline = io.now + REQUEST_TIMEOUT_MS;
+        match action {
+            RunAction::ReadLeader => {
+                let search = LeaderSearch::new(self.storage_nodes.iter().copied())
+                    .expect("the simulation has storage nodes");
+                let asked = self
+                    .storage_nodes
+                    .iter()
+                    .map(|node| (io.request(*node, Request::GroupStatus { group }), *node))
+                    .collect();
+                self.waiting = Waiting::Status { asked, search, deadline };
+            }
+            RunAction::Join { node, leader } => {
+                let id = io.request(node, Request::JoinGroup { group, leader });
+                self.waiting = Waiting::Step { id, deadline };
+            }
+            RunAction::Change { leader, change, unchanged_since } => {
+                tracing::debug!(%group, ?change, "changing the membership");
+                let request = Request::ChangeMembership { group, change, unchanged_since };
+                let id = io.request(leader, request);
+                self.waiting = Waiting::Step { id, deadline };
+            }
+            RunAction::Pause { until } => self.next_at = until,
+            RunAction::Finished(Ok(view)) => {
+                let run = self.job.take().expect("a job");
+                let target = run.job().voters();
+                tracing::debug!(%group, voters = ?view.voters, "membership job done");
+                if self.changed.get(&group) == Some(target) {
+                    self.changed.remove(&group);
+                }
+                self.stats.jobs_done += 1;
+                self.schedule_next(io);
+            }
+            RunAction::Finished(Err(error @ MembershipError::Refused { .. })) => {
+                // The CLI stops here: nothing it can retry would help.
+                panic!("operator: {error}");
+            }
+            RunAction::Finished(Err(error)) => {
+                tracing::debug!(%group, %error, "membership job given up");
+                self.job = None;
+                self.stats.jobs_given_up += 1;
+                self.schedule_next(io);
+            }
+        }
     }
 
     fn schedule_next(&mut self, io: &mut Io<'_>) {

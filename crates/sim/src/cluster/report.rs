@@ -21,6 +21,11 @@ pub struct FaultStats {
     pub controller_leader_crashes: u64,
     /// Times every node crashed at once.
     pub full_restarts: u64,
+    /// Of the crashes, storage nodes that lost their data directory
+    /// (`FaultConfig::disk_loss_per_mille`).
+    pub disks_lost: u64,
+    /// Joins a node's agent asked of its own store, rejoining a group after a disk loss.
+    pub rejoin_joins: u64,
     /// Unsynced engine writes the crashes lost.
     pub unsynced_writes_lost: u64,
     /// Nodes whose ticks come faster than the stores' `tick_interval` (beyond what lease

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_controller::{ControllerMachine, DEFAULT_MAX_SESSIONS, bootstrap_batch};
-use mosaic_engine::{GroupId, MemKv, WriteBatch, WriteOptions};
+use mosaic_engine::{Engine, GroupId, MemKv, WriteBatch, WriteOptions};
 use mosaic_raft::{NodeId, Role, SplitMix64};
 use mosaic_raftstore::{ManualClock, StateMachine, StoreConfig, StoreMsg, StoreStats};
 use mosaic_shardkv::KvStateMachine;
@@ -204,11 +204,7 @@ impl World {
         }
         let mut storage = BTreeMap::new();
         for id in &storage_ids {
-            let node = SimNode::start(*id, store_config(), clock.clone(), |engine| {
-                let mut batch = WriteBatch::new();
-                KvStateMachine::mark_placed_by_controller(&mut batch);
-                engine.write(&batch, WriteOptions { sync: true }).expect("in memory");
-            });
+            let node = SimNode::start(*id, store_config(), clock.clone(), prepare_storage);
             storage.insert(*id, node);
         }
         let agents = storage
@@ -498,6 +494,9 @@ impl World {
     /// network.
     fn dispatch(&mut self, from: Endpoint, sent: Vec<(NodeId, RequestId, Request)>) {
         for (node, id, request) in sent {
+            if from == Endpoint::Node(node) && matches!(request, Request::JoinGroup { .. }) {
+                self.fault_stats.rejoin_joins += 1;
+            }
             if from == Endpoint::Node(node) {
                 self.local.push_back((node, Caller { endpoint: from, id }, request));
             } else {
@@ -643,6 +642,14 @@ fn leader_of<SM: StateMachine<MemKv>>(
         })
         .max()
         .map(|(_, id)| id)
+}
+
+/// What a storage node's new engine holds before its store first opens: the mark that the
+/// controller places its groups (a new store records its birth before it registers).
+fn prepare_storage(engine: &Engine<MemKv>) {
+    let mut batch = WriteBatch::new();
+    KvStateMachine::mark_placed_by_controller(&mut batch);
+    engine.write(&batch, WriteOptions { sync: true }).expect("in memory");
 }
 
 /// Checks Raft's safety properties on every replica of `node` (if it is up).

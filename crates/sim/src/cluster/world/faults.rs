@@ -1,11 +1,15 @@
 //! The fault schedule of the safety phase: every so often, partition the endpoints, heal,
-//! crash a node (within the limits on nodes down at once), or crash every node at once (the
-//! full restarts of 6.824's shardkv tests), restarting each later from what its engine kept.
+//! crash a node (within the limits on nodes down at once; a storage node sometimes losing its
+//! data directory), or crash every node at once (the full restarts of 6.824's shardkv tests),
+//! restarting each later from what its engine kept.
 
+use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
 
-use super::{Event, World};
+use super::{CONTROLLER_GROUP, Event, World, prepare_storage};
 use crate::cluster::agent::SimAgent;
+use crate::cluster::net::chance;
+use crate::cluster::node::SimNode;
 use crate::cluster::rpc::Endpoint;
 
 impl World {
@@ -32,7 +36,15 @@ impl World {
                 let nodes: Vec<NodeId> =
                     self.controllers.keys().chain(self.storage.keys()).copied().collect();
                 let node = nodes[self.rng.below(nodes.len() as u64) as usize];
-                self.crash(node);
+                let per_mille = self.config.faults.disk_loss_per_mille;
+                if self.storage.contains_key(&node)
+                    && chance(&mut self.rng, per_mille)
+                    && self.may_lose_disk(node)
+                {
+                    self.lose_disk(node);
+                } else {
+                    self.crash(node);
+                }
             }
             8 => {
                 if let Some(leader) = self.controller_leader() {
@@ -45,6 +57,59 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Whether storage node `node` may lose its data now, so that no group loses the data of
+    /// a majority of its voters (which no system recovers from): every storage node is up (a
+    /// node down may be short of data too, unseen); every node a configuration lists for a
+    /// group hosts a replica of it (so a node that lost its data earlier has rejoined, and
+    /// no group is still to be created); and for every replica up, a majority of the voters
+    /// it sees holds a replica of the group without `node`. Conservative: a group being
+    /// created or destroyed, or a stale replica's view, also holds disk losses back.
+    fn may_lose_disk(&self, node: NodeId) -> bool {
+        let stores: Vec<_> = self.storage.values().filter_map(SimNode::store).collect();
+        if stores.len() < self.storage.len() || self.config.faults.storage_nodes_down_max == 0 {
+            return false;
+        }
+        let hosts = |host: NodeId, group: GroupId| {
+            self.storage
+                .get(&host)
+                .and_then(SimNode::store)
+                .is_some_and(|store| store.groups().any(|hosted| hosted == group))
+        };
+        let newest = self
+            .controllers
+            .values()
+            .filter_map(|controller| controller.store()?.peer(CONTROLLER_GROUP))
+            .map(|peer| peer.state_machine().state().latest().clone())
+            .max_by_key(|config| config.num);
+        let Some(newest) = newest else { return false };
+        let listed_hosted = newest
+            .groups
+            .iter()
+            .all(|(group, members)| members.iter().all(|member| hosts(*member, *group)));
+        listed_hosted
+            && stores.iter().all(|store| {
+                store.groups().all(|group| {
+                    let Some(peer) = store.peer(group) else { return true };
+                    let voters = &peer.status().conf_state.voters;
+                    let intact = voters
+                        .iter()
+                        .filter(|voter| **voter != node && hosts(**voter, group))
+                        .count();
+                    voters.is_empty() || intact > voters.len() / 2
+                })
+            })
+    }
+
+    /// Crashes storage node `node`, which is up, and replaces its engine with an empty one
+    /// (`FaultConfig::disk_loss_per_mille`); it restarts later like any crashed node.
+    fn lose_disk(&mut self, node: NodeId) {
+        tracing::debug!(%node, "disk lost");
+        self.crash_now(node);
+        let target = self.storage.get_mut(&node).expect("a storage node");
+        assert!(target.lose_data(prepare_storage), "node {node} is down");
+        self.fault_stats.disks_lost += 1;
     }
 
     /// Crashes every node that is up, whatever the limits (each restarts after its own pause).
