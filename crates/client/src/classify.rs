@@ -47,11 +47,11 @@ use tonic::{Code, Status};
 
 /// A leader a node named, with the address it gave for it (empty when it gave none).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LeaderHint {
+pub struct LeaderHint {
     /// The leader.
-    pub(crate) node: NodeId,
+    pub node: NodeId,
     /// Its address as the node knows it; empty when unknown.
-    pub(crate) address: String,
+    pub address: String,
 }
 
 impl LeaderHint {
@@ -66,15 +66,27 @@ impl LeaderHint {
 
 /// Why one attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub enum Failure {
     /// The node does not lead the group; it may name the leader.
-    NotLeader { leader: Option<LeaderHint> },
+    NotLeader {
+        /// The leader it named, if any.
+        leader: Option<LeaderHint>,
+    },
     /// The write entered the log but leadership changed before it was applied.
-    OutcomeUnknown { leader: Option<LeaderHint> },
+    OutcomeUnknown {
+        /// The leader it named, if any.
+        leader: Option<LeaderHint>,
+    },
     /// The group does not own the shard in the configuration the node has applied.
-    WrongGroup { config_num: u64 },
+    WrongGroup {
+        /// The configuration the node has applied.
+        config_num: u64,
+    },
     /// The node hosts no replica of the group.
-    GroupNotHosted { group: GroupId },
+    GroupNotHosted {
+        /// The group.
+        group: GroupId,
+    },
     /// The shard's data has not arrived yet.
     ShardNotReady,
     /// The node is overloaded and refused the request without queueing it.
@@ -84,23 +96,40 @@ pub(crate) enum Failure {
     /// The node did not answer in time; a write may be in its log.
     ServerTimeout,
     /// The request is malformed.
-    InvalidArgument { reason: String },
+    InvalidArgument {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The controller has no configuration `num` (a query past the latest).
-    UnknownConfig { num: ConfigNum, message: String },
+    UnknownConfig {
+        /// The configuration asked for.
+        num: ConfigNum,
+        /// The controller's message.
+        message: String,
+    },
     /// A message exceeded a gRPC size limit (tonic answers `OutOfRange` without a detail): the
     /// request was never decoded by the node, or the answer was too large for this client.
-    MessageTooLarge { message: String },
+    MessageTooLarge {
+        /// The transport's message.
+        message: String,
+    },
     /// No connection to the node could be made: the request was never sent.
-    ConnectFailed { message: String },
+    ConnectFailed {
+        /// The transport's message.
+        message: String,
+    },
     /// The node could not be reached or gave no usable answer; the request may have been sent.
-    Unreachable { message: String },
+    Unreachable {
+        /// The transport's message.
+        message: String,
+    },
     /// The attempt's own timeout passed before any answer.
     AttemptTimedOut,
 }
 
 /// What the client does after a failed attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Action {
+pub enum Action {
     /// Retry at the named leader at once (the client backs off instead if it has just done
     /// so, so that two nodes naming each other cannot make it spin).
     FollowLeader(LeaderHint),
@@ -123,7 +152,7 @@ pub(crate) enum Action {
 
 impl Failure {
     /// Returns the next step after this failure.
-    pub(crate) fn action(&self) -> Action {
+    pub fn action(&self) -> Action {
         match self {
             Self::NotLeader { leader: Some(hint) }
             | Self::OutcomeUnknown { leader: Some(hint) } => Action::FollowLeader(hint.clone()),
@@ -143,7 +172,7 @@ impl Failure {
     }
 
     /// Whether a write that failed this way may have been applied.
-    pub(crate) fn may_have_applied(&self) -> bool {
+    pub fn may_have_applied(&self) -> bool {
         match self {
             Self::OutcomeUnknown { .. }
             | Self::ServerTimeout
@@ -164,7 +193,7 @@ impl Failure {
 
     /// Whether the node that answered this way is still a good first choice for its group
     /// (false when it is unreachable or said it does not lead or host the group).
-    pub(crate) fn node_may_lead(&self) -> bool {
+    pub fn node_may_lead(&self) -> bool {
         matches!(
             self,
             Self::ShardNotReady
@@ -209,7 +238,7 @@ impl fmt::Display for Failure {
 }
 
 /// Returns what a status returned by a `Kv` call means.
-pub(crate) fn classify_status(status: &Status) -> Failure {
+pub fn classify_status(status: &Status) -> Failure {
     match detail_kind(status) {
         Some(kind) => classify_detail(kind),
         // No detail (an empty details field decodes as an ErrorDetail without a kind): the
@@ -228,7 +257,7 @@ pub(crate) fn classify_status(status: &Status) -> Failure {
 /// also the statuses a controller replica answers without a detail (see the module
 /// documentation). `queried` is the configuration a `Query` asked for: `None` for an
 /// `Execute`, or a query of the latest configuration (which always exists).
-pub(crate) fn classify_controller_status(status: &Status, queried: Option<ConfigNum>) -> Failure {
+pub fn classify_controller_status(status: &Status, queried: Option<ConfigNum>) -> Failure {
     if detail_kind(status).is_some() {
         return classify_status(status);
     }

@@ -44,13 +44,14 @@
 
 mod backoff;
 mod channel;
-mod classify;
+pub mod classify;
 mod client;
 mod controller;
 mod controller_routing;
 mod error;
 pub mod membership;
 mod operation;
+pub mod refusal;
 mod routing;
 mod session;
 mod shard;

@@ -16,7 +16,9 @@
 //! a linearization must keep that order. An operation of unknown outcome
 //! ([`History::record_unknown`], or still pending when checked) never returned: a write may
 //! take effect at any moment after its call or never, and a get is left out, since it
-//! constrains nothing.
+//! constrains nothing. A write the client gave up on knowing it was not applied
+//! ([`History::record_not_applied`]) is left out as never called: a get that reads its value
+//! is unexplained.
 //!
 //! # The algorithm
 //!
@@ -84,11 +86,9 @@ pub fn check(history: &History) -> Verdict {
 pub fn check_with_limits(history: &History, limits: &CheckLimits) -> Verdict {
     let mut by_key: BTreeMap<&Bytes, Vec<&OperationRecord>> = BTreeMap::new();
     for record in history.operations() {
-        let checked =
-            record.operation.is_write() || matches!(record.completion, Completion::Returned { .. });
         // A get that never returned is still a key the history touches.
         let operations = by_key.entry(&record.key).or_default();
-        if checked {
+        if record.is_checked() {
             operations.push(record);
         }
     }

@@ -9,7 +9,7 @@ use mosaic_sim::linearizability::{
     CheckLimits, DeadEnd, Exclusion, History, KeyOutcome, Operation, Output, UnexplainedRead,
     Violation, check, check_with_limits,
 };
-use support::{Script, bytes, must_be_linearizable, must_violate};
+use support::{Script, brute_force_linearizable, bytes, must_be_linearizable, must_violate};
 
 /// The violation of key `k`, which must be a dead end of the search.
 fn must_dead_end(script: &Script) -> DeadEnd {
@@ -101,6 +101,22 @@ fn concurrent_puts_may_be_ordered_either_way() {
         script.get(4, Some(last), 125, 140);
         must_be_linearizable(&script.history);
     }
+}
+
+#[test]
+fn a_write_not_applied_is_left_out_and_a_read_of_it_is_unexplained() {
+    let mut script = Script::new();
+    script.put(1, "a", 0, 10);
+    script.put_not_applied(2, "b", 5);
+    script.get(3, Some("a"), 20, 30);
+    must_be_linearizable(&script.history);
+    // The same, but a get read the write said not to be applied.
+    let mut script = Script::new();
+    script.put(1, "a", 0, 10);
+    script.put_not_applied(2, "b", 5);
+    script.get(3, Some("b"), 20, 30);
+    assert!(matches!(must_violate(&script.history, "k"), Violation::UnexplainedRead(_)));
+    assert!(!brute_force_linearizable(&script.history, b"k"));
 }
 
 #[test]

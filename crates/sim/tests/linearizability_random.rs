@@ -265,6 +265,7 @@ fn with_read(history: &History, target: OpId, value: Option<Bytes>) -> History {
                 copy.record_return(id, output, *time);
             }
             Completion::Unknown => copy.record_unknown(id),
+            Completion::NotApplied => copy.record_not_applied(id),
             Completion::Pending => {}
         }
     }

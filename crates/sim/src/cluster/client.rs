@@ -3,12 +3,15 @@
 //!
 //! Routing: `shard_for_key(key, shard_count)`, the owner of that shard in the client's
 //! cached configuration, then the group's leader as far as the client knows, else its
-//! members in turn. `NotLeader` hints are followed: a hint to a listed member is remembered,
-//! a hint to a node the configuration does not list (the group's membership was changed
-//! behind the controller's back) is tried once, not twice in a row; `WrongGroup` refreshes the
-//! configuration from the controller; `ShardNotReady`, `ServerBusy` and lost answers are
-//! retried after a short pause. Reads are `Consistency::Linearizable` (or `Lease`) at the
-//! leader, unless the deliberately broken `ReadMode::StaleAtAnyReplica` reads any replica.
+//! members in turn. What a refusal means is decided as a client of a real node decides it: the
+//! store's error becomes the status the node answers (`mosaic_client::refusal::to_status`),
+//! which `mosaic_client`'s decision table reads back (`mosaic_client::classify`: the next
+//! step, and whether the write may have been applied); a request unanswered in time is the
+//! table's `AttemptTimedOut`. A leader hint is followed: a hint to a listed member is
+//! remembered, a hint to a node the configuration does not list (the group's membership was
+//! changed behind the controller's back) is tried once, not twice in a row. Reads are
+//! `Consistency::Linearizable` (or `Lease`) at the leader, unless the deliberately broken
+//! `ReadMode::StaleAtAnyReplica` reads any replica.
 //!
 //! Invariants:
 //! - every write carries `(client, seq)`, and every retry of it the same pair, so the group
@@ -20,21 +23,28 @@
 //!   `SessionExpired` refusal means a session was lost (a migration that dropped it) and
 //!   fails the run;
 //! - every call and completion is recorded in the [`History`]: a write given up on is
-//!   recorded as unknown (it may still apply later), never as failed.
+//!   recorded as not applied when every attempt was refused in a way the decision table
+//!   says applied nothing and none is in flight, otherwise as unknown (it may still apply
+//!   later). A client gives up after `GIVE_UP_AFTER_MS`, and, in the safety phase, after a
+//!   refusal that applied nothing with probability `SimConfig::abandon_after_refusal_per_mille`,
+//!   so that the table's "not applied" is checked all the time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use mosaic_client::classify::{Action, Failure, classify_status};
+use mosaic_client::refusal::to_status;
 use mosaic_client::shard_for_key;
 use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
-use mosaic_raftstore::{Consistency, Error};
+use mosaic_raftstore::Consistency;
 use mosaic_shardkv::{Applied, KvGet, KvWrite, WriteKind};
 
 use crate::cluster::Time;
 use crate::cluster::config::ReadMode;
 use crate::cluster::controller_link::ControllerLink;
+use crate::cluster::net::chance;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
 use crate::linearizability::{History, OpId, Operation, Output};
 
@@ -54,6 +64,9 @@ struct Op {
     /// `None` for a get; the write (with its session seq) otherwise.
     write: Option<KvWrite>,
     called: Time,
+    /// True once an attempt failed in a way that may have applied the write
+    /// (`mosaic_client::classify::Failure::may_have_applied`).
+    may_have_applied: bool,
 }
 
 /// What the client waits for.
@@ -75,6 +88,9 @@ enum Waiting {
 pub(crate) struct ClientPolicy {
     /// An operation older than this is given up on (`None`: never).
     pub(crate) give_up_after_ms: Option<Time>,
+    /// After a refusal that says the operation was not applied, it is given up on with this
+    /// probability (`SimConfig::abandon_after_refusal_per_mille`).
+    pub(crate) abandon_after_refusal_per_mille: u64,
 }
 
 /// A client. See the module documentation.
@@ -177,11 +193,10 @@ impl SimClient {
     /// operation.
     pub(crate) fn poll(&mut self, io: &mut Io<'_>, history: &mut History, policy: ClientPolicy) {
         match self.waiting {
-            Waiting::Group { target, group, deadline, .. } if deadline <= io.now => {
-                self.leaders.remove(&group);
-                self.rotation += 1;
+            Waiting::Group { target, group, hinted, deadline, .. } if deadline <= io.now => {
                 tracing::trace!(client = self.index, %target, %group, "request timed out");
                 self.waiting = Waiting::Nothing;
+                self.failed(io, target, group, hinted, &Failure::AttemptTimedOut);
             }
             Waiting::Config { target, deadline, .. } if deadline <= io.now => {
                 self.controller.failed(target, None);
@@ -193,8 +208,7 @@ impl SimClient {
         if let (Some(op), Some(limit)) = (&self.op, policy.give_up_after_ms)
             && io.now >= op.called + limit
         {
-            history.record_unknown(op.id);
-            self.finish(io);
+            self.give_up(io, history);
         }
         if self.op.is_none() && self.waiting == Waiting::Nothing && self.budget != Some(0) {
             self.start(io, history);
@@ -209,6 +223,7 @@ impl SimClient {
         &mut self,
         io: &mut Io<'_>,
         history: &mut History,
+        policy: ClientPolicy,
         id: RequestId,
         response: Response,
     ) {
@@ -254,7 +269,18 @@ impl SimClient {
                         history.record_return(op.id, output, io.now);
                         self.finish(io);
                     }
-                    Err(error) => self.refused(io, target, group, hinted, &error),
+                    Err(error) => {
+                        self.last_refusal = Some(format!("node {target} group {group}: {error}"));
+                        // What a client of a real node makes of it: the node's status for the
+                        // refusal, read back by the client's decision table.
+                        let failure = classify_status(&to_status(&error, |_| String::new()));
+                        self.failed(io, target, group, hinted, &failure);
+                        if !failure.may_have_applied()
+                            && chance(io.rng, policy.abandon_after_refusal_per_mille)
+                        {
+                            self.give_up(io, history);
+                        }
+                    }
                 }
             }
             // An answer to a request given up on: a write it acknowledges stays unknown.
@@ -300,7 +326,7 @@ impl SimClient {
         if let Some(budget) = &mut self.budget {
             *budget -= 1;
         }
-        self.op = Some(Op { id, key, shard, write, called: io.now });
+        self.op = Some(Op { id, key, shard, write, called: io.now, may_have_applied: false });
     }
 
     fn finish(&mut self, io: &mut Io<'_>) {
@@ -359,50 +385,66 @@ impl SimClient {
         self.waiting = Waiting::Group { id, target, group, hinted, deadline };
     }
 
-    /// `target` (reached by a hint to a node outside the group's listed members if `hinted`)
-    /// refused the operation for `group` with `error`: decide where and when to try again.
-    fn refused(
+    /// Gives up on the operation in progress, which is not waiting for an answer unless the
+    /// request was sent: a write none of whose attempts may have applied is recorded as not
+    /// applied, any other operation as of unknown outcome.
+    fn give_up(&mut self, io: &mut Io<'_>, history: &mut History) {
+        let op = self.op.as_ref().expect("an operation in progress");
+        let in_flight = matches!(self.waiting, Waiting::Group { .. });
+        if op.write.is_some() && !op.may_have_applied && !in_flight {
+            history.record_not_applied(op.id);
+        } else {
+            history.record_unknown(op.id);
+        }
+        self.finish(io);
+    }
+
+    /// The attempt at `target` (reached by a hint to a node outside the group's listed members
+    /// if `hinted`) for `group` failed as `failure`: where and when to try again, as
+    /// `mosaic_client` decides ([`Failure::action`]).
+    fn failed(
         &mut self,
         io: &mut Io<'_>,
         target: NodeId,
         group: GroupId,
         hinted: bool,
-        error: &Error,
+        failure: &Failure,
     ) {
-        self.last_refusal = Some(format!("node {target} group {group}: {error}"));
+        if let Some(op) = self.op.as_mut() {
+            op.may_have_applied |= failure.may_have_applied();
+        }
         let listed = |node: NodeId| {
             self.config
                 .as_ref()
                 .and_then(|config| config.groups.get(&group))
                 .is_some_and(|members| members.contains(&node))
         };
-        match error {
-            Error::NotLeader { leader: Some(leader), .. }
-                if *leader != target && listed(*leader) =>
-            {
-                self.leaders.insert(group, *leader);
+        match failure.action() {
+            Action::FollowLeader(hint) if hint.node != target && listed(hint.node) => {
+                self.leaders.insert(group, hint.node);
             }
-            Error::NotLeader { leader: Some(leader), .. } if *leader != target && !hinted => {
-                self.hinted = Some((group, *leader));
+            Action::FollowLeader(hint) if hint.node != target && !hinted => {
+                self.hinted = Some((group, hint.node));
             }
-            Error::NotLeader { .. }
-            | Error::ProposalAbandoned { .. }
-            | Error::ProposalOverwritten { .. }
-            | Error::Stopped
-            | Error::Timeout
-            | Error::Raft(_) => {
+            Action::FollowLeader(_) | Action::NextMember => {
                 self.leaders.remove(&group);
                 self.rotation += 1;
                 self.pause(io);
             }
             // The group moved on, or is gone (retired and destroyed): ask the controller.
-            Error::WrongGroup { .. } | Error::GroupNotFound { .. } => {
+            Action::RefreshRouting => {
                 self.refresh = true;
                 self.pause(io);
             }
-            Error::ShardNotReady | Error::ServerBusy { .. } => self.pause(io),
-            Error::InvalidArgument { .. } | Error::Engine(_) | Error::SessionExpired { .. } => {
-                panic!("client {}: node {target} refused group {group}: {error}", self.index)
+            Action::RefreshRoutingNextMember => {
+                self.refresh = true;
+                self.rotation += 1;
+                self.pause(io);
+            }
+            Action::SameNode => self.pause(io),
+            // No run evicts a session, and every request is valid.
+            Action::RenewSession | Action::Fail => {
+                panic!("client {}: node {target} refused group {group}: {failure}", self.index)
             }
         }
     }

@@ -27,6 +27,11 @@ pub struct SimConfig {
     /// the same one: a deliberate bug (a retried write may then apply twice), to show that
     /// the checker catches a broken at-most-once guarantee.
     pub fresh_seq_per_attempt: bool,
+    /// In the safety phase, a client gives up on an operation after a refusal that says it
+    /// was not applied with this probability, as a user whose deadline passed: a write none
+    /// of whose attempts may have applied is then recorded as not applied, and must never
+    /// take effect (what `mosaic_client`'s decision table promises for that refusal).
+    pub abandon_after_refusal_per_mille: u64,
     /// Length of the safety phase.
     pub fault_phase_ms: u64,
     /// The liveness phase must end within this long.
@@ -63,6 +68,7 @@ impl Default for SimConfig {
             keys: 6,
             reads: ReadMode::Linearizable,
             fresh_seq_per_attempt: false,
+            abandon_after_refusal_per_mille: 100,
             fault_phase_ms: 30_000,
             liveness_ms_max: 30_000,
             liveness_ops_per_client: 3,
@@ -180,7 +186,7 @@ pub enum ReadMode {
 pub struct FaultConfig {
     /// A message is lost.
     pub loss_per_mille: u64,
-    /// A message is delivered twice (Raft messages and requests).
+    /// A message is delivered twice (Raft messages, and requests but a client's).
     pub duplicate_per_mille: u64,
     /// Every message takes between these delays (so messages overtake each other).
     pub delay_ms_min: u64,
@@ -231,9 +237,9 @@ pub struct FaultConfig {
 /// the store reads, runs on. What arrives meanwhile waits in the node's inbox, in order, and
 /// is handed over when the stall ends, followed by one tick (as the server's store runner
 /// does: missed ticks are not replayed), after which the node ticks at its rate again. An
-/// inbox holding `inbox_inputs_max` inputs drops further Raft messages and requests (the
-/// runner drops Raft messages and answers requests `ServerBusy`; here the caller times out),
-/// never a snapshot's outcome (which the runner waits to deliver). A node that crashes while
+/// inbox holding `inbox_inputs_max` inputs drops further Raft messages and refuses further
+/// requests with `ServerBusy` at once, as the runner does, never a snapshot's outcome (which
+/// the runner waits to deliver). A node that crashes while
 /// stalled loses its inbox. The liveness phase ends every stall.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StallConfig {
@@ -253,7 +259,9 @@ pub struct StallConfig {
     pub cut_off_per_mille: u64,
     /// Nodes stalled at once, at most.
     pub stalled_nodes_max: usize,
-    /// Inputs a stalled node's inbox holds, at most.
+    /// Inputs a stalled node's inbox holds, at most. Default 64, small enough that a stall
+    /// of a busy node fills it (the server's default is larger; what matters is the behaviour
+    /// past it).
     pub inbox_inputs_max: usize,
 }
 
@@ -266,7 +274,7 @@ impl Default for StallConfig {
             leader_per_mille: 500,
             cut_off_per_mille: 300,
             stalled_nodes_max: 1,
-            inbox_inputs_max: 4_096,
+            inbox_inputs_max: 64,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Network::route`] decides, when a packet is sent, whether it is lost, how long it takes
 //! (a random delay per packet, so packets overtake each other) and whether a copy is
-//! delivered as well; [`Network::connected`] decides, when it arrives, whether a partition
+//! delivered as well (not for a client's request); [`Network::connected`] decides, when it arrives, whether a partition
 //! cuts it off. Snapshots are never lost or copied at random (their sender waits for one
 //! delivery report each), but partitions and crashed receivers stop them like anything
 //! else.
@@ -54,10 +54,14 @@ pub(crate) enum Packet {
 }
 
 impl Packet {
-    /// A copy, for the packets the network may duplicate.
-    fn duplicate(&self) -> Option<Self> {
+    /// A copy, for the packets the network may duplicate: Raft messages, and the requests
+    /// of every endpoint but a client (whose requests travel on one gRPC stream each: lost
+    /// with the connection, never delivered twice; its decision table counts on it, as a
+    /// refusal of a request that may still arrive again says nothing).
+    fn duplicate(&self, from: Endpoint) -> Option<Self> {
         match self {
             Self::Raft(messages) => Some(Self::Raft(messages.clone())),
+            Self::Request { .. } if matches!(from, Endpoint::Client(_)) => None,
             Self::Request { id, request } => {
                 Some(Self::Request { id: *id, request: request.clone() })
             }
@@ -119,7 +123,7 @@ impl Network {
         }
         let mut routed = Vec::with_capacity(2);
         if chance(rng, self.faults.duplicate_per_mille)
-            && let Some(packet) = envelope.packet.duplicate()
+            && let Some(packet) = envelope.packet.duplicate(envelope.from)
         {
             self.stats.duplicated += 1;
             let copy = Envelope { from: envelope.from, to: envelope.to, packet };

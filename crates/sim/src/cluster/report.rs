@@ -8,7 +8,7 @@ use mosaic_raftstore::StoreStats;
 
 use crate::cluster::Time;
 use crate::cluster::net::NetStats;
-use crate::linearizability::{History, Verdict};
+use crate::linearizability::{Completion, History, Verdict};
 
 /// Counters of the faults a run injected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub struct FaultStats {
     pub stalled_inputs_delivered: u64,
     /// Inputs a stalled node lost: dropped from a full inbox, or lost in a crash.
     pub stalled_inputs_dropped: u64,
+    /// Requests a stalled node's full inbox refused with `ServerBusy`.
+    pub stalled_requests_busy: u64,
 }
 
 /// Counters of the operator's membership changes.
@@ -116,15 +118,16 @@ impl RunReport {
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unknown = self
-            .history
-            .operations()
-            .iter()
-            .filter(|record| record.return_time().is_none())
-            .count();
+        let count = |completion: fn(&Completion) -> bool| {
+            self.history.operations().iter().filter(|record| completion(&record.completion)).count()
+        };
+        let unknown =
+            count(|completion| matches!(completion, Completion::Pending | Completion::Unknown));
+        let not_applied = count(|completion| *completion == Completion::NotApplied);
         write!(
             f,
-            "seed {}: {} operations ({unknown} of unknown outcome), {} configurations moving {} \
+            "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied), {} \
+             configurations moving {} \
              shards, {} snapshots installed, {} log compactions, {:?}, {:?}, {:?}, liveness {:?}",
             self.seed,
             self.operations_completed,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use mosaic_controller::{ControllerMachine, DEFAULT_MAX_SESSIONS, bootstrap_batch};
 use mosaic_engine::{Engine, GroupId, MemKv, WriteBatch, WriteOptions};
 use mosaic_raft::{NodeId, Role, SplitMix64};
-use mosaic_raftstore::{ManualClock, StateMachine, StoreConfig, StoreMsg, StoreStats};
+use mosaic_raftstore::{Error, ManualClock, StateMachine, StoreConfig, StoreMsg, StoreStats};
 use mosaic_shardkv::KvStateMachine;
 
 use crate::cluster::Time;
@@ -360,9 +360,7 @@ impl World {
                 self.schedule(self.now + POLL_INTERVAL_MS, Event::AgentPoll(node));
             }
             Event::ClientPoll(index) => {
-                let policy = ClientPolicy {
-                    give_up_after_ms: (self.phase == Phase::Safety).then_some(GIVE_UP_AFTER_MS),
-                };
+                let policy = self.client_policy();
                 let client = &mut self.clients[index as usize];
                 let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
                 if self.admin.is_set_up() {
@@ -411,6 +409,20 @@ impl World {
         }
     }
 
+    /// What clients may do in the current phase: give up on operations, only while faults
+    /// strike.
+    fn client_policy(&self) -> ClientPolicy {
+        let safety = self.phase == Phase::Safety;
+        ClientPolicy {
+            give_up_after_ms: safety.then_some(GIVE_UP_AFTER_MS),
+            abandon_after_refusal_per_mille: if safety {
+                self.config.abandon_after_refusal_per_mille
+            } else {
+                0
+            },
+        }
+    }
+
     fn store_stats(&self) -> StoreStats {
         let controllers = self.controllers.values().map(SimNode::stats);
         let storage = self.storage.values().map(SimNode::stats);
@@ -430,6 +442,20 @@ impl World {
             || self.storage.get(&node).map_or(0, SimNode::incarnation),
             SimNode::incarnation,
         )
+    }
+
+    /// Answers request `input` for `node` with `error` without handing it to the store.
+    fn refuse(&mut self, node: NodeId, input: StoreInput, error: Error) {
+        let msg = match (self.controllers.get(&node), self.storage.get(&node)) {
+            (Some(target), _) => input
+                .into_msg(&self.sink, target.id(), target.incarnation(), controller_msg)
+                .map(|msg| msg.refuse(error)),
+            (None, Some(target)) => input
+                .into_msg(&self.sink, target.id(), target.incarnation(), storage_msg)
+                .map(|msg| msg.refuse(error)),
+            (None, None) => None,
+        };
+        debug_assert!(msg.is_some(), "node {node} serves the request it refuses");
     }
 
     /// Hands `input` to `node`'s store and routes what it sends; if the node is stalled,
@@ -550,6 +576,7 @@ impl World {
 
     /// Hands an answer to the actor at `endpoint`.
     fn respond(&mut self, endpoint: Endpoint, id: RequestId, response: Response) {
+        let policy = self.client_policy();
         let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
         let mut crash_controller_leader_in = None;
         let mut operator_within = None;
@@ -561,7 +588,8 @@ impl World {
                 }
             }
             Endpoint::Client(index) => {
-                self.clients[index as usize].on_response(&mut io, &mut self.history, id, response);
+                let client = &mut self.clients[index as usize];
+                client.on_response(&mut io, &mut self.history, policy, id, response);
             }
             Endpoint::Admin => {
                 let moving = self.admin.on_response(&mut io, id, response)

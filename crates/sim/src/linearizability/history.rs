@@ -81,6 +81,10 @@ pub enum Completion {
     /// The client gave up (a timeout, a lost connection): a write may have taken effect at any
     /// moment after its call, or never; a get tells nothing and is left out of the check.
     Unknown,
+    /// The client gave up on a write after refusals that each said it was not applied (and
+    /// no attempt left that might still apply): it never takes effect, and the check leaves
+    /// it out, so a get that reads what it wrote is unexplained.
+    NotApplied,
 }
 
 /// One operation of a [`History`].
@@ -108,7 +112,18 @@ impl OperationRecord {
     pub fn return_time(&self) -> Option<u64> {
         match self.completion {
             Completion::Returned { time, .. } => Some(time),
-            Completion::Pending | Completion::Unknown => None,
+            Completion::Pending | Completion::Unknown | Completion::NotApplied => None,
+        }
+    }
+
+    /// Whether the check takes this operation into account: a write unless it was not
+    /// applied, a get only if it returned.
+    #[must_use]
+    pub fn is_checked(&self) -> bool {
+        match self.completion {
+            Completion::Returned { .. } => true,
+            Completion::NotApplied => false,
+            Completion::Pending | Completion::Unknown => self.operation.is_write(),
         }
     }
 
@@ -120,7 +135,8 @@ impl OperationRecord {
             Completion::Returned { output: Output::Value(value), .. } => Some(value.as_ref()),
             Completion::Returned { output: Output::Written, .. }
             | Completion::Pending
-            | Completion::Unknown => None,
+            | Completion::Unknown
+            | Completion::NotApplied => None,
         }
     }
 
@@ -138,7 +154,9 @@ impl fmt::Display for OperationRecord {
         write!(f, "{} client {} [{}, ", self.id, self.client, self.call_time)?;
         match &self.completion {
             Completion::Returned { time, .. } => write!(f, "{time}] ")?,
-            Completion::Pending | Completion::Unknown => f.write_str("?] ")?,
+            Completion::Pending | Completion::Unknown | Completion::NotApplied => {
+                f.write_str("?] ")?;
+            }
         }
         match &self.operation {
             Operation::Get => f.write_str("get")?,
@@ -152,6 +170,7 @@ impl fmt::Display for OperationRecord {
             }
             Completion::Returned { output: Output::Written, .. } => Ok(()),
             Completion::Pending | Completion::Unknown => f.write_str(" (outcome unknown)"),
+            Completion::NotApplied => f.write_str(" (not applied)"),
         }
     }
 }
@@ -250,6 +269,16 @@ impl History {
         };
         assert!(kind_matches, "{record} returns {output:?}, which is not an output of its kind");
         record.completion = Completion::Returned { output, time };
+    }
+
+    /// Records that the client gave up on write `id` knowing it was not applied.
+    ///
+    /// # Panics
+    /// If `id` is not in this history, already completed, or a get.
+    pub fn record_not_applied(&mut self, id: OpId) {
+        let record = self.pending_mut(id);
+        assert!(record.operation.is_write(), "{record} is a get: only a write is not applied");
+        record.completion = Completion::NotApplied;
     }
 
     /// Records that the client gave up on operation `id` without learning its outcome.

@@ -69,6 +69,18 @@ impl Script {
         self.write(client, Operation::Delete, call, None)
     }
 
+    /// A put of `value` called at `call` that the client gave up on, told it was not applied.
+    pub fn put_not_applied(&mut self, client: u64, value: &str, call: u64) -> OpId {
+        let id = self.history.record_call(
+            ClientId(client),
+            self.key.clone(),
+            Operation::Put(bytes(value)),
+            call,
+        );
+        self.history.record_not_applied(id);
+        id
+    }
+
     /// A get by `client` during `[call, ret]` that read `read` (`None`: absent).
     pub fn get(&mut self, client: u64, read: Option<&str>, call: u64, ret: u64) -> OpId {
         let id = self.history.record_call(ClientId(client), self.key.clone(), Operation::Get, call);
@@ -140,11 +152,7 @@ fn apply(value: &mut Option<Vec<u8>>, record: &OperationRecord) -> Result<(), St
 /// it holds each write and each returned get exactly once, keeps real-time order, and every
 /// get reads what the writes before it leave.
 pub fn validate_witness(history: &History, key: &[u8], order: &[OpId]) -> Result<(), String> {
-    let checked = |record: &&OperationRecord| {
-        record.key == key
-            && (record.operation.is_write()
-                || matches!(record.completion, Completion::Returned { .. }))
-    };
+    let checked = |record: &&OperationRecord| record.key == key && record.is_checked();
     let mut expected: Vec<OpId> =
         history.operations().iter().filter(checked).map(|record| record.id).collect();
     let mut got = order.to_vec();
@@ -176,11 +184,7 @@ pub fn brute_force_linearizable(history: &History, key: &[u8]) -> bool {
     let operations: Vec<&OperationRecord> = history
         .operations()
         .iter()
-        .filter(|record| {
-            record.key == key
-                && (record.operation.is_write()
-                    || matches!(record.completion, Completion::Returned { .. }))
-        })
+        .filter(|record| record.key == key && record.is_checked())
         .collect();
     assert!(operations.len() <= 12, "brute force of {} operations", operations.len());
     let mut placed = vec![false; operations.len()];

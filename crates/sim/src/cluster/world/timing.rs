@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 
 use mosaic_raft::{NodeId, Role};
+use mosaic_raftstore::Error;
 
 use super::{Event, StoreInput, TICK_MS, World};
 use crate::cluster::Time;
@@ -129,13 +130,21 @@ impl World {
         self.schedule(self.now + duration_ms, Event::Resume { node, stall: id });
     }
 
-    /// Puts `input` in stalled `node`'s inbox, or drops it if the inbox is full (never a
-    /// snapshot's outcome, which the runner waits to deliver).
+    /// Puts `input` in stalled `node`'s inbox; if the inbox is full, refuses a request with
+    /// `ServerBusy` at once and drops anything else (never a snapshot's outcome, which the
+    /// runner waits to deliver), as the server's store runner does.
     pub(super) fn hold(&mut self, node: NodeId, input: StoreInput) {
         let stall = self.stalls.get_mut(&node).expect("the node is stalled");
         let must_deliver = matches!(input, StoreInput::SnapshotStatus { .. });
         if stall.inbox.len() < stall.inbox_inputs_max || must_deliver {
             stall.inbox.push_back(input);
+        } else if matches!(input, StoreInput::Request { .. }) {
+            self.fault_stats.stalled_requests_busy += 1;
+            self.refuse(
+                node,
+                input,
+                Error::ServerBusy { reason: "the store inbox is full".into() },
+            );
         } else {
             self.fault_stats.stalled_inputs_dropped += 1;
         }
