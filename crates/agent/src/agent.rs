@@ -118,6 +118,8 @@ pub struct NodeAgent {
     refused: bool,
     /// The latest view polled.
     view: Option<ControllerView>,
+    /// True once it followed a configuration (so the rejoins it needs have started).
+    followed: bool,
     configs: BTreeMap<ConfigNum, Configuration>,
     rejoins: BTreeMap<GroupId, Rejoin>,
     /// The running tasks. Invariant: each has exactly one request pending.
@@ -142,6 +144,7 @@ impl NodeAgent {
             registered: false,
             refused: false,
             view: None,
+            followed: false,
             configs: BTreeMap::new(),
             rejoins: BTreeMap::new(),
             tasks: BTreeMap::new(),
@@ -162,6 +165,17 @@ impl NodeAgent {
     #[must_use]
     pub fn is_refused(&self) -> bool {
         self.refused
+    }
+
+    /// True once the node is back with all its data: the store's birth is known, the agent
+    /// followed a configuration, and no rejoin is running or waiting to be retried. A node
+    /// that lost its data directory is not settled until every group it was placed in took it
+    /// back (a status page can show it as rejoining).
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        self.since.is_some()
+            && self.followed
+            && self.rejoins.values().all(|rejoin| matches!(rejoin, Rejoin::Over))
     }
 
     /// The periodic step, every [`POLL_INTERVAL_MS`]: gives up on what timed out, then
@@ -302,6 +316,7 @@ impl NodeAgent {
     fn follow(&mut self, now: Time, local: &LocalState) {
         let (Some(view), Some(since)) = (self.view.clone(), self.since) else { return };
         let node = self.config.node;
+        self.followed = true;
         for (group, life) in &view.lives {
             let group = *group;
             if life.retired {

@@ -26,23 +26,22 @@
 //! or a repeated refresh comes from [`crate::backoff`]. The only retries without a pause are
 //! following a leader hint, never twice in a row, and the one refresh for an unassigned shard.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mosaic_engine::GroupId;
 use mosaic_proto::pb;
 use mosaic_proto::pb::kv_client::KvClient;
-use mosaic_raft::{LogIndex, NodeId};
+use mosaic_raft::LogIndex;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, JitterSeeds};
 use crate::channel::{Channels, with_timeout};
-use crate::classify::{Action, Failure, LeaderHint, classify_status};
+use crate::classify::{Action, Failure, classify_status};
 use crate::error::{ClientError, Progress, Result, WriteOutcome};
 use crate::operation::{Operation, Prepared, Route, WireRequest};
+use crate::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
 use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::session::{LaneLease, SessionPool};
 use crate::shard::shard_for_key;
@@ -138,7 +137,7 @@ struct Inner<S> {
     /// One channel per node address.
     channels: Channels,
     /// The node believed to lead each group.
-    leaders: Mutex<BTreeMap<GroupId, NodeId>>,
+    leaders: Mutex<Leaders>,
     sessions: SessionPool,
     /// Seeds each operation's backoff jitter.
     jitter_seeds: JitterSeeds,
@@ -148,13 +147,6 @@ struct Inner<S> {
 enum Reply {
     Get(pb::GetResponse),
     Write(pb::WriteResponse),
-}
-
-/// A node to send an attempt to.
-#[derive(Clone, Debug)]
-struct Target {
-    node: NodeId,
-    address: String,
 }
 
 /// Locks `mutex`, whose data stays valid after a panic (each critical section of this
@@ -181,7 +173,7 @@ impl<S: RoutingSource> Client<S> {
                 options,
                 routing: Mutex::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
-                leaders: Mutex::new(BTreeMap::new()),
+                leaders: Mutex::new(Leaders::default()),
                 sessions: SessionPool::default(),
                 jitter_seeds,
             }),
@@ -265,7 +257,7 @@ impl<S: RoutingSource> Inner<S> {
         let mut backoff = self.jitter_seeds.backoff(options.backoff_initial, options.backoff_max);
         let mut routing = self.routing(deadline).await?;
         let mut next_target: Option<Target> = None;
-        let mut followed_leader_last = false;
+        let mut retry = Retry::default();
         // Whether the placement was refreshed because the key's shard had no owner.
         let mut refreshed_for_unassigned = false;
 
@@ -287,7 +279,9 @@ impl<S: RoutingSource> Inner<S> {
                 continue;
             };
             let route = Route { group, shard, config_num: routing.config_num() };
-            let target = next_target.take().unwrap_or_else(|| self.preferred(&routing, group));
+            let target = next_target
+                .take()
+                .unwrap_or_else(|| lock(&self.leaders).preferred(&routing, group));
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(progress.timed_out(options.timeout));
@@ -304,7 +298,7 @@ impl<S: RoutingSource> Inner<S> {
                         lease.session_exists(shard);
                     }
                     if operation.success_proves_leader() {
-                        self.remember_leader(&routing, group, target.node);
+                        lock(&self.leaders).remember(&routing, group, target.node);
                     }
                     return Ok(reply);
                 }
@@ -321,44 +315,25 @@ impl<S: RoutingSource> Inner<S> {
                 %failure,
                 "attempt failed"
             );
-            if !failure.node_may_lead() {
-                self.forget_leader(group, target.node);
+            if failure.action() == Action::RenewSession
+                && let Some(lease) = lease.as_mut()
+            {
+                // The session is gone: the lane's next write starts a new one (found in
+                // review: a lane that kept expecting it was refused on every write).
+                lease.session_expired(shard);
             }
-
-            let mut pause = true;
-            // Refresh the placement: `Some(skip)`, where `skip` is the node not to retry first.
-            let mut refresh = None;
-            match failure.action() {
-                Action::Fail => return Err(progress.failed(failure)),
-                Action::FollowLeader(hint) => {
-                    match self.hinted(&routing, group, &hint, target.node) {
-                        Some(leader) => {
-                            pause = followed_leader_last;
-                            next_target = Some(leader);
-                        }
-                        None => next_target = Some(next_member(&routing, group, target.node)),
-                    }
-                }
-                Action::NextMember => next_target = Some(next_member(&routing, group, target.node)),
-                Action::SameNode => next_target = Some(target),
-                Action::RefreshRouting => refresh = Some(None),
-                Action::RefreshRoutingNextMember => refresh = Some(Some(target.node)),
-                Action::RenewSession => {
-                    // The session is gone: the lane's next write starts a new one (found in
-                    // review: a lane that kept expecting it was refused on every write).
-                    if let Some(lease) = lease.as_mut() {
-                        lease.session_expired(shard);
-                    }
-                    // Applied before the eviction, this write must not be applied again.
-                    if progress.may_have_applied() {
-                        return Err(progress.failed(failure));
-                    }
-                    pause = false;
-                    next_target = Some(target);
-                }
-            }
-            followed_leader_last = !pause;
-
+            let next = retry.after(
+                &failure,
+                &routing,
+                &mut lock(&self.leaders),
+                group,
+                target,
+                progress.may_have_applied(),
+            );
+            let Next::Retry { target, pause, refresh } = next else {
+                return Err(progress.failed(failure));
+            };
+            next_target = target;
             if pause {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
@@ -366,13 +341,7 @@ impl<S: RoutingSource> Inner<S> {
                 }
                 tokio::time::sleep(backoff.next_pause().min(remaining)).await;
             }
-            if let Some(skip) = refresh {
-                // A node that has applied configuration `n` and says its group does not own
-                // the shard proves that every placement older than `n` is stale.
-                let at_least = match failure {
-                    Failure::WrongGroup { config_num } => config_num,
-                    _ => 0,
-                };
+            if let Some(Refresh { at_least, skip }) = refresh {
                 routing = self.refresh_to(&routing, at_least, deadline, &mut backoff).await;
                 if let Some(node) = skip {
                     let shard = shard_for_key(operation.key(), routing.shard_count());
@@ -507,70 +476,18 @@ impl<S: RoutingSource> Inner<S> {
     fn install(&self, routing: Routing) -> Arc<Routing> {
         let routing = Arc::new(routing);
         self.channels.retain(|address| routing.nodes().values().any(|a| a == address));
-        lock(&self.leaders).retain(|group, leader| routing.members(*group).contains(leader));
+        lock(&self.leaders).retain_members(&routing);
         *lock(&self.routing) = Some(Arc::clone(&routing));
         routing
     }
-
-    /// The node to try first for `group`: its known leader, else its first member.
-    fn preferred(&self, routing: &Routing, group: GroupId) -> Target {
-        let members = routing.members(group);
-        let leader = lock(&self.leaders).get(&group).copied();
-        let node = leader.filter(|leader| members.contains(leader)).unwrap_or(members[0]);
-        member_target(routing, node)
-    }
-
-    /// The node a leader hint points to, if it can be tried: a member of the group, or a node
-    /// outside the placement whose address the hint gives. Never the node that gave the hint.
-    fn hinted(
-        &self,
-        routing: &Routing,
-        group: GroupId,
-        hint: &LeaderHint,
-        from: NodeId,
-    ) -> Option<Target> {
-        if hint.node == from {
-            return None;
-        }
-        if routing.members(group).contains(&hint.node) {
-            self.remember_leader(routing, group, hint.node);
-            return Some(member_target(routing, hint.node));
-        }
-        (!hint.address.is_empty())
-            .then(|| Target { node: hint.node, address: hint.address.clone() })
-    }
-
-    fn remember_leader(&self, routing: &Routing, group: GroupId, node: NodeId) {
-        if routing.members(group).contains(&node) {
-            lock(&self.leaders).insert(group, node);
-        }
-    }
-
-    fn forget_leader(&self, group: GroupId, node: NodeId) {
-        let mut leaders = lock(&self.leaders);
-        if leaders.get(&group) == Some(&node) {
-            leaders.remove(&group);
-        }
-    }
-}
-
-/// The target for `node`, a member of a group of `routing` (so it has an address).
-fn member_target(routing: &Routing, node: NodeId) -> Target {
-    let address = routing.address(node).expect("every group member of a Routing has an address");
-    Target { node, address: address.to_string() }
-}
-
-/// The member of `group` after `node` (cyclically); the first member if `node` is not one.
-fn next_member(routing: &Routing, group: GroupId, node: NodeId) -> Target {
-    let members = routing.members(group);
-    let index =
-        members.iter().position(|member| *member == node).map_or(0, |i| (i + 1) % members.len());
-    member_target(routing, members[index])
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use mosaic_engine::GroupId;
+    use mosaic_raft::NodeId;
 
     use super::*;
     use crate::test_support::fake_node::{FakeNode, session_expired};
@@ -662,44 +579,6 @@ mod tests {
             let routing = StaticRouting::new(routing_of(&[1]));
             assert!(Client::new(routing, options).is_err());
         }
-    }
-
-    #[test]
-    fn next_member_cycles_through_the_group() {
-        let routing = routing_of(&[1, 2, 3]);
-        let next = |node| next_member(&routing, GroupId(1), NodeId(node)).node;
-        assert_eq!((next(1), next(2), next(3)), (NodeId(2), NodeId(3), NodeId(1)));
-        // A node outside the group (a hinted leader) is followed by the first member.
-        assert_eq!(next(9), NodeId(1));
-    }
-
-    #[tokio::test]
-    async fn leader_hints_are_remembered_only_for_members() {
-        let client =
-            Client::new(StaticRouting::new(routing_of(&[1, 2, 3])), fast_options()).unwrap();
-        let inner = &client.inner;
-        let routing = inner.routing(Instant::now() + Duration::from_secs(1)).await.unwrap();
-        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(1));
-
-        let hint = LeaderHint { node: NodeId(3), address: String::new() };
-        let target = inner.hinted(&routing, GroupId(1), &hint, NodeId(1)).unwrap();
-        assert_eq!((target.node, target.address.as_str()), (NodeId(3), "h3:1"));
-        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(3));
-
-        // A leader outside the placement is tried at the address the hint gives, not cached.
-        let outsider = LeaderHint { node: NodeId(7), address: "h7:1".into() };
-        let target = inner.hinted(&routing, GroupId(1), &outsider, NodeId(3)).unwrap();
-        assert_eq!((target.node, target.address.as_str()), (NodeId(7), "h7:1"));
-        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(3));
-        let no_address = LeaderHint { node: NodeId(7), address: String::new() };
-        assert!(inner.hinted(&routing, GroupId(1), &no_address, NodeId(3)).is_none());
-        // A node naming itself is no hint.
-        assert!(inner.hinted(&routing, GroupId(1), &hint, NodeId(3)).is_none());
-
-        inner.forget_leader(GroupId(1), NodeId(2));
-        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(3));
-        inner.forget_leader(GroupId(1), NodeId(3));
-        assert_eq!(inner.preferred(&routing, GroupId(1)).node, NodeId(1));
     }
 
     #[tokio::test]

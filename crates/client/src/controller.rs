@@ -33,8 +33,9 @@ use tonic::transport::Channel;
 
 use crate::backoff::JitterSeeds;
 use crate::channel::{Channels, endpoint_for, with_timeout};
-use crate::classify::{Action, Failure, classify_controller_status};
+use crate::classify::{Failure, classify_controller_status};
 use crate::client::{ClientOptions, lock};
+use crate::controller_retry::{ControllerRetry, first_replica};
 use crate::error::{ClientError, Progress, Result, WriteOutcome};
 use crate::session::random_client_id;
 
@@ -312,11 +313,8 @@ impl Inner {
         let deadline = Instant::now() + options.timeout;
         let mut progress = Progress::new(call.is_write());
         let mut backoff = self.jitter_seeds.backoff(options.backoff_initial, options.backoff_max);
-        let mut target = lock(&self.leader).clone().unwrap_or_else(|| self.addresses[0].clone());
-        // The listed replica the next round-robin step goes to.
-        let mut round_robin = self.position(&target).map_or(0, |i| (i + 1) % self.addresses.len());
-        // Failed attempts since the last pause. Invariant: below `addresses.len()` here.
-        let mut failures_unpaused = 0;
+        let mut target = first_replica(&self.addresses, lock(&self.leader).as_deref());
+        let mut retry = ControllerRetry::new(&self.addresses, &target);
 
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -367,37 +365,14 @@ impl Inner {
                 }
             }
 
-            let (next, pause) = match failure.action() {
-                Action::Fail => {
-                    if let Failure::UnknownConfig { .. } = failure {
-                        // Said after a linearizable read: by the leader.
-                        *lock(&self.leader) = Some(target);
-                    }
-                    return Err(progress.failed(failure));
-                }
-                Action::FollowLeader(hint)
-                    if !hint.address.is_empty() && hint.address != target =>
-                {
-                    (hint.address, false)
-                }
-                Action::SameNode => (target, true),
-                // Storage nodes answer it; a controller replica that did would be of another
-                // kind: nothing here can renew its session.
-                Action::RenewSession => return Err(progress.failed(failure)),
-                // No routing to refresh here: a replica that names no leader, or says it hosts
-                // no controller group, is left for the next one.
-                Action::FollowLeader(_)
-                | Action::NextMember
-                | Action::RefreshRouting
-                | Action::RefreshRoutingNextMember => {
-                    let next = self.addresses[round_robin].clone();
-                    round_robin = (round_robin + 1) % self.addresses.len();
-                    (next, false)
-                }
+            if let Failure::UnknownConfig { .. } = failure {
+                // Said after a linearizable read: by the leader.
+                *lock(&self.leader) = Some(target.clone());
+            }
+            let Some((next, pause)) = retry.after(&self.addresses, &failure, &target) else {
+                return Err(progress.failed(failure));
             };
-            failures_unpaused += 1;
-            if pause || failures_unpaused >= self.addresses.len() {
-                failures_unpaused = 0;
+            if pause {
                 let pause = backoff.next_pause();
                 tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
             }

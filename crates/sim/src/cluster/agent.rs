@@ -19,6 +19,7 @@ use mosaic_raftstore::membership::LeaderView;
 use mosaic_shardkv::{Applied, KvStateMachine, MigrationCommand, Ownership};
 
 use crate::cluster::Time;
+use crate::cluster::client::address_of;
 use crate::cluster::controller_link::ControllerLink;
 use crate::cluster::node::SimStore;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
@@ -59,7 +60,7 @@ impl SimAgent {
         let birth = Birth::of_store(record, store.groups().next().is_some());
         let config = AgentConfig {
             node,
-            address: format!("sim-{node}:1"),
+            address: address_of(node),
             request_timeout_ms: REQUEST_TIMEOUT_MS,
             rejoin_attempt_ms: REQUEST_TIMEOUT_MS,
             rejoin_retry_ms: REQUEST_TIMEOUT_MS,
@@ -70,6 +71,11 @@ impl SimAgent {
             controller: ControllerLink::new(controllers, client),
             sent: BTreeMap::new(),
         }
+    }
+
+    /// True once the node is back with all its data ([`NodeAgent::is_settled`]).
+    pub(crate) fn is_settled(&self) -> bool {
+        self.agent.is_settled()
     }
 
     /// The periodic step.

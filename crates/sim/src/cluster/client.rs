@@ -2,16 +2,15 @@
 //! few shared keys, routed the way `mosaic_client` routes them.
 //!
 //! Routing: `shard_for_key(key, shard_count)`, the owner of that shard in the client's
-//! cached configuration, then the group's leader as far as the client knows, else its
-//! members in turn. What a refusal means is decided as a client of a real node decides it: the
+//! placement (`mosaic_client::Routing`, from the latest configuration it read), then the
+//! group's leader as far as the client knows, else its first member. What a refusal means
+//! and where the next attempt goes are decided as a client of a real node decides them: the
 //! store's error becomes the status the node answers (`mosaic_client::refusal::to_status`),
-//! which `mosaic_client`'s decision table reads back (`mosaic_client::classify`: the next
-//! step, and whether the write may have been applied); a request unanswered in time is the
-//! table's `AttemptTimedOut`. A leader hint is followed: a hint to a listed member is
-//! remembered, a hint to a node the configuration does not list (the group's membership was
-//! changed behind the controller's back) is tried once, not twice in a row. Reads are
-//! `Consistency::Linearizable` (or `Lease`) at the leader, unless the deliberately broken
-//! `ReadMode::StaleAtAnyReplica` reads any replica.
+//! which `mosaic_client::classify` reads back (the failure, and whether the write may have
+//! been applied), and `mosaic_client::retry` picks the next target, the pause and whether to
+//! read a newer placement first; a request unanswered in time is the table's
+//! `AttemptTimedOut`. Reads are `Consistency::Linearizable` (or `Lease`) at the leader,
+//! unless the deliberately broken `ReadMode::StaleAtAnyReplica` reads any replica.
 //!
 //! Invariants:
 //! - every write carries `(client, seq)`, and every retry of it the same pair, so the group
@@ -29,12 +28,13 @@
 //!   refusal that applied nothing with probability `SimConfig::abandon_after_refusal_per_mille`,
 //!   so that the table's "not applied" is checked all the time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use mosaic_client::classify::{Action, Failure, classify_status};
 use mosaic_client::refusal::to_status;
-use mosaic_client::shard_for_key;
+use mosaic_client::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
+use mosaic_client::{Routing, shard_for_key};
 use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
@@ -76,9 +76,8 @@ enum Waiting {
     Nothing,
     /// A pause until then.
     Until(Time),
-    /// The answer to request `id`, sent to `target` for `group` (`hinted`: a node outside
-    /// the group's listed members, named by a `NotLeader` hint).
-    Group { id: RequestId, target: NodeId, group: GroupId, hinted: bool, deadline: Time },
+    /// The answer to request `id`, sent to `target` for `group`.
+    Group { id: RequestId, target: NodeId, group: GroupId, deadline: Time },
     /// The latest configuration, asked of `target`.
     Config { id: RequestId, target: NodeId, deadline: Time },
 }
@@ -103,13 +102,15 @@ pub(crate) struct SimClient {
     fresh_seq_per_attempt: bool,
     seq: u64,
     controller: ControllerLink,
-    config: Option<Configuration>,
-    refresh: bool,
-    leaders: BTreeMap<GroupId, NodeId>,
-    /// A leader outside the group's listed members that a refusal named: the next attempt
-    /// for that group goes there, once (`mosaic_client`'s `hinted`).
-    hinted: Option<(GroupId, NodeId)>,
-    rotation: usize,
+    /// The placement it routes by (`None` until the first configuration is read).
+    routing: Option<Routing>,
+    /// A newer placement to read before the next attempt (also before the first).
+    refresh: Option<Refresh>,
+    leaders: Leaders,
+    /// Where the next attempt goes, when the last failure said (`mosaic_client::retry`).
+    next_target: Option<Target>,
+    /// The retries of the operation in progress.
+    retry: Retry,
     op: Option<Op>,
     waiting: Waiting,
     /// Operations it may still start (`None`: any number).
@@ -141,11 +142,11 @@ impl SimClient {
             fresh_seq_per_attempt,
             seq: 0,
             controller: ControllerLink::new(controllers, ClientId(u64::MAX - u64::from(index))),
-            config: None,
-            refresh: true,
-            leaders: BTreeMap::new(),
-            hinted: None,
-            rotation: index as usize,
+            routing: None,
+            refresh: Some(Refresh { at_least: 0, skip: None }),
+            leaders: Leaders::default(),
+            next_target: None,
+            retry: Retry::default(),
             op: None,
             waiting: Waiting::Nothing,
             budget: None,
@@ -183,7 +184,7 @@ impl SimClient {
                 op.called,
                 self.waiting,
                 self.last_refusal,
-                self.config.as_ref().map(|config| config.num),
+                self.routing.as_ref().map(Routing::config_num),
             ),
             None => format!("client {}: idle, {:?} operations left", self.index, self.budget),
         }
@@ -193,10 +194,10 @@ impl SimClient {
     /// operation.
     pub(crate) fn poll(&mut self, io: &mut Io<'_>, history: &mut History, policy: ClientPolicy) {
         match self.waiting {
-            Waiting::Group { target, group, hinted, deadline, .. } if deadline <= io.now => {
+            Waiting::Group { target, group, deadline, .. } if deadline <= io.now => {
                 tracing::trace!(client = self.index, %target, %group, "request timed out");
                 self.waiting = Waiting::Nothing;
-                self.failed(io, target, group, hinted, &Failure::AttemptTimedOut);
+                self.failed(io, target, group, &Failure::AttemptTimedOut);
             }
             Waiting::Config { target, deadline, .. } if deadline <= io.now => {
                 self.controller.failed(target, None);
@@ -233,10 +234,7 @@ impl SimClient {
                 match response {
                     Response::ControllerView(Ok(Ok(view))) => {
                         self.controller.answered(target);
-                        if self.config.as_ref().is_none_or(|config| config.num <= view.config.num) {
-                            self.config = Some(view.config);
-                        }
-                        self.refresh = false;
+                        self.install(io, &view.config);
                     }
                     Response::ControllerView(Ok(Err(error))) => {
                         panic!("client {}: reading the latest configuration: {error}", self.index)
@@ -250,7 +248,7 @@ impl SimClient {
                     }
                 }
             }
-            Waiting::Group { id: waited, target, group, hinted, .. } if waited == id => {
+            Waiting::Group { id: waited, target, group, .. } if waited == id => {
                 self.waiting = Waiting::Nothing;
                 let op = self.op.as_ref().expect("waiting for an operation");
                 let output = match response {
@@ -266,6 +264,10 @@ impl SimClient {
                         if op.write.is_some() {
                             self.sessions.insert(op.shard);
                         }
+                        if self.reads != ReadMode::StaleAtAnyReplica || op.write.is_some() {
+                            let routing = self.routing.as_ref().expect("routed");
+                            self.leaders.remember(routing, group, target);
+                        }
                         history.record_return(op.id, output, io.now);
                         self.finish(io);
                     }
@@ -273,8 +275,10 @@ impl SimClient {
                         self.last_refusal = Some(format!("node {target} group {group}: {error}"));
                         // What a client of a real node makes of it: the node's status for the
                         // refusal, read back by the client's decision table.
-                        let failure = classify_status(&to_status(&error, |_| String::new()));
-                        self.failed(io, target, group, hinted, &failure);
+                        let failure = classify_status(&to_status(&error, |leader| {
+                            leader.map(address_of).unwrap_or_default()
+                        }));
+                        self.failed(io, target, group, &failure);
                         if !failure.may_have_applied()
                             && chance(io.rng, policy.abandon_after_refusal_per_mille)
                         {
@@ -327,6 +331,8 @@ impl SimClient {
             *budget -= 1;
         }
         self.op = Some(Op { id, key, shard, write, called: io.now, may_have_applied: false });
+        self.retry = Retry::default();
+        self.next_target = None;
     }
 
     fn finish(&mut self, io: &mut Io<'_>) {
@@ -348,25 +354,25 @@ impl SimClient {
             write.seq = self.seq;
         }
         let op = self.op.as_ref().expect("an operation in progress");
-        let routed = self.config.as_ref().filter(|_| !self.refresh).and_then(|config| {
-            let group = config.owner(op.shard)?;
-            Some((group, config.groups.get(&group)?))
+        let routed = self.routing.as_ref().filter(|_| self.refresh.is_none()).and_then(|routing| {
+            let group = routing.group_of(op.shard)?;
+            Some((routing, group))
         });
-        let Some((group, members)) = routed else {
+        let Some((routing, group)) = routed else {
             let target = self.controller.target();
             let id = io.request(target, Request::ControllerRead(ControllerQuery { num: None }));
             self.waiting = Waiting::Config { id, target, deadline: io.now + REQUEST_TIMEOUT_MS };
             return;
         };
         let stale = self.reads == ReadMode::StaleAtAnyReplica && op.write.is_none();
-        let hinted = self.hinted.take().filter(|(hinted, _)| *hinted == group && !stale);
-        let target = match (hinted, self.leaders.get(&group)) {
-            (Some((_, node)), _) => node,
-            (None, Some(leader)) if !stale && members.contains(leader) => *leader,
-            _ if stale => members[io.rng.below(members.len() as u64) as usize],
-            _ => members[self.rotation % members.len()],
+        let target = match self.next_target.take() {
+            _ if stale => {
+                let members = routing.members(group);
+                members[io.rng.below(members.len() as u64) as usize]
+            }
+            Some(target) => target.node,
+            None => self.leaders.preferred(routing, group).node,
         };
-        let hinted = hinted.is_some();
         let request = match &op.write {
             Some(write) => Request::KvPropose { group, command: write.clone().into() },
             None => Request::KvRead {
@@ -382,7 +388,7 @@ impl SimClient {
         };
         let id = io.request(target, request);
         let deadline = io.now + REQUEST_TIMEOUT_MS;
-        self.waiting = Waiting::Group { id, target, group, hinted, deadline };
+        self.waiting = Waiting::Group { id, target, group, deadline };
     }
 
     /// Gives up on the operation in progress, which is not waiting for an answer unless the
@@ -399,53 +405,73 @@ impl SimClient {
         self.finish(io);
     }
 
-    /// The attempt at `target` (reached by a hint to a node outside the group's listed members
-    /// if `hinted`) for `group` failed as `failure`: where and when to try again, as
-    /// `mosaic_client` decides ([`Failure::action`]).
-    fn failed(
-        &mut self,
-        io: &mut Io<'_>,
-        target: NodeId,
-        group: GroupId,
-        hinted: bool,
-        failure: &Failure,
-    ) {
-        if let Some(op) = self.op.as_mut() {
-            op.may_have_applied |= failure.may_have_applied();
+    /// Routes by `config` from now on if it is not older than the placement it has; reads
+    /// again after a pause while it is older than the refresh asked for.
+    fn install(&mut self, io: &mut Io<'_>, config: &Configuration) {
+        let current = self.routing.as_ref().map_or(0, Routing::config_num);
+        if config.num.0 >= current {
+            // Every node of a group has an address in production; here any will do (the
+            // simulated network routes by node id).
+            let registry =
+                config.groups.values().flatten().map(|node| (*node, address_of(*node))).collect();
+            let routing = Routing::from_configuration(config, &registry)
+                .unwrap_or_else(|error| panic!("configuration {}: {error}", config.num));
+            self.leaders.retain_members(&routing);
+            self.routing = Some(routing);
         }
-        let listed = |node: NodeId| {
-            self.config
-                .as_ref()
-                .and_then(|config| config.groups.get(&group))
-                .is_some_and(|members| members.contains(&node))
-        };
-        match failure.action() {
-            Action::FollowLeader(hint) if hint.node != target && listed(hint.node) => {
-                self.leaders.insert(group, hint.node);
-            }
-            Action::FollowLeader(hint) if hint.node != target && !hinted => {
-                self.hinted = Some((group, hint.node));
-            }
-            Action::FollowLeader(_) | Action::NextMember => {
-                self.leaders.remove(&group);
-                self.rotation += 1;
+        let routing = self.routing.as_ref().expect("installed");
+        match self.refresh.take() {
+            Some(refresh) if routing.config_num() < refresh.at_least => {
+                self.refresh = Some(refresh);
                 self.pause(io);
             }
-            // The group moved on, or is gone (retired and destroyed): ask the controller.
-            Action::RefreshRouting => {
-                self.refresh = true;
-                self.pause(io);
+            Some(Refresh { skip: Some(node), .. }) => {
+                let shard = self.op.as_ref().map(|op| op.shard);
+                self.next_target = shard
+                    .and_then(|shard| routing.group_of(shard))
+                    .map(|group| next_member(routing, group, node));
             }
-            Action::RefreshRoutingNextMember => {
-                self.refresh = true;
-                self.rotation += 1;
-                self.pause(io);
-            }
-            Action::SameNode => self.pause(io),
-            // No run evicts a session, and every request is valid.
-            Action::RenewSession | Action::Fail => {
-                panic!("client {}: node {target} refused group {group}: {failure}", self.index)
-            }
+            Some(_) | None => {}
         }
     }
+
+    /// The attempt at `target` for `group` failed as `failure`: where and when to try again,
+    /// as `mosaic_client` decides ([`Retry::after`]).
+    fn failed(&mut self, io: &mut Io<'_>, target: NodeId, group: GroupId, failure: &Failure) {
+        let Some(op) = self.op.as_mut() else { return };
+        op.may_have_applied |= failure.may_have_applied();
+        if failure.action() == Action::RenewSession {
+            // No run evicts a session: a refusal means one was lost.
+            panic!("client {}: node {target} refused group {group}: {failure}", self.index);
+        }
+        let routing = self.routing.as_ref().expect("an attempt was routed");
+        let target = match routing.address(target) {
+            Some(_) => Target::member(routing, target),
+            None => Target { node: target, address: address_of(target) },
+        };
+        let next = self.retry.after(
+            failure,
+            routing,
+            &mut self.leaders,
+            group,
+            target,
+            op.may_have_applied,
+        );
+        let Next::Retry { target, pause, refresh } = next else {
+            // Every request is valid.
+            panic!("client {}: group {group} refused for good: {failure}", self.index);
+        };
+        self.next_target = target;
+        if refresh.is_some() {
+            self.refresh = refresh;
+        }
+        if pause {
+            self.pause(io);
+        }
+    }
+}
+
+/// A simulated node's address, as its agent registers it and a leader hint names it.
+pub(crate) fn address_of(node: NodeId) -> String {
+    format!("sim-{node}:1")
 }

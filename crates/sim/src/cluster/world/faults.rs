@@ -61,7 +61,8 @@ impl World {
 
     /// Whether storage node `node` may lose its data now, so that no group loses the data of
     /// a majority of its voters (which no system recovers from): every storage node is up (a
-    /// node down may be short of data too, unseen); every node a configuration lists for a
+    /// node down may be short of data too, unseen) and settled (no earlier loss still being
+    /// made good); every node a configuration lists for a
     /// group hosts a replica of it (so a node that lost its data earlier has rejoined, and
     /// no group is still to be created); and for every replica up, a majority of the voters
     /// it sees holds a replica of the group without `node`. Conservative: a group being
@@ -69,6 +70,12 @@ impl World {
     fn may_lose_disk(&self, node: NodeId) -> bool {
         let stores: Vec<_> = self.storage.values().filter_map(SimNode::store).collect();
         if stores.len() < self.storage.len() || self.config.faults.storage_nodes_down_max == 0 {
+            return false;
+        }
+        // A node back from a loss is settled once it rejoined every group placed on it: until
+        // then a group created meanwhile may list two nodes born after it (each rejoins it,
+        // neither creates it) and never have a majority.
+        if !self.agents.values().all(SimAgent::is_settled) {
             return false;
         }
         let hosts = |host: NodeId, group: GroupId| {
