@@ -14,7 +14,7 @@
 //! [`PULL_IDLE_MAX`] is dropped (it pins a point-in-time view at the source).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mosaic_agent::{
@@ -60,7 +60,13 @@ pub struct AgentRunner {
     engine: Arc<Engine<NodeEngine>>,
     directory: Directory,
     request_timeout: Duration,
+    /// Membership calls (a rejoin's), over the nodes the directory knew when it was made:
+    /// made again when the directory changes, so its connections are reused meanwhile.
+    membership: Mutex<Option<KnownDriver>>,
 }
+
+/// A membership driver and the node addresses it was made with.
+type KnownDriver = (BTreeMap<NodeId, String>, Arc<MembershipDriver>);
 
 /// One pull's stream from one source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,7 +117,8 @@ impl AgentRunner {
             rejoin_attempt_ms: millis(REJOIN_ATTEMPT),
             rejoin_retry_ms: millis(REJOIN_RETRY),
         };
-        Ok(Self { config, client, store, engine, directory, request_timeout })
+        let membership = Mutex::new(None);
+        Ok(Self { config, client, store, engine, directory, request_timeout, membership })
     }
 
     /// Runs the agent until `closing` turns true.
@@ -310,8 +317,17 @@ impl AgentRunner {
     }
 
     /// Membership calls to the nodes known now.
-    fn membership(&self) -> MembershipDriver {
-        MembershipDriver::new(self.directory.all(), self.request_timeout)
+    fn membership(&self) -> Arc<MembershipDriver> {
+        let nodes = self.directory.all();
+        let mut cached = self.membership.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*cached {
+            Some((known, driver)) if *known == nodes => Arc::clone(driver),
+            _ => {
+                let driver = Arc::new(MembershipDriver::new(nodes.clone(), self.request_timeout));
+                *cached = Some((nodes, Arc::clone(&driver)));
+                driver
+            }
+        }
     }
 
     /// The groups hosted here, and the ownership of those led here.
