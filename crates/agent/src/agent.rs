@@ -118,7 +118,9 @@ pub struct NodeAgent {
     refused: bool,
     /// The latest view polled.
     view: Option<ControllerView>,
-    /// True once it followed a configuration (so the rejoins it needs have started).
+    /// True when the last poll followed a configuration knowing the placement of every group
+    /// (so the rejoins it needs have started; a removed group is placed by a configuration
+    /// that may still have to be fetched).
     followed: bool,
     configs: BTreeMap<ConfigNum, Configuration>,
     rejoins: BTreeMap<GroupId, Rejoin>,
@@ -168,7 +170,8 @@ impl NodeAgent {
     }
 
     /// True once the node is back with all its data: the store's birth is known, the agent
-    /// followed a configuration, and no rejoin is running or waiting to be retried. A node
+    /// followed a configuration knowing where every group is placed, and no rejoin is running
+    /// or waiting to be retried. A node
     /// that lost its data directory is not settled until every group it was placed in took it
     /// back (a status page can show it as rejoining).
     #[must_use]
@@ -316,7 +319,7 @@ impl NodeAgent {
     fn follow(&mut self, now: Time, local: &LocalState) {
         let (Some(view), Some(since)) = (self.view.clone(), self.since) else { return };
         let node = self.config.node;
-        self.followed = true;
+        let mut placed_all = true;
         for (group, life) in &view.lives {
             let group = *group;
             if life.retired {
@@ -333,6 +336,7 @@ impl NodeAgent {
             let listing =
                 if view.config.groups.contains_key(&group) { view.latest } else { life.added };
             let Some(config) = self.configs.get(&listing) else {
+                placed_all = false;
                 if !self.waits_for(|purpose| purpose == Purpose::Config) {
                     let request = Request::Query { num: Some(listing) };
                     self.send(now, Purpose::Config, request);
@@ -363,6 +367,7 @@ impl NodeAgent {
             let request = Request::CreateGroup { group, members: members.clone() };
             self.send(now, Purpose::Replica(group), request);
         }
+        self.followed = placed_all;
         for (group, ownership) in &local.led {
             for task in plan(*group, ownership, view.latest, &view.lives) {
                 self.start_task(now, task);

@@ -395,3 +395,28 @@ fn a_group_behind_the_cached_configurations_still_switches() {
     }
     panic!("the switch to 11 is never proposed; configurations asked for: {asked:?}");
 }
+
+/// Found in review: a node whose store is newer than a removed group that still holds shards
+/// (placed by the configuration that added it, not cached yet) has a rejoin to make; it
+/// reported itself settled until that configuration arrived and the rejoin started, so the
+/// simulator could lose another disk meanwhile.
+#[test]
+fn a_rejoin_waiting_for_its_placing_configuration_is_not_settled() {
+    let mut agent = agent(Birth::Known(ConfigNum(5)));
+    let lives =
+        [(100, GroupLife { added: ConfigNum(2), removed: Some(ConfigNum(4)), retired: false })];
+    let (id, request) = only(&follow(&mut agent, 0, view(6, &[], &lives), &[]));
+    assert_eq!(request, Request::Query { num: Some(ConfigNum(2)) });
+    assert!(
+        !agent.is_settled(),
+        "group 100 lists this node, is older than its store and is not hosted here: a rejoin \
+         is due, yet the agent says it is settled"
+    );
+    // Once the configuration is known, the next poll starts the rejoin.
+    assert!(
+        agent.on_answer(1, id, Answer::View(view(2, &[(100, &[11, 12, 13])], &lives))).is_empty()
+    );
+    let actions = poll_cycle(&mut agent, 100, view(6, &[], &lives), &[]);
+    assert!(!status_reads(&actions).is_empty(), "{actions:?}");
+    assert!(!agent.is_settled());
+}

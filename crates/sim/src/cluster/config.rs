@@ -213,9 +213,10 @@ pub struct FaultConfig {
     /// A storage node's crash loses its data directory with this probability: the node
     /// restarts on an empty engine (a replaced disk) and brings itself back into its groups
     /// (the shipped agent's rejoin: removed, joined, caught up as a learner, promoted). Only
-    /// while every storage node is up and no group counts as a voter a node that holds no
-    /// replica of it, so that every group keeps its voters' data but one (losing more is
-    /// losing the group). Default 0.
+    /// while every storage node is up and settled (no rejoin due), every listed member hosts
+    /// its group, and every replica's voters keep a majority hosting the group without that
+    /// node, so that every group keeps its voters' data but one (losing more is losing the
+    /// group). Default 0.
     pub disk_loss_per_mille: u64,
     /// Each node's store ticks every `TICK_MS * x / 1000` of virtual time (`TICK_MS` is the
     /// stores' `tick_interval`, 10 ms), `x` drawn per node from
