@@ -171,9 +171,8 @@ impl NodeAgent {
 
     /// True once the node is back with all its data: the store's birth is known, the agent
     /// followed a configuration knowing where every group is placed, and no rejoin is running
-    /// or waiting to be retried. A node
-    /// that lost its data directory is not settled until every group it was placed in took it
-    /// back (a status page can show it as rejoining).
+    /// or waiting to be retried. A node that lost its data directory is not settled until
+    /// every group it was placed in took it back (a status page can show it as rejoining).
     #[must_use]
     pub fn is_settled(&self) -> bool {
         self.since.is_some()

@@ -39,8 +39,8 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    /// An attempt, started at `now`, by `node` on `group`, whose replica here is `hosted` (or joined in an
-    /// earlier attempt), given up at `give_up_at`; it asks every node of `nodes`.
+    /// An attempt, started at `now`, by `node` on `group`, whose replica here is `hosted` (or
+    /// joined in an earlier attempt), given up at `give_up_at`; it asks every node of `nodes`.
     pub(crate) fn start(
         now: Time,
         node: NodeId,
@@ -68,10 +68,8 @@ impl Attempt {
 
     /// Once a pause is over, the next requests.
     pub(crate) fn poll(&mut self, now: Time, nodes: &[NodeId]) -> Vec<Ask> {
-        match self.run.poll(now) {
-            Some(action) => self.act(now, action, nodes),
-            None => Vec::new(),
-        }
+        let action = self.run.poll(now);
+        self.then(now, action, nodes)
     }
 
     /// `node`'s answer to a status read.
@@ -90,10 +88,9 @@ impl Attempt {
         let Some(search) = self.search.as_mut() else { return Vec::new() };
         let Some(found) = search.answer(node, answer) else { return Vec::new() };
         self.search = None;
+        let action = self.run.on_leader(now, found);
         let mut asks = vec![Ask::CancelSearch];
-        if let Some(action) = self.run.on_leader(now, found) {
-            asks.extend(self.act(now, action, nodes));
-        }
+        asks.extend(self.then(now, action, nodes));
         asks
     }
 
@@ -105,10 +102,13 @@ impl Attempt {
             Answer::Failed(reason) => Err(StepFailure::Failed(reason)),
             other => panic!("a membership step answered with {other:?}"),
         };
-        match self.run.on_step(now, answer) {
-            Some(action) => self.act(now, action, nodes),
-            None => Vec::new(),
-        }
+        let action = self.run.on_step(now, answer);
+        self.then(now, action, nodes)
+    }
+
+    /// What the run's next `action` asks, if it has one.
+    fn then(&mut self, now: Time, action: Option<RunAction>, nodes: &[NodeId]) -> Vec<Ask> {
+        action.map_or_else(Vec::new, |action| self.act(now, action, nodes))
     }
 
     fn act(&mut self, now: Time, action: RunAction, nodes: &[NodeId]) -> Vec<Ask> {
@@ -121,10 +121,10 @@ impl Attempt {
                         nodes.iter().map(|node| Request::GroupStatus { node: *node, group });
                     vec![Ask::Send(reads.collect())]
                 }
-                Err(reason) => match self.run.on_leader(now, Err(reason)) {
-                    Some(action) => self.act(now, action, nodes),
-                    None => Vec::new(),
-                },
+                Err(reason) => {
+                    let action = self.run.on_leader(now, Err(reason));
+                    self.then(now, action, nodes)
+                }
             },
             RunAction::Join { node, leader } => {
                 assert_eq!(node, self.node, "a rejoin adds only its own node");

@@ -275,9 +275,7 @@ impl SimClient {
                         self.last_refusal = Some(format!("node {target} group {group}: {error}"));
                         // What a client of a real node makes of it: the node's status for the
                         // refusal, read back by the client's decision table.
-                        let failure = classify_status(&to_status(&error, |leader| {
-                            leader.map(address_of).unwrap_or_default()
-                        }));
+                        let failure = classify_status(&to_status(&error, hint_address));
                         self.failed(io, target, group, &failure);
                         if !failure.may_have_applied()
                             && chance(io.rng, policy.abandon_after_refusal_per_mille)
@@ -474,4 +472,9 @@ impl SimClient {
 /// A simulated node's address, as its agent registers it and a leader hint names it.
 pub(crate) fn address_of(node: NodeId) -> String {
     format!("sim-{node}:1")
+}
+
+/// The address a node's refusal gives for the leader it names (empty for none).
+pub(crate) fn hint_address(leader: Option<NodeId>) -> String {
+    leader.map(address_of).unwrap_or_default()
 }

@@ -17,7 +17,7 @@ use mosaic_engine::ClientId;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
 
-use crate::cluster::client::address_of;
+use crate::cluster::client::{address_of, hint_address};
 
 /// A process's view of the controller group. See the module documentation.
 #[derive(Clone, Debug)]
@@ -71,10 +71,7 @@ impl ControllerLink {
     /// next attempt goes to, or a new call if this one must give up.
     pub(crate) fn failed(&mut self, target: NodeId, error: Option<&Error>) {
         let failure = match error {
-            Some(error) => {
-                let status = to_status(error, |leader| leader.map(address_of).unwrap_or_default());
-                classify_controller_status(&status, None)
-            }
+            Some(error) => classify_controller_status(&to_status(error, hint_address), None),
             None => Failure::AttemptTimedOut,
         };
         if !failure.node_may_lead() && self.leader == Some(target) {

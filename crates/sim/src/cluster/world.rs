@@ -520,10 +520,10 @@ impl World {
     /// network.
     fn dispatch(&mut self, from: Endpoint, sent: Vec<(NodeId, RequestId, Request)>) {
         for (node, id, request) in sent {
-            if from == Endpoint::Node(node) && matches!(request, Request::JoinGroup { .. }) {
-                self.fault_stats.rejoin_joins += 1;
-            }
             if from == Endpoint::Node(node) {
+                if matches!(request, Request::JoinGroup { .. }) {
+                    self.fault_stats.rejoin_joins += 1;
+                }
                 self.local.push_back((node, Caller { endpoint: from, id }, request));
             } else {
                 self.send(from, Endpoint::Node(node), Packet::Request { id, request });

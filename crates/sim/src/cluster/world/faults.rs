@@ -62,10 +62,10 @@ impl World {
     /// Whether storage node `node` may lose its data now, so that no group loses the data of
     /// a majority of its voters (which no system recovers from): every storage node is up (a
     /// node down may be short of data too, unseen) and settled (no earlier loss still being
-    /// made good); every node a configuration lists for a
-    /// group hosts a replica of it (so a node that lost its data earlier has rejoined, and
-    /// no group is still to be created); and for every replica up, a majority of the voters
-    /// it sees holds a replica of the group without `node`. Conservative: a group being
+    /// made good); every node a configuration lists for a group hosts a replica of it (so a
+    /// node that lost its data earlier has rejoined, and no group is still to be created);
+    /// and for every replica up, a majority of the voters it sees holds a replica of the
+    /// group without `node`. Conservative: a group being
     /// created or destroyed, or a stale replica's view, also holds disk losses back.
     fn may_lose_disk(&self, node: NodeId) -> bool {
         let stores: Vec<_> = self.storage.values().filter_map(SimNode::store).collect();
