@@ -21,6 +21,8 @@ pub mod snapshot;
 mod state_machine;
 mod storage;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use clock::{Clock, ManualClock};
 pub use config::StoreConfig;

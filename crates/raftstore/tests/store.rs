@@ -1,0 +1,395 @@
+//! The store tested through a small state machine of its own (`support::Counters`), on the
+//! deterministic in-memory cluster of `mosaic_raftstore::testing`: group commit, proposals
+//! answered whatever becomes of them, catch-up by snapshot, log compaction, recovery from a
+//! crash of every node, and destroyed replicas.
+//!
+//! Run with `cargo test -p mosaic-raftstore --features testing`.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mosaic_engine::{GroupCursor, GroupId, ShardId, ShardRecord};
+use mosaic_raft::{LogIndex, NodeId, SplitMix64, Storage};
+use mosaic_raftstore::testing::{self, Slot, take};
+use mosaic_raftstore::{Consistency, Error, GroupStorage, StoreConfig, StoreMsg};
+use support::{Command, Counters};
+
+type Cluster = testing::Cluster<Counters>;
+
+const GROUP: GroupId = GroupId(1);
+
+fn key(name: &str) -> Bytes {
+    Bytes::copy_from_slice(name.as_bytes())
+}
+
+/// Proposes `command` once at the leader and waits for its answer; panics unless it was
+/// applied. (Not retried: an `Add` retried after an unknown outcome could apply twice.)
+fn must_apply(cluster: &mut Cluster, group: GroupId, command: Command) -> u64 {
+    let leader = cluster.must_elect(group);
+    let slot = cluster.propose(leader, group, command.clone());
+    match cluster.wait(&slot, 50) {
+        Some(Ok(value)) => value,
+        other => panic!("group {group}: {command:?} at node {leader} answered {other:?}"),
+    }
+}
+
+/// A linearizable read of the counter `name` at the leader, retried until answered.
+fn must_get(cluster: &mut Cluster, group: GroupId, name: &str) -> Option<u64> {
+    for _ in 0..20 {
+        let leader = cluster.must_elect(group);
+        let slot = cluster.read(leader, group, key(name), Consistency::Linearizable);
+        if let Some(Ok(read)) = cluster.wait(&slot, 50) {
+            return read.output;
+        }
+    }
+    panic!("group {group}: no read of {name} was answered");
+}
+
+/// What `node` has applied of the counter `name` (a stale read, answered at once).
+fn applied_value(cluster: &mut Cluster, node: NodeId, group: GroupId, name: &str) -> Option<u64> {
+    let slot = cluster.read(node, group, key(name), Consistency::Stale);
+    match take(&slot) {
+        Some(Ok(read)) => read.output,
+        other => panic!("node {node}: a stale read of {group}/{name} answered {other:?}"),
+    }
+}
+
+/// Every record of `group` in `node`'s engine, every shard, in scan order.
+fn group_records(
+    cluster: &mut Cluster,
+    node: NodeId,
+    group: GroupId,
+) -> Vec<(ShardId, ShardRecord)> {
+    let snapshot = cluster.store(node).engine().snapshot();
+    let mut records = Vec::new();
+    let mut cursor = GroupCursor::Start;
+    loop {
+        let chunk = snapshot
+            .scan_group_chunk(group, &cursor, 1 << 20)
+            .unwrap_or_else(|error| panic!("node {node}: scan {group}: {error}"));
+        records.extend(chunk.records);
+        match chunk.next {
+            Some(next) => cursor = next,
+            None => return records,
+        }
+    }
+}
+
+/// Compaction after few entries, so tests reach snapshots quickly.
+fn compacting_config(seed: u64) -> StoreConfig {
+    StoreConfig {
+        seed,
+        compact_log_after_entries: 20,
+        compact_log_keep_entries: 5,
+        ..StoreConfig::default()
+    }
+}
+
+/// A member of `GROUP` (on nodes 1 to 3) other than `node`.
+fn other_than(node: NodeId) -> NodeId {
+    NodeId(if node.0 == 3 { 2 } else { 3 })
+}
+
+#[test]
+fn busy_groups_on_one_node_share_one_synced_write() {
+    let mut cluster = Cluster::new(1, 2);
+    let node = NodeId(1);
+    let groups: Vec<GroupId> = (1..=10).map(GroupId).collect();
+    for group in &groups {
+        cluster.create_group(*group, &[1]);
+        cluster.must_elect(*group);
+    }
+    cluster.settle();
+    let before = cluster.store(node).stats();
+    let mut slots = Vec::new();
+    for group in &groups {
+        let (slot, callback) = testing::slot();
+        let proposal = Command::add("hits", group.0);
+        let propose = StoreMsg::Propose { group: *group, proposal, callback };
+        cluster.store(node).handle(propose).expect("handle");
+        slots.push((*group, slot));
+    }
+    cluster.store(node).process().expect("process");
+    let after = cluster.store(node).stats();
+    assert_eq!(after.synced_writes - before.synced_writes, 1, "{before:?} -> {after:?}");
+    assert!(after.readies - before.readies >= 10, "every group was busy: {before:?} -> {after:?}");
+    for (group, slot) in &slots {
+        let answer = take(slot).unwrap_or_else(|| panic!("{group}: unanswered after process"));
+        assert_eq!(answer, Ok(group.0), "{group}");
+    }
+}
+
+#[test]
+fn a_proposal_on_a_follower_is_refused_with_the_leader_hint() {
+    let mut cluster = Cluster::new(3, 10);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let leader = cluster.must_elect(GROUP);
+    cluster.tick();
+    let follower = other_than(leader);
+    let slot = cluster.propose(follower, GROUP, Command::set("x", 1));
+    match take(&slot) {
+        Some(Err(Error::NotLeader { group, leader: hint })) => {
+            assert_eq!((group, hint), (GROUP, Some(leader)));
+        }
+        other => panic!("expected NotLeader at once, got {other:?}"),
+    }
+}
+
+/// A leader cut off from its group holds proposals it cannot commit; once it steps down (it
+/// loses its quorum, or hears of the new leader) each is answered with an error, and none is
+/// applied: the new leader's entries replace them.
+#[test]
+fn proposals_at_a_leader_cut_off_are_answered_with_an_error_and_never_applied() {
+    let mut cluster = Cluster::new(3, 21);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    must_apply(&mut cluster, GROUP, Command::set("x", 1));
+    let old = cluster.must_elect(GROUP);
+    cluster.isolate(old);
+    let cut_off: Vec<Slot<u64>> =
+        (0..3).map(|_| cluster.propose(old, GROUP, Command::add("x", 100))).collect();
+    for _ in 0..40 {
+        cluster.tick();
+    }
+    let new = cluster.must_elect(GROUP);
+    assert_ne!(new, old);
+    assert_eq!(must_apply(&mut cluster, GROUP, Command::add("x", 1)), 2);
+    cluster.heal();
+    for _ in 0..20 {
+        cluster.tick();
+    }
+    for slot in &cut_off {
+        match take(slot) {
+            Some(Err(Error::ProposalAbandoned { .. } | Error::ProposalOverwritten { .. })) => {}
+            other => panic!("a proposal of the cut-off leader was answered {other:?}"),
+        }
+    }
+    assert_eq!(must_get(&mut cluster, GROUP, "x"), Some(2));
+    for node in [1, 2, 3].map(NodeId) {
+        assert_eq!(applied_value(&mut cluster, node, GROUP, "x"), Some(2), "node {node}");
+    }
+}
+
+#[test]
+fn requests_waiting_at_a_node_that_crashes_are_answered_stopped() {
+    let mut cluster = Cluster::new(3, 22);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    must_apply(&mut cluster, GROUP, Command::set("x", 1));
+    let leader = cluster.must_elect(GROUP);
+    cluster.isolate(leader);
+    let proposal = cluster.propose(leader, GROUP, Command::add("x", 1));
+    let read = cluster.read(leader, GROUP, key("x"), Consistency::Linearizable);
+    cluster.settle();
+    assert!(take(&proposal).is_none(), "a proposal was answered without a quorum");
+    assert!(take(&read).is_none(), "a read was answered without a quorum");
+    cluster.crash(leader, 0);
+    assert!(matches!(take(&proposal), Some(Err(Error::Stopped))));
+    assert!(matches!(take(&read), Some(Err(Error::Stopped))));
+}
+
+/// Seeds of [`fault_run`].
+const FAULT_SEEDS: u64 = 8;
+
+/// One seeded run: proposals of `Add(1)` to a counter of their own, at random nodes, while
+/// nodes are cut off, crash (keeping a few unsynced writes) and restart; then, faults healed,
+/// every proposal must have been answered, and its counter shows it applied at most once: 1
+/// after an acknowledgement, nothing after a refusal that says it was not applied, 0 or 1
+/// after an unknown outcome. Returns how many of each kind of answer came.
+fn fault_run(seed: u64) -> [usize; 3] {
+    let mut rng = SplitMix64::new(seed);
+    let mut cluster = Cluster::new(3, seed);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let mut proposals: Vec<(String, Slot<u64>)> = Vec::new();
+    for _ in 0..300 {
+        let node = NodeId(1 + rng.below(3));
+        match rng.below(10) {
+            0..=3 if cluster.is_up(node) => {
+                let name = format!("p{}", proposals.len());
+                let slot = cluster.propose(node, GROUP, Command::add(&name, 1));
+                proposals.push((name, slot));
+            }
+            4 => cluster.isolate(node),
+            5 => cluster.heal(),
+            6 if cluster.up_nodes().len() == 3 => cluster.crash(node, rng.below(3) as usize),
+            7 if !cluster.is_up(node) => cluster.restart(node),
+            _ => cluster.tick(),
+        }
+    }
+    cluster.heal();
+    for node in [1, 2, 3].map(NodeId) {
+        if !cluster.is_up(node) {
+            cluster.restart(node);
+        }
+    }
+    for _ in 0..50 {
+        cluster.tick();
+    }
+    let mut counts = [0; 3];
+    for (name, slot) in &proposals {
+        let context = format!("seed {seed}: the proposal to {name}");
+        let answer = take(slot).unwrap_or_else(|| panic!("{context} was never answered"));
+        let value = must_get(&mut cluster, GROUP, name);
+        match answer {
+            Ok(applied) => {
+                assert_eq!((applied, value), (1, Some(1)), "{context} was acknowledged");
+                counts[0] += 1;
+            }
+            Err(error) if error.is_definitely_not_applied() => {
+                assert_eq!(value, None, "{context} was refused: {error}");
+                counts[1] += 1;
+            }
+            Err(error) => {
+                assert!(matches!(value, None | Some(1)), "{context} ({error}) left {value:?}");
+                counts[2] += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn under_partitions_and_crashes_every_proposal_is_answered_and_applied_at_most_once() {
+    let mut totals = [0; 3];
+    for seed in 0..FAULT_SEEDS {
+        let counts = fault_run(seed);
+        for (total, count) in totals.iter_mut().zip(counts) {
+            *total += count;
+        }
+    }
+    // [acknowledged, refused as not applied, outcome unknown]: the runs reach every kind.
+    assert!(totals.iter().all(|count| *count > 0), "answers by kind: {totals:?}");
+}
+
+#[test]
+fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
+    let mut cluster = Cluster::with_config(3, compacting_config(11));
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    must_apply(&mut cluster, GROUP, Command::set("before", 1));
+    let leader = cluster.must_elect(GROUP);
+    let behind = other_than(leader);
+    let missed_from = cluster.applied_index(behind, GROUP).next();
+    cluster.crash(behind, 0);
+    for i in 0..60 {
+        must_apply(&mut cluster, GROUP, Command::add(&format!("k{}", i % 6), i));
+    }
+    let first = cluster.store(leader).peer(GROUP).expect("hosted").status().first_index;
+    assert!(first > missed_from, "the leader's log starts at {first}, not past {missed_from}");
+    cluster.restart(behind);
+    for _ in 0..20 {
+        cluster.tick();
+    }
+    assert!(cluster.store(behind).stats().snapshots_installed >= 1, "caught up by a snapshot");
+    assert_eq!(cluster.applied_index(behind, GROUP), cluster.applied_index(leader, GROUP));
+    let records = group_records(&mut cluster, leader, GROUP);
+    assert_eq!(records.len(), 7, "{records:?}");
+    assert_eq!(group_records(&mut cluster, behind, GROUP), records);
+    // The reloaded state machine serves what was installed.
+    for name in ["before", "k0", "k1", "k2", "k3", "k4", "k5"] {
+        let expected = applied_value(&mut cluster, leader, GROUP, name);
+        assert_eq!(applied_value(&mut cluster, behind, GROUP, name), expected, "{name}");
+    }
+}
+
+#[test]
+fn log_compaction_bounds_the_log_and_drops_the_entries_below_its_point() {
+    let config = compacting_config(12);
+    let bound = config.compact_log_after_entries + config.compact_log_keep_entries;
+    let mut cluster = Cluster::with_config(3, config);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    for i in 0..200 {
+        must_apply(&mut cluster, GROUP, Command::add(&format!("k{}", i % 10), 1));
+    }
+    cluster.tick();
+    for node in [1, 2, 3].map(NodeId) {
+        let store = cluster.store(node);
+        assert!(store.stats().log_compactions > 0, "node {node} never compacted");
+        let engine = Arc::clone(store.engine());
+        let bounds = engine.log_bounds(GROUP).expect("log bounds");
+        let kept = bounds.last_index.0 - bounds.snapshot_index.0;
+        assert!(kept <= bound, "node {node} keeps {kept} entries: {bounds:?}");
+        // Below the compaction point nothing is left, for the engine or for Raft.
+        let first = bounds.first_index();
+        assert!(first.0 > 150, "node {node}: {bounds:?}");
+        let below = engine.entries(GROUP, LogIndex(2), first, None);
+        assert!(matches!(below, Err(mosaic_engine::Error::Compacted { .. })), "{below:?}");
+        let storage = GroupStorage::new(GROUP, engine);
+        let below = storage.entries(bounds.snapshot_index, first, None);
+        assert!(matches!(below, Err(mosaic_raft::Error::Compacted { .. })), "{below:?}");
+        let status = store.peer(GROUP).expect("hosted").status();
+        assert_eq!(status.first_index, first, "node {node}");
+    }
+    for k in 0..10 {
+        assert_eq!(must_get(&mut cluster, GROUP, &format!("k{k}")), Some(20), "k{k}");
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash_of_every_node() {
+    let mut cluster = Cluster::new(3, 5);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    for i in 0..20 {
+        must_apply(&mut cluster, GROUP, Command::add(&format!("k{}", i % 5), 1));
+    }
+    // Every node crashes, each losing every unsynced write (apply batches included).
+    for node in [1, 2, 3].map(NodeId) {
+        cluster.crash(node, 0);
+    }
+    for node in [1, 2, 3].map(NodeId) {
+        cluster.restart(node);
+    }
+    for k in 0..5 {
+        assert_eq!(must_get(&mut cluster, GROUP, &format!("k{k}")), Some(4), "k{k}");
+    }
+    // The replicas applied the log again: every one holds every write, once.
+    must_apply(&mut cluster, GROUP, Command::set("after", 1));
+    for _ in 0..5 {
+        cluster.tick();
+    }
+    for node in [1, 2, 3].map(NodeId) {
+        for k in 0..5 {
+            let value = applied_value(&mut cluster, node, GROUP, &format!("k{k}"));
+            assert_eq!(value, Some(4), "node {node} k{k}");
+        }
+    }
+}
+
+#[test]
+fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
+    let mut cluster = Cluster::new(3, 17);
+    let other = GroupId(2);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.create_group(other, &[1, 2, 3]);
+    for i in 0..20 {
+        must_apply(&mut cluster, GROUP, Command::set(&format!("k{i}"), i));
+    }
+    must_apply(&mut cluster, other, Command::set("kept", 1));
+    let leader = cluster.must_elect(GROUP);
+    // A request waiting at the replica when it is destroyed is answered, not dropped.
+    let waiting = cluster.propose(leader, GROUP, Command::set("late", 1));
+    for node in [1, 2, 3].map(NodeId) {
+        let (destroyed, callback) = testing::slot();
+        cluster.send(node, StoreMsg::DestroyGroup { group: GROUP, callback });
+        take(&destroyed).expect("answered at once").expect("destroyed");
+        assert!(cluster.store(node).peer(GROUP).is_none(), "node {node}");
+        let engine = Arc::clone(cluster.store(node).engine());
+        assert_eq!(engine.group_ids().expect("group ids"), vec![other], "node {node}");
+        assert_eq!(engine.log_bounds(GROUP).expect("bounds"), Default::default(), "node {node}");
+        assert_eq!(engine.applied_index(GROUP).expect("applied"), LogIndex(0), "node {node}");
+        let records = group_records(&mut cluster, node, GROUP);
+        assert!(records.is_empty(), "node {node} kept {records:?}");
+    }
+    match take(&waiting) {
+        Some(Err(Error::GroupNotFound { group })) => assert_eq!(group, GROUP),
+        other => panic!("the waiting proposal must fail with GroupNotFound, got {other:?}"),
+    }
+    // Destroying again is a no-op; the other group serves on; a restart brings nothing back.
+    let (again, callback) = testing::slot();
+    cluster.send(NodeId(1), StoreMsg::DestroyGroup { group: GROUP, callback });
+    take(&again).expect("answered at once").expect("a no-op");
+    cluster.crash(NodeId(1), 0);
+    cluster.restart(NodeId(1));
+    assert!(cluster.store(NodeId(1)).peer(GROUP).is_none());
+    assert!(group_records(&mut cluster, NodeId(1), GROUP).is_empty());
+    assert_eq!(must_get(&mut cluster, other, "kept"), Some(1));
+}
