@@ -7,7 +7,8 @@ use mosaic_engine::GroupId;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Role, Term};
 use mosaic_raftstore::{Consistency, LeaderTerm, StoreMsg};
-use mosaic_shardkv::{KvQuery, KvReadOutput, KvStateMachine, Ownership, ShardState};
+use mosaic_shardkv::request::read_ownership;
+use mosaic_shardkv::{KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
@@ -65,16 +66,8 @@ impl NodeAdmin for AdminService {
         } else {
             status
         };
-        let query = KvQuery::Ownership;
-        let consistency = Consistency::Stale;
-        let read =
-            self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
-        let shards = match read.output {
-            KvReadOutput::Ownership(ownership) => {
-                ownership.map(|ownership| shards_to_pb(&ownership))
-            }
-            _ => return Err(Status::internal("an ownership read answered something else")),
-        };
+        let read = self.ask(|callback| read_ownership(group, Consistency::Stale, callback)).await?;
+        let shards = read.output.map(|ownership| shards_to_pb(&ownership));
         let role = match status.soft_state.role {
             Role::Leader => "leader",
             Role::Follower => "follower",

@@ -28,9 +28,8 @@ use mosaic_proto::migration::{position_to_pb, records_from_pb};
 use mosaic_proto::pb::{self, shard_migration_client::ShardMigrationClient};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::StoreMsg;
-use mosaic_shardkv::{
-    Applied, KvCommand, KvQuery, KvReadOutput, KvStateMachine, MigrationCommand, MigrationOutcome,
-};
+use mosaic_shardkv::request::{propose_migration, read_led_ownerships};
+use mosaic_shardkv::{KvStateMachine, MigrationCommand, MigrationOutcome};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tonic::Streaming;
@@ -332,20 +331,19 @@ impl AgentRunner {
 
     /// The groups hosted here, and the ownership of those led here.
     async fn read_local(&self) -> std::result::Result<LocalState, String> {
-        let query = KvQuery::Ownership;
         let led = self
             .store
-            .ask(|callback| StoreMsg::ReadLeaders { query, callback })
+            .ask(read_led_ownerships)
             .await
             .map_err(|error| format!("reading the groups led here: {error}"))?;
         let hosted = self.engine.group_ids().map_err(|error| format!("listing groups: {error}"))?;
         let mut local = LocalState { hosted: hosted.into_iter().collect(), led: BTreeMap::new() };
         for (group, answer) in led {
             match answer {
-                Ok(KvReadOutput::Ownership(Some(ownership))) => {
+                Ok(Some(ownership)) => {
                     local.led.insert(group, ownership);
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(error) => tracing::debug!(%group, %error, "cannot read the group's ownership"),
             }
         }
@@ -354,21 +352,15 @@ impl AgentRunner {
 
     /// Proposes a migration step to `group` here and waits for it to apply.
     async fn propose(&self, group: GroupId, command: MigrationCommand) -> Answer {
-        let proposal = KvCommand::Migration(command);
         let answer = self
             .store
-            .ask_within(self.request_timeout, |callback| StoreMsg::Propose {
-                group,
-                proposal,
-                callback,
+            .ask_within(self.request_timeout, |callback| {
+                propose_migration(group, command, callback)
             })
             .await;
         match answer {
-            Ok(Ok(Applied::Migration(outcome))) => Answer::Applied(outcome),
-            Ok(Ok(Applied::Write(_))) => {
-                Answer::Failed("a migration step was answered as a write".into())
-            }
-            Ok(Err(error)) | Err(error) => Answer::Failed(error.to_string()),
+            Ok(outcome) => Answer::Applied(outcome),
+            Err(error) => Answer::Failed(error.to_string()),
         }
     }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_proto::pb::{self, kv_server::Kv};
-use mosaic_raftstore::{Consistency, Error, ReadOutput, StoreMsg};
-use mosaic_shardkv::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind};
+use mosaic_raftstore::{Consistency, Error, StoreMsg};
+use mosaic_shardkv::request::{propose_write, read_value};
+use mosaic_shardkv::{KvGet, KvStateMachine, KvWrite, WriteKind};
 use tonic::{Request, Response, Status};
 
-use crate::backend::{NodeEngine, NodeSnapshot};
+use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
 
@@ -108,12 +109,7 @@ impl KvService {
             expects_session: r.expects_session,
         };
         let group = GroupId(r.group_id);
-        let proposal = write.into();
-        let applied: Result<Applied, Error> =
-            self.ask(|callback| StoreMsg::Propose { group, proposal, callback }).await?;
-        let outcome = applied.map_err(|refusal| self.refuse(&refusal))?.into_write();
-        let outcome =
-            outcome.ok_or_else(|| Status::internal("a write was answered as a migration step"))?;
+        let outcome = self.ask(|callback| propose_write(group, write, callback)).await?;
         Ok(Response::new(pb::WriteResponse { index: outcome.index.0 }))
     }
 }
@@ -137,13 +133,9 @@ impl Kv for KvService {
             }
         };
         let group = GroupId(request.group_id);
-        let query = KvQuery::Get(KvGet { shard: ShardId(request.shard_id), key: request.key });
-        let read: ReadOutput<KvReadOutput<NodeSnapshot>> =
-            self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
-        let value = read
-            .output
-            .into_value()
-            .ok_or_else(|| Status::internal("a get was answered with something else"))?;
+        let get = KvGet { shard: ShardId(request.shard_id), key: request.key };
+        let read = self.ask(|callback| read_value(group, get, consistency, callback)).await?;
+        let value = read.output;
         Ok(Response::new(pb::GetResponse {
             found: value.is_some(),
             value: value.unwrap_or_default(),

@@ -10,10 +10,9 @@ use mosaic_controller::ConfigNum;
 use mosaic_engine::{EngineSnapshot, GroupId, ShardCursor, ShardId, ShardRecord};
 use mosaic_proto::migration::{position_from_pb, record_to_pb};
 use mosaic_proto::pb::{self, shard_migration_server::ShardMigration};
-use mosaic_raftstore::{Consistency, Error, ReadOutput, StoreMsg};
-use mosaic_shardkv::{
-    Applied, KvQuery, KvReadOutput, KvStateMachine, MigrationCommand, MigrationOutcome,
-};
+use mosaic_raftstore::Error;
+use mosaic_shardkv::request::{propose_migration, read_handoff};
+use mosaic_shardkv::{KvStateMachine, MigrationCommand, MigrationOutcome};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -64,20 +63,12 @@ impl ShardMigration for MigrationService {
         let r = request.into_inner();
         let (group, shard) = (GroupId(r.from_group), ShardId(r.shard_id));
         let resume = position_from_pb(r.resume);
-        let query =
-            KvQuery::Handoff { num: ConfigNum(r.config_num), shard, to: GroupId(r.to_group) };
+        let (num, to) = (ConfigNum(r.config_num), GroupId(r.to_group));
         let timeout = self.limits.request_timeout;
-        let read: ReadOutput<KvReadOutput<NodeSnapshot>> =
-            ask_store(&self.store, timeout, &self.directory, |callback| StoreMsg::Read {
-                group,
-                query,
-                consistency: Consistency::Stale,
-                callback,
-            })
-            .await?;
-        let KvReadOutput::Handoff(snapshot) = read.output else {
-            return Err(Status::internal("a handoff read answered something else"));
-        };
+        let snapshot = ask_store(&self.store, timeout, &self.directory, |callback| {
+            read_handoff(group, num, shard, to, callback)
+        })
+        .await?;
         tracing::info!(
             %group, %shard, to = r.to_group, num = r.config_num, ?resume, "streaming a shard"
         );
@@ -95,29 +86,21 @@ impl ShardMigration for MigrationService {
     ) -> Result<Response<pb::DeleteShardResponse>, Status> {
         let r = request.into_inner();
         let group = GroupId(r.group_id);
-        let proposal = MigrationCommand::DeleteShard {
+        let command = MigrationCommand::DeleteShard {
             num: ConfigNum(r.config_num),
             shard: ShardId(r.shard_id),
-        }
-        .into();
+        };
         let timeout = self.limits.request_timeout;
-        let applied: Result<Applied, Error> =
-            ask_store(&self.store, timeout, &self.directory, |callback| StoreMsg::Propose {
-                group,
-                proposal,
-                callback,
-            })
-            .await?;
-        let refuse = |error: &Error| to_status(error, &self.directory);
-        match applied.map_err(|error| refuse(&error))? {
-            Applied::Migration(MigrationOutcome::Done) => {
-                Ok(Response::new(pb::DeleteShardResponse { deleted: true }))
-            }
-            Applied::Migration(MigrationOutcome::Stale(_)) => {
+        let outcome = ask_store(&self.store, timeout, &self.directory, |callback| {
+            propose_migration(group, command, callback)
+        })
+        .await?;
+        match outcome {
+            MigrationOutcome::Done => Ok(Response::new(pb::DeleteShardResponse { deleted: true })),
+            MigrationOutcome::Stale(_) => {
                 Ok(Response::new(pb::DeleteShardResponse { deleted: false }))
             }
-            Applied::Migration(MigrationOutcome::NotYet(_)) => Err(refuse(&Error::ShardNotReady)),
-            Applied::Write(_) => Err(Status::internal("a delete was answered as a write")),
+            MigrationOutcome::NotYet(_) => Err(to_status(&Error::ShardNotReady, &self.directory)),
         }
     }
 }

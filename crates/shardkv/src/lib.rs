@@ -14,6 +14,7 @@ mod encoding;
 pub mod migration;
 pub mod ownership;
 pub mod plan;
+pub mod request;
 mod session;
 mod state_machine;
 

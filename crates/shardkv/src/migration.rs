@@ -5,8 +5,7 @@
 //! - kind 4 [`MigrationCommand::Reconfigure`]: the previous then the next configuration, each
 //!   as its length (`u32`) and its controller encoding;
 //! - kind 8 [`MigrationCommand::InstallChunk`]: `num u64 ‖ shard u32 ‖ from cursor ‖ last u8
-//!   (0 or 1) ‖ count u32 ‖ records`, a cursor being `0` (the start), `1 ‖ client u64` (after
-//!   that client's session) or `2 ‖ key length u32 ‖ key` (after that key), a record being
+//!   (0 or 1) ‖ count u32 ‖ records`, a cursor as [`crate::encoding`] writes it, a record being
 //!   `1 ‖ client u64 ‖ length u32 ‖ session record` or `2 ‖ key length u32 ‖ key ‖ value
 //!   length u32 ‖ value`. Kind 5, written by versions before pulls resumed, is the same
 //!   without the cursor and decodes with `from: None`;
@@ -22,16 +21,13 @@ use mosaic_controller::codec::{self, Reader, put_len};
 use mosaic_controller::{ConfigNum, Configuration};
 use mosaic_engine::{ClientId, ShardCursor, ShardId, ShardRecord};
 
-use crate::encoding::{COMMAND_VERSION, DecodeError};
+use crate::encoding::{COMMAND_VERSION, DecodeError, put_bytes, put_cursor, read_cursor};
 
 const RECONFIGURE_KIND: u8 = 4;
 const INSTALL_CHUNK_WITHOUT_POSITION_KIND: u8 = 5;
 const DELETE_SHARD_KIND: u8 = 6;
 const CONFIRM_HANDOFF_KIND: u8 = 7;
 const INSTALL_CHUNK_KIND: u8 = 8;
-const CURSOR_START_TAG: u8 = 0;
-const CURSOR_AFTER_SESSION_TAG: u8 = 1;
-const CURSOR_AFTER_DATA_TAG: u8 = 2;
 const SESSION_RECORD_TAG: u8 = 1;
 const DATA_RECORD_TAG: u8 = 2;
 
@@ -217,43 +213,10 @@ impl MigrationCommand {
     }
 }
 
-/// Writes a shard cursor (see the module documentation).
-pub(crate) fn put_cursor(out: &mut BytesMut, cursor: &ShardCursor) {
-    match cursor {
-        ShardCursor::Start => out.put_u8(CURSOR_START_TAG),
-        ShardCursor::AfterSession(client) => {
-            out.put_u8(CURSOR_AFTER_SESSION_TAG);
-            out.put_u64(client.0);
-        }
-        ShardCursor::AfterData(key) => {
-            out.put_u8(CURSOR_AFTER_DATA_TAG);
-            put_bytes(out, key);
-        }
-    }
-}
-
-/// Reads a shard cursor written by [`put_cursor`].
-pub(crate) fn read_cursor(reader: &mut Reader<'_>) -> Result<ShardCursor, codec::DecodeError> {
-    Ok(match reader.u8()? {
-        CURSOR_START_TAG => ShardCursor::Start,
-        CURSOR_AFTER_SESSION_TAG => ShardCursor::AfterSession(ClientId(reader.u64()?)),
-        CURSOR_AFTER_DATA_TAG => {
-            let len = reader.count(1)?;
-            ShardCursor::AfterData(Bytes::copy_from_slice(reader.take(len)?))
-        }
-        tag => return Err(codec::DecodeError(format!("unknown cursor tag {tag}"))),
-    })
-}
-
 /// Reads a length-prefixed byte string of `data` without copying it.
 fn read_bytes(reader: &mut Reader<'_>, data: &Bytes) -> Result<Bytes, codec::DecodeError> {
     let len = reader.count(1)?;
     Ok(data.slice_ref(reader.take(len)?))
-}
-
-fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
-    put_len(out, bytes.len());
-    out.put_slice(bytes);
 }
 
 #[cfg(test)]

@@ -38,8 +38,7 @@ use mosaic_engine::{GroupId, ShardCursor, ShardId};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
 
-use crate::encoding::DecodeError;
-use crate::migration::{put_cursor, read_cursor};
+use crate::encoding::{DecodeError, put_cursor, read_cursor};
 
 /// The shard of a group's data where the group keeps its own records (its ownership); never
 /// a user shard (clients asking for it are refused), but inside the group's key range, so a

@@ -103,28 +103,6 @@ pub enum Applied {
     Migration(MigrationOutcome),
 }
 
-impl Applied {
-    /// The outcome of a write; `None` for a migration step.
-    #[must_use]
-    pub fn into_write(self) -> Option<WriteOutcome> {
-        match self {
-            Self::Write(outcome) => Some(outcome),
-            Self::Migration(_) => None,
-        }
-    }
-}
-
-impl<S: KvRead> KvReadOutput<S> {
-    /// The value a [`KvQuery::Get`] read; `None` for any other answer.
-    #[must_use]
-    pub fn into_value(self) -> Option<Option<Bytes>> {
-        match self {
-            Self::Value(value) => Some(value),
-            Self::Ownership(_) | Self::Handoff(_) => None,
-        }
-    }
-}
-
 /// The state machine of one storage group. See the module documentation.
 #[derive(Debug)]
 pub struct KvStateMachine {

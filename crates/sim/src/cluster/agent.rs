@@ -16,7 +16,7 @@ use mosaic_engine::{ClientId, WriteBatch, WriteOptions};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Error;
 use mosaic_raftstore::membership::LeaderView;
-use mosaic_shardkv::{Applied, KvStateMachine, MigrationCommand, Ownership};
+use mosaic_shardkv::{KvStateMachine, MigrationCommand};
 
 use crate::cluster::Time;
 use crate::cluster::client::address_of;
@@ -112,14 +112,14 @@ impl SimAgent {
             }
             Response::ControllerOutcome(Ok(Ok(outcome))) => Answer::Executed(outcome),
             Response::ControllerOutcome(Ok(Err(refusal))) => Answer::Refused(refusal.to_string()),
-            Response::KvApplied(Ok(Applied::Migration(outcome))) => Answer::Applied(outcome),
+            Response::Migrated(Ok(outcome)) => Answer::Applied(outcome),
             Response::Chunk(Ok(chunk)) => Answer::Chunk(chunk),
             Response::Leaders(Ok(led)) => Answer::Local(LocalState {
                 hosted: store.groups().collect(),
                 led: led
                     .into_iter()
                     .filter_map(|(group, ownership)| Some((group, ownership.ok()??)))
-                    .collect::<BTreeMap<_, Ownership>>(),
+                    .collect(),
             }),
             Response::Done(Ok(())) | Response::Membership(Ok(_)) => Answer::Done,
             Response::Status(Ok(status)) => Answer::Leader(LeaderView::of_leader(&status)),
@@ -128,7 +128,7 @@ impl SimAgent {
             }
             Response::ControllerView(Err(error))
             | Response::ControllerOutcome(Err(error))
-            | Response::KvApplied(Err(error))
+            | Response::Migrated(Err(error))
             | Response::Chunk(Err(error))
             | Response::Leaders(Err(error))
             | Response::Done(Err(error))
@@ -198,14 +198,14 @@ impl SimAgent {
                     unchanged_since,
                 } => (leader, Request::ChangeMembership { group, change, unchanged_since }),
                 mosaic_agent::Request::Propose { group, command } => {
-                    (node, Request::KvPropose { group, command: command.into() })
+                    (node, Request::Migrate { group, command })
                 }
                 mosaic_agent::Request::PullChunk { source, from, to, shard, num, cursor } => {
                     (source, Request::PullChunk { group: from, to, shard, num, cursor })
                 }
                 mosaic_agent::Request::DeleteShard { source, group, shard, num } => {
-                    let command = MigrationCommand::DeleteShard { num, shard }.into();
-                    (source, Request::KvPropose { group, command })
+                    let command = MigrationCommand::DeleteShard { num, shard };
+                    (source, Request::Migrate { group, command })
                 }
             };
             let sim_id = io.request(target, request);

@@ -39,7 +39,7 @@ use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Consistency;
-use mosaic_shardkv::{Applied, KvGet, KvWrite, WriteKind};
+use mosaic_shardkv::{KvGet, KvWrite, WriteKind};
 
 use crate::cluster::Time;
 use crate::cluster::config::ReadMode;
@@ -252,11 +252,9 @@ impl SimClient {
                 self.waiting = Waiting::Nothing;
                 let op = self.op.as_ref().expect("waiting for an operation");
                 let output = match response {
-                    Response::KvApplied(Ok(Applied::Write(_))) if op.write.is_some() => {
-                        Ok(Output::Written)
-                    }
+                    Response::KvWritten(Ok(_)) if op.write.is_some() => Ok(Output::Written),
                     Response::KvValue(Ok(value)) if op.write.is_none() => Ok(Output::Value(value)),
-                    Response::KvApplied(Err(error)) | Response::KvValue(Err(error)) => Err(error),
+                    Response::KvWritten(Err(error)) | Response::KvValue(Err(error)) => Err(error),
                     other => panic!("client {}: {op:?} answered {other:?}", self.index),
                 };
                 match output {
@@ -372,7 +370,7 @@ impl SimClient {
             None => self.leaders.preferred(routing, group).node,
         };
         let request = match &op.write {
-            Some(write) => Request::KvPropose { group, command: write.clone().into() },
+            Some(write) => Request::KvWrite { group, write: write.clone() },
             None => Request::KvRead {
                 group,
                 get: KvGet { shard: op.shard, key: op.key.clone() },

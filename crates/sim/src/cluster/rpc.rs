@@ -8,6 +8,7 @@
 //! node crashed since (a dead process answers nothing). Requests a node of that kind cannot
 //! serve are dropped, as a gRPC service that is not there would refuse them.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -15,7 +16,12 @@ use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, Controlle
 use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
 use mosaic_raft::{ConfChange, ConfState, LogIndex, NodeId, Status};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm, StoreMsg};
-use mosaic_shardkv::{Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, Ownership};
+use mosaic_shardkv::request::{
+    propose_migration, propose_write, read_handoff, read_led_ownerships, read_value,
+};
+use mosaic_shardkv::{
+    KvGet, KvStateMachine, KvWrite, MigrationCommand, MigrationOutcome, Ownership, WriteOutcome,
+};
 
 use crate::cluster::world::CONTROLLER_GROUP;
 
@@ -46,13 +52,20 @@ pub(crate) enum Request {
     ControllerRead(ControllerQuery),
     /// A controller command (`Controller.Execute`).
     ControllerPropose(mosaic_controller::Request),
-    /// A command through a storage group's log: a client write, or `DeleteShard` from the
-    /// group that pulled the shard (`Kv.Write`, `ShardMigration.DeleteShard`).
-    KvPropose {
+    /// A client write through a storage group's log (`Kv.Write`).
+    KvWrite {
         /// The group.
         group: GroupId,
-        /// The command.
-        command: KvCommand,
+        /// The write.
+        write: KvWrite,
+    },
+    /// A migration step through a storage group's log: the agent's own, or `DeleteShard` from
+    /// the group that pulled the shard (`ShardMigration.DeleteShard`).
+    Migrate {
+        /// The group.
+        group: GroupId,
+        /// The step.
+        command: MigrationCommand,
     },
     /// A client read (`Kv.Get`).
     KvRead {
@@ -124,14 +137,16 @@ pub(crate) enum Response {
     ControllerView(Result<mosaic_controller::Result<ControllerView>, Error>),
     /// Answers [`Request::ControllerPropose`].
     ControllerOutcome(Result<mosaic_controller::Result<Outcome>, Error>),
-    /// Answers [`Request::KvPropose`] (the store's and the state machine's refusals as one).
-    KvApplied(Result<Applied, Error>),
+    /// Answers [`Request::KvWrite`] (the store's and the state machine's refusals as one).
+    KvWritten(Result<WriteOutcome, Error>),
+    /// Answers [`Request::Migrate`].
+    Migrated(Result<MigrationOutcome, Error>),
     /// Answers [`Request::KvRead`].
     KvValue(Result<Option<Bytes>, Error>),
     /// Answers [`Request::PullChunk`].
     Chunk(Result<ShardChunk, Error>),
     /// Answers [`Request::ReadLeaders`]: each led group's ownership.
-    Leaders(Result<Vec<LedGroup>, Error>),
+    Leaders(Result<BTreeMap<GroupId, LedOwnership>, Error>),
     /// Answers [`Request::CreateGroup`], [`Request::DestroyGroup`] and
     /// [`Request::JoinGroup`].
     Done(Result<(), Error>),
@@ -141,9 +156,9 @@ pub(crate) enum Response {
     Membership(Result<ConfState, Error>),
 }
 
-/// A group led by the node that answered [`Request::ReadLeaders`], and its ownership (`None`
+/// The ownership of a group led by the node that answered [`Request::ReadLeaders`] (`None`
 /// for a group not placed by a controller).
-pub(crate) type LedGroup = (GroupId, Result<Option<Ownership>, Error>);
+pub(crate) type LedOwnership = Result<Option<Ownership>, Error>;
 
 /// Who waits for an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,59 +238,42 @@ pub(crate) fn storage_msg(
     reply: Reply,
 ) -> Option<StoreMsg<MemKv, KvStateMachine>> {
     Some(match request {
-        Request::KvPropose { group, command } => StoreMsg::Propose {
+        Request::KvWrite { group, write } => propose_write(
             group,
-            proposal: command,
-            callback: Box::new(move |result| {
-                reply.send(Response::KvApplied(result.and_then(|applied| applied)));
-            }),
-        },
-        Request::KvRead { group, get, consistency } => StoreMsg::Read {
+            write,
+            Box::new(move |result| reply.send(Response::KvWritten(result))),
+        ),
+        Request::Migrate { group, command } => propose_migration(
             group,
-            query: KvQuery::Get(get),
+            command,
+            Box::new(move |result| reply.send(Response::Migrated(result))),
+        ),
+        Request::KvRead { group, get, consistency } => read_value(
+            group,
+            get,
             consistency,
-            callback: Box::new(move |result| {
-                let value = result.and_then(|read| {
-                    read.output.into_value().ok_or_else(|| unexpected("a get", "a value"))
-                });
-                reply.send(Response::KvValue(value));
-            }),
-        },
-        Request::PullChunk { group, to, shard, num, cursor } => StoreMsg::Read {
+            Box::new(move |result| reply.send(Response::KvValue(result.map(|read| read.output)))),
+        ),
+        Request::PullChunk { group, to, shard, num, cursor } => read_handoff(
             group,
-            query: KvQuery::Handoff { num, shard, to },
-            // Any replica that has switched may stream a frozen shard (docs/migration.md).
-            consistency: Consistency::Stale,
-            callback: Box::new(move |result| {
-                let chunk = result.and_then(|read| match read.output {
-                    KvReadOutput::Handoff(snapshot) => Ok(snapshot.scan_shard_chunk(
+            num,
+            shard,
+            to,
+            Box::new(move |result| {
+                let chunk = result.and_then(|snapshot| {
+                    Ok(snapshot.scan_shard_chunk(
                         group,
                         shard,
                         &cursor,
                         MIGRATION_CHUNK_BYTES_MAX,
-                    )?),
-                    _ => Err(unexpected("a handoff", "a snapshot")),
+                    )?)
                 });
                 reply.send(Response::Chunk(chunk));
             }),
-        },
-        Request::ReadLeaders => StoreMsg::ReadLeaders {
-            query: KvQuery::Ownership,
-            callback: Box::new(move |result| {
-                let led = result.map(|led| {
-                    led.into_iter()
-                        .map(|(group, answer)| {
-                            let ownership = answer.and_then(|output| match output {
-                                KvReadOutput::Ownership(ownership) => Ok(ownership),
-                                _ => Err(unexpected("an ownership read", "an ownership")),
-                            });
-                            (group, ownership)
-                        })
-                        .collect()
-                });
-                reply.send(Response::Leaders(led));
-            }),
-        },
+        ),
+        Request::ReadLeaders => {
+            read_led_ownerships(Box::new(move |result| reply.send(Response::Leaders(result))))
+        }
         Request::CreateGroup { group, members } => StoreMsg::CreateGroup {
             group,
             members,
@@ -305,11 +303,6 @@ pub(crate) fn storage_msg(
         }
         Request::ControllerRead(_) | Request::ControllerPropose(_) => return None,
     })
-}
-
-/// The error for an answer of the wrong kind (a bug in the state machine).
-fn unexpected(read: &str, wanted: &str) -> Error {
-    Error::InvalidArgument { reason: format!("{read} did not answer {wanted}") }
 }
 
 /// What an actor (agent, client, administrator) does in one step: it may draw randomness
