@@ -44,7 +44,7 @@ use crate::operation::{Operation, Prepared, Route, WireRequest};
 use crate::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
 use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::session::{LaneLease, SessionPool};
-use crate::shard::shard_for_key;
+use mosaic_types::shard_for_key;
 
 /// How a client retries and how long it waits. Every field is a named bound; see
 /// [`ClientOptions::validate`] for what is accepted.

@@ -56,7 +56,6 @@ pub mod refusal;
 pub mod retry;
 mod routing;
 mod session;
-mod shard;
 #[cfg(test)]
 mod test_support;
 
@@ -69,5 +68,5 @@ pub use mosaic_engine::{ClientId, GroupId, ShardId};
 pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_proto::pb::Consistency;
 pub use mosaic_raft::{LogIndex, NodeId};
+pub use mosaic_types::{fnv1a_64, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
-pub use shard::{fnv1a_64, shard_for_key};

@@ -6,19 +6,16 @@
 use std::time::Duration;
 
 use mosaic_controller::{ControllerMachine, ControllerQuery};
-use mosaic_engine::GroupId;
 use mosaic_proto::controller as convert;
 use mosaic_proto::pb::{self, controller_server::Controller};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::{Consistency, StoreMsg};
+use mosaic_types::CONTROLLER_GROUP;
 use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store};
-
-/// The controller group's id in a controller replica's store (the only group there).
-pub const CONTROLLER_GROUP: GroupId = GroupId(1);
 
 /// The `Controller` service of one controller replica.
 pub struct ControllerService {

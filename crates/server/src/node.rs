@@ -33,7 +33,7 @@ use crate::admin_service::AdminService;
 use crate::agent_runner::AgentRunner;
 use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
-use crate::controller_service::{CONTROLLER_GROUP, ControllerService};
+use crate::controller_service::ControllerService;
 use crate::error::{Error, Result};
 use crate::kv_service::{KvLimits, KvService};
 use crate::migration_service::{MigrationLimits, MigrationService};
@@ -41,6 +41,7 @@ use crate::raft_service::RaftService;
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
+use mosaic_types::CONTROLLER_GROUP;
 
 /// How long in-flight requests may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

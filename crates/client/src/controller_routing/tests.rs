@@ -14,10 +14,10 @@ use super::*;
 use crate::client::{Client, ClientOptions};
 use crate::controller::ControllerClientOptions;
 use crate::error::WriteOutcome;
-use crate::shard::shard_for_key;
 use crate::test_support::closed_port_address;
 use crate::test_support::fake_controller::{FAKE_SHARD_COUNT, FakeController, Role};
 use crate::test_support::fake_node::{FakeNode, NodeRequest, shard_not_ready, wrong_group};
+use mosaic_types::shard_for_key;
 
 /// Client options for tests that must succeed: a deadline far beyond what they need.
 fn patient_options() -> ClientOptions {

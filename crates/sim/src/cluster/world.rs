@@ -41,8 +41,8 @@ mod timing;
 
 use timing::{NodeTiming, Stall};
 
-/// The controller group's id in the simulation (production uses the same).
-pub(crate) const CONTROLLER_GROUP: GroupId = GroupId(1);
+pub(crate) use mosaic_types::CONTROLLER_GROUP;
+
 /// Virtual time between two ticks of a node's store (election timeouts are 10 to 20 ticks).
 const TICK_MS: Time = 10;
 /// Virtual time between two checks of Raft's safety properties on a node (at one of its

@@ -1,11 +1,12 @@
 //! Which shard a key belongs to.
 //!
-//! This function is part of Mosaic's data format, not a detail of the client: a client routes a
-//! key by it, and a storage node checks a request's `shard_id` against it, so both sides must
-//! compute the same shard for every key. Changing it (or the hash) moves every key to another
-//! shard: existing data would no longer be found. The server side uses this same function.
+//! This function is part of Mosaic's data format, not a detail of the client: every client
+//! routes a key by it, so all of them must compute the same shard for every key. Changing it
+//! (or the hash) moves every key to another shard: existing data would no longer be found.
+//! Storage nodes do not check a request's `shard_id` against it yet: a client that computes
+//! another shard writes the key where correct clients will not look.
 
-use mosaic_engine::ShardId;
+use crate::ids::ShardId;
 
 /// FNV-1a 64-bit offset basis.
 const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;

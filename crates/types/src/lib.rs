@@ -1,0 +1,11 @@
+//! The vocabulary every Mosaic crate shares, with no dependency of its own: the ids of groups,
+//! shards, clients and clusters, the function that puts a key in its shard, and the id of the
+//! controller's group. The node, the client, the controller and the simulator use these one
+//! definitions.
+#![deny(missing_docs)]
+
+mod ids;
+mod shard;
+
+pub use ids::{CONTROLLER_GROUP, ClientId, ClusterId, GroupId, ShardId};
+pub use shard::{fnv1a_64, shard_for_key};
