@@ -5,7 +5,7 @@
 //! the same view before and after a restart.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use mosaic_controller::{
@@ -19,9 +19,9 @@ use mosaic_engine::{
 };
 use mosaic_raft::{LogIndex, Message, NodeId, Role};
 use mosaic_raftstore::snapshot::decode_chunk;
+use mosaic_raftstore::testing::{Slot, slot, take};
 use mosaic_raftstore::{
-    Callback, Consistency, ReadOutput, SnapshotReader, StateMachine, Store, StoreConfig, StoreMsg,
-    Transport,
+    Consistency, ReadOutput, SnapshotReader, StateMachine, Store, StoreConfig, StoreMsg, Transport,
 };
 use proptest::prelude::*;
 
@@ -575,19 +575,6 @@ impl Transport<MemKv> for NoTransport {
     }
 }
 
-type Slot<T> = Arc<Mutex<Option<mosaic_raftstore::Result<T>>>>;
-
-fn slot<T: Send + 'static>() -> (Slot<T>, Callback<T>) {
-    let slot: Slot<T> = Arc::new(Mutex::new(None));
-    let filled = Arc::clone(&slot);
-    let callback: Callback<T> = Box::new(move |result| {
-        let mut guard = filled.lock().expect("slot lock");
-        assert!(guard.is_none(), "a callback was called twice");
-        *guard = Some(result);
-    });
-    (slot, callback)
-}
-
 /// Ticks to wait for an answer or an election before giving up.
 const TICKS_MAX: usize = 200;
 
@@ -606,7 +593,7 @@ fn send(store: &mut ControllerStore, msg: StoreMsg<MemKv, ControllerMachine>) {
 /// Processes and ticks until `slot` is filled.
 fn wait<T>(store: &mut ControllerStore, slot: &Slot<T>) -> mosaic_raftstore::Result<T> {
     for _ in 0..TICKS_MAX {
-        if let Some(result) = slot.lock().expect("slot lock").take() {
+        if let Some(result) = take(slot) {
             return result;
         }
         send(store, StoreMsg::Tick);
