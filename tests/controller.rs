@@ -190,6 +190,69 @@ async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() 
     assert_eq!(latest(&controllers), before, "a refused command changed the configuration");
 }
 
+/// A storage node checks every key's shard against the cluster's shard count: a hand-built
+/// put naming another shard, and a client that counts 4 shards in a cluster of 8, are
+/// refused as the client's bug, and nothing is written or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_naming_the_wrong_shard_is_refused_by_the_node_and_nothing_is_written() {
+    use mosaic_client::{ClientError, ClientOptions, Routing, StaticRouting};
+    use mosaic_proto::pb::{self, error_detail::Kind, kv_client::KvClient};
+    use prost::Message as _;
+
+    let (controllers, nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    let client = controllers.routed_client();
+    client.put("warm-up", "v").await.unwrap();
+    let before = latest(&controllers);
+    // A key whose shard differs between 4 and 8 shards.
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| shard_for_key(key.as_bytes(), 4).0 != shard_for_key(key.as_bytes(), 8).0)
+        .unwrap();
+    let (key_shard, named) = (shard_for_key(key.as_bytes(), 8), shard_for_key(key.as_bytes(), 4));
+
+    // The hand-built request: every replica checks the key's shard before anything else
+    // (before it looks at whether it leads), so each answers WrongShard or NotLeader.
+    let mut refusal = None;
+    for id in nodes.addresses.keys() {
+        let mut kv =
+            KvClient::new(nodes.endpoint(*id, "client", WAIT_MAX).connect().await.unwrap());
+        let request = pb::WriteRequest {
+            group_id: 1,
+            shard_id: named.0,
+            config_num: before["num"].as_u64().unwrap(),
+            key: key.clone().into(),
+            value: "misplaced".into(),
+            client_id: 77,
+            seq: 1,
+            expects_session: false,
+        };
+        let status = kv.put(request).await.expect_err("a wrong shard is never written");
+        let kind = pb::ErrorDetail::decode(status.details()).unwrap().kind.unwrap();
+        if !matches!(kind, Kind::NotLeader(_)) {
+            refusal = Some((status.code(), kind));
+        }
+    }
+    let wrong = pb::WrongShard { named_shard: named.0, key_shard: key_shard.0, shard_count: 8 };
+    assert_eq!(refusal, Some((tonic::Code::InvalidArgument, Kind::WrongShard(wrong))));
+
+    // A client that counts 4 shards gives up at once with the reason, nothing written.
+    let members = nodes.addresses.iter().map(|(id, a)| (mosaic_client::NodeId(*id), a.clone()));
+    let routing = Routing::single_group(mosaic_client::GroupId(1), members.collect(), 4).unwrap();
+    let options = ClientOptions { tls: nodes.tls_of("client"), ..ClientOptions::default() };
+    let miscounting = mosaic_client::Client::new(StaticRouting::new(routing), options).unwrap();
+    let error = miscounting.put(key.clone(), "misplaced").await.unwrap_err();
+    assert!(matches!(error, ClientError::WrongShard { shard_count: 8, .. }), "{error:?}");
+    assert!(error.to_string().contains("shard count is not the cluster's"), "{error}");
+
+    assert_eq!(latest(&controllers), before, "a refused write changed the configuration");
+    assert_eq!(client.get(key.clone(), Consistency::Linearizable).await.unwrap(), None);
+    client.put(key.clone(), "placed").await.unwrap();
+    let value = client.get(key, Consistency::Linearizable).await.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"placed"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_survives_controller_failures_and_a_killed_leader_loses_nothing() {
     let (mut controllers, _nodes) = cluster();

@@ -278,14 +278,9 @@ async fn a_leader_woken_from_sigstop_never_confirms_its_old_leadership() {
     let old_term = processes.status(old).await.expect("the leader answers").term;
     processes.signal(old, "STOP");
     client.put(b"k".to_vec(), b"new".to_vec()).await.unwrap();
-    let address = format!("http://{}", processes.addresses[&old]);
+    let endpoint = processes.endpoint(old, "admin", Duration::from_secs(5));
     let asked = tokio::spawn(async move {
-        let channel = tonic::transport::Endpoint::from_shared(address)
-            .unwrap()
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap();
+        let channel = endpoint.timeout(Duration::from_secs(5)).connect().await.unwrap();
         let request = pb::GroupStatusRequest { group_id: GROUP, confirm_leadership: true };
         NodeAdminClient::new(channel).group_status(request).await
     });

@@ -2,17 +2,22 @@
 //! peers, or following the controller) and controller replicas, each with its own data
 //! directory and log file under one temporary directory; every process is killed on drop
 //! (and the tail of each log printed if the test failed).
+//!
+//! With `MOSAIC_TEST_TLS=1` every process, `mosaic kv`/`admin` run and client of these tests
+//! uses mutual TLS, with certificates `mosaic certs init` made once per test binary; without
+//! it, plaintext (a test may also ask for TLS itself, [`Processes::start_tls`]).
 // Each test crate uses part of this module.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mosaic_client::{
     Client, ClientOptions, ControllerClient, ControllerClientOptions, ControllerRouting, GroupId,
-    NodeId, Routing, StaticRouting,
+    NodeId, Routing, StaticRouting, Tls, TlsFiles,
 };
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use tempfile::TempDir;
@@ -32,13 +37,53 @@ pub enum Role {
     Controllers(u32),
 }
 
-fn mosaic() -> Command {
+pub fn mosaic() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mosaic"))
+}
+
+/// Whether the processes of these tests use TLS unless a test says otherwise.
+fn tls_by_default() -> bool {
+    std::env::var("MOSAIC_TEST_TLS").is_ok_and(|value| value == "1")
+}
+
+/// The certificates of this test binary's clusters (`mosaic certs init`, once), under cargo's
+/// temporary directory for integration tests.
+pub fn certs() -> &'static Path {
+    static CERTS: OnceLock<PathBuf> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("certs-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .keep();
+        let output = mosaic().args(["certs", "init"]).arg(&dir).output().unwrap();
+        assert!(output.status.success(), "mosaic certs init: {}", stderr(&output));
+        dir
+    })
+}
+
+/// The files of certificate `name` (node, admin, client) in `dir`.
+pub fn tls_files(dir: &Path, name: &str) -> TlsFiles {
+    TlsFiles {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+        ca: dir.join("ca.pem"),
+    }
+}
+
+/// The `--tls-*` flags of `files`.
+pub fn tls_flags(files: &TlsFiles) -> Vec<String> {
+    [("--tls-cert", &files.cert), ("--tls-key", &files.key), ("--tls-ca", &files.ca)]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
 }
 
 /// `size` processes of one role and their data directories.
 pub struct Processes {
     role: Role,
+    /// Every process, command and client uses mutual TLS.
+    tls: bool,
     root: TempDir,
     pub addresses: BTreeMap<u64, String>,
     pub children: BTreeMap<u64, Child>,
@@ -50,13 +95,23 @@ impl Processes {
         Self::start_as(Role::Servers, size)
     }
 
-    /// Starts `size` processes of `role`, ids 1 to `size`, and waits until each listens.
+    /// Starts `size` processes of `role`, ids 1 to `size`, and waits until each listens; over
+    /// TLS with `MOSAIC_TEST_TLS=1`.
     pub fn start_as(role: Role, size: u64) -> Self {
+        Self::start_with(role, size, tls_by_default())
+    }
+
+    /// As [`Processes::start_as`], over mutual TLS whatever the environment says.
+    pub fn start_tls(role: Role, size: u64) -> Self {
+        Self::start_with(role, size, true)
+    }
+
+    fn start_with(role: Role, size: u64, tls: bool) -> Self {
         let root = tempfile::tempdir().unwrap();
         let ports = free_ports(size as usize);
         let addresses =
             (1..=size).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect();
-        let mut processes = Self { role, root, addresses, children: BTreeMap::new() };
+        let mut processes = Self { role, tls, root, addresses, children: BTreeMap::new() };
         for id in 1..=size {
             processes.spawn(id);
         }
@@ -140,7 +195,18 @@ impl Processes {
         };
         command.args(["--id", &id.to_string(), "--listen", &self.addresses[&id], "--config"]);
         command.arg(&config);
+        command.args(self.tls_flags_of("node"));
         command
+    }
+
+    /// The `--tls-*` flags of certificate `name`, when these processes use TLS.
+    pub fn tls_flags_of(&self, name: &str) -> Vec<String> {
+        if self.tls { tls_flags(&tls_files(certs(), name)) } else { Vec::new() }
+    }
+
+    /// The identity of certificate `name`, when these processes use TLS.
+    pub fn tls_of(&self, name: &str) -> Option<Tls> {
+        self.tls.then(|| Tls::load(&tls_files(certs(), name)).unwrap())
     }
 
     pub fn kill(&mut self, id: u64) {
@@ -192,6 +258,7 @@ impl Processes {
         mosaic()
             .arg("admin")
             .args(target)
+            .args(self.tls_flags_of("admin"))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -213,7 +280,7 @@ impl Processes {
 
     pub fn kv(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut command = mosaic();
-        command.arg("kv");
+        command.arg("kv").args(self.tls_flags_of("client"));
         match self.role {
             Role::Controllers(_) => command.args(["--controllers", &self.addresses_flag()]),
             _ => command
@@ -237,6 +304,7 @@ impl Processes {
     pub fn kv_at(&self, id: u64, args: &[&str]) -> Child {
         mosaic()
             .arg("kv")
+            .args(self.tls_flags_of("client"))
             .args(["--nodes", &format!("{id}={}", self.addresses[&id])])
             .args(["--group", &GROUP.to_string(), "--shard-count", &SHARDS.to_string()])
             .args(args)
@@ -256,9 +324,10 @@ impl Processes {
     /// operation after `timeout`.
     pub fn routed_client_within(&self, timeout: Duration) -> Client<ControllerRouting> {
         let addresses = self.addresses.values().cloned().collect();
-        let controller =
-            ControllerClient::new(addresses, ControllerClientOptions::default()).unwrap();
-        let options = ClientOptions { timeout, ..ClientOptions::default() };
+        let controller_options =
+            ControllerClientOptions { tls: self.tls_of("client"), ..Default::default() };
+        let controller = ControllerClient::new(addresses, controller_options).unwrap();
+        let options = ClientOptions { timeout, tls: self.tls_of("client"), ..Default::default() };
         Client::new(ControllerRouting::new(controller), options).unwrap()
     }
 
@@ -271,18 +340,29 @@ impl Processes {
     pub fn group_client(&self, group: u64) -> Client {
         let nodes = self.addresses.iter().map(|(id, a)| (NodeId(*id), a.clone())).collect();
         let routing = Routing::single_group(GroupId(group), nodes, SHARDS).unwrap();
-        Client::new(StaticRouting::new(routing), ClientOptions::default()).unwrap()
+        let options = ClientOptions { tls: self.tls_of("client"), ..Default::default() };
+        Client::new(StaticRouting::new(routing), options).unwrap()
+    }
+
+    /// An endpoint of process `id` that connects (within `connect_timeout`) with certificate
+    /// `name` when these processes use TLS.
+    pub fn endpoint(
+        &self,
+        id: u64,
+        name: &str,
+        connect_timeout: Duration,
+    ) -> tonic::transport::Endpoint {
+        let tls = self.tls_of(name);
+        mosaic_client::endpoint(&self.addresses[&id], tls.as_ref(), connect_timeout).unwrap()
     }
 
     pub async fn status(&self, id: u64) -> Option<pb::GroupStatusResponse> {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addresses[&id]))
-                .unwrap()
-                .connect_timeout(Duration::from_millis(200))
-                .timeout(Duration::from_millis(500))
-                .connect()
-                .await
-                .ok()?;
+        let channel = self
+            .endpoint(id, "admin", Duration::from_millis(200))
+            .timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .ok()?;
         let request = pb::GroupStatusRequest { group_id: GROUP, confirm_leadership: false };
         NodeAdminClient::new(channel).group_status(request).await.ok().map(|r| r.into_inner())
     }

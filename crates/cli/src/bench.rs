@@ -26,6 +26,7 @@ use mosaic_raft::SplitMix64;
 use serde_json::json;
 
 use crate::nodes::GroupRoute;
+use crate::tls::TlsArgs;
 
 /// The key width of the benchmark definitions: `k` and 15 digits.
 const KEY_BYTES: usize = 16;
@@ -40,6 +41,8 @@ const PRELOAD_CONCURRENCY: usize = 64;
 pub struct BenchArgs {
     #[command(flatten)]
     route: GroupRoute,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Which workload to run; `all` runs the four in order, preloading once.
     #[arg(long, value_enum, default_value_t = Workload::All)]
     workload: Workload,
@@ -138,6 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let routing = args.route.routing().map_err(anyhow::Error::msg)?;
     let options = ClientOptions {
         timeout: Duration::from_secs_f64(args.request_timeout_secs),
+        tls: args.tls.load()?,
         ..ClientOptions::default()
     };
     let clients: Vec<Client> = (0..args.conns)

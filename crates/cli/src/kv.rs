@@ -64,6 +64,7 @@ use mosaic_client::{
 };
 
 use crate::nodes::{KeyRoute, KeySource};
+use crate::tls::TlsArgs;
 
 /// Exit code: success.
 pub const EXIT_SUCCESS: u8 = 0;
@@ -85,6 +86,8 @@ pub struct KvArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
     output: Output,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -251,6 +254,17 @@ fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFl
         _ if is_write && error.outcome() == WriteOutcome::Unknown => {
             "the write may or may not have been applied: read the key to check before retrying"
         }
+        ClientError::AccessDenied { .. } => {
+            "give --tls-cert, --tls-key and --tls-ca with a certificate of the cluster's CA"
+        }
+        ClientError::WrongShard { .. } if route == RouteFlags::Nodes => {
+            "give --shard-count the cluster's shard count (the node names it); nothing was \
+             written"
+        }
+        ClientError::WrongShard { .. } => {
+            "the client computes shards differently from the cluster: report it as a bug; \
+             nothing was written"
+        }
         ClientError::Timeout { .. } if is_write && route == RouteFlags::Nodes => {
             "the write was not applied: check that the nodes of --nodes are up and that --group \
              and --shard-count are right, then retry (or raise --timeout)"
@@ -300,8 +314,15 @@ fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFl
 /// Only when the command's own input or output fails (stdin cannot be read, stdout cannot be
 /// written); every failure of the operation itself is reported on stderr and in the exit code.
 pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
-    let KvArgs { route, timeout, output, command } = args;
-    let options = ClientOptions { timeout, ..ClientOptions::default() };
+    let KvArgs { route, timeout, output, tls, command } = args;
+    let tls = match tls.load() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("mosaic kv: {error}; fix --tls-cert, --tls-key or --tls-ca");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let options = ClientOptions { timeout, tls: tls.clone(), ..ClientOptions::default() };
     match route.source() {
         Err(message) => {
             eprintln!("mosaic kv: {message}; fix --nodes, --group or --shard-count");
@@ -316,6 +337,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             // fails the command with its own error, which names the replicas it tried.
             let controller_options = ControllerClientOptions {
                 timeout: timeout / 2,
+                tls,
                 ..ControllerClientOptions::default()
             };
             let controller = match ControllerClient::new(addresses, controller_options) {

@@ -3,10 +3,12 @@
 
 mod admin;
 mod bench;
+mod certs;
 mod kv;
 mod nodes;
 mod playground;
 mod server;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,8 @@ enum Command {
     /// Starts a local cluster (3 controller replicas, 3 storage nodes, 3 groups) and runs it
     /// until Ctrl-C.
     Playground(playground::PlaygroundArgs),
+    /// Makes a CA and certificates for mutual TLS.
+    Certs(certs::CertsArgs),
 }
 
 fn init_logging() {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Playground(args) => playground::run(args).await,
+            Command::Certs(args) => certs::run(args),
         }
     });
     match result {

@@ -11,6 +11,10 @@
 //! playground alone) it kills its children at once: Mosaic processes are crash-safe, and the
 //! next run recovers them from their data.
 //!
+//! With `--tls`, every connection is mutual TLS: the first such run makes a CA and node, admin
+//! and client certificates in DIR/certs (`mosaic certs init`), and the printed commands carry
+//! the flags that use them.
+//!
 //! A second run over the same directory restarts the same cluster with its data: the groups
 //! exist already and nothing changes. A child that exits while the playground runs (a node
 //! killed to see the others carry on, say) is reported on stderr; the others keep running.
@@ -27,6 +31,7 @@ use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId};
 use mosaic_controller::Command as ControllerCommand;
 
 use crate::admin::wait_until_settled;
+use crate::tls::TlsArgs;
 
 /// Replicas of the controller, and storage nodes.
 const PROCESSES_PER_ROLE: u64 = 3;
@@ -36,6 +41,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the children may take to stop by themselves after Ctrl-C.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the certificates `--tls` makes are valid, in days.
+const CERT_DAYS: u32 = 365;
 
 /// Flags of `mosaic playground`.
 #[derive(Args, Debug)]
@@ -51,6 +58,9 @@ pub struct PlaygroundArgs {
     /// How many groups to create, each with a replica on every node.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
     groups: u64,
+    /// Mutual TLS on every connection, with certificates made in DIR/certs on the first run.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// One process the playground started.
@@ -99,13 +109,26 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
     let controllers = addresses(args.port - 100);
     let nodes = addresses(args.port);
     let controllers_flag = join(&controllers);
-    let extra = ["--controllers".to_string(), controllers_flag.clone()];
+    let certs = dir.join("certs");
+    if args.tls && !certs.join("ca.pem").exists() {
+        crate::certs::init(&certs, &[], CERT_DAYS)?;
+    }
+    // The flags of a process with the certificate `name` (none without --tls).
+    let tls_flags = |name: &str| {
+        let tls = if args.tls { TlsArgs::in_dir(&certs, name) } else { TlsArgs::default() };
+        tls.flags()
+    };
     for id in 1..=PROCESSES_PER_ROLE {
         // The first run creates the controller group; a later one restarts it from its data.
         let first_start = !dir.join(format!("controller-{id}")).exists();
-        let extra = if first_start { vec!["--bootstrap".to_string()] } else { Vec::new() };
+        let mut extra = tls_flags("node");
+        if first_start {
+            extra.push("--bootstrap".to_string());
+        }
         processes.0.push(spawn(&exe, &dir, "controller", id, &controllers, &extra)?);
     }
+    let mut extra = vec!["--controllers".to_string(), controllers_flag.clone()];
+    extra.extend(tls_flags("node"));
     for id in 1..=PROCESSES_PER_ROLE {
         processes.0.push(spawn(&exe, &dir, "server", id, &nodes, &extra)?);
     }
@@ -113,7 +136,8 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
         wait_listening(process).await?;
     }
     let controllers: Vec<String> = controllers.iter().map(ToString::to_string).collect();
-    let options = ControllerClientOptions::default();
+    let admin = if args.tls { TlsArgs::in_dir(&certs, "admin").load()? } else { None };
+    let options = ControllerClientOptions { tls: admin, ..Default::default() };
     let client = ControllerClient::new(controllers.clone(), options)?;
     wait_registered(&client).await?;
     add_groups(&client, args.groups).await?;
@@ -123,7 +147,18 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    crate::admin::print_line(&instructions(&exe, &controllers_flag, &nodes, &processes, &dir))?;
+    let flags = Flags {
+        kv: format!("--controllers {controllers_flag}{}", spaced(&tls_flags("client"))),
+        admin: format!("--controllers {controllers_flag}{}", spaced(&tls_flags("admin"))),
+    };
+    crate::admin::print_line(&instructions(
+        &exe,
+        &flags,
+        &controllers_flag,
+        &nodes,
+        &processes,
+        &dir,
+    ))?;
     let grace = match run_until_stopped(&mut processes).await {
         Stop::Interrupted => STOP_GRACE,
         Stop::Terminated => Duration::ZERO,
@@ -244,9 +279,21 @@ async fn add_groups(client: &ControllerClient, groups: u64) -> anyhow::Result<()
     Ok(())
 }
 
+/// The flags of the printed `kv` and `admin` commands.
+struct Flags {
+    kv: String,
+    admin: String,
+}
+
+/// `flags` joined by spaces, after a space (nothing for none).
+fn spaced(flags: &[String]) -> String {
+    flags.iter().map(|flag| format!(" {flag}")).collect()
+}
+
 /// What to try, for the person who started the playground.
 fn instructions(
     exe: &Path,
+    flags: &Flags,
     controllers: &str,
     nodes: &[SocketAddr],
     processes: &Processes,
@@ -266,17 +313,19 @@ Mosaic playground: 3 controller replicas, 3 storage nodes, groups 1-3 with a rep
   data, logs:  {dir}
 
 Try, in another terminal:
-  {bin} kv --controllers {controllers} put greeting hello
-  {bin} kv --controllers {controllers} get greeting
-  echo -n ', world' | {bin} kv --controllers {controllers} append greeting
-  {bin} admin --controllers {controllers} status
-  {bin} admin --controllers {controllers} group add 4 --members 1,2,3 # shards move to group 4
-  {bin} admin --controllers {controllers} wait                       # until they have moved
-  {bin} admin --controllers {controllers} group remove 1             # group 1 hands its shards off
-  {bin} admin --controllers {controllers} config show
-  kill <a node's pid>                                                # the others carry on
+  {bin} kv {kv} put greeting hello
+  {bin} kv {kv} get greeting
+  echo -n ', world' | {bin} kv {kv} append greeting
+  {bin} admin {admin} status
+  {bin} admin {admin} group add 4 --members 1,2,3 # shards move to group 4
+  {bin} admin {admin} wait                       # until they have moved
+  {bin} admin {admin} group remove 1             # group 1 hands its shards off
+  {bin} admin {admin} config show
+  kill <a node's pid>                            # the others carry on
 
 Ctrl-C stops the cluster.",
+        kv = flags.kv,
+        admin = flags.admin,
         nodes = nodes_flag.join(","),
         pids = pids.join(", "),
         dir = dir.display(),

@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use clap::Args;
 use mosaic_server::{Node, ServerConfig};
 
+use crate::tls::TlsArgs;
+
 /// Flags of `mosaic server`.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -66,6 +68,10 @@ struct NodeArgs {
     /// TOML configuration file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Mutual TLS on every port this node serves and every connection it makes (overrides the
+    /// file's [tls]).
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl NodeArgs {
@@ -93,6 +99,9 @@ impl NodeArgs {
         }
         if let Some(cluster_id) = self.cluster_id {
             config.cluster_id = cluster_id;
+        }
+        if let Some(files) = self.tls.files() {
+            config.tls = Some(files);
         }
         for peer in &self.peers {
             let (id, address) = peer

@@ -1,6 +1,7 @@
-//! Connections to servers: an address becomes a gRPC endpoint ([`endpoint_for`]), each address
-//! gets one lazily connected channel that every operation reuses ([`Channels`]), and every
-//! attempt carries its deadline to the server ([`with_timeout`]).
+//! Connections to servers: an address becomes a gRPC endpoint ([`endpoint`], over TLS when the
+//! process has a [`Tls`] identity), each address gets one lazily connected channel that every
+//! operation reuses ([`Channels`]), and every attempt carries its deadline to the server
+//! ([`with_timeout`]).
 //!
 //! A channel connects on its first request (TCP_NODELAY on, within the connect timeout) and
 //! reconnects by itself after the connection breaks, so a cached channel stays usable.
@@ -10,6 +11,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::Tls;
 
 /// Returns the gRPC endpoint for a server address: `HOST:PORT`, or a URI that already names a
 /// scheme (`http://HOST:PORT`).
@@ -32,6 +35,34 @@ pub(crate) fn endpoint_for(address: &str) -> std::result::Result<Endpoint, Strin
     Ok(endpoint)
 }
 
+/// Returns the gRPC endpoint for a server address ([`endpoint_for`]) whose connection (the
+/// TCP connect, and the TLS handshake, each) must be made within `connect_timeout`; with
+/// `tls`, an `https` one that presents the process's certificate and accepts only a server
+/// certificate signed by its CA and naming the address's host. Every connection of a Mosaic
+/// process is made through it. (Without a handshake timeout, a connection to a process that
+/// is stopped, or hung, waits forever: its kernel accepts the TCP connection.)
+///
+/// # Errors
+/// A description of why the address is not usable.
+pub fn endpoint(
+    address: &str,
+    tls: Option<&Tls>,
+    connect_timeout: Duration,
+) -> std::result::Result<Endpoint, String> {
+    let plain = endpoint_for(address)?;
+    let endpoint = match tls {
+        None => plain,
+        Some(tls) => {
+            let authority = plain.uri().authority().map(ToString::to_string).unwrap_or_default();
+            let config = tls.client_config().timeout(connect_timeout);
+            Endpoint::from_shared(format!("https://{authority}"))
+                .and_then(|endpoint| endpoint.tls_config(config))
+                .map_err(|error| error.to_string())?
+        }
+    };
+    Ok(endpoint.connect_timeout(connect_timeout))
+}
+
 /// Wraps `message` in a request that carries `timeout` to the server (`grpc-timeout`), which
 /// can then drop work nobody waits for.
 pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
@@ -46,27 +77,28 @@ pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T
 pub(crate) struct Channels {
     /// How long opening a connection may take.
     connect_timeout: Duration,
+    /// The identity connections are made with; `None`: plaintext.
+    tls: Option<Tls>,
     by_address: Mutex<BTreeMap<String, Channel>>,
 }
 
 impl Channels {
-    /// No channels yet; each will connect within `connect_timeout`.
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
-        Self { connect_timeout, by_address: Mutex::new(BTreeMap::new()) }
+    /// No channels yet; each will connect within `connect_timeout`, over TLS with `tls`.
+    pub(crate) fn new(connect_timeout: Duration, tls: Option<Tls>) -> Self {
+        Self { connect_timeout, tls, by_address: Mutex::new(BTreeMap::new()) }
     }
 
     /// The channel to `address`, created (unconnected) on first use. Must be called within a
     /// tokio runtime (a new channel spawns its worker task).
     ///
     /// # Errors
-    /// Why the address is not usable ([`endpoint_for`]).
+    /// Why the address is not usable ([`endpoint`]).
     pub(crate) fn get(&self, address: &str) -> std::result::Result<Channel, String> {
         let mut channels = self.lock();
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = endpoint_for(address)?
-            .connect_timeout(self.connect_timeout)
+        let channel = endpoint(address, self.tls.as_ref(), self.connect_timeout)?
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(address.to_string(), channel.clone());
@@ -107,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_channel_is_created_once_per_address_and_can_be_dropped() {
-        let channels = Channels::new(Duration::from_millis(50));
+        let channels = Channels::new(Duration::from_millis(50), None);
         channels.get("127.0.0.1:1").unwrap();
         channels.get("127.0.0.1:1").unwrap();
         channels.get("127.0.0.1:2").unwrap();

@@ -18,7 +18,9 @@
 //! | `SessionExpired` | if no earlier attempt may have been applied: the same node at once, starting a new session; otherwise fail, outcome unknown | no |
 //! | `Timeout` (the node's) | same node, after a backoff | yes |
 //! | `InvalidArgument` | fail at once | no |
+//! | `WrongShard` (the key is not in the shard named: the client's shard count or hash is not the cluster's) | fail at once | no |
 //! | no detail, code `OutOfRange` (a message over a size limit) | fail at once | no |
+//! | no detail, code `Unauthenticated` or `PermissionDenied` (a TLS node reached without TLS, or a certificate without the role) | fail at once | no |
 //! | connect failed | next member, after a backoff | no |
 //! | other transport error, no detail | next member, after a backoff | yes |
 //! | the attempt's own timeout | next member, after a backoff | yes |
@@ -38,7 +40,7 @@ use std::error::Error as _;
 use std::fmt;
 
 use mosaic_controller::ConfigNum;
-use mosaic_engine::GroupId;
+use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::pb;
 use mosaic_proto::pb::error_detail::Kind;
 use mosaic_raft::NodeId;
@@ -87,6 +89,16 @@ pub enum Failure {
         /// The group.
         group: GroupId,
     },
+    /// The key is not in the shard the request named: this client's shard count (or hash) is
+    /// not the cluster's. Nothing was read or written.
+    WrongShard {
+        /// The shard the request named.
+        named: ShardId,
+        /// The shard the node computed for the key.
+        key_shard: ShardId,
+        /// The cluster's shard count, as the node knows it.
+        shard_count: u32,
+    },
     /// The shard's data has not arrived yet.
     ShardNotReady,
     /// The node is overloaded and refused the request without queueing it.
@@ -111,6 +123,12 @@ pub enum Failure {
     /// request was never decoded by the node, or the answer was too large for this client.
     MessageTooLarge {
         /// The transport's message.
+        message: String,
+    },
+    /// The node refused who the client is: no TLS to a TLS node (`Unauthenticated`), or a
+    /// certificate without the role the request needs (`PermissionDenied`). Not applied.
+    AccessDenied {
+        /// The node's message, which says what is missing.
         message: String,
     },
     /// No connection to the node could be made: the request was never sent.
@@ -166,6 +184,8 @@ impl Failure {
             Self::ShardNotReady | Self::ServerBusy | Self::ServerTimeout => Action::SameNode,
             Self::SessionExpired => Action::RenewSession,
             Self::InvalidArgument { .. }
+            | Self::WrongShard { .. }
+            | Self::AccessDenied { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. } => Action::Fail,
         }
@@ -185,6 +205,8 @@ impl Failure {
             | Self::ServerBusy
             | Self::SessionExpired
             | Self::InvalidArgument { .. }
+            | Self::WrongShard { .. }
+            | Self::AccessDenied { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. }
             | Self::ConnectFailed { .. } => false,
@@ -221,6 +243,11 @@ impl fmt::Display for Failure {
                 "the group does not own the shard in configuration {config_num} (stale routing)"
             ),
             Self::GroupNotHosted { group } => write!(f, "it hosts no replica of group {group}"),
+            Self::WrongShard { named, key_shard, shard_count } => write!(
+                f,
+                "the key is in shard {key_shard} of the cluster's {shard_count}, not in shard \
+                 {named}: this client's shard count is not the cluster's"
+            ),
             Self::ShardNotReady => write!(f, "the shard's data has not arrived yet"),
             Self::ServerBusy => write!(f, "overloaded"),
             Self::SessionExpired => write!(f, "the client's session in the shard expired"),
@@ -230,6 +257,7 @@ impl fmt::Display for Failure {
                 write!(f, "no configuration {num}: {message}")
             }
             Self::MessageTooLarge { message } => write!(f, "a message is too large: {message}"),
+            Self::AccessDenied { message } => write!(f, "access denied: {message}"),
             Self::ConnectFailed { message } => write!(f, "cannot connect: {message}"),
             Self::Unreachable { message } => write!(f, "unreachable: {message}"),
             Self::AttemptTimedOut => write!(f, "no answer within the attempt timeout"),
@@ -245,6 +273,9 @@ pub fn classify_status(status: &Status) -> Failure {
         // answer did not come from a node's refusal.
         None if status.code() == Code::OutOfRange => {
             Failure::MessageTooLarge { message: status.message().to_string() }
+        }
+        None if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+            Failure::AccessDenied { message: status.message().to_string() }
         }
         None if is_connect_failure(status) => {
             Failure::ConnectFailed { message: describe_transport_status(status) }
@@ -290,6 +321,13 @@ fn classify_detail(kind: Kind) -> Failure {
         Kind::GroupNotHosted(pb::GroupNotHosted { group_id }) => {
             Failure::GroupNotHosted { group: GroupId(group_id) }
         }
+        Kind::WrongShard(pb::WrongShard { named_shard, key_shard, shard_count }) => {
+            Failure::WrongShard {
+                named: ShardId(named_shard),
+                key_shard: ShardId(key_shard),
+                shard_count,
+            }
+        }
         Kind::ShardNotReady(pb::ShardNotReady {}) => Failure::ShardNotReady,
         Kind::ServerBusy(pb::ServerBusy {}) => Failure::ServerBusy,
         Kind::SessionExpired(pb::SessionExpired {}) => Failure::SessionExpired,
@@ -314,20 +352,38 @@ fn is_connect_failure(status: &Status) -> bool {
     false
 }
 
-/// The status code and message, and the innermost transport error (which usually says what
-/// happened: "Connection refused", "connection reset").
-fn describe_transport_status(status: &Status) -> String {
+/// The last error of the chain that starts at `source`, if any: the one that usually says
+/// what happened ("Connection refused", "invalid peer certificate: UnknownIssuer").
+fn innermost<'a>(
+    mut source: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
     let mut innermost = None;
-    let mut source = status.source();
     while let Some(error) = source {
         innermost = Some(error);
         source = error.source();
     }
-    match innermost {
+    innermost
+}
+
+/// The status code and message, and the innermost transport error.
+fn describe_transport_status(status: &Status) -> String {
+    match innermost(status.source()) {
         Some(error) if !status.message().contains(&error.to_string()) => {
             format!("{:?}: {} ({error})", status.code(), status.message())
         }
         _ => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// A failed connection as a person can act on it: the error and its innermost source (tonic's
+/// own message is only "transport error"; the source says "Connection refused", or which
+/// certificate the TLS handshake refused).
+#[must_use]
+pub fn describe_transport_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let outer = error.to_string();
+    match innermost(error.source()) {
+        Some(inner) if !outer.contains(&inner.to_string()) => format!("{outer}: {inner}"),
+        _ => outer,
     }
 }
 
@@ -452,6 +508,16 @@ mod tests {
         assert_eq!(failure, Failure::InvalidArgument { reason: "the key is empty".into() });
         assert_eq!(failure.action(), Action::Fail);
         assert!(!failure.may_have_applied());
+    }
+
+    #[test]
+    fn a_refused_identity_fails_at_once_and_applied_nothing() {
+        for code in [Code::Unauthenticated, Code::PermissionDenied] {
+            let failure = classify_status(&Status::new(code, "requires mutual TLS"));
+            assert_eq!(failure, Failure::AccessDenied { message: "requires mutual TLS".into() });
+            assert_eq!(failure.action(), Action::Fail);
+            assert!(!failure.may_have_applied());
+        }
     }
 
     #[test]

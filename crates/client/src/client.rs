@@ -44,6 +44,7 @@ use crate::operation::{Operation, Prepared, Route, WireRequest};
 use crate::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
 use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::session::{LaneLease, SessionPool};
+use crate::tls::Tls;
 use mosaic_types::shard_for_key;
 
 /// How a client retries and how long it waits. Every field is a named bound; see
@@ -68,6 +69,8 @@ pub struct ClientOptions {
     /// Seeds the backoff jitter; `None` seeds it from the operating system. Set it for
     /// reproducible schedules (simulation, tests).
     pub jitter_seed: Option<u64>,
+    /// The certificate, key and CA to connect with (mutual TLS); `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ClientOptions {
@@ -80,6 +83,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_millis(500),
             message_bytes_max: 64 << 20,
             jitter_seed: None,
+            tls: None,
         }
     }
 }
@@ -169,7 +173,7 @@ impl<S: RoutingSource> Client<S> {
         Ok(Self {
             inner: Arc::new(Inner {
                 source,
-                channels: Channels::new(options.connect_timeout),
+                channels: Channels::new(options.connect_timeout, options.tls.clone()),
                 options,
                 routing: Mutex::new(None),
                 refreshing: tokio::sync::Mutex::new(()),

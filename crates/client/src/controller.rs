@@ -195,7 +195,7 @@ impl ControllerClient {
         let client_id = random_client_id()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                channels: Channels::new(options.connect_timeout),
+                channels: Channels::new(options.connect_timeout, options.tls.clone()),
                 addresses,
                 options,
                 client_id,

@@ -55,6 +55,33 @@ pub enum ClientError {
         /// nodes disagree about what is valid).
         outcome: WriteOutcome,
     },
+    /// A node found that the key is not in the shard this client computed: the client's shard
+    /// count (or hash) is not the cluster's, a bug or a wrong `--shard-count`. Nothing was read
+    /// or written by that request; retrying it will not help.
+    #[error(
+        "the key is in shard {key_shard} of the cluster's {shard_count}, but this client put it \
+         in shard {named}: the client's shard count is not the cluster's"
+    )]
+    WrongShard {
+        /// The shard this client computed.
+        named: ShardId,
+        /// The shard the node computed.
+        key_shard: ShardId,
+        /// The cluster's shard count.
+        shard_count: u32,
+        /// Whether an earlier attempt of the write may have been applied.
+        outcome: WriteOutcome,
+    },
+    /// A node or controller refused who this client is: it requires mutual TLS and the
+    /// client connected without it, or the client's certificate lacks the role the request
+    /// needs. Nothing was applied by that request; retrying it will not help.
+    #[error("access denied: {message}")]
+    AccessDenied {
+        /// What the node said is missing.
+        message: String,
+        /// Whether an earlier attempt of the write may have been applied.
+        outcome: WriteOutcome,
+    },
     /// The write's session in its shard was evicted (the group keeps a bounded number of
     /// sessions per shard) after an earlier attempt of the write was sent that may have been
     /// applied: the node refused to apply it again, so its outcome is unknown (it was not
@@ -151,6 +178,8 @@ impl ClientError {
     pub fn outcome(&self) -> WriteOutcome {
         match self {
             Self::InvalidArgument { outcome, .. }
+            | Self::WrongShard { outcome, .. }
+            | Self::AccessDenied { outcome, .. }
             | Self::Timeout { outcome, .. }
             | Self::ShardUnassigned { outcome, .. }
             | Self::SessionExpired { outcome }
@@ -225,6 +254,12 @@ impl Progress {
                 ClientError::InvalidArgument { reason, outcome: self.outcome() }
             }
             Failure::SessionExpired => ClientError::SessionExpired { outcome: self.outcome() },
+            Failure::AccessDenied { message } => {
+                ClientError::AccessDenied { message, outcome: self.outcome() }
+            }
+            Failure::WrongShard { named, key_shard, shard_count } => {
+                ClientError::WrongShard { named, key_shard, shard_count, outcome: self.outcome() }
+            }
             other => {
                 ClientError::InvalidArgument { reason: other.to_string(), outcome: self.outcome() }
             }

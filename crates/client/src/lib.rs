@@ -58,7 +58,9 @@ mod routing;
 mod session;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 
+pub use channel::endpoint;
 pub use client::{Client, ClientOptions};
 pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
 pub use controller_routing::ControllerRouting;
@@ -70,3 +72,4 @@ pub use mosaic_proto::pb::Consistency;
 pub use mosaic_raft::{LogIndex, NodeId};
 pub use mosaic_types::{fnv1a_64, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
+pub use tls::{Tls, TlsError, TlsFiles};

@@ -18,6 +18,7 @@ use mosaic_raftstore::membership_run::{
 pub use mosaic_raftstore::membership_run::{MembershipError, StepFailure};
 
 use crate::channel::{Channels, with_timeout};
+use crate::tls::Tls;
 
 /// Drives membership changes through `NodeAdmin` on a set of nodes.
 #[derive(Debug)]
@@ -28,11 +29,11 @@ pub struct MembershipDriver {
 }
 
 impl MembershipDriver {
-    /// A driver that reaches each of `nodes` at its address; each call may take
-    /// `call_timeout`.
+    /// A driver that reaches each of `nodes` at its address (over TLS with `tls`); each call
+    /// may take `call_timeout`.
     #[must_use]
-    pub fn new(nodes: BTreeMap<NodeId, String>, call_timeout: Duration) -> Self {
-        Self { nodes, channels: Channels::new(call_timeout), call_timeout }
+    pub fn new(nodes: BTreeMap<NodeId, String>, call_timeout: Duration, tls: Option<Tls>) -> Self {
+        Self { nodes, channels: Channels::new(call_timeout, tls), call_timeout }
     }
 
     fn client(&self, node: NodeId) -> Result<NodeAdminClient<tonic::transport::Channel>, String> {

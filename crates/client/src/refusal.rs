@@ -43,6 +43,14 @@ pub fn to_status(error: &Error, leader_address: impl Fn(Option<NodeId>) -> Strin
         Error::WrongGroup { config_num } => {
             (Code::FailedPrecondition, Kind::WrongGroup(pb::WrongGroup { config_num: *config_num }))
         }
+        Error::WrongShard { named, key_shard, shard_count } => (
+            Code::InvalidArgument,
+            Kind::WrongShard(pb::WrongShard {
+                named_shard: named.0,
+                key_shard: key_shard.0,
+                shard_count: *shard_count,
+            }),
+        ),
         Error::ShardNotReady => (Code::Unavailable, Kind::ShardNotReady(pb::ShardNotReady {})),
         Error::SessionExpired { .. } => {
             (Code::FailedPrecondition, Kind::SessionExpired(pb::SessionExpired {}))
@@ -100,6 +108,11 @@ mod tests {
             Error::ProposalOverwritten { group: GroupId(1) },
             Error::GroupNotFound { group: GroupId(1) },
             Error::WrongGroup { config_num: 3 },
+            Error::WrongShard {
+                named: mosaic_engine::ShardId(1),
+                key_shard: mosaic_engine::ShardId(2),
+                shard_count: 4,
+            },
             Error::ShardNotReady,
             Error::SessionExpired {
                 shard: mosaic_engine::ShardId(2),
@@ -128,5 +141,11 @@ mod tests {
         assert_eq!((busy.action(), busy.may_have_applied()), (Action::SameNode, false));
         let stopped = classify_status(&to_status(&Error::Stopped, leader));
         assert!(stopped.may_have_applied(), "a stopped store may have logged the write");
+        let named = mosaic_engine::ShardId(1);
+        let key_shard = mosaic_engine::ShardId(2);
+        let wrong = Error::WrongShard { named, key_shard, shard_count: 4 };
+        let failure = classify_status(&to_status(&wrong, leader));
+        assert_eq!(failure, Failure::WrongShard { named, key_shard, shard_count: 4 });
+        assert_eq!((failure.action(), failure.may_have_applied()), (Action::Fail, false));
     }
 }

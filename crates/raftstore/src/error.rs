@@ -47,6 +47,21 @@ pub enum Error {
         /// The configuration the group has applied.
         config_num: u64,
     },
+    /// The request names a shard its key does not hash to (in the cluster's shard count, which
+    /// the group records with its configuration): the sender's shard count or hash differs from
+    /// the cluster's, a client bug. Nothing was read or written; retrying cannot help.
+    #[error(
+        "wrong shard: the key is in shard {key_shard} of {shard_count}, the request names shard \
+         {named}"
+    )]
+    WrongShard {
+        /// The shard the request named.
+        named: ShardId,
+        /// The shard the key hashes to.
+        key_shard: ShardId,
+        /// The cluster's shard count.
+        shard_count: u32,
+    },
     /// The group owns the shard but its data has not arrived yet; retry shortly.
     #[error("shard not ready (migration in progress)")]
     ShardNotReady,

@@ -21,7 +21,7 @@ use mosaic_agent::{
     Action, AgentConfig, Answer, Birth, LocalState, NodeAgent, POLL_INTERVAL_MS, Request, RequestId,
 };
 use mosaic_client::membership::{MembershipDriver, StepFailure};
-use mosaic_client::{ControllerClient, ControllerClientOptions};
+use mosaic_client::{ControllerClient, ControllerClientOptions, Tls};
 use mosaic_controller::{ConfigNum, ControllerView};
 use mosaic_engine::{Engine, GroupId, ShardChunk, ShardCursor, ShardId, WriteBatch, WriteOptions};
 use mosaic_proto::migration::{position_to_pb, records_from_pb};
@@ -62,6 +62,8 @@ pub struct AgentRunner {
     /// Membership calls (a rejoin's), over the nodes the directory knew when it was made:
     /// made again when the directory changes, so its connections are reused meanwhile.
     membership: Mutex<Option<KnownDriver>>,
+    /// The node's TLS identity, for connections to other nodes.
+    tls: Option<Tls>,
 }
 
 /// A membership driver and the node addresses it was made with.
@@ -92,18 +94,24 @@ struct Finished {
 }
 
 impl AgentRunner {
-    /// The agent runner of the node `config` describes, feeding `store` over `engine`.
+    /// The agent runner of the node `config` describes, connecting with `tls`, feeding
+    /// `store` over `engine`.
     ///
     /// # Errors
     /// [`Error::Config`] when the controller addresses are not valid.
     pub fn new(
         config: &ServerConfig,
+        tls: Option<Tls>,
         store: StoreHandle<NodeEngine, KvStateMachine>,
         engine: Arc<Engine<NodeEngine>>,
         directory: Directory,
     ) -> Result<Self> {
         let request_timeout = config.request_timeout();
-        let options = ControllerClientOptions { timeout: request_timeout, ..Default::default() };
+        let options = ControllerClientOptions {
+            timeout: request_timeout,
+            tls: tls.clone(),
+            ..Default::default()
+        };
         let client = ControllerClient::new(config.controllers.clone(), options)
             .map_err(|error| Error::Config { reason: format!("controllers: {error}") })?;
         let node = NodeId(config.node_id);
@@ -117,7 +125,7 @@ impl AgentRunner {
             rejoin_retry_ms: millis(REJOIN_RETRY),
         };
         let membership = Mutex::new(None);
-        Ok(Self { config, client, store, engine, directory, request_timeout, membership })
+        Ok(Self { config, client, store, engine, directory, request_timeout, membership, tls })
     }
 
     /// Runs the agent until `closing` turns true.
@@ -322,7 +330,11 @@ impl AgentRunner {
         match &*cached {
             Some((known, driver)) if *known == nodes => Arc::clone(driver),
             _ => {
-                let driver = Arc::new(MembershipDriver::new(nodes.clone(), self.request_timeout));
+                let driver = Arc::new(MembershipDriver::new(
+                    nodes.clone(),
+                    self.request_timeout,
+                    self.tls.clone(),
+                ));
                 *cached = Some((nodes, Arc::clone(&driver)));
                 driver
             }
@@ -368,7 +380,7 @@ impl AgentRunner {
     async fn migration_client(&self, node: NodeId) -> std::result::Result<MigrationClient, String> {
         let address =
             self.directory.address(node).ok_or_else(|| format!("node {node}: address unknown"))?;
-        let channel = connect(&address)
+        let channel = connect(&address, self.tls.as_ref())
             .await
             .map_err(|error| format!("cannot connect to {address}: {error}"))?;
         Ok(ShardMigrationClient::new(channel)

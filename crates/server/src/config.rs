@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mosaic_client::{Tls, TlsFiles};
 use mosaic_engine_rocks::{RocksConfig, WalSyncPolicy};
 use mosaic_raftstore::StoreConfig;
 use serde::Deserialize;
@@ -72,6 +73,10 @@ pub struct ServerConfig {
     /// Storage settings.
     #[serde(default)]
     pub storage: StorageSection,
+    /// Mutual TLS on every connection the node serves and makes (`[tls]`: `cert`, `key`,
+    /// `ca`, PEM files). Absent: plaintext (docs/security.md).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 /// Raft settings (see `mosaic_raftstore::StoreConfig` for their meaning).
@@ -187,6 +192,7 @@ impl ServerConfig {
             snapshot_bytes_per_sec: default_snapshot_bytes_per_sec(),
             raft: RaftSection::default(),
             storage: StorageSection::default(),
+            tls: None,
         }
     }
 
@@ -251,6 +257,19 @@ impl ServerConfig {
             .validate()
             .map_err(|error| Error::Config { reason: format!("storage: {error}") })?;
         Ok(())
+    }
+
+    /// The TLS identity of the node, read and checked; `None` without `[tls]`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file that cannot be used.
+    pub fn load_tls(&self) -> Result<Option<Tls>> {
+        self.tls
+            .as_ref()
+            .map(|files| {
+                Tls::load(files).map_err(|error| Error::Config { reason: format!("tls: {error}") })
+            })
+            .transpose()
     }
 
     /// The address to listen on.

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod config;
 pub mod controller_service;
 mod error;
+pub mod incoming;
 pub mod kv_service;
 pub mod migration_service;
 pub mod node;

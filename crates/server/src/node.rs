@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mosaic_client::Tls;
 use mosaic_controller::ControllerMachine;
 use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
 use mosaic_proto::pb::{
@@ -27,7 +28,9 @@ use mosaic_shardkv::KvStateMachine;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::{Router, TcpIncoming};
+use tokio_rustls::TlsAcceptor;
+use tonic::service::InterceptorLayer;
+use tonic::transport::server::Router;
 
 use crate::admin_service::AdminService;
 use crate::agent_runner::AgentRunner;
@@ -35,6 +38,7 @@ use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::controller_service::ControllerService;
 use crate::error::{Error, Result};
+use crate::incoming;
 use crate::kv_service::{KvLimits, KvService};
 use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::raft_service::RaftService;
@@ -91,6 +95,7 @@ impl Node {
         let placement =
             |engine: &mosaic_engine::Engine<NodeEngine>| check_placement(engine, &config);
         let core = Core::<KvStateMachine>::open_with(&config, listener, placement)?;
+        let tls = core.tls.clone();
         let limits = KvLimits {
             key_bytes_max: config.key_bytes_max,
             value_bytes_max: config.value_bytes_max,
@@ -108,6 +113,7 @@ impl Node {
         } else {
             let agent = AgentRunner::new(
                 &config,
+                tls,
                 core.store.clone(),
                 Arc::clone(&core.engine),
                 core.directory.clone(),
@@ -303,6 +309,10 @@ struct Core<SM: StateMachine<NodeEngine>> {
     directory: Directory,
     raft: RaftTransportServer<RaftService<NodeEngine, SM>>,
     closing: watch::Sender<bool>,
+    /// The node's TLS identity: every port it serves and every connection it makes use it.
+    tls: Option<Tls>,
+    /// The TLS handshake of every connection served, with the node's identity.
+    acceptor: Option<TlsAcceptor>,
 }
 
 impl<SM: StateMachine<NodeEngine>> Core<SM> {
@@ -314,6 +324,12 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         prepare: impl FnOnce(&mosaic_engine::Engine<NodeEngine>) -> Result<()>,
     ) -> Result<Self> {
         config.validate()?;
+        let tls = config.load_tls()?;
+        let acceptor = tls
+            .as_ref()
+            .map(incoming::acceptor)
+            .transpose()
+            .map_err(|reason| Error::Config { reason: format!("tls: {reason}") })?;
         let node = NodeId(config.node_id);
         let cluster = ClusterId(config.cluster_id);
         let local_addr = listener
@@ -345,6 +361,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                 peer_queue_batches: config.peer_queue_batches,
                 snapshot_chunk_bytes_max: store_config.snapshot_chunk_bytes_max,
                 snapshot_bytes_per_sec: config.snapshot_bytes_per_sec,
+                tls: tls.clone(),
             },
             directory.clone(),
             tokio::runtime::Handle::current(),
@@ -370,19 +387,35 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let raft = RaftTransportServer::new(raft_service)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-        Ok(Self { node, local_addr, listener, store, engine, runner, directory, raft, closing })
+        Ok(Self {
+            node,
+            local_addr,
+            listener,
+            store,
+            engine,
+            runner,
+            directory,
+            raft,
+            closing,
+            tls,
+            acceptor,
+        })
     }
 
-    /// Serves the Raft transport and the services `add` adds (the role's) on the listener,
-    /// until the node is stopped.
-    fn serve(self, add: impl FnOnce(Router) -> Router) -> Node {
-        let router = add(tonic::transport::Server::builder().add_service(self.raft));
+    /// Serves the Raft transport and the services `add` adds (the role's) on the listener
+    /// (over mutual TLS when the node has an identity), until the node is stopped.
+    fn serve(self, add: impl FnOnce(Router<RefusePlaintext>) -> Router<RefusePlaintext>) -> Node {
+        let mut server = tonic::transport::Server::builder()
+            .layer(InterceptorLayer::new(incoming::refuse_plaintext as PlaintextCheck));
+        let router = add(server.add_service(self.raft));
         let (shutdown, shutdown_received) = oneshot::channel();
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
-        let server = router.serve_with_incoming_shutdown(incoming(self.listener), async {
+        let connections = incoming::incoming(self.listener, self.acceptor);
+        let server = router.serve_with_incoming_shutdown(connections, async {
             let _ = serving_stopped.await;
         });
-        tracing::info!(node = %self.node, address = %self.local_addr, "node serving");
+        let tls = self.tls.is_some();
+        tracing::info!(node = %self.node, address = %self.local_addr, tls, "node serving");
         let stop = StopServing { stop_serving, closing: self.closing };
         let task = tokio::spawn(serve(self.node, server, self.runner, shutdown_received, stop));
         Node { node: self.node, local_addr: self.local_addr, shutdown: Some(shutdown), task }
@@ -437,11 +470,12 @@ async fn serve(
     served
 }
 
-/// Accepted connections with Nagle's algorithm off: small responses and Raft messages must not
-/// wait for the peer's delayed ACK (40 ms). Tonic sets this only on listeners it binds itself.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
+/// The check of every request for a plaintext connection to a TLS node.
+type PlaintextCheck =
+    fn(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status>;
+
+/// The layer of every node's server: [`incoming::refuse_plaintext`].
+type RefusePlaintext = tower_layer::Stack<InterceptorLayer<PlaintextCheck>, tower_layer::Identity>;
 
 async fn store_ended(runner: &StoreRunner) {
     while !runner.is_finished() {

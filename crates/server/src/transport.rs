@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use mosaic_client::Tls;
 use mosaic_engine::{ClusterId, GroupId, KvEngine};
 use mosaic_proto::message_to_pb;
 use mosaic_proto::pb::{self, raft_transport_client::RaftTransportClient};
@@ -19,7 +20,7 @@ use mosaic_raftstore::{SnapshotReader, StateMachine, StoreMsg, Transport};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pacing::Pacer;
 use crate::runner::StoreHandle;
@@ -49,6 +50,8 @@ pub struct TransportOptions {
     pub snapshot_chunk_bytes_max: u64,
     /// Each snapshot stream is paced to this rate.
     pub snapshot_bytes_per_sec: u64,
+    /// The identity connections to peers are made with (mutual TLS); `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 /// The gRPC transport of one node. See the module documentation.
@@ -85,7 +88,8 @@ impl<K: KvEngine, SM: StateMachine<K>> GrpcTransport<K, SM> {
             let address = self.directory.address(to)?;
             let (sender, receiver) = mpsc::channel(self.options.peer_queue_batches);
             let store = self.store.clone();
-            self.runtime.spawn(peer_stream(to, address, receiver, store));
+            let tls = self.options.tls.clone();
+            self.runtime.spawn(peer_stream(to, address, tls, receiver, store));
             self.peers.insert(to, sender);
         }
         self.peers.get(&to)
@@ -152,13 +156,13 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
     }
 }
 
-/// Opens a channel to a node (no TLS, Nagle off).
-pub(crate) async fn connect(address: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
+/// Opens a channel to a node (over TLS with `tls`, Nagle off).
+pub(crate) async fn connect(address: &str, tls: Option<&Tls>) -> Result<Channel, String> {
+    mosaic_client::endpoint(address, tls, CONNECT_TIMEOUT)?
         .tcp_nodelay(true)
         .connect()
         .await
+        .map_err(|error| mosaic_client::classify::describe_transport_error(&error))
 }
 
 /// Drains one peer's queue into a `Send` stream for as long as the queue exists, reconnecting
@@ -166,12 +170,13 @@ pub(crate) async fn connect(address: &str) -> Result<Channel, tonic::transport::
 async fn peer_stream<K: KvEngine, SM: StateMachine<K>>(
     to: NodeId,
     address: String,
+    tls: Option<Tls>,
     mut queue: mpsc::Receiver<pb::RaftBatch>,
     store: StoreHandle<K, SM>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        let channel = match connect(&address).await {
+        let channel = match connect(&address, tls.as_ref()).await {
             Ok(channel) => channel,
             Err(error) => {
                 tracing::debug!(%to, %address, %error, "cannot connect to peer");
@@ -224,7 +229,7 @@ async fn stream_snapshot<S>(
 where
     S: mosaic_engine::KvRead + Send + 'static,
 {
-    let channel = connect(address).await.map_err(|error| error.to_string())?;
+    let channel = connect(address, options.tls.as_ref()).await?;
     let mut client = RaftTransportClient::new(channel)
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);

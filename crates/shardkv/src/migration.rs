@@ -315,16 +315,23 @@ mod tests {
             ]),
             sources: BTreeMap::from([(GroupId(3), vec![NodeId(7)])]),
             resume: BTreeMap::from([(ShardId(1), ShardCursor::AfterData(Bytes::from("k")))]),
+            shard_count: 8,
         };
         assert_eq!(Ownership::decode(&ownership.encode()), Ok(ownership.clone()));
         let encoded = ownership.encode();
         for len in 0..encoded.len() {
             assert!(Ownership::decode(&encoded[..len]).is_err(), "cut at {len}");
         }
-        // Version 1 had no resume positions: such a record reads with none.
-        let without_resume = Ownership { resume: BTreeMap::new(), ..ownership };
+        // Version 2 had no shard count: such a record reads with 0 (not known yet).
+        let without_count = Ownership { shard_count: 0, ..ownership };
+        let mut version_2 = without_count.encode().to_vec();
+        version_2.truncate(version_2.len() - 4);
+        version_2[0] = 2;
+        assert_eq!(Ownership::decode(&version_2), Ok(without_count.clone()));
+        // Version 1 had no resume positions either: such a record reads with none.
+        let without_resume = Ownership { resume: BTreeMap::new(), ..without_count };
         let mut version_1 = without_resume.encode().to_vec();
-        version_1.truncate(version_1.len() - 4);
+        version_1.truncate(version_1.len() - 8);
         version_1[0] = 1;
         assert_eq!(Ownership::decode(&version_1), Ok(without_resume));
     }
@@ -364,11 +371,18 @@ mod tests {
         // The same with the members is a valid record.
         let valid = Ownership {
             num: ConfigNum(1),
-            shards: BTreeMap::from([(ShardId(0), ShardState::Pulling { from: GroupId(3) })]),
+            shards: BTreeMap::from([(ShardId(2), ShardState::Pulling { from: GroupId(3) })]),
             sources: BTreeMap::from([(GroupId(3), vec![NodeId(7)])]),
             resume: BTreeMap::new(),
+            shard_count: 3,
         };
-        assert_eq!(Ownership::decode(&valid.encode()), Ok(valid));
+        assert_eq!(Ownership::decode(&valid.encode()), Ok(valid.clone()));
+        // A shard held beyond the cluster's shard count.
+        let mut beyond = valid.encode().to_vec();
+        let at = beyond.len() - 4;
+        beyond[at..].copy_from_slice(&2u32.to_be_bytes());
+        let error = Ownership::decode(&beyond).unwrap_err();
+        assert!(error.0.contains("the cluster has 2 shards"), "{error}");
     }
 
     #[test]

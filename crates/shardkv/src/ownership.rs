@@ -20,8 +20,11 @@
 //! - Every shard of `resume` is `Pulling`: the chunks installed so far hold the previous
 //!   owner's shard up to that position, so a pull (by this leader or the next) continues from
 //!   it, not from the start.
+//! - `shard_count` is the cluster's shard count (every configuration has it) once the group
+//!   has applied a configuration in this record's version, 0 before (not known yet); every
+//!   shard held is below it.
 //!
-//! The last two are checked ([`Ownership::check_invariants`]) before every record is written
+//! The last three are checked ([`Ownership::check_invariants`]) before every record is written
 //! and after every record is read.
 //!
 //! A group whose node does not follow a controller has no ownership at all (`None` in the
@@ -73,8 +76,9 @@ pub enum PlacedSince {
     Config(ConfigNum),
 }
 
-/// Version 2 added `resume`; version 1 records (without it) are still read.
-const OWNERSHIP_VERSION: u8 = 2;
+/// Version 2 added `resume`, version 3 `shard_count`; records of versions 1 and 2 (without
+/// them) are still read.
+const OWNERSHIP_VERSION: u8 = 3;
 const SERVING_TAG: u8 = 1;
 const PULLING_TAG: u8 = 2;
 const CONFIRMING_TAG: u8 = 3;
@@ -145,6 +149,10 @@ pub struct Ownership {
     pub sources: BTreeMap<GroupId, Vec<NodeId>>,
     /// For a `Pulling` shard of which chunks have been installed: where the next chunk starts.
     pub resume: BTreeMap<ShardId, ShardCursor>,
+    /// The cluster's shard count, which the group checks every key's shard against; 0 until
+    /// the group applies a configuration in a record of version 3 (a group written by an
+    /// older build knows it from its next reconfiguration on).
+    pub shard_count: u32,
 }
 
 impl Ownership {
@@ -164,6 +172,24 @@ impl Ownership {
     #[must_use]
     pub fn resume_point(&self, shard: ShardId) -> ShardCursor {
         self.resume.get(&shard).cloned().unwrap_or_default()
+    }
+
+    /// Checks that `key` is in `shard` (when the group knows the cluster's shard count): a
+    /// request that names another shard comes from a client whose shard count or hash is not
+    /// the cluster's, and must not read or write the key where other clients never look.
+    ///
+    /// # Errors
+    /// [`Error::WrongShard`] when the key hashes to another shard.
+    pub fn check_key(&self, shard: ShardId, key: &[u8]) -> Result<(), Error> {
+        if self.shard_count == 0 {
+            return Ok(());
+        }
+        let key_shard = mosaic_types::shard_for_key(key, self.shard_count);
+        if key_shard == shard {
+            Ok(())
+        } else {
+            Err(Error::WrongShard { named: shard, key_shard, shard_count: self.shard_count })
+        }
     }
 
     /// Checks that the group serves `shard` now.
@@ -244,7 +270,8 @@ impl Ownership {
             };
             shards.insert(shard, state);
         }
-        Ok(Self { num: next.num, shards, sources, resume: BTreeMap::new() })
+        let shard_count = u32::try_from(next.shards.len()).expect("shard counts fit in u32");
+        Ok(Self { num: next.num, shards, sources, resume: BTreeMap::new(), shard_count })
     }
 
     /// Records that the pulled `shard` has been installed up to `next`.
@@ -289,11 +316,12 @@ impl Ownership {
         });
     }
 
-    /// Encodes the record: `version u8 (2) ‖ num u64 ‖ shards (count u32, then per shard:
+    /// Encodes the record: `version u8 (3) ‖ num u64 ‖ shards (count u32, then per shard:
     /// shard u32 ‖ tag u8 ‖ fields) ‖ sources (a map of groups to member nodes) ‖ resume
-    /// (count u32, then per shard: shard u32 ‖ cursor)`. Tags: 1 serving, 2 pulling (from u64),
-    /// 3 confirming (from u64), 4 sending (0, or 1 and to u64). Cursors as in
-    /// [`crate::MigrationCommand`]'s encoding. Version 1 is the same without `resume`.
+    /// (count u32, then per shard: shard u32 ‖ cursor) ‖ shard_count u32`. Tags: 1 serving,
+    /// 2 pulling (from u64), 3 confirming (from u64), 4 sending (0, or 1 and to u64). Cursors
+    /// as in [`crate::MigrationCommand`]'s encoding. Version 2 is the same without
+    /// `shard_count`, version 1 also without `resume`.
     ///
     /// # Panics
     /// If the ownership breaks an invariant ([`Ownership::check_invariants`]): a bug.
@@ -330,6 +358,7 @@ impl Ownership {
             out.put_u32(shard.0);
             put_cursor(&mut out, cursor);
         }
+        out.put_u32(self.shard_count);
         out.freeze()
     }
 
@@ -372,16 +401,18 @@ impl Ownership {
                 }
             }
         }
+        let shard_count = if version >= 3 { reader.u32().map_err(error)? } else { 0 };
         reader.finish().map_err(error)?;
-        let ownership = Self { num, shards, sources, resume };
+        let ownership = Self { num, shards, sources, resume, shard_count };
         ownership.check_invariants().map_err(DecodeError)?;
         Ok(ownership)
     }
 
     /// Checks the invariants of the module documentation that the types do not enforce:
-    /// every group a shard is pulled from or confirmed to has its members in `sources`, and
-    /// only `Pulling` shards resume. Called before every encode (a broken one is a bug, never
-    /// written) and after every decode (a broken one is a corrupt record).
+    /// every group a shard is pulled from or confirmed to has its members in `sources`, only
+    /// `Pulling` shards resume, and every shard held is below a known shard count. Called
+    /// before every encode (a broken one is a bug, never written) and after every decode (a
+    /// broken one is a corrupt record).
     ///
     /// # Errors
     /// The first invariant broken.
@@ -397,6 +428,14 @@ impl Ownership {
             if !matches!(self.shards.get(shard), Some(ShardState::Pulling { .. })) {
                 return Err(format!("shard {shard} resumes but is not pulled"));
             }
+        }
+        if self.shard_count > 0
+            && let Some(shard) = self.shards.keys().find(|shard| shard.0 >= self.shard_count)
+        {
+            return Err(format!(
+                "shard {shard} is held but the cluster has {} shards",
+                self.shard_count
+            ));
         }
         Ok(())
     }

@@ -173,7 +173,7 @@ mod tests {
         let shards: BTreeMap<_, _> =
             shards.iter().map(|(s, state)| (ShardId(*s), *state)).collect();
         let sources = [(GroupId(1), vec![NodeId(1), NodeId(2)])].into_iter().collect();
-        Ownership { num: ConfigNum(num), shards, sources, resume: BTreeMap::new() }
+        Ownership { num: ConfigNum(num), shards, sources, resume: BTreeMap::new(), shard_count: 0 }
     }
 
     #[test]

@@ -188,6 +188,24 @@ impl KvStateMachine {
         self.ownership.as_ref().map_or(Ok(()), |ownership| ownership.check_serves(shard))
     }
 
+    /// Checks that `key` is in `shard`, then that the group serves `shard` now: for a request
+    /// before it enters the log or is read. The key comes first: a client with the wrong
+    /// shard count must hear so, not be sent to refresh a routing that will never send the
+    /// key here under this shard.
+    ///
+    /// Applying does not check the key: the check depends on the shard count in the
+    /// ownership record, which a replica of an older version does not keep, and every
+    /// replica must apply the same log the same way (an entry refused by some replicas and
+    /// applied by others would leave them with different data and sessions).
+    fn check_request(&self, shard: ShardId, key: &[u8]) -> Result<()> {
+        if let Some(ownership) = &self.ownership
+            && shard != METADATA_SHARD
+        {
+            ownership.check_key(shard, key)?;
+        }
+        self.check_serves(shard)
+    }
+
     fn current_value<K: KvEngine>(
         &self,
         engine: &Engine<K>,
@@ -418,7 +436,7 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
 
     fn check_proposal(&self, proposal: &KvCommand) -> Result<()> {
         match proposal {
-            KvCommand::Write(write) => self.check_serves(write.shard),
+            KvCommand::Write(write) => self.check_request(write.shard, &write.key),
             KvCommand::Migration(_) => Ok(()),
         }
     }
@@ -462,7 +480,7 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
     fn read(&self, engine: &Engine<K>, query: &KvQuery) -> Result<KvReadOutput<K::Snapshot>> {
         match query {
             KvQuery::Get(get) => {
-                self.check_serves(get.shard)?;
+                self.check_request(get.shard, &get.key)?;
                 Ok(KvReadOutput::Value(engine.get_data(self.group, get.shard, &get.key)?))
             }
             KvQuery::Ownership => Ok(KvReadOutput::Ownership(self.ownership.clone())),

@@ -17,10 +17,25 @@ use mosaic_shardkv::{
     Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD,
     MigrationCommand, MigrationOutcome, Ownership, ShardState, WriteKind, WriteOutcome,
 };
+use mosaic_types::shard_for_key;
 
 const G1: GroupId = GroupId(1);
 const G2: GroupId = GroupId(2);
 const SHARDS: u32 = 4;
+
+/// The key `name` if it is in `shard` (of [`SHARDS`]), otherwise `name~1`, `name~2`, ..., the
+/// first that is: the tests name keys freely, the groups check that a key is in its shard. A
+/// shard past [`SHARDS`] (the metadata shard) keeps `name`.
+fn key_in(shard: u32, name: &str) -> Bytes {
+    if shard >= SHARDS {
+        return Bytes::copy_from_slice(name.as_bytes());
+    }
+    std::iter::once(name.to_string())
+        .chain((1..).map(|n| format!("{name}~{n}")))
+        .map(Bytes::from)
+        .find(|key| shard_for_key(key, SHARDS) == ShardId(shard))
+        .expect("some suffix lands in every shard")
+}
 
 /// One node's engine and the state machines of the groups it hosts, with each group's next
 /// log index.
@@ -136,7 +151,7 @@ impl Node {
             client: ClientId(client),
             seq,
             shard: ShardId(shard),
-            key: Bytes::copy_from_slice(key.as_bytes()),
+            key: key_in(shard, key),
             value: Bytes::copy_from_slice(value.as_bytes()),
             expects_session: false,
         };
@@ -152,10 +167,7 @@ impl Node {
         shard: u32,
         key: &str,
     ) -> mosaic_raftstore::Result<Option<Bytes>> {
-        let query = KvQuery::Get(KvGet {
-            shard: ShardId(shard),
-            key: Bytes::copy_from_slice(key.as_bytes()),
-        });
+        let query = KvQuery::Get(KvGet { shard: ShardId(shard), key: key_in(shard, key) });
         match StateMachine::<MemKv>::read(&self.groups[&group].0, &self.engine, &query)? {
             KvReadOutput::Value(value) => Ok(value),
             other => panic!("a get answered {other:?}"),
@@ -348,7 +360,7 @@ fn a_shard_moves_with_its_data_and_sessions_and_the_old_copy_is_deleted() {
     let delete = MigrationCommand::DeleteShard { num: ConfigNum(2), shard: ShardId(2) };
     assert_eq!(node.migrate(G1, delete.clone()), MigrationOutcome::Done);
     assert!(is_stale(&node.migrate(G1, delete)));
-    assert_eq!(node.engine.get_data(G1, ShardId(2), b"key2").expect("read"), None);
+    assert_eq!(node.engine.get_data(G1, ShardId(2), &key_in(2, "key2")).expect("read"), None);
     assert_eq!(node.engine.session(G1, ShardId(2), ClientId(102)).expect("read"), None);
     assert_eq!(node.groups[&G1].0.session(ShardId(2), ClientId(102)), None);
     assert_eq!(node.state(G1, 2), None);
@@ -405,7 +417,7 @@ fn a_replica_that_applies_a_shard_leaving_and_returning_in_one_batch_agrees_with
         client: ClientId(2),
         seq: 1,
         shard: ShardId(2),
-        key: Bytes::from("k"),
+        key: key_in(2, "k"),
         value: Bytes::new(),
         expects_session: false,
     };
@@ -498,6 +510,48 @@ fn the_metadata_shard_is_never_a_user_shard() {
     }
 }
 
+/// A placed group knows the cluster's shard count from its configuration and refuses a key
+/// named in a shard it does not hash to (a client with another shard count) before the write
+/// enters the log or the read is served, and before it looks at whether it owns that shard:
+/// nothing is written, no session starts, nothing is read.
+#[test]
+fn a_key_named_in_another_shard_is_refused_and_nothing_is_written() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1), Some(G1), None, None]));
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+        assert_eq!(node.ownership(group).expect("placed").shard_count, SHARDS);
+    }
+    let key = key_in(0, "k");
+    let wrong = Error::WrongShard { named: ShardId(1), key_shard: ShardId(0), shard_count: SHARDS };
+    let write = |group_shard: u32| KvWrite {
+        kind: WriteKind::Put,
+        client: ClientId(9),
+        seq: 1,
+        shard: ShardId(group_shard),
+        key: key.clone(),
+        value: Bytes::from("misplaced"),
+        expects_session: false,
+    };
+    let check = |group: GroupId| {
+        let proposal = KvCommand::from(write(1));
+        StateMachine::<MemKv>::check_proposal(&node.groups[&group].0, &proposal)
+    };
+    assert_eq!(check(G1), Err(wrong.clone()));
+    // G2 serves neither shard: still told the key is misplaced, not sent to refresh routing.
+    assert_eq!(check(G2), Err(wrong.clone()));
+    let get = KvQuery::Get(KvGet { shard: ShardId(1), key: key.clone() });
+    let read = StateMachine::<MemKv>::read(&node.groups[&G1].0, &node.engine, &get);
+    assert_eq!(read.err(), Some(wrong));
+    for shard in 0..SHARDS {
+        assert_eq!(node.engine.get_data(G1, ShardId(shard), &key).expect("read"), None);
+        assert_eq!(node.groups[&G1].0.session(ShardId(shard), ClientId(9)), None);
+    }
+    // The same key in its own shard is served.
+    assert!(matches!(node.apply(G1, write(0)), Ok(Applied::Write(_))));
+    assert_eq!(node.read(G1, 0, "k"), Ok(Some(Bytes::from("misplaced"))));
+}
+
 /// The bytes a Raft snapshot of `group` carries (its data, sessions and metadata), as
 /// 6.824's challenge 1 measures an old owner's storage.
 fn snapshot_bytes(node: &Node, group: GroupId) -> usize {
@@ -555,7 +609,7 @@ fn a_write_that_expects_an_evicted_session_is_refused_and_not_applied_again() {
         client: ClientId(1),
         seq,
         shard: ShardId(0),
-        key: Bytes::from("k"),
+        key: key_in(0, "k"),
         value: Bytes::copy_from_slice(value.as_bytes()),
         expects_session,
     };

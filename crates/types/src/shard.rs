@@ -3,8 +3,8 @@
 //! This function is part of Mosaic's data format, not a detail of the client: every client
 //! routes a key by it, so all of them must compute the same shard for every key. Changing it
 //! (or the hash) moves every key to another shard: existing data would no longer be found.
-//! Storage nodes do not check a request's `shard_id` against it yet: a client that computes
-//! another shard writes the key where correct clients will not look.
+//! Storage nodes placed by a controller check every request's `shard_id` against it (with the
+//! cluster's shard count) and refuse a key named in another shard (docs/migration.md).
 
 use crate::ids::ShardId;
 

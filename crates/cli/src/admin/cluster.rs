@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId, ShardId};
+use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId, ShardId, Tls};
 use mosaic_controller::rebalance::rebalance;
 use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove, shard_moves};
 use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
@@ -33,6 +33,7 @@ impl Cluster {
     /// A client of the controller replicas `controllers`.
     pub(super) fn connect(
         controllers: &[String],
+        tls: Option<Tls>,
         timeout: Duration,
         output: Output,
     ) -> anyhow::Result<Self> {
@@ -41,7 +42,8 @@ impl Cluster {
                 "this command talks to the controller: give its replicas as --controllers HOST:PORT,..."
             );
         }
-        let options = ControllerClientOptions { timeout, ..ControllerClientOptions::default() };
+        let options =
+            ControllerClientOptions { timeout, tls, ..ControllerClientOptions::default() };
         let client = ControllerClient::new(controllers.to_vec(), options)?;
         Ok(Self { client, output })
     }
@@ -360,7 +362,8 @@ async fn group_rows(client: &ControllerClient) -> anyhow::Result<(QueryAnswer, V
     let answer = client.query(None).await?;
     let mut rows = Vec::new();
     for (group, members) in &answer.config.groups {
-        let (leader, held) = group_view(&answer, *group, members).await;
+        let tls = client.options().tls.as_ref();
+        let (leader, held) = group_view(&answer, *group, members, tls).await;
         rows.push(GroupRow {
             group: *group,
             members: members.clone(),
@@ -377,13 +380,14 @@ async fn group_view(
     answer: &QueryAnswer,
     group: GroupId,
     members: &[NodeId],
+    tls: Option<&Tls>,
 ) -> (Option<NodeId>, Option<pb::GroupShards>) {
     let mut hint = None;
     for member in members {
         let Some(address) = answer.nodes.get(member) else {
             continue;
         };
-        let Ok(mut client) = replicas::client(address).await else {
+        let Ok(mut client) = replicas::client(address, tls).await else {
             continue;
         };
         let request = pb::GroupStatusRequest { group_id: group.0, confirm_leadership: false };

@@ -37,6 +37,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::NodeId;
 
 use crate::nodes::{NodeAddress, node_map, parse_node};
+use crate::tls::TlsArgs;
 
 /// How long one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +59,8 @@ pub struct AdminArgs {
     /// in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -195,7 +198,8 @@ enum GroupCommand {
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let output = args.output;
     let timeout = Duration::from_secs(args.timeout);
-    let cluster = || cluster::Cluster::connect(&args.controllers, timeout, output);
+    let tls = args.tls.load()?;
+    let cluster = || cluster::Cluster::connect(&args.controllers, tls.clone(), timeout, output);
     match args.command {
         AdminCommand::Node(NodeCommand::List) => cluster()?.node_list().await,
         AdminCommand::Group(GroupCommand::Add { group, members, max_moves }) => {
@@ -222,21 +226,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             } else {
                 members.into_iter().map(NodeId).collect()
             };
-            replicas::create_group(&nodes, group, &members, output).await
+            replicas::create_group(&nodes, tls.as_ref(), group, &members, output).await
         }
         AdminCommand::Group(GroupCommand::Status { group }) => {
-            replicas::group_status(&node_flags(&args.nodes)?, group, output).await
+            replicas::group_status(&node_flags(&args.nodes)?, tls.as_ref(), group, output).await
         }
         AdminCommand::Group(GroupCommand::AddReplica { group, node, timeout }) => {
             let nodes = node_flags(&args.nodes)?;
             let deadline = Instant::now() + Duration::from_secs(timeout);
-            let members = replicas::Members { nodes: &nodes, group, deadline };
+            let members = replicas::Members { nodes: &nodes, tls: tls.as_ref(), group, deadline };
             members.add_replica(NodeId(node), output).await
         }
         AdminCommand::Group(GroupCommand::RemoveReplica { group, node }) => {
             let nodes = node_flags(&args.nodes)?;
-            let members =
-                replicas::Members { nodes: &nodes, group, deadline: Instant::now() + timeout };
+            let deadline = Instant::now() + timeout;
+            let members = replicas::Members { nodes: &nodes, tls: tls.as_ref(), group, deadline };
             members.remove_replica(NodeId(node), output).await
         }
     }

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use mosaic_client::membership::{LeaderView, MembershipDriver, MembershipJob, MembershipStep};
-use mosaic_client::{GroupId, NodeId};
+use mosaic_client::{GroupId, NodeId, Tls};
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
-use tonic::transport::Endpoint;
 
 use super::{CALL_TIMEOUT, Output, print_line};
 
@@ -24,10 +23,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 pub(super) async fn client(
     address: &str,
+    tls: Option<&Tls>,
 ) -> anyhow::Result<NodeAdminClient<tonic::transport::Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{address}"))
-        .with_context(|| format!("{address:?} is not a valid address"))?
-        .connect_timeout(CALL_TIMEOUT)
+    let channel = mosaic_client::endpoint(address, tls, CALL_TIMEOUT)
+        .map_err(|reason| anyhow::anyhow!("{address:?} is not a valid address: {reason}"))?
         .timeout(CALL_TIMEOUT)
         .connect_lazy();
     Ok(NodeAdminClient::new(channel))
@@ -37,13 +36,14 @@ pub(super) async fn client(
 /// shared planner ([`mosaic_client::membership`]).
 pub(super) struct Members<'a> {
     pub(super) nodes: &'a BTreeMap<NodeId, String>,
+    pub(super) tls: Option<&'a Tls>,
     pub(super) group: u64,
     pub(super) deadline: Instant,
 }
 
 impl Members<'_> {
     fn driver(&self) -> MembershipDriver {
-        MembershipDriver::new(self.nodes.clone(), CALL_TIMEOUT)
+        MembershipDriver::new(self.nodes.clone(), CALL_TIMEOUT, self.tls.cloned())
     }
 
     pub(super) async fn add_replica(
@@ -121,6 +121,7 @@ fn print_membership(
 
 pub(super) async fn create_group(
     nodes: &BTreeMap<NodeId, String>,
+    tls: Option<&Tls>,
     group: u64,
     members: &[NodeId],
     output: Output,
@@ -137,7 +138,7 @@ pub(super) async fn create_group(
     for member in members {
         let address = &nodes[member];
         let request = pb::CreateGroupRequest { group_id: group, members: ids.clone() };
-        client(address)
+        client(address, tls)
             .await?
             .create_group(request)
             .await
@@ -156,6 +157,7 @@ pub(super) async fn create_group(
 
 pub(super) async fn group_status(
     nodes: &BTreeMap<NodeId, String>,
+    tls: Option<&Tls>,
     group: u64,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
@@ -163,7 +165,7 @@ pub(super) async fn group_status(
     let mut failures = 0;
     for (node, address) in nodes {
         let request = pb::GroupStatusRequest { group_id: group, confirm_leadership: false };
-        let answer = match client(address).await?.group_status(request).await {
+        let answer = match client(address, tls).await?.group_status(request).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
                 failures += 1;
