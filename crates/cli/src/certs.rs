@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use mosaic_client::TlsFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -24,7 +25,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 /// The CA's files in a certificate directory.
-const CA_CERT: &str = "ca.pem";
+pub const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
 /// How long the CA is valid, in days.
 const CA_DAYS: i64 = 3650;
@@ -205,6 +206,13 @@ fn paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
 }
 
+/// The TLS files of the certificate `name` made in `dir`, with `dir`'s CA.
+#[must_use]
+pub fn files(dir: &Path, name: &str) -> TlsFiles {
+    let (cert, key) = paths(dir, name);
+    TlsFiles { cert, key, ca: dir.join(CA_CERT) }
+}
+
 fn check_absent(dir: &Path, name: &str) -> anyhow::Result<()> {
     let (cert, key) = paths(dir, name);
     for path in [cert, key] {
@@ -238,14 +246,9 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()> {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use mosaic_client::{Tls, TlsFiles};
+    use mosaic_client::Tls;
 
     use super::*;
-
-    fn files(dir: &Path, name: &str) -> TlsFiles {
-        let (cert, key) = paths(dir, name);
-        TlsFiles { cert, key, ca: dir.join(CA_CERT) }
-    }
 
     #[test]
     fn init_makes_a_ca_and_a_loadable_identity_per_role_and_never_overwrites() {

@@ -110,7 +110,7 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
     let nodes = addresses(args.port);
     let controllers_flag = join(&controllers);
     let certs = dir.join("certs");
-    if args.tls && !certs.join("ca.pem").exists() {
+    if args.tls && !certs.join(crate::certs::CA_CERT).exists() {
         crate::certs::init(&certs, &[], CERT_DAYS)?;
     }
     // The flags of a process with the certificate `name` (none without --tls).

@@ -37,11 +37,8 @@ impl TlsArgs {
     /// The flags of the certificate `name` made by `mosaic certs` in `dir`.
     #[must_use]
     pub fn in_dir(dir: &Path, name: &str) -> Self {
-        Self {
-            tls_cert: Some(dir.join(format!("{name}.pem"))),
-            tls_key: Some(dir.join(format!("{name}.key"))),
-            tls_ca: Some(dir.join("ca.pem")),
-        }
+        let TlsFiles { cert, key, ca } = crate::certs::files(dir, name);
+        Self { tls_cert: Some(cert), tls_key: Some(key), tls_ca: Some(ca) }
     }
 
     /// The command-line flags that give these files (none without them).
