@@ -702,7 +702,9 @@ impl<K: KvEngine> Engine<K> {
                 count == 0 || max_bytes.is_none_or(|limit| total_bytes <= limit)
             };
             let complete = self.read_stored_entries(group, low, store_high, &mut out, &mut fits)?;
-            if complete {
+            // Only a range that reaches the cache reads it (one that ends below the first
+            // cached entry is all in the store).
+            if complete && cached_from.is_some() {
                 for entry in log.cache.entries(group, store_high, high) {
                     if !fits(entry, out.len()) {
                         break;
