@@ -10,10 +10,15 @@ use mosaic_shardkv::{MigrationTask, PlacedSince, TaskKey, plan};
 
 use crate::io::{Action, Answer, LocalState, Request, RequestId, Time};
 use crate::rejoin::{Ask, Attempt};
-use crate::task::{Task, TaskEvent};
+use crate::task::{Step, Task, TaskEvent};
 
 /// How often an executor calls [`NodeAgent::poll`].
 pub const POLL_INTERVAL_MS: Time = 100;
+/// The longest pause before a failing migration task starts again, unless configured
+/// ([`AgentConfig::task_retry_max_ms`]).
+pub const DEFAULT_TASK_RETRY_MAX_MS: Time = 5_000;
+/// Shard pulls a node runs at once, unless configured ([`AgentConfig::pulls_max`]).
+pub const DEFAULT_PULLS_MAX: usize = 4;
 /// Configurations kept in memory (the ones groups here are switching between).
 const CONFIGS_CACHED_MAX: usize = 64;
 
@@ -30,6 +35,12 @@ pub struct AgentConfig {
     pub rejoin_attempt_ms: Time,
     /// The pause after a failed rejoin attempt.
     pub rejoin_retry_ms: Time,
+    /// The longest pause before a failing migration task starts again: the pause is one
+    /// poll after the first failure and doubles with each failure in a row up to this.
+    pub task_retry_max_ms: Time,
+    /// Shard pulls running at once, at most (each holds a stream at a source node and
+    /// installs chunks here); a pull past it starts at a later poll, when one has ended.
+    pub pulls_max: usize,
 }
 
 /// What the store says about when it was born ([`PlacedSince`]), as the agent needs it.
@@ -86,6 +97,14 @@ struct Pending {
     deadline: Time,
 }
 
+/// A migration task that failed `failures` times in a row: it starts again at the first poll
+/// from `retry_at` on.
+#[derive(Debug)]
+struct Failing {
+    failures: u32,
+    retry_at: Time,
+}
+
 /// A rejoin of one group, once started.
 #[derive(Debug)]
 enum Rejoin {
@@ -126,6 +145,8 @@ pub struct NodeAgent {
     rejoins: BTreeMap<GroupId, Rejoin>,
     /// The running tasks. Invariant: each has exactly one request pending.
     tasks: BTreeMap<TaskKey, Task>,
+    /// The tasks whose last run failed, while the plan still asks for them.
+    failing: BTreeMap<TaskKey, Failing>,
     pending: BTreeMap<RequestId, Pending>,
     next_id: RequestId,
     actions: Vec<Action>,
@@ -150,6 +171,7 @@ impl NodeAgent {
             configs: BTreeMap::new(),
             rejoins: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            failing: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_id: 0,
             actions: Vec::new(),
@@ -367,10 +389,14 @@ impl NodeAgent {
             self.send(now, Purpose::Replica(group), request);
         }
         self.followed = placed_all;
-        for (group, ownership) in &local.led {
-            for task in plan(*group, ownership, view.latest, &view.lives) {
-                self.start_task(now, task);
-            }
+        let planned: Vec<MigrationTask> = local
+            .led
+            .iter()
+            .flat_map(|(group, ownership)| plan(*group, ownership, view.latest, &view.lives))
+            .collect();
+        self.failing.retain(|key, _| planned.iter().any(|task| task.key() == *key));
+        for task in planned {
+            self.start_task(now, task);
         }
     }
 
@@ -484,7 +510,10 @@ impl NodeAgent {
 
     fn start_task(&mut self, now: Time, task: MigrationTask) {
         let key = task.key();
-        if self.tasks.contains_key(&key) {
+        let paused = self.failing.get(&key).is_some_and(|failing| failing.retry_at > now);
+        let pulls = || self.tasks.keys().filter(|key| matches!(key, TaskKey::Pull(..))).count();
+        let pull_waits = matches!(key, TaskKey::Pull(..)) && pulls() >= self.config.pulls_max;
+        if self.tasks.contains_key(&key) || paused || pull_waits {
             return;
         }
         tracing::debug!(node = %self.config.node, ?task, "starting a migration task");
@@ -496,11 +525,37 @@ impl NodeAgent {
     fn step(&mut self, now: Time, key: TaskKey, event: TaskEvent) {
         let Some(mut task) = self.tasks.remove(&key) else { return };
         match task.step(event, &self.configs) {
-            Some(request) => {
+            Step::Send(request) => {
                 self.send(now, Purpose::Task(key), request);
                 self.tasks.insert(key, task);
             }
-            None => tracing::debug!(node = %self.config.node, ?key, "migration task over"),
+            Step::Over => {
+                self.failing.remove(&key);
+                tracing::debug!(node = %self.config.node, ?key, "migration task over");
+            }
+            Step::Failed(reason) => self.task_failed(now, key, &reason),
+        }
+    }
+
+    /// Pauses task `key`, which failed: one poll after its first failure, twice as long
+    /// after each further failure in a row, up to [`AgentConfig::task_retry_max_ms`]. Logged
+    /// at the failures numbered by a power of two, so a task failing for long fills no log.
+    fn task_failed(&mut self, now: Time, key: TaskKey, reason: &str) {
+        let failing = self.failing.entry(key).or_insert(Failing { failures: 0, retry_at: now });
+        failing.failures = failing.failures.saturating_add(1);
+        let doublings = (failing.failures - 1).min(Time::BITS - 1);
+        let pause = POLL_INTERVAL_MS
+            .saturating_mul(1 << doublings)
+            .min(self.config.task_retry_max_ms)
+            .max(POLL_INTERVAL_MS);
+        failing.retry_at = now + pause;
+        let (node, failures) = (self.config.node, failing.failures);
+        if failures.is_power_of_two() {
+            tracing::info!(%node, ?key, failures, pause_ms = pause, %reason,
+                "migration task failed; it starts again after the pause");
+        } else {
+            tracing::debug!(%node, ?key, failures, pause_ms = pause, %reason,
+                "migration task failed; it starts again after the pause");
         }
     }
 }

@@ -27,7 +27,9 @@
 //!   (switch configuration, pull a shard chunk by chunk, confirm a handoff, retire a removed
 //!   group), at most one per [`mosaic_shardkv::TaskKey`]; each waits for one answer at a
 //!   time, and a task whose request fails stops until a later poll starts it again from the
-//!   state in the group's log.
+//!   state in the group's log: one poll after its first failure, then after a pause that
+//!   doubles with each failure in a row, up to [`AgentConfig::task_retry_max_ms`]. At most
+//!   [`AgentConfig::pulls_max`] pulls run at once.
 //!
 //! Replicas follow the configuration alone, never a group's Raft membership (which the
 //! controller does not track): a replica the operator removed stays, inactive, until its
@@ -41,5 +43,7 @@ mod io;
 mod rejoin;
 mod task;
 
-pub use agent::{AgentConfig, Birth, NodeAgent, POLL_INTERVAL_MS};
+pub use agent::{
+    AgentConfig, Birth, DEFAULT_PULLS_MAX, DEFAULT_TASK_RETRY_MAX_MS, NodeAgent, POLL_INTERVAL_MS,
+};
 pub use io::{Action, Answer, LocalState, Request, RequestId, Time};

@@ -11,9 +11,10 @@
 //!   [`MigrationTask::Confirm`]), then propose `ConfirmHandoff` here.
 //! - `Retire`: `Command::RetireGroup` to the controller.
 //!
-//! A task whose request fails stops; a later poll starts it again from the state in the
-//! group's log. Every step names its configuration, so repeating one changes nothing (the
-//! state machine answers `Stale`).
+//! A task whose request fails stops ([`Step::Failed`]); a later poll starts it again from the
+//! state in the group's log, after a pause that grows with each failure in a row (the agent's
+//! backoff). Every step names its configuration, so repeating one changes nothing (the state
+//! machine answers `Stale`).
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,18 @@ pub(crate) enum TaskEvent {
     Start,
     /// Its request was answered (possibly with [`Answer::Failed`]).
     Answer(Answer),
+}
+
+/// What a task does after an event.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Sends this request and waits for its answer.
+    Send(Request),
+    /// The task is over: done, or nothing to do now (the group is not ready for it, or
+    /// another task got further).
+    Over,
+    /// The task stopped on a failure: a request failed, or every replica asked failed.
+    Failed(String),
 }
 
 /// A task and where it is.
@@ -84,14 +97,13 @@ impl Task {
         Self { task, progress }
     }
 
-    /// The next request after `event`, or `None` once the task is over (done, or stopped
-    /// until a later poll starts it again). `configs` are the configurations known here
-    /// (the agent learns a configuration an answer brings before the task sees it).
+    /// What the task does after `event`. `configs` are the configurations known here (the
+    /// agent learns a configuration an answer brings before the task sees it).
     pub(crate) fn step(
         &mut self,
         event: TaskEvent,
         configs: &BTreeMap<ConfigNum, Configuration>,
-    ) -> Option<Request> {
+    ) -> Step {
         match (&self.task, &mut self.progress) {
             (MigrationTask::Reconfigure { group, next }, Progress::Reconfigure { fetched }) => {
                 reconfigure(*group, *next, event, configs, fetched)
@@ -116,7 +128,7 @@ impl Task {
                             records: chunk.records,
                             last: *last,
                         };
-                        return Some(Request::Propose { group: *group, command });
+                        return Step::Send(Request::Propose { group: *group, command });
                     }
                     TaskEvent::Answer(Answer::Applied(MigrationOutcome::Done))
                         if *installing && !*last =>
@@ -128,15 +140,19 @@ impl Task {
                         // another pull got further (`Stale`), or the group is not ready
                         // (`NotYet`): over.
                         tracing::info!(%group, %shard, %from, %num, ?outcome, "pull over");
-                        return None;
+                        return Step::Over;
                     }
                     // An install that failed: this replica may no longer lead.
-                    TaskEvent::Answer(_) if *installing => return None,
+                    TaskEvent::Answer(answer) if *installing => {
+                        return Step::Failed(format!("installing a chunk: {answer:?}"));
+                    }
                     // The source failed: the next one goes on from the same cursor.
                     TaskEvent::Answer(_) => *source += 1,
                 }
-                let source = *nodes.get(*source)?;
-                Some(Request::PullChunk {
+                let Some(source) = nodes.get(*source).copied() else {
+                    return Step::Failed(format!("no replica of group {from} served the pull"));
+                };
+                Step::Send(Request::PullChunk {
                     source,
                     from: *from,
                     to: *group,
@@ -151,9 +167,12 @@ impl Task {
             ) => {
                 match event {
                     TaskEvent::Start if !from_retired => {}
+                    TaskEvent::Answer(Answer::Failed(reason)) if *confirming => {
+                        return Step::Failed(format!("confirming the handoff: {reason}"));
+                    }
                     TaskEvent::Answer(answer) if *confirming => {
                         tracing::info!(%group, %shard, %from, %num, ?answer, "handoff confirmed");
-                        return None;
+                        return Step::Over;
                     }
                     TaskEvent::Start
                     | TaskEvent::Answer(Answer::Applied(
@@ -161,18 +180,25 @@ impl Task {
                     )) => {
                         *confirming = true;
                         let command = MigrationCommand::ConfirmHandoff { num: *num, shard: *shard };
-                        return Some(Request::Propose { group: *group, command });
+                        return Step::Send(Request::Propose { group: *group, command });
                     }
                     TaskEvent::Answer(_) => *source += 1,
                 }
-                let source = *nodes.get(*source)?;
-                Some(Request::DeleteShard { source, group: *from, shard: *shard, num: *num })
+                let Some(source) = nodes.get(*source).copied() else {
+                    return Step::Failed(format!("no replica of group {from} deleted its copy"));
+                };
+                Step::Send(Request::DeleteShard { source, group: *from, shard: *shard, num: *num })
             }
             (MigrationTask::Retire { group }, Progress::Retire) => match event {
-                TaskEvent::Start => Some(Request::Execute(Command::RetireGroup { group: *group })),
+                TaskEvent::Start => {
+                    Step::Send(Request::Execute(Command::RetireGroup { group: *group }))
+                }
+                TaskEvent::Answer(Answer::Failed(reason)) => {
+                    Step::Failed(format!("retiring the removed group: {reason}"))
+                }
                 TaskEvent::Answer(answer) => {
                     tracing::info!(%group, ?answer, "retiring the removed group answered");
-                    None
+                    Step::Over
                 }
             },
             (task, progress) => unreachable!("task {task:?} with progress {progress:?}"),
@@ -180,16 +206,15 @@ impl Task {
     }
 }
 
-/// The next request of a `Reconfigure` task of `group` to `next` after `event`: the
-/// configurations it lacks, then the switch; `None` once the switch was answered, or
-/// something failed.
+/// What a `Reconfigure` task of `group` to `next` does after `event`: fetch the
+/// configurations it lacks, then propose the switch; over once the switch was answered.
 fn reconfigure(
     group: GroupId,
     next: ConfigNum,
     event: TaskEvent,
     configs: &BTreeMap<ConfigNum, Configuration>,
     fetched: &mut BTreeMap<ConfigNum, Configuration>,
-) -> Option<Request> {
+) -> Step {
     let previous = ConfigNum(next.0 - 1);
     match event {
         TaskEvent::Start => {}
@@ -198,19 +223,25 @@ fn reconfigure(
                 fetched.insert(view.config.num, view.config);
             }
         }
+        TaskEvent::Answer(Answer::Failed(reason)) => {
+            return Step::Failed(format!("switching to configuration {next}: {reason}"));
+        }
         TaskEvent::Answer(answer) => {
             tracing::info!(%group, %next, ?answer, "switch answered");
-            return None;
+            return Step::Over;
         }
     }
     let known = |num: ConfigNum| fetched.get(&num).or_else(|| configs.get(&num)).cloned();
     let Some(previous) = known(previous) else {
-        return Some(Request::Query { num: Some(previous) });
+        return Step::Send(Request::Query { num: Some(previous) });
     };
     let Some(next) = known(next) else {
-        return Some(Request::Query { num: Some(next) });
+        return Step::Send(Request::Query { num: Some(next) });
     };
-    Some(Request::Propose { group, command: MigrationCommand::Reconfigure { previous, next } })
+    Step::Send(Request::Propose {
+        group,
+        command: MigrationCommand::Reconfigure { previous, next },
+    })
 }
 
 #[cfg(test)]
@@ -225,7 +256,7 @@ mod tests {
         ShardRecord::Data { key: Bytes::from_static(key.as_bytes()), value: Bytes::new() }
     }
 
-    fn answer(task: &mut Task, answer: Answer) -> Option<Request> {
+    fn answer(task: &mut Task, answer: Answer) -> Step {
         task.step(TaskEvent::Answer(answer), &BTreeMap::new())
     }
 
@@ -246,7 +277,7 @@ mod tests {
             resume: ShardCursor::Start,
         });
         let pull = |source, cursor| {
-            Some(Request::PullChunk {
+            Step::Send(Request::PullChunk {
                 source,
                 from: FROM,
                 to: GROUP,
@@ -263,7 +294,7 @@ mod tests {
                 records,
                 last,
             };
-            Some(Request::Propose { group: GROUP, command })
+            Step::Send(Request::Propose { group: GROUP, command })
         };
         assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), pull(n1, ShardCursor::Start));
         let after_a = ShardCursor::after(&data("a"));
@@ -282,7 +313,7 @@ mod tests {
             answer(&mut task, Answer::Chunk(chunk)),
             install(after_a, vec![data("b")], true)
         );
-        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), None);
+        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), Step::Over);
     }
 
     #[test]
@@ -295,8 +326,11 @@ mod tests {
             nodes: vec![NodeId(1)],
             resume: ShardCursor::Start,
         });
-        assert!(task.step(TaskEvent::Start, &BTreeMap::new()).is_some());
-        assert_eq!(answer(&mut task, Answer::Failed("gone".into())), None);
+        assert!(matches!(task.step(TaskEvent::Start, &BTreeMap::new()), Step::Send(_)));
+        assert_eq!(
+            answer(&mut task, Answer::Failed("gone".into())),
+            Step::Failed("no replica of group 101 served the pull".into())
+        );
 
         let mut task = Task::new(MigrationTask::Pull {
             group: GROUP,
@@ -309,9 +343,10 @@ mod tests {
         task.step(TaskEvent::Start, &BTreeMap::new());
         let chunk =
             ShardChunk { records: vec![data("a")], next: Some(ShardCursor::after(&data("a"))) };
-        assert!(answer(&mut task, Answer::Chunk(chunk)).is_some());
+        assert!(matches!(answer(&mut task, Answer::Chunk(chunk)), Step::Send(_)));
         // Not leading any more: the task ends rather than pulling from another source.
-        assert_eq!(answer(&mut task, Answer::Failed("not leader".into())), None);
+        let failed = answer(&mut task, Answer::Failed("not leader".into()));
+        assert!(matches!(failed, Step::Failed(_)), "{failed:?}");
     }
 
     #[test]
@@ -327,36 +362,42 @@ mod tests {
                 from_retired,
             })
         };
-        let delete =
-            |source| Some(Request::DeleteShard { source, group: FROM, shard: SHARD, num: NUM });
-        let confirm_here = Some(Request::Propose {
-            group: GROUP,
-            command: MigrationCommand::ConfirmHandoff { num: NUM, shard: SHARD },
-        });
+        let delete = |source| {
+            Step::Send(Request::DeleteShard { source, group: FROM, shard: SHARD, num: NUM })
+        };
+        let confirm_here = || {
+            Step::Send(Request::Propose {
+                group: GROUP,
+                command: MigrationCommand::ConfirmHandoff { num: NUM, shard: SHARD },
+            })
+        };
         let mut task = confirm(false);
         assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), delete(n1));
         let not_yet = Answer::Applied(MigrationOutcome::NotYet("not switched".into()));
         assert_eq!(answer(&mut task, not_yet), delete(n2));
         let stale = Answer::Applied(MigrationOutcome::Stale("deleted already".into()));
-        assert_eq!(answer(&mut task, stale), confirm_here);
-        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), None);
+        assert_eq!(answer(&mut task, stale), confirm_here());
+        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), Step::Over);
 
         // Every source failed: nothing confirmed.
         let mut task = confirm(false);
         task.step(TaskEvent::Start, &BTreeMap::new());
         assert_eq!(answer(&mut task, Answer::Failed("gone".into())), delete(n2));
-        assert_eq!(answer(&mut task, Answer::Failed("gone".into())), None);
+        let failed = answer(&mut task, Answer::Failed("gone".into()));
+        assert_eq!(failed, Step::Failed("no replica of group 101 deleted its copy".into()));
 
-        // A retired source holds nothing: confirm at once.
+        // A retired source holds nothing: confirm at once; a confirmation that fails fails.
         let mut task = confirm(true);
-        assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), confirm_here);
+        assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), confirm_here());
+        let failed = answer(&mut task, Answer::Failed("not leader".into()));
+        assert_eq!(failed, Step::Failed("confirming the handoff: not leader".into()));
     }
 
     #[test]
     fn a_switch_fetches_the_configurations_it_lacks_first() {
         let mut task = Task::new(MigrationTask::Reconfigure { group: GROUP, next: NUM });
         let mut configs = BTreeMap::new();
-        let fetch = |num| Some(Request::Query { num: Some(num) });
+        let fetch = |num| Step::Send(Request::Query { num: Some(num) });
         assert_eq!(task.step(TaskEvent::Start, &configs), fetch(ConfigNum(6)));
         let six = Configuration { num: ConfigNum(6), ..Configuration::initial(4) };
         configs.insert(six.num, six.clone());
@@ -374,11 +415,17 @@ mod tests {
         let switch = MigrationCommand::Reconfigure { previous: six, next: seven.clone() };
         assert_eq!(
             task.step(TaskEvent::Answer(view(&seven)), &configs),
-            Some(Request::Propose { group: GROUP, command: switch })
+            Step::Send(Request::Propose { group: GROUP, command: switch })
         );
         assert_eq!(
             task.step(TaskEvent::Answer(Answer::Applied(MigrationOutcome::Done)), &configs),
-            None
+            Step::Over
+        );
+        let mut task = Task::new(MigrationTask::Reconfigure { group: GROUP, next: NUM });
+        task.step(TaskEvent::Start, &BTreeMap::new());
+        assert_eq!(
+            task.step(TaskEvent::Answer(Answer::Failed("no answer".into())), &configs),
+            Step::Failed("switching to configuration 7: no answer".into())
         );
     }
 }

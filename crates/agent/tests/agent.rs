@@ -12,6 +12,8 @@ use mosaic_raftstore::membership::LeaderView;
 const NODE: NodeId = NodeId(11);
 const TIMEOUT_MS: u64 = 1_000;
 const REJOIN_RETRY_MS: u64 = 500;
+const TASK_RETRY_MAX_MS: u64 = 1_600;
+const PULLS_MAX: usize = 2;
 /// The nodes every view below says are registered.
 const REGISTERED: [u64; 3] = [11, 12, 13];
 
@@ -23,6 +25,8 @@ fn agent(birth: Birth) -> NodeAgent {
             request_timeout_ms: TIMEOUT_MS,
             rejoin_attempt_ms: 10 * TIMEOUT_MS,
             rejoin_retry_ms: REJOIN_RETRY_MS,
+            task_retry_max_ms: TASK_RETRY_MAX_MS,
+            pulls_max: PULLS_MAX,
         },
         birth,
     )
@@ -419,4 +423,111 @@ fn a_rejoin_waiting_for_its_placing_configuration_is_not_settled() {
     let actions = poll_cycle(&mut agent, 100, view(6, &[], &lives), &[]);
     assert!(!status_reads(&actions).is_empty(), "{actions:?}");
     assert!(!agent.is_settled());
+}
+
+/// A migration task that keeps failing starts again one poll after its first failure, then
+/// after pauses that double up to the configured longest; once it completes, its next failure
+/// is paused one poll again.
+#[test]
+fn a_failing_migration_task_backs_off_and_starts_from_one_poll_after_it_completes() {
+    use mosaic_shardkv::{MigrationCommand, Ownership};
+    let groups: [(u64, &[u64]); 1] = [(100, &[11, 12, 13])];
+    let lives = [(100, life(1, false))];
+    let mut agent = agent(Birth::Known(ConfigNum(0)));
+    assert!(sent(&follow(&mut agent, 0, view(2, &groups, &lives), &[100])).is_empty());
+    // Group 100, led here, is settled at 1 and must switch to 2; the switch's fetch of
+    // configuration 1 fails each time until `fail_until`.
+    let ownership = Ownership { num: ConfigNum(1), ..Ownership::default() };
+    let local =
+        LocalState { hosted: [GroupId(100)].into(), led: [(GroupId(100), ownership)].into() };
+    // Runs the polls from `from` to `to`: the first request of each start of the switch (a
+    // fetch of configuration 1, or once that is cached the proposal) fails, except at
+    // `succeed_at`. Returns when the switch started.
+    let run = |agent: &mut NodeAgent, from: u64, to: u64, succeed_at: u64| {
+        let mut starts = Vec::new();
+        for now in (from..to).step_by(100) {
+            let (id, _) = only(&agent.poll(now));
+            let (id, _) = only(&agent.on_answer(now, id, Answer::View(view(2, &groups, &lives))));
+            let mut actions = agent.on_answer(now, id, Answer::Local(local.clone()));
+            let mut first = true;
+            while let Some((id, request)) = sent(&actions).into_iter().next() {
+                if std::mem::take(&mut first) {
+                    starts.push(now);
+                    if now != succeed_at {
+                        actions = agent.on_answer(now, id, Answer::Failed("unreachable".into()));
+                        continue;
+                    }
+                }
+                let answer = match request {
+                    Request::Query { num: Some(num) } => Answer::View(view(num.0, &groups, &lives)),
+                    Request::Propose { command: MigrationCommand::Reconfigure { .. }, .. } => {
+                        Answer::Applied(mosaic_shardkv::MigrationOutcome::Done)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                actions = agent.on_answer(now, id, answer);
+            }
+        }
+        starts
+    };
+    // Failing for 12 s: started at the first poll, then after 100, 200, 400, 800 and 1,600
+    // ms, then every 1,600 ms (the longest pause here): 11 starts, not one at each of the 120
+    // polls.
+    let starts = run(&mut agent, 100, 12_100, u64::MAX);
+    let pauses: Vec<u64> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    assert_eq!(
+        pauses,
+        [100, 200, 400, 800, 1_600, 1_600, 1_600, 1_600, 1_600, 1_600],
+        "{starts:?}"
+    );
+    // It succeeds at its next start; the group's ownership (unchanged here, as if the switch
+    // had not applied) plans it again at the next poll, where it fails: a first failure again,
+    // paused one poll.
+    let last = *starts.last().unwrap();
+    let restarted = run(&mut agent, 12_100, 14_000, last + 1_600);
+    assert_eq!(restarted[..3], [last + 1_600, last + 1_700, last + 1_800], "{restarted:?}");
+}
+
+/// At most `pulls_max` shards are pulled at once; the others start at the polls after one
+/// ended.
+#[test]
+fn a_node_pulls_at_most_its_limit_of_shards_at_once() {
+    use mosaic_engine::{ShardChunk, ShardId};
+    use mosaic_shardkv::{MigrationOutcome, Ownership, ShardState};
+    let groups: [(u64, &[u64]); 2] = [(100, &[11, 12, 13]), (101, &[12, 13])];
+    let lives = [(100, life(1, false)), (101, life(1, false))];
+    let mut agent = agent(Birth::Known(ConfigNum(0)));
+    assert!(sent(&follow(&mut agent, 0, view(2, &groups, &lives), &[100])).is_empty());
+    // Group 100, led here, pulls `shards` from group 101.
+    let local = |shards: &[u32]| {
+        let pulling = ShardState::Pulling { from: GroupId(101) };
+        let ownership = Ownership {
+            num: ConfigNum(2),
+            shards: shards.iter().map(|shard| (ShardId(*shard), pulling)).collect(),
+            sources: [(GroupId(101), vec![NodeId(12), NodeId(13)])].into(),
+            ..Ownership::default()
+        };
+        LocalState { hosted: [GroupId(100)].into(), led: [(GroupId(100), ownership)].into() }
+    };
+    let poll = |agent: &mut NodeAgent, now: u64, shards: &[u32]| {
+        let (id, _) = only(&agent.poll(now));
+        let (id, _) = only(&agent.on_answer(now, id, Answer::View(view(2, &groups, &lives))));
+        sent(&agent.on_answer(now, id, Answer::Local(local(shards))))
+    };
+    let shard_of = |request: &Request| match request {
+        Request::PullChunk { shard, .. } => shard.0,
+        other => panic!("unexpected {other:?}"),
+    };
+    let pulls = poll(&mut agent, 100, &[0, 1, 2]);
+    assert_eq!(pulls.iter().map(|(_, r)| shard_of(r)).collect::<Vec<_>>(), [0, 1]);
+    assert!(poll(&mut agent, 200, &[0, 1, 2]).is_empty(), "two pulls run: the third waits");
+    // Shard 0's pull ends (its only chunk installed); the third starts at the next poll.
+    let (id, _) = pulls[0].clone();
+    let chunk = ShardChunk { records: Vec::new(), next: None };
+    let (id, install) = only(&agent.on_answer(200, id, Answer::Chunk(chunk)));
+    assert!(matches!(install, Request::Propose { .. }), "{install:?}");
+    assert!(sent(&agent.on_answer(200, id, Answer::Applied(MigrationOutcome::Done))).is_empty());
+    // Installed, shard 0 is no longer pulled.
+    let pulls = poll(&mut agent, 300, &[1, 2]);
+    assert_eq!(pulls.iter().map(|(_, r)| shard_of(r)).collect::<Vec<_>>(), [2]);
 }

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand, ValueEnum};
-use mosaic_client::TlsFiles;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
+use mosaic_client::{Role, TlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -57,7 +58,7 @@ enum CertsCommand {
         /// The directory holding ca.pem and ca.key.
         dir: PathBuf,
         /// What the certificate's owner may do.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = role_parser())]
         role: Role,
         /// The certificate's name (its common name, and the files' names).
         #[arg(long)]
@@ -72,25 +73,10 @@ enum CertsCommand {
     },
 }
 
-/// What a certificate's owner is: its organizational unit (OU).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// A storage node or controller replica: serves, and connects to the others.
-    Node,
-    /// An operator: runs `mosaic admin`.
-    Admin,
-    /// An application: reads and writes keys.
-    Client,
-}
-
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Node => "node",
-            Self::Admin => "admin",
-            Self::Client => "client",
-        }
-    }
+/// The roles `--role` takes, by name.
+fn role_parser() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(Role::ALL.map(Role::name))
+        .try_map(|name: String| Role::from_name(&name).ok_or("not a role"))
 }
 
 /// Runs `mosaic certs`.
@@ -119,7 +105,7 @@ pub fn init(dir: &Path, hosts: &[String], days: u32) -> anyhow::Result<ExitCode>
         );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for role in [Role::Node, Role::Admin, Role::Client] {
+    for role in Role::ALL {
         check_absent(dir, role.name())?;
     }
     let key = KeyPair::generate().context("cannot generate the CA's key")?;

@@ -72,4 +72,4 @@ pub use mosaic_proto::pb::Consistency;
 pub use mosaic_raft::{LogIndex, NodeId};
 pub use mosaic_types::{fnv1a_64, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
-pub use tls::{Tls, TlsError, TlsFiles};
+pub use tls::{Role, Tls, TlsError, TlsFiles};

@@ -16,6 +16,47 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+/// What a certificate's owner may do in a cluster: the certificate's organizational unit (OU),
+/// written by `mosaic certs` and read by every node that authorizes a request
+/// (docs/security.md "Authorization").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A storage node or controller replica: serves, sends Raft traffic, pulls shards,
+    /// registers with the controller.
+    Node,
+    /// An operator: changes the configuration and the groups' members, reads and writes keys.
+    Admin,
+    /// An application: reads and writes keys, reads the configuration.
+    Client,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Self; 3] = [Self::Node, Self::Admin, Self::Client];
+
+    /// The role's name, as the certificate's OU carries it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::Admin => "admin",
+            Self::Client => "client",
+        }
+    }
+
+    /// The role an OU names, if it names one.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.name() == name)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Where a process's TLS identity and the CA it trusts are.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -123,6 +123,8 @@ impl AgentRunner {
             request_timeout_ms: 2 * millis(request_timeout),
             rejoin_attempt_ms: millis(REJOIN_ATTEMPT),
             rejoin_retry_ms: millis(REJOIN_RETRY),
+            task_retry_max_ms: config.migration_retry_max_ms,
+            pulls_max: config.migration_pulls_max,
         };
         let membership = Mutex::new(None);
         Ok(Self { config, client, store, engine, directory, request_timeout, membership, tls })

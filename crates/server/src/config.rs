@@ -67,6 +67,14 @@ pub struct ServerConfig {
     /// this many bytes per second. Default 64 MiB/s.
     #[serde(default = "default_snapshot_bytes_per_sec")]
     pub snapshot_bytes_per_sec: u64,
+    /// The longest pause, in milliseconds, before a failing shard migration step (a switch,
+    /// a pull, a handoff) starts again; the pause doubles from 100 ms with each failure in a
+    /// row. Default 5,000.
+    #[serde(default = "default_migration_retry_max_ms")]
+    pub migration_retry_max_ms: u64,
+    /// Shards this node pulls at once, at most (the others start as these end). Default 4.
+    #[serde(default = "default_migration_pulls_max")]
+    pub migration_pulls_max: usize,
     /// Raft settings shared by every group on the node.
     #[serde(default)]
     pub raft: RaftSection,
@@ -170,6 +178,12 @@ fn default_peer_queue_batches() -> usize {
 fn default_snapshot_bytes_per_sec() -> u64 {
     64 << 20
 }
+fn default_migration_retry_max_ms() -> u64 {
+    mosaic_agent::DEFAULT_TASK_RETRY_MAX_MS
+}
+fn default_migration_pulls_max() -> usize {
+    mosaic_agent::DEFAULT_PULLS_MAX
+}
 
 impl ServerConfig {
     /// The defaults for node `node_id` with its data in `data_dir`.
@@ -190,6 +204,8 @@ impl ServerConfig {
             store_inbox_capacity: default_store_inbox_capacity(),
             peer_queue_batches: default_peer_queue_batches(),
             snapshot_bytes_per_sec: default_snapshot_bytes_per_sec(),
+            migration_retry_max_ms: default_migration_retry_max_ms(),
+            migration_pulls_max: default_migration_pulls_max(),
             raft: RaftSection::default(),
             storage: StorageSection::default(),
             tls: None,
@@ -245,6 +261,8 @@ impl ServerConfig {
             ("store-inbox-capacity", self.store_inbox_capacity as u64),
             ("peer-queue-batches", self.peer_queue_batches as u64),
             ("snapshot-bytes-per-sec", self.snapshot_bytes_per_sec),
+            ("migration-retry-max-ms", self.migration_retry_max_ms),
+            ("migration-pulls-max", self.migration_pulls_max as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));

@@ -1,7 +1,8 @@
 //! The `Controller` service of a controller replica: commands go through the controller
 //! group's log, queries are linearizable reads at its leader. A replica that does not lead
 //! answers `NotLeader` with the leader's address (from the controller peers it was started
-//! with), so clients find the leader in one more round trip.
+//! with), so clients find the leader in one more round trip. Storage nodes may send only their
+//! own commands, admins the rest ([`authorization::check_command`]).
 
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use mosaic_raftstore::{Consistency, StoreMsg};
 use mosaic_types::CONTROLLER_GROUP;
 use tonic::{Request, Response, Status};
 
+use crate::authorization;
 use crate::backend::NodeEngine;
+use crate::incoming::ConnectionInfo;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store};
 
@@ -51,8 +54,10 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let connection = request.extensions().get::<ConnectionInfo>().cloned();
         let request = convert::request_from_pb(request.into_inner())
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        authorization::check_command(connection.as_ref(), &request.command)?;
         let group = CONTROLLER_GROUP;
         let result =
             self.ask(|callback| StoreMsg::Propose { group, proposal: request, callback }).await?;

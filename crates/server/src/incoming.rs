@@ -7,12 +7,13 @@
 //! - a handshake that fails (no client certificate, one of another CA, a client that gives up)
 //!   is logged as a warning naming the peer and the reason;
 //! - a client that speaks plaintext to a TLS port is not cut off: its connection is served,
-//!   marked [`Security::RefusedPlaintext`], and [`refuse_plaintext`] answers each of its
+//!   marked [`Security::RefusedPlaintext`], and [`crate::authorization`] answers each of its
 //!   requests `Unauthenticated` with what to do, so the client's error says why.
 //!
 //! At most [`HANDSHAKES_MAX`] handshakes run at once (a connection past it is dropped, with a
-//! warning), each within [`HANDSHAKE_TIMEOUT`]. The peer's certificate chain is kept in the
-//! connection's [`ConnectionInfo`], which tonic puts in every request's extensions.
+//! warning), each within [`HANDSHAKE_TIMEOUT`]. What the peer's certificate says ([`Peer`]) is
+//! kept in the connection's [`ConnectionInfo`], which tonic puts in every request's
+//! extensions, for [`crate::authorization`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,18 +22,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use mosaic_client::Tls;
+use mosaic_client::{Role, Tls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 use tonic::transport::server::Connected;
+use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 /// Handshakes in progress at once, at most.
 pub const HANDSHAKES_MAX: usize = 256;
@@ -61,11 +61,42 @@ pub enum Security {
     Plaintext,
     /// A node with TLS reached in plaintext: every request is refused.
     RefusedPlaintext,
-    /// Mutual TLS: the peer presented this certificate chain, signed by the cluster's CA.
+    /// Mutual TLS: the peer presented a certificate signed by the cluster's CA.
     Tls {
-        /// The peer's certificates, its own first.
-        peer_certificates: Arc<Vec<CertificateDer<'static>>>,
+        /// What the peer's certificate says.
+        peer: Arc<Peer>,
     },
+}
+
+/// Who is at the other end of a mutual TLS connection: what its certificate (signed by the
+/// cluster's CA) says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The certificate's common name (CN); empty without one.
+    pub name: String,
+    /// The certificate's organizational unit (OU) as written; empty without one.
+    pub unit: String,
+    /// The role the OU names, if it names exactly one.
+    pub role: Option<Role>,
+}
+
+impl Peer {
+    /// What `certificate` (DER) says. A certificate rustls accepted parses; one that does not
+    /// is a peer without a name or role, allowed nothing.
+    #[must_use]
+    pub fn of_certificate(certificate: &[u8]) -> Self {
+        let Ok((_, certificate)) = X509Certificate::from_der(certificate) else {
+            return Self { name: String::new(), unit: String::new(), role: None };
+        };
+        let subject = certificate.subject();
+        let name = subject.iter_common_name().find_map(|name| name.as_str().ok());
+        let units: Vec<&str> =
+            subject.iter_organizational_unit().filter_map(|unit| unit.as_str().ok()).collect();
+        let mut roles = units.iter().filter_map(|unit| Role::from_name(unit));
+        let first = roles.next();
+        let role = first.filter(|first| roles.all(|role| role == *first));
+        Self { name: name.unwrap_or_default().to_string(), unit: units.join(","), role }
+    }
 }
 
 /// One accepted connection.
@@ -258,32 +289,14 @@ async fn secure(
     match acceptor.accept(stream).await {
         Ok(stream) => {
             let certificates = stream.get_ref().1.peer_certificates().unwrap_or_default();
-            let peer_certificates =
-                Arc::new(certificates.iter().map(|c| c.clone().into_owned()).collect());
-            let info = ConnectionInfo { remote, security: Security::Tls { peer_certificates } };
+            let own = certificates.first().map_or(&[][..], |certificate| certificate.as_ref());
+            let peer = Arc::new(Peer::of_certificate(own));
+            let info = ConnectionInfo { remote, security: Security::Tls { peer } };
             Some(Connection { stream: Stream::Tls(Box::new(stream)), info })
         }
         Err(error) => {
             tracing::warn!(%remote, %error, "refused a TLS connection");
             None
         }
-    }
-}
-
-/// The message a plaintext client of a TLS node gets.
-pub const PLAINTEXT_REFUSED: &str = "this node requires mutual TLS: connect with --tls-cert, \
-     --tls-key and --tls-ca (a certificate signed by the cluster's CA)";
-
-/// Refuses every request that came on a plaintext connection to a TLS node (a tonic
-/// interceptor over all the node's services).
-///
-/// # Errors
-/// `Unauthenticated` for such a request.
-pub fn refuse_plaintext(request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-    match request.extensions().get::<ConnectionInfo>() {
-        Some(ConnectionInfo { security: Security::RefusedPlaintext, .. }) => {
-            Err(Status::unauthenticated(PLAINTEXT_REFUSED))
-        }
-        _ => Ok(request),
     }
 }

@@ -9,12 +9,15 @@
 //!   [`controller_service`]; a storage node given the controllers' addresses runs its agent
 //!   ([`agent_runner`] executing [`mosaic_agent`]), which follows them and moves shards
 //!   between groups (pulling; [`migration_service`] sends).
+//! - [`incoming`] accepts its connections (mutual TLS when configured) and [`authorization`]
+//!   checks each request against the peer's role.
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
 
 pub mod admin_service;
 pub mod agent_runner;
+pub mod authorization;
 pub mod backend;
 pub mod config;
 pub mod controller_service;

@@ -29,11 +29,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tonic::service::InterceptorLayer;
 use tonic::transport::server::Router;
 
 use crate::admin_service::AdminService;
 use crate::agent_runner::AgentRunner;
+use crate::authorization::AuthorizeLayer;
 use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::controller_service::ControllerService;
@@ -403,10 +403,10 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
     }
 
     /// Serves the Raft transport and the services `add` adds (the role's) on the listener
-    /// (over mutual TLS when the node has an identity), until the node is stopped.
-    fn serve(self, add: impl FnOnce(Router<RefusePlaintext>) -> Router<RefusePlaintext>) -> Node {
-        let mut server = tonic::transport::Server::builder()
-            .layer(InterceptorLayer::new(incoming::refuse_plaintext as PlaintextCheck));
+    /// (over mutual TLS when the node has an identity, every request authorized by the peer's
+    /// role), until the node is stopped.
+    fn serve(self, add: impl FnOnce(Router<Authorized>) -> Router<Authorized>) -> Node {
+        let mut server = tonic::transport::Server::builder().layer(AuthorizeLayer);
         let router = add(server.add_service(self.raft));
         let (shutdown, shutdown_received) = oneshot::channel();
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
@@ -470,12 +470,8 @@ async fn serve(
     served
 }
 
-/// The check of every request for a plaintext connection to a TLS node.
-type PlaintextCheck =
-    fn(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status>;
-
-/// The layer of every node's server: [`incoming::refuse_plaintext`].
-type RefusePlaintext = tower_layer::Stack<InterceptorLayer<PlaintextCheck>, tower_layer::Identity>;
+/// The layer of every node's server: [`AuthorizeLayer`].
+type Authorized = tower_layer::Stack<AuthorizeLayer, tower_layer::Identity>;
 
 async fn store_ended(runner: &StoreRunner) {
     while !runner.is_finished() {

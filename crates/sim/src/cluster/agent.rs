@@ -10,7 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use mosaic_agent::{Action, AgentConfig, Answer, Birth, LocalState, NodeAgent};
+use mosaic_agent::{
+    Action, AgentConfig, Answer, Birth, DEFAULT_PULLS_MAX, DEFAULT_TASK_RETRY_MAX_MS, LocalState,
+    NodeAgent,
+};
 use mosaic_controller::ControllerQuery;
 use mosaic_engine::{ClientId, WriteBatch, WriteOptions};
 use mosaic_raft::NodeId;
@@ -64,6 +67,8 @@ impl SimAgent {
             request_timeout_ms: REQUEST_TIMEOUT_MS,
             rejoin_attempt_ms: REQUEST_TIMEOUT_MS,
             rejoin_retry_ms: REQUEST_TIMEOUT_MS,
+            task_retry_max_ms: DEFAULT_TASK_RETRY_MAX_MS,
+            pulls_max: DEFAULT_PULLS_MAX,
         };
         let client = ClientId((1 << 40) | (node.0 << 20) | incarnation);
         Self {
