@@ -465,3 +465,38 @@ async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_
         assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
     }
 }
+
+/// A node's limits on moving state hold while shards move, and the moves still finish: each
+/// node serves one shard stream at a time, within a bandwidth budget that keeps each stream
+/// open about a second, while the pulling node starts four pulls at once. The pulls past a
+/// source's limit are refused (the source logs it) and retried after a pause; every shard
+/// ends served, with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_move_within_each_nodes_stream_limit_and_bandwidth() {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let addresses = controllers.addresses.values().cloned().collect();
+    let settings = "shard-streams-max = 1\nmigration-pulls-max = 4\nsnapshot-bytes-per-sec = 65536";
+    let nodes = Processes::start_configured(Role::Following(addresses), 3, settings);
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    let client = controllers.routed_client();
+    // 64 KiB per shard: a stream takes its bytes from the budget for a second.
+    let value = |i: usize| format!("{i:04}{}", "x".repeat(8 << 10));
+    for i in 0..64 {
+        client.put(format!("key-{i}"), value(i)).await.unwrap();
+    }
+    let started = Instant::now();
+    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
+    let waited = controllers.admin(&["wait", "--max-wait", "60"]);
+    assert!(stdout(&waited).contains("every shard is served"), "{}", stdout(&waited));
+    let logs: String = (1..=3).map(|id| std::fs::read_to_string(nodes.log(id)).unwrap()).collect();
+    assert!(
+        logs.contains("shard streams served at once (shard-streams-max = 1)"),
+        "no pull was refused at a source's limit in {:?}",
+        started.elapsed()
+    );
+    for i in 0..64 {
+        let read = client.get(format!("key-{i}"), Consistency::Linearizable).await.unwrap();
+        assert_eq!(read.as_deref(), Some(value(i).as_bytes()), "key-{i}");
+    }
+}

@@ -84,6 +84,8 @@ pub struct Processes {
     role: Role,
     /// Every process, command and client uses mutual TLS.
     tls: bool,
+    /// Top-level settings added to every process's configuration file.
+    settings: String,
     root: TempDir,
     pub addresses: BTreeMap<u64, String>,
     pub children: BTreeMap<u64, Child>,
@@ -98,20 +100,28 @@ impl Processes {
     /// Starts `size` processes of `role`, ids 1 to `size`, and waits until each listens; over
     /// TLS with `MOSAIC_TEST_TLS=1`.
     pub fn start_as(role: Role, size: u64) -> Self {
-        Self::start_with(role, size, tls_by_default())
+        Self::start_with(role, size, tls_by_default(), "")
     }
 
     /// As [`Processes::start_as`], over mutual TLS whatever the environment says.
     pub fn start_tls(role: Role, size: u64) -> Self {
-        Self::start_with(role, size, true)
+        Self::start_with(role, size, true, "")
     }
 
-    fn start_with(role: Role, size: u64, tls: bool) -> Self {
+    /// As [`Processes::start_as`], with top-level `settings` (TOML lines) in every process's
+    /// configuration file.
+    pub fn start_configured(role: Role, size: u64, settings: &str) -> Self {
+        Self::start_with(role, size, tls_by_default(), settings)
+    }
+
+    fn start_with(role: Role, size: u64, tls: bool, settings: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
         let ports = free_ports(size as usize);
         let addresses =
             (1..=size).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect();
-        let mut processes = Self { role, tls, root, addresses, children: BTreeMap::new() };
+        let settings = settings.to_string();
+        let children = BTreeMap::new();
+        let mut processes = Self { role, tls, settings, root, addresses, children };
         for id in 1..=size {
             processes.spawn(id);
         }
@@ -171,10 +181,11 @@ impl Processes {
         // The file sets a fast tick and a small cache; identity and addresses come as flags.
         let config = self.root.path().join(format!("node-{id}.toml"));
         let text = format!(
-            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n\
+            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n{}\n\
              [raft]\ncompact-log-after-entries = 50\ncompact-log-keep-entries = 10\n\
              [storage]\nblock-cache-bytes = 16777216\n",
-            self.data_dir(id).display()
+            self.data_dir(id).display(),
+            self.settings,
         );
         std::fs::write(&config, text).unwrap();
         let mut command = mosaic();

@@ -98,9 +98,11 @@ struct Pending {
 }
 
 /// A migration task that failed `failures` times in a row: it starts again at the first poll
-/// from `retry_at` on.
+/// from `retry_at` on. Another task under the same key (of a later configuration, or a pull
+/// that got further) starts afresh.
 #[derive(Debug)]
 struct Failing {
+    task: MigrationTask,
     failures: u32,
     retry_at: Time,
 }
@@ -389,15 +391,37 @@ impl NodeAgent {
             self.send(now, Purpose::Replica(group), request);
         }
         self.followed = placed_all;
-        let planned: Vec<MigrationTask> = local
+        let mut planned: Vec<MigrationTask> = local
             .led
             .iter()
             .flat_map(|(group, ownership)| plan(*group, ownership, view.latest, &view.lives))
             .collect();
-        self.failing.retain(|key, _| planned.iter().any(|task| task.key() == *key));
+        self.failing.retain(|key, failing| {
+            planned.iter().any(|task| task.key() == *key && *task == failing.task)
+        });
+        self.order_pulls(&mut planned);
         for task in planned {
             self.start_task(now, task);
         }
+    }
+
+    /// Orders `planned` so that the pull limit is shared fairly: the other tasks first (they
+    /// take no pull slot), then the pulls whose last run did not fail, each group's first
+    /// pull before any group's second, then the pulls that failed, the one paused longest
+    /// first. So pulls from a source that keeps failing cannot hold every slot while another
+    /// pull waits, and a group with many shards to pull does not hold back another group.
+    fn order_pulls(&self, planned: &mut [MigrationTask]) {
+        let mut rank_in_group: BTreeMap<GroupId, usize> = BTreeMap::new();
+        let mut order: BTreeMap<TaskKey, (bool, Option<Time>, usize)> = BTreeMap::new();
+        for task in planned.iter() {
+            if let MigrationTask::Pull { group, .. } = task {
+                let rank = rank_in_group.entry(*group).or_default();
+                let failed = self.failing.get(&task.key()).map(|failing| failing.retry_at);
+                order.insert(task.key(), (true, failed, *rank));
+                *rank += 1;
+            }
+        }
+        planned.sort_by_key(|task| order.get(&task.key()).copied().unwrap_or_default());
     }
 
     fn start_rejoin(&mut self, now: Time, group: GroupId, members: &[NodeId], hosted: bool) {
@@ -533,15 +557,20 @@ impl NodeAgent {
                 self.failing.remove(&key);
                 tracing::debug!(node = %self.config.node, ?key, "migration task over");
             }
-            Step::Failed(reason) => self.task_failed(now, key, &reason),
+            Step::Failed(reason) => self.task_failed(now, task.task(), &reason),
         }
     }
 
     /// Pauses task `key`, which failed: one poll after its first failure, twice as long
     /// after each further failure in a row, up to [`AgentConfig::task_retry_max_ms`]. Logged
     /// at the failures numbered by a power of two, so a task failing for long fills no log.
-    fn task_failed(&mut self, now: Time, key: TaskKey, reason: &str) {
-        let failing = self.failing.entry(key).or_insert(Failing { failures: 0, retry_at: now });
+    fn task_failed(&mut self, now: Time, task: &MigrationTask, reason: &str) {
+        let key = task.key();
+        let fresh = || Failing { task: task.clone(), failures: 0, retry_at: now };
+        let failing = self.failing.entry(key).or_insert_with(fresh);
+        if failing.task != *task {
+            *failing = fresh();
+        }
         failing.failures = failing.failures.saturating_add(1);
         let doublings = (failing.failures - 1).min(Time::BITS - 1);
         let pause = POLL_INTERVAL_MS

@@ -97,6 +97,11 @@ impl Task {
         Self { task, progress }
     }
 
+    /// The task as planned.
+    pub(crate) fn task(&self) -> &MigrationTask {
+        &self.task
+    }
+
     /// What the task does after `event`. `configs` are the configurations known here (the
     /// agent learns a configuration an answer brings before the task sees it).
     pub(crate) fn step(

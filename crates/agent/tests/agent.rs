@@ -17,19 +17,21 @@ const PULLS_MAX: usize = 2;
 /// The nodes every view below says are registered.
 const REGISTERED: [u64; 3] = [11, 12, 13];
 
+/// The configuration of the agents below.
+fn config() -> AgentConfig {
+    AgentConfig {
+        node: NODE,
+        address: "node-11:7000".into(),
+        request_timeout_ms: TIMEOUT_MS,
+        rejoin_attempt_ms: 10 * TIMEOUT_MS,
+        rejoin_retry_ms: REJOIN_RETRY_MS,
+        task_retry_max_ms: TASK_RETRY_MAX_MS,
+        pulls_max: PULLS_MAX,
+    }
+}
+
 fn agent(birth: Birth) -> NodeAgent {
-    NodeAgent::new(
-        AgentConfig {
-            node: NODE,
-            address: "node-11:7000".into(),
-            request_timeout_ms: TIMEOUT_MS,
-            rejoin_attempt_ms: 10 * TIMEOUT_MS,
-            rejoin_retry_ms: REJOIN_RETRY_MS,
-            task_retry_max_ms: TASK_RETRY_MAX_MS,
-            pulls_max: PULLS_MAX,
-        },
-        birth,
-    )
+    NodeAgent::new(config(), birth)
 }
 
 /// The requests among `actions`, in order.
@@ -435,19 +437,19 @@ fn a_failing_migration_task_backs_off_and_starts_from_one_poll_after_it_complete
     let lives = [(100, life(1, false))];
     let mut agent = agent(Birth::Known(ConfigNum(0)));
     assert!(sent(&follow(&mut agent, 0, view(2, &groups, &lives), &[100])).is_empty());
-    // Group 100, led here, is settled at 1 and must switch to 2; the switch's fetch of
-    // configuration 1 fails each time until `fail_until`.
-    let ownership = Ownership { num: ConfigNum(1), ..Ownership::default() };
-    let local =
-        LocalState { hosted: [GroupId(100)].into(), led: [(GroupId(100), ownership)].into() };
-    // Runs the polls from `from` to `to`: the first request of each start of the switch (a
-    // fetch of configuration 1, or once that is cached the proposal) fails, except at
+    // Runs the polls from `from` to `to` with group 100, led here, settled at `settled` and
+    // the latest configuration the next: the first request of each start of the switch (a
+    // fetch of a configuration, or once both are cached the proposal) fails, except at
     // `succeed_at`. Returns when the switch started.
-    let run = |agent: &mut NodeAgent, from: u64, to: u64, succeed_at: u64| {
+    let run = |agent: &mut NodeAgent, settled: u64, from: u64, to: u64, succeed_at: u64| {
+        let ownership = Ownership { num: ConfigNum(settled), ..Ownership::default() };
+        let local =
+            LocalState { hosted: [GroupId(100)].into(), led: [(GroupId(100), ownership)].into() };
+        let latest = view(settled + 1, &groups, &lives);
         let mut starts = Vec::new();
         for now in (from..to).step_by(100) {
             let (id, _) = only(&agent.poll(now));
-            let (id, _) = only(&agent.on_answer(now, id, Answer::View(view(2, &groups, &lives))));
+            let (id, _) = only(&agent.on_answer(now, id, Answer::View(latest.clone())));
             let mut actions = agent.on_answer(now, id, Answer::Local(local.clone()));
             let mut first = true;
             while let Some((id, request)) = sent(&actions).into_iter().next() {
@@ -473,7 +475,7 @@ fn a_failing_migration_task_backs_off_and_starts_from_one_poll_after_it_complete
     // Failing for 12 s: started at the first poll, then after 100, 200, 400, 800 and 1,600
     // ms, then every 1,600 ms (the longest pause here): 11 starts, not one at each of the 120
     // polls.
-    let starts = run(&mut agent, 100, 12_100, u64::MAX);
+    let starts = run(&mut agent, 1, 100, 12_100, u64::MAX);
     let pauses: Vec<u64> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
     assert_eq!(
         pauses,
@@ -484,8 +486,13 @@ fn a_failing_migration_task_backs_off_and_starts_from_one_poll_after_it_complete
     // had not applied) plans it again at the next poll, where it fails: a first failure again,
     // paused one poll.
     let last = *starts.last().unwrap();
-    let restarted = run(&mut agent, 12_100, 14_000, last + 1_600);
+    let restarted = run(&mut agent, 1, 12_100, 14_000, last + 1_600);
     assert_eq!(restarted[..3], [last + 1_600, last + 1_700, last + 1_800], "{restarted:?}");
+    // Paused now after failing 4 times in a row; the switch to 3, another task under the same
+    // key (found in review), does not inherit the pause.
+    assert!(*restarted.last().unwrap() + 1_600 > 14_000, "{restarted:?}");
+    let next = run(&mut agent, 2, 14_000, 14_400, u64::MAX);
+    assert_eq!(next, [14_000, 14_100, 14_300], "the switch to 3 starts afresh");
 }
 
 /// At most `pulls_max` shards are pulled at once; the others start at the polls after one
@@ -530,4 +537,108 @@ fn a_node_pulls_at_most_its_limit_of_shards_at_once() {
     // Installed, shard 0 is no longer pulled.
     let pulls = poll(&mut agent, 300, &[1, 2]);
     assert_eq!(pulls.iter().map(|(_, r)| shard_of(r)).collect::<Vec<_>>(), [2]);
+}
+
+/// Group 100, led here, pulls shards `failing` from group 101, whose replicas never answer
+/// (each pull fails at the agent's deadline), while group `healthy_in` (100 itself, or 102,
+/// led here too) pulls shard 4 from the healthy group 103, after them in the plan's order.
+/// Returns when shard 4's pull started, and how many pulls from 101 were started, in 120 s.
+///
+/// Found in review: the failing pulls took the pull limit's slots in turns, and shard 4 was
+/// never pulled while group 101 was down (its shard unserved, its group unable to move on).
+fn pulls_beside_a_hanging_source(
+    mut agent: NodeAgent,
+    failing: &[u32],
+    healthy_in: u64,
+) -> (Option<u64>, u32) {
+    use mosaic_engine::{ShardChunk, ShardId};
+    use mosaic_shardkv::{MigrationOutcome, Ownership, ShardState};
+    let groups: [(u64, &[u64]); 4] =
+        [(100, &[11, 12, 13]), (101, &[12, 13]), (102, &[11, 12, 13]), (103, &[12, 13])];
+    let lives: Vec<_> = [100, 101, 102, 103].map(|g| (g, life(1, false))).into();
+    assert!(sent(&follow(&mut agent, 0, view(2, &groups, &lives), &[100, 102])).is_empty());
+    // The ownership of a group pulling `pulls` (shard, from).
+    let owning = |pulls: &[(u32, u64)]| {
+        let pulling = |from| ShardState::Pulling { from: GroupId(from) };
+        Ownership {
+            num: ConfigNum(2),
+            shards: pulls.iter().map(|(shard, from)| (ShardId(*shard), pulling(*from))).collect(),
+            sources: pulls
+                .iter()
+                .map(|(_, from)| (GroupId(*from), vec![NodeId(12), NodeId(13)]))
+                .collect(),
+            ..Ownership::default()
+        }
+    };
+    let mut healthy_done = false;
+    let mut healthy_started_at = None;
+    let mut starts_101 = 0;
+    for now in (100..120_000).step_by(100) {
+        let mut pulls: BTreeMap<u64, Vec<(u32, u64)>> =
+            [(100, failing.iter().map(|shard| (*shard, 101)).collect())].into();
+        if !healthy_done {
+            pulls.entry(healthy_in).or_default().push((4, 103));
+        }
+        let local = LocalState {
+            hosted: [GroupId(100), GroupId(102)].into(),
+            led: pulls.iter().map(|(group, pulls)| (GroupId(*group), owning(pulls))).collect(),
+        };
+        let mut work = sent(&agent.poll(now));
+        while let Some((id, request)) = work.pop() {
+            let answer = match request {
+                Request::Query { num: None } => Answer::View(view(2, &groups, &lives)),
+                Request::ReadLocal => Answer::Local(local.clone()),
+                // Group 101's replicas hang: the agent gives up after its timeout.
+                Request::PullChunk { from: GroupId(101), .. } => {
+                    starts_101 += 1;
+                    continue;
+                }
+                Request::PullChunk { from: GroupId(103), shard: ShardId(4), .. } => {
+                    healthy_started_at.get_or_insert(now);
+                    Answer::Chunk(ShardChunk { records: Vec::new(), next: None })
+                }
+                Request::Propose { group, .. } if group == GroupId(healthy_in) => {
+                    healthy_done = true;
+                    Answer::Applied(MigrationOutcome::Done)
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            work.extend(sent(&agent.on_answer(now, id, answer)));
+        }
+    }
+    (healthy_started_at, starts_101)
+}
+
+#[test]
+fn pulls_from_a_hanging_source_leave_a_slot_to_another_groups_pull() {
+    // The test settings (2 pulls at once, pauses up to 1.6 s, requests given up after 1 s),
+    // then the defaults (4 pulls at once, pauses up to 5 s; a hanging source's PullShard fails
+    // after the executor's 5 s request timeout, the agent's own deadline is 10 s).
+    let defaults = AgentConfig {
+        request_timeout_ms: 5_000,
+        task_retry_max_ms: mosaic_agent::DEFAULT_TASK_RETRY_MAX_MS,
+        pulls_max: mosaic_agent::DEFAULT_PULLS_MAX,
+        ..config()
+    };
+    for (config, failing, retried) in
+        [(config(), &[0, 1, 2, 3][..], 50), (defaults, &[0, 1, 2, 3, 5, 6, 7, 8], 20)]
+    {
+        let agent = NodeAgent::new(config.clone(), Birth::Known(ConfigNum(0)));
+        let (started, retries) = pulls_beside_a_hanging_source(agent, failing, 102);
+        assert!(retries > retried, "{config:?}: the failing pulls were retried {retries} times");
+        assert_eq!(started, Some(100), "{config:?}: group 102's pull of shard 4 waited");
+    }
+}
+
+/// A pull whose last run failed waits for the pulls that have not failed: the group's own
+/// pull of shard 4 from a healthy source starts once the pulls before it failed once each,
+/// not after the hanging source is back.
+#[test]
+fn pulls_that_failed_wait_for_the_pulls_that_have_not() {
+    let agent = agent(Birth::Known(ConfigNum(0)));
+    let (started, retries) = pulls_beside_a_hanging_source(agent, &[0, 1, 2, 3], 100);
+    assert!(retries > 50, "the failing pulls kept being retried: {retries}");
+    // Each pull fails when both sources missed the agent's 1 s deadline: 0 and 1 at 2.1 s,
+    // then 2 and 3 at 4.1 s; then 4 starts, before 0 and 1, whose pause ended at 2.2 s.
+    assert_eq!(started, Some(4_100), "the pull of shard 4 from the healthy source");
 }

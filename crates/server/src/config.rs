@@ -63,10 +63,26 @@ pub struct ServerConfig {
     /// Default 1,024.
     #[serde(default = "default_peer_queue_batches")]
     pub peer_queue_batches: usize,
-    /// Snapshot streams, and streams of shards moving to another group, are each paced to
-    /// this many bytes per second. Default 64 MiB/s.
+    /// The node's bandwidth for moving state, in bytes per second: every snapshot it sends
+    /// and every shard stream it serves share it. Default 64 MiB/s.
     #[serde(default = "default_snapshot_bytes_per_sec")]
     pub snapshot_bytes_per_sec: u64,
+    /// Snapshots this node sends at once, at most (the others wait). Default 4.
+    #[serde(default = "default_snapshot_sends_max")]
+    pub snapshot_sends_max: usize,
+    /// Snapshots this node receives at once, at most (one more is refused, and its leader
+    /// sends it again later). Each is held in memory, up to `raft.snapshot-bytes-max`, until
+    /// the store has it. Default 4.
+    #[serde(default = "default_snapshot_receives_max")]
+    pub snapshot_receives_max: usize,
+    /// Shard streams this node serves at once, at most (one more is refused, and the puller
+    /// asks another replica, then again later). Default 8.
+    #[serde(default = "default_shard_streams_max")]
+    pub shard_streams_max: usize,
+    /// Requests served at once on one connection, at most (the others wait for one to end).
+    /// Default 1,024.
+    #[serde(default = "default_connection_requests_max")]
+    pub connection_requests_max: usize,
     /// The longest pause, in milliseconds, before a failing shard migration step (a switch,
     /// a pull, a handoff) starts again; the pause doubles from 100 ms with each failure in a
     /// row. Default 5,000.
@@ -178,6 +194,18 @@ fn default_peer_queue_batches() -> usize {
 fn default_snapshot_bytes_per_sec() -> u64 {
     64 << 20
 }
+fn default_snapshot_sends_max() -> usize {
+    4
+}
+fn default_snapshot_receives_max() -> usize {
+    4
+}
+fn default_shard_streams_max() -> usize {
+    8
+}
+fn default_connection_requests_max() -> usize {
+    1_024
+}
 fn default_migration_retry_max_ms() -> u64 {
     mosaic_agent::DEFAULT_TASK_RETRY_MAX_MS
 }
@@ -204,6 +232,10 @@ impl ServerConfig {
             store_inbox_capacity: default_store_inbox_capacity(),
             peer_queue_batches: default_peer_queue_batches(),
             snapshot_bytes_per_sec: default_snapshot_bytes_per_sec(),
+            snapshot_sends_max: default_snapshot_sends_max(),
+            snapshot_receives_max: default_snapshot_receives_max(),
+            shard_streams_max: default_shard_streams_max(),
+            connection_requests_max: default_connection_requests_max(),
             migration_retry_max_ms: default_migration_retry_max_ms(),
             migration_pulls_max: default_migration_pulls_max(),
             raft: RaftSection::default(),
@@ -261,6 +293,10 @@ impl ServerConfig {
             ("store-inbox-capacity", self.store_inbox_capacity as u64),
             ("peer-queue-batches", self.peer_queue_batches as u64),
             ("snapshot-bytes-per-sec", self.snapshot_bytes_per_sec),
+            ("snapshot-sends-max", self.snapshot_sends_max as u64),
+            ("snapshot-receives-max", self.snapshot_receives_max as u64),
+            ("shard-streams-max", self.shard_streams_max as u64),
+            ("connection-requests-max", self.connection_requests_max as u64),
             ("migration-retry-max-ms", self.migration_retry_max_ms),
             ("migration-pulls-max", self.migration_pulls_max as u64),
         ] {

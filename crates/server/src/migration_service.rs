@@ -1,6 +1,8 @@
 //! The `ShardMigration` service: the previous owner's side of a shard move. `PullShard`
 //! streams a shard that a group is sending, from a point-in-time view of the store, in
-//! chunks of bounded size, paced; `DeleteShard` deletes the sent copy through the group's
+//! chunks of bounded size, within the node's bandwidth budget, at most `shard-streams-max` at
+//! once (one more is refused `ResourceExhausted`; the puller tries another replica, then
+//! again later); `DeleteShard` deletes the sent copy through the group's
 //! log once the new owner has it. The new owner's side is its agent ([`crate::agent_runner`]).
 
 use std::sync::Arc;
@@ -18,17 +20,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{NodeEngine, NodeSnapshot};
-use crate::pacing::Pacer;
+use crate::limits::{Slot, Slots};
+use crate::pacing::Budget;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
 
 /// How a node streams the shards it sends.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MigrationLimits {
     /// Largest chunk of records, in bytes (at least one record per chunk).
     pub chunk_bytes_max: u64,
-    /// Each shard stream is paced to this rate.
-    pub bytes_per_sec: u64,
+    /// The node's bandwidth budget, which shard streams share with snapshot streams.
+    pub budget: Arc<Budget>,
+    /// Shard streams served at once.
+    pub streams: Slots,
     /// How long a request may wait for the store.
     pub request_timeout: Duration,
 }
@@ -60,6 +65,7 @@ impl ShardMigration for MigrationService {
         &self,
         request: Request<pb::PullShardRequest>,
     ) -> Result<Response<Self::PullShardStream>, Status> {
+        let slot = self.limits.streams.try_take()?;
         let r = request.into_inner();
         let (group, shard) = (GroupId(r.from_group), ShardId(r.shard_id));
         let resume = position_from_pb(r.resume);
@@ -73,9 +79,9 @@ impl ShardMigration for MigrationService {
             %group, %shard, to = r.to_group, num = r.config_num, ?resume, "streaming a shard"
         );
         let (sender, receiver) = mpsc::channel(2);
-        let limits = self.limits;
+        let limits = self.limits.clone();
         tokio::task::spawn_blocking(move || {
-            stream_shard(&Arc::new(snapshot), group, shard, resume, &sender, limits);
+            stream_shard(&Arc::new(snapshot), group, shard, resume, &sender, &limits, slot);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
@@ -106,16 +112,17 @@ impl ShardMigration for MigrationService {
 }
 
 /// Reads `shard` of `group` chunk by chunk from `snapshot` into `sender`, starting at
-/// `cursor`, paced, on a blocking thread; stops early when the receiver goes away.
+/// `cursor`, within the node's budget, on a blocking thread; stops early when the receiver
+/// goes away. Holds `_slot` until then.
 fn stream_shard(
     snapshot: &Arc<EngineSnapshot<NodeSnapshot>>,
     group: GroupId,
     shard: ShardId,
     mut cursor: ShardCursor,
     sender: &mpsc::Sender<Result<pb::ShardChunk, Status>>,
-    limits: MigrationLimits,
+    limits: &MigrationLimits,
+    _slot: Slot,
 ) {
-    let mut pacer = Pacer::new(limits.bytes_per_sec);
     loop {
         let chunk = match snapshot.scan_shard_chunk(group, shard, &cursor, limits.chunk_bytes_max) {
             Ok(chunk) => chunk,
@@ -126,6 +133,9 @@ fn stream_shard(
             }
         };
         let bytes = chunk.records.iter().map(ShardRecord::size_bytes).sum();
+        if let Some(wait) = limits.budget.take(bytes) {
+            std::thread::sleep(wait);
+        }
         let last = chunk.next.is_none();
         let records = chunk.records.into_iter().map(record_to_pb).collect();
         if sender.blocking_send(Ok(pb::ShardChunk { records, last })).is_err() {
@@ -134,9 +144,6 @@ fn stream_shard(
         match chunk.next {
             Some(next) => cursor = next,
             None => return,
-        }
-        if let Some(wait) = pacer.sent(bytes) {
-            std::thread::sleep(wait);
         }
     }
 }

@@ -40,7 +40,9 @@ use crate::controller_service::ControllerService;
 use crate::error::{Error, Result};
 use crate::incoming;
 use crate::kv_service::{KvLimits, KvService};
+use crate::limits::Slots;
 use crate::migration_service::{MigrationLimits, MigrationService};
+use crate::pacing::Budget;
 use crate::raft_service::RaftService;
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
@@ -121,7 +123,12 @@ impl Node {
             tokio::spawn(agent.run(core.closing.subscribe()));
             let limits = MigrationLimits {
                 chunk_bytes_max: SHARD_CHUNK_BYTES_MAX,
-                bytes_per_sec: config.snapshot_bytes_per_sec,
+                budget: Arc::clone(&core.budget),
+                streams: Slots::new(
+                    config.shard_streams_max,
+                    "shard-streams-max",
+                    "shard streams served",
+                ),
                 request_timeout: config.request_timeout(),
             };
             let service = MigrationService::new(core.store.clone(), core.directory.clone(), limits);
@@ -313,6 +320,10 @@ struct Core<SM: StateMachine<NodeEngine>> {
     tls: Option<Tls>,
     /// The TLS handshake of every connection served, with the node's identity.
     acceptor: Option<TlsAcceptor>,
+    /// The node's bandwidth for snapshots and shard streams, shared by all of them.
+    budget: Arc<Budget>,
+    /// Requests served at once on one connection, at most (the others wait).
+    connection_requests_max: usize,
 }
 
 impl<SM: StateMachine<NodeEngine>> Core<SM> {
@@ -353,6 +364,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             election_ticks: config.raft.election_ticks,
         };
         let store_config = config.store_config();
+        let budget = Arc::new(Budget::new(config.snapshot_bytes_per_sec));
         let transport = GrpcTransport::new(
             TransportOptions {
                 node,
@@ -360,7 +372,12 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                 timing,
                 peer_queue_batches: config.peer_queue_batches,
                 snapshot_chunk_bytes_max: store_config.snapshot_chunk_bytes_max,
-                snapshot_bytes_per_sec: config.snapshot_bytes_per_sec,
+                budget: Arc::clone(&budget),
+                snapshot_sends: Slots::new(
+                    config.snapshot_sends_max,
+                    "snapshot-sends-max",
+                    "snapshots sent",
+                ),
                 tls: tls.clone(),
             },
             directory.clone(),
@@ -381,6 +398,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             cluster,
             timing,
             snapshot_bytes_max,
+            Slots::new(config.snapshot_receives_max, "snapshot-receives-max", "snapshots received"),
             store.clone(),
             closing_received,
         );
@@ -399,6 +417,8 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             closing,
             tls,
             acceptor,
+            budget,
+            connection_requests_max: config.connection_requests_max,
         })
     }
 
@@ -406,7 +426,9 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
     /// (over mutual TLS when the node has an identity, every request authorized by the peer's
     /// role), until the node is stopped.
     fn serve(self, add: impl FnOnce(Router<Authorized>) -> Router<Authorized>) -> Node {
-        let mut server = tonic::transport::Server::builder().layer(AuthorizeLayer);
+        let mut server = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(self.connection_requests_max)
+            .layer(AuthorizeLayer);
         let router = add(server.add_service(self.raft));
         let (shutdown, shutdown_received) = oneshot::channel();
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();

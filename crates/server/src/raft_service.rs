@@ -4,8 +4,9 @@
 //! Everything from the network is checked before it reaches the store: the cluster id, the
 //! destination node, the sender's Raft timing (it must equal this node's: leader leases rest
 //! on every member ticking at the same rate with the same election timeout), every message's
-//! conversion; a snapshot is bounded by the node's
-//! `snapshot_bytes_max` while it is received.
+//! conversion; a snapshot is bounded by the node's `snapshot_bytes_max` while it is received,
+//! and at most `snapshot-receives-max` are received at once (one more is refused
+//! `ResourceExhausted`, and its leader sends it again later).
 
 use mosaic_engine::{ClusterId, GroupId, KvEngine};
 use mosaic_proto::message_from_pb;
@@ -15,6 +16,7 @@ use mosaic_raftstore::{StateMachine, StoreMsg};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::limits::Slots;
 use crate::runner::StoreHandle;
 
 /// The `RaftTransport` service of one node.
@@ -23,6 +25,7 @@ pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
     cluster: ClusterId,
     timing: pb::RaftTiming,
     snapshot_bytes_max: u64,
+    snapshot_receives: Slots,
     store: StoreHandle<K, SM>,
     /// Becomes true when the node shuts down: long-lived streams end then, so that peers
     /// reconnect (to this node's successor, if it restarts) instead of holding a dead stream.
@@ -30,18 +33,20 @@ pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
 }
 
 impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
-    /// The service of `node` in `cluster`, whose Raft timing is `timing`, feeding `store`,
-    /// until `closing` turns true.
+    /// The service of `node` in `cluster`, whose Raft timing is `timing`, receiving
+    /// snapshots of at most `snapshot_bytes_max` in `snapshot_receives` at once, feeding
+    /// `store`, until `closing` turns true.
     #[must_use]
     pub fn new(
         node: NodeId,
         cluster: ClusterId,
         timing: pb::RaftTiming,
         snapshot_bytes_max: u64,
+        snapshot_receives: Slots,
         store: StoreHandle<K, SM>,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        Self { node, cluster, timing, snapshot_bytes_max, store, closing }
+        Self { node, cluster, timing, snapshot_bytes_max, snapshot_receives, store, closing }
     }
 
     fn check_route(&self, cluster: u64, to: u64) -> Result<(), Status> {
@@ -136,6 +141,7 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
+        let _slot = self.snapshot_receives.try_take()?;
         let mut stream = request.into_inner();
         let first = stream
             .message()

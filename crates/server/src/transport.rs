@@ -1,6 +1,7 @@
 //! [`GrpcTransport`]: the store's way out to other nodes. One long-lived client stream per
 //! peer node (`RaftTransport.Send`) carries batches of Raft messages for every group; each
-//! snapshot gets its own stream (`RaftTransport.SendSnapshot`), chunked and paced.
+//! snapshot gets its own stream (`RaftTransport.SendSnapshot`), chunked, within the node's
+//! bandwidth budget, at most `snapshot-sends-max` at once (the others wait for a slot).
 //!
 //! The store calls it on its own thread and it never blocks there: a batch goes into the
 //! peer's bounded queue or is dropped when the queue is full (Raft retries); a tokio task per
@@ -9,6 +10,7 @@
 //! leaders stop pipelining to it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_client::Tls;
@@ -22,7 +24,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::pacing::Pacer;
+use crate::limits::Slots;
+use crate::pacing::Budget;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 
@@ -48,8 +51,10 @@ pub struct TransportOptions {
     pub peer_queue_batches: usize,
     /// Bytes per snapshot chunk.
     pub snapshot_chunk_bytes_max: u64,
-    /// Each snapshot stream is paced to this rate.
-    pub snapshot_bytes_per_sec: u64,
+    /// The node's bandwidth budget, which snapshot streams share with shard streams.
+    pub budget: Arc<Budget>,
+    /// Snapshot streams sent at once.
+    pub snapshot_sends: Slots,
     /// The identity connections to peers are made with (mutual TLS); `None`: plaintext.
     pub tls: Option<Tls>,
 }
@@ -143,7 +148,10 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
         };
         let options = self.options.clone();
         self.runtime.spawn(async move {
-            let delivered = match stream_snapshot(&address, header, reader, &options).await {
+            let slot = options.snapshot_sends.take().await;
+            let streamed = stream_snapshot(&address, header, reader, &options).await;
+            drop(slot);
+            let delivered = match streamed {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::warn!(node = %options.node, %to, %group, %error, "snapshot not delivered");
@@ -218,8 +226,8 @@ async fn peer_stream<K: KvEngine, SM: StateMachine<K>>(
     }
 }
 
-/// Streams one snapshot: the header, then every chunk, paced to the configured rate. The
-/// engine reads run on the blocking pool.
+/// Streams one snapshot: the header, then every chunk, each sent when the node's budget has
+/// room for it. The engine reads run on the blocking pool.
 async fn stream_snapshot<S>(
     address: &str,
     header: pb::SnapshotHeader,
@@ -235,24 +243,22 @@ where
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
     let (sender, receiver) = mpsc::channel::<pb::SnapshotChunk>(2);
     let chunk_bytes = options.snapshot_chunk_bytes_max;
-    let bytes_per_sec = options.snapshot_bytes_per_sec;
+    let budget = Arc::clone(&options.budget);
     let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut pacer = Pacer::new(bytes_per_sec);
         let mut header = Some(header);
         loop {
             let chunk = reader.next_chunk(chunk_bytes).map_err(|error| error.to_string())?;
             let last = chunk.is_none();
             let data = chunk.unwrap_or_default();
-            let wait = pacer.sent(data.len() as u64);
+            if let Some(wait) = budget.take(data.len() as u64) {
+                std::thread::sleep(wait);
+            }
             let message = pb::SnapshotChunk { header: header.take(), data, last };
             if sender.blocking_send(message).is_err() {
                 return Err("the snapshot stream closed".into());
             }
             if last {
                 return Ok(());
-            }
-            if let Some(wait) = wait {
-                std::thread::sleep(wait);
             }
         }
     });
