@@ -4,7 +4,11 @@
 //! ([`with_timeout`]).
 //!
 //! A channel connects on its first request (TCP_NODELAY on, within the connect timeout) and
-//! reconnects by itself after the connection breaks, so a cached channel stays usable.
+//! reconnects by itself after the connection breaks, so a cached channel stays usable. While
+//! a request is open on it, HTTP/2 pings check the peer every [`KEEPALIVE_INTERVAL`]; a peer
+//! that answers none within [`KEEPALIVE_TIMEOUT`] (a stopped or hung process, whose kernel
+//! still acknowledges TCP) has its connection closed, so a long-lived stream to it fails
+//! rather than hanging, with whatever slot or memory it held.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,6 +17,12 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::tls::Tls;
+
+/// How often a connection with open requests pings its peer (both sides: the node's server
+/// pings its clients too).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Returns the gRPC endpoint for a server address: `HOST:PORT`, or a URI that already names a
 /// scheme (`http://HOST:PORT`).
@@ -60,7 +70,10 @@ pub fn endpoint(
                 .map_err(|error| error.to_string())?
         }
     };
-    Ok(endpoint.connect_timeout(connect_timeout))
+    Ok(endpoint
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT))
 }
 
 /// Wraps `message` in a request that carries `timeout` to the server (`grpc-timeout`), which

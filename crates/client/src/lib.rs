@@ -60,7 +60,7 @@ mod session;
 mod test_support;
 pub mod tls;
 
-pub use channel::endpoint;
+pub use channel::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, endpoint};
 pub use client::{Client, ClientOptions};
 pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
 pub use controller_routing::ControllerRouting;

@@ -428,6 +428,8 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
     fn serve(self, add: impl FnOnce(Router<Authorized>) -> Router<Authorized>) -> Node {
         let mut server = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(self.connection_requests_max)
+            .http2_keepalive_interval(Some(mosaic_client::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(mosaic_client::KEEPALIVE_TIMEOUT))
             .layer(AuthorizeLayer);
         let router = add(server.add_service(self.raft));
         let (shutdown, shutdown_received) = oneshot::channel();
