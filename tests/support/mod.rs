@@ -114,8 +114,17 @@ impl Processes {
         Self::start_with(role, size, tls_by_default(), settings)
     }
 
+    /// As [`Processes::start_configured`], with the data directories and logs in `root`
+    /// (a directory the test prepared, a small file system say).
+    pub fn start_in(role: Role, size: u64, settings: &str, root: TempDir) -> Self {
+        Self::start_rooted(role, size, tls_by_default(), settings, root)
+    }
+
     fn start_with(role: Role, size: u64, tls: bool, settings: &str) -> Self {
-        let root = tempfile::tempdir().unwrap();
+        Self::start_rooted(role, size, tls, settings, tempfile::tempdir().unwrap())
+    }
+
+    fn start_rooted(role: Role, size: u64, tls: bool, settings: &str, root: TempDir) -> Self {
         let ports = free_ports(size as usize);
         let addresses =
             (1..=size).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect();
@@ -180,8 +189,15 @@ impl Processes {
     pub fn command(&self, id: u64, bootstrap: bool) -> Command {
         // The file sets a fast tick and a small cache; identity and addresses come as flags.
         let config = self.root.path().join(format!("node-{id}.toml"));
+        // A reserve smaller than the default, so that a machine with little free space still
+        // runs the tests.
+        let reserve = if self.settings.contains("disk-reserve-bytes") {
+            ""
+        } else {
+            "disk-reserve-bytes = 16777216\n"
+        };
         let text = format!(
-            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n{}\n\
+            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n{reserve}{}\n\
              [raft]\ncompact-log-after-entries = 50\ncompact-log-keep-entries = 10\n\
              [storage]\nblock-cache-bytes = 16777216\n",
             self.data_dir(id).display(),

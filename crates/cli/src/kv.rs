@@ -254,8 +254,16 @@ fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFl
         _ if is_write && error.outcome() == WriteOutcome::Unknown => {
             "the write may or may not have been applied: read the key to check before retrying"
         }
+        ClientError::AccessDenied { message, .. } if message.starts_with("permission denied") => {
+            "use a certificate with the role the message names (docs/security.md \
+             \"Authorization\"); nothing was applied"
+        }
         ClientError::AccessDenied { .. } => {
             "give --tls-cert, --tls-key and --tls-ca with a certificate of the cluster's CA"
+        }
+        ClientError::StorageFull { .. } => {
+            "free space in the node's data directory (or raise its disk); writes resume by \
+             themselves, reads are served meanwhile; nothing was written"
         }
         ClientError::WrongShard { .. } if route == RouteFlags::Nodes => {
             "give --shard-count the cluster's shard count (the node names it); nothing was \

@@ -19,6 +19,7 @@
 //! | `Timeout` (the node's) | same node, after a backoff | yes |
 //! | `InvalidArgument` | fail at once | no |
 //! | `WrongShard` (the key is not in the shard named: the client's shard count or hash is not the cluster's) | fail at once | no |
+//! | `StorageFull` (the node's disk is nearly full; it takes writes again once space is freed) | fail at once | no |
 //! | no detail, code `OutOfRange` (a message over a size limit) | fail at once | no |
 //! | no detail, code `Unauthenticated` or `PermissionDenied` (a TLS node reached without TLS, or a certificate without the role) | fail at once | no |
 //! | connect failed | next member, after a backoff | no |
@@ -98,6 +99,13 @@ pub enum Failure {
         key_shard: ShardId,
         /// The cluster's shard count, as the node knows it.
         shard_count: u32,
+    },
+    /// The node's disk is nearly full: it takes no writes until space is freed. Not applied.
+    StorageFull {
+        /// Bytes free in its data directory.
+        available_bytes: u64,
+        /// The reserve it keeps free.
+        reserve_bytes: u64,
     },
     /// The shard's data has not arrived yet.
     ShardNotReady,
@@ -185,6 +193,7 @@ impl Failure {
             Self::SessionExpired => Action::RenewSession,
             Self::InvalidArgument { .. }
             | Self::WrongShard { .. }
+            | Self::StorageFull { .. }
             | Self::AccessDenied { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. } => Action::Fail,
@@ -206,6 +215,7 @@ impl Failure {
             | Self::SessionExpired
             | Self::InvalidArgument { .. }
             | Self::WrongShard { .. }
+            | Self::StorageFull { .. }
             | Self::AccessDenied { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. }
@@ -247,6 +257,11 @@ impl fmt::Display for Failure {
                 f,
                 "the key is in shard {key_shard} of the cluster's {shard_count}, not in shard \
                  {named}: this client's shard count is not the cluster's"
+            ),
+            Self::StorageFull { available_bytes, reserve_bytes } => write!(
+                f,
+                "its disk is nearly full ({available_bytes} bytes free, below its reserve of \
+                 {reserve_bytes}): it takes no writes until space is freed"
             ),
             Self::ShardNotReady => write!(f, "the shard's data has not arrived yet"),
             Self::ServerBusy => write!(f, "overloaded"),
@@ -327,6 +342,9 @@ fn classify_detail(kind: Kind) -> Failure {
                 key_shard: ShardId(key_shard),
                 shard_count,
             }
+        }
+        Kind::StorageFull(pb::StorageFull { available_bytes, reserve_bytes }) => {
+            Failure::StorageFull { available_bytes, reserve_bytes }
         }
         Kind::ShardNotReady(pb::ShardNotReady {}) => Failure::ShardNotReady,
         Kind::ServerBusy(pb::ServerBusy {}) => Failure::ServerBusy,

@@ -72,6 +72,20 @@ pub enum ClientError {
         /// Whether an earlier attempt of the write may have been applied.
         outcome: WriteOutcome,
     },
+    /// The node's disk is nearly full: it takes no writes until space is freed (reads are
+    /// served). Nothing was applied by that request; retry once the operator freed space.
+    #[error(
+        "the node's disk is nearly full ({available_bytes} bytes free, below its reserve of \
+         {reserve_bytes}): it takes no writes until space is freed"
+    )]
+    StorageFull {
+        /// Bytes free in the node's data directory.
+        available_bytes: u64,
+        /// The reserve the node keeps free.
+        reserve_bytes: u64,
+        /// Whether an earlier attempt of the write may have been applied.
+        outcome: WriteOutcome,
+    },
     /// A node or controller refused who this client is: it requires mutual TLS and the
     /// client connected without it, or the client's certificate lacks the role the request
     /// needs. Nothing was applied by that request; retrying it will not help.
@@ -179,6 +193,7 @@ impl ClientError {
         match self {
             Self::InvalidArgument { outcome, .. }
             | Self::WrongShard { outcome, .. }
+            | Self::StorageFull { outcome, .. }
             | Self::AccessDenied { outcome, .. }
             | Self::Timeout { outcome, .. }
             | Self::ShardUnassigned { outcome, .. }
@@ -259,6 +274,9 @@ impl Progress {
             }
             Failure::WrongShard { named, key_shard, shard_count } => {
                 ClientError::WrongShard { named, key_shard, shard_count, outcome: self.outcome() }
+            }
+            Failure::StorageFull { available_bytes, reserve_bytes } => {
+                ClientError::StorageFull { available_bytes, reserve_bytes, outcome: self.outcome() }
             }
             other => {
                 ClientError::InvalidArgument { reason: other.to_string(), outcome: self.outcome() }

@@ -51,6 +51,13 @@ pub fn to_status(error: &Error, leader_address: impl Fn(Option<NodeId>) -> Strin
                 shard_count: *shard_count,
             }),
         ),
+        Error::StorageFull { available_bytes, reserve_bytes } => (
+            Code::ResourceExhausted,
+            Kind::StorageFull(pb::StorageFull {
+                available_bytes: *available_bytes,
+                reserve_bytes: *reserve_bytes,
+            }),
+        ),
         Error::ShardNotReady => (Code::Unavailable, Kind::ShardNotReady(pb::ShardNotReady {})),
         Error::SessionExpired { .. } => {
             (Code::FailedPrecondition, Kind::SessionExpired(pb::SessionExpired {}))
@@ -113,6 +120,7 @@ mod tests {
                 key_shard: mosaic_engine::ShardId(2),
                 shard_count: 4,
             },
+            Error::StorageFull { available_bytes: 10, reserve_bytes: 20 },
             Error::ShardNotReady,
             Error::SessionExpired {
                 shard: mosaic_engine::ShardId(2),

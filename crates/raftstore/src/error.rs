@@ -62,6 +62,18 @@ pub enum Error {
         /// The cluster's shard count.
         shard_count: u32,
     },
+    /// The node's disk is nearly full: it takes no writes until space is freed (reads are
+    /// served). Nothing was written.
+    #[error(
+        "storage full: {available_bytes} bytes free, below the node's reserve of \
+         {reserve_bytes}; writes resume when space is freed"
+    )]
+    StorageFull {
+        /// Bytes free in the data directory when the node last looked.
+        available_bytes: u64,
+        /// The reserve the node keeps free.
+        reserve_bytes: u64,
+    },
     /// The group owns the shard but its data has not arrived yet; retry shortly.
     #[error("shard not ready (migration in progress)")]
     ShardNotReady,

@@ -36,6 +36,7 @@ use tonic::Streaming;
 
 use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
+use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
 use crate::runner::StoreHandle;
 use crate::status::Directory;
@@ -64,6 +65,8 @@ pub struct AgentRunner {
     membership: Mutex<Option<KnownDriver>>,
     /// The node's TLS identity, for connections to other nodes.
     tls: Option<Tls>,
+    /// While the disk is nearly full, no shard chunk is installed here.
+    disk: DiskGuard,
 }
 
 /// A membership driver and the node addresses it was made with.
@@ -95,7 +98,7 @@ struct Finished {
 
 impl AgentRunner {
     /// The agent runner of the node `config` describes, connecting with `tls`, feeding
-    /// `store` over `engine`.
+    /// `store` over `engine`, installing no shard chunk while `disk` is full.
     ///
     /// # Errors
     /// [`Error::Config`] when the controller addresses are not valid.
@@ -105,6 +108,7 @@ impl AgentRunner {
         store: StoreHandle<NodeEngine, KvStateMachine>,
         engine: Arc<Engine<NodeEngine>>,
         directory: Directory,
+        disk: DiskGuard,
     ) -> Result<Self> {
         let request_timeout = config.request_timeout();
         let options = ControllerClientOptions {
@@ -127,7 +131,17 @@ impl AgentRunner {
             pulls_max: config.migration_pulls_max,
         };
         let membership = Mutex::new(None);
-        Ok(Self { config, client, store, engine, directory, request_timeout, membership, tls })
+        Ok(Self {
+            config,
+            client,
+            store,
+            engine,
+            directory,
+            request_timeout,
+            membership,
+            tls,
+            disk,
+        })
     }
 
     /// Runs the agent until `closing` turns true.
@@ -364,8 +378,15 @@ impl AgentRunner {
         Ok(local)
     }
 
-    /// Proposes a migration step to `group` here and waits for it to apply.
+    /// Proposes a migration step to `group` here and waits for it to apply. A chunk of a
+    /// shard is not installed while the disk is nearly full (the step fails, and the task is
+    /// started again after its pause).
     async fn propose(&self, group: GroupId, command: MigrationCommand) -> Answer {
+        if let MigrationCommand::InstallChunk { .. } = command
+            && let Err(error) = self.disk.check_write()
+        {
+            return Answer::Failed(error.to_string());
+        }
         let answer = self
             .store
             .ask_within(self.request_timeout, |callback| {

@@ -83,6 +83,11 @@ pub struct ServerConfig {
     /// Default 1,024.
     #[serde(default = "default_connection_requests_max")]
     pub connection_requests_max: usize,
+    /// Bytes kept free in the data directory: below it the node refuses puts, appends, shard
+    /// chunks and snapshots (`StorageFull`) and serves reads and deletes, until a quarter
+    /// more is free again (docs/security.md "A full disk"). 0: never refuse. Default 512 MiB.
+    #[serde(default = "default_disk_reserve_bytes")]
+    pub disk_reserve_bytes: u64,
     /// The longest pause, in milliseconds, before a failing shard migration step (a switch,
     /// a pull, a handoff) starts again; the pause doubles from 100 ms with each failure in a
     /// row. Default 5,000.
@@ -206,6 +211,9 @@ fn default_shard_streams_max() -> usize {
 fn default_connection_requests_max() -> usize {
     1_024
 }
+fn default_disk_reserve_bytes() -> u64 {
+    512 << 20
+}
 fn default_migration_retry_max_ms() -> u64 {
     mosaic_agent::DEFAULT_TASK_RETRY_MAX_MS
 }
@@ -236,6 +244,7 @@ impl ServerConfig {
             snapshot_receives_max: default_snapshot_receives_max(),
             shard_streams_max: default_shard_streams_max(),
             connection_requests_max: default_connection_requests_max(),
+            disk_reserve_bytes: default_disk_reserve_bytes(),
             migration_retry_max_ms: default_migration_retry_max_ms(),
             migration_pulls_max: default_migration_pulls_max(),
             raft: RaftSection::default(),

@@ -1,5 +1,6 @@
-//! The `Kv` service: client reads and writes, checked against the node's limits, handed to
-//! the store thread, answered when the store calls back (or when the request times out).
+//! The `Kv` service: client reads and writes, checked against the node's limits (and its free
+//! space, [`DiskGuard`]), handed to the store thread, answered when the store calls back (or
+//! when the request times out).
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use mosaic_shardkv::{KvGet, KvStateMachine, KvWrite, WriteKind};
 use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
+use crate::disk::DiskGuard;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
 
@@ -31,17 +33,19 @@ pub struct KvService {
     store: StoreHandle<NodeEngine, KvStateMachine>,
     directory: Directory,
     limits: KvLimits,
+    disk: DiskGuard,
 }
 
 impl KvService {
-    /// The service feeding `store`.
+    /// The service feeding `store`, taking no puts or appends while `disk` is full.
     #[must_use]
     pub fn new(
         store: StoreHandle<NodeEngine, KvStateMachine>,
         directory: Directory,
         limits: KvLimits,
+        disk: DiskGuard,
     ) -> Self {
-        Self { store, directory, limits }
+        Self { store, directory, limits, disk }
     }
 
     fn refuse(&self, error: &Error) -> Status {
@@ -98,6 +102,10 @@ impl KvService {
             return Err(
                 self.refuse(&Error::InvalidArgument { reason: "a delete carries no value".into() })
             );
+        }
+        // A delete is taken on a full disk: it is how space is freed.
+        if kind != WriteKind::Delete {
+            self.disk.check_write().map_err(|error| self.refuse(&error))?;
         }
         let write = KvWrite {
             kind,

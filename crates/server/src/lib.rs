@@ -21,6 +21,7 @@ pub mod authorization;
 pub mod backend;
 pub mod config;
 pub mod controller_service;
+pub mod disk;
 mod error;
 pub mod incoming;
 pub mod kv_service;

@@ -37,13 +37,14 @@ use crate::authorization::AuthorizeLayer;
 use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::controller_service::ControllerService;
+use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
 use crate::incoming;
 use crate::kv_service::{KvLimits, KvService};
 use crate::limits::Slots;
 use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::pacing::Budget;
-use crate::raft_service::RaftService;
+use crate::raft_service::{RaftService, SnapshotIntake};
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
@@ -105,7 +106,9 @@ impl Node {
         };
         let kv_message_bytes_max =
             config.key_bytes_max + config.value_bytes_max + KV_REQUEST_OVERHEAD_BYTES;
-        let kv = KvServer::new(KvService::new(core.store.clone(), core.directory.clone(), limits))
+        let kv =
+            KvService::new(core.store.clone(), core.directory.clone(), limits, core.disk.clone());
+        let kv = KvServer::new(kv)
             .max_decoding_message_size(kv_message_bytes_max)
             .max_encoding_message_size(kv_message_bytes_max);
         let admin =
@@ -119,6 +122,7 @@ impl Node {
                 core.store.clone(),
                 Arc::clone(&core.engine),
                 core.directory.clone(),
+                core.disk.clone(),
             )?;
             tokio::spawn(agent.run(core.closing.subscribe()));
             let limits = MigrationLimits {
@@ -324,6 +328,8 @@ struct Core<SM: StateMachine<NodeEngine>> {
     budget: Arc<Budget>,
     /// Requests served at once on one connection, at most (the others wait).
     connection_requests_max: usize,
+    /// The free space of the data directory: writes are refused while it is nearly full.
+    disk: DiskGuard,
 }
 
 impl<SM: StateMachine<NodeEngine>> Core<SM> {
@@ -393,12 +399,21 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             })
             .map_err(|source| Error::Spawn { thread: format!("store-{node}"), source })?;
         let (closing, closing_received) = watch::channel(false);
+        let disk = DiskGuard::new(&config.data_dir, config.disk_reserve_bytes);
+        tokio::spawn(disk.clone().watch(closing.subscribe()));
         let raft_service = RaftService::new(
             node,
             cluster,
             timing,
-            snapshot_bytes_max,
-            Slots::new(config.snapshot_receives_max, "snapshot-receives-max", "snapshots received"),
+            SnapshotIntake {
+                bytes_max: snapshot_bytes_max,
+                receives: Slots::new(
+                    config.snapshot_receives_max,
+                    "snapshot-receives-max",
+                    "snapshots received",
+                ),
+                disk: disk.clone(),
+            },
             store.clone(),
             closing_received,
         );
@@ -419,6 +434,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             acceptor,
             budget,
             connection_requests_max: config.connection_requests_max,
+            disk,
         })
     }
 

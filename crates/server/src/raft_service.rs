@@ -16,16 +16,27 @@ use mosaic_raftstore::{StateMachine, StoreMsg};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::disk::DiskGuard;
 use crate::limits::Slots;
 use crate::runner::StoreHandle;
+
+/// What bounds the snapshots a node receives.
+#[derive(Clone, Debug)]
+pub struct SnapshotIntake {
+    /// Largest snapshot, in bytes.
+    pub bytes_max: u64,
+    /// Snapshots received at once.
+    pub receives: Slots,
+    /// None is received while the disk is nearly full.
+    pub disk: DiskGuard,
+}
 
 /// The `RaftTransport` service of one node.
 pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
     node: NodeId,
     cluster: ClusterId,
     timing: pb::RaftTiming,
-    snapshot_bytes_max: u64,
-    snapshot_receives: Slots,
+    intake: SnapshotIntake,
     store: StoreHandle<K, SM>,
     /// Becomes true when the node shuts down: long-lived streams end then, so that peers
     /// reconnect (to this node's successor, if it restarts) instead of holding a dead stream.
@@ -34,19 +45,17 @@ pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
 
 impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
     /// The service of `node` in `cluster`, whose Raft timing is `timing`, receiving
-    /// snapshots of at most `snapshot_bytes_max` in `snapshot_receives` at once, feeding
-    /// `store`, until `closing` turns true.
+    /// snapshots within `intake`, feeding `store`, until `closing` turns true.
     #[must_use]
     pub fn new(
         node: NodeId,
         cluster: ClusterId,
         timing: pb::RaftTiming,
-        snapshot_bytes_max: u64,
-        snapshot_receives: Slots,
+        intake: SnapshotIntake,
         store: StoreHandle<K, SM>,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        Self { node, cluster, timing, snapshot_bytes_max, snapshot_receives, store, closing }
+        Self { node, cluster, timing, intake, store, closing }
     }
 
     fn check_route(&self, cluster: u64, to: u64) -> Result<(), Status> {
@@ -141,7 +150,9 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let _slot = self.snapshot_receives.try_take()?;
+        let intake = &self.intake;
+        intake.disk.check_write().map_err(|error| Status::resource_exhausted(error.to_string()))?;
+        let _slot = intake.receives.try_take()?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -165,10 +176,10 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
         let mut chunk = Some(first);
         while let Some(current) = chunk {
             total_bytes += current.data.len() as u64;
-            if total_bytes > self.snapshot_bytes_max {
+            if total_bytes > self.intake.bytes_max {
                 return Err(Status::resource_exhausted(format!(
                     "group {group}: snapshot larger than snapshot-bytes-max ({} bytes)",
-                    self.snapshot_bytes_max
+                    self.intake.bytes_max
                 )));
             }
             let last = current.last;
