@@ -468,20 +468,22 @@ async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_
 
 /// A node's limits on moving state hold while shards move, and the moves still finish: each
 /// node serves one shard stream at a time, within a bandwidth budget that keeps each stream
-/// open about a second, while the pulling node starts four pulls at once. The pulls past a
-/// source's limit are refused (the source logs it) and retried after a pause; every shard
-/// ends served, with its data.
+/// open about a fifth of a second, while the pulling node starts four pulls at once. The pulls
+/// past a source's limit are refused (the source logs it) and retried after a pause; every
+/// shard ends served, with its data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_move_within_each_nodes_stream_limit_and_bandwidth() {
     let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
     let addresses = controllers.addresses.values().cloned().collect();
-    let settings = "shard-streams-max = 1\nmigration-pulls-max = 4\nsnapshot-bytes-per-sec = 65536";
+    // About the lowest rate the configuration takes (4 of its largest chunks a second).
+    let settings =
+        "shard-streams-max = 1\nmigration-pulls-max = 4\nsnapshot-bytes-per-sec = 5000000";
     let nodes = Processes::start_configured(Role::Following(addresses), 3, settings);
     controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
     let client = controllers.routed_client();
-    // 64 KiB per shard: a stream takes its bytes from the budget for a second.
-    let value = |i: usize| format!("{i:04}{}", "x".repeat(8 << 10));
+    // 1 MiB per shard: a stream takes its bytes from the budget for a fifth of a second.
+    let value = |i: usize| format!("{i:04}{}", "x".repeat(128 << 10));
     for i in 0..64 {
         client.put(format!("key-{i}"), value(i)).await.unwrap();
     }

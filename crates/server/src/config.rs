@@ -187,6 +187,10 @@ fn default_request_timeout_ms() -> u64 {
 fn default_key_bytes_max() -> usize {
     4 << 10
 }
+/// The records a storage node streams per chunk of a shard moving to another group, at most
+/// (at least one record per chunk).
+pub const SHARD_CHUNK_BYTES_MAX: u64 = 1 << 20;
+
 fn default_value_bytes_max() -> usize {
     1 << 20
 }
@@ -253,6 +257,15 @@ impl ServerConfig {
         }
     }
 
+    /// The largest chunk a node streams to another: a snapshot chunk, a shard chunk
+    /// ([`SHARD_CHUNK_BYTES_MAX`]), or a shard chunk of one record as large as a key and a
+    /// value may be.
+    #[must_use]
+    pub fn transfer_chunk_bytes_max(&self) -> u64 {
+        let record = (self.key_bytes_max + self.value_bytes_max) as u64;
+        self.raft.snapshot_chunk_bytes_max.max(SHARD_CHUNK_BYTES_MAX).max(record)
+    }
+
     /// Parses a TOML configuration.
     ///
     /// # Errors
@@ -312,6 +325,16 @@ impl ServerConfig {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));
             }
+        }
+        let chunk_max = self.transfer_chunk_bytes_max();
+        if self.snapshot_bytes_per_sec / 4 < chunk_max {
+            return invalid(format!(
+                "snapshot-bytes-per-sec ({}) must be at least 4 times the largest chunk a node \
+                 streams ({chunk_max} bytes: raft.snapshot-chunk-bytes-max, a 1 MiB shard \
+                 chunk, or one record of key-bytes-max and value-bytes-max), so that a chunk \
+                 waits at most a quarter second of it",
+                self.snapshot_bytes_per_sec
+            ));
         }
         self.store_config()
             .validate()
@@ -470,5 +493,23 @@ mod tests {
         assert!(
             matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("node-id"))
         );
+    }
+
+    /// Found in review: at a rate under a chunk per deadline, a pull's chunk waited past the
+    /// puller's deadline every time, and the pull never finished.
+    #[test]
+    fn a_transfer_rate_under_four_largest_chunks_a_second_is_refused() {
+        let mut config = ServerConfig::new(1, "d".into());
+        config.snapshot_bytes_per_sec = 4 * config.transfer_chunk_bytes_max();
+        config.validate().unwrap();
+        config.snapshot_bytes_per_sec -= 1;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(
+            refused.contains("snapshot-bytes-per-sec (4210687) must be at least 4 times"),
+            "{refused}"
+        );
+        config.value_bytes_max = 4 << 20;
+        config.snapshot_bytes_per_sec = 16 << 20;
+        assert!(config.validate().is_err(), "a record of the largest value is a chunk");
     }
 }

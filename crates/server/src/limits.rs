@@ -1,7 +1,8 @@
 //! [`Slots`]: a bound on how many of one kind of long-lived work (a snapshot sent or received,
 //! a shard stream served) a node runs at once. Each holds a slot until it ends; work past the
-//! bound waits for a slot ([`Slots::take`]) or is refused at once ([`Slots::try_take`]) with
-//! `ResourceExhausted` naming the setting, which its sender retries later.
+//! bound is refused at once ([`Slots::try_take`]) with `ResourceExhausted` naming the setting,
+//! and its sender tries again later (nothing queues: queued work would hold what it was given,
+//! a snapshot of the store say, while it ages).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,29 +60,14 @@ impl Slots {
             }
         }
     }
-
-    /// A slot, once one is free.
-    pub async fn take(&self) -> Slot {
-        match Arc::clone(&self.semaphore).acquire_owned().await {
-            Ok(slot) => slot,
-            // The semaphore is never closed.
-            Err(_) => unreachable!("the slots of {} were closed", self.what),
-        }
-    }
-
-    /// Slots taken now.
-    #[must_use]
-    pub fn in_use(&self) -> usize {
-        self.max - self.semaphore.available_permits()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn work_past_the_limit_is_refused_or_waits_until_a_slot_is_free() {
+    #[test]
+    fn work_past_the_limit_is_refused_until_a_slot_is_free() {
         let slots = Slots::new(2, "snapshot-receives-max", "snapshots received");
         let first = slots.try_take().unwrap();
         let _second = slots.try_take().unwrap();
@@ -92,17 +78,8 @@ mod tests {
             "this node already has 2 snapshots received at once (snapshot-receives-max = 2); \
              try again later"
         );
-        assert_eq!(slots.in_use(), 2);
-        let waiting = tokio::spawn({
-            let slots = slots.clone();
-            async move { slots.take().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "no slot free: it waits");
         drop(first);
-        let third = waiting.await.unwrap();
-        assert_eq!(slots.in_use(), 2);
-        drop(third);
-        assert_eq!(slots.in_use(), 1);
+        let _third = slots.clone().try_take().expect("a slot was freed");
+        assert!(slots.try_take().is_err(), "the clone shares the slots");
     }
 }

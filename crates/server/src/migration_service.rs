@@ -6,7 +6,7 @@
 //! log once the new owner has it. The new owner's side is its agent ([`crate::agent_runner`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mosaic_controller::ConfigNum;
 use mosaic_engine::{EngineSnapshot, GroupId, ShardCursor, ShardId, ShardRecord};
@@ -16,6 +16,7 @@ use mosaic_raftstore::Error;
 use mosaic_shardkv::request::{propose_migration, read_handoff};
 use mosaic_shardkv::{KvStateMachine, MigrationCommand, MigrationOutcome};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -24,6 +25,13 @@ use crate::limits::{Slot, Slots};
 use crate::pacing::Budget;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
+
+/// How long a shard stream waits for its puller to take a chunk before it gives up (the
+/// puller drops a stream it has not used for 30 s; one that keeps its connection but stops
+/// reading must not hold the stream's slot forever).
+const STALL_MAX: Duration = Duration::from_secs(60);
+/// How often a stalled stream looks again.
+const STALL_STEP: Duration = Duration::from_millis(20);
 
 /// How a node streams the shards it sends.
 #[derive(Clone, Debug)]
@@ -133,17 +141,55 @@ fn stream_shard(
             }
         };
         let bytes = chunk.records.iter().map(ShardRecord::size_bytes).sum();
-        if let Some(wait) = limits.budget.take(bytes) {
-            std::thread::sleep(wait);
+        if !limits.budget.take(bytes, || sender.is_closed()) {
+            return;
         }
         let last = chunk.next.is_none();
         let records = chunk.records.into_iter().map(record_to_pb).collect();
-        if sender.blocking_send(Ok(pb::ShardChunk { records, last })).is_err() {
+        if !send_within(sender, Ok(pb::ShardChunk { records, last }), STALL_MAX) {
+            tracing::debug!(%group, %shard, "a shard stream ended: its puller went away or stalled");
             return;
         }
         match chunk.next {
             Some(next) => cursor = next,
             None => return,
         }
+    }
+}
+
+/// Sends `message` on this blocking thread, waiting at most `stall_max` for room; false if
+/// the receiver went away or took nothing for that long.
+fn send_within<T>(sender: &mpsc::Sender<T>, mut message: T, stall_max: Duration) -> bool {
+    let deadline = Instant::now() + stall_max;
+    loop {
+        match sender.try_send(message) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                message = back;
+                std::thread::sleep(STALL_STEP);
+            }
+            Err(TrySendError::Full(_)) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_whose_reader_stalls_gives_up_and_one_that_reads_goes_on() {
+        let (sender, mut receiver) = mpsc::channel(1);
+        assert!(send_within(&sender, 1, Duration::ZERO));
+        let start = Instant::now();
+        assert!(!send_within(&sender, 2, Duration::from_millis(100)), "no room for 100 ms");
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            [receiver.blocking_recv(), receiver.blocking_recv()]
+        });
+        assert!(send_within(&sender, 3, Duration::from_secs(10)), "room once read");
+        assert_eq!(reader.join().unwrap(), [Some(1), Some(3)]);
     }
 }

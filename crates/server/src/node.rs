@@ -35,7 +35,7 @@ use crate::admin_service::AdminService;
 use crate::agent_runner::AgentRunner;
 use crate::authorization::AuthorizeLayer;
 use crate::backend::NodeEngine;
-use crate::config::ServerConfig;
+use crate::config::{SHARD_CHUNK_BYTES_MAX, ServerConfig};
 use crate::controller_service::ControllerService;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
@@ -54,8 +54,6 @@ use mosaic_types::CONTROLLER_GROUP;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often the server checks that the store thread is alive.
 const STORE_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-/// Largest chunk of a shard being moved (records; at least one record per chunk).
-const SHARD_CHUNK_BYTES_MAX: u64 = 1 << 20;
 /// Room for a KV request's fields around its key and value.
 const KV_REQUEST_OVERHEAD_BYTES: usize = 1024;
 

@@ -1,7 +1,8 @@
 //! [`GrpcTransport`]: the store's way out to other nodes. One long-lived client stream per
 //! peer node (`RaftTransport.Send`) carries batches of Raft messages for every group; each
 //! snapshot gets its own stream (`RaftTransport.SendSnapshot`), chunked, within the node's
-//! bandwidth budget, at most `snapshot-sends-max` at once (the others wait for a slot).
+//! bandwidth budget, at most `snapshot-sends-max` at once (one more is reported not delivered
+//! at once, and Raft sends a fresh snapshot later, rather than queueing one that ages).
 //!
 //! The store calls it on its own thread and it never blocks there: a batch goes into the
 //! peer's bounded queue or is dropped when the queue is full (Raft retries); a tokio task per
@@ -148,15 +149,26 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
         };
         let options = self.options.clone();
         self.runtime.spawn(async move {
-            let slot = options.snapshot_sends.take().await;
-            let streamed = stream_snapshot(&address, header, reader, &options).await;
-            drop(slot);
-            let delivered = match streamed {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(node = %options.node, %to, %group, %error, "snapshot not delivered");
-                    false
+            let delivered = match options.snapshot_sends.try_take() {
+                Ok(slot) => {
+                    let streamed = stream_snapshot(&address, header, reader, &options).await;
+                    drop(slot);
+                    match streamed {
+                        Ok(()) => true,
+                        // The receiver is busy or full: Raft sends again later.
+                        Err(SendFailure::Refused(reason)) => {
+                            tracing::debug!(node = %options.node, %to, %group, %reason,
+                                "snapshot refused by its receiver");
+                            false
+                        }
+                        Err(SendFailure::Failed(error)) => {
+                            tracing::warn!(node = %options.node, %to, %group, %error,
+                                "snapshot not delivered");
+                            false
+                        }
+                    }
                 }
+                Err(_) => false,
             };
             // Never dropped: until the leader hears the outcome it sends this follower nothing.
             store.deliver(StoreMsg::SnapshotStatus { group, to, delivered }).await;
@@ -226,18 +238,27 @@ async fn peer_stream<K: KvEngine, SM: StateMachine<K>>(
     }
 }
 
-/// Streams one snapshot: the header, then every chunk, each sent when the node's budget has
-/// room for it. The engine reads run on the blocking pool.
+/// Why a snapshot was not delivered.
+enum SendFailure {
+    /// The receiver refused it (`ResourceExhausted`: no slot, or a full disk).
+    Refused(String),
+    /// Anything else: the connection, the engine, the receiver's checks.
+    Failed(String),
+}
+
+/// Streams one snapshot: the header alone (a receiver that refuses answers before any of the
+/// budget is taken), then every chunk, each sent when the node's budget has room for it;
+/// given up as soon as the receiver has answered. The engine reads run on the blocking pool.
 async fn stream_snapshot<S>(
     address: &str,
     header: pb::SnapshotHeader,
     mut reader: SnapshotReader<S>,
     options: &TransportOptions,
-) -> Result<(), String>
+) -> Result<(), SendFailure>
 where
     S: mosaic_engine::KvRead + Send + 'static,
 {
-    let channel = connect(address, options.tls.as_ref()).await?;
+    let channel = connect(address, options.tls.as_ref()).await.map_err(SendFailure::Failed)?;
     let mut client = RaftTransportClient::new(channel)
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
@@ -245,17 +266,22 @@ where
     let chunk_bytes = options.snapshot_chunk_bytes_max;
     let budget = Arc::clone(&options.budget);
     let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut header = Some(header);
+        let closed = || Err("the snapshot stream closed".to_string());
+        let first =
+            pb::SnapshotChunk { header: Some(header), data: Default::default(), last: false };
+        if sender.blocking_send(first).is_err() {
+            return closed();
+        }
         loop {
             let chunk = reader.next_chunk(chunk_bytes).map_err(|error| error.to_string())?;
             let last = chunk.is_none();
             let data = chunk.unwrap_or_default();
-            if let Some(wait) = budget.take(data.len() as u64) {
-                std::thread::sleep(wait);
+            if !budget.take(data.len() as u64, || sender.is_closed()) {
+                return closed();
             }
-            let message = pb::SnapshotChunk { header: header.take(), data, last };
+            let message = pb::SnapshotChunk { header: None, data, last };
             if sender.blocking_send(message).is_err() {
-                return Err("the snapshot stream closed".into());
+                return closed();
             }
             if last {
                 return Ok(());
@@ -263,7 +289,10 @@ where
         }
     });
     let call = client.send_snapshot(ReceiverStream::new(receiver)).await;
-    let produced = producer.await.map_err(|error| error.to_string())?;
-    call.map_err(|status| status.to_string())?;
-    produced
+    let produced = producer.await.map_err(|error| SendFailure::Failed(error.to_string()))?;
+    call.map_err(|status| match status.code() {
+        tonic::Code::ResourceExhausted => SendFailure::Refused(status.message().to_string()),
+        _ => SendFailure::Failed(status.to_string()),
+    })?;
+    produced.map_err(SendFailure::Failed)
 }
