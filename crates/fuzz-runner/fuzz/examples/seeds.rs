@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use mosaic_controller::{Command, Configuration, Outcome, Request, codec};
-use mosaic_engine::{ClientId, ShardId, ShardRecord};
+use mosaic_engine::{ClientId, GroupId, ShardId, ShardRecord, keys};
 use mosaic_raft::{Entry, EntryKind, HardState, LogIndex, NodeId, Term};
 use mosaic_shardkv::{KvCommand, KvWrite, Ownership, Session, WriteKind};
 
@@ -51,6 +51,10 @@ fn main() {
     write("engine_records", "entry", &mosaic_engine::codec::encode_entry(&entry));
     let state = HardState { term: Term(3), vote: Some(NodeId(1)), commit: LogIndex(5) };
     write("engine_records", "hard-state", &mosaic_engine::codec::encode_hard_state(&state));
+    let log_key = keys::raft_log_key(GroupId(7), LogIndex(5));
+    write("engine_records", "log-key", &log_key);
+    let session_key = keys::session_key(GroupId(7), ShardId(2), ClientId(9));
+    write("engine_records", "session-key", &session_key);
     let record =
         ShardRecord::Data { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
     let chunk = mosaic_raftstore::snapshot::encode_chunk(&[(ShardId(1), record)]);

@@ -1,12 +1,13 @@
 //! The engine's records (crates/engine/src/codec.rs: log entries, Raft state, snapshot
-//! metadata, the store's identity) and the chunks of a snapshot stream
-//! (crates/raftstore/src/snapshot.rs). Any input decodes or is refused, never panics; what
-//! decodes encodes to something that decodes to the same.
+//! metadata, the store's identity), its keys (crates/engine/src/keys.rs, as read back from
+//! the store) and the chunks of a snapshot stream (crates/raftstore/src/snapshot.rs). Any
+//! input decodes or is refused, never panics; what decodes encodes to something that decodes
+//! to the same.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use mosaic_engine::codec;
+use mosaic_engine::{GroupId, codec, keys};
 use mosaic_raftstore::snapshot;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(identity) = codec::decode_identity(data) {
         assert_eq!(codec::decode_identity(&codec::encode_identity(&identity)).ok(), Some(identity));
     }
+    // The group of the seeds' log keys.
+    let group = GroupId(7);
+    if let Some(index) = keys::parse_raft_log_key(group, data) {
+        let again = keys::parse_raft_log_key(group, &keys::raft_log_key(group, index));
+        assert_eq!(again, Some(index));
+    }
+    let _ = keys::parse_raft_state_key(data);
+    let _ = keys::parse_session_key(data);
+    let _ = keys::parse_shard(data);
     let _ = codec::decode_applied_index(data);
     let _ = codec::decode_format_version(data);
     if let Ok(records) = snapshot::decode_chunk(&bytes) {
