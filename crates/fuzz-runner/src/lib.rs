@@ -33,10 +33,14 @@ pub const COVERAGE_FLAGS: [&str; 12] = [
     "-Copt-level=3",
 ];
 
-/// Where the fuzz workspace is.
+/// Where the fuzz workspace is: beside this crate's manifest, as cargo says when it runs the
+/// test (a checkout in another directory may share the target directory and this binary,
+/// whose compiled-in path would name the other checkout), else as compiled.
 #[must_use]
 pub fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.join("fuzz")
 }
 
 /// The host's target triple, from `rustc -vV`.

@@ -187,12 +187,15 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
                 chunks.push(current.data);
             }
             if last {
-                self.store.send(StoreMsg::Snapshot {
-                    from: NodeId(header.from_node),
-                    group,
-                    message,
-                    chunks,
-                });
+                let snapshot =
+                    StoreMsg::Snapshot { from: NodeId(header.from_node), group, message, chunks };
+                // Found in review: a snapshot dropped here was acknowledged all the same, and
+                // its leader took it as delivered.
+                if !self.store.send(snapshot) {
+                    return Err(Status::resource_exhausted(format!(
+                        "group {group}: the store inbox is full; send the snapshot again later"
+                    )));
+                }
                 return Ok(Response::new(pb::SnapshotAck {}));
             }
             chunk = stream.message().await?;

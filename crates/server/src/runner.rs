@@ -38,15 +38,21 @@ impl<K: KvEngine, SM: StateMachine<K>> Clone for StoreHandle<K, SM> {
 }
 
 impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
-    /// Queues `msg` without waiting. A request that cannot be queued is answered at once:
-    /// `ServerBusy` when the inbox is full, `Stopped` when the store thread has ended.
-    pub fn send(&self, msg: StoreMsg<K, SM>) {
+    /// Queues `msg` without waiting; true if it was queued. A request that cannot be queued
+    /// is answered at once: `ServerBusy` when the inbox is full, `Stopped` when the store
+    /// thread has ended (a message without an answer, such as a received snapshot, is
+    /// dropped: its sender decides by the result).
+    pub fn send(&self, msg: StoreMsg<K, SM>) -> bool {
         match self.sender.try_send(msg) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(TrySendError::Full(msg)) => {
                 msg.refuse(Error::ServerBusy { reason: "the store inbox is full".into() });
+                false
             }
-            Err(TrySendError::Disconnected(msg)) => msg.refuse(Error::Stopped),
+            Err(TrySendError::Disconnected(msg)) => {
+                msg.refuse(Error::Stopped);
+                false
+            }
         }
     }
 
@@ -259,7 +265,8 @@ mod tests {
     #[tokio::test]
     async fn a_message_delivered_into_a_full_inbox_waits_for_room_instead_of_being_dropped() {
         let (handle, inbox) = channel::<MemKv, KvStateMachine>(1);
-        handle.send(StoreMsg::Tick);
+        assert!(handle.send(StoreMsg::Tick));
+        assert!(!handle.send(StoreMsg::Tick), "a message sent into a full inbox is not queued");
         let status = StoreMsg::SnapshotStatus { group: GroupId(1), to: NodeId(2), delivered: true };
         let delivering = tokio::spawn({
             let handle = handle.clone();
