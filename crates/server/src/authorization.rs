@@ -84,7 +84,7 @@ pub fn check(path: &str, connection: Option<&ConnectionInfo>) -> Result<(), Stat
     let Some(peer) = peer_of(connection)? else { return Ok(()) };
     let method = path.strip_prefix('/').unwrap_or(path);
     match roles_for(path) {
-        Some(roles) => permit(peer, roles, method),
+        Some(roles) => permit(peer, roles, || method.to_string()),
         None => Err(refuse(peer, &format!("{method}, a method no one may call"))),
     }
 }
@@ -96,11 +96,9 @@ pub fn check(path: &str, connection: Option<&ConnectionInfo>) -> Result<(), Stat
 /// As [`check`].
 pub fn check_command(connection: Option<&ConnectionInfo>, command: &Command) -> Result<(), Status> {
     let Some(peer) = peer_of(connection)? else { return Ok(()) };
-    permit(
-        peer,
-        command_roles(command),
-        &format!("the controller command {}", command_name(command)),
-    )
+    permit(peer, command_roles(command), || {
+        format!("the controller command {}", command_name(command))
+    })
 }
 
 /// The peer to check, or `None` on a node without TLS.
@@ -113,12 +111,14 @@ fn peer_of(connection: Option<&ConnectionInfo>) -> Result<Option<&Peer>, Status>
     }
 }
 
-fn permit(peer: &Peer, roles: &[Role], what: &str) -> Result<(), Status> {
+/// Lets `peer` through if its role is one of `roles`; refuses it for `what` (named only then:
+/// an allowed request builds no message).
+fn permit(peer: &Peer, roles: &[Role], what: impl FnOnce() -> String) -> Result<(), Status> {
     if peer.role.is_some_and(|role| roles.contains(&role)) {
         return Ok(());
     }
     let names: Vec<&str> = roles.iter().map(|role| role.name()).collect();
-    Err(refuse(peer, &format!("{what}, which needs the role {}", names.join(" or "))))
+    Err(refuse(peer, &format!("{}, which needs the role {}", what(), names.join(" or "))))
 }
 
 /// The refusal of `peer`'s request for `what`, logged.
