@@ -22,9 +22,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // For gRPC server reflection (`FILE_DESCRIPTOR_SET`).
+        .file_descriptor_set_path(out_dir.join("mosaic_descriptor.bin"))
         .build_client(true)
         .build_server(true)
+        // No `connect` helpers: callers build their own channels (TLS, timeouts, keepalive),
+        // and without them this crate needs no transport (the fuzz workspace builds none).
+        .build_transport(false)
         // Every `bytes` field becomes `bytes::Bytes`: payloads decoded from a `Bytes` buffer
         // share it, and move into `mosaic_raft` types without a copy.
         .bytes(".")

@@ -108,6 +108,11 @@ impl Processes {
         Self::start_with(role, size, true, "")
     }
 
+    /// As [`Processes::start_as`], in plaintext whatever the environment says.
+    pub fn start_plaintext(role: Role, size: u64) -> Self {
+        Self::start_with(role, size, false, "")
+    }
+
     /// As [`Processes::start_as`], with top-level `settings` (TOML lines) in every process's
     /// configuration file.
     pub fn start_configured(role: Role, size: u64, settings: &str) -> Self {

@@ -14,7 +14,14 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The fuzz targets, the binaries of `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 3] = ["controller_records", "shardkv_records", "engine_records"];
+pub const TARGETS: [&str; 6] = [
+    "controller_records",
+    "shardkv_records",
+    "engine_records",
+    "proto_messages",
+    "node_requests",
+    "controller_requests",
+];
 
 /// The flags of a libFuzzer build (those `cargo fuzz build -s none` passes), with debug
 /// assertions and overflow checks on.

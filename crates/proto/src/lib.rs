@@ -15,6 +15,9 @@
 //! - [`controller`] maps the controller's requests, outcomes, refusals, configurations and query
 //!   answers ([`mosaic_controller`]) to the `Controller` service's messages and back, rejecting
 //!   malformed wire messages with a [`ConvertError`] in the same way.
+//! - [`node`] checks the requests of a storage node's `Kv` and `NodeAdmin` services and turns
+//!   them into what its store takes, refusing malformed ones with the store's
+//!   `InvalidArgument`.
 //!
 //! Size limits on the wire are the transport's: tonic's `max_decoding_message_size` bounds
 //! every message a server or client decodes.
@@ -30,8 +33,13 @@ pub mod pb {
     tonic::include_proto!("mosaic.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `proto/mosaic/v1`, which a node's gRPC server
+/// reflection serves (so that generic tools can call Mosaic without its .proto files).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mosaic_descriptor");
+
 pub mod controller;
 pub mod convert;
 pub mod migration;
+pub mod node;
 
 pub use convert::{ConvertError, Result, message_from_pb, message_to_pb};

@@ -4,9 +4,10 @@
 //! creates a group by asking each member.
 
 use mosaic_engine::GroupId;
+use mosaic_proto::node;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
-use mosaic_raft::{ConfChange, LogIndex, NodeId, Role, Term};
-use mosaic_raftstore::{Consistency, LeaderTerm, StoreMsg};
+use mosaic_raft::Role;
+use mosaic_raftstore::{Consistency, StoreMsg};
 use mosaic_shardkv::request::read_ownership;
 use mosaic_shardkv::{KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
@@ -28,11 +29,15 @@ impl AdminService {
         Self { store, directory }
     }
 
+    fn refuse(&self, error: &mosaic_raftstore::Error) -> Status {
+        to_status(error, &self.directory)
+    }
+
     async fn ask<T: Send + 'static>(
         &self,
         build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, KvStateMachine>,
     ) -> Result<T, Status> {
-        self.store.ask(build).await.map_err(|error| to_status(&error, &self.directory))
+        self.store.ask(build).await.map_err(|error| self.refuse(&error))
     }
 }
 
@@ -42,12 +47,8 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::CreateGroupResponse>, Status> {
-        let request = request.into_inner();
-        if request.group_id == 0 {
-            return Err(Status::invalid_argument("group id 0 is not valid"));
-        }
-        let group = GroupId(request.group_id);
-        let members: Vec<NodeId> = request.members.into_iter().map(NodeId).collect();
+        let (group, members) = node::create_group_from_pb(request.into_inner())
+            .map_err(|error| self.refuse(&error))?;
         self.ask(|callback| StoreMsg::CreateGroup { group, members, callback }).await?;
         Ok(Response::new(pb::CreateGroupResponse {}))
     }
@@ -103,22 +104,8 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
-        let request = request.into_inner();
-        let group = GroupId(request.group_id);
-        if group.0 == 0 {
-            return Err(Status::invalid_argument("group id 0 is not valid"));
-        }
-        let leader = match (request.leader, request.term) {
-            (None, None) => None,
-            (Some(leader), Some(term)) if leader != 0 => {
-                Some(LeaderTerm { leader: NodeId(leader), term: Term(term) })
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "leader and term go together, and leader 0 is not valid",
-                ));
-            }
-        };
+        let (group, leader) =
+            node::join_group_from_pb(request.into_inner()).map_err(|error| self.refuse(&error))?;
         self.ask(|callback| StoreMsg::JoinGroup { group, leader, callback }).await?;
         Ok(Response::new(pb::JoinGroupResponse {}))
     }
@@ -127,24 +114,9 @@ impl NodeAdmin for AdminService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
-        let request = request.into_inner();
-        let group = GroupId(request.group_id);
-        if request.node_id == 0 {
-            return Err(Status::invalid_argument("node id 0 is not valid"));
-        }
-        let node = NodeId(request.node_id);
-        let change = match pb::MembershipChange::try_from(request.change) {
-            Ok(pb::MembershipChange::AddLearner) => ConfChange::AddLearner(node),
-            Ok(pb::MembershipChange::AddVoter) => ConfChange::AddVoter(node),
-            Ok(pb::MembershipChange::Remove) => ConfChange::RemoveNode(node),
-            Ok(pb::MembershipChange::Unspecified) | Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "membership change {} is not one of add-learner, add-voter, remove",
-                    request.change
-                )));
-            }
-        };
-        let unchanged_since = request.unchanged_since.map(LogIndex);
+        let (group, change, unchanged_since) =
+            node::change_membership_from_pb(request.into_inner())
+                .map_err(|error| self.refuse(&error))?;
         let conf_state = self
             .ask(|callback| StoreMsg::ChangeMembership { group, change, unchanged_since, callback })
             .await?;

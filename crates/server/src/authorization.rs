@@ -21,6 +21,9 @@ use mosaic_proto::pb::{
 };
 use tonic::Status;
 use tonic::codegen::http;
+use tonic_health::pb::health_server;
+use tonic_reflection::pb::v1::server_reflection_server as reflection_v1;
+use tonic_reflection::pb::v1alpha::server_reflection_server as reflection_v1alpha;
 use tower_service::Service;
 
 use crate::incoming::{ConnectionInfo, Peer, Security};
@@ -57,6 +60,12 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
         ) => Some(NODES_AND_ADMINS),
         (raft_transport_server::SERVICE_NAME, "Send" | "SendSnapshot") => Some(NODES),
         (shard_migration_server::SERVICE_NAME, "PullShard" | "DeleteShard") => Some(NODES),
+        // The standard services of every process, for generic tools (`crate::health`).
+        (health_server::SERVICE_NAME, "Check" | "Watch")
+        | (
+            reflection_v1::SERVICE_NAME | reflection_v1alpha::SERVICE_NAME,
+            "ServerReflectionInfo",
+        ) => Some(EVERY_ROLE),
         _ => None,
     }
 }
@@ -234,6 +243,15 @@ mod tests {
         let allowed = |role, path: &str| check(path, Some(&connection(Some(role)))).is_ok();
         for role in Role::ALL {
             assert!(allowed(role, "/mosaic.v1.Controller/Query"), "{role}");
+            for path in [
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Watch",
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            ] {
+                assert!(allowed(role, path), "{role}: {path}");
+            }
+            assert!(!allowed(role, "/grpc.health.v1.Health/List"), "{role}: no rule, no call");
             assert!(!allowed(role, "/mosaic.v1.Kv/Scan"), "{role}: no rule, no call");
         }
         assert!(allowed(Role::Client, "/mosaic.v1.Kv/Put"));

@@ -1,15 +1,14 @@
-//! The `Kv` service: client reads and writes, checked against the node's limits (and its free
-//! space, [`DiskGuard`]), handed to the store thread, answered when the store calls back (or
-//! when the request times out).
+//! The `Kv` service: client reads and writes, checked ([`mosaic_proto::node`]: the node's
+//! size limits) and refused on a full disk ([`DiskGuard`]), handed to the store thread,
+//! answered when the store calls back (or when the request times out).
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use mosaic_engine::{ClientId, GroupId, ShardId};
+use mosaic_proto::node::{self, SizeLimits};
 use mosaic_proto::pb::{self, kv_server::Kv};
-use mosaic_raftstore::{Consistency, Error, StoreMsg};
+use mosaic_raftstore::{Error, StoreMsg};
 use mosaic_shardkv::request::{propose_write, read_value};
-use mosaic_shardkv::{KvGet, KvStateMachine, KvWrite, WriteKind};
+use mosaic_shardkv::{KvStateMachine, WriteKind};
 use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
@@ -17,13 +16,11 @@ use crate::disk::DiskGuard;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
 
-/// Size limits on what clients send.
+/// What a node accepts from clients.
 #[derive(Clone, Copy, Debug)]
 pub struct KvLimits {
-    /// Largest key, in bytes.
-    pub key_bytes_max: usize,
-    /// Largest value, in bytes.
-    pub value_bytes_max: usize,
+    /// The largest key and value.
+    pub sizes: SizeLimits,
     /// How long a request may wait for its answer.
     pub request_timeout: Duration,
 }
@@ -52,35 +49,6 @@ impl KvService {
         to_status(error, &self.directory)
     }
 
-    fn check_key(&self, key: &Bytes) -> Result<(), Status> {
-        if key.is_empty() {
-            return Err(self.refuse(&Error::InvalidArgument { reason: "the key is empty".into() }));
-        }
-        if key.len() > self.limits.key_bytes_max {
-            return Err(self.refuse(&Error::InvalidArgument {
-                reason: format!(
-                    "the key is {} bytes; at most {} are accepted (key-bytes-max)",
-                    key.len(),
-                    self.limits.key_bytes_max
-                ),
-            }));
-        }
-        Ok(())
-    }
-
-    fn check_value(&self, value: &Bytes) -> Result<(), Status> {
-        if value.len() > self.limits.value_bytes_max {
-            return Err(self.refuse(&Error::InvalidArgument {
-                reason: format!(
-                    "the value is {} bytes; at most {} are accepted (value-bytes-max)",
-                    value.len(),
-                    self.limits.value_bytes_max
-                ),
-            }));
-        }
-        Ok(())
-    }
-
     /// Asks the store (see [`StoreHandle::ask`]), giving up after the request timeout.
     async fn ask<T: Send + 'static>(
         &self,
@@ -95,28 +63,12 @@ impl KvService {
         kind: WriteKind,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let r = request.into_inner();
-        self.check_key(&r.key)?;
-        self.check_value(&r.value)?;
-        if kind == WriteKind::Delete && !r.value.is_empty() {
-            return Err(
-                self.refuse(&Error::InvalidArgument { reason: "a delete carries no value".into() })
-            );
-        }
+        let (group, write) = node::write_from_pb(kind, request.into_inner(), self.limits.sizes)
+            .map_err(|error| self.refuse(&error))?;
         // A delete is taken on a full disk: it is how space is freed.
         if kind != WriteKind::Delete {
             self.disk.check_write().map_err(|error| self.refuse(&error))?;
         }
-        let write = KvWrite {
-            kind,
-            client: ClientId(r.client_id),
-            seq: r.seq,
-            shard: ShardId(r.shard_id),
-            key: r.key,
-            value: r.value,
-            expects_session: r.expects_session,
-        };
-        let group = GroupId(r.group_id);
         let outcome = self.ask(|callback| propose_write(group, write, callback)).await?;
         Ok(Response::new(pb::WriteResponse { index: outcome.index.0 }))
     }
@@ -128,20 +80,8 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let request = request.into_inner();
-        self.check_key(&request.key)?;
-        let consistency = match pb::Consistency::try_from(request.consistency) {
-            Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
-            Ok(pb::Consistency::Lease) => Consistency::Lease,
-            Ok(pb::Consistency::Stale) => Consistency::Stale,
-            Err(_) => {
-                return Err(self.refuse(&Error::InvalidArgument {
-                    reason: format!("unknown consistency level {}", request.consistency),
-                }));
-            }
-        };
-        let group = GroupId(request.group_id);
-        let get = KvGet { shard: ShardId(request.shard_id), key: request.key };
+        let (group, get, consistency) = node::get_from_pb(request.into_inner(), self.limits.sizes)
+            .map_err(|error| self.refuse(&error))?;
         let read = self.ask(|callback| read_value(group, get, consistency, callback)).await?;
         let value = read.output;
         Ok(Response::new(pb::GetResponse {

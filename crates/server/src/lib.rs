@@ -11,6 +11,7 @@
 //!   between groups (pulling; [`migration_service`] sends).
 //! - [`incoming`] accepts its connections (mutual TLS when configured) and [`authorization`]
 //!   checks each request against the peer's role.
+//! - [`health`] serves the standard gRPC health and reflection services beside Mosaic's own.
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod config;
 pub mod controller_service;
 pub mod disk;
 mod error;
+pub mod health;
 pub mod incoming;
 pub mod kv_service;
 pub mod limits;

@@ -17,9 +17,11 @@ use std::time::Duration;
 use mosaic_client::Tls;
 use mosaic_controller::ControllerMachine;
 use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
+use mosaic_proto::node::SizeLimits;
 use mosaic_proto::pb::{
-    self, controller_server::ControllerServer, kv_server::KvServer,
-    node_admin_server::NodeAdminServer, raft_transport_server::RaftTransportServer,
+    self, controller_server, controller_server::ControllerServer, kv_server, kv_server::KvServer,
+    node_admin_server, node_admin_server::NodeAdminServer, raft_transport_server,
+    raft_transport_server::RaftTransportServer, shard_migration_server,
     shard_migration_server::ShardMigrationServer,
 };
 use mosaic_raft::NodeId;
@@ -39,6 +41,7 @@ use crate::config::{SHARD_CHUNK_BYTES_MAX, ServerConfig};
 use crate::controller_service::ControllerService;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
+use crate::health::{self, Health};
 use crate::incoming;
 use crate::kv_service::{KvLimits, KvService};
 use crate::limits::Slots;
@@ -98,8 +101,10 @@ impl Node {
         let core = Core::<KvStateMachine>::open_with(&config, listener, placement)?;
         let tls = core.tls.clone();
         let limits = KvLimits {
-            key_bytes_max: config.key_bytes_max,
-            value_bytes_max: config.value_bytes_max,
+            sizes: SizeLimits {
+                key_bytes_max: config.key_bytes_max,
+                value_bytes_max: config.value_bytes_max,
+            },
             request_timeout: config.request_timeout(),
         };
         let kv_message_bytes_max =
@@ -140,7 +145,11 @@ impl Node {
                     .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
             )
         };
-        Ok(core.serve(|router| {
+        let mut services = vec![kv_server::SERVICE_NAME, node_admin_server::SERVICE_NAME];
+        if migration.is_some() {
+            services.push(shard_migration_server::SERVICE_NAME);
+        }
+        Ok(core.serve(services, |router| {
             router.add_service(kv).add_service(admin).add_optional_service(migration)
         }))
     }
@@ -215,7 +224,8 @@ impl Node {
             core.directory.clone(),
             config.request_timeout(),
         );
-        Ok(core.serve(|router| router.add_service(ControllerServer::new(service))))
+        let services = vec![controller_server::SERVICE_NAME];
+        Ok(core.serve(services, |router| router.add_service(ControllerServer::new(service))))
     }
 
     /// This node.
@@ -436,16 +446,29 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         })
     }
 
-    /// Serves the Raft transport and the services `add` adds (the role's) on the listener
-    /// (over mutual TLS when the node has an identity, every request authorized by the peer's
-    /// role), until the node is stopped.
-    fn serve(self, add: impl FnOnce(Router<Authorized>) -> Router<Authorized>) -> Node {
+    /// Serves the Raft transport, the health and reflection services ([`crate::health`]) and
+    /// the services `add` adds (the role's, named in `services`) on the listener (over mutual
+    /// TLS when the node has an identity, every request authorized by the peer's role), until
+    /// the node is stopped.
+    fn serve(
+        self,
+        mut services: Vec<&'static str>,
+        add: impl FnOnce(Router<Authorized>) -> Router<Authorized>,
+    ) -> Node {
+        services.push(raft_transport_server::SERVICE_NAME);
+        let (health, health_service) = Health::new(services.clone());
+        let (reflection, reflection_v1alpha) = health::reflection(&services);
         let mut server = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(self.connection_requests_max)
             .http2_keepalive_interval(Some(mosaic_client::KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(mosaic_client::KEEPALIVE_TIMEOUT))
             .layer(AuthorizeLayer);
-        let router = add(server.add_service(self.raft));
+        let router = server
+            .add_service(self.raft)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha);
+        let router = add(router);
         let (shutdown, shutdown_received) = oneshot::channel();
         let (stop_serving, serving_stopped) = oneshot::channel::<()>();
         let connections = incoming::incoming(self.listener, self.acceptor);
@@ -454,20 +477,23 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         });
         let tls = self.tls.is_some();
         tracing::info!(node = %self.node, address = %self.local_addr, tls, "node serving");
-        let stop = StopServing { stop_serving, closing: self.closing };
+        let stop = StopServing { stop_serving, closing: self.closing, health };
         let task = tokio::spawn(serve(self.node, server, self.runner, shutdown_received, stop));
         Node { node: self.node, local_addr: self.local_addr, shutdown: Some(shutdown), task }
     }
 }
 
-/// How the server is told to stop: the listener closes, and long-lived streams end.
+/// How the server is told to stop: its health turns `NOT_SERVING`, the listener closes, and
+/// long-lived streams end.
 struct StopServing {
     stop_serving: oneshot::Sender<()>,
     closing: watch::Sender<bool>,
+    health: Health,
 }
 
 impl StopServing {
-    fn stop(self) {
+    async fn stop(self) {
+        self.health.not_serving().await;
         let _ = self.closing.send(true);
         let _ = self.stop_serving.send(());
     }
@@ -481,18 +507,20 @@ async fn serve(
     shutdown: oneshot::Receiver<()>,
     stop: StopServing,
 ) -> Result<()> {
+    // Before the first request is served (the server runs in this task).
+    stop.health.serving().await;
     let mut server = std::pin::pin!(server);
     let served = tokio::select! {
         result = &mut server => result.map_err(Error::from),
         () = store_ended(&runner) => {
             tracing::error!(%node, "the store thread stopped; shutting the node down");
-            stop.stop();
+            stop.stop().await;
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await;
             Ok(())
         }
         _ = shutdown => {
             tracing::info!(%node, "shutting down");
-            stop.stop();
+            stop.stop().await;
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(result) => result.map_err(Error::from),
                 // Long-lived peer streams keep connections open; they are cut here.

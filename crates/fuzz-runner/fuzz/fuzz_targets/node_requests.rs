@@ -1,0 +1,82 @@
+//! A storage node's `Kv` and `NodeAdmin` services given arbitrary requests: each request's
+//! protobuf body is checked as the service checks it (`mosaic_proto::node`) and what passes
+//! goes to the real store of one of three nodes (`mosaic_raftstore::testing`, in memory,
+//! hosting `KvStateMachine` groups) as the service would send it, among ticks of the clock
+//! and crash-restarts. Frames as in `mosaic_fuzz::frames`. No request makes a node fail (a
+//! panic, or an engine error, which stops a real node), and every node reloads what it
+//! stored.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mosaic_engine::GroupId;
+use mosaic_fuzz::{crash_restart, frames, restart_all, tick};
+use mosaic_proto::node::{self, SizeLimits};
+use mosaic_proto::pb;
+use mosaic_raft::NodeId;
+use mosaic_raftstore::testing::{Cluster, slot};
+use mosaic_raftstore::{Consistency, StoreMsg};
+use mosaic_shardkv::request::{propose_write, read_ownership, read_value};
+use mosaic_shardkv::{KvStateMachine, WriteKind};
+use prost::Message;
+
+const NODES: u64 = 3;
+const GROUP: GroupId = GroupId(1);
+const LIMITS: SizeLimits = SizeLimits { key_bytes_max: 64, value_bytes_max: 128 };
+
+fuzz_target!(|data: &[u8]| {
+    let mut cluster = Cluster::<KvStateMachine>::new(NODES, 1);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    cluster.must_elect(GROUP);
+    for frame in frames(data, NODES) {
+        let node = NodeId(frame.node);
+        let body = frame.body;
+        let write = |kind| {
+            let request = pb::WriteRequest::decode(body).ok()?;
+            let (group, write) = node::write_from_pb(kind, request, LIMITS).ok()?;
+            Some(propose_write(group, write, slot().1))
+        };
+        let msg = match frame.kind {
+            0 => write(WriteKind::Put),
+            1 => write(WriteKind::Append),
+            2 => write(WriteKind::Delete),
+            3 => pb::GetRequest::decode(body).ok().and_then(|request| {
+                let (group, get, consistency) = node::get_from_pb(request, LIMITS).ok()?;
+                Some(read_value(group, get, consistency, slot().1))
+            }),
+            4 => pb::CreateGroupRequest::decode(body).ok().and_then(|request| {
+                let (group, members) = node::create_group_from_pb(request).ok()?;
+                Some(StoreMsg::CreateGroup { group, members, callback: slot().1 })
+            }),
+            5 => pb::JoinGroupRequest::decode(body).ok().and_then(|request| {
+                let (group, leader) = node::join_group_from_pb(request).ok()?;
+                Some(StoreMsg::JoinGroup { group, leader, callback: slot().1 })
+            }),
+            6 => pb::ChangeMembershipRequest::decode(body).ok().and_then(|request| {
+                let (group, change, unchanged_since) =
+                    node::change_membership_from_pb(request).ok()?;
+                let callback = slot().1;
+                Some(StoreMsg::ChangeMembership { group, change, unchanged_since, callback })
+            }),
+            7 => pb::GroupStatusRequest::decode(body).ok().map(|request| {
+                let group = GroupId(request.group_id);
+                let confirm = request.confirm_leadership;
+                cluster.send(node, StoreMsg::Status { group, confirm, callback: slot().1 });
+                read_ownership(group, Consistency::Stale, slot().1)
+            }),
+            8 => {
+                tick(&mut cluster, body);
+                None
+            }
+            9 => {
+                crash_restart(&mut cluster, node, body);
+                None
+            }
+            _ => None,
+        };
+        if let Some(msg) = msg {
+            cluster.send(node, msg);
+        }
+        cluster.settle();
+    }
+    restart_all(&mut cluster, NODES);
+});

@@ -1,0 +1,271 @@
+//! The requests of a storage node's `Kv` and `NodeAdmin` services as its store takes them:
+//! each wire request is checked and becomes the parts of one store message, or is refused
+//! with [`Error::InvalidArgument`] saying what is wrong, before anything reaches the store.
+//!
+//! These are the services' whole decisions about a request's content (the server adds only
+//! what depends on the running node: its free space, the timeout, the answer's form), kept
+//! apart from the server so that the fuzz target `node_requests` (docs/testing.md "Fuzzing")
+//! drives a real store with exactly what the services would hand it.
+
+use mosaic_engine::{ClientId, GroupId, ShardId};
+use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
+use mosaic_raftstore::{Consistency, Error, LeaderTerm};
+use mosaic_shardkv::{KvGet, KvWrite, WriteKind};
+
+use crate::pb;
+
+/// The largest key and value a node accepts (its `key-bytes-max` and `value-bytes-max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// Largest key, in bytes.
+    pub key_bytes_max: usize,
+    /// Largest value, in bytes.
+    pub value_bytes_max: usize,
+}
+
+/// A write (`Put`, `Append` or `Delete`, as `kind` says) to propose to its group.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty key, a key or value over `limits`, or a delete
+/// that carries a value.
+pub fn write_from_pb(
+    kind: WriteKind,
+    request: pb::WriteRequest,
+    limits: SizeLimits,
+) -> Result<(GroupId, KvWrite), Error> {
+    check_key(&request.key, limits)?;
+    if request.value.len() > limits.value_bytes_max {
+        return Err(invalid(format!(
+            "the value is {} bytes; at most {} are accepted (value-bytes-max)",
+            request.value.len(),
+            limits.value_bytes_max
+        )));
+    }
+    if kind == WriteKind::Delete && !request.value.is_empty() {
+        return Err(invalid("a delete carries no value".into()));
+    }
+    let write = KvWrite {
+        kind,
+        client: ClientId(request.client_id),
+        seq: request.seq,
+        shard: ShardId(request.shard_id),
+        key: request.key,
+        value: request.value,
+        expects_session: request.expects_session,
+    };
+    Ok((GroupId(request.group_id), write))
+}
+
+/// A get, and how fresh its answer must be.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty key, a key over `limits`, or a consistency level
+/// this build does not know.
+pub fn get_from_pb(
+    request: pb::GetRequest,
+    limits: SizeLimits,
+) -> Result<(GroupId, KvGet, Consistency), Error> {
+    check_key(&request.key, limits)?;
+    let consistency = match pb::Consistency::try_from(request.consistency) {
+        Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
+        Ok(pb::Consistency::Lease) => Consistency::Lease,
+        Ok(pb::Consistency::Stale) => Consistency::Stale,
+        Err(_) => {
+            return Err(invalid(format!("unknown consistency level {}", request.consistency)));
+        }
+    };
+    let get = KvGet { shard: ShardId(request.shard_id), key: request.key };
+    Ok((GroupId(request.group_id), get, consistency))
+}
+
+/// The group to create on this node, and its initial voters.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for group id 0.
+pub fn create_group_from_pb(
+    request: pb::CreateGroupRequest,
+) -> Result<(GroupId, Vec<NodeId>), Error> {
+    let group = group_from_pb(request.group_id)?;
+    Ok((group, request.members.into_iter().map(NodeId).collect()))
+}
+
+/// The group to join on this node, and the leader's term to start in, if given.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for group id 0, a leader without a term (or the reverse), or
+/// leader 0.
+pub fn join_group_from_pb(
+    request: pb::JoinGroupRequest,
+) -> Result<(GroupId, Option<LeaderTerm>), Error> {
+    let group = group_from_pb(request.group_id)?;
+    let leader = match (request.leader, request.term) {
+        (None, None) => None,
+        (Some(leader), Some(term)) if leader != 0 => {
+            Some(LeaderTerm { leader: NodeId(leader), term: Term(term) })
+        }
+        _ => {
+            return Err(invalid("leader and term go together, and leader 0 is not valid".into()));
+        }
+    };
+    Ok((group, leader))
+}
+
+/// A change of a group's membership by one node, and the applied index the plan was made
+/// at, if given.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for node id 0 or a change this build does not know.
+pub fn change_membership_from_pb(
+    request: pb::ChangeMembershipRequest,
+) -> Result<(GroupId, ConfChange, Option<LogIndex>), Error> {
+    if request.node_id == 0 {
+        return Err(invalid("node id 0 is not valid".into()));
+    }
+    let node = NodeId(request.node_id);
+    let change = match pb::MembershipChange::try_from(request.change) {
+        Ok(pb::MembershipChange::AddLearner) => ConfChange::AddLearner(node),
+        Ok(pb::MembershipChange::AddVoter) => ConfChange::AddVoter(node),
+        Ok(pb::MembershipChange::Remove) => ConfChange::RemoveNode(node),
+        Ok(pb::MembershipChange::Unspecified) | Err(_) => {
+            return Err(invalid(format!(
+                "membership change {} is not one of add-learner, add-voter, remove",
+                request.change
+            )));
+        }
+    };
+    Ok((GroupId(request.group_id), change, request.unchanged_since.map(LogIndex)))
+}
+
+fn check_key(key: &[u8], limits: SizeLimits) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(invalid("the key is empty".into()));
+    }
+    if key.len() > limits.key_bytes_max {
+        return Err(invalid(format!(
+            "the key is {} bytes; at most {} are accepted (key-bytes-max)",
+            key.len(),
+            limits.key_bytes_max
+        )));
+    }
+    Ok(())
+}
+
+fn group_from_pb(id: u64) -> Result<GroupId, Error> {
+    if id == 0 {
+        return Err(invalid("group id 0 is not valid".into()));
+    }
+    Ok(GroupId(id))
+}
+
+fn invalid(reason: String) -> Error {
+    Error::InvalidArgument { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    const LIMITS: SizeLimits = SizeLimits { key_bytes_max: 4, value_bytes_max: 8 };
+
+    fn write(key: &'static [u8], value: &'static [u8]) -> pb::WriteRequest {
+        pb::WriteRequest {
+            group_id: 3,
+            shard_id: 2,
+            client_id: 9,
+            seq: 5,
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(value),
+            expects_session: true,
+            ..pb::WriteRequest::default()
+        }
+    }
+
+    fn reason(error: Error) -> String {
+        match error {
+            Error::InvalidArgument { reason } => reason,
+            other => panic!("not an invalid argument: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_write_within_the_limits_becomes_its_group_and_command() {
+        let (group, write) = write_from_pb(WriteKind::Append, write(b"abcd", b"12345678"), LIMITS)
+            .expect("within the limits");
+        assert_eq!(group, GroupId(3));
+        let expected = KvWrite {
+            kind: WriteKind::Append,
+            client: ClientId(9),
+            seq: 5,
+            shard: ShardId(2),
+            key: Bytes::from_static(b"abcd"),
+            value: Bytes::from_static(b"12345678"),
+            expects_session: true,
+        };
+        assert_eq!(write, expected);
+    }
+
+    #[test]
+    fn a_write_past_a_limit_or_malformed_is_refused_with_the_reason() {
+        let refused = |kind, request| reason(write_from_pb(kind, request, LIMITS).unwrap_err());
+        assert_eq!(refused(WriteKind::Put, write(b"", b"v")), "the key is empty");
+        assert_eq!(
+            refused(WriteKind::Put, write(b"abcde", b"v")),
+            "the key is 5 bytes; at most 4 are accepted (key-bytes-max)"
+        );
+        assert_eq!(
+            refused(WriteKind::Put, write(b"k", b"123456789")),
+            "the value is 9 bytes; at most 8 are accepted (value-bytes-max)"
+        );
+        assert_eq!(refused(WriteKind::Delete, write(b"k", b"v")), "a delete carries no value");
+        assert!(write_from_pb(WriteKind::Delete, write(b"k", b""), LIMITS).is_ok());
+    }
+
+    #[test]
+    fn a_get_names_a_known_consistency_level() {
+        let get = |consistency| pb::GetRequest {
+            group_id: 1,
+            shard_id: 0,
+            key: Bytes::from_static(b"k"),
+            consistency,
+            ..pb::GetRequest::default()
+        };
+        let (_, _, level) = get_from_pb(get(pb::Consistency::Lease as i32), LIMITS).unwrap();
+        assert_eq!(level, Consistency::Lease);
+        assert_eq!(
+            reason(get_from_pb(get(42), LIMITS).unwrap_err()),
+            "unknown consistency level 42"
+        );
+    }
+
+    #[test]
+    fn admin_requests_refuse_zero_ids_and_unknown_changes() {
+        let create = pb::CreateGroupRequest { group_id: 0, members: vec![1] };
+        assert_eq!(reason(create_group_from_pb(create).unwrap_err()), "group id 0 is not valid");
+        let join = |leader, term| pb::JoinGroupRequest { group_id: 2, leader, term };
+        assert_eq!(join_group_from_pb(join(None, None)).unwrap(), (GroupId(2), None));
+        let leader = LeaderTerm { leader: NodeId(1), term: Term(4) };
+        assert_eq!(join_group_from_pb(join(Some(1), Some(4))).unwrap(), (GroupId(2), Some(leader)));
+        for (leader, term) in [(Some(1), None), (None, Some(4)), (Some(0), Some(4))] {
+            assert!(join_group_from_pb(join(leader, term)).is_err());
+        }
+        let change = |node_id, change| pb::ChangeMembershipRequest {
+            group_id: 2,
+            node_id,
+            change,
+            unchanged_since: Some(7),
+        };
+        let add = pb::MembershipChange::AddVoter as i32;
+        assert_eq!(
+            change_membership_from_pb(change(3, add)).unwrap(),
+            (GroupId(2), ConfChange::AddVoter(NodeId(3)), Some(LogIndex(7)))
+        );
+        assert_eq!(
+            reason(change_membership_from_pb(change(0, add)).unwrap_err()),
+            "node id 0 is not valid"
+        );
+        assert!(change_membership_from_pb(change(3, 0)).is_err());
+        assert!(change_membership_from_pb(change(3, 99)).is_err());
+    }
+}
