@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod certs;
 mod kv;
+mod logging;
 mod nodes;
 mod playground;
 mod server;
@@ -13,11 +14,17 @@ mod tls;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use logging::LogFormat;
 
 /// Mosaic: a sharded, replicated key-value store.
 #[derive(Parser, Debug)]
 #[command(name = "mosaic", version, about)]
 struct Cli {
+    /// How log lines on stderr look: `text` for people (coloured on a terminal only), `json`
+    /// for log shippers (one object per line). The level is set with MOSAIC_LOG (default
+    /// `info`, for example `MOSAIC_LOG=mosaic_raftstore=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MOSAIC_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,15 +48,9 @@ enum Command {
     Certs(certs::CertsArgs),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MOSAIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
             Command::Kv(args) => kv::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Playground(args) => playground::run(args).await,
+            Command::Playground(args) => playground::run(args, cli.log_format).await,
             Command::Certs(args) => certs::run(args),
         }
     });

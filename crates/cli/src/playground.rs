@@ -31,6 +31,7 @@ use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId};
 use mosaic_controller::Command as ControllerCommand;
 
 use crate::admin::wait_until_settled;
+use crate::logging::LogFormat;
 use crate::tls::TlsArgs;
 
 /// Replicas of the controller, and storage nodes.
@@ -100,7 +101,7 @@ impl Drop for Processes {
 }
 
 /// Runs `mosaic playground`.
-pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: PlaygroundArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize().context("resolving the playground directory")?;
@@ -125,12 +126,12 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<ExitCode> {
         if first_start {
             extra.push("--bootstrap".to_string());
         }
-        processes.0.push(spawn(&exe, &dir, "controller", id, &controllers, &extra)?);
+        processes.0.push(spawn(&exe, log_format, &dir, "controller", id, &controllers, &extra)?);
     }
     let mut extra = vec!["--controllers".to_string(), controllers_flag.clone()];
     extra.extend(tls_flags("node"));
     for id in 1..=PROCESSES_PER_ROLE {
-        processes.0.push(spawn(&exe, &dir, "server", id, &nodes, &extra)?);
+        processes.0.push(spawn(&exe, log_format, &dir, "server", id, &nodes, &extra)?);
     }
     for process in &mut processes.0 {
         wait_listening(process).await?;
@@ -179,9 +180,10 @@ fn join(addresses: &[SocketAddr]) -> String {
 }
 
 /// Starts `mosaic ROLE` as process `id` of `addresses`, the others as its peers, logging to
-/// DIR/NAME.log.
+/// DIR/NAME.log in `log_format`.
 fn spawn(
     exe: &Path,
+    log_format: LogFormat,
     dir: &Path,
     role: &str,
     id: u64,
@@ -198,6 +200,7 @@ fn spawn(
     let log = dir.join(format!("{name}.log"));
     let file = log_file(&log)?;
     let child = Command::new(exe)
+        .env("MOSAIC_LOG_FORMAT", log_format.name())
         .arg(role)
         .args(["--id", &id.to_string(), "--listen", &address.to_string()])
         .arg("--data-dir")
