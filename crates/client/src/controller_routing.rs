@@ -5,7 +5,8 @@
 //! What the client does with it is [`crate::Client`]'s to say: it asks once before its first
 //! operation, and again when a node says its placement is stale or a key's shard has no owner.
 //! This module only turns one query's answer into a [`Routing`] ([`Routing::from_configuration`])
-//! and a failed query into [`RoutingError::Source`].
+//! and a failed query into [`RoutingError::Source`] (or, when the controller refused the
+//! client's identity, [`ClientError::AccessDenied`]).
 
 use crate::controller::ControllerClient;
 use crate::error::RoutingError;
@@ -64,17 +65,23 @@ impl RoutingSource for ControllerRouting {
     /// Returns the placement of the controller's latest configuration.
     ///
     /// # Errors
-    /// [`ClientError::Routing`] with [`RoutingError::Source`] when the query fails (no replica
-    /// answered by the controller client's deadline, or its answer does not decode), and with
+    /// [`ClientError::AccessDenied`] when the controller refuses the client's identity;
+    /// [`ClientError::Routing`] with [`RoutingError::Source`] when the query fails otherwise
+    /// (no replica answered by the controller client's deadline, or its answer does not
+    /// decode), and with
     /// the broken invariant when the configuration is no usable placement
     /// ([`Routing::from_configuration`]).
     async fn latest(&self) -> Result<Routing> {
-        let answer = self.controller.query(None).await.map_err(|error| ClientError::Routing {
-            reason: RoutingError::Source {
-                reason: format!(
-                    "the controller at {} gave no configuration: {error}",
-                    self.controller.addresses().join(",")
-                ),
+        let answer = self.controller.query(None).await.map_err(|error| match error {
+            // Who the client is does not change by asking again, and the advice differs.
+            ClientError::AccessDenied { .. } => error,
+            error => ClientError::Routing {
+                reason: RoutingError::Source {
+                    reason: format!(
+                        "the controller at {} gave no configuration: {error}",
+                        self.controller.addresses().join(",")
+                    ),
+                },
             },
         })?;
         Routing::from_configuration(&answer.config, &answer.nodes)

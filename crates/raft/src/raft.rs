@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -211,6 +211,7 @@ impl<S: Storage> Raft<S> {
         debug!(node_id = %self.id, term = %self.term, "became pre-candidate");
     }
 
+    /// Becomes a candidate in the next term (the caller checked that there is one).
     fn become_candidate(&mut self) {
         assert_ne!(self.role, Role::Leader, "a leader cannot become a candidate");
         self.reset(Term(self.term.0 + 1));
@@ -270,9 +271,15 @@ impl<S: Storage> Raft<S> {
             debug!(node_id = %self.id, "unapplied membership change: will not campaign");
             return;
         }
+        // A campaign needs the next term. Only a peer's (or an operator's) message can bring a
+        // term this far: the node stays a follower rather than wrap around to term 0.
+        let Some(next_term) = self.term.0.checked_add(1).map(Term) else {
+            warn!(node_id = %self.id, term = %self.term, "no term left to campaign in");
+            return;
+        };
         let (vote_term, pre_vote) = if kind == CampaignKind::PreElection {
             self.become_pre_candidate();
-            (Term(self.term.0 + 1), true)
+            (next_term, true)
         } else {
             self.become_candidate();
             (self.term, false)

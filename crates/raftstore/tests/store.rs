@@ -393,3 +393,31 @@ fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
     assert!(group_records(&mut cluster, NodeId(1), GROUP).is_empty());
     assert_eq!(must_get(&mut cluster, other, "kept"), Some(1));
 }
+
+/// Found by review of the `node_requests` fuzz target: a replica joined at the largest term
+/// (`JoinGroup` takes the leader's term from an operator) turns down a pre-vote at that term,
+/// the candidate steps up to it, and its next campaign needed a term past the largest, which
+/// overflowed in the Raft core. A node whose term is exhausted now stays a follower.
+#[test]
+fn a_term_at_the_largest_value_stops_campaigns_without_a_panic() {
+    let mut cluster = Cluster::new(3, 1);
+    let group = GroupId(5);
+    let leader =
+        Some(mosaic_raftstore::LeaderTerm { leader: NodeId(2), term: mosaic_raft::Term(u64::MAX) });
+    let (joined, callback) = testing::slot();
+    cluster.send(NodeId(1), StoreMsg::JoinGroup { group, leader, callback });
+    assert!(matches!(take(&joined), Some(Ok(()))));
+    let (created, callback) = testing::slot();
+    let members = vec![NodeId(1), NodeId(2)];
+    cluster.send(NodeId(2), StoreMsg::CreateGroup { group, members, callback });
+    assert!(matches!(take(&created), Some(Ok(()))));
+    cluster.settle();
+    for _ in 0..200 {
+        cluster.tick();
+    }
+    let (status, callback) = testing::slot();
+    cluster.send(NodeId(2), StoreMsg::Status { group, confirm: false, callback });
+    let status = take(&status).expect("answered at once").expect("node 2 hosts the group");
+    assert_eq!(status.hard_state.term.0, u64::MAX, "node 2 stepped up to the largest term");
+    assert_ne!(status.soft_state.role, mosaic_raft::Role::Leader, "with no term to lead in");
+}

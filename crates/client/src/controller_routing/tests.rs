@@ -15,7 +15,7 @@ use crate::client::{Client, ClientOptions};
 use crate::controller::ControllerClientOptions;
 use crate::error::WriteOutcome;
 use crate::test_support::closed_port_address;
-use crate::test_support::fake_controller::{FAKE_SHARD_COUNT, FakeController, Role};
+use crate::test_support::fake_controller::{FAKE_SHARD_COUNT, FakeController, Fault, Role};
 use crate::test_support::fake_node::{FakeNode, NodeRequest, shard_not_ready, wrong_group};
 use mosaic_types::shard_for_key;
 
@@ -167,6 +167,20 @@ async fn a_controller_that_is_down_fails_the_first_operation_with_a_routing_erro
         matches!(error, ClientError::Routing { reason: RoutingError::Source { .. } }),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn a_controller_that_refuses_the_client_fails_the_first_operation_with_access_denied() {
+    let fake = FakeController::start(&[Role::Leader]).await;
+    let refusal = "permission denied: the certificate \"x\" has no Mosaic role";
+    fake.inject(Fault::Before(tonic::Status::permission_denied(refusal)));
+    let client = client_of(&fake, patient_options());
+    let error = client.put("k", "v").await.unwrap_err();
+    let ClientError::AccessDenied { ref message, outcome } = error else {
+        panic!("expected access denied, not a routing failure: {error:?}");
+    };
+    assert_eq!(message, refusal);
+    assert_eq!(outcome, WriteOutcome::NotApplied);
 }
 
 #[tokio::test]

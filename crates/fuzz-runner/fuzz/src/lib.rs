@@ -71,11 +71,12 @@ pub fn crash_restart<SM: StateMachine<MemKv>>(
     cluster.restart(node);
 }
 
-/// Restarts every node of `cluster` (nodes 1 to `nodes`) from what it synced: each reloads
-/// its state, with the checks loading makes.
+/// Restarts every node of `cluster` (nodes 1 to `nodes`) with everything it wrote, synced or
+/// not (applied state is written unsynced): each reloads all it applied, with the checks
+/// loading makes.
 pub fn restart_all<SM: StateMachine<MemKv>>(cluster: &mut Cluster<SM>, nodes: u64) {
     for node in 1..=nodes {
-        cluster.crash(NodeId(node), 0);
+        cluster.crash(NodeId(node), usize::MAX);
         cluster.restart(NodeId(node));
     }
     cluster.settle();
