@@ -77,3 +77,26 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_log_format_is_taken_before_or_after_the_subcommand() {
+        let before = ["mosaic", "--log-format", "json", "certs", "init", "dir"];
+        assert_eq!(Cli::try_parse_from(before).unwrap().log_format, LogFormat::Json);
+        let after = ["mosaic", "kv", "--controllers", "h:1", "get", "k", "--log-format", "json"];
+        assert_eq!(Cli::try_parse_from(after).unwrap().log_format, LogFormat::Json);
+        assert!(
+            Cli::try_parse_from(["mosaic", "--log-format", "xml", "certs", "init", "d"]).is_err()
+        );
+    }
+}
