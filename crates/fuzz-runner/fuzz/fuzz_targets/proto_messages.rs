@@ -12,22 +12,28 @@ use mosaic_proto::migration::{position_from_pb, position_to_pb, record_to_pb, re
 use mosaic_proto::{message_from_pb, message_to_pb, pb};
 use prost::Message;
 
+/// Decodes `body` as wire message `W` and converts it with `from`; what converts goes back
+/// with `to` to a wire message that converts to the same.
+fn round_trip<
+    W: Message + Default,
+    T: PartialEq + std::fmt::Debug,
+    E: PartialEq + std::fmt::Debug,
+>(
+    body: &[u8],
+    from: fn(W) -> Result<T, E>,
+    to: fn(&T) -> W,
+) {
+    let Ok(wire) = W::decode(body) else { return };
+    if let Ok(value) = from(wire) {
+        assert_eq!(from(to(&value)).as_ref(), Ok(&value));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     match selector % 8 {
-        0 => {
-            let Ok(wire) = pb::RaftMessage::decode(body) else { return };
-            if let Ok(message) = message_from_pb(wire) {
-                assert_eq!(message_from_pb(message_to_pb(&message)).as_ref(), Ok(&message));
-            }
-        }
-        1 => {
-            let Ok(wire) = pb::ExecuteRequest::decode(body) else { return };
-            if let Ok(request) = convert::request_from_pb(wire) {
-                let again = convert::request_from_pb(convert::request_to_pb(&request));
-                assert_eq!(again.as_ref(), Ok(&request));
-            }
-        }
+        0 => round_trip(body, message_from_pb, message_to_pb),
+        1 => round_trip(body, convert::request_from_pb, convert::request_to_pb),
         2 => {
             let Ok(wire) = pb::ExecuteResponse::decode(body) else { return };
             if let Ok(Ok(outcome)) = convert::execute_response_from_pb(wire) {
@@ -35,13 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(again.as_ref(), Ok(&outcome));
             }
         }
-        3 => {
-            let Ok(wire) = pb::Configuration::decode(body) else { return };
-            if let Ok(config) = convert::configuration_from_pb(wire) {
-                let again = convert::configuration_from_pb(convert::configuration_to_pb(&config));
-                assert_eq!(again.as_ref(), Ok(&config));
-            }
-        }
+        3 => round_trip(body, convert::configuration_from_pb, convert::configuration_to_pb),
         4 => {
             let Ok(wire) = pb::QueryResponse::decode(body) else { return };
             if let Ok(answer) = convert::query_response_from_pb(wire) {
@@ -55,13 +55,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(again.as_ref(), Ok(&answer));
             }
         }
-        5 => {
-            let Ok(wire) = pb::ShardMove::decode(body) else { return };
-            if let Ok(shard_move) = convert::shard_move_from_pb(wire) {
-                let again = convert::shard_move_from_pb(convert::shard_move_to_pb(&shard_move));
-                assert_eq!(again.as_ref(), Ok(&shard_move));
-            }
-        }
+        5 => round_trip(body, convert::shard_move_from_pb, convert::shard_move_to_pb),
         6 => {
             let Ok(wire) = pb::ShardChunk::decode(body) else { return };
             if let Ok(records) = records_from_pb(wire.records) {
