@@ -38,14 +38,19 @@ impl Drop for Guard {
     }
 }
 
-/// A first storage port whose three ports, and the controllers' three 100 below, are free.
+/// A first storage port whose three ports, and the controllers' three 100 below, are free,
+/// with the HTTP ports 1000 above each.
 fn free_ports() -> u16 {
     let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
     let start = 20_000 + u16::try_from(std::process::id() % 4_000).unwrap();
     (0..2_000u16)
         .map(|step| 20_000 + (start - 20_000 + step * 7) % 9_000)
-        .find(|port| (0..3).all(|i| free(port + i) && free(port - 100 + i)))
-        .expect("six free ports")
+        .find(|port| {
+            (0..3).all(|i| {
+                [port + i, port - 100 + i].iter().all(|grpc| free(*grpc) && free(grpc + 1000))
+            })
+        })
+        .expect("twelve free ports")
 }
 
 /// The running playground and what it printed.
@@ -53,6 +58,8 @@ struct Playground {
     guard: Guard,
     controllers: String,
     pids: BTreeMap<String, u32>,
+    /// The metrics URL of every process.
+    metrics: Vec<String>,
 }
 
 impl Playground {
@@ -104,7 +111,13 @@ impl Playground {
                 (name.to_string(), pid.parse().expect("a pid"))
             })
             .collect();
-        Self { guard, controllers, pids }
+        // "http://127.0.0.1:8001/metrics ... (and /health)"
+        let metrics = field("metrics:")
+            .split_whitespace()
+            .filter(|word| word.starts_with("http://"))
+            .map(String::from)
+            .collect();
+        Self { guard, controllers, pids, metrics }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -167,6 +180,16 @@ fn the_readme_walk_through_works_end_to_end() {
     let port = free_ports();
     let mut playground = Playground::start(dir.path(), port);
     assert_eq!(playground.pids.len(), 6, "{:?}", playground.pids);
+    assert_eq!(playground.metrics.len(), 6, "{:?}", playground.metrics);
+    for url in &playground.metrics {
+        let page = ureq::get(url).call().unwrap().body_mut().read_to_string().unwrap();
+        assert!(page.contains("mosaic_store_groups "), "{url}: {page}");
+        let health = url.replace("/metrics", "/health");
+        assert_eq!(
+            ureq::get(&health).call().unwrap().body_mut().read_to_string().unwrap(),
+            "SERVING\n"
+        );
+    }
 
     // Put and get through the controller's routing.
     playground.kv(&["put", "greeting", "hello"], None);

@@ -1,7 +1,8 @@
 //! Processes of the real `mosaic` binary for the end-to-end tests: storage nodes (with static
 //! peers, or following the controller) and controller replicas, each with its own data
 //! directory and log file under one temporary directory; every process is killed on drop
-//! (and the tail of each log printed if the test failed).
+//! (and the tail of each log printed if the test failed). Every process also serves its
+//! HTTP port (`--metrics-listen`, [`Processes::metrics_addresses`]; [`http_get`] reads it).
 //!
 //! With `MOSAIC_TEST_TLS=1` every process, `mosaic kv`/`admin` run and client of these tests
 //! uses mutual TLS, with certificates `mosaic certs init` made once per test binary; without
@@ -88,6 +89,8 @@ pub struct Processes {
     settings: String,
     root: TempDir,
     pub addresses: BTreeMap<u64, String>,
+    /// Where each process serves plain HTTP (metrics and health).
+    pub metrics_addresses: BTreeMap<u64, String>,
     pub children: BTreeMap<u64, Child>,
 }
 
@@ -130,12 +133,16 @@ impl Processes {
     }
 
     fn start_rooted(role: Role, size: u64, tls: bool, settings: &str, root: TempDir) -> Self {
-        let ports = free_ports(size as usize);
-        let addresses =
-            (1..=size).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect();
+        let ports = free_ports(2 * size as usize);
+        let (grpc, http) = ports.split_at(size as usize);
+        let loopback = |ports: &[u16]| {
+            (1..=size).zip(ports).map(|(id, port)| (id, format!("127.0.0.1:{port}"))).collect()
+        };
+        let (addresses, metrics_addresses) = (loopback(grpc), loopback(http));
         let settings = settings.to_string();
         let children = BTreeMap::new();
-        let mut processes = Self { role, tls, settings, root, addresses, children };
+        let mut processes =
+            Self { role, tls, settings, root, addresses, metrics_addresses, children };
         for id in 1..=size {
             processes.spawn(id);
         }
@@ -145,12 +152,19 @@ impl Processes {
         processes
     }
 
-    /// Waits until node `id` accepts connections (it has opened its store and serves).
+    /// Waits until node `id` accepts connections on its gRPC and HTTP ports (it has opened
+    /// its store and serves).
     pub fn wait_listening(&self, id: u64) {
         let deadline = Instant::now() + WAIT_MAX;
-        while std::net::TcpStream::connect(&self.addresses[&id]).is_err() {
-            assert!(Instant::now() < deadline, "node {id} never listened; see {:?}", self.log(id));
-            std::thread::sleep(Duration::from_millis(20));
+        for address in [&self.addresses[&id], &self.metrics_addresses[&id]] {
+            while std::net::TcpStream::connect(address).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} never listened on {address}; see {:?}",
+                    self.log(id)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -225,7 +239,8 @@ impl Processes {
                 &mut command
             }
         };
-        command.args(["--id", &id.to_string(), "--listen", &self.addresses[&id], "--config"]);
+        command.args(["--id", &id.to_string(), "--listen", &self.addresses[&id]]);
+        command.args(["--metrics-listen", &self.metrics_addresses[&id], "--config"]);
         command.arg(&config);
         command.args(self.tls_flags_of("node"));
         command
@@ -472,6 +487,18 @@ fn free_ports(count: usize) -> Vec<u16> {
         held.push(listener);
     }
     ports
+}
+
+/// `GET path` from the plain HTTP server at `address`: the status code and the body.
+pub fn http_get(address: &str, path: &str) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(WAIT_MAX))
+        .build()
+        .into();
+    let mut response = agent.get(format!("http://{address}{path}")).call()?;
+    let status = response.status().as_u16();
+    Ok((status, response.body_mut().read_to_string()?))
 }
 
 pub fn stderr(output: &Output) -> String {

@@ -42,6 +42,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the children may take to stop by themselves after Ctrl-C.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A process's HTTP port (metrics and health) is its gRPC port plus this.
+const METRICS_PORT_OFFSET: u16 = 1000;
 /// How long the certificates `--tls` makes are valid, in days.
 const CERT_DAYS: u32 = 365;
 
@@ -53,8 +55,9 @@ pub struct PlaygroundArgs {
     #[arg(long, default_value = "playground-data")]
     dir: PathBuf,
     /// The first storage node's port: the nodes listen on PORT, PORT+1 and PORT+2, the
-    /// controller replicas on the three ports from PORT-100.
-    #[arg(long, default_value_t = 7101, value_parser = clap::value_parser!(u16).range(101..=65533))]
+    /// controller replicas on the three ports from PORT-100; each serves metrics and health
+    /// over HTTP on its port plus 1000.
+    #[arg(long, default_value_t = 7101, value_parser = clap::value_parser!(u16).range(101..=64533))]
     port: u16,
     /// How many groups to create, each with a replica on every node.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
@@ -68,6 +71,8 @@ pub struct PlaygroundArgs {
 struct Process {
     name: String,
     address: SocketAddr,
+    /// Where it serves metrics and health over HTTP.
+    metrics: SocketAddr,
     log: PathBuf,
     child: Child,
 }
@@ -197,12 +202,14 @@ fn spawn(
         .map(|(other, address)| format!("{other}={address}"))
         .collect();
     let address = addresses[usize::try_from(id - 1).expect("small ids")];
+    let metrics = SocketAddr::from(([127, 0, 0, 1], address.port() + METRICS_PORT_OFFSET));
     let log = dir.join(format!("{name}.log"));
     let file = log_file(&log)?;
     let child = Command::new(exe)
         .env("MOSAIC_LOG_FORMAT", log_format.name())
         .arg(role)
         .args(["--id", &id.to_string(), "--listen", &address.to_string()])
+        .args(["--metrics-listen", &metrics.to_string()])
         .arg("--data-dir")
         .arg(dir.join(&name))
         .args(["--peers", &peers.join(",")])
@@ -212,7 +219,7 @@ fn spawn(
         .stderr(file)
         .spawn()
         .with_context(|| format!("starting {name}"))?;
-    Ok(Process { name, address, log, child })
+    Ok(Process { name, address, metrics, log, child })
 }
 
 fn log_file(path: &Path) -> anyhow::Result<File> {
@@ -307,12 +314,15 @@ fn instructions(
         (1..).zip(nodes).map(|(id, address)| format!("{id}={address}")).collect();
     let pids: Vec<String> =
         processes.0.iter().map(|p| format!("{} pid {}", p.name, p.child.id())).collect();
+    let metrics: Vec<String> =
+        processes.0.iter().map(|p| format!("http://{}/metrics", p.metrics)).collect();
     format!(
         "\
 Mosaic playground: 3 controller replicas, 3 storage nodes, groups 1-3 with a replica on every node.
   controllers: {controllers}
   nodes:       {nodes}
   processes:   {pids}
+  metrics:     {metrics} (and /health)
   data, logs:  {dir}
 
 Try, in another terminal:
@@ -331,6 +341,7 @@ Ctrl-C stops the cluster.",
         admin = flags.admin,
         nodes = nodes_flag.join(","),
         pids = pids.join(", "),
+        metrics = metrics.join(" "),
         dir = dir.display(),
     )
 }

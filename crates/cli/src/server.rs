@@ -55,6 +55,10 @@ struct NodeArgs {
     /// Address other nodes and clients reach this node at, host:port (default: --listen).
     #[arg(long)]
     advertise: Option<String>,
+    /// Address to serve plain HTTP on, ip:port: Prometheus metrics at /metrics, a health
+    /// probe at /health (default: not served).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// Data directory (created if missing).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -93,6 +97,9 @@ impl NodeArgs {
         }
         if let Some(advertise) = &self.advertise {
             config.advertise = Some(advertise.clone());
+        }
+        if let Some(metrics_listen) = &self.metrics_listen {
+            config.metrics_listen = Some(metrics_listen.clone());
         }
         if let Some(data_dir) = &self.data_dir {
             config.data_dir.clone_from(data_dir);

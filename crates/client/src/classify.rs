@@ -177,6 +177,29 @@ pub enum Action {
 }
 
 impl Failure {
+    /// A short name of the kind of failure, without its details (a metric's label value).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::NotLeader { .. } => "not_leader",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
+            Self::WrongGroup { .. } => "wrong_group",
+            Self::GroupNotHosted { .. } => "group_not_hosted",
+            Self::WrongShard { .. } => "wrong_shard",
+            Self::StorageFull { .. } => "storage_full",
+            Self::ShardNotReady => "shard_not_ready",
+            Self::ServerBusy => "server_busy",
+            Self::SessionExpired => "session_expired",
+            Self::ServerTimeout => "server_timeout",
+            Self::InvalidArgument { .. } => "invalid_argument",
+            Self::UnknownConfig { .. } => "unknown_config",
+            Self::MessageTooLarge { .. } => "message_too_large",
+            Self::AccessDenied { .. } => "access_denied",
+            Self::ConnectFailed { .. } => "connect_failed",
+            Self::Unreachable { .. } => "unreachable",
+            Self::AttemptTimedOut => "attempt_timed_out",
+        }
+    }
+
     /// Returns the next step after this failure.
     pub fn action(&self) -> Action {
         match self {

@@ -21,7 +21,8 @@ use mosaic_raft::{LogIndex, Message, NodeId, Role};
 use mosaic_raftstore::snapshot::decode_chunk;
 use mosaic_raftstore::testing::{Slot, slot, take};
 use mosaic_raftstore::{
-    Consistency, ReadOutput, SnapshotReader, StateMachine, Store, StoreConfig, StoreMsg, Transport,
+    Consistency, ReadOutput, SnapshotReader, StateMachine, Store, StoreConfig, StoreMetrics,
+    StoreMsg, Transport,
 };
 use proptest::prelude::*;
 
@@ -581,7 +582,7 @@ const TICKS_MAX: usize = 200;
 fn open_store(kv: MemKv) -> ControllerStore {
     let engine = Arc::new(open_engine(kv));
     let clock = Box::new(mosaic_raftstore::ManualClock::new());
-    Store::open(NODE, engine, StoreConfig::default(), NoTransport, clock)
+    Store::open(NODE, engine, StoreConfig::default(), NoTransport, clock, StoreMetrics::default())
         .unwrap_or_else(|error| panic!("open the store: {error}"))
 }
 

@@ -84,6 +84,8 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     read_timeout_ticks: u64,
     /// The state of the snapshot Raft accepted, until it is installed.
     received_snapshot: Option<ReceivedSnapshot>,
+    /// The term of the last hard state the store persisted (the count of term changes).
+    pub(crate) observed_term: Term,
 }
 
 /// The state of a snapshot Raft accepted, by its index and term.
@@ -103,6 +105,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         applied: LogIndex,
         election_ticks: u32,
     ) -> Self {
+        let observed_term = raft.term();
         Self {
             group,
             raft,
@@ -116,6 +119,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             ticks: 0,
             read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
+            observed_term,
         }
     }
 

@@ -27,13 +27,15 @@ use mosaic_raft::{
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
+use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, Consistency, LeaderTerm, StoreMsg, Transport};
 use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
 use crate::state_machine::StateMachine;
 use crate::storage::{GroupStorage, bootstrap_batch, initial_conf_state};
 
-/// Counters of what the store has done, for tests, metrics and benchmarks.
+/// Counters of what the store has done, for tests and benchmarks: read from its
+/// [`StoreMetrics`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Ready passes that persisted or applied something.
@@ -66,13 +68,13 @@ pub struct Store<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> {
     peers: BTreeMap<GroupId, Peer<K, SM>>,
     /// Groups that may have a `Ready`.
     dirty: BTreeSet<GroupId>,
-    stats: StoreStats,
+    metrics: StoreMetrics,
 }
 
 impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     /// Opens the store of `node` over `engine`, recovering every group the engine holds: each
     /// restarts from its persisted log, hard state, membership and applied index. Lease reads
-    /// are timed with `clock`.
+    /// and the durations in `metrics` are timed with `clock`.
     ///
     /// # Errors
     /// An invalid config; engine errors; a group whose Raft state the core refuses.
@@ -82,6 +84,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         config: StoreConfig,
         transport: T,
         clock: Box<dyn Clock>,
+        metrics: StoreMetrics,
     ) -> Result<Self> {
         config.validate()?;
         if node.0 == 0 {
@@ -95,7 +98,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             clock,
             peers: BTreeMap::new(),
             dirty: BTreeSet::new(),
-            stats: StoreStats::default(),
+            metrics,
         };
         for group in store.engine.group_ids()? {
             let peer = store.load_peer(group)?;
@@ -103,6 +106,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             store.peers.insert(group, peer);
             store.dirty.insert(group);
         }
+        store.count_groups();
         Ok(store)
     }
 
@@ -128,10 +132,34 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         &self.engine
     }
 
+    /// The store's metrics (shared handles: a server registers them to serve them).
+    #[must_use]
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+
     /// What the store has done so far.
     #[must_use]
     pub fn stats(&self) -> StoreStats {
-        self.stats
+        let metrics = &self.metrics;
+        StoreStats {
+            ready_passes: metrics.ready_passes.get(),
+            readies: metrics.readies.get(),
+            synced_writes: metrics.synced_writes.get(),
+            unsynced_writes: metrics.unsynced_writes.get(),
+            messages_sent: metrics.messages_sent.get(),
+            messages_dropped: metrics.messages_dropped.get(),
+            snapshots_sent: metrics.snapshots_sent.get(),
+            snapshots_installed: metrics.snapshots_installed.get(),
+            log_compactions: metrics.log_compactions.get(),
+        }
+    }
+
+    /// Sets the gauges of groups hosted and led here.
+    fn count_groups(&self) {
+        let leading = self.peers.values().filter(|peer| peer.raft.role() == Role::Leader).count();
+        self.metrics.groups.set(gauge_value(self.peers.len()));
+        self.metrics.groups_leading.set(gauge_value(leading));
     }
 
     /// The groups hosted here, in id order.
@@ -166,6 +194,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             StoreMsg::Propose { group, proposal, callback } => match self.peers.get_mut(&group) {
                 Some(peer) => {
                     peer.propose(&proposal, callback);
+                    self.metrics.proposals.inc();
                     self.dirty.insert(group);
                 }
                 None => callback(Err(Error::GroupNotFound { group })),
@@ -262,18 +291,18 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             if message.to != self.node || message.from != from {
                 tracing::warn!(node = %self.node, %group, %from, to = %message.to,
                     sender = %message.from, "dropping a misaddressed raft message");
-                self.stats.messages_dropped += 1;
+                self.metrics.messages_dropped.inc();
                 continue;
             }
             if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
                 tracing::warn!(node = %self.node, %group, %from,
                     "dropping a snapshot message that came without its state");
-                self.stats.messages_dropped += 1;
+                self.metrics.messages_dropped.inc();
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&group) else {
                 tracing::debug!(node = %self.node, %group, %from, "message for a group not hosted here");
-                self.stats.messages_dropped += 1;
+                self.metrics.messages_dropped.inc();
                 continue;
             };
             if let Err(error) = peer.raft.step(message) {
@@ -391,7 +420,8 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let mut batch = WriteBatch::new();
         batch.remove_group(group);
         self.engine.write(&batch, WriteOptions { sync: true })?;
-        self.stats.synced_writes += 1;
+        self.metrics.synced_writes.inc();
+        self.count_groups();
         tracing::info!(node = %self.node, %group, "destroyed group");
         Ok(())
     }
@@ -399,10 +429,11 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     /// Persists a new replica's initial state (`batch`) and starts it.
     fn add_peer(&mut self, group: GroupId, batch: &WriteBatch) -> Result<()> {
         self.engine.write(batch, WriteOptions { sync: true })?;
-        self.stats.synced_writes += 1;
+        self.metrics.synced_writes.inc();
         let peer = self.load_peer(group)?;
         self.peers.insert(group, peer);
         self.dirty.insert(group);
+        self.count_groups();
         Ok(())
     }
 
@@ -433,8 +464,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         if readies.is_empty() {
             return Ok(false);
         }
-        self.stats.ready_passes += 1;
-        self.stats.readies += readies.len() as u64;
+        let started = self.clock.now();
+        self.metrics.ready_passes.inc();
+        self.metrics.readies.inc_by(readies.len() as u64);
 
         // 1-2. Messages that may leave before the write; snapshots on their own streams.
         let mut outbox: BTreeMap<NodeId, Vec<(GroupId, Message)>> = BTreeMap::new();
@@ -456,7 +488,11 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         // 3. One write for every group's log and hard state.
         let mut batch = WriteBatch::new();
         let mut sync = false;
+        let mut persisted_groups = 0_u64;
         for (group, ready) in &mut readies {
+            persisted_groups += u64::from(
+                ready.snapshot.is_some() || !ready.entries.is_empty() || ready.hard_state.is_some(),
+            );
             if let Some(snapshot) = &ready.snapshot {
                 let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
                 peer.install_snapshot(&mut batch, snapshot);
@@ -470,11 +506,15 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             sync |= ready.must_sync();
         }
         self.write(&batch, sync)?;
+        if sync && !batch.is_empty() {
+            #[expect(clippy::cast_precision_loss, reason = "a count of groups")]
+            self.metrics.sync_groups.observe(persisted_groups as f64);
+        }
         for (group, ready) in &readies {
             if let Some(snapshot) = &ready.snapshot {
                 let peer = self.peers.get_mut(group).expect("hosted");
                 peer.snapshot_installed(&self.engine, snapshot.metadata.index)?;
-                self.stats.snapshots_installed += 1;
+                self.metrics.snapshots_installed.inc();
             }
         }
 
@@ -492,9 +532,10 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         for (group, ready) in &mut readies {
             let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
             let entries = std::mem::take(&mut ready.committed_entries);
+            self.metrics.applied_entries.inc_by(entries.len() as u64);
             peer.apply(&self.engine, &mut apply_batch, entries, &mut answers)?;
             if self.maybe_compact_log(*group, &mut apply_batch)? {
-                self.stats.log_compactions += 1;
+                self.metrics.log_compactions.inc();
             }
         }
         self.write(&apply_batch, false)?;
@@ -504,11 +545,27 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         answers.send();
 
         // 6. Reads, role changes, advance.
+        let mut roles_changed = false;
         for (group, ready) in readies {
             let peer = self.peers.get_mut(&group).expect("hosted");
+            if let Some(hard_state) = ready.hard_state
+                && hard_state.term != peer.observed_term
+            {
+                peer.observed_term = hard_state.term;
+                self.metrics.term_changes.inc();
+                // A replica votes for itself in a new term only when it campaigns (a group of
+                // one, or a candidate again after a split vote, shows no role change).
+                if hard_state.vote == Some(self.node) {
+                    self.metrics.elections.inc();
+                }
+            }
             if let Some(soft_state) = ready.soft_state {
                 tracing::debug!(node = %self.node, %group, role = ?soft_state.role,
                     leader = ?soft_state.leader, term = %peer.raft.term(), "role changed");
+                if soft_state.role == Role::Leader {
+                    self.metrics.leaderships.inc();
+                }
+                roles_changed = true;
                 peer.on_role_change(soft_state.role);
             }
             peer.on_read_states(&self.engine, ready.read_states, ready.dropped_reads);
@@ -521,6 +578,12 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 peer.raft.report_snapshot(to, false);
             }
         }
+        if roles_changed {
+            self.count_groups();
+        }
+        self.metrics
+            .ready_pass_seconds
+            .observe(self.clock.now().saturating_sub(started).as_secs_f64());
         Ok(true)
     }
 
@@ -540,7 +603,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             return Ok(false);
         }
         tracing::info!(node = %self.node, %group, to = %message.to, %index, "sending snapshot");
-        self.stats.snapshots_sent += 1;
+        self.metrics.snapshots_sent.inc();
         self.transport.send_snapshot(message.to, group, message, reader);
         Ok(true)
     }
@@ -576,18 +639,22 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         if batch.is_empty() {
             return Ok(());
         }
+        let started = self.clock.now();
         self.engine.write(batch, WriteOptions { sync })?;
         if sync {
-            self.stats.synced_writes += 1;
+            self.metrics.synced_writes.inc();
+            self.metrics
+                .sync_seconds
+                .observe(self.clock.now().saturating_sub(started).as_secs_f64());
         } else {
-            self.stats.unsynced_writes += 1;
+            self.metrics.unsynced_writes.inc();
         }
         Ok(())
     }
 
     fn flush(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {
         for (to, messages) in std::mem::take(outbox) {
-            self.stats.messages_sent += messages.len() as u64;
+            self.metrics.messages_sent.inc_by(messages.len() as u64);
             self.transport.send(to, messages);
         }
     }
@@ -599,6 +666,11 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Drop for Store<K, SM, T>
             peer.fail_all(&Error::Stopped);
         }
     }
+}
+
+/// `count` as a gauge's value.
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// Answers a request with `result`; an engine error is also returned, to stop the store.

@@ -421,3 +421,55 @@ fn a_term_at_the_largest_value_stops_campaigns_without_a_panic() {
     assert_eq!(status.hard_state.term.0, u64::MAX, "node 2 stepped up to the largest term");
     assert_ne!(status.soft_state.role, mosaic_raft::Role::Leader, "with no term to lead in");
 }
+
+/// The value of the sample `series` among the metrics of `node`'s store, as Prometheus would
+/// read them.
+fn sample(cluster: &mut Cluster, node: u64, series: &str) -> f64 {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("mosaic");
+    cluster.store(NodeId(node)).metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.split_once(' ').is_some_and(|(name, _)| name == series))
+        .unwrap_or_else(|| panic!("no {series} in {text}"));
+    line.rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+#[test]
+fn the_metrics_count_elections_terms_proposals_and_the_groups_led() {
+    let mut cluster = Cluster::new(3, 5);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let leader = cluster.must_elect(GROUP).0;
+    // A group of one campaigns and leads at once, without a candidate's role change.
+    let single = GroupId(2);
+    cluster.create_group(single, &[1]);
+    cluster.must_elect(single);
+    for i in 0..5 {
+        must_apply(&mut cluster, GROUP, Command::add("hits", i));
+    }
+    cluster.settle();
+    assert!(sample(&mut cluster, leader, "mosaic_raft_proposals_total") >= 5.0);
+    assert!(sample(&mut cluster, leader, "mosaic_raft_elections_total") >= 1.0);
+    assert!(sample(&mut cluster, leader, "mosaic_raft_leaderships_total") >= 1.0);
+    assert!(sample(&mut cluster, 1, "mosaic_raft_elections_total") >= 1.0, "group 2's election");
+    assert_eq!(sample(&mut cluster, 1, "mosaic_store_groups"), 2.0);
+    let led: f64 =
+        (1..=3).map(|node| sample(&mut cluster, node, "mosaic_store_groups_leading")).sum();
+    assert_eq!(led, 2.0, "one leader for each group");
+    for node in 1..=3 {
+        assert!(sample(&mut cluster, node, "mosaic_raft_term_changes_total") >= 1.0, "node {node}");
+        assert!(
+            sample(&mut cluster, node, "mosaic_raft_applied_entries_total") >= 5.0,
+            "node {node}"
+        );
+        assert!(sample(&mut cluster, node, "mosaic_store_sync_write_seconds_count") >= 1.0);
+    }
+    for node in 2..=3 {
+        assert_eq!(sample(&mut cluster, node, "mosaic_store_groups"), 1.0);
+    }
+    // The gauges are right again after a restart.
+    cluster.crash(NodeId(1), usize::MAX);
+    cluster.restart(NodeId(1));
+    assert_eq!(sample(&mut cluster, 1, "mosaic_store_groups"), 2.0);
+}

@@ -23,7 +23,9 @@ use mosaic_agent::{
 use mosaic_client::membership::{MembershipDriver, StepFailure};
 use mosaic_client::{ControllerClient, ControllerClientOptions, Tls};
 use mosaic_controller::{ConfigNum, ControllerView};
-use mosaic_engine::{Engine, GroupId, ShardChunk, ShardCursor, ShardId, WriteBatch, WriteOptions};
+use mosaic_engine::{
+    Engine, GroupId, ShardChunk, ShardCursor, ShardId, ShardRecord, WriteBatch, WriteOptions,
+};
 use mosaic_proto::migration::{position_to_pb, records_from_pb};
 use mosaic_proto::pb::{self, shard_migration_client::ShardMigrationClient};
 use mosaic_raft::NodeId;
@@ -38,6 +40,7 @@ use crate::backend::NodeEngine;
 use crate::config::ServerConfig;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
+use crate::metrics::TransferMetrics;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
 use crate::transport::{RAFT_MESSAGE_BYTES_MAX, connect};
@@ -67,6 +70,8 @@ pub struct AgentRunner {
     tls: Option<Tls>,
     /// While the disk is nearly full, no shard chunk is installed here.
     disk: DiskGuard,
+    /// Where the shards pulled are counted.
+    transfers: TransferMetrics,
 }
 
 /// A membership driver and the node addresses it was made with.
@@ -98,7 +103,8 @@ struct Finished {
 
 impl AgentRunner {
     /// The agent runner of the node `config` describes, connecting with `tls`, feeding
-    /// `store` over `engine`, installing no shard chunk while `disk` is full.
+    /// `store` over `engine`, installing no shard chunk while `disk` is full, counting the
+    /// shards it pulls in `transfers`.
     ///
     /// # Errors
     /// [`Error::Config`] when the controller addresses are not valid.
@@ -109,6 +115,7 @@ impl AgentRunner {
         engine: Arc<Engine<NodeEngine>>,
         directory: Directory,
         disk: DiskGuard,
+        transfers: TransferMetrics,
     ) -> Result<Self> {
         let request_timeout = config.request_timeout();
         let options = ControllerClientOptions {
@@ -141,6 +148,7 @@ impl AgentRunner {
             membership,
             tls,
             disk,
+            transfers,
         })
     }
 
@@ -387,6 +395,14 @@ impl AgentRunner {
         {
             return Answer::Failed(error.to_string());
         }
+        // What a chunk brings, counted once it is installed (a chunk pulled again after a
+        // failed install is counted once).
+        let installs = match &command {
+            MigrationCommand::InstallChunk { records, last, .. } => {
+                Some((records.iter().map(ShardRecord::size_bytes).sum::<u64>(), *last))
+            }
+            _ => None,
+        };
         let answer = self
             .store
             .ask_within(self.request_timeout, |callback| {
@@ -394,7 +410,15 @@ impl AgentRunner {
             })
             .await;
         match answer {
-            Ok(outcome) => Answer::Applied(outcome),
+            Ok(outcome) => {
+                if let (MigrationOutcome::Done, Some((bytes, last))) = (&outcome, installs) {
+                    self.transfers.shard_bytes_received.inc_by(bytes);
+                    if last {
+                        self.transfers.shards_received.inc();
+                    }
+                }
+                Answer::Applied(outcome)
+            }
             Err(error) => Answer::Failed(error.to_string()),
         }
     }

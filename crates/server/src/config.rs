@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// The address peers and clients reach this node at, if not `listen`.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// Where to serve plain HTTP for Prometheus (`/metrics`) and probes (`/health`), as
+    /// `ip:port`; never TLS, so bind it to a private address. Absent: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// The RocksDB directory: created if missing; refused if it belongs to another node.
     /// Required (here or as a flag).
     #[serde(default)]
@@ -234,6 +238,7 @@ impl ServerConfig {
             cluster_id: default_cluster_id(),
             listen: default_listen(),
             advertise: None,
+            metrics_listen: None,
             data_dir,
             peers: BTreeMap::new(),
             controllers: Vec::new(),
@@ -294,6 +299,7 @@ impl ServerConfig {
             return invalid("cluster-id must not be 0".into());
         }
         self.listen_addr()?;
+        self.metrics_addr()?;
         for (id, address) in &self.peers {
             if *id == 0 {
                 return invalid(format!("peer id 0 (address {address}) is not valid"));
@@ -356,6 +362,19 @@ impl ServerConfig {
                 Tls::load(files).map_err(|error| Error::Config { reason: format!("tls: {error}") })
             })
             .transpose()
+    }
+
+    /// The address of the HTTP port, if it is served.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `metrics-listen` is not `ip:port`.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>> {
+        let Some(address) = &self.metrics_listen else {
+            return Ok(None);
+        };
+        address.parse().map(Some).map_err(|error| Error::Config {
+            reason: format!("metrics-listen address {address:?} is not ip:port: {error}"),
+        })
     }
 
     /// The address to listen on.
@@ -460,6 +479,7 @@ mod tests {
         parsed.validate().unwrap();
         let mut expected = ServerConfig::new(1, "/var/lib/mosaic/node-1".into());
         expected.advertise = Some("node1:7100".into());
+        expected.metrics_listen = Some("127.0.0.1:9100".into());
         expected.peers = [(2, "node2:7100".to_string()), (3, "node3:7100".to_string())].into();
         expected.controllers = ["ctl1:7000", "ctl2:7000", "ctl3:7000"].map(String::from).into();
         assert_eq!(parsed, expected);
@@ -483,6 +503,11 @@ mod tests {
         config.listen = "localhost".into();
         assert!(
             matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("listen"))
+        );
+        let mut config = ServerConfig::new(1, "d".into());
+        config.metrics_listen = Some("localhost:9100".into());
+        assert!(
+            matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("metrics-listen"))
         );
         let mut config = ServerConfig::new(1, "d".into());
         config.raft.heartbeat_ticks = 50;

@@ -13,6 +13,9 @@
 //!
 //! Every role may call both (docs/security.md "Authorization").
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -22,6 +25,8 @@ pub struct Health {
     reporter: HealthReporter,
     /// The Mosaic services the node serves.
     services: Vec<&'static str>,
+    /// The overall status, for the HTTP health endpoint ([`crate::http`]).
+    serving: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -35,17 +40,26 @@ impl Health {
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     ) {
         let (reporter, server) = tonic_health::server::health_reporter();
-        (Self { reporter, services }, server)
+        let serving = Arc::new(AtomicBool::new(false));
+        (Self { reporter, services, serving }, server)
     }
 
     /// Every service of the node, and the node, is serving.
     pub async fn serving(&self) {
         self.set(ServingStatus::Serving).await;
+        self.serving.store(true, Ordering::Release);
     }
 
     /// Every service of the node, and the node, is stopping.
     pub async fn not_serving(&self) {
+        self.serving.store(false, Ordering::Release);
         self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Whether the node serves (as the overall `""` entry says).
+    #[must_use]
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
     }
 
     async fn set(&self, status: ServingStatus) {

@@ -1,6 +1,7 @@
 //! The `Kv` service: client reads and writes, checked ([`mosaic_proto::node`]: the node's
 //! size limits) and refused on a full disk ([`DiskGuard`]), handed to the store thread,
-//! answered when the store calls back (or when the request times out).
+//! answered when the store calls back (or when the request times out). Each request's
+//! latency and refusal is recorded ([`RequestMetrics`]).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
 use crate::disk::DiskGuard;
+use crate::metrics::RequestMetrics;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
 
@@ -31,18 +33,21 @@ pub struct KvService {
     directory: Directory,
     limits: KvLimits,
     disk: DiskGuard,
+    metrics: RequestMetrics,
 }
 
 impl KvService {
-    /// The service feeding `store`, taking no puts or appends while `disk` is full.
+    /// The service feeding `store`, taking no puts or appends while `disk` is full, recording
+    /// its requests in `metrics`.
     #[must_use]
     pub fn new(
         store: StoreHandle<NodeEngine, KvStateMachine>,
         directory: Directory,
         limits: KvLimits,
         disk: DiskGuard,
+        metrics: RequestMetrics,
     ) -> Self {
-        Self { store, directory, limits, disk }
+        Self { store, directory, limits, disk, metrics }
     }
 
     fn refuse(&self, error: &Error) -> Status {
@@ -59,6 +64,21 @@ impl KvService {
 
     /// Checks a write, proposes it to its group and answers once it is applied.
     async fn write(
+        &self,
+        kind: WriteKind,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let record = self.metrics.start(match kind {
+            WriteKind::Put => "put",
+            WriteKind::Append => "append",
+            WriteKind::Delete => "delete",
+        });
+        let result = self.write_unrecorded(kind, request).await;
+        record.finish(&result);
+        result
+    }
+
+    async fn write_unrecorded(
         &self,
         kind: WriteKind,
         request: Request<pb::WriteRequest>,
@@ -80,15 +100,25 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let (group, get, consistency) = node::get_from_pb(request.into_inner(), self.limits.sizes)
-            .map_err(|error| self.refuse(&error))?;
-        let read = self.ask(|callback| read_value(group, get, consistency, callback)).await?;
-        let value = read.output;
-        Ok(Response::new(pb::GetResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-            applied_index: read.applied_index.0,
-        }))
+        let mut record = self.metrics.start("get");
+        let result = match node::get_from_pb(request.into_inner(), self.limits.sizes) {
+            Ok((group, get, consistency)) => {
+                record.read_level(consistency);
+                self.ask(|callback| read_value(group, get, consistency, callback)).await.map(
+                    |read| {
+                        let value = read.output;
+                        Response::new(pb::GetResponse {
+                            found: value.is_some(),
+                            value: value.unwrap_or_default(),
+                            applied_index: read.applied_index.0,
+                        })
+                    },
+                )
+            }
+            Err(error) => Err(self.refuse(&error)),
+        };
+        record.finish(&result);
+        result
     }
 
     async fn put(

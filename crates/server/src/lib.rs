@@ -12,6 +12,8 @@
 //! - [`incoming`] accepts its connections (mutual TLS when configured) and [`authorization`]
 //!   checks each request against the peer's role.
 //! - [`health`] serves the standard gRPC health and reflection services beside Mosaic's own.
+//! - [`metrics`] counts what the node does; [`http`] serves it to Prometheus, with a health
+//!   endpoint for probes, on a plain HTTP port.
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
@@ -25,9 +27,11 @@ pub mod controller_service;
 pub mod disk;
 mod error;
 pub mod health;
+pub mod http;
 pub mod incoming;
 pub mod kv_service;
 pub mod limits;
+pub mod metrics;
 pub mod migration_service;
 pub mod node;
 pub mod pacing;

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::backend::{NodeEngine, NodeSnapshot};
 use crate::limits::{Slot, Slots};
+use crate::metrics::TransferMetrics;
 use crate::pacing::Budget;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
@@ -44,6 +45,8 @@ pub struct MigrationLimits {
     pub streams: Slots,
     /// How long a request may wait for the store.
     pub request_timeout: Duration,
+    /// Where the shards sent are counted.
+    pub transfers: TransferMetrics,
 }
 
 /// The `ShardMigration` service of one storage node.
@@ -149,6 +152,10 @@ fn stream_shard(
         if !send_within(sender, Ok(pb::ShardChunk { records, last }), STALL_MAX) {
             tracing::debug!(%group, %shard, "a shard stream ended: its puller went away or stalled");
             return;
+        }
+        limits.transfers.shard_bytes_sent.inc_by(bytes);
+        if last {
+            limits.transfers.shards_sent.inc();
         }
         match chunk.next {
             Some(next) => cursor = next,

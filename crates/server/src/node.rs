@@ -3,6 +3,9 @@
 //! the controller when given its addresses, see [`crate::agent_runner`]); a controller replica
 //! serves the `Controller` service and the Raft transport of the controller group.
 //!
+//! Every node may also serve plain HTTP for metrics and probes ([`crate::http`], with
+//! `metrics-listen`).
+//!
 //! Start-up order: validate the config, open the data directory (refused if it belongs to
 //! another node or is damaged), start the store thread (which recovers every hosted group),
 //! then accept connections. Shutdown: stop accepting, give in-flight requests a grace period,
@@ -42,9 +45,11 @@ use crate::controller_service::ControllerService;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
 use crate::health::{self, Health};
+use crate::http::{self, HttpEndpoint};
 use crate::incoming;
 use crate::kv_service::{KvLimits, KvService};
 use crate::limits::Slots;
+use crate::metrics::{ControllerGauges, NodeMetrics};
 use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::pacing::Budget;
 use crate::raft_service::{RaftService, SnapshotIntake};
@@ -64,6 +69,7 @@ const KV_REQUEST_OVERHEAD_BYTES: usize = 1024;
 pub struct Node {
     node: NodeId,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<()>>,
 }
@@ -109,8 +115,13 @@ impl Node {
         };
         let kv_message_bytes_max =
             config.key_bytes_max + config.value_bytes_max + KV_REQUEST_OVERHEAD_BYTES;
-        let kv =
-            KvService::new(core.store.clone(), core.directory.clone(), limits, core.disk.clone());
+        let kv = KvService::new(
+            core.store.clone(),
+            core.directory.clone(),
+            limits,
+            core.disk.clone(),
+            core.metrics.requests.clone(),
+        );
         let kv = KvServer::new(kv)
             .max_decoding_message_size(kv_message_bytes_max)
             .max_encoding_message_size(kv_message_bytes_max);
@@ -126,6 +137,7 @@ impl Node {
                 Arc::clone(&core.engine),
                 core.directory.clone(),
                 core.disk.clone(),
+                core.metrics.transfers.clone(),
             )?;
             tokio::spawn(agent.run(core.closing.subscribe()));
             let limits = MigrationLimits {
@@ -137,6 +149,7 @@ impl Node {
                     "shard streams served",
                 ),
                 request_timeout: config.request_timeout(),
+                transfers: core.metrics.transfers.clone(),
             };
             let service = MigrationService::new(core.store.clone(), core.directory.clone(), limits);
             Some(
@@ -149,7 +162,7 @@ impl Node {
         if migration.is_some() {
             services.push(shard_migration_server::SERVICE_NAME);
         }
-        Ok(core.serve(services, |router| {
+        Ok(core.serve(services, None, |router| {
             router.add_service(kv).add_service(admin).add_optional_service(migration)
         }))
     }
@@ -210,7 +223,7 @@ impl Node {
                 }
             }
         };
-        let core = Core::<ControllerMachine>::open_with(&config, listener, prepare)?;
+        let mut core = Core::<ControllerMachine>::open_with(&config, listener, prepare)?;
         if bootstrap {
             let group = CONTROLLER_GROUP;
             core.store
@@ -224,8 +237,12 @@ impl Node {
             core.directory.clone(),
             config.request_timeout(),
         );
+        let gauges = ControllerGauges::new(core.store.clone());
+        core.metrics.register_controller(&gauges);
         let services = vec![controller_server::SERVICE_NAME];
-        Ok(core.serve(services, |router| router.add_service(ControllerServer::new(service))))
+        Ok(core.serve(services, Some(gauges), |router| {
+            router.add_service(ControllerServer::new(service))
+        }))
     }
 
     /// This node.
@@ -238,6 +255,12 @@ impl Node {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the node's HTTP port (metrics and health), if it serves one.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops the node gracefully (see the module documentation).
@@ -338,6 +361,10 @@ struct Core<SM: StateMachine<NodeEngine>> {
     connection_requests_max: usize,
     /// The free space of the data directory: writes are refused while it is nearly full.
     disk: DiskGuard,
+    /// Every metric of the node.
+    metrics: NodeMetrics,
+    /// The HTTP port for metrics and probes, if the node serves one.
+    http_listener: Option<TcpListener>,
 }
 
 impl<SM: StateMachine<NodeEngine>> Core<SM> {
@@ -372,7 +399,9 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         addresses.insert(node, config.advertised().to_string());
         let directory = Directory::new(addresses);
 
+        let http_listener = bind_http(config)?;
         let (store, inbox) = runner::channel(config.store_inbox_capacity);
+        let metrics = NodeMetrics::new(store.inbox_metrics(), config.store_inbox_capacity);
         let timing = pb::RaftTiming {
             tick_interval_ms: config.tick_interval_ms,
             election_ticks: config.raft.election_ticks,
@@ -393,6 +422,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                     "snapshots sent",
                 ),
                 tls: tls.clone(),
+                transfers: metrics.transfers.clone(),
             },
             directory.clone(),
             tokio::runtime::Handle::current(),
@@ -400,10 +430,11 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         );
         let snapshot_bytes_max = store_config.snapshot_bytes_max;
         let store_engine = Arc::clone(&engine);
+        let store_metrics = metrics.store.clone();
         let runner =
             runner::spawn(format!("store-{node}"), inbox, config.tick_interval(), move || {
                 let clock = Box::new(MonotonicClock::new());
-                Store::open(node, store_engine, store_config, transport, clock)
+                Store::open(node, store_engine, store_config, transport, clock, store_metrics)
             })
             .map_err(|source| Error::Spawn { thread: format!("store-{node}"), source })?;
         let (closing, closing_received) = watch::channel(false);
@@ -421,6 +452,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                     "snapshots received",
                 ),
                 disk: disk.clone(),
+                transfers: metrics.transfers.clone(),
             },
             store.clone(),
             closing_received,
@@ -443,16 +475,20 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             budget,
             connection_requests_max: config.connection_requests_max,
             disk,
+            metrics,
+            http_listener,
         })
     }
 
     /// Serves the Raft transport, the health and reflection services ([`crate::health`]) and
     /// the services `add` adds (the role's, named in `services`) on the listener (over mutual
-    /// TLS when the node has an identity, every request authorized by the peer's role), until
-    /// the node is stopped.
+    /// TLS when the node has an identity, every request authorized by the peer's role), and
+    /// the HTTP port if there is one (with a controller replica's `gauges`), until the node is
+    /// stopped.
     fn serve(
         self,
         mut services: Vec<&'static str>,
+        gauges: Option<ControllerGauges>,
         add: impl FnOnce(Router<Authorized>) -> Router<Authorized>,
     ) -> Node {
         services.push(raft_transport_server::SERVICE_NAME);
@@ -475,27 +511,60 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let server = router.serve_with_incoming_shutdown(connections, async {
             let _ = serving_stopped.await;
         });
+        let metrics_addr =
+            self.http_listener.as_ref().and_then(|listener| listener.local_addr().ok());
+        let http = self.http_listener.map(|listener| {
+            let endpoint = HttpEndpoint {
+                metrics: Arc::new(self.metrics),
+                health: health.clone(),
+                controller: gauges,
+            };
+            let (close, closed) = oneshot::channel();
+            http::spawn(listener, endpoint, closed);
+            close
+        });
         let tls = self.tls.is_some();
-        tracing::info!(node = %self.node, address = %self.local_addr, tls, "node serving");
-        let stop = StopServing { stop_serving, closing: self.closing, health };
+        tracing::info!(node = %self.node, address = %self.local_addr, tls, metrics = ?metrics_addr,
+            "node serving");
+        let stop =
+            StopServing { stop_serving: Some(stop_serving), closing: self.closing, health, http };
         let task = tokio::spawn(serve(self.node, server, self.runner, shutdown_received, stop));
-        Node { node: self.node, local_addr: self.local_addr, shutdown: Some(shutdown), task }
+        Node {
+            node: self.node,
+            local_addr: self.local_addr,
+            metrics_addr,
+            shutdown: Some(shutdown),
+            task,
+        }
     }
 }
 
 /// How the server is told to stop: its health turns `NOT_SERVING`, the listener closes, and
-/// long-lived streams end.
+/// long-lived streams end ([`StopServing::stop`]); the HTTP port closes last, once the store
+/// thread has stopped, so that its `/health` answers `NOT_SERVING` meanwhile
+/// ([`StopServing::stopped`]).
 struct StopServing {
-    stop_serving: oneshot::Sender<()>,
+    stop_serving: Option<oneshot::Sender<()>>,
     closing: watch::Sender<bool>,
     health: Health,
+    /// Closes the HTTP port, if the node serves one.
+    http: Option<oneshot::Sender<()>>,
 }
 
 impl StopServing {
-    async fn stop(self) {
+    async fn stop(&mut self) {
         self.health.not_serving().await;
         let _ = self.closing.send(true);
-        let _ = self.stop_serving.send(());
+        if let Some(stop_serving) = self.stop_serving.take() {
+            let _ = stop_serving.send(());
+        }
+    }
+
+    /// The node has stopped: the HTTP port closes.
+    fn stopped(self) {
+        if let Some(http) = self.http {
+            let _ = http.send(());
+        }
     }
 }
 
@@ -505,13 +574,16 @@ async fn serve(
     server: impl std::future::Future<Output = std::result::Result<(), tonic::transport::Error>>,
     runner: StoreRunner,
     shutdown: oneshot::Receiver<()>,
-    stop: StopServing,
+    mut stop: StopServing,
 ) -> Result<()> {
     // Before the first request is served (the server runs in this task).
     stop.health.serving().await;
     let mut server = std::pin::pin!(server);
     let served = tokio::select! {
-        result = &mut server => result.map_err(Error::from),
+        result = &mut server => {
+            stop.stop().await;
+            result.map_err(Error::from)
+        }
         () = store_ended(&runner) => {
             tracing::error!(%node, "the store thread stopped; shutting the node down");
             stop.stop().await;
@@ -532,8 +604,20 @@ async fn serve(
         .await
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
     tracing::info!(%node, "node stopped");
+    stop.stopped();
     stored.map_err(Error::Store)?;
     served
+}
+
+/// Binds the HTTP port, if `config` asks for one.
+fn bind_http(config: &ServerConfig) -> Result<Option<TcpListener>> {
+    let Some(address) = config.metrics_addr()? else {
+        return Ok(None);
+    };
+    let listen_error = |source| Error::Listen { address: address.to_string(), source };
+    let listener = std::net::TcpListener::bind(address).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    TcpListener::from_std(listener).map(Some).map_err(listen_error)
 }
 
 /// The layer of every node's server: [`AuthorizeLayer`].

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::disk::DiskGuard;
 use crate::limits::Slots;
+use crate::metrics::TransferMetrics;
 use crate::runner::StoreHandle;
 
 /// What bounds the snapshots a node receives.
@@ -29,6 +30,8 @@ pub struct SnapshotIntake {
     pub receives: Slots,
     /// None is received while the disk is nearly full.
     pub disk: DiskGuard,
+    /// Where the snapshots received are counted.
+    pub transfers: TransferMetrics,
 }
 
 /// The `RaftTransport` service of one node.
@@ -196,6 +199,8 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
                         "group {group}: the store inbox is full; send the snapshot again later"
                     )));
                 }
+                intake.transfers.snapshots_received.inc();
+                intake.transfers.snapshot_bytes_received.inc_by(total_bytes);
                 return Ok(Response::new(pb::SnapshotAck {}));
             }
             chunk = stream.message().await?;

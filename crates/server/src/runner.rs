@@ -6,7 +6,8 @@
 //! next pass: that is the group commit.
 //!
 //! The inbox is bounded: a request that does not fit is answered `ServerBusy` at once, a Raft
-//! message that does not fit is dropped (Raft retries). A storage error stops the thread and
+//! message that does not fit is dropped (Raft retries). Its depth and refusals are counted
+//! ([`InboxMetrics`]). A storage error stops the thread and
 //! is reported by [`StoreRunner::join`]; the node must then exit.
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use mosaic_engine::KvEngine;
 use mosaic_raftstore::{Callback, Clock, Error, Result, StateMachine, Store, StoreMsg, Transport};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Messages handled per loop turn before the store runs a Ready pass.
 const INBOX_DRAIN_MAX: usize = 4_096;
@@ -26,26 +29,58 @@ const DELIVER_RETRY_MIN: Duration = Duration::from_millis(1);
 /// Longest pause of [`StoreHandle::deliver`] between two tries.
 const DELIVER_RETRY_MAX: Duration = Duration::from_millis(100);
 
+/// What the inbox counts (shared handles: they follow the inbox).
+#[derive(Clone, Debug, Default)]
+pub struct InboxMetrics {
+    /// Messages queued and not yet taken by the store thread.
+    pub depth: Gauge,
+    /// Messages refused because the inbox was full (requests answered `ServerBusy`, Raft
+    /// messages dropped).
+    pub refused: Counter,
+}
+
 /// A cloneable way to reach the store thread.
 pub struct StoreHandle<K: KvEngine, SM: StateMachine<K>> {
     sender: SyncSender<StoreMsg<K, SM>>,
+    metrics: InboxMetrics,
 }
 
 impl<K: KvEngine, SM: StateMachine<K>> Clone for StoreHandle<K, SM> {
     fn clone(&self) -> Self {
-        Self { sender: self.sender.clone() }
+        Self { sender: self.sender.clone(), metrics: self.metrics.clone() }
     }
 }
 
 impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
+    /// What the inbox counts.
+    #[must_use]
+    pub fn inbox_metrics(&self) -> InboxMetrics {
+        self.metrics.clone()
+    }
+
+    /// Queues `msg` if there is room, counting it in the inbox's depth.
+    #[expect(clippy::result_large_err, reason = "the channel hands a refused message back whole")]
+    fn try_send(
+        &self,
+        msg: StoreMsg<K, SM>,
+    ) -> std::result::Result<(), TrySendError<StoreMsg<K, SM>>> {
+        self.metrics.depth.inc();
+        let sent = self.sender.try_send(msg);
+        if sent.is_err() {
+            self.metrics.depth.dec();
+        }
+        sent
+    }
+
     /// Queues `msg` without waiting; true if it was queued. A request that cannot be queued
     /// is answered at once: `ServerBusy` when the inbox is full, `Stopped` when the store
     /// thread has ended (a message without an answer, such as a received snapshot, is
     /// dropped: its sender decides by the result).
     pub fn send(&self, msg: StoreMsg<K, SM>) -> bool {
-        match self.sender.try_send(msg) {
+        match self.try_send(msg) {
             Ok(()) => true,
             Err(TrySendError::Full(msg)) => {
+                self.metrics.refused.inc();
                 msg.refuse(Error::ServerBusy { reason: "the store inbox is full".into() });
                 false
             }
@@ -63,7 +98,7 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
     pub async fn deliver(&self, mut msg: StoreMsg<K, SM>) {
         let mut pause = DELIVER_RETRY_MIN;
         loop {
-            match self.sender.try_send(msg) {
+            match self.try_send(msg) {
                 Ok(()) => return,
                 Err(TrySendError::Full(returned)) => {
                     msg = returned;
@@ -111,6 +146,33 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreHandle<K, SM> {
 /// The receiving end of the inbox, handed to [`spawn`].
 pub struct Inbox<K: KvEngine, SM: StateMachine<K>> {
     receiver: Receiver<StoreMsg<K, SM>>,
+    depth: Gauge,
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> Drop for Inbox<K, SM> {
+    /// The messages still queued are dropped with the inbox.
+    fn drop(&mut self) {
+        self.depth.set(0);
+    }
+}
+
+impl<K: KvEngine, SM: StateMachine<K>> Inbox<K, SM> {
+    /// The next message, waiting at most `wait` for it.
+    fn recv_timeout(
+        &self,
+        wait: Duration,
+    ) -> std::result::Result<StoreMsg<K, SM>, RecvTimeoutError> {
+        let msg = self.receiver.recv_timeout(wait)?;
+        self.depth.dec();
+        Ok(msg)
+    }
+
+    /// The next message, if one is waiting.
+    fn try_recv(&self) -> Option<StoreMsg<K, SM>> {
+        let msg = self.receiver.try_recv().ok()?;
+        self.depth.dec();
+        Some(msg)
+    }
 }
 
 /// Makes the bounded inbox of a store thread.
@@ -119,7 +181,9 @@ pub fn channel<K: KvEngine, SM: StateMachine<K>>(
     capacity: usize,
 ) -> (StoreHandle<K, SM>, Inbox<K, SM>) {
     let (sender, receiver) = sync_channel(capacity);
-    (StoreHandle { sender }, Inbox { receiver })
+    let metrics = InboxMetrics::default();
+    let depth = metrics.depth.clone();
+    (StoreHandle { sender, metrics }, Inbox { receiver, depth })
 }
 
 /// The store's clock in production: the monotonic `Instant`, as time since the clock was made.
@@ -196,15 +260,15 @@ fn run<K: KvEngine, SM: StateMachine<K>, T: Transport<K>>(
         } else {
             next_tick.saturating_duration_since(Instant::now())
         };
-        match inbox.receiver.recv_timeout(wait) {
+        match inbox.recv_timeout(wait) {
             Ok(msg) => store.handle(msg)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         for _ in 0..INBOX_DRAIN_MAX {
-            match inbox.receiver.try_recv() {
-                Ok(msg) => store.handle(msg)?,
-                Err(_) => break,
+            match inbox.try_recv() {
+                Some(msg) => store.handle(msg)?,
+                None => break,
             }
         }
         let now = Instant::now();
@@ -274,11 +338,12 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!delivering.is_finished(), "delivered into a full inbox");
-        assert!(matches!(inbox.receiver.try_recv(), Ok(StoreMsg::Tick)));
+        assert_eq!(handle.inbox_metrics().depth.get(), 1, "the refused message is not counted");
+        assert_eq!(handle.inbox_metrics().refused.get(), 1);
+        assert!(matches!(inbox.try_recv(), Some(StoreMsg::Tick)));
         delivering.await.unwrap();
-        assert!(matches!(
-            inbox.receiver.try_recv(),
-            Ok(StoreMsg::SnapshotStatus { delivered: true, .. })
-        ));
+        assert_eq!(handle.inbox_metrics().depth.get(), 1);
+        assert!(matches!(inbox.try_recv(), Some(StoreMsg::SnapshotStatus { delivered: true, .. })));
+        assert_eq!(handle.inbox_metrics().depth.get(), 0);
     }
 }

@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::limits::Slots;
+use crate::metrics::TransferMetrics;
 use crate::pacing::Budget;
 use crate::runner::StoreHandle;
 use crate::status::Directory;
@@ -58,6 +59,8 @@ pub struct TransportOptions {
     pub snapshot_sends: Slots,
     /// The identity connections to peers are made with (mutual TLS); `None`: plaintext.
     pub tls: Option<Tls>,
+    /// Where the snapshot bytes sent are counted.
+    pub transfers: TransferMetrics,
 }
 
 /// The gRPC transport of one node. See the module documentation.
@@ -265,6 +268,7 @@ where
     let (sender, receiver) = mpsc::channel::<pb::SnapshotChunk>(2);
     let chunk_bytes = options.snapshot_chunk_bytes_max;
     let budget = Arc::clone(&options.budget);
+    let sent_bytes = options.transfers.snapshot_bytes_sent.clone();
     let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let closed = || Err("the snapshot stream closed".to_string());
         let first =
@@ -279,10 +283,12 @@ where
             if !budget.take(data.len() as u64, || sender.is_closed()) {
                 return closed();
             }
+            let bytes = data.len() as u64;
             let message = pb::SnapshotChunk { header: None, data, last };
             if sender.blocking_send(message).is_err() {
                 return closed();
             }
+            sent_bytes.inc_by(bytes);
             if last {
                 return Ok(());
             }

@@ -131,8 +131,15 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
             .unwrap_or_else(|error| panic!("open node {node}: {error}"));
         let transport = QueueTransport::new(node, Rc::clone(&self.queue));
         let clock = Box::new(self.clock.clone());
-        let store = Store::open(node, Arc::new(engine), self.config.clone(), transport, clock)
-            .unwrap_or_else(|error| panic!("open store {node}: {error}"));
+        let store = Store::open(
+            node,
+            Arc::new(engine),
+            self.config.clone(),
+            transport,
+            clock,
+            crate::StoreMetrics::default(),
+        )
+        .unwrap_or_else(|error| panic!("open store {node}: {error}"));
         self.stores.insert(node, Some(store));
     }
 

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use mosaic_engine::{ClusterId, Engine, EngineConfig, GroupId, MemKv, MemSnapshot, NodeIdentity};
 use mosaic_raft::{Message, NodeId};
 use mosaic_raftstore::{
-    ManualClock, SnapshotReader, StateMachine, Store, StoreConfig, StoreMsg, StoreStats, Transport,
+    ManualClock, SnapshotReader, StateMachine, Store, StoreConfig, StoreMetrics, StoreMsg,
+    StoreStats, Transport,
 };
 
 /// The simulated cluster's id.
@@ -233,7 +234,7 @@ fn open_store<SM: StateMachine<MemKv>>(
 ) -> SimStore<SM> {
     let transport = SimTransport { outbox: Rc::clone(outbox) };
     let clock = Box::new(clock.clone());
-    Store::open(node, Arc::new(engine), config.clone(), transport, clock)
+    Store::open(node, Arc::new(engine), config.clone(), transport, clock, StoreMetrics::default())
         .unwrap_or_else(|error| panic!("node {node}: opening the store: {error}"))
 }
 
