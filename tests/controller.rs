@@ -502,3 +502,41 @@ async fn shards_move_within_each_nodes_stream_limit_and_bandwidth() {
         assert_eq!(read.as_deref(), Some(value(i).as_bytes()), "key-{i}");
     }
 }
+
+/// `admin wait` draws a progress bar when stderr is a terminal (under `script`, which gives it
+/// one) and prints plain lines, each saying something new, when it is not.
+#[test]
+fn admin_wait_shows_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
+    let (controllers, mut nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2"]);
+    controllers.admin(&["wait"]);
+    // A group whose only member is stopped never applies its configuration: the cluster stays
+    // unsettled.
+    nodes.kill(3);
+    controllers.admin(&["group", "add", "2", "--members", "3"]);
+
+    let piped = controllers.try_admin(&["wait", "--max-wait", "2"]);
+    assert!(!piped.status.success(), "settled without group 2");
+    let text = stderr(&piped);
+    assert!(text.contains("waiting: configuration 2:"), "{text}");
+    assert!(text.contains("still not settled: configuration 2:"), "{text}");
+    assert!(!text.contains('\x1b'), "no escape codes in a pipe: {text:?}");
+    let lines: Vec<&str> = text.lines().filter(|line| line.starts_with("waiting:")).collect();
+    assert!(lines.windows(2).all(|pair| pair[0] != pair[1]), "a line per change: {text}");
+
+    let mut command = vec![env!("CARGO_BIN_EXE_mosaic").to_string(), "admin".into()];
+    command.extend(["--controllers".to_string(), controllers.addresses_flag()]);
+    command.extend(controllers.tls_flags_of("admin"));
+    command.extend(["wait", "--max-wait", "2"].map(String::from));
+    let terminal = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!terminal.status.success());
+    let text = String::from_utf8_lossy(&terminal.stdout);
+    assert!(text.contains("shards served"), "a bar on a terminal: {text:?}");
+    assert!(text.contains("group(s) behind"), "{text:?}");
+    assert!(text.contains("still not settled"), "{text:?}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mosaic_client::{Consistency, shard_for_key};
 use mosaic_proto::pb::{self, kv_client::KvClient};
-use support::{Processes, Role, SHARDS, WAIT_MAX, http_get};
+use support::{Processes, Role, SHARDS, WAIT_MAX, controlled_cluster, http_get};
 
 /// The samples of an OpenMetrics text page, by series (`name{labels}`). Panics on a line that
 /// is neither a comment nor a sample, and when the page does not end with `# EOF`.
@@ -68,20 +68,9 @@ fn wait_for(
     }
 }
 
-/// Three controller replicas, and three storage nodes serving group 1 (every shard).
-fn cluster() -> (Processes, Processes) {
-    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
-    let nodes =
-        Processes::start_as(Role::Following(controllers.addresses.values().cloned().collect()), 3);
-    controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
-    controllers.admin(&["wait"]);
-    (controllers, nodes)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_what_the_cluster_did_and_health_answers_over_plain_http() {
-    let (controllers, nodes) = cluster();
+    let (controllers, nodes) = controlled_cluster(1);
 
     for id in [1, 2, 3] {
         assert_eq!(
@@ -195,7 +184,7 @@ async fn prometheus_scrapes_every_process_and_answers_queries_over_its_series() 
     let binary = std::env::var("MOSAIC_TEST_PROMETHEUS").expect(
         "MOSAIC_TEST_PROMETHEUS names a Prometheus server binary (Debian: /usr/bin/prometheus)",
     );
-    let (controllers, nodes) = cluster();
+    let (controllers, nodes) = controlled_cluster(1);
     let client = controllers.routed_client();
 
     let dir = tempfile::tempdir().unwrap();

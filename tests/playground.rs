@@ -60,6 +60,8 @@ struct Playground {
     pids: BTreeMap<String, u32>,
     /// The metrics URL of every process.
     metrics: Vec<String>,
+    /// The status page's URL.
+    status_page: String,
 }
 
 impl Playground {
@@ -117,7 +119,8 @@ impl Playground {
             .filter(|word| word.starts_with("http://"))
             .map(String::from)
             .collect();
-        Self { guard, controllers, pids, metrics }
+        let status_page = field("status page:");
+        Self { guard, controllers, pids, metrics, status_page }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -190,6 +193,14 @@ fn the_readme_walk_through_works_end_to_end() {
             "SERVING\n"
         );
     }
+    let status = ureq::get(format!("{}status.json", playground.status_page))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["groups"].as_array().map(Vec::len), Some(3), "{status:#}");
 
     // Put and get through the controller's routing.
     playground.kv(&["put", "greeting", "hello"], None);

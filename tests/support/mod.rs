@@ -489,6 +489,20 @@ fn free_ports(count: usize) -> Vec<u16> {
     ports
 }
 
+/// Three controller replicas, and three storage nodes following them that serve groups 1 to
+/// `groups` (each with a replica on every node), once every shard is served.
+pub fn controlled_cluster(groups: u64) -> (Processes, Processes) {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let nodes =
+        Processes::start_as(Role::Following(controllers.addresses.values().cloned().collect()), 3);
+    controllers.wait_registered(3);
+    for group in 1..=groups {
+        controllers.admin(&["group", "add", &group.to_string(), "--members", "1,2,3"]);
+    }
+    controllers.admin(&["wait"]);
+    (controllers, nodes)
+}
+
 /// `GET path` from the plain HTTP server at `address`: the status code and the body.
 pub fn http_get(address: &str, path: &str) -> Result<(u16, String), ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -8,6 +8,7 @@ mod kv;
 mod logging;
 mod nodes;
 mod playground;
+mod progress;
 mod server;
 mod tls;
 

@@ -316,12 +316,16 @@ fn instructions(
         processes.0.iter().map(|p| format!("{} pid {}", p.name, p.child.id())).collect();
     let metrics: Vec<String> =
         processes.0.iter().map(|p| format!("http://{}/metrics", p.metrics)).collect();
+    // Every controller replica serves the page; the first is started first.
+    let status_page =
+        processes.0.first().map_or(String::new(), |p| format!("http://{}/", p.metrics));
     format!(
         "\
 Mosaic playground: 3 controller replicas, 3 storage nodes, groups 1-3 with a replica on every node.
   controllers: {controllers}
   nodes:       {nodes}
   processes:   {pids}
+  status page: {status_page}
   metrics:     {metrics} (and /health)
   data, logs:  {dir}
 

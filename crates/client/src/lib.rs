@@ -46,6 +46,7 @@ mod backoff;
 mod channel;
 pub mod classify;
 mod client;
+pub mod cluster_status;
 mod controller;
 pub mod controller_retry;
 mod controller_routing;

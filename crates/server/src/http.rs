@@ -2,6 +2,8 @@
 //!
 //! - `GET /metrics`: every metric ([`crate::metrics`]) in the OpenMetrics text format, which
 //!   Prometheus reads. A controller replica first reads its applied state into its gauges.
+//! - `GET /` and `GET /status.json`, on a controller replica: the live status page
+//!   ([`crate::status_page`]).
 //! - `GET /health`: `200 SERVING` while the node serves, `503 NOT_SERVING` once it stops (the
 //!   same status as the gRPC health service's overall `""` entry), for probes that cannot
 //!   present a client certificate (an orchestrator's HTTP probe, a container's health check).
@@ -22,6 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::health::Health;
 use crate::metrics::{ControllerGauges, NodeMetrics};
+use crate::status_page::{PAGE, StatusPage};
 
 /// The content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -33,8 +36,22 @@ pub struct HttpEndpoint {
     pub metrics: Arc<NodeMetrics>,
     /// The node's health.
     pub health: Health,
-    /// A controller replica's gauges, refreshed at each scrape.
-    pub controller: Option<ControllerGauges>,
+    /// What a controller replica serves besides.
+    pub controller: Option<ControllerHttp>,
+}
+
+/// What a controller replica's HTTP port serves besides the metrics and health of every node.
+pub struct ControllerHttp {
+    /// Its gauges, refreshed at each scrape.
+    pub gauges: ControllerGauges,
+    /// Its status page.
+    pub status: StatusPage,
+}
+
+impl std::fmt::Debug for ControllerHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerHttp").field("gauges", &self.gauges).finish_non_exhaustive()
+    }
 }
 
 /// Serves `endpoint` on `listener` until `close` is sent or dropped (requests in progress
@@ -47,6 +64,8 @@ pub fn spawn(
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/", get(page))
+        .route("/status.json", get(status))
         .with_state(Arc::new(endpoint));
     tokio::spawn(async move {
         let stopped = async move {
@@ -60,9 +79,32 @@ pub fn spawn(
 
 async fn metrics(State(endpoint): State<Arc<HttpEndpoint>>) -> impl IntoResponse {
     if let Some(controller) = &endpoint.controller {
-        controller.refresh().await;
+        controller.gauges.refresh().await;
     }
     ([(header::CONTENT_TYPE, OPENMETRICS)], endpoint.metrics.encode())
+}
+
+async fn page(State(endpoint): State<Arc<HttpEndpoint>>) -> axum::response::Response {
+    match &endpoint.controller {
+        Some(_) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response(),
+        None => (StatusCode::NOT_FOUND, "a storage node serves no status page\n").into_response(),
+    }
+}
+
+async fn status(State(endpoint): State<Arc<HttpEndpoint>>) -> axum::response::Response {
+    let Some(controller) = &endpoint.controller else {
+        return (StatusCode::NOT_FOUND, "a storage node serves no status page\n").into_response();
+    };
+    match controller.status.json().await {
+        Ok(json) => {
+            ([(header::CONTENT_TYPE, "application/json")], json.as_ref().clone()).into_response()
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the cluster's status: {error}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn health(State(endpoint): State<Arc<HttpEndpoint>>) -> impl IntoResponse {

@@ -13,7 +13,8 @@
 //!   checks each request against the peer's role.
 //! - [`health`] serves the standard gRPC health and reflection services beside Mosaic's own.
 //! - [`metrics`] counts what the node does; [`http`] serves it to Prometheus, with a health
-//!   endpoint for probes, on a plain HTTP port.
+//!   endpoint for probes and, on a controller replica, the [`status_page`], on a plain HTTP
+//!   port.
 //! - [`ServerConfig`] is its configuration (TOML plus flags).
 //! - [`status`] is the one conversion of a refused request into a gRPC status.
 #![deny(missing_docs)]
@@ -38,6 +39,7 @@ pub mod pacing;
 pub mod raft_service;
 pub mod runner;
 pub mod status;
+pub mod status_page;
 pub mod transport;
 
 pub use config::ServerConfig;

@@ -45,7 +45,7 @@ use crate::controller_service::ControllerService;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
 use crate::health::{self, Health};
-use crate::http::{self, HttpEndpoint};
+use crate::http::{self, ControllerHttp, HttpEndpoint};
 use crate::incoming;
 use crate::kv_service::{KvLimits, KvService};
 use crate::limits::Slots;
@@ -55,6 +55,7 @@ use crate::pacing::Budget;
 use crate::raft_service::{RaftService, SnapshotIntake};
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
+use crate::status_page::StatusPage;
 use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
 use mosaic_types::CONTROLLER_GROUP;
 
@@ -237,12 +238,22 @@ impl Node {
             core.directory.clone(),
             config.request_timeout(),
         );
-        let gauges = ControllerGauges::new(core.store.clone());
-        core.metrics.register_controller(&gauges);
+        // The HTTP port's gauges and status page, if the replica serves one.
+        let http = if config.metrics_listen.is_some() {
+            let gauges = ControllerGauges::new(core.store.clone());
+            core.metrics.register_controller(&gauges);
+            let mut replicas: Vec<String> = config.peers.values().cloned().collect();
+            replicas.push(config.advertised().to_string());
+            replicas.sort();
+            replicas.dedup();
+            let status = StatusPage::new(replicas, core.tls.clone(), config.request_timeout())
+                .map_err(|error| Error::Config { reason: format!("controller peers: {error}") })?;
+            Some(ControllerHttp { gauges, status })
+        } else {
+            None
+        };
         let services = vec![controller_server::SERVICE_NAME];
-        Ok(core.serve(services, Some(gauges), |router| {
-            router.add_service(ControllerServer::new(service))
-        }))
+        Ok(core.serve(services, http, |router| router.add_service(ControllerServer::new(service))))
     }
 
     /// This node.
@@ -483,12 +494,12 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
     /// Serves the Raft transport, the health and reflection services ([`crate::health`]) and
     /// the services `add` adds (the role's, named in `services`) on the listener (over mutual
     /// TLS when the node has an identity, every request authorized by the peer's role), and
-    /// the HTTP port if there is one (with a controller replica's `gauges`), until the node is
-    /// stopped.
+    /// the HTTP port if there is one (with what a controller replica serves there), until the
+    /// node is stopped.
     fn serve(
         self,
         mut services: Vec<&'static str>,
-        gauges: Option<ControllerGauges>,
+        controller: Option<ControllerHttp>,
         add: impl FnOnce(Router<Authorized>) -> Router<Authorized>,
     ) -> Node {
         services.push(raft_transport_server::SERVICE_NAME);
@@ -517,7 +528,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             let endpoint = HttpEndpoint {
                 metrics: Arc::new(self.metrics),
                 health: health.clone(),
-                controller: gauges,
+                controller,
             };
             let (close, closed) = oneshot::channel();
             http::spawn(listener, endpoint, closed);

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use mosaic_client::cluster_status::{ClusterStatus, GroupStatus};
 use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId, ShardId, Tls};
 use mosaic_controller::rebalance::rebalance;
 use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove, shard_moves};
@@ -18,7 +19,8 @@ use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 use mosaic_proto::pb;
 use serde_json::json;
 
-use super::{Output, print_line, replicas};
+use super::{CALL_TIMEOUT, Output, print_line};
+use crate::progress::Progress;
 
 /// How often `wait` looks again.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -173,20 +175,21 @@ impl Cluster {
 
     /// The latest configuration's groups, with each group's leader as its members report it.
     pub(super) async fn status(&self) -> anyhow::Result<ExitCode> {
-        let (answer, rows) = group_rows(&self.client).await?;
+        let status = ClusterStatus::read(&self.client, CALL_TIMEOUT).await?;
+        let (answer, rows) = (&status.answer, &status.groups);
         let config = &answer.config;
         let text = match self.output {
             Output::Human => {
                 let mut text = format!(
                     "configuration {}; controller leader: {}",
                     config.num,
-                    self.leader_text(&answer)
+                    self.leader_text(answer)
                 );
                 text.push_str(&format!(
                     "\n{:<7} {:<16} {:<8} {:<8} {}",
                     "group", "nodes", "leader", "config", "shards"
                 ));
-                for row in &rows {
+                for row in rows {
                     text.push_str(&format!(
                         "\n{:<7} {:<16} {:<8} {:<8} {}",
                         row.group.0,
@@ -199,7 +202,7 @@ impl Cluster {
                         text.push_str(&format!("\n        {}", moving_text(moving)));
                     }
                 }
-                let (behind, moving) = unsettled(&rows, config.num.0);
+                let (behind, moving) = status.unsettled();
                 text.push_str(&if behind + moving == 0 {
                     "\nno shard is moving".to_string()
                 } else {
@@ -211,27 +214,11 @@ impl Cluster {
                 text
             }
             Output::Json => {
-                let groups: Vec<_> = rows
-                    .iter()
-                    .map(|row| {
-                        json!({
-                            "group": row.group.0,
-                            "nodes": row.members.iter().map(|n| n.0).collect::<Vec<_>>(),
-                            "leader": row.leader.map(|n| n.0),
-                            "config_num": row.applied(),
-                            "shards": row.shards.iter().map(|s| s.0).collect::<Vec<_>>(),
-                            "moving": row.moving().map(|shard| json!({
-                                "shard": shard.shard_id,
-                                "state": shard.state,
-                                "peer_group": shard.peer_group,
-                            })).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                let (behind, moving) = unsettled(&rows, config.num.0);
+                let groups: Vec<_> = rows.iter().map(GroupStatus::to_json).collect();
+                let (behind, moving) = status.unsettled();
                 json!({
                     "num": config.num.0,
-                    "controller_leader": self.leader_json(&answer),
+                    "controller_leader": self.leader_json(answer),
                     "groups": groups,
                     "settled": behind + moving == 0,
                 })
@@ -333,105 +320,48 @@ impl Cluster {
 }
 
 /// Polls until every group has applied the latest configuration and no shard moves, with
-/// progress on stderr: the configuration then, or `None` once `deadline` has passed.
+/// progress on stderr ([`Progress`]: the shards served of all): the configuration then, or
+/// `None` once `deadline` has passed.
 pub(crate) async fn wait_until_settled(
     client: &ControllerClient,
     deadline: Instant,
 ) -> anyhow::Result<Option<ConfigNum>> {
-    loop {
-        let (answer, rows) = group_rows(client).await?;
-        let num = answer.config.num;
-        let (behind, moving) = unsettled(&rows, num.0);
-        if behind + moving == 0 {
-            return Ok(Some(num));
+    let mut progress = Progress::new("shards served");
+    let settled = poll_until_settled(client, deadline, &mut progress).await;
+    progress.finish();
+    let (num, unsettled) = settled?;
+    match unsettled {
+        None => Ok(Some(num)),
+        Some(what) => {
+            eprintln!("still not settled: {what}; see `mosaic admin status`");
+            Ok(None)
         }
-        let progress =
+    }
+}
+
+/// The loop of [`wait_until_settled`]: the configuration, and what is still moving if
+/// `deadline` passed first.
+async fn poll_until_settled(
+    client: &ControllerClient,
+    deadline: Instant,
+    progress: &mut Progress,
+) -> anyhow::Result<(ConfigNum, Option<String>)> {
+    loop {
+        let status = ClusterStatus::read(client, CALL_TIMEOUT).await?;
+        let num = status.answer.config.num;
+        let (behind, moving) = status.unsettled();
+        if behind + moving == 0 {
+            return Ok((num, None));
+        }
+        let what =
             format!("configuration {num}: {moving} shard(s) moving, {behind} group(s) behind");
         if Instant::now() >= deadline {
-            eprintln!("still not settled: {progress}; see `mosaic admin status`");
-            return Ok(None);
+            return Ok((num, Some(what)));
         }
-        eprintln!("waiting: {progress}");
+        let total = u64::from(status.answer.config.shard_count());
+        progress.update(total.saturating_sub(moving as u64), total, &what);
         tokio::time::sleep(WAIT_POLL_INTERVAL).await;
     }
-}
-
-/// The latest configuration and, per group, its members, leader and shards, with the
-/// leader's view of its shards' migration state.
-async fn group_rows(client: &ControllerClient) -> anyhow::Result<(QueryAnswer, Vec<GroupRow>)> {
-    let answer = client.query(None).await?;
-    let mut rows = Vec::new();
-    for (group, members) in &answer.config.groups {
-        let tls = client.options().tls.as_ref();
-        let (leader, held) = group_view(&answer, *group, members, tls).await;
-        rows.push(GroupRow {
-            group: *group,
-            members: members.clone(),
-            leader,
-            held,
-            shards: answer.config.shards_of(*group),
-        });
-    }
-    Ok((answer, rows))
-}
-
-/// The leader of `group` as its members report it; `None` when none answers as leader.
-async fn group_view(
-    answer: &QueryAnswer,
-    group: GroupId,
-    members: &[NodeId],
-    tls: Option<&Tls>,
-) -> (Option<NodeId>, Option<pb::GroupShards>) {
-    let mut hint = None;
-    for member in members {
-        let Some(address) = answer.nodes.get(member) else {
-            continue;
-        };
-        let Ok(mut client) = replicas::client(address, tls).await else {
-            continue;
-        };
-        let request = pb::GroupStatusRequest { group_id: group.0, confirm_leadership: false };
-        if let Ok(status) = client.group_status(request).await {
-            let status = status.into_inner();
-            if status.role == "leader" {
-                return (Some(*member), status.shards);
-            }
-            hint = hint.or(status.leader.map(NodeId));
-        }
-    }
-    (hint, None)
-}
-
-/// One group of `status`: the configuration's view and its leader's.
-struct GroupRow {
-    group: GroupId,
-    members: Vec<NodeId>,
-    leader: Option<NodeId>,
-    /// The shards the leader holds and their state (`None`: no leader answered).
-    held: Option<pb::GroupShards>,
-    /// The shards the latest configuration gives the group.
-    shards: Vec<ShardId>,
-}
-
-impl GroupRow {
-    /// The configuration the group's leader has applied.
-    fn applied(&self) -> Option<u64> {
-        self.held.as_ref().map(|held| held.config_num)
-    }
-
-    /// The shards the leader holds that are not simply serving.
-    fn moving(&self) -> impl Iterator<Item = &pb::ShardStatus> {
-        self.held.iter().flat_map(|held| &held.shards).filter(|shard| shard.state != "serving")
-    }
-}
-
-/// How many groups are behind configuration `num` (or did not answer), and how many shards
-/// are moving.
-fn unsettled(rows: &[GroupRow], num: u64) -> (usize, usize) {
-    let behind =
-        rows.iter().filter(|row| row.applied().is_none_or(|applied| applied < num)).count();
-    let moving = rows.iter().map(|row| row.moving().count()).sum();
-    (behind, moving)
 }
 
 fn moving_text(shard: &pb::ShardStatus) -> String {

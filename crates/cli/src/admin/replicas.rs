@@ -25,11 +25,8 @@ pub(super) async fn client(
     address: &str,
     tls: Option<&Tls>,
 ) -> anyhow::Result<NodeAdminClient<tonic::transport::Channel>> {
-    let channel = mosaic_client::endpoint(address, tls, CALL_TIMEOUT)
-        .map_err(|reason| anyhow::anyhow!("{address:?} is not a valid address: {reason}"))?
-        .timeout(CALL_TIMEOUT)
-        .connect_lazy();
-    Ok(NodeAdminClient::new(channel))
+    mosaic_client::cluster_status::node_admin(address, tls, CALL_TIMEOUT)
+        .map_err(|reason| anyhow::anyhow!("{address:?} is not a valid address: {reason}"))
 }
 
 /// Membership changes of one group, driven through its leader until a deadline by the
