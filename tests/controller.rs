@@ -504,13 +504,32 @@ async fn shards_move_within_each_nodes_stream_limit_and_bandwidth() {
 }
 
 /// `admin wait` draws a progress bar when stderr is a terminal (under `script`, which gives it
-/// one) and prints plain lines, each saying something new, when it is not.
+/// one) and prints plain lines, each saying something new, when it is not; `admin` and `kv`
+/// find the controllers in `MOSAIC_CONTROLLERS` when no flag names them.
 #[test]
 fn admin_wait_shows_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
     let (controllers, mut nodes) = cluster();
     controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--members", "1,2"]);
     controllers.admin(&["wait"]);
+    // The controllers may come from the environment instead of --controllers.
+    let by_env = |args: &[&str], cert: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
+            .env("MOSAIC_CONTROLLERS", controllers.addresses_flag())
+            .args(&args[..1])
+            .args(controllers.tls_flags_of(cert))
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    let listed: Value =
+        serde_json::from_str(&by_env(&["admin", "--output", "json", "node", "list"], "admin"))
+            .unwrap();
+    assert_eq!(listed["nodes"].as_array().map(Vec::len), Some(3), "{listed}");
+    by_env(&["kv", "put", "from-env", "yes"], "client");
+    assert_eq!(by_env(&["kv", "get", "from-env"], "client"), "yes\n");
     // A group whose only member is stopped never applies its configuration: the cluster stays
     // unsettled.
     nodes.kill(3);

@@ -156,7 +156,8 @@ async fn metrics_follow_what_the_cluster_did_and_health_answers_over_plain_http(
 async fn health_turns_unavailable_when_the_process_stops() {
     let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
     let address = controllers.metrics_addresses[&1].clone();
-    assert_eq!(http_get(&address, "/health").unwrap().0, 200);
+    // The port listens a moment before the process serves (503 until then).
+    eventually("SERVING", || http_get(&address, "/health").is_ok_and(|(status, _)| status == 200));
     controllers.signal(1, "TERM");
     let deadline = Instant::now() + WAIT_MAX;
     // SERVING until the signal is handled, then NOT_SERVING until the process has stopped,

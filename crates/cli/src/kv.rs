@@ -333,7 +333,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
     let options = ClientOptions { timeout, tls: tls.clone(), ..ClientOptions::default() };
     match route.source() {
         Err(message) => {
-            eprintln!("mosaic kv: {message}; fix --nodes, --group or --shard-count");
+            eprintln!("mosaic kv: {message}");
             Ok(ExitCode::from(EXIT_USAGE))
         }
         Ok(KeySource::Static(routing)) => {
@@ -540,20 +540,39 @@ mod tests {
             assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}: {error}");
         }
         let incomplete: &[&[&str]] = &[
-            &["get", "k"],                                  // neither
-            &["--shard-count", "8", "get", "k"],            // neither, only the shard count
-            &["--nodes", NODES, "get", "k"],                // --nodes without --group
-            &["--group", "1", "get", "k"],                  // --group without --nodes
+            &["--nodes", NODES, "get", "k"], // --nodes without --group
+            &["--group", "1", "get", "k"],   // --group without --nodes
             &["--controllers", "--group", "1", "get", "k"], // --controllers without a value
         ];
         for args in incomplete {
             let error = usage_error(args);
             assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}: {error}");
         }
-        let error = usage_error(&["get", "k"]);
-        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
-        let message = error.to_string();
-        assert!(message.contains("--controllers") && message.contains("--nodes"), "{message}");
+        // Neither flag: the environment must name the controllers.
+        for args in [&["get", "k"][..], &["--shard-count", "8", "get", "k"]] {
+            let message = parse(args).unwrap().route.source_from(None).unwrap_err();
+            assert!(message.contains("--controllers") && message.contains("--nodes"), "{message}");
+            assert!(message.contains("MOSAIC_CONTROLLERS"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_environment_names_the_controllers_when_no_flag_routes() {
+        let env = || Some(" 10.0.0.1:7000, 10.0.0.2:7000 ,".to_string());
+        let unflagged = parse(&["get", "k"]).unwrap();
+        assert_eq!(
+            unflagged.route.source_from(env()),
+            Ok(KeySource::Controllers(vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()]))
+        );
+        assert!(unflagged.route.source_from(Some(" , ".into())).is_err(), "no address in it");
+        // Flags win over the environment.
+        let flagged = parse(&["--controllers", CONTROLLERS, "get", "k"]).unwrap();
+        assert_eq!(
+            flagged.route.source_from(env()),
+            Ok(KeySource::Controllers(vec!["127.0.0.1:7001".into(), "127.0.0.1:7002".into()]))
+        );
+        let nodes = parse(&["--nodes", NODES, "--group", "1", "get", "k"]).unwrap();
+        assert!(matches!(nodes.route.source_from(env()), Ok(KeySource::Static(_))));
     }
 
     #[tokio::test]

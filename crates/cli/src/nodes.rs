@@ -33,16 +33,20 @@ impl GroupRoute {
     }
 }
 
+/// The environment variable that names the controller replicas when no flag routes.
+pub const CONTROLLERS_ENV: &str = "MOSAIC_CONTROLLERS";
+
 /// How a key command finds the group of a key: by the controller's latest configuration
-/// (`--controllers`), or without a controller, by one group that owns every shard (`--nodes`
-/// and `--group`, as in [`GroupRoute`]). Exactly one of the two ways is given: clap refuses
-/// neither, both, `--nodes` without `--group` (or the reverse), and `--shard-count` with
-/// `--controllers` (the controller knows the shard count).
+/// (`--controllers`, or [`CONTROLLERS_ENV`] when no flag routes), or without a controller,
+/// by one group that owns every shard (`--nodes` and `--group`, as in [`GroupRoute`]). clap
+/// refuses both flags, `--nodes` without `--group` (or the reverse), and `--shard-count` with
+/// `--controllers` (the controller knows the shard count); [`KeyRoute::source`] refuses
+/// neither flag without the variable.
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("route").required(true).args(["controllers", "nodes"])))]
+#[command(group(ArgGroup::new("route").args(["controllers", "nodes"])))]
 pub struct KeyRoute {
     /// The controller replicas, as HOST:PORT,HOST:PORT: route every key by the controller's
-    /// latest configuration (instead of --nodes and --group).
+    /// latest configuration (instead of --nodes and --group). Default: $MOSAIC_CONTROLLERS.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["nodes", "group", "shard_count"])]
     pub controllers: Vec<String>,
     /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT (with --group, instead of
@@ -68,17 +72,44 @@ pub enum KeySource {
 }
 
 impl KeyRoute {
-    /// The source the flags describe.
+    /// The source the flags describe, or [`CONTROLLERS_ENV`] when none routes.
     ///
     /// # Errors
-    /// A node named twice, or a routing the client refuses, in words. (The controller
-    /// addresses are checked when the controller client is built.)
+    /// As [`KeyRoute::source_from`].
     pub fn source(&self) -> Result<KeySource, String> {
+        self.source_from(std::env::var(CONTROLLERS_ENV).ok())
+    }
+
+    /// The source the flags describe, or the controllers `env` names (comma-separated) when
+    /// none routes: flags win over the environment.
+    ///
+    /// # Errors
+    /// No way of routing; a node named twice, or a routing the client refuses, in words.
+    /// (The controller addresses are checked when the controller client is built.)
+    pub fn source_from(&self, env: Option<String>) -> Result<KeySource, String> {
         if !self.controllers.is_empty() {
             return Ok(KeySource::Controllers(self.controllers.clone()));
         }
-        let group = self.group.ok_or("--nodes needs --group (or give --controllers instead)")?;
-        single_group_routing(&self.nodes, group, self.shard_count).map(KeySource::Static)
+        if !self.nodes.is_empty() {
+            let group =
+                self.group.ok_or("--nodes needs --group (or give --controllers instead)")?;
+            return single_group_routing(&self.nodes, group, self.shard_count)
+                .map(KeySource::Static);
+        }
+        let controllers: Vec<String> = env
+            .iter()
+            .flat_map(|env| env.split(','))
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(String::from)
+            .collect();
+        if controllers.is_empty() {
+            return Err(format!(
+                "say where keys live: --controllers HOST:PORT,... (or set {CONTROLLERS_ENV}), \
+                 or --nodes ID=HOST:PORT,... with --group"
+            ));
+        }
+        Ok(KeySource::Controllers(controllers))
     }
 }
 

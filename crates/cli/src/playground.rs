@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId};
-use mosaic_controller::Command as ControllerCommand;
+use mosaic_controller::{Command as ControllerCommand, Outcome as ControllerOutcome};
 
 use crate::admin::wait_until_settled;
 use crate::logging::LogFormat;
@@ -282,6 +282,10 @@ async fn add_groups(client: &ControllerClient, groups: u64) -> anyhow::Result<()
     let members: Vec<NodeId> = (1..=PROCESSES_PER_ROLE).map(NodeId).collect();
     let groups = (1..=groups).map(|group| (GroupId(group), members.clone())).collect();
     match client.execute(ControllerCommand::AddGroups { groups, max_moves: None }).await? {
+        // One line, not every shard move of the configuration.
+        Ok(ControllerOutcome::ConfigCreated { num, moves }) => {
+            tracing::info!(%num, shards_moved = moves.len(), "groups added");
+        }
         Ok(outcome) => tracing::info!(?outcome, "groups added"),
         // A group removed in an earlier run cannot come back; the others serve on.
         Err(refusal) => eprintln!("playground: groups not added: {refusal}"),

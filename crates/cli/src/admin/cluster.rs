@@ -41,7 +41,7 @@ impl Cluster {
     ) -> anyhow::Result<Self> {
         if controllers.is_empty() {
             bail!(
-                "this command talks to the controller: give its replicas as --controllers HOST:PORT,..."
+                "this command talks to the controller: give its replicas as --controllers HOST:PORT,... (or set MOSAIC_CONTROLLERS)"
             );
         }
         let options =

@@ -46,7 +46,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     /// The controller replicas, as HOST:PORT,HOST:PORT.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = crate::nodes::CONTROLLERS_ENV)]
     controllers: Vec<String>,
     /// The storage nodes, as ID=HOST:PORT,ID=HOST:PORT (for the commands that talk to nodes
     /// directly: group create, status, add-replica, remove-replica).
