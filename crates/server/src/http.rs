@@ -87,13 +87,13 @@ async fn metrics(State(endpoint): State<Arc<HttpEndpoint>>) -> impl IntoResponse
 async fn page(State(endpoint): State<Arc<HttpEndpoint>>) -> axum::response::Response {
     match &endpoint.controller {
         Some(_) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response(),
-        None => (StatusCode::NOT_FOUND, "a storage node serves no status page\n").into_response(),
+        None => no_status_page(),
     }
 }
 
 async fn status(State(endpoint): State<Arc<HttpEndpoint>>) -> axum::response::Response {
     let Some(controller) = &endpoint.controller else {
-        return (StatusCode::NOT_FOUND, "a storage node serves no status page\n").into_response();
+        return no_status_page();
     };
     match controller.status.json().await {
         Ok(json) => {
@@ -105,6 +105,10 @@ async fn status(State(endpoint): State<Arc<HttpEndpoint>>) -> axum::response::Re
         )
             .into_response(),
     }
+}
+
+fn no_status_page() -> axum::response::Response {
+    (StatusCode::NOT_FOUND, "a storage node serves no status page\n").into_response()
 }
 
 async fn health(State(endpoint): State<Arc<HttpEndpoint>>) -> impl IntoResponse {

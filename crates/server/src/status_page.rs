@@ -56,9 +56,10 @@ struct Built {
     /// When the last build ended.
     at: Option<Instant>,
     /// The last status built.
-    status: Option<Arc<String>>,
-    /// Why the last build failed, if it did.
-    error: Option<String>,
+    last: Option<Value>,
+    /// What readers get until the next build: the last status (marked stale after a failed
+    /// build), or why there is none. Set by the first build.
+    served: Option<Result<Arc<String>, String>>,
 }
 
 impl StatusPage {
@@ -92,24 +93,21 @@ impl StatusPage {
                 .await
                 .unwrap_or_else(|_| Err(format!("no status within {BUILD_TIMEOUT:?}")));
             built.at = Some(Instant::now());
-            match result {
-                Ok(status) => {
-                    built.status = Some(Arc::new(status.to_string()));
-                    built.error = None;
-                }
-                Err(error) => built.error = Some(error),
-            }
+            let served = match result {
+                Ok(status) => Ok(Arc::new(built.last.insert(status).to_string())),
+                Err(error) => match &built.last {
+                    Some(last) => {
+                        let mut stale = last.clone();
+                        stale["stale"] = json!(true);
+                        stale["error"] = json!(error);
+                        Ok(Arc::new(stale.to_string()))
+                    }
+                    None => Err(error),
+                },
+            };
+            built.served = Some(served);
         }
-        match (&built.status, &built.error) {
-            (Some(status), None) => Ok(Arc::clone(status)),
-            (Some(status), Some(error)) => {
-                let mut stale: Value = serde_json::from_str(status).map_err(|e| e.to_string())?;
-                stale["stale"] = json!(true);
-                stale["error"] = json!(error);
-                Ok(Arc::new(stale.to_string()))
-            }
-            (None, error) => Err(error.clone().unwrap_or_default()),
-        }
+        built.served.clone().expect("set by the build above")
     }
 
     async fn build(&self) -> Result<Value, String> {
