@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Debian packages: a C/C++ toolchain and libclang (RocksDB's bindings run bindgen), protoc
-# (gRPC code generation), pkg-config.
-packages=(build-essential clang libclang-dev pkg-config protobuf-compiler)
+# (gRPC code generation), pkg-config; systemd for `systemd-analyze`, which checks the units in
+# deploy/systemd.
+packages=(build-essential clang libclang-dev pkg-config protobuf-compiler systemd)
 
 missing=()
 for package in "${packages[@]}"; do

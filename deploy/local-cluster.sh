@@ -26,8 +26,14 @@ controllers=""
 start_three() {
   local role="$1" name="$2" bin="$3" data="$4" first_port="$5"
   shift 5
-  local id other peers port first_start first_pid=${#pids[@]}
+  local id other peers port first_start first_pid=${#pids[@]} new_group=1
   mkdir -p "$data"
+  # A controller replica's first start creates the group, a restart recovers it: only when no
+  # replica's directory exists, so that a replica whose directory alone is gone waits outside
+  # the group instead of coming back as a voter with an empty log.
+  for id in 1 2 3; do
+    [[ -e "$data/$name-$id" ]] && new_group=0
+  done
   for id in 1 2 3; do
     peers=""
     for other in 1 2 3; do
@@ -35,8 +41,7 @@ start_three() {
       peers+="${peers:+,}$other=127.0.0.1:$((first_port + other - 1))"
     done
     first_start=()
-    # A controller replica's first start creates the group; a restart recovers it.
-    [[ $role == controller && ! -e "$data/$name-$id" ]] && first_start=(--bootstrap)
+    [[ $role == controller && $new_group == 1 ]] && first_start=(--bootstrap)
     "$bin" "$role" --id "$id" --listen "127.0.0.1:$((first_port + id - 1))" \
       --data-dir "$data/$name-$id" --peers "$peers" "${first_start[@]}" "$@" \
       >>"$data/$name-$id.log" 2>&1 &

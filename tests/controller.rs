@@ -338,25 +338,39 @@ async fn a_group_that_lost_its_majority_stops_only_its_own_shards() {
     }
 }
 
-/// Kills controller replica `id`, wipes its data directory, and checks that it then refuses
-/// to start (without `--bootstrap`), saying why.
-fn wipe_and_fail_to_restart(controllers: &mut Processes, id: u64) {
+/// The HTTP health probe of replica `id`: its status code and body.
+fn health(controllers: &Processes, id: u64) -> (u16, String) {
+    support::http_get(&controllers.metrics_addresses[&id], "/health").unwrap()
+}
+
+/// Kills controller replica `id`, wipes its data directory and starts it again without
+/// `--bootstrap`: it waits for `mosaic admin init`, not ready, and init refuses to create the
+/// group on it beside the replicas that hold it (it would come back as a voter with an empty
+/// log and no memory of its votes).
+fn wipe_and_restart_waiting(controllers: &mut Processes, id: u64) {
     controllers.kill(id);
     std::fs::remove_dir_all(controllers.data_dir(id)).unwrap();
-    let wiped =
-        controllers.command(id, false).stderr(std::process::Stdio::piped()).output().unwrap();
-    assert!(!wiped.status.success(), "a wiped replica started: {}", stderr(&wiped));
-    assert!(stderr(&wiped).contains("holds no controller group"), "{}", stderr(&wiped));
+    controllers.spawn_bootstrapping(id, false);
+    controllers.wait_listening(id);
+    assert_eq!(health(controllers, id), (503, "NOT_SERVING\n".to_string()));
+    let refused = controllers.try_admin(&["init"]);
+    assert!(!refused.status.success(), "init created the group again: {}", stdout(&refused));
+    let reason = stderr(&refused);
+    assert!(reason.contains(&format!("and {{{id}}} hold nothing")), "{reason}");
+    let log = std::fs::read_to_string(controllers.log(id)).unwrap();
+    assert!(log.contains("holds no controller group yet"), "{log}");
+    assert_eq!(health(controllers, id).0, 503, "init changed the wiped replica");
 }
 
 /// Issue: a controller replica restarted on an empty data directory re-created the controller
-/// group as a voter with no log and no memory of its votes. It now starts only with an explicit
-/// `--bootstrap` on an empty directory, and refuses `--bootstrap` on one that holds the group.
+/// group as a voter with no log and no memory of its votes. Without `--bootstrap` it now waits
+/// for `mosaic admin init`, which refuses to create the group beside replicas that hold it;
+/// `--bootstrap` on a directory that holds the group is refused.
 #[test]
-fn a_controller_replica_with_a_wiped_data_directory_refuses_to_start() {
+fn a_wiped_controller_replica_waits_and_init_never_creates_the_group_on_it_again() {
     let mut controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
     controllers.wait_registered(0);
-    wipe_and_fail_to_restart(&mut controllers, 3);
+    wipe_and_restart_waiting(&mut controllers, 3);
 
     controllers.kill(2);
     let again = controllers.command(2, true).stderr(std::process::Stdio::piped()).output().unwrap();
@@ -367,6 +381,39 @@ fn a_controller_replica_with_a_wiped_data_directory_refuses_to_start() {
     controllers.spawn(2);
     controllers.wait_listening(2);
     controllers.wait_registered(0);
+    assert_eq!(health(&controllers, 3).0, 503, "the wiped replica joined");
+}
+
+/// Replicas started without `--bootstrap` on empty directories wait, not ready, answering
+/// every controller call with the reason; `mosaic admin init` creates the group on each once
+/// every one has answered, and changes nothing when run again.
+#[test]
+fn a_new_cluster_waits_for_admin_init_which_creates_the_controller_group_once() {
+    let controllers = Processes::start_awaiting_init(SHARDS, 3);
+    for id in 1..=3 {
+        assert_eq!(health(&controllers, id), (503, "NOT_SERVING\n".to_string()), "replica {id}");
+    }
+    let waiting = controllers.try_admin(&["--timeout", "2", "node", "list"]);
+    assert!(!waiting.status.success(), "a replica served before init: {}", stdout(&waiting));
+    assert!(stderr(&waiting).contains("waits for `mosaic admin init`"), "{}", stderr(&waiting));
+
+    let created = controllers.admin(&["--output", "json", "init", "--shard-count", "5"]);
+    let created = json(&created);
+    assert_eq!(created["created"], serde_json::json!([1, 2, 3]), "{created}");
+    controllers.wait_registered(0);
+    let config = latest(&controllers);
+    assert_eq!(config["shards"].as_array().map(Vec::len), Some(5), "{config}");
+    for id in 1..=3 {
+        assert_eq!(health(&controllers, id), (200, "SERVING\n".to_string()), "replica {id}");
+    }
+
+    let again = controllers.admin(&["init", "--shard-count", "5"]);
+    assert!(stdout(&again).contains("initialized already"), "{}", stdout(&again));
+    let other = controllers.try_admin(&["init", "--shard-count", "9"]);
+    assert!(!other.status.success(), "another shard count accepted: {}", stdout(&other));
+    assert!(stderr(&other).contains("initialized with 5 shards, not 9"), "{}", stderr(&other));
+    let config = latest(&controllers);
+    assert_eq!(config["shards"].as_array().map(Vec::len), Some(5), "init ran twice: {config}");
 }
 
 /// Appends each of `tokens` to key `log`, each acknowledged.
@@ -439,11 +486,11 @@ async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_los
     }
 }
 
-/// A controller replica restarted on a wiped directory while a client appends: it refuses to
-/// start (it would come back as a voter with an empty log), the other two replicas go on
-/// serving configurations, and every acknowledged append is there once.
+/// A controller replica restarted on a wiped directory while a client appends: it waits,
+/// outside the group (it would come back as a voter with an empty log), the other two
+/// replicas go on serving configurations, and every acknowledged append is there once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_nothing_is_lost() {
+async fn a_controller_replica_wiped_while_a_client_appends_stays_out_and_nothing_is_lost() {
     let (mut controllers, _nodes) = cluster();
     controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
@@ -455,7 +502,7 @@ async fn a_controller_replica_wiped_while_a_client_appends_refuses_to_start_and_
         let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
         tokio::spawn(async move { append_all(&client, &tokens).await })
     };
-    wipe_and_fail_to_restart(&mut controllers, 3);
+    wipe_and_restart_waiting(&mut controllers, 3);
     // The two replicas left still apply commands.
     controllers.admin(&["rebalance"]);
     appending.await.unwrap();

@@ -104,7 +104,10 @@ async fn every_process_reports_its_health_and_describes_its_services_to_generic_
     assert_eq!(health(&controller, "mosaic.v1.Controller").await, Ok(ServingStatus::Serving));
     assert_eq!(health(&controller, "mosaic.v1.Kv").await, Err(tonic::Code::NotFound));
     assert!(services(&controller).await.contains(&"mosaic.v1.Controller".to_string()));
-    assert_eq!(methods(&controller, "mosaic.v1.Controller").await, ["Execute", "Query"]);
+    assert_eq!(
+        methods(&controller, "mosaic.v1.Controller").await,
+        ["Execute", "Query", "Bootstrap"]
+    );
 }
 
 /// Python's generic gRPC tools (grpcio with its health and reflection packages) check a

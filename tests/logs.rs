@@ -63,7 +63,7 @@ fn log_files_are_plain_text_or_one_json_object_per_line() {
         .expect("the line saying the node serves");
     assert_eq!(serving["level"], "INFO");
     assert_eq!(serving["target"], "mosaic_server::node");
-    assert_eq!(serving["fields"]["node"], "3");
+    assert_eq!(serving["fields"]["node_id"], "3");
     assert_eq!(serving["fields"]["address"], nodes.addresses[&3].as_str());
     assert!(lines.iter().any(|line| line["fields"]["message"] == "node stopped"), "{log}");
 }

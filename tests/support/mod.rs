@@ -87,6 +87,9 @@ pub struct Processes {
     tls: bool,
     /// Top-level settings added to every process's configuration file.
     settings: String,
+    /// A controller replica's first start bootstraps the group (otherwise it waits for
+    /// `mosaic admin init`).
+    bootstrap: bool,
     root: TempDir,
     pub addresses: BTreeMap<u64, String>,
     /// Where each process serves plain HTTP (metrics and health).
@@ -122,6 +125,21 @@ impl Processes {
         Self::start_with(role, size, tls_by_default(), settings)
     }
 
+    /// `size` controller replicas of a cluster of `shards` shards started without
+    /// `--bootstrap`: they wait for `mosaic admin init`.
+    pub fn start_awaiting_init(shards: u32, size: u64) -> Self {
+        let mut processes = Self::new_rooted(
+            Role::Controllers(shards),
+            size,
+            tls_by_default(),
+            "",
+            tempfile::tempdir().unwrap(),
+        );
+        processes.bootstrap = false;
+        processes.start_all();
+        processes
+    }
+
     /// As [`Processes::start_configured`], with the data directories and logs in `root`
     /// (a directory the test prepared, a small file system say).
     pub fn start_in(role: Role, size: u64, settings: &str, root: TempDir) -> Self {
@@ -133,6 +151,13 @@ impl Processes {
     }
 
     fn start_rooted(role: Role, size: u64, tls: bool, settings: &str, root: TempDir) -> Self {
+        let mut processes = Self::new_rooted(role, size, tls, settings, root);
+        processes.start_all();
+        processes
+    }
+
+    /// Processes not started yet, on free ports.
+    fn new_rooted(role: Role, size: u64, tls: bool, settings: &str, root: TempDir) -> Self {
         let ports = free_ports(2 * size as usize);
         let (grpc, http) = ports.split_at(size as usize);
         let loopback = |ports: &[u16]| {
@@ -141,15 +166,18 @@ impl Processes {
         let (addresses, metrics_addresses) = (loopback(grpc), loopback(http));
         let settings = settings.to_string();
         let children = BTreeMap::new();
-        let mut processes =
-            Self { role, tls, settings, root, addresses, metrics_addresses, children };
-        for id in 1..=size {
-            processes.spawn(id);
+        Self { role, tls, settings, bootstrap: true, root, addresses, metrics_addresses, children }
+    }
+
+    /// Starts every process and waits until each listens.
+    fn start_all(&mut self) {
+        let ids: Vec<u64> = self.addresses.keys().copied().collect();
+        for id in &ids {
+            self.spawn(*id);
         }
-        for id in 1..=size {
-            processes.wait_listening(id);
+        for id in &ids {
+            self.wait_listening(*id);
         }
-        processes
     }
 
     /// Waits until node `id` accepts connections on its gRPC and HTTP ports (it has opened
@@ -190,12 +218,18 @@ impl Processes {
     }
 
     /// Starts process `id` (a controller replica whose data directory does not exist yet with
-    /// `--bootstrap`: its first start creates the group, a restart recovers it).
+    /// `--bootstrap`, unless these wait for init: its first start creates the group, a restart
+    /// recovers it).
     pub fn spawn(&mut self, id: u64) {
-        let first_start = !self.data_dir(id).exists();
+        let first_start = self.bootstrap && !self.data_dir(id).exists();
+        self.spawn_bootstrapping(id, first_start);
+    }
+
+    /// Starts process `id`, a controller replica with `--bootstrap` if `bootstrap`.
+    pub fn spawn_bootstrapping(&mut self, id: u64, bootstrap: bool) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(id)).unwrap();
         let child = self
-            .command(id, first_start)
+            .command(id, bootstrap)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

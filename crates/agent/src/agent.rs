@@ -10,7 +10,7 @@ use mosaic_shardkv::{MigrationTask, PlacedSince, TaskKey, plan};
 
 use crate::io::{Action, Answer, LocalState, Request, RequestId, Time};
 use crate::rejoin::{Ask, Attempt};
-use crate::task::{Step, Task, TaskEvent};
+use crate::task::{Step, Task, TaskEvent, task_event};
 
 /// How often an executor calls [`NodeAgent::poll`].
 pub const POLL_INTERVAL_MS: Time = 100;
@@ -152,6 +152,10 @@ pub struct NodeAgent {
     pending: BTreeMap<RequestId, Pending>,
     next_id: RequestId,
     actions: Vec<Action>,
+    /// The `agent` span (`node_id`), entered by `poll` and `on_answer`: made once, at ERROR
+    /// level so that it is on whenever any line is (every line the agent logs names its
+    /// node, a refusal to register included).
+    span: tracing::Span,
 }
 
 impl NodeAgent {
@@ -162,6 +166,7 @@ impl NodeAgent {
             Birth::Known(since) => Some(since),
             Birth::Unknown => None,
         };
+        let span = tracing::error_span!("agent", node_id = %config.node);
         Self {
             config,
             since,
@@ -177,6 +182,7 @@ impl NodeAgent {
             pending: BTreeMap::new(),
             next_id: 0,
             actions: Vec::new(),
+            span,
         }
     }
 
@@ -207,6 +213,7 @@ impl NodeAgent {
     /// The periodic step, every [`POLL_INTERVAL_MS`]: gives up on what timed out, then
     /// learns the store's birth, registers, or reads the latest configuration.
     pub fn poll(&mut self, now: Time) -> Vec<Action> {
+        let _agent = self.span.clone().entered();
         let expired: Vec<RequestId> = self
             .pending
             .iter()
@@ -248,6 +255,7 @@ impl NodeAgent {
 
     /// Handles `answer` to request `id` (an answer to a request given up on is ignored).
     pub fn on_answer(&mut self, now: Time, id: RequestId, answer: Answer) -> Vec<Action> {
+        let _agent = self.span.clone().entered();
         if let Some(pending) = self.pending.remove(&id) {
             self.answered(now, pending.purpose, answer);
         }
@@ -267,19 +275,19 @@ impl NodeAgent {
                 self.send(now, Purpose::RecordBirth(since), Request::RecordBirth(since));
             }
             (Purpose::RecordBirth(since), Answer::Done) => {
-                tracing::info!(%node, %since, "new store: groups of configurations up to this \
-                    one existed before it, and are rejoined rather than created");
+                tracing::info!(config_num = %since, "new store: groups of configurations up to \
+                    this one existed before it, and are rejoined rather than created");
                 self.since = Some(since);
                 self.register(now);
             }
             (Purpose::Register, Answer::Executed(outcome)) => {
-                tracing::info!(%node, address = %self.config.address, ?outcome,
+                tracing::info!(address = %self.config.address, %outcome,
                     "registered with the controller");
                 self.registered = true;
                 self.send(now, Purpose::Poll, Request::Query { num: None });
             }
             (Purpose::Register, Answer::Refused(refusal)) => {
-                tracing::error!(%node, address = %self.config.address, %refusal,
+                tracing::error!(address = %self.config.address, %refusal,
                     "the controller refused to register this node; fix --advertise");
                 self.refused = true;
             }
@@ -299,7 +307,7 @@ impl NodeAgent {
                 self.rejoin_event(now, group, |attempt, nodes| attempt.on_step(now, answer, nodes));
             }
             (purpose, Answer::Failed(reason)) => {
-                tracing::debug!(%node, ?purpose, %reason, "request failed; retrying later");
+                tracing::debug!(?purpose, %reason, "request failed; retrying later");
             }
             (purpose, answer) => panic!("node {node}: {purpose:?} answered with {answer:?}"),
         }
@@ -427,14 +435,14 @@ impl NodeAgent {
     fn start_rejoin(&mut self, now: Time, group: GroupId, members: &[NodeId], hosted: bool) {
         let node = self.config.node;
         if members == [node] {
-            tracing::error!(%node, %group,
+            tracing::error!(group_id = %group,
                 "this node was the group's only member and its data directory was lost: the \
                  group's data is gone and its shards cannot be served");
             self.rejoins.insert(group, Rejoin::Over);
             return;
         }
         if !hosted {
-            tracing::warn!(%node, %group,
+            tracing::warn!(group_id = %group,
                 "this store is newer than the group and holds no replica of it: rejoining \
                  through the group's leader (removed, then added back as a learner and \
                  promoted)");
@@ -472,7 +480,6 @@ impl NodeAgent {
     }
 
     fn rejoin_asks(&mut self, now: Time, group: GroupId, asks: Vec<Ask>) {
-        let node = self.config.node;
         for ask in asks {
             match ask {
                 Ask::Send(requests) => {
@@ -492,11 +499,12 @@ impl NodeAgent {
                     );
                 }
                 Ask::Over(Ok(view)) => {
-                    tracing::info!(%node, %group, voters = ?view.voters, "rejoined the group");
+                    tracing::info!(group_id = %group, voter_count = view.voters.len(),
+                        "rejoined the group");
                     self.rejoins.insert(group, Rejoin::Over);
                 }
                 Ask::Over(Err(error)) => {
-                    tracing::warn!(%node, %group, %error, "cannot rejoin yet; retrying");
+                    tracing::warn!(group_id = %group, %error, "cannot rejoin yet; retrying");
                     let joined = match self.rejoins.get(&group) {
                         Some(Rejoin::Running(attempt)) => attempt.has_joined(),
                         _ => false,
@@ -540,7 +548,7 @@ impl NodeAgent {
         if self.tasks.contains_key(&key) || paused || pull_waits {
             return;
         }
-        tracing::debug!(node = %self.config.node, ?task, "starting a migration task");
+        task_event!(tracing::Level::DEBUG, &task, "starting a migration task");
         self.tasks.insert(key, Task::new(task));
         self.step(now, key, TaskEvent::Start);
     }
@@ -555,7 +563,7 @@ impl NodeAgent {
             }
             Step::Over => {
                 self.failing.remove(&key);
-                tracing::debug!(node = %self.config.node, ?key, "migration task over");
+                task_event!(tracing::Level::DEBUG, task.task(), "migration task over");
             }
             Step::Failed(reason) => self.task_failed(now, task.task(), &reason),
         }
@@ -578,12 +586,13 @@ impl NodeAgent {
             .min(self.config.task_retry_max_ms)
             .max(POLL_INTERVAL_MS);
         failing.retry_at = now + pause;
-        let (node, failures) = (self.config.node, failing.failures);
+        let failures = failing.failures;
+        // A level is a constant of its call site: two lines, alike but for it.
         if failures.is_power_of_two() {
-            tracing::info!(%node, ?key, failures, pause_ms = pause, %reason,
+            task_event!(tracing::Level::INFO, task, failures, pause_ms = pause, %reason,
                 "migration task failed; it starts again after the pause");
         } else {
-            tracing::debug!(%node, ?key, failures, pause_ms = pause, %reason,
+            task_event!(tracing::Level::DEBUG, task, failures, pause_ms = pause, %reason,
                 "migration task failed; it starts again after the pause");
         }
     }

@@ -1,6 +1,7 @@
 //! What the agent asks its executor to do, and what comes back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use mosaic_controller::{Command, ConfigNum, ControllerView, Outcome};
 use mosaic_engine::{GroupId, ShardChunk, ShardCursor, ShardId};
@@ -162,4 +163,34 @@ pub enum Answer {
     Chunk(ShardChunk),
     /// The request failed, or no answer came: it may or may not have taken effect.
     Failed(String),
+}
+
+/// One line for a log: the kind of answer and its outcome or reason, with counts rather than
+/// contents (never a whole configuration, chunk or listing).
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::View(view) => {
+                write!(f, "configuration {} (latest {})", view.config.num, view.latest)
+            }
+            Self::Executed(outcome) => write!(f, "executed: {outcome}"),
+            Self::Refused(reason) => write!(f, "refused: {reason}"),
+            Self::Leader(Some(view)) => {
+                write!(f, "led by node {} in term {}", view.leader, view.term)
+            }
+            Self::Leader(None) => write!(f, "not the leader"),
+            Self::Done => write!(f, "done"),
+            Self::Local(local) => {
+                write!(f, "{} groups hosted, {} led", local.hosted.len(), local.led.len())
+            }
+            Self::Applied(MigrationOutcome::Done) => write!(f, "applied"),
+            Self::Applied(MigrationOutcome::Stale(reason)) => write!(f, "stale: {reason}"),
+            Self::Applied(MigrationOutcome::NotYet(reason)) => write!(f, "not yet: {reason}"),
+            Self::Chunk(chunk) => {
+                let last = if chunk.next.is_none() { ", the last" } else { "" };
+                write!(f, "a chunk of {} records{last}", chunk.records.len())
+            }
+            Self::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
 }

@@ -37,6 +37,10 @@
 //! when its group is retired. Every request has a deadline; a request unanswered by then has
 //! failed, and the executor is told to cancel it. A crash loses the agent's memory: the node
 //! starts a new agent, which registers again.
+//!
+//! Every line the agent logs is in its `agent` span (`node_id`); a line about a migration task
+//! carries the task's kind (`task`), `group_id`, and `shard`, `from_group_id` (the previous
+//! owner) and `config_num` where the task has them.
 
 mod agent;
 mod io;

@@ -19,10 +19,68 @@
 use std::collections::BTreeMap;
 
 use mosaic_controller::{Command, ConfigNum, Configuration};
-use mosaic_engine::{GroupId, ShardCursor};
+use mosaic_engine::{GroupId, ShardCursor, ShardId};
 use mosaic_shardkv::{MigrationCommand, MigrationOutcome, MigrationTask};
 
 use crate::io::{Answer, Request};
+
+/// Logs an event about migration task `$task` (a `&MigrationTask`) at `$level`, with the
+/// fields every such line carries: `task` (its kind), `group_id`, and `shard`,
+/// `from_group_id` (the previous owner) and `config_num` where the task has them; then the
+/// line's own fields and message.
+macro_rules! task_event {
+    ($level:expr, $task:expr, $($rest:tt)+) => {{
+        let fields = $crate::task::TaskFields::of($task);
+        tracing::event!(
+            $level,
+            task = fields.kind,
+            group_id = %fields.group,
+            shard = fields.shard.map(tracing::field::display),
+            from_group_id = fields.from.map(tracing::field::display),
+            config_num = fields.num.map(tracing::field::display),
+            $($rest)+
+        )
+    }};
+}
+pub(crate) use task_event;
+
+/// What a log line says of a migration task (see `task_event!`).
+pub(crate) struct TaskFields {
+    /// The kind: `reconfigure`, `pull`, `confirm` or `retire`.
+    pub(crate) kind: &'static str,
+    /// The group whose task it is.
+    pub(crate) group: GroupId,
+    /// The shard moved, for a pull or a confirm.
+    pub(crate) shard: Option<ShardId>,
+    /// The shard's previous owner, for a pull or a confirm.
+    pub(crate) from: Option<GroupId>,
+    /// The configuration: the one switched to, or the one that moved the shard.
+    pub(crate) num: Option<ConfigNum>,
+}
+
+impl TaskFields {
+    /// The fields of `task`.
+    pub(crate) fn of(task: &MigrationTask) -> Self {
+        match *task {
+            MigrationTask::Reconfigure { group, next } => {
+                Self { kind: "reconfigure", group, shard: None, from: None, num: Some(next) }
+            }
+            MigrationTask::Pull { group, shard, num, from, .. } => {
+                Self { kind: "pull", group, shard: Some(shard), from: Some(from), num: Some(num) }
+            }
+            MigrationTask::Confirm { group, shard, num, from, .. } => Self {
+                kind: "confirm",
+                group,
+                shard: Some(shard),
+                from: Some(from),
+                num: Some(num),
+            },
+            MigrationTask::Retire { group } => {
+                Self { kind: "retire", group, shard: None, from: None, num: None }
+            }
+        }
+    }
+}
 
 /// What moves a task on.
 #[derive(Debug)]
@@ -109,9 +167,10 @@ impl Task {
         event: TaskEvent,
         configs: &BTreeMap<ConfigNum, Configuration>,
     ) -> Step {
-        match (&self.task, &mut self.progress) {
+        let task = &self.task;
+        match (task, &mut self.progress) {
             (MigrationTask::Reconfigure { group, next }, Progress::Reconfigure { fetched }) => {
-                reconfigure(*group, *next, event, configs, fetched)
+                reconfigure(task, *group, *next, event, configs, fetched)
             }
             (
                 MigrationTask::Pull { group, shard, num, from, nodes, .. },
@@ -140,16 +199,16 @@ impl Task {
                     {
                         *installing = false;
                     }
-                    TaskEvent::Answer(Answer::Applied(outcome)) if *installing => {
+                    TaskEvent::Answer(answer @ Answer::Applied(_)) if *installing => {
                         // The final chunk applied, or the shard was installed already or
                         // another pull got further (`Stale`), or the group is not ready
                         // (`NotYet`): over.
-                        tracing::info!(%group, %shard, %from, %num, ?outcome, "pull over");
+                        task_event!(tracing::Level::INFO, task, %answer, "pull over");
                         return Step::Over;
                     }
                     // An install that failed: this replica may no longer lead.
                     TaskEvent::Answer(answer) if *installing => {
-                        return Step::Failed(format!("installing a chunk: {answer:?}"));
+                        return Step::Failed(format!("installing a chunk: {answer}"));
                     }
                     // The source failed: the next one goes on from the same cursor.
                     TaskEvent::Answer(_) => *source += 1,
@@ -176,7 +235,7 @@ impl Task {
                         return Step::Failed(format!("confirming the handoff: {reason}"));
                     }
                     TaskEvent::Answer(answer) if *confirming => {
-                        tracing::info!(%group, %shard, %from, %num, ?answer, "handoff confirmed");
+                        task_event!(tracing::Level::INFO, task, %answer, "handoff confirmed");
                         return Step::Over;
                     }
                     TaskEvent::Start
@@ -202,7 +261,8 @@ impl Task {
                     Step::Failed(format!("retiring the removed group: {reason}"))
                 }
                 TaskEvent::Answer(answer) => {
-                    tracing::info!(%group, ?answer, "retiring the removed group answered");
+                    task_event!(tracing::Level::INFO, task, %answer,
+                        "retiring the removed group answered");
                     Step::Over
                 }
             },
@@ -211,9 +271,10 @@ impl Task {
     }
 }
 
-/// What a `Reconfigure` task of `group` to `next` does after `event`: fetch the
+/// What `task`, a `Reconfigure` of `group` to `next`, does after `event`: fetch the
 /// configurations it lacks, then propose the switch; over once the switch was answered.
 fn reconfigure(
+    task: &MigrationTask,
     group: GroupId,
     next: ConfigNum,
     event: TaskEvent,
@@ -232,7 +293,7 @@ fn reconfigure(
             return Step::Failed(format!("switching to configuration {next}: {reason}"));
         }
         TaskEvent::Answer(answer) => {
-            tracing::info!(%group, %next, ?answer, "switch answered");
+            task_event!(tracing::Level::INFO, task, %answer, "switch answered");
             return Step::Over;
         }
     }
@@ -321,16 +382,21 @@ mod tests {
         assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), Step::Over);
     }
 
-    #[test]
-    fn a_pull_stops_when_every_source_failed_or_an_install_did_not_apply() {
-        let mut task = Task::new(MigrationTask::Pull {
+    /// A pull of `SHARD` from group `FROM`, whose only replica is on node 1.
+    fn pull_from_node_1() -> MigrationTask {
+        MigrationTask::Pull {
             group: GROUP,
             shard: SHARD,
             num: NUM,
             from: FROM,
             nodes: vec![NodeId(1)],
             resume: ShardCursor::Start,
-        });
+        }
+    }
+
+    #[test]
+    fn a_pull_stops_when_every_source_failed_or_an_install_did_not_apply() {
+        let mut task = Task::new(pull_from_node_1());
         assert!(matches!(task.step(TaskEvent::Start, &BTreeMap::new()), Step::Send(_)));
         assert_eq!(
             answer(&mut task, Answer::Failed("gone".into())),
@@ -432,5 +498,30 @@ mod tests {
             task.step(TaskEvent::Answer(Answer::Failed("no answer".into())), &configs),
             Step::Failed("switching to configuration 7: no answer".into())
         );
+    }
+
+    #[test]
+    fn a_log_line_names_a_task_by_ids_and_an_answer_by_counts() {
+        let pull = pull_from_node_1();
+        let fields = TaskFields::of(&pull);
+        assert_eq!(
+            (fields.kind, fields.group, fields.shard, fields.from, fields.num),
+            ("pull", GROUP, Some(SHARD), Some(FROM), Some(NUM))
+        );
+        let fields = TaskFields::of(&MigrationTask::Retire { group: GROUP });
+        assert_eq!((fields.kind, fields.shard, fields.num), ("retire", None, None));
+
+        let chunk = Answer::Chunk(ShardChunk { records: vec![data("a"), data("b")], next: None });
+        assert_eq!(chunk.to_string(), "a chunk of 2 records, the last");
+        let moves = (0..3)
+            .map(|shard| mosaic_controller::ShardMove {
+                shard: ShardId(shard),
+                from: Some(FROM),
+                to: Some(GROUP),
+            })
+            .collect();
+        let created =
+            Answer::Executed(mosaic_controller::Outcome::ConfigCreated { num: NUM, moves });
+        assert_eq!(created.to_string(), "executed: configuration 7 created, 3 shards change owner");
     }
 }

@@ -124,9 +124,12 @@ pub async fn run(args: PlaygroundArgs, log_format: LogFormat) -> anyhow::Result<
         let tls = if args.tls { TlsArgs::in_dir(&certs, name) } else { TlsArgs::default() };
         tls.flags()
     };
+    // The first run creates the controller group; a later one restarts it from its data. Only
+    // when no replica's directory exists: a replica whose directory alone was removed must not
+    // come back as a voter with an empty log (it waits outside the group).
+    let first_start =
+        (1..=PROCESSES_PER_ROLE).all(|id| !dir.join(format!("controller-{id}")).exists());
     for id in 1..=PROCESSES_PER_ROLE {
-        // The first run creates the controller group; a later one restarts it from its data.
-        let first_start = !dir.join(format!("controller-{id}")).exists();
         let mut extra = tls_flags("node");
         if first_start {
             extra.push("--bootstrap".to_string());
@@ -284,9 +287,9 @@ async fn add_groups(client: &ControllerClient, groups: u64) -> anyhow::Result<()
     match client.execute(ControllerCommand::AddGroups { groups, max_moves: None }).await? {
         // One line, not every shard move of the configuration.
         Ok(ControllerOutcome::ConfigCreated { num, moves }) => {
-            tracing::info!(%num, shards_moved = moves.len(), "groups added");
+            tracing::info!(config_num = %num, shards_moved = moves.len(), "groups added");
         }
-        Ok(outcome) => tracing::info!(?outcome, "groups added"),
+        Ok(outcome) => tracing::info!(%outcome, "groups added"),
         // A group removed in an earlier run cannot come back; the others serve on.
         Err(refusal) => eprintln!("playground: groups not added: {refusal}"),
     }

@@ -29,16 +29,17 @@ pub struct ServerArgs {
 pub struct ControllerArgs {
     #[command(flatten)]
     node: NodeArgs,
-    /// The number of shards of a new cluster; fixed once the controller group exists (every
-    /// initial replica must be given the same number).
+    /// With --bootstrap: the number of shards of the new cluster, fixed once the controller
+    /// group exists (every initial replica must be given the same number).
     #[arg(long, default_value_t = mosaic_controller::DEFAULT_SHARD_COUNT,
           value_parser = clap::value_parser!(u32).range(1..))]
     shard_count: u32,
     /// This is the first start of a new controller group: create it, with this replica and
     /// --peers as its members, in the empty data directory. Give it to every initial replica,
-    /// once; a replica whose data directory holds the group refuses it, and one whose data
-    /// directory is empty refuses to start without it (a replica that lost its data must not
-    /// come back as a member with an empty log).
+    /// once; a replica whose data directory holds the group refuses it. Without it, a replica
+    /// on an empty data directory waits for `mosaic admin init`, which creates the group on
+    /// every replica of a new cluster once (and never beside replicas that hold it: a replica
+    /// that lost its data must not come back as a member with an empty log).
     #[arg(long)]
     bootstrap: bool,
 }

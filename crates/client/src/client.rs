@@ -314,7 +314,7 @@ impl<S: RoutingSource> Inner<S> {
             tracing::debug!(
                 operation = operation.name(),
                 group_id = %group,
-                node_id = %target.node,
+                peer = %target.node,
                 attempt = progress.attempts,
                 %failure,
                 "attempt failed"
@@ -430,7 +430,7 @@ impl<S: RoutingSource> Inner<S> {
                 Ok(older) => {
                     tracing::debug!(
                         config_num = older.config_num(),
-                        current = current.config_num(),
+                        current_config_num = current.config_num(),
                         "the routing source gave an older placement; keeping the current one"
                     );
                     current

@@ -351,9 +351,9 @@ impl Inner {
             tracing::debug!(
                 call = call.name(),
                 client_id = %self.client_id,
-                seq = ?call.seq(),
-                config_num = ?call.queried(),
-                controller = %target,
+                seq = call.seq().map(tracing::field::display),
+                config_num = call.queried().map(tracing::field::display),
+                peer = %target,
                 attempt = progress.attempts,
                 %failure,
                 "controller attempt failed"

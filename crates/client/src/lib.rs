@@ -51,6 +51,7 @@ mod controller;
 pub mod controller_retry;
 mod controller_routing;
 mod error;
+pub mod init;
 pub mod membership;
 mod operation;
 pub mod refusal;

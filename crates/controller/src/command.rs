@@ -1,6 +1,7 @@
 //! The commands the controller group applies through its Raft log, and what they return.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
@@ -98,4 +99,24 @@ pub enum Outcome {
         /// Why nothing changed, in words.
         reason: String,
     },
+}
+
+/// One line for a log or a terminal: what happened, with counts rather than lists (a new
+/// configuration's moves are counted, not listed).
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NodeRegistered { node } => write!(f, "node {node} registered"),
+            Self::NodeAddressChanged { node, previous } => {
+                write!(f, "node {node} registered, replacing address {previous}")
+            }
+            Self::ConfigCreated { num, moves } => {
+                write!(f, "configuration {num} created, {} shards change owner", moves.len())
+            }
+            Self::GroupRetired { group } => write!(f, "group {group} retired"),
+            Self::Unchanged { num, reason } => {
+                write!(f, "unchanged at configuration {num}: {reason}")
+            }
+        }
+    }
 }

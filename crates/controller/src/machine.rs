@@ -281,7 +281,7 @@ impl<K: KvEngine> StateMachine<K> for ControllerMachine {
         let request = match codec::decode_request(data) {
             Ok(request) => request,
             Err(error) => {
-                tracing::warn!(group = %self.group, %index, %error,
+                tracing::warn!(group_id = %self.group, %index, %error,
                     "answering an undecodable controller entry with an error");
                 let reason = format!("entry {index}: {error}");
                 return Ok(Err(Error::MalformedRequest { reason }));

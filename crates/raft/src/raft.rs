@@ -132,7 +132,7 @@ impl<S: Storage> Raft<S> {
         raft.conf_index = raft.log.applied;
         raft.become_follower(raft.term, None);
         info!(
-            node_id = %raft.id, term = %raft.term, commit = %raft.log.committed,
+            node_id = %raft.id, term = %raft.term, commit_index = %raft.log.committed,
             last_index = %raft.log.last_index(), "raft replica started"
         );
         Ok(raft)
@@ -199,7 +199,10 @@ impl<S: Storage> Raft<S> {
         if leader.is_some() {
             self.start_quiet_ticks = 0;
         }
-        debug!(node_id = %self.id, term = %self.term, leader = ?leader, "became follower");
+        debug!(
+            node_id = %self.id, term = %self.term,
+            leader = leader.map(tracing::field::display), "became follower"
+        );
     }
 
     fn become_pre_candidate(&mut self) {
@@ -344,7 +347,7 @@ impl<S: Storage> Raft<S> {
                 return;
             }
             if let Some(target) = self.lead_transferee.take() {
-                info!(node_id = %self.id, %target, "leadership transfer timed out");
+                info!(node_id = %self.id, peer = %target, "leadership transfer timed out");
             }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
@@ -391,7 +394,7 @@ impl<S: Storage> Raft<S> {
                         // it waits out an election timeout too. A transfer's candidate was
                         // sent by the leader, which gave up its lease.
                         debug!(
-                            node_id = %self.id, from = %m.from,
+                            node_id = %self.id, peer = %m.from,
                             start_quiet_ticks = self.start_quiet_ticks, "vote ignored: leader lease"
                         );
                         return Ok(());
@@ -493,7 +496,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_snapshot(m.from, snapshot);
             }
             MessageBody::TimeoutNow => {
-                info!(node_id = %self.id, from = %m.from, "asked to take over leadership");
+                info!(node_id = %self.id, peer = %m.from, "asked to take over leadership");
                 self.campaign(CampaignKind::Transfer);
             }
             MessageBody::ReadIndex { context } => {
@@ -578,7 +581,7 @@ impl<S: Storage> Raft<S> {
         let (hint_index, hint_term) =
             self.log.find_conflict_by_term(prev_index.min(self.log.last_index()), prev_term);
         debug!(
-            node_id = %self.id, %prev_index, %prev_term, %hint_index, %hint_term,
+            node_id = %self.id, peer = %from, %prev_index, %prev_term, %hint_index, %hint_term,
             "append rejected"
         );
         let reject = Some(RejectHint { index: hint_index, term: hint_term });
@@ -593,7 +596,7 @@ impl<S: Storage> Raft<S> {
     fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
         let index = snapshot.metadata.index;
         let answer = if self.restore(snapshot) {
-            info!(node_id = %self.id, %index, "installing snapshot");
+            info!(node_id = %self.id, peer = %from, %index, "installing snapshot");
             self.log.last_index()
         } else {
             self.log.committed
@@ -651,7 +654,7 @@ impl<S: Storage> Raft<S> {
             }
             MessageBody::ReadIndex { context } => {
                 if let Err(error) = self.read_index(context.clone(), from) {
-                    debug!(node_id = %self.id, %from, %error, "forwarded read refused");
+                    debug!(node_id = %self.id, peer = %from, %error, "forwarded read refused");
                     let body = MessageBody::ReadIndexResponse { index: None, context };
                     self.send(from, self.term, body);
                 }
@@ -734,7 +737,7 @@ impl<S: Storage> Raft<S> {
                 return self.send_snapshot(to, next);
             }
             (Err(error), _) | (_, Err(error)) => {
-                tracing::error!(node_id = %self.id, %to, %error, "cannot read the log");
+                tracing::error!(node_id = %self.id, peer = %to, %error, "cannot read the log");
                 return false;
             }
         };
@@ -762,17 +765,17 @@ impl<S: Storage> Raft<S> {
         let snapshot = match self.log.snapshot(next, to) {
             Ok(snapshot) => snapshot,
             Err(Error::SnapshotTemporarilyUnavailable) => {
-                debug!(node_id = %self.id, %to, "snapshot not ready yet");
+                debug!(node_id = %self.id, peer = %to, "snapshot not ready yet");
                 return false;
             }
             Err(error) => {
-                tracing::error!(node_id = %self.id, %to, %error, "cannot get a snapshot");
+                tracing::error!(node_id = %self.id, peer = %to, %error, "cannot get a snapshot");
                 return false;
             }
         };
         assert!(!snapshot.is_empty(), "storage returned an empty snapshot for {to}");
         let index = snapshot.metadata.index;
-        info!(node_id = %self.id, %to, %index, "sending snapshot");
+        info!(node_id = %self.id, peer = %to, %index, "sending snapshot");
         self.tracker.get_mut(to).expect("caller checked").become_snapshot(index);
         self.send(to, self.term, MessageBody::InstallSnapshot { snapshot });
         true
@@ -935,7 +938,10 @@ impl<S: Storage> Raft<S> {
         );
         let conf = change.applied_to(&self.tracker.conf);
         self.conf_index = index;
-        info!(node_id = %self.id, ?change, voters = ?conf.voters, "membership changed");
+        info!(
+            node_id = %self.id, %index, ?change, voter_count = conf.voters.len(),
+            learner_count = conf.learners.len(), "membership changed"
+        );
         self.tracker.set_conf(conf.clone(), self.log.last_index().next());
         if self.role != Role::Leader {
             return conf;
@@ -989,7 +995,7 @@ impl<S: Storage> Raft<S> {
                 reason: format!("cannot transfer leadership to {target}: not a voter"),
             });
         }
-        info!(node_id = %self.id, %target, "transferring leadership");
+        info!(node_id = %self.id, peer = %target, "transferring leadership");
         self.lead_transferee = Some(target);
         // The transfer must finish within an election timeout.
         self.election_elapsed = 0;

@@ -8,6 +8,11 @@
 //! committed entries through the group's [`StateMachine`] and answers the waiting requests.
 //! Production runs it on a thread fed by the gRPC services; the simulator runs many stores in
 //! one thread from a seed. docs/raftstore.md describes the design.
+//!
+//! Log lines: the runner enters the store's `node` span ([`Store::span`], `node_id`) around
+//! its loop; each replica's work is in its `group` span (`group_id`, `term`), so that the Raft
+//! core's lines, which know no group, say theirs. Group spans are at DEBUG level, off by
+//! default: `MOSAIC_LOG=info,mosaic_raftstore::span=debug` turns them on alone.
 #![deny(missing_docs)]
 
 mod clock;
@@ -19,6 +24,7 @@ mod metrics;
 mod msg;
 mod peer;
 pub mod snapshot;
+mod span;
 mod state_machine;
 mod storage;
 mod store;

@@ -28,6 +28,7 @@ use mosaic_raft::{
 
 use crate::error::{Error, Result};
 use crate::msg::{Callback, ReadOutput};
+use crate::span::GroupSpan;
 use crate::state_machine::StateMachine;
 use crate::storage::GroupStorage;
 
@@ -86,6 +87,8 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     received_snapshot: Option<ReceivedSnapshot>,
     /// The term of the last hard state the store persisted (the count of term changes).
     pub(crate) observed_term: Term,
+    /// The tracing span of this replica's work.
+    span: GroupSpan,
 }
 
 /// The state of a snapshot Raft accepted, by its index and term.
@@ -97,13 +100,14 @@ struct ReceivedSnapshot {
 
 impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// Wraps a Raft core and a loaded state machine; `applied` is the group's durable applied
-    /// index, `election_ticks` the group's election timeout.
+    /// index, `election_ticks` the group's election timeout, `span` the replica's span.
     pub(crate) fn new(
         group: GroupId,
         raft: RawNode<GroupStorage<K>>,
         state_machine: SM,
         applied: LogIndex,
         election_ticks: u32,
+        span: GroupSpan,
     ) -> Self {
         let observed_term = raft.term();
         Self {
@@ -120,7 +124,14 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
             observed_term,
+            span,
         }
+    }
+
+    /// Enters the tracing span of this replica's work (`group`, with its current term), until
+    /// the returned guard is dropped.
+    pub(crate) fn enter_span(&mut self) -> tracing::span::EnteredSpan {
+        self.span.enter(self.raft.term())
     }
 
     /// The group.
@@ -287,7 +298,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
                 break;
             }
             let (_, read) = entry.remove();
-            tracing::debug!(group = %self.group, "a read's leadership confirmation timed out");
+            tracing::debug!(group_id = %self.group, "a read's leadership confirmation timed out");
             read.fail(Error::Timeout);
         }
     }
@@ -362,15 +373,15 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         match ConfChange::decode(&entry.data) {
             Ok(change) => {
                 let conf_state = self.raft.apply_conf_change(entry.index, change);
-                tracing::info!(group = %self.group, index = %entry.index, ?change,
-                    voters = ?conf_state.voters, learners = ?conf_state.learners,
-                    "membership changed");
+                tracing::info!(group_id = %self.group, index = %entry.index, ?change,
+                    voter_count = conf_state.voters.len(),
+                    learner_count = conf_state.learners.len(), "membership changed");
                 batch.set_conf_state(self.group, conf_state.clone());
                 Some(conf_state)
             }
             Err(error) => {
                 // Every replica sees the same bytes and skips the entry alike.
-                tracing::error!(group = %self.group, index = %entry.index, %error,
+                tracing::error!(group_id = %self.group, index = %entry.index, %error,
                     "skipping a membership entry that does not decode");
                 None
             }
@@ -391,7 +402,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         };
         let (index, term) = (snapshot.metadata.index, snapshot.metadata.term);
         if let Err(error) = self.raft.step(message) {
-            tracing::warn!(group = %self.group, %error, "raft refused a snapshot");
+            tracing::warn!(group_id = %self.group, %index, %term, %error,
+                "raft refused a snapshot");
         }
         let accepted = self
             .raft
@@ -400,7 +412,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         if accepted {
             self.received_snapshot = Some(ReceivedSnapshot { index, term, records });
         } else {
-            tracing::debug!(group = %self.group, %index, %term, "snapshot not accepted; its state is dropped");
+            tracing::debug!(group_id = %self.group, %index, %term,
+                "snapshot not accepted; its state is dropped");
         }
     }
 
@@ -448,7 +461,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     pub(crate) fn snapshot_installed(&mut self, engine: &Engine<K>, index: LogIndex) -> Result<()> {
         self.state_machine = SM::load(self.group, engine)?;
         self.applied = index;
-        tracing::info!(group = %self.group, %index, "installed snapshot");
+        tracing::info!(group_id = %self.group, %index, "installed snapshot");
         Ok(())
     }
 

@@ -82,7 +82,7 @@ impl<K: KvEngine> Storage for GroupStorage<K> {
     fn snapshot(&self, request_index: LogIndex, to: NodeId) -> Result<Snapshot, RaftError> {
         let metadata = self.applied_metadata()?;
         if metadata.index < request_index {
-            tracing::debug!(group = %self.group, %to, applied = %metadata.index,
+            tracing::debug!(group_id = %self.group, peer = %to, applied_index = %metadata.index,
                 %request_index, "snapshot requested past the applied index");
             return Err(RaftError::SnapshotTemporarilyUnavailable);
         }

@@ -31,6 +31,7 @@ use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, Consistency, LeaderTerm, StoreMsg, Transport};
 use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
+use crate::span::{self, GroupSpan};
 use crate::state_machine::StateMachine;
 use crate::storage::{GroupStorage, bootstrap_batch, initial_conf_state};
 
@@ -69,6 +70,8 @@ pub struct Store<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> {
     /// Groups that may have a `Ready`.
     dirty: BTreeSet<GroupId>,
     metrics: StoreMetrics,
+    /// The `node` span (see `crate::span`), the parent of every group span.
+    span: tracing::Span,
 }
 
 impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
@@ -99,10 +102,13 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             peers: BTreeMap::new(),
             dirty: BTreeSet::new(),
             metrics,
+            span: span::node(node),
         };
+        // The runner enters the span once the store is open; its recovery is logged in it too.
+        let _node = store.span.clone().entered();
         for group in store.engine.group_ids()? {
             let peer = store.load_peer(group)?;
-            tracing::info!(node = %node, %group, applied = %peer.applied(), "recovered group");
+            tracing::info!(group_id = %group, applied_index = %peer.applied(), "recovered group");
             store.peers.insert(group, peer);
             store.dirty.insert(group);
         }
@@ -111,19 +117,31 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     }
 
     fn load_peer(&self, group: GroupId) -> Result<Peer<K, SM>> {
+        let term = self.engine.hard_state(group)?.term;
+        let mut span = GroupSpan::new(&self.span, group, term);
+        let _group = span.enter(term);
         let applied = self.engine.applied_index(group)?;
         let mut raft_config = self.config.raft_config(self.node, group);
         raft_config.applied = applied;
         let storage = GroupStorage::new(group, Arc::clone(&self.engine));
         let raft = RawNode::new(raft_config, storage).map_err(Error::Raft)?;
         let state_machine = SM::load(group, &self.engine)?;
-        Ok(Peer::new(group, raft, state_machine, applied, self.config.election_ticks))
+        Ok(Peer::new(group, raft, state_machine, applied, self.config.election_ticks, span))
     }
 
     /// This node.
     #[must_use]
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// The store's `node` span (`node_id`). A runner enters it around its loop (once, or
+    /// around every call of [`Store::handle`] and [`Store::process`] when one thread runs
+    /// several stores), so that every line logged while the store works names its node: the
+    /// store does not enter it itself, which would cost every call.
+    #[must_use]
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The engine beneath every group.
@@ -223,6 +241,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             StoreMsg::Tick => {
                 let now = self.clock.now();
                 for (group, peer) in &mut self.peers {
+                    let _group = peer.enter_span();
                     peer.tick(now);
                     self.dirty.insert(*group);
                 }
@@ -289,24 +308,27 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     fn step_messages(&mut self, from: NodeId, messages: Vec<(GroupId, Message)>) {
         for (group, message) in messages {
             if message.to != self.node || message.from != from {
-                tracing::warn!(node = %self.node, %group, %from, to = %message.to,
-                    sender = %message.from, "dropping a misaddressed raft message");
+                tracing::warn!(group_id = %group, peer = %from,
+                    to_node = %message.to, from_node = %message.from,
+                    "dropping a misaddressed raft message");
                 self.metrics.messages_dropped.inc();
                 continue;
             }
             if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                tracing::warn!(node = %self.node, %group, %from,
+                tracing::warn!(group_id = %group, peer = %from,
                     "dropping a snapshot message that came without its state");
                 self.metrics.messages_dropped.inc();
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&group) else {
-                tracing::debug!(node = %self.node, %group, %from, "message for a group not hosted here");
+                tracing::debug!(group_id = %group, peer = %from,
+                    "message for a group not hosted here");
                 self.metrics.messages_dropped.inc();
                 continue;
             };
+            let _group = peer.enter_span();
             if let Err(error) = peer.raft.step(message) {
-                tracing::warn!(node = %self.node, %group, %error, "raft refused a message");
+                tracing::warn!(group_id = %group, peer = %from, %error, "raft refused a message");
             }
             self.dirty.insert(group);
         }
@@ -322,14 +344,16 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         chunks: &[bytes::Bytes],
     ) {
         let MessageBody::InstallSnapshot { snapshot } = &message.body else {
-            tracing::warn!(node = %self.node, %group, %from, "a snapshot stream without a snapshot message");
+            tracing::warn!(group_id = %group, peer = %from,
+                "a snapshot stream without a snapshot message");
             return;
         };
         let index = snapshot.metadata.index;
         let total_bytes: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
         if total_bytes > self.config.snapshot_bytes_max {
-            tracing::error!(node = %self.node, %group, %from, %index, total_bytes,
-                limit = self.config.snapshot_bytes_max, "refusing a snapshot over snapshot_bytes_max");
+            tracing::error!(group_id = %group, peer = %from, %index,
+                total_bytes, snapshot_bytes_max = self.config.snapshot_bytes_max,
+                "refusing a snapshot over snapshot_bytes_max");
             return;
         }
         let mut records = Vec::new();
@@ -337,19 +361,24 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             match decode_chunk(chunk) {
                 Ok(decoded) => records.extend(decoded),
                 Err(error) => {
-                    tracing::warn!(node = %self.node, %group, %from, %index, %error, "dropping a malformed snapshot");
+                    tracing::warn!(group_id = %group, peer = %from, %index,
+                        %error, "dropping a malformed snapshot");
                     return;
                 }
             }
         }
         if message.to != self.node || message.from != from {
-            tracing::warn!(node = %self.node, %group, %from, "dropping a misaddressed snapshot");
+            tracing::warn!(group_id = %group, peer = %from,
+                to_node = %message.to, from_node = %message.from,
+                "dropping a misaddressed snapshot");
             return;
         }
         let Some(peer) = self.peers.get_mut(&group) else {
-            tracing::debug!(node = %self.node, %group, %from, "snapshot for a group not hosted here");
+            tracing::debug!(group_id = %group, peer = %from,
+                "snapshot for a group not hosted here");
             return;
         };
+        let _group = peer.enter_span();
         peer.receive_snapshot(message, records);
         self.dirty.insert(group);
     }
@@ -386,7 +415,8 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let mut batch = WriteBatch::new();
         bootstrap_batch(&mut batch, group, conf_state);
         self.add_peer(group, &batch)?;
-        tracing::info!(node = %self.node, %group, ?members, "created group");
+        tracing::info!(group_id = %group, member_count = members.len(),
+            "created group");
         Ok(())
     }
 
@@ -405,8 +435,12 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             batch.set_hard_state(group, hard_state);
         }
         self.add_peer(group, &batch)?;
-        tracing::info!(node = %self.node, %group, ?leader,
-            "joined group; waiting for a snapshot from its leader");
+        tracing::info!(
+            group_id = %group,
+            leader = leader.map(|known| tracing::field::display(known.leader)),
+            term = leader.map(|known| tracing::field::display(known.term)),
+            "joined group; waiting for a snapshot from its leader"
+        );
         Ok(())
     }
 
@@ -422,7 +456,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         self.engine.write(&batch, WriteOptions { sync: true })?;
         self.metrics.synced_writes.inc();
         self.count_groups();
-        tracing::info!(node = %self.node, %group, "destroyed group");
+        tracing::info!(group_id = %group, "destroyed group");
         Ok(())
     }
 
@@ -458,6 +492,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             if let Some(peer) = self.peers.get_mut(&group)
                 && peer.raft.has_ready()
             {
+                let _group = peer.enter_span();
                 readies.push((group, peer.raft.ready()));
             }
         }
@@ -475,6 +510,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             for message in std::mem::take(&mut ready.messages) {
                 if let MessageBody::InstallSnapshot { snapshot } = &message.body {
                     let index = snapshot.metadata.index;
+                    let peer =
+                        self.peers.get_mut(group).expect("a ready comes from a hosted group");
+                    let _group = peer.enter_span();
                     if !self.send_snapshot(*group, index, message.clone())? {
                         undelivered_snapshots.push((*group, message.to));
                     }
@@ -495,6 +533,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             );
             if let Some(snapshot) = &ready.snapshot {
                 let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
+                let _group = peer.enter_span();
                 peer.install_snapshot(&mut batch, snapshot);
             }
             if !ready.entries.is_empty() {
@@ -513,6 +552,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         for (group, ready) in &readies {
             if let Some(snapshot) = &ready.snapshot {
                 let peer = self.peers.get_mut(group).expect("hosted");
+                let _group = peer.enter_span();
                 peer.snapshot_installed(&self.engine, snapshot.metadata.index)?;
                 self.metrics.snapshots_installed.inc();
             }
@@ -531,6 +571,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let mut answers = Answers::new();
         for (group, ready) in &mut readies {
             let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
+            let _group = peer.enter_span();
             let entries = std::mem::take(&mut ready.committed_entries);
             self.metrics.applied_entries.inc_by(entries.len() as u64);
             peer.apply(&self.engine, &mut apply_batch, entries, &mut answers)?;
@@ -548,6 +589,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let mut roles_changed = false;
         for (group, ready) in readies {
             let peer = self.peers.get_mut(&group).expect("hosted");
+            let _group = peer.enter_span();
             if let Some(hard_state) = ready.hard_state
                 && hard_state.term != peer.observed_term
             {
@@ -560,8 +602,9 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 }
             }
             if let Some(soft_state) = ready.soft_state {
-                tracing::debug!(node = %self.node, %group, role = ?soft_state.role,
-                    leader = ?soft_state.leader, term = %peer.raft.term(), "role changed");
+                tracing::debug!(group_id = %group, role = ?soft_state.role,
+                    leader = soft_state.leader.map(tracing::field::display),
+                    term = %peer.raft.term(), "role changed");
                 if soft_state.role == Role::Leader {
                     self.metrics.leaderships.inc();
                 }
@@ -599,10 +642,11 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let reader = SnapshotReader::new(group, self.engine.snapshot());
         let applied = reader.applied_index()?;
         if applied != index {
-            tracing::debug!(node = %self.node, %group, %index, %applied, "snapshot went stale before sending");
+            tracing::debug!(group_id = %group, peer = %message.to, %index, applied_index = %applied,
+                "snapshot went stale before sending");
             return Ok(false);
         }
-        tracing::info!(node = %self.node, %group, to = %message.to, %index, "sending snapshot");
+        tracing::info!(group_id = %group, peer = %message.to, %index, "sending snapshot");
         self.metrics.snapshots_sent.inc();
         self.transport.send_snapshot(message.to, group, message, reader);
         Ok(true)
@@ -631,7 +675,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         // not needed (a snapshot always carries the one of the applied index).
         let conf_state = peer.status().conf_state;
         batch.compact_log(group, SnapshotMetadata { index, term, conf_state });
-        tracing::debug!(node = %self.node, %group, %index, "compacting log");
+        tracing::debug!(group_id = %group, %index, "compacting log");
         Ok(true)
     }
 

@@ -158,7 +158,7 @@ impl AgentRunner {
         let birth = match self.birth() {
             Ok(birth) => birth,
             Err(error) => {
-                tracing::error!(%node, %error,
+                tracing::error!(node_id = %node, %error,
                     "cannot read the placement record; following no configuration");
                 return;
             }
@@ -245,7 +245,7 @@ impl AgentRunner {
                 Ok(answer) => {
                     for (node, address) in &answer.nodes {
                         if self.directory.set(*node, address) {
-                            tracing::info!(%node, %address, "learned a node's address");
+                            tracing::info!(peer = %node, %address, "learned a node's address");
                         }
                     }
                     Answer::View(ControllerView {
@@ -380,7 +380,9 @@ impl AgentRunner {
                     local.led.insert(group, ownership);
                 }
                 Ok(None) => {}
-                Err(error) => tracing::debug!(%group, %error, "cannot read the group's ownership"),
+                Err(error) => {
+                    tracing::debug!(group_id = %group, %error, "cannot read the group's ownership");
+                }
             }
         }
         Ok(local)

@@ -36,6 +36,8 @@ pub const PLAINTEXT_REFUSED: &str = "this node requires mutual TLS: connect with
 const NODES: &[Role] = &[Role::Node];
 /// Storage nodes and operators.
 const NODES_AND_ADMINS: &[Role] = &[Role::Node, Role::Admin];
+/// Operators only.
+const ADMINS: &[Role] = &[Role::Admin];
 /// Applications and operators.
 const USERS: &[Role] = &[Role::Admin, Role::Client];
 /// Every role.
@@ -52,6 +54,8 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
         (controller_server::SERVICE_NAME, "Query") => Some(EVERY_ROLE),
         // Checked for its command by [`check_command`] (so a refusal names the command).
         (controller_server::SERVICE_NAME, "Execute") => Some(EVERY_ROLE),
+        // Creating the controller group is `mosaic admin init`'s.
+        (controller_server::SERVICE_NAME, "Bootstrap") => Some(ADMINS),
         // Admins create groups and change their members; a node rejoining its group asks
         // the group's leader to change the members.
         (
@@ -233,7 +237,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(methods, 14, "the protos' methods");
+        assert_eq!(methods, 15, "the protos' methods");
         assert_eq!(roles_for("/mosaic.v1.Kv/Scan"), None);
         assert_eq!(roles_for("nonsense"), None);
     }
@@ -260,6 +264,10 @@ mod tests {
         assert!(!allowed(Role::Client, "/mosaic.v1.NodeAdmin/ChangeMembership"));
         assert!(allowed(Role::Admin, "/mosaic.v1.NodeAdmin/ChangeMembership"));
         assert!(allowed(Role::Node, "/mosaic.v1.NodeAdmin/ChangeMembership"));
+        // Only an operator creates the controller group (`mosaic admin init`).
+        assert!(allowed(Role::Admin, "/mosaic.v1.Controller/Bootstrap"));
+        assert!(!allowed(Role::Node, "/mosaic.v1.Controller/Bootstrap"));
+        assert!(!allowed(Role::Client, "/mosaic.v1.Controller/Bootstrap"));
         for path in ["/mosaic.v1.RaftTransport/Send", "/mosaic.v1.ShardMigration/PullShard"] {
             assert!(allowed(Role::Node, path), "{path}");
             assert!(!allowed(Role::Admin, path), "{path}");

@@ -2,8 +2,10 @@
 //! group's log, queries are linearizable reads at its leader. A replica that does not lead
 //! answers `NotLeader` with the leader's address (from the controller peers it was started
 //! with), so clients find the leader in one more round trip. Storage nodes may send only their
-//! own commands, admins the rest ([`authorization::check_command`]).
+//! own commands, admins the rest ([`authorization::check_command`]). A replica that holds no
+//! group yet answers `UNAVAILABLE` until `Bootstrap` creates it ([`crate::bootstrap`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_controller::{ControllerMachine, ControllerQuery};
@@ -16,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authorization;
 use crate::backend::NodeEngine;
+use crate::bootstrap::{Bootstrapper, WAITING_FOR_INIT};
 use crate::incoming::ConnectionInfo;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store};
@@ -26,24 +29,29 @@ pub struct ControllerService {
     store: StoreHandle<NodeEngine, ControllerMachine>,
     directory: Directory,
     request_timeout: Duration,
+    bootstrapper: Arc<Bootstrapper>,
 }
 
 impl ControllerService {
-    /// The service of replica `node`, feeding `store`.
+    /// The service of replica `node`, feeding `store`; `bootstrapper` creates the group.
     #[must_use]
     pub fn new(
         node: NodeId,
         store: StoreHandle<NodeEngine, ControllerMachine>,
         directory: Directory,
         request_timeout: Duration,
+        bootstrapper: Arc<Bootstrapper>,
     ) -> Self {
-        Self { node, store, directory, request_timeout }
+        Self { node, store, directory, request_timeout, bootstrapper }
     }
 
     async fn ask<T: Send + 'static>(
         &self,
         build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, ControllerMachine>,
     ) -> Result<T, Status> {
+        if !self.bootstrapper.holds() {
+            return Err(Status::unavailable(WAITING_FOR_INIT));
+        }
         ask_store(&self.store, self.request_timeout, &self.directory, build).await
     }
 }
@@ -81,5 +89,41 @@ impl Controller for ControllerService {
             self.node,
             &view.lives,
         )))
+    }
+
+    async fn bootstrap(
+        &self,
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::BootstrapResponse>, Status> {
+        let request = request.into_inner();
+        let answer =
+            self.bootstrapper.bootstrap(request.shard_count, request.dry_run).await.map_err(
+                |error| match error {
+                    crate::Error::Config { reason } => Status::invalid_argument(reason),
+                    other => Status::internal(other.to_string()),
+                },
+            )?;
+        if let Some(held) = answer.held
+            && !request.dry_run
+            && held != request.shard_count
+        {
+            return Err(Status::failed_precondition(format!(
+                "replica {} holds the controller group with {held} shards, not {}: the shard \
+                 count is fixed when the cluster is created",
+                answer.node, request.shard_count
+            )));
+        }
+        let shard_count = match answer.held {
+            Some(held) => held,
+            None if answer.created => request.shard_count,
+            None => 0,
+        };
+        Ok(Response::new(pb::BootstrapResponse {
+            node_id: answer.node.0,
+            members: answer.members.iter().map(|member| member.0).collect(),
+            held: answer.held.is_some(),
+            created: answer.created,
+            shard_count,
+        }))
     }
 }

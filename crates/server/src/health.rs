@@ -3,10 +3,11 @@
 //! clients), which know nothing of Mosaic's protos.
 //!
 //! - Health (`grpc.health.v1.Health`, tonic-health): the overall status (service `""`) and
-//!   that of each Mosaic service the node serves are `SERVING` from the moment it listens. When
-//!   it stops (a signal, or its store thread ended) every status turns `NOT_SERVING` before
-//!   the listener closes, so a watcher hears it before its connection drops. A service the
-//!   node does not serve is `NOT_FOUND`.
+//!   that of each Mosaic service the node serves are `SERVING` from the moment it listens (a
+//!   controller replica waiting for `mosaic admin init`: from the moment it holds its group,
+//!   `NOT_SERVING` until then, [`crate::bootstrap`]). When it stops (a signal, or its store
+//!   thread ended) every status turns `NOT_SERVING` before the listener closes, so a watcher
+//!   hears it before its connection drops. A service the node does not serve is `NOT_FOUND`.
 //! - Server reflection (`grpc.reflection.v1.ServerReflection` and the older `v1alpha` that
 //!   some clients still ask for, tonic-reflection): the services this node serves, described
 //!   by the descriptors compiled into `mosaic_proto` ([`mosaic_proto::FILE_DESCRIPTOR_SET`]).

@@ -23,6 +23,7 @@ pub mod admin_service;
 pub mod agent_runner;
 pub mod authorization;
 pub mod backend;
+pub mod bootstrap;
 pub mod config;
 pub mod controller_service;
 pub mod disk;

@@ -87,7 +87,12 @@ impl ShardMigration for MigrationService {
         })
         .await?;
         tracing::info!(
-            %group, %shard, to = r.to_group, num = r.config_num, ?resume, "streaming a shard"
+            group_id = %group,
+            %shard,
+            to_group_id = r.to_group,
+            config_num = r.config_num,
+            resumed = !matches!(resume, ShardCursor::Start),
+            "streaming a shard"
         );
         let (sender, receiver) = mpsc::channel(2);
         let limits = self.limits.clone();
@@ -138,7 +143,7 @@ fn stream_shard(
         let chunk = match snapshot.scan_shard_chunk(group, shard, &cursor, limits.chunk_bytes_max) {
             Ok(chunk) => chunk,
             Err(error) => {
-                tracing::error!(%group, %shard, %error, "cannot read a shard being sent");
+                tracing::error!(group_id = %group, %shard, %error, "cannot read a shard being sent");
                 let _ = sender.blocking_send(Err(Status::internal(error.to_string())));
                 return;
             }
@@ -150,7 +155,11 @@ fn stream_shard(
         let last = chunk.next.is_none();
         let records = chunk.records.into_iter().map(record_to_pb).collect();
         if !send_within(sender, Ok(pb::ShardChunk { records, last }), STALL_MAX) {
-            tracing::debug!(%group, %shard, "a shard stream ended: its puller went away or stalled");
+            tracing::debug!(
+                group_id = %group,
+                %shard,
+                "a shard stream ended: its puller went away or stalled"
+            );
             return;
         }
         limits.transfers.shard_bytes_sent.inc_by(bytes);

@@ -28,7 +28,7 @@ use mosaic_proto::pb::{
     shard_migration_server::ShardMigrationServer,
 };
 use mosaic_raft::NodeId;
-use mosaic_raftstore::{StateMachine, Store, StoreMsg};
+use mosaic_raftstore::{StateMachine, Store};
 use mosaic_shardkv::KvStateMachine;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -40,6 +40,7 @@ use crate::admin_service::AdminService;
 use crate::agent_runner::AgentRunner;
 use crate::authorization::AuthorizeLayer;
 use crate::backend::NodeEngine;
+use crate::bootstrap::{Bootstrapper, WAITING_FOR_INIT};
 use crate::config::{SHARD_CHUNK_BYTES_MAX, ServerConfig};
 use crate::controller_service::ControllerService;
 use crate::disk::DiskGuard;
@@ -163,7 +164,9 @@ impl Node {
         if migration.is_some() {
             services.push(shard_migration_server::SERVICE_NAME);
         }
-        Ok(core.serve(services, None, |router| {
+        // A storage node is ready as soon as it serves.
+        let (_, ready) = watch::channel(true);
+        Ok(core.serve(services, None, ready, |router| {
             router.add_service(kv).add_service(admin).add_optional_service(migration)
         }))
     }
@@ -172,13 +175,12 @@ impl Node {
     /// start of a new controller group), the empty data directory is initialised for a
     /// cluster of `shard_count` shards and the group is created with this node and
     /// `config.peers` as its members; every initial replica must be started so, with the same
-    /// count. Without it, the data directory must already hold the group (a restart).
+    /// count. Without it, a data directory that holds the group is recovered (a restart), and
+    /// an empty one waits for `mosaic admin init` ([`crate::bootstrap`]).
     ///
     /// # Errors
     /// As [`Node::start`]; a shard count of 0; [`Error::Config`] when `bootstrap` is given for
-    /// a data directory that holds the group, or missing for one that does not (a replica that
-    /// lost its data would otherwise come back as a voter with no log and no memory of its
-    /// votes, and could help elect a leader that misses committed entries).
+    /// a data directory that holds the group.
     pub async fn start_controller(
         config: ServerConfig,
         shard_count: u32,
@@ -194,49 +196,41 @@ impl Node {
         members.dedup();
         let storage_error = |source| Error::Storage { path: config.data_dir.clone(), source };
         let data_dir = config.data_dir.clone();
-        let prepare = move |engine: &mosaic_engine::Engine<NodeEngine>| {
-            let exists = engine.group_ids().map_err(storage_error)?.contains(&CONTROLLER_GROUP);
-            let refuse = |reason: String| Err(Error::Config { reason });
-            match (exists, bootstrap) {
-                (true, false) => Ok(()),
-                (true, true) => refuse(format!(
-                    "--bootstrap is for the first start of a new controller group, and {} \
-                     already holds it: start this replica without --bootstrap",
-                    data_dir.display()
-                )),
-                (false, false) => refuse(format!(
-                    "{} holds no controller group. If this is the first start of a new \
-                     cluster, start every initial replica once with --bootstrap. If this \
-                     replica lost its data, it must not come back as a member with an empty \
-                     log (it could help elect a leader that misses committed entries): keep it \
-                     stopped and run the controller group on its other replicas",
-                    data_dir.display()
-                )),
-                (false, true) => {
-                    let mut batch = WriteBatch::new();
-                    mosaic_controller::bootstrap_batch(
-                        &mut batch,
-                        CONTROLLER_GROUP,
-                        shard_count,
-                        mosaic_controller::DEFAULT_MAX_SESSIONS,
-                    );
-                    engine.write(&batch, WriteOptions { sync: true }).map_err(storage_error)
-                }
+        let mut held = false;
+        let prepare = |engine: &mosaic_engine::Engine<NodeEngine>| {
+            held = engine.group_ids().map_err(storage_error)?.contains(&CONTROLLER_GROUP);
+            if held && bootstrap {
+                return Err(Error::Config {
+                    reason: format!(
+                        "--bootstrap is for the first start of a new controller group, and {} \
+                         already holds it: start this replica without --bootstrap",
+                        data_dir.display()
+                    ),
+                });
             }
+            Ok(())
         };
         let mut core = Core::<ControllerMachine>::open_with(&config, listener, prepare)?;
+        let bootstrapper = Arc::new(Bootstrapper::new(
+            core.node,
+            members,
+            Arc::clone(&core.engine),
+            core.store.clone(),
+            held,
+        ));
         if bootstrap {
-            let group = CONTROLLER_GROUP;
-            core.store
-                .ask(|callback| StoreMsg::CreateGroup { group, members, callback })
-                .await
-                .map_err(Error::Store)?;
+            bootstrapper.bootstrap(shard_count, false).await?;
+        } else if !held {
+            tracing::warn!(node_id = %core.node, data_dir = %config.data_dir.display(),
+                "{WAITING_FOR_INIT}");
         }
+        let held = bootstrapper.held();
         let service = ControllerService::new(
             core.node,
             core.store.clone(),
             core.directory.clone(),
             config.request_timeout(),
+            bootstrapper,
         );
         // The HTTP port's gauges and status page, if the replica serves one.
         let http = if config.metrics_listen.is_some() {
@@ -253,7 +247,9 @@ impl Node {
             None
         };
         let services = vec![controller_server::SERVICE_NAME];
-        Ok(core.serve(services, http, |router| router.add_service(ControllerServer::new(service))))
+        Ok(core.serve(services, http, held, |router| {
+            router.add_service(ControllerServer::new(service))
+        }))
     }
 
     /// This node.
@@ -495,11 +491,12 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
     /// the services `add` adds (the role's, named in `services`) on the listener (over mutual
     /// TLS when the node has an identity, every request authorized by the peer's role), and
     /// the HTTP port if there is one (with what a controller replica serves there), until the
-    /// node is stopped.
+    /// node is stopped. Health turns `SERVING` once `ready` is true.
     fn serve(
         self,
         mut services: Vec<&'static str>,
         controller: Option<ControllerHttp>,
+        ready: watch::Receiver<bool>,
         add: impl FnOnce(Router<Authorized>) -> Router<Authorized>,
     ) -> Node {
         services.push(raft_transport_server::SERVICE_NAME);
@@ -535,11 +532,12 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             close
         });
         let tls = self.tls.is_some();
-        tracing::info!(node = %self.node, address = %self.local_addr, tls, metrics = ?metrics_addr,
+        tracing::info!(node_id = %self.node, address = %self.local_addr, tls, metrics = ?metrics_addr,
             "node serving");
         let stop =
             StopServing { stop_serving: Some(stop_serving), closing: self.closing, health, http };
-        let task = tokio::spawn(serve(self.node, server, self.runner, shutdown_received, stop));
+        let task =
+            tokio::spawn(serve(self.node, server, self.runner, shutdown_received, ready, stop));
         Node {
             node: self.node,
             local_addr: self.local_addr,
@@ -585,24 +583,40 @@ async fn serve(
     server: impl std::future::Future<Output = std::result::Result<(), tonic::transport::Error>>,
     runner: StoreRunner,
     shutdown: oneshot::Receiver<()>,
+    mut ready: watch::Receiver<bool>,
     mut stop: StopServing,
 ) -> Result<()> {
-    // Before the first request is served (the server runs in this task).
-    stop.health.serving().await;
+    // Health turns SERVING when the node is ready, before the first request is served if it
+    // is ready from the start (the server runs in this task); never once it stops.
+    let health = stop.health.clone();
+    let readiness = async move {
+        // The health service starts with the overall entry SERVING: a node not ready yet (a
+        // controller replica waiting for init) turns it off first.
+        let ready_now = *ready.borrow();
+        if !ready_now {
+            health.not_serving().await;
+        }
+        if ready.wait_for(|ready| *ready).await.is_ok() {
+            health.serving().await;
+        }
+        std::future::pending::<()>().await;
+    };
     let mut server = std::pin::pin!(server);
     let served = tokio::select! {
+        biased;
+        () = readiness => unreachable!("the readiness branch never ends"),
         result = &mut server => {
             stop.stop().await;
             result.map_err(Error::from)
         }
         () = store_ended(&runner) => {
-            tracing::error!(%node, "the store thread stopped; shutting the node down");
+            tracing::error!(node_id = %node, "the store thread stopped; shutting the node down");
             stop.stop().await;
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await;
             Ok(())
         }
         _ = shutdown => {
-            tracing::info!(%node, "shutting down");
+            tracing::info!(node_id = %node, "shutting down");
             stop.stop().await;
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(result) => result.map_err(Error::from),
@@ -614,7 +628,7 @@ async fn serve(
     let stored = tokio::task::spawn_blocking(move || runner.join())
         .await
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-    tracing::info!(%node, "node stopped");
+    tracing::info!(node_id = %node, "node stopped");
     stop.stopped();
     stored.map_err(Error::Store)?;
     served

@@ -124,7 +124,7 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
             self.check_route(batch.cluster_id, batch.to_node)?;
             let from = NodeId(batch.from_node);
             if let Err(status) = check_timing(self.timing, batch.timing, from) {
-                tracing::error!(node = %self.node, %from, reason = status.message(),
+                tracing::error!(node_id = %self.node, peer = %from, reason = status.message(),
                     "refusing raft messages from a node with another timing");
                 return Err(status);
             }
@@ -132,13 +132,15 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
             for group_message in batch.messages {
                 let group = GroupId(group_message.group_id);
                 let Some(message) = group_message.message else {
-                    tracing::warn!(node = %self.node, %from, %group, "a batch entry without a message");
+                    tracing::warn!(node_id = %self.node, peer = %from, group_id = %group,
+                        "a batch entry without a message");
                     continue;
                 };
                 match message_from_pb(message) {
                     Ok(message) => messages.push((group, message)),
                     Err(error) => {
-                        tracing::warn!(node = %self.node, %from, %group, %error, "dropping a malformed raft message");
+                        tracing::warn!(node_id = %self.node, peer = %from, group_id = %group, %error,
+                            "dropping a malformed raft message");
                     }
                 }
             }

@@ -238,9 +238,11 @@ where
     let stopping = Arc::clone(&stop);
     let thread = std::thread::Builder::new().name(name).spawn(move || {
         let mut store = open()?;
+        // Every line the store thread logs names its node.
+        let _node = store.span().clone().entered();
         let result = run(&mut store, &inbox, tick_interval, &stopping);
         if let Err(error) = &result {
-            tracing::error!(node = %store.node(), %error, "store thread stopped by an error");
+            tracing::error!(%error, "store thread stopped by an error");
         }
         result
     })?;

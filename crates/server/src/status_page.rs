@@ -149,7 +149,8 @@ impl StatusPage {
                 None => match self.client.query(Some(ConfigNum(num))).await {
                     Ok(answer) => answer.config,
                     Err(error) => {
-                        tracing::debug!(%num, %error, "cannot read a configuration for the status page");
+                        tracing::debug!(config_num = %num, %error,
+                            "cannot read a configuration for the status page");
                         break;
                     }
                 },

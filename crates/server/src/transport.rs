@@ -121,7 +121,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
                 .collect(),
         };
         let Some(queue) = self.peer_queue(to) else {
-            tracing::warn!(node = %self.options.node, %to, "no address for a peer; dropping messages");
+            tracing::warn!(node_id = %self.options.node, peer = %to,
+                "no address for a peer; dropping messages");
             self.dropped_batches += 1;
             return;
         };
@@ -160,12 +161,12 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
                         Ok(()) => true,
                         // The receiver is busy or full: Raft sends again later.
                         Err(SendFailure::Refused(reason)) => {
-                            tracing::debug!(node = %options.node, %to, %group, %reason,
+                            tracing::debug!(node_id = %options.node, peer = %to, group_id = %group, %reason,
                                 "snapshot refused by its receiver");
                             false
                         }
                         Err(SendFailure::Failed(error)) => {
-                            tracing::warn!(node = %options.node, %to, %group, %error,
+                            tracing::warn!(node_id = %options.node, peer = %to, group_id = %group, %error,
                                 "snapshot not delivered");
                             false
                         }
@@ -202,7 +203,7 @@ async fn peer_stream<K: KvEngine, SM: StateMachine<K>>(
         let channel = match connect(&address, tls.as_ref()).await {
             Ok(channel) => channel,
             Err(error) => {
-                tracing::debug!(%to, %address, %error, "cannot connect to peer");
+                tracing::debug!(peer = %to, %address, %error, "cannot connect to peer");
                 store.send(StoreMsg::Unreachable { node: to });
                 // Drop what queued up while the peer was away: Raft sends afresh.
                 while queue.try_recv().is_ok() {}
@@ -231,8 +232,8 @@ async fn peer_stream<K: KvEngine, SM: StateMachine<K>>(
         drop(stream_sender);
         match call.await {
             Ok(Ok(_)) => {}
-            Ok(Err(status)) => tracing::debug!(%to, %status, "raft stream to peer ended"),
-            Err(error) => tracing::debug!(%to, %error, "raft stream task failed"),
+            Ok(Err(status)) => tracing::debug!(peer = %to, %status, "raft stream to peer ended"),
+            Err(error) => tracing::debug!(peer = %to, %error, "raft stream task failed"),
         }
         if queue_closed {
             return;

@@ -460,7 +460,8 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 self.apply_migration(batch, index, command).map(Applied::Migration)
             }
             Err(error) => {
-                tracing::warn!(group = %self.group, %index, %error, "skipping an undecodable entry");
+                tracing::warn!(group_id = %self.group, %index, %error,
+                    "skipping an undecodable entry");
                 return Ok(Err(Error::InvalidArgument {
                     reason: format!("entry {index}: {error}"),
                 }));

@@ -1,10 +1,11 @@
 //! `mosaic admin`: operator commands.
 //!
-//! Against the controller (`--controllers HOST:PORT,...`): the node registry, adding and
-//! removing groups, moving shards, rebalancing, the configuration history and the cluster's
-//! status ([`cluster`]):
+//! Against the controller (`--controllers HOST:PORT,...`): initializing a new cluster
+//! ([`init`]), the node registry, adding and removing groups, moving shards, rebalancing, the
+//! configuration history and the cluster's status ([`cluster`]):
 //!
 //! ```text
+//! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 init --shard-count 64
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 node list
 //! mosaic admin --controllers ... group add 1 --members 1,2,3
 //! mosaic admin --controllers ... rebalance --dry-run
@@ -24,6 +25,7 @@
 //! message on stderr on any error; a command the controller refused exits 1 and says why.
 
 mod cluster;
+mod init;
 mod replicas;
 
 pub(crate) use cluster::wait_until_settled;
@@ -76,6 +78,17 @@ enum Output {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
+    /// Creates the controller group of a new cluster on every replica of --controllers,
+    /// started without --bootstrap (each waits for this), once every replica has answered
+    /// that it holds nothing; changes nothing on a cluster that is initialized, and refuses
+    /// when some replicas hold the group and others do not (one lost its data). Waits up to
+    /// --timeout for every replica to answer.
+    Init {
+        /// The number of shards of the new cluster, fixed for its life.
+        #[arg(long, default_value_t = mosaic_controller::DEFAULT_SHARD_COUNT,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        shard_count: u32,
+    },
     /// Registered storage nodes (controller).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -201,6 +214,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let tls = args.tls.load()?;
     let cluster = || cluster::Cluster::connect(&args.controllers, tls.clone(), timeout, output);
     match args.command {
+        AdminCommand::Init { shard_count } => {
+            let deadline = Instant::now() + timeout;
+            init::init(&args.controllers, tls.as_ref(), shard_count, deadline, output).await
+        }
         AdminCommand::Node(NodeCommand::List) => cluster()?.node_list().await,
         AdminCommand::Group(GroupCommand::Add { group, members, max_moves }) => {
             cluster()?.add_group(group, &members, max_moves).await

@@ -318,6 +318,20 @@ impl Controller for Replica {
             &BTreeMap::new(),
         )))
     }
+
+    /// Every replica of the fake holds the group from the start: a bootstrap changes nothing.
+    async fn bootstrap(
+        &self,
+        _request: tonic::Request<pb::BootstrapRequest>,
+    ) -> Result<tonic::Response<pb::BootstrapResponse>, Status> {
+        Ok(tonic::Response::new(pb::BootstrapResponse {
+            node_id: self.index as u64 + 1,
+            members: (1..=self.addresses.len() as u64).collect(),
+            held: true,
+            created: false,
+            shard_count: lock(&self.state).configs[0].shard_count(),
+        }))
+    }
 }
 
 /// A command the fake refuses: moving a shard to a group it does not have.

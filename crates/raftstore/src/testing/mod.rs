@@ -172,6 +172,8 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
     /// If `node` is down, or its store fails (an engine error).
     pub fn send(&mut self, node: NodeId, msg: StoreMsg<MemKv, SM>) {
         let store = self.store(node);
+        // One thread runs every store: each call is in its own store's span.
+        let _node = store.span().clone().entered();
         store.handle(msg).unwrap_or_else(|error| panic!("node {node} handle: {error}"));
         store.process().unwrap_or_else(|error| panic!("node {node} process: {error}"));
     }
@@ -250,7 +252,9 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
                         return;
                     }
                     for node in busy {
-                        self.store(node)
+                        let store = self.store(node);
+                        let _node = store.span().clone().entered();
+                        store
                             .process()
                             .unwrap_or_else(|error| panic!("node {node} process: {error}"));
                     }
@@ -317,11 +321,15 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
                 message: snapshot.message,
                 chunks: snapshot.chunks,
             };
-            self.store(node)
-                .handle(msg)
-                .unwrap_or_else(|error| panic!("node {node} handle: {error}"));
+            let store = self.store(node);
+            let _node = store.span().clone().entered();
+            store.handle(msg).unwrap_or_else(|error| panic!("node {node} handle: {error}"));
         }
-        self.store(node).process().unwrap_or_else(|error| panic!("node {node} process: {error}"));
+        {
+            let store = self.store(node);
+            let _node = store.span().clone().entered();
+            store.process().unwrap_or_else(|error| panic!("node {node} process: {error}"));
+        }
         self.settle();
     }
 

@@ -195,7 +195,8 @@ impl SimClient {
     pub(crate) fn poll(&mut self, io: &mut Io<'_>, history: &mut History, policy: ClientPolicy) {
         match self.waiting {
             Waiting::Group { target, group, deadline, .. } if deadline <= io.now => {
-                tracing::trace!(client = self.index, %target, %group, "request timed out");
+                tracing::trace!(client = self.index, peer = %target, group_id = %group,
+                    "request timed out");
                 self.waiting = Waiting::Nothing;
                 self.failed(io, target, group, &Failure::AttemptTimedOut);
             }

@@ -151,6 +151,8 @@ impl<SM: StateMachine<MemKv>> SimNode<SM> {
             return;
         };
         let node = self.id;
+        // One thread runs every node: each call is in its own store's span.
+        let _node = store.span().clone().entered();
         store.handle(msg).unwrap_or_else(|error| panic!("node {node}: store failed: {error}"));
         for _ in 0..PROCESS_CALLS_MAX {
             if !store.has_work() {

@@ -202,8 +202,12 @@ impl Operator {
                 let answer = match response {
                     Response::Done(Ok(())) => Ok(()),
                     Response::Membership(Ok(conf)) => {
-                        tracing::debug!(group = ?self.job.as_ref().map(MembershipRun::group),
-                            ?conf, "membership changed");
+                        tracing::debug!(
+                            group_id =
+                                self.job.as_ref().map(|job| tracing::field::display(job.group())),
+                            ?conf,
+                            "membership changed"
+                        );
                         self.stats.changes += 1;
                         Ok(())
                     }
@@ -236,7 +240,7 @@ impl Operator {
             self.schedule_next(io);
             return;
         };
-        tracing::debug!(%group, ?target, "membership job");
+        tracing::debug!(group_id = %group, ?target, "membership job");
         self.stats.jobs_started += 1;
         let give_up_at = io.now + self.config.job_ms_max;
         let (run, action) = MembershipRun::start(group, MembershipJob::exactly(target), give_up_at);
@@ -267,7 +271,7 @@ impl Operator {
         }
         let old = *listed.iter().nth(io.rng.below(listed.len() as u64) as usize)?;
         let new = outside[io.rng.below(outside.len() as u64) as usize];
-        tracing::debug!(%group, %old, %new, "replacing a member");
+        tracing::debug!(group_id = %group, from_node = %old, to_node = %new, "replacing a member");
         self.stats.replacements += 1;
         self.changed.insert(group, listed.clone());
         let mut target = listed;
@@ -309,7 +313,7 @@ impl Operator {
                 self.waiting = Waiting::Step { id, deadline };
             }
             RunAction::Change { leader, change, unchanged_since } => {
-                tracing::debug!(%group, ?change, "changing the membership");
+                tracing::debug!(group_id = %group, ?change, "changing the membership");
                 let request = Request::ChangeMembership { group, change, unchanged_since };
                 let id = io.request(leader, request);
                 self.waiting = Waiting::Step { id, deadline };
@@ -318,7 +322,7 @@ impl Operator {
             RunAction::Finished(Ok(view)) => {
                 let run = self.job.take().expect("a job");
                 let target = run.job().voters();
-                tracing::debug!(%group, voters = ?view.voters, "membership job done");
+                tracing::debug!(group_id = %group, voters = ?view.voters, "membership job done");
                 if self.changed.get(&group) == Some(target) {
                     self.changed.remove(&group);
                 }
@@ -330,7 +334,7 @@ impl Operator {
                 panic!("operator: {error}");
             }
             RunAction::Finished(Err(error)) => {
-                tracing::debug!(%group, %error, "membership job given up");
+                tracing::debug!(group_id = %group, %error, "membership job given up");
                 self.job = None;
                 self.stats.jobs_given_up += 1;
                 self.schedule_next(io);

@@ -112,7 +112,7 @@ impl World {
     /// Crashes storage node `node`, which is up, and replaces its engine with an empty one
     /// (`FaultConfig::disk_loss_per_mille`); it restarts later like any crashed node.
     fn lose_disk(&mut self, node: NodeId) {
-        tracing::debug!(%node, "disk lost");
+        tracing::debug!(node_id = %node, "disk lost");
         self.crash_now(node);
         let target = self.storage.get_mut(&node).expect("a storage node");
         assert!(target.lose_data(prepare_storage), "node {node} is down");
@@ -172,7 +172,7 @@ impl World {
         };
         assert!(crashed, "node {node} was up");
         self.end_stall_by_crash(node);
-        tracing::debug!(%node, lost = unsynced, "crash");
+        tracing::debug!(node_id = %node, lost = unsynced, "crash");
         self.fault_stats.crashes += 1;
         self.fault_stats.unsynced_writes_lost += unsynced as u64;
         self.schedule(self.now + down_ms, Event::Restart(node));
@@ -193,7 +193,7 @@ impl World {
             restarted
         };
         if restarted {
-            tracing::debug!(%node, "restart");
+            tracing::debug!(node_id = %node, "restart");
             let outgoing = match self.controllers.get_mut(&node) {
                 Some(target) => target.take_outgoing(),
                 None => self.storage.get_mut(&node).expect("storage").take_outgoing(),

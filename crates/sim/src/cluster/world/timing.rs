@@ -60,7 +60,7 @@ impl World {
                 self.fault_stats.nodes_ticking_fast += 1;
             }
             let tick_interval_us = TICK_MS * MICROS_PER_MS * per_mille / 1_000;
-            tracing::debug!(%node, tick_interval_us, "tick rate");
+            tracing::debug!(node_id = %node, tick_interval_us, "tick rate");
             self.timings.insert(node, NodeTiming { tick_interval_us, next_tick_us: 0 });
         }
     }
@@ -111,7 +111,7 @@ impl World {
         let id = self.next_stall;
         self.next_stall += 1;
         let cut_off = chance(&mut self.timing_rng, stalls.cut_off_per_mille);
-        tracing::debug!(%node, duration_ms, cut_off, "stall");
+        tracing::debug!(node_id = %node, duration_ms, cut_off, "stall");
         self.fault_stats.stalls += 1;
         if leaders.contains(&node) {
             self.fault_stats.stalled_leaders += 1;
@@ -157,7 +157,7 @@ impl World {
             return; // Ended by a crash or by the liveness phase.
         }
         let stall = self.stalls.remove(&node).expect("stalled");
-        tracing::debug!(%node, waiting = stall.inbox.len(), "resume");
+        tracing::debug!(node_id = %node, waiting = stall.inbox.len(), "resume");
         self.fault_stats.stalled_inputs_delivered += stall.inbox.len() as u64;
         for input in stall.inbox {
             self.store_input(node, input);
