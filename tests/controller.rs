@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mosaic_client::{Consistency, shard_for_key};
 use serde_json::Value;
-use support::{Processes, Role, WAIT_MAX, stderr};
+use support::{NODE_DOWN_AFTER_MS, Processes, Role, WAIT_MAX, stderr};
 
 const SHARDS: u32 = 8;
 
@@ -86,6 +86,67 @@ async fn nodes_register_and_create_the_groups_the_controller_places_on_them() {
     assert_eq!(latest(&controllers)["num"], 3, "a dry run changes nothing");
     controllers.admin(&["rebalance"]);
     assert_eq!(latest(&controllers)["num"], 4);
+}
+
+/// What the controller's leader says of storage node `id` in `admin node list --output json`:
+/// `up`, `down` or `unknown`, and the milliseconds since it heard the node.
+fn liveness(list: &Value, id: u64) -> (String, Option<u64>) {
+    let node = list["nodes"].as_array().unwrap().iter().find(|node| node["id"] == id).unwrap();
+    (node["liveness"].as_str().unwrap().to_string(), node["last_heard_ms"].as_u64())
+}
+
+/// Lists the nodes until `done` holds of the list (a failed call, during an election, is
+/// tried again); returns that list.
+fn list_until(controllers: &Processes, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let output = controllers.try_admin(&["--output", "json", "node", "list"]);
+        if output.status.success() {
+            last = json(&output);
+            if done(&last) {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("never {what}: {last:#}");
+}
+
+/// The controller's leader hears every storage node's agent: each is `up`, a stopped one
+/// `down` once unheard for node-down-after-ms, `up` again once it is back. A new leader says
+/// only what it heard itself: a node that was down before it led is not said to have been
+/// heard, first `unknown`, then `down`, never heard.
+#[test]
+fn the_controller_leader_says_which_nodes_it_hears_and_a_new_one_only_what_it_heard() {
+    let (mut controllers, mut nodes) = cluster();
+    controllers.wait_registered(3);
+    let up = |id| move |list: &Value| liveness(list, id).0 == "up";
+    list_until(&controllers, "every node up", |list| (1..=3).all(|id| up(id)(list)));
+
+    nodes.kill(3);
+    let down = list_until(&controllers, "node 3 down", |list| liveness(list, 3).0 == "down");
+    let heard = liveness(&down, 3).1.expect("heard before it stopped");
+    assert!(heard >= NODE_DOWN_AFTER_MS, "{down:#}");
+    assert!(up(1)(&down) && up(2)(&down), "{down:#}");
+    let status = stdout(&controllers.admin(&["status"]));
+    assert!(status.contains("nodes: 2 of 3 up; node 3 down (last heard "), "{status}");
+
+    let leader = down["controller_leader"]["id"].as_u64().unwrap();
+    controllers.kill(leader);
+    let new_leader = |list: &Value| list["controller_leader"]["id"].as_u64() != Some(leader);
+    let first = list_until(&controllers, "a new controller leader", new_leader);
+    let (state, heard) = liveness(&first, 3);
+    assert!(state == "unknown" || state == "down", "{first:#}");
+    assert_eq!(heard, None, "the new leader never heard node 3: {first:#}");
+    let never = list_until(&controllers, "node 3 down under the new leader", |list| {
+        new_leader(list) && liveness(list, 3).0 == "down"
+    });
+    assert_eq!(liveness(&never, 3).1, None, "{never:#}");
+    assert!(up(1)(&never) && up(2)(&never), "{never:#}");
+
+    nodes.spawn(3);
+    list_until(&controllers, "node 3 up again", up(3));
 }
 
 /// Waits until the migration to the latest configuration is over: reads every key through a

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use prost::Message;
-use support::{Processes, Role, SHARDS};
+use support::{Processes, Role, SHARDS, wait_for_text};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -153,4 +153,22 @@ async fn a_process_asked_to_stop_turns_not_serving_before_it_closes() {
         .expect("sent before the connection closed")
         .expect("a status, not the end of the stream");
     assert_eq!(next.status(), ServingStatus::NotServing);
+}
+
+/// A stop signal that comes while a process starts (from the moment it logs that it starts,
+/// before it has opened its data or bound its ports) is kept: the process starts, then stops
+/// gracefully, rather than dying by the signal.
+#[test]
+fn a_process_signalled_while_it_starts_stops_gracefully() {
+    let mut nodes = Processes::start(3);
+    nodes.kill(3);
+    let log = nodes.log(3);
+    let before = std::fs::read_to_string(&log).unwrap().len();
+    nodes.spawn(3);
+    wait_for_text(&log, "mosaic starting", before);
+    nodes.signal(3, "TERM");
+    let status = nodes.children.get_mut(&3).unwrap().wait().unwrap();
+    assert!(status.success(), "node 3 stopped with {status}; see {}", log.display());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text[before..].contains("node stopped"), "{}", &text[before..]);
 }

@@ -5,27 +5,13 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use support::{Processes, WAIT_MAX};
-
-/// Waits until the file at `path` contains `text`; returns the file.
-fn wait_for(path: &std::path::Path, text: &str) -> String {
-    let deadline = Instant::now() + WAIT_MAX;
-    loop {
-        let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.contains(text) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "no {text:?} in {}:\n{log}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use support::{Processes, wait_for_text};
 
 #[test]
 fn log_files_are_plain_text_or_one_json_object_per_line() {
     let mut nodes = Processes::start(3);
-    let text = wait_for(&nodes.log(1), "node serving");
+    let text = wait_for_text(&nodes.log(1), "node serving", 0);
     assert!(!text.contains('\u{1b}'), "colour codes in a log file:\n{text}");
 
     // Node 3 again, logging JSON into a file of its own.
@@ -41,7 +27,7 @@ fn log_files_are_plain_text_or_one_json_object_per_line() {
         .unwrap();
     let pid = child.id().to_string();
     nodes.children.insert(3, child);
-    wait_for(&path, "node serving");
+    wait_for_text(&path, "node serving", 0);
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = nodes.children.get_mut(&3).unwrap().wait().unwrap();
     assert!(status.success(), "node 3 stopped with {status}");

@@ -30,15 +30,16 @@ fn wait_for(controllers: &Processes, id: u64, what: &str, check: impl Fn(&Value)
 }
 
 fn every_node_up(status: &Value) -> bool {
-    status["settled"] == true && nodes_up(status).iter().all(|(_, up)| *up)
+    status["settled"] == true && liveness(status).iter().all(|(_, state)| state == "up")
 }
 
-fn nodes_up(status: &Value) -> Vec<(u64, bool)> {
+/// What the controller's leader says of each node: `up`, `down` or `unknown`.
+fn liveness(status: &Value) -> Vec<(u64, String)> {
     status["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|node| (node["id"].as_u64().unwrap(), node["up"].as_bool().unwrap()))
+        .map(|node| (node["id"].as_u64().unwrap(), node["liveness"].as_str().unwrap().to_string()))
         .collect()
 }
 
@@ -47,7 +48,12 @@ async fn the_status_data_follows_the_cluster_and_a_stopped_node_shows_down() {
     let (mut controllers, mut nodes) = controlled_cluster(2);
     for id in [1, 2, 3] {
         let status = wait_for(&controllers, id, "settled, every node up", every_node_up);
-        assert_eq!(nodes_up(&status), [(1, true), (2, true), (3, true)], "{status:#}");
+        let up = |id: u64| (id, "up".to_string());
+        assert_eq!(liveness(&status), [up(1), up(2), up(3)], "{status:#}");
+        for node in status["nodes"].as_array().unwrap() {
+            let heard = node["last_heard_ms"].as_u64().expect("heard");
+            assert!(heard <= support::NODE_DOWN_AFTER_MS, "{status:#}");
+        }
         let groups = status["groups"].as_array().unwrap();
         assert_eq!(groups.len(), 2, "{status:#}");
         for group in groups {
@@ -69,7 +75,11 @@ async fn the_status_data_follows_the_cluster_and_a_stopped_node_shows_down() {
     assert_eq!(http_get(&nodes.metrics_addresses[&1], "/status.json").unwrap().0, 404);
 
     nodes.kill(3);
-    wait_for(&controllers, 1, "node 3 down", |s| nodes_up(s).contains(&(3, false)));
+    let down = wait_for(&controllers, 1, "node 3 down", |s| {
+        liveness(s).contains(&(3, "down".to_string()))
+    });
+    let node_3 = &down["nodes"][2];
+    assert!(node_3["last_heard_ms"].as_u64().unwrap() >= support::NODE_DOWN_AFTER_MS, "{down:#}");
 
     // Without a quorum the replica serves the last status it built, marked stale.
     controllers.kill(2);

@@ -86,6 +86,11 @@ wait_healthy() {
     sleep 1
   done
 }
+# The node id of the controller leader, as `node list` reports it (nothing when none answers).
+controller_leader() {
+  mosaic admin --timeout 5 --output json node list 2>/dev/null |
+    sed -n 's/.*"controller_leader":{[^}]*"id":\([0-9]*\).*/\1/p'
+}
 # Waits until every group of the latest configuration has a leader and no shard moves.
 wait_settled() {
   local deadline=$(($(date +%s) + 120)) status
@@ -163,13 +168,11 @@ appends_go_on 20
 wait_settled
 
 say "2b. the controller leader's container killed"
-leader=$(mosaic admin --output json node list |
-  sed -n 's/.*"controller_leader":{[^}]*"id":\([0-9]*\).*/\1/p')
+leader=$(controller_leader)
 [[ -n $leader ]] || fail "no controller leader"
 docker kill "$("${compose[@]}" ps -q "controller-$leader")" >/dev/null
 deadline=$(($(date +%s) + 60))
-until new=$(mosaic admin --timeout 5 --output json node list 2>/dev/null |
-  sed -n 's/.*"controller_leader":{[^}]*"id":\([0-9]*\).*/\1/p') && [[ -n $new && $new != "$leader" ]]; do
+until new=$(controller_leader) && [[ -n $new && $new != "$leader" ]]; do
   (($(date +%s) < deadline)) || fail "no new controller leader after controller-$leader was killed"
   sleep 1
 done

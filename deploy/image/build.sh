@@ -4,12 +4,15 @@
 #   1. a Debian base, mosaic-base:<codename>, made here with `debootstrap --variant=minbase`
 #      (the build machine's Debian release, so the binary finds the C library it was linked
 #      against) and `docker import`ed; built once, reused while the image exists;
-#   2. the release build of `mosaic` (MOSAIC_BIN=path uses that binary instead);
+#   2. the release build of `mosaic` (MOSAIC_BIN=path uses that binary instead), its debug
+#      line tables stripped for the image (symbols stay, so a panic's backtrace names its
+#      functions; the unstripped binary stays in the target directory for file:line);
 #   3. deploy/image/Dockerfile on top: an unprivileged user, the /var/lib/mosaic volume, a
 #      HEALTHCHECK on the HTTP probe, `mosaic` as the entry point, and the one-shot setup of
 #      a new cluster (setup-cluster.sh).
 #
-# A second run rebuilds only what changed (Docker's layer cache reuses an identical binary).
+# A second run rebuilds only what changed (Docker's layer cache reuses an identical binary),
+# and removes the image the new one replaces once no tag and no container uses it.
 # MOSAIC_DEBIAN_MIRROR picks the Debian mirror (default http://deb.debian.org/debian).
 # Prints the image's name on stdout as the last line.
 set -euo pipefail
@@ -19,6 +22,7 @@ source deploy/env.sh
 need_packages=()
 command -v docker >/dev/null || { echo "image: docker is not installed" >&2; exit 1; }
 command -v debootstrap >/dev/null || need_packages+=(debootstrap)
+command -v objcopy >/dev/null || need_packages+=(binutils)
 if ((${#need_packages[@]} > 0)); then
   sudo_cmd=()
   [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
@@ -66,6 +70,8 @@ context="$scratch/context"
 mkdir -p "$context"
 cp deploy/image/Dockerfile deploy/image/setup-cluster.sh "$context/"
 cp "$binary" "$context/mosaic"
+objcopy --strip-debug "$context/mosaic"
+replaced=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 if ! docker build --build-arg "BASE=$base" --build-arg "VERSION=$version" \
   --build-arg "REVISION=$revision" --tag "$image" --tag mosaic:latest "$context" \
   >"$scratch/build.log" 2>&1; then
@@ -74,4 +80,11 @@ if ! docker build --build-arg "BASE=$base" --build-arg "VERSION=$version" \
 fi
 # The binary starts in the image: every library it links is there.
 docker run --rm "$image" --version >&2
+if [[ -n $replaced && $replaced != "$(docker image inspect --format '{{.Id}}' "$image")" ]] &&
+  [[ -z $(docker image inspect --format '{{join .RepoTags ","}}' "$replaced" 2>/dev/null) ]]; then
+  # Untagged now; still used by a container (of a compose cluster, say), it stays.
+  docker image rm "$replaced" >/dev/null 2>&1 &&
+    echo "image: removed the image this one replaced (${replaced#sha256:})" >&2 || true
+fi
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$image" >&2
 echo "$image"

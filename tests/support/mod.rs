@@ -26,6 +26,9 @@ use tempfile::TempDir;
 pub const GROUP: u64 = 1;
 pub const SHARDS: u32 = 8;
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long a storage node may go unheard before the controller's leader holds it down, in
+/// these tests' processes (`node-down-after-ms`).
+pub const NODE_DOWN_AFTER_MS: u64 = 2_000;
 
 /// What the processes of a [`Processes`] run.
 #[derive(Clone, Debug)]
@@ -250,7 +253,8 @@ impl Processes {
             "disk-reserve-bytes = 16777216\n"
         };
         let text = format!(
-            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n{reserve}{}\n\
+            "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n\
+             node-down-after-ms = {NODE_DOWN_AFTER_MS}\n{reserve}{}\n\
              [raft]\ncompact-log-after-entries = 50\ncompact-log-keep-entries = 10\n\
              [storage]\nblock-cache-bytes = 16777216\n",
             self.data_dir(id).display(),
@@ -547,6 +551,20 @@ pub fn http_get(address: &str, path: &str) -> Result<(u16, String), ureq::Error>
     let mut response = agent.get(format!("http://{address}{path}")).call()?;
     let status = response.status().as_u16();
     Ok((status, response.body_mut().read_to_string()?))
+}
+
+/// Waits until the file at `path` contains `text` after its first `from` bytes; returns the
+/// file.
+pub fn wait_for_text(path: &Path, text: &str, from: usize) -> String {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.get(from..).is_some_and(|tail| tail.contains(text)) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in {}:\n{log}", path.display());
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 pub fn stderr(output: &Output) -> String {

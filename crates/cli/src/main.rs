@@ -10,6 +10,7 @@ mod nodes;
 mod playground;
 mod progress;
 mod server;
+mod signals;
 mod tls;
 
 use std::process::ExitCode;

@@ -32,6 +32,7 @@ use mosaic_controller::{Command as ControllerCommand, Outcome as ControllerOutco
 
 use crate::admin::wait_until_settled;
 use crate::logging::LogFormat;
+use crate::signals::{StopSignal, StopSignals};
 use crate::tls::TlsArgs;
 
 /// Replicas of the controller, and storage nodes.
@@ -107,6 +108,7 @@ impl Drop for Processes {
 
 /// Runs `mosaic playground`.
 pub async fn run(args: PlaygroundArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    let mut signals = StopSignals::listen()?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize().context("resolving the playground directory")?;
@@ -168,9 +170,9 @@ pub async fn run(args: PlaygroundArgs, log_format: LogFormat) -> anyhow::Result<
         &processes,
         &dir,
     ))?;
-    let grace = match run_until_stopped(&mut processes).await {
-        Stop::Interrupted => STOP_GRACE,
-        Stop::Terminated => Duration::ZERO,
+    let grace = match run_until_stopped(&mut processes, &mut signals).await {
+        StopSignal::Interrupt => STOP_GRACE,
+        StopSignal::Terminate => Duration::ZERO,
     };
     processes.stop(grace).await;
     Ok(ExitCode::SUCCESS)
@@ -357,24 +359,13 @@ Ctrl-C stops the cluster.",
     )
 }
 
-/// What ended the playground.
-enum Stop {
-    /// Ctrl-C (SIGINT): the children got it too.
-    Interrupted,
-    /// SIGTERM, to the playground alone.
-    Terminated,
-}
-
-/// Runs until Ctrl-C or SIGTERM, reporting children that exit meanwhile.
-async fn run_until_stopped(processes: &mut Processes) -> Stop {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|error| tracing::error!(%error, "cannot listen for SIGTERM"))
-        .ok();
+/// Runs until Ctrl-C or SIGTERM (which may have come while the playground started), reporting
+/// children that exit meanwhile.
+async fn run_until_stopped(processes: &mut Processes, signals: &mut StopSignals) -> StopSignal {
     let mut watch = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Stop::Interrupted,
-            Some(()) = async { terminate.as_mut()?.recv().await } => return Stop::Terminated,
+            signal = signals.recv() => return signal,
             _ = watch.tick() => processes.0.retain_mut(|process| match process.child.try_wait() {
                 Ok(Some(status)) => {
                     eprintln!(

@@ -1,5 +1,6 @@
 //! `mosaic server` runs one storage node, `mosaic controller` one replica of the controller
-//! group; each until SIGTERM or Ctrl-C, then stops gracefully.
+//! group; each until SIGTERM or Ctrl-C (listened for from the start, [`crate::signals`]), then
+//! stops gracefully.
 //!
 //! Settings come from `--config FILE` (TOML, see `mosaic_server::ServerConfig`), and the
 //! flags override the file.
@@ -11,6 +12,7 @@ use anyhow::Context as _;
 use clap::Args;
 use mosaic_server::{Node, ServerConfig};
 
+use crate::signals::StopSignals;
 use crate::tls::TlsArgs;
 
 /// Flags of `mosaic server`.
@@ -128,24 +130,35 @@ impl NodeArgs {
 /// Runs a storage node until a signal asks it to stop.
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.node.config()?;
+    let signals = starting("storage node", &config)?;
     if !args.controllers.is_empty() {
         config.controllers = args.controllers;
         config.validate()?;
     }
-    run_until_signal(Node::start(config).await?).await
+    run_until_signal(Node::start(config).await?, signals).await
 }
 
 /// Runs a controller replica until a signal asks it to stop.
 pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let config = args.node.config()?;
+    let signals = starting("controller replica", &config)?;
     let listener = Node::bind(&config).await?;
     let node = Node::start_controller(config, args.shard_count, args.bootstrap, listener).await?;
-    run_until_signal(node).await
+    run_until_signal(node, signals).await
 }
 
-async fn run_until_signal(mut node: Node) -> anyhow::Result<ExitCode> {
+/// Listens for the stop signals, then says that the process starts: a signal from then on
+/// stops it gracefully, once it runs.
+fn starting(role: &str, config: &ServerConfig) -> anyhow::Result<StopSignals> {
+    let signals = StopSignals::listen()?;
+    tracing::info!(node_id = %config.node_id, version = env!("CARGO_PKG_VERSION"), role,
+        data_dir = %config.data_dir.display(), "mosaic starting");
+    Ok(signals)
+}
+
+async fn run_until_signal(mut node: Node, mut signals: StopSignals) -> anyhow::Result<ExitCode> {
     let signalled = tokio::select! {
-        () = shutdown_signal() => true,
+        _ = signals.recv() => true,
         // The node stops by itself only on an error (storage failure, server failure).
         result = node.wait() => {
             result?;
@@ -157,31 +170,4 @@ async fn run_until_signal(mut node: Node) -> anyhow::Result<ExitCode> {
     }
     node.stop().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }

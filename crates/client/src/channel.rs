@@ -76,6 +76,19 @@ pub fn endpoint(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT))
 }
 
+/// A channel to `address` that connects on its first call, every call (connecting included)
+/// bounded by `timeout`: for a tool's one-off calls to one process.
+///
+/// # Errors
+/// `address` is not usable ([`endpoint`]).
+pub(crate) fn lazy_channel(
+    address: &str,
+    tls: Option<&Tls>,
+    timeout: Duration,
+) -> std::result::Result<Channel, String> {
+    Ok(endpoint(address, tls, timeout)?.timeout(timeout).connect_lazy())
+}
+
 /// Wraps `message` in a request that carries `timeout` to the server (`grpc-timeout`), which
 /// can then drop work nobody waits for.
 pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {

@@ -11,7 +11,7 @@ use mosaic_proto::controller::QueryAnswer;
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use mosaic_raft::NodeId;
 
-use crate::{ControllerClient, Result, Tls};
+use crate::{ControllerClient, NodeLiveness, Result, Tls};
 
 /// The latest configuration, and what each of its groups reports.
 #[derive(Clone, Debug)]
@@ -123,6 +123,28 @@ impl ClusterStatus {
     }
 }
 
+/// The registered nodes of `answer` as `mosaic admin node list --output json`, `admin status
+/// --output json` and the status page show them: `id`, `address`, `liveness` (`up`, `down` or
+/// `unknown`, as the controller's leader says), `up` (`liveness` is `up`, as earlier releases
+/// showed it) and `last_heard_ms` (null when it did not hear the node since it leads).
+#[must_use]
+pub fn nodes_json(answer: &QueryAnswer) -> Vec<serde_json::Value> {
+    answer
+        .nodes
+        .iter()
+        .map(|(node, address)| {
+            let liveness = answer.liveness.get(node).copied().unwrap_or(NodeLiveness::Unknown);
+            serde_json::json!({
+                "id": node.0,
+                "address": address,
+                "liveness": liveness.name(),
+                "up": matches!(liveness, NodeLiveness::Up { .. }),
+                "last_heard_ms": liveness.last_heard().map(|heard| heard.as_millis() as u64),
+            })
+        })
+        .collect()
+}
+
 /// A `NodeAdmin` client of the node at `address`, connecting when first used, each call
 /// (and the connection) bounded by `timeout`.
 ///
@@ -133,8 +155,7 @@ pub fn node_admin(
     tls: Option<&Tls>,
     timeout: Duration,
 ) -> std::result::Result<NodeAdminClient<tonic::transport::Channel>, String> {
-    let channel = crate::endpoint(address, tls, timeout)?.timeout(timeout).connect_lazy();
-    Ok(NodeAdminClient::new(channel))
+    Ok(NodeAdminClient::new(crate::channel::lazy_channel(address, tls, timeout)?))
 }
 
 /// The leader of `group` as its members report it, with the shards it holds.

@@ -27,6 +27,7 @@ use mosaic_proto::controller::{
     query_response_from_pb, request_to_pb,
 };
 use mosaic_proto::pb;
+use mosaic_raft::NodeId;
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -131,6 +132,8 @@ struct Inner {
     leader: Mutex<Option<String>>,
     channels: Channels,
     jitter_seeds: JitterSeeds,
+    /// The storage node whose agent this client is, named in every query.
+    node: Option<NodeId>,
 }
 
 /// The call an operation makes, for its retries and its logs.
@@ -179,6 +182,28 @@ impl ControllerClient {
     /// `options` do not [validate](ClientOptions::validate); [`ClientError::Randomness`] when
     /// the operating system cannot provide a client id (or a jitter seed, when none is given).
     pub fn new(addresses: Vec<String>, options: ControllerClientOptions) -> Result<Self> {
+        Self::build(addresses, options, None)
+    }
+
+    /// The client of storage node `node`'s agent: as [`ControllerClient::new`], and every query
+    /// names the node, so that the controller's leader hears from it (docs/controller.md
+    /// "Node liveness").
+    ///
+    /// # Errors
+    /// As [`ControllerClient::new`].
+    pub fn of_node(
+        addresses: Vec<String>,
+        options: ControllerClientOptions,
+        node: NodeId,
+    ) -> Result<Self> {
+        Self::build(addresses, options, Some(node))
+    }
+
+    fn build(
+        addresses: Vec<String>,
+        options: ControllerClientOptions,
+        node: Option<NodeId>,
+    ) -> Result<Self> {
         let invalid = |reason: String| ClientError::InvalidControllerAddresses { reason };
         options.validate()?;
         if addresses.is_empty() {
@@ -202,6 +227,7 @@ impl ControllerClient {
                 next_seq: tokio::sync::Mutex::new(1),
                 leader: Mutex::new(None),
                 jitter_seeds,
+                node,
             }),
         })
     }
@@ -275,7 +301,7 @@ impl ControllerClient {
     /// [`ClientError::MalformedResponse`] when the answer does not decode, or is not the
     /// configuration asked for.
     pub async fn query(&self, num: Option<ConfigNum>) -> Result<QueryAnswer> {
-        let request = query_request_to_pb(num);
+        let request = query_request_to_pb(num, self.inner.node);
         let response = self
             .inner
             .run(Call::Query { num }, |mut grpc, timeout| {

@@ -131,9 +131,8 @@ pub async fn bootstrap(
     shard_count: u32,
     dry_run: bool,
 ) -> Result<pb::BootstrapResponse, tonic::Status> {
-    let endpoint =
-        crate::endpoint(address, tls, timeout).map_err(tonic::Status::invalid_argument)?;
-    let channel = endpoint.timeout(timeout).connect_lazy();
+    let channel = crate::channel::lazy_channel(address, tls, timeout)
+        .map_err(tonic::Status::invalid_argument)?;
     let request = pb::BootstrapRequest { shard_count, dry_run };
     ControllerGrpc::new(channel).bootstrap(request).await.map(tonic::Response::into_inner)
 }

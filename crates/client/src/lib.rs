@@ -67,7 +67,7 @@ pub use client::{Client, ClientOptions};
 pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
 pub use controller_routing::ControllerRouting;
 pub use error::{ClientError, Result, RoutingError, WriteOutcome};
-pub use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove};
+pub use mosaic_controller::{Command, ConfigNum, Configuration, NodeLiveness, Outcome, ShardMove};
 pub use mosaic_engine::{ClientId, GroupId, ShardId};
 pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_proto::pb::Consistency;

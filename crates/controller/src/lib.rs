@@ -4,6 +4,7 @@
 //! [`ControllerState`] is pure: no IO, no clock, no randomness. [`ControllerMachine`] makes it
 //! the state machine of a raftstore group (every replica applies the same [`Request`]s in the
 //! same order) and stores it in the engine record by record; [`codec`] holds its encodings.
+//! [`Liveness`] is the leader's view of which storage nodes it hears from (not replicated).
 //! With the `arbitrary` feature (tests only), `arbitrary` holds proptest strategies for these
 //! types.
 #![deny(missing_docs)]
@@ -14,6 +15,7 @@ pub mod codec;
 mod command;
 mod configuration;
 mod error;
+mod liveness;
 mod machine;
 pub mod rebalance;
 mod state;
@@ -21,6 +23,7 @@ mod state;
 pub use command::{Command, Outcome, Request};
 pub use configuration::{ConfigNum, Configuration, ShardMove, shard_moves};
 pub use error::{Error, Result};
+pub use liveness::{DEFAULT_NODE_DOWN_AFTER, Liveness, NodeLiveness};
 pub use machine::{
     CONTROLLER_SHARD, ControllerMachine, ControllerQuery, ControllerView, bootstrap_batch,
 };

@@ -35,9 +35,10 @@
 //! message only: [`execute_response_from_pb`] returns a [`RefusalInfo`], not the [`Error`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use mosaic_controller::{
-    Command, ConfigNum, Configuration, Error, GroupLife, Outcome, Request, ShardMove,
+    Command, ConfigNum, Configuration, Error, GroupLife, NodeLiveness, Outcome, Request, ShardMove,
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
@@ -446,18 +447,19 @@ impl TryFrom<pb::Configuration> for Configuration {
 
 // ---- Queries -------------------------------------------------------------------------------
 
-/// Returns the wire form of a query for configuration `num`, or the latest for `None`.
+/// Returns the wire form of a query for configuration `num`, or the latest for `None`, asked
+/// by storage node `node` (its agent) or by anyone else (`None`).
 #[must_use]
-pub fn query_request_to_pb(num: Option<ConfigNum>) -> pb::QueryRequest {
-    pb::QueryRequest { num: num.map(|num| num.0) }
+pub fn query_request_to_pb(num: Option<ConfigNum>, node: Option<NodeId>) -> pb::QueryRequest {
+    pb::QueryRequest { num: num.map(|num| num.0), node_id: node.map_or(0, |node| node.0) }
 }
 
-/// Returns the configuration a wire query asks for: `None` for the latest. Every wire query is
-/// valid (a number past the latest is the controller's to refuse, with
-/// [`Error::UnknownConfig`]).
+/// Returns the configuration a wire query asks for (`None` for the latest) and the storage
+/// node that asks, if one does. Every wire query is valid (a number past the latest is the
+/// controller's to refuse, with [`Error::UnknownConfig`]).
 #[must_use]
-pub fn query_request_from_pb(request: pb::QueryRequest) -> Option<ConfigNum> {
-    request.num.map(ConfigNum)
+pub fn query_request_from_pb(request: pb::QueryRequest) -> (Option<ConfigNum>, Option<NodeId>) {
+    (request.num.map(ConfigNum), (request.node_id != 0).then_some(NodeId(request.node_id)))
 }
 
 /// What a controller answers to a query: the [`pb::QueryResponse`] decoded.
@@ -469,19 +471,40 @@ pub struct QueryAnswer {
     pub latest: ConfigNum,
     /// Every registered node and its address, in id order.
     pub nodes: BTreeMap<NodeId, String>,
+    /// What the leader that answered can say of each registered node (of every one:
+    /// [`NodeLiveness::Unknown`] where the answer says nothing).
+    pub liveness: BTreeMap<NodeId, NodeLiveness>,
     /// The controller replica that answered (the leader).
     pub leader: NodeId,
     /// Every group any configuration listed, in id order.
     pub lives: BTreeMap<GroupId, GroupLife>,
 }
 
+impl QueryAnswer {
+    /// The wire form of this answer ([`query_response_to_pb`] of its parts).
+    #[must_use]
+    pub fn to_pb(&self) -> pb::QueryResponse {
+        query_response_to_pb(
+            &self.config,
+            self.latest,
+            &self.nodes,
+            &self.liveness,
+            self.leader,
+            &self.lives,
+        )
+    }
+}
+
 /// Returns the wire answer to a query: configuration `config`, the latest configuration's
-/// number, the node registry, the controller replica answering and every group's life.
+/// number, the node registry with what the answering leader says of each node (`liveness`;
+/// nothing for a node it does not name, which decodes as [`NodeLiveness::Unknown`]), the
+/// controller replica answering and every group's life.
 #[must_use]
 pub fn query_response_to_pb(
     config: &Configuration,
     latest: ConfigNum,
     nodes: &BTreeMap<NodeId, String>,
+    liveness: &BTreeMap<NodeId, NodeLiveness>,
     leader: NodeId,
     lives: &BTreeMap<GroupId, GroupLife>,
 ) -> pb::QueryResponse {
@@ -499,7 +522,17 @@ pub fn query_response_to_pb(
         latest_num: latest.0,
         nodes: nodes
             .iter()
-            .map(|(node, address)| pb::NodeInfo { node_id: node.0, address: address.clone() })
+            .map(|(node, address)| {
+                let (state, last_heard) = liveness
+                    .get(node)
+                    .map_or((pb::NodeLiveness::Unspecified, None), |said| liveness_to_pb(*said));
+                pb::NodeInfo {
+                    node_id: node.0,
+                    address: address.clone(),
+                    liveness: state.into(),
+                    last_heard_ms: last_heard.map(millis),
+                }
+            })
             .collect(),
         leader_id: leader.0,
     }
@@ -522,6 +555,7 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
         return Err(ConvertError::ConfigPastLatest { num: config.num.0, latest: latest.0 });
     }
     let mut nodes: BTreeMap<NodeId, String> = BTreeMap::new();
+    let mut liveness: BTreeMap<NodeId, NodeLiveness> = BTreeMap::new();
     for info in response.nodes {
         let node = node_id_from_pb(info.node_id, "NodeInfo.node_id")?;
         if let Some((&previous, _)) = nodes.last_key_value()
@@ -533,6 +567,7 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
                 value: node.0,
             });
         }
+        liveness.insert(node, liveness_from_pb(info.liveness(), info.last_heard_ms));
         nodes.insert(node, info.address);
     }
     let leader = node_id_from_pb(response.leader_id, "QueryResponse.leader_id")?;
@@ -560,7 +595,34 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
             GroupLife { added: ConfigNum(life.added), removed, retired: life.retired },
         );
     }
-    Ok(QueryAnswer { config, latest, nodes, leader, lives })
+    Ok(QueryAnswer { config, latest, nodes, liveness, leader, lives })
+}
+
+/// The wire form of what a leader says of a node: the state, and the time since it heard it.
+fn liveness_to_pb(liveness: NodeLiveness) -> (pb::NodeLiveness, Option<Duration>) {
+    let state = match liveness {
+        NodeLiveness::Up { .. } => pb::NodeLiveness::Up,
+        NodeLiveness::Down { .. } => pb::NodeLiveness::Down,
+        NodeLiveness::Unknown => pb::NodeLiveness::Unknown,
+    };
+    (state, liveness.last_heard())
+}
+
+/// What a wire node entry says of the node's liveness. An unspecified state (a controller
+/// that does not report it) is [`NodeLiveness::Unknown`]; an up node without a time was heard
+/// just now.
+fn liveness_from_pb(state: pb::NodeLiveness, last_heard_ms: Option<u64>) -> NodeLiveness {
+    let last_heard = last_heard_ms.map(Duration::from_millis);
+    match state {
+        pb::NodeLiveness::Up => NodeLiveness::Up { last_heard: last_heard.unwrap_or_default() },
+        pb::NodeLiveness::Down => NodeLiveness::Down { last_heard },
+        pb::NodeLiveness::Unspecified | pb::NodeLiveness::Unknown => NodeLiveness::Unknown,
+    }
+}
+
+/// `duration` in whole milliseconds (saturating).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 // ---- Fields --------------------------------------------------------------------------------

@@ -5,20 +5,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mosaic_controller::arbitrary::{self, ERROR_VARIANTS, Values, error_variant};
 use mosaic_controller::{
-    Command, ConfigNum, Configuration, ControllerState, Error, GroupLife, Outcome, Request,
-    ShardMove,
+    Command, ConfigNum, Configuration, ControllerState, Error, GroupLife, NodeLiveness, Outcome,
+    Request, ShardMove,
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_proto::controller::{
     QueryAnswer, RefusalInfo, configuration_from_pb, configuration_to_pb, execute_response_from_pb,
     execute_response_to_pb, outcome_from_pb, outcome_to_pb, query_request_from_pb,
-    query_request_to_pb, query_response_from_pb, query_response_to_pb, refusal_from_pb,
-    refusal_kind, refusal_to_pb, request_from_pb, request_to_pb, shard_move_from_pb,
-    shard_move_to_pb,
+    query_request_to_pb, query_response_from_pb, refusal_from_pb, refusal_kind, refusal_to_pb,
+    request_from_pb, request_to_pb, shard_move_from_pb, shard_move_to_pb,
 };
 use mosaic_proto::pb::command_outcome::Kind;
 use mosaic_proto::pb::execute_request::Command as PbCommand;
@@ -233,11 +233,27 @@ fn registry() -> BTreeMap<NodeId, String> {
     ])
 }
 
+/// What a leader says of each node of [`registry`]: one of each kind.
+fn liveness() -> BTreeMap<NodeId, NodeLiveness> {
+    BTreeMap::from([
+        (NodeId(1), NodeLiveness::Up { last_heard: Duration::from_millis(120) }),
+        (NodeId(2), NodeLiveness::Down { last_heard: Some(Duration::from_millis(15_001)) }),
+        (NodeId(4), NodeLiveness::Down { last_heard: None }),
+    ])
+}
+
+/// Every node of `nodes` [`NodeLiveness::Unknown`], as an answer that says nothing of them
+/// decodes.
+fn unknown(nodes: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, NodeLiveness> {
+    nodes.keys().map(|node| (*node, NodeLiveness::Unknown)).collect()
+}
+
 fn answer() -> QueryAnswer {
     QueryAnswer {
         config: configuration(),
         latest: ConfigNum(7),
         nodes: registry(),
+        liveness: liveness(),
         leader: NodeId(2),
         lives: BTreeMap::from([
             (GroupId(1), GroupLife { added: ConfigNum(1), removed: None, retired: false }),
@@ -255,7 +271,7 @@ fn answer() -> QueryAnswer {
 }
 
 fn answer_to_pb(answer: &QueryAnswer) -> pb::QueryResponse {
-    query_response_to_pb(&answer.config, answer.latest, &answer.nodes, answer.leader, &answer.lives)
+    answer.to_pb()
 }
 
 /// The wire form of [`answer`] after `edit` has changed it.
@@ -383,6 +399,7 @@ fn query_responses_round_trip() {
         config: Configuration::initial(8),
         latest: ConfigNum(0),
         nodes: BTreeMap::new(),
+        liveness: BTreeMap::new(),
         leader: NodeId(u64::MAX),
         lives: BTreeMap::new(),
     };
@@ -392,9 +409,29 @@ fn query_responses_round_trip() {
 #[test]
 fn query_requests_keep_latest_and_configuration_zero_apart() {
     for num in [None, Some(ConfigNum(0)), Some(ConfigNum(u64::MAX))] {
-        let wire = through_bytes(&query_request_to_pb(num));
-        assert_eq!(query_request_from_pb(wire), num);
+        for node in [None, Some(NodeId(1)), Some(NodeId(u64::MAX))] {
+            let wire = through_bytes(&query_request_to_pb(num, node));
+            assert_eq!(query_request_from_pb(wire), (num, node));
+        }
     }
+}
+
+/// A controller that says nothing of a node's liveness (one from before it did) leaves it
+/// unknown, and a node said to be up without a time was heard just now.
+#[test]
+fn a_node_entry_without_liveness_is_unknown() {
+    let answer = answer();
+    let said_nothing = edited_answer(|wire| {
+        for node in &mut wire.nodes {
+            node.liveness = 0;
+            node.last_heard_ms = None;
+        }
+    });
+    let decoded = query_response_from_pb(said_nothing).unwrap();
+    assert_eq!(decoded.liveness, unknown(&answer.nodes));
+    let up_now = edited_answer(|wire| wire.nodes[0].last_heard_ms = None);
+    let decoded = query_response_from_pb(up_now).unwrap();
+    assert_eq!(decoded.liveness[&NodeId(1)], NodeLiveness::Up { last_heard: Duration::ZERO });
 }
 
 #[test]
@@ -459,6 +496,7 @@ fn what_the_controller_produces_round_trips() {
         config: latest.clone(),
         latest: latest.num,
         nodes: state.nodes().clone(),
+        liveness: unknown(state.nodes()),
         leader: NodeId(9),
         lives: state.lives().clone(),
     };
@@ -849,17 +887,31 @@ fn conversion_errors_name_the_offending_field() {
 
 // ---- Properties ----------------------------------------------------------------------------
 
+/// What a leader may say of a node (times in whole milliseconds, as the wire carries them).
+fn liveness_strategy() -> impl Strategy<Value = NodeLiveness> {
+    let heard = any::<u32>().prop_map(|ms| Duration::from_millis(u64::from(ms)));
+    prop_oneof![
+        heard.clone().prop_map(|last_heard| NodeLiveness::Up { last_heard }),
+        prop::option::of(heard).prop_map(|last_heard| NodeLiveness::Down { last_heard }),
+        Just(NodeLiveness::Unknown),
+    ]
+}
+
 /// A valid query answer: a valid configuration, a latest number at most two past it, and any
-/// registered nodes and leader.
+/// registered nodes (with what the leader says of each) and leader.
 fn answer_strategy() -> impl Strategy<Value = QueryAnswer> {
-    let nodes =
-        prop::collection::btree_map(arbitrary::node(Values::Valid), arbitrary::text(), 0..6);
+    let nodes = prop::collection::btree_map(
+        arbitrary::node(Values::Valid),
+        (arbitrary::text(), liveness_strategy()),
+        0..6,
+    );
     let config = arbitrary::configuration(Values::Valid);
     (config, any::<u64>(), nodes, arbitrary::node(Values::Valid)).prop_map(
         |(config, newer, nodes, leader)| QueryAnswer {
             latest: ConfigNum(config.num.0.saturating_add(newer % 3)),
             config,
-            nodes,
+            liveness: nodes.iter().map(|(node, (_, liveness))| (*node, *liveness)).collect(),
+            nodes: nodes.into_iter().map(|(node, (address, _))| (node, address)).collect(),
             leader,
             lives: BTreeMap::new(),
         },
@@ -937,9 +989,12 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_query_requests_round_trip(num in prop::option::of(any::<u64>())) {
+    fn arbitrary_query_requests_round_trip(
+        num in prop::option::of(any::<u64>()),
+        node in prop::option::of(arbitrary::node(Values::Valid)),
+    ) {
         let num = num.map(ConfigNum);
-        prop_assert_eq!(query_request_from_pb(query_request_to_pb(num)), num);
+        prop_assert_eq!(query_request_from_pb(query_request_to_pb(num, node)), (num, node));
     }
 
     #[test]

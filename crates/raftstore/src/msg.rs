@@ -9,7 +9,7 @@ use mosaic_raft::{ConfChange, ConfState, LogIndex, Message, NodeId, Term};
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::snapshot::SnapshotReader;
 use crate::state_machine::StateMachine;
 
@@ -37,6 +37,56 @@ pub struct ReadOutput<T> {
     pub output: T,
     /// The index the replica had applied when it read (how fresh a stale read is).
     pub applied_index: LogIndex,
+    /// Whose leadership served the read.
+    pub served_by: ServedBy,
+}
+
+impl<T> ReadOutput<T> {
+    /// The same answer with its output turned by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> ReadOutput<U> {
+        ReadOutput {
+            output: f(self.output),
+            applied_index: self.applied_index,
+            served_by: self.served_by,
+        }
+    }
+
+    /// The output of a read that this replica's own leadership served, with the term it
+    /// leads in: for a service that answers only at the leader (the controller's queries).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] naming the leader the replica knew of, for any other read.
+    pub fn at_leader(self, group: GroupId) -> Result<(T, Term)> {
+        match self.served_by {
+            ServedBy::Leader(term) => Ok((self.output, term)),
+            ServedBy::Other { leader } => Err(Error::NotLeader { group, leader }),
+        }
+    }
+}
+
+/// Whose leadership served a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServedBy {
+    /// This replica, leading in this term both when the read started and when it served it:
+    /// a linearizable or lease read its own leadership confirmed.
+    Leader(Term),
+    /// Not this replica's leadership: a stale read, a ReadIndex read a follower had the
+    /// leader confirm, or a read whose replica stopped leading in its term meanwhile.
+    Other {
+        /// The leader the replica knew of when it served the read.
+        leader: Option<NodeId>,
+    },
+}
+
+impl ServedBy {
+    /// The term this replica led in, if its leadership served the read.
+    #[must_use]
+    pub fn led(self) -> Option<Term> {
+        match self {
+            Self::Leader(term) => Some(term),
+            Self::Other { .. } => None,
+        }
+    }
 }
 
 /// A group's leader and its term, as seen when a node was about to join the group.

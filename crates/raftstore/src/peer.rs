@@ -27,7 +27,7 @@ use mosaic_raft::{
 };
 
 use crate::error::{Error, Result};
-use crate::msg::{Callback, ReadOutput};
+use crate::msg::{Callback, ReadOutput, ServedBy};
 use crate::span::GroupSpan;
 use crate::state_machine::StateMachine;
 use crate::storage::GroupStorage;
@@ -49,8 +49,9 @@ type Read<K, SM> = PendingRead<<SM as StateMachine<K>>::Query, <SM as StateMachi
 
 /// A read waiting for leadership confirmation or for the apply to catch up.
 pub(crate) enum PendingRead<Q, T> {
-    /// A query of the state machine.
-    Query { query: Q, callback: Callback<ReadOutput<T>> },
+    /// A query of the state machine; `leading` is the term this replica led in when the read
+    /// started (a ReadIndex or lease read it confirms itself), `None` when it did not lead.
+    Query { query: Q, callback: Callback<ReadOutput<T>>, leading: Option<Term> },
     /// The replica's Raft status, answered only while it still leads in `term` (a confirmed
     /// status, [`crate::StoreMsg::Status`]).
     Status { term: Term, callback: Callback<mosaic_raft::Status> },
@@ -206,8 +207,16 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
+    /// The term this replica leads in, if it leads.
+    fn leading_term(&self) -> Option<Term> {
+        (self.raft.role() == Role::Leader).then(|| self.raft.term())
+    }
+
     /// Starts a linearizable read: a ReadIndex round, then a local read once applied.
-    pub(crate) fn read_index(&mut self, read: Read<K, SM>) {
+    pub(crate) fn read_index(&mut self, mut read: Read<K, SM>) {
+        if let PendingRead::Query { leading, .. } = &mut read {
+            *leading = self.leading_term();
+        }
         let id = self.next_read_id;
         self.next_read_id += 1;
         match self.raft.read_index(Bytes::copy_from_slice(&id.to_be_bytes())) {
@@ -222,7 +231,10 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// Starts a lease read at time `now` (read from the clock as the read is handled, never
     /// earlier): served once applied up to the lease's read index; falls back to ReadIndex
     /// when the lease is not valid.
-    pub(crate) fn lease_read(&mut self, engine: &Engine<K>, read: Read<K, SM>, now: Duration) {
+    pub(crate) fn lease_read(&mut self, engine: &Engine<K>, mut read: Read<K, SM>, now: Duration) {
+        if let PendingRead::Query { leading, .. } = &mut read {
+            *leading = self.leading_term();
+        }
         match self.raft.lease_read(now) {
             Ok(index) => self.serve_at(engine, index, read),
             Err(mosaic_raft::Error::LeaseUnavailable { .. }) => self.read_index(read),
@@ -237,11 +249,20 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
 
     fn serve(&self, engine: &Engine<K>, read: Read<K, SM>) {
         match read {
-            PendingRead::Query { query, callback } => callback(
-                self.state_machine
-                    .read(engine, &query)
-                    .map(|output| ReadOutput { output, applied_index: self.applied }),
-            ),
+            PendingRead::Query { query, callback, leading } => {
+                // Served by the leadership that started it only if this replica still leads
+                // in that term (it may have stepped down, or been elected again, while the
+                // read waited for the apply).
+                let served_by = match leading {
+                    Some(term) if self.leading_term() == Some(term) => ServedBy::Leader(term),
+                    _ => ServedBy::Other { leader: self.raft.leader() },
+                };
+                callback(self.state_machine.read(engine, &query).map(|output| ReadOutput {
+                    output,
+                    applied_index: self.applied,
+                    served_by,
+                }));
+            }
             PendingRead::Status { term, callback } => {
                 let status = self.status();
                 if status.soft_state.role == Role::Leader && status.hard_state.term == term {

@@ -296,7 +296,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             callback(Err(Error::GroupNotFound { group }));
             return;
         };
-        let read = PendingRead::Query { query, callback };
+        let read = PendingRead::Query { query, callback, leading: None };
         match consistency {
             Consistency::Linearizable => peer.read_index(read),
             Consistency::Lease => peer.lease_read(&self.engine, read, self.clock.now()),

@@ -171,6 +171,43 @@ fn proposals_at_a_leader_cut_off_are_answered_with_an_error_and_never_applied() 
     }
 }
 
+/// A read says whether its replica's own leadership confirmed and served it: the leader's
+/// linearizable and lease reads name the term it leads in; a follower's linearizable read (a
+/// ReadIndex the leader confirmed for it) and stale reads name none; a new leader's reads
+/// name its own, later term.
+#[test]
+fn a_read_names_the_leadership_that_confirmed_and_served_it() {
+    let mut cluster = Cluster::new(3, 23);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    must_apply(&mut cluster, GROUP, Command::set("x", 1));
+    let led = |cluster: &mut Cluster, node: NodeId, consistency: Consistency| {
+        let slot = cluster.read(node, GROUP, key("x"), consistency);
+        match cluster.wait(&slot, 50) {
+            Some(Ok(read)) => {
+                assert_eq!(read.output, Some(1), "node {node}, {consistency:?}");
+                read.served_by.led()
+            }
+            other => panic!("node {node}: a {consistency:?} read answered {other:?}"),
+        }
+    };
+    let leader = cluster.must_elect(GROUP);
+    let term = led(&mut cluster, leader, Consistency::Linearizable).expect("the leader's read");
+    assert_eq!(led(&mut cluster, leader, Consistency::Lease), Some(term));
+    assert_eq!(led(&mut cluster, leader, Consistency::Stale), None);
+    let follower = [1, 2, 3].map(NodeId).into_iter().find(|node| *node != leader).unwrap();
+    assert_eq!(led(&mut cluster, follower, Consistency::Linearizable), None);
+    assert_eq!(led(&mut cluster, follower, Consistency::Stale), None);
+
+    cluster.isolate(leader);
+    for _ in 0..40 {
+        cluster.tick();
+    }
+    let new = cluster.must_elect(GROUP);
+    assert_ne!(new, leader);
+    let later = led(&mut cluster, new, Consistency::Linearizable).expect("the new leader's read");
+    assert!(later > term, "{later} after {term}");
+}
+
 #[test]
 fn requests_waiting_at_a_node_that_crashes_are_answered_stopped() {
     let mut cluster = Cluster::new(3, 22);

@@ -123,9 +123,9 @@ impl AgentRunner {
             tls: tls.clone(),
             ..Default::default()
         };
-        let client = ControllerClient::new(config.controllers.clone(), options)
-            .map_err(|error| Error::Config { reason: format!("controllers: {error}") })?;
         let node = NodeId(config.node_id);
+        let client = ControllerClient::of_node(config.controllers.clone(), options, node)
+            .map_err(|error| Error::Config { reason: format!("controllers: {error}") })?;
         let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let config = AgentConfig {
             node,

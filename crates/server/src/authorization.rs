@@ -114,6 +114,16 @@ pub fn check_command(connection: Option<&ConnectionInfo>, command: &Command) -> 
     })
 }
 
+/// Checks that the peer of `connection` may name a storage node in a `Controller.Query` (its
+/// agent's: the leader then counts the node heard), which only nodes may.
+///
+/// # Errors
+/// As [`check`].
+pub fn check_node_query(connection: Option<&ConnectionInfo>) -> Result<(), Status> {
+    let Some(peer) = peer_of(connection)? else { return Ok(()) };
+    permit(peer, NODES, || "a query naming a storage node (node_id)".to_string())
+}
+
 /// The peer to check, or `None` on a node without TLS.
 fn peer_of(connection: Option<&ConnectionInfo>) -> Result<Option<&Peer>, Status> {
     match connection.map(|connection| &connection.security) {
@@ -294,6 +304,21 @@ mod tests {
             "permission denied: the certificate \"someone\" has the role client and asked for \
              the controller command RemoveGroups, which needs the role admin"
         );
+    }
+
+    #[test]
+    fn only_nodes_name_a_storage_node_in_a_query() {
+        assert!(check_node_query(Some(&connection(Some(Role::Node)))).is_ok());
+        for role in [Role::Admin, Role::Client] {
+            let refused = check_node_query(Some(&connection(Some(role)))).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+            assert!(refused.message().contains("a query naming a storage node"), "{refused}");
+        }
+        let plaintext = ConnectionInfo {
+            remote: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            security: Security::Plaintext,
+        };
+        assert!(check_node_query(Some(&plaintext)).is_ok());
     }
 
     #[test]

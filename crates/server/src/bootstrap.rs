@@ -48,9 +48,9 @@ pub struct BootstrapAnswer {
     pub node: NodeId,
     /// The group's initial voters.
     pub members: Vec<NodeId>,
-    /// The replica held the group before the call: the shard count it holds it with.
-    pub held: Option<u32>,
-    /// The call created the group.
+    /// The shard count the replica holds the group with after the call, if it holds it.
+    pub shard_count: Option<u32>,
+    /// The call created the group (else the replica held it before, or holds nothing).
     pub created: bool,
 }
 
@@ -108,7 +108,7 @@ impl Bootstrapper {
         let mut answer = BootstrapAnswer {
             node: self.node,
             members: self.members.clone(),
-            held,
+            shard_count: held,
             created: false,
         };
         if held.is_some() {
@@ -145,6 +145,7 @@ impl Bootstrapper {
         self.held.send_replace(true);
         tracing::info!(node_id = %self.node, member_count = self.members.len(), shard_count,
             "created the controller group");
+        answer.shard_count = Some(shard_count);
         answer.created = true;
         Ok(answer)
     }

@@ -100,6 +100,11 @@ pub struct ServerConfig {
     /// Shards this node pulls at once, at most (the others start as these end). Default 4.
     #[serde(default = "default_migration_pulls_max")]
     pub migration_pulls_max: usize,
+    /// A controller replica: how long, in milliseconds, a storage node may go unheard (its
+    /// agent reads the configuration several times a second) before the leader holds it down
+    /// (`admin node list`, `admin status`, the status page). Default 10,000.
+    #[serde(default = "default_node_down_after_ms")]
+    pub node_down_after_ms: u64,
     /// Raft settings shared by every group on the node.
     #[serde(default)]
     pub raft: RaftSection,
@@ -228,6 +233,9 @@ fn default_migration_retry_max_ms() -> u64 {
 fn default_migration_pulls_max() -> usize {
     mosaic_agent::DEFAULT_PULLS_MAX
 }
+fn default_node_down_after_ms() -> u64 {
+    u64::try_from(mosaic_controller::DEFAULT_NODE_DOWN_AFTER.as_millis()).unwrap_or(u64::MAX)
+}
 
 impl ServerConfig {
     /// The defaults for node `node_id` with its data in `data_dir`.
@@ -256,6 +264,7 @@ impl ServerConfig {
             disk_reserve_bytes: default_disk_reserve_bytes(),
             migration_retry_max_ms: default_migration_retry_max_ms(),
             migration_pulls_max: default_migration_pulls_max(),
+            node_down_after_ms: default_node_down_after_ms(),
             raft: RaftSection::default(),
             storage: StorageSection::default(),
             tls: None,
@@ -327,6 +336,7 @@ impl ServerConfig {
             ("connection-requests-max", self.connection_requests_max as u64),
             ("migration-retry-max-ms", self.migration_retry_max_ms),
             ("migration-pulls-max", self.migration_pulls_max as u64),
+            ("node-down-after-ms", self.node_down_after_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));
@@ -437,6 +447,12 @@ impl ServerConfig {
     #[must_use]
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long a storage node may go unheard before a controller leader holds it down.
+    #[must_use]
+    pub fn node_down_after(&self) -> Duration {
+        Duration::from_millis(self.node_down_after_ms)
     }
 }
 

@@ -4,14 +4,19 @@
 //! with), so clients find the leader in one more round trip. Storage nodes may send only their
 //! own commands, admins the rest ([`authorization::check_command`]). A replica that holds no
 //! group yet answers `UNAVAILABLE` until `Bootstrap` creates it ([`crate::bootstrap`]).
+//!
+//! A query a storage node's agent sends names the node: the replica that answers it (the
+//! leader) has heard the node, and says what it heard of every node to the queries of
+//! everyone else ([`Liveness`], docs/controller.md "Node liveness").
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use mosaic_controller::{ControllerMachine, ControllerQuery};
+use mosaic_controller::{ControllerMachine, ControllerQuery, Liveness, NodeLiveness};
 use mosaic_proto::controller as convert;
 use mosaic_proto::pb::{self, controller_server::Controller};
-use mosaic_raft::NodeId;
+use mosaic_raft::{NodeId, Term};
 use mosaic_raftstore::{Consistency, StoreMsg};
 use mosaic_types::CONTROLLER_GROUP;
 use tonic::{Request, Response, Status};
@@ -21,7 +26,7 @@ use crate::backend::NodeEngine;
 use crate::bootstrap::{Bootstrapper, WAITING_FOR_INIT};
 use crate::incoming::ConnectionInfo;
 use crate::runner::StoreHandle;
-use crate::status::{Directory, ask_store};
+use crate::status::{Directory, ask_store, to_status};
 
 /// The `Controller` service of one controller replica.
 pub struct ControllerService {
@@ -30,10 +35,14 @@ pub struct ControllerService {
     directory: Directory,
     request_timeout: Duration,
     bootstrapper: Arc<Bootstrapper>,
+    /// The nodes this replica heard while it led, at times since `origin`.
+    liveness: Mutex<Liveness>,
+    origin: Instant,
 }
 
 impl ControllerService {
-    /// The service of replica `node`, feeding `store`; `bootstrapper` creates the group.
+    /// The service of replica `node`, feeding `store`; `bootstrapper` creates the group; a
+    /// node unheard for `node_down_after` is held down.
     #[must_use]
     pub fn new(
         node: NodeId,
@@ -41,8 +50,37 @@ impl ControllerService {
         directory: Directory,
         request_timeout: Duration,
         bootstrapper: Arc<Bootstrapper>,
+        node_down_after: Duration,
     ) -> Self {
-        Self { node, store, directory, request_timeout, bootstrapper }
+        let liveness = Mutex::new(Liveness::new(node_down_after));
+        let origin = Instant::now();
+        Self { node, store, directory, request_timeout, bootstrapper, liveness, origin }
+    }
+
+    /// Records that this replica, leading in `term`, heard from `node` (a storage node's
+    /// query that `arrived` then) and answers nothing of liveness; or, to anyone else's query,
+    /// what it says of each of `nodes`.
+    fn liveness(
+        &self,
+        asked_by: Option<NodeId>,
+        term: Term,
+        arrived: Duration,
+        nodes: impl Iterator<Item = NodeId>,
+    ) -> BTreeMap<NodeId, NodeLiveness> {
+        let now = self.origin.elapsed();
+        let mut liveness = self.liveness.lock().unwrap_or_else(PoisonError::into_inner);
+        match asked_by {
+            // An agent reads the configuration several times a second and needs no liveness:
+            // its answers stay as small as before.
+            Some(node) => {
+                liveness.heard(node, term, arrived);
+                BTreeMap::new()
+            }
+            None => {
+                liveness.leads(term, now);
+                nodes.map(|node| (node, liveness.of(node, term, now))).collect()
+            }
+        }
     }
 
     async fn ask<T: Send + 'static>(
@@ -76,16 +114,31 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
-        let query = ControllerQuery { num: convert::query_request_from_pb(request.into_inner()) };
+        // A node is heard when its query arrives (the read may take a while).
+        let arrived = self.origin.elapsed();
+        let connection = request.extensions().get::<ConnectionInfo>().cloned();
+        let (num, asked_by) = convert::query_request_from_pb(request.into_inner());
+        if asked_by.is_some() {
+            authorization::check_node_query(connection.as_ref())?;
+        }
+        let query = ControllerQuery { num };
         let group = CONTROLLER_GROUP;
         let consistency = Consistency::Linearizable;
         let read =
             self.ask(|callback| StoreMsg::Read { group, query, consistency, callback }).await?;
-        let view = read.output.map_err(|error| Status::not_found(error.to_string()))?;
+        // Only the leader answers, so that what it says of the nodes is what it heard (a
+        // follower's ReadIndex read is linearizable too, but it hears no node).
+        let (output, term) =
+            read.at_leader(group).map_err(|error| to_status(&error, &self.directory))?;
+        let view = output.map_err(|error| Status::not_found(error.to_string()))?;
+        // Only registered nodes are heard: the view holds no more nodes than the registry.
+        let asked_by = asked_by.filter(|node| view.nodes.contains_key(node));
+        let liveness = self.liveness(asked_by, term, arrived, view.nodes.keys().copied());
         Ok(Response::new(convert::query_response_to_pb(
             &view.config,
             view.latest,
             &view.nodes,
+            &liveness,
             self.node,
             &view.lives,
         )))
@@ -103,7 +156,8 @@ impl Controller for ControllerService {
                     other => Status::internal(other.to_string()),
                 },
             )?;
-        if let Some(held) = answer.held
+        let held = answer.shard_count.filter(|_| !answer.created);
+        if let Some(held) = held
             && !request.dry_run
             && held != request.shard_count
         {
@@ -113,17 +167,12 @@ impl Controller for ControllerService {
                 answer.node, request.shard_count
             )));
         }
-        let shard_count = match answer.held {
-            Some(held) => held,
-            None if answer.created => request.shard_count,
-            None => 0,
-        };
         Ok(Response::new(pb::BootstrapResponse {
             node_id: answer.node.0,
             members: answer.members.iter().map(|member| member.0).collect(),
-            held: answer.held.is_some(),
+            held: held.is_some(),
             created: answer.created,
-            shard_count,
+            shard_count: answer.shard_count.unwrap_or(0),
         }))
     }
 }

@@ -231,6 +231,7 @@ impl Node {
             core.directory.clone(),
             config.request_timeout(),
             bootstrapper,
+            config.node_down_after(),
         );
         // The HTTP port's gauges and status page, if the replica serves one.
         let http = if config.metrics_listen.is_some() {

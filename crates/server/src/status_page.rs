@@ -1,29 +1,25 @@
 //! The live status page a controller replica serves on its HTTP port ([`crate::http`]): `/`
 //! is a page ([`PAGE`]) that reads `/status.json` every two seconds and shows the storage
-//! nodes (address, up or down), the groups (members, leader, the configuration each has
+//! nodes (address, up, down or unknown, and when the controller last heard each), the groups (members, leader, the configuration each has
 //! applied, its shards and the ones moving), every shard coloured by its group (moving ones
 //! marked), and the latest configurations with the shards each moved.
 //!
 //! `/status.json` ([`StatusPage::json`]) is built from [`ClusterStatus`] (the controller's
-//! latest configuration and each group leader's view, every group asked at once), the
-//! standard health check of every registered node, and the latest configurations (kept once
-//! read: a configuration never changes). It is built at most once a second, however many
+//! latest configuration, what its leader hears of every node, and each group leader's view,
+//! every group asked at once) and the latest configurations (kept once read: a configuration
+//! never changes). It is built at most once a second, however many
 //! readers there are, within [`BUILD_TIMEOUT`]; when a build fails (the controller has no
 //! quorum, say) the last status built is served marked `"stale": true` with the `"error"`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use mosaic_client::cluster_status::{ClusterStatus, GroupStatus};
-use mosaic_client::{
-    ConfigNum, Configuration, ControllerClient, ControllerClientOptions, NodeId, Tls,
-};
+use mosaic_client::cluster_status::{self, ClusterStatus, GroupStatus};
+use mosaic_client::{ConfigNum, Configuration, ControllerClient, ControllerClientOptions, Tls};
 use mosaic_controller::shard_moves;
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, Semaphore};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tokio::sync::Mutex;
 
 /// The page: static, it reads `status.json` itself.
 pub const PAGE: &str = include_str!("status_page.html");
@@ -34,10 +30,6 @@ const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a call to a group's member may take.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a node may take to answer its health check before it is shown down.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Health checks in flight at once.
-const HEALTH_CHECKS_MAX: usize = 16;
 /// How many configurations the page lists, the latest first.
 const HISTORY: u64 = 5;
 
@@ -116,12 +108,8 @@ impl StatusPage {
             .map_err(|error| error.to_string())?;
         let answer = &status.answer;
         let config = &answer.config;
-        let (up, history) = tokio::join!(self.nodes_up(&answer.nodes), self.history(config));
-        let nodes: Vec<Value> = answer
-            .nodes
-            .iter()
-            .map(|(id, address)| json!({ "id": id.0, "address": address, "up": up.contains(id) }))
-            .collect();
+        let history = self.history(config).await;
+        let nodes = cluster_status::nodes_json(answer);
         let groups: Vec<Value> = status.groups.iter().map(GroupStatus::to_json).collect();
         let (behind, moving) = status.unsettled();
         Ok(json!({
@@ -181,36 +169,5 @@ impl StatusPage {
 
     fn known_config(&self, num: u64) -> Option<Configuration> {
         self.configs.lock().unwrap_or_else(PoisonError::into_inner).get(&num).cloned()
-    }
-
-    /// The nodes of `nodes` whose health check answers `SERVING`, [`HEALTH_CHECKS_MAX`] asked
-    /// at once.
-    async fn nodes_up(&self, nodes: &BTreeMap<NodeId, String>) -> BTreeSet<NodeId> {
-        let permits = Arc::new(Semaphore::new(HEALTH_CHECKS_MAX));
-        let mut checks = tokio::task::JoinSet::new();
-        for (id, address) in nodes {
-            let (id, address) = (*id, address.clone());
-            let tls = self.client.options().tls.clone();
-            let permits = Arc::clone(&permits);
-            checks.spawn(async move {
-                let _permit = permits.acquire_owned().await.ok()?;
-                let endpoint =
-                    mosaic_client::endpoint(&address, tls.as_ref(), HEALTH_TIMEOUT).ok()?;
-                let check = async {
-                    let channel = endpoint.connect().await.ok()?;
-                    let request = HealthCheckRequest { service: String::new() };
-                    let response = HealthClient::new(channel).check(request).await.ok()?;
-                    (response.into_inner().status() == ServingStatus::Serving).then_some(id)
-                };
-                tokio::time::timeout(HEALTH_TIMEOUT, check).await.ok().flatten()
-            });
-        }
-        let mut up = BTreeSet::new();
-        while let Some(joined) = checks.join_next().await {
-            if let Ok(Some(id)) = joined {
-                up.insert(id);
-            }
-        }
-        up
     }
 }

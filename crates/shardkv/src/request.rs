@@ -74,12 +74,11 @@ pub fn read_value<K: KvEngine>(
         query: KvQuery::Get(get),
         consistency,
         callback: Box::new(move |answer| {
-            callback(answer.map(|read| ReadOutput {
-                output: match read.output {
+            callback(answer.map(|read| {
+                read.map(|output| match output {
                     KvReadOutput::Value(value) => value,
                     other => mismatch("a get", &other),
-                },
-                applied_index: read.applied_index,
+                })
             }));
         }),
     }
@@ -96,10 +95,7 @@ pub fn read_ownership<K: KvEngine>(
         query: KvQuery::Ownership,
         consistency,
         callback: Box::new(move |answer| {
-            callback(answer.map(|read| ReadOutput {
-                output: ownership_of(read.output),
-                applied_index: read.applied_index,
-            }));
+            callback(answer.map(|read| read.map(ownership_of)));
         }),
     }
 }

@@ -11,8 +11,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use mosaic_client::cluster_status::{ClusterStatus, GroupStatus};
-use mosaic_client::{ControllerClient, ControllerClientOptions, GroupId, NodeId, ShardId, Tls};
+use mosaic_client::cluster_status::{self, ClusterStatus, GroupStatus};
+use mosaic_client::{
+    ControllerClient, ControllerClientOptions, GroupId, NodeId, NodeLiveness, ShardId, Tls,
+};
 use mosaic_controller::rebalance::rebalance;
 use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, ShardMove, shard_moves};
 use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
@@ -110,21 +112,24 @@ impl Cluster {
         let answer = self.client.query(None).await?;
         let text = match self.output {
             Output::Human => {
-                let mut text = format!("{:<6} {}", "node", "address");
+                let mut text =
+                    format!("{:<6} {:<24} {:<8} {}", "node", "address", "state", "last heard");
                 for (node, address) in &answer.nodes {
-                    text.push_str(&format!("\n{:<6} {address}", node.0));
+                    let liveness = liveness_of(&answer, *node);
+                    text.push_str(&format!(
+                        "\n{:<6} {address:<24} {:<8} {}",
+                        node.0,
+                        liveness.name(),
+                        heard_text(liveness)
+                    ));
                 }
                 text
             }
-            Output::Json => {
-                let nodes: Vec<_> = answer
-                    .nodes
-                    .iter()
-                    .map(|(node, address)| json!({ "id": node.0, "address": address }))
-                    .collect();
-                json!({ "controller_leader": self.leader_json(&answer), "nodes": nodes })
-                    .to_string()
-            }
+            Output::Json => json!({
+                "controller_leader": self.leader_json(&answer),
+                "nodes": cluster_status::nodes_json(&answer),
+            })
+            .to_string(),
         };
         print_line(&text)?;
         Ok(ExitCode::SUCCESS)
@@ -202,6 +207,7 @@ impl Cluster {
                         text.push_str(&format!("\n        {}", moving_text(moving)));
                     }
                 }
+                text.push_str(&nodes_summary(answer));
                 let (behind, moving) = status.unsettled();
                 text.push_str(&if behind + moving == 0 {
                     "\nno shard is moving".to_string()
@@ -219,6 +225,7 @@ impl Cluster {
                 json!({
                     "num": config.num.0,
                     "controller_leader": self.leader_json(answer),
+                    "nodes": cluster_status::nodes_json(answer),
                     "groups": groups,
                     "settled": behind + moving == 0,
                 })
@@ -413,6 +420,42 @@ fn groups_json(config: &Configuration) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Object(groups)
+}
+
+/// What the controller's leader says of `node` (unknown when it says nothing).
+fn liveness_of(answer: &QueryAnswer, node: NodeId) -> NodeLiveness {
+    answer.liveness.get(&node).copied().unwrap_or(NodeLiveness::Unknown)
+}
+
+/// `1.2 s ago`, `never` (since the leader leads), or `-` (unknown).
+fn heard_text(liveness: NodeLiveness) -> String {
+    match (liveness, liveness.last_heard()) {
+        (_, Some(heard)) => format!("{:.1} s ago", heard.as_secs_f64()),
+        (NodeLiveness::Down { .. }, None) => "never".to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+/// One line on the nodes for `admin status`: how many are up, and each that is not.
+fn nodes_summary(answer: &QueryAnswer) -> String {
+    let up = answer
+        .nodes
+        .keys()
+        .filter(|node| matches!(liveness_of(answer, **node), NodeLiveness::Up { .. }))
+        .count();
+    let mut text = format!("\nnodes: {up} of {} up", answer.nodes.len());
+    for node in answer.nodes.keys() {
+        let liveness = liveness_of(answer, *node);
+        if !matches!(liveness, NodeLiveness::Up { .. }) {
+            text.push_str(&format!(
+                "; node {} {} (last heard {})",
+                node.0,
+                liveness.name(),
+                heard_text(liveness)
+            ));
+        }
+    }
+    text
 }
 
 fn ids(nodes: &[NodeId]) -> String {

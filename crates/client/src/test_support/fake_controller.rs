@@ -314,6 +314,8 @@ impl Controller for Replica {
             config,
             latest,
             &state.nodes,
+            // The fake hears no node: every one is unknown.
+            &BTreeMap::new(),
             leader,
             &BTreeMap::new(),
         )))

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use mosaic_controller::{Command, ConfigNum, Configuration, Outcome, Request, ShardMove, codec};
+use mosaic_controller::{
+    Command, ConfigNum, Configuration, NodeLiveness, Outcome, Request, ShardMove, codec,
+};
 use mosaic_engine::{ClientId, GroupId, ShardCursor, ShardId, ShardRecord, keys};
 use mosaic_fuzz::frame;
 use mosaic_proto::controller as convert;
@@ -106,7 +108,10 @@ fn proto_seeds(entry: &Entry, session: Session) {
     let nodes = [(NodeId(1), "127.0.0.1:7001".to_string())].into();
     let query = selected(4, &|| {
         let lives = Default::default();
-        convert::query_response_to_pb(&config, ConfigNum(0), &nodes, NodeId(1), &lives)
+        let liveness =
+            [(NodeId(1), NodeLiveness::Up { last_heard: std::time::Duration::from_millis(40) })]
+                .into();
+        convert::query_response_to_pb(&config, ConfigNum(0), &nodes, &liveness, NodeId(1), &lives)
             .encode_to_vec()
     });
     write("proto_messages", "query-response", &query);
@@ -202,7 +207,11 @@ fn controller_seeds() {
         }
     }
     for node in 1..=3 {
-        requests.extend(frame(node, 1, &pb::QueryRequest { num: Some(1) }.encode_to_vec()));
+        requests.extend(frame(
+            node,
+            1,
+            &pb::QueryRequest { num: Some(1), node_id: 2 }.encode_to_vec(),
+        ));
     }
     requests.extend(frame(1, 3, &[1]));
     requests.extend(frame(2, 2, &[20]));

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 Some(StoreMsg::Propose { group, proposal, callback: slot().1 })
             }),
             1 => pb::QueryRequest::decode(body).ok().map(|request| {
-                let query = ControllerQuery { num: convert::query_request_from_pb(request) };
+                let query = ControllerQuery { num: convert::query_request_from_pb(request).0 };
                 let consistency = Consistency::Linearizable;
                 StoreMsg::Read { group, query, consistency, callback: slot().1 }
             }),

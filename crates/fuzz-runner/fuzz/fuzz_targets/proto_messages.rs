@@ -45,13 +45,7 @@ fuzz_target!(|data: &[u8]| {
         4 => {
             let Ok(wire) = pb::QueryResponse::decode(body) else { return };
             if let Ok(answer) = convert::query_response_from_pb(wire) {
-                let again = convert::query_response_from_pb(convert::query_response_to_pb(
-                    &answer.config,
-                    answer.latest,
-                    &answer.nodes,
-                    answer.leader,
-                    &answer.lives,
-                ));
+                let again = convert::query_response_from_pb(answer.to_pb());
                 assert_eq!(again.as_ref(), Ok(&answer));
             }
         }

@@ -84,12 +84,11 @@ impl Cluster {
         let (result, callback) = slot();
         let callback = Box::new(
             move |answer: mosaic_raftstore::Result<ReadOutput<KvReadOutput<MemSnapshot>>>| {
-                callback(answer.map(|read| ReadOutput {
-                    output: match read.output {
+                callback(answer.map(|read| {
+                    read.map(|output| match output {
                         KvReadOutput::Value(value) => value,
                         other => panic!("a get was answered with {other:?}"),
-                    },
-                    applied_index: read.applied_index,
+                    })
                 }));
             },
         );

@@ -219,7 +219,9 @@ pub(crate) fn controller_msg(
             query,
             consistency: Consistency::Linearizable,
             callback: Box::new(move |result| {
-                reply.send(Response::ControllerView(result.map(|read| read.output)));
+                // Answered at the leader only, as the controller service answers.
+                let result = result.and_then(|read| read.at_leader(group));
+                reply.send(Response::ControllerView(result.map(|(view, _)| view)));
             }),
         },
         Request::ControllerPropose(proposal) => StoreMsg::Propose {
