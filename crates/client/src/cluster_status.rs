@@ -11,7 +11,7 @@ use mosaic_proto::controller::QueryAnswer;
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
 use mosaic_raft::NodeId;
 
-use crate::{ControllerClient, NodeLiveness, Result, Tls};
+use crate::{ControllerClient, Result, Tls};
 
 /// The latest configuration, and what each of its groups reports.
 #[derive(Clone, Debug)]
@@ -133,12 +133,12 @@ pub fn nodes_json(answer: &QueryAnswer) -> Vec<serde_json::Value> {
         .nodes
         .iter()
         .map(|(node, address)| {
-            let liveness = answer.liveness.get(node).copied().unwrap_or(NodeLiveness::Unknown);
+            let liveness = answer.liveness_of(*node);
             serde_json::json!({
                 "id": node.0,
                 "address": address,
                 "liveness": liveness.name(),
-                "up": matches!(liveness, NodeLiveness::Up { .. }),
+                "up": liveness.is_up(),
                 "last_heard_ms": liveness.last_heard().map(|heard| heard.as_millis() as u64),
             })
         })

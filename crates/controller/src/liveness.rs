@@ -47,6 +47,12 @@ impl NodeLiveness {
         }
     }
 
+    /// Whether the node is up.
+    #[must_use]
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Up { .. })
+    }
+
     /// Since the node was last heard, when the leader heard it.
     #[must_use]
     pub fn last_heard(self) -> Option<Duration> {

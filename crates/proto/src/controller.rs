@@ -481,6 +481,12 @@ pub struct QueryAnswer {
 }
 
 impl QueryAnswer {
+    /// What the answering leader says of `node` ([`NodeLiveness::Unknown`] when nothing).
+    #[must_use]
+    pub fn liveness_of(&self, node: NodeId) -> NodeLiveness {
+        self.liveness.get(&node).copied().unwrap_or(NodeLiveness::Unknown)
+    }
+
     /// The wire form of this answer ([`query_response_to_pb`] of its parts).
     #[must_use]
     pub fn to_pb(&self) -> pb::QueryResponse {

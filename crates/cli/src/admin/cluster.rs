@@ -115,7 +115,7 @@ impl Cluster {
                 let mut text =
                     format!("{:<6} {:<24} {:<8} {}", "node", "address", "state", "last heard");
                 for (node, address) in &answer.nodes {
-                    let liveness = liveness_of(&answer, *node);
+                    let liveness = answer.liveness_of(*node);
                     text.push_str(&format!(
                         "\n{:<6} {address:<24} {:<8} {}",
                         node.0,
@@ -422,11 +422,6 @@ fn groups_json(config: &Configuration) -> serde_json::Value {
     serde_json::Value::Object(groups)
 }
 
-/// What the controller's leader says of `node` (unknown when it says nothing).
-fn liveness_of(answer: &QueryAnswer, node: NodeId) -> NodeLiveness {
-    answer.liveness.get(&node).copied().unwrap_or(NodeLiveness::Unknown)
-}
-
 /// `1.2 s ago`, `never` (since the leader leads), or `-` (unknown).
 fn heard_text(liveness: NodeLiveness) -> String {
     match (liveness, liveness.last_heard()) {
@@ -438,15 +433,11 @@ fn heard_text(liveness: NodeLiveness) -> String {
 
 /// One line on the nodes for `admin status`: how many are up, and each that is not.
 fn nodes_summary(answer: &QueryAnswer) -> String {
-    let up = answer
-        .nodes
-        .keys()
-        .filter(|node| matches!(liveness_of(answer, **node), NodeLiveness::Up { .. }))
-        .count();
+    let up = answer.nodes.keys().filter(|node| answer.liveness_of(**node).is_up()).count();
     let mut text = format!("\nnodes: {up} of {} up", answer.nodes.len());
     for node in answer.nodes.keys() {
-        let liveness = liveness_of(answer, *node);
-        if !matches!(liveness, NodeLiveness::Up { .. }) {
+        let liveness = answer.liveness_of(*node);
+        if !liveness.is_up() {
             text.push_str(&format!(
                 "; node {} {} (last heard {})",
                 node.0,
