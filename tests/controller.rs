@@ -241,6 +241,11 @@ async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() 
         (&["shard", "move", "8", "1"][..], "out of range"),
         (&["shard", "move", "0", "5"][..], "does not exist"),
         (&["config", "show", "99"][..], "does not exist"),
+        (&["node", "replace", "1", "--with", "9"][..], "node 9 is not registered"),
+        (&["node", "replace", "1", "--with", "1"][..], "cannot replace itself"),
+        (&["node", "replace", "3", "--with", "1"][..], "node 3 is not a member"),
+        (&["node", "replace", "1", "--with", "2"][..], "already has a replica on node 2"),
+        (&["node", "replace", "1", "--with", "3", "--group", "7"][..], "does not exist"),
     ] {
         let output = controllers.try_admin(args);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stdout(&output));
@@ -248,6 +253,9 @@ async fn every_invalid_command_is_refused_with_its_reason_and_changes_nothing() 
     }
     let refused = json(&controllers.try_admin(&["--output", "json", "group", "remove", "7"]));
     assert_eq!(refused["refused"]["kind"], "unknown-group", "{refused}");
+    let refused =
+        json(&controllers.try_admin(&["--output", "json", "node", "replace", "1", "--with", "2"]));
+    assert_eq!(refused["refused"]["kind"], "already-a-member", "{refused}");
     assert_eq!(latest(&controllers), before, "a refused command changed the configuration");
 }
 
@@ -543,6 +551,50 @@ async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_los
     let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
     let value = String::from_utf8(value.to_vec()).unwrap();
     for token in &tokens {
+        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
+    }
+}
+
+/// `mosaic admin node replace` of a storage node killed for good, while a client appends:
+/// the configuration lists the new node in the dead one's place, the group's leader adds it
+/// (a learner catching up by snapshot, then a voter) and removes the dead one, and every
+/// acknowledged append is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let addresses = controllers.addresses.values().cloned().collect();
+    let mut nodes = Processes::start_as(Role::Following(addresses), 4);
+    controllers.wait_registered(4);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let client = std::sync::Arc::new(controllers.routed_client());
+    let tokens: Vec<String> = (0..150).map(|i| format!("<{i}>")).collect();
+    append_all(&client, &tokens[..20]).await;
+    let appending = {
+        let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
+        tokio::spawn(async move { append_all(&client, &tokens).await })
+    };
+    nodes.kill(3);
+    let replaced = controllers.admin(&["node", "replace", "3", "--with", "4"]);
+    assert!(stdout(&replaced).contains("replaced by node 4"), "{}", stdout(&replaced));
+    assert_eq!(latest(&controllers)["groups"]["1"], serde_json::json!([1, 2, 4]));
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let status = nodes.status(4).await;
+        if let Some(status) = status.filter(|s| s.voters == [1, 2, 4] && s.learners.is_empty()) {
+            assert!(status.first_index > 1, "it caught up from a snapshot: {status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 never became a voter in node 3's place");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    appending.await.unwrap();
+    // The new member counts: with node 1 down too, nodes 2 and 4 are a majority.
+    nodes.kill(1);
+    append_all(&client, &["<last>".to_string()]).await;
+    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
+    let value = String::from_utf8(value.to_vec()).unwrap();
+    for token in tokens.iter().chain([&"<last>".to_string()]) {
         assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
     }
 }

@@ -1,15 +1,17 @@
 //! [`NodeAgent`]: a storage node following the controller (the crate documentation says
 //! what it decides, and how an executor runs it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use mosaic_controller::{Command, ConfigNum, Configuration, ControllerView};
+use mosaic_controller::{Command, ConfigNum, Configuration, ControllerView, GroupLife};
 use mosaic_engine::GroupId;
-use mosaic_raft::NodeId;
+use mosaic_raft::{ConfState, NodeId};
+use mosaic_raftstore::ShownOut;
+use mosaic_raftstore::membership::{LeaderView, MembershipJob};
 use mosaic_shardkv::{MigrationTask, PlacedSince, TaskKey, plan};
 
 use crate::io::{Action, Answer, LocalState, Request, RequestId, Time};
-use crate::rejoin::{Ask, Attempt};
+use crate::membership::{Ask, Attempt, RunKind};
 use crate::task::{Step, Task, TaskEvent, task_event};
 
 /// How often an executor calls [`NodeAgent::poll`].
@@ -31,10 +33,11 @@ pub struct AgentConfig {
     pub address: String,
     /// A request unanswered for this long has failed (and is cancelled).
     pub request_timeout_ms: Time,
-    /// How long one rejoin attempt (many requests) may take.
-    pub rejoin_attempt_ms: Time,
-    /// The pause after a failed rejoin attempt.
-    pub rejoin_retry_ms: Time,
+    /// How long one attempt at a membership change (many requests) may take.
+    pub membership_attempt_ms: Time,
+    /// The pause after a failed attempt at a membership change, and between two checks of
+    /// whether a replica no longer placed here may be destroyed.
+    pub membership_retry_ms: Time,
     /// The longest pause before a failing migration task starts again: the pause is one
     /// poll after the first failure and doubles with each failure in a row up to this.
     pub task_retry_max_ms: Time,
@@ -47,8 +50,8 @@ pub struct AgentConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Birth {
     /// Groups of configurations up to this one existed before the store: the node may have
-    /// lost its replicas of them with a data directory, so it rejoins them rather than
-    /// creating them.
+    /// lost its replicas of them with a data directory, so it never creates them (it makes
+    /// sure it is out of them, and their leaders add it back as a new replica).
     Known(ConfigNum),
     /// A new store: the latest configuration's number is recorded first, before the node
     /// registers (so no group can be placed on it before the record).
@@ -82,12 +85,17 @@ enum Purpose {
     Config,
     /// What the store holds, after a poll.
     Local,
-    /// Creating or destroying a replica of the group.
-    Replica(GroupId),
-    /// A rejoin's status read of the group at a node.
-    RejoinStatus(GroupId, NodeId),
-    /// A rejoin's step (a join here, a membership change at the leader).
-    RejoinStep(GroupId),
+    /// Creating the group's replica here.
+    Create(GroupId),
+    /// Destroying the group's replica here.
+    Destroy(GroupId),
+    /// A membership run's status read of its group at a node.
+    RunStatus(RunKey, NodeId),
+    /// A membership run's step (a join, a membership change at the leader).
+    RunStep(RunKey),
+    /// What the store holds, read just before a leave's removal of this node is sent (held
+    /// in `leave_checks`): a replica here now is one the leader added, and stays.
+    LeaveCheck(GroupId),
     Task(TaskKey),
 }
 
@@ -107,20 +115,20 @@ struct Failing {
     retry_at: Time,
 }
 
-/// A rejoin of one group, once started.
+/// A membership run: of one kind, on one group.
+type RunKey = (GroupId, RunKind);
+
+/// A membership run, once started.
 #[derive(Debug)]
-enum Rejoin {
+enum Run {
     /// An attempt is running.
     Running(Box<Attempt>),
-    /// The last attempt failed; the next one starts at the first poll from `at` on. `joined`
-    /// is true if it had joined this node's replica (the next one brings it on from there).
-    RetryAt {
-        /// When.
-        at: Time,
-        /// Whether the replica here was joined.
-        joined: bool,
-    },
-    /// Over: the node is a voter again, or there is nothing to rejoin.
+    /// The last attempt failed; the next one may start at the first poll from then on.
+    RetryAt(Time),
+    /// A [`RunKind::Leave`] found the node out of the group; it checks again from then on
+    /// while no replica is here.
+    Checked(Time),
+    /// Over for this agent (a leave of a group whose only member is this node).
     Over,
 }
 
@@ -140,11 +148,17 @@ pub struct NodeAgent {
     /// The latest view polled.
     view: Option<ControllerView>,
     /// True when the last poll followed a configuration knowing the placement of every group
-    /// (so the rejoins it needs have started; a removed group is placed by a configuration
+    /// (so the leaves it needs have started; a removed group is placed by a configuration
     /// that may still have to be fetched).
     followed: bool,
     configs: BTreeMap<ConfigNum, Configuration>,
-    rejoins: BTreeMap<GroupId, Rejoin>,
+    /// The membership runs started, and the leaves over.
+    runs: BTreeMap<RunKey, Run>,
+    /// The groups whose replica the store refused to create (it destroyed one before).
+    not_creating: BTreeSet<GroupId>,
+    /// The removal of this node a leave sends once the store is read again (see
+    /// `Purpose::LeaveCheck`).
+    leave_checks: BTreeMap<GroupId, Request>,
     /// The running tasks. Invariant: each has exactly one request pending.
     tasks: BTreeMap<TaskKey, Task>,
     /// The tasks whose last run failed, while the plan still asks for them.
@@ -176,7 +190,9 @@ impl NodeAgent {
             view: None,
             followed: false,
             configs: BTreeMap::new(),
-            rejoins: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            not_creating: BTreeSet::new(),
+            leave_checks: BTreeMap::new(),
             tasks: BTreeMap::new(),
             failing: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -199,15 +215,17 @@ impl NodeAgent {
         self.refused
     }
 
-    /// True once the node is back with all its data: the store's birth is known, the agent
-    /// followed a configuration knowing where every group is placed, and no rejoin is running
-    /// or waiting to be retried. A node that lost its data directory is not settled until
-    /// every group it was placed in took it back (a status page can show it as rejoining).
+    /// True once the node is back in a safe state: the store's birth is known, the agent
+    /// followed a configuration knowing where every group is placed, and every replica it
+    /// may have lost with a data directory is out of its group (no [`RunKind::Leave`] is
+    /// running or waiting to be retried; a status page can show the node as rejoining).
     #[must_use]
     pub fn is_settled(&self) -> bool {
         self.since.is_some()
             && self.followed
-            && self.rejoins.values().all(|rejoin| matches!(rejoin, Rejoin::Over))
+            && self.runs.iter().all(|((_, kind), run)| {
+                *kind != RunKind::Leave || matches!(run, Run::Over | Run::Checked(_))
+            })
     }
 
     /// The periodic step, every [`POLL_INTERVAL_MS`]: gives up on what timed out, then
@@ -225,14 +243,14 @@ impl NodeAgent {
             self.actions.push(Action::Cancel { id });
             self.answered(now, pending.purpose, Answer::Failed("no answer in time".into()));
         }
-        let running: Vec<GroupId> = self
-            .rejoins
+        let running: Vec<RunKey> = self
+            .runs
             .iter()
-            .filter(|(_, rejoin)| matches!(rejoin, Rejoin::Running(_)))
-            .map(|(group, _)| *group)
+            .filter(|(_, run)| matches!(run, Run::Running(_)))
+            .map(|(key, _)| *key)
             .collect();
-        for group in running {
-            self.rejoin_event(now, group, |attempt, nodes| attempt.poll(now, nodes));
+        for key in running {
+            self.run_event(now, key, |attempt| attempt.poll(now));
         }
         if self.refused {
             // Follows nothing.
@@ -276,7 +294,8 @@ impl NodeAgent {
             }
             (Purpose::RecordBirth(since), Answer::Done) => {
                 tracing::info!(config_num = %since, "new store: groups of configurations up to \
-                    this one existed before it, and are rejoined rather than created");
+                    this one existed before it, and are joined through their leaders rather than \
+                    created");
                 self.since = Some(since);
                 self.register(now);
             }
@@ -297,15 +316,29 @@ impl NodeAgent {
             }
             (Purpose::Config, Answer::View(_)) => {}
             (Purpose::Local, Answer::Local(local)) => self.follow(now, &local),
-            (Purpose::Replica(_), Answer::Done) => {}
-            (Purpose::RejoinStatus(group, at), answer) => {
-                self.rejoin_event(now, group, |attempt, nodes| {
-                    attempt.on_status(now, at, answer, nodes)
-                });
+            (Purpose::Create(_), Answer::Done) => {}
+            (Purpose::Create(group), Answer::Refused(reason)) => {
+                // The store destroyed a replica of the group before: it joins through the
+                // group's leader instead.
+                tracing::info!(group_id = %group, %reason, "not creating the group's replica");
+                self.not_creating.insert(group);
             }
-            (Purpose::RejoinStep(group), answer) => {
-                self.rejoin_event(now, group, |attempt, nodes| attempt.on_step(now, answer, nodes));
+            (Purpose::Destroy(group), Answer::Refused(reason)) => {
+                tracing::info!(group_id = %group, %reason, "the replica was kept");
             }
+            (Purpose::Destroy(group), Answer::Done) => {
+                // The node is out of the group (or the group is retired): were the group to
+                // place it again, it would be checked out of the group again first (a
+                // replica destroyed right after it was added back must not stay a member).
+                self.runs.remove(&(group, RunKind::Leave));
+            }
+            (Purpose::RunStatus(key, at), answer) => {
+                self.run_event(now, key, |attempt| attempt.on_status(now, at, answer));
+            }
+            (Purpose::RunStep(key), answer) => {
+                self.run_event(now, key, |attempt| attempt.on_step(now, answer));
+            }
+            (Purpose::LeaveCheck(group), answer) => self.leave_checked(now, group, answer),
             (purpose, Answer::Failed(reason)) => {
                 tracing::debug!(?purpose, %reason, "request failed; retrying later");
             }
@@ -344,29 +377,35 @@ impl NodeAgent {
         }
     }
 
-    /// After a poll, with what the store holds: create this node's replica of every group
-    /// placed here that is newer than the store, start bringing back the older ones, destroy
-    /// the replicas of retired groups, then plan the led groups' work.
+    /// After a poll, with what the store holds: for every group placed here, create its
+    /// replica (a new group, the founding members unchanged) or make sure a replica lost
+    /// with a data directory is out of it; release the replicas no longer placed here and
+    /// destroy those of retired groups; keep the members of every group led here as
+    /// configured; then plan the led groups' migration work.
     fn follow(&mut self, now: Time, local: &LocalState) {
         let (Some(view), Some(since)) = (self.view.clone(), self.since) else { return };
         let node = self.config.node;
         let mut placed_all = true;
+        self.runs.retain(|(group, kind), run| {
+            *kind != RunKind::Reshape
+                || local.memberships.contains_key(group)
+                || matches!(run, Run::Running(_))
+        });
         for (group, life) in &view.lives {
             let group = *group;
             if life.retired {
-                self.stop_rejoin(group);
+                self.stop_runs(group);
                 if local.hosted.contains(&group)
-                    && !self.waits_for(|p| p == Purpose::Replica(group))
+                    && !self.waits_for(|p| p == Purpose::Destroy(group))
                 {
-                    self.send(now, Purpose::Replica(group), Request::DestroyGroup { group });
+                    let request = Request::DestroyGroup { group, shown_out: None };
+                    self.send(now, Purpose::Destroy(group), request);
                 }
                 continue;
             }
-            // A removed group that still holds shards is placed as the first configuration
-            // that listed it placed it.
-            let listing =
-                if view.config.groups.contains_key(&group) { view.latest } else { life.added };
-            let Some(config) = self.configs.get(&listing) else {
+            let listing = last_listing(life, view.latest);
+            let Some(members) = self.configs.get(&listing).map(|config| config.groups.get(&group))
+            else {
                 placed_all = false;
                 if !self.waits_for(|purpose| purpose == Purpose::Config) {
                     let request = Request::Query { num: Some(listing) };
@@ -374,29 +413,61 @@ impl NodeAgent {
                 }
                 continue;
             };
-            let Some(members) = config.groups.get(&group).filter(|m| m.contains(&node)) else {
-                continue;
-            };
-            if life.added <= since {
-                // The group existed before this store: a replica here may be gone with a
-                // data directory (or half rejoined when the node stopped). Once per agent,
-                // attempts retried.
-                let hosted = local.hosted.contains(&group);
-                match self.rejoins.get(&group) {
-                    None => self.start_rejoin(now, group, &members.clone(), hosted),
-                    Some(Rejoin::RetryAt { at, joined }) if *at <= now => {
-                        let joined = *joined;
-                        self.attempt_rejoin(now, group, hosted || joined);
-                    }
-                    Some(_) => {}
+            let members = members.cloned().unwrap_or_default();
+            if let Some(membership) = local.memberships.get(&group) {
+                self.reshape(now, group, &members, membership);
+            }
+            let hosted = local.hosted.contains(&group);
+            let listed = members.contains(&node);
+            if hosted {
+                if listed {
+                    // Nothing to leave (a leave running from an older reading would take out
+                    // a replica the leader just added).
+                    self.stop_run((group, RunKind::Release));
+                    self.stop_run((group, RunKind::Leave));
+                } else {
+                    self.release(now, group);
                 }
                 continue;
             }
-            if local.hosted.contains(&group) || self.waits_for(|p| p == Purpose::Replica(group)) {
+            self.stop_run((group, RunKind::Release));
+            if self.waits_for(|p| p == Purpose::Create(group)) {
                 continue;
             }
-            let request = Request::CreateGroup { group, members: members.clone() };
-            self.send(now, Purpose::Replica(group), request);
+            if life.added > since && !self.not_creating.contains(&group) {
+                // A group created after the store: a founding member creates its replica
+                // with the founding members (the one place `CreateGroup` is right), listed
+                // still or not (the leader then moves the group to the members listed),
+                // unless the store had one before (it refuses then: that replica took part).
+                let founders = if life.founders.is_empty() {
+                    // From a controller that does not send them: the configuration that
+                    // added the group, for a node it lists.
+                    if !listed {
+                        continue;
+                    }
+                    let Some(founding) =
+                        self.configs.get(&life.added).map(|c| c.groups.get(&group))
+                    else {
+                        placed_all = false;
+                        if !self.waits_for(|purpose| purpose == Purpose::Config) {
+                            let request = Request::Query { num: Some(life.added) };
+                            self.send(now, Purpose::Config, request);
+                        }
+                        continue;
+                    };
+                    founding.cloned().unwrap_or_default()
+                } else {
+                    life.founders.clone()
+                };
+                if founders.contains(&node) {
+                    let request = Request::CreateGroup { group, members: founders };
+                    self.send(now, Purpose::Create(group), request);
+                    continue;
+                }
+            }
+            if listed {
+                self.leave(now, group, &members);
+            }
         }
         self.followed = placed_all;
         let mut planned: Vec<MigrationTask> = local
@@ -404,12 +475,36 @@ impl NodeAgent {
             .iter()
             .flat_map(|(group, ownership)| plan(*group, ownership, view.latest, &view.lives))
             .collect();
+        for task in &mut planned {
+            if let MigrationTask::Pull { from, nodes, .. }
+            | MigrationTask::Confirm { from, nodes, .. } = task
+            {
+                self.add_current_members(&view, *from, nodes);
+            }
+        }
         self.failing.retain(|key, failing| {
             planned.iter().any(|task| task.key() == *key && *task == failing.task)
         });
         self.order_pulls(&mut planned);
         for task in planned {
             self.start_task(now, task);
+        }
+    }
+
+    /// Adds to `nodes` (the previous owner's members when the shard moved) the members the
+    /// configuration places `group` on now, if known: the group may have replaced every
+    /// member since, and a shard must still be pulled from it and deleted at it.
+    fn add_current_members(&self, view: &ControllerView, group: GroupId, nodes: &mut Vec<NodeId>) {
+        let Some(life) = view.lives.get(&group) else { return };
+        let listing = last_listing(life, view.latest);
+        let Some(members) = self.configs.get(&listing).and_then(|config| config.groups.get(&group))
+        else {
+            return;
+        };
+        for member in members {
+            if !nodes.contains(member) {
+                nodes.push(*member);
+            }
         }
     }
 
@@ -432,32 +527,89 @@ impl NodeAgent {
         planned.sort_by_key(|task| order.get(&task.key()).copied().unwrap_or_default());
     }
 
-    fn start_rejoin(&mut self, now: Time, group: GroupId, members: &[NodeId], hosted: bool) {
+    /// Makes sure this node, placed in `group` (listing `members`) but holding no replica of
+    /// it, is not a member: its replica may have been lost with a data directory, and must
+    /// count in no quorum until the group's leader adds it back as a new node. Checked again
+    /// after a pause for as long as no replica is here (the leader may have added the node
+    /// while its replica was being destroyed, and would wait for that learner for ever).
+    fn leave(&mut self, now: Time, group: GroupId, members: &[NodeId]) {
         let node = self.config.node;
-        if members == [node] {
-            tracing::error!(group_id = %group,
-                "this node was the group's only member and its data directory was lost: the \
-                 group's data is gone and its shards cannot be served");
-            self.rejoins.insert(group, Rejoin::Over);
-            return;
+        let key = (group, RunKind::Leave);
+        match self.runs.get(&key) {
+            None if members == [node] => {
+                tracing::error!(group_id = %group,
+                    "this node is the group's only member and holds no replica of it (its data \
+                     directory was lost): the group's data is gone and its shards cannot be \
+                     served");
+                self.runs.insert(key, Run::Over);
+            }
+            None => {
+                tracing::info!(group_id = %group,
+                    "placed in a group this store holds no replica of: making sure the node is \
+                     not a member (a replica lost with a data directory must count in no \
+                     quorum) before the group's leader adds it as a new replica");
+                self.start_run(now, key, MembershipJob::remove(node));
+            }
+            Some(Run::RetryAt(at) | Run::Checked(at)) if *at <= now => {
+                self.start_run(now, key, MembershipJob::remove(node));
+            }
+            Some(_) => {}
         }
-        if !hosted {
-            tracing::warn!(group_id = %group,
-                "this store is newer than the group and holds no replica of it: rejoining \
-                 through the group's leader (removed, then added back as a learner and \
-                 promoted)");
-        }
-        self.attempt_rejoin(now, group, hosted);
     }
 
-    /// Starts a rejoin attempt on `group`; `hosted` if the replica here exists.
-    fn attempt_rejoin(&mut self, now: Time, group: GroupId, hosted: bool) {
-        let nodes = self.registered_nodes();
-        let give_up_at = now + self.config.rejoin_attempt_ms;
-        let (attempt, asks) =
-            Attempt::start(now, self.config.node, group, hosted, give_up_at, &nodes);
-        self.rejoins.insert(group, Rejoin::Running(Box::new(attempt)));
-        self.rejoin_asks(now, group, asks);
+    /// Destroys this node's replica of `group`, no longer placed here, once the group's
+    /// leader shows the node out of the group (checked again after a pause while it is a
+    /// member: its leader removes it once the members placed are voters).
+    fn release(&mut self, now: Time, group: GroupId) {
+        if self.waits_for(|p| p == Purpose::Destroy(group)) {
+            return;
+        }
+        let key = (group, RunKind::Release);
+        match self.runs.get(&key) {
+            Some(Run::Running(_)) => {}
+            Some(Run::RetryAt(at)) if *at > now => {}
+            _ => self.start_run(now, key, MembershipJob::awaiting_removal(self.config.node)),
+        }
+    }
+
+    /// Keeps the members of `group`, led here with `membership` applied, those the
+    /// configuration lists (`members`): one attempt at a time, a new one when the
+    /// configuration changed the target.
+    fn reshape(&mut self, now: Time, group: GroupId, members: &[NodeId], membership: &ConfState) {
+        let key = (group, RunKind::Reshape);
+        let target: BTreeSet<NodeId> = members.iter().copied().collect();
+        let settled = membership.voters == target && membership.learners.is_empty();
+        match self.runs.get(&key) {
+            Some(Run::Running(attempt)) if *attempt.job().voters() == target => return,
+            Some(Run::RetryAt(at)) if *at > now => return,
+            Some(Run::Running(_)) => self.stop_run(key),
+            _ => {}
+        }
+        if settled {
+            self.runs.remove(&key);
+        } else {
+            tracing::info!(group_id = %group, target = ?target, voters = ?membership.voters,
+                learners = ?membership.learners,
+                "the group's members differ from those its configuration lists: changing them \
+                 one at a time");
+            self.start_run(now, key, MembershipJob::exactly(target));
+        }
+    }
+
+    /// Starts an attempt at `job` for run `key`. A leave or a release looks for the group's
+    /// leader among every registered node; a reshape runs here, where the group is led.
+    fn start_run(&mut self, now: Time, key: RunKey, job: MembershipJob) {
+        let (group, kind) = key;
+        let (asked, give_up_at) = match kind {
+            RunKind::Leave => (self.registered_nodes(), now + self.config.membership_attempt_ms),
+            // One check, read again while the node is a member for at most a request's time:
+            // the node's leader may take long to remove it (a new member catching up).
+            RunKind::Release => (self.registered_nodes(), now + self.config.request_timeout_ms),
+            RunKind::Reshape => (vec![self.config.node], now + self.config.membership_attempt_ms),
+        };
+        let (attempt, asks) = Attempt::start(now, group, job, give_up_at, asked);
+        self.runs.insert(key, Run::Running(Box::new(attempt)));
+        self.run_asks(now, key, asks);
     }
 
     /// Every node the controller has registered (the replicas that may lead a group).
@@ -465,64 +617,129 @@ impl NodeAgent {
         self.view.as_ref().map(|view| view.nodes.keys().copied().collect()).unwrap_or_default()
     }
 
-    /// Hands an event to `group`'s running rejoin attempt, if any, and carries out what it
+    /// Hands an event to run `key`'s attempt, if one is running, and carries out what it
     /// asks.
-    fn rejoin_event(
-        &mut self,
-        now: Time,
-        group: GroupId,
-        event: impl FnOnce(&mut Attempt, &[NodeId]) -> Vec<Ask>,
-    ) {
-        let nodes = self.registered_nodes();
-        let Some(Rejoin::Running(attempt)) = self.rejoins.get_mut(&group) else { return };
-        let asks = event(attempt, &nodes);
-        self.rejoin_asks(now, group, asks);
+    fn run_event(&mut self, now: Time, key: RunKey, event: impl FnOnce(&mut Attempt) -> Vec<Ask>) {
+        let Some(Run::Running(attempt)) = self.runs.get_mut(&key) else { return };
+        let asks = event(attempt);
+        self.run_asks(now, key, asks);
     }
 
-    fn rejoin_asks(&mut self, now: Time, group: GroupId, asks: Vec<Ask>) {
+    fn run_asks(&mut self, now: Time, key: RunKey, asks: Vec<Ask>) {
         for ask in asks {
             match ask {
                 Ask::Send(requests) => {
                     for request in requests {
                         let purpose = match &request {
-                            Request::GroupStatus { node: at, .. } => {
-                                Purpose::RejoinStatus(group, *at)
+                            Request::GroupStatus { node: at, .. } => Purpose::RunStatus(key, *at),
+                            Request::ChangeMembership { .. } if key.1 == RunKind::Leave => {
+                                // The node's replica may have been created since the leave
+                                // started (the leader joins the node): read the store first.
+                                self.leave_checks.insert(key.0, request);
+                                self.send(now, Purpose::LeaveCheck(key.0), Request::ReadLocal);
+                                continue;
                             }
-                            _ => Purpose::RejoinStep(group),
+                            _ => Purpose::RunStep(key),
                         };
                         self.send(now, purpose, request);
                     }
                 }
                 Ask::CancelSearch => {
-                    self.cancel(
-                        |purpose| matches!(purpose, Purpose::RejoinStatus(g, _) if g == group),
-                    );
+                    self.cancel(|purpose| matches!(purpose, Purpose::RunStatus(k, _) if k == key));
                 }
-                Ask::Over(Ok(view)) => {
-                    tracing::info!(group_id = %group, voter_count = view.voters.len(),
-                        "rejoined the group");
-                    self.rejoins.insert(group, Rejoin::Over);
-                }
+                Ask::Over(Ok(view)) => self.run_done(now, key, &view),
                 Ask::Over(Err(error)) => {
-                    tracing::warn!(group_id = %group, %error, "cannot rejoin yet; retrying");
-                    let joined = match self.rejoins.get(&group) {
-                        Some(Rejoin::Running(attempt)) => attempt.has_joined(),
-                        _ => false,
-                    };
-                    let at = now + self.config.rejoin_retry_ms;
-                    self.rejoins.insert(group, Rejoin::RetryAt { at, joined });
+                    let (group, kind) = key;
+                    match kind {
+                        RunKind::Leave => tracing::warn!(group_id = %group, %error,
+                            "cannot make sure this node is out of the group yet; retrying"),
+                        RunKind::Release => tracing::debug!(group_id = %group, %error,
+                            "the replica no longer placed here cannot be destroyed yet"),
+                        RunKind::Reshape => tracing::info!(group_id = %group, %error,
+                            "the group's members are not yet those configured; retrying"),
+                    }
+                    let at = now + self.config.membership_retry_ms;
+                    self.runs.insert(key, Run::RetryAt(at));
                 }
             }
         }
     }
 
-    /// Stops the rejoin of a retired group (its replicas are being destroyed).
-    fn stop_rejoin(&mut self, group: GroupId) {
-        if let Some(Rejoin::Running(_)) = self.rejoins.insert(group, Rejoin::Over) {
+    /// Run `key` did its job; `view` is the leader's last.
+    fn run_done(&mut self, now: Time, key: RunKey, view: &LeaderView) {
+        let (group, kind) = key;
+        match kind {
+            RunKind::Leave => {
+                tracing::debug!(group_id = %group, voter_count = view.voters.len(),
+                    "this node is out of the group; its leader adds it as a new replica");
+                let at = now + self.config.membership_retry_ms;
+                self.runs.insert(key, Run::Checked(at));
+            }
+            RunKind::Release => {
+                self.runs.remove(&key);
+                if self.placed_here(group) {
+                    // Placed here again meanwhile: the leader may be adding this replica.
+                    return;
+                }
+                tracing::info!(group_id = %group,
+                    "the group's leader removed this node: destroying its replica");
+                let shown_out = ShownOut { term: view.term, last_index: view.last_index };
+                let request = Request::DestroyGroup { group, shown_out: Some(shown_out) };
+                self.send(now, Purpose::Destroy(group), request);
+            }
+            RunKind::Reshape => {
+                tracing::info!(group_id = %group, voters = ?view.voters,
+                    "the group's members are those its configuration lists");
+                self.runs.remove(&key);
+            }
+        }
+    }
+
+    /// True when the latest configuration polled places this node in `group`.
+    fn placed_here(&self, group: GroupId) -> bool {
+        self.view.as_ref().is_some_and(|view| {
+            view.config
+                .groups
+                .get(&group)
+                .is_some_and(|members| members.contains(&self.config.node))
+        })
+    }
+
+    /// The store read before a leave's removal of this node: a replica here now was added by
+    /// the group's leader after the leave started, so the leave stops; otherwise the removal
+    /// is sent.
+    fn leave_checked(&mut self, now: Time, group: GroupId, answer: Answer) {
+        let key = (group, RunKind::Leave);
+        let Some(removal) = self.leave_checks.remove(&group) else { return };
+        match answer {
+            Answer::Local(local) if local.hosted.contains(&group) => {
+                tracing::info!(group_id = %group,
+                    "a replica is here now (the group's leader added this node): not leaving");
+                self.runs.remove(&key);
+            }
+            Answer::Local(_) => self.send(now, Purpose::RunStep(key), removal),
+            answer => self.run_event(now, key, |attempt| attempt.on_step(now, answer)),
+        }
+    }
+
+    /// Stops run `key` (its requests are cancelled) and forgets it.
+    fn stop_run(&mut self, key: RunKey) {
+        if let Some(Run::Running(_)) = self.runs.remove(&key) {
+            if key.1 == RunKind::Leave {
+                self.leave_checks.remove(&key.0);
+            }
             self.cancel(|purpose| match purpose {
-                Purpose::RejoinStatus(g, _) | Purpose::RejoinStep(g) => g == group,
+                Purpose::RunStatus(k, _) | Purpose::RunStep(k) => k == key,
+                Purpose::LeaveCheck(group) => key == (group, RunKind::Leave),
                 _ => false,
             });
+        }
+    }
+
+    /// Stops every membership run of a retired group (its replicas are being destroyed).
+    fn stop_runs(&mut self, group: GroupId) {
+        for kind in [RunKind::Leave, RunKind::Release, RunKind::Reshape] {
+            self.stop_run((group, kind));
         }
     }
 
@@ -596,4 +813,10 @@ impl NodeAgent {
                 "migration task failed; it starts again after the pause");
         }
     }
+}
+
+/// The last configuration that lists the group of `life` (the latest is `latest`): a removed
+/// group that still holds shards keeps the members its last configuration gave it.
+fn last_listing(life: &GroupLife, latest: ConfigNum) -> ConfigNum {
+    life.removed.map_or(latest, |removed| ConfigNum(removed.0 - 1))
 }

@@ -5,9 +5,9 @@ use std::fmt;
 
 use mosaic_controller::{Command, ConfigNum, ControllerView, Outcome};
 use mosaic_engine::{GroupId, ShardChunk, ShardCursor, ShardId};
-use mosaic_raft::{ConfChange, LogIndex, NodeId};
-use mosaic_raftstore::LeaderTerm;
+use mosaic_raft::{ConfChange, ConfState, LogIndex, NodeId};
 use mosaic_raftstore::membership::LeaderView;
+use mosaic_raftstore::{LeaderTerm, ShownOut};
 use mosaic_shardkv::{MigrationCommand, MigrationOutcome, Ownership};
 
 /// Milliseconds on the executor's monotonic clock (virtual time in the simulator).
@@ -51,29 +51,38 @@ pub enum Request {
     /// Answered by [`Answer::Local`].
     ReadLocal,
     /// Create this node's replica of a new group with `members` as its initial voters.
-    /// Answered by [`Answer::Done`].
+    /// Answered by [`Answer::Done`], or [`Answer::Refused`] when the store destroyed a
+    /// replica of the group before.
     CreateGroup {
         /// The group.
         group: GroupId,
         /// Its initial voters.
         members: Vec<NodeId>,
     },
-    /// Destroy this node's replica of a retired group. Answered by [`Answer::Done`].
+    /// Destroy this node's replica of a retired group, or of a group no longer placed here
+    /// once its leader showed the node out (`shown_out`: the store refuses then if the replica
+    /// was added back since). Answered by [`Answer::Done`], or [`Answer::Refused`] when the
+    /// replica was added back.
     DestroyGroup {
         /// The group.
         group: GroupId,
+        /// The leader's view that showed the node out, if that is why.
+        shown_out: Option<ShownOut>,
     },
     /// `group`'s status at `node` (`NodeAdmin.GroupStatus` with `confirm_leadership`), to
-    /// find the group's leader when this node rejoins it. Answered by [`Answer::Leader`].
+    /// find the group's leader for a membership run. Answered by [`Answer::Leader`].
     GroupStatus {
         /// The node asked.
         node: NodeId,
         /// The group.
         group: GroupId,
     },
-    /// Create this node's empty replica of an existing group, with no membership, starting
-    /// in the term of the leader named (`StoreMsg::JoinGroup`). Answered by [`Answer::Done`].
+    /// Create `node`'s empty replica of an existing group, with no membership, starting in
+    /// the term of the leader named (`NodeAdmin.JoinGroup`, `StoreMsg::JoinGroup` here).
+    /// Answered by [`Answer::Done`].
     JoinGroup {
+        /// The node joining (this one, or another one this node's group adds).
+        node: NodeId,
         /// The group.
         group: GroupId,
         /// The leader and the term the replica starts in.
@@ -139,6 +148,8 @@ pub struct LocalState {
     pub hosted: BTreeSet<GroupId>,
     /// The ownership of every group led here that a controller places.
     pub led: BTreeMap<GroupId, Ownership>,
+    /// The membership every group led here has applied.
+    pub memberships: BTreeMap<GroupId, ConfState>,
 }
 
 /// The answer to a [`Request`].

@@ -15,14 +15,29 @@
 //! - **Registration**: `Command::RegisterNode` with its address, until the controller
 //!   answers; a refusal stops it (the node then serves only the groups it hosts).
 //! - **Polls**: the latest configuration, then what the store holds ([`Request::ReadLocal`]).
-//!   For every group placed on this node (by the latest configuration, or for a removed group
-//!   that still holds shards, the first one that listed it): a group newer than the store
-//!   gets a replica created with its listed members if it has none; a group older than the
-//!   store is brought back through its leader (once per agent, by the membership run of
-//!   `mosaic_raftstore::membership_run`: [`Request::GroupStatus`], [`Request::JoinGroup`],
-//!   [`Request::ChangeMembership`]; the node may have lost its replica with a data directory,
-//!   and a replica must never be recreated as a voter of a group that exists). The replicas
-//!   of retired groups are destroyed.
+//!   Every group is placed by the last configuration that lists it (the latest, or for a
+//!   removed group that still holds shards, the one before its removal). For every group
+//!   placed on this node that has no replica here: a group created after the store gets its
+//!   replica created with its founding members ([`Request::CreateGroup`]: the one case where
+//!   a new voter with an empty log is right) if this node is one of them (`GroupLife::
+//!   founders`; listed still or not: the leader then moves the group to the members listed),
+//!   unless the store destroyed a replica of the group before (it refuses the creation: that
+//!   replica may have voted and acknowledged entries); otherwise the node may have lost its replica with a data directory (or never
+//!   had one), and a replica must never come back as a voter of a group that exists, so the
+//!   agent makes sure the node is out of the group (a membership run that removes it if it
+//!   is a member, once per agent) and leaves the rest to the group's leader.
+//! - **Membership**: for every group led here whose applied membership is not the members
+//!   its configuration lists, the agent runs the planner of `mosaic_raftstore::membership`
+//!   ("exactly these voters") at this node: a missing node joins ([`Request::JoinGroup`] at
+//!   that node: an empty replica in the leader's term), is added as a learner, catches up by
+//!   snapshot and is promoted, one at a time; then the members not listed are removed (the
+//!   leader last, handing its leadership over). Every step is planned from the leader's
+//!   status confirmed just before ([`Request::GroupStatus`]) and conditioned on the
+//!   membership it saw ([`Request::ChangeMembership`]), so attempts by two leaders in turn,
+//!   or by a leader and a node leaving, cannot undo each other's work.
+//! - **Release**: a replica here of a group that no longer places this node is destroyed
+//!   once the group's leader shows the node out of the group (checked again after a pause
+//!   while it is still a member); the replicas of retired groups are destroyed.
 //! - **Migration**: for every group led here, [`mosaic_shardkv::plan`] names the tasks
 //!   (switch configuration, pull a shard chunk by chunk, confirm a handoff, retire a removed
 //!   group), at most one per [`mosaic_shardkv::TaskKey`]; each waits for one answer at a
@@ -31,12 +46,10 @@
 //!   doubles with each failure in a row, up to [`AgentConfig::task_retry_max_ms`]. At most
 //!   [`AgentConfig::pulls_max`] pulls run at once.
 //!
-//! Replicas follow the configuration alone, never a group's Raft membership (which the
-//! controller does not track): a replica the operator removed stays, inactive, until its
-//! group is retired; a replica on a node the configuration does not list is destroyed only
-//! when its group is retired. Every request has a deadline; a request unanswered by then has
-//! failed, and the executor is told to cancel it. A crash loses the agent's memory: the node
-//! starts a new agent, which registers again.
+//! The configuration is the source of truth for where replicas are; the groups carry it out
+//! themselves. Every request has a deadline; a request unanswered by then has failed, and the
+//! executor is told to cancel it. A crash loses the agent's memory: the node starts a new
+//! agent, which registers again.
 //!
 //! Every line the agent logs is in its `agent` span (`node_id`); a line about a migration task
 //! carries the task's kind (`task`), `group_id`, and `shard`, `from_group_id` (the previous
@@ -44,7 +57,7 @@
 
 mod agent;
 mod io;
-mod rejoin;
+mod membership;
 mod task;
 
 pub use agent::{

@@ -149,7 +149,12 @@ impl MembershipDriver {
         }
     }
 
-    async fn join(
+    /// Creates `node`'s empty replica of `group`, starting in `leader`'s term
+    /// (`NodeAdmin.JoinGroup`).
+    ///
+    /// # Errors
+    /// [`StepFailure::Refused`] for an invalid request, [`StepFailure::Failed`] otherwise.
+    pub async fn join(
         &self,
         group: GroupId,
         node: NodeId,
@@ -224,6 +229,7 @@ fn view_of(leader: NodeId, status: &pb::GroupStatusResponse) -> LeaderView {
         term: Term(status.term),
         commit: LogIndex(status.commit_index),
         applied: LogIndex(status.applied_index),
+        last_index: LogIndex(status.last_index),
         voters: status.voters.iter().map(|node| NodeId(*node)).collect(),
         learners: status.learners.iter().map(|node| NodeId(*node)).collect(),
         matched: status

@@ -105,6 +105,8 @@ pub fn command(values: Values) -> impl Strategy<Value = Command> {
             .prop_map(|(shard, group)| Command::MoveShard { shard: ShardId(shard), group }),
         max_moves().prop_map(|max_moves| Command::Rebalance { max_moves }),
         group(values).prop_map(|group| Command::RetireGroup { group }),
+        (node(values), node(values), proptest::option::of(group(values)))
+            .prop_map(|(node, with, group)| Command::ReplaceNode { node, with, group }),
     ]
 }
 
@@ -225,6 +227,12 @@ pub fn error() -> impl Strategy<Value = Error> {
             removed: ConfigNum(removed)
         }),
         group(Values::Any).prop_map(|group| Error::GroupNotRemoved { group }),
+        node(Values::Any).prop_map(|node| Error::SameNode { node }),
+        node(Values::Any).prop_map(|node| Error::NodeNotRegistered { node }),
+        (node(Values::Any), proptest::option::of(group(Values::Any)))
+            .prop_map(|(node, group)| Error::NotAMember { node, group }),
+        (group(Values::Any), node(Values::Any))
+            .prop_map(|(group, node)| Error::AlreadyAMember { group, node }),
     ]
 }
 
@@ -234,7 +242,7 @@ pub fn result(values: Values) -> impl Strategy<Value = Result<Outcome>> {
 }
 
 /// The number of [`Error`] variants: [`error_variant`] returns less than this.
-pub const ERROR_VARIANTS: usize = 16;
+pub const ERROR_VARIANTS: usize = 20;
 
 /// Returns the number of `error`'s variant, from 0 in declaration order. Exhaustive on purpose:
 /// a new variant stops this compiling until it is numbered, [`ERROR_VARIANTS`] counts it and
@@ -258,5 +266,9 @@ pub fn error_variant(error: &Error) -> usize {
         Error::MalformedRequest { .. } => 13,
         Error::GroupRemoved { .. } => 14,
         Error::GroupNotRemoved { .. } => 15,
+        Error::SameNode { .. } => 16,
+        Error::NodeNotRegistered { .. } => 17,
+        Error::NotAMember { .. } => 18,
+        Error::AlreadyAMember { .. } => 19,
     }
 }

@@ -9,6 +9,13 @@
 //! strictly increase; an option is `0`, or `1` and the value; an enum is a one-byte tag
 //! (listed at each `*_TAG` constant) and its fields in declaration order.
 //!
+//! A tag, once written, keeps its meaning for ever; a new variant takes the next free tag
+//! within the same format version (`ReplaceNode` took command tag 7, its refusals error tags
+//! 17 to 20). A build that does not know a tag refuses the bytes: a controller replica from
+//! before a new command answers its log entry `MalformedRequest` while newer replicas apply
+//! it, and refuses to load a session that remembers a new refusal. So every controller
+//! replica runs the newer build before anyone sends the new command (docs/controller.md).
+//!
 //! Invariants: decoding never panics whatever the bytes, never allocates more than the input
 //! could hold, and refuses trailing bytes; `decode(encode(x)) == x` for every value.
 
@@ -41,6 +48,7 @@ const REMOVE_GROUPS_TAG: u8 = 3;
 const MOVE_SHARD_TAG: u8 = 4;
 const REBALANCE_TAG: u8 = 5;
 const RETIRE_GROUP_TAG: u8 = 6;
+const REPLACE_NODE_TAG: u8 = 7;
 
 // Outcome tags.
 const NODE_REGISTERED_TAG: u8 = 1;
@@ -70,6 +78,10 @@ const STALE_REQUEST_TAG: u8 = 13;
 const MALFORMED_REQUEST_TAG: u8 = 14;
 const GROUP_REMOVED_TAG: u8 = 15;
 const GROUP_NOT_REMOVED_TAG: u8 = 16;
+const SAME_NODE_TAG: u8 = 17;
+const NODE_NOT_REGISTERED_TAG: u8 = 18;
+const NOT_A_MEMBER_TAG: u8 = 19;
+const ALREADY_A_MEMBER_TAG: u8 = 20;
 
 /// Encodes a request as the data of a log entry:
 /// `version ‖ client u64 ‖ seq u64 ‖ command`.
@@ -306,6 +318,12 @@ fn put_command(out: &mut BytesMut, command: &Command) {
             out.put_u8(RETIRE_GROUP_TAG);
             out.put_u64(group.0);
         }
+        Command::ReplaceNode { node, with, group } => {
+            out.put_u8(REPLACE_NODE_TAG);
+            out.put_u64(node.0);
+            out.put_u64(with.0);
+            put_option_group(out, *group);
+        }
     }
 }
 
@@ -420,6 +438,24 @@ fn put_error(out: &mut BytesMut, error: &Error) {
         Error::GroupNotRemoved { group } => {
             out.put_u8(GROUP_NOT_REMOVED_TAG);
             out.put_u64(group.0);
+        }
+        Error::SameNode { node } => {
+            out.put_u8(SAME_NODE_TAG);
+            out.put_u64(node.0);
+        }
+        Error::NodeNotRegistered { node } => {
+            out.put_u8(NODE_NOT_REGISTERED_TAG);
+            out.put_u64(node.0);
+        }
+        Error::NotAMember { node, group } => {
+            out.put_u8(NOT_A_MEMBER_TAG);
+            out.put_u64(node.0);
+            put_option_group(out, *group);
+        }
+        Error::AlreadyAMember { group, node } => {
+            out.put_u8(ALREADY_A_MEMBER_TAG);
+            out.put_u64(group.0);
+            out.put_u64(node.0);
         }
     }
 }
@@ -566,6 +602,11 @@ impl<'a> Reader<'a> {
             }
             REBALANCE_TAG => Command::Rebalance { max_moves: self.option_u32()? },
             RETIRE_GROUP_TAG => Command::RetireGroup { group: GroupId(self.u64()?) },
+            REPLACE_NODE_TAG => Command::ReplaceNode {
+                node: NodeId(self.u64()?),
+                with: NodeId(self.u64()?),
+                group: self.option_group()?,
+            },
             tag => return Err(self.error(format_args!("unknown command tag {tag}"))),
         };
         Ok(command)
@@ -642,6 +683,14 @@ impl<'a> Reader<'a> {
                 Error::GroupRemoved { group: GroupId(self.u64()?), removed: ConfigNum(self.u64()?) }
             }
             GROUP_NOT_REMOVED_TAG => Error::GroupNotRemoved { group: GroupId(self.u64()?) },
+            SAME_NODE_TAG => Error::SameNode { node: NodeId(self.u64()?) },
+            NODE_NOT_REGISTERED_TAG => Error::NodeNotRegistered { node: NodeId(self.u64()?) },
+            NOT_A_MEMBER_TAG => {
+                Error::NotAMember { node: NodeId(self.u64()?), group: self.option_group()? }
+            }
+            ALREADY_A_MEMBER_TAG => {
+                Error::AlreadyAMember { group: GroupId(self.u64()?), node: NodeId(self.u64()?) }
+            }
             tag => return Err(self.error(format_args!("unknown error tag {tag}"))),
         };
         Ok(error)
@@ -679,6 +728,48 @@ mod tests {
         let mut other_version = bytes.to_vec();
         other_version[0] = FORMAT_VERSION + 1;
         assert!(decode_session(&other_version).is_err());
+    }
+
+    /// The tags of `ReplaceNode` and its refusals are part of the stored format: pinned.
+    #[test]
+    fn a_replace_node_request_and_its_refusals_keep_their_tags() {
+        let request = Request {
+            client: ClientId(1),
+            seq: 2,
+            command: Command::ReplaceNode {
+                node: NodeId(3),
+                with: NodeId(5),
+                group: Some(GroupId(7)),
+            },
+        };
+        let bytes = encode_request(&request);
+        let mut expected = vec![FORMAT_VERSION];
+        for value in [1u64, 2] {
+            expected.extend_from_slice(&value.to_be_bytes());
+        }
+        expected.push(7);
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&5u64.to_be_bytes());
+        expected.push(1);
+        expected.extend_from_slice(&7u64.to_be_bytes());
+        assert_eq!(bytes.as_ref(), expected.as_slice());
+        assert_eq!(decode_request(&bytes), Ok(request));
+        let refusals = [
+            (Error::SameNode { node: NodeId(3) }, SAME_NODE_TAG, 17),
+            (Error::NodeNotRegistered { node: NodeId(3) }, NODE_NOT_REGISTERED_TAG, 18),
+            (Error::NotAMember { node: NodeId(3), group: None }, NOT_A_MEMBER_TAG, 19),
+            (
+                Error::AlreadyAMember { group: GroupId(1), node: NodeId(3) },
+                ALREADY_A_MEMBER_TAG,
+                20,
+            ),
+        ];
+        for (error, tag, pinned) in refusals {
+            assert_eq!(tag, pinned, "{error:?}");
+            let bytes = encode_result(&Err(error.clone()));
+            assert_eq!(&bytes[..3], &[FORMAT_VERSION, ERR_TAG, pinned], "{error:?}");
+            assert_eq!(decode_result(&bytes), Ok(Err(error)));
+        }
     }
 
     #[test]

@@ -51,6 +51,20 @@ pub enum Command {
         /// The group.
         group: GroupId,
     },
+    /// Replaces `node` by `with` in the members of every group of the latest configuration
+    /// that lists `node` (or only in `group`): one new configuration, the same shards, each
+    /// changed group's members still sorted. The groups carry the change out themselves, one
+    /// replica at a time (docs/controller.md "Replacing a node"). Groups that configurations
+    /// no longer list (removed, still handing their shards off) are never changed.
+    ReplaceNode {
+        /// The node whose replicas move; it need not be registered or alive.
+        node: NodeId,
+        /// The registered node that takes its place.
+        with: NodeId,
+        /// Only this group; every group of the latest configuration that lists `node` for
+        /// `None`.
+        group: Option<GroupId>,
+    },
 }
 
 /// A command with the client's identity, for deduplication: a retried request applies once.

@@ -124,4 +124,43 @@ pub enum Error {
         /// The group.
         group: GroupId,
     },
+    /// A node cannot replace itself.
+    #[error("node {node} cannot replace itself; name another node to take its replicas")]
+    SameNode {
+        /// The node named twice.
+        node: NodeId,
+    },
+    /// The node that would take the replicas never registered.
+    #[error("node {node} is not registered (see `mosaic admin node list`)")]
+    NodeNotRegistered {
+        /// The unknown node.
+        node: NodeId,
+    },
+    /// The node to replace is a member of no group of the latest configuration (or not of
+    /// the group named).
+    #[error(
+        "node {node} is not a member of {} (`mosaic admin config show` lists the members)",
+        match group {
+            Some(group) => format!("group {group}"),
+            None => "any group of the latest configuration".to_string(),
+        }
+    )]
+    NotAMember {
+        /// The node.
+        node: NodeId,
+        /// The group named, if one was.
+        group: Option<GroupId>,
+    },
+    /// A group that would change lists the replacing node already: a group never has two
+    /// replicas on one node.
+    #[error(
+        "group {group} already has a replica on node {node}, and a group never has two \
+         replicas on one node; pick another node"
+    )]
+    AlreadyAMember {
+        /// The group.
+        group: GroupId,
+        /// The node it lists already.
+        node: NodeId,
+    },
 }

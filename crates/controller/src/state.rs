@@ -64,10 +64,16 @@ impl AppliedChanges {
 
 /// The life of one group through the configurations. Group ids are never reused, so each
 /// group has one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupLife {
     /// The first configuration that lists the group.
     pub added: ConfigNum,
+    /// The members that configuration lists: the group's first membership, which every
+    /// founding member creates its replica with, whether or not a later configuration still
+    /// lists it (a group whose founders were replaced before they created their replicas
+    /// would otherwise never have a majority; its leader then moves it to the members
+    /// listed). Empty from a controller older than `ReplaceNode`.
+    pub founders: Vec<NodeId>,
     /// The first configuration after that which does not list it, once the group is removed.
     pub removed: Option<ConfigNum>,
     /// True once the removed group has handed off every shard it held: its replicas may be
@@ -313,7 +319,61 @@ impl ControllerState {
                 Ok(self.push_config(shards, groups, "the shards are already balanced"))
             }
             Command::RetireGroup { group } => self.retire_group(group),
+            Command::ReplaceNode { node, with, group } => self.replace_node(node, with, group),
         }
+    }
+
+    /// Replaces `node` by `with` in every group of the latest configuration that lists
+    /// `node`, or only in `group`. Checks, in this order: node ids (0 is reserved), `with`
+    /// differs from `node`, `with` is registered, `group` is in the latest configuration,
+    /// some group to change lists `node`, and no group to change lists `with` already.
+    fn replace_node(
+        &mut self,
+        node: NodeId,
+        with: NodeId,
+        group: Option<GroupId>,
+    ) -> Result<Outcome> {
+        if node.0 == 0 || with.0 == 0 {
+            return Err(Error::InvalidNodeId);
+        }
+        if with == node {
+            return Err(Error::SameNode { node });
+        }
+        if !self.nodes.contains_key(&with) {
+            return Err(Error::NodeNotRegistered { node: with });
+        }
+        let latest = self.latest();
+        if let Some(group) = group
+            && !latest.groups.contains_key(&group)
+        {
+            return Err(Error::UnknownGroup { group });
+        }
+        let mut next_groups = latest.groups.clone();
+        let mut changed = 0;
+        for (id, members) in &mut next_groups {
+            if group.is_some_and(|group| group != *id) || !members.contains(&node) {
+                continue;
+            }
+            if members.contains(&with) {
+                return Err(Error::AlreadyAMember { group: *id, node: with });
+            }
+            for member in members.iter_mut().filter(|member| **member == node) {
+                *member = with;
+            }
+            members.sort_unstable();
+            changed += 1;
+        }
+        if changed == 0 {
+            return Err(Error::NotAMember { node, group });
+        }
+        let shards = latest.shards.clone();
+        let outcome = self.push_config(shards, next_groups, "");
+        assert!(
+            matches!(outcome, Outcome::ConfigCreated { ref moves, .. } if moves.is_empty()),
+            "replacing node {node} by {with} in {changed} group(s) changed no member or moved a \
+             shard: {outcome:?}"
+        );
+        Ok(outcome)
     }
 
     fn retire_group(&mut self, group: GroupId) -> Result<Outcome> {
@@ -455,7 +515,9 @@ impl ControllerState {
         let config = Configuration { num, shards, groups };
         config.assert_valid();
         let previous = self.configs.last().expect("configuration 0 always exists");
-        record_lives(&mut self.lives, previous, &config).expect("removed groups are refused");
+        record_lives(&mut self.lives, previous, &config).unwrap_or_else(|reason| {
+            panic!("configuration {num} breaks the groups' lives: {reason}")
+        });
         self.configs.push(config);
         Outcome::ConfigCreated { num, moves }
     }
@@ -478,7 +540,9 @@ fn record_lives(
                 life.removed.map_or_else(|| "?".to_string(), |num| num.to_string())
             ));
         }
-        lives.insert(*group, GroupLife { added: next.num, removed: None, retired: false });
+        let founders = next.groups[group].clone();
+        lives
+            .insert(*group, GroupLife { added: next.num, founders, removed: None, retired: false });
     }
     for group in previous.groups.keys().filter(|group| !next.groups.contains_key(group)) {
         if let Some(life) = lives.get_mut(group) {

@@ -79,6 +79,10 @@ fn add(group: u64, members: &[u64]) -> Command {
     Command::AddGroups { groups, max_moves: None }
 }
 
+fn replace(node: u64, with: u64, group: Option<u64>) -> Command {
+    Command::ReplaceNode { node: NodeId(node), with: NodeId(with), group: group.map(GroupId) }
+}
+
 fn request(client: u64, seq: u64, command: Command) -> Request {
     Request { client: ClientId(client), seq, command }
 }
@@ -250,6 +254,11 @@ fn a_sequence_of_commands_reloads_as_the_same_state() {
         request(3, 2, Command::MoveShard { shard: ShardId(0), group: GroupId(2) }),
         request(3, 3, Command::MoveShard { shard: ShardId(SHARDS), group: GroupId(2) }),
         request(4, 1, add(3, &[4, 1])),
+        request(6, 1, replace(1, 3, Some(3))),
+        request(6, 1, replace(1, 3, Some(3))),
+        request(6, 2, replace(2, 4, None)),
+        request(6, 3, replace(4, 9, None)),
+        request(6, 4, replace(4, 4, None)),
         request(4, 2, Command::RemoveGroups { groups: vec![GroupId(1)], max_moves: Some(1) }),
         request(2, 2, Command::Rebalance { max_moves: None }),
         request(1, 7, Command::RemoveGroups { groups: vec![GroupId(9)], max_moves: None }),
@@ -326,6 +335,8 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             .prop_map(|(shard, g)| Command::MoveShard { shard: ShardId(shard), group: GroupId(g) }),
         max_moves.prop_map(|max_moves| Command::Rebalance { max_moves }),
         (0u64..=5).prop_map(|group| Command::RetireGroup { group: GroupId(group) }),
+        (node.clone(), node, proptest::option::of(0u64..=5))
+            .prop_map(|(node, with, group)| replace(node, with, group)),
     ]
 }
 

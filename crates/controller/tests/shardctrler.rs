@@ -4,6 +4,8 @@
 //! changed. (The multi-replica parts, replicas stopped and the leader killed, run against the
 //! controller process.)
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use mosaic_controller::{
@@ -11,42 +13,13 @@ use mosaic_controller::{
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{LogIndex, NodeId};
+use support::Harness;
 
 const SHARDS: u32 = 10;
 
-/// A controller with nodes 1..=9 registered, and a log index counter.
-struct Harness {
-    state: ControllerState,
-    index: u64,
-    seq: u64,
-}
-
 impl Harness {
     fn new() -> Self {
-        let mut harness = Self { state: ControllerState::new(SHARDS, 100), index: 0, seq: 0 };
-        for node in 1..=9 {
-            harness.must(Command::RegisterNode {
-                node: NodeId(node),
-                address: format!("127.0.0.1:{}", 7000 + node),
-            });
-        }
-        harness
-    }
-
-    fn apply_as(&mut self, client: u64, seq: u64, command: Command) -> Result<Outcome, Error> {
-        self.index += 1;
-        let request = Request { client: ClientId(client), seq, command };
-        self.state.apply(LogIndex(self.index), request)
-    }
-
-    fn apply(&mut self, command: Command) -> Result<Outcome, Error> {
-        self.seq += 1;
-        self.apply_as(1, self.seq, command)
-    }
-
-    fn must(&mut self, command: Command) -> Outcome {
-        let description = format!("{command:?}");
-        self.apply(command).unwrap_or_else(|e| panic!("{description}: {e}"))
+        Self::with_nodes(SHARDS, 9)
     }
 
     fn join(&mut self, groups: &[u64]) -> Outcome {
@@ -57,10 +30,6 @@ impl Harness {
     fn leave(&mut self, groups: &[u64]) -> Outcome {
         let groups = groups.iter().map(|g| GroupId(*g)).collect();
         self.must(Command::RemoveGroups { groups, max_moves: None })
-    }
-
-    fn latest(&self) -> Configuration {
-        self.state.latest().clone()
     }
 }
 
@@ -350,8 +319,16 @@ fn a_removed_group_retires_once_and_its_id_is_never_reused() {
     let mut h = Harness::new();
     h.join(&[1]);
     h.join(&[2]);
-    let life = |h: &Harness, group: u64| h.state.lives().get(&GroupId(group)).copied();
-    assert_eq!(life(&h, 2), Some(GroupLife { added: ConfigNum(2), removed: None, retired: false }));
+    let life = |h: &Harness, group: u64| h.state.lives().get(&GroupId(group)).cloned();
+    assert_eq!(
+        life(&h, 2),
+        Some(GroupLife {
+            added: ConfigNum(2),
+            founders: members(2),
+            removed: None,
+            retired: false
+        })
+    );
     let still_listed = h.apply(Command::RetireGroup { group: GroupId(2) }).unwrap_err();
     assert_eq!(still_listed, Error::GroupNotRemoved { group: GroupId(2) });
     let unknown = h.apply(Command::RetireGroup { group: GroupId(7) }).unwrap_err();
@@ -359,7 +336,10 @@ fn a_removed_group_retires_once_and_its_id_is_never_reused() {
 
     h.leave(&[2]);
     let removed = Some(ConfigNum(3));
-    assert_eq!(life(&h, 2), Some(GroupLife { added: ConfigNum(2), removed, retired: false }));
+    assert_eq!(
+        life(&h, 2),
+        Some(GroupLife { added: ConfigNum(2), founders: members(2), removed, retired: false })
+    );
     // Adding it again is refused (before and after it retired), and changes nothing.
     let again = [(GroupId(2), members(2))].into_iter().collect();
     let refused = h.apply(Command::AddGroups { groups: again, max_moves: None }).unwrap_err();
@@ -368,10 +348,21 @@ fn a_removed_group_retires_once_and_its_id_is_never_reused() {
 
     let retired = h.must(Command::RetireGroup { group: GroupId(2) });
     assert_eq!(retired, Outcome::GroupRetired { group: GroupId(2) });
-    assert_eq!(life(&h, 2), Some(GroupLife { added: ConfigNum(2), removed, retired: true }));
+    assert_eq!(
+        life(&h, 2),
+        Some(GroupLife { added: ConfigNum(2), founders: members(2), removed, retired: true })
+    );
     let twice = h.must(Command::RetireGroup { group: GroupId(2) });
     assert!(matches!(twice, Outcome::Unchanged { .. }), "{twice:?}");
     // Retiring creates no configuration.
     assert_eq!(h.latest().num, ConfigNum(3));
-    assert_eq!(life(&h, 1), Some(GroupLife { added: ConfigNum(1), removed: None, retired: false }));
+    assert_eq!(
+        life(&h, 1),
+        Some(GroupLife {
+            added: ConfigNum(1),
+            founders: members(1),
+            removed: None,
+            retired: false
+        })
+    );
 }

@@ -23,7 +23,8 @@
 //! - a shard move that does not change the owner, and the moves of a created configuration not
 //!   in strictly increasing shard order;
 //! - a query response whose configuration is past the latest it reports, whose nodes are not in
-//!   strictly increasing id order, or whose leader is node 0.
+//!   strictly increasing id order, or whose leader is node 0; a group life that does not hold
+//!   together (`added < removed` where set, retired only once removed, no founder 0).
 //!
 //! What a well-formed command asks for is the state machine's to judge, not this module's: an
 //! `AddGroups` with no groups, a group without members or with a member twice, an address that
@@ -78,6 +79,11 @@ pub fn request_to_pb(request: &Request) -> pb::ExecuteRequest {
         Command::RetireGroup { group } => {
             PbCommand::RetireGroup(pb::RetireGroup { group_id: group.0 })
         }
+        Command::ReplaceNode { node, with, group } => PbCommand::ReplaceNode(pb::ReplaceNode {
+            node_id: node.0,
+            with_node_id: with.0,
+            group_id: group.map(|group| group.0),
+        }),
     };
     pb::ExecuteRequest { client_id: request.client.0, seq: request.seq, command: Some(command) }
 }
@@ -127,6 +133,14 @@ pub fn request_from_pb(request: pb::ExecuteRequest) -> Result<Request> {
         PbCommand::Rebalance(rebalance) => Command::Rebalance { max_moves: rebalance.max_moves },
         PbCommand::RetireGroup(retire) => Command::RetireGroup {
             group: group_id_from_pb(retire.group_id, "RetireGroup.group_id")?,
+        },
+        PbCommand::ReplaceNode(replace) => Command::ReplaceNode {
+            node: node_id_from_pb(replace.node_id, "ReplaceNode.node_id")?,
+            with: node_id_from_pb(replace.with_node_id, "ReplaceNode.with_node_id")?,
+            group: replace
+                .group_id
+                .map(|group| group_id_from_pb(group, "ReplaceNode.group_id"))
+                .transpose()?,
         },
     };
     Ok(Request { client, seq, command })
@@ -190,6 +204,10 @@ pub fn refusal_kind(error: &Error) -> &'static str {
         Error::MalformedRequest { .. } => "malformed-request",
         Error::GroupRemoved { .. } => "group-removed",
         Error::GroupNotRemoved { .. } => "group-not-removed",
+        Error::SameNode { .. } => "same-node",
+        Error::NodeNotRegistered { .. } => "node-not-registered",
+        Error::NotAMember { .. } => "not-a-member",
+        Error::AlreadyAMember { .. } => "already-a-member",
     }
 }
 
@@ -520,6 +538,7 @@ pub fn query_response_to_pb(
             .map(|(group, life)| pb::GroupLife {
                 group_id: group.0,
                 added: life.added.0,
+                founders: life.founders.iter().map(|node| node.0).collect(),
                 removed: life.removed.map_or(0, |num| num.0),
                 retired: life.retired,
             })
@@ -551,7 +570,8 @@ pub fn query_response_to_pb(
 /// decode ([`configuration_from_pb`]) or is past the latest, node id 0 (a node or the leader),
 /// nodes or groups not in strictly increasing id order, a reserved group id, a group life
 /// that does not hold together (added at 0, removed no later than added, retired but not
-/// removed). Addresses are passed on as they are.
+/// removed).
+/// Addresses are passed on as they are.
 pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer> {
     let config =
         response.config.ok_or(ConvertError::MissingField { field: "QueryResponse.config" })?;
@@ -593,12 +613,18 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
         if life.added == 0
             || removed.is_some_and(|removed| removed.0 <= life.added)
             || (life.retired && removed.is_none())
+            || life.founders.contains(&0)
         {
             return Err(ConvertError::InvalidGroupLife { group: group.0 });
         }
         lives.insert(
             group,
-            GroupLife { added: ConfigNum(life.added), removed, retired: life.retired },
+            GroupLife {
+                added: ConfigNum(life.added),
+                founders: life.founders.into_iter().map(NodeId).collect(),
+                removed,
+                retired: life.retired,
+            },
         );
     }
     Ok(QueryAnswer { config, latest, nodes, liveness, leader, lives })

@@ -164,8 +164,9 @@ pub enum ConvertError {
     },
     /// A group's life does not hold together.
     #[error(
-        "QueryResponse.groups: group {group} is added at 0, removed no later than added, or \
-         retired without being removed"
+        "QueryResponse.groups: group {group} is added at 0, removed no later than added, \
+         retired without being removed, or has its members changed no later than added or \
+         not before removed"
     )]
     InvalidGroupLife {
         /// The group.

@@ -107,6 +107,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::MoveShard { .. } => "MoveShard",
         Command::Rebalance { .. } => "Rebalance",
         Command::RetireGroup { .. } => "RetireGroup",
+        Command::ReplaceNode { .. } => "ReplaceNode",
     }
 }
 
@@ -132,7 +133,14 @@ fn representative_requests() -> Vec<Request> {
         },
         request(Command::RetireGroup { group: GroupId(1) }),
         request(Command::RetireGroup { group: GroupId(u64::MAX - 1) }),
+        request(replace(3, 5, None)),
+        request(replace(u64::MAX, 1, Some(u64::MAX - 1))),
+        request(replace(1, u64::MAX, Some(1))),
     ]
+}
+
+fn replace(node: u64, with: u64, group: Option<u64>) -> Command {
+    Command::ReplaceNode { node: NodeId(node), with: NodeId(with), group: group.map(GroupId) }
 }
 
 fn shard_move(shard: u32, from: Option<u64>, to: Option<u64>) -> ShardMove {
@@ -194,6 +202,10 @@ fn pinned_refusal_kinds() -> Vec<(Error, &'static str)> {
         (Error::MalformedRequest { reason: "truncated".into() }, "malformed-request"),
         (Error::GroupRemoved { group, removed: ConfigNum(4) }, "group-removed"),
         (Error::GroupNotRemoved { group }, "group-not-removed"),
+        (Error::SameNode { node: NodeId(2) }, "same-node"),
+        (Error::NodeNotRegistered { node: NodeId(9) }, "node-not-registered"),
+        (Error::NotAMember { node: NodeId(2), group: Some(group) }, "not-a-member"),
+        (Error::AlreadyAMember { group, node: NodeId(2) }, "already-a-member"),
     ]
 }
 
@@ -256,18 +268,37 @@ fn answer() -> QueryAnswer {
         liveness: liveness(),
         leader: NodeId(2),
         lives: BTreeMap::from([
-            (GroupId(1), GroupLife { added: ConfigNum(1), removed: None, retired: false }),
-            (GroupId(2), GroupLife { added: ConfigNum(2), removed: None, retired: false }),
-            (
-                GroupId(5),
-                GroupLife { added: ConfigNum(3), removed: Some(ConfigNum(4)), retired: false },
-            ),
-            (
-                GroupId(6),
-                GroupLife { added: ConfigNum(3), removed: Some(ConfigNum(6)), retired: true },
-            ),
+            (GroupId(1), life(1, None, false)),
+            (GroupId(2), life(2, None, false)),
+            (GroupId(5), life(3, Some(4), false)),
+            (GroupId(6), life(3, Some(6), true)),
         ]),
     }
+}
+
+fn life(added: u64, removed: Option<u64>, retired: bool) -> GroupLife {
+    GroupLife {
+        added: ConfigNum(added),
+        founders: vec![NodeId(1), NodeId(added + 1)],
+        removed: removed.map(ConfigNum),
+        retired,
+    }
+}
+
+/// A controller from before `ReplaceNode` sends no founders: decoded as none (a node then
+/// reads them from the configuration that added the group). A founder 0 is refused.
+#[test]
+fn group_lives_carry_their_founders() {
+    let wire = answer_to_pb(&answer());
+    assert_eq!(wire.groups[0].founders, [1, 2]);
+    let decoded = query_response_from_pb(through_bytes(&wire)).expect("decodes");
+    assert_eq!(decoded.lives[&GroupId(1)].founders, [NodeId(1), NodeId(2)]);
+    let old = edited_answer(|wire| wire.groups.iter_mut().for_each(|life| life.founders.clear()));
+    let decoded = query_response_from_pb(old).expect("decodes");
+    assert!(decoded.lives.values().all(|life| life.founders.is_empty()), "{decoded:?}");
+    let zero = edited_answer(|wire| wire.groups[0].founders = vec![0]);
+    let group = zero.groups[0].group_id;
+    assert_eq!(must_reject(zero, query_response_from_pb), ConvertError::InvalidGroupLife { group });
 }
 
 fn answer_to_pb(answer: &QueryAnswer) -> pb::QueryResponse {
@@ -287,7 +318,7 @@ fn edited_answer(edit: impl FnOnce(&mut pb::QueryResponse)) -> pb::QueryResponse
 fn representative_values_cover_every_kind() {
     let commands: BTreeSet<_> =
         representative_requests().iter().map(|r| command_name(&r.command)).collect();
-    assert_eq!(commands.len(), 6, "commands covered: {commands:?}");
+    assert_eq!(commands.len(), 7, "commands covered: {commands:?}");
     let outcomes: BTreeSet<_> = representative_outcomes().iter().map(outcome_name).collect();
     assert_eq!(outcomes.len(), 5, "outcomes covered: {outcomes:?}");
 }
@@ -489,6 +520,12 @@ fn what_the_controller_produces_round_trips() {
     apply(&mut state, Command::MoveShard { shard: ShardId(0), group: GroupId(2) }).expect("moves");
     let refused = apply(&mut state, Command::MoveShard { shard: ShardId(8), group: GroupId(2) });
     assert_eq!(refused.map_err(|error| refusal_kind(&error)), Err("shard-out-of-range"));
+    let replaced = apply(&mut state, replace(1, 3, Some(1))).expect("replaces");
+    assert!(matches!(replaced, Outcome::ConfigCreated { ref moves, .. } if moves.is_empty()));
+    let refused = apply(&mut state, replace(2, 3, None));
+    assert_eq!(refused.map_err(|error| refusal_kind(&error)), Err("already-a-member"));
+    let refused = apply(&mut state, replace(1, 4, None));
+    assert_eq!(refused.map_err(|error| refusal_kind(&error)), Err("not-a-member"));
 
     let latest = state.latest().clone();
     assert_round_trips(&latest, configuration_to_pb, configuration_from_pb);
@@ -526,6 +563,8 @@ fn commands_the_controller_refuses_decode_and_are_refused_with_their_kind() {
             request(Command::RegisterNode { node: NodeId(1), address: "no-port".into() }),
             "invalid-address",
         ),
+        (request(replace(1, 1, None)), "same-node"),
+        (request(replace(1, 2, Some(1))), "node-not-registered"),
     ];
     for (request, kind) in cases {
         let decoded = request_from_pb(through_bytes(&request_to_pb(&request)))
@@ -637,6 +676,32 @@ fn removing_or_moving_to_a_reserved_group_is_rejected() {
             ConvertError::ReservedGroupId { field: "MoveShard.group_id", group: reserved }
         );
     }
+}
+
+#[test]
+fn replacing_with_node_zero_or_in_a_reserved_group_is_rejected() {
+    let wire = |node_id: u64, with_node_id: u64, group_id: Option<u64>| pb::ExecuteRequest {
+        client_id: 1,
+        seq: 1,
+        command: Some(PbCommand::ReplaceNode(pb::ReplaceNode { node_id, with_node_id, group_id })),
+    };
+    assert_eq!(
+        must_reject(wire(0, 2, None), request_from_pb),
+        ConvertError::ZeroNodeId { field: "ReplaceNode.node_id" }
+    );
+    assert_eq!(
+        must_reject(wire(1, 0, None), request_from_pb),
+        ConvertError::ZeroNodeId { field: "ReplaceNode.with_node_id" }
+    );
+    for reserved in [0, u64::MAX] {
+        assert_eq!(
+            must_reject(wire(1, 2, Some(reserved)), request_from_pb),
+            ConvertError::ReservedGroupId { field: "ReplaceNode.group_id", group: reserved }
+        );
+    }
+    // An absent group is every group; a present one is that group.
+    assert_eq!(request_from_pb(wire(1, 2, None)).map(|r| r.command), Ok(replace(1, 2, None)));
+    assert_eq!(request_from_pb(wire(1, 2, Some(4))).map(|r| r.command), Ok(replace(1, 2, Some(4))));
 }
 
 // ---- Rejections: responses -----------------------------------------------------------------

@@ -412,6 +412,18 @@ impl<S: Storage> RawNode<S> {
         self.raft.id
     }
 
+    /// The index and term of this replica's last log entry.
+    #[must_use]
+    pub fn last_entry(&self) -> (LogIndex, Term) {
+        (self.raft.log.last_index(), self.raft.log.last_term())
+    }
+
+    /// The membership this replica has applied.
+    #[must_use]
+    pub fn conf_state(&self) -> &ConfState {
+        &self.raft.tracker.conf
+    }
+
     /// The current term.
     #[must_use]
     pub fn term(&self) -> Term {

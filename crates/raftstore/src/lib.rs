@@ -35,7 +35,10 @@ pub use clock::{Clock, ManualClock};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use metrics::StoreMetrics;
-pub use msg::{Callback, Consistency, LeaderTerm, ReadOutput, ServedBy, StoreMsg, Transport};
+pub use msg::{
+    Callback, Consistency, LeaderRead, LeaderTerm, ReadOutput, ServedBy, ShownOut, StoreMsg,
+    Transport,
+};
 pub use peer::Peer;
 pub use snapshot::SnapshotReader;
 pub use state_machine::StateMachine;

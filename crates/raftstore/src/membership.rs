@@ -43,6 +43,8 @@ pub struct LeaderView {
     pub commit: LogIndex,
     /// Its applied index: the membership below is as of it.
     pub applied: LogIndex,
+    /// Its last log index.
+    pub last_index: LogIndex,
     /// The voters it has applied.
     pub voters: BTreeSet<NodeId>,
     /// The learners it has applied.
@@ -63,6 +65,7 @@ impl LeaderView {
             term: status.hard_state.term,
             commit: status.hard_state.commit,
             applied: status.applied,
+            last_index: status.last_index,
             voters: status.conf_state.voters.clone(),
             learners: status.conf_state.learners.clone(),
             matched: status
@@ -117,6 +120,8 @@ enum Removing {
     These(BTreeSet<NodeId>),
     /// Every voter or learner outside the job's voters.
     AllOthers,
+    /// None: the job waits until this member is out (another job removes it).
+    AwaitedOut(NodeId),
 }
 
 /// One group's membership change in progress. See the module documentation.
@@ -151,6 +156,14 @@ impl MembershipJob {
     #[must_use]
     pub fn remove(node: NodeId) -> Self {
         Self::with(BTreeSet::new(), Removing::These(BTreeSet::from([node])))
+    }
+
+    /// A job that changes nothing: it waits while `node` is a member of the group, and is
+    /// done once the leader shows it out (a replica no longer placed on its node is destroyed
+    /// only then: while it is a member, its acknowledgements may be part of a quorum).
+    #[must_use]
+    pub fn awaiting_removal(node: NodeId) -> Self {
+        Self::with(BTreeSet::new(), Removing::AwaitedOut(node))
     }
 
     /// Marks `node` as a member whose replica lost its data: it is removed before anything
@@ -188,6 +201,9 @@ impl MembershipJob {
         if view.changing {
             return MembershipStep::Wait;
         }
+        if let Removing::AwaitedOut(node) = self.removing {
+            return if view.is_member(node) { MembershipStep::Wait } else { MembershipStep::Done };
+        }
         // A lost member that is out of the membership is like any other node from now on.
         self.lost.retain(|node| view.is_member(*node));
         if let Some(node) = self.lost.first() {
@@ -199,6 +215,7 @@ impl MembershipJob {
             Removing::AllOthers => {
                 view.voters.iter().chain(&view.learners).find(|node| !self.voters.contains(node))
             }
+            Removing::AwaitedOut(_) => unreachable!("answered above"),
         }
         .copied();
         match (missing, extra) {
@@ -247,6 +264,7 @@ mod tests {
             term: Term(7),
             commit: LogIndex(commit),
             applied: PLANNED_AT,
+            last_index: LogIndex(commit),
             voters: nodes(voters),
             learners: nodes(learners),
             matched: matched
@@ -358,6 +376,16 @@ mod tests {
             MembershipJob::remove(NodeId(9)).next(&view(&[1], &[], 1, &[])),
             MembershipStep::Done
         );
+    }
+
+    #[test]
+    fn a_job_awaiting_a_removal_changes_nothing_and_ends_once_the_member_is_out() {
+        let mut job = MembershipJob::awaiting_removal(NodeId(3));
+        assert_eq!(job.next(&view(&[1, 2, 3], &[4], 5, &[])), MembershipStep::Wait);
+        assert_eq!(job.next(&view(&[1, 2, 4], &[3], 5, &[])), MembershipStep::Wait);
+        let pending = LeaderView { changing: true, ..view(&[1, 2, 4], &[], 5, &[]) };
+        assert_eq!(job.next(&pending), MembershipStep::Wait);
+        assert_eq!(job.next(&view(&[1, 2, 4], &[], 5, &[])), MembershipStep::Done);
     }
 
     #[test]

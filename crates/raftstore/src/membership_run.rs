@@ -314,6 +314,7 @@ mod tests {
             term: Term(3),
             commit: LogIndex(10),
             applied: LogIndex(10),
+            last_index: LogIndex(10),
             voters: voters.iter().map(|node| NodeId(*node)).collect(),
             learners: learners.iter().map(|node| NodeId(*node)).collect(),
             matched: matched

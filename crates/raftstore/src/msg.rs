@@ -30,6 +30,32 @@ pub enum Consistency {
     Stale,
 }
 
+/// The view in which a group's leader showed a node out of the group (see
+/// [`StoreMsg::DestroyGroup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShownOut {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader's last log index then.
+    pub last_index: LogIndex,
+}
+
+/// One led group's answer to [`StoreMsg::ReadLeaders`].
+#[derive(Debug)]
+pub struct LeaderRead<O> {
+    /// The membership the leader has applied (a change it proposed may be on its way).
+    pub conf_state: ConfState,
+    /// What the read returned.
+    pub output: Result<O>,
+}
+
+impl<O> LeaderRead<O> {
+    /// The same answer with the output mapped by `f`.
+    pub fn map<P>(self, f: impl FnOnce(O) -> P) -> LeaderRead<P> {
+        LeaderRead { conf_state: self.conf_state, output: self.output.map(f) }
+    }
+}
+
 /// The answer to a read.
 #[derive(Debug)]
 pub struct ReadOutput<T> {
@@ -134,13 +160,14 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         callback: Callback<ReadOutput<SM::ReadOutput>>,
     },
     /// Reads what every group this node leads has applied (no leadership round: a deposed
-    /// leader may answer for a moment), in group order. For a node's background work over
-    /// all its groups, such as moving shards, in one message rather than one per group.
+    /// leader may answer for a moment), in group order, with the membership each has applied.
+    /// For a node's background work over all its groups, such as moving shards and keeping
+    /// memberships as configured, in one message rather than one per group.
     ReadLeaders {
         /// The read, run against each group.
         query: SM::Query,
         /// Called with each led group's answer.
-        callback: Callback<Vec<(GroupId, Result<SM::ReadOutput>)>>,
+        callback: Callback<Vec<(GroupId, LeaderRead<SM::ReadOutput>)>>,
     },
     /// A complete snapshot from another node: the `InstallSnapshot` message and the chunks of
     /// the group state it describes (see [`crate::snapshot`]).
@@ -167,7 +194,9 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
     Tick,
     /// Creates this node's replica of a new group whose initial voters are `members` (this node
     /// among them). Creating a group that exists with the same members succeeds and changes
-    /// nothing.
+    /// nothing; creating a group whose replica this store destroyed before is refused
+    /// ([`crate::Error::InvalidArgument`]): that replica may have voted and acknowledged
+    /// entries, and a node comes back to a group it left only through [`StoreMsg::JoinGroup`].
     CreateGroup {
         /// The group.
         group: GroupId,
@@ -190,14 +219,21 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         /// Called once the replica exists (durably).
         callback: Callback<()>,
     },
-    /// Destroys this node's replica of a group: its log, Raft state, data and sessions are
-    /// removed in one synced write, and its waiting requests fail with
+    /// Destroys this node's replica of a group (unless it was added back after `shown_out`):
+    /// its log, Raft state, data and sessions are
+    /// removed in one synced write that also records the destruction (the store never creates
+    /// the group again), and its waiting requests fail with
     /// [`crate::Error::GroupNotFound`]. Whether the group is finished is the caller's to
     /// decide (a storage group is destroyed once the controller has retired it,
     /// docs/migration.md). Destroying a group not hosted here succeeds and changes nothing.
     DestroyGroup {
         /// The group.
         group: GroupId,
+        /// When given, the view of the group's leader that showed this node out of the group:
+        /// a replica whose log has an entry past that view's last index in its term or a later
+        /// one was added back since (no leader sends entries to a node out of its membership),
+        /// and is not destroyed ([`crate::Error::InvalidArgument`]).
+        shown_out: Option<ShownOut>,
         /// Called once the replica is gone (durably).
         callback: Callback<()>,
     },

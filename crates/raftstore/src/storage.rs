@@ -90,6 +90,31 @@ impl<K: KvEngine> Storage for GroupStorage<K> {
     }
 }
 
+/// The node metadata record that says this store destroyed its replica of `group`: the
+/// name's prefix, then the group id (big-endian). The record outlives the replica.
+fn destroyed_record(group: GroupId) -> Vec<u8> {
+    let mut name = b"destroyed-group/".to_vec();
+    name.extend_from_slice(&group.0.to_be_bytes());
+    name
+}
+
+/// Adds to `batch` the record that this store destroyed its replica of `group` (written in
+/// the batch that removes the replica, so neither happens without the other).
+pub(crate) fn mark_destroyed(batch: &mut WriteBatch, group: GroupId) {
+    batch.put_node_metadata(bytes::Bytes::from(destroyed_record(group)), bytes::Bytes::new());
+}
+
+/// True when this store once destroyed a replica of `group` ([`mark_destroyed`]).
+///
+/// # Errors
+/// Engine errors.
+pub(crate) fn was_destroyed<K: KvEngine>(
+    engine: &Engine<K>,
+    group: GroupId,
+) -> mosaic_engine::Result<bool> {
+    Ok(engine.node_metadata(&destroyed_record(group))?.is_some())
+}
+
 /// The membership a new group starts with: every member a voter.
 #[must_use]
 pub fn initial_conf_state(members: &[NodeId]) -> ConfState {

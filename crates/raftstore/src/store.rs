@@ -28,12 +28,14 @@ use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
-use crate::msg::{Callback, Consistency, LeaderTerm, StoreMsg, Transport};
+use crate::msg::{Callback, Consistency, LeaderRead, LeaderTerm, ShownOut, StoreMsg, Transport};
 use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
 use crate::span::{self, GroupSpan};
 use crate::state_machine::StateMachine;
-use crate::storage::{GroupStorage, bootstrap_batch, initial_conf_state};
+use crate::storage::{
+    GroupStorage, bootstrap_batch, initial_conf_state, mark_destroyed, was_destroyed,
+};
 
 /// Counters of what the store has done, for tests and benchmarks: read from its
 /// [`StoreMetrics`].
@@ -225,7 +227,13 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                     .peers
                     .iter()
                     .filter(|(_, peer)| peer.raft.role() == Role::Leader)
-                    .map(|(group, peer)| (*group, peer.state_machine.read(&self.engine, &query)))
+                    .map(|(group, peer)| {
+                        let read = LeaderRead {
+                            conf_state: peer.raft.conf_state().clone(),
+                            output: peer.state_machine.read(&self.engine, &query),
+                        };
+                        (*group, read)
+                    })
                     .collect();
                 callback(Ok(answers));
             }
@@ -254,8 +262,8 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 let result = self.join_group(group, leader);
                 return answer_fatal(result, callback);
             }
-            StoreMsg::DestroyGroup { group, callback } => {
-                let result = self.destroy_group(group);
+            StoreMsg::DestroyGroup { group, shown_out, callback } => {
+                let result = self.destroy_group(group, shown_out);
                 return answer_fatal(result, callback);
             }
             StoreMsg::ChangeMembership { group, change, unchanged_since, callback } => {
@@ -412,6 +420,16 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 ),
             });
         }
+        if was_destroyed(&self.engine, group)? {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "group {group} had a replica on this node, destroyed since: it may have \
+                     voted and acknowledged entries, so it is never created again with the \
+                     group's first members; the node joins through the group's leader \
+                     (JoinGroup, then added as a learner)"
+                ),
+            });
+        }
         let mut batch = WriteBatch::new();
         bootstrap_batch(&mut batch, group, conf_state);
         self.add_peer(group, &batch)?;
@@ -445,14 +463,30 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     }
 
     /// Removes this node's replica of `group` (see [`StoreMsg::DestroyGroup`]).
-    fn destroy_group(&mut self, group: GroupId) -> Result<()> {
-        let Some(mut peer) = self.peers.remove(&group) else {
+    fn destroy_group(&mut self, group: GroupId, shown_out: Option<ShownOut>) -> Result<()> {
+        let Some(peer) = self.peers.get(&group) else {
             return Ok(());
         };
+        let (last_index, last_term) = peer.raft.last_entry();
+        if let Some(out) = shown_out
+            && last_index > out.last_index
+            && last_term >= out.term
+        {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "group {group}: not destroyed: this replica has entries up to {last_index} \
+                     of term {last_term}, past index {} where the leader of term {} showed this \
+                     node out of the group: it was added back since",
+                    out.last_index, out.term
+                ),
+            });
+        }
+        let mut peer = self.peers.remove(&group).expect("hosted");
         self.dirty.remove(&group);
         peer.fail_all(&Error::GroupNotFound { group });
         let mut batch = WriteBatch::new();
         batch.remove_group(group);
+        mark_destroyed(&mut batch, group);
         self.engine.write(&batch, WriteOptions { sync: true })?;
         self.metrics.synced_writes.inc();
         self.count_groups();

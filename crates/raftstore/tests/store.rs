@@ -13,7 +13,7 @@ use bytes::Bytes;
 use mosaic_engine::{GroupCursor, GroupId, ShardId, ShardRecord};
 use mosaic_raft::{LogIndex, NodeId, SplitMix64, Storage};
 use mosaic_raftstore::testing::{self, Slot, take};
-use mosaic_raftstore::{Consistency, Error, GroupStorage, StoreConfig, StoreMsg};
+use mosaic_raftstore::{Consistency, Error, GroupStorage, ShownOut, StoreConfig, StoreMsg};
 use support::{Command, Counters};
 
 type Cluster = testing::Cluster<Counters>;
@@ -391,6 +391,39 @@ fn acknowledged_writes_survive_a_crash_of_every_node() {
     }
 }
 
+/// A node's agent destroys a replica no longer placed on it once the group's leader showed
+/// it out of the group; were it added back meanwhile, its log would have an entry past that
+/// view in the leader's term (no leader sends entries to a node out of its membership), and
+/// the store keeps the replica (found in review: a destroy decided on a stale "out" landed
+/// after the leader had added the node back, leaving a learner, then a voter, without data).
+#[test]
+fn a_replica_added_back_after_the_view_that_showed_it_out_is_not_destroyed() {
+    let mut cluster = Cluster::new(3, 7);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    must_apply(&mut cluster, GROUP, Command::set("k", 1));
+    // Node 3 has every entry, the last of the leader's term (it appended one when elected).
+    let status = cluster.store(NodeId(3)).peer(GROUP).expect("hosted").status();
+    let (last_index, last_term) = (status.last_index, status.hard_state.term);
+    let destroy = |cluster: &mut Cluster, shown_out| {
+        let (destroyed, callback) = testing::slot();
+        cluster.send(NodeId(3), StoreMsg::DestroyGroup { group: GROUP, shown_out, callback });
+        take(&destroyed).expect("answered at once")
+    };
+    // Entries past the view, in its term: added back since.
+    let before = ShownOut { term: last_term, last_index: LogIndex(last_index.0 - 1) };
+    match destroy(&mut cluster, Some(before)) {
+        Err(Error::InvalidArgument { reason }) => {
+            assert!(reason.contains("added back"), "{reason}")
+        }
+        other => panic!("a replica added back must be kept, got {other:?}"),
+    }
+    assert!(cluster.store(NodeId(3)).peer(GROUP).is_some());
+    // Entries past the view only from an older term (left by an earlier leader): destroyed.
+    let later_term = ShownOut { term: mosaic_raft::Term(last_term.0 + 1), last_index: LogIndex(0) };
+    destroy(&mut cluster, Some(later_term)).expect("destroyed");
+    assert!(cluster.store(NodeId(3)).peer(GROUP).is_none());
+}
+
 #[test]
 fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
     let mut cluster = Cluster::new(3, 17);
@@ -406,7 +439,7 @@ fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
     let waiting = cluster.propose(leader, GROUP, Command::set("late", 1));
     for node in [1, 2, 3].map(NodeId) {
         let (destroyed, callback) = testing::slot();
-        cluster.send(node, StoreMsg::DestroyGroup { group: GROUP, callback });
+        cluster.send(node, StoreMsg::DestroyGroup { group: GROUP, shown_out: None, callback });
         take(&destroyed).expect("answered at once").expect("destroyed");
         assert!(cluster.store(node).peer(GROUP).is_none(), "node {node}");
         let engine = Arc::clone(cluster.store(node).engine());
@@ -422,12 +455,22 @@ fn a_destroyed_replica_leaves_nothing_behind_and_stays_gone_after_a_restart() {
     }
     // Destroying again is a no-op; the other group serves on; a restart brings nothing back.
     let (again, callback) = testing::slot();
-    cluster.send(NodeId(1), StoreMsg::DestroyGroup { group: GROUP, callback });
+    cluster.send(NodeId(1), StoreMsg::DestroyGroup { group: GROUP, shown_out: None, callback });
     take(&again).expect("answered at once").expect("a no-op");
     cluster.crash(NodeId(1), 0);
     cluster.restart(NodeId(1));
     assert!(cluster.store(NodeId(1)).peer(GROUP).is_none());
     assert!(group_records(&mut cluster, NodeId(1), GROUP).is_empty());
+    // The store remembers it destroyed the group (across the restart): creating it again
+    // with its first members is refused (that replica may have voted); joining is not.
+    let (created, callback) = testing::slot();
+    let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+    cluster.send(NodeId(1), StoreMsg::CreateGroup { group: GROUP, members, callback });
+    match take(&created).expect("answered at once") {
+        Err(Error::InvalidArgument { reason }) => assert!(reason.contains("destroyed"), "{reason}"),
+        other => panic!("creating a destroyed group again must be refused, got {other:?}"),
+    }
+    assert!(cluster.store(NodeId(1)).peer(GROUP).is_none());
     assert_eq!(must_get(&mut cluster, other, "kept"), Some(1));
 }
 

@@ -45,10 +45,12 @@ use crate::runner::StoreHandle;
 use crate::status::Directory;
 use crate::transport::{RAFT_MESSAGE_BYTES_MAX, connect};
 
-/// How long one rejoin attempt may take before it is started again from a fresh view.
-const REJOIN_ATTEMPT: Duration = Duration::from_secs(300);
-/// Pause after a failed rejoin attempt.
-const REJOIN_RETRY: Duration = Duration::from_secs(1);
+/// How long one attempt at a membership change may take before it is started again from a
+/// fresh view (a new member catching up by snapshot may take long).
+const MEMBERSHIP_ATTEMPT: Duration = Duration::from_secs(300);
+/// Pause after a failed attempt at a membership change, and between two checks of whether a
+/// replica no longer placed here may be destroyed.
+const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
 /// An open pull stream unused for this long is dropped.
 pub const PULL_IDLE_MAX: Duration = Duration::from_secs(30);
 
@@ -132,8 +134,8 @@ impl AgentRunner {
             address: config.advertised().to_string(),
             // The executor's own deadlines come first; the agent's catch what hangs.
             request_timeout_ms: 2 * millis(request_timeout),
-            rejoin_attempt_ms: millis(REJOIN_ATTEMPT),
-            rejoin_retry_ms: millis(REJOIN_RETRY),
+            membership_attempt_ms: millis(MEMBERSHIP_ATTEMPT),
+            membership_retry_ms: millis(MEMBERSHIP_RETRY),
             task_retry_max_ms: config.migration_retry_max_ms,
             pulls_max: config.migration_pulls_max,
         };
@@ -285,12 +287,23 @@ impl AgentRunner {
                     self.store.ask(|callback| StoreMsg::CreateGroup { group, members, callback });
                 match created.await {
                     Ok(()) => Answer::Done,
+                    Err(error @ mosaic_raftstore::Error::InvalidArgument { .. }) => {
+                        Answer::Refused(error.to_string())
+                    }
                     Err(error) => failed(&error),
                 }
             }
-            Request::DestroyGroup { group } => {
-                match self.store.ask(|callback| StoreMsg::DestroyGroup { group, callback }).await {
+            Request::DestroyGroup { group, shown_out } => {
+                let destroyed = self.store.ask(|callback| StoreMsg::DestroyGroup {
+                    group,
+                    shown_out,
+                    callback,
+                });
+                match destroyed.await {
                     Ok(()) => Answer::Done,
+                    Err(error @ mosaic_raftstore::Error::InvalidArgument { .. }) => {
+                        Answer::Refused(error.to_string())
+                    }
                     Err(error) => failed(&error),
                 }
             }
@@ -300,7 +313,7 @@ impl AgentRunner {
                     Err(error) => Answer::Failed(format!("node {node}: {error}")),
                 }
             }
-            Request::JoinGroup { group, leader } => {
+            Request::JoinGroup { node, group, leader } if node == self.config.node => {
                 let leader = Some(leader);
                 match self
                     .store
@@ -309,6 +322,14 @@ impl AgentRunner {
                 {
                     Ok(()) => Answer::Done,
                     Err(error) => failed(&error),
+                }
+            }
+            Request::JoinGroup { node, group, leader } => {
+                match self.membership().join(group, node, leader).await {
+                    Ok(()) => Answer::Done,
+                    Err(StepFailure::Refused(reason) | StepFailure::Failed(reason)) => {
+                        Answer::Failed(reason)
+                    }
                 }
             }
             Request::ChangeMembership { leader, group, change, unchanged_since } => {
@@ -373,9 +394,11 @@ impl AgentRunner {
             .await
             .map_err(|error| format!("reading the groups led here: {error}"))?;
         let hosted = self.engine.group_ids().map_err(|error| format!("listing groups: {error}"))?;
-        let mut local = LocalState { hosted: hosted.into_iter().collect(), led: BTreeMap::new() };
+        let mut local =
+            LocalState { hosted: hosted.into_iter().collect(), ..LocalState::default() };
         for (group, answer) in led {
-            match answer {
+            local.memberships.insert(group, answer.conf_state);
+            match answer.output {
                 Ok(Some(ownership)) => {
                     local.led.insert(group, ownership);
                 }

@@ -83,7 +83,8 @@ pub fn command_roles(command: &Command) -> &'static [Role] {
         Command::AddGroups { .. }
         | Command::RemoveGroups { .. }
         | Command::MoveShard { .. }
-        | Command::Rebalance { .. } => &[Role::Admin],
+        | Command::Rebalance { .. }
+        | Command::ReplaceNode { .. } => &[Role::Admin],
     }
 }
 
@@ -166,6 +167,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::MoveShard { .. } => "MoveShard",
         Command::Rebalance { .. } => "Rebalance",
         Command::RetireGroup { .. } => "RetireGroup",
+        Command::ReplaceNode { .. } => "ReplaceNode",
     }
 }
 

@@ -165,7 +165,12 @@ mod tests {
     const G: GroupId = GroupId(2);
 
     fn life(added: u64, removed: Option<u64>, retired: bool) -> BTreeMap<GroupId, GroupLife> {
-        let life = GroupLife { added: ConfigNum(added), removed: removed.map(ConfigNum), retired };
+        let life = GroupLife {
+            added: ConfigNum(added),
+            founders: vec![],
+            removed: removed.map(ConfigNum),
+            retired,
+        };
         BTreeMap::from([(G, life)])
     }
 
@@ -240,8 +245,12 @@ mod tests {
         // confirmation is left (found by the whole-cluster simulator: asking a destroyed
         // group to delete fails for ever, and the shard would never settle).
         let mut lives = life(1, None, false);
-        let from_life =
-            GroupLife { added: ConfigNum(1), removed: Some(ConfigNum(5)), retired: true };
+        let from_life = GroupLife {
+            added: ConfigNum(1),
+            founders: vec![],
+            removed: Some(ConfigNum(5)),
+            retired: true,
+        };
         lives.insert(from, from_life);
         let tasks = plan(G, &moving, ConfigNum(9), &lives);
         assert!(matches!(tasks[1], MigrationTask::Confirm { from_retired: true, .. }), "{tasks:?}");

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use mosaic_controller::ConfigNum;
 use mosaic_engine::{EngineSnapshot, GroupId, KvEngine, ShardId};
-use mosaic_raftstore::{Callback, Consistency, ReadOutput, Result, StoreMsg};
+use mosaic_raftstore::{Callback, Consistency, LeaderRead, ReadOutput, StoreMsg};
 
 use crate::command::{KvCommand, KvWrite};
 use crate::migration::{MigrationCommand, MigrationOutcome};
@@ -100,15 +100,16 @@ pub fn read_ownership<K: KvEngine>(
     }
 }
 
-/// Reads the shard ownership of every group this node leads (`StoreMsg::ReadLeaders`).
+/// Reads the shard ownership and the applied membership of every group this node leads
+/// (`StoreMsg::ReadLeaders`).
 pub fn read_led_ownerships<K: KvEngine>(
-    callback: Callback<BTreeMap<GroupId, Result<Option<Ownership>>>>,
+    callback: Callback<BTreeMap<GroupId, LeaderRead<Option<Ownership>>>>,
 ) -> KvStoreMsg<K> {
     StoreMsg::ReadLeaders {
         query: KvQuery::Ownership,
         callback: Box::new(move |answer| {
             callback(answer.map(|led| {
-                led.into_iter().map(|(group, output)| (group, output.map(ownership_of))).collect()
+                led.into_iter().map(|(group, read)| (group, read.map(ownership_of))).collect()
             }));
         }),
     }

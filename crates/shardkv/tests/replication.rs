@@ -206,7 +206,11 @@ fn read_leaders_answers_for_the_groups_led_here_only() {
         }
         for (group, answer) in answers {
             // A static group has no ownership.
-            assert!(matches!(answer, Ok(mosaic_shardkv::KvReadOutput::Ownership(None))), "{group}");
+            let output = &answer.output;
+            assert!(matches!(output, Ok(mosaic_shardkv::KvReadOutput::Ownership(None))), "{group}");
+            // With the membership the leader applied.
+            let voters: Vec<u64> = answer.conf_state.voters.iter().map(|node| node.0).collect();
+            assert_eq!((voters, answer.conf_state.learners.len()), (vec![1, 2, 3], 0), "{group}");
         }
     }
 }

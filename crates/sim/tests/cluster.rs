@@ -8,6 +8,7 @@
 //! | `MOSAIC_SIM_SEEDS=N` | run N seeds instead of the default set |
 //! | `MOSAIC_SIM_FIRST_SEED=F` | start those seeds at F instead of 0 |
 //! | `MOSAIC_SIM_SEED=S` | replay exactly seed S |
+//! | `MOSAIC_SIM_LOG=FILTER` | print the simulated nodes' log lines at that level (`debug`, `mosaic_agent=info`) |
 //!
 //! The variables apply to the three seed sweeps (`every_history_...`, `wide_groups_...` and
 //! `members_replaced_...`); `MOSAIC_SIM_SEED` also picks the seed `a_seed_replays_exactly`

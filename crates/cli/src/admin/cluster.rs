@@ -71,6 +71,73 @@ impl Cluster {
         self.execute(Command::RemoveGroups { groups: vec![GroupId(group)], max_moves }).await
     }
 
+    /// Replaces `node` by `with` in its groups (or in `group`), and says in which groups:
+    /// those whose members differ between the configuration created and the one before.
+    pub(super) async fn replace_node(
+        &self,
+        node: u64,
+        with: u64,
+        group: Option<u64>,
+    ) -> anyhow::Result<ExitCode> {
+        let (node, with) = (NodeId(node), NodeId(with));
+        let command = Command::ReplaceNode { node, with, group: group.map(GroupId) };
+        let Some(outcome) = self.execute_quietly(command).await? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        let Outcome::ConfigCreated { num, moves } = &outcome else {
+            print_line(&self.outcome_text(&outcome))?;
+            return Ok(ExitCode::SUCCESS);
+        };
+        // The command is applied whatever these reads answer: without them, the line only
+        // leaves out the groups.
+        let groups = match self.groups_changed(*num).await {
+            Ok(groups) => Some(groups),
+            Err(error) => {
+                eprintln!("mosaic: could not read which groups changed: {error:#}");
+                None
+            }
+        };
+        let text = match self.output {
+            Output::Human => {
+                let place = match groups.as_deref() {
+                    Some([group]) => format!(" in group {group}"),
+                    Some([]) | None => String::new(),
+                    Some(groups) => format!(" in groups {}", group_list(groups)),
+                };
+                format!(
+                    "configuration {num} created: node {node} replaced by node {with}{place} (the \
+                     groups move their replicas one at a time; `mosaic admin status` shows \
+                     progress)"
+                )
+            }
+            Output::Json => json!({
+                "result": "config-created",
+                "num": num.0,
+                "moves": moves_json(moves),
+                "replaced": {
+                    "node": node.0,
+                    "with": with.0,
+                    "groups": groups.map(|groups| groups.iter().map(|g| g.0).collect::<Vec<_>>()),
+                },
+            })
+            .to_string(),
+        };
+        print_line(&text)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The groups whose members differ between configuration `num` and the one before.
+    async fn groups_changed(&self, num: ConfigNum) -> anyhow::Result<Vec<GroupId>> {
+        let before = self.client.query(Some(ConfigNum(num.0.saturating_sub(1)))).await?.config;
+        let after = self.client.query(Some(num)).await?.config;
+        Ok(after
+            .groups
+            .iter()
+            .filter(|(group, members)| before.groups.get(group) != Some(members))
+            .map(|(group, _)| *group)
+            .collect())
+    }
+
     pub(super) async fn move_shard(&self, shard: u32, group: u64) -> anyhow::Result<ExitCode> {
         self.execute(Command::MoveShard { shard: ShardId(shard), group: GroupId(group) }).await
     }
@@ -252,14 +319,23 @@ impl Cluster {
 
     /// Applies `command` and prints what it did, or why it was refused.
     async fn execute(&self, command: Command) -> anyhow::Result<ExitCode> {
-        match self.client.execute(command).await? {
-            Ok(outcome) => {
+        match self.execute_quietly(command).await? {
+            Some(outcome) => {
                 print_line(&self.outcome_text(&outcome))?;
                 Ok(ExitCode::SUCCESS)
             }
+            None => Ok(ExitCode::FAILURE),
+        }
+    }
+
+    /// Applies `command` and returns what it did, or prints why it was refused and returns
+    /// `None`.
+    async fn execute_quietly(&self, command: Command) -> anyhow::Result<Option<Outcome>> {
+        match self.client.execute(command).await? {
+            Ok(outcome) => Ok(Some(outcome)),
             Err(refusal) => {
                 self.print_refusal(&refusal)?;
-                Ok(ExitCode::FAILURE)
+                Ok(None)
             }
         }
     }
@@ -447,6 +523,11 @@ fn nodes_summary(answer: &QueryAnswer) -> String {
         }
     }
     text
+}
+
+/// `1, 2, 5`.
+fn group_list(groups: &[GroupId]) -> String {
+    groups.iter().map(|group| group.0.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn ids(nodes: &[NodeId]) -> String {

@@ -1,12 +1,14 @@
 //! `mosaic admin`: operator commands.
 //!
 //! Against the controller (`--controllers HOST:PORT,...`): initializing a new cluster
-//! ([`init`]), the node registry, adding and removing groups, moving shards, rebalancing, the
-//! configuration history and the cluster's status ([`cluster`]):
+//! ([`init`]), the node registry, replacing a node in its groups, adding and removing groups,
+//! moving shards, rebalancing, the configuration history and the cluster's status
+//! ([`cluster`]):
 //!
 //! ```text
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 init --shard-count 64
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 node list
+//! mosaic admin --controllers ... node replace 3 --with 5
 //! mosaic admin --controllers ... group add 1 --members 1,2,3
 //! mosaic admin --controllers ... rebalance --dry-run
 //! mosaic admin --controllers ... config show
@@ -127,6 +129,21 @@ enum AdminCommand {
 enum NodeCommand {
     /// Lists every registered node and its address.
     List,
+    /// Replaces a node by another in the members of every group of the latest configuration
+    /// that lists it (or of --group only): one new configuration, no shard moves. Each group
+    /// then moves its replica itself: its leader adds the new node as a learner, promotes it
+    /// once caught up, and removes the replaced node (which may be dead); `mosaic admin
+    /// status` shows the progress.
+    Replace {
+        /// The node whose replicas move.
+        node: u64,
+        /// The registered node that takes its place.
+        #[arg(long)]
+        with: u64,
+        /// Only in this group (default: every group that lists the node).
+        #[arg(long)]
+        group: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,6 +236,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             init::init(&args.controllers, tls.as_ref(), shard_count, deadline, output).await
         }
         AdminCommand::Node(NodeCommand::List) => cluster()?.node_list().await,
+        AdminCommand::Node(NodeCommand::Replace { node, with, group }) => {
+            cluster()?.replace_node(node, with, group).await
+        }
         AdminCommand::Group(GroupCommand::Add { group, members, max_moves }) => {
             cluster()?.add_group(group, &members, max_moves).await
         }

@@ -254,7 +254,10 @@ fn apply(state: &mut State, request: Request) -> std::result::Result<Outcome, Er
         Command::MoveShard { group, .. } | Command::RetireGroup { group } => {
             Err(Error::UnknownGroup { group: *group })
         }
-        Command::AddGroups { .. } | Command::RemoveGroups { .. } | Command::Rebalance { .. } => {
+        Command::AddGroups { .. }
+        | Command::RemoveGroups { .. }
+        | Command::Rebalance { .. }
+        | Command::ReplaceNode { .. } => {
             Ok(Outcome::Unchanged { num: ConfigNum(0), reason: "the fake changes nothing".into() })
         }
     };

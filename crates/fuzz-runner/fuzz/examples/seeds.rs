@@ -189,13 +189,16 @@ fn node_seeds() {
 }
 
 /// Commands and queries to each replica of `controller_requests` (the leader answers):
-/// a node registered, a group added, a shard moved, a rebalance, a query; ticks, a crash.
+/// nodes registered, a group added, a shard moved, a rebalance, a node replaced, the group
+/// removed and retired, a query; ticks, a crash.
 fn controller_seeds() {
     let commands = [
         Command::RegisterNode { node: NodeId(4), address: "10.0.0.4:7100".into() },
         Command::AddGroups { groups: [(GroupId(100), vec![NodeId(4)])].into(), max_moves: None },
         Command::MoveShard { shard: ShardId(1), group: GroupId(100) },
         Command::Rebalance { max_moves: Some(1) },
+        Command::RegisterNode { node: NodeId(5), address: "10.0.0.5:7100".into() },
+        Command::ReplaceNode { node: NodeId(4), with: NodeId(5), group: Some(GroupId(100)) },
         Command::RemoveGroups { groups: vec![GroupId(100)], max_moves: None },
         Command::RetireGroup { group: GroupId(100) },
     ];

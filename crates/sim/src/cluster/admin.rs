@@ -1,6 +1,10 @@
 //! The simulated administrator: creates the initial groups once every storage node has
 //! registered, then, while asked to, changes the cluster every so often: adds a group on
-//! random nodes, removes one, moves a shard, rebalances (what `mosaic admin` sends).
+//! random nodes, removes one, moves a shard, rebalances, and when the run asks for it
+//! ([`MembershipConfig`]) replaces a member of a group by a storage node the group does not
+//! list (what `mosaic admin` sends; the group carries a replacement out itself, through its
+//! leader's agent). After a change that moves shards, the next change is often a
+//! replacement within 200 ms (a membership change during a migration).
 //!
 //! Each change is chosen from the latest configuration read just before, sent as a
 //! controller command of the administrator's session, and retried with the same seq until
@@ -14,7 +18,9 @@ use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 
 use crate::cluster::Time;
+use crate::cluster::config::MembershipConfig;
 use crate::cluster::controller_link::ControllerLink;
+use crate::cluster::net::chance;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
 
 /// A request unanswered for this long is sent again.
@@ -62,6 +68,12 @@ pub(crate) struct Admin {
     waiting: Waiting,
     next_change_at: Time,
     interval_ms: Time,
+    /// Whether and how often it replaces group members.
+    membership: Option<MembershipConfig>,
+    /// True when the next change is a replacement (one during a migration).
+    replace_next: bool,
+    /// Replacements of a group member applied.
+    pub(crate) replacements: u64,
     /// Commands that created a configuration.
     pub(crate) configs_created: u64,
     /// Shards those configurations moved from one group to another.
@@ -79,6 +91,7 @@ impl Admin {
         initial_groups: u64,
         added_max: u64,
         interval_ms: Time,
+        membership: Option<MembershipConfig>,
     ) -> Self {
         let initial = (0..initial_groups)
             .map(|index| {
@@ -100,6 +113,9 @@ impl Admin {
             waiting: Waiting::Nothing,
             next_change_at: 0,
             interval_ms,
+            membership,
+            replace_next: false,
+            replacements: 0,
             configs_created: 0,
             shards_moved: 0,
         }
@@ -167,6 +183,7 @@ impl Admin {
             {
                 self.waiting = Waiting::Nothing;
                 let command = self.command.as_ref().expect("a command in flight");
+                let replacement = matches!(command.command, Command::ReplaceNode { .. });
                 match answer {
                     Ok(Ok(outcome)) => {
                         tracing::debug!(?command, ?outcome, "admin command applied");
@@ -176,9 +193,19 @@ impl Admin {
                         self.next_change_at = io.now + 1 + io.rng.below(2 * self.interval_ms);
                         if let Outcome::ConfigCreated { moves, .. } = outcome {
                             self.configs_created += 1;
+                            if replacement {
+                                self.replacements += 1;
+                            }
                             let moved = moves.iter().filter(|m| m.from.is_some() && m.to.is_some());
                             let moved = moved.count() as u64;
                             self.shards_moved += moved;
+                            if moved > 0
+                                && let Some(membership) = &self.membership
+                                && chance(io.rng, membership.during_migration_per_mille)
+                            {
+                                self.replace_next = true;
+                                self.next_change_at = io.now + 1 + io.rng.below(200);
+                            }
                             return (moved > 0).then_some(AdminEvent::ShardsMoving);
                         }
                     }
@@ -210,6 +237,14 @@ impl Admin {
 
     /// A random change to `config`.
     fn choose(&mut self, io: &mut Io<'_>, config: &mosaic_controller::Configuration) -> Command {
+        let replacing = std::mem::take(&mut self.replace_next)
+            || self
+                .membership
+                .as_ref()
+                .is_some_and(|membership| chance(io.rng, membership.replace_per_mille));
+        if replacing && let Some(command) = self.choose_replacement(io, config) {
+            return command;
+        }
         let groups: Vec<GroupId> = config.groups.keys().copied().collect();
         let pick = |io: &mut Io<'_>, groups: &[GroupId]| {
             groups[io.rng.below(groups.len() as u64) as usize]
@@ -236,5 +271,28 @@ impl Admin {
             }
             _ => Command::Rebalance { max_moves: None },
         }
+    }
+
+    /// One listed member of a random group of `config` replaced by a storage node the group
+    /// does not list, if there is one.
+    fn choose_replacement(
+        &mut self,
+        io: &mut Io<'_>,
+        config: &mosaic_controller::Configuration,
+    ) -> Option<Command> {
+        let groups: Vec<(&GroupId, &Vec<NodeId>)> = config.groups.iter().collect();
+        if groups.is_empty() {
+            return None;
+        }
+        let (group, members) = groups[io.rng.below(groups.len() as u64) as usize];
+        let outside: Vec<NodeId> =
+            self.storage_nodes.iter().filter(|node| !members.contains(node)).copied().collect();
+        if outside.is_empty() {
+            return None;
+        }
+        let node = members[io.rng.below(members.len() as u64) as usize];
+        let with = outside[io.rng.below(outside.len() as u64) as usize];
+        tracing::debug!(group_id = %group, from_node = %node, to_node = %with, "replacing a member");
+        Some(Command::ReplaceNode { node, with, group: Some(*group) })
     }
 }

@@ -31,6 +31,9 @@ pub(crate) use mosaic_agent::POLL_INTERVAL_MS;
 
 /// A request unanswered for this long has failed.
 const REQUEST_TIMEOUT_MS: Time = 1_000;
+/// How long one attempt at a membership change may take (the server's is minutes: here data
+/// is small, and shorter attempts see more restarts of the planner).
+const MEMBERSHIP_ATTEMPT_MS: Time = 8_000;
 
 /// A simulated request made for the agent.
 #[derive(Debug)]
@@ -65,8 +68,8 @@ impl SimAgent {
             node,
             address: address_of(node),
             request_timeout_ms: REQUEST_TIMEOUT_MS,
-            rejoin_attempt_ms: REQUEST_TIMEOUT_MS,
-            rejoin_retry_ms: REQUEST_TIMEOUT_MS,
+            membership_attempt_ms: MEMBERSHIP_ATTEMPT_MS,
+            membership_retry_ms: REQUEST_TIMEOUT_MS,
             task_retry_max_ms: DEFAULT_TASK_RETRY_MAX_MS,
             pulls_max: DEFAULT_PULLS_MAX,
         };
@@ -121,14 +124,19 @@ impl SimAgent {
             Response::Chunk(Ok(chunk)) => Answer::Chunk(chunk),
             Response::Leaders(Ok(led)) => Answer::Local(LocalState {
                 hosted: store.groups().collect(),
+                memberships: led
+                    .iter()
+                    .map(|(group, read)| (*group, read.conf_state.clone()))
+                    .collect(),
                 led: led
                     .into_iter()
-                    .filter_map(|(group, ownership)| Some((group, ownership.ok()??)))
+                    .filter_map(|(group, read)| Some((group, read.output.ok()??)))
                     .collect(),
             }),
             Response::Done(Ok(())) | Response::Membership(Ok(_)) => Answer::Done,
             Response::Status(Ok(status)) => Answer::Leader(LeaderView::of_leader(&status)),
-            Response::Membership(Err(error @ Error::InvalidArgument { .. })) => {
+            Response::Membership(Err(error @ Error::InvalidArgument { .. }))
+            | Response::Done(Err(error @ Error::InvalidArgument { .. })) => {
                 Answer::Refused(error.to_string())
             }
             Response::ControllerView(Err(error))
@@ -187,14 +195,14 @@ impl SimAgent {
                 mosaic_agent::Request::CreateGroup { group, members } => {
                     (node, Request::CreateGroup { group, members })
                 }
-                mosaic_agent::Request::DestroyGroup { group } => {
-                    (node, Request::DestroyGroup { group })
+                mosaic_agent::Request::DestroyGroup { group, shown_out } => {
+                    (node, Request::DestroyGroup { group, shown_out })
                 }
                 mosaic_agent::Request::GroupStatus { node: at, group } => {
                     (at, Request::GroupStatus { group })
                 }
-                mosaic_agent::Request::JoinGroup { group, leader } => {
-                    (node, Request::JoinGroup { group, leader })
+                mosaic_agent::Request::JoinGroup { node: at, group, leader } => {
+                    (at, Request::JoinGroup { group, leader })
                 }
                 mosaic_agent::Request::ChangeMembership {
                     leader,

@@ -40,8 +40,8 @@ pub struct SimConfig {
     pub liveness_ops_per_client: u32,
     /// Mean pause between two changes by the administrator, in the safety phase.
     pub admin_interval_ms: u64,
-    /// Replacements of group members by an operator (`mosaic admin group add-replica` /
-    /// `remove-replica`); `None`: group memberships never change.
+    /// Replacements of group members by the administrator (`mosaic admin node replace N
+    /// --with M --group G`, carried out by the group); `None`: group members never change.
     pub membership: Option<MembershipConfig>,
     /// Every store compacts a group's log once it holds more than this many applied entries
     /// (`StoreConfig::compact_log_after_entries`). The default, 12, makes lagging and joining
@@ -131,7 +131,11 @@ impl SimConfig {
             );
         }
         if let Some(membership) = &self.membership {
-            assert!(membership.interval_ms >= 1, "membership.interval_ms must be positive");
+            assert!(
+                membership.replace_per_mille <= 1_000
+                    && membership.during_migration_per_mille <= 1_000,
+                "membership chances are per mille: at most 1000"
+            );
             assert!(
                 self.group_size < self.storage_nodes as usize,
                 "membership changes need a storage node outside each group: group_size {} of \
@@ -143,26 +147,23 @@ impl SimConfig {
     }
 }
 
-/// How the operator changes group memberships (`cluster/operator.rs`): in the safety phase,
-/// every so often, it replaces a random member of a random group by a storage node outside
-/// the group, or puts back the member it replaced; in the liveness phase it puts back every
-/// member it replaced, so that each group's voters are again the ones its configuration
-/// lists.
+/// How the administrator replaces group members (`cluster/admin.rs`), in the safety phase:
+/// the listed members change in a new configuration, and the group carries the change out
+/// (its leader adds the new node as a learner, promotes it, removes the old one, which then
+/// destroys its replica). In the liveness phase every group must end with the voters its
+/// configuration lists, and no replica on a node it does not list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipConfig {
-    /// Mean pause between two of the operator's jobs (one replacement or one restoration).
-    pub interval_ms: u64,
-    /// A job not finished after this long is given up, as an operator gives up a command
-    /// that timed out (the group is put back by a later job).
-    pub job_ms_max: u64,
-    /// After a configuration change that moves shards, the operator starts its next job
+    /// The share of the administrator's changes that replace a member, per mille.
+    pub replace_per_mille: u64,
+    /// After a configuration change that moves shards, the next change is a replacement
     /// within 200 ms with this probability (a membership change during a migration).
     pub during_migration_per_mille: u64,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        Self { interval_ms: 1_500, job_ms_max: 8_000, during_migration_per_mille: 500 }
+        Self { replace_per_mille: 500, during_migration_per_mille: 500 }
     }
 }
 

@@ -10,22 +10,21 @@
 //! reorders and duplicates messages and can be partitioned (`net.rs`), the requests that
 //! gRPC carries in production (`rpc.rs`), the execution of the node agent's requests over
 //! them (`agent.rs`), clients (`client.rs`), an administrator
-//! changing the groups (`admin.rs`), an operator changing group memberships as `mosaic admin
-//! group add-replica` / `remove-replica` do (`operator.rs`), and crashes that lose unsynced
-//! writes (`node.rs`).
+//! changing the groups and, if configured, replacing their members through the controller
+//! (`admin.rs`), and crashes that lose unsynced writes (`node.rs`).
 //!
 //! A run ([`run`]) has two phases (TigerBeetle/FoundationDB style):
 //! 1. *safety*: clients read and write while groups are added and removed, shards move and
 //!    faults strike (partitions, loss, delay, duplication, crash-restart of any node, the
 //!    controller's leader crashing during a migration, and, if configured, stalled nodes and
 //!    nodes ticking at different rates: `world/timing.rs`); if configured
-//!    ([`SimConfig::membership`]), group members are replaced by other storage nodes and
-//!    put back;
-//! 2. *liveness*: faults stop, crashed nodes restart, the administrator stops and the
-//!    operator puts back every member it replaced; within a bounded virtual time every group
-//!    must settle at the latest configuration with the voters it lists (removed groups
-//!    retired and destroyed, every replica caught up and holding exactly what its leader
-//!    holds) and every client operation must complete.
+//!    ([`SimConfig::membership`]), group members are replaced by other storage nodes, which
+//!    the groups carry out themselves (the shipped agent, as in production);
+//! 2. *liveness*: faults stop, crashed nodes restart and the administrator stops; within a
+//!    bounded virtual time every group must settle at the latest configuration with the
+//!    voters it lists and no replica elsewhere (removed groups retired and destroyed, every
+//!    replica caught up and holding exactly what its leader holds) and every client
+//!    operation must complete.
 //!
 //! Throughout, Raft's safety properties are checked on every replica (`raft_safety.rs`: one
 //! leader per group and term, replicas agreeing on committed entries); a run stops at the
@@ -44,8 +43,6 @@
 //!   that freeze more often.
 //! - A snapshot travels as one message holding all its chunks; Raft messages between two
 //!   nodes travel as one batch per store step, as the gRPC transport sends them.
-//! - The operator asks every storage node for a group's status at once and uses the first
-//!   answer from a leader (the CLI asks the nodes of `--nodes` one after the other).
 
 mod admin;
 mod agent;
@@ -54,7 +51,6 @@ mod config;
 mod controller_link;
 mod net;
 mod node;
-mod operator;
 mod raft_safety;
 mod report;
 mod rpc;
@@ -62,7 +58,7 @@ mod world;
 
 pub use config::{FaultConfig, MembershipConfig, ReadMode, SimConfig, StallConfig};
 pub use net::NetStats;
-pub use report::{FaultStats, MembershipStats, RunReport};
+pub use report::{FaultStats, RunReport};
 pub use world::run;
 
 /// Virtual time, in milliseconds since the start of a run.

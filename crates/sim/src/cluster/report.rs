@@ -45,21 +45,6 @@ pub struct FaultStats {
     pub stalled_requests_busy: u64,
 }
 
-/// Counters of the operator's membership changes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MembershipStats {
-    /// Jobs started: replacements of a member, and restorations of the listed members.
-    pub jobs_started: u64,
-    /// Of those, replacements.
-    pub replacements: u64,
-    /// Jobs that left their group with the voters they aimed at.
-    pub jobs_done: u64,
-    /// Jobs given up after `MembershipConfig::job_ms_max`.
-    pub jobs_given_up: u64,
-    /// Membership changes applied (`ChangeMembership` answered with the new membership).
-    pub changes: u64,
-}
-
 /// What a run did and found.
 pub struct RunReport {
     /// The seed.
@@ -89,8 +74,8 @@ pub struct RunReport {
     pub net: NetStats,
     /// What the fault schedule did.
     pub faults: FaultStats,
-    /// What the operator changed.
-    pub membership: MembershipStats,
+    /// Replacements of a group member the controller applied (the groups carry them out).
+    pub replacements: u64,
 }
 
 impl RunReport {
@@ -128,16 +113,17 @@ impl fmt::Display for RunReport {
             f,
             "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied), {} \
              configurations moving {} \
-             shards, {} snapshots installed, {} log compactions, {:?}, {:?}, {:?}, liveness {:?}",
+             shards, {} member replacements, {} snapshots installed, {} log compactions, {:?}, \
+             {:?}, liveness {:?}",
             self.seed,
             self.operations_completed,
             self.configs_created,
             self.shards_moved,
+            self.replacements,
             self.stores.snapshots_installed,
             self.stores.log_compactions,
             self.net,
             self.faults,
-            self.membership,
             self.liveness
         )
     }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Outcome};
 use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
 use mosaic_raft::{ConfChange, ConfState, LogIndex, NodeId, Status};
-use mosaic_raftstore::{Consistency, Error, LeaderTerm, StoreMsg};
+use mosaic_raftstore::{Consistency, Error, LeaderRead, LeaderTerm, ShownOut, StoreMsg};
 use mosaic_shardkv::request::{
     propose_migration, propose_write, read_handoff, read_led_ownerships, read_value,
 };
@@ -38,8 +38,6 @@ pub(crate) enum Endpoint {
     Client(u32),
     /// The administrator.
     Admin,
-    /// The operator changing group memberships.
-    Operator,
 }
 
 /// A request's id, unique in a run.
@@ -104,6 +102,8 @@ pub(crate) enum Request {
     DestroyGroup {
         /// The group.
         group: GroupId,
+        /// The leader's view that showed the node out, if that is why.
+        shown_out: Option<ShownOut>,
     },
     /// A replica's Raft status once it confirmed its leadership (`NodeAdmin.GroupStatus`
     /// with `confirm_leadership`, as the CLI asks it); a replica that does not lead answers
@@ -145,7 +145,7 @@ pub(crate) enum Response {
     KvValue(Result<Option<Bytes>, Error>),
     /// Answers [`Request::PullChunk`].
     Chunk(Result<ShardChunk, Error>),
-    /// Answers [`Request::ReadLeaders`]: each led group's ownership.
+    /// Answers [`Request::ReadLeaders`]: each led group's ownership and membership.
     Leaders(Result<BTreeMap<GroupId, LedOwnership>, Error>),
     /// Answers [`Request::CreateGroup`], [`Request::DestroyGroup`] and
     /// [`Request::JoinGroup`].
@@ -156,9 +156,9 @@ pub(crate) enum Response {
     Membership(Result<ConfState, Error>),
 }
 
-/// The ownership of a group led by the node that answered [`Request::ReadLeaders`] (`None`
-/// for a group not placed by a controller).
-pub(crate) type LedOwnership = Result<Option<Ownership>, Error>;
+/// The ownership (`None` for a group not placed by a controller) and the applied membership
+/// of a group led by the node that answered [`Request::ReadLeaders`].
+pub(crate) type LedOwnership = LeaderRead<Option<Ownership>>;
 
 /// Who waits for an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,8 +281,9 @@ pub(crate) fn storage_msg(
             members,
             callback: Box::new(move |result| reply.send(Response::Done(result))),
         },
-        Request::DestroyGroup { group } => StoreMsg::DestroyGroup {
+        Request::DestroyGroup { group, shown_out } => StoreMsg::DestroyGroup {
             group,
+            shown_out,
             callback: Box::new(move |result| reply.send(Response::Done(result))),
         },
         Request::GroupStatus { group } => StoreMsg::Status {

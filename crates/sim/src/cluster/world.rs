@@ -26,9 +26,8 @@ use crate::cluster::client::{ClientPolicy, SimClient};
 use crate::cluster::config::SimConfig;
 use crate::cluster::net::{Envelope, Network, Packet, chance};
 use crate::cluster::node::{Outgoing, SimNode, add_stats};
-use crate::cluster::operator::Operator;
 use crate::cluster::raft_safety::RaftSafety;
-use crate::cluster::report::{FaultStats, MembershipStats, RunReport};
+use crate::cluster::report::{FaultStats, RunReport};
 use crate::cluster::rpc::{
     Caller, CompletionSink, Endpoint, Io, Reply, Request, RequestId, Response, controller_msg,
     storage_msg,
@@ -81,8 +80,6 @@ enum Event {
     ClientPoll(u32),
     /// The administrator polls.
     AdminPoll,
-    /// The operator changing memberships polls.
-    OperatorPoll,
     /// A step of the fault schedule (safety phase only).
     Fault,
     /// A crashed node starts again.
@@ -112,7 +109,7 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
         stores: world.store_stats(),
         net: world.net.stats,
         faults: world.fault_stats,
-        membership: world.operator.as_ref().map_or_else(MembershipStats::default, |op| op.stats),
+        replacements: world.admin.replacements,
         raft_violation: world.raft_safety.take_violation(),
         divergence: world.divergence.take(),
         history: world.history,
@@ -151,8 +148,6 @@ struct World {
     agents: BTreeMap<NodeId, SimAgent>,
     clients: Vec<SimClient>,
     admin: Admin,
-    /// The operator, when the run changes memberships.
-    operator: Option<Operator>,
     history: History,
     phase: Phase,
     liveness: Option<Result<Time, String>>,
@@ -226,9 +221,6 @@ impl World {
                 )
             })
             .collect();
-        let operator = config.membership.clone().map(|membership| {
-            Operator::new(controller_ids.clone(), storage_ids.clone(), membership)
-        });
         let admin = Admin::new(
             controller_ids,
             storage_ids,
@@ -236,6 +228,7 @@ impl World {
             config.initial_groups,
             config.added_groups_max,
             config.admin_interval_ms,
+            config.membership.clone(),
         );
         let mut world = Self {
             net: Network::new(config.faults.clone()),
@@ -253,7 +246,6 @@ impl World {
             agents,
             clients,
             admin,
-            operator,
             history: History::new(),
             phase: Phase::Safety,
             liveness: None,
@@ -290,9 +282,6 @@ impl World {
             self.schedule(u64::from(index), Event::ClientPoll(index));
         }
         self.schedule(0, Event::AdminPoll);
-        if self.operator.is_some() {
-            self.schedule(0, Event::OperatorPoll);
-        }
         let first_fault = self.config.faults.step_interval_ms;
         self.schedule(first_fault, Event::Fault);
         if let Some(stalls) = &self.config.faults.stalls {
@@ -377,15 +366,6 @@ impl World {
                 let sent = io.sent;
                 self.dispatch(Endpoint::Admin, sent);
                 self.schedule(self.now + ADMIN_POLL_MS, Event::AdminPoll);
-            }
-            Event::OperatorPoll => {
-                if let Some(operator) = &mut self.operator {
-                    let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
-                    operator.poll(&mut io);
-                    let sent = io.sent;
-                    self.dispatch(Endpoint::Operator, sent);
-                    self.schedule(self.now + ADMIN_POLL_MS, Event::OperatorPoll);
-                }
             }
             Event::Fault => {
                 if self.phase == Phase::Safety {
@@ -536,7 +516,7 @@ impl World {
         let reachable = self.net.connected(from, to)
             && match to {
                 Endpoint::Node(node) => self.is_up(node),
-                Endpoint::Client(_) | Endpoint::Admin | Endpoint::Operator => true,
+                Endpoint::Client(_) | Endpoint::Admin => true,
             };
         if let Packet::Snapshot { group, sender_incarnation, .. } = &packet
             && let (Endpoint::Node(sender), Endpoint::Node(receiver)) = (from, to)
@@ -579,7 +559,6 @@ impl World {
         let policy = self.client_policy();
         let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
         let mut crash_controller_leader_in = None;
-        let mut operator_within = None;
         match endpoint {
             Endpoint::Node(node) => {
                 if let Some(agent) = self.agents.get_mut(&node) {
@@ -600,27 +579,12 @@ impl World {
                 {
                     crash_controller_leader_in = Some(1 + io.rng.below(200));
                 }
-                // A membership change during the migration.
-                if moving
-                    && let Some(membership) = &self.config.membership
-                    && chance(io.rng, membership.during_migration_per_mille)
-                {
-                    operator_within = Some(1 + io.rng.below(200));
-                }
-            }
-            Endpoint::Operator => {
-                if let Some(operator) = &mut self.operator {
-                    operator.on_response(&mut io, id, response);
-                }
             }
         }
         let sent = io.sent;
         self.dispatch(endpoint, sent);
         if let Some(delay) = crash_controller_leader_in {
             self.schedule(self.now + delay, Event::CrashControllerLeader);
-        }
-        if let (Some(delay), Some(operator)) = (operator_within, &mut self.operator) {
-            operator.hurry(self.now + delay);
         }
     }
 

@@ -261,6 +261,15 @@ pub fn run_suite(
     mut test: impl FnMut(u64) -> Option<String>,
 ) {
     let env = suite.env;
+    if let Ok(filter) = std::env::var("MOSAIC_SIM_LOG") {
+        // The simulated nodes' log lines, for replaying one seed (virtual time is in each
+        // line's fields where it matters; the lines are in the run's order).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .without_time()
+            .with_test_writer()
+            .try_init();
+    }
     let seeds: Vec<u64> = match env_u64(&format!("{env}_SEED")) {
         Some(seed) => vec![seed],
         None => {

@@ -23,7 +23,6 @@ impl World {
                     .map(|node| Endpoint::Node(*node))
                     .chain((0..self.config.clients).map(Endpoint::Client))
                     .chain([Endpoint::Admin])
-                    .chain(self.operator.is_some().then_some(Endpoint::Operator))
                     .collect();
                 let minority: Vec<Endpoint> =
                     endpoints.into_iter().filter(|_| self.rng.below(3) == 0).collect();

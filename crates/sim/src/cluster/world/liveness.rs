@@ -1,8 +1,7 @@
 //! The end of a run: the switch from the safety phase to the liveness phase, and the checks
 //! that decide when the liveness phase is over (every group settled at the latest
-//! configuration with the voters it lists, removed groups retired and destroyed, replicas
-//! identical, every client done, the operator done putting groups back) or has run out of
-//! time.
+//! configuration with the voters it lists and no replica elsewhere, removed groups retired
+//! and destroyed, replicas identical, every client done) or has run out of time.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +12,6 @@ use mosaic_shardkv::ShardState;
 use super::{CONTROLLER_GROUP, Event, LIVENESS_CHECK_MS, Phase, World, leader_of};
 use crate::cluster::client::SimClient;
 use crate::cluster::config::FaultConfig;
-use crate::cluster::operator::Operator;
 
 impl World {
     pub(super) fn end_safety_phase(&mut self) {
@@ -30,9 +28,6 @@ impl World {
         for client in &mut self.clients {
             client.limit(self.config.liveness_ops_per_client);
         }
-        if let Some(operator) = &mut self.operator {
-            operator.restore_only(self.now);
-        }
         self.schedule(self.now + LIVENESS_CHECK_MS, Event::CheckLiveness);
     }
 
@@ -40,12 +35,11 @@ impl World {
         let Phase::Liveness { since } = self.phase else { return };
         let settled = self.settled().and_then(|()| self.replicas_agree());
         let clients_done = self.clients.iter().all(SimClient::is_finished);
-        let operator_done = self.operator.as_ref().is_none_or(Operator::is_done);
         if self.divergence.is_some() {
             self.liveness = Some(Err("replicas diverged (see above)".into()));
             return;
         }
-        if settled.is_ok() && clients_done && operator_done {
+        if settled.is_ok() && clients_done {
             self.liveness = Some(Ok(self.now - since));
             return;
         }
@@ -57,9 +51,6 @@ impl World {
             reasons.extend(
                 self.clients.iter().filter(|client| !client.is_finished()).map(SimClient::describe),
             );
-            if !operator_done && let Some(operator) = &self.operator {
-                reasons.push(operator.describe());
-            }
             self.liveness = Some(Err(format!(
                 "not done {} ms after the faults stopped: {}",
                 self.config.liveness_ms_max,
@@ -71,7 +62,7 @@ impl World {
     }
 
     /// Whether every group of the latest configuration has the voters it lists (and no
-    /// learner), and every replica has applied what its leader has and then holds exactly
+    /// learner) and no replica on a node it does not list, and every replica has applied what its leader has and then holds exactly
     /// the same records (data, sessions, ownership); a difference is recorded in
     /// `divergence`.
     fn replicas_agree(&mut self) -> Result<(), String> {
@@ -91,6 +82,20 @@ impl World {
                     "group {group}: leader {leader} has voters {:?} and learners {:?}, the \
                      configuration lists {members:?}",
                     conf.voters, conf.learners
+                ));
+            }
+            let unlisted: Vec<NodeId> = self
+                .storage
+                .iter()
+                .filter(|(id, node)| {
+                    !listed.contains(id) && node.store().is_some_and(|s| s.peer(*group).is_some())
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if !unlisted.is_empty() {
+                return Err(format!(
+                    "group {group}: nodes {unlisted:?} still host a replica the configuration \
+                     does not place there"
                 ));
             }
             let records = |node: NodeId| {

@@ -1,13 +1,8 @@
-//! One attempt at bringing this node's replica of a group back after its data directory may
-//! have been lost: a [`MembershipRun`] of `MembershipJob::add(node)`, whose requests are the
-//! agent's ([`Request::GroupStatus`] to every registered node to find the leader,
-//! [`Request::JoinGroup`] here, [`Request::ChangeMembership`] at the leader).
-//!
-//! A replica hosted here came from an earlier join of this store (or from before a restart
-//! that kept the data): the job brings it on from there. None means the data may be lost:
-//! the job removes the node first, so that its votes and acknowledgements from before the
-//! loss never count again, then joins it as a new node (docs/raftstore.md "Changing a
-//! group's membership").
+//! The agent's membership runs: each is one attempt at a [`MembershipJob`] on one group, a
+//! [`MembershipRun`] whose requests are the agent's ([`Request::GroupStatus`] to the nodes
+//! that may lead, to find the leader; [`Request::JoinGroup`] at the node joining;
+//! [`Request::ChangeMembership`] at the leader). What each kind is for is at [`RunKind`]; the
+//! rules they follow together are in the crate documentation.
 
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
@@ -29,57 +24,62 @@ pub(crate) enum Ask {
     Over(Result<LeaderView, MembershipError>),
 }
 
+/// What a membership run is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RunKind {
+    /// This node's replica may have been lost with its data directory (the store is newer
+    /// than the group, or the group's members changed since it was created, and no replica is
+    /// here): the job takes the node out of the group if it is a member, so that it counts in
+    /// no quorum until the group's leader brings it back as a new node.
+    Leave,
+    /// The node is no longer placed in the group: the job waits until the group's leader has
+    /// removed it, then the agent destroys the replica.
+    Release,
+    /// The node leads the group: the job makes the group's members exactly those the
+    /// configuration lists, one change at a time (the missing ones join, are added as
+    /// learners, catch up and are promoted; then the others are removed).
+    Reshape,
+}
+
 /// One attempt in progress. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Attempt {
-    node: NodeId,
     run: MembershipRun,
+    /// The nodes asked for the group's leader.
+    asked: Vec<NodeId>,
     /// The status reads out, while the run reads the leader.
     search: Option<LeaderSearch>,
 }
 
 impl Attempt {
-    /// An attempt, started at `now`, by `node` on `group`, whose replica here is `hosted` (or
-    /// joined in an earlier attempt), given up at `give_up_at`; it asks every node of `nodes`.
+    /// An attempt at `job` on `group`, started at `now` and given up at `give_up_at`, that
+    /// looks for the leader among `asked`.
     pub(crate) fn start(
         now: Time,
-        node: NodeId,
         group: GroupId,
-        hosted: bool,
+        job: MembershipJob,
         give_up_at: Time,
-        nodes: &[NodeId],
+        asked: Vec<NodeId>,
     ) -> (Self, Vec<Ask>) {
-        let mut job = MembershipJob::add(node);
-        if hosted {
-            job.joined(node);
-        } else {
-            job = job.lost(node);
-        }
         let (run, action) = MembershipRun::start(group, job, give_up_at);
-        let mut attempt = Self { node, run, search: None };
-        let asks = attempt.act(now, action, nodes);
+        let mut attempt = Self { run, asked, search: None };
+        let asks = attempt.act(now, action);
         (attempt, asks)
     }
 
-    /// True if this node's replica was joined by this attempt (or hosted when it started).
-    pub(crate) fn has_joined(&self) -> bool {
-        self.run.job().has_joined(self.node)
+    /// The job (what is left to do).
+    pub(crate) fn job(&self) -> &MembershipJob {
+        self.run.job()
     }
 
     /// Once a pause is over, the next requests.
-    pub(crate) fn poll(&mut self, now: Time, nodes: &[NodeId]) -> Vec<Ask> {
+    pub(crate) fn poll(&mut self, now: Time) -> Vec<Ask> {
         let action = self.run.poll(now);
-        self.then(now, action, nodes)
+        self.then(now, action)
     }
 
     /// `node`'s answer to a status read.
-    pub(crate) fn on_status(
-        &mut self,
-        now: Time,
-        node: NodeId,
-        answer: Answer,
-        nodes: &[NodeId],
-    ) -> Vec<Ask> {
+    pub(crate) fn on_status(&mut self, now: Time, node: NodeId, answer: Answer) -> Vec<Ask> {
         let answer = match answer {
             Answer::Leader(view) => Ok(view),
             Answer::Failed(reason) => Err(reason),
@@ -90,12 +90,12 @@ impl Attempt {
         self.search = None;
         let action = self.run.on_leader(now, found);
         let mut asks = vec![Ask::CancelSearch];
-        asks.extend(self.then(now, action, nodes));
+        asks.extend(self.then(now, action));
         asks
     }
 
     /// The answer to the step asked for.
-    pub(crate) fn on_step(&mut self, now: Time, answer: Answer, nodes: &[NodeId]) -> Vec<Ask> {
+    pub(crate) fn on_step(&mut self, now: Time, answer: Answer) -> Vec<Ask> {
         let answer = match answer {
             Answer::Done => Ok(()),
             Answer::Refused(reason) => Err(StepFailure::Refused(reason)),
@@ -103,32 +103,31 @@ impl Attempt {
             other => panic!("a membership step answered with {other:?}"),
         };
         let action = self.run.on_step(now, answer);
-        self.then(now, action, nodes)
+        self.then(now, action)
     }
 
     /// What the run's next `action` asks, if it has one.
-    fn then(&mut self, now: Time, action: Option<RunAction>, nodes: &[NodeId]) -> Vec<Ask> {
-        action.map_or_else(Vec::new, |action| self.act(now, action, nodes))
+    fn then(&mut self, now: Time, action: Option<RunAction>) -> Vec<Ask> {
+        action.map_or_else(Vec::new, |action| self.act(now, action))
     }
 
-    fn act(&mut self, now: Time, action: RunAction, nodes: &[NodeId]) -> Vec<Ask> {
+    fn act(&mut self, now: Time, action: RunAction) -> Vec<Ask> {
         let group = self.run.group();
         match action {
-            RunAction::ReadLeader => match LeaderSearch::new(nodes.iter().copied()) {
+            RunAction::ReadLeader => match LeaderSearch::new(self.asked.iter().copied()) {
                 Ok(search) => {
                     self.search = Some(search);
                     let reads =
-                        nodes.iter().map(|node| Request::GroupStatus { node: *node, group });
+                        self.asked.iter().map(|node| Request::GroupStatus { node: *node, group });
                     vec![Ask::Send(reads.collect())]
                 }
                 Err(reason) => {
                     let action = self.run.on_leader(now, Err(reason));
-                    self.then(now, action, nodes)
+                    self.then(now, action)
                 }
             },
             RunAction::Join { node, leader } => {
-                assert_eq!(node, self.node, "a rejoin adds only its own node");
-                vec![Ask::Send(vec![Request::JoinGroup { group, leader }])]
+                vec![Ask::Send(vec![Request::JoinGroup { node, group, leader }])]
             }
             RunAction::Change { leader, change, unchanged_since } => {
                 let request = Request::ChangeMembership { leader, group, change, unchanged_since };
