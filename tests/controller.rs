@@ -589,6 +589,15 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     appending.await.unwrap();
+    // `admin wait` waits for the members too, and `admin status` shows them.
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let status = json(&controllers.admin(&["--output", "json", "status"]));
+    let group = &status["groups"][0];
+    assert_eq!(
+        (&group["voters"], &group["reshaping"]),
+        (&serde_json::json!([1, 2, 4]), &serde_json::json!(false)),
+        "{status}"
+    );
     // The new member counts: with node 1 down too, nodes 2 and 4 are a majority.
     nodes.kill(1);
     append_all(&client, &["<last>".to_string()]).await;

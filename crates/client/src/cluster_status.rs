@@ -1,6 +1,7 @@
 //! The cluster as the controller and the groups report it ([`ClusterStatus`]): the latest
 //! configuration and node registry from the controller, and per group the leader its members
-//! name, the configuration that leader has applied and the state of the shards it holds.
+//! name, the configuration that leader has applied, the state of the shards it holds and the
+//! membership it has applied (a replacement is carried out until it is the one listed).
 //! `mosaic admin status` and `admin wait` print it; a controller replica's status page serves
 //! it.
 
@@ -36,6 +37,41 @@ pub struct GroupStatus {
     pub held: Option<pb::GroupShards>,
     /// The shards the latest configuration gives the group.
     pub shards: Vec<ShardId>,
+    /// The voters the leader has applied (empty: no leader answered).
+    pub voters: Vec<NodeId>,
+    /// The learners the leader has applied.
+    pub learners: Vec<NodeId>,
+}
+
+/// What keeps the cluster from being settled ([`ClusterStatus::unsettled`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unsettled {
+    /// Groups behind the latest configuration, or whose leader did not answer.
+    pub behind: usize,
+    /// Shards moving between groups.
+    pub moving: usize,
+    /// Groups whose leader's membership is not yet the members the configuration lists (a
+    /// replacement being carried out).
+    pub reshaping: usize,
+}
+
+impl Unsettled {
+    /// True when nothing is left to do.
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl std::fmt::Display for Unsettled {
+    /// `2 shard(s) moving, 1 group(s) behind`, and `, 1 group(s) changing members` when any.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} shard(s) moving, {} group(s) behind", self.moving, self.behind)?;
+        if self.reshaping > 0 {
+            write!(f, ", {} group(s) changing members", self.reshaping)?;
+        }
+        Ok(())
+    }
 }
 
 impl GroupStatus {
@@ -45,6 +81,15 @@ impl GroupStatus {
         self.held.as_ref().map(|held| held.config_num)
     }
 
+    /// True when the leader answered with a membership other than the members listed: voters
+    /// that differ, or learners (a replacement being carried out).
+    #[must_use]
+    pub fn reshaping(&self) -> bool {
+        let listed: std::collections::BTreeSet<&NodeId> = self.members.iter().collect();
+        let voters: std::collections::BTreeSet<&NodeId> = self.voters.iter().collect();
+        !self.voters.is_empty() && (voters != listed || !self.learners.is_empty())
+    }
+
     /// The shards the leader holds that are not simply serving.
     pub fn moving(&self) -> impl Iterator<Item = &pb::ShardStatus> {
         self.held.iter().flat_map(|held| &held.shards).filter(|shard| shard.state != "serving")
@@ -52,7 +97,8 @@ impl GroupStatus {
 
     /// The group as `mosaic admin status --output json` and the status page show it:
     /// `group`, `nodes` (its members), `leader`, `config_num` (applied by the leader),
-    /// `shards`, and `moving` (each with its `shard`, `state` and `peer_group`).
+    /// `shards`, `moving` (each with its `shard`, `state` and `peer_group`), and the leader's
+    /// `voters` and `learners` with `reshaping` (they are not yet the members listed).
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -66,6 +112,9 @@ impl GroupStatus {
                 "state": shard.state,
                 "peer_group": shard.peer_group,
             })).collect::<Vec<_>>(),
+            "voters": self.voters.iter().map(|node| node.0).collect::<Vec<_>>(),
+            "learners": self.learners.iter().map(|node| node.0).collect::<Vec<_>>(),
+            "reshaping": self.reshaping(),
         })
     }
 }
@@ -91,21 +140,23 @@ impl ClusterStatus {
             .groups
             .iter()
             .zip(views)
-            .map(|((group, members), (leader, held))| GroupStatus {
+            .map(|((group, members), view)| GroupStatus {
                 group: *group,
                 members: members.clone(),
-                leader,
-                held,
+                leader: view.leader,
+                held: view.held,
                 shards: answer.config.shards_of(*group),
+                voters: view.voters,
+                learners: view.learners,
             })
             .collect();
         Ok(Self { answer, groups })
     }
 
-    /// How many groups are behind the latest configuration (or did not answer), and how many
-    /// shards are moving.
+    /// How many groups are behind the latest configuration (or did not answer), how many
+    /// shards are moving, and how many groups are changing members.
     #[must_use]
-    pub fn unsettled(&self) -> (usize, usize) {
+    pub fn unsettled(&self) -> Unsettled {
         let num = self.answer.config.num.0;
         let behind = self
             .groups
@@ -113,13 +164,15 @@ impl ClusterStatus {
             .filter(|group| group.applied().is_none_or(|applied| applied < num))
             .count();
         let moving = self.groups.iter().map(|group| group.moving().count()).sum();
-        (behind, moving)
+        let reshaping = self.groups.iter().filter(|group| group.reshaping()).count();
+        Unsettled { behind, moving, reshaping }
     }
 
-    /// True when every group has applied the latest configuration and no shard moves.
+    /// True when every group has applied the latest configuration, no shard moves and every
+    /// group's members are those listed.
     #[must_use]
     pub fn settled(&self) -> bool {
-        self.unsettled() == (0, 0)
+        self.unsettled().is_settled()
     }
 }
 
@@ -158,14 +211,24 @@ pub fn node_admin(
     Ok(NodeAdminClient::new(crate::channel::lazy_channel(address, tls, timeout)?))
 }
 
-/// The leader of `group` as its members report it, with the shards it holds.
+/// What a group's members say of it: its leader, and what that leader holds and applied.
+#[derive(Default)]
+struct GroupView {
+    leader: Option<NodeId>,
+    held: Option<pb::GroupShards>,
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+}
+
+/// The leader of `group` as its members report it, with the shards it holds and the
+/// membership it applied.
 async fn group_view(
     answer: &QueryAnswer,
     group: GroupId,
     members: &[NodeId],
     tls: Option<&Tls>,
     timeout: Duration,
-) -> (Option<NodeId>, Option<pb::GroupShards>) {
+) -> GroupView {
     let mut hint = None;
     for member in members {
         let Some(address) = answer.nodes.get(member) else {
@@ -178,10 +241,47 @@ async fn group_view(
         if let Ok(status) = client.group_status(request).await {
             let status = status.into_inner();
             if status.role == "leader" {
-                return (Some(*member), status.shards);
+                return GroupView {
+                    leader: Some(*member),
+                    held: status.shards,
+                    voters: status.voters.into_iter().map(NodeId).collect(),
+                    learners: status.learners.into_iter().map(NodeId).collect(),
+                };
             }
             hint = hint.or(status.leader.map(NodeId));
         }
     }
-    (hint, None)
+    GroupView { leader: hint, ..GroupView::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(members: &[u64], voters: &[u64], learners: &[u64]) -> GroupStatus {
+        let nodes = |ids: &[u64]| ids.iter().copied().map(NodeId).collect::<Vec<_>>();
+        GroupStatus {
+            group: GroupId(1),
+            members: nodes(members),
+            leader: voters.first().copied().map(NodeId),
+            held: None,
+            shards: Vec::new(),
+            voters: nodes(voters),
+            learners: nodes(learners),
+        }
+    }
+
+    #[test]
+    fn a_group_changes_members_until_its_leader_has_exactly_the_members_listed() {
+        assert!(!group(&[1, 2, 4], &[4, 2, 1], &[]).reshaping(), "the order is no change");
+        assert!(group(&[1, 2, 4], &[1, 2, 3], &[4]).reshaping(), "a learner being added");
+        assert!(group(&[1, 2, 4], &[1, 2, 3, 4], &[]).reshaping(), "the old member not out yet");
+        assert!(!group(&[1, 2, 4], &[], &[]).reshaping(), "no leader answered: not known");
+        let unsettled = Unsettled { behind: 0, moving: 2, reshaping: 1 };
+        assert_eq!(
+            unsettled.to_string(),
+            "2 shard(s) moving, 0 group(s) behind, 1 group(s) changing members"
+        );
+        assert!(!unsettled.is_settled() && Unsettled::default().is_settled());
+    }
 }

@@ -111,13 +111,14 @@ impl StatusPage {
         let history = self.history(config).await;
         let nodes = cluster_status::nodes_json(answer);
         let groups: Vec<Value> = status.groups.iter().map(GroupStatus::to_json).collect();
-        let (behind, moving) = status.unsettled();
+        let unsettled = status.unsettled();
         Ok(json!({
             "num": config.num.0,
             "controller_leader": answer.leader.0,
-            "settled": behind + moving == 0,
-            "behind": behind,
-            "moving": moving,
+            "settled": unsettled.is_settled(),
+            "behind": unsettled.behind,
+            "moving": unsettled.moving,
+            "reshaping": unsettled.reshaping,
             "nodes": nodes,
             "groups": groups,
             "shards": config.shards.iter().map(|owner| owner.map(|group| group.0)).collect::<Vec<_>>(),

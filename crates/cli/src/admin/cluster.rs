@@ -273,28 +273,32 @@ impl Cluster {
                     for moving in row.moving() {
                         text.push_str(&format!("\n        {}", moving_text(moving)));
                     }
+                    if row.reshaping() {
+                        text.push_str(&format!(
+                            "\n        changing members: voters {}, learners {}; listed {}",
+                            ids(&row.voters),
+                            ids(&row.learners),
+                            ids(&row.members)
+                        ));
+                    }
                 }
                 text.push_str(&nodes_summary(answer));
-                let (behind, moving) = status.unsettled();
-                text.push_str(&if behind + moving == 0 {
+                let unsettled = status.unsettled();
+                text.push_str(&if unsettled.is_settled() {
                     "\nno shard is moving".to_string()
                 } else {
-                    format!(
-                        "\n{moving} shard(s) moving; {behind} group(s) behind configuration {}",
-                        config.num
-                    )
+                    format!("\n{unsettled} (configuration {})", config.num)
                 });
                 text
             }
             Output::Json => {
                 let groups: Vec<_> = rows.iter().map(GroupStatus::to_json).collect();
-                let (behind, moving) = status.unsettled();
                 json!({
                     "num": config.num.0,
                     "controller_leader": self.leader_json(answer),
                     "nodes": cluster_status::nodes_json(answer),
                     "groups": groups,
-                    "settled": behind + moving == 0,
+                    "settled": status.settled(),
                 })
                 .to_string()
             }
@@ -303,8 +307,8 @@ impl Cluster {
         Ok(ExitCode::SUCCESS)
     }
 
-    /// Waits until every group's leader has applied the latest configuration and holds no
-    /// moving shard; progress on stderr.
+    /// Waits until every group's leader has applied the latest configuration, holds no moving
+    /// shard and has the members listed; progress on stderr.
     pub(super) async fn wait(&self, deadline: Instant) -> anyhow::Result<ExitCode> {
         let Some(num) = wait_until_settled(&self.client, deadline).await? else {
             return Ok(ExitCode::FAILURE);
@@ -402,7 +406,8 @@ impl Cluster {
     }
 }
 
-/// Polls until every group has applied the latest configuration and no shard moves, with
+/// Polls until every group has applied the latest configuration, no shard moves and every
+/// group's members are those listed (a `node replace` carried out), with
 /// progress on stderr ([`Progress`]: the shards served of all): the configuration then, or
 /// `None` once `deadline` has passed.
 pub(crate) async fn wait_until_settled(
@@ -432,17 +437,16 @@ async fn poll_until_settled(
     loop {
         let status = ClusterStatus::read(client, CALL_TIMEOUT).await?;
         let num = status.answer.config.num;
-        let (behind, moving) = status.unsettled();
-        if behind + moving == 0 {
+        let unsettled = status.unsettled();
+        if unsettled.is_settled() {
             return Ok((num, None));
         }
-        let what =
-            format!("configuration {num}: {moving} shard(s) moving, {behind} group(s) behind");
+        let what = format!("configuration {num}: {unsettled}");
         if Instant::now() >= deadline {
             return Ok((num, Some(what)));
         }
         let total = u64::from(status.answer.config.shard_count());
-        progress.update(total.saturating_sub(moving as u64), total, &what);
+        progress.update(total.saturating_sub(unsettled.moving as u64), total, &what);
         tokio::time::sleep(WAIT_POLL_INTERVAL).await;
     }
 }
