@@ -434,17 +434,20 @@ impl NodeAgent {
             if self.waits_for(|p| p == Purpose::Create(group)) {
                 continue;
             }
+            if !listed {
+                // Not placed here, and no replica: nothing to do. (A founder no longer
+                // listed does not create its replica even if it never did: found in review,
+                // a fresh replica of the founding members could grant its vote to a member
+                // that missed the removal of this node, and elect it with a stale log.)
+                continue;
+            }
             if life.added > since && !self.not_creating.contains(&group) {
                 // A group created after the store: a founding member creates its replica
-                // with the founding members (the one place `CreateGroup` is right), listed
-                // still or not (the leader then moves the group to the members listed),
-                // unless the store had one before (it refuses then: that replica took part).
+                // with the founding members (the one place `CreateGroup` is right), unless
+                // the store had one before (it refuses then: that replica took part).
                 let founders = if life.founders.is_empty() {
                     // From a controller that does not send them: the configuration that
-                    // added the group, for a node it lists.
-                    if !listed {
-                        continue;
-                    }
+                    // added the group.
                     let Some(founding) =
                         self.configs.get(&life.added).map(|c| c.groups.get(&group))
                     else {
@@ -465,9 +468,7 @@ impl NodeAgent {
                     continue;
                 }
             }
-            if listed {
-                self.leave(now, group, &members);
-            }
+            self.leave(now, group, &members);
         }
         self.followed = placed_all;
         let mut planned: Vec<MigrationTask> = local

@@ -20,9 +20,8 @@
 //!   placed on this node that has no replica here: a group created after the store gets its
 //!   replica created with its founding members ([`Request::CreateGroup`]: the one case where
 //!   a new voter with an empty log is right) if this node is one of them (`GroupLife::
-//!   founders`; listed still or not: the leader then moves the group to the members listed),
-//!   unless the store destroyed a replica of the group before (it refuses the creation: that
-//!   replica may have voted and acknowledged entries); otherwise the node may have lost its replica with a data directory (or never
+//!   founders`), unless the store destroyed a replica of the group before (it refuses the
+//!   creation: that replica may have voted and acknowledged entries); otherwise the node may have lost its replica with a data directory (or never
 //!   had one), and a replica must never come back as a voter of a group that exists, so the
 //!   agent makes sure the node is out of the group (a membership run that removes it if it
 //!   is a member, once per agent) and leaves the rest to the group's leader.

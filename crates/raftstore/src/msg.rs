@@ -230,9 +230,9 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         /// The group.
         group: GroupId,
         /// When given, the view of the group's leader that showed this node out of the group:
-        /// a replica whose log has an entry past that view's last index in its term or a later
-        /// one was added back since (no leader sends entries to a node out of its membership),
-        /// and is not destroyed ([`crate::Error::InvalidArgument`]).
+        /// a replica whose last entry is past that view's (a later term, or the same term and
+        /// a later index) was added back since (no leader sends entries to a node out of its
+        /// membership), and is not destroyed ([`crate::Error::InvalidArgument`]).
         shown_out: Option<ShownOut>,
         /// Called once the replica is gone (durably).
         callback: Callback<()>,

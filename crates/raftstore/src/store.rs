@@ -468,9 +468,11 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             return Ok(());
         };
         let (last_index, last_term) = peer.raft.last_entry();
+        // Compared as Raft compares logs: a leader of a later term may have a shorter log
+        // than the one that showed the node out (found in review: a leader of term 8 re-added
+        // the node at index 96 after the leader of term 7 had shown it out at 100).
         if let Some(out) = shown_out
-            && last_index > out.last_index
-            && last_term >= out.term
+            && (last_term, last_index) > (out.term, out.last_index)
         {
             return Err(Error::InvalidArgument {
                 reason: format!(

@@ -418,6 +418,13 @@ fn a_replica_added_back_after_the_view_that_showed_it_out_is_not_destroyed() {
         other => panic!("a replica added back must be kept, got {other:?}"),
     }
     assert!(cluster.store(NodeId(3)).peer(GROUP).is_some());
+    // A later term, even with a shorter log (a leader of a later term added it back).
+    let later = ShownOut {
+        term: mosaic_raft::Term(last_term.0 - 1),
+        last_index: LogIndex(last_index.0 + 10),
+    };
+    assert!(destroy(&mut cluster, Some(later)).is_err(), "added back in a later term");
+    assert!(cluster.store(NodeId(3)).peer(GROUP).is_some());
     // Entries past the view only from an older term (left by an earlier leader): destroyed.
     let later_term = ShownOut { term: mosaic_raft::Term(last_term.0 + 1), last_index: LogIndex(0) };
     destroy(&mut cluster, Some(later_term)).expect("destroyed");
