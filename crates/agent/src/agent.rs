@@ -404,16 +404,10 @@ impl NodeAgent {
                 continue;
             }
             let listing = last_listing(life, view.latest);
-            let Some(members) = self.configs.get(&listing).map(|config| config.groups.get(&group))
-            else {
+            let Some(members) = self.members_in(now, listing, group) else {
                 placed_all = false;
-                if !self.waits_for(|purpose| purpose == Purpose::Config) {
-                    let request = Request::Query { num: Some(listing) };
-                    self.send(now, Purpose::Config, request);
-                }
                 continue;
             };
-            let members = members.cloned().unwrap_or_default();
             if let Some(membership) = local.memberships.get(&group) {
                 self.reshape(now, group, &members, membership);
             }
@@ -448,17 +442,11 @@ impl NodeAgent {
                 let founders = if life.founders.is_empty() {
                     // From a controller that does not send them: the configuration that
                     // added the group.
-                    let Some(founding) =
-                        self.configs.get(&life.added).map(|c| c.groups.get(&group))
-                    else {
+                    let Some(founding) = self.members_in(now, life.added, group) else {
                         placed_all = false;
-                        if !self.waits_for(|purpose| purpose == Purpose::Config) {
-                            let request = Request::Query { num: Some(life.added) };
-                            self.send(now, Purpose::Config, request);
-                        }
                         continue;
                     };
-                    founding.cloned().unwrap_or_default()
+                    founding
                 } else {
                     life.founders.clone()
                 };
@@ -490,6 +478,19 @@ impl NodeAgent {
         for task in planned {
             self.start_task(now, task);
         }
+    }
+
+    /// `group`'s members in configuration `num` (none if it does not list the group), or
+    /// `None` while that configuration is not known here: it is asked for then (one
+    /// configuration at a time), for a later poll.
+    fn members_in(&mut self, now: Time, num: ConfigNum, group: GroupId) -> Option<Vec<NodeId>> {
+        if let Some(config) = self.configs.get(&num) {
+            return Some(config.groups.get(&group).cloned().unwrap_or_default());
+        }
+        if !self.waits_for(|purpose| purpose == Purpose::Config) {
+            self.send(now, Purpose::Config, Request::Query { num: Some(num) });
+        }
+        None
     }
 
     /// Adds to `nodes` (the previous owner's members when the shard moved) the members the
