@@ -608,6 +608,75 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
     }
 }
 
+/// `mosaic admin node decommission` of a live storage node while a client appends: the
+/// controller gives its replicas (of two groups) to the node hosting fewest, the groups move
+/// them (learner, snapshot, promotion, removal), the command waits for that and marks the
+/// node retired; the node then hosts no replica, and every acknowledged append is there
+/// exactly once, also with the retired node stopped and another member down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_storage_node_decommissioned_under_load_retires_and_loses_nothing() {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let addresses = controllers.addresses.values().cloned().collect();
+    let mut nodes = Processes::start_as(Role::Following(addresses), 5);
+    controllers.wait_registered(5);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "2,3,4"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let refused = controllers.try_admin(&["node", "decommission", "9"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("node 9 is not registered"), "{}", stderr(&refused));
+    let client = std::sync::Arc::new(controllers.routed_client());
+    let tokens: Vec<String> = (0..150).map(|i| format!("<{i}>")).collect();
+    append_all(&client, &tokens[..20]).await;
+    let appending = {
+        let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
+        tokio::spawn(async move { append_all(&client, &tokens).await })
+    };
+    let decommissioned = tokio::task::block_in_place(|| {
+        controllers.admin(&["node", "decommission", "2", "--max-wait", "120"])
+    });
+    let said = stdout(&decommissioned);
+    // Node 5 hosts nothing, so it takes group 1's replica; then nodes 1 and 5 host one each
+    // and group 2 = {2,3,4} takes the lower id.
+    assert!(said.contains("group 1 -> node 5, group 2 -> node 1"), "{said}");
+    assert!(said.contains("node 2 retired"), "{said}");
+    let groups = &latest(&controllers)["groups"];
+    assert_eq!(
+        (&groups["1"], &groups["2"]),
+        (&serde_json::json!([1, 3, 5]), &serde_json::json!([1, 3, 4]))
+    );
+    let listed = json(&controllers.admin(&["--output", "json", "node", "list"]));
+    let states: Vec<Value> =
+        listed["nodes"].as_array().unwrap().iter().map(|node| node["state"].clone()).collect();
+    assert_eq!(
+        serde_json::json!(states),
+        serde_json::json!(["active", "retired", "active", "active", "active"]),
+        "{listed}"
+    );
+    let status = json(&controllers.admin(&["--output", "json", "status"]));
+    let voters: Vec<Value> =
+        status["groups"].as_array().unwrap().iter().map(|group| group["voters"].clone()).collect();
+    assert_eq!(serde_json::json!(voters), serde_json::json!([[1, 3, 5], [1, 3, 4]]), "{status}");
+    // The retired node destroys its replicas once the leaders show it out.
+    let deadline = Instant::now() + WAIT_MAX;
+    while nodes.status(2).await.is_some() {
+        assert!(Instant::now() < deadline, "node 2 still hosts a replica of group 1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Sent again, the command changes nothing and says so.
+    let again = controllers.admin(&["node", "decommission", "2"]);
+    assert!(stdout(&again).contains("retired already"), "{}", stdout(&again));
+    appending.await.unwrap();
+    nodes.kill(2);
+    nodes.kill(3);
+    append_all(&client, &["<last>".to_string()]).await;
+    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
+    let value = String::from_utf8(value.to_vec()).unwrap();
+    for token in tokens.iter().chain([&"<last>".to_string()]) {
+        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
+    }
+}
+
 /// A controller replica restarted on a wiped directory while a client appends: it waits,
 /// outside the group (it would come back as a voter with an empty log), the other two
 /// replicas go on serving configurations, and every acknowledged append is there once.

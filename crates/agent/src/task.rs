@@ -477,6 +477,7 @@ mod tests {
                 config: config.clone(),
                 latest: NUM,
                 nodes: BTreeMap::new(),
+                node_states: BTreeMap::new(),
                 lives: BTreeMap::new(),
             })
         };

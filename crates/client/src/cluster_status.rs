@@ -174,12 +174,31 @@ impl ClusterStatus {
     pub fn settled(&self) -> bool {
         self.unsettled().is_settled()
     }
+
+    /// The groups of the latest configuration that may still have a replica on `node`: those
+    /// whose leader shows it as a voter or a learner, and those whose leader did not answer
+    /// or has not applied the latest configuration yet (not known to be out).
+    #[must_use]
+    pub fn holding(&self, node: NodeId) -> Vec<GroupId> {
+        let latest = self.answer.config.num.0;
+        self.groups
+            .iter()
+            .filter(|group| {
+                group.voters.is_empty()
+                    || group.applied().is_none_or(|applied| applied < latest)
+                    || group.voters.contains(&node)
+                    || group.learners.contains(&node)
+            })
+            .map(|group| group.group)
+            .collect()
+    }
 }
 
 /// The registered nodes of `answer` as `mosaic admin node list --output json`, `admin status
 /// --output json` and the status page show them: `id`, `address`, `liveness` (`up`, `down` or
 /// `unknown`, as the controller's leader says), `up` (`liveness` is `up`, as earlier releases
-/// showed it) and `last_heard_ms` (null when it did not hear the node since it leads).
+/// showed it), `last_heard_ms` (null when it did not hear the node since it leads) and `state`
+/// (`active`, `decommissioning` or `retired`).
 #[must_use]
 pub fn nodes_json(answer: &QueryAnswer) -> Vec<serde_json::Value> {
     answer
@@ -193,6 +212,7 @@ pub fn nodes_json(answer: &QueryAnswer) -> Vec<serde_json::Value> {
                 "liveness": liveness.name(),
                 "up": liveness.is_up(),
                 "last_heard_ms": liveness.last_heard().map(|heard| heard.as_millis() as u64),
+                "state": answer.state_of(*node).name(),
             })
         })
         .collect()
@@ -283,5 +303,40 @@ mod tests {
             "2 shard(s) moving, 0 group(s) behind, 1 group(s) changing members"
         );
         assert!(!unsettled.is_settled() && Unsettled::default().is_settled());
+    }
+
+    #[test]
+    fn a_node_is_held_by_the_groups_whose_leader_shows_it_and_those_not_known() {
+        let status = |groups: Vec<GroupStatus>| ClusterStatus {
+            answer: QueryAnswer {
+                config: mosaic_controller::Configuration::initial(1),
+                latest: mosaic_controller::ConfigNum(0),
+                nodes: std::collections::BTreeMap::new(),
+                liveness: std::collections::BTreeMap::new(),
+                node_states: std::collections::BTreeMap::new(),
+                leader: NodeId(1),
+                lives: std::collections::BTreeMap::new(),
+            },
+            groups,
+        };
+        let numbered = |id: u64, applied: u64, mut group: GroupStatus| {
+            group.group = GroupId(id);
+            group.held =
+                Some(pb::GroupShards { config_num: applied, ..pb::GroupShards::default() });
+            group
+        };
+        let status = status(vec![
+            numbered(1, 0, group(&[1, 2, 4], &[1, 2, 4], &[])),
+            numbered(2, 0, group(&[1, 2, 4], &[1, 2, 3], &[4])),
+            numbered(3, 0, group(&[1, 2, 4], &[1, 2], &[3])),
+            GroupStatus { group: GroupId(4), ..group(&[1, 2, 4], &[], &[]) },
+        ]);
+        assert_eq!(status.holding(NodeId(3)), vec![GroupId(2), GroupId(3), GroupId(4)]);
+        assert_eq!(status.holding(NodeId(5)), vec![GroupId(4)]);
+        // A leader that has not applied the latest configuration is not known to be done.
+        let mut behind = status;
+        behind.answer.config.num = mosaic_controller::ConfigNum(1);
+        behind.groups[0].held.as_mut().unwrap().config_num = 1;
+        assert_eq!(behind.holding(NodeId(5)), vec![GroupId(2), GroupId(3), GroupId(4)]);
     }
 }

@@ -20,6 +20,7 @@ use proptest::prelude::*;
 
 use crate::command::{Command, Outcome, Request};
 use crate::configuration::{ConfigNum, Configuration, ShardMove};
+use crate::decommission::NodeState;
 use crate::error::{Error, Result};
 
 /// Which values the strategies draw from.
@@ -107,6 +108,8 @@ pub fn command(values: Values) -> impl Strategy<Value = Command> {
         group(values).prop_map(|group| Command::RetireGroup { group }),
         (node(values), node(values), proptest::option::of(group(values)))
             .prop_map(|(node, with, group)| Command::ReplaceNode { node, with, group }),
+        node(values).prop_map(|node| Command::DecommissionNode { node }),
+        node(values).prop_map(|node| Command::RetireNode { node }),
     ]
 }
 
@@ -153,6 +156,17 @@ pub fn outcome(values: Values) -> impl Strategy<Value = Outcome> {
         (number(Values::Any), text())
             .prop_map(|(num, reason)| Outcome::Unchanged { num: ConfigNum(num), reason }),
         group(values).prop_map(|group| Outcome::GroupRetired { group }),
+        (
+            node(values),
+            number(Values::Any),
+            proptest::collection::btree_map(group(values), node(values), 0..4)
+        )
+            .prop_map(|(node, num, replacements)| Outcome::NodeDecommissioning {
+                node,
+                num: ConfigNum(num),
+                replacements
+            }),
+        node(values).prop_map(|node| Outcome::NodeRetired { node }),
     ]
 }
 
@@ -233,7 +247,19 @@ pub fn error() -> impl Strategy<Value = Error> {
             .prop_map(|(node, group)| Error::NotAMember { node, group }),
         (group(Values::Any), node(Values::Any))
             .prop_map(|(group, node)| Error::AlreadyAMember { group, node }),
+        (group(Values::Any), node(Values::Any))
+            .prop_map(|(group, node)| Error::NoReplacement { group, node }),
+        (node(Values::Any), node_state())
+            .prop_map(|(node, state)| Error::NodeNotActive { node, state }),
+        node(Values::Any).prop_map(|node| Error::NotDecommissioning { node }),
+        (node(Values::Any), group(Values::Any))
+            .prop_map(|(node, group)| Error::NodeStillListed { node, group }),
     ]
+}
+
+/// Any node state.
+pub fn node_state() -> impl Strategy<Value = NodeState> {
+    prop_oneof![Just(NodeState::Active), Just(NodeState::Decommissioning), Just(NodeState::Retired)]
 }
 
 /// A command's result: an [`outcome`] or an [`error`].
@@ -242,7 +268,7 @@ pub fn result(values: Values) -> impl Strategy<Value = Result<Outcome>> {
 }
 
 /// The number of [`Error`] variants: [`error_variant`] returns less than this.
-pub const ERROR_VARIANTS: usize = 20;
+pub const ERROR_VARIANTS: usize = 24;
 
 /// Returns the number of `error`'s variant, from 0 in declaration order. Exhaustive on purpose:
 /// a new variant stops this compiling until it is numbered, [`ERROR_VARIANTS`] counts it and
@@ -270,5 +296,9 @@ pub fn error_variant(error: &Error) -> usize {
         Error::NodeNotRegistered { .. } => 17,
         Error::NotAMember { .. } => 18,
         Error::AlreadyAMember { .. } => 19,
+        Error::NoReplacement { .. } => 20,
+        Error::NodeNotActive { .. } => 21,
+        Error::NotDecommissioning { .. } => 22,
+        Error::NodeStillListed { .. } => 23,
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! A tag, once written, keeps its meaning for ever; a new variant takes the next free tag
 //! within the same format version (`ReplaceNode` took command tag 7, its refusals error tags
-//! 17 to 20). A build that does not know a tag refuses the bytes: a controller replica from
+//! 17 to 20; `DecommissionNode` and `RetireNode` command tags 8 and 9, outcome tags 6 and 7,
+//! error tags 21 to 24). A build that does not know a tag refuses the bytes: a controller replica from
 //! before a new command answers its log entry `MalformedRequest` while newer replicas apply
 //! it, and refuses to load a session that remembers a new refusal. So every controller
 //! replica runs the newer build before anyone sends the new command (docs/controller.md).
@@ -27,6 +28,7 @@ use mosaic_raft::{LogIndex, NodeId};
 
 use crate::command::{Command, Outcome, Request};
 use crate::configuration::{ConfigNum, Configuration, ShardMove};
+use crate::decommission::NodeState;
 use crate::error::{Error, Result};
 use crate::state::Session;
 
@@ -49,6 +51,8 @@ const MOVE_SHARD_TAG: u8 = 4;
 const REBALANCE_TAG: u8 = 5;
 const RETIRE_GROUP_TAG: u8 = 6;
 const REPLACE_NODE_TAG: u8 = 7;
+const DECOMMISSION_NODE_TAG: u8 = 8;
+const RETIRE_NODE_TAG: u8 = 9;
 
 // Outcome tags.
 const NODE_REGISTERED_TAG: u8 = 1;
@@ -56,6 +60,13 @@ const NODE_ADDRESS_CHANGED_TAG: u8 = 2;
 const CONFIG_CREATED_TAG: u8 = 3;
 const UNCHANGED_TAG: u8 = 4;
 const GROUP_RETIRED_TAG: u8 = 5;
+const NODE_DECOMMISSIONING_TAG: u8 = 6;
+const NODE_RETIRED_TAG: u8 = 7;
+
+// Node state tags.
+const NODE_ACTIVE_TAG: u8 = 0;
+const NODE_DECOMMISSIONING_STATE_TAG: u8 = 1;
+const NODE_RETIRED_STATE_TAG: u8 = 2;
 
 // Result tags.
 const OK_TAG: u8 = 0;
@@ -82,6 +93,10 @@ const SAME_NODE_TAG: u8 = 17;
 const NODE_NOT_REGISTERED_TAG: u8 = 18;
 const NOT_A_MEMBER_TAG: u8 = 19;
 const ALREADY_A_MEMBER_TAG: u8 = 20;
+const NO_REPLACEMENT_TAG: u8 = 21;
+const NODE_NOT_ACTIVE_TAG: u8 = 22;
+const NOT_DECOMMISSIONING_TAG: u8 = 23;
+const NODE_STILL_LISTED_TAG: u8 = 24;
 
 /// Encodes a request as the data of a log entry:
 /// `version ‖ client u64 ‖ seq u64 ‖ command`.
@@ -193,6 +208,21 @@ pub(crate) fn decode_node_address(bytes: &[u8]) -> DecodeResult<String> {
     Ok(address)
 }
 
+/// Encodes a node's state record: `version ‖ state tag`.
+pub(crate) fn encode_node_state(state: NodeState) -> Bytes {
+    let mut out = versioned();
+    put_node_state(&mut out, state);
+    out.freeze()
+}
+
+/// Decodes what [`encode_node_state`] wrote.
+pub(crate) fn decode_node_state(bytes: &[u8]) -> DecodeResult<NodeState> {
+    let mut reader = Reader::versioned(bytes, "node state record")?;
+    let state = reader.node_state()?;
+    reader.finish()?;
+    Ok(state)
+}
+
 /// Encodes a record whose presence is its meaning (a retired group): `version` alone.
 pub(crate) fn encode_marker() -> Bytes {
     versioned().freeze()
@@ -285,6 +315,14 @@ pub fn put_groups(out: &mut BytesMut, groups: &BTreeMap<GroupId, Vec<NodeId>>) {
     }
 }
 
+fn put_node_state(out: &mut BytesMut, state: NodeState) {
+    out.put_u8(match state {
+        NodeState::Active => NODE_ACTIVE_TAG,
+        NodeState::Decommissioning => NODE_DECOMMISSIONING_STATE_TAG,
+        NodeState::Retired => NODE_RETIRED_STATE_TAG,
+    });
+}
+
 fn put_command(out: &mut BytesMut, command: &Command) {
     match command {
         Command::RegisterNode { node, address } => {
@@ -323,6 +361,14 @@ fn put_command(out: &mut BytesMut, command: &Command) {
             out.put_u64(node.0);
             out.put_u64(with.0);
             put_option_group(out, *group);
+        }
+        Command::DecommissionNode { node } => {
+            out.put_u8(DECOMMISSION_NODE_TAG);
+            out.put_u64(node.0);
+        }
+        Command::RetireNode { node } => {
+            out.put_u8(RETIRE_NODE_TAG);
+            out.put_u64(node.0);
         }
     }
 }
@@ -369,6 +415,20 @@ fn put_outcome(out: &mut BytesMut, outcome: &Outcome) {
         Outcome::GroupRetired { group } => {
             out.put_u8(GROUP_RETIRED_TAG);
             out.put_u64(group.0);
+        }
+        Outcome::NodeDecommissioning { node, num, replacements } => {
+            out.put_u8(NODE_DECOMMISSIONING_TAG);
+            out.put_u64(node.0);
+            out.put_u64(num.0);
+            put_len(out, replacements.len());
+            for (group, with) in replacements {
+                out.put_u64(group.0);
+                out.put_u64(with.0);
+            }
+        }
+        Outcome::NodeRetired { node } => {
+            out.put_u8(NODE_RETIRED_TAG);
+            out.put_u64(node.0);
         }
     }
 }
@@ -456,6 +516,25 @@ fn put_error(out: &mut BytesMut, error: &Error) {
             out.put_u8(ALREADY_A_MEMBER_TAG);
             out.put_u64(group.0);
             out.put_u64(node.0);
+        }
+        Error::NoReplacement { group, node } => {
+            out.put_u8(NO_REPLACEMENT_TAG);
+            out.put_u64(group.0);
+            out.put_u64(node.0);
+        }
+        Error::NodeNotActive { node, state } => {
+            out.put_u8(NODE_NOT_ACTIVE_TAG);
+            out.put_u64(node.0);
+            put_node_state(out, *state);
+        }
+        Error::NotDecommissioning { node } => {
+            out.put_u8(NOT_DECOMMISSIONING_TAG);
+            out.put_u64(node.0);
+        }
+        Error::NodeStillListed { node, group } => {
+            out.put_u8(NODE_STILL_LISTED_TAG);
+            out.put_u64(node.0);
+            out.put_u64(group.0);
         }
     }
 }
@@ -607,6 +686,8 @@ impl<'a> Reader<'a> {
                 with: NodeId(self.u64()?),
                 group: self.option_group()?,
             },
+            DECOMMISSION_NODE_TAG => Command::DecommissionNode { node: NodeId(self.u64()?) },
+            RETIRE_NODE_TAG => Command::RetireNode { node: NodeId(self.u64()?) },
             tag => return Err(self.error(format_args!("unknown command tag {tag}"))),
         };
         Ok(command)
@@ -642,6 +723,21 @@ impl<'a> Reader<'a> {
                 Outcome::Unchanged { num: ConfigNum(self.u64()?), reason: self.string()? }
             }
             GROUP_RETIRED_TAG => Outcome::GroupRetired { group: GroupId(self.u64()?) },
+            NODE_DECOMMISSIONING_TAG => {
+                let node = NodeId(self.u64()?);
+                let num = ConfigNum(self.u64()?);
+                let count = self.count(16)?;
+                let mut replacements = BTreeMap::new();
+                for _ in 0..count {
+                    let group = GroupId(self.u64()?);
+                    if replacements.last_key_value().is_some_and(|(last, _)| *last >= group) {
+                        return Err(self.error(format_args!("group {group} out of order")));
+                    }
+                    replacements.insert(group, NodeId(self.u64()?));
+                }
+                Outcome::NodeDecommissioning { node, num, replacements }
+            }
+            NODE_RETIRED_TAG => Outcome::NodeRetired { node: NodeId(self.u64()?) },
             tag => return Err(self.error(format_args!("unknown outcome tag {tag}"))),
         };
         Ok(outcome)
@@ -691,9 +787,28 @@ impl<'a> Reader<'a> {
             ALREADY_A_MEMBER_TAG => {
                 Error::AlreadyAMember { group: GroupId(self.u64()?), node: NodeId(self.u64()?) }
             }
+            NO_REPLACEMENT_TAG => {
+                Error::NoReplacement { group: GroupId(self.u64()?), node: NodeId(self.u64()?) }
+            }
+            NODE_NOT_ACTIVE_TAG => {
+                Error::NodeNotActive { node: NodeId(self.u64()?), state: self.node_state()? }
+            }
+            NOT_DECOMMISSIONING_TAG => Error::NotDecommissioning { node: NodeId(self.u64()?) },
+            NODE_STILL_LISTED_TAG => {
+                Error::NodeStillListed { node: NodeId(self.u64()?), group: GroupId(self.u64()?) }
+            }
             tag => return Err(self.error(format_args!("unknown error tag {tag}"))),
         };
         Ok(error)
+    }
+
+    fn node_state(&mut self) -> DecodeResult<NodeState> {
+        match self.u8()? {
+            NODE_ACTIVE_TAG => Ok(NodeState::Active),
+            NODE_DECOMMISSIONING_STATE_TAG => Ok(NodeState::Decommissioning),
+            NODE_RETIRED_STATE_TAG => Ok(NodeState::Retired),
+            tag => Err(self.error(format_args!("unknown node state tag {tag}"))),
+        }
     }
 
     /// Checks that every byte was read.
@@ -770,6 +885,69 @@ mod tests {
             assert_eq!(&bytes[..3], &[FORMAT_VERSION, ERR_TAG, pinned], "{error:?}");
             assert_eq!(decode_result(&bytes), Ok(Err(error)));
         }
+    }
+
+    /// The tags of `DecommissionNode`, `RetireNode`, their outcomes and refusals and of the
+    /// node states are part of the stored format: pinned.
+    #[test]
+    fn decommission_and_retire_keep_their_tags() {
+        let commands = [
+            (Command::DecommissionNode { node: NodeId(3) }, DECOMMISSION_NODE_TAG, 8),
+            (Command::RetireNode { node: NodeId(3) }, RETIRE_NODE_TAG, 9),
+        ];
+        for (command, tag, pinned) in commands {
+            assert_eq!(tag, pinned, "{command:?}");
+            let request = Request { client: ClientId(1), seq: 2, command };
+            let bytes = encode_request(&request);
+            assert_eq!(bytes[17], pinned, "{request:?}");
+            assert_eq!(decode_request(&bytes), Ok(request));
+        }
+        let outcomes = [
+            (
+                Outcome::NodeDecommissioning {
+                    node: NodeId(3),
+                    num: ConfigNum(4),
+                    replacements: BTreeMap::from([(GroupId(1), NodeId(5))]),
+                },
+                NODE_DECOMMISSIONING_TAG,
+                6,
+            ),
+            (Outcome::NodeRetired { node: NodeId(3) }, NODE_RETIRED_TAG, 7),
+        ];
+        for (outcome, tag, pinned) in outcomes {
+            assert_eq!(tag, pinned, "{outcome:?}");
+            let bytes = encode_result(&Ok(outcome.clone()));
+            assert_eq!(&bytes[..3], &[FORMAT_VERSION, OK_TAG, pinned], "{outcome:?}");
+            assert_eq!(decode_result(&bytes), Ok(Ok(outcome)));
+        }
+        let refusals = [
+            (Error::NoReplacement { group: GroupId(1), node: NodeId(3) }, NO_REPLACEMENT_TAG, 21),
+            (
+                Error::NodeNotActive { node: NodeId(3), state: NodeState::Retired },
+                NODE_NOT_ACTIVE_TAG,
+                22,
+            ),
+            (Error::NotDecommissioning { node: NodeId(3) }, NOT_DECOMMISSIONING_TAG, 23),
+            (
+                Error::NodeStillListed { node: NodeId(3), group: GroupId(1) },
+                NODE_STILL_LISTED_TAG,
+                24,
+            ),
+        ];
+        for (error, tag, pinned) in refusals {
+            assert_eq!(tag, pinned, "{error:?}");
+            let bytes = encode_result(&Err(error.clone()));
+            assert_eq!(&bytes[..3], &[FORMAT_VERSION, ERR_TAG, pinned], "{error:?}");
+            assert_eq!(decode_result(&bytes), Ok(Err(error)));
+        }
+        for (state, pinned) in
+            [(NodeState::Active, 0), (NodeState::Decommissioning, 1), (NodeState::Retired, 2)]
+        {
+            let bytes = encode_node_state(state);
+            assert_eq!(bytes.as_ref(), &[FORMAT_VERSION, pinned]);
+            assert_eq!(decode_node_state(&bytes), Ok(state));
+        }
+        assert!(decode_node_state(&[FORMAT_VERSION, 3]).is_err(), "an unknown state is refused");
     }
 
     #[test]

@@ -65,6 +65,22 @@ pub enum Command {
         /// `None`.
         group: Option<GroupId>,
     },
+    /// Starts retiring `node`: one new configuration gives each of its replicas to another
+    /// active node (the one hosting fewest replicas that the group does not list,
+    /// [`crate::decommission`]), the same shards, and the node becomes
+    /// [`crate::NodeState::Decommissioning`]: no later command may list it. The groups carry the
+    /// change out as for [`Command::ReplaceNode`]. Sent again, it changes nothing.
+    DecommissionNode {
+        /// The registered node.
+        node: NodeId,
+    },
+    /// Marks a node being decommissioned [`crate::NodeState::Retired`] once no group lists it
+    /// and no removed group still handing its shards off ever listed it (`mosaic admin node
+    /// decommission` sends it after the groups' status shows the node in no membership).
+    RetireNode {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 /// A command with the client's identity, for deduplication: a retried request applies once.
@@ -105,6 +121,21 @@ pub enum Outcome {
         /// The group.
         group: GroupId,
     },
+    /// The node is being decommissioned: configuration `num` gives each of its replicas to
+    /// another node (the latest configuration, unchanged, when it hosted none).
+    NodeDecommissioning {
+        /// The node.
+        node: NodeId,
+        /// The configuration that moves its replicas, or the latest.
+        num: ConfigNum,
+        /// The node that takes the node's place in each group.
+        replacements: BTreeMap<GroupId, NodeId>,
+    },
+    /// The node was marked retired.
+    NodeRetired {
+        /// The node.
+        node: NodeId,
+    },
     /// Nothing needed to change (the node or groups already exist as asked, or the
     /// assignment is already balanced).
     Unchanged {
@@ -128,6 +159,13 @@ impl fmt::Display for Outcome {
                 write!(f, "configuration {num} created, {} shards change owner", moves.len())
             }
             Self::GroupRetired { group } => write!(f, "group {group} retired"),
+            Self::NodeDecommissioning { node, num, replacements } => write!(
+                f,
+                "node {node} decommissioning: configuration {num} moves its replicas of {} \
+                 groups",
+                replacements.len()
+            ),
+            Self::NodeRetired { node } => write!(f, "node {node} retired"),
             Self::Unchanged { num, reason } => {
                 write!(f, "unchanged at configuration {num}: {reason}")
             }

@@ -4,6 +4,7 @@ use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 
 use crate::configuration::ConfigNum;
+use crate::decommission::NodeState;
 
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -162,5 +163,46 @@ pub enum Error {
         group: GroupId,
         /// The node it lists already.
         node: NodeId,
+    },
+    /// No active node can take a group's replica from a node being decommissioned: every one
+    /// is a member of the group already.
+    #[error(
+        "no node can take group {group}'s replica from node {node}: every active node is a \
+         member of it already; register and start another node first"
+    )]
+    NoReplacement {
+        /// The group.
+        group: GroupId,
+        /// The node being decommissioned.
+        node: NodeId,
+    },
+    /// A node being decommissioned or retired takes no replica.
+    #[error("node {node} is {state} and takes no replica; pick an active node")]
+    NodeNotActive {
+        /// The node.
+        node: NodeId,
+        /// Its state.
+        state: NodeState,
+    },
+    /// Only a node being decommissioned can retire.
+    #[error(
+        "node {node} is not being decommissioned; `mosaic admin node decommission {node}` \
+         moves its replicas away and then retires it"
+    )]
+    NotDecommissioning {
+        /// The node.
+        node: NodeId,
+    },
+    /// A removed group still handing its shards off listed the node (it may still have a
+    /// replica there, and no one changes its members any more): the node cannot retire yet.
+    #[error(
+        "group {group}, removed but still handing its shards off, listed node {node} and may \
+         still have a replica there; retire the node once the group has retired"
+    )]
+    NodeStillListed {
+        /// The node.
+        node: NodeId,
+        /// A group that still lists it.
+        group: GroupId,
     },
 }

@@ -4,7 +4,8 @@
 //! [`ControllerState`] is pure: no IO, no clock, no randomness. [`ControllerMachine`] makes it
 //! the state machine of a raftstore group (every replica applies the same [`Request`]s in the
 //! same order) and stores it in the engine record by record; [`codec`] holds its encodings.
-//! [`Liveness`] is the leader's view of which storage nodes it hears from (not replicated).
+//! [`NodeState`] is where a registered node is in its life (active, decommissioning,
+//! retired). [`Liveness`] is the leader's view of which storage nodes it hears from (not replicated).
 //! With the `arbitrary` feature (tests only), `arbitrary` holds proptest strategies for these
 //! types.
 #![deny(missing_docs)]
@@ -14,6 +15,7 @@ pub mod arbitrary;
 pub mod codec;
 mod command;
 mod configuration;
+mod decommission;
 mod error;
 mod liveness;
 mod machine;
@@ -22,6 +24,7 @@ mod state;
 
 pub use command::{Command, Outcome, Request};
 pub use configuration::{ConfigNum, Configuration, ShardMove, shard_moves};
+pub use decommission::NodeState;
 pub use error::{Error, Result};
 pub use liveness::{DEFAULT_NODE_DOWN_AFTER, Liveness, NodeLiveness};
 pub use machine::{

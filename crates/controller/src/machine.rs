@@ -15,6 +15,8 @@
 //! - data `node/` ‖ node id (u64 big-endian): the node's address.
 //! - data `retired/` ‖ group id (u64 big-endian): the group retired (the value is the format
 //!   version byte alone).
+//! - data `node-state/` ‖ node id (u64 big-endian): the state of a node that is not active
+//!   (decommissioning or retired).
 //! - session of each client: its sequence number, last log index and result.
 //!
 //! # Creating the group
@@ -39,6 +41,7 @@ use mosaic_raftstore::StateMachine;
 use crate::codec;
 use crate::command::{Outcome, Request};
 use crate::configuration::{ConfigNum, Configuration};
+use crate::decommission::NodeState;
 use crate::error::Error;
 use crate::state::GroupLife;
 use crate::state::{ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT};
@@ -53,6 +56,7 @@ const META_KEY: &[u8] = b"meta";
 const CONFIG_KEY_PREFIX: &[u8] = b"config/";
 const NODE_KEY_PREFIX: &[u8] = b"node/";
 const RETIRED_KEY_PREFIX: &[u8] = b"retired/";
+const NODE_STATE_KEY_PREFIX: &[u8] = b"node-state/";
 
 /// A read of the controller's state: a configuration and the node registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +74,8 @@ pub struct ControllerView {
     pub latest: ConfigNum,
     /// Every registered node and its address, in id order.
     pub nodes: BTreeMap<NodeId, String>,
+    /// The state of every registered node that is not active, in id order.
+    pub node_states: BTreeMap<NodeId, NodeState>,
     /// Every group any configuration listed, in id order.
     pub lives: BTreeMap<GroupId, GroupLife>,
 }
@@ -117,6 +123,10 @@ fn retired_key(group: GroupId) -> Bytes {
     prefixed_key(RETIRED_KEY_PREFIX, group.0)
 }
 
+fn node_state_key(node: NodeId) -> Bytes {
+    prefixed_key(NODE_STATE_KEY_PREFIX, node.0)
+}
+
 fn prefixed_key(prefix: &[u8], id: u64) -> Bytes {
     let mut key = BytesMut::with_capacity(prefix.len() + 8);
     key.put_slice(prefix);
@@ -140,6 +150,7 @@ struct Records {
     meta: Option<(u32, usize)>,
     configs: BTreeMap<u64, Configuration>,
     nodes: BTreeMap<NodeId, String>,
+    node_states: BTreeMap<NodeId, NodeState>,
     retired: BTreeSet<GroupId>,
     sessions: BTreeMap<mosaic_engine::ClientId, crate::state::Session>,
 }
@@ -174,6 +185,11 @@ impl Records {
                     codec::decode_marker(&value)
                         .map_err(|error| format!("retired group {group}: {error}"))?;
                     self.retired.insert(group);
+                } else if let Some(node) = parse_prefixed_key(&key, NODE_STATE_KEY_PREFIX) {
+                    let node = NodeId(node?);
+                    let state = codec::decode_node_state(&value)
+                        .map_err(|error| format!("state of node {node}: {error}"))?;
+                    self.node_states.insert(node, state);
                 } else {
                     return Err(format!("unknown record {key:02x?}"));
                 }
@@ -197,7 +213,14 @@ impl Records {
             }
             configs.push(config);
         }
-        ControllerState::from_parts(self.nodes, configs, &self.retired, self.sessions, max_sessions)
+        ControllerState::from_parts(
+            self.nodes,
+            self.node_states,
+            configs,
+            &self.retired,
+            self.sessions,
+            max_sessions,
+        )
     }
 }
 
@@ -224,6 +247,7 @@ impl ControllerMachine {
             config,
             latest: self.state.latest().num,
             nodes: self.state.nodes().clone(),
+            node_states: self.state.node_states().clone(),
             lives: self.state.lives().clone(),
         })
     }
@@ -312,6 +336,14 @@ impl<K: KvEngine> StateMachine<K> for ControllerMachine {
                 CONTROLLER_SHARD,
                 node_key(node),
                 codec::encode_node_address(address),
+            );
+        }
+        if let Some(node) = changes.node_state_changed {
+            batch.put_data(
+                self.group,
+                CONTROLLER_SHARD,
+                node_state_key(node),
+                codec::encode_node_state(self.state.node_state(node)),
             );
         }
         if let Some(group) = changes.group_retired {

@@ -16,6 +16,7 @@ use mosaic_raft::{LogIndex, NodeId};
 
 use crate::command::{Command, Outcome, Request};
 use crate::configuration::{ConfigNum, Configuration, ShardMove, shard_moves};
+use crate::decommission::{NodeState, replacements};
 use crate::error::{Error, Result};
 use crate::rebalance::rebalance;
 
@@ -43,6 +44,8 @@ pub(crate) struct AppliedChanges {
     pub(crate) config_created: Option<ConfigNum>,
     /// The node registered or given a new address, if one was.
     pub(crate) node_changed: Option<NodeId>,
+    /// The node decommissioned or retired, if one was.
+    pub(crate) node_state_changed: Option<NodeId>,
     /// The group retired, if one was.
     pub(crate) group_retired: Option<GroupId>,
     /// True when the client's session was written (every request but a stale one).
@@ -56,6 +59,7 @@ impl AppliedChanges {
     pub(crate) fn is_empty(&self) -> bool {
         self.config_created.is_none()
             && self.node_changed.is_none()
+            && self.node_state_changed.is_none()
             && self.group_retired.is_none()
             && !self.session_written
             && self.sessions_evicted.is_empty()
@@ -85,6 +89,8 @@ pub struct GroupLife {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerState {
     nodes: BTreeMap<NodeId, String>,
+    /// The state of every registered node that is not [`NodeState::Active`].
+    node_states: BTreeMap<NodeId, NodeState>,
     configs: Vec<Configuration>,
     /// Every group any configuration listed (derived from `configs`, plus `retired`).
     lives: BTreeMap<GroupId, GroupLife>,
@@ -103,6 +109,7 @@ impl ControllerState {
         assert!(max_sessions > 0, "max_sessions must be at least 1");
         Self {
             nodes: BTreeMap::new(),
+            node_states: BTreeMap::new(),
             configs: vec![Configuration::initial(shard_count)],
             lives: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -148,6 +155,19 @@ impl ControllerState {
         &self.nodes
     }
 
+    /// The state of every registered node that is not [`NodeState::Active`], in id order.
+    #[must_use]
+    pub fn node_states(&self) -> &BTreeMap<NodeId, NodeState> {
+        &self.node_states
+    }
+
+    /// The state of `node` ([`NodeState::Active`] for a node never decommissioned, registered
+    /// or not).
+    #[must_use]
+    pub fn node_state(&self, node: NodeId) -> NodeState {
+        self.node_states.get(&node).copied().unwrap_or_default()
+    }
+
     /// The number of client sessions kept for deduplication, at most.
     #[must_use]
     pub fn max_sessions(&self) -> usize {
@@ -160,13 +180,15 @@ impl ControllerState {
     }
 
     /// Rebuilds a state from its parts (read back from storage), checking every invariant of
-    /// the type, and that configuration 0 is the initial one and every configuration has the
-    /// same number of shards.
+    /// the type, and that configuration 0 is the initial one, every configuration has the
+    /// same number of shards, and every node with a state is registered, not active and
+    /// listed by no group of the latest configuration.
     ///
     /// # Errors
     /// What is wrong, in words, when an invariant does not hold.
     pub(crate) fn from_parts(
         nodes: BTreeMap<NodeId, String>,
+        node_states: BTreeMap<NodeId, NodeState>,
         configs: Vec<Configuration>,
         retired: &BTreeSet<GroupId>,
         sessions: BTreeMap<ClientId, Session>,
@@ -201,6 +223,18 @@ impl ControllerState {
         if let Some(node) = nodes.keys().find(|node| node.0 == 0) {
             return Err(format!("node {node} is registered"));
         }
+        for (node, state) in &node_states {
+            if !nodes.contains_key(node) || *state == NodeState::Active {
+                return Err(format!("node {node} is {state} but not registered or not leaving"));
+            }
+            let latest = configs.last().expect("configuration 0 exists");
+            if let Some(group) = latest.groups.iter().find(|(_, m)| m.contains(node)).map(|g| g.0) {
+                return Err(format!(
+                    "node {node} is {state} but configuration {} lists it in group {group}",
+                    latest.num
+                ));
+            }
+        }
         if sessions.len() > max_sessions {
             return Err(format!(
                 "{} sessions, more than max_sessions {max_sessions}",
@@ -217,7 +251,7 @@ impl ControllerState {
                 _ => return Err(format!("group {group} is retired but was never removed")),
             }
         }
-        Ok(Self { nodes, configs, lives, sessions, max_sessions })
+        Ok(Self { nodes, node_states, configs, lives, sessions, max_sessions })
     }
 
     /// The moves a rebalance would make now (a dry run; nothing changes).
@@ -273,6 +307,9 @@ impl ControllerState {
                 changes.node_changed = registering;
             }
             Ok(Outcome::GroupRetired { group }) => changes.group_retired = Some(group),
+            Ok(Outcome::NodeDecommissioning { node, .. } | Outcome::NodeRetired { node }) => {
+                changes.node_state_changed = Some(node);
+            }
             _ => {}
         }
         changes.session_written = true;
@@ -320,12 +357,100 @@ impl ControllerState {
             }
             Command::RetireGroup { group } => self.retire_group(group),
             Command::ReplaceNode { node, with, group } => self.replace_node(node, with, group),
+            Command::DecommissionNode { node } => self.decommission_node(node),
+            Command::RetireNode { node } => self.retire_node(node),
         }
+    }
+
+    /// Refuses a node that may not take a replica: one being decommissioned or retired.
+    fn check_active(&self, node: NodeId) -> Result<()> {
+        match self.node_state(node) {
+            NodeState::Active => Ok(()),
+            state => Err(Error::NodeNotActive { node, state }),
+        }
+    }
+
+    /// Starts decommissioning `node` (see [`Command::DecommissionNode`]). Checks, in this
+    /// order: the node id, that it is registered, that it is active (a node already leaving
+    /// answers [`Outcome::Unchanged`]), and that every group listing it has a replacement.
+    fn decommission_node(&mut self, node: NodeId) -> Result<Outcome> {
+        if node.0 == 0 {
+            return Err(Error::InvalidNodeId);
+        }
+        if !self.nodes.contains_key(&node) {
+            return Err(Error::NodeNotRegistered { node });
+        }
+        let state = self.node_state(node);
+        if state != NodeState::Active {
+            let reason = format!("node {node} is {state} already");
+            return Ok(Outcome::Unchanged { num: self.latest().num, reason });
+        }
+        let latest = self.latest();
+        let candidates: BTreeSet<NodeId> = self
+            .nodes
+            .keys()
+            .filter(|candidate| **candidate != node && !self.node_states.contains_key(candidate))
+            .copied()
+            .collect();
+        let replacements = replacements(&latest.groups, node, &candidates)?;
+        let mut next_groups = latest.groups.clone();
+        for (group, with) in &replacements {
+            let members = next_groups.get_mut(group).expect("a group of the latest configuration");
+            for member in members.iter_mut().filter(|member| **member == node) {
+                *member = *with;
+            }
+            members.sort_unstable();
+        }
+        let shards = latest.shards.clone();
+        let num = match self.push_config(shards, next_groups, "") {
+            Outcome::ConfigCreated { num, moves } if moves.is_empty() => num,
+            Outcome::Unchanged { num, .. } if replacements.is_empty() => num,
+            outcome => {
+                panic!("decommissioning node {node} moved a shard or changed no group: {outcome:?}")
+            }
+        };
+        self.node_states.insert(node, NodeState::Decommissioning);
+        Ok(Outcome::NodeDecommissioning { node, num, replacements })
+    }
+
+    /// Marks a node being decommissioned retired (see [`Command::RetireNode`]). Checks, in
+    /// this order: the node id, that it is registered, that it is being decommissioned (a
+    /// retired node answers [`Outcome::Unchanged`]), and that every removed group that any
+    /// configuration listed it in has retired: such a group may still be moving its members
+    /// towards its last listing (a decommission the removal overtook), with the node among
+    /// its voters, and no one polls a removed group's members.
+    fn retire_node(&mut self, node: NodeId) -> Result<Outcome> {
+        if node.0 == 0 {
+            return Err(Error::InvalidNodeId);
+        }
+        if !self.nodes.contains_key(&node) {
+            return Err(Error::NodeNotRegistered { node });
+        }
+        match self.node_state(node) {
+            NodeState::Active => return Err(Error::NotDecommissioning { node }),
+            NodeState::Retired => {
+                let reason = format!("node {node} is retired already");
+                return Ok(Outcome::Unchanged { num: self.latest().num, reason });
+            }
+            NodeState::Decommissioning => {}
+        }
+        let listing = self.lives.iter().find(|(group, life)| {
+            let Some(removed) = life.removed.filter(|_| !life.retired) else { return false };
+            self.configs[life.added.0 as usize..removed.0 as usize]
+                .iter()
+                .any(|config| config.groups[*group].contains(&node))
+        });
+        if let Some((group, _)) = listing {
+            return Err(Error::NodeStillListed { node, group: *group });
+        }
+        self.node_states.insert(node, NodeState::Retired);
+        Ok(Outcome::NodeRetired { node })
     }
 
     /// Replaces `node` by `with` in every group of the latest configuration that lists
     /// `node`, or only in `group`. Checks, in this order: node ids (0 is reserved), `with`
-    /// differs from `node`, `with` is registered, `group` is in the latest configuration,
+    /// differs from `node`, `with` is registered and active, `group` is in the latest
+    /// configuration,
     /// some group to change lists `node`, and no group to change lists `with` already.
     fn replace_node(
         &mut self,
@@ -342,6 +467,7 @@ impl ControllerState {
         if !self.nodes.contains_key(&with) {
             return Err(Error::NodeNotRegistered { node: with });
         }
+        self.check_active(with)?;
         let latest = self.latest();
         if let Some(group) = group
             && !latest.groups.contains_key(&group)
@@ -430,6 +556,9 @@ impl ControllerState {
             }
             if let Some(node) = sorted.iter().find(|n| !self.nodes.contains_key(n)) {
                 return Err(Error::UnregisteredMember { group, node: *node });
+            }
+            for node in &sorted {
+                self.check_active(*node)?;
             }
             if let Some(GroupLife { removed: Some(removed), .. }) = self.lives.get(&group) {
                 return Err(Error::GroupRemoved { group, removed: *removed });

@@ -41,25 +41,6 @@ impl Harness {
         }
     }
 
-    /// Applies a command that must be refused; checks that the configurations, the groups'
-    /// lives and the registry did not change (only the client's session remembers the
-    /// refusal, for a retry).
-    fn must_refuse(&mut self, command: Command) -> Error {
-        let before = self.state.clone();
-        let description = format!("{command:?}");
-        let error = self.apply(command).expect_err(&description);
-        let latest = before.latest().num;
-        assert_eq!(self.state.latest(), before.latest(), "{description} changed the configuration");
-        assert_eq!(
-            self.state.config(Some(ConfigNum(latest.0 + 1))),
-            Err(Error::UnknownConfig { num: ConfigNum(latest.0 + 1), latest }),
-            "{description} created a configuration"
-        );
-        assert_eq!(self.state.lives(), before.lives(), "{description} changed a group's life");
-        assert_eq!(self.state.nodes(), before.nodes(), "{description} changed the registry");
-        error
-    }
-
     fn members(&self, group: u64) -> Vec<NodeId> {
         self.latest().groups.get(&GroupId(group)).cloned().unwrap_or_default()
     }

@@ -39,7 +39,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mosaic_controller::{
-    Command, ConfigNum, Configuration, Error, GroupLife, NodeLiveness, Outcome, Request, ShardMove,
+    Command, ConfigNum, Configuration, Error, GroupLife, NodeLiveness, NodeState, Outcome, Request,
+    ShardMove,
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
@@ -84,6 +85,10 @@ pub fn request_to_pb(request: &Request) -> pb::ExecuteRequest {
             with_node_id: with.0,
             group_id: group.map(|group| group.0),
         }),
+        Command::DecommissionNode { node } => {
+            PbCommand::DecommissionNode(pb::DecommissionNode { node_id: node.0 })
+        }
+        Command::RetireNode { node } => PbCommand::RetireNode(pb::RetireNode { node_id: node.0 }),
     };
     pb::ExecuteRequest { client_id: request.client.0, seq: request.seq, command: Some(command) }
 }
@@ -142,6 +147,12 @@ pub fn request_from_pb(request: pb::ExecuteRequest) -> Result<Request> {
                 .map(|group| group_id_from_pb(group, "ReplaceNode.group_id"))
                 .transpose()?,
         },
+        PbCommand::DecommissionNode(decommission) => Command::DecommissionNode {
+            node: node_id_from_pb(decommission.node_id, "DecommissionNode.node_id")?,
+        },
+        PbCommand::RetireNode(retire) => {
+            Command::RetireNode { node: node_id_from_pb(retire.node_id, "RetireNode.node_id")? }
+        }
     };
     Ok(Request { client, seq, command })
 }
@@ -208,6 +219,10 @@ pub fn refusal_kind(error: &Error) -> &'static str {
         Error::NodeNotRegistered { .. } => "node-not-registered",
         Error::NotAMember { .. } => "not-a-member",
         Error::AlreadyAMember { .. } => "already-a-member",
+        Error::NoReplacement { .. } => "no-replacement",
+        Error::NodeNotActive { .. } => "node-not-active",
+        Error::NotDecommissioning { .. } => "not-decommissioning",
+        Error::NodeStillListed { .. } => "node-still-listed",
     }
 }
 
@@ -252,6 +267,20 @@ pub fn outcome_to_pb(outcome: &Outcome) -> pb::CommandOutcome {
         Outcome::GroupRetired { group } => {
             Kind::GroupRetired(pb::GroupRetired { group_id: group.0 })
         }
+        Outcome::NodeDecommissioning { node, num, replacements } => {
+            Kind::NodeDecommissioning(pb::NodeDecommissioning {
+                node_id: node.0,
+                num: num.0,
+                replacements: replacements
+                    .iter()
+                    .map(|(group, with)| pb::GroupReplacement {
+                        group_id: group.0,
+                        with_node_id: with.0,
+                    })
+                    .collect(),
+            })
+        }
+        Outcome::NodeRetired { node } => Kind::NodeRetired(pb::NodeRetired { node_id: node.0 }),
     };
     pb::CommandOutcome { kind: Some(kind) }
 }
@@ -261,7 +290,8 @@ pub fn outcome_to_pb(outcome: &Outcome) -> pb::CommandOutcome {
 /// # Errors
 /// A [`ConvertError`] naming the first field that does not map onto an [`Outcome`]: no kind,
 /// node id 0, a created configuration numbered 0, a move that is invalid
-/// ([`shard_move_from_pb`]) or out of shard order.
+/// ([`shard_move_from_pb`]) or out of shard order, a reserved group id or groups out of order
+/// in a decommissioning's replacements.
 pub fn outcome_from_pb(outcome: pb::CommandOutcome) -> Result<Outcome> {
     let kind = outcome.kind.ok_or(ConvertError::MissingField { field: "CommandOutcome.kind" })?;
     Ok(match kind {
@@ -291,6 +321,32 @@ pub fn outcome_from_pb(outcome: pb::CommandOutcome) -> Result<Outcome> {
         Kind::GroupRetired(retired) => Outcome::GroupRetired {
             group: group_id_from_pb(retired.group_id, "GroupRetired.group_id")?,
         },
+        Kind::NodeDecommissioning(decommissioning) => {
+            let mut replacements: BTreeMap<GroupId, NodeId> = BTreeMap::new();
+            for replacement in decommissioning.replacements {
+                let group = group_id_from_pb(replacement.group_id, "GroupReplacement.group_id")?;
+                if let Some((&previous, _)) = replacements.last_key_value()
+                    && previous >= group
+                {
+                    return Err(ConvertError::OutOfOrder {
+                        field: "NodeDecommissioning.replacements",
+                        previous: previous.0,
+                        value: group.0,
+                    });
+                }
+                let with =
+                    node_id_from_pb(replacement.with_node_id, "GroupReplacement.with_node_id")?;
+                replacements.insert(group, with);
+            }
+            Outcome::NodeDecommissioning {
+                node: node_id_from_pb(decommissioning.node_id, "NodeDecommissioning.node_id")?,
+                num: ConfigNum(decommissioning.num),
+                replacements,
+            }
+        }
+        Kind::NodeRetired(retired) => {
+            Outcome::NodeRetired { node: node_id_from_pb(retired.node_id, "NodeRetired.node_id")? }
+        }
     })
 }
 
@@ -492,6 +548,8 @@ pub struct QueryAnswer {
     /// What the leader that answered can say of each registered node (of every one:
     /// [`NodeLiveness::Unknown`] where the answer says nothing).
     pub liveness: BTreeMap<NodeId, NodeLiveness>,
+    /// The state of every registered node that is not [`NodeState::Active`].
+    pub node_states: BTreeMap<NodeId, NodeState>,
     /// The controller replica that answered (the leader).
     pub leader: NodeId,
     /// Every group any configuration listed, in id order.
@@ -505,6 +563,12 @@ impl QueryAnswer {
         self.liveness.get(&node).copied().unwrap_or(NodeLiveness::Unknown)
     }
 
+    /// The state of `node` ([`NodeState::Active`] unless the answer says otherwise).
+    #[must_use]
+    pub fn state_of(&self, node: NodeId) -> NodeState {
+        self.node_states.get(&node).copied().unwrap_or_default()
+    }
+
     /// The wire form of this answer ([`query_response_to_pb`] of its parts).
     #[must_use]
     pub fn to_pb(&self) -> pb::QueryResponse {
@@ -513,6 +577,7 @@ impl QueryAnswer {
             self.latest,
             &self.nodes,
             &self.liveness,
+            &self.node_states,
             self.leader,
             &self.lives,
         )
@@ -521,14 +586,16 @@ impl QueryAnswer {
 
 /// Returns the wire answer to a query: configuration `config`, the latest configuration's
 /// number, the node registry with what the answering leader says of each node (`liveness`;
-/// nothing for a node it does not name, which decodes as [`NodeLiveness::Unknown`]), the
-/// controller replica answering and every group's life.
+/// nothing for a node it does not name, which decodes as [`NodeLiveness::Unknown`]) and each
+/// node's state (`node_states`; active for a node it does not name), the controller replica
+/// answering and every group's life.
 #[must_use]
 pub fn query_response_to_pb(
     config: &Configuration,
     latest: ConfigNum,
     nodes: &BTreeMap<NodeId, String>,
     liveness: &BTreeMap<NodeId, NodeLiveness>,
+    node_states: &BTreeMap<NodeId, NodeState>,
     leader: NodeId,
     lives: &BTreeMap<GroupId, GroupLife>,
 ) -> pb::QueryResponse {
@@ -556,6 +623,8 @@ pub fn query_response_to_pb(
                     address: address.clone(),
                     liveness: state.into(),
                     last_heard_ms: last_heard.map(millis),
+                    state: node_state_to_pb(node_states.get(node).copied().unwrap_or_default())
+                        .into(),
                 }
             })
             .collect(),
@@ -582,6 +651,7 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
     }
     let mut nodes: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut liveness: BTreeMap<NodeId, NodeLiveness> = BTreeMap::new();
+    let mut node_states: BTreeMap<NodeId, NodeState> = BTreeMap::new();
     for info in response.nodes {
         let node = node_id_from_pb(info.node_id, "NodeInfo.node_id")?;
         if let Some((&previous, _)) = nodes.last_key_value()
@@ -594,6 +664,10 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
             });
         }
         liveness.insert(node, liveness_from_pb(info.liveness(), info.last_heard_ms));
+        let state = node_state_from_pb(info.state());
+        if state != NodeState::Active {
+            node_states.insert(node, state);
+        }
         nodes.insert(node, info.address);
     }
     let leader = node_id_from_pb(response.leader_id, "QueryResponse.leader_id")?;
@@ -627,7 +701,7 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
             },
         );
     }
-    Ok(QueryAnswer { config, latest, nodes, liveness, leader, lives })
+    Ok(QueryAnswer { config, latest, nodes, liveness, node_states, leader, lives })
 }
 
 /// The wire form of what a leader says of a node: the state, and the time since it heard it.
@@ -649,6 +723,23 @@ fn liveness_from_pb(state: pb::NodeLiveness, last_heard_ms: Option<u64>) -> Node
         pb::NodeLiveness::Up => NodeLiveness::Up { last_heard: last_heard.unwrap_or_default() },
         pb::NodeLiveness::Down => NodeLiveness::Down { last_heard },
         pb::NodeLiveness::Unspecified | pb::NodeLiveness::Unknown => NodeLiveness::Unknown,
+    }
+}
+
+fn node_state_to_pb(state: NodeState) -> pb::NodeState {
+    match state {
+        NodeState::Active => pb::NodeState::Active,
+        NodeState::Decommissioning => pb::NodeState::Decommissioning,
+        NodeState::Retired => pb::NodeState::Retired,
+    }
+}
+
+/// A wire node state; unspecified (a controller older than decommissioning) is active.
+fn node_state_from_pb(state: pb::NodeState) -> NodeState {
+    match state {
+        pb::NodeState::Unspecified | pb::NodeState::Active => NodeState::Active,
+        pb::NodeState::Decommissioning => NodeState::Decommissioning,
+        pb::NodeState::Retired => NodeState::Retired,
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use mosaic_controller::arbitrary::{self, ERROR_VARIANTS, Values, error_variant};
 use mosaic_controller::{
-    Command, ConfigNum, Configuration, ControllerState, Error, GroupLife, NodeLiveness, Outcome,
-    Request, ShardMove,
+    Command, ConfigNum, Configuration, ControllerState, Error, GroupLife, NodeLiveness, NodeState,
+    Outcome, Request, ShardMove,
 };
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_proto::controller::{
@@ -108,6 +108,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Rebalance { .. } => "Rebalance",
         Command::RetireGroup { .. } => "RetireGroup",
         Command::ReplaceNode { .. } => "ReplaceNode",
+        Command::DecommissionNode { .. } => "DecommissionNode",
+        Command::RetireNode { .. } => "RetireNode",
     }
 }
 
@@ -136,6 +138,10 @@ fn representative_requests() -> Vec<Request> {
         request(replace(3, 5, None)),
         request(replace(u64::MAX, 1, Some(u64::MAX - 1))),
         request(replace(1, u64::MAX, Some(1))),
+        request(Command::DecommissionNode { node: NodeId(1) }),
+        request(Command::DecommissionNode { node: NodeId(u64::MAX) }),
+        request(Command::RetireNode { node: NodeId(1) }),
+        request(Command::RetireNode { node: NodeId(u64::MAX) }),
     ]
 }
 
@@ -155,6 +161,8 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::ConfigCreated { .. } => "ConfigCreated",
         Outcome::Unchanged { .. } => "Unchanged",
         Outcome::GroupRetired { .. } => "GroupRetired",
+        Outcome::NodeDecommissioning { .. } => "NodeDecommissioning",
+        Outcome::NodeRetired { .. } => "NodeRetired",
     }
 }
 
@@ -174,6 +182,20 @@ fn representative_outcomes() -> Vec<Outcome> {
         Outcome::Unchanged { num: ConfigNum(0), reason: String::new() },
         Outcome::Unchanged { num: ConfigNum(4), reason: "the shards are already balanced".into() },
         Outcome::GroupRetired { group: GroupId(u64::MAX - 1) },
+        Outcome::NodeDecommissioning {
+            node: NodeId(3),
+            num: ConfigNum(0),
+            replacements: BTreeMap::new(),
+        },
+        Outcome::NodeDecommissioning {
+            node: NodeId(u64::MAX),
+            num: ConfigNum(u64::MAX),
+            replacements: BTreeMap::from([
+                (GroupId(1), NodeId(u64::MAX)),
+                (GroupId(u64::MAX - 1), NodeId(1)),
+            ]),
+        },
+        Outcome::NodeRetired { node: NodeId(1) },
     ]
 }
 
@@ -206,6 +228,10 @@ fn pinned_refusal_kinds() -> Vec<(Error, &'static str)> {
         (Error::NodeNotRegistered { node: NodeId(9) }, "node-not-registered"),
         (Error::NotAMember { node: NodeId(2), group: Some(group) }, "not-a-member"),
         (Error::AlreadyAMember { group, node: NodeId(2) }, "already-a-member"),
+        (Error::NoReplacement { group, node: NodeId(2) }, "no-replacement"),
+        (Error::NodeNotActive { node: NodeId(2), state: NodeState::Retired }, "node-not-active"),
+        (Error::NotDecommissioning { node: NodeId(2) }, "not-decommissioning"),
+        (Error::NodeStillListed { node: NodeId(2), group }, "node-still-listed"),
     ]
 }
 
@@ -266,6 +292,10 @@ fn answer() -> QueryAnswer {
         latest: ConfigNum(7),
         nodes: registry(),
         liveness: liveness(),
+        node_states: BTreeMap::from([
+            (NodeId(2), NodeState::Decommissioning),
+            (NodeId(4), NodeState::Retired),
+        ]),
         leader: NodeId(2),
         lives: BTreeMap::from([
             (GroupId(1), life(1, None, false)),
@@ -318,9 +348,9 @@ fn edited_answer(edit: impl FnOnce(&mut pb::QueryResponse)) -> pb::QueryResponse
 fn representative_values_cover_every_kind() {
     let commands: BTreeSet<_> =
         representative_requests().iter().map(|r| command_name(&r.command)).collect();
-    assert_eq!(commands.len(), 7, "commands covered: {commands:?}");
+    assert_eq!(commands.len(), 9, "commands covered: {commands:?}");
     let outcomes: BTreeSet<_> = representative_outcomes().iter().map(outcome_name).collect();
-    assert_eq!(outcomes.len(), 5, "outcomes covered: {outcomes:?}");
+    assert_eq!(outcomes.len(), 7, "outcomes covered: {outcomes:?}");
 }
 
 #[test]
@@ -431,6 +461,7 @@ fn query_responses_round_trip() {
         latest: ConfigNum(0),
         nodes: BTreeMap::new(),
         liveness: BTreeMap::new(),
+        node_states: BTreeMap::new(),
         leader: NodeId(u64::MAX),
         lives: BTreeMap::new(),
     };
@@ -534,6 +565,7 @@ fn what_the_controller_produces_round_trips() {
         latest: latest.num,
         nodes: state.nodes().clone(),
         liveness: unknown(state.nodes()),
+        node_states: state.node_states().clone(),
         leader: NodeId(9),
         lives: state.lives().clone(),
     };
@@ -702,6 +734,74 @@ fn replacing_with_node_zero_or_in_a_reserved_group_is_rejected() {
     // An absent group is every group; a present one is that group.
     assert_eq!(request_from_pb(wire(1, 2, None)).map(|r| r.command), Ok(replace(1, 2, None)));
     assert_eq!(request_from_pb(wire(1, 2, Some(4))).map(|r| r.command), Ok(replace(1, 2, Some(4))));
+}
+
+#[test]
+fn decommissioning_or_retiring_node_zero_is_rejected() {
+    let wire = |command| pb::ExecuteRequest { client_id: 1, seq: 1, command: Some(command) };
+    assert_eq!(
+        must_reject(
+            wire(PbCommand::DecommissionNode(pb::DecommissionNode { node_id: 0 })),
+            request_from_pb
+        ),
+        ConvertError::ZeroNodeId { field: "DecommissionNode.node_id" }
+    );
+    assert_eq!(
+        must_reject(wire(PbCommand::RetireNode(pb::RetireNode { node_id: 0 })), request_from_pb),
+        ConvertError::ZeroNodeId { field: "RetireNode.node_id" }
+    );
+}
+
+/// A controller older than decommissioning says nothing of a node's state: every node is
+/// active. Only the states that are not active travel into `node_states`.
+#[test]
+fn node_states_travel_and_an_older_controller_means_active() {
+    let wire = answer_to_pb(&answer());
+    let states: Vec<i32> = wire.nodes.iter().map(|info| info.state).collect();
+    assert_eq!(
+        states,
+        [
+            pb::NodeState::Active as i32,
+            pb::NodeState::Decommissioning as i32,
+            pb::NodeState::Retired as i32
+        ]
+    );
+    let old = edited_answer(|wire| wire.nodes.iter_mut().for_each(|info| info.state = 0));
+    let decoded = query_response_from_pb(old).expect("decodes");
+    assert!(decoded.node_states.is_empty(), "{decoded:?}");
+    assert_eq!(decoded.state_of(NodeId(4)), NodeState::Active);
+}
+
+#[test]
+fn a_decommissioning_with_a_reserved_group_or_out_of_order_is_rejected() {
+    let outcome = |replacements: Vec<(u64, u64)>| pb::CommandOutcome {
+        kind: Some(Kind::NodeDecommissioning(pb::NodeDecommissioning {
+            node_id: 3,
+            num: 2,
+            replacements: replacements
+                .into_iter()
+                .map(|(group_id, with_node_id)| pb::GroupReplacement { group_id, with_node_id })
+                .collect(),
+        })),
+    };
+    for reserved in [0, u64::MAX] {
+        assert_eq!(
+            must_reject(outcome(vec![(reserved, 4)]), outcome_from_pb),
+            ConvertError::ReservedGroupId { field: "GroupReplacement.group_id", group: reserved }
+        );
+    }
+    assert_eq!(
+        must_reject(outcome(vec![(1, 0)]), outcome_from_pb),
+        ConvertError::ZeroNodeId { field: "GroupReplacement.with_node_id" }
+    );
+    assert_eq!(
+        must_reject(outcome(vec![(2, 4), (1, 5)]), outcome_from_pb),
+        ConvertError::OutOfOrder {
+            field: "NodeDecommissioning.replacements",
+            previous: 2,
+            value: 1
+        }
+    );
 }
 
 // ---- Rejections: responses -----------------------------------------------------------------
@@ -967,7 +1067,7 @@ fn liveness_strategy() -> impl Strategy<Value = NodeLiveness> {
 fn answer_strategy() -> impl Strategy<Value = QueryAnswer> {
     let nodes = prop::collection::btree_map(
         arbitrary::node(Values::Valid),
-        (arbitrary::text(), liveness_strategy()),
+        (arbitrary::text(), liveness_strategy(), arbitrary::node_state()),
         0..6,
     );
     let config = arbitrary::configuration(Values::Valid);
@@ -975,8 +1075,13 @@ fn answer_strategy() -> impl Strategy<Value = QueryAnswer> {
         |(config, newer, nodes, leader)| QueryAnswer {
             latest: ConfigNum(config.num.0.saturating_add(newer % 3)),
             config,
-            liveness: nodes.iter().map(|(node, (_, liveness))| (*node, *liveness)).collect(),
-            nodes: nodes.into_iter().map(|(node, (address, _))| (node, address)).collect(),
+            liveness: nodes.iter().map(|(node, (_, liveness, _))| (*node, *liveness)).collect(),
+            node_states: nodes
+                .iter()
+                .filter(|(_, (_, _, state))| *state != NodeState::Active)
+                .map(|(node, (_, _, state))| (*node, *state))
+                .collect(),
+            nodes: nodes.into_iter().map(|(node, (address, _, _))| (node, address)).collect(),
             leader,
             lives: BTreeMap::new(),
         },

@@ -254,6 +254,7 @@ impl AgentRunner {
                         config: answer.config,
                         latest: answer.latest,
                         nodes: answer.nodes,
+                        node_states: answer.node_states,
                         lives: answer.lives,
                     })
                 }

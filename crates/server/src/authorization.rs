@@ -84,7 +84,9 @@ pub fn command_roles(command: &Command) -> &'static [Role] {
         | Command::RemoveGroups { .. }
         | Command::MoveShard { .. }
         | Command::Rebalance { .. }
-        | Command::ReplaceNode { .. } => &[Role::Admin],
+        | Command::ReplaceNode { .. }
+        | Command::DecommissionNode { .. }
+        | Command::RetireNode { .. } => &[Role::Admin],
     }
 }
 
@@ -168,6 +170,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Rebalance { .. } => "Rebalance",
         Command::RetireGroup { .. } => "RetireGroup",
         Command::ReplaceNode { .. } => "ReplaceNode",
+        Command::DecommissionNode { .. } => "DecommissionNode",
+        Command::RetireNode { .. } => "RetireNode",
     }
 }
 

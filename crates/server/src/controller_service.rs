@@ -139,6 +139,7 @@ impl Controller for ControllerService {
             view.latest,
             &view.nodes,
             &liveness,
+            &view.node_states,
             self.node,
             &view.lives,
         )))

@@ -10,9 +10,9 @@
 //! | `MOSAIC_SIM_SEED=S` | replay exactly seed S |
 //! | `MOSAIC_SIM_LOG=FILTER` | print the simulated nodes' log lines at that level (`debug`, `mosaic_agent=info`) |
 //!
-//! The variables apply to the three seed sweeps (`every_history_...`, `wide_groups_...` and
-//! `members_replaced_...`); `MOSAIC_SIM_SEED` also picks the seed `a_seed_replays_exactly`
-//! runs twice.
+//! The variables apply to the four seed sweeps (`every_history_...`, `wide_groups_...`,
+//! `members_replaced_...` and `a_node_decommissioned_...`); `MOSAIC_SIM_SEED` also picks the
+//! seed `a_seed_replays_exactly` runs twice.
 
 mod support;
 
@@ -28,6 +28,8 @@ const DEFAULT_SEEDS: u64 = 300;
 const WIDE_SEEDS: u64 = 100;
 /// Seeds of the configuration whose logs compact late, with membership changes.
 const MEMBERSHIP_SEEDS: u64 = 150;
+/// Seeds of that configuration with a node decommissioned in each.
+const DECOMMISSION_SEEDS: u64 = 20;
 
 /// This file's seed variables.
 const SIM: Suite = Suite { env: "MOSAIC_SIM", test_file: "cluster" };
@@ -155,6 +157,32 @@ fn a_learner_promoted_without_knowing_it_votes_and_the_group_elects_a_leader() {
             panic!("seed {seed} failed: {failure}\n{report}");
         }
     }
+}
+
+/// Decommissioning under the same faults: the administrator decommissions a storage node
+/// early in every run (of five, so that four stay active for the groups of three) and then
+/// marks it retired (asking again after the faults until the controller accepts); the groups
+/// move its replicas while clients write, and the run ends with the node retired and no
+/// replica on it, every history linearizable.
+#[test]
+fn a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing() {
+    let mut config = members_replaced_config();
+    config.membership =
+        Some(MembershipConfig { decommission_per_mille: 1_000, ..MembershipConfig::default() });
+    run_suite(
+        &SIM,
+        "a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing",
+        DECOMMISSION_SEEDS,
+        |seed| {
+            let report = run(seed, &config);
+            eprintln!("{report}");
+            report.failure().or_else(|| {
+                let counts = (report.decommissions, report.retirements);
+                (counts != (1, 1))
+                    .then(|| format!("{counts:?} nodes decommissioned and retired, not (1, 1)"))
+            })
+        },
+    );
 }
 
 #[test]

@@ -52,6 +52,16 @@ impl Cluster {
         Ok(Self { client, output })
     }
 
+    /// The controller client.
+    pub(super) fn client(&self) -> &ControllerClient {
+        &self.client
+    }
+
+    /// The output format.
+    pub(super) fn output(&self) -> Output {
+        self.output
+    }
+
     pub(super) async fn add_group(
         &self,
         group: u64,
@@ -179,15 +189,18 @@ impl Cluster {
         let answer = self.client.query(None).await?;
         let text = match self.output {
             Output::Human => {
-                let mut text =
-                    format!("{:<6} {:<24} {:<8} {}", "node", "address", "state", "last heard");
+                let mut text = format!(
+                    "{:<6} {:<24} {:<8} {:<12} {}",
+                    "node", "address", "liveness", "last heard", "state"
+                );
                 for (node, address) in &answer.nodes {
                     let liveness = answer.liveness_of(*node);
                     text.push_str(&format!(
-                        "\n{:<6} {address:<24} {:<8} {}",
+                        "\n{:<6} {address:<24} {:<8} {:<12} {}",
                         node.0,
                         liveness.name(),
-                        heard_text(liveness)
+                        heard_text(liveness),
+                        answer.state_of(*node)
                     ));
                 }
                 text
@@ -334,7 +347,10 @@ impl Cluster {
 
     /// Applies `command` and returns what it did, or prints why it was refused and returns
     /// `None`.
-    async fn execute_quietly(&self, command: Command) -> anyhow::Result<Option<Outcome>> {
+    pub(super) async fn execute_quietly(
+        &self,
+        command: Command,
+    ) -> anyhow::Result<Option<Outcome>> {
         match self.client.execute(command).await? {
             Ok(outcome) => Ok(Some(outcome)),
             Err(refusal) => {
@@ -344,7 +360,7 @@ impl Cluster {
         }
     }
 
-    fn outcome_text(&self, outcome: &Outcome) -> String {
+    pub(super) fn outcome_text(&self, outcome: &Outcome) -> String {
         match (self.output, outcome) {
             (Output::Human, Outcome::NodeRegistered { node }) => format!("node {node} registered"),
             (Output::Human, Outcome::NodeAddressChanged { node, previous }) => {
@@ -378,10 +394,26 @@ impl Cluster {
             (Output::Json, Outcome::GroupRetired { group }) => {
                 json!({ "result": "group-retired", "group": group.0 }).to_string()
             }
+            (Output::Human, Outcome::NodeDecommissioning { .. } | Outcome::NodeRetired { .. }) => {
+                outcome.to_string()
+            }
+            (Output::Json, Outcome::NodeDecommissioning { node, num, replacements }) => json!({
+                "result": "node-decommissioning",
+                "node": node.0,
+                "num": num.0,
+                "replacements": replacements
+                    .iter()
+                    .map(|(group, with)| json!({ "group": group.0, "with": with.0 }))
+                    .collect::<Vec<_>>(),
+            })
+            .to_string(),
+            (Output::Json, Outcome::NodeRetired { node }) => {
+                json!({ "result": "node-retired", "node": node.0 }).to_string()
+            }
         }
     }
 
-    fn print_refusal(&self, refusal: &RefusalInfo) -> anyhow::Result<()> {
+    pub(super) fn print_refusal(&self, refusal: &RefusalInfo) -> anyhow::Result<()> {
         match self.output {
             Output::Human => {
                 eprintln!("mosaic: the controller refused: {}", refusal.message);
@@ -511,7 +543,8 @@ fn heard_text(liveness: NodeLiveness) -> String {
     }
 }
 
-/// One line on the nodes for `admin status`: how many are up, and each that is not.
+/// One line on the nodes for `admin status`: how many are up, each that is not, and each that
+/// is being decommissioned or retired.
 fn nodes_summary(answer: &QueryAnswer) -> String {
     let up = answer.nodes.keys().filter(|node| answer.liveness_of(**node).is_up()).count();
     let mut text = format!("\nnodes: {up} of {} up", answer.nodes.len());
@@ -526,11 +559,14 @@ fn nodes_summary(answer: &QueryAnswer) -> String {
             ));
         }
     }
+    for (node, state) in &answer.node_states {
+        text.push_str(&format!("; node {node} {state}"));
+    }
     text
 }
 
 /// `1, 2, 5`.
-fn group_list(groups: &[GroupId]) -> String {
+pub(super) fn group_list(groups: &[GroupId]) -> String {
     groups.iter().map(|group| group.0.to_string()).collect::<Vec<_>>().join(", ")
 }
 

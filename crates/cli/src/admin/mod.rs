@@ -1,7 +1,8 @@
 //! `mosaic admin`: operator commands.
 //!
 //! Against the controller (`--controllers HOST:PORT,...`): initializing a new cluster
-//! ([`init`]), the node registry, replacing a node in its groups, adding and removing groups,
+//! ([`init`]), the node registry, replacing a node in its groups, decommissioning a node
+//! ([`decommission`]), adding and removing groups,
 //! moving shards, rebalancing, the configuration history and the cluster's status
 //! ([`cluster`]):
 //!
@@ -9,6 +10,7 @@
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 init --shard-count 64
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 node list
 //! mosaic admin --controllers ... node replace 3 --with 5
+//! mosaic admin --controllers ... node decommission 3
 //! mosaic admin --controllers ... group add 1 --members 1,2,3
 //! mosaic admin --controllers ... rebalance --dry-run
 //! mosaic admin --controllers ... config show
@@ -27,6 +29,7 @@
 //! message on stderr on any error; a command the controller refused exits 1 and says why.
 
 mod cluster;
+mod decommission;
 mod init;
 mod replicas;
 
@@ -144,6 +147,22 @@ enum NodeCommand {
         #[arg(long)]
         group: Option<u64>,
     },
+    /// Retires a node: gives each of its replicas to another active node (the one hosting
+    /// fewest replicas that the group does not list) in one new configuration, waits until
+    /// no group's leader shows the node as a member (progress on stderr), then marks it
+    /// retired. Refused, with nothing changed, when some group has no other node to go to.
+    /// Running it again resumes.
+    Decommission {
+        /// The node to retire.
+        node: u64,
+        /// Returns once the configuration is created, without waiting or marking the node
+        /// retired (run the command again to do both).
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait at most, in seconds; exits 1 if the groups are not done by then.
+        #[arg(long, default_value_t = 3600)]
+        max_wait: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +257,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Node(NodeCommand::List) => cluster()?.node_list().await,
         AdminCommand::Node(NodeCommand::Replace { node, with, group }) => {
             cluster()?.replace_node(node, with, group).await
+        }
+        AdminCommand::Node(NodeCommand::Decommission { node, no_wait, max_wait }) => {
+            let deadline = Instant::now() + Duration::from_secs(max_wait);
+            decommission::decommission(&cluster()?, node, !no_wait, deadline).await
         }
         AdminCommand::Group(GroupCommand::Add { group, members, max_moves }) => {
             cluster()?.add_group(group, &members, max_moves).await

@@ -257,7 +257,9 @@ fn apply(state: &mut State, request: Request) -> std::result::Result<Outcome, Er
         Command::AddGroups { .. }
         | Command::RemoveGroups { .. }
         | Command::Rebalance { .. }
-        | Command::ReplaceNode { .. } => {
+        | Command::ReplaceNode { .. }
+        | Command::DecommissionNode { .. }
+        | Command::RetireNode { .. } => {
             Ok(Outcome::Unchanged { num: ConfigNum(0), reason: "the fake changes nothing".into() })
         }
     };
@@ -318,6 +320,8 @@ impl Controller for Replica {
             latest,
             &state.nodes,
             // The fake hears no node: every one is unknown.
+            &BTreeMap::new(),
+            // Nor does it decommission one: every one is active.
             &BTreeMap::new(),
             leader,
             &BTreeMap::new(),

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
-use mosaic_controller::{Command, Configuration, ControllerState, Error, Outcome, Request};
+use mosaic_controller::{
+    Command, ConfigNum, Configuration, ControllerState, Error, Outcome, Request,
+};
 use mosaic_engine::ClientId;
 use mosaic_raft::{LogIndex, NodeId};
 
@@ -47,5 +49,29 @@ impl Harness {
     /// The latest configuration.
     pub fn latest(&self) -> Configuration {
         self.state.latest().clone()
+    }
+
+    /// Applies a command that must be refused; checks that the configurations, the groups'
+    /// lives, the registry and the nodes' states did not change (only the client's session
+    /// remembers the refusal, for a retry).
+    pub fn must_refuse(&mut self, command: Command) -> Error {
+        let before = self.state.clone();
+        let description = format!("{command:?}");
+        let error = self.apply(command).expect_err(&description);
+        let latest = before.latest().num;
+        assert_eq!(self.state.latest(), before.latest(), "{description} changed the configuration");
+        assert_eq!(
+            self.state.config(Some(ConfigNum(latest.0 + 1))),
+            Err(Error::UnknownConfig { num: ConfigNum(latest.0 + 1), latest }),
+            "{description} created a configuration"
+        );
+        assert_eq!(self.state.lives(), before.lives(), "{description} changed a group's life");
+        assert_eq!(self.state.nodes(), before.nodes(), "{description} changed the registry");
+        assert_eq!(
+            self.state.node_states(),
+            before.node_states(),
+            "{description} changed a node's state"
+        );
+        error
     }
 }

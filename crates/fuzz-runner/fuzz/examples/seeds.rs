@@ -111,8 +111,17 @@ fn proto_seeds(entry: &Entry, session: Session) {
         let liveness =
             [(NodeId(1), NodeLiveness::Up { last_heard: std::time::Duration::from_millis(40) })]
                 .into();
-        convert::query_response_to_pb(&config, ConfigNum(0), &nodes, &liveness, NodeId(1), &lives)
-            .encode_to_vec()
+        let states = Default::default();
+        convert::query_response_to_pb(
+            &config,
+            ConfigNum(0),
+            &nodes,
+            &liveness,
+            &states,
+            NodeId(1),
+            &lives,
+        )
+        .encode_to_vec()
     });
     write("proto_messages", "query-response", &query);
     let shard_move = ShardMove { shard: ShardId(2), from: None, to: Some(GroupId(100)) };
@@ -189,8 +198,8 @@ fn node_seeds() {
 }
 
 /// Commands and queries to each replica of `controller_requests` (the leader answers):
-/// nodes registered, a group added, a shard moved, a rebalance, a node replaced, the group
-/// removed and retired, a query; ticks, a crash.
+/// nodes registered, a group added, a shard moved, a rebalance, a node replaced, then
+/// decommissioned and retired, the group removed and retired, a query; ticks, a crash.
 fn controller_seeds() {
     let commands = [
         Command::RegisterNode { node: NodeId(4), address: "10.0.0.4:7100".into() },
@@ -199,6 +208,8 @@ fn controller_seeds() {
         Command::Rebalance { max_moves: Some(1) },
         Command::RegisterNode { node: NodeId(5), address: "10.0.0.5:7100".into() },
         Command::ReplaceNode { node: NodeId(4), with: NodeId(5), group: Some(GroupId(100)) },
+        Command::DecommissionNode { node: NodeId(4) },
+        Command::RetireNode { node: NodeId(4) },
         Command::RemoveGroups { groups: vec![GroupId(100)], max_moves: None },
         Command::RetireGroup { group: GroupId(100) },
     ];

@@ -1,9 +1,10 @@
 //! The simulated administrator: creates the initial groups once every storage node has
 //! registered, then, while asked to, changes the cluster every so often: adds a group on
-//! random nodes, removes one, moves a shard, rebalances, and when the run asks for it
-//! ([`MembershipConfig`]) replaces a member of a group by a storage node the group does not
-//! list (what `mosaic admin` sends; the group carries a replacement out itself, through its
-//! leader's agent). After a change that moves shards, the next change is often a
+//! random active nodes, removes one, moves a shard, rebalances, and when the run asks for it
+//! ([`MembershipConfig`]) replaces a member of a group by an active storage node the group
+//! does not list, or decommissions a node, or marks a node being decommissioned retired
+//! (what `mosaic admin` sends; the groups carry the changes out themselves, through their
+//! leaders' agents). After a change that moves shards, the next change is often a
 //! replacement within 200 ms (a membership change during a migration).
 //!
 //! Each change is chosen from the latest configuration read just before, sent as a
@@ -13,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use mosaic_controller::{Command, ControllerQuery, Outcome};
+use mosaic_controller::{Command, ControllerQuery, ControllerView, NodeState, Outcome};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 
@@ -72,8 +73,16 @@ pub(crate) struct Admin {
     membership: Option<MembershipConfig>,
     /// True when the next change is a replacement (one during a migration).
     replace_next: bool,
+    /// A node being decommissioned that is not yet retired: the administrator asks to retire
+    /// it at a later change, and keeps asking after the safety phase until it is (as `mosaic
+    /// admin node decommission` waits and asks).
+    retiring: Option<NodeId>,
     /// Replacements of a group member applied.
     pub(crate) replacements: u64,
+    /// Nodes whose decommissioning started.
+    pub(crate) decommissions: u64,
+    /// Decommissioned nodes marked retired.
+    pub(crate) retirements: u64,
     /// Commands that created a configuration.
     pub(crate) configs_created: u64,
     /// Shards those configurations moved from one group to another.
@@ -115,7 +124,10 @@ impl Admin {
             interval_ms,
             membership,
             replace_next: false,
+            retiring: None,
             replacements: 0,
+            decommissions: 0,
+            retirements: 0,
             configs_created: 0,
             shards_moved: 0,
         }
@@ -145,6 +157,12 @@ impl Admin {
             self.command =
                 Some(self.controller.new_request(Command::AddGroups { groups, max_moves: None }));
         }
+        if self.command.is_none()
+            && !changing
+            && let Some(node) = self.retiring
+        {
+            self.command = Some(self.controller.new_request(Command::RetireNode { node }));
+        }
         if self.command.is_some() {
             self.send_command(io);
         } else if changing {
@@ -169,7 +187,7 @@ impl Admin {
                 match answer {
                     Ok(Ok(view)) => {
                         self.controller.answered(target);
-                        let command = self.choose(io, &view.config);
+                        let command = self.choose(io, &view);
                         self.command = Some(self.controller.new_request(command));
                         self.send_command(io);
                     }
@@ -191,6 +209,17 @@ impl Admin {
                         self.command = None;
                         self.setup_done = true;
                         self.next_change_at = io.now + 1 + io.rng.below(2 * self.interval_ms);
+                        match outcome {
+                            Outcome::NodeDecommissioning { node, .. } => {
+                                self.decommissions += 1;
+                                self.retiring = Some(node);
+                            }
+                            Outcome::NodeRetired { .. } => {
+                                self.retirements += 1;
+                                self.retiring = None;
+                            }
+                            _ => {}
+                        }
                         if let Outcome::ConfigCreated { moves, .. } = outcome {
                             self.configs_created += 1;
                             if replacement {
@@ -211,6 +240,11 @@ impl Admin {
                     }
                     Ok(Err(refusal)) if self.setup_done => {
                         tracing::debug!(?command, %refusal, "admin command refused");
+                        if matches!(command.command, Command::RetireNode { .. }) {
+                            // Not yet (a removed group that listed the node still hands its
+                            // shards off): asked again later, without drawing from the rng.
+                            self.next_change_at = io.now + self.interval_ms;
+                        }
                         self.command = None;
                     }
                     Ok(Err(refusal)) => {
@@ -235,14 +269,28 @@ impl Admin {
         self.waiting = Waiting::Command { id, target, deadline: io.now + REQUEST_TIMEOUT_MS };
     }
 
-    /// A random change to `config`.
-    fn choose(&mut self, io: &mut Io<'_>, config: &mosaic_controller::Configuration) -> Command {
+    /// A random change to the latest configuration of `view`.
+    fn choose(&mut self, io: &mut Io<'_>, view: &ControllerView) -> Command {
+        let config = &view.config;
+        let active: Vec<NodeId> = self
+            .storage_nodes
+            .iter()
+            .filter(|node| !view.node_states.contains_key(node))
+            .copied()
+            .collect();
         let replacing = std::mem::take(&mut self.replace_next)
             || self
                 .membership
                 .as_ref()
                 .is_some_and(|membership| chance(io.rng, membership.replace_per_mille));
-        if replacing && let Some(command) = self.choose_replacement(io, config) {
+        if replacing && let Some(command) = self.choose_replacement(io, config, &active) {
+            return command;
+        }
+        let decommissioning = self
+            .membership
+            .as_ref()
+            .is_some_and(|membership| chance(io.rng, membership.decommission_per_mille));
+        if decommissioning && let Some(command) = self.choose_decommission(io, view, &active) {
             return command;
         }
         let groups: Vec<GroupId> = config.groups.keys().copied().collect();
@@ -254,7 +302,7 @@ impl Admin {
                 self.added_left -= 1;
                 let group = GroupId(self.next_group);
                 self.next_group += 1;
-                let mut nodes = self.storage_nodes.clone();
+                let mut nodes = active;
                 for i in (1..nodes.len()).rev() {
                     nodes.swap(i, io.rng.below(i as u64 + 1) as usize);
                 }
@@ -273,12 +321,36 @@ impl Admin {
         }
     }
 
-    /// One listed member of a random group of `config` replaced by a storage node the group
-    /// does not list, if there is one.
+    /// A node being decommissioned marked retired, if there is one; else a random active
+    /// node decommissioned, if more than `group_size + 1` are active (so that every group
+    /// keeps a node to move a replica to).
+    fn choose_decommission(
+        &mut self,
+        io: &mut Io<'_>,
+        view: &ControllerView,
+        active: &[NodeId],
+    ) -> Option<Command> {
+        let leaving =
+            view.node_states.iter().find(|(_, state)| **state == NodeState::Decommissioning);
+        if let Some((node, _)) = leaving {
+            tracing::debug!(node_id = %node, "retiring a decommissioned node");
+            return Some(Command::RetireNode { node: *node });
+        }
+        if active.len() <= self.group_size + 1 {
+            return None;
+        }
+        let node = active[io.rng.below(active.len() as u64) as usize];
+        tracing::debug!(node_id = %node, "decommissioning a node");
+        Some(Command::DecommissionNode { node })
+    }
+
+    /// One listed member of a random group of `config` replaced by an active storage node
+    /// the group does not list, if there is one.
     fn choose_replacement(
         &mut self,
         io: &mut Io<'_>,
         config: &mosaic_controller::Configuration,
+        active: &[NodeId],
     ) -> Option<Command> {
         let groups: Vec<(&GroupId, &Vec<NodeId>)> = config.groups.iter().collect();
         if groups.is_empty() {
@@ -286,7 +358,7 @@ impl Admin {
         }
         let (group, members) = groups[io.rng.below(groups.len() as u64) as usize];
         let outside: Vec<NodeId> =
-            self.storage_nodes.iter().filter(|node| !members.contains(node)).copied().collect();
+            active.iter().filter(|node| !members.contains(node)).copied().collect();
         if outside.is_empty() {
             return None;
         }

@@ -133,7 +133,8 @@ impl SimConfig {
         if let Some(membership) = &self.membership {
             assert!(
                 membership.replace_per_mille <= 1_000
-                    && membership.during_migration_per_mille <= 1_000,
+                    && membership.during_migration_per_mille <= 1_000
+                    && membership.decommission_per_mille <= 1_000,
                 "membership chances are per mille: at most 1000"
             );
             assert!(
@@ -150,8 +151,11 @@ impl SimConfig {
 /// How the administrator replaces group members (`cluster/admin.rs`), in the safety phase:
 /// the listed members change in a new configuration, and the group carries the change out
 /// (its leader adds the new node as a learner, promotes it, removes the old one, which then
-/// destroys its replica). In the liveness phase every group must end with the voters its
-/// configuration lists, and no replica on a node it does not list.
+/// destroys its replica); and decommissions storage nodes (the controller gives each of the
+/// node's replicas to another node at once; later the administrator marks it retired), as
+/// long as more than `group_size + 1` nodes stay active. In the liveness phase every group
+/// must end with the voters its configuration lists, and no replica on a node it does not
+/// list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipConfig {
     /// The share of the administrator's changes that replace a member, per mille.
@@ -159,11 +163,16 @@ pub struct MembershipConfig {
     /// After a configuration change that moves shards, the next change is a replacement
     /// within 200 ms with this probability (a membership change during a migration).
     pub during_migration_per_mille: u64,
+    /// The share of the administrator's changes that decommission a storage node (while
+    /// enough stay active) or mark one being decommissioned retired, per mille. 0 by default:
+    /// every draw changes a seed's schedule, and the seeds kept as regression tests replay
+    /// the schedules they were found with.
+    pub decommission_per_mille: u64,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        Self { replace_per_mille: 500, during_migration_per_mille: 500 }
+        Self { replace_per_mille: 500, during_migration_per_mille: 500, decommission_per_mille: 0 }
     }
 }
 

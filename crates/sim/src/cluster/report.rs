@@ -76,6 +76,10 @@ pub struct RunReport {
     pub faults: FaultStats,
     /// Replacements of a group member the controller applied (the groups carry them out).
     pub replacements: u64,
+    /// Storage nodes the controller started decommissioning.
+    pub decommissions: u64,
+    /// Decommissioned storage nodes the controller marked retired.
+    pub retirements: u64,
 }
 
 impl RunReport {
@@ -113,13 +117,15 @@ impl fmt::Display for RunReport {
             f,
             "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied), {} \
              configurations moving {} \
-             shards, {} member replacements, {} snapshots installed, {} log compactions, {:?}, \
+             shards, {} member replacements, {} nodes decommissioned ({} retired), {} snapshots installed, {} log compactions, {:?}, \
              {:?}, liveness {:?}",
             self.seed,
             self.operations_completed,
             self.configs_created,
             self.shards_moved,
             self.replacements,
+            self.decommissions,
+            self.retirements,
             self.stores.snapshots_installed,
             self.stores.log_compactions,
             self.net,

@@ -110,6 +110,8 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
         net: world.net.stats,
         faults: world.fault_stats,
         replacements: world.admin.replacements,
+        decommissions: world.admin.decommissions,
+        retirements: world.admin.retirements,
         raft_violation: world.raft_safety.take_violation(),
         divergence: world.divergence.take(),
         history: world.history,

@@ -1,10 +1,12 @@
 //! The end of a run: the switch from the safety phase to the liveness phase, and the checks
 //! that decide when the liveness phase is over (every group settled at the latest
 //! configuration with the voters it lists and no replica elsewhere, removed groups retired
-//! and destroyed, replicas identical, every client done) or has run out of time.
+//! and destroyed, every node decommissioned retired, replicas identical, every client done)
+//! or has run out of time.
 
 use std::collections::BTreeSet;
 
+use mosaic_controller::NodeState;
 use mosaic_engine::GroupCursor;
 use mosaic_raft::NodeId;
 use mosaic_shardkv::ShardState;
@@ -138,8 +140,8 @@ impl World {
     }
 
     /// Whether every group serves exactly its shards of the latest configuration (read from
-    /// the leaders' applied state) and every removed group is retired and destroyed; if not,
-    /// what is missing.
+    /// the leaders' applied state), every removed group is retired and destroyed and every
+    /// node being decommissioned is retired; if not, what is missing.
     fn settled(&self) -> Result<(), String> {
         let leader = self.controller_leader().ok_or("the controller group has no leader")?;
         let machine = self.controllers[&leader]
@@ -194,6 +196,10 @@ impl World {
                     if life.retired { "retired" } else { "not retired" }
                 ));
             }
+        }
+        let leaving = state.node_states().iter().filter(|(_, s)| **s != NodeState::Retired);
+        for (node, node_state) in leaving {
+            missing.push(format!("node {node} is {node_state}, not retired"));
         }
         if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
     }
