@@ -72,11 +72,10 @@ impl AppliedChanges {
 pub struct GroupLife {
     /// The first configuration that lists the group.
     pub added: ConfigNum,
-    /// The members that configuration lists: the group's first membership, which every
-    /// founding member creates its replica with, whether or not a later configuration still
-    /// lists it (a group whose founders were replaced before they created their replicas
-    /// would otherwise never have a majority; its leader then moves it to the members
-    /// listed). Empty from a controller older than `ReplaceNode`.
+    /// The members that configuration lists: the group's first membership, which a founding
+    /// member the latest configuration still lists creates its replica with (a founder no
+    /// longer listed never creates it; docs/controller.md "Replacing a node" says what that
+    /// costs). Empty from a controller older than `ReplaceNode`.
     pub founders: Vec<NodeId>,
     /// The first configuration after that which does not list it, once the group is removed.
     pub removed: Option<ConfigNum>,
