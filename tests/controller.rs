@@ -498,6 +498,27 @@ async fn append_all(
     }
 }
 
+/// Appends `tokens` to key `log` in the background, each acknowledged.
+fn append_in_background(
+    client: &std::sync::Arc<mosaic_client::Client<mosaic_client::ControllerRouting>>,
+    tokens: &[String],
+) -> tokio::task::JoinHandle<()> {
+    let (client, tokens) = (std::sync::Arc::clone(client), tokens.to_vec());
+    tokio::spawn(async move { append_all(&client, &tokens).await })
+}
+
+/// Reads key `log` linearizably and checks that each of `tokens` is in it exactly once.
+async fn assert_appended_once<'a>(
+    client: &mosaic_client::Client<mosaic_client::ControllerRouting>,
+    tokens: impl IntoIterator<Item = &'a String>,
+) {
+    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
+    let value = String::from_utf8(value.to_vec()).unwrap();
+    for token in tokens {
+        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
+    }
+}
+
 /// Issue: a storage node killed, its data directory wiped and restarted with the same flags
 /// came back as a voter with an empty log; with the leader gone it voted for a lagging member
 /// and acknowledged appends vanished. It now takes part in no quorum until its group removed
@@ -548,11 +569,7 @@ async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_los
     // A working voter again: with the lagging member down, it forms the majority.
     nodes.kill(lagging);
     append_all(&client, &tokens[50..]).await;
-    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
-    let value = String::from_utf8(value.to_vec()).unwrap();
-    for token in &tokens {
-        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
-    }
+    assert_appended_once(&client, &tokens).await;
 }
 
 /// `mosaic admin node replace` of a storage node killed for good, while a client appends:
@@ -570,10 +587,7 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
     let client = std::sync::Arc::new(controllers.routed_client());
     let tokens: Vec<String> = (0..150).map(|i| format!("<{i}>")).collect();
     append_all(&client, &tokens[..20]).await;
-    let appending = {
-        let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
-        tokio::spawn(async move { append_all(&client, &tokens).await })
-    };
+    let appending = append_in_background(&client, &tokens[20..]);
     nodes.kill(3);
     let replaced = controllers.admin(&["node", "replace", "3", "--with", "4"]);
     assert!(stdout(&replaced).contains("replaced by node 4"), "{}", stdout(&replaced));
@@ -601,11 +615,7 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
     // The new member counts: with node 1 down too, nodes 2 and 4 are a majority.
     nodes.kill(1);
     append_all(&client, &["<last>".to_string()]).await;
-    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
-    let value = String::from_utf8(value.to_vec()).unwrap();
-    for token in tokens.iter().chain([&"<last>".to_string()]) {
-        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
-    }
+    assert_appended_once(&client, tokens.iter().chain([&"<last>".to_string()])).await;
 }
 
 /// `mosaic admin node decommission` of a live storage node while a client appends: the
@@ -628,10 +638,7 @@ async fn a_live_storage_node_decommissioned_under_load_retires_and_loses_nothing
     let client = std::sync::Arc::new(controllers.routed_client());
     let tokens: Vec<String> = (0..150).map(|i| format!("<{i}>")).collect();
     append_all(&client, &tokens[..20]).await;
-    let appending = {
-        let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
-        tokio::spawn(async move { append_all(&client, &tokens).await })
-    };
+    let appending = append_in_background(&client, &tokens[20..]);
     let decommissioned = tokio::task::block_in_place(|| {
         controllers.admin(&["node", "decommission", "2", "--max-wait", "120"])
     });
@@ -670,11 +677,7 @@ async fn a_live_storage_node_decommissioned_under_load_retires_and_loses_nothing
     nodes.kill(2);
     nodes.kill(3);
     append_all(&client, &["<last>".to_string()]).await;
-    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
-    let value = String::from_utf8(value.to_vec()).unwrap();
-    for token in tokens.iter().chain([&"<last>".to_string()]) {
-        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
-    }
+    assert_appended_once(&client, tokens.iter().chain([&"<last>".to_string()])).await;
 }
 
 /// A controller replica restarted on a wiped directory while a client appends: it waits,
@@ -689,19 +692,12 @@ async fn a_controller_replica_wiped_while_a_client_appends_stays_out_and_nothing
     let client = std::sync::Arc::new(controllers.routed_client());
     let tokens: Vec<String> = (0..200).map(|i| format!("<{i}>")).collect();
     append_all(&client, &tokens[..20]).await;
-    let appending = {
-        let (client, tokens) = (std::sync::Arc::clone(&client), tokens[20..].to_vec());
-        tokio::spawn(async move { append_all(&client, &tokens).await })
-    };
+    let appending = append_in_background(&client, &tokens[20..]);
     wipe_and_restart_waiting(&mut controllers, 3);
     // The two replicas left still apply commands.
     controllers.admin(&["rebalance"]);
     appending.await.unwrap();
-    let value = client.get("log", Consistency::Linearizable).await.unwrap().unwrap();
-    let value = String::from_utf8(value.to_vec()).unwrap();
-    for token in &tokens {
-        assert_eq!(value.matches(token.as_str()).count(), 1, "{token} in {value}");
-    }
+    assert_appended_once(&client, &tokens).await;
 }
 
 /// A node's limits on moving state hold while shards move, and the moves still finish: each
