@@ -572,15 +572,35 @@ async fn a_storage_node_restarted_on_a_wiped_directory_rejoins_by_itself_and_los
     assert_appended_once(&client, &tokens).await;
 }
 
-/// `mosaic admin node replace` of a storage node killed for good, while a client appends:
-/// the configuration lists the new node in the dead one's place, the group's leader adds it
-/// (a learner catching up by snapshot, then a voter) and removes the dead one, and every
-/// acknowledged append is there exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
-    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+/// A client appending to key `log` in the background: 20 appends acknowledged before, 130
+/// on their way.
+struct UnderLoad {
+    client: std::sync::Arc<mosaic_client::Client<mosaic_client::ControllerRouting>>,
+    tokens: Vec<String>,
+    appending: tokio::task::JoinHandle<()>,
+}
+
+impl UnderLoad {
+    /// Waits until every background append is acknowledged.
+    async fn appended(&mut self) {
+        (&mut self.appending).await.unwrap();
+    }
+
+    /// Appends one more and checks that every append is there exactly once (after
+    /// [`UnderLoad::appended`]).
+    async fn append_last_and_check(&self) {
+        let last = "<last>".to_string();
+        append_all(&self.client, std::slice::from_ref(&last)).await;
+        assert_appended_once(&self.client, self.tokens.iter().chain([&last])).await;
+    }
+}
+
+/// Three controller replicas (with `settings` in their configuration files), four storage
+/// nodes following them, group 1 on nodes 1, 2 and 3, and a client appending to it.
+async fn one_group_of_four_under_load(settings: &str) -> (Processes, Processes, UnderLoad) {
+    let controllers = Processes::start_configured(Role::Controllers(SHARDS), 3, settings);
     let addresses = controllers.addresses.values().cloned().collect();
-    let mut nodes = Processes::start_as(Role::Following(addresses), 4);
+    let nodes = Processes::start_as(Role::Following(addresses), 4);
     controllers.wait_registered(4);
     controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
     controllers.admin(&["wait", "--max-wait", "60"]);
@@ -588,6 +608,16 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
     let tokens: Vec<String> = (0..150).map(|i| format!("<{i}>")).collect();
     append_all(&client, &tokens[..20]).await;
     let appending = append_in_background(&client, &tokens[20..]);
+    (controllers, nodes, UnderLoad { client, tokens, appending })
+}
+
+/// `mosaic admin node replace` of a storage node killed for good, while a client appends:
+/// the configuration lists the new node in the dead one's place, the group's leader adds it
+/// (a learner catching up by snapshot, then a voter) and removes the dead one, and every
+/// acknowledged append is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
+    let (controllers, mut nodes, mut under_load) = one_group_of_four_under_load("").await;
     nodes.kill(3);
     let replaced = controllers.admin(&["node", "replace", "3", "--with", "4"]);
     assert!(stdout(&replaced).contains("replaced by node 4"), "{}", stdout(&replaced));
@@ -602,7 +632,7 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
         assert!(Instant::now() < deadline, "node 4 never became a voter in node 3's place");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    appending.await.unwrap();
+    under_load.appended().await;
     // `admin wait` waits for the members too, and `admin status` shows them.
     controllers.admin(&["wait", "--max-wait", "60"]);
     let status = json(&controllers.admin(&["--output", "json", "status"]));
@@ -614,8 +644,7 @@ async fn a_dead_storage_node_replaced_through_the_controller_loses_nothing() {
     );
     // The new member counts: with node 1 down too, nodes 2 and 4 are a majority.
     nodes.kill(1);
-    append_all(&client, &["<last>".to_string()]).await;
-    assert_appended_once(&client, tokens.iter().chain([&"<last>".to_string()])).await;
+    under_load.append_last_and_check().await;
 }
 
 /// `mosaic admin node decommission` of a live storage node while a client appends: the
@@ -678,6 +707,31 @@ async fn a_live_storage_node_decommissioned_under_load_retires_and_loses_nothing
     nodes.kill(3);
     append_all(&client, &["<last>".to_string()]).await;
     assert_appended_once(&client, tokens.iter().chain([&"<last>".to_string()])).await;
+}
+
+/// Automatic repair (`auto-repair-after-ms`): a storage node killed for good while a client
+/// appends is held down by the controller's leader, which after the set time gives its
+/// replica to the node hosting fewest (the groups move it: learner, snapshot, promotion,
+/// removal of the dead one) and marks it retired once no group's leader shows it; every
+/// acknowledged append is there exactly once, also with another original member down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_node_down_for_good_is_repaired_by_the_controller_and_nothing_is_lost() {
+    let settings = format!("auto-repair-after-ms = {}", 2 * NODE_DOWN_AFTER_MS);
+    let (controllers, mut nodes, mut under_load) = one_group_of_four_under_load(&settings).await;
+    nodes.kill(3);
+    let listed = tokio::task::block_in_place(|| {
+        list_until(&controllers, "node 3 retired", |list| {
+            list["nodes"][2]["state"] == serde_json::json!("retired")
+        })
+    });
+    assert_eq!(listed["nodes"][2]["liveness"], serde_json::json!("down"), "{listed}");
+    assert_eq!(latest(&controllers)["groups"]["1"], serde_json::json!([1, 2, 4]));
+    let status = json(&controllers.admin(&["--output", "json", "status"]));
+    assert_eq!(status["groups"][0]["voters"], serde_json::json!([1, 2, 4]), "{status}");
+    under_load.appended().await;
+    // The new member counts: with node 1 down too, nodes 2 and 4 are a majority.
+    nodes.kill(1);
+    under_load.append_last_and_check().await;
 }
 
 /// A controller replica restarted on a wiped directory while a client appends: it waits,

@@ -428,18 +428,18 @@ impl NodeAgent {
             if self.waits_for(|p| p == Purpose::Create(group)) {
                 continue;
             }
-            if !listed {
-                // Not placed here, and no replica: nothing to do. (A founder no longer
-                // listed does not create its replica even if it never did: found in review,
-                // a fresh replica of the founding members could grant its vote to a member
-                // that missed the removal of this node, and elect it with a stale log.)
-                continue;
-            }
             if life.added > since && !self.not_creating.contains(&group) {
                 // A group created after the store: a founding member creates its replica
                 // with the founding members (the one place `CreateGroup` is right), unless
-                // the store had one before (it refuses then: that replica took part).
-                let founders = if life.founders.is_empty() {
+                // the store had one before (it refuses then: that replica took part). Even
+                // a founder no longer listed does: its empty replica is the one it would
+                // have had from the group's birth had every message to it been lost, so
+                // it changes nothing Raft does not already survive, and the group may need
+                // it for a majority (its other founders replaced before they created
+                // theirs). Once created, it is released like any replica not placed here.
+                let founders = if !life.founders.is_empty() {
+                    life.founders.clone()
+                } else if listed {
                     // From a controller that does not send them: the configuration that
                     // added the group.
                     let Some(founding) = self.members_in(now, life.added, group) else {
@@ -448,13 +448,19 @@ impl NodeAgent {
                     };
                     founding
                 } else {
-                    life.founders.clone()
+                    // Not fetched for a group not placed here: that would be a
+                    // configuration read for every such group at every poll.
+                    Vec::new()
                 };
                 if founders.contains(&node) {
                     let request = Request::CreateGroup { group, members: founders };
                     self.send(now, Purpose::Create(group), request);
                     continue;
                 }
+            }
+            if !listed {
+                // Not placed here, and no replica: nothing to do.
+                continue;
             }
             self.leave(now, group, &members);
         }

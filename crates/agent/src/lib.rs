@@ -16,15 +16,18 @@
 //!   answers; a refusal stops it (the node then serves only the groups it hosts).
 //! - **Polls**: the latest configuration, then what the store holds ([`Request::ReadLocal`]).
 //!   Every group is placed by the last configuration that lists it (the latest, or for a
-//!   removed group that still holds shards, the one before its removal). For every group
-//!   placed on this node that has no replica here: a group created after the store gets its
+//!   removed group that still holds shards, the one before its removal). A group created
+//!   after the store, of which this node is a founder (`GroupLife::founders`), gets its
 //!   replica created with its founding members ([`Request::CreateGroup`]: the one case where
-//!   a new voter with an empty log is right) if this node is one of them (`GroupLife::
-//!   founders`), unless the store destroyed a replica of the group before (it refuses the
-//!   creation: that replica may have voted and acknowledged entries); otherwise the node may have lost its replica with a data directory (or never
-//!   had one), and a replica must never come back as a voter of a group that exists, so the
-//!   agent makes sure the node is out of the group (a membership run that removes it if it
-//!   is a member, once per agent) and leaves the rest to the group's leader.
+//!   a new voter with an empty log is right), whether or not it is still placed here (that
+//!   empty replica is the one the node would have had from the group's birth had every
+//!   message to it been lost; once created it is released like any replica not placed
+//!   here), unless the store destroyed a replica of the group before (it refuses the
+//!   creation: that replica may have voted and acknowledged entries). For any other group
+//!   placed here with no replica here, the node may have lost its replica with a data
+//!   directory (or never had one), and a replica must never come back as a voter of a group
+//!   that exists, so the agent makes sure the node is out of the group (a membership run that
+//!   removes it if it is a member, once per agent) and leaves the rest to the group's leader.
 //! - **Membership**: for every group led here whose applied membership is not the members
 //!   its configuration lists, the agent runs the planner of `mosaic_raftstore::membership`
 //!   ("exactly these voters") at this node: a missing node joins ([`Request::JoinGroup`] at

@@ -108,7 +108,8 @@ pub fn command(values: Values) -> impl Strategy<Value = Command> {
         group(values).prop_map(|group| Command::RetireGroup { group }),
         (node(values), node(values), proptest::option::of(group(values)))
             .prop_map(|(node, with, group)| Command::ReplaceNode { node, with, group }),
-        node(values).prop_map(|node| Command::DecommissionNode { node }),
+        (node(values), proptest::collection::btree_set(node(values), 0..3))
+            .prop_map(|(node, avoid)| Command::DecommissionNode { node, avoid }),
         node(values).prop_map(|node| Command::RetireNode { node }),
     ]
 }

@@ -12,7 +12,8 @@
 //! A tag, once written, keeps its meaning for ever; a new variant takes the next free tag
 //! within the same format version (`ReplaceNode` took command tag 7, its refusals error tags
 //! 17 to 20; `DecommissionNode` and `RetireNode` command tags 8 and 9, outcome tags 6 and 7,
-//! error tags 21 to 24). A build that does not know a tag refuses the bytes: a controller replica from
+//! error tags 21 to 24; `DecommissionNode` with nodes to avoid command tag 10, so that a
+//! decommission avoiding none is still written as the release before it reads it). A build that does not know a tag refuses the bytes: a controller replica from
 //! before a new command answers its log entry `MalformedRequest` while newer replicas apply
 //! it, and refuses to load a session that remembers a new refusal. So every controller
 //! replica runs the newer build before anyone sends the new command (docs/controller.md).
@@ -20,7 +21,7 @@
 //! Invariants: decoding never panics whatever the bytes, never allocates more than the input
 //! could hold, and refuses trailing bytes; `decode(encode(x)) == x` for every value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{ClientId, GroupId, ShardId};
@@ -53,6 +54,7 @@ const RETIRE_GROUP_TAG: u8 = 6;
 const REPLACE_NODE_TAG: u8 = 7;
 const DECOMMISSION_NODE_TAG: u8 = 8;
 const RETIRE_NODE_TAG: u8 = 9;
+const DECOMMISSION_NODE_AVOIDING_TAG: u8 = 10;
 
 // Outcome tags.
 const NODE_REGISTERED_TAG: u8 = 1;
@@ -362,9 +364,14 @@ fn put_command(out: &mut BytesMut, command: &Command) {
             out.put_u64(with.0);
             put_option_group(out, *group);
         }
-        Command::DecommissionNode { node } => {
+        Command::DecommissionNode { node, avoid } if avoid.is_empty() => {
             out.put_u8(DECOMMISSION_NODE_TAG);
             out.put_u64(node.0);
+        }
+        Command::DecommissionNode { node, avoid } => {
+            out.put_u8(DECOMMISSION_NODE_AVOIDING_TAG);
+            out.put_u64(node.0);
+            put_nodes(out, &avoid.iter().copied().collect::<Vec<_>>());
         }
         Command::RetireNode { node } => {
             out.put_u8(RETIRE_NODE_TAG);
@@ -686,7 +693,19 @@ impl<'a> Reader<'a> {
                 with: NodeId(self.u64()?),
                 group: self.option_group()?,
             },
-            DECOMMISSION_NODE_TAG => Command::DecommissionNode { node: NodeId(self.u64()?) },
+            DECOMMISSION_NODE_TAG => {
+                Command::DecommissionNode { node: NodeId(self.u64()?), avoid: BTreeSet::new() }
+            }
+            DECOMMISSION_NODE_AVOIDING_TAG => {
+                let node = NodeId(self.u64()?);
+                let listed = self.nodes()?;
+                let avoid: BTreeSet<NodeId> = listed.iter().copied().collect();
+                // Canonical: strictly increasing, and not empty (that is tag 8's).
+                if avoid.is_empty() || !listed.is_sorted() || avoid.len() != listed.len() {
+                    return Err(self.error(format_args!("nodes to avoid {listed:?}")));
+                }
+                Command::DecommissionNode { node, avoid }
+            }
             RETIRE_NODE_TAG => Command::RetireNode { node: NodeId(self.u64()?) },
             tag => return Err(self.error(format_args!("unknown command tag {tag}"))),
         };
@@ -891,9 +910,19 @@ mod tests {
     /// node states are part of the stored format: pinned.
     #[test]
     fn decommission_and_retire_keep_their_tags() {
+        let avoid = BTreeSet::from([NodeId(4), NodeId(6)]);
         let commands = [
-            (Command::DecommissionNode { node: NodeId(3) }, DECOMMISSION_NODE_TAG, 8),
+            (
+                Command::DecommissionNode { node: NodeId(3), avoid: BTreeSet::new() },
+                DECOMMISSION_NODE_TAG,
+                8,
+            ),
             (Command::RetireNode { node: NodeId(3) }, RETIRE_NODE_TAG, 9),
+            (
+                Command::DecommissionNode { node: NodeId(3), avoid },
+                DECOMMISSION_NODE_AVOIDING_TAG,
+                10,
+            ),
         ];
         for (command, tag, pinned) in commands {
             assert_eq!(tag, pinned, "{command:?}");
@@ -948,6 +977,31 @@ mod tests {
             assert_eq!(decode_node_state(&bytes), Ok(state));
         }
         assert!(decode_node_state(&[FORMAT_VERSION, 3]).is_err(), "an unknown state is refused");
+    }
+
+    /// A decommission's nodes to avoid are written in one way only: strictly increasing and
+    /// not empty (no nodes to avoid is tag 8's encoding); any other list is refused.
+    #[test]
+    fn nodes_to_avoid_that_are_not_canonical_are_refused() {
+        let encoded = |nodes: &[u64]| {
+            let mut bytes = vec![FORMAT_VERSION];
+            bytes.extend_from_slice(&1u64.to_be_bytes());
+            bytes.extend_from_slice(&2u64.to_be_bytes());
+            bytes.push(DECOMMISSION_NODE_AVOIDING_TAG);
+            bytes.extend_from_slice(&3u64.to_be_bytes());
+            bytes.extend_from_slice(&(nodes.len() as u32).to_be_bytes());
+            for node in nodes {
+                bytes.extend_from_slice(&node.to_be_bytes());
+            }
+            bytes
+        };
+        let avoid = BTreeSet::from([NodeId(4), NodeId(6)]);
+        let command = Command::DecommissionNode { node: NodeId(3), avoid };
+        let request = Request { client: ClientId(1), seq: 2, command };
+        assert_eq!(encode_request(&request).as_ref(), encoded(&[4, 6]).as_slice());
+        for nodes in [&[][..], &[6, 4], &[4, 4]] {
+            assert!(decode_request(&encoded(nodes)).is_err(), "{nodes:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The commands the controller group applies through its Raft log, and what they return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use mosaic_engine::{ClientId, GroupId, ShardId};
@@ -66,13 +66,17 @@ pub enum Command {
         group: Option<GroupId>,
     },
     /// Starts retiring `node`: one new configuration gives each of its replicas to another
-    /// active node (the one hosting fewest replicas that the group does not list,
-    /// [`crate::decommission`]), the same shards, and the node becomes
+    /// active node not in `avoid` (the one hosting fewest replicas that the group does not
+    /// list, [`crate::decommission`]), the same shards, and the node becomes
     /// [`crate::NodeState::Decommissioning`]: no later command may list it. The groups carry the
     /// change out as for [`Command::ReplaceNode`]. Sent again, it changes nothing.
     DecommissionNode {
         /// The registered node.
         node: NodeId,
+        /// Nodes that take none of its replicas: those the sender holds down (the state
+        /// machine reads no clock; `mosaic admin node decommission` passes the nodes the
+        /// controller's leader has not heard for longer than its `--node-down-after`).
+        avoid: BTreeSet<NodeId>,
     },
     /// Marks a node being decommissioned [`crate::NodeState::Retired`] once no group lists it
     /// and no removed group still handing its shards off ever listed it (`mosaic admin node

@@ -6,6 +6,9 @@
 //! same order) and stores it in the engine record by record; [`codec`] holds its encodings.
 //! [`NodeState`] is where a registered node is in its life (active, decommissioning,
 //! retired). [`Liveness`] is the leader's view of which storage nodes it hears from (not replicated).
+//! [`Repairer`] decides the automatic repair of nodes held down (not replicated either: the
+//! leader's runner sends the commands it decides), and [`RetireWatch`] when a decommissioning
+//! node may be retired.
 //! With the `arbitrary` feature (tests only), `arbitrary` holds proptest strategies for these
 //! types.
 #![deny(missing_docs)]
@@ -20,6 +23,7 @@ mod error;
 mod liveness;
 mod machine;
 pub mod rebalance;
+mod repair;
 mod state;
 
 pub use command::{Command, Outcome, Request};
@@ -30,6 +34,7 @@ pub use liveness::{DEFAULT_NODE_DOWN_AFTER, Liveness, NodeLiveness};
 pub use machine::{
     CONTROLLER_SHARD, ControllerMachine, ControllerQuery, ControllerView, bootstrap_batch,
 };
+pub use repair::{NodeReport, RETIRE_RETRY, RepairStep, Repairer, RetireWatch};
 pub use state::{
     ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT, GroupLife, validate_address,
 };

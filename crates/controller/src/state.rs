@@ -73,9 +73,9 @@ pub struct GroupLife {
     /// The first configuration that lists the group.
     pub added: ConfigNum,
     /// The members that configuration lists: the group's first membership, which a founding
-    /// member the latest configuration still lists creates its replica with (a founder no
-    /// longer listed never creates it; docs/controller.md "Replacing a node" says what that
-    /// costs). Empty from a controller older than `ReplaceNode`.
+    /// member on a store older than the group creates its replica with, listed or not (a
+    /// founder no longer listed then releases it; docs/controller.md "Replacing a node" says
+    /// why that is safe). Empty from a controller older than `ReplaceNode`.
     pub founders: Vec<NodeId>,
     /// The first configuration after that which does not list it, once the group is removed.
     pub removed: Option<ConfigNum>,
@@ -356,7 +356,7 @@ impl ControllerState {
             }
             Command::RetireGroup { group } => self.retire_group(group),
             Command::ReplaceNode { node, with, group } => self.replace_node(node, with, group),
-            Command::DecommissionNode { node } => self.decommission_node(node),
+            Command::DecommissionNode { node, avoid } => self.decommission_node(node, &avoid),
             Command::RetireNode { node } => self.retire_node(node),
         }
     }
@@ -371,8 +371,9 @@ impl ControllerState {
 
     /// Starts decommissioning `node` (see [`Command::DecommissionNode`]). Checks, in this
     /// order: the node id, that it is registered, that it is active (a node already leaving
-    /// answers [`Outcome::Unchanged`]), and that every group listing it has a replacement.
-    fn decommission_node(&mut self, node: NodeId) -> Result<Outcome> {
+    /// answers [`Outcome::Unchanged`]), and that every group listing it has a replacement
+    /// outside `avoid`.
+    fn decommission_node(&mut self, node: NodeId, avoid: &BTreeSet<NodeId>) -> Result<Outcome> {
         if node.0 == 0 {
             return Err(Error::InvalidNodeId);
         }
@@ -388,7 +389,11 @@ impl ControllerState {
         let candidates: BTreeSet<NodeId> = self
             .nodes
             .keys()
-            .filter(|candidate| **candidate != node && !self.node_states.contains_key(candidate))
+            .filter(|candidate| {
+                **candidate != node
+                    && !self.node_states.contains_key(candidate)
+                    && !avoid.contains(candidate)
+            })
             .copied()
             .collect();
         let replacements = replacements(&latest.groups, node, &candidates)?;

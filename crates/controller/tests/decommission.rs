@@ -29,7 +29,7 @@ impl Harness {
     }
 
     fn decommission(&mut self, node: u64) -> Result<Outcome, Error> {
-        self.apply(Command::DecommissionNode { node: NodeId(node) })
+        self.apply(decommission(node, &[]))
     }
 
     fn retire(&mut self, node: u64) -> Result<Outcome, Error> {
@@ -39,6 +39,10 @@ impl Harness {
     fn members(&self, group: u64) -> Vec<NodeId> {
         self.latest().groups.get(&GroupId(group)).cloned().unwrap_or_default()
     }
+}
+
+fn decommission(node: u64, avoid: &[u64]) -> Command {
+    Command::DecommissionNode { node: NodeId(node), avoid: nodes(avoid).into_iter().collect() }
 }
 
 fn nodes(ids: &[u64]) -> Vec<NodeId> {
@@ -99,14 +103,31 @@ fn a_node_being_decommissioned_is_never_listed_again_and_retires() {
     assert_eq!(h.state.node_state(NodeId(1)), NodeState::Retired);
 }
 
+/// The nodes the sender holds down take none of the replicas; with every other node avoided
+/// or a member, the group has no replacement and nothing changes.
+#[test]
+fn nodes_to_avoid_take_no_replica() {
+    let mut h = Harness::new();
+    let before = h.latest();
+    let error = h.must_refuse(decommission(1, &[4, 5, 6]));
+    assert_eq!(error, Error::NoReplacement { group: GroupId(1), node: NodeId(1) });
+    assert_eq!(h.latest(), before);
+    assert_eq!(h.state.node_state(NodeId(1)), NodeState::Active);
+    // Without node 6 (hosting nothing), group 1 = {1,2,3} gets node 5 (one replica) and
+    // group 2 = {1,3,4} node 2 (two, as node 5 now, the lower id wins).
+    let outcome = h.apply(decommission(1, &[6])).unwrap();
+    let replacements = BTreeMap::from([(GroupId(1), NodeId(5)), (GroupId(2), NodeId(2))]);
+    assert_eq!(
+        outcome,
+        Outcome::NodeDecommissioning { node: NodeId(1), num: ConfigNum(2), replacements }
+    );
+}
+
 #[test]
 fn every_refusal_says_what_is_wrong_and_changes_nothing() {
     let mut h = Harness::new();
-    assert_eq!(h.must_refuse(Command::DecommissionNode { node: NodeId(0) }), Error::InvalidNodeId);
-    assert_eq!(
-        h.must_refuse(Command::DecommissionNode { node: NodeId(9) }),
-        Error::NodeNotRegistered { node: NodeId(9) }
-    );
+    assert_eq!(h.must_refuse(decommission(0, &[])), Error::InvalidNodeId);
+    assert_eq!(h.must_refuse(decommission(9, &[])), Error::NodeNotRegistered { node: NodeId(9) });
     assert_eq!(h.must_refuse(Command::RetireNode { node: NodeId(0) }), Error::InvalidNodeId);
     assert_eq!(
         h.must_refuse(Command::RetireNode { node: NodeId(9) }),
@@ -122,7 +143,7 @@ fn every_refusal_says_what_is_wrong_and_changes_nothing() {
         h.decommission(node).unwrap();
     }
     assert_eq!(h.members(3), nodes(&[1, 2, 3]));
-    let error = h.must_refuse(Command::DecommissionNode { node: NodeId(3) });
+    let error = h.must_refuse(decommission(3, &[]));
     assert_eq!(error, Error::NoReplacement { group: GroupId(1), node: NodeId(3) });
     assert!(error.to_string().contains("register and start another node"), "{error}");
     assert_eq!(h.state.node_state(NodeId(3)), NodeState::Active);
@@ -168,7 +189,7 @@ fn a_group_removed_while_moving_off_the_node_keeps_it_from_retiring() {
 #[test]
 fn a_retried_decommission_applies_once_and_answers_the_same() {
     let mut h = Harness::new();
-    let command = Command::DecommissionNode { node: NodeId(2) };
+    let command = decommission(2, &[]);
     let first = h.apply_as(5, 1, command.clone()).unwrap();
     let retry = h.apply_as(5, 1, command).unwrap();
     assert_eq!(first, retry);

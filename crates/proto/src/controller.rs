@@ -85,8 +85,11 @@ pub fn request_to_pb(request: &Request) -> pb::ExecuteRequest {
             with_node_id: with.0,
             group_id: group.map(|group| group.0),
         }),
-        Command::DecommissionNode { node } => {
-            PbCommand::DecommissionNode(pb::DecommissionNode { node_id: node.0 })
+        Command::DecommissionNode { node, avoid } => {
+            PbCommand::DecommissionNode(pb::DecommissionNode {
+                node_id: node.0,
+                avoid: avoid.iter().map(|node| node.0).collect(),
+            })
         }
         Command::RetireNode { node } => PbCommand::RetireNode(pb::RetireNode { node_id: node.0 }),
     };
@@ -149,6 +152,11 @@ pub fn request_from_pb(request: pb::ExecuteRequest) -> Result<Request> {
         },
         PbCommand::DecommissionNode(decommission) => Command::DecommissionNode {
             node: node_id_from_pb(decommission.node_id, "DecommissionNode.node_id")?,
+            avoid: decommission
+                .avoid
+                .iter()
+                .map(|node| node_id_from_pb(*node, "DecommissionNode.avoid"))
+                .collect::<Result<_>>()?,
         },
         PbCommand::RetireNode(retire) => {
             Command::RetireNode { node: node_id_from_pb(retire.node_id, "RetireNode.node_id")? }

@@ -138,11 +138,18 @@ fn representative_requests() -> Vec<Request> {
         request(replace(3, 5, None)),
         request(replace(u64::MAX, 1, Some(u64::MAX - 1))),
         request(replace(1, u64::MAX, Some(1))),
-        request(Command::DecommissionNode { node: NodeId(1) }),
-        request(Command::DecommissionNode { node: NodeId(u64::MAX) }),
+        request(decommission(1, &[])),
+        request(decommission(u64::MAX, &[1, u64::MAX - 1])),
         request(Command::RetireNode { node: NodeId(1) }),
         request(Command::RetireNode { node: NodeId(u64::MAX) }),
     ]
+}
+
+fn decommission(node: u64, avoid: &[u64]) -> Command {
+    Command::DecommissionNode {
+        node: NodeId(node),
+        avoid: avoid.iter().copied().map(NodeId).collect(),
+    }
 }
 
 fn replace(node: u64, with: u64, group: Option<u64>) -> Command {
@@ -737,15 +744,24 @@ fn replacing_with_node_zero_or_in_a_reserved_group_is_rejected() {
 }
 
 #[test]
-fn decommissioning_or_retiring_node_zero_is_rejected() {
+fn decommissioning_or_retiring_node_zero_or_avoiding_it_is_rejected() {
     let wire = |command| pb::ExecuteRequest { client_id: 1, seq: 1, command: Some(command) };
     assert_eq!(
         must_reject(
-            wire(PbCommand::DecommissionNode(pb::DecommissionNode { node_id: 0 })),
+            wire(PbCommand::DecommissionNode(pb::DecommissionNode { node_id: 0, avoid: vec![] })),
             request_from_pb
         ),
         ConvertError::ZeroNodeId { field: "DecommissionNode.node_id" }
     );
+    let avoiding_zero = pb::DecommissionNode { node_id: 1, avoid: vec![2, 0] };
+    assert_eq!(
+        must_reject(wire(PbCommand::DecommissionNode(avoiding_zero)), request_from_pb),
+        ConvertError::ZeroNodeId { field: "DecommissionNode.avoid" }
+    );
+    // A node to avoid named twice counts once.
+    let twice = pb::DecommissionNode { node_id: 1, avoid: vec![3, 2, 3] };
+    let command = request_from_pb(wire(PbCommand::DecommissionNode(twice))).unwrap().command;
+    assert_eq!(command, decommission(1, &[2, 3]));
     assert_eq!(
         must_reject(wire(PbCommand::RetireNode(pb::RetireNode { node_id: 0 })), request_from_pb),
         ConvertError::ZeroNodeId { field: "RetireNode.node_id" }

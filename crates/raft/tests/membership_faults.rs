@@ -8,6 +8,13 @@
 //! snapshot does (without it a joining replica applies the membership changes to an empty
 //! membership: see the last test).
 //!
+//! In some seeds (`MOSAIC_RAFT_MEMBERSHIP_LATE_FOUNDER_RATE` per mille, default 300) up to a
+//! minority of the founding replicas start late, from the founding state (an empty log, no
+//! vote), often after the group removed them and changed further: what a node whose agent
+//! creates its replica of a group it founded only once it is no longer listed does
+//! (docs/controller.md, "Replacing a node"). Its empty voter of a stale membership answers
+//! votes like any replica cut off since the group's birth.
+//!
 //! `MOSAIC_RAFT_MEMBERSHIP_SEEDS=N` runs N seeds (default 300) from `MOSAIC_RAFT_MEMBERSHIP_FIRST_SEED`;
 //! `MOSAIC_RAFT_MEMBERSHIP_CHANGE_RATE`, `..._CRASH_RATE`, `..._PAUSE_RATE` (per mille per tick) tune
 //! the mix.
@@ -39,6 +46,11 @@ struct Sim {
     payloads: u64,
     lease_reads: u64,
     changes: u64,
+    /// Founders not started yet; and how many started late, and of those how many after a
+    /// leader had removed them.
+    unborn: BTreeSet<NodeId>,
+    late_starts: u64,
+    late_starts_removed: u64,
 }
 
 impl Sim {
@@ -71,6 +83,18 @@ impl Sim {
         }
     }
 
+    /// Starts `id` (again, or for the first time if it is a late founder).
+    fn start(&mut self, id: NodeId) {
+        if self.unborn.remove(&id) {
+            self.late_starts += 1;
+            let removed = self.leaders().iter().any(|leader| {
+                !self.cluster.replica(*leader).node.status().conf_state.voters.contains(&id)
+            });
+            self.late_starts_removed += u64::from(removed);
+        }
+        self.cluster.start(id);
+    }
+
     fn change_membership(&mut self) {
         let leaders = self.leaders();
         if leaders.is_empty() {
@@ -92,7 +116,16 @@ impl Sim {
             }
             2 if conf.voters.len() > 2 => {
                 let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
-                ConfChange::RemoveNode(pick(&mut self.rng, &voters))
+                // Often a founder not started yet (only in runs that have one, so that the
+                // others keep their schedules): what a founder replaced before it created
+                // its replica is.
+                let unborn: Vec<NodeId> =
+                    voters.iter().copied().filter(|id| self.unborn.contains(id)).collect();
+                if !unborn.is_empty() && self.rng.chance(500) {
+                    ConfChange::RemoveNode(pick(&mut self.rng, &unborn))
+                } else {
+                    ConfChange::RemoveNode(pick(&mut self.rng, &voters))
+                }
             }
             3 if !conf.learners.is_empty() => {
                 let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
@@ -110,7 +143,7 @@ impl Sim {
         // Restarts and resumes that are due.
         let due: Vec<NodeId> = harness::take_due(&mut self.down, now);
         for id in due {
-            self.cluster.start(id);
+            self.start(id);
         }
         let due: Vec<NodeId> = harness::take_due(&mut self.paused, now);
         for id in due {
@@ -199,7 +232,7 @@ impl Sim {
             self.cluster.resume(id);
         }
         for id in std::mem::take(&mut self.down).into_keys() {
-            self.cluster.start(id);
+            self.start(id);
         }
         for _ in 0..400 {
             self.cluster.tick();
@@ -243,15 +276,27 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) -> (u64, u64) {
+fn run(seed: u64) -> Counts {
     let mut rng = TestRng::new(seed ^ 0xABCD_EF01_2345_6789);
     let nodes = 3 + rng.below(3);
     let mut cluster = Cluster::new(nodes, seed);
+    // Founders that start late: stopped before they did anything, so that their disks hold
+    // the founding state. Drawn from a stream of their own, so that the other seeds keep
+    // their schedules.
+    let mut births = TestRng::new(seed ^ 0x1A7E_F0DE_2026_1206);
+    let mut late: BTreeMap<NodeId, u64> = BTreeMap::new();
+    if births.chance(rate("MOSAIC_RAFT_MEMBERSHIP_LATE_FOUNDER_RATE", 300)) {
+        for _ in 0..1 + births.below((nodes - 1) / 2) {
+            let id = NodeId(1 + births.below(nodes));
+            cluster.crash(id);
+            late.insert(id, 20 + births.below(380));
+        }
+    }
     // As the store's bootstrap snapshot does: no log holds the entries that the initial
     // membership is implied by, so a joining replica always gets a snapshot with it.
-    cluster.one(b"init", nodes as usize, true);
-    let ids = cluster.ids.clone();
-    for id in ids {
+    cluster.one(b"init", nodes as usize - late.len(), true);
+    let running: Vec<NodeId> = cluster.replicas.keys().copied().collect();
+    for id in running {
         cluster.compact(id);
     }
     if rng.chance(500) {
@@ -260,23 +305,41 @@ fn run(seed: u64) -> (u64, u64) {
     if rng.chance(500) {
         cluster.faults = Faults::unreliable();
     }
+    let unborn = late.keys().copied().collect();
     let mut sim = Sim {
         seed,
         cluster,
         rng,
-        down: BTreeMap::new(),
+        down: late,
         paused: BTreeMap::new(),
         next_id: nodes + 1,
         payloads: 0,
         lease_reads: 0,
         changes: 0,
+        unborn,
+        late_starts: 0,
+        late_starts_removed: 0,
     };
     for _ in 0..400 {
         sim.step();
     }
     sim.liveness();
     sim.cluster.check_log_matching();
-    (sim.lease_reads, sim.changes)
+    Counts {
+        lease_reads: sim.lease_reads,
+        changes: sim.changes,
+        late_starts: sim.late_starts,
+        late_starts_removed: sim.late_starts_removed,
+    }
+}
+
+/// What one run did.
+#[derive(Default)]
+struct Counts {
+    lease_reads: u64,
+    changes: u64,
+    late_starts: u64,
+    late_starts_removed: u64,
 }
 
 #[test]
@@ -290,20 +353,25 @@ fn membership_changes_stalls_and_restarts_keep_leases_and_elections_safe() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let mut failures = BTreeSet::new();
-    let mut reads = 0;
-    let mut changes = 0;
+    let mut total = Counts::default();
     for seed in first..first + seeds {
         match std::panic::catch_unwind(|| run(seed)) {
-            Ok((r, c)) => {
-                reads += r;
-                changes += c;
+            Ok(counts) => {
+                total.lease_reads += counts.lease_reads;
+                total.changes += counts.changes;
+                total.late_starts += counts.late_starts;
+                total.late_starts_removed += counts.late_starts_removed;
             }
             Err(_) => {
                 failures.insert(seed);
             }
         }
     }
-    eprintln!("lease reads {reads}, membership changes {changes}");
+    eprintln!(
+        "lease reads {}, membership changes {}, founders started late {} ({} after a leader \
+         removed them)",
+        total.lease_reads, total.changes, total.late_starts, total.late_starts_removed
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
 

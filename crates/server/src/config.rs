@@ -105,6 +105,12 @@ pub struct ServerConfig {
     /// (`admin node list`, `admin status`, the status page). Default 10,000.
     #[serde(default = "default_node_down_after_ms")]
     pub node_down_after_ms: u64,
+    /// A controller replica: automatic repair (docs/controller.md "Automatic repair"). Once
+    /// its leader has held a storage node down for this many milliseconds, it moves the
+    /// node's replicas to other nodes and retires it. Absent (the default): off. At least
+    /// `node-down-after-ms`; set the same on every replica (the leader's applies).
+    #[serde(default)]
+    pub auto_repair_after_ms: Option<u64>,
     /// Raft settings shared by every group on the node.
     #[serde(default)]
     pub raft: RaftSection,
@@ -265,6 +271,7 @@ impl ServerConfig {
             migration_retry_max_ms: default_migration_retry_max_ms(),
             migration_pulls_max: default_migration_pulls_max(),
             node_down_after_ms: default_node_down_after_ms(),
+            auto_repair_after_ms: None,
             raft: RaftSection::default(),
             storage: StorageSection::default(),
             tls: None,
@@ -350,6 +357,15 @@ impl ServerConfig {
                  chunk, or one record of key-bytes-max and value-bytes-max), so that a chunk \
                  waits at most a quarter second of it",
                 self.snapshot_bytes_per_sec
+            ));
+        }
+        if let Some(after) = self.auto_repair_after_ms
+            && after < self.node_down_after_ms
+        {
+            return invalid(format!(
+                "auto-repair-after-ms ({after}) must be at least node-down-after-ms ({}): a node \
+                 is repaired only once the controller's leader holds it down",
+                self.node_down_after_ms
             ));
         }
         self.store_config()
@@ -454,6 +470,13 @@ impl ServerConfig {
     pub fn node_down_after(&self) -> Duration {
         Duration::from_millis(self.node_down_after_ms)
     }
+
+    /// How long a controller leader holds a storage node down before it repairs it; `None`:
+    /// no automatic repair.
+    #[must_use]
+    pub fn auto_repair_after(&self) -> Option<Duration> {
+        self.auto_repair_after_ms.map(Duration::from_millis)
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +557,21 @@ mod tests {
         assert!(
             matches!(config.validate(), Err(Error::Config { reason }) if reason.contains("node-id"))
         );
+    }
+
+    #[test]
+    fn an_automatic_repair_sooner_than_a_node_is_held_down_is_refused() {
+        let text = "node-id = 1\ndata-dir = \"d\"\nauto-repair-after-ms = 600000\n";
+        let mut config = ServerConfig::from_toml(text).unwrap();
+        assert_eq!(config.auto_repair_after(), Some(Duration::from_secs(600)));
+        config.validate().unwrap();
+        config.auto_repair_after_ms = Some(config.node_down_after_ms - 1);
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(
+            refused.contains("auto-repair-after-ms (9999) must be at least node-down-after-ms"),
+            "{refused}"
+        );
+        assert_eq!(ServerConfig::new(1, "d".into()).auto_repair_after(), None);
     }
 
     /// Found in review: at a rate under a chunk per deadline, a pull's chunk waited past the

@@ -6,7 +6,8 @@
 //!   ([`raft_service`] receiving, [`transport`] sending) and node administration
 //!   ([`admin_service`]).
 //! - A controller replica runs the controller group on the same runtime, serving
-//!   [`controller_service`]; a storage node given the controllers' addresses runs its agent
+//!   [`controller_service`] (and, when configured, the automatic repair of storage nodes held
+//!   down, [`repair_runner`]); a storage node given the controllers' addresses runs its agent
 //!   ([`agent_runner`] executing [`mosaic_agent`]), which follows them and moves shards
 //!   between groups (pulling; [`migration_service`] sends).
 //! - [`incoming`] accepts its connections (mutual TLS when configured) and [`authorization`]
@@ -38,6 +39,7 @@ pub mod migration_service;
 pub mod node;
 pub mod pacing;
 pub mod raft_service;
+pub mod repair_runner;
 pub mod runner;
 pub mod status;
 pub mod status_page;

@@ -54,6 +54,7 @@ use crate::metrics::{ControllerGauges, NodeMetrics};
 use crate::migration_service::{MigrationLimits, MigrationService};
 use crate::pacing::Budget;
 use crate::raft_service::{RaftService, SnapshotIntake};
+use crate::repair_runner::RepairRunner;
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::status_page::StatusPage;
@@ -233,14 +234,26 @@ impl Node {
             bootstrapper,
             config.node_down_after(),
         );
+        let mut replicas: Vec<String> = config.peers.values().cloned().collect();
+        replicas.push(config.advertised().to_string());
+        replicas.sort();
+        replicas.dedup();
+        if let Some(after) = config.auto_repair_after() {
+            let repair = RepairRunner::new(
+                core.node,
+                replicas.clone(),
+                core.tls.clone(),
+                core.store.clone(),
+                config.request_timeout(),
+                after,
+            )
+            .map_err(|error| Error::Config { reason: format!("controller peers: {error}") })?;
+            tokio::spawn(repair.run(core.closing.subscribe()));
+        }
         // The HTTP port's gauges and status page, if the replica serves one.
         let http = if config.metrics_listen.is_some() {
             let gauges = ControllerGauges::new(core.store.clone());
             core.metrics.register_controller(&gauges);
-            let mut replicas: Vec<String> = config.peers.values().cloned().collect();
-            replicas.push(config.advertised().to_string());
-            replicas.sort();
-            replicas.dedup();
             let status = StatusPage::new(replicas, core.tls.clone(), config.request_timeout())
                 .map_err(|error| Error::Config { reason: format!("controller peers: {error}") })?;
             Some(ControllerHttp { gauges, status })

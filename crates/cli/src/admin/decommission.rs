@@ -1,8 +1,9 @@
 //! `mosaic admin node decommission N`: retires a live storage node.
 //!
 //! 1. `DecommissionNode` (the controller gives each of the node's replicas to another active
-//!    node in one configuration and stops listing the node anywhere). A node already being
-//!    decommissioned changes nothing, so running the command again resumes where it was.
+//!    node in one configuration and stops listing the node anywhere), avoiding the nodes the
+//!    controller's leader holds down. A node already being decommissioned changes nothing, so
+//!    running the command again resumes where it was.
 //! 2. Unless `--no-wait`: polls every group's leader until none shows the node as a voter or a
 //!    learner, on two polls in a row, each leader having applied the latest configuration
 //!    (each group moves its replica through a learner, a snapshot and a promotion, then
@@ -11,12 +12,13 @@
 //!    removed group handing its shards off listed the node (no one polls such a group's
 //!    members); the command then waits on, asking again every few seconds.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mosaic_client::cluster_status::ClusterStatus;
 use mosaic_client::{GroupId, NodeId};
-use mosaic_controller::{Command, NodeState, Outcome};
+use mosaic_controller::{Command, NodeLiveness, NodeState, Outcome, RetireWatch};
 
 use super::cluster::{Cluster, group_list};
 use super::{CALL_TIMEOUT, Output, print_line};
@@ -28,8 +30,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// The refusal kind of `RetireNode` while a removed group still handing its shards off listed
 /// the node.
 const STILL_LISTED: &str = "node-still-listed";
-/// How long after that refusal the command asks again (each ask is a controller log entry).
-const STILL_LISTED_RETRY: Duration = Duration::from_secs(5);
 
 /// Decommissions `node` (see the module documentation); waits until `deadline` at most.
 pub(super) async fn decommission(
@@ -39,7 +39,25 @@ pub(super) async fn decommission(
     deadline: Instant,
 ) -> anyhow::Result<ExitCode> {
     let node = NodeId(node);
-    let Some(outcome) = cluster.execute_quietly(Command::DecommissionNode { node }).await? else {
+    let answer = cluster.client().query(None).await?;
+    let avoid: BTreeSet<NodeId> = answer
+        .nodes
+        .keys()
+        .filter(|other| {
+            **other != node && matches!(answer.liveness_of(**other), NodeLiveness::Down { .. })
+        })
+        .copied()
+        .collect();
+    if !avoid.is_empty() && cluster.output() == Output::Human {
+        let list: Vec<String> = avoid.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "the controller's leader holds node(s) {} down: they take none of node {node}'s \
+             replicas",
+            list.join(", ")
+        );
+    }
+    let command = Command::DecommissionNode { node, avoid };
+    let Some(outcome) = cluster.execute_quietly(command).await? else {
         return Ok(ExitCode::FAILURE);
     };
     match &outcome {
@@ -95,8 +113,8 @@ async fn retire_when_out(
 ) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::new("groups moved off the node");
     let mut total = None;
-    let mut empty_polls = 0;
-    let mut retire_at = Instant::now();
+    let mut watch = RetireWatch::default();
+    let started = Instant::now();
     let result = loop {
         let (holding, mut waiting_for) =
             match ClusterStatus::read(cluster.client(), CALL_TIMEOUT).await {
@@ -107,13 +125,12 @@ async fn retire_when_out(
                 }
                 Err(error) => (None, format!("reading the groups' status: {error}")),
             };
-        empty_polls = if holding.as_ref().is_some_and(Vec::is_empty) { empty_polls + 1 } else { 0 };
-        if empty_polls >= 2 && Instant::now() >= retire_at {
+        if watch.observe(holding.as_deref(), started.elapsed()) {
             match cluster.client().execute(Command::RetireNode { node }).await {
                 Ok(Ok(outcome)) => break Ok(outcome),
                 Ok(Err(refusal)) if refusal.kind == STILL_LISTED => {
                     waiting_for = refusal.message;
-                    retire_at = Instant::now() + STILL_LISTED_RETRY;
+                    watch.refused(started.elapsed());
                 }
                 Ok(Err(refusal)) => break Err(refusal),
                 Err(error) => waiting_for = format!("marking the node retired: {error}"),

@@ -3,6 +3,7 @@
 //! `cargo run --manifest-path crates/fuzz-runner/fuzz/Cargo.toml --example seeds` (overwrites
 //! the seeds it writes).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -208,7 +209,8 @@ fn controller_seeds() {
         Command::Rebalance { max_moves: Some(1) },
         Command::RegisterNode { node: NodeId(5), address: "10.0.0.5:7100".into() },
         Command::ReplaceNode { node: NodeId(4), with: NodeId(5), group: Some(GroupId(100)) },
-        Command::DecommissionNode { node: NodeId(4) },
+        Command::DecommissionNode { node: NodeId(4), avoid: BTreeSet::new() },
+        Command::DecommissionNode { node: NodeId(4), avoid: BTreeSet::from([NodeId(2)]) },
         Command::RetireNode { node: NodeId(4) },
         Command::RemoveGroups { groups: vec![GroupId(100)], max_moves: None },
         Command::RetireGroup { group: GroupId(100) },

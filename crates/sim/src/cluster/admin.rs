@@ -341,7 +341,7 @@ impl Admin {
         }
         let node = active[io.rng.below(active.len() as u64) as usize];
         tracing::debug!(node_id = %node, "decommissioning a node");
-        Some(Command::DecommissionNode { node })
+        Some(Command::DecommissionNode { node, avoid: std::collections::BTreeSet::new() })
     }
 
     /// One listed member of a random group of `config` replaced by an active storage node

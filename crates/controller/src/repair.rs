@@ -1,0 +1,226 @@
+//! Automatic repair (opt-in): the controller's leader moves the replicas of a storage node it
+//! has held down for longer than a set time to other nodes, as `mosaic admin node decommission`
+//! does, and marks the node retired once no group holds a replica on it.
+//!
+//! [`Repairer`] decides, without I/O or a clock of its own; a controller replica's repair
+//! runner (`crates/server/src/repair_runner.rs`) calls [`Repairer::tick`] every second with
+//! what the controller's leader answers (every registered node's state and liveness) and, while
+//! a node is decommissioning, which groups may still hold a replica on it, and carries out the
+//! command it returns. The rules:
+//!
+//! - **Down long enough.** An active node is repaired once the leader has held it down for
+//!   [`Repairer::after`]: counted from when the leader last heard it, or, for a node this
+//!   leader never heard, from when this repairer first saw it down (a new leader waits a whole
+//!   period again). Seen up (or unknown) once, the count starts over.
+//! - **One node at a time.** Nothing is repaired while any node is decommissioning (its moves
+//!   load the groups with snapshots); the node with the longest time down goes first, the
+//!   lowest id on a tie.
+//! - **Not when the leader may be the one cut off.** Nothing is repaired while half or more of
+//!   the active nodes are down: a leader that hears so few is more likely cut off than they
+//!   are all dead.
+//! - **Where the replicas go.** `DecommissionNode` with every other down node to avoid: the
+//!   controller gives each replica to the active, up node hosting fewest that the group does not
+//!   list, never a second replica of a group to one node. The groups carry the moves out through
+//!   learners (a new replica is added, catches up by snapshot and is promoted before the dead one
+//!   is removed), so no group drops below the majority it had.
+//! - **Retiring.** A decommissioning node (this repairer's or an operator's) is retired once no
+//!   group holds it on two ticks in a row, as `mosaic admin node decommission` does
+//!   ([`RetireWatch`]).
+//! - **Refusals.** A refused `DecommissionNode` (no node can take a replica, say) is not asked
+//!   again for that node for [`Repairer::after`]; a refused `RetireNode` (a removed group still
+//!   lists the node) after [`RETIRE_RETRY`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+
+use crate::command::{Command, Outcome};
+use crate::decommission::NodeState;
+use crate::error::Error;
+use crate::liveness::NodeLiveness;
+
+/// How long after a refused `RetireNode` it is asked again (each ask is a log entry).
+pub const RETIRE_RETRY: Duration = Duration::from_secs(5);
+
+/// Waits until no group holds a replica on a decommissioning node, on two observations in a
+/// row, before it is retired; asks again [`RETIRE_RETRY`] after a refusal. Shared by
+/// `mosaic admin node decommission` and the [`Repairer`].
+#[derive(Clone, Debug, Default)]
+pub struct RetireWatch {
+    /// Observations in a row in which no group held the node.
+    empty: u32,
+    /// No `RetireNode` before this time.
+    not_before: Duration,
+}
+
+impl RetireWatch {
+    /// Whether to send `RetireNode` at `now`, given the groups that may still hold a replica on
+    /// the node (`None` when the groups' status could not be read: counted as holding).
+    pub fn observe(&mut self, holding: Option<&[GroupId]>, now: Duration) -> bool {
+        self.empty = if holding.is_some_and(<[GroupId]>::is_empty) { self.empty + 1 } else { 0 };
+        self.empty >= 2 && now >= self.not_before
+    }
+
+    /// The controller refused `RetireNode` at `now` (a removed group still lists the node).
+    pub fn refused(&mut self, now: Duration) {
+        self.not_before = now + RETIRE_RETRY;
+    }
+}
+
+/// What the controller's leader says of one registered node, for [`Repairer::tick`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Its state.
+    pub state: NodeState,
+    /// Its liveness.
+    pub liveness: NodeLiveness,
+}
+
+/// What [`Repairer::tick`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepairStep {
+    /// Nothing to do.
+    Idle,
+    /// A node is down past the repair time, but is not repaired now: why, in words (the
+    /// same words while nothing changes; the runner logs them when they change).
+    Waiting(String),
+    /// Send this command.
+    Send(Command),
+}
+
+/// The automatic repair's decisions at one controller replica (see the module
+/// documentation). Kept across ticks while the replica leads; [`Repairer::reset`] when it
+/// does not.
+#[derive(Clone, Debug)]
+pub struct Repairer {
+    after: Duration,
+    /// When each active node was first seen down by this repairer, or was last heard.
+    down_since: BTreeMap<NodeId, Duration>,
+    /// Nodes whose `DecommissionNode` was refused, and when it may be asked again.
+    refused_until: BTreeMap<NodeId, Duration>,
+    /// The decommissioning nodes being watched for retirement.
+    retiring: BTreeMap<NodeId, RetireWatch>,
+}
+
+impl Repairer {
+    /// A repairer that repairs a node held down for `after`.
+    #[must_use]
+    pub fn new(after: Duration) -> Self {
+        Self {
+            after,
+            down_since: BTreeMap::new(),
+            refused_until: BTreeMap::new(),
+            retiring: BTreeMap::new(),
+        }
+    }
+
+    /// How long a node must be held down before it is repaired.
+    #[must_use]
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// Forgets everything: the replica no longer leads (a later leadership counts afresh).
+    pub fn reset(&mut self) {
+        *self = Self::new(self.after);
+    }
+
+    /// The decommissioning nodes among `nodes`: the runner reads the groups' status for
+    /// them (the `holding` of [`Repairer::tick`]).
+    #[must_use]
+    pub fn decommissioning(nodes: &BTreeMap<NodeId, NodeReport>) -> Vec<NodeId> {
+        nodes
+            .iter()
+            .filter(|(_, report)| report.state == NodeState::Decommissioning)
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
+    /// One step at `now`, given every registered node's report and, for each decommissioning
+    /// node, the groups that may still hold a replica on it (`None`, or a node missing: the
+    /// groups' status could not be read).
+    pub fn tick(
+        &mut self,
+        now: Duration,
+        nodes: &BTreeMap<NodeId, NodeReport>,
+        holding: &BTreeMap<NodeId, Option<Vec<GroupId>>>,
+    ) -> RepairStep {
+        self.observe_down(now, nodes);
+        let decommissioning = Self::decommissioning(nodes);
+        self.retiring.retain(|node, _| decommissioning.contains(node));
+        for node in &decommissioning {
+            let held = holding.get(node).and_then(Option::as_deref);
+            if self.retiring.entry(*node).or_default().observe(held, now) {
+                return RepairStep::Send(Command::RetireNode { node: *node });
+            }
+        }
+        let active = nodes.values().filter(|report| report.state == NodeState::Active).count();
+        let down: Vec<(NodeId, Duration)> = self
+            .down_since
+            .iter()
+            .map(|(node, since)| (*node, now.saturating_sub(*since)))
+            .collect();
+        let Some((node, for_how_long)) = down
+            .iter()
+            .filter(|(node, _)| self.refused_until.get(node).is_none_or(|until| now >= *until))
+            .max_by_key(|(node, for_how_long)| (*for_how_long, std::cmp::Reverse(*node)))
+            .copied()
+        else {
+            return RepairStep::Idle;
+        };
+        if for_how_long < self.after {
+            return RepairStep::Idle;
+        }
+        if let Some(leaving) = decommissioning.first() {
+            return RepairStep::Waiting(format!(
+                "node {node} is down past the repair time; waiting until node {leaving} \
+                 (decommissioning) is retired: one node at a time"
+            ));
+        }
+        if 2 * down.len() >= active {
+            return RepairStep::Waiting(format!(
+                "{} of {active} active nodes are down: this controller leader may be the one \
+                 cut off, so nothing is repaired",
+                down.len()
+            ));
+        }
+        let avoid = down.iter().map(|(other, _)| *other).filter(|other| *other != node).collect();
+        RepairStep::Send(Command::DecommissionNode { node, avoid })
+    }
+
+    /// What the controller answered to a command [`Repairer::tick`] returned, at `now`.
+    pub fn answered(&mut self, command: &Command, result: &Result<Outcome, Error>, now: Duration) {
+        match (command, result) {
+            (Command::DecommissionNode { node, .. }, Err(_)) => {
+                self.refused_until.insert(*node, now + self.after);
+            }
+            (Command::RetireNode { node }, Err(_)) => {
+                self.retiring.entry(*node).or_default().refused(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Updates when each active node went down: from its last-heard time when the leader
+    /// heard it, else from the first tick that saw it down.
+    fn observe_down(&mut self, now: Duration, nodes: &BTreeMap<NodeId, NodeReport>) {
+        for (node, report) in nodes {
+            match (report.state, report.liveness) {
+                (NodeState::Active, NodeLiveness::Down { last_heard }) => {
+                    let since = match last_heard {
+                        Some(ago) => now.saturating_sub(ago),
+                        None => self.down_since.get(node).copied().unwrap_or(now),
+                    };
+                    self.down_since.insert(*node, since);
+                }
+                _ => {
+                    self.down_since.remove(node);
+                }
+            }
+        }
+        self.down_since.retain(|node, _| nodes.contains_key(node));
+        self.refused_until.retain(|node, _| self.down_since.contains_key(node));
+    }
+}
