@@ -74,8 +74,8 @@ pub enum Command {
         /// The registered node.
         node: NodeId,
         /// Nodes that take none of its replicas: those the sender holds down (the state
-        /// machine reads no clock; `mosaic admin node decommission` passes the nodes the
-        /// controller's leader has not heard for longer than its `--node-down-after`).
+        /// machine reads no clock; `mosaic admin node decommission` passes the active nodes
+        /// the controller's leader has not heard for longer than its `node-down-after-ms`).
         avoid: BTreeSet<NodeId>,
     },
     /// Marks a node being decommissioned [`crate::NodeState::Retired`] once no group lists it

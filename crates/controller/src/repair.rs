@@ -12,9 +12,13 @@
 //!   [`Repairer::after`]: counted from when the leader last heard it, or, for a node this
 //!   leader never heard, from when this repairer first saw it down (a new leader waits a whole
 //!   period again). Seen up (or unknown) once, the count starts over.
-//! - **One node at a time.** Nothing is repaired while any node is decommissioning (its moves
-//!   load the groups with snapshots); the node with the longest time down goes first, the
-//!   lowest id on a tie.
+//! - **Seen down by this repairer too**, for [`REPAIR_GRACE`] (or the repair time, if shorter), so
+//!   that nodes reconnecting after a long cut are not repaired at the first tick that sees
+//!   few enough of them down.
+//! - **One node at a time.** Nothing is repaired while a node is decommissioning (its moves
+//!   load the groups with snapshots), for a repair period at most (a decommission that cannot
+//!   end, its group without a leader or its replacement dead too, does not hold the others
+//!   back for ever); the node with the longest time down goes first, the lowest id on a tie.
 //! - **Not when the leader may be the one cut off.** Nothing is repaired while half or more of
 //!   the active nodes are down: a leader that hears so few is more likely cut off than they
 //!   are all dead.
@@ -43,6 +47,11 @@ use crate::liveness::NodeLiveness;
 
 /// How long after a refused `RetireNode` it is asked again (each ask is a log entry).
 pub const RETIRE_RETRY: Duration = Duration::from_secs(5);
+/// How long this repairer must itself have seen a node down (however long the leader has
+/// not heard it) before it repairs it (the repair time, if shorter): nodes coming back from a
+/// long cut reconnect over several seconds, and the first tick that sees few enough of them
+/// down must not repair the slow ones.
+pub const REPAIR_GRACE: Duration = Duration::from_secs(30);
 
 /// Waits until no group holds a replica on a decommissioning node, on two observations in a
 /// row, before it is retired; asks again [`RETIRE_RETRY`] after a refusal. Shared by
@@ -96,8 +105,14 @@ pub enum RepairStep {
 #[derive(Clone, Debug)]
 pub struct Repairer {
     after: Duration,
-    /// When each active node was first seen down by this repairer, or was last heard.
+    /// When each active node was last heard (or, never heard by this leader, first seen
+    /// down by this repairer).
     down_since: BTreeMap<NodeId, Duration>,
+    /// When this repairer first saw each down node down: a node is repaired only once seen
+    /// down for [`Repairer::after`]'s grace as well (see [`Repairer::tick`]).
+    seen_down: BTreeMap<NodeId, Duration>,
+    /// When this repairer first saw each decommissioning node decommissioning.
+    leaving_since: BTreeMap<NodeId, Duration>,
     /// Nodes whose `DecommissionNode` was refused, and when it may be asked again.
     refused_until: BTreeMap<NodeId, Duration>,
     /// The decommissioning nodes being watched for retirement.
@@ -111,6 +126,8 @@ impl Repairer {
         Self {
             after,
             down_since: BTreeMap::new(),
+            seen_down: BTreeMap::new(),
+            leaving_since: BTreeMap::new(),
             refused_until: BTreeMap::new(),
             retiring: BTreeMap::new(),
         }
@@ -150,6 +167,10 @@ impl Repairer {
         self.observe_down(now, nodes);
         let decommissioning = Self::decommissioning(nodes);
         self.retiring.retain(|node, _| decommissioning.contains(node));
+        self.leaving_since.retain(|node, _| decommissioning.contains(node));
+        for node in &decommissioning {
+            self.leaving_since.entry(*node).or_insert(now);
+        }
         for node in &decommissioning {
             let held = holding.get(node).and_then(Option::as_deref);
             if self.retiring.entry(*node).or_default().observe(held, now) {
@@ -162,9 +183,13 @@ impl Repairer {
             .iter()
             .map(|(node, since)| (*node, now.saturating_sub(*since)))
             .collect();
+        let grace = self.after.min(REPAIR_GRACE);
         let Some((node, for_how_long)) = down
             .iter()
             .filter(|(node, _)| self.refused_until.get(node).is_none_or(|until| now >= *until))
+            .filter(|(node, _)| {
+                self.seen_down.get(node).is_some_and(|seen| now.saturating_sub(*seen) >= grace)
+            })
             .max_by_key(|(node, for_how_long)| (*for_how_long, std::cmp::Reverse(*node)))
             .copied()
         else {
@@ -173,10 +198,18 @@ impl Repairer {
         if for_how_long < self.after {
             return RepairStep::Idle;
         }
-        if let Some(leaving) = decommissioning.first() {
+        // A decommission that has not ended within a repair period (a group without a
+        // leader, a replacement that died too) no longer holds the others back.
+        let blocking = self
+            .leaving_since
+            .iter()
+            .find(|(_, since)| now.saturating_sub(**since) < self.after)
+            .map(|(leaving, _)| *leaving);
+        if let Some(leaving) = blocking {
             return RepairStep::Waiting(format!(
                 "node {node} is down past the repair time; waiting until node {leaving} \
-                 (decommissioning) is retired: one node at a time"
+                 (decommissioning) is retired or has been decommissioning for the repair \
+                 time: one node at a time"
             ));
         }
         if 2 * down.len() >= active {
@@ -214,13 +247,16 @@ impl Repairer {
                         None => self.down_since.get(node).copied().unwrap_or(now),
                     };
                     self.down_since.insert(*node, since);
+                    self.seen_down.entry(*node).or_insert(now);
                 }
                 _ => {
                     self.down_since.remove(node);
+                    self.seen_down.remove(node);
                 }
             }
         }
         self.down_since.retain(|node, _| nodes.contains_key(node));
+        self.seen_down.retain(|node, _| self.down_since.contains_key(node));
         self.refused_until.retain(|node, _| self.down_since.contains_key(node));
     }
 }

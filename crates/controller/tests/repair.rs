@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mosaic_controller::{
-    Command, Error, NodeLiveness, NodeReport, NodeState, Outcome, RETIRE_RETRY, RepairStep,
-    Repairer, RetireWatch,
+    Command, Error, NodeLiveness, NodeReport, NodeState, Outcome, REPAIR_GRACE, RETIRE_RETRY,
+    RepairStep, Repairer, RetireWatch,
 };
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
@@ -47,8 +47,15 @@ fn a_node_down_longer_than_the_set_time_is_decommissioned() {
     let mut repairer = Repairer::new(AFTER);
     let mut cluster = nodes(&[(1, up()), (2, up()), (3, up()), (4, down(Some(59)))]);
     assert_eq!(repairer.tick(secs(100), &cluster, &no_status()), RepairStep::Idle);
+    // Unheard for the set time, but seen down by this repairer for only a second: a node
+    // reconnecting after a long cut is given the grace.
     cluster.insert(NodeId(4), down(Some(60)));
-    assert_eq!(repairer.tick(secs(101), &cluster, &no_status()), decommission(4, &[]));
+    assert_eq!(repairer.tick(secs(101), &cluster, &no_status()), RepairStep::Idle);
+    cluster.insert(NodeId(4), down(Some(88)));
+    assert_eq!(repairer.tick(secs(129), &cluster, &no_status()), RepairStep::Idle);
+    cluster.insert(NodeId(4), down(Some(89)));
+    assert_eq!(secs(130) - secs(100), REPAIR_GRACE);
+    assert_eq!(repairer.tick(secs(130), &cluster, &no_status()), decommission(4, &[]));
 }
 
 /// A node this leader never heard counts from the first tick that saw it down: a new leader
@@ -92,6 +99,7 @@ fn the_node_down_longest_goes_first_avoiding_the_others_one_at_a_time() {
         (6, up()),
         (7, down(Some(90))),
     ]);
+    assert_eq!(repairer.tick(secs(70), &cluster, &no_status()), RepairStep::Idle);
     assert_eq!(repairer.tick(secs(100), &cluster, &no_status()), decommission(4, &[2, 7]));
     cluster.insert(NodeId(4), NodeReport { state: NodeState::Decommissioning, ..down(Some(91)) });
     let RepairStep::Waiting(why) = repairer.tick(secs(101), &cluster, &no_status()) else {
@@ -108,6 +116,7 @@ fn the_node_down_longest_goes_first_avoiding_the_others_one_at_a_time() {
 fn nothing_is_repaired_while_half_the_active_nodes_are_down() {
     let mut repairer = Repairer::new(AFTER);
     let mut cluster = nodes(&[(1, up()), (2, down(Some(100))), (3, up()), (4, down(Some(5)))]);
+    assert_eq!(repairer.tick(secs(170), &cluster, &no_status()), RepairStep::Idle);
     let RepairStep::Waiting(why) = repairer.tick(secs(200), &cluster, &no_status()) else {
         panic!("2 of 4 down");
     };
@@ -147,24 +156,46 @@ fn a_decommissioning_node_is_retired_once_no_group_holds_it_twice_in_a_row() {
 fn a_refused_decommission_waits_a_period_for_that_node() {
     let mut repairer = Repairer::new(AFTER);
     let mut cluster = nodes(&[(1, up()), (2, up()), (3, up()), (4, up()), (5, down(Some(100)))]);
+    assert_eq!(repairer.tick(secs(60), &cluster, &no_status()), RepairStep::Idle);
     let step = repairer.tick(secs(100), &cluster, &no_status());
     assert_eq!(step, decommission(5, &[]));
     let RepairStep::Send(command) = step else { unreachable!() };
     let refusal = Err(Error::NoReplacement { group: GroupId(1), node: NodeId(5) });
     repairer.answered(&command, &refusal, secs(100));
     assert_eq!(repairer.tick(secs(101), &cluster, &no_status()), RepairStep::Idle);
-    cluster.insert(NodeId(1), down(Some(61)));
-    assert_eq!(repairer.tick(secs(102), &cluster, &no_status()), decommission(1, &[5]));
+    cluster.insert(NodeId(1), down(Some(60)));
+    assert_eq!(repairer.tick(secs(101), &cluster, &no_status()), RepairStep::Idle);
+    cluster.insert(NodeId(1), down(Some(90)));
+    assert_eq!(repairer.tick(secs(131), &cluster, &no_status()), decommission(1, &[5]));
     let accepted = Ok(Outcome::NodeDecommissioning {
         node: NodeId(1),
         num: mosaic_controller::ConfigNum(3),
         replacements: BTreeMap::new(),
     });
     let command = Command::DecommissionNode { node: NodeId(1), avoid: [NodeId(5)].into() };
-    repairer.answered(&command, &accepted, secs(102));
+    repairer.answered(&command, &accepted, secs(131));
     cluster.insert(NodeId(1), NodeReport { state: NodeState::Retired, ..down(Some(70)) });
     assert_eq!(repairer.tick(secs(159), &cluster, &no_status()), RepairStep::Idle);
     assert_eq!(repairer.tick(secs(160), &cluster, &no_status()), decommission(5, &[]));
+}
+
+/// A decommission that does not end within a repair period (its group has no leader, or its
+/// replacement died too) holds the next repair back no longer.
+#[test]
+fn a_decommission_that_does_not_end_holds_the_next_repair_back_one_period_at_most() {
+    let mut repairer = Repairer::new(AFTER);
+    let stuck = NodeReport { state: NodeState::Decommissioning, ..down(Some(100)) };
+    let cluster =
+        nodes(&[(1, up()), (2, up()), (3, up()), (4, up()), (5, stuck), (6, down(Some(100)))]);
+    let holding = BTreeMap::from([(NodeId(5), Some(vec![GroupId(1)]))]);
+    assert_eq!(repairer.tick(secs(70), &cluster, &holding), RepairStep::Idle);
+    let RepairStep::Waiting(why) = repairer.tick(secs(100), &cluster, &holding) else {
+        panic!("node 5 is decommissioning");
+    };
+    assert!(why.contains("node 6") && why.contains("node 5 (decommissioning)"), "{why}");
+    assert!(matches!(repairer.tick(secs(129), &cluster, &holding), RepairStep::Waiting(_)));
+    // Node 5 seen decommissioning since 70, a repair period.
+    assert_eq!(repairer.tick(secs(130), &cluster, &holding), decommission(6, &[]));
 }
 
 #[test]

@@ -106,8 +106,9 @@ pub struct ServerConfig {
     #[serde(default = "default_node_down_after_ms")]
     pub node_down_after_ms: u64,
     /// A controller replica: automatic repair (docs/controller.md "Automatic repair"). Once
-    /// its leader has held a storage node down for this many milliseconds, it moves the
-    /// node's replicas to other nodes and retires it. Absent (the default): off. At least
+    /// its leader has not heard a storage node for this many milliseconds (and has itself seen
+    /// it down for a grace of up to 30 s), it moves the node's replicas to other nodes and
+    /// retires it. Ignored by a storage node. Absent (the default): off. At least
     /// `node-down-after-ms`; set the same on every replica (the leader's applies).
     #[serde(default)]
     pub auto_repair_after_ms: Option<u64>,

@@ -40,11 +40,16 @@ pub(super) async fn decommission(
 ) -> anyhow::Result<ExitCode> {
     let node = NodeId(node);
     let answer = cluster.client().query(None).await?;
+    // Only active nodes could take a replica: a retired or decommissioning one (down for
+    // good, often) need not be named, which keeps the command readable by an older controller
+    // when no active node is down.
     let avoid: BTreeSet<NodeId> = answer
         .nodes
         .keys()
         .filter(|other| {
-            **other != node && matches!(answer.liveness_of(**other), NodeLiveness::Down { .. })
+            **other != node
+                && answer.state_of(**other) == NodeState::Active
+                && matches!(answer.liveness_of(**other), NodeLiveness::Down { .. })
         })
         .copied()
         .collect();
