@@ -128,7 +128,16 @@ impl ClusterStatus {
     /// The controller's query failed. A member that does not answer is skipped.
     pub async fn read(client: &ControllerClient, member_timeout: Duration) -> Result<Self> {
         let answer = client.query(None).await?;
-        let tls = client.options().tls.as_ref();
+        Ok(Self::of_answer(answer, client.options().tls.as_ref(), member_timeout).await)
+    }
+
+    /// As [`ClusterStatus::read`], with the controller's `answer` already read: asks every
+    /// group of its latest configuration (with `tls`).
+    pub async fn of_answer(
+        answer: QueryAnswer,
+        tls: Option<&Tls>,
+        member_timeout: Duration,
+    ) -> Self {
         let views = answer
             .config
             .groups
@@ -150,7 +159,7 @@ impl ClusterStatus {
                 learners: view.learners,
             })
             .collect();
-        Ok(Self { answer, groups })
+        Self { answer, groups }
     }
 
     /// How many groups are behind the latest configuration (or did not answer), how many

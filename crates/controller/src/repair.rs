@@ -9,7 +9,7 @@
 //! command it returns. The rules:
 //!
 //! - **Down long enough.** An active node is repaired once the leader has held it down for
-//!   [`Repairer::after`]: counted from when the leader last heard it, or, for a node this
+//!   the repair time: counted from when the leader last heard it, or, for a node this
 //!   leader never heard, from when this repairer first saw it down (a new leader waits a whole
 //!   period again). Seen up (or unknown) once, the count starts over.
 //! - **Seen down by this repairer too**, for [`REPAIR_GRACE`] (or the repair time, if shorter), so
@@ -31,7 +31,7 @@
 //!   group holds it on two ticks in a row, as `mosaic admin node decommission` does
 //!   ([`RetireWatch`]).
 //! - **Refusals.** A refused `DecommissionNode` (no node can take a replica, say) is not asked
-//!   again for that node for [`Repairer::after`]; a refused `RetireNode` (a removed group still
+//!   again for that node for the repair time; a refused `RetireNode` (a removed group still
 //!   lists the node) after [`RETIRE_RETRY`].
 
 use std::collections::BTreeMap;
@@ -105,11 +105,8 @@ pub enum RepairStep {
 #[derive(Clone, Debug)]
 pub struct Repairer {
     after: Duration,
-    /// When each active node was last heard (or, never heard by this leader, first seen
-    /// down by this repairer).
-    down_since: BTreeMap<NodeId, Duration>,
-    /// When this repairer first saw each down node down: a node is repaired only once seen
-    /// down for [`Repairer::after`]'s grace as well (see [`Repairer::tick`]).
+    /// When this repairer first saw each active node that is down down: how long a node
+    /// this leader never heard has been down, and the grace of every node.
     seen_down: BTreeMap<NodeId, Duration>,
     /// When this repairer first saw each decommissioning node decommissioning.
     leaving_since: BTreeMap<NodeId, Duration>,
@@ -125,18 +122,11 @@ impl Repairer {
     pub fn new(after: Duration) -> Self {
         Self {
             after,
-            down_since: BTreeMap::new(),
             seen_down: BTreeMap::new(),
             leaving_since: BTreeMap::new(),
             refused_until: BTreeMap::new(),
             retiring: BTreeMap::new(),
         }
-    }
-
-    /// How long a node must be held down before it is repaired.
-    #[must_use]
-    pub fn after(&self) -> Duration {
-        self.after
     }
 
     /// Forgets everything: the replica no longer leads (a later leadership counts afresh).
@@ -178,20 +168,27 @@ impl Repairer {
             }
         }
         let active = nodes.values().filter(|report| report.state == NodeState::Active).count();
-        let down: Vec<(NodeId, Duration)> = self
-            .down_since
+        // Each active node that is down, and for how long: since the leader last heard it,
+        // or since this repairer first saw it down.
+        let down: Vec<(NodeId, Duration, Duration)> = self
+            .seen_down
             .iter()
-            .map(|(node, since)| (*node, now.saturating_sub(*since)))
+            .map(|(node, seen)| {
+                let seen_for = now.saturating_sub(*seen);
+                let last_heard = match nodes[node].liveness {
+                    NodeLiveness::Down { last_heard: Some(ago) } => ago,
+                    _ => seen_for,
+                };
+                (*node, last_heard, seen_for)
+            })
             .collect();
         let grace = self.after.min(REPAIR_GRACE);
         let Some((node, for_how_long)) = down
             .iter()
-            .filter(|(node, _)| self.refused_until.get(node).is_none_or(|until| now >= *until))
-            .filter(|(node, _)| {
-                self.seen_down.get(node).is_some_and(|seen| now.saturating_sub(*seen) >= grace)
-            })
+            .filter(|(node, _, _)| self.refused_until.get(node).is_none_or(|until| now >= *until))
+            .filter(|(_, _, seen_for)| *seen_for >= grace)
+            .map(|(node, for_how_long, _)| (*node, *for_how_long))
             .max_by_key(|(node, for_how_long)| (*for_how_long, std::cmp::Reverse(*node)))
-            .copied()
         else {
             return RepairStep::Idle;
         };
@@ -219,7 +216,8 @@ impl Repairer {
                 down.len()
             ));
         }
-        let avoid = down.iter().map(|(other, _)| *other).filter(|other| *other != node).collect();
+        let avoid =
+            down.iter().map(|(other, _, _)| *other).filter(|other| *other != node).collect();
         RepairStep::Send(Command::DecommissionNode { node, avoid })
     }
 
@@ -236,27 +234,19 @@ impl Repairer {
         }
     }
 
-    /// Updates when each active node went down: from its last-heard time when the leader
-    /// heard it, else from the first tick that saw it down.
+    /// Notes when this repairer first saw each active node down; forgets a node seen up,
+    /// unknown, no longer active or no longer registered.
     fn observe_down(&mut self, now: Duration, nodes: &BTreeMap<NodeId, NodeReport>) {
         for (node, report) in nodes {
-            match (report.state, report.liveness) {
-                (NodeState::Active, NodeLiveness::Down { last_heard }) => {
-                    let since = match last_heard {
-                        Some(ago) => now.saturating_sub(ago),
-                        None => self.down_since.get(node).copied().unwrap_or(now),
-                    };
-                    self.down_since.insert(*node, since);
-                    self.seen_down.entry(*node).or_insert(now);
-                }
-                _ => {
-                    self.down_since.remove(node);
-                    self.seen_down.remove(node);
-                }
+            if report.state == NodeState::Active
+                && matches!(report.liveness, NodeLiveness::Down { .. })
+            {
+                self.seen_down.entry(*node).or_insert(now);
+            } else {
+                self.seen_down.remove(node);
             }
         }
-        self.down_since.retain(|node, _| nodes.contains_key(node));
-        self.seen_down.retain(|node, _| self.down_since.contains_key(node));
-        self.refused_until.retain(|node, _| self.down_since.contains_key(node));
+        self.seen_down.retain(|node, _| nodes.contains_key(node));
+        self.refused_until.retain(|node, _| self.seen_down.contains_key(node));
     }
 }

@@ -110,7 +110,7 @@ impl RepairRunner {
                 (*node, report)
             })
             .collect();
-        let holding = self.holding(&Repairer::decommissioning(&reports)).await;
+        let holding = self.holding(&answer, &Repairer::decommissioning(&reports)).await;
         match self.repairer.tick(now, &reports, &holding) {
             RepairStep::Idle => self.waiting = None,
             RepairStep::Waiting(why) => {
@@ -123,20 +123,19 @@ impl RepairRunner {
         }
     }
 
-    /// For each of `nodes`, the groups that may still hold a replica on it; none when the
-    /// groups' status cannot be read (the repairer counts that as holding).
-    async fn holding(&self, nodes: &[NodeId]) -> BTreeMap<NodeId, Option<Vec<GroupId>>> {
+    /// For each of `nodes`, the groups of `answer`'s latest configuration that may still hold
+    /// a replica on it (a group whose leader did not answer counts as holding).
+    async fn holding(
+        &self,
+        answer: &QueryAnswer,
+        nodes: &[NodeId],
+    ) -> BTreeMap<NodeId, Option<Vec<GroupId>>> {
         if nodes.is_empty() {
             return BTreeMap::new();
         }
-        match ClusterStatus::read(&self.client, MEMBER_TIMEOUT).await {
-            Ok(status) => nodes.iter().map(|node| (*node, Some(status.holding(*node)))).collect(),
-            Err(error) => {
-                tracing::debug!(node_id = %self.node, %error,
-                    "automatic repair: the groups' status could not be read");
-                BTreeMap::new()
-            }
-        }
+        let tls = self.client.options().tls.as_ref();
+        let status = ClusterStatus::of_answer(answer.clone(), tls, MEMBER_TIMEOUT).await;
+        nodes.iter().map(|node| (*node, Some(status.holding(*node)))).collect()
     }
 
     /// Proposes `command` through this replica's store and tells the repairer the answer.
