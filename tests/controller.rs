@@ -753,6 +753,77 @@ async fn a_controller_replica_wiped_while_a_client_appends_stays_out_and_nothing
     assert_appended_once(&client, &tokens).await;
 }
 
+/// The controller group's voters as its leader shows them (`admin controller list`).
+fn controller_voters(controllers: &Processes) -> Vec<u64> {
+    let list = json(&controllers.admin(&["--output", "json", "controller", "list"]));
+    let replicas = list["replicas"].as_array().unwrap_or_else(|| panic!("{list}"));
+    replicas
+        .iter()
+        .filter(|replica| replica["role"] == "voter")
+        .map(|replica| replica["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// A dead controller host replaced without downtime (`mosaic admin controller add/remove`)
+/// while `group add` runs: a new replica, known to the others only by the address the
+/// controller records, joins as a learner, catches up by snapshot and becomes a voter, and
+/// the dead one is removed; a replica restarted on a wiped directory is removed and added
+/// back the same way. The group stays available throughout, the command running meanwhile
+/// applies once, and the two replicas added are a working majority afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_controller_replica_is_replaced_while_groups_are_added_and_nothing_is_lost() {
+    let (mut controllers, _nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.kill(3);
+    let new = controllers.add_process();
+    assert_eq!(health(&controllers, new), (503, "NOT_SERVING\n".to_string()));
+    let address = controllers.addresses[&new].clone();
+    let adding = controllers.admin_command(&["group", "add", "2", "--members", "1,2,3"]);
+    let added = tokio::task::block_in_place(|| {
+        controllers.admin(&["controller", "add", &new.to_string(), "--address", &address])
+    });
+    assert!(
+        stdout(&added).contains(&format!("controller replica {new} added")),
+        "{}",
+        stdout(&added)
+    );
+    let output = adding.wait_with_output().unwrap();
+    assert!(stdout(&output).contains("configuration 2 created"), "{}", stderr(&output));
+    let removed = controllers.admin(&["controller", "remove", "3"]);
+    assert!(stdout(&removed).contains("controller replica 3 removed"), "{}", stdout(&removed));
+    assert_eq!(controller_voters(&controllers), [1, 2, new]);
+    assert_eq!(health(&controllers, new), (200, "SERVING\n".to_string()));
+    // Sent again, each changes nothing and says so.
+    let again = controllers.admin(&["controller", "add", &new.to_string(), "--address", &address]);
+    assert!(stdout(&again).contains("is a voter already"), "{}", stdout(&again));
+    let again = controllers.admin(&["controller", "remove", "3"]);
+    assert!(stdout(&again).contains("is not a member"), "{}", stdout(&again));
+
+    // A replica that lost its data is removed first, then joins again like a new one.
+    controllers.kill(2);
+    std::fs::remove_dir_all(controllers.data_dir(2)).unwrap();
+    controllers.spawn_bootstrapping(2, false);
+    controllers.wait_listening(2);
+    let rejoined = tokio::task::block_in_place(|| {
+        controllers.admin(&["controller", "add", "2", "--address", &controllers.addresses[&2]])
+    });
+    assert!(stderr(&rejoined).contains("removed first, then added back"), "{}", stderr(&rejoined));
+    assert_eq!(controller_voters(&controllers), [1, 2, new]);
+
+    // Replicas 2 and the new one are a majority of their own: with replica 1 gone too, the
+    // controller applies commands and has the whole history.
+    controllers.kill(1);
+    let third = controllers.admin(&["group", "add", "3", "--members", "1,2"]);
+    assert!(stdout(&third).contains("configuration 3 created"), "{}", stdout(&third));
+    let config = latest(&controllers);
+    assert_eq!(
+        (config["num"].as_u64(), config["groups"]["2"].clone()),
+        (Some(3), serde_json::json!([1, 2, 3])),
+        "{config}"
+    );
+}
+
 /// A node's limits on moving state hold while shards move, and the moves still finish: each
 /// node serves one shard stream at a time, within a bandwidth budget that keeps each stream
 /// open about a fifth of a second, while the pulling node starts four pulls at once. The pulls

@@ -104,6 +104,8 @@ async fn every_process_reports_its_health_and_describes_its_services_to_generic_
     assert_eq!(health(&controller, "mosaic.v1.Controller").await, Ok(ServingStatus::Serving));
     assert_eq!(health(&controller, "mosaic.v1.Kv").await, Err(tonic::Code::NotFound));
     assert!(services(&controller).await.contains(&"mosaic.v1.Controller".to_string()));
+    // For `admin controller add/remove`: the controller group's own membership.
+    assert_eq!(health(&controller, "mosaic.v1.NodeAdmin").await, Ok(ServingStatus::Serving));
     assert_eq!(
         methods(&controller, "mosaic.v1.Controller").await,
         ["Execute", "Query", "Bootstrap"]

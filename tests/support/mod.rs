@@ -228,6 +228,20 @@ impl Processes {
         self.spawn_bootstrapping(id, first_start);
     }
 
+    /// Adds a process with the next id, on fresh ports, and starts it (a controller replica
+    /// without `--bootstrap`, on an empty data directory: it waits outside the group, knowing
+    /// the others from its `--peers`, while they do not know it); returns its id once it
+    /// listens.
+    pub fn add_process(&mut self) -> u64 {
+        let id = self.addresses.keys().max().map_or(1, |last| last + 1);
+        let ports = free_ports(2);
+        self.addresses.insert(id, format!("127.0.0.1:{}", ports[0]));
+        self.metrics_addresses.insert(id, format!("127.0.0.1:{}", ports[1]));
+        self.spawn_bootstrapping(id, false);
+        self.wait_listening(id);
+        id
+    }
+
     /// Starts process `id`, a controller replica with `--bootstrap` if `bootstrap`.
     pub fn spawn_bootstrapping(&mut self, id: u64, bootstrap: bool) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(id)).unwrap();

@@ -479,6 +479,7 @@ mod tests {
                 nodes: BTreeMap::new(),
                 node_states: BTreeMap::new(),
                 lives: BTreeMap::new(),
+                controllers: BTreeMap::new(),
             })
         };
         assert_eq!(task.step(TaskEvent::Answer(view(&six)), &configs), fetch(NUM));

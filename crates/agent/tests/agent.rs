@@ -77,6 +77,7 @@ fn view(latest: u64, groups: &[(u64, &[u64])], lives: &[(u64, GroupLife)]) -> Co
         nodes: REGISTERED.iter().map(|node| (NodeId(*node), format!("node-{node}:7000"))).collect(),
         node_states: BTreeMap::new(),
         lives: lives.iter().map(|(group, life)| (GroupId(*group), life.clone())).collect(),
+        controllers: BTreeMap::new(),
     }
 }
 

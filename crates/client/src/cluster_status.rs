@@ -325,6 +325,7 @@ mod tests {
                 node_states: std::collections::BTreeMap::new(),
                 leader: NodeId(1),
                 lives: std::collections::BTreeMap::new(),
+                controllers: std::collections::BTreeMap::new(),
             },
             groups,
         };

@@ -5,7 +5,7 @@
 //! that lost its data, which must not come back as a voter with an empty log
 //! (docs/controller.md "Starting a new cluster").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mosaic_proto::pb::{self, controller_client::ControllerClient as ControllerGrpc};
@@ -24,6 +24,9 @@ pub struct ReplicaHolding {
     pub members: BTreeSet<NodeId>,
     /// The shard count of the controller group it holds, if it holds it.
     pub held: Option<u32>,
+    /// Where it reaches each controller replica, itself included (empty from an older
+    /// replica).
+    pub peers: BTreeMap<NodeId, String>,
 }
 
 impl ReplicaHolding {
@@ -35,6 +38,11 @@ impl ReplicaHolding {
             node: NodeId(answer.node_id),
             members: answer.members.iter().copied().map(NodeId).collect(),
             held: answer.held.then_some(answer.shard_count),
+            peers: answer
+                .peers
+                .iter()
+                .map(|peer| (NodeId(peer.replica_id), peer.address.clone()))
+                .collect(),
         }
     }
 }
@@ -166,6 +174,7 @@ mod tests {
             address: format!("controller-{node}:7000"),
             node: NodeId(node),
             members: [1, 2, 3].into_iter().map(NodeId).collect(),
+            peers: BTreeMap::new(),
             held: held.then_some(64),
         }
     }

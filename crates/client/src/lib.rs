@@ -72,6 +72,6 @@ pub use mosaic_engine::{ClientId, GroupId, ShardId};
 pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_proto::pb::Consistency;
 pub use mosaic_raft::{LogIndex, NodeId};
-pub use mosaic_types::{fnv1a_64, shard_for_key};
+pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
 pub use tls::{Role, Tls, TlsError, TlsFiles};

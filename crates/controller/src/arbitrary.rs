@@ -111,6 +111,8 @@ pub fn command(values: Values) -> impl Strategy<Value = Command> {
         (node(values), proptest::collection::btree_set(node(values), 0..3))
             .prop_map(|(node, avoid)| Command::DecommissionNode { node, avoid }),
         node(values).prop_map(|node| Command::RetireNode { node }),
+        (node(values), text())
+            .prop_map(|(replica, address)| Command::SetControllerAddress { replica, address }),
     ]
 }
 
@@ -168,6 +170,7 @@ pub fn outcome(values: Values) -> impl Strategy<Value = Outcome> {
                 replacements
             }),
         node(values).prop_map(|node| Outcome::NodeRetired { node }),
+        node(values).prop_map(|replica| Outcome::ControllerAddressRecorded { replica }),
     ]
 }
 

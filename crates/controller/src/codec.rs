@@ -13,7 +13,8 @@
 //! within the same format version (`ReplaceNode` took command tag 7, its refusals error tags
 //! 17 to 20; `DecommissionNode` and `RetireNode` command tags 8 and 9, outcome tags 6 and 7,
 //! error tags 21 to 24; `DecommissionNode` with nodes to avoid command tag 10, so that a
-//! decommission avoiding none is still written as the release before it reads it). A build that does not know a tag refuses the bytes: a controller replica from
+//! decommission avoiding none is still written as the release before it reads it;
+//! `SetControllerAddress` command tag 11, outcome tag 8). A build that does not know a tag refuses the bytes: a controller replica from
 //! before a new command answers its log entry `MalformedRequest` while newer replicas apply
 //! it, and refuses to load a session that remembers a new refusal. So every controller
 //! replica runs the newer build before anyone sends the new command (docs/controller.md).
@@ -55,6 +56,7 @@ const REPLACE_NODE_TAG: u8 = 7;
 const DECOMMISSION_NODE_TAG: u8 = 8;
 const RETIRE_NODE_TAG: u8 = 9;
 const DECOMMISSION_NODE_AVOIDING_TAG: u8 = 10;
+const SET_CONTROLLER_ADDRESS_TAG: u8 = 11;
 
 // Outcome tags.
 const NODE_REGISTERED_TAG: u8 = 1;
@@ -64,6 +66,7 @@ const UNCHANGED_TAG: u8 = 4;
 const GROUP_RETIRED_TAG: u8 = 5;
 const NODE_DECOMMISSIONING_TAG: u8 = 6;
 const NODE_RETIRED_TAG: u8 = 7;
+const CONTROLLER_ADDRESS_RECORDED_TAG: u8 = 8;
 
 // Node state tags.
 const NODE_ACTIVE_TAG: u8 = 0;
@@ -377,6 +380,11 @@ fn put_command(out: &mut BytesMut, command: &Command) {
             out.put_u8(RETIRE_NODE_TAG);
             out.put_u64(node.0);
         }
+        Command::SetControllerAddress { replica, address } => {
+            out.put_u8(SET_CONTROLLER_ADDRESS_TAG);
+            out.put_u64(replica.0);
+            put_string(out, address);
+        }
     }
 }
 
@@ -436,6 +444,10 @@ fn put_outcome(out: &mut BytesMut, outcome: &Outcome) {
         Outcome::NodeRetired { node } => {
             out.put_u8(NODE_RETIRED_TAG);
             out.put_u64(node.0);
+        }
+        Outcome::ControllerAddressRecorded { replica } => {
+            out.put_u8(CONTROLLER_ADDRESS_RECORDED_TAG);
+            out.put_u64(replica.0);
         }
     }
 }
@@ -707,6 +719,10 @@ impl<'a> Reader<'a> {
                 Command::DecommissionNode { node, avoid }
             }
             RETIRE_NODE_TAG => Command::RetireNode { node: NodeId(self.u64()?) },
+            SET_CONTROLLER_ADDRESS_TAG => Command::SetControllerAddress {
+                replica: NodeId(self.u64()?),
+                address: self.string()?,
+            },
             tag => return Err(self.error(format_args!("unknown command tag {tag}"))),
         };
         Ok(command)
@@ -757,6 +773,9 @@ impl<'a> Reader<'a> {
                 Outcome::NodeDecommissioning { node, num, replacements }
             }
             NODE_RETIRED_TAG => Outcome::NodeRetired { node: NodeId(self.u64()?) },
+            CONTROLLER_ADDRESS_RECORDED_TAG => {
+                Outcome::ControllerAddressRecorded { replica: NodeId(self.u64()?) }
+            }
             tag => return Err(self.error(format_args!("unknown outcome tag {tag}"))),
         };
         Ok(outcome)
@@ -977,6 +996,24 @@ mod tests {
             assert_eq!(decode_node_state(&bytes), Ok(state));
         }
         assert!(decode_node_state(&[FORMAT_VERSION, 3]).is_err(), "an unknown state is refused");
+    }
+
+    /// `SetControllerAddress` and its outcome keep their tags (the stored format): pinned.
+    #[test]
+    fn set_controller_address_keeps_its_tags() {
+        assert_eq!(SET_CONTROLLER_ADDRESS_TAG, 11);
+        let command =
+            Command::SetControllerAddress { replica: NodeId(4), address: "h:7004".into() };
+        let request = Request { client: ClientId(1), seq: 2, command };
+        let bytes = encode_request(&request);
+        assert_eq!(bytes[17], 11);
+        assert_eq!(&bytes[18..26], &4u64.to_be_bytes());
+        assert_eq!(decode_request(&bytes), Ok(request));
+        assert_eq!(CONTROLLER_ADDRESS_RECORDED_TAG, 8);
+        let outcome = Outcome::ControllerAddressRecorded { replica: NodeId(4) };
+        let bytes = encode_result(&Ok(outcome.clone()));
+        assert_eq!(&bytes[..3], &[FORMAT_VERSION, OK_TAG, 8]);
+        assert_eq!(decode_result(&bytes), Ok(Ok(outcome)));
     }
 
     /// A decommission's nodes to avoid are written in one way only: strictly increasing and

@@ -85,6 +85,20 @@ pub enum Command {
         /// The node.
         node: NodeId,
     },
+    /// Records where controller replica `replica` is reached, so that every replica's Raft
+    /// transport reaches it and clients find it. A recorded address never changes (refused
+    /// with [`crate::Error::InvalidAddress`]): two processes must never answer as one replica,
+    /// so a replica on another host takes a new id.
+    /// `mosaic admin controller add` sends it before the replica joins the controller group
+    /// (docs/controller.md "Changing the controller's replicas"). It does not make the replica
+    /// a member: the group's membership is in its Raft log, changed one replica at a time.
+    SetControllerAddress {
+        /// The controller replica (its `--id`; controller replicas and storage nodes number
+        /// themselves apart).
+        replica: NodeId,
+        /// Where it is reached: `host:port`.
+        address: String,
+    },
 }
 
 /// A command with the client's identity, for deduplication: a retried request applies once.
@@ -140,6 +154,11 @@ pub enum Outcome {
         /// The node.
         node: NodeId,
     },
+    /// The controller replica's address was recorded.
+    ControllerAddressRecorded {
+        /// The replica.
+        replica: NodeId,
+    },
     /// Nothing needed to change (the node or groups already exist as asked, or the
     /// assignment is already balanced).
     Unchanged {
@@ -170,6 +189,9 @@ impl fmt::Display for Outcome {
                 replacements.len()
             ),
             Self::NodeRetired { node } => write!(f, "node {node} retired"),
+            Self::ControllerAddressRecorded { replica } => {
+                write!(f, "controller replica {replica}: address recorded")
+            }
             Self::Unchanged { num, reason } => {
                 write!(f, "unchanged at configuration {num}: {reason}")
             }

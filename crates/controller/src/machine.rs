@@ -17,6 +17,7 @@
 //!   version byte alone).
 //! - data `node-state/` ‖ node id (u64 big-endian): the state of a node that is not active
 //!   (decommissioning or retired).
+//! - data `controller/` ‖ replica id (u64 big-endian): a controller replica's address.
 //! - session of each client: its sequence number, last log index and result.
 //!
 //! # Creating the group
@@ -57,6 +58,7 @@ const CONFIG_KEY_PREFIX: &[u8] = b"config/";
 const NODE_KEY_PREFIX: &[u8] = b"node/";
 const RETIRED_KEY_PREFIX: &[u8] = b"retired/";
 const NODE_STATE_KEY_PREFIX: &[u8] = b"node-state/";
+const CONTROLLER_KEY_PREFIX: &[u8] = b"controller/";
 
 /// A read of the controller's state: a configuration and the node registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,6 +80,9 @@ pub struct ControllerView {
     pub node_states: BTreeMap<NodeId, NodeState>,
     /// Every group any configuration listed, in id order.
     pub lives: BTreeMap<GroupId, GroupLife>,
+    /// The address recorded for each controller replica, in id order
+    /// ([`ControllerState::controllers`]).
+    pub controllers: BTreeMap<NodeId, String>,
 }
 
 /// The controller group's state machine. See the module documentation.
@@ -127,6 +132,10 @@ fn node_state_key(node: NodeId) -> Bytes {
     prefixed_key(NODE_STATE_KEY_PREFIX, node.0)
 }
 
+fn controller_key(replica: NodeId) -> Bytes {
+    prefixed_key(CONTROLLER_KEY_PREFIX, replica.0)
+}
+
 fn prefixed_key(prefix: &[u8], id: u64) -> Bytes {
     let mut key = BytesMut::with_capacity(prefix.len() + 8);
     key.put_slice(prefix);
@@ -153,6 +162,7 @@ struct Records {
     node_states: BTreeMap<NodeId, NodeState>,
     retired: BTreeSet<GroupId>,
     sessions: BTreeMap<mosaic_engine::ClientId, crate::state::Session>,
+    controllers: BTreeMap<NodeId, String>,
 }
 
 impl Records {
@@ -190,6 +200,11 @@ impl Records {
                     let state = codec::decode_node_state(&value)
                         .map_err(|error| format!("state of node {node}: {error}"))?;
                     self.node_states.insert(node, state);
+                } else if let Some(replica) = parse_prefixed_key(&key, CONTROLLER_KEY_PREFIX) {
+                    let replica = NodeId(replica?);
+                    let address = codec::decode_node_address(&value)
+                        .map_err(|error| format!("controller replica {replica}: {error}"))?;
+                    self.controllers.insert(replica, address);
                 } else {
                     return Err(format!("unknown record {key:02x?}"));
                 }
@@ -220,6 +235,7 @@ impl Records {
             &self.retired,
             self.sessions,
             max_sessions,
+            self.controllers,
         )
     }
 }
@@ -249,6 +265,7 @@ impl ControllerMachine {
             nodes: self.state.nodes().clone(),
             node_states: self.state.node_states().clone(),
             lives: self.state.lives().clone(),
+            controllers: self.state.controllers().clone(),
         })
     }
 
@@ -335,6 +352,15 @@ impl<K: KvEngine> StateMachine<K> for ControllerMachine {
                 self.group,
                 CONTROLLER_SHARD,
                 node_key(node),
+                codec::encode_node_address(address),
+            );
+        }
+        if let Some(replica) = changes.controller_changed {
+            let address = &self.state.controllers()[&replica];
+            batch.put_data(
+                self.group,
+                CONTROLLER_SHARD,
+                controller_key(replica),
                 codec::encode_node_address(address),
             );
         }

@@ -44,6 +44,8 @@ pub(crate) struct AppliedChanges {
     pub(crate) config_created: Option<ConfigNum>,
     /// The node registered or given a new address, if one was.
     pub(crate) node_changed: Option<NodeId>,
+    /// The controller replica whose address was recorded, if one was.
+    pub(crate) controller_changed: Option<NodeId>,
     /// The node decommissioned or retired, if one was.
     pub(crate) node_state_changed: Option<NodeId>,
     /// The group retired, if one was.
@@ -59,6 +61,7 @@ impl AppliedChanges {
     pub(crate) fn is_empty(&self) -> bool {
         self.config_created.is_none()
             && self.node_changed.is_none()
+            && self.controller_changed.is_none()
             && self.node_state_changed.is_none()
             && self.group_retired.is_none()
             && !self.session_written
@@ -95,6 +98,8 @@ pub struct ControllerState {
     lives: BTreeMap<GroupId, GroupLife>,
     sessions: BTreeMap<ClientId, Session>,
     max_sessions: usize,
+    /// The addresses recorded for controller replicas (`SetControllerAddress`).
+    controllers: BTreeMap<NodeId, String>,
 }
 
 impl ControllerState {
@@ -113,6 +118,7 @@ impl ControllerState {
             lives: BTreeMap::new(),
             sessions: BTreeMap::new(),
             max_sessions,
+            controllers: BTreeMap::new(),
         }
     }
 
@@ -154,6 +160,14 @@ impl ControllerState {
         &self.nodes
     }
 
+    /// The address recorded for each controller replica (`SetControllerAddress`), in id
+    /// order. Replicas started together know each other from their `--peers`; a replica
+    /// added later is known by this record.
+    #[must_use]
+    pub fn controllers(&self) -> &BTreeMap<NodeId, String> {
+        &self.controllers
+    }
+
     /// The state of every registered node that is not [`NodeState::Active`], in id order.
     #[must_use]
     pub fn node_states(&self) -> &BTreeMap<NodeId, NodeState> {
@@ -180,8 +194,8 @@ impl ControllerState {
 
     /// Rebuilds a state from its parts (read back from storage), checking every invariant of
     /// the type, and that configuration 0 is the initial one, every configuration has the
-    /// same number of shards, and every node with a state is registered, not active and
-    /// listed by no group of the latest configuration.
+    /// same number of shards, every node with a state is registered, not active and listed
+    /// by no group of the latest configuration, and no node or controller replica is 0.
     ///
     /// # Errors
     /// What is wrong, in words, when an invariant does not hold.
@@ -192,6 +206,7 @@ impl ControllerState {
         retired: &BTreeSet<GroupId>,
         sessions: BTreeMap<ClientId, Session>,
         max_sessions: usize,
+        controllers: BTreeMap<NodeId, String>,
     ) -> std::result::Result<Self, String> {
         if max_sessions == 0 {
             return Err("max_sessions is 0".into());
@@ -222,6 +237,9 @@ impl ControllerState {
         if let Some(node) = nodes.keys().find(|node| node.0 == 0) {
             return Err(format!("node {node} is registered"));
         }
+        if let Some(replica) = controllers.keys().find(|replica| replica.0 == 0) {
+            return Err(format!("controller replica {replica} has an address"));
+        }
         for (node, state) in &node_states {
             if !nodes.contains_key(node) || *state == NodeState::Active {
                 return Err(format!("node {node} is {state} but not registered or not leaving"));
@@ -250,7 +268,7 @@ impl ControllerState {
                 _ => return Err(format!("group {group} is retired but was never removed")),
             }
         }
-        Ok(Self { nodes, node_states, configs, lives, sessions, max_sessions })
+        Ok(Self { nodes, node_states, configs, lives, sessions, max_sessions, controllers })
     }
 
     /// The moves a rebalance would make now (a dry run; nothing changes).
@@ -306,6 +324,9 @@ impl ControllerState {
                 changes.node_changed = registering;
             }
             Ok(Outcome::GroupRetired { group }) => changes.group_retired = Some(group),
+            Ok(Outcome::ControllerAddressRecorded { replica, .. }) => {
+                changes.controller_changed = Some(replica);
+            }
             Ok(Outcome::NodeDecommissioning { node, .. } | Outcome::NodeRetired { node }) => {
                 changes.node_state_changed = Some(node);
             }
@@ -358,6 +379,9 @@ impl ControllerState {
             Command::ReplaceNode { node, with, group } => self.replace_node(node, with, group),
             Command::DecommissionNode { node, avoid } => self.decommission_node(node, &avoid),
             Command::RetireNode { node } => self.retire_node(node),
+            Command::SetControllerAddress { replica, address } => {
+                self.set_controller_address(replica, address)
+            }
         }
     }
 
@@ -533,6 +557,31 @@ impl ControllerState {
                 reason: format!("node {node} is already registered at {address}"),
             }),
             Some(previous) => Ok(Outcome::NodeAddressChanged { node, previous }),
+        }
+    }
+
+    fn set_controller_address(&mut self, replica: NodeId, address: String) -> Result<Outcome> {
+        if replica.0 == 0 {
+            return Err(Error::InvalidNodeId);
+        }
+        validate_address(&address)?;
+        match self.controllers.get(&replica) {
+            Some(recorded) if *recorded == address => Ok(Outcome::Unchanged {
+                num: self.latest().num,
+                reason: format!("controller replica {replica} is recorded at {address} already"),
+            }),
+            Some(recorded) => Err(Error::InvalidAddress {
+                address,
+                reason: format!(
+                    "controller replica {replica} is recorded at {recorded}, and a replica's \
+                     address never changes (two processes must never answer as one replica): \
+                     give the replica on another host a new id"
+                ),
+            }),
+            None => {
+                self.controllers.insert(replica, address);
+                Ok(Outcome::ControllerAddressRecorded { replica })
+            }
         }
     }
 

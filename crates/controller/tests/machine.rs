@@ -213,7 +213,33 @@ fn each_entry_writes_only_the_records_it_changed() {
     // A third client evicts client 1, the least recently applied.
     let (_, ops) = step(&mut machine, request(3, 1, Command::Rebalance { max_moves: None }));
     assert_eq!(ops, ["put session 3", "delete session 1"]);
-    assert_eq!(must_load(&engine).state(), machine.state());
+    let (answer, ops) = step(&mut machine, request(3, 2, set_controller(4, "h:7004")));
+    assert_eq!(answer, Ok(Outcome::ControllerAddressRecorded { replica: NodeId(4) }));
+    assert_eq!(ops, ["put controller/4", "put session 3"]);
+    let (answer, ops) = step(&mut machine, request(3, 3, set_controller(4, "h:7004")));
+    assert!(matches!(answer, Ok(Outcome::Unchanged { .. })), "{answer:?}");
+    assert_eq!(ops, ["put session 3"], "the same address again changes no record");
+    let refusals = [
+        (9, set_controller(0, "h:7000")),
+        (10, set_controller(5, "no-port")),
+        // Two processes must never answer as one replica: a recorded address never changes.
+        (11, set_controller(4, "g:7004")),
+    ];
+    for (seq, refused) in refusals {
+        let (answer, ops) = step(&mut machine, request(2, seq, refused));
+        assert!(answer.is_err(), "{answer:?}");
+        assert_eq!(ops, ["put session 2"], "a refusal changes no record");
+    }
+    let loaded = must_load(&engine);
+    assert_eq!(loaded.state(), machine.state());
+    assert_eq!(
+        loaded.view(&ControllerQuery::default()).expect("the latest").controllers,
+        BTreeMap::from([(NodeId(4), "h:7004".to_string())])
+    );
+}
+
+fn set_controller(replica: u64, address: &str) -> Command {
+    Command::SetControllerAddress { replica: NodeId(replica), address: address.into() }
 }
 
 #[test]
@@ -335,8 +361,10 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             .prop_map(|(shard, g)| Command::MoveShard { shard: ShardId(shard), group: GroupId(g) }),
         max_moves.prop_map(|max_moves| Command::Rebalance { max_moves }),
         (0u64..=5).prop_map(|group| Command::RetireGroup { group: GroupId(group) }),
-        (node.clone(), node, proptest::option::of(0u64..=5))
+        (node.clone(), node.clone(), proptest::option::of(0u64..=5))
             .prop_map(|(node, with, group)| replace(node, with, group)),
+        (node, prop_oneof![Just("10.0.0.1:7000"), Just("10.0.0.2:7000"), Just("no-port")])
+            .prop_map(|(replica, address)| set_controller(replica, address)),
     ]
 }
 
@@ -523,6 +551,18 @@ fn corrupt_records_are_refused_at_load() {
         "garbage node",
         |b| put(b, &node_key(2), b"\x01\x00\x00\x00\x09ab"),
         "node 2",
+    );
+    assert_load_refuses(
+        "garbage controller replica",
+        |b| put(b, &[&b"controller/"[..], &3u64.to_be_bytes()].concat(), b"\x01\x00"),
+        "controller replica 3",
+    );
+    assert_load_refuses(
+        "controller replica 0",
+        |b| {
+            put(b, &[&b"controller/"[..], &0u64.to_be_bytes()].concat(), b"\x01\x00\x00\x00\x03h:1")
+        },
+        "controller replica 0 has an address",
     );
     assert_load_refuses(
         "a retired group that was never removed",

@@ -92,6 +92,12 @@ pub fn request_to_pb(request: &Request) -> pb::ExecuteRequest {
             })
         }
         Command::RetireNode { node } => PbCommand::RetireNode(pb::RetireNode { node_id: node.0 }),
+        Command::SetControllerAddress { replica, address } => {
+            PbCommand::SetControllerAddress(pb::SetControllerAddress {
+                replica_id: replica.0,
+                address: address.clone(),
+            })
+        }
     };
     pb::ExecuteRequest { client_id: request.client.0, seq: request.seq, command: Some(command) }
 }
@@ -161,6 +167,10 @@ pub fn request_from_pb(request: pb::ExecuteRequest) -> Result<Request> {
         PbCommand::RetireNode(retire) => {
             Command::RetireNode { node: node_id_from_pb(retire.node_id, "RetireNode.node_id")? }
         }
+        PbCommand::SetControllerAddress(set) => Command::SetControllerAddress {
+            replica: node_id_from_pb(set.replica_id, "SetControllerAddress.replica_id")?,
+            address: set.address,
+        },
     };
     Ok(Request { client, seq, command })
 }
@@ -289,6 +299,9 @@ pub fn outcome_to_pb(outcome: &Outcome) -> pb::CommandOutcome {
             })
         }
         Outcome::NodeRetired { node } => Kind::NodeRetired(pb::NodeRetired { node_id: node.0 }),
+        Outcome::ControllerAddressRecorded { replica } => {
+            Kind::ControllerAddressRecorded(pb::ControllerAddressRecorded { replica_id: replica.0 })
+        }
     };
     pb::CommandOutcome { kind: Some(kind) }
 }
@@ -333,15 +346,7 @@ pub fn outcome_from_pb(outcome: pb::CommandOutcome) -> Result<Outcome> {
             let mut replacements: BTreeMap<GroupId, NodeId> = BTreeMap::new();
             for replacement in decommissioning.replacements {
                 let group = group_id_from_pb(replacement.group_id, "GroupReplacement.group_id")?;
-                if let Some((&previous, _)) = replacements.last_key_value()
-                    && previous >= group
-                {
-                    return Err(ConvertError::OutOfOrder {
-                        field: "NodeDecommissioning.replacements",
-                        previous: previous.0,
-                        value: group.0,
-                    });
-                }
+                check_order(&replacements, group, "NodeDecommissioning.replacements", |id| id.0)?;
                 let with =
                     node_id_from_pb(replacement.with_node_id, "GroupReplacement.with_node_id")?;
                 replacements.insert(group, with);
@@ -355,6 +360,9 @@ pub fn outcome_from_pb(outcome: pb::CommandOutcome) -> Result<Outcome> {
         Kind::NodeRetired(retired) => {
             Outcome::NodeRetired { node: node_id_from_pb(retired.node_id, "NodeRetired.node_id")? }
         }
+        Kind::ControllerAddressRecorded(recorded) => Outcome::ControllerAddressRecorded {
+            replica: node_id_from_pb(recorded.replica_id, "ControllerAddressRecorded.replica_id")?,
+        },
     })
 }
 
@@ -562,6 +570,9 @@ pub struct QueryAnswer {
     pub leader: NodeId,
     /// Every group any configuration listed, in id order.
     pub lives: BTreeMap<GroupId, GroupLife>,
+    /// The address recorded for each controller replica, in id order (empty from a
+    /// controller older than the field).
+    pub controllers: BTreeMap<NodeId, String>,
 }
 
 impl QueryAnswer {
@@ -577,66 +588,67 @@ impl QueryAnswer {
         self.node_states.get(&node).copied().unwrap_or_default()
     }
 
-    /// The wire form of this answer ([`query_response_to_pb`] of its parts).
+    /// The wire form of this answer: a node `liveness` does not name goes as unspecified
+    /// (decoded as [`NodeLiveness::Unknown`]), one `node_states` does not name as active.
     #[must_use]
     pub fn to_pb(&self) -> pb::QueryResponse {
-        query_response_to_pb(
-            &self.config,
-            self.latest,
-            &self.nodes,
-            &self.liveness,
-            &self.node_states,
-            self.leader,
-            &self.lives,
-        )
+        let Self { config, latest, nodes, liveness, node_states, leader, lives, controllers } =
+            self;
+        pb::QueryResponse {
+            groups: lives
+                .iter()
+                .map(|(group, life)| pb::GroupLife {
+                    group_id: group.0,
+                    added: life.added.0,
+                    founders: life.founders.iter().map(|node| node.0).collect(),
+                    removed: life.removed.map_or(0, |num| num.0),
+                    retired: life.retired,
+                })
+                .collect(),
+            config: Some(configuration_to_pb(config)),
+            latest_num: latest.0,
+            nodes: nodes
+                .iter()
+                .map(|(node, address)| {
+                    let (state, last_heard) =
+                        liveness.get(node).map_or((pb::NodeLiveness::Unspecified, None), |said| {
+                            liveness_to_pb(*said)
+                        });
+                    pb::NodeInfo {
+                        node_id: node.0,
+                        address: address.clone(),
+                        liveness: state.into(),
+                        last_heard_ms: last_heard.map(millis),
+                        state: node_state_to_pb(node_states.get(node).copied().unwrap_or_default())
+                            .into(),
+                    }
+                })
+                .collect(),
+            leader_id: leader.0,
+            controllers: controllers
+                .iter()
+                .map(|(replica, address)| pb::ControllerReplica {
+                    replica_id: replica.0,
+                    address: address.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
-/// Returns the wire answer to a query: configuration `config`, the latest configuration's
-/// number, the node registry with what the answering leader says of each node (`liveness`;
-/// nothing for a node it does not name, which decodes as [`NodeLiveness::Unknown`]) and each
-/// node's state (`node_states`; active for a node it does not name), the controller replica
-/// answering and every group's life.
-#[must_use]
-pub fn query_response_to_pb(
-    config: &Configuration,
-    latest: ConfigNum,
-    nodes: &BTreeMap<NodeId, String>,
-    liveness: &BTreeMap<NodeId, NodeLiveness>,
-    node_states: &BTreeMap<NodeId, NodeState>,
-    leader: NodeId,
-    lives: &BTreeMap<GroupId, GroupLife>,
-) -> pb::QueryResponse {
-    pb::QueryResponse {
-        groups: lives
-            .iter()
-            .map(|(group, life)| pb::GroupLife {
-                group_id: group.0,
-                added: life.added.0,
-                founders: life.founders.iter().map(|node| node.0).collect(),
-                removed: life.removed.map_or(0, |num| num.0),
-                retired: life.retired,
-            })
-            .collect(),
-        config: Some(configuration_to_pb(config)),
-        latest_num: latest.0,
-        nodes: nodes
-            .iter()
-            .map(|(node, address)| {
-                let (state, last_heard) = liveness
-                    .get(node)
-                    .map_or((pb::NodeLiveness::Unspecified, None), |said| liveness_to_pb(*said));
-                pb::NodeInfo {
-                    node_id: node.0,
-                    address: address.clone(),
-                    liveness: state.into(),
-                    last_heard_ms: last_heard.map(millis),
-                    state: node_state_to_pb(node_states.get(node).copied().unwrap_or_default())
-                        .into(),
-                }
-            })
-            .collect(),
-        leader_id: leader.0,
+/// Refuses `key` unless it is above every key of `map`: `field`'s entries come in strictly
+/// increasing order (`id` gives a key's number for the error).
+fn check_order<K: Ord + Copy, V>(
+    map: &BTreeMap<K, V>,
+    key: K,
+    field: &'static str,
+    id: fn(K) -> u64,
+) -> Result<()> {
+    match map.last_key_value() {
+        Some((&previous, _)) if previous >= key => {
+            Err(ConvertError::OutOfOrder { field, previous: id(previous), value: id(key) })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -662,15 +674,7 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
     let mut node_states: BTreeMap<NodeId, NodeState> = BTreeMap::new();
     for info in response.nodes {
         let node = node_id_from_pb(info.node_id, "NodeInfo.node_id")?;
-        if let Some((&previous, _)) = nodes.last_key_value()
-            && previous >= node
-        {
-            return Err(ConvertError::OutOfOrder {
-                field: "QueryResponse.nodes",
-                previous: previous.0,
-                value: node.0,
-            });
-        }
+        check_order(&nodes, node, "QueryResponse.nodes", |id| id.0)?;
         liveness.insert(node, liveness_from_pb(info.liveness(), info.last_heard_ms));
         let state = node_state_from_pb(info.state());
         if state != NodeState::Active {
@@ -682,15 +686,7 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
     let mut lives: BTreeMap<GroupId, GroupLife> = BTreeMap::new();
     for life in response.groups {
         let group = group_id_from_pb(life.group_id, "GroupLife.group_id")?;
-        if let Some((&previous, _)) = lives.last_key_value()
-            && previous >= group
-        {
-            return Err(ConvertError::OutOfOrder {
-                field: "QueryResponse.groups",
-                previous: previous.0,
-                value: group.0,
-            });
-        }
+        check_order(&lives, group, "QueryResponse.groups", |id| id.0)?;
         let removed = (life.removed != 0).then_some(ConfigNum(life.removed));
         if life.added == 0
             || removed.is_some_and(|removed| removed.0 <= life.added)
@@ -709,7 +705,13 @@ pub fn query_response_from_pb(response: pb::QueryResponse) -> Result<QueryAnswer
             },
         );
     }
-    Ok(QueryAnswer { config, latest, nodes, liveness, node_states, leader, lives })
+    let mut controllers: BTreeMap<NodeId, String> = BTreeMap::new();
+    for replica in response.controllers {
+        let id = node_id_from_pb(replica.replica_id, "ControllerReplica.replica_id")?;
+        check_order(&controllers, id, "QueryResponse.controllers", |id| id.0)?;
+        controllers.insert(id, replica.address);
+    }
+    Ok(QueryAnswer { config, latest, nodes, liveness, node_states, leader, lives, controllers })
 }
 
 /// The wire form of what a leader says of a node: the state, and the time since it heard it.

@@ -110,6 +110,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::ReplaceNode { .. } => "ReplaceNode",
         Command::DecommissionNode { .. } => "DecommissionNode",
         Command::RetireNode { .. } => "RetireNode",
+        Command::SetControllerAddress { .. } => "SetControllerAddress",
     }
 }
 
@@ -142,6 +143,14 @@ fn representative_requests() -> Vec<Request> {
         request(decommission(u64::MAX, &[1, u64::MAX - 1])),
         request(Command::RetireNode { node: NodeId(1) }),
         request(Command::RetireNode { node: NodeId(u64::MAX) }),
+        request(Command::SetControllerAddress {
+            replica: NodeId(1),
+            address: "127.0.0.1:7004".into(),
+        }),
+        request(Command::SetControllerAddress {
+            replica: NodeId(u64::MAX),
+            address: String::new(),
+        }),
     ]
 }
 
@@ -170,6 +179,7 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::GroupRetired { .. } => "GroupRetired",
         Outcome::NodeDecommissioning { .. } => "NodeDecommissioning",
         Outcome::NodeRetired { .. } => "NodeRetired",
+        Outcome::ControllerAddressRecorded { .. } => "ControllerAddressRecorded",
     }
 }
 
@@ -203,6 +213,8 @@ fn representative_outcomes() -> Vec<Outcome> {
             ]),
         },
         Outcome::NodeRetired { node: NodeId(1) },
+        Outcome::ControllerAddressRecorded { replica: NodeId(1) },
+        Outcome::ControllerAddressRecorded { replica: NodeId(u64::MAX) },
     ]
 }
 
@@ -310,6 +322,10 @@ fn answer() -> QueryAnswer {
             (GroupId(5), life(3, Some(4), false)),
             (GroupId(6), life(3, Some(6), true)),
         ]),
+        controllers: BTreeMap::from([
+            (NodeId(4), "10.0.0.4:7000".into()),
+            (NodeId(u64::MAX), "[::1]:7005".into()),
+        ]),
     }
 }
 
@@ -338,6 +354,27 @@ fn group_lives_carry_their_founders() {
     assert_eq!(must_reject(zero, query_response_from_pb), ConvertError::InvalidGroupLife { group });
 }
 
+/// A controller from before `SetControllerAddress` sends no controller replicas: decoded as
+/// none. A replica 0, or replicas out of order, are refused.
+#[test]
+fn answers_carry_the_controller_replicas_addresses() {
+    let wire = answer_to_pb(&answer());
+    assert_eq!(wire.controllers[0].replica_id, 4);
+    assert_eq!(wire.controllers[0].address, "10.0.0.4:7000");
+    let old = edited_answer(|wire| wire.controllers.clear());
+    assert!(query_response_from_pb(old).expect("decodes").controllers.is_empty());
+    let zero = edited_answer(|wire| wire.controllers[0].replica_id = 0);
+    assert_eq!(
+        must_reject(zero, query_response_from_pb),
+        ConvertError::ZeroNodeId { field: "ControllerReplica.replica_id" }
+    );
+    let swapped = edited_answer(|wire| wire.controllers.swap(0, 1));
+    assert!(matches!(
+        must_reject(swapped, query_response_from_pb),
+        ConvertError::OutOfOrder { field: "QueryResponse.controllers", .. }
+    ));
+}
+
 fn answer_to_pb(answer: &QueryAnswer) -> pb::QueryResponse {
     answer.to_pb()
 }
@@ -355,9 +392,9 @@ fn edited_answer(edit: impl FnOnce(&mut pb::QueryResponse)) -> pb::QueryResponse
 fn representative_values_cover_every_kind() {
     let commands: BTreeSet<_> =
         representative_requests().iter().map(|r| command_name(&r.command)).collect();
-    assert_eq!(commands.len(), 9, "commands covered: {commands:?}");
+    assert_eq!(commands.len(), 10, "commands covered: {commands:?}");
     let outcomes: BTreeSet<_> = representative_outcomes().iter().map(outcome_name).collect();
-    assert_eq!(outcomes.len(), 7, "outcomes covered: {outcomes:?}");
+    assert_eq!(outcomes.len(), 8, "outcomes covered: {outcomes:?}");
 }
 
 #[test]
@@ -471,6 +508,7 @@ fn query_responses_round_trip() {
         node_states: BTreeMap::new(),
         leader: NodeId(u64::MAX),
         lives: BTreeMap::new(),
+        controllers: BTreeMap::new(),
     };
     assert_round_trips(&at_latest, answer_to_pb, query_response_from_pb);
 }
@@ -575,6 +613,7 @@ fn what_the_controller_produces_round_trips() {
         node_states: state.node_states().clone(),
         leader: NodeId(9),
         lives: state.lives().clone(),
+        controllers: state.controllers().clone(),
     };
     assert_round_trips(&answer, answer_to_pb, query_response_from_pb);
 }
@@ -765,6 +804,11 @@ fn decommissioning_or_retiring_node_zero_or_avoiding_it_is_rejected() {
     assert_eq!(
         must_reject(wire(PbCommand::RetireNode(pb::RetireNode { node_id: 0 })), request_from_pb),
         ConvertError::ZeroNodeId { field: "RetireNode.node_id" }
+    );
+    let set = pb::SetControllerAddress { replica_id: 0, address: "h:1".into() };
+    assert_eq!(
+        must_reject(wire(PbCommand::SetControllerAddress(set)), request_from_pb),
+        ConvertError::ZeroNodeId { field: "SetControllerAddress.replica_id" }
     );
 }
 
@@ -1100,6 +1144,7 @@ fn answer_strategy() -> impl Strategy<Value = QueryAnswer> {
             nodes: nodes.into_iter().map(|(node, (address, _, _))| (node, address)).collect(),
             leader,
             lives: BTreeMap::new(),
+            controllers: BTreeMap::new(),
         },
     )
 }

@@ -1,13 +1,17 @@
 //! The `NodeAdmin` service: creating or joining this node's replica of a group, changing a
 //! group's membership, and reporting on a replica (its Raft state and, for a group placed by
 //! a controller, the migration state of its shards). Without a controller, an operator
-//! creates a group by asking each member.
+//! creates a group by asking each member. A controller replica serves it for the controller
+//! group alone ([`crate::controller_admin`]).
 
+use std::future::Future;
+
+use mosaic_controller::ControllerMachine;
 use mosaic_engine::GroupId;
 use mosaic_proto::node;
 use mosaic_proto::pb::{self, node_admin_server::NodeAdmin};
 use mosaic_raft::Role;
-use mosaic_raftstore::{Consistency, StoreMsg};
+use mosaic_raftstore::{Consistency, StateMachine, StoreMsg};
 use mosaic_shardkv::request::read_ownership;
 use mosaic_shardkv::{KvStateMachine, Ownership, ShardState};
 use tonic::{Request, Response, Status};
@@ -16,33 +20,65 @@ use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, to_status};
 
+/// What `NodeAdmin` reports of a replica beyond its Raft state.
+pub trait AdminMachine: StateMachine<NodeEngine> {
+    /// The group's shards and their migration state as the replica applied them (`None` for
+    /// a group that reports none).
+    fn shards(
+        store: &StoreHandle<NodeEngine, Self>,
+        group: GroupId,
+    ) -> impl Future<Output = Result<Option<pb::GroupShards>, mosaic_raftstore::Error>> + Send;
+}
+
+impl AdminMachine for KvStateMachine {
+    async fn shards(
+        store: &StoreHandle<NodeEngine, Self>,
+        group: GroupId,
+    ) -> Result<Option<pb::GroupShards>, mosaic_raftstore::Error> {
+        let read =
+            store.ask(|callback| read_ownership(group, Consistency::Stale, callback)).await?;
+        Ok(read.output.map(|ownership| shards_to_pb(&ownership)))
+    }
+}
+
+impl AdminMachine for ControllerMachine {
+    /// The controller group's one shard holds the controller's records: nothing to report.
+    async fn shards(
+        _store: &StoreHandle<NodeEngine, Self>,
+        _group: GroupId,
+    ) -> Result<Option<pb::GroupShards>, mosaic_raftstore::Error> {
+        Ok(None)
+    }
+}
+
 /// The `NodeAdmin` service of one node.
-pub struct AdminService {
-    store: StoreHandle<NodeEngine, KvStateMachine>,
+pub struct AdminService<SM: AdminMachine> {
+    store: StoreHandle<NodeEngine, SM>,
     directory: Directory,
 }
 
-impl AdminService {
+impl<SM: AdminMachine> AdminService<SM> {
     /// The service feeding `store`.
     #[must_use]
-    pub fn new(store: StoreHandle<NodeEngine, KvStateMachine>, directory: Directory) -> Self {
+    pub fn new(store: StoreHandle<NodeEngine, SM>, directory: Directory) -> Self {
         Self { store, directory }
     }
 
-    fn refuse(&self, error: &mosaic_raftstore::Error) -> Status {
+    /// The refusal a store error is answered with.
+    pub(crate) fn refuse(&self, error: &mosaic_raftstore::Error) -> Status {
         to_status(error, &self.directory)
     }
 
     async fn ask<T: Send + 'static>(
         &self,
-        build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, KvStateMachine>,
+        build: impl FnOnce(mosaic_raftstore::Callback<T>) -> StoreMsg<NodeEngine, SM>,
     ) -> Result<T, Status> {
         self.store.ask(build).await.map_err(|error| self.refuse(&error))
     }
 }
 
 #[tonic::async_trait]
-impl NodeAdmin for AdminService {
+impl<SM: AdminMachine> NodeAdmin for AdminService<SM> {
     async fn create_group(
         &self,
         request: Request<pb::CreateGroupRequest>,
@@ -67,8 +103,7 @@ impl NodeAdmin for AdminService {
         } else {
             status
         };
-        let read = self.ask(|callback| read_ownership(group, Consistency::Stale, callback)).await?;
-        let shards = read.output.map(|ownership| shards_to_pb(&ownership));
+        let shards = SM::shards(&self.store, group).await.map_err(|error| self.refuse(&error))?;
         let role = match status.soft_state.role {
             Role::Leader => "leader",
             Role::Follower => "follower",

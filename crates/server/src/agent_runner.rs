@@ -256,6 +256,7 @@ impl AgentRunner {
                         nodes: answer.nodes,
                         node_states: answer.node_states,
                         lives: answer.lives,
+                        controllers: answer.controllers,
                     })
                 }
                 Err(error) => failed(&error),

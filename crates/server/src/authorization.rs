@@ -86,7 +86,8 @@ pub fn command_roles(command: &Command) -> &'static [Role] {
         | Command::Rebalance { .. }
         | Command::ReplaceNode { .. }
         | Command::DecommissionNode { .. }
-        | Command::RetireNode { .. } => &[Role::Admin],
+        | Command::RetireNode { .. }
+        | Command::SetControllerAddress { .. } => &[Role::Admin],
     }
 }
 
@@ -125,6 +126,17 @@ pub fn check_command(connection: Option<&ConnectionInfo>, command: &Command) -> 
 pub fn check_node_query(connection: Option<&ConnectionInfo>) -> Result<(), Status> {
     let Some(peer) = peer_of(connection)? else { return Ok(()) };
     permit(peer, NODES, || "a query naming a storage node (node_id)".to_string())
+}
+
+/// Checks that the peer of `connection` is an admin: a `NodeAdmin` call on a controller
+/// replica (`crate::controller_admin`), which changes who replicates the controller, is
+/// for admins alone even though storage nodes may call `NodeAdmin` on one another.
+///
+/// # Errors
+/// As [`check`].
+pub fn check_admin(connection: Option<&ConnectionInfo>) -> Result<(), Status> {
+    let Some(peer) = peer_of(connection)? else { return Ok(()) };
+    permit(peer, ADMINS, || "a change to the controller group's replicas".to_string())
 }
 
 /// The peer to check, or `None` on a node without TLS.
@@ -172,6 +184,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::ReplaceNode { .. } => "ReplaceNode",
         Command::DecommissionNode { .. } => "DecommissionNode",
         Command::RetireNode { .. } => "RetireNode",
+        Command::SetControllerAddress { .. } => "SetControllerAddress",
     }
 }
 
@@ -325,6 +338,22 @@ mod tests {
             security: Security::Plaintext,
         };
         assert!(check_node_query(Some(&plaintext)).is_ok());
+    }
+
+    #[test]
+    fn only_admins_change_the_controller_groups_replicas_or_record_their_addresses() {
+        assert!(check_admin(Some(&connection(Some(Role::Admin)))).is_ok());
+        for role in [Role::Node, Role::Client] {
+            let refused = check_admin(Some(&connection(Some(role)))).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+            assert!(refused.message().contains("the controller group's replicas"), "{refused}");
+        }
+        let record = Command::SetControllerAddress {
+            replica: mosaic_raft::NodeId(4),
+            address: "a:1".into(),
+        };
+        assert!(check_command(Some(&connection(Some(Role::Admin))), &record).is_ok());
+        assert!(check_command(Some(&connection(Some(Role::Node))), &record).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use mosaic_controller::ControllerMachine;
 use mosaic_engine::{Engine, WriteBatch, WriteOptions};
 use mosaic_raft::NodeId;
-use mosaic_raftstore::{StateMachine, StoreMsg};
+use mosaic_raftstore::{LeaderTerm, StateMachine, StoreMsg};
 use mosaic_types::CONTROLLER_GROUP;
 use tokio::sync::{Mutex, watch};
 
@@ -148,6 +148,60 @@ impl Bootstrapper {
         answer.shard_count = Some(shard_count);
         answer.created = true;
         Ok(answer)
+    }
+
+    /// Creates this replica of the group empty, to join it through its leader (`NodeAdmin.
+    /// JoinGroup`, sent by `mosaic admin controller add`): a replica with no membership that
+    /// never campaigns and waits for the leader's snapshot. Once it exists the replica serves
+    /// (as a follower until it leads). Never while a creation runs; a replica that joined
+    /// already (still without a membership, or a learner since) changes nothing. Runs in a task of its own, as
+    /// [`Bootstrapper::bootstrap`] does, so that a caller that goes away cannot leave the
+    /// replica holding the group without serving it.
+    ///
+    /// # Errors
+    /// [`mosaic_raftstore::Error::InvalidArgument`] when the replica holds the group with
+    /// voters and is no learner (created by init or `--bootstrap`, or promoted): its log is
+    /// its own, not a fresh joiner's; otherwise the store's refusal.
+    pub async fn join(
+        self: &Arc<Self>,
+        leader: Option<LeaderTerm>,
+    ) -> mosaic_raftstore::Result<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.join_once(leader).await })
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
+    }
+
+    async fn join_once(&self, leader: Option<LeaderTerm>) -> mosaic_raftstore::Result<()> {
+        let _creating = self.creating.lock().await;
+        let group = CONTROLLER_GROUP;
+        match self.store.ask(|callback| StoreMsg::Status { group, confirm: false, callback }).await
+        {
+            // Joined before: still waiting for the leader's snapshot, or added as a learner
+            // since (the join retried by a second `controller add` running at once).
+            Ok(status)
+                if status.conf_state.voters.is_empty()
+                    || status.conf_state.learners.contains(&self.node) => {}
+            Ok(status) => {
+                return Err(mosaic_raftstore::Error::InvalidArgument {
+                    reason: format!(
+                        "controller replica {} holds the controller group with voters {:?} \
+                         (created by init or --bootstrap, or promoted): a join changes nothing \
+                         here. If it was started with --bootstrap after losing its data, stop \
+                         it, clear its data directory and start it without --bootstrap",
+                        self.node, status.conf_state.voters
+                    ),
+                });
+            }
+            Err(mosaic_raftstore::Error::GroupNotFound { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        self.store.ask(|callback| StoreMsg::JoinGroup { group, leader, callback }).await?;
+        if !self.held.send_replace(true) {
+            tracing::info!(node_id = %self.node, leader = ?leader,
+                "joined the controller group; waiting for its leader's snapshot");
+        }
+        Ok(())
     }
 
     /// The shard count of the group the data directory holds, if it holds one.

@@ -134,15 +134,17 @@ impl Controller for ControllerService {
         // Only registered nodes are heard: the view holds no more nodes than the registry.
         let asked_by = asked_by.filter(|node| view.nodes.contains_key(node));
         let liveness = self.liveness(asked_by, term, arrived, view.nodes.keys().copied());
-        Ok(Response::new(convert::query_response_to_pb(
-            &view.config,
-            view.latest,
-            &view.nodes,
-            &liveness,
-            &view.node_states,
-            self.node,
-            &view.lives,
-        )))
+        let answer = convert::QueryAnswer {
+            config: view.config,
+            latest: view.latest,
+            nodes: view.nodes,
+            liveness,
+            node_states: view.node_states,
+            leader: self.node,
+            lives: view.lives,
+            controllers: view.controllers,
+        };
+        Ok(Response::new(answer.to_pb()))
     }
 
     async fn bootstrap(
@@ -174,6 +176,12 @@ impl Controller for ControllerService {
             held: held.is_some(),
             created: answer.created,
             shard_count: answer.shard_count.unwrap_or(0),
+            peers: self
+                .directory
+                .all()
+                .into_iter()
+                .map(|(replica, address)| pb::ControllerReplica { replica_id: replica.0, address })
+                .collect(),
         }))
     }
 }

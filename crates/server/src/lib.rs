@@ -26,6 +26,8 @@ pub mod authorization;
 pub mod backend;
 pub mod bootstrap;
 pub mod config;
+pub mod controller_admin;
+pub mod controller_peers;
 pub mod controller_service;
 pub mod disk;
 mod error;

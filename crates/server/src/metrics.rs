@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mosaic_controller::{ControllerMachine, ControllerQuery};
-use mosaic_raftstore::{Consistency, StoreMetrics, StoreMsg};
-use mosaic_types::CONTROLLER_GROUP;
+use mosaic_controller::ControllerMachine;
+use mosaic_raftstore::{Consistency, StoreMetrics};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,8 +21,6 @@ use tonic::Status;
 use crate::backend::NodeEngine;
 use crate::runner::{InboxMetrics, StoreHandle};
 
-/// How long a scrape waits for a controller replica's store to answer.
-const CONTROLLER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// A controller replica reads its state for its gauges at most this often, however many
 /// scrapes come (a flood of scrapes must not flood the store thread).
 const CONTROLLER_READ_INTERVAL: Duration = Duration::from_secs(1);
@@ -321,23 +318,7 @@ impl ControllerGauges {
             return;
         }
         *last_read = Some(Instant::now());
-        let group = CONTROLLER_GROUP;
-        let query = ControllerQuery { num: None };
-        let consistency = Consistency::Stale;
-        let read = self
-            .store
-            .ask_within(CONTROLLER_READ_TIMEOUT, |callback| StoreMsg::Read {
-                group,
-                query,
-                consistency,
-                callback,
-            })
-            .await;
-        let view = match read {
-            Ok(read) => read.output.map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        let view = match view {
+        let view = match crate::controller_peers::read_applied(&self.store).await {
             Ok(view) => view,
             Err(error) => {
                 tracing::debug!(%error, "cannot read the controller state for metrics");

@@ -1,7 +1,9 @@
 //! [`Node`]: a running node: its RocksDB store, the store thread, and the gRPC server on one
 //! listening socket. A storage node serves KV, the Raft transport and node admin (and follows
 //! the controller when given its addresses, see [`crate::agent_runner`]); a controller replica
-//! serves the `Controller` service and the Raft transport of the controller group.
+//! serves the `Controller` service, the Raft transport of the controller group, and node admin
+//! for that group alone ([`crate::controller_admin`]), following the controller replicas'
+//! recorded addresses ([`crate::controller_peers`]).
 //!
 //! Every node may also serve plain HTTP for metrics and probes ([`crate::http`], with
 //! `metrics-listen`).
@@ -42,6 +44,8 @@ use crate::authorization::AuthorizeLayer;
 use crate::backend::NodeEngine;
 use crate::bootstrap::{Bootstrapper, WAITING_FOR_INIT};
 use crate::config::{SHARD_CHUNK_BYTES_MAX, ServerConfig};
+use crate::controller_admin::ControllerAdmin;
+use crate::controller_peers;
 use crate::controller_service::ControllerService;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result};
@@ -226,6 +230,10 @@ impl Node {
                 "{WAITING_FOR_INIT}");
         }
         let held = bootstrapper.held();
+        let admin = ControllerAdmin::new(
+            AdminService::new(core.store.clone(), core.directory.clone()),
+            Arc::clone(&bootstrapper),
+        );
         let service = ControllerService::new(
             core.node,
             core.store.clone(),
@@ -234,6 +242,12 @@ impl Node {
             bootstrapper,
             config.node_down_after(),
         );
+        tokio::spawn(controller_peers::follow(
+            core.node,
+            core.store.clone(),
+            core.directory.clone(),
+            core.closing.subscribe(),
+        ));
         let mut replicas: Vec<String> = config.peers.values().cloned().collect();
         replicas.push(config.advertised().to_string());
         replicas.sort();
@@ -260,9 +274,11 @@ impl Node {
         } else {
             None
         };
-        let services = vec![controller_server::SERVICE_NAME];
+        let services = vec![controller_server::SERVICE_NAME, node_admin_server::SERVICE_NAME];
         Ok(core.serve(services, http, held, |router| {
-            router.add_service(ControllerServer::new(service))
+            router
+                .add_service(ControllerServer::new(service))
+                .add_service(NodeAdminServer::new(admin))
         }))
     }
 
@@ -432,6 +448,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
         let transport = GrpcTransport::new(
             TransportOptions {
                 node,
+                address: config.advertised().to_string(),
                 cluster,
                 timing,
                 peer_queue_batches: config.peer_queue_batches,
@@ -476,6 +493,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                 transfers: metrics.transfers.clone(),
             },
             store.clone(),
+            directory.clone(),
             closing_received,
         );
         let raft = RaftTransportServer::new(raft_service)

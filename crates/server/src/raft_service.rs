@@ -20,6 +20,7 @@ use crate::disk::DiskGuard;
 use crate::limits::Slots;
 use crate::metrics::TransferMetrics;
 use crate::runner::StoreHandle;
+use crate::status::Directory;
 
 /// What bounds the snapshots a node receives.
 #[derive(Clone, Debug)]
@@ -41,6 +42,9 @@ pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
     timing: pb::RaftTiming,
     intake: SnapshotIntake,
     store: StoreHandle<K, SM>,
+    /// Where this node reaches its peers: a sender it knows no address for is learned from
+    /// its batches.
+    directory: Directory,
     /// Becomes true when the node shuts down: long-lived streams end then, so that peers
     /// reconnect (to this node's successor, if it restarts) instead of holding a dead stream.
     closing: watch::Receiver<bool>,
@@ -48,7 +52,8 @@ pub struct RaftService<K: KvEngine, SM: StateMachine<K>> {
 
 impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
     /// The service of `node` in `cluster`, whose Raft timing is `timing`, receiving
-    /// snapshots within `intake`, feeding `store`, until `closing` turns true.
+    /// snapshots within `intake`, feeding `store`, learning unknown senders' addresses into
+    /// `directory`, until `closing` turns true.
     #[must_use]
     pub fn new(
         node: NodeId,
@@ -56,9 +61,26 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
         timing: pb::RaftTiming,
         intake: SnapshotIntake,
         store: StoreHandle<K, SM>,
+        directory: Directory,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        Self { node, cluster, timing, intake, store, closing }
+        Self { node, cluster, timing, intake, store, directory, closing }
+    }
+
+    /// Learns where `from` is reached from its batch, when no address of it is known (one
+    /// known is never replaced: the controller's records and the agent's registry say where
+    /// a node is; this only lets a replica answer a peer it was never told of).
+    fn learn_sender(&self, from: NodeId, address: &str) {
+        if address.is_empty()
+            || self.directory.address(from).is_some()
+            || mosaic_controller::validate_address(address).is_err()
+        {
+            return;
+        }
+        if self.directory.set(from, address) {
+            tracing::info!(node_id = %self.node, peer = %from, %address,
+                "learned a peer's address from its raft messages");
+        }
     }
 
     fn check_route(&self, cluster: u64, to: u64) -> Result<(), Status> {
@@ -128,6 +150,7 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
                     "refusing raft messages from a node with another timing");
                 return Err(status);
             }
+            self.learn_sender(from, &batch.from_address);
             let mut messages = Vec::with_capacity(batch.messages.len());
             for group_message in batch.messages {
                 let group = GroupId(group_message.group_id);

@@ -8,7 +8,8 @@
 //! peer's bounded queue or is dropped when the queue is full (Raft retries); a tokio task per
 //! peer drains the queue into the stream, reconnecting with backoff. While a peer cannot be
 //! reached its queue is drained and dropped, and the store is told (`Unreachable`) so that its
-//! leaders stop pipelining to it.
+//! leaders stop pipelining to it. A peer's address is looked up in the [`Directory`] on every
+//! send: when it changed, the peer gets a new stream at the new address and the old one ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 << 20;
 pub struct TransportOptions {
     /// This node.
     pub node: NodeId,
+    /// Where this node is reached (every batch says it, for a receiver that does not know).
+    pub address: String,
     /// The cluster (every batch names it; a receiver of another cluster refuses it).
     pub cluster: ClusterId,
     /// This node's Raft timing (every batch carries it; a receiver with another refuses it).
@@ -69,7 +72,8 @@ pub struct GrpcTransport<K: KvEngine, SM: StateMachine<K>> {
     directory: Directory,
     runtime: Handle,
     store: StoreHandle<K, SM>,
-    peers: BTreeMap<NodeId, mpsc::Sender<pb::RaftBatch>>,
+    /// Each peer's queue, and the address its stream reaches.
+    peers: BTreeMap<NodeId, (String, mpsc::Sender<pb::RaftBatch>)>,
     dropped_batches: u64,
 }
 
@@ -92,16 +96,19 @@ impl<K: KvEngine, SM: StateMachine<K>> GrpcTransport<K, SM> {
         self.dropped_batches
     }
 
+    /// The queue of `to`'s stream, started (or started afresh, at the new address) when the
+    /// directory's address of `to` is not the stream's: every later batch goes to the new
+    /// address, and the old stream ends once it has sent what it had queued.
     fn peer_queue(&mut self, to: NodeId) -> Option<&mpsc::Sender<pb::RaftBatch>> {
-        if !self.peers.contains_key(&to) {
-            let address = self.directory.address(to)?;
+        let address = self.directory.address(to)?;
+        if self.peers.get(&to).is_none_or(|(streaming, _)| *streaming != address) {
             let (sender, receiver) = mpsc::channel(self.options.peer_queue_batches);
             let store = self.store.clone();
             let tls = self.options.tls.clone();
-            self.runtime.spawn(peer_stream(to, address, tls, receiver, store));
-            self.peers.insert(to, sender);
+            self.runtime.spawn(peer_stream(to, address.clone(), tls, receiver, store));
+            self.peers.insert(to, (address, sender));
         }
-        self.peers.get(&to)
+        self.peers.get(&to).map(|(_, sender)| sender)
     }
 }
 
@@ -112,6 +119,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
             to_node: to.0,
             cluster_id: self.options.cluster.0,
             timing: Some(self.options.timing),
+            from_address: self.options.address.clone(),
             messages: messages
                 .iter()
                 .map(|(group, message)| pb::GroupMessage {
@@ -302,4 +310,47 @@ where
         _ => SendFailure::Failed(status.to_string()),
     })?;
     produced.map_err(SendFailure::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use mosaic_shardkv::KvStateMachine;
+
+    use super::*;
+    use crate::backend::NodeEngine;
+
+    /// Found in review: a peer's stream kept the address it started with, so a replica whose
+    /// address the directory changed was still reached at the old one (where another process
+    /// could answer as it). The stream is started afresh at the new address, and the old one's
+    /// queue dropped, which ends it.
+    #[tokio::test]
+    async fn a_peer_whose_address_changes_is_reached_at_its_new_address_only() {
+        let peer = NodeId(2);
+        let directory = Directory::new(BTreeMap::from([(peer, "127.0.0.1:1".to_string())]));
+        let (store, _inbox) = crate::runner::channel::<NodeEngine, KvStateMachine>(16);
+        let options = TransportOptions {
+            node: NodeId(1),
+            address: "127.0.0.1:3".to_string(),
+            cluster: ClusterId(1),
+            timing: pb::RaftTiming { tick_interval_ms: 20, election_ticks: 10 },
+            peer_queue_batches: 4,
+            snapshot_chunk_bytes_max: 1 << 20,
+            budget: Arc::new(Budget::new(1 << 20)),
+            snapshot_sends: Slots::new(1, "snapshot-sends-max", "snapshots sent"),
+            tls: None,
+            transfers: TransferMetrics::default(),
+        };
+        let mut transport =
+            GrpcTransport::new(options, directory.clone(), Handle::current(), store);
+        transport.send(peer, Vec::new());
+        let (streaming, queue) = &transport.peers[&peer];
+        assert_eq!(streaming, "127.0.0.1:1");
+        let old = queue.downgrade();
+        transport.send(peer, Vec::new());
+        assert!(old.upgrade().is_some(), "the same address keeps its stream");
+        assert!(directory.set(peer, "127.0.0.1:2"));
+        transport.send(peer, Vec::new());
+        assert_eq!(transport.peers[&peer].0, "127.0.0.1:2");
+        assert!(old.upgrade().is_none(), "the old stream's queue is dropped");
+    }
 }

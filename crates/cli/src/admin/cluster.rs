@@ -394,8 +394,14 @@ impl Cluster {
             (Output::Json, Outcome::GroupRetired { group }) => {
                 json!({ "result": "group-retired", "group": group.0 }).to_string()
             }
-            (Output::Human, Outcome::NodeDecommissioning { .. } | Outcome::NodeRetired { .. }) => {
-                outcome.to_string()
+            (
+                Output::Human,
+                Outcome::NodeDecommissioning { .. }
+                | Outcome::NodeRetired { .. }
+                | Outcome::ControllerAddressRecorded { .. },
+            ) => outcome.to_string(),
+            (Output::Json, Outcome::ControllerAddressRecorded { replica }) => {
+                json!({ "result": "controller-address-recorded", "replica": replica.0 }).to_string()
             }
             (Output::Json, Outcome::NodeDecommissioning { node, num, replacements }) => json!({
                 "result": "node-decommissioning",

@@ -2,7 +2,8 @@
 //!
 //! Against the controller (`--controllers HOST:PORT,...`): initializing a new cluster
 //! ([`init`]), the node registry, replacing a node in its groups, decommissioning a node
-//! ([`decommission`]), adding and removing groups,
+//! ([`decommission`]), changing the controller's own replicas ([`controllers`]), adding and
+//! removing groups,
 //! moving shards, rebalancing, the configuration history and the cluster's status
 //! ([`cluster`]):
 //!
@@ -11,6 +12,7 @@
 //! mosaic admin --controllers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 node list
 //! mosaic admin --controllers ... node replace 3 --with 5
 //! mosaic admin --controllers ... node decommission 3
+//! mosaic admin --controllers ... controller add 4 --address 10.0.0.4:7000
 //! mosaic admin --controllers ... group add 1 --members 1,2,3
 //! mosaic admin --controllers ... rebalance --dry-run
 //! mosaic admin --controllers ... config show
@@ -29,6 +31,7 @@
 //! message on stderr on any error; a command the controller refused exits 1 and says why.
 
 mod cluster;
+mod controllers;
 mod decommission;
 mod init;
 mod replicas;
@@ -94,6 +97,9 @@ enum AdminCommand {
               value_parser = clap::value_parser!(u32).range(1..))]
         shard_count: u32,
     },
+    /// The controller group's own replicas (controller).
+    #[command(subcommand)]
+    Controller(ControllerCommand),
     /// Registered storage nodes (controller).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -162,6 +168,40 @@ enum NodeCommand {
         /// How long to wait at most, in seconds; exits 1 if the groups are not done by then.
         #[arg(long, default_value_t = 3600)]
         max_wait: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ControllerCommand {
+    /// Lists the controller group's replicas as its leader shows them: voters, learners,
+    /// and how far each one's log matches the leader's.
+    List,
+    /// Adds a controller replica, already running on an empty data directory without
+    /// --bootstrap and with --peers naming every voter: records its address, then it joins
+    /// as a learner, receives the controller's state as a snapshot, and becomes a voter once
+    /// caught up (progress on stderr). A member that lost its data is removed first, then
+    /// added back at the same address (a replica on another host takes a new id). Running
+    /// it again resumes.
+    Add {
+        /// The replica's id (its --id).
+        id: u64,
+        /// Where it listens, as its peers and clients reach it: HOST:PORT.
+        #[arg(long)]
+        address: String,
+        /// How long the whole operation may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        max_wait: u64,
+    },
+    /// Removes a controller replica from the group through its leader (it may be dead);
+    /// refused for the only voter, and when the voters left that answer are not a majority
+    /// of the voters left. Stop the removed replica's process afterwards.
+    Remove {
+        /// The replica's id.
+        id: u64,
+        /// Removes it even when the voters left that answer are not a majority (the group
+        /// then elects no leader until enough of them are back).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -253,6 +293,28 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Init { shard_count } => {
             let deadline = Instant::now() + timeout;
             init::init(&args.controllers, tls.as_ref(), shard_count, deadline, output).await
+        }
+        AdminCommand::Controller(command) => {
+            let cluster = cluster()?;
+            let max_wait = match &command {
+                ControllerCommand::Add { max_wait, .. } => Duration::from_secs(*max_wait),
+                ControllerCommand::List | ControllerCommand::Remove { .. } => timeout,
+            };
+            let controllers = controllers::Controllers {
+                cluster: &cluster,
+                addresses: &args.controllers,
+                tls: tls.as_ref(),
+                deadline: Instant::now() + max_wait,
+            };
+            match command {
+                ControllerCommand::List => controllers.list().await,
+                ControllerCommand::Add { id, address, .. } => {
+                    controllers.add(NodeId(id), &address).await
+                }
+                ControllerCommand::Remove { id, force } => {
+                    controllers.remove(NodeId(id), force).await
+                }
+            }
         }
         AdminCommand::Node(NodeCommand::List) => cluster()?.node_list().await,
         AdminCommand::Node(NodeCommand::Replace { node, with, group }) => {

@@ -78,7 +78,7 @@ impl Members<'_> {
     }
 
     /// Runs `job`, reporting a learner's catch-up on stderr every [`PROGRESS_EVERY`].
-    async fn run(
+    pub(super) async fn run(
         &self,
         driver: &MembershipDriver,
         job: MembershipJob,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use mosaic_controller::{Command, ConfigNum, Configuration, Error, Outcome, Request};
 use mosaic_engine::{ClientId, GroupId};
-use mosaic_proto::controller::{execute_response_to_pb, query_response_to_pb, request_from_pb};
+use mosaic_proto::controller::{QueryAnswer, execute_response_to_pb, request_from_pb};
 use mosaic_proto::pb;
 use mosaic_proto::pb::controller_server::{Controller, ControllerServer};
 use mosaic_raft::NodeId;
@@ -259,7 +259,8 @@ fn apply(state: &mut State, request: Request) -> std::result::Result<Outcome, Er
         | Command::Rebalance { .. }
         | Command::ReplaceNode { .. }
         | Command::DecommissionNode { .. }
-        | Command::RetireNode { .. } => {
+        | Command::RetireNode { .. }
+        | Command::SetControllerAddress { .. } => {
             Ok(Outcome::Unchanged { num: ConfigNum(0), reason: "the fake changes nothing".into() })
         }
     };
@@ -315,17 +316,19 @@ impl Controller for Replica {
             },
         };
         let leader = NodeId(self.index as u64 + 1);
-        Ok(tonic::Response::new(query_response_to_pb(
-            config,
+        let answer = QueryAnswer {
+            config: config.clone(),
             latest,
-            &state.nodes,
+            nodes: state.nodes.clone(),
             // The fake hears no node: every one is unknown.
-            &BTreeMap::new(),
+            liveness: BTreeMap::new(),
             // Nor does it decommission one: every one is active.
-            &BTreeMap::new(),
+            node_states: BTreeMap::new(),
             leader,
-            &BTreeMap::new(),
-        )))
+            lives: BTreeMap::new(),
+            controllers: BTreeMap::new(),
+        };
+        Ok(tonic::Response::new(answer.to_pb()))
     }
 
     /// Every replica of the fake holds the group from the start: a bootstrap changes nothing.
@@ -339,6 +342,13 @@ impl Controller for Replica {
             held: true,
             created: false,
             shard_count: lock(&self.state).configs[0].shard_count(),
+            peers: (1..)
+                .zip(&self.addresses)
+                .map(|(id, address)| pb::ControllerReplica {
+                    replica_id: id,
+                    address: address.clone(),
+                })
+                .collect(),
         }))
     }
 }

@@ -108,20 +108,20 @@ fn proto_seeds(entry: &Entry, session: Session) {
     write("proto_messages", "configuration", &configuration);
     let nodes = [(NodeId(1), "127.0.0.1:7001".to_string())].into();
     let query = selected(4, &|| {
-        let lives = Default::default();
         let liveness =
             [(NodeId(1), NodeLiveness::Up { last_heard: std::time::Duration::from_millis(40) })]
                 .into();
-        let states = Default::default();
-        convert::query_response_to_pb(
-            &config,
-            ConfigNum(0),
-            &nodes,
-            &liveness,
-            &states,
-            NodeId(1),
-            &lives,
-        )
+        convert::QueryAnswer {
+            config: config.clone(),
+            latest: ConfigNum(0),
+            nodes: nodes.clone(),
+            liveness,
+            node_states: Default::default(),
+            leader: NodeId(1),
+            lives: Default::default(),
+            controllers: Default::default(),
+        }
+        .to_pb()
         .encode_to_vec()
     });
     write("proto_messages", "query-response", &query);
