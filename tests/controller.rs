@@ -824,6 +824,42 @@ async fn a_dead_controller_replica_is_replaced_while_groups_are_added_and_nothin
     );
 }
 
+/// Found in review: a controller replica down while a new replica was added and an old one
+/// removed never applied the new replica's recorded address; back (with its old `--peers`)
+/// after the replica that led was gone, it could not answer the new one's vote request, and
+/// two of three voters alive elected no one. Every Raft batch carries its sender's address,
+/// which a replica that knows none for the sender learns: the two elect a leader and serve.
+#[test]
+fn a_controller_replica_that_missed_a_new_replicas_address_learns_it_from_its_messages() {
+    let mut controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    controllers.wait_registered(0);
+    controllers.kill(2);
+    let new = controllers.add_process();
+    let address = controllers.addresses[&new].clone();
+    controllers.admin(&["controller", "add", &new.to_string(), "--address", &address]);
+    // The old leader stays; the other old replica is removed (replica 2 is down: it does not
+    // work, yet the leader and the new one are a majority of the voters left).
+    let list = json(&controllers.admin(&["--output", "json", "controller", "list"]));
+    let leader = list["leader"].as_u64().unwrap();
+    assert!(leader == 1 || leader == 3, "{list}");
+    let other = 4 - leader;
+    controllers.admin(&["controller", "remove", &other.to_string()]);
+    assert_eq!(controller_voters(&controllers), [2.min(leader), 2.max(leader), new]);
+    // The leader gone, the new replica needs replica 2's vote, and 2 never heard of it: it
+    // comes back with the `--peers` it was started with.
+    controllers.kill(leader);
+    controllers.kill(other);
+    let new_address = controllers.addresses.remove(&new).unwrap();
+    controllers.spawn(2);
+    controllers.addresses.insert(new, new_address);
+    controllers.wait_listening(2);
+    // Replicas 2 and 4 elect a leader: the controller answers over its whole history.
+    let config = latest(&controllers);
+    assert_eq!(config["num"], 0, "{config}");
+    let log = std::fs::read_to_string(controllers.log(2)).unwrap();
+    assert!(log.contains("learned a peer's address from its raft messages"), "{log}");
+}
+
 /// A node's limits on moving state hold while shards move, and the moves still finish: each
 /// node serves one shard stream at a time, within a bandwidth budget that keeps each stream
 /// open about a fifth of a second, while the pulling node starts four pulls at once. The pulls
