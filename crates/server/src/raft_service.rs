@@ -72,7 +72,7 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftService<K, SM> {
     /// a node is; this only lets a replica answer a peer it was never told of).
     fn learn_sender(&self, from: NodeId, address: &str) {
         if address.is_empty()
-            || self.directory.address(from).is_some()
+            || self.directory.knows(from)
             || mosaic_controller::validate_address(address).is_err()
         {
             return;

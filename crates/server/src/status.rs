@@ -35,6 +35,18 @@ impl Directory {
         self.read().get(&node).cloned()
     }
 
+    /// Whether `node`'s address is `address` (no copy made: the transport asks on every send).
+    #[must_use]
+    pub fn is_at(&self, node: NodeId, address: &str) -> bool {
+        self.read().get(&node).is_some_and(|known| known == address)
+    }
+
+    /// Whether an address of `node` is known.
+    #[must_use]
+    pub fn knows(&self, node: NodeId) -> bool {
+        self.read().contains_key(&node)
+    }
+
     /// Every known node and its address.
     #[must_use]
     pub fn all(&self) -> BTreeMap<NodeId, String> {

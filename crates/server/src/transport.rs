@@ -100,8 +100,8 @@ impl<K: KvEngine, SM: StateMachine<K>> GrpcTransport<K, SM> {
     /// directory's address of `to` is not the stream's: every later batch goes to the new
     /// address, and the old stream ends once it has sent what it had queued.
     fn peer_queue(&mut self, to: NodeId) -> Option<&mpsc::Sender<pb::RaftBatch>> {
-        let address = self.directory.address(to)?;
-        if self.peers.get(&to).is_none_or(|(streaming, _)| *streaming != address) {
+        if !self.peers.get(&to).is_some_and(|(streaming, _)| self.directory.is_at(to, streaming)) {
+            let address = self.directory.address(to)?;
             let (sender, receiver) = mpsc::channel(self.options.peer_queue_batches);
             let store = self.store.clone();
             let tls = self.options.tls.clone();

@@ -5,8 +5,9 @@
 //! "Changing the controller's replicas").
 //!
 //! The replicas are found by asking every address known (`--controllers`, the addresses the
-//! controller recorded, `--address`) which replica it is (a dry run of `Controller.Bootstrap`,
-//! as `init` asks); a replica that does not answer is left out of the search for the leader.
+//! controller recorded, `--address`, then the replicas' own peers) which replica it is (a dry
+//! run of `Controller.Bootstrap`, as `init` asks); a replica that does not answer is left out
+//! of the search for the leader.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -279,20 +280,18 @@ impl Controllers<'_> {
     }
 
     /// The voters of `view` other than `id` that hold the group with a membership and follow
-    /// the leader of `view` in its term, each asked now.
+    /// the leader of `view` in its term, each asked now (all at once: one that is down costs a
+    /// call timeout, not one per voter).
     async fn working(&self, id: NodeId, view: &LeaderView, found: &Found) -> BTreeSet<NodeId> {
-        let mut working = BTreeSet::new();
-        for voter in view.voters.iter().filter(|voter| **voter != id) {
-            let Some(holding) = found.get(voter) else { continue };
-            if let Ok(status) = self.status(holding).await
-                && !status.voters.is_empty()
+        let voters = view.voters.iter().filter(|voter| **voter != id);
+        let asks = voters.filter_map(|voter| found.get(voter)).map(|holding| async move {
+            let status = self.status(holding).await.ok()?;
+            let follows = !status.voters.is_empty()
                 && status.term == view.term.0
-                && status.leader == Some(view.leader.0)
-            {
-                working.insert(*voter);
-            }
-        }
-        working
+                && status.leader == Some(view.leader.0);
+            follows.then_some(holding.node)
+        });
+        futures_util::future::join_all(asks).await.into_iter().flatten().collect()
     }
 
     /// Removes replica `id` from the controller group through its leader; unless `force`,
