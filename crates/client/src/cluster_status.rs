@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use mosaic_controller::{ConfigNum, may_hold};
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::controller::QueryAnswer;
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
@@ -189,14 +190,16 @@ impl ClusterStatus {
     /// or has not applied the latest configuration yet (not known to be out).
     #[must_use]
     pub fn holding(&self, node: NodeId) -> Vec<GroupId> {
-        let latest = self.answer.config.num.0;
+        let latest = self.answer.config.num;
         self.groups
             .iter()
             .filter(|group| {
-                group.voters.is_empty()
-                    || group.applied().is_none_or(|applied| applied < latest)
-                    || group.voters.contains(&node)
-                    || group.learners.contains(&node)
+                // No voters: no leader answered.
+                let shown = group.applied().filter(|_| !group.voters.is_empty()).map(|applied| {
+                    let member = group.voters.contains(&node) || group.learners.contains(&node);
+                    (ConfigNum(applied), member)
+                });
+                may_hold(latest, shown)
             })
             .map(|group| group.group)
             .collect()

@@ -34,7 +34,10 @@ pub use liveness::{DEFAULT_NODE_DOWN_AFTER, Liveness, NodeLiveness};
 pub use machine::{
     CONTROLLER_SHARD, ControllerMachine, ControllerQuery, ControllerView, bootstrap_batch,
 };
-pub use repair::{NodeReport, REPAIR_GRACE, RETIRE_RETRY, RepairStep, Repairer, RetireWatch};
+pub use repair::{
+    NodeReport, REPAIR_GRACE, REPAIR_TICK, RETIRE_RETRY, RepairStep, Repairer, RetireWatch,
+    may_hold,
+};
 pub use state::{
     ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT, GroupLife, validate_address,
 };

@@ -111,6 +111,32 @@ impl Liveness {
         }
     }
 
+    /// What a replica that answered a read of the configuration as the leader of `term` says
+    /// of liveness, at `now`: a storage node's read (`asked_by`, which arrived at `arrived`)
+    /// is a hearing of it and answers nothing (an agent reads several times a second and needs
+    /// no liveness: its answers stay small); anyone else's read gets what the view says of
+    /// each of `nodes`. The controller service and the simulator's controller replicas both
+    /// answer with this.
+    pub fn answer(
+        &mut self,
+        asked_by: Option<NodeId>,
+        term: Term,
+        arrived: Duration,
+        now: Duration,
+        nodes: impl Iterator<Item = NodeId>,
+    ) -> BTreeMap<NodeId, NodeLiveness> {
+        match asked_by {
+            Some(node) => {
+                self.heard(node, term, arrived);
+                BTreeMap::new()
+            }
+            None => {
+                self.leads(term, now);
+                nodes.map(|node| (node, self.of(node, term, now))).collect()
+            }
+        }
+    }
+
     /// What the view says of `node` at `now`, to a read answered in `term`.
     #[must_use]
     pub fn of(&self, node: NodeId, term: Term, now: Duration) -> NodeLiveness {
@@ -210,6 +236,26 @@ mod tests {
             view.of(NodeId(1), Term(4), start + secs(1)),
             NodeLiveness::Up { last_heard: secs(1) }
         );
+    }
+
+    #[test]
+    fn a_nodes_read_is_heard_and_answered_nothing_and_anyone_elses_is_told_every_node() {
+        let start = secs(100);
+        let mut view = Liveness::new(DOWN_AFTER);
+        let nodes = [NodeId(1), NodeId(2)];
+        let told = view.answer(Some(NodeId(1)), Term(2), start, start + secs(1), nodes.into_iter());
+        assert!(told.is_empty());
+        let told = view.answer(None, Term(2), start + secs(3), start + secs(3), nodes.into_iter());
+        assert_eq!(
+            told,
+            BTreeMap::from([
+                (NodeId(1), NodeLiveness::Up { last_heard: secs(3) }),
+                (NodeId(2), NodeLiveness::Unknown),
+            ])
+        );
+        // A read answered in an earlier term is no hearing.
+        view.answer(Some(NodeId(2)), Term(1), start + secs(4), start + secs(4), nodes.into_iter());
+        assert_eq!(view.of(NodeId(2), Term(2), start + secs(4)), NodeLiveness::Unknown);
     }
 
     #[test]

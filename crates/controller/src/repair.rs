@@ -41,10 +41,13 @@ use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
 
 use crate::command::{Command, Outcome};
+use crate::configuration::ConfigNum;
 use crate::decommission::NodeState;
 use crate::error::Error;
 use crate::liveness::NodeLiveness;
 
+/// How often a repair runner looks: reads the controller and calls [`Repairer::tick`].
+pub const REPAIR_TICK: Duration = Duration::from_secs(1);
 /// How long after a refused `RetireNode` it is asked again (each ask is a log entry).
 pub const RETIRE_RETRY: Duration = Duration::from_secs(5);
 /// How long this repairer must itself have seen a node down (however long the leader has
@@ -85,6 +88,38 @@ pub struct NodeReport {
     pub state: NodeState,
     /// Its liveness.
     pub liveness: NodeLiveness,
+}
+
+impl NodeReport {
+    /// The report of each of `nodes` (the registered nodes), from the states the controller
+    /// holds (a node absent is active) and what its leader says of liveness (a node absent is
+    /// unknown).
+    #[must_use]
+    pub fn of_all(
+        nodes: impl Iterator<Item = NodeId>,
+        states: &BTreeMap<NodeId, NodeState>,
+        liveness: &BTreeMap<NodeId, NodeLiveness>,
+    ) -> BTreeMap<NodeId, Self> {
+        nodes
+            .map(|node| {
+                let report = Self {
+                    state: states.get(&node).copied().unwrap_or_default(),
+                    liveness: liveness.get(&node).copied().unwrap_or(NodeLiveness::Unknown),
+                };
+                (node, report)
+            })
+            .collect()
+    }
+}
+
+/// Whether a group may still hold a replica on a node, the latest configuration being
+/// `latest`: unless its leader answered (`shown`: the configuration the leader has applied,
+/// and whether its membership, voters or learners, includes the node), has applied `latest`
+/// and shows the node out. What `mosaic admin node decommission` and the repair runners
+/// (the server's and the simulator's) pass as `holding`.
+#[must_use]
+pub fn may_hold(latest: ConfigNum, shown: Option<(ConfigNum, bool)>) -> bool {
+    shown.is_none_or(|(applied, member)| applied < latest || member)
 }
 
 /// What [`Repairer::tick`] decided.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mosaic_controller::{
-    Command, Error, NodeLiveness, NodeReport, NodeState, Outcome, REPAIR_GRACE, RETIRE_RETRY,
-    RepairStep, Repairer, RetireWatch,
+    Command, ConfigNum, Error, NodeLiveness, NodeReport, NodeState, Outcome, REPAIR_GRACE,
+    RETIRE_RETRY, RepairStep, Repairer, RetireWatch, may_hold,
 };
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
@@ -208,4 +208,29 @@ fn a_retire_watch_counts_empty_observations_in_a_row() {
     watch.refused(secs(3));
     assert!(!watch.observe(Some(&[]), secs(4)));
     assert!(watch.observe(Some(&[]), secs(3) + RETIRE_RETRY));
+}
+
+#[test]
+fn reports_default_to_active_and_unknown() {
+    let states = BTreeMap::from([(NodeId(2), NodeState::Decommissioning)]);
+    let liveness = BTreeMap::from([(NodeId(1), NodeLiveness::Up { last_heard: secs(2) })]);
+    let reports = NodeReport::of_all([1, 2, 3].map(NodeId).into_iter(), &states, &liveness);
+    let expected = BTreeMap::from([
+        (NodeId(1), NodeReport { state: NodeState::Active, liveness: liveness[&NodeId(1)] }),
+        (
+            NodeId(2),
+            NodeReport { state: NodeState::Decommissioning, liveness: NodeLiveness::Unknown },
+        ),
+        (NodeId(3), NodeReport { state: NodeState::Active, liveness: NodeLiveness::Unknown }),
+    ]);
+    assert_eq!(reports, expected);
+}
+
+#[test]
+fn a_group_holds_a_node_unless_its_leader_applied_the_latest_configuration_without_it() {
+    let latest = ConfigNum(5);
+    assert!(may_hold(latest, None), "no leader answered");
+    assert!(may_hold(latest, Some((ConfigNum(4), false))), "the leader is behind");
+    assert!(may_hold(latest, Some((ConfigNum(5), true))), "the leader shows the node");
+    assert!(!may_hold(latest, Some((ConfigNum(5), false))));
 }

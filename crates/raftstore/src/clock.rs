@@ -4,8 +4,8 @@
 //! Lease reads are timed with the clock, not with ticks: a leader whose thread stalls counts no
 //! ticks, but its clock runs on, so it wakes up with its lease expired.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The monotonic clock a store reads. Production reads `Instant::now()`; the simulator its
@@ -15,10 +15,12 @@ pub trait Clock {
     fn now(&self) -> Duration;
 }
 
-/// A clock that moves only when told; clones share the time.
+/// A clock that moves only when told; clones share the time, and may be sent to other
+/// threads (a store callback that reads the time, say).
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock {
-    now: Rc<Cell<Duration>>,
+    /// Nanoseconds since the origin.
+    nanos: Arc<AtomicU64>,
 }
 
 impl ManualClock {
@@ -30,25 +32,23 @@ impl ManualClock {
 
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.now.set(self.now.get() + by);
+        self.set(self.now() + by);
     }
 
     /// Sets the time.
     ///
     /// # Panics
-    /// If `now` is before the current time: a monotonic clock never goes back.
+    /// If `now` is before the current time: a monotonic clock never goes back; or past
+    /// 2^64 nanoseconds (584 years).
     pub fn set(&self, now: Duration) {
-        assert!(
-            now >= self.now.get(),
-            "the clock would go back from {:?} to {now:?}",
-            self.now.get()
-        );
-        self.now.set(now);
+        assert!(now >= self.now(), "the clock would go back from {:?} to {now:?}", self.now());
+        let nanos = u64::try_from(now.as_nanos()).expect("a manual clock counts 584 years");
+        self.nanos.store(nanos, Ordering::Relaxed);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
-        self.now.get()
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
 }

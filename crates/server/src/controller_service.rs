@@ -57,9 +57,8 @@ impl ControllerService {
         Self { node, store, directory, request_timeout, bootstrapper, liveness, origin }
     }
 
-    /// Records that this replica, leading in `term`, heard from `node` (a storage node's
-    /// query that `arrived` then) and answers nothing of liveness; or, to anyone else's query,
-    /// what it says of each of `nodes`.
+    /// What this replica, leading in `term`, answers of liveness to a query that `arrived`
+    /// then ([`Liveness::answer`]).
     fn liveness(
         &self,
         asked_by: Option<NodeId>,
@@ -69,18 +68,7 @@ impl ControllerService {
     ) -> BTreeMap<NodeId, NodeLiveness> {
         let now = self.origin.elapsed();
         let mut liveness = self.liveness.lock().unwrap_or_else(PoisonError::into_inner);
-        match asked_by {
-            // An agent reads the configuration several times a second and needs no liveness:
-            // its answers stay as small as before.
-            Some(node) => {
-                liveness.heard(node, term, arrived);
-                BTreeMap::new()
-            }
-            None => {
-                liveness.leads(term, now);
-                nodes.map(|node| (node, liveness.of(node, term, now))).collect()
-            }
-        }
+        liveness.answer(asked_by, term, arrived, now, nodes)
     }
 
     async fn ask<T: Send + 'static>(

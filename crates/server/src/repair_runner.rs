@@ -2,7 +2,7 @@
 //! `auto-repair-after-ms` (docs/controller.md "Automatic repair"): it carries out the decisions
 //! of [`Repairer`].
 //!
-//! Every [`TICK`] it reads the controller as `mosaic admin` does (the latest configuration and
+//! Every [`REPAIR_TICK`] it reads the controller as `mosaic admin` does (the latest configuration and
 //! what the leader says of every registered node); unless this replica is the leader that
 //! answered, it does nothing and forgets what it saw. As the leader it reads, for each
 //! decommissioning node, which groups may still hold a replica on it (every group's leader,
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mosaic_client::cluster_status::ClusterStatus;
 use mosaic_client::{ControllerClient, ControllerClientOptions, QueryAnswer, Tls};
 use mosaic_controller::{
-    Command, ControllerMachine, NodeReport, Outcome, RepairStep, Repairer, Request,
+    Command, ControllerMachine, NodeReport, Outcome, REPAIR_TICK, RepairStep, Repairer, Request,
 };
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
@@ -28,8 +28,6 @@ use tokio::sync::watch;
 use crate::backend::NodeEngine;
 use crate::runner::StoreHandle;
 
-/// How often the runner looks.
-pub const TICK: Duration = Duration::from_secs(1);
 /// How long a call to a group's member may take when reading the groups' status.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -77,7 +75,7 @@ impl RepairRunner {
     /// Runs until `closing` turns true.
     pub async fn run(mut self, mut closing: watch::Receiver<bool>) {
         let origin = Instant::now();
-        let mut ticker = tokio::time::interval(TICK);
+        let mut ticker = tokio::time::interval(REPAIR_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -99,17 +97,8 @@ impl RepairRunner {
                 return;
             }
         };
-        let reports: BTreeMap<NodeId, NodeReport> = answer
-            .nodes
-            .keys()
-            .map(|node| {
-                let report = NodeReport {
-                    state: answer.state_of(*node),
-                    liveness: answer.liveness_of(*node),
-                };
-                (*node, report)
-            })
-            .collect();
+        let reports =
+            NodeReport::of_all(answer.nodes.keys().copied(), &answer.node_states, &answer.liveness);
         let holding = self.holding(&answer, &Repairer::decommissioning(&reports)).await;
         match self.repairer.tick(now, &reports, &holding) {
             RepairStep::Idle => self.waiting = None,

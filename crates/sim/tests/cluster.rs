@@ -10,14 +10,14 @@
 //! | `MOSAIC_SIM_SEED=S` | replay exactly seed S |
 //! | `MOSAIC_SIM_LOG=FILTER` | print the simulated nodes' log lines at that level (`debug`, `mosaic_agent=info`) |
 //!
-//! The variables apply to the four seed sweeps (`every_history_...`, `wide_groups_...`,
-//! `members_replaced_...` and `a_node_decommissioned_...`); `MOSAIC_SIM_SEED` also picks the
-//! seed `a_seed_replays_exactly` runs twice.
+//! The variables apply to the five seed sweeps (`every_history_...`, `wide_groups_...`,
+//! `members_replaced_...`, `a_node_decommissioned_...` and `a_storage_node_dead_for_good_...`);
+//! `MOSAIC_SIM_SEED` also picks the seed `a_seed_replays_exactly` runs twice.
 
 mod support;
 
 use mosaic_raftstore::StoreConfig;
-use mosaic_sim::cluster::{MembershipConfig, ReadMode, SimConfig, StallConfig, run};
+use mosaic_sim::cluster::{MembershipConfig, ReadMode, RepairConfig, SimConfig, StallConfig, run};
 use support::{Suite, env_u64, run_suite};
 
 /// Seeds of the default configuration (with lease reads, stalls and tick rates) a run covers
@@ -30,6 +30,8 @@ const WIDE_SEEDS: u64 = 100;
 const MEMBERSHIP_SEEDS: u64 = 150;
 /// Seeds of that configuration with a node decommissioned in each.
 const DECOMMISSION_SEEDS: u64 = 20;
+/// Seeds of that configuration with automatic repair and a node dead for good in each.
+const REPAIR_SEEDS: u64 = 20;
 
 /// This file's seed variables.
 const SIM: Suite = Suite { env: "MOSAIC_SIM", test_file: "cluster" };
@@ -191,6 +193,72 @@ fn a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing() {
     );
 }
 
+/// The default cluster (disks lost too) with automatic repair at every controller replica (a
+/// node unheard for 1 s is down, down for 8 s is repaired) and a storage node dying for good
+/// in the first half of the safety phase. The administrator does not replace members here:
+/// see `a_removed_group_whose_listed_member_died_for_good_hands_its_shards_off`.
+fn repaired_config() -> SimConfig {
+    let mut config = SimConfig { repair: Some(RepairConfig::default()), ..SimConfig::default() };
+    config.faults.disk_loss_per_mille = 300;
+    config
+}
+
+/// Automatic repair under faults: one storage node of five dies for good while clients
+/// write, groups are added and removed, shards move and other nodes lose their disks; whichever
+/// controller replica leads (through its crashes and failovers) holds the node down, moves its
+/// replicas to other nodes and marks it retired once no group holds it. The run ends with the
+/// node retired, every group at the voters it lists on nodes that are up, every history
+/// linearizable. (A node cut off from the controller's leader long enough is repaired too, as
+/// in production: rare with these times, and such runs repair more than one node.)
+#[test]
+fn a_storage_node_dead_for_good_is_repaired_by_the_controller_and_nothing_is_lost() {
+    let config = repaired_config();
+    run_suite(
+        &SIM,
+        "a_storage_node_dead_for_good_is_repaired_by_the_controller_and_nothing_is_lost",
+        REPAIR_SEEDS,
+        |seed| {
+            let report = run(seed, &config);
+            eprintln!("{report}");
+            report.failure().or_else(|| {
+                let (decommissioned, retired) = report.repairs;
+                let dead = &report.faults.dead_for_good;
+                let hosted = dead.iter().all(|(_, hosted)| *hosted > 0);
+                (dead.len() != 1 || !hosted || decommissioned == 0 || retired == 0).then(|| {
+                    format!(
+                        "nodes {dead:?} (with the replicas each hosted) died for good, the \
+                         repairers decommissioned {decommissioned} and retired {retired}"
+                    )
+                })
+            })
+        },
+    );
+}
+
+/// Known bugs, found by the repair sweep with the administrator replacing members too: 18 of
+/// seeds 0..150 do not settle. Diagnosed for seeds like 13 and 30 (seeds 6 and 10 of an
+/// earlier schedule): a group removed while it was still taking on the members its
+/// configuration lists, one of which then died for good, never hands its shards off. Its
+/// leader is an old member the configuration no longer lists, the membership change it runs
+/// waits for ever for the dead node to join (a removed group's listing never changes), and the
+/// new owner's confirm asks only the listed members and the shard's sources, which do not lead
+/// it; so the group never retires, and the dead node is never retired either
+/// (`node-still-listed`). A confirm that followed a replica's leader hint would reach the
+/// leader. Not yet diagnosed: seed 71 (a pull that never ends) and seed 114 (a group without a
+/// leader). Fails until they are fixed: `cargo test --workspace --all-targets -- --ignored
+/// a_removed_group_whose_listed_member_died_for_good_hands_its_shards_off`.
+#[test]
+#[ignore = "known bugs: a node dead for good while members are replaced (see above)"]
+fn a_removed_group_whose_listed_member_died_for_good_hands_its_shards_off() {
+    let config = SimConfig { repair: Some(RepairConfig::default()), ..members_replaced_config() };
+    for seed in [13, 30, 71, 114] {
+        let report = run(seed, &config);
+        if let Some(failure) = report.failure() {
+            panic!("seed {seed} failed: {failure}\n{report}");
+        }
+    }
+}
+
 /// Found by the sweeps above past their default seeds: a group two of whose three founders
 /// were replaced (seeds 1004 and 1061 of `members_replaced...`) or decommissioned (seeds 44
 /// and 185 of `a_node_decommissioned...`) before they created their replicas had one replica
@@ -215,6 +283,7 @@ fn a_seed_replays_exactly() {
         ("default", SimConfig::default()),
         ("members replaced", members_replaced_config()),
         ("leases under stalls", leases_under_stalls_config()),
+        ("repaired", repaired_config()),
     ] {
         let first = run(seed, &config);
         let second = run(seed, &config);

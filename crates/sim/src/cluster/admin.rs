@@ -167,7 +167,8 @@ impl Admin {
             self.send_command(io);
         } else if changing {
             let target = self.controller.target();
-            let id = io.request(target, Request::ControllerRead(ControllerQuery { num: None }));
+            let query = ControllerQuery { num: None };
+            let id = io.request(target, Request::ControllerRead { query, asked_by: None });
             self.waiting = Waiting::View { id, target, deadline: io.now + REQUEST_TIMEOUT_MS };
         }
     }
@@ -185,9 +186,9 @@ impl Admin {
             {
                 self.waiting = Waiting::Nothing;
                 match answer {
-                    Ok(Ok(view)) => {
+                    Ok(Ok(answer)) => {
                         self.controller.answered(target);
-                        let command = self.choose(io, &view);
+                        let command = self.choose(io, &answer.view);
                         self.command = Some(self.controller.new_request(command));
                         self.send_command(io);
                     }

@@ -114,7 +114,7 @@ impl SimAgent {
         }
         let failed = |error: Error| Answer::Failed(error.to_string());
         let answer = match response {
-            Response::ControllerView(Ok(Ok(view))) => Answer::View(view),
+            Response::ControllerView(Ok(Ok(answer))) => Answer::View(answer.view),
             Response::ControllerView(Ok(Err(error))) => {
                 panic!("node {node}: the controller refused a read: {error}")
             }
@@ -177,7 +177,11 @@ impl SimAgent {
             };
             let (target, request) = match request {
                 mosaic_agent::Request::Query { num } => {
-                    (self.controller.target(), Request::ControllerRead(ControllerQuery { num }))
+                    let query = ControllerQuery { num };
+                    (
+                        self.controller.target(),
+                        Request::ControllerRead { query, asked_by: Some(node) },
+                    )
                 }
                 mosaic_agent::Request::Execute(command) => {
                     let request = self.controller.new_request(command);

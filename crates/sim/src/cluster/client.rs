@@ -233,9 +233,9 @@ impl SimClient {
             Waiting::Config { id: waited, target, .. } if waited == id => {
                 self.waiting = Waiting::Nothing;
                 match response {
-                    Response::ControllerView(Ok(Ok(view))) => {
+                    Response::ControllerView(Ok(Ok(answer))) => {
                         self.controller.answered(target);
-                        self.install(io, &view.config);
+                        self.install(io, &answer.view.config);
                     }
                     Response::ControllerView(Ok(Err(error))) => {
                         panic!("client {}: reading the latest configuration: {error}", self.index)
@@ -357,7 +357,8 @@ impl SimClient {
         });
         let Some((routing, group)) = routed else {
             let target = self.controller.target();
-            let id = io.request(target, Request::ControllerRead(ControllerQuery { num: None }));
+            let query = ControllerQuery { num: None };
+            let id = io.request(target, Request::ControllerRead { query, asked_by: None });
             self.waiting = Waiting::Config { id, target, deadline: io.now + REQUEST_TIMEOUT_MS };
             return;
         };

@@ -43,6 +43,9 @@ pub struct SimConfig {
     /// Replacements of group members by the administrator (`mosaic admin node replace N
     /// --with M --group G`, carried out by the group); `None`: group members never change.
     pub membership: Option<MembershipConfig>,
+    /// Automatic repair at the controller replicas, and a storage node that dies for good;
+    /// `None`: no repair, and every crashed node restarts.
+    pub repair: Option<RepairConfig>,
     /// Every store compacts a group's log once it holds more than this many applied entries
     /// (`StoreConfig::compact_log_after_entries`). The default, 12, makes lagging and joining
     /// replicas catch up by snapshot; the store's own default (10,000) makes them catch up
@@ -74,6 +77,7 @@ impl Default for SimConfig {
             liveness_ops_per_client: 3,
             admin_interval_ms: 1_000,
             membership: None,
+            repair: None,
             compact_log_after_entries: 12,
             compact_log_keep_entries: 2,
             faults: FaultConfig::default(),
@@ -130,6 +134,21 @@ impl SimConfig {
                 "stalls must satisfy 1 <= duration_ms_min <= duration_ms_max"
             );
         }
+        if let Some(repair) = &self.repair {
+            assert!(
+                repair.node_down_after_ms >= 1
+                    && repair.repair_after_ms >= repair.node_down_after_ms,
+                "repair must satisfy 1 <= node_down_after_ms <= repair_after_ms (as a controller \
+                 replica's configuration must)"
+            );
+            assert!(
+                self.storage_nodes > self.group_size as u64,
+                "a node dead for good needs a storage node to take its replicas: group_size {} \
+                 of storage_nodes {}",
+                self.group_size,
+                self.storage_nodes
+            );
+        }
         if let Some(membership) = &self.membership {
             assert!(
                 membership.replace_per_mille <= 1_000
@@ -173,6 +192,32 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self { replace_per_mille: 500, during_migration_per_mille: 500, decommission_per_mille: 0 }
+    }
+}
+
+/// Automatic repair (docs/controller.md "Automatic repair"): every controller replica runs
+/// the shipped repairer (`mosaic_controller::Repairer`, executed as the server's repair runner
+/// executes it: it reads its own replica, acts only as the leader, reads which groups still
+/// hold a decommissioning node and proposes through its own replica), over the liveness its
+/// replica hears from the agents' reads. One storage node that hosts a replica dies for good
+/// in the first half of the safety phase, at a moment when every group keeps a majority of
+/// intact voters without it (never restarted); the liveness phase then requires it retired,
+/// its groups at full size on the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairConfig {
+    /// A storage node unheard for this long is down (a replica's `node-down-after-ms`).
+    pub node_down_after_ms: u64,
+    /// An active node down for this long is repaired (`auto-repair-after-ms`).
+    pub repair_after_ms: u64,
+}
+
+impl Default for RepairConfig {
+    /// Down after 1 s, repaired after 8 s: short enough for a run of seconds, and longer than
+    /// almost every partition of the fault schedule (a live node cut off from the
+    /// controller's leader that long is repaired too, as in production; two such repairs can
+    /// leave too few active nodes to move the dead node's replicas to).
+    fn default() -> Self {
+        Self { node_down_after_ms: 1_000, repair_after_ms: 8_000 }
     }
 }
 

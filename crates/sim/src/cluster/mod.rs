@@ -11,7 +11,9 @@
 //! gRPC carries in production (`rpc.rs`), the execution of the node agent's requests over
 //! them (`agent.rs`), clients (`client.rs`), an administrator
 //! changing the groups and, if configured, replacing their members through the controller
-//! (`admin.rs`), and crashes that lose unsynced writes (`node.rs`).
+//! (`admin.rs`), the controller replicas' automatic repair runners, if configured
+//! (`repair.rs`, executing the shipped `mosaic_controller::Repairer`), and crashes that lose
+//! unsynced writes (`node.rs`).
 //!
 //! A run ([`run`]) has two phases (TigerBeetle/FoundationDB style):
 //! 1. *safety*: clients read and write while groups are added and removed, shards move and
@@ -19,10 +21,12 @@
 //!    controller's leader crashing during a migration, and, if configured, stalled nodes and
 //!    nodes ticking at different rates: `world/timing.rs`); if configured
 //!    ([`SimConfig::membership`]), group members are replaced by other storage nodes, which
-//!    the groups carry out themselves (the shipped agent, as in production);
+//!    the groups carry out themselves (the shipped agent, as in production); if configured
+//!    ([`SimConfig::repair`]), a storage node dies for good and the controller repairs it;
 //! 2. *liveness*: faults stop, crashed nodes restart and the administrator stops; within a
 //!    bounded virtual time every group must settle at the latest configuration with the
-//!    voters it lists and no replica elsewhere (removed groups retired and destroyed, every
+//!    voters it lists and no replica elsewhere (a node dead for good retired, removed groups
+//!    retired and destroyed, every
 //!    replica caught up and holding exactly what its leader holds) and every client
 //!    operation must complete.
 //!
@@ -52,11 +56,12 @@ mod controller_link;
 mod net;
 mod node;
 mod raft_safety;
+mod repair;
 mod report;
 mod rpc;
 mod world;
 
-pub use config::{FaultConfig, MembershipConfig, ReadMode, SimConfig, StallConfig};
+pub use config::{FaultConfig, MembershipConfig, ReadMode, RepairConfig, SimConfig, StallConfig};
 pub use net::NetStats;
 pub use report::{FaultStats, RunReport};
 pub use world::run;

@@ -11,7 +11,7 @@ use crate::cluster::net::NetStats;
 use crate::linearizability::{Completion, History, Verdict};
 
 /// Counters of the faults a run injected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FaultStats {
     /// Partitions started.
     pub partitions: u64,
@@ -43,6 +43,9 @@ pub struct FaultStats {
     pub stalled_inputs_dropped: u64,
     /// Requests a stalled node's full inbox refused with `ServerBusy`.
     pub stalled_requests_busy: u64,
+    /// Storage nodes that died for good (`SimConfig::repair`), each with the replicas it
+    /// hosted then.
+    pub dead_for_good: Vec<(mosaic_raft::NodeId, usize)>,
 }
 
 /// What a run did and found.
@@ -80,6 +83,9 @@ pub struct RunReport {
     pub decommissions: u64,
     /// Decommissioned storage nodes the controller marked retired.
     pub retirements: u64,
+    /// Storage nodes the controller replicas' automatic repair decommissioned and retired
+    /// (`SimConfig::repair`).
+    pub repairs: (u64, u64),
 }
 
 impl RunReport {
@@ -117,8 +123,9 @@ impl fmt::Display for RunReport {
             f,
             "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied), {} \
              configurations moving {} \
-             shards, {} member replacements, {} nodes decommissioned ({} retired), {} snapshots installed, {} log compactions, {:?}, \
-             {:?}, liveness {:?}",
+             shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
+             repaired ({} retired), {} snapshots installed, {} log compactions, {:?}, {:?}, \
+             liveness {:?}",
             self.seed,
             self.operations_completed,
             self.configs_created,
@@ -126,6 +133,8 @@ impl fmt::Display for RunReport {
             self.replacements,
             self.decommissions,
             self.retirements,
+            self.repairs.0,
+            self.repairs.1,
             self.stores.snapshots_installed,
             self.stores.log_compactions,
             self.net,

@@ -10,12 +10,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use mosaic_controller::{ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Outcome};
+use mosaic_controller::{
+    ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Liveness, NodeLiveness, Outcome,
+};
 use mosaic_engine::{GroupId, MemKv, ShardChunk, ShardCursor, ShardId};
 use mosaic_raft::{ConfChange, ConfState, LogIndex, NodeId, Status};
-use mosaic_raftstore::{Consistency, Error, LeaderRead, LeaderTerm, ShownOut, StoreMsg};
+use mosaic_raftstore::{
+    Clock, Consistency, Error, LeaderRead, LeaderTerm, ManualClock, ShownOut, StoreMsg,
+};
 use mosaic_shardkv::request::{
     propose_migration, propose_write, read_handoff, read_led_ownerships, read_value,
 };
@@ -47,7 +52,12 @@ pub(crate) type RequestId = u64;
 #[derive(Clone, Debug)]
 pub(crate) enum Request {
     /// A linearizable read of the controller's state (`Controller.Query`).
-    ControllerRead(ControllerQuery),
+    ControllerRead {
+        /// What is read.
+        query: ControllerQuery,
+        /// The storage node whose agent asks, which the leader hears (`QueryRequest.node_id`).
+        asked_by: Option<NodeId>,
+    },
     /// A controller command (`Controller.Execute`).
     ControllerPropose(mosaic_controller::Request),
     /// A client write through a storage group's log (`Kv.Write`).
@@ -134,7 +144,7 @@ pub(crate) enum Request {
 #[derive(Debug)]
 pub(crate) enum Response {
     /// Answers [`Request::ControllerRead`].
-    ControllerView(Result<mosaic_controller::Result<ControllerView>, Error>),
+    ControllerView(Result<mosaic_controller::Result<ControllerAnswer>, Error>),
     /// Answers [`Request::ControllerPropose`].
     ControllerOutcome(Result<mosaic_controller::Result<Outcome>, Error>),
     /// Answers [`Request::KvWrite`] (the store's and the state machine's refusals as one).
@@ -154,6 +164,15 @@ pub(crate) enum Response {
     Status(Result<Box<Status>, Error>),
     /// Answers [`Request::ChangeMembership`]: the membership once the change applied.
     Membership(Result<ConfState, Error>),
+}
+
+/// What the controller's leader answers to [`Request::ControllerRead`] (`QueryResponse`).
+#[derive(Debug)]
+pub(crate) struct ControllerAnswer {
+    /// The configuration and the node registry.
+    pub(crate) view: ControllerView,
+    /// What the leader says of each registered node's liveness (nothing to a storage node).
+    pub(crate) liveness: BTreeMap<NodeId, NodeLiveness>,
 }
 
 /// The ownership (`None` for a group not placed by a controller) and the applied membership
@@ -192,6 +211,8 @@ pub(crate) struct Reply {
     pub(crate) node: NodeId,
     pub(crate) incarnation: u64,
     pub(crate) caller: Caller,
+    /// When the request reached the node (before its store took it, if the store stalled).
+    pub(crate) arrived: super::Time,
 }
 
 impl Reply {
@@ -206,24 +227,51 @@ impl Reply {
     }
 }
 
-/// The store message serving `request` at a controller replica; `None` for a request that
-/// only storage nodes serve.
+/// What a controller replica's process keeps beside its store to answer reads: its view of
+/// the storage nodes' liveness (a new one each incarnation, as the controller service's) and
+/// the clock it reads.
+#[derive(Clone)]
+pub(crate) struct ControllerProcess {
+    pub(crate) liveness: Arc<Mutex<Liveness>>,
+    pub(crate) clock: ManualClock,
+}
+
+/// The store message serving `request` at a controller replica whose process is `process`;
+/// `None` for a request that only storage nodes serve.
 pub(crate) fn controller_msg(
     request: Request,
     reply: Reply,
+    process: &ControllerProcess,
 ) -> Option<StoreMsg<MemKv, ControllerMachine>> {
     let group = CONTROLLER_GROUP;
     Some(match request {
-        Request::ControllerRead(query) => StoreMsg::Read {
-            group,
-            query,
-            consistency: Consistency::Linearizable,
-            callback: Box::new(move |result| {
-                // Answered at the leader only, as the controller service answers.
-                let result = result.and_then(|read| read.at_leader(group));
-                reply.send(Response::ControllerView(result.map(|(view, _)| view)));
-            }),
-        },
+        Request::ControllerRead { query, asked_by } => {
+            let ControllerProcess { liveness, clock } = process.clone();
+            StoreMsg::Read {
+                group,
+                query,
+                consistency: Consistency::Linearizable,
+                callback: Box::new(move |result| {
+                    // Answered at the leader only, as the controller service answers, with
+                    // what it says of liveness.
+                    let result =
+                        result.and_then(|read| read.at_leader(group)).map(|(output, term)| {
+                            output.map(|view| {
+                                let arrived = Duration::from_millis(reply.arrived);
+                                let asked_by =
+                                    asked_by.filter(|node| view.nodes.contains_key(node));
+                                let nodes = view.nodes.keys().copied();
+                                let liveness = liveness
+                                    .lock()
+                                    .expect("one thread: never poisoned")
+                                    .answer(asked_by, term, arrived, clock.now(), nodes);
+                                ControllerAnswer { view, liveness }
+                            })
+                        });
+                    reply.send(Response::ControllerView(result));
+                }),
+            }
+        }
         Request::ControllerPropose(proposal) => StoreMsg::Propose {
             group,
             proposal,
@@ -304,7 +352,7 @@ pub(crate) fn storage_msg(
                 callback: Box::new(move |result| reply.send(Response::Membership(result))),
             }
         }
-        Request::ControllerRead(_) | Request::ControllerPropose(_) => return None,
+        Request::ControllerRead { .. } | Request::ControllerPropose(_) => return None,
     })
 }
 

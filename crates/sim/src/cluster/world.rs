@@ -9,11 +9,13 @@
 //! makes of its own store are served at once, until nothing is left. Nothing else happens
 //! between two events, and nothing reads a clock or an unseeded source.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mosaic_controller::{ControllerMachine, DEFAULT_MAX_SESSIONS, bootstrap_batch};
+use mosaic_controller::{
+    ControllerMachine, DEFAULT_MAX_SESSIONS, DEFAULT_NODE_DOWN_AFTER, Liveness, bootstrap_batch,
+};
 use mosaic_engine::{Engine, GroupId, MemKv, WriteBatch, WriteOptions};
 use mosaic_raft::{NodeId, Role, SplitMix64};
 use mosaic_raftstore::{Error, ManualClock, StateMachine, StoreConfig, StoreMsg, StoreStats};
@@ -27,10 +29,11 @@ use crate::cluster::config::SimConfig;
 use crate::cluster::net::{Envelope, Network, Packet, chance};
 use crate::cluster::node::{Outgoing, SimNode, add_stats};
 use crate::cluster::raft_safety::RaftSafety;
+use crate::cluster::repair::{REPAIR_TICK_MS, SimRepairer};
 use crate::cluster::report::{FaultStats, RunReport};
 use crate::cluster::rpc::{
-    Caller, CompletionSink, Endpoint, Io, Reply, Request, RequestId, Response, controller_msg,
-    storage_msg,
+    Caller, CompletionSink, ControllerProcess, Endpoint, Io, Reply, Request, RequestId, Response,
+    controller_msg, storage_msg,
 };
 use crate::linearizability::{History, check};
 
@@ -80,6 +83,10 @@ enum Event {
     ClientPoll(u32),
     /// The administrator polls.
     AdminPoll,
+    /// A controller replica's repair runner steps (`SimConfig::repair`).
+    RepairPoll(NodeId),
+    /// A storage node dies for good (`SimConfig::repair`).
+    DieForGood,
     /// A step of the fault schedule (safety phase only).
     Fault,
     /// A crashed node starts again.
@@ -108,10 +115,11 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
         shards_moved: world.admin.shards_moved,
         stores: world.store_stats(),
         net: world.net.stats,
-        faults: world.fault_stats,
+        faults: world.fault_stats.clone(),
         replacements: world.admin.replacements,
         decommissions: world.admin.decommissions,
         retirements: world.admin.retirements,
+        repairs: world.repairs_done(),
         raft_violation: world.raft_safety.take_violation(),
         divergence: world.divergence.take(),
         history: world.history,
@@ -145,7 +153,15 @@ struct World {
     /// Requests an agent made of its own node, served in the next pump.
     local: VecDeque<(NodeId, Caller, Request)>,
     controllers: BTreeMap<NodeId, SimNode<ControllerMachine>>,
+    /// What each controller replica's process keeps beside its store (new at each restart).
+    controller_processes: BTreeMap<NodeId, ControllerProcess>,
+    /// The repair runner of every controller replica that is up, if the run repairs.
+    repairers: BTreeMap<NodeId, SimRepairer>,
+    /// Nodes decommissioned and retired by the repair runners of earlier incarnations.
+    repairs_by_the_dead: (u64, u64),
     storage: BTreeMap<NodeId, SimNode<KvStateMachine>>,
+    /// Storage nodes that died for good: never restarted.
+    dead: BTreeSet<NodeId>,
     /// The agent of every storage node that is up.
     agents: BTreeMap<NodeId, SimAgent>,
     clients: Vec<SimClient>,
@@ -232,6 +248,10 @@ impl World {
             config.admin_interval_ms,
             config.membership.clone(),
         );
+        let controller_processes =
+            controllers.keys().map(|id| (*id, controller_process(&config, &clock))).collect();
+        let repairers =
+            controllers.keys().filter_map(|id| Some((*id, repairer(&config, *id, 0)?))).collect();
         let mut world = Self {
             net: Network::new(config.faults.clone()),
             config,
@@ -244,7 +264,11 @@ impl World {
             sink: CompletionSink::default(),
             local: VecDeque::new(),
             controllers,
+            controller_processes,
+            repairers,
+            repairs_by_the_dead: (0, 0),
             storage,
+            dead: BTreeSet::new(),
             agents,
             clients,
             admin,
@@ -284,6 +308,15 @@ impl World {
             self.schedule(u64::from(index), Event::ClientPoll(index));
         }
         self.schedule(0, Event::AdminPoll);
+        if self.config.repair.is_some() {
+            for node in self.controllers.keys().copied().collect::<Vec<_>>() {
+                let offset = self.rng.below(REPAIR_TICK_MS);
+                self.schedule(offset, Event::RepairPoll(node));
+            }
+            // In the first half, so that it finds a moment it may die in.
+            let at = self.rng.below(self.config.fault_phase_ms / 2);
+            self.schedule(at, Event::DieForGood);
+        }
         let first_fault = self.config.faults.step_interval_ms;
         self.schedule(first_fault, Event::Fault);
         if let Some(stalls) = &self.config.faults.stalls {
@@ -369,6 +402,16 @@ impl World {
                 self.dispatch(Endpoint::Admin, sent);
                 self.schedule(self.now + ADMIN_POLL_MS, Event::AdminPoll);
             }
+            Event::RepairPoll(node) => {
+                if let Some(repairer) = self.repairers.get_mut(&node) {
+                    let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
+                    repairer.poll(&mut io);
+                    let sent = io.sent;
+                    self.dispatch(Endpoint::Node(node), sent);
+                }
+                self.schedule(self.now + REPAIR_TICK_MS, Event::RepairPoll(node));
+            }
+            Event::DieForGood => self.die_for_good(),
             Event::Fault => {
                 if self.phase == Phase::Safety {
                     self.fault_step();
@@ -429,9 +472,14 @@ impl World {
     /// Answers request `input` for `node` with `error` without handing it to the store.
     fn refuse(&mut self, node: NodeId, input: StoreInput, error: Error) {
         let msg = match (self.controllers.get(&node), self.storage.get(&node)) {
-            (Some(target), _) => input
-                .into_msg(&self.sink, target.id(), target.incarnation(), controller_msg)
-                .map(|msg| msg.refuse(error)),
+            (Some(target), _) => {
+                let process = &self.controller_processes[&node];
+                input
+                    .into_msg(&self.sink, target.id(), target.incarnation(), |request, reply| {
+                        controller_msg(request, reply, process)
+                    })
+                    .map(|msg| msg.refuse(error))
+            }
             (None, Some(target)) => input
                 .into_msg(&self.sink, target.id(), target.incarnation(), storage_msg)
                 .map(|msg| msg.refuse(error)),
@@ -448,8 +496,11 @@ impl World {
             return;
         }
         if let Some(target) = self.controllers.get_mut(&node) {
+            let process = &self.controller_processes[&node];
             if let Some(msg) =
-                input.into_msg(&self.sink, target.id(), target.incarnation(), controller_msg)
+                input.into_msg(&self.sink, target.id(), target.incarnation(), |request, reply| {
+                    controller_msg(request, reply, process)
+                })
             {
                 target.handle(msg);
             }
@@ -549,7 +600,8 @@ impl World {
             }
             (Endpoint::Node(node), Packet::Request { id, request }) => {
                 let caller = Caller { endpoint: from, id };
-                self.store_input(node, StoreInput::Request { caller, request });
+                let arrived = self.now;
+                self.store_input(node, StoreInput::Request { caller, request, arrived });
             }
             (endpoint, Packet::Response { id, response }) => self.respond(endpoint, id, response),
             (endpoint, packet) => unreachable!("{packet:?} delivered to {endpoint:?}"),
@@ -566,6 +618,8 @@ impl World {
                 if let Some(agent) = self.agents.get_mut(&node) {
                     let store = self.storage[&node].store().expect("an agent's node is up");
                     agent.on_response(&mut io, id, response, store);
+                } else if let Some(repairer) = self.repairers.get_mut(&node) {
+                    repairer.on_response(&mut io, id, response);
                 }
             }
             Endpoint::Client(index) => {
@@ -594,7 +648,8 @@ impl World {
     fn pump(&mut self) {
         loop {
             if let Some((node, caller, request)) = self.local.pop_front() {
-                self.store_input(node, StoreInput::Request { caller, request });
+                let arrived = self.now;
+                self.store_input(node, StoreInput::Request { caller, request, arrived });
                 continue;
             }
             let completions = std::mem::take(&mut *self.sink.lock().expect("one thread"));
@@ -617,6 +672,13 @@ impl World {
         }
     }
 
+    /// Nodes the repair runners decommissioned and retired, over every incarnation.
+    fn repairs_done(&self) -> (u64, u64) {
+        self.repairers.values().fold(self.repairs_by_the_dead, |(d, r), repairer| {
+            (d + repairer.decommissions, r + repairer.retirements)
+        })
+    }
+
     /// The controller replica that leads in the highest term, if any is up and leads.
     fn controller_leader(&self) -> Option<NodeId> {
         leader_of(&self.controllers, CONTROLLER_GROUP)
@@ -636,6 +698,26 @@ fn leader_of<SM: StateMachine<MemKv>>(
         })
         .max()
         .map(|(_, id)| id)
+}
+
+/// A new process's [`ControllerProcess`]: a view of liveness that holds a node down once
+/// unheard for the run's `node_down_after_ms` (the server's default without repair).
+fn controller_process(config: &SimConfig, clock: &ManualClock) -> ControllerProcess {
+    let down_after = config
+        .repair
+        .as_ref()
+        .map_or(DEFAULT_NODE_DOWN_AFTER, |repair| Duration::from_millis(repair.node_down_after_ms));
+    ControllerProcess {
+        liveness: Arc::new(Mutex::new(Liveness::new(down_after))),
+        clock: clock.clone(),
+    }
+}
+
+/// The repair runner of controller replica `node`'s incarnation `incarnation`, if the run
+/// repairs.
+fn repairer(config: &SimConfig, node: NodeId, incarnation: u64) -> Option<SimRepairer> {
+    let after = Duration::from_millis(config.repair.as_ref()?.repair_after_ms);
+    Some(SimRepairer::new(node, incarnation, after))
 }
 
 /// What a storage node's new engine holds before its store first opens: the mark that the
@@ -677,6 +759,8 @@ enum StoreInput {
     Request {
         caller: Caller,
         request: Request,
+        /// When it reached the node.
+        arrived: Time,
     },
 }
 
@@ -687,7 +771,7 @@ impl StoreInput {
         sink: &CompletionSink,
         node: NodeId,
         incarnation: u64,
-        serve: fn(Request, Reply) -> Option<StoreMsg<MemKv, SM>>,
+        serve: impl FnOnce(Request, Reply) -> Option<StoreMsg<MemKv, SM>>,
     ) -> Option<StoreMsg<MemKv, SM>> {
         Some(match self {
             Self::Tick => StoreMsg::Tick,
@@ -698,8 +782,8 @@ impl StoreInput {
             Self::SnapshotStatus { group, to, delivered } => {
                 StoreMsg::SnapshotStatus { group, to, delivered }
             }
-            Self::Request { caller, request } => {
-                let reply = Reply { sink: Arc::clone(sink), node, incarnation, caller };
+            Self::Request { caller, request, arrived } => {
+                let reply = Reply { sink: Arc::clone(sink), node, incarnation, caller, arrived };
                 return serve(request, reply);
             }
         })

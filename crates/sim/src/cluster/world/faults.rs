@@ -5,12 +5,17 @@
 
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
+use mosaic_shardkv::{KvStateMachine, PlacedSince};
 
 use super::{CONTROLLER_GROUP, Event, World, prepare_storage};
+use crate::cluster::Time;
 use crate::cluster::agent::SimAgent;
 use crate::cluster::net::chance;
 use crate::cluster::node::SimNode;
 use crate::cluster::rpc::Endpoint;
+
+/// How long a node that is to die for good waits for a moment when it may.
+const DIE_RETRY_MS: Time = 200;
 
 impl World {
     pub(super) fn fault_step(&mut self) {
@@ -60,29 +65,18 @@ impl World {
 
     /// Whether storage node `node` may lose its data now, so that no group loses the data of
     /// a majority of its voters (which no system recovers from): every storage node is up (a
-    /// node down may be short of data too, unseen) and settled (no earlier loss still being
-    /// made good); every node a configuration lists for a group hosts a replica of it (so a
-    /// node that lost its data earlier has rejoined, and no group is still to be created);
-    /// and for every replica up, a majority of the voters it sees holds a replica of the
-    /// group without `node`. Conservative: a group being
-    /// created or destroyed, or a stale replica's view, also holds disk losses back.
+    /// node down may be short of data too, unseen; so no disk is lost once a node died for
+    /// good: a group added on the dead node and on one back empty would have one founder of
+    /// three) and settled (no
+    /// earlier loss still being made good); every node a configuration lists for a group
+    /// hosts a replica of it (so a node that lost its data earlier has rejoined, and no group
+    /// is still to be created); and for every replica up, a majority of the voters it sees
+    /// holds a replica of the group without `node`. Conservative: a group being created or
+    /// destroyed, or a stale replica's view, also holds disk losses back.
     fn may_lose_disk(&self, node: NodeId) -> bool {
-        let stores: Vec<_> = self.storage.values().filter_map(SimNode::store).collect();
-        if stores.len() < self.storage.len() || self.config.faults.storage_nodes_down_max == 0 {
+        if !self.every_storage_node_up() || self.config.faults.storage_nodes_down_max == 0 {
             return false;
         }
-        // A node back from a loss is settled once it rejoined every group placed on it: until
-        // then a group created meanwhile may list two nodes born after it (each rejoins it,
-        // neither creates it) and never have a majority.
-        if !self.agents.values().all(SimAgent::is_settled) {
-            return false;
-        }
-        let hosts = |host: NodeId, group: GroupId| {
-            self.storage
-                .get(&host)
-                .and_then(SimNode::store)
-                .is_some_and(|store| store.groups().any(|hosted| hosted == group))
-        };
         let newest = self
             .controllers
             .values()
@@ -93,19 +87,71 @@ impl World {
         let listed_hosted = newest
             .groups
             .iter()
-            .all(|(group, members)| members.iter().all(|member| hosts(*member, *group)));
+            .all(|(group, members)| members.iter().all(|member| self.hosts(*member, *group)));
+        // A node back from a loss is settled once it rejoined every group placed on it: until
+        // then a group created meanwhile may list two nodes born after it (each rejoins it,
+        // neither creates it) and never have a majority.
         listed_hosted
-            && stores.iter().all(|store| {
+            && self.agents.values().all(SimAgent::is_settled)
+            && self.keeps_majorities(node, |voter, group| self.hosts(voter, group))
+    }
+
+    /// Whether storage node `node` may stop for good now, as far as the groups go: every
+    /// storage node is up and has recorded its birth (one down, or back empty and not yet
+    /// registered, would not create a group added on it and on the dead node: one founder of
+    /// three), and every group keeps a majority of the
+    /// voters each replica up sees that hold the group's data without `node`, a voter counted
+    /// only if its own replica is up and sees itself a voter (an empty replica that joined,
+    /// or a learner, holds nothing yet).
+    fn may_die(&self, node: NodeId) -> bool {
+        self.every_storage_node_born()
+            && self.keeps_majorities(node, |voter, group| {
+                let replica = self.storage.get(&voter).and_then(SimNode::store);
+                replica
+                    .and_then(|store| store.peer(group))
+                    .is_some_and(|peer| peer.status().conf_state.voters.contains(&voter))
+            })
+    }
+
+    /// Whether, for every replica up, a majority of the voters it sees is `intact` (given the
+    /// voter and the group) without `node`.
+    fn keeps_majorities(&self, node: NodeId, intact: impl Fn(NodeId, GroupId) -> bool) -> bool {
+        self.is_up(node)
+            && self.storage.values().filter_map(SimNode::store).all(|store| {
                 store.groups().all(|group| {
                     let Some(peer) = store.peer(group) else { return true };
                     let voters = &peer.status().conf_state.voters;
-                    let intact = voters
+                    let count = voters
                         .iter()
-                        .filter(|voter| **voter != node && hosts(**voter, group))
+                        .filter(|voter| **voter != node && intact(**voter, group))
                         .count();
-                    voters.is_empty() || intact > voters.len() / 2
+                    voters.is_empty() || count > voters.len() / 2
                 })
             })
+    }
+
+    /// Whether every storage node is up (none died for good).
+    fn every_storage_node_up(&self) -> bool {
+        self.storage.values().all(SimNode::is_up)
+    }
+
+    /// Whether every storage node is up and has recorded its store's birth (a node back empty
+    /// that has not yet would count as born after a group added meanwhile, and not create it).
+    fn every_storage_node_born(&self) -> bool {
+        self.storage.values().all(|node| {
+            node.store().is_some_and(|store| {
+                let since = KvStateMachine::placed_since(store.engine());
+                matches!(since, Ok(PlacedSince::Config(_)))
+            })
+        })
+    }
+
+    /// Whether storage node `host` is up and hosts a replica of `group`.
+    fn hosts(&self, host: NodeId, group: GroupId) -> bool {
+        self.storage
+            .get(&host)
+            .and_then(SimNode::store)
+            .is_some_and(|store| store.groups().any(|hosted| hosted == group))
     }
 
     /// Crashes storage node `node`, which is up, and replaces its engine with an empty one
@@ -158,6 +204,10 @@ impl World {
         let is_controller = self.controllers.contains_key(&node);
         let down_ms = 1 + self.rng.below(faults.down_ms_max.max(1));
         let (unsynced, crashed) = if is_controller {
+            if let Some(repairer) = self.repairers.remove(&node) {
+                self.repairs_by_the_dead.0 += repairer.decommissions;
+                self.repairs_by_the_dead.1 += repairer.retirements;
+            }
             let target = self.controllers.get_mut(&node).expect("a controller");
             let unsynced = target.unsynced_writes();
             let kept = self.rng.below(unsynced as u64 + 1) as usize;
@@ -177,9 +227,59 @@ impl World {
         self.schedule(self.now + down_ms, Event::Restart(node));
     }
 
+    /// A storage node dies for good (`SimConfig::repair`), picked at random among those that
+    /// are up, registered, active and host a replica, and whose loss leaves every group a
+    /// majority of intact voters ([`World::may_die`]: one more failure in a group of three
+    /// is beyond what it survives, and not what the repair is for): crashed, and never
+    /// restarted. Until some node may die, it tries again a little later (in the safety phase
+    /// only).
+    pub(super) fn die_for_good(&mut self) {
+        if self.phase != super::Phase::Safety {
+            return;
+        }
+        let state = self
+            .controller_leader()
+            .and_then(|leader| self.controllers[&leader].store()?.peer(CONTROLLER_GROUP))
+            .map(|peer| peer.state_machine().state());
+        let candidates: Vec<(NodeId, usize)> = match state {
+            Some(state) if self.admin.is_set_up() => self
+                .storage
+                .iter()
+                .filter(|(id, _)| {
+                    state.nodes().contains_key(id) && !state.node_states().contains_key(id)
+                })
+                .filter_map(|(id, node)| Some((*id, node.store()?.groups().count())))
+                .filter(|(id, hosted)| *hosted > 0 && self.may_die(*id))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if candidates.is_empty() {
+            self.schedule(self.now + DIE_RETRY_MS, Event::DieForGood);
+            return;
+        }
+        let (node, hosted) = candidates[self.rng.below(candidates.len() as u64) as usize];
+        tracing::debug!(node_id = %node, hosted, "dies for good");
+        self.crash_now(node);
+        self.dead.insert(node);
+        self.fault_stats.dead_for_good.push((node, hosted));
+    }
+
+    /// Starts crashed `node` again, unless it died for good.
     pub(super) fn restart(&mut self, node: NodeId) {
+        if self.dead.contains(&node) {
+            return;
+        }
         let restarted = if let Some(target) = self.controllers.get_mut(&node) {
-            target.restart()
+            let restarted = target.restart();
+            if restarted {
+                let incarnation = target.incarnation();
+                let process = super::controller_process(&self.config, &self.clock);
+                self.controller_processes.insert(node, process);
+                if let Some(repairer) = super::repairer(&self.config, node, incarnation) {
+                    self.repairers.insert(node, repairer);
+                }
+            }
+            restarted
         } else {
             let target = self.storage.get_mut(&node).expect("a storage node");
             let restarted = target.restart();

@@ -1,7 +1,8 @@
 //! The end of a run: the switch from the safety phase to the liveness phase, and the checks
 //! that decide when the liveness phase is over (every group settled at the latest
 //! configuration with the voters it lists and no replica elsewhere, removed groups retired
-//! and destroyed, every node decommissioned retired, replicas identical, every client done)
+//! and destroyed, every node decommissioned or dead for good retired, replicas identical,
+//! every client done)
 //! or has run out of time.
 
 use std::collections::BTreeSet;
@@ -200,6 +201,11 @@ impl World {
         let leaving = state.node_states().iter().filter(|(_, s)| **s != NodeState::Retired);
         for (node, node_state) in leaving {
             missing.push(format!("node {node} is {node_state}, not retired"));
+        }
+        for node in &self.dead {
+            if !state.node_states().contains_key(node) {
+                missing.push(format!("node {node} died for good and is active, not retired"));
+            }
         }
         if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
     }
