@@ -174,6 +174,9 @@ pub enum Answer {
     Chunk(ShardChunk),
     /// The request failed, or no answer came: it may or may not have taken effect.
     Failed(String),
+    /// The node asked to delete a shard does not lead the group, and named this node as its
+    /// leader (only for [`Request::DeleteShard`]; nothing was applied).
+    Redirect(NodeId),
 }
 
 /// One line for a log: the kind of answer and its outcome or reason, with counts rather than
@@ -202,6 +205,7 @@ impl fmt::Display for Answer {
                 write!(f, "a chunk of {} records{last}", chunk.records.len())
             }
             Self::Failed(reason) => write!(f, "failed: {reason}"),
+            Self::Redirect(leader) => write!(f, "not the leader: node {leader} is"),
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   `InstallChunk` here (saying where it starts), wait until it applies, ask for the next;
 //!   a replica that fails hands over to the next one, from the same cursor.
 //! - `Confirm`: have a replica of the previous owner delete its copy (each in turn until one
-//!   applies it or finds it done; not when the previous owner is retired, see
+//!   applies it or finds it done, a replica that names another node as the group's leader
+//!   adding that node to those asked; not when the previous owner is retired, see
 //!   [`MigrationTask::Confirm`]), then propose `ConfirmHandoff` here.
 //! - `Retire`: `Command::RetireGroup` to the controller.
 //!
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 
 use mosaic_controller::{Command, ConfigNum, Configuration};
 use mosaic_engine::{GroupId, ShardCursor, ShardId};
+use mosaic_raft::NodeId;
 use mosaic_shardkv::{MigrationCommand, MigrationOutcome, MigrationTask};
 
 use crate::io::{Answer, Request};
@@ -132,8 +134,13 @@ enum Progress {
     },
     /// Deleting at the source, then confirming.
     Confirm {
-        /// The source replica asked to delete (an index into the task's `nodes`).
+        /// The source replica asked to delete (an index into the task's `nodes` followed by
+        /// `named`).
         source: usize,
+        /// Leaders the replicas asked named, each once at most, asked after the task's
+        /// `nodes`: a source group that changed members may be led by a node the
+        /// configurations no longer list for it, or by a listed node asked before it led.
+        named: Vec<NodeId>,
         /// True once `ConfirmHandoff` is proposed here.
         confirming: bool,
     },
@@ -149,7 +156,9 @@ impl Task {
             MigrationTask::Pull { resume, .. } => {
                 Progress::Pull { source: 0, cursor: resume.clone(), installing: false, last: false }
             }
-            MigrationTask::Confirm { .. } => Progress::Confirm { source: 0, confirming: false },
+            MigrationTask::Confirm { .. } => {
+                Progress::Confirm { source: 0, named: Vec::new(), confirming: false }
+            }
             MigrationTask::Retire { .. } => Progress::Retire,
         };
         Self { task, progress }
@@ -227,12 +236,15 @@ impl Task {
             }
             (
                 MigrationTask::Confirm { group, shard, num, from, nodes, from_retired },
-                Progress::Confirm { source, confirming },
+                Progress::Confirm { source, named, confirming },
             ) => {
                 match event {
                     TaskEvent::Start if !from_retired => {}
                     TaskEvent::Answer(Answer::Failed(reason)) if *confirming => {
                         return Step::Failed(format!("confirming the handoff: {reason}"));
+                    }
+                    TaskEvent::Answer(answer @ Answer::Redirect(_)) if *confirming => {
+                        return Step::Failed(format!("confirming the handoff: {answer}"));
                     }
                     TaskEvent::Answer(answer) if *confirming => {
                         task_event!(tracing::Level::INFO, task, %answer, "handoff confirmed");
@@ -246,9 +258,18 @@ impl Task {
                         let command = MigrationCommand::ConfirmHandoff { num: *num, shard: *shard };
                         return Step::Send(Request::Propose { group: *group, command });
                     }
+                    TaskEvent::Answer(Answer::Redirect(leader)) => {
+                        // Asked next unless it will be anyway; each node named once at most
+                        // (a listed node asked before it led is asked again).
+                        let mut ahead = nodes.iter().chain(named.iter()).skip(*source + 1);
+                        if !named.contains(&leader) && !ahead.any(|node| *node == leader) {
+                            named.push(leader);
+                        }
+                        *source += 1;
+                    }
                     TaskEvent::Answer(_) => *source += 1,
                 }
-                let Some(source) = nodes.get(*source).copied() else {
+                let Some(source) = nodes.iter().chain(named.iter()).nth(*source).copied() else {
                     return Step::Failed(format!("no replica of group {from} deleted its copy"));
                 };
                 Step::Send(Request::DeleteShard { source, group: *from, shard: *shard, num: *num })
@@ -462,6 +483,52 @@ mod tests {
         assert_eq!(task.step(TaskEvent::Start, &BTreeMap::new()), confirm_here());
         let failed = answer(&mut task, Answer::Failed("not leader".into()));
         assert_eq!(failed, Step::Failed("confirming the handoff: not leader".into()));
+    }
+
+    /// Found by the simulator (a node dead for good while members were replaced): a removed
+    /// group led by a member its configurations no longer list never handed its shard off.
+    #[test]
+    fn a_confirm_follows_a_source_that_names_a_leader_outside_the_nodes_listed() {
+        let (n1, n2, n9) = (NodeId(1), NodeId(2), NodeId(9));
+        let confirm = |nodes: Vec<NodeId>| {
+            let mut task = Task::new(MigrationTask::Confirm {
+                group: GROUP,
+                shard: SHARD,
+                num: NUM,
+                from: FROM,
+                nodes,
+                from_retired: false,
+            });
+            let started = task.step(TaskEvent::Start, &BTreeMap::new());
+            (task, started)
+        };
+        let delete = |source| {
+            Step::Send(Request::DeleteShard { source, group: FROM, shard: SHARD, num: NUM })
+        };
+        let (mut task, started) = confirm(vec![n1, n2]);
+        assert_eq!(started, delete(n1));
+        assert_eq!(answer(&mut task, Answer::Redirect(n9)), delete(n2));
+        // Named again: asked once.
+        assert_eq!(answer(&mut task, Answer::Redirect(n9)), delete(n9));
+        let confirm_here = Step::Send(Request::Propose {
+            group: GROUP,
+            command: MigrationCommand::ConfirmHandoff { num: NUM, shard: SHARD },
+        });
+        assert_eq!(answer(&mut task, Answer::Applied(MigrationOutcome::Done)), confirm_here);
+        // A confirmation here answered with a redirect is not a confirmation.
+        assert!(matches!(answer(&mut task, Answer::Redirect(n1)), Step::Failed(_)));
+
+        // A listed node named before its turn is asked in its turn; one asked before it led
+        // is asked again, once: the leadership moving back and forth ends the task.
+        let (mut task, started) = confirm(vec![n1, n2]);
+        assert_eq!(started, delete(n1));
+        assert_eq!(answer(&mut task, Answer::Redirect(n2)), delete(n2));
+        assert_eq!(answer(&mut task, Answer::Redirect(n1)), delete(n1));
+        assert_eq!(answer(&mut task, Answer::Redirect(n2)), delete(n2));
+        assert_eq!(
+            answer(&mut task, Answer::Redirect(n1)),
+            Step::Failed("no replica of group 101 deleted its copy".into())
+        );
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub(crate) struct Raft<S> {
     pub(crate) lead_transferee: Option<NodeId>,
     /// Index of the latest membership change in the log, while it may be unapplied.
     pending_conf_index: LogIndex,
+    /// This leader has a change in its log that removes it, not applied yet (appended now, or
+    /// found there when it became leader): it takes no proposal until it steps down, so that
+    /// its log ends with its removal (and, re-elected, its term's no-op). A removed leader
+    /// whose log ran past what the voters have would refuse them its vote, which they may need
+    /// (they count it until they apply the removal): with one of them down, no leader again.
+    removing_self: bool,
     /// The applied membership has not changed after this index: the index of the change that
     /// made it, or a later index where that is not known (the applied index at a restart, a
     /// snapshot's index). Never below the real one, so a change planned from the membership
@@ -119,6 +125,7 @@ impl<S: Storage> Raft<S> {
             rng: SplitMix64::new(config.seed),
             lead_transferee: None,
             pending_conf_index: LogIndex(0),
+            removing_self: false,
             conf_index: LogIndex(0),
             uncommitted_bytes: 0,
             sent_timeout_now: false,
@@ -178,6 +185,7 @@ impl<S: Storage> Raft<S> {
         self.tracker.votes.clear();
         self.tracker.reset_all(self.log.last_index().next());
         self.pending_conf_index = LogIndex(0);
+        self.removing_self = false;
         self.uncommitted_bytes = 0;
         self.append_pending = false;
         self.sent_timeout_now = false;
@@ -237,6 +245,9 @@ impl<S: Storage> Raft<S> {
         }
         // Any membership change in the log may still be unapplied: treat it as pending.
         self.pending_conf_index = self.log.last_index();
+        // Its own removal, proposed while it led before (a restart or a step-down forgot it),
+        // may be among them: then it takes no proposal after this term's no-op either.
+        self.removing_self = self.has_unapplied_removal_of_self();
         // The no-op of this term (Raft §8): committing it commits everything before it and
         // tells the leader its commit index.
         self.append_entries(vec![(EntryKind::Normal, Bytes::new())]);
@@ -258,6 +269,29 @@ impl<S: Storage> Raft<S> {
         match self.log.slice(low, high, None) {
             Ok(entries) => entries.iter().any(|e| e.kind == EntryKind::ConfChange),
             Err(_) => true,
+        }
+    }
+
+    /// Returns true if the log holds a change removing this replica that is not applied yet
+    /// (false, with a warning, if the log cannot be read: refusing every proposal of a term
+    /// would be worse).
+    fn has_unapplied_removal_of_self(&self) -> bool {
+        let low = self.log.applied.next().max(self.log.first_index());
+        let high = self.log.last_index().next();
+        if low >= high {
+            return false;
+        }
+        let removal = ConfChange::RemoveNode(self.id);
+        match self.log.slice(low, high, None) {
+            Ok(entries) => entries.iter().any(|entry| {
+                entry.kind == EntryKind::ConfChange
+                    && ConfChange::decode(&entry.data).is_ok_and(|change| change == removal)
+            }),
+            Err(error) => {
+                warn!(node_id = %self.id, %error,
+                    "cannot read the unapplied log for a removal of this replica");
+                false
+            }
         }
     }
 
@@ -813,6 +847,10 @@ impl<S: Storage> Raft<S> {
         if let Some(target) = self.lead_transferee {
             return Err(Error::TransferInProgress { target });
         }
+        if self.removing_self {
+            // Stepping down once its removal applies; no leader to name yet.
+            return Err(Error::NotLeader { leader: None });
+        }
         Ok(())
     }
 
@@ -909,6 +947,7 @@ impl<S: Storage> Raft<S> {
         }
         let index = self.append_entries(vec![(EntryKind::ConfChange, change.encode())]);
         self.pending_conf_index = index;
+        self.removing_self = change == ConfChange::RemoveNode(self.id);
         Ok(index)
     }
 

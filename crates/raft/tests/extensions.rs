@@ -636,6 +636,76 @@ fn removing_the_leader_hands_over_and_the_group_continues() {
     assert!(!voters(&cluster, new_leader).contains(&leader.0));
 }
 
+/// Found by the whole-cluster simulator: a leader of four voters appended a client entry
+/// after its own removal, committed the removal with two followers, applied it and stepped
+/// down with a log one entry longer than theirs (no follower had the whole log, so no
+/// handover). The fourth voter had died for good; the two left counted the removed leader's
+/// vote (they had not applied the removal), which it refused them for their shorter logs, and
+/// the group never had a leader again. A leader whose removal is in its log takes no
+/// proposal.
+#[test]
+fn a_leader_removing_itself_takes_no_proposal_and_the_voters_left_elect_a_leader() {
+    let mut cluster = Cluster::new(4, 146);
+    cluster.one(b"w", 4, true);
+    let leader = cluster.check_one_leader();
+    cluster
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::RemoveNode(leader), None))
+        .expect("the removal is accepted");
+    let late = cluster.with_node(leader, |n| n.propose(Bytes::from_static(b"late")));
+    assert!(matches!(late, Err(Error::NotLeader { leader: None })), "{late:?}");
+    cluster.run_ticks(30);
+    assert_ne!(cluster.replica(leader).node.role(), Role::Leader);
+    // One of the voters left dies for good: the other two still elect a leader, with the
+    // removed replica's vote if they need it.
+    let dead = cluster.ids.iter().copied().find(|id| *id != leader).expect("a voter left");
+    cluster.crash(dead);
+    let new_leader = cluster.check_one_leader();
+    assert!(![leader, dead].contains(&new_leader));
+    cluster.one(b"after-removal", 2, true);
+    assert!(!voters(&cluster, new_leader).contains(&leader.0));
+}
+
+/// The same after a restart (found in review): a leader that crashed before its removal
+/// committed, elected again with the removal still in its log, takes no proposal either.
+#[test]
+fn a_leader_elected_again_with_its_removal_in_its_log_takes_no_proposal() {
+    let mut cluster = Cluster::new(3, 147);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let others: Vec<_> = cluster.ids.iter().copied().filter(|id| *id != leader).collect();
+    for id in &others {
+        cluster.disconnect(*id);
+    }
+    cluster
+        .with_node(leader, |n| n.propose_conf_change(ConfChange::RemoveNode(leader), None))
+        .expect("the removal is accepted");
+    // Persisted, not replicated.
+    cluster.run_ticks(1);
+    let removal_index = cluster.replica(leader).node.status().last_index;
+    cluster.crash(leader);
+    cluster.run_ticks(40);
+    cluster.start(leader);
+    // With one other voter only, which votes for the restarted replica (its log is longer):
+    // stepped message round by message round, to look before the removal commits.
+    cluster.connect(others[0]);
+    cluster.with_node(leader, |n| n.campaign());
+    for _ in 0..20 {
+        if cluster.replica(leader).node.role() == Role::Leader || !cluster.deliver_round() {
+            break;
+        }
+    }
+    assert_eq!(cluster.replica(leader).node.role(), Role::Leader, "elected again");
+    assert!(cluster.replica(leader).node.status().applied < removal_index, "removal unapplied");
+    let late = cluster.with_node(leader, |n| n.propose(Bytes::from_static(b"late")));
+    assert!(matches!(late, Err(Error::NotLeader { leader: None })), "{late:?}");
+    // The removal commits with this term's no-op, and the group goes on without it.
+    cluster.connect_all();
+    cluster.run_ticks(30);
+    let new_leader = cluster.check_one_leader();
+    assert_ne!(new_leader, leader);
+    cluster.one(b"after-removal", 2, true);
+}
+
 #[test]
 fn only_one_membership_change_may_be_pending() {
     let mut cluster = Cluster::new(3, 143);

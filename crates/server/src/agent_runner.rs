@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use mosaic_agent::{
     Action, AgentConfig, Answer, Birth, LocalState, NodeAgent, POLL_INTERVAL_MS, Request, RequestId,
 };
+use mosaic_client::classify::{Failure, classify_status};
 use mosaic_client::membership::{MembershipDriver, StepFailure};
 use mosaic_client::{ControllerClient, ControllerClientOptions, Tls};
 use mosaic_controller::{ConfigNum, ControllerView};
@@ -361,7 +362,12 @@ impl AgentRunner {
                             Answer::Applied(MigrationOutcome::Done)
                         }
                         Ok(_) => Answer::Applied(MigrationOutcome::Stale("deleted already".into())),
-                        Err(status) => Answer::Failed(status.message().to_string()),
+                        Err(status) => match classify_status(&status) {
+                            Failure::NotLeader { leader: Some(hint) } => {
+                                Answer::Redirect(hint.node)
+                            }
+                            _ => Answer::Failed(status.message().to_string()),
+                        },
                     },
                     Err(error) => Answer::Failed(error),
                 }

@@ -193,18 +193,16 @@ fn a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing() {
     );
 }
 
-/// The default cluster (disks lost too) with automatic repair at every controller replica (a
-/// node unheard for 1 s is down, down for 8 s is repaired) and a storage node dying for good
-/// in the first half of the safety phase. The administrator does not replace members here:
-/// see `a_removed_group_whose_listed_member_died_for_good_hands_its_shards_off`.
+/// The `members_replaced...` cluster (members replaced, disks lost) with automatic repair at
+/// every controller replica (a node unheard for 1 s is down, down for 8 s is repaired) and a
+/// storage node dying for good in the first half of the safety phase.
 fn repaired_config() -> SimConfig {
-    let mut config = SimConfig { repair: Some(RepairConfig::default()), ..SimConfig::default() };
-    config.faults.disk_loss_per_mille = 300;
-    config
+    SimConfig { repair: Some(RepairConfig::default()), ..members_replaced_config() }
 }
 
 /// Automatic repair under faults: one storage node of five dies for good while clients
-/// write, groups are added and removed, shards move and other nodes lose their disks; whichever
+/// write, groups are added and removed and change members, shards move and other nodes lose
+/// their disks; whichever
 /// controller replica leads (through its crashes and failovers) holds the node down, moves its
 /// replicas to other nodes and marks it retired once no group holds it. The run ends with the
 /// node retired, every group at the voters it lists on nodes that are up, every history
@@ -220,14 +218,16 @@ fn a_storage_node_dead_for_good_is_repaired_by_the_controller_and_nothing_is_los
         |seed| {
             let report = run(seed, &config);
             eprintln!("{report}");
+            // The liveness phase requires the dead node retired; here only the repairers
+            // decommission and retire nodes (their counts miss a command whose answer came
+            // too late, so they are reported, not checked).
             report.failure().or_else(|| {
-                let (decommissioned, retired) = report.repairs;
                 let dead = &report.faults.dead_for_good;
                 let hosted = dead.iter().all(|(_, hosted)| *hosted > 0);
-                (dead.len() != 1 || !hosted || decommissioned == 0 || retired == 0).then(|| {
+                (dead.len() != 1 || !hosted).then(|| {
                     format!(
-                        "nodes {dead:?} (with the replicas each hosted) died for good, the \
-                         repairers decommissioned {decommissioned} and retired {retired}"
+                        "nodes {dead:?} (with the replicas each hosted) died for good, not one \
+                         node hosting replicas"
                     )
                 })
             })
@@ -235,27 +235,37 @@ fn a_storage_node_dead_for_good_is_repaired_by_the_controller_and_nothing_is_los
     );
 }
 
-/// Known bugs, found by the repair sweep with the administrator replacing members too: 18 of
-/// seeds 0..150 do not settle. Diagnosed for seeds like 13 and 30 (seeds 6 and 10 of an
-/// earlier schedule): a group removed while it was still taking on the members its
-/// configuration lists, one of which then died for good, never hands its shards off. Its
-/// leader is an old member the configuration no longer lists, the membership change it runs
-/// waits for ever for the dead node to join (a removed group's listing never changes), and the
-/// new owner's confirm asks only the listed members and the shard's sources, which do not lead
-/// it; so the group never retires, and the dead node is never retired either
-/// (`node-still-listed`). A confirm that followed a replica's leader hint would reach the
-/// leader. Not yet diagnosed: seed 71 (a pull that never ends) and seed 114 (a group without a
-/// leader). Fails until they are fixed: `cargo test --workspace --all-targets -- --ignored
-/// a_removed_group_whose_listed_member_died_for_good_hands_its_shards_off`.
+/// Found by the repair sweep (18 of its first 150 seeds fail without the fix): a group
+/// removed while it was still taking on the members its configuration lists, one of which
+/// then died for good, never handed its shards off. Its leader was an old member the
+/// configuration no longer lists, the membership change it ran waited for ever for the dead
+/// node to join (a removed group's listing never changes), and the new owner's confirm asked
+/// only the listed members and the shard's sources, which did not lead it; so the group never
+/// retired, nor did the dead node (`node-still-listed`), and the groups pulling from the new
+/// owner waited behind it. A confirm now also asks the leader a replica names.
 #[test]
-#[ignore = "known bugs: a node dead for good while members are replaced (see above)"]
 fn a_removed_group_whose_listed_member_died_for_good_hands_its_shards_off() {
-    let config = SimConfig { repair: Some(RepairConfig::default()), ..members_replaced_config() };
-    for seed in [13, 30, 71, 114] {
+    let config = repaired_config();
+    for seed in [1, 8, 27, 30, 71] {
         let report = run(seed, &config);
         if let Some(failure) = report.failure() {
             panic!("seed {seed} failed: {failure}\n{report}");
         }
+    }
+}
+
+/// Found by the repair sweep past its default seeds (seed 317; 470 under an earlier fault
+/// schedule): a leader of four
+/// voters took a client's write after proposing its own removal, committed the removal and
+/// stepped down with a log longer than the other voters'; one of them had died for good, the
+/// two left needed the removed replica's vote (they had not applied the removal), which it
+/// refused them for their shorter logs, and the group never had a leader again. A leader whose
+/// removal is in its log now takes no proposal (docs/raft.md).
+#[test]
+fn a_leader_that_removed_itself_leaves_a_log_the_voters_left_can_elect_from() {
+    let report = run(317, &repaired_config());
+    if let Some(failure) = report.failure() {
+        panic!("seed 317 failed: {failure}\n{report}");
     }
 }
 

@@ -42,6 +42,8 @@ struct Sent {
     id: mosaic_agent::RequestId,
     /// The node asked.
     target: NodeId,
+    /// True for a `DeleteShard`, whose `NotLeader` refusal names the group's leader.
+    deletes_shard: bool,
 }
 
 /// The agent of one storage node and its executor. See the module documentation.
@@ -100,7 +102,7 @@ impl SimAgent {
         response: Response,
         store: &SimStore<KvStateMachine>,
     ) {
-        let Some(Sent { id, target }) = self.sent.remove(&id) else {
+        let Some(Sent { id, target, deletes_shard }) = self.sent.remove(&id) else {
             return; // Cancelled.
         };
         let node = self.agent.node();
@@ -114,6 +116,13 @@ impl SimAgent {
         }
         let failed = |error: Error| Answer::Failed(error.to_string());
         let answer = match response {
+            // A shard deleted at a replica of its group (`ShardMigration.DeleteShard`) that
+            // named the group's leader, as the server's executor reads the refusal.
+            Response::Migrated(Err(Error::NotLeader { leader: Some(leader), .. }))
+                if deletes_shard =>
+            {
+                Answer::Redirect(leader)
+            }
             Response::ControllerView(Ok(Ok(answer))) => Answer::View(answer.view),
             Response::ControllerView(Ok(Err(error))) => {
                 panic!("node {node}: the controller refused a read: {error}")
@@ -175,6 +184,7 @@ impl SimAgent {
                     continue;
                 }
             };
+            let deletes_shard = matches!(request, mosaic_agent::Request::DeleteShard { .. });
             let (target, request) = match request {
                 mosaic_agent::Request::Query { num } => {
                     let query = ControllerQuery { num };
@@ -226,7 +236,7 @@ impl SimAgent {
                 }
             };
             let sim_id = io.request(target, request);
-            self.sent.insert(sim_id, Sent { id, target });
+            self.sent.insert(sim_id, Sent { id, target, deletes_shard });
         }
         assert!(!self.agent.is_refused(), "node {node}: the controller refused its registration");
     }

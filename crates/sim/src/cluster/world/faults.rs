@@ -77,34 +77,26 @@ impl World {
         if !self.every_storage_node_up() || self.config.faults.storage_nodes_down_max == 0 {
             return false;
         }
-        let newest = self
-            .controllers
-            .values()
-            .filter_map(|controller| controller.store()?.peer(CONTROLLER_GROUP))
-            .map(|peer| peer.state_machine().state().latest().clone())
-            .max_by_key(|config| config.num);
-        let Some(newest) = newest else { return false };
-        let listed_hosted = newest
-            .groups
-            .iter()
-            .all(|(group, members)| members.iter().all(|member| self.hosts(*member, *group)));
         // A node back from a loss is settled once it rejoined every group placed on it: until
         // then a group created meanwhile may list two nodes born after it (each rejoins it,
         // neither creates it) and never have a majority.
-        listed_hosted
+        self.listed_members_host_their_groups(None)
             && self.agents.values().all(SimAgent::is_settled)
             && self.keeps_majorities(node, |voter, group| self.hosts(voter, group))
     }
 
     /// Whether storage node `node` may stop for good now, as far as the groups go: every
-    /// storage node is up and has recorded its birth (one down, or back empty and not yet
-    /// registered, would not create a group added on it and on the dead node: one founder of
-    /// three), and every group keeps a majority of the
+    /// storage node is up and has recorded its birth, and every member the newest
+    /// configuration lists for a group with `node` hosts it (a node down, back empty, or born
+    /// when a group was added, may not create a group added on it and on the dead node: one
+    /// founder of three), and
+    /// every group keeps a majority of the
     /// voters each replica up sees that hold the group's data without `node`, a voter counted
     /// only if its own replica is up and sees itself a voter (an empty replica that joined,
     /// or a learner, holds nothing yet).
     fn may_die(&self, node: NodeId) -> bool {
         self.every_storage_node_born()
+            && self.listed_members_host_their_groups(Some(node))
             && self.keeps_majorities(node, |voter, group| {
                 let replica = self.storage.get(&voter).and_then(SimNode::store);
                 replica
@@ -128,6 +120,24 @@ impl World {
                     voters.is_empty() || count > voters.len() / 2
                 })
             })
+    }
+
+    /// Whether every node the newest configuration lists for a group hosts a replica of it,
+    /// for every group, or (`of_node`) only for the groups it lists that node for.
+    fn listed_members_host_their_groups(&self, of_node: Option<NodeId>) -> bool {
+        let newest = self
+            .controllers
+            .values()
+            .filter_map(|controller| controller.store()?.peer(CONTROLLER_GROUP))
+            .map(|peer| peer.state_machine().state().latest().clone())
+            .max_by_key(|config| config.num);
+        newest.is_some_and(|newest| {
+            newest
+                .groups
+                .iter()
+                .filter(|(_, members)| of_node.is_none_or(|node| members.contains(&node)))
+                .all(|(group, members)| members.iter().all(|member| self.hosts(*member, *group)))
+        })
     }
 
     /// Whether every storage node is up (none died for good).
