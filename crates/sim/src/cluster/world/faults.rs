@@ -82,22 +82,22 @@ impl World {
         // neither creates it) and never have a majority.
         self.listed_members_host_their_groups(None)
             && self.agents.values().all(SimAgent::is_settled)
-            && self.keeps_majorities(node, |voter, group| self.hosts(voter, group))
+            && self.keeps_majorities(node, false, |voter, group| self.hosts(voter, group))
     }
 
     /// Whether storage node `node` may stop for good now, as far as the groups go: every
     /// storage node is up and has recorded its birth, and every member the newest
     /// configuration lists for a group with `node` hosts it (a node down, back empty, or born
     /// when a group was added, may not create a group added on it and on the dead node: one
-    /// founder of three), and
-    /// every group keeps a majority of the
-    /// voters each replica up sees that hold the group's data without `node`, a voter counted
-    /// only if its own replica is up and sees itself a voter (an empty replica that joined,
-    /// or a learner, holds nothing yet).
+    /// founder of three), and every group keeps a majority of the voters each replica up sees,
+    /// `node` among them where it is a learner (it may be promoted at any moment, even dead),
+    /// that hold the group's data without `node`, a voter counted only if its own replica is
+    /// up and sees itself a voter (an empty replica that joined, or a learner, may hold nothing
+    /// yet).
     fn may_die(&self, node: NodeId) -> bool {
         self.every_storage_node_born()
             && self.listed_members_host_their_groups(Some(node))
-            && self.keeps_majorities(node, |voter, group| {
+            && self.keeps_majorities(node, true, |voter, group| {
                 let replica = self.storage.get(&voter).and_then(SimNode::store);
                 replica
                     .and_then(|store| store.peer(group))
@@ -105,19 +105,28 @@ impl World {
             })
     }
 
-    /// Whether, for every replica up, a majority of the voters it sees is `intact` (given the
-    /// voter and the group) without `node`.
-    fn keeps_majorities(&self, node: NodeId, intact: impl Fn(NodeId, GroupId) -> bool) -> bool {
+    /// Whether, for every replica up, a majority of the voters it sees (and, `as_voter`, of
+    /// those and `node` where it is a learner: a learner may be promoted at any moment, even
+    /// once dead) is `intact` (given the member and the group) without `node`.
+    fn keeps_majorities(
+        &self,
+        node: NodeId,
+        as_voter: bool,
+        intact: impl Fn(NodeId, GroupId) -> bool,
+    ) -> bool {
         self.is_up(node)
             && self.storage.values().filter_map(SimNode::store).all(|store| {
                 store.groups().all(|group| {
                     let Some(peer) = store.peer(group) else { return true };
-                    let voters = &peer.status().conf_state.voters;
-                    let count = voters
+                    let conf = peer.status().conf_state;
+                    let promoted = conf.learners.get(&node).filter(|_| as_voter);
+                    let members: Vec<NodeId> =
+                        conf.voters.iter().chain(promoted).copied().collect();
+                    let count = members
                         .iter()
-                        .filter(|voter| **voter != node && intact(**voter, group))
+                        .filter(|member| **member != node && intact(**member, group))
                         .count();
-                    voters.is_empty() || count > voters.len() / 2
+                    conf.voters.is_empty() || count > members.len() / 2
                 })
             })
     }
