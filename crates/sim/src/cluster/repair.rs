@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mosaic_controller::{
-    Command, ConfigNum, ControllerQuery, NodeReport, Outcome, REPAIR_TICK, RepairStep, Repairer,
-    may_hold,
+    Command, ConfigNum, Configuration, ControllerQuery, NodeReport, Outcome, REPAIR_TICK,
+    RepairStep, Repairer, may_hold,
 };
 use mosaic_engine::{ClientId, GroupId};
 use mosaic_raft::NodeId;
@@ -40,14 +40,21 @@ enum Waiting {
     /// The storage nodes' answers to `ReadLeaders`, to find the groups holding the
     /// decommissioning nodes.
     Leaders {
-        answer: ControllerAnswer,
+        seen: Seen,
         asked: BTreeMap<RequestId, NodeId>,
         led: BTreeMap<NodeId, BTreeMap<GroupId, LedOwnership>>,
         deadline: Time,
-        step: Duration,
     },
     /// Its replica's answer to `command`.
     Command { id: RequestId, command: Command, deadline: Time, step: Duration },
+}
+
+/// What the leader's answer said, read once per step: the latest configuration and every
+/// registered node's report, at the time of the step.
+struct Seen {
+    config: Configuration,
+    reports: BTreeMap<NodeId, NodeReport>,
+    step: Duration,
 }
 
 /// The repair runner of one controller replica's incarnation. See the module documentation.
@@ -92,9 +99,7 @@ impl SimRepairer {
                 // No answer: as if another replica led.
                 Waiting::View { .. } => self.repairer.reset(),
                 // The nodes that did not answer count as not leading.
-                Waiting::Leaders { answer, led, step, .. } => {
-                    self.decide(io, &answer, &led, step);
-                }
+                Waiting::Leaders { seen, led, .. } => self.decide(io, &seen, &led),
                 // The command did not go through; tried again at a later step.
                 Waiting::Command { .. } | Waiting::Nothing => {}
             }
@@ -130,10 +135,10 @@ impl SimRepairer {
                     led.insert(node, groups);
                 }
                 if asked.is_empty()
-                    && let Waiting::Leaders { answer, led, step, .. } =
+                    && let Waiting::Leaders { seen, led, .. } =
                         std::mem::replace(&mut self.waiting, Waiting::Nothing)
                 {
-                    self.decide(io, &answer, &led, step);
+                    self.decide(io, &seen, &led);
                 }
             }
             (Waiting::Command { id: waited, .. }, Response::ControllerOutcome(result))
@@ -162,56 +167,50 @@ impl SimRepairer {
     /// As the leader that gave `answer`: asks the storage nodes which groups they lead if a
     /// node is decommissioning, else decides at once.
     fn read_holding(&mut self, io: &mut Io<'_>, answer: ControllerAnswer, step: Duration) {
-        let view = &answer.view;
-        let reports =
-            NodeReport::of_all(view.nodes.keys().copied(), &view.node_states, &answer.liveness);
-        if Repairer::decommissioning(&reports).is_empty() {
-            self.decide(io, &answer, &BTreeMap::new(), step);
-            return;
-        }
-        let members: std::collections::BTreeSet<NodeId> =
-            view.config.groups.values().flatten().copied().collect();
-        let asked: BTreeMap<RequestId, NodeId> = members
-            .into_iter()
-            .map(|node| (io.request(node, Request::ReadLeaders), node))
-            .collect();
+        let ControllerAnswer { view, liveness } = answer;
+        let reports = NodeReport::of_all(view.nodes.keys().copied(), &view.node_states, &liveness);
+        let seen = Seen { config: view.config, reports, step };
+        let asked: BTreeMap<RequestId, NodeId> = if Repairer::decommissioning(&seen.reports)
+            .is_empty()
+        {
+            BTreeMap::new()
+        } else {
+            let members: std::collections::BTreeSet<NodeId> =
+                seen.config.groups.values().flatten().copied().collect();
+            members.into_iter().map(|node| (io.request(node, Request::ReadLeaders), node)).collect()
+        };
         if asked.is_empty() {
-            self.decide(io, &answer, &BTreeMap::new(), step);
+            self.decide(io, &seen, &BTreeMap::new());
             return;
         }
         let deadline = io.now + REQUEST_TIMEOUT_MS;
-        self.waiting = Waiting::Leaders { answer, asked, led: BTreeMap::new(), deadline, step };
+        self.waiting = Waiting::Leaders { seen, asked, led: BTreeMap::new(), deadline };
     }
 
-    /// Asks the repairer at the time of the `step`, given `answer` and what the storage nodes
-    /// that answered lead (`led`), and sends the command it returns.
+    /// Asks the repairer, given what the step saw (`seen`) and what the storage nodes that answered
+    /// lead (`led`), and sends the command it returns.
     fn decide(
         &mut self,
         io: &mut Io<'_>,
-        answer: &ControllerAnswer,
+        seen: &Seen,
         led: &BTreeMap<NodeId, BTreeMap<GroupId, LedOwnership>>,
-        step: Duration,
     ) {
-        let view = &answer.view;
-        let reports =
-            NodeReport::of_all(view.nodes.keys().copied(), &view.node_states, &answer.liveness);
-        let latest = view.config.num;
-        let holding = Repairer::decommissioning(&reports)
+        let Seen { config, reports, step } = seen;
+        let holding = Repairer::decommissioning(reports)
             .into_iter()
             .map(|node| {
-                let groups = view
-                    .config
+                let groups = config
                     .groups
                     .iter()
                     .filter(|(group, members)| {
-                        may_hold(latest, leader_shows(**group, members, led, node))
+                        may_hold(config.num, leader_shows(**group, members, led, node))
                     })
                     .map(|(group, _)| *group)
                     .collect();
                 (node, Some(groups))
             })
             .collect();
-        match self.repairer.tick(step, &reports, &holding) {
+        match self.repairer.tick(*step, reports, &holding) {
             RepairStep::Idle => {}
             RepairStep::Waiting(why) => {
                 tracing::debug!(node_id = %self.node, "automatic repair waits: {why}");
@@ -223,7 +222,7 @@ impl SimRepairer {
                 let command = request.command.clone();
                 let id = io.request(self.node, Request::ControllerPropose(request));
                 let deadline = io.now + REQUEST_TIMEOUT_MS;
-                self.waiting = Waiting::Command { id, command, deadline, step };
+                self.waiting = Waiting::Command { id, command, deadline, step: *step };
             }
         }
     }
