@@ -296,6 +296,7 @@ async fn a_write_naming_the_wrong_shard_is_refused_by_the_node_and_nothing_is_wr
             client_id: 77,
             seq: 1,
             expects_session: false,
+            expected_version: None,
         };
         let status = kv.put(request).await.expect_err("a wrong shard is never written");
         let kind = pb::ErrorDetail::decode(status.details()).unwrap().kind.unwrap();
@@ -952,4 +953,62 @@ fn admin_wait_shows_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
     assert!(text.contains("shards served"), "a bar on a terminal: {text:?}");
     assert!(text.contains("group(s) behind"), "{text:?}");
     assert!(text.contains("still not settled"), "{text:?}");
+}
+
+/// `mosaic kv` as docs/api.md describes it: a create-only put, a compare-and-set on the version
+/// `get --print-version` shows, refusals with exit code 4 that change nothing, and a version
+/// read before the key's shard moved to another group still the one a compare-and-set takes
+/// after the move (the revision moves with the shard; versions go on growing there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_through_mosaic_kv_keep_their_versions_across_a_shard_move() {
+    let (controllers, _nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let kv = |args: &[&str]| {
+        let output = controllers.kv(args, None);
+        (output.status.code(), stdout(&output), stderr(&output))
+    };
+    let version_and_value = |key: &str| {
+        let (code, out, err) = kv(&["get", "--print-version", key]);
+        assert_eq!(code, Some(0), "{err}");
+        let (version, value) = out.split_once('\n').expect("a version line");
+        (version.parse::<u64>().expect("a version"), value.trim_end().to_string())
+    };
+    let key = "cas-key";
+
+    let (code, out, err) = kv(&["put", "--if-absent", key, "one"]);
+    assert_eq!(code, Some(0), "{err}");
+    let created: u64 = out.trim().parse().expect("the new version");
+    assert_eq!(version_and_value(key), (created, "one".to_string()));
+    let (code, out, err) = kv(&["put", "--if-absent", key, "two"]);
+    assert_eq!((code, out.as_str()), (Some(4), ""), "{err}");
+    assert!(err.contains(&format!("version is {created}")), "{err}");
+    let (code, _, err) = kv(&["cas", key, "--expect-version", &(created + 100).to_string(), "x"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert_eq!(version_and_value(key), (created, "one".to_string()), "nothing changed");
+
+    // The key's shard moves to the other group.
+    let shard = shard_for_key(key.as_bytes(), SHARDS).0;
+    let owner = latest(&controllers)["shards"][shard as usize].as_u64().expect("owned");
+    let other = if owner == 1 { "2" } else { "1" };
+    let moved = controllers.admin(&["shard", "move", &shard.to_string(), other]);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    assert_eq!(latest(&controllers)["shards"][shard as usize].to_string(), other);
+
+    let (code, out, err) = kv(&["cas", key, "--expect-version", &created.to_string(), "two"]);
+    assert_eq!(code, Some(0), "{err}");
+    let second: u64 = out.trim().parse().expect("the new version");
+    assert!(second > created, "{second} after {created}");
+    assert_eq!(version_and_value(key), (second, "two".to_string()));
+    let stale = ["--output", "json", "cas", key, "--expect-version", &created.to_string(), "3"];
+    let (code, out, err) = kv(&stale);
+    assert_eq!(code, Some(4), "{err}");
+    let refused: Value = serde_json::from_str(&out).expect("one JSON line");
+    assert_eq!(refused, serde_json::json!({ "ok": false, "current": second }));
+    let (code, _, err) = kv(&["delete", key, "--expect-version", &second.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(version_and_value(key), (0, String::new()), "deleted");
 }

@@ -6,7 +6,15 @@
 //! mosaic kv --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --group 1 put greeting hello
 //! mosaic kv --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --group 1 get greeting
 //! printf 'binary\0value' | mosaic kv --controllers ... append log
+//! mosaic kv --controllers ... get --print-version counter       # the version, then the value
+//! mosaic kv --controllers ... cas counter --expect-version 7 8  # only if still at version 7
+//! mosaic kv --controllers ... put --if-absent lock owner-1      # only if the key has no value
 //! ```
+//!
+//! Versions: every shard counts its changes, and a key's version is the count when the key was
+//! last written (0: the key has no value); `cas`, `put --if-absent` and `delete
+//! --expect-version` write only if the key's version is the one named, and otherwise change
+//! nothing and exit 4 (docs/api.md).
 //!
 //! The command routes each key one of two ways, and exactly one must be given:
 //! - `--controllers HOST:PORT,...`: by the controller's latest configuration, which names the
@@ -31,9 +39,14 @@
 //!
 //! | command | `--output human` (default) | `--output json` |
 //! |---|---|---|
-//! | `get`, key found | the value's raw bytes, then `\n` | `{"found":true,"value":"..."}` |
-//! | `get`, key absent | nothing | `{"found":false}` |
+//! | `get`, key found | the value's raw bytes, then `\n` (`--print-version`: the version and `\n` first) | `{"found":true,"value":"...","version":V}` |
+//! | `get`, key absent | nothing (`--print-version`: `0\n`) | `{"found":false}` |
 //! | `put`, `append`, `delete` | nothing | `{"ok":true,"index":N}` |
+//! | `cas`, `put --if-absent`, `delete --expect-version` | the key's new version (a delete: the shard's revision after it), then `\n` | `{"ok":true,"version":V}` |
+//!
+//! When the condition of `cas`, `put --if-absent` or `delete --expect-version` does not hold,
+//! nothing is written: stdout carries nothing (`--output json`: `{"ok":false,"current":V}`,
+//! the key's version, 0 when absent), stderr says the key's version, and the exit code is 4.
 //!
 //! In JSON, a value that is valid UTF-8 is the string field `value`; any other value is the
 //! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost. Each
@@ -48,6 +61,7 @@
 //! | 1 | failure: a write that was certainly **not** applied (safe to retry), or a read that failed |
 //! | 2 | bad usage: a malformed flag or argument (clap's usage errors), nothing was sent |
 //! | 3 | a write whose outcome is unknown: it may or may not have been applied (the deadline passed while it was in flight); read the key before retrying it |
+//! | 4 | a conditional write whose condition did not hold: nothing was written |
 
 use std::ffi::OsString;
 use std::io::{Read, Write as _};
@@ -59,8 +73,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Client, ClientError, ClientOptions, Consistency, ControllerClient, ControllerClientOptions,
-    ControllerRouting, LogIndex, RoutingError, RoutingSource, StaticRouting, WriteOutcome,
+    Cas, Client, ClientError, ClientOptions, Consistency, ControllerClient,
+    ControllerClientOptions, ControllerRouting, LogIndex, RoutingError, RoutingSource,
+    StaticRouting, Versioned, WriteOutcome,
 };
 
 use crate::nodes::{KeyRoute, KeySource};
@@ -74,6 +89,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: a write that may or may not have been applied.
 pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+/// Exit code: a conditional write whose condition did not hold; nothing was written.
+pub const EXIT_CONDITION_FAILED: u8 = 4;
 
 /// Flags of `mosaic kv`.
 #[derive(Args, Debug)]
@@ -108,7 +125,7 @@ enum ReadConsistency {
     Linearizable,
     /// The leader reads under its lease, without a round trip.
     Lease,
-    /// Any replica reads what it has applied; may be behind.
+    /// Any replica reads what it has applied (the replicas take turns); may be behind.
     Stale,
 }
 
@@ -131,11 +148,27 @@ enum KvCommand {
         /// How fresh the read must be.
         #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
         consistency: ReadConsistency,
+        /// Print the key's version (0 when it has no value) on a line of its own first.
+        #[arg(long)]
+        print_version: bool,
     },
     /// Sets KEY to VALUE.
     Put {
         /// The key.
         key: OsString,
+        /// The value; when omitted, all of stdin is read as the value.
+        value: Option<OsString>,
+        /// Only if KEY has no value (a create); otherwise nothing is written, exit code 4.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Sets KEY to VALUE only if KEY's version is N (compare-and-set); prints the new version.
+    Cas {
+        /// The key.
+        key: OsString,
+        /// The version KEY must have (`get --print-version` shows it; 0: KEY has no value).
+        #[arg(long, value_name = "N")]
+        expect_version: u64,
         /// The value; when omitted, all of stdin is read as the value.
         value: Option<OsString>,
     },
@@ -150,6 +183,9 @@ enum KvCommand {
     Delete {
         /// The key.
         key: OsString,
+        /// Only if KEY's version is N; otherwise nothing is removed, exit code 4.
+        #[arg(long, value_name = "N")]
+        expect_version: Option<u64>,
     },
 }
 
@@ -158,6 +194,7 @@ impl KvCommand {
         match self {
             Self::Get { .. } => "get",
             Self::Put { .. } => "put",
+            Self::Cas { .. } => "cas",
             Self::Append { .. } => "append",
             Self::Delete { .. } => "delete",
         }
@@ -194,18 +231,30 @@ fn value_or_read(value: Option<OsString>, stdin: &mut impl Read) -> std::io::Res
     }
 }
 
-/// What `get` prints for `value` (see the module's output contract).
-fn render_get(value: Option<&[u8]>, output: Output) -> Vec<u8> {
-    match (output, value) {
-        (Output::Human, Some(value)) => [value, b"\n"].concat(),
-        (Output::Human, None) => Vec::new(),
+/// What `get` prints for `read` (see the module's output contract).
+fn render_get(read: Option<&Versioned>, output: Output, print_version: bool) -> Vec<u8> {
+    let version = read.map_or(0, |read| read.version);
+    let first_line = if print_version { format!("{version}\n") } else { String::new() };
+    match (output, read) {
+        (Output::Human, Some(read)) => [first_line.as_bytes(), &read.value, b"\n"].concat(),
+        (Output::Human, None) => first_line.into_bytes(),
         (Output::Json, None) => json_line(&serde_json::json!({ "found": false })),
-        (Output::Json, Some(value)) => match std::str::from_utf8(value) {
-            Ok(text) => json_line(&serde_json::json!({ "found": true, "value": text })),
-            Err(_) => json_line(
-                &serde_json::json!({ "found": true, "value_base64": BASE64.encode(value) }),
-            ),
+        (Output::Json, Some(read)) => match std::str::from_utf8(&read.value) {
+            Ok(text) => {
+                json_line(&serde_json::json!({ "found": true, "value": text, "version": version }))
+            }
+            Err(_) => json_line(&serde_json::json!({
+                "found": true, "value_base64": BASE64.encode(&read.value), "version": version,
+            })),
         },
+    }
+}
+
+/// What a conditional write prints once it took effect at `version`.
+fn render_cas(version: u64, output: Output) -> Vec<u8> {
+    match output {
+        Output::Human => format!("{version}\n").into_bytes(),
+        Output::Json => format!("{{\"ok\":true,\"version\":{version}}}\n").into_bytes(),
     }
 }
 
@@ -376,31 +425,75 @@ async fn run_command<S: RoutingSource>(
     let is_write = !matches!(command, KvCommand::Get { .. });
 
     let printed = match command {
-        KvCommand::Get { key, consistency } => client
-            .get(key.into_encoded_bytes(), consistency.into())
+        KvCommand::Get { key, consistency, print_version } => client
+            .get_versioned(key.into_encoded_bytes(), consistency.into())
             .await
-            .map(|value| render_get(value.as_deref(), output)),
-        KvCommand::Put { key, value } => {
+            .map(|read| Printed::Out(render_get(read.as_ref(), output, print_version))),
+        KvCommand::Put { key, value, if_absent: true } => {
             let value = read_value(value)?;
-            client.put(key.into_encoded_bytes(), value).await.map(|i| render_write(i, output))
+            let cas = client.compare_and_set(key.into_encoded_bytes(), 0, value).await;
+            cas.map(|cas| Printed::of_cas(cas, output))
+        }
+        KvCommand::Cas { key, expect_version, value } => {
+            let value = read_value(value)?;
+            let cas = client.compare_and_set(key.into_encoded_bytes(), expect_version, value).await;
+            cas.map(|cas| Printed::of_cas(cas, output))
+        }
+        KvCommand::Put { key, value, if_absent: false } => {
+            let value = read_value(value)?;
+            let put = client.put(key.into_encoded_bytes(), value).await;
+            put.map(|i| Printed::Out(render_write(i, output)))
         }
         KvCommand::Append { key, value } => {
             let value = read_value(value)?;
-            client.append(key.into_encoded_bytes(), value).await.map(|i| render_write(i, output))
+            let append = client.append(key.into_encoded_bytes(), value).await;
+            append.map(|i| Printed::Out(render_write(i, output)))
         }
-        KvCommand::Delete { key } => {
-            client.delete(key.into_encoded_bytes()).await.map(|i| render_write(i, output))
+        KvCommand::Delete { key, expect_version: Some(expected) } => {
+            let cas = client.compare_and_delete(key.into_encoded_bytes(), expected).await;
+            cas.map(|cas| Printed::of_cas(cas, output))
+        }
+        KvCommand::Delete { key, expect_version: None } => {
+            let delete = client.delete(key.into_encoded_bytes()).await;
+            delete.map(|i| Printed::Out(render_write(i, output)))
         }
     };
-    match printed {
-        Ok(bytes) => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&bytes).and_then(|()| stdout.flush()).context("writing to stdout")?;
-            Ok(ExitCode::from(EXIT_SUCCESS))
+    let (stdout_bytes, code) = match printed {
+        Ok(Printed::Out(bytes)) => (bytes, EXIT_SUCCESS),
+        Ok(Printed::ConditionFailed { current }) => {
+            eprintln!(
+                "mosaic kv {name}: the key's version is {current}, not the one expected; nothing \
+                 was written (read the key, then decide)"
+            );
+            let json = format!("{{\"ok\":false,\"current\":{current}}}\n");
+            (
+                if output == Output::Json { json.into_bytes() } else { Vec::new() },
+                EXIT_CONDITION_FAILED,
+            )
         }
         Err(error) => {
             eprintln!("{}", error_line(name, &error, is_write, route));
-            Ok(ExitCode::from(exit_code_for(&error, is_write)))
+            return Ok(ExitCode::from(exit_code_for(&error, is_write)));
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&stdout_bytes).and_then(|()| stdout.flush()).context("writing to stdout")?;
+    Ok(ExitCode::from(code))
+}
+
+/// What a command that reached the cluster prints.
+enum Printed {
+    /// These bytes on stdout, exit code 0.
+    Out(Vec<u8>),
+    /// A conditional write found the key at version `current`: nothing written, exit code 4.
+    ConditionFailed { current: u64 },
+}
+
+impl Printed {
+    fn of_cas(cas: Cas, output: Output) -> Self {
+        match cas {
+            Cas::Written { version } => Self::Out(render_cas(version, output)),
+            Cas::Failed { current } => Self::ConditionFailed { current },
         }
     }
 }
@@ -470,7 +563,7 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(10));
         assert_eq!(args.output, Output::Human);
         match args.command {
-            KvCommand::Get { key, consistency } => {
+            KvCommand::Get { key, consistency, .. } => {
                 assert_eq!(key, "user:1");
                 assert_eq!(consistency, ReadConsistency::Linearizable);
             }
@@ -507,7 +600,32 @@ mod tests {
         let append = parse(&["--nodes", NODES, "--group", "1", "append", "k"]).unwrap();
         assert!(matches!(append.command, KvCommand::Append { value: None, .. }));
         let delete = parse(&["--nodes", NODES, "--group", "1", "delete", "k"]).unwrap();
-        assert!(matches!(delete.command, KvCommand::Delete { ref key } if key == "k"));
+        assert!(matches!(
+            delete.command,
+            KvCommand::Delete { ref key, expect_version: None } if key == "k"
+        ));
+    }
+
+    #[test]
+    fn conditional_writes_parse_and_need_their_version() {
+        let route = ["--nodes", NODES, "--group", "1"];
+        let with = |args: &[&'static str]| -> Vec<&'static str> {
+            route.iter().chain(args).copied().collect()
+        };
+        let cas = parse(&with(&["cas", "k", "--expect-version", "7", "v"])).unwrap();
+        assert!(matches!(
+            cas.command,
+            KvCommand::Cas { expect_version: 7, value: Some(ref v), .. } if v == "v"
+        ));
+        let create = parse(&with(&["put", "--if-absent", "k", "v"])).unwrap();
+        assert!(matches!(create.command, KvCommand::Put { if_absent: true, .. }));
+        let delete = parse(&with(&["delete", "k", "--expect-version", "3"])).unwrap();
+        assert!(matches!(delete.command, KvCommand::Delete { expect_version: Some(3), .. }));
+        let get = parse(&with(&["get", "--print-version", "k"])).unwrap();
+        assert!(matches!(get.command, KvCommand::Get { print_version: true, .. }));
+        for bad in [&["cas", "k", "v"][..], &["cas", "k", "--expect-version", "-1", "v"]] {
+            assert_eq!(usage_error(&with(bad)).exit_code(), i32::from(EXIT_USAGE), "{bad:?}");
+        }
     }
 
     #[test]
@@ -676,24 +794,34 @@ mod tests {
         assert_eq!(stdin.position(), 0);
     }
 
+    fn read(value: &[u8], version: u64) -> Option<Versioned> {
+        Some(Versioned { value: mosaic_client::Bytes::copy_from_slice(value), version })
+    }
+
     #[test]
     fn human_get_prints_exactly_the_value_and_a_newline() {
-        assert_eq!(render_get(Some(b"hello"), Output::Human), b"hello\n");
-        assert_eq!(render_get(Some(b"a\0\xff\n"), Output::Human), b"a\0\xff\n\n");
-        assert_eq!(render_get(Some(b""), Output::Human), b"\n");
-        assert_eq!(render_get(None, Output::Human), b"");
+        let get = |value: Option<Versioned>| render_get(value.as_ref(), Output::Human, false);
+        assert_eq!(get(read(b"hello", 3)), b"hello\n");
+        assert_eq!(get(read(b"a\0\xff\n", 3)), b"a\0\xff\n\n");
+        assert_eq!(get(read(b"", 3)), b"\n");
+        assert_eq!(get(None), b"");
+        let with_version =
+            |value: Option<Versioned>| render_get(value.as_ref(), Output::Human, true);
+        assert_eq!(with_version(read(b"hello", 3)), b"3\nhello\n");
+        assert_eq!(with_version(None), b"0\n");
     }
 
     #[test]
     fn json_get_holds_utf8_as_value_and_other_bytes_as_base64() {
-        assert_eq!(render_get(None, Output::Json), b"{\"found\":false}\n");
+        let get = |value: Option<Versioned>| render_get(value.as_ref(), Output::Json, false);
+        assert_eq!(get(None), b"{\"found\":false}\n");
         assert_eq!(
-            render_get(Some("h\u{e9}llo \"q\"".as_bytes()), Output::Json),
-            "{\"found\":true,\"value\":\"h\u{e9}llo \\\"q\\\"\"}\n".as_bytes()
+            get(read("h\u{e9}llo \"q\"".as_bytes(), 12)),
+            "{\"found\":true,\"value\":\"h\u{e9}llo \\\"q\\\"\",\"version\":12}\n".as_bytes()
         );
         assert_eq!(
-            render_get(Some(b"\xff\x00"), Output::Json),
-            b"{\"found\":true,\"value_base64\":\"/wA=\"}\n"
+            get(read(b"\xff\x00", 1)),
+            b"{\"found\":true,\"value_base64\":\"/wA=\",\"version\":1}\n"
         );
     }
 
@@ -701,6 +829,8 @@ mod tests {
     fn writes_print_nothing_or_one_json_line() {
         assert_eq!(render_write(LogIndex(42), Output::Human), b"");
         assert_eq!(render_write(LogIndex(42), Output::Json), b"{\"ok\":true,\"index\":42}\n");
+        assert_eq!(render_cas(8, Output::Human), b"8\n");
+        assert_eq!(render_cas(8, Output::Json), b"{\"ok\":true,\"version\":8}\n");
     }
 
     fn timeout(outcome: WriteOutcome) -> ClientError {

@@ -26,6 +26,7 @@
 //! or a repeated refresh comes from [`crate::backoff`]. The only retries without a pause are
 //! following a leader hint, never twice in a row, and the one refresh for an unassigned shard.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +47,44 @@ use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::session::{LaneLease, SessionPool};
 use crate::tls::Tls;
 use mosaic_types::shard_for_key;
+
+/// A key's value and its version: the revision of the key's shard when the key was last
+/// written (each shard counts its changes, and the count moves with the shard), so a key
+/// never has the same non-zero version twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Bytes,
+    /// The version (never 0: 0 is the version of an absent key).
+    pub version: u64,
+}
+
+/// What a conditional write ([`Client::compare_and_set`], [`Client::compare_and_delete`])
+/// did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cas {
+    /// It took effect; the key's version after it (for a delete, the shard's revision after
+    /// it).
+    Written {
+        /// The version.
+        version: u64,
+    },
+    /// The key's version was not the one expected: nothing changed.
+    Failed {
+        /// The key's version when the write was applied (0: absent).
+        current: u64,
+    },
+}
+
+impl Cas {
+    fn of(response: &pb::WriteResponse) -> Self {
+        if response.condition_failed {
+            Self::Failed { current: response.version }
+        } else {
+            Self::Written { version: response.version }
+        }
+    }
+}
 
 /// How a client retries and how long it waits. Every field is a named bound; see
 /// [`ClientOptions::validate`] for what is accepted.
@@ -145,6 +184,9 @@ struct Inner<S> {
     sessions: SessionPool,
     /// Seeds each operation's backoff jitter.
     jitter_seeds: JitterSeeds,
+    /// Counts stale reads, so that each goes first to the next replica of its group: any
+    /// replica serves them, and they spread the load over all of them.
+    stale_reads: AtomicUsize,
 }
 
 /// A successful answer.
@@ -180,6 +222,7 @@ impl<S: RoutingSource> Client<S> {
                 leaders: Mutex::new(Leaders::default()),
                 sessions: SessionPool::default(),
                 jitter_seeds,
+                stale_reads: AtomicUsize::new(0),
             }),
         })
     }
@@ -199,8 +242,23 @@ impl<S: RoutingSource> Client<S> {
         key: impl Into<Bytes>,
         consistency: pb::Consistency,
     ) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key, consistency).await?.map(|read| read.value))
+    }
+
+    /// Returns the value of `key` and its version (what [`Client::compare_and_set`] compares),
+    /// or `None` when it has no value, read at `consistency`.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub async fn get_versioned(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: pb::Consistency,
+    ) -> Result<Option<Versioned>> {
         match self.inner.execute(Operation::Get { key: key.into(), consistency }).await? {
-            Reply::Get(response) => Ok(response.found.then_some(response.value)),
+            Reply::Get(response) => Ok(response
+                .found
+                .then_some(Versioned { value: response.value, version: response.version })),
             Reply::Write(_) => unreachable!("a get is answered by a GetResponse"),
         }
     }
@@ -211,7 +269,8 @@ impl<S: RoutingSource> Client<S> {
     /// See [`ClientError`]; [`ClientError::outcome`] says whether the write may have been
     /// applied.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<LogIndex> {
-        self.write(Operation::Put { key: key.into(), value: value.into() }).await
+        let put = Operation::Put { key: key.into(), value: value.into(), condition: None };
+        Ok(LogIndex(self.write(put).await?.index))
     }
 
     /// Appends `value` to the value of `key` (an absent key counts as empty); returns the log
@@ -220,7 +279,8 @@ impl<S: RoutingSource> Client<S> {
     /// # Errors
     /// As [`Client::put`].
     pub async fn append(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<LogIndex> {
-        self.write(Operation::Append { key: key.into(), value: value.into() }).await
+        let append = Operation::Append { key: key.into(), value: value.into(), condition: None };
+        Ok(LogIndex(self.write(append).await?.index))
     }
 
     /// Removes `key` (removing an absent key succeeds); returns the log index at which the
@@ -229,12 +289,58 @@ impl<S: RoutingSource> Client<S> {
     /// # Errors
     /// As [`Client::put`].
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<LogIndex> {
-        self.write(Operation::Delete { key: key.into() }).await
+        let delete = Operation::Delete { key: key.into(), condition: None };
+        Ok(LogIndex(self.write(delete).await?.index))
     }
 
-    async fn write(&self, operation: Operation) -> Result<LogIndex> {
+    /// Sets `key` to `value` only if the key's version is `expected_version` (0: only if the
+    /// key has no value, a create); says whether it did. Exactly once like every write: a
+    /// retry after a lost answer hears what the first attempt did, or, when the group no
+    /// longer keeps the session that would say so, fails with an unknown outcome
+    /// ([`ClientError::SessionExpired`]) rather than answer from the version its own first
+    /// attempt may have written.
+    ///
+    /// # Errors
+    /// As [`Client::put`].
+    pub async fn compare_and_set(
+        &self,
+        key: impl Into<Bytes>,
+        expected_version: u64,
+        value: impl Into<Bytes>,
+    ) -> Result<Cas> {
+        let condition = Some(expected_version);
+        let put = Operation::Put { key: key.into(), value: value.into(), condition };
+        let response = self.write(put).await?;
+        if !response.condition_failed && response.version == 0 {
+            // Every put that takes effect gives the key a version of at least 1: this node
+            // ignored the condition (a release without versions) and wrote unconditionally.
+            return Err(ClientError::MalformedResponse {
+                reason: "a conditional put answered as written without a version: the node \
+                         does not know conditional writes (an older release)"
+                    .into(),
+                outcome: WriteOutcome::Unknown,
+            });
+        }
+        Ok(Cas::of(&response))
+    }
+
+    /// Removes `key` only if its version is `expected_version`; says whether it did. The
+    /// version a taken delete answers is the shard's revision after it.
+    ///
+    /// # Errors
+    /// As [`Client::put`].
+    pub async fn compare_and_delete(
+        &self,
+        key: impl Into<Bytes>,
+        expected_version: u64,
+    ) -> Result<Cas> {
+        let delete = Operation::Delete { key: key.into(), condition: Some(expected_version) };
+        Ok(Cas::of(&self.write(delete).await?))
+    }
+
+    async fn write(&self, operation: Operation) -> Result<pb::WriteResponse> {
         match self.inner.execute(operation).await? {
-            Reply::Write(response) => Ok(LogIndex(response.index)),
+            Reply::Write(response) => Ok(response),
             Reply::Get(_) => unreachable!("a write is answered by a WriteResponse"),
         }
     }
@@ -283,9 +389,15 @@ impl<S: RoutingSource> Inner<S> {
                 continue;
             };
             let route = Route { group, shard, config_num: routing.config_num() };
-            let target = next_target
-                .take()
-                .unwrap_or_else(|| lock(&self.leaders).preferred(&routing, group));
+            let target = next_target.take().unwrap_or_else(|| {
+                if operation.any_replica_serves() {
+                    let members = routing.members(group);
+                    let turn = self.stale_reads.fetch_add(1, Ordering::Relaxed);
+                    Target::member(&routing, members[turn % members.len()])
+                } else {
+                    lock(&self.leaders).preferred(&routing, group)
+                }
+            });
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(progress.timed_out(options.timeout));
@@ -293,7 +405,12 @@ impl<S: RoutingSource> Inner<S> {
 
             progress.attempts += 1;
             let attempt_timeout = options.attempt_timeout.min(remaining);
-            let expects_session = lease.as_ref().is_some_and(|lease| lease.knows_session(shard));
+            // A conditional write retried after an attempt that may have applied expects its
+            // session even where the lane never had one: applied again as new after its session
+            // was evicted, it would compare against the version its own first attempt wrote
+            // and answer "failed" (found in review). Without the session, it ends unknown.
+            let expects_session = lease.as_ref().is_some_and(|lease| lease.knows_session(shard))
+                || (operation.is_conditional() && progress.may_have_applied());
             let request = prepared.request(route, expects_session);
             let sent = self.send(&target, request, attempt_timeout);
             let failure = match tokio::time::timeout(attempt_timeout, sent).await {
@@ -556,6 +673,69 @@ mod tests {
         client.put("k", "3").await.unwrap();
         let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
         assert_eq!(expected, [false, true, true, false]);
+    }
+
+    /// A conditional write retried after an attempt that may have applied expects its
+    /// session, even on a lane that never wrote the shard: a group that no longer has it
+    /// answers `SessionExpired`, and the write ends unknown instead of answering "failed"
+    /// from the version its own first attempt may have written.
+    #[tokio::test]
+    async fn a_retried_conditional_write_expects_its_session_and_ends_unknown_without_it() {
+        let node = FakeNode::start().await;
+        let client = client_of(&[node.address()], fast_options());
+        let unknown = pb::OutcomeUnknown { leader_node: None, leader_address: String::new() };
+        node.refuse_next(pb::error_detail::Kind::OutcomeUnknown(unknown.clone()));
+        node.refuse_next(session_expired());
+        let error = client.compare_and_set("k", 0, "mine").await.unwrap_err();
+        assert_eq!(error, ClientError::SessionExpired { outcome: WriteOutcome::Unknown });
+        let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
+        assert_eq!(expected, [false, true]);
+        // Where the session is kept, the retry is answered.
+        node.refuse_next(pb::error_detail::Kind::OutcomeUnknown(unknown.clone()));
+        assert_eq!(client.compare_and_set("k", 0, "mine").await, Ok(Cas::Written { version: 1 }));
+        assert_eq!(client.compare_and_set("k", 0, "again").await, Ok(Cas::Failed { current: 1 }));
+        let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
+        assert_eq!(expected, [false, true, false, true, true]);
+        // A plain write's retry does not expect a session its lane never had.
+        let fresh = client_of(&[node.address()], fast_options());
+        node.refuse_next(pb::error_detail::Kind::OutcomeUnknown(unknown));
+        fresh.put("k", "v").await.unwrap();
+        let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
+        assert_eq!(expected[5..], [false, false]);
+    }
+
+    /// A node of a release without versions ignores the condition and writes: the client
+    /// says the outcome is unknown instead of reporting a compare-and-set that took effect.
+    #[tokio::test]
+    async fn a_conditional_put_answered_without_a_version_is_not_taken_as_written() {
+        let node = FakeNode::start().await;
+        node.forget_versions();
+        let client = client_of(&[node.address()], fast_options());
+        let error = client.compare_and_set("k", 7, "v").await.unwrap_err();
+        assert!(
+            matches!(error, ClientError::MalformedResponse { outcome: WriteOutcome::Unknown, .. }),
+            "{error:?}"
+        );
+    }
+
+    /// Stale reads go to every replica in turn (any replica serves them); linearizable ones
+    /// to the leader the client knows, which a success proves.
+    #[tokio::test]
+    async fn stale_reads_spread_over_the_replicas_and_linearizable_ones_go_to_the_leader() {
+        let nodes = [FakeNode::start().await, FakeNode::start().await, FakeNode::start().await];
+        let addresses: Vec<String> = nodes.iter().map(FakeNode::address).collect();
+        let client = client_of(&addresses, fast_options());
+        for _ in 0..6 {
+            client.get("k", pb::Consistency::Stale).await.unwrap();
+        }
+        let gets: Vec<usize> = nodes.iter().map(|node| node.received().len()).collect();
+        assert_eq!(gets, [2, 2, 2]);
+        for _ in 0..3 {
+            client.get("k", pb::Consistency::Linearizable).await.unwrap();
+        }
+        let gets: Vec<usize> = nodes.iter().map(|node| node.received().len()).collect();
+        assert_eq!(gets.iter().sum::<usize>(), 9);
+        assert_eq!(gets.iter().filter(|count| **count == 2).count(), 2, "one node took them all");
     }
 
     #[test]

@@ -62,8 +62,9 @@ mod session;
 mod test_support;
 pub mod tls;
 
+pub use bytes::Bytes;
 pub use channel::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, endpoint};
-pub use client::{Client, ClientOptions};
+pub use client::{Cas, Client, ClientOptions, Versioned};
 pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
 pub use controller_routing::ControllerRouting;
 pub use error::{ClientError, Result, RoutingError, WriteOutcome};

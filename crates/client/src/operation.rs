@@ -16,11 +16,11 @@ pub(crate) enum Operation {
     /// Read a key.
     Get { key: Bytes, consistency: pb::Consistency },
     /// Set a key.
-    Put { key: Bytes, value: Bytes },
+    Put { key: Bytes, value: Bytes, condition: Option<u64> },
     /// Append to a key's value.
-    Append { key: Bytes, value: Bytes },
+    Append { key: Bytes, value: Bytes, condition: Option<u64> },
     /// Remove a key.
-    Delete { key: Bytes },
+    Delete { key: Bytes, condition: Option<u64> },
 }
 
 impl Operation {
@@ -30,7 +30,7 @@ impl Operation {
             Self::Get { key, .. }
             | Self::Put { key, .. }
             | Self::Append { key, .. }
-            | Self::Delete { key } => key,
+            | Self::Delete { key, .. } => key,
         }
     }
 
@@ -39,10 +39,25 @@ impl Operation {
         !matches!(self, Self::Get { .. })
     }
 
+    /// Whether the operation is a write that names the version its key must have.
+    pub(crate) fn is_conditional(&self) -> bool {
+        match self {
+            Self::Get { .. } => false,
+            Self::Put { condition, .. }
+            | Self::Append { condition, .. }
+            | Self::Delete { condition, .. } => condition.is_some(),
+        }
+    }
+
+    /// Whether any replica of the group serves the operation: true for stale reads alone.
+    pub(crate) fn any_replica_serves(&self) -> bool {
+        matches!(self, Self::Get { consistency: pb::Consistency::Stale, .. })
+    }
+
     /// Whether a success proves that the node that served it leads its group: true for writes
     /// and for linearizable and lease reads, false for stale reads (any replica serves those).
     pub(crate) fn success_proves_leader(&self) -> bool {
-        !matches!(self, Self::Get { consistency: pb::Consistency::Stale, .. })
+        !self.any_replica_serves()
     }
 
     /// The operation's name, for messages.
@@ -108,7 +123,7 @@ impl Prepared {
         let Route { group, shard, config_num } = route;
         let (group_id, shard_id) = (group.0, shard.0);
         let (client_id, seq) = self.session.map_or((0, 0), |s| (s.client_id.0, s.seq));
-        let write = |key: &Bytes, value: &Bytes| pb::WriteRequest {
+        let write = |key: &Bytes, value: &Bytes, condition: &Option<u64>| pb::WriteRequest {
             group_id,
             shard_id,
             config_num,
@@ -117,6 +132,7 @@ impl Prepared {
             client_id,
             seq,
             expects_session,
+            expected_version: *condition,
         };
         match &self.operation {
             Operation::Get { key, consistency } => WireRequest::Get(pb::GetRequest {
@@ -126,9 +142,15 @@ impl Prepared {
                 key: key.clone(),
                 consistency: (*consistency).into(),
             }),
-            Operation::Put { key, value } => WireRequest::Put(write(key, value)),
-            Operation::Append { key, value } => WireRequest::Append(write(key, value)),
-            Operation::Delete { key } => WireRequest::Delete(write(key, &Bytes::new())),
+            Operation::Put { key, value, condition } => {
+                WireRequest::Put(write(key, value, condition))
+            }
+            Operation::Append { key, value, condition } => {
+                WireRequest::Append(write(key, value, condition))
+            }
+            Operation::Delete { key, condition } => {
+                WireRequest::Delete(write(key, &Bytes::new(), condition))
+            }
         }
     }
 }
@@ -157,7 +179,8 @@ mod tests {
     fn every_attempt_of_a_write_carries_the_same_session() {
         let pool = SessionPool::default();
         let mut lease = pool.checkout().unwrap();
-        let put = Operation::Put { key: Bytes::from("k"), value: Bytes::from("v") };
+        let put =
+            Operation::Put { key: Bytes::from("k"), value: Bytes::from("v"), condition: Some(3) };
         let prepared = Prepared::new(put, Some(lease.next_session()));
         // A retry may go to another group under a newer configuration; the session stays.
         let first = prepared.request(route(1, 1), false);
@@ -165,6 +188,7 @@ mod tests {
         assert_eq!(session_of(&first), session_of(&retry));
         let WireRequest::Put(retry) = retry else { panic!("a put sends a WriteRequest") };
         assert_eq!((retry.group_id, retry.shard_id, retry.config_num), (2, 3, 5));
+        assert_eq!(retry.expected_version, Some(3), "and so does the condition");
     }
 
     #[test]
@@ -172,9 +196,9 @@ mod tests {
         let pool = SessionPool::default();
         let mut sessions = Vec::new();
         for operation in [
-            Operation::Put { key: Bytes::from("k"), value: Bytes::from("1") },
-            Operation::Append { key: Bytes::from("k"), value: Bytes::from("2") },
-            Operation::Delete { key: Bytes::from("k") },
+            Operation::Put { key: Bytes::from("k"), value: Bytes::from("1"), condition: None },
+            Operation::Append { key: Bytes::from("k"), value: Bytes::from("2"), condition: None },
+            Operation::Delete { key: Bytes::from("k"), condition: Some(0) },
         ] {
             let mut lease = pool.checkout().unwrap();
             let prepared = Prepared::new(operation, Some(lease.next_session()));
@@ -200,7 +224,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "a put needs a session")]
     fn a_write_without_a_session_is_refused() {
-        let _ = Prepared::new(Operation::Put { key: Bytes::new(), value: Bytes::new() }, None);
+        let put = Operation::Put { key: Bytes::new(), value: Bytes::new(), condition: None };
+        let _ = Prepared::new(put, None);
     }
 
     #[test]
@@ -209,6 +234,6 @@ mod tests {
         assert!(get(pb::Consistency::Linearizable).success_proves_leader());
         assert!(get(pb::Consistency::Lease).success_proves_leader());
         assert!(!get(pb::Consistency::Stale).success_proves_leader());
-        assert!(Operation::Delete { key: Bytes::new() }.success_proves_leader());
+        assert!(Operation::Delete { key: Bytes::new(), condition: None }.success_proves_leader());
     }
 }

@@ -21,7 +21,10 @@ use crate::ids::{ClusterId, NodeIdentity};
 pub const VALUE_VERSION: u8 = 1;
 
 /// The store format version this build reads and writes (kept in the `meta` column family).
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: shardkv's values carry the key's version and each shard keeps its revision under
+/// client id 0 of the `sessions` column family (`mosaic_shardkv::version`), and session
+/// records keep what their last write did; a store of format 1 is refused.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes that do not decode as the value they should hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm};
-use mosaic_shardkv::{KvGet, KvWrite, WriteKind};
+use mosaic_shardkv::version::REVISION_CLIENT;
+use mosaic_shardkv::{KvGet, KvWrite, Version, WriteKind};
 
 use crate::pb;
 
@@ -26,8 +27,8 @@ pub struct SizeLimits {
 /// A write (`Put`, `Append` or `Delete`, as `kind` says) to propose to its group.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for an empty key, a key or value over `limits`, or a delete
-/// that carries a value.
+/// [`Error::InvalidArgument`] for an empty key, a key or value over `limits`, a delete that
+/// carries a value, or client id 0 (it holds each shard's revision, `mosaic_shardkv::version`).
 pub fn write_from_pb(
     kind: WriteKind,
     request: pb::WriteRequest,
@@ -44,6 +45,9 @@ pub fn write_from_pb(
     if kind == WriteKind::Delete && !request.value.is_empty() {
         return Err(invalid("a delete carries no value".into()));
     }
+    if ClientId(request.client_id) == REVISION_CLIENT {
+        return Err(invalid("client id 0 is reserved".into()));
+    }
     let write = KvWrite {
         kind,
         client: ClientId(request.client_id),
@@ -52,6 +56,7 @@ pub fn write_from_pb(
         key: request.key,
         value: request.value,
         expects_session: request.expects_session,
+        condition: request.expected_version.map(Version),
     };
     Ok((GroupId(request.group_id), write))
 }
@@ -178,6 +183,7 @@ mod tests {
             key: Bytes::from_static(key),
             value: Bytes::from_static(value),
             expects_session: true,
+            expected_version: Some(4),
             ..pb::WriteRequest::default()
         }
     }
@@ -202,6 +208,7 @@ mod tests {
             key: Bytes::from_static(b"abcd"),
             value: Bytes::from_static(b"12345678"),
             expects_session: true,
+            condition: Some(Version(4)),
         };
         assert_eq!(write, expected);
     }
@@ -219,6 +226,8 @@ mod tests {
             "the value is 9 bytes; at most 8 are accepted (value-bytes-max)"
         );
         assert_eq!(refused(WriteKind::Delete, write(b"k", b"v")), "a delete carries no value");
+        let client_zero = pb::WriteRequest { client_id: 0, ..write(b"k", b"v") };
+        assert_eq!(refused(WriteKind::Put, client_zero), "client id 0 is reserved");
         assert!(write_from_pb(WriteKind::Delete, write(b"k", b""), LIMITS).is_ok());
     }
 

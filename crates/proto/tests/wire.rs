@@ -45,6 +45,7 @@ fn kv_requests_round_trip_with_their_routing_fields() {
         client_id: 99,
         seq: 5,
         expects_session: true,
+        expected_version: Some(0),
     };
     assert_eq!(round_trip(&write), write);
 }
@@ -94,7 +95,8 @@ fn every_error_detail_kind_round_trips() {
 
 #[test]
 fn stale_get_response_reports_the_applied_index() {
-    let response = pb::GetResponse { found: false, value: Bytes::new(), applied_index: 1 << 40 };
+    let response =
+        pb::GetResponse { found: false, value: Bytes::new(), applied_index: 1 << 40, version: 0 };
     assert_eq!(round_trip(&response), response);
 }
 

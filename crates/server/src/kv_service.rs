@@ -9,7 +9,7 @@ use mosaic_proto::node::{self, SizeLimits};
 use mosaic_proto::pb::{self, kv_server::Kv};
 use mosaic_raftstore::{Error, StoreMsg};
 use mosaic_shardkv::request::{propose_write, read_value};
-use mosaic_shardkv::{KvStateMachine, WriteKind};
+use mosaic_shardkv::{KvStateMachine, WriteEffect, WriteKind};
 use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
@@ -89,8 +89,26 @@ impl KvService {
         if kind != WriteKind::Delete {
             self.disk.check_write().map_err(|error| self.refuse(&error))?;
         }
+        let seq = write.seq;
         let outcome = self.ask(|callback| propose_write(group, write, callback)).await?;
-        Ok(Response::new(pb::WriteResponse { index: outcome.index.0 }))
+        let (version, condition_failed) = match outcome.effect {
+            Some(WriteEffect::Written(version)) => (version, false),
+            Some(WriteEffect::ConditionFailed(version)) => (version, true),
+            // Only a late copy of a request its client has stopped waiting for gets here.
+            None => {
+                return Err(self.refuse(&Error::InvalidArgument {
+                    reason: format!(
+                        "seq {seq} is older than the client's last write to the shard: what it \
+                         did is not kept"
+                    ),
+                }));
+            }
+        };
+        Ok(Response::new(pb::WriteResponse {
+            index: outcome.index.0,
+            version: version.0,
+            condition_failed,
+        }))
     }
 }
 
@@ -106,11 +124,15 @@ impl Kv for KvService {
                 record.read_level(consistency);
                 self.ask(|callback| read_value(group, get, consistency, callback)).await.map(
                     |read| {
-                        let value = read.output;
+                        let found = read.output.is_some();
+                        let (value, version) = read
+                            .output
+                            .map_or_else(Default::default, |stored| (stored.value, stored.version));
                         Response::new(pb::GetResponse {
-                            found: value.is_some(),
-                            value: value.unwrap_or_default(),
+                            found,
+                            value,
                             applied_index: read.applied_index.0,
+                            version: version.0,
                         })
                     },
                 )

@@ -112,6 +112,7 @@ impl TestCluster {
                 client_id,
                 seq,
                 expects_session: false,
+                expected_version: None,
             };
             match kv.put(request).await {
                 Ok(_) => return,
@@ -249,6 +250,7 @@ async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
         client_id: 1,
         seq: 2,
         expects_session: true,
+        expected_version: None,
     };
     let too_big = kv.put(put("k", vec![0; 65], GROUP)).await.unwrap_err();
     assert_eq!(too_big.code(), tonic::Code::InvalidArgument);

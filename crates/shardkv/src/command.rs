@@ -4,8 +4,10 @@
 //! client writes ([`KvWrite`]): `client u64 ‖ seq u64 ‖ shard u32 ‖ key length u32 ‖ key ‖
 //! value`, the value (the rest of the entry) empty for a delete; kinds 9, 10 and 11 are the
 //! same writes from a client that expects its session to exist ([`KvWrite::expects_session`]).
-//! Kinds 4 to 8 move shards between groups ([`crate::migration`]). All integers are
-//! big-endian. The version byte lets a later format be told apart; a reader refuses what it
+//! Kind 12 is a conditional write ([`KvWrite::condition`]): `op u8 (1 put, 2 append, 3
+//! delete) ‖ expects session u8 (0 or 1) ‖ expected version u64 ‖ client u64 ‖ seq u64 ‖
+//! shard u32 ‖ key length u32 ‖ key ‖ value`. Kinds 4 to 8 move shards between groups
+//! ([`crate::migration`]). All integers are big-endian. The version byte lets a later format be told apart; a reader refuses what it
 //! does not know instead of guessing.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -13,10 +15,14 @@ use mosaic_engine::{ClientId, ShardId};
 
 use crate::encoding::{COMMAND_VERSION, DecodeError};
 use crate::migration::MigrationCommand;
+use crate::version::Version;
 
 const HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4;
+/// What a conditional write's header adds: op, expects session, expected version.
+const CONDITION_BYTES: usize = 1 + 1 + 8;
 /// Added to a write's kind when it expects its session.
 const EXPECTS_SESSION_KIND: u8 = 8;
+const CONDITIONAL_WRITE_KIND: u8 = 12;
 
 /// What a write does to its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +56,9 @@ pub struct KvWrite {
     /// the write is refused ([`mosaic_raftstore::Error::SessionExpired`]) instead of applied:
     /// it may be the retry of a write applied before the eviction.
     pub expects_session: bool,
+    /// The write takes effect only if the key's version is this one ([`Version::ABSENT`]:
+    /// only if the key has no value); `None` for an unconditional write.
+    pub condition: Option<Version>,
 }
 
 /// A command of a storage group's log.
@@ -89,7 +98,7 @@ impl KvCommand {
     /// [`DecodeError`] for anything [`KvCommand::encode`] does not write.
     pub fn decode(data: &Bytes) -> Result<Self, DecodeError> {
         match data.get(1) {
-            Some(kind) if write_kind(*kind).is_none() => {
+            Some(kind) if *kind != CONDITIONAL_WRITE_KIND && write_kind(*kind).is_none() => {
                 MigrationCommand::decode(data).map(Self::Migration)
             }
             _ => KvWrite::decode(data).map(Self::Write),
@@ -98,33 +107,51 @@ impl KvCommand {
 }
 
 /// The write a kind byte stands for, and whether it expects its session; `None` for a kind
-/// that is not a write's.
+/// that is not an unconditional write's.
 fn write_kind(byte: u8) -> Option<(WriteKind, bool)> {
     let (base, expects_session) = match byte.checked_sub(EXPECTS_SESSION_KIND) {
         Some(base) if base > 0 => (base, true),
         _ => (byte, false),
     };
-    let kind = match base {
-        1 => WriteKind::Put,
-        2 => WriteKind::Append,
-        3 => WriteKind::Delete,
-        _ => return None,
-    };
-    Some((kind, expects_session))
+    Some((op_kind(base)?, expects_session))
+}
+
+fn op_byte(kind: WriteKind) -> u8 {
+    match kind {
+        WriteKind::Put => 1,
+        WriteKind::Append => 2,
+        WriteKind::Delete => 3,
+    }
+}
+
+fn op_kind(byte: u8) -> Option<WriteKind> {
+    match byte {
+        1 => Some(WriteKind::Put),
+        2 => Some(WriteKind::Append),
+        3 => Some(WriteKind::Delete),
+        _ => None,
+    }
 }
 
 impl KvWrite {
     /// Encodes the write as log entry data.
     #[must_use]
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(HEADER_BYTES + self.key.len() + self.value.len());
+        let size = HEADER_BYTES + CONDITION_BYTES + self.key.len() + self.value.len();
+        let mut out = BytesMut::with_capacity(size);
         out.put_u8(COMMAND_VERSION);
-        let kind = match self.kind {
-            WriteKind::Put => 1,
-            WriteKind::Append => 2,
-            WriteKind::Delete => 3,
-        };
-        out.put_u8(if self.expects_session { kind + EXPECTS_SESSION_KIND } else { kind });
+        let op = op_byte(self.kind);
+        match self.condition {
+            None => {
+                out.put_u8(if self.expects_session { op + EXPECTS_SESSION_KIND } else { op });
+            }
+            Some(expected) => {
+                out.put_u8(CONDITIONAL_WRITE_KIND);
+                out.put_u8(op);
+                out.put_u8(u8::from(self.expects_session));
+                out.put_u64(expected.0);
+            }
+        }
         out.put_u64(self.client.0);
         out.put_u64(self.seq);
         out.put_u32(self.shard.0);
@@ -137,22 +164,39 @@ impl KvWrite {
     /// Decodes log entry data; the key and value share `data`'s buffer.
     ///
     /// # Errors
-    /// [`DecodeError`] for an unknown version or kind, a short header, a key length past the
-    /// end, or a delete that carries a value.
+    /// [`DecodeError`] for an unknown version, kind or op, a short header, a key length past
+    /// the end, or a delete that carries a value.
     pub fn decode(data: &Bytes) -> Result<Self, DecodeError> {
-        let header: &[u8; HEADER_BYTES] = data
-            .get(..HEADER_BYTES)
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| DecodeError(format!("{} bytes is shorter than a header", data.len())))?;
-        if header[0] != COMMAND_VERSION {
-            return Err(DecodeError(format!("unknown command version {}", header[0])));
+        let short = || DecodeError(format!("{} bytes is shorter than a header", data.len()));
+        let Some(&[version, kind]) = data.get(..2) else { return Err(short()) };
+        if version != COMMAND_VERSION {
+            return Err(DecodeError(format!("unknown command version {version}")));
         }
-        let (kind, expects_session) = write_kind(header[1])
-            .ok_or_else(|| DecodeError(format!("unknown write kind {}", header[1])))?;
-        let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().expect("8"));
-        let u32_at = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4"));
-        let key_len = u32_at(22) as usize;
-        let key_end = HEADER_BYTES
+        let (kind, expects_session, condition, header_bytes) = if kind == CONDITIONAL_WRITE_KIND {
+            let condition: &[u8; CONDITION_BYTES] = data
+                .get(2..2 + CONDITION_BYTES)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(short)?;
+            let op = op_kind(condition[0])
+                .ok_or_else(|| DecodeError(format!("unknown write op {}", condition[0])))?;
+            let expects_session = match condition[1] {
+                0 => false,
+                1 => true,
+                other => return Err(DecodeError(format!("expects-session byte {other}"))),
+            };
+            let expected = u64::from_be_bytes(condition[2..].try_into().expect("8 bytes"));
+            (op, expects_session, Some(Version(expected)), HEADER_BYTES + CONDITION_BYTES)
+        } else {
+            let (op, expects_session) = write_kind(kind)
+                .ok_or_else(|| DecodeError(format!("unknown write kind {kind}")))?;
+            (op, expects_session, None, HEADER_BYTES)
+        };
+        // The fields every write has, after the kind (and the condition).
+        let fields = data.get(header_bytes - 24..header_bytes).ok_or_else(short)?;
+        let u64_at = |at: usize| u64::from_be_bytes(fields[at..at + 8].try_into().expect("8"));
+        let u32_at = |at: usize| u32::from_be_bytes(fields[at..at + 4].try_into().expect("4"));
+        let key_len = u32_at(20) as usize;
+        let key_end = header_bytes
             .checked_add(key_len)
             .filter(|end| *end <= data.len())
             .ok_or_else(|| DecodeError(format!("key length {key_len} runs past the entry")))?;
@@ -162,12 +206,13 @@ impl KvWrite {
         }
         Ok(Self {
             kind,
-            client: ClientId(u64_at(2)),
-            seq: u64_at(10),
-            shard: ShardId(u32_at(18)),
-            key: data.slice(HEADER_BYTES..key_end),
+            client: ClientId(u64_at(0)),
+            seq: u64_at(8),
+            shard: ShardId(u32_at(16)),
+            key: data.slice(header_bytes..key_end),
             value,
             expects_session,
+            condition,
         })
     }
 }
@@ -187,6 +232,7 @@ mod tests {
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::copy_from_slice(value.as_bytes()),
             expects_session: false,
+            condition: None,
         }
     }
 
@@ -198,8 +244,12 @@ mod tests {
             write(WriteKind::Delete, "gone", ""),
         ] {
             let expecting = KvWrite { expects_session: true, ..command.clone() };
+            let conditional = KvWrite { condition: Some(Version(5)), ..expecting.clone() };
+            let create_only = KvWrite { condition: Some(Version::ABSENT), ..command.clone() };
             assert_eq!(KvWrite::decode(&command.encode()), Ok(command));
-            assert_eq!(KvCommand::decode(&expecting.encode()), Ok(KvCommand::Write(expecting)));
+            for write in [expecting, conditional, create_only] {
+                assert_eq!(KvCommand::decode(&write.encode()), Ok(KvCommand::Write(write)));
+            }
         }
     }
 
@@ -209,13 +259,23 @@ mod tests {
         let mut bad_version = good.to_vec();
         bad_version[0] = 2;
         let mut bad_kind = good.to_vec();
-        bad_kind[1] = 12;
+        bad_kind[1] = 13;
         let mut long_key = good.to_vec();
         long_key[22..26].copy_from_slice(&1000u32.to_be_bytes());
         let mut delete_with_value = good.to_vec();
         delete_with_value[1] = 3;
         let mut expecting_delete_with_value = good.to_vec();
         expecting_delete_with_value[1] = 11;
+        let conditional =
+            KvWrite { condition: Some(Version(3)), ..write(WriteKind::Put, "key", "v") }.encode();
+        let mut bad_op = conditional.to_vec();
+        bad_op[2] = 4;
+        let mut bad_expects_session = conditional.to_vec();
+        bad_expects_session[3] = 2;
+        let mut conditional_delete_with_value = conditional.to_vec();
+        conditional_delete_with_value[2] = 3;
+        let mut conditional_long_key = conditional.to_vec();
+        conditional_long_key[32..36].copy_from_slice(&1000u32.to_be_bytes());
         for bad in [
             bad_version,
             bad_kind,
@@ -223,6 +283,11 @@ mod tests {
             delete_with_value,
             expecting_delete_with_value,
             good[..10].to_vec(),
+            bad_op,
+            bad_expects_session,
+            conditional_delete_with_value,
+            conditional_long_key,
+            conditional[..30].to_vec(),
         ] {
             assert!(KvWrite::decode(&Bytes::from(bad.clone())).is_err(), "{bad:02x?} decoded");
         }
@@ -239,13 +304,14 @@ mod tests {
             kind in 0u8..3, client: u64, seq: u64, shard: u32,
             key in proptest::collection::vec(any::<u8>(), 0..40),
             value in proptest::collection::vec(any::<u8>(), 0..40),
-            expects_session: bool,
+            expects_session: bool, condition: Option<u64>,
         ) {
             let kind = [WriteKind::Put, WriteKind::Append, WriteKind::Delete][kind as usize];
             let value = if kind == WriteKind::Delete { Vec::new() } else { value };
             let command = KvWrite {
                 kind, client: ClientId(client), seq, shard: ShardId(shard),
                 key: Bytes::from(key), value: Bytes::from(value), expects_session,
+                condition: condition.map(Version),
             };
             prop_assert_eq!(KvWrite::decode(&command.encode()), Ok(command));
         }

@@ -1,5 +1,6 @@
 //! The storage group's state machine (6.824 Lab 4B's shardkv server, without the network):
-//! the KV commands a group replicates, their encoding, client sessions that make a retried
+//! the KV commands a group replicates, their encoding, key versions and shard revisions
+//! ([`version`]) that conditional writes compare, client sessions that make a retried
 //! write apply at most once, the shards a group owns and the migration steps that move them
 //! between groups, and [`KvStateMachine`], which the node runtime (`mosaic-raftstore`) applies
 //! committed entries through; [`plan`] decides what a group's leader does next to follow the
@@ -17,11 +18,13 @@ pub mod plan;
 pub mod request;
 mod session;
 mod state_machine;
+pub mod version;
 
 pub use command::{KvCommand, KvWrite, WriteKind};
 pub use encoding::{COMMAND_VERSION, DecodeError};
 pub use migration::{MigrationCommand, MigrationOutcome};
 pub use ownership::{METADATA_SHARD, Ownership, PlacedSince, ShardState};
 pub use plan::{MigrationTask, TaskKey, plan};
-pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable};
+pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable, WriteEffect};
 pub use state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};
+pub use version::{Version, Versioned};

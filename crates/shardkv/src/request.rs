@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use mosaic_controller::ConfigNum;
 use mosaic_engine::{EngineSnapshot, GroupId, KvEngine, ShardId};
 use mosaic_raftstore::{Callback, Consistency, LeaderRead, ReadOutput, StoreMsg};
@@ -20,6 +19,7 @@ use crate::command::{KvCommand, KvWrite};
 use crate::migration::{MigrationCommand, MigrationOutcome};
 use crate::ownership::Ownership;
 use crate::state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};
+use crate::version::Versioned;
 
 /// A store message of a node hosting storage groups.
 pub type KvStoreMsg<K> = StoreMsg<K, KvStateMachine>;
@@ -62,12 +62,12 @@ pub fn propose_migration<K: KvEngine>(
     }
 }
 
-/// Reads one key of `group`; `callback` gets its value, if it has one.
+/// Reads one key of `group`; `callback` gets its value and version, if it has a value.
 pub fn read_value<K: KvEngine>(
     group: GroupId,
     get: KvGet,
     consistency: Consistency,
-    callback: Callback<ReadOutput<Option<Bytes>>>,
+    callback: Callback<ReadOutput<Option<Versioned>>>,
 ) -> KvStoreMsg<K> {
     StoreMsg::Read {
         group,

@@ -20,13 +20,27 @@ use mosaic_engine::{ClientId, ShardId};
 use mosaic_raft::LogIndex;
 
 use crate::encoding::DecodeError;
+use crate::version::Version;
 
 /// Sessions kept per shard. Part of the replicated behaviour: every replica must use the same
 /// value, so it changes only with the format version.
 pub const SESSIONS_PER_SHARD_MAX: usize = 4096;
 
-const SESSION_VERSION: u8 = 1;
-const SESSION_BYTES: usize = 1 + 8 + 8;
+const SESSION_VERSION: u8 = 2;
+const SESSION_BYTES: usize = 1 + 8 + 8 + 1 + 8;
+const WRITTEN_TAG: u8 = 1;
+const CONDITION_FAILED_TAG: u8 = 2;
+
+/// What a write did to its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteEffect {
+    /// It took effect; the key's version after it (for a delete, the shard's revision after
+    /// it: a read from then on sees the key absent).
+    Written(Version),
+    /// Its condition did not hold and nothing was written; the key's version then
+    /// ([`Version::ABSENT`] for an absent key).
+    ConditionFailed(Version),
+}
 
 /// One client's session in one shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,23 +49,33 @@ pub struct Session {
     pub seq: u64,
     /// The log index of the last write recorded (the eviction order).
     pub last_index: LogIndex,
+    /// What the write of `seq` did: a retry of it is answered with this, so a retried
+    /// compare-and-set hears whether its first attempt took effect.
+    pub effect: WriteEffect,
 }
 
 impl Session {
-    /// Encodes the record: `version u8 (1) ‖ seq u64 ‖ last index u64`.
+    /// Encodes the record: `version u8 (2) ‖ seq u64 ‖ last index u64 ‖ effect u8 (1 written,
+    /// 2 condition failed) ‖ key version u64`.
     #[must_use]
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(SESSION_BYTES);
         out.put_u8(SESSION_VERSION);
         out.put_u64(self.seq);
         out.put_u64(self.last_index.0);
+        let (tag, version) = match self.effect {
+            WriteEffect::Written(version) => (WRITTEN_TAG, version),
+            WriteEffect::ConditionFailed(version) => (CONDITION_FAILED_TAG, version),
+        };
+        out.put_u8(tag);
+        out.put_u64(version.0);
         out.freeze()
     }
 
     /// Decodes a record.
     ///
     /// # Errors
-    /// [`DecodeError`] for a record of the wrong length or version.
+    /// [`DecodeError`] for a record of the wrong length, version or effect.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let record: &[u8; SESSION_BYTES] = bytes
             .try_into()
@@ -59,9 +83,14 @@ impl Session {
         if record[0] != SESSION_VERSION {
             return Err(DecodeError(format!("unknown session version {}", record[0])));
         }
-        let seq = u64::from_be_bytes(record[1..9].try_into().expect("8 bytes"));
-        let last_index = u64::from_be_bytes(record[9..17].try_into().expect("8 bytes"));
-        Ok(Self { seq, last_index: LogIndex(last_index) })
+        let u64_at = |at: usize| u64::from_be_bytes(record[at..at + 8].try_into().expect("8"));
+        let version = Version(u64_at(18));
+        let effect = match record[17] {
+            WRITTEN_TAG => WriteEffect::Written(version),
+            CONDITION_FAILED_TAG => WriteEffect::ConditionFailed(version),
+            tag => return Err(DecodeError(format!("unknown write effect {tag}"))),
+        };
+        Ok(Self { seq: u64_at(1), last_index: LogIndex(u64_at(9)), effect })
     }
 }
 
@@ -106,16 +135,10 @@ impl SessionTable {
         }
     }
 
-    /// Records that `client` wrote `seq` at `index`; returns the clients evicted to keep the
-    /// shard within [`SESSIONS_PER_SHARD_MAX`].
-    pub fn record(
-        &mut self,
-        shard: ShardId,
-        client: ClientId,
-        seq: u64,
-        index: LogIndex,
-    ) -> Vec<ClientId> {
-        self.insert(shard, client, Session { seq, last_index: index });
+    /// Records `session` (a write of its client at its index); returns the clients evicted to
+    /// keep the shard within [`SESSIONS_PER_SHARD_MAX`].
+    pub fn record(&mut self, shard: ShardId, client: ClientId, session: Session) -> Vec<ClientId> {
+        self.insert(shard, client, session);
         let ages = self.by_age.entry(shard).or_default();
         let mut evicted = Vec::new();
         while ages.len() > SESSIONS_PER_SHARD_MAX {
@@ -131,14 +154,24 @@ impl SessionTable {
 mod tests {
     use super::*;
 
+    fn session(seq: u64, index: u64) -> Session {
+        Session { seq, last_index: LogIndex(index), effect: WriteEffect::Written(Version(index)) }
+    }
+
     #[test]
     fn a_record_round_trips_and_garbage_is_refused() {
-        let session = Session { seq: 7, last_index: LogIndex(99) };
-        assert_eq!(Session::decode(&session.encode()), Ok(session));
+        let failed = WriteEffect::ConditionFailed(Version::ABSENT);
+        for session in [session(7, 99), Session { effect: failed, ..session(8, 100) }] {
+            assert_eq!(Session::decode(&session.encode()), Ok(session));
+        }
+        let session = session(7, 99);
         assert!(Session::decode(&session.encode()[1..]).is_err());
         let mut other_version = session.encode().to_vec();
-        other_version[0] = 2;
+        other_version[0] = 1;
         assert!(Session::decode(&other_version).is_err());
+        let mut unknown_effect = session.encode().to_vec();
+        unknown_effect[17] = 3;
+        assert!(Session::decode(&unknown_effect).is_err());
     }
 
     #[test]
@@ -146,11 +179,11 @@ mod tests {
         let mut table = SessionTable::default();
         let shard = ShardId(3);
         for client in 0..SESSIONS_PER_SHARD_MAX as u64 {
-            assert!(table.record(shard, ClientId(client), 1, LogIndex(client + 1)).is_empty());
+            assert!(table.record(shard, ClientId(client), session(1, client + 1)).is_empty());
         }
         // Client 0 writes again: client 1 is now the least recently written.
-        assert!(table.record(shard, ClientId(0), 2, LogIndex(10_000)).is_empty());
-        let evicted = table.record(shard, ClientId(77_777), 1, LogIndex(10_001));
+        assert!(table.record(shard, ClientId(0), session(2, 10_000)).is_empty());
+        let evicted = table.record(shard, ClientId(77_777), session(1, 10_001));
         assert_eq!(evicted, vec![ClientId(1)]);
         assert_eq!(table.len(shard), SESSIONS_PER_SHARD_MAX);
         assert_eq!(table.get(shard, ClientId(1)), None);

@@ -15,6 +15,8 @@
 //! - `ownership` is `None` exactly when the group's node does not follow a controller and no
 //!   ownership record was ever written for the group; otherwise it equals the group's
 //!   ownership record as of the last applied entry.
+//! - `revisions` holds the revision ([`crate::version`]) of every shard whose revision record
+//!   exists, as of the last applied entry; a shard without one has revision 0.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,7 +36,8 @@ use crate::ownership::{
     METADATA_SHARD, NotApplied, OWNERSHIP_KEY, Ownership, PLACED_BY_CONTROLLER,
     PLACED_SINCE_RECORD, PLACEMENT_RECORD, PlacedSince, ShardState,
 };
-use crate::session::{Session, SessionTable};
+use crate::session::{Session, SessionTable, WriteEffect};
+use crate::version::{REVISION_CLIENT, Version, Versioned, decode_revision, encode_revision};
 
 /// A read of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,8 +69,8 @@ pub enum KvQuery {
 
 /// What a [`KvQuery`] answers.
 pub enum KvReadOutput<S: KvRead> {
-    /// The key's value, if it has one.
-    Value(Option<Bytes>),
+    /// The key's value and version, if it has a value.
+    Value(Option<Versioned>),
     /// The group's shard ownership.
     Ownership(Option<Ownership>),
     /// A view of the store in which the shard is frozen (sending) and complete.
@@ -92,6 +95,10 @@ pub struct WriteOutcome {
     /// True when the session had already applied this sequence number: the write was not
     /// applied again (6.824 "at most once").
     pub duplicate: bool,
+    /// What the write did; for a duplicate, what its first application did. `None` only for
+    /// a duplicate of a write older than the session's last (a late copy of a request its
+    /// client no longer waits for): what that one did is not kept.
+    pub effect: Option<WriteEffect>,
 }
 
 /// What an applied command answers.
@@ -109,6 +116,7 @@ pub struct KvStateMachine {
     group: GroupId,
     sessions: SessionTable,
     ownership: Option<Ownership>,
+    revisions: BTreeMap<ShardId, u64>,
     pending: BTreeMap<(ShardId, Bytes), Option<Bytes>>,
     deleted_shards: BTreeSet<ShardId>,
 }
@@ -130,6 +138,12 @@ impl KvStateMachine {
     #[must_use]
     pub fn ownership(&self) -> Option<&Ownership> {
         self.ownership.as_ref()
+    }
+
+    /// The revision of `shard` ([`crate::version`]): 0 for a shard never written here.
+    #[must_use]
+    pub fn revision(&self, shard: ShardId) -> u64 {
+        self.revisions.get(&shard).copied().unwrap_or(0)
     }
 
     /// Marks a node's store as placed by a controller: its groups serve only the shards their
@@ -206,19 +220,26 @@ impl KvStateMachine {
         self.check_serves(shard)
     }
 
+    /// Checks a write before it enters the log: its key, its shard, and its client id.
+    fn check_write(&self, write: &KvWrite) -> Result<()> {
+        check_client(write.client)?;
+        self.check_request(write.shard, &write.key)
+    }
+
+    /// The value and version of `key` as the entries applied so far leave it, the batch not
+    /// yet written included.
     fn current_value<K: KvEngine>(
         &self,
         engine: &Engine<K>,
         shard: ShardId,
         key: &Bytes,
-    ) -> Result<Option<Bytes>> {
-        if let Some(pending) = self.pending.get(&(shard, key.clone())) {
-            return Ok(pending.clone());
-        }
-        if self.deleted_shards.contains(&shard) {
-            return Ok(None);
-        }
-        Ok(engine.get_data(self.group, shard, key)?)
+    ) -> Result<Option<Versioned>> {
+        let stored = match self.pending.get(&(shard, key.clone())) {
+            Some(pending) => pending.clone(),
+            None if self.deleted_shards.contains(&shard) => None,
+            None => engine.get_data(self.group, shard, key)?,
+        };
+        stored.map(|stored| decode_stored(engine, self.group, shard, &stored)).transpose()
     }
 
     fn apply_write<K: KvEngine>(
@@ -229,38 +250,69 @@ impl KvStateMachine {
         write: KvWrite,
     ) -> Result<WriteOutcome> {
         let group = self.group;
+        check_client(write.client)?;
         self.check_serves(write.shard)?;
         match self.sessions.get(write.shard, write.client) {
-            Some(session) if write.seq <= session.seq => {
-                return Ok(WriteOutcome { index, duplicate: true });
+            Some(session) if write.seq == session.seq => {
+                return Ok(WriteOutcome { index, duplicate: true, effect: Some(session.effect) });
+            }
+            Some(session) if write.seq < session.seq => {
+                return Ok(WriteOutcome { index, duplicate: true, effect: None });
             }
             None if write.expects_session => {
                 return Err(Error::SessionExpired { shard: write.shard, client: write.client });
             }
             _ => {}
         }
-        let new_value = match write.kind {
-            WriteKind::Put => Some(write.value),
-            WriteKind::Append => {
-                let current = self.current_value(engine, write.shard, &write.key)?;
-                let mut joined = BytesMut::from(current.as_deref().unwrap_or_default());
-                joined.extend_from_slice(&write.value);
-                Some(joined.freeze())
+        let current = self.current_value(engine, write.shard, &write.key)?;
+        let current_version = current.as_ref().map_or(Version::ABSENT, |stored| stored.version);
+        let effect = match write.condition {
+            Some(expected) if expected != current_version => {
+                WriteEffect::ConditionFailed(current_version)
             }
-            WriteKind::Delete => None,
+            _ => {
+                let value = match write.kind {
+                    WriteKind::Put => Some(write.value),
+                    WriteKind::Append => {
+                        let current = current.map(|stored| stored.value).unwrap_or_default();
+                        let mut joined = BytesMut::from(current.as_ref());
+                        joined.extend_from_slice(&write.value);
+                        Some(joined.freeze())
+                    }
+                    WriteKind::Delete => None,
+                };
+                let revision = self.revision(write.shard);
+                if value.is_none() && current_version == Version::ABSENT {
+                    // Deleting an absent key changes nothing: the revision stays.
+                    WriteEffect::Written(Version(revision))
+                } else {
+                    let version = Version(revision + 1);
+                    self.revisions.insert(write.shard, version.0);
+                    batch.put_session(
+                        group,
+                        write.shard,
+                        REVISION_CLIENT,
+                        encode_revision(version.0),
+                    );
+                    let stored = value.map(|value| Versioned { value, version }.encode());
+                    match &stored {
+                        Some(stored) => {
+                            batch.put_data(group, write.shard, write.key.clone(), stored.clone());
+                        }
+                        None => batch.delete_data(group, write.shard, write.key.clone()),
+                    }
+                    self.pending.insert((write.shard, write.key), stored);
+                    WriteEffect::Written(version)
+                }
+            }
         };
-        match &new_value {
-            Some(value) => batch.put_data(group, write.shard, write.key.clone(), value.clone()),
-            None => batch.delete_data(group, write.shard, write.key.clone()),
-        }
-        self.pending.insert((write.shard, write.key), new_value);
-        let evicted = self.sessions.record(write.shard, write.client, write.seq, index);
-        let session = Session { seq: write.seq, last_index: index };
+        let session = Session { seq: write.seq, last_index: index, effect };
+        let evicted = self.sessions.record(write.shard, write.client, session);
         batch.put_session(group, write.shard, write.client, session.encode());
         for client in evicted {
             batch.delete_session(group, write.shard, client);
         }
-        Ok(WriteOutcome { index, duplicate: false })
+        Ok(WriteOutcome { index, duplicate: false, effect: Some(effect) })
     }
 
     /// Applies a migration step (the entry at `index`); `Err` only for a group that has no
@@ -309,13 +361,17 @@ impl KvStateMachine {
                 // An imported session counts as written at this entry: the source group's
                 // log indices mean nothing in this log's eviction order.
                 let mut sessions = Vec::new();
+                let mut revision = None;
                 for record in &mut records {
                     if let ShardRecord::Session { client, record } = record {
-                        let session = Session::decode(record).map_err(|DecodeError(reason)| {
-                            Error::InvalidArgument {
-                                reason: format!("shard {shard} client {client}: {reason}"),
-                            }
-                        })?;
+                        let malformed = |DecodeError(reason)| Error::InvalidArgument {
+                            reason: format!("shard {shard} client {client}: {reason}"),
+                        };
+                        if *client == REVISION_CLIENT {
+                            revision = Some(decode_revision(record).map_err(malformed)?);
+                            continue;
+                        }
+                        let session = Session::decode(record).map_err(malformed)?;
                         let session = Session { last_index: index, ..session };
                         *record = session.encode();
                         sessions.push((*client, session));
@@ -331,6 +387,9 @@ impl KvStateMachine {
                 batch.put_shard_records(group, shard, &records);
                 for (client, session) in sessions {
                     self.sessions.insert(shard, client, session);
+                }
+                if let Some(revision) = revision {
+                    self.revisions.insert(shard, revision);
                 }
                 for record in records {
                     if let ShardRecord::Data { key, value } = record {
@@ -354,6 +413,7 @@ impl KvStateMachine {
                 ownership.handed_off(shard);
                 batch.delete_shard(group, shard);
                 self.sessions.remove_shard(shard);
+                self.revisions.remove(&shard);
                 self.pending.retain(|(pending_shard, _), _| *pending_shard != shard);
                 self.deleted_shards.insert(shard);
             }
@@ -409,14 +469,19 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
             })
         };
         let mut sessions = SessionTable::default();
+        let mut revisions = BTreeMap::new();
         let mut malformed = None;
         engine.scan_group_sessions(group, &mut |shard, client, record| {
-            match Session::decode(record) {
-                Ok(session) => sessions.insert(shard, client, session),
-                Err(error) => {
-                    malformed = Some(format!("shard {shard} client {client}: {error}"));
-                    return Ok(false);
-                }
+            let loaded = if client == REVISION_CLIENT {
+                decode_revision(record).map(|revision| {
+                    revisions.insert(shard, revision);
+                })
+            } else {
+                Session::decode(record).map(|session| sessions.insert(shard, client, session))
+            };
+            if let Err(error) = loaded {
+                malformed = Some(format!("shard {shard} client {client}: {error}"));
+                return Ok(false);
             }
             Ok(true)
         })?;
@@ -431,12 +496,12 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
             None => Self::is_placed_by_controller(engine)?.then(Ownership::default),
         };
         let (pending, deleted_shards) = (BTreeMap::new(), BTreeSet::new());
-        Ok(Self { group, sessions, ownership, pending, deleted_shards })
+        Ok(Self { group, sessions, ownership, revisions, pending, deleted_shards })
     }
 
     fn check_proposal(&self, proposal: &KvCommand) -> Result<()> {
         match proposal {
-            KvCommand::Write(write) => self.check_request(write.shard, &write.key),
+            KvCommand::Write(write) => self.check_write(write),
             KvCommand::Migration(_) => Ok(()),
         }
     }
@@ -482,7 +547,11 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
         match query {
             KvQuery::Get(get) => {
                 self.check_request(get.shard, &get.key)?;
-                Ok(KvReadOutput::Value(engine.get_data(self.group, get.shard, &get.key)?))
+                let stored = engine.get_data(self.group, get.shard, &get.key)?;
+                let value = stored
+                    .map(|stored| decode_stored(engine, self.group, get.shard, &stored))
+                    .transpose()?;
+                Ok(KvReadOutput::Value(value))
             }
             KvQuery::Ownership => Ok(KvReadOutput::Ownership(self.ownership.clone())),
             KvQuery::Handoff { num, shard, to } => {
@@ -490,4 +559,27 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
             }
         }
     }
+}
+
+/// Refuses client id 0, which holds each shard's revision ([`REVISION_CLIENT`]).
+fn check_client(client: ClientId) -> Result<()> {
+    if client == REVISION_CLIENT {
+        return Err(Error::InvalidArgument { reason: "client id 0 is reserved".into() });
+    }
+    Ok(())
+}
+
+/// Decodes a value of the `data` column family; one that does not decode is corruption.
+fn decode_stored<K: KvEngine>(
+    engine: &Engine<K>,
+    group: GroupId,
+    shard: ShardId,
+    stored: &Bytes,
+) -> Result<Versioned> {
+    Versioned::decode(stored).map_err(|DecodeError(reason)| {
+        Error::Engine(mosaic_engine::Error::Corruption {
+            path: engine.path().to_path_buf(),
+            reason: format!("group {group} shard {shard}: {reason}"),
+        })
+    })
 }

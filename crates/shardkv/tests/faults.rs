@@ -77,6 +77,7 @@ fn run(seed: u64) {
                     key: bytes::Bytes::copy_from_slice(key.as_bytes()),
                     value: bytes::Bytes::copy_from_slice(token.as_bytes()),
                     expects_session: false,
+                    condition: None,
                 };
                 let node = NodeId(members[rng.below(3) as usize]);
                 let mut op = Op {
@@ -297,7 +298,9 @@ fn read_until_answered(
         let leader = cluster.must_elect(group);
         let slot = cluster.read(leader, group, key, Consistency::Linearizable);
         if let Some(Ok(read)) = cluster.wait(&slot, 20) {
-            return read.output.map(|v| String::from_utf8(v.to_vec()).expect("tokens are text"));
+            return read
+                .output
+                .map(|stored| String::from_utf8(stored.value.to_vec()).expect("tokens are text"));
         }
     }
     panic!("{context}: no linearizable read of {group}/{key} was answered");

@@ -28,7 +28,7 @@ fn chance(rng: &mut SplitMix64, per_mille: u64) -> bool {
 }
 
 type WriteSlot = Slot<mosaic_raftstore::Result<mosaic_shardkv::WriteOutcome>>;
-type ReadSlot = Slot<ReadOutput<Option<bytes::Bytes>>>;
+type ReadSlot = Slot<ReadOutput<Option<mosaic_shardkv::Versioned>>>;
 type ConfSlot = Slot<ConfState>;
 
 fn run(seed: u64) {
@@ -233,7 +233,7 @@ fn run(seed: u64) {
             Some(Ok(read)) => {
                 let value: u64 = read
                     .output
-                    .map_or(0, |v| String::from_utf8(v.to_vec()).unwrap().parse().unwrap());
+                    .map_or(0, |v| String::from_utf8(v.value.to_vec()).unwrap().parse().unwrap());
                 assert!(
                     value >= *floor,
                     "seed {seed} step {step}: {consistency:?} read of {key} on {node} returned \

@@ -15,7 +15,8 @@ use mosaic_raft::{LogIndex, NodeId};
 use mosaic_raftstore::{Error, StateMachine};
 use mosaic_shardkv::{
     Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD,
-    MigrationCommand, MigrationOutcome, Ownership, ShardState, WriteKind, WriteOutcome,
+    MigrationCommand, MigrationOutcome, Ownership, ShardState, Version, Versioned, WriteEffect,
+    WriteKind, WriteOutcome,
 };
 use mosaic_types::shard_for_key;
 
@@ -146,15 +147,7 @@ impl Node {
         key: &str,
         value: &str,
     ) -> mosaic_raftstore::Result<WriteOutcome> {
-        let write = KvWrite {
-            kind: WriteKind::Append,
-            client: ClientId(client),
-            seq,
-            shard: ShardId(shard),
-            key: key_in(shard, key),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-            expects_session: false,
-        };
+        let write = conditional(WriteKind::Append, client, seq, shard, key, value, None);
         match self.apply(group, write)? {
             Applied::Write(outcome) => Ok(outcome),
             other => panic!("a write answered {other:?}"),
@@ -167,6 +160,15 @@ impl Node {
         shard: u32,
         key: &str,
     ) -> mosaic_raftstore::Result<Option<Bytes>> {
+        Ok(self.read_versioned(group, shard, key)?.map(|stored| stored.value))
+    }
+
+    fn read_versioned(
+        &self,
+        group: GroupId,
+        shard: u32,
+        key: &str,
+    ) -> mosaic_raftstore::Result<Option<Versioned>> {
         let query = KvQuery::Get(KvGet { shard: ShardId(shard), key: key_in(shard, key) });
         match StateMachine::<MemKv>::read(&self.groups[&group].0, &self.engine, &query)? {
             KvReadOutput::Value(value) => Ok(value),
@@ -420,6 +422,7 @@ fn a_replica_that_applies_a_shard_leaving_and_returning_in_one_batch_agrees_with
         key: key_in(2, "k"),
         value: Bytes::new(),
         expects_session: false,
+        condition: None,
     };
     assert!(matches!(node.apply(G2, remove), Ok(Applied::Write(_))));
 
@@ -532,6 +535,7 @@ fn a_key_named_in_another_shard_is_refused_and_nothing_is_written() {
         key: key.clone(),
         value: Bytes::from("misplaced"),
         expects_session: false,
+        condition: None,
     };
     let check = |group: GroupId| {
         let proposal = KvCommand::from(write(1));
@@ -612,6 +616,7 @@ fn a_write_that_expects_an_evicted_session_is_refused_and_not_applied_again() {
         key: key_in(0, "k"),
         value: Bytes::copy_from_slice(value.as_bytes()),
         expects_session,
+        condition: None,
     };
     assert!(matches!(node.apply(G1, append(1, "x", false)), Ok(Applied::Write(_))));
     assert!(matches!(node.apply(G1, append(2, "y", true)), Ok(Applied::Write(_))));
@@ -625,4 +630,217 @@ fn a_write_that_expects_an_evicted_session_is_refused_and_not_applied_again() {
     assert_eq!(node.read(G1, 0, "k"), Ok(Some(Bytes::from("xy"))));
     assert!(matches!(node.apply(G1, append(3, "z", false)), Ok(Applied::Write(_))));
     assert_eq!(node.read(G1, 0, "k"), Ok(Some(Bytes::from("xyz"))));
+}
+
+/// A write of `kind` to `key` in `shard` by `client`, conditional on `condition` if given.
+fn conditional(
+    kind: WriteKind,
+    client: u64,
+    seq: u64,
+    shard: u32,
+    key: &str,
+    value: &str,
+    condition: Option<Version>,
+) -> KvWrite {
+    KvWrite {
+        kind,
+        client: ClientId(client),
+        seq,
+        shard: ShardId(shard),
+        key: key_in(shard, key),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        expects_session: false,
+        condition,
+    }
+}
+
+impl Node {
+    /// Applies `write` to `group`; the effect it answers, and whether it was a duplicate.
+    fn effect(&mut self, group: GroupId, write: KvWrite) -> (Option<WriteEffect>, bool) {
+        match self.apply(group, write) {
+            Ok(Applied::Write(WriteOutcome { effect, duplicate, .. })) => (effect, duplicate),
+            other => panic!("group {group}: a write answered {other:?}"),
+        }
+    }
+
+    /// The value and version of `key` in `shard` at `group`.
+    fn versioned(&self, group: GroupId, shard: u32, key: &str) -> Option<(Bytes, Version)> {
+        let read = self.read_versioned(group, shard, key).expect("served");
+        read.map(|stored| (stored.value, stored.version))
+    }
+
+    /// The revision of `shard` at `group`, checked against a reload from the engine.
+    fn revision(&self, group: GroupId, shard: u32) -> u64 {
+        let revision = self.groups[&group].0.revision(ShardId(shard));
+        assert_eq!(self.load(group).revision(ShardId(shard)), revision, "{group} reloads it");
+        revision
+    }
+}
+
+/// Every change of a shard takes the shard's next revision as the key's version; a
+/// conditional write takes effect only on the version it names (0: only on an absent key), and
+/// otherwise writes nothing and says what the version is; a retry answers what the first
+/// attempt did; shards count apart; a reload and a replica that replays the log in one batch
+/// agree.
+#[test]
+fn a_conditional_write_takes_effect_only_on_the_version_it_names() {
+    use WriteEffect::{ConditionFailed, Written};
+    use WriteKind::{Append, Delete, Put};
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    assert_eq!(node.migrate(G1, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    let v = Version;
+    let mut apply = |seq, kind, key, value, condition| {
+        node.effect(G1, conditional(kind, 1, seq, 0, key, value, condition))
+    };
+    assert_eq!(apply(1, Put, "k", "a", None), (Some(Written(v(1))), false));
+    assert_eq!(apply(2, Append, "k", "b", None), (Some(Written(v(2))), false));
+    // A stale version fails and changes nothing; the right one takes effect.
+    assert_eq!(apply(3, Put, "k", "x", Some(v(1))), (Some(ConditionFailed(v(2))), false));
+    assert_eq!(apply(4, Put, "k", "c", Some(v(2))), (Some(Written(v(3))), false));
+    // Create-only: fails on a key that exists, takes effect on one that does not.
+    assert_eq!(
+        apply(5, Put, "k", "y", Some(Version::ABSENT)),
+        (Some(ConditionFailed(v(3))), false)
+    );
+    assert_eq!(apply(6, Put, "n", "new", Some(Version::ABSENT)), (Some(Written(v(4))), false));
+    // Deleting an absent key changes nothing, not even the revision.
+    assert_eq!(apply(7, Delete, "gone", "", None), (Some(Written(v(4))), false));
+    assert_eq!(apply(8, Delete, "n", "", Some(v(3))), (Some(ConditionFailed(v(4))), false));
+    assert_eq!(apply(9, Delete, "n", "", Some(v(4))), (Some(Written(v(5))), false));
+    assert_eq!(
+        apply(10, Append, "n", "", Some(v(4))),
+        (Some(ConditionFailed(Version::ABSENT)), false)
+    );
+    // A retry answers what its first attempt did, failed or not; a late copy of an older
+    // write answers nothing it could mistake.
+    assert_eq!(
+        apply(10, Append, "n", "", Some(Version::ABSENT)),
+        (Some(ConditionFailed(Version::ABSENT)), true)
+    );
+    assert_eq!(apply(4, Put, "k", "c", Some(v(2))), (None, true));
+    let retry_of_success = conditional(Put, 2, 1, 0, "k", "d", Some(v(3)));
+    assert_eq!(node.effect(G1, retry_of_success.clone()), (Some(Written(v(6))), false));
+    assert_eq!(node.effect(G1, retry_of_success), (Some(Written(v(6))), true));
+
+    assert_eq!(node.versioned(G1, 0, "k"), Some((Bytes::from("d"), v(6))));
+    assert_eq!(node.versioned(G1, 0, "n"), None);
+    assert_eq!(node.revision(G1, 0), 6);
+    // Another shard counts on its own.
+    assert_eq!(
+        node.effect(G1, conditional(Put, 3, 1, 1, "k", "e", None)),
+        (Some(Written(v(1))), false)
+    );
+    assert_eq!(node.revision(G1, 1), 1);
+    assert_eq!(node.revision(G1, 2), 0);
+    // A replica that applied the same log, most of it in one batch, has the same versions.
+    let replica = node.replayed(G1, 3);
+    assert_eq!(replica.versioned(G1, 0, "k"), node.versioned(G1, 0, "k"));
+    assert_eq!(replica.revision(G1, 0), 6);
+    assert_eq!(replica.revision(G1, 1), 1);
+}
+
+/// A shard's revision moves with it, chunk by chunk, and so do its keys' versions and what
+/// each session's last write did: at the new owner a compare-and-set on the version read at
+/// the old one takes effect, the retry of one applied at the old owner answers as it did
+/// there, and versions go on growing, back at the first owner too, so none is ever given
+/// twice.
+#[test]
+fn a_shard_moves_with_its_revision_versions_and_write_effects() {
+    use WriteEffect::{ConditionFailed, Written};
+    use WriteKind::Put;
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    let v = Version;
+    for (seq, value) in [(1, "a"), (2, "b")] {
+        node.effect(G1, conditional(Put, 1, seq, 2, "k", value, None));
+    }
+    let applied_at_g1 = conditional(Put, 2, 1, 2, "k", "c", Some(v(2)));
+    assert_eq!(node.effect(G1, applied_at_g1.clone()), (Some(Written(v(3))), false));
+    let failed_at_g1 = conditional(Put, 3, 1, 2, "other", "x", Some(v(7)));
+    assert_eq!(
+        node.effect(G1, failed_at_g1.clone()),
+        (Some(ConditionFailed(Version::ABSENT)), false)
+    );
+    let read_at_g1 = node.versioned(G1, 2, "k").expect("written");
+
+    // Shard 2 moves to group 2 in chunks small enough to hold one record each.
+    let c2 = config(2, [Some(G1), Some(G1), Some(G2), Some(G1)]);
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    }
+    assert!(node.pull(2, 2, G1, G2, 1,) > 3, "one record a chunk");
+    assert_eq!(node.revision(G2, 2), 3);
+    assert_eq!(node.versioned(G2, 2, "k"), Some(read_at_g1.clone()));
+    assert_eq!(node.effect(G2, applied_at_g1), (Some(Written(v(3))), true));
+    assert_eq!(node.effect(G2, failed_at_g1), (Some(ConditionFailed(Version::ABSENT)), true));
+    let (num, shard) = (ConfigNum(2), ShardId(2));
+    assert_eq!(
+        node.migrate(G1, MigrationCommand::DeleteShard { num, shard }),
+        MigrationOutcome::Done
+    );
+    assert_eq!(
+        node.migrate(G2, MigrationCommand::ConfirmHandoff { num, shard }),
+        MigrationOutcome::Done
+    );
+    assert_eq!(node.revision(G1, 2), 0, "the old owner keeps nothing of the shard");
+    assert_eq!(
+        node.effect(G2, conditional(Put, 4, 1, 2, "k", "d", Some(read_at_g1.1))),
+        (Some(Written(v(4))), false)
+    );
+
+    // Back to group 1: the versions go on from where group 2 left them.
+    let c3 = config(3, [Some(G1); 4]);
+    node.move_shard(&c2, &c3, 2, G2, G1);
+    assert_eq!(node.revision(G1, 2), 4);
+    assert_eq!(
+        node.effect(G1, conditional(Put, 5, 1, 2, "k", "e", Some(v(3)))),
+        (Some(ConditionFailed(v(4))), false)
+    );
+    assert_eq!(
+        node.effect(G1, conditional(Put, 5, 2, 2, "k", "e", Some(v(4)))),
+        (Some(Written(v(5))), false)
+    );
+    assert_eq!(node.versioned(G1, 2, "k"), Some((Bytes::from("e"), v(5))));
+}
+
+/// Client id 0 holds each shard's revision: a write that names it is refused before it
+/// enters the log and, should one be in a log anyway, when it is applied; nothing changes.
+#[test]
+fn a_write_of_client_zero_is_refused_and_the_revision_is_untouched() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    assert_eq!(node.migrate(G1, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    node.effect(G1, conditional(WriteKind::Put, 1, 1, 0, "k", "a", None));
+    let zero = conditional(WriteKind::Put, 0, 9, 0, "k", "b", None);
+    let reserved = Error::InvalidArgument { reason: "client id 0 is reserved".into() };
+    let machine = &node.groups[&G1].0;
+    let refused = StateMachine::<MemKv>::check_proposal(machine, &KvCommand::Write(zero.clone()));
+    assert_eq!(refused, Err(reserved.clone()));
+    assert_eq!(node.apply(G1, zero), Err(reserved));
+    assert_eq!(node.versioned(G1, 0, "k"), Some((Bytes::from("a"), Version(1))));
+    assert_eq!(node.revision(G1, 0), 1);
+}
+
+/// A compare-and-set whose session was evicted before its retry arrived: the retry (which
+/// the client sends expecting its session, docs/api.md) is refused, not compared against the
+/// version its own first attempt wrote; nothing changes.
+#[test]
+fn a_retried_conditional_write_whose_session_was_evicted_is_refused() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    assert_eq!(node.migrate(G1, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    let create = conditional(WriteKind::Put, 1, 1, 0, "lock", "me", Some(Version::ABSENT));
+    assert_eq!(node.effect(G1, create.clone()), (Some(WriteEffect::Written(Version(1))), false));
+    for client in 0..mosaic_shardkv::SESSIONS_PER_SHARD_MAX as u64 {
+        node.write(G1, 1_000 + client, 1, 0, "other", ".").expect("served");
+    }
+    assert_eq!(node.groups[&G1].0.session(ShardId(0), ClientId(1)), None, "evicted");
+    let retry = KvWrite { expects_session: true, ..create };
+    let expired = Err(Error::SessionExpired { shard: ShardId(0), client: ClientId(1) });
+    assert_eq!(node.apply(G1, retry), expired);
+    assert_eq!(node.versioned(G1, 0, "lock"), Some((Bytes::from("me"), Version(1))));
 }

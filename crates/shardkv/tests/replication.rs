@@ -107,7 +107,7 @@ fn a_deposed_leader_does_not_serve_linearizable_reads() {
     // Its stale read answers what it had applied, and says how far that is.
     let stale = cluster.read(old, GROUP, "x", Consistency::Stale);
     let stale = take(&stale).expect("stale reads are answered at once").unwrap();
-    assert_eq!(stale.output.as_deref(), Some(&b"1"[..]));
+    assert_eq!(stale.output.map(|stored| stored.value).as_deref(), Some(&b"1"[..]));
     assert!(stale.applied_index < cluster.applied_index(new, GROUP));
 }
 
@@ -123,7 +123,7 @@ fn lease_reads_are_served_by_the_leader_without_a_round_trip() {
     }
     let read = cluster.read(leader, GROUP, "k", Consistency::Lease);
     let answer = take(&read).expect("a lease read is answered without a network round").unwrap();
-    assert_eq!(answer.output.as_deref(), Some(&b"v"[..]));
+    assert_eq!(answer.output.map(|stored| stored.value).as_deref(), Some(&b"v"[..]));
     let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
     let refused = cluster.read(follower, GROUP, "k", Consistency::Lease);
     // A follower has no lease: it sends the client to the leader.
@@ -147,7 +147,12 @@ fn a_leader_that_stalled_while_cut_off_serves_no_stale_lease_read() {
     }
     let read = cluster.read(old, GROUP, "k", Consistency::Lease);
     assert_eq!(
-        take(&read).expect("served under the lease").unwrap().output.as_deref(),
+        take(&read)
+            .expect("served under the lease")
+            .unwrap()
+            .output
+            .map(|stored| stored.value)
+            .as_deref(),
         Some(&b"old"[..])
     );
 
@@ -246,9 +251,9 @@ fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert_eq!(cluster.applied_index(behind, GROUP), cluster.applied_index(leader, GROUP));
     for key in ["before", "k0", "k1", "k2", "k3"] {
         assert_eq!(
-            cluster.applied_value(behind, GROUP, key),
-            cluster.applied_value(leader, GROUP, key),
-            "{key}"
+            cluster.applied_versioned(behind, GROUP, key),
+            cluster.applied_versioned(leader, GROUP, key),
+            "{key}: the snapshot carries values and versions"
         );
     }
     // The sessions came with the snapshot: a retry of an old write is still a duplicate.
@@ -260,11 +265,20 @@ fn a_replica_that_missed_compacted_entries_catches_up_by_snapshot() {
         key: bytes::Bytes::from_static(b"k1"),
         value: bytes::Bytes::from_static(b"1,"),
         expects_session: true,
+        condition: None,
     };
     // Make the caught-up node the leader, then retry through it.
     cluster.crash(leader, 0);
     let outcome = cluster.must_write(GROUP, retry);
     assert!(outcome.duplicate, "a retried write after a snapshot install must not apply again");
+    assert_eq!(outcome.effect, None, "client 7 wrote the shard since: what seq 3 did is not kept");
+    // The shard's revision came with it: the next write's version is past every one before.
+    let (_, before) = cluster.must_get_versioned(GROUP, "k1").expect("written");
+    let outcome = cluster.must_put(GROUP, "k1", "after");
+    let Some(mosaic_shardkv::WriteEffect::Written(version)) = outcome.effect else {
+        panic!("a put takes effect: {outcome:?}");
+    };
+    assert!(version > before, "version {version} after {before}");
 }
 
 /// Issue: the state of a received snapshot was kept in one slot before Raft decided on it, so

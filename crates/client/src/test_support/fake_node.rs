@@ -45,8 +45,12 @@ struct NodeState {
     refusals: VecDeque<Kind>,
     /// The refusal of every request once `refusals` is empty, if any.
     refuse_all: Option<Kind>,
-    values: BTreeMap<Bytes, Bytes>,
+    /// Each key's value and version (the index of its last write: like a shard's revision,
+    /// it grows with every change).
+    values: BTreeMap<Bytes, (Bytes, u64)>,
     last_index: u64,
+    /// Acts as a release without versions ([`FakeNode::forget_versions`]).
+    without_versions: bool,
 }
 
 /// A running fake storage node.
@@ -69,6 +73,12 @@ impl FakeNode {
     /// The node's address, `127.0.0.1:PORT`.
     pub(crate) fn address(&self) -> String {
         self.address.clone()
+    }
+
+    /// Answers from now on as a release without key versions does: conditions ignored, every
+    /// write applied, versions left out of the answers.
+    pub(crate) fn forget_versions(&self) {
+        lock(&self.state).without_versions = true;
     }
 
     /// Queues `kind` as the refusal of the next request no earlier queued refusal answers.
@@ -147,12 +157,21 @@ impl Service {
             key: request.key.clone(),
             expects_session: request.expects_session,
         })?;
-        match apply(state.values.get(&request.key), request.value) {
-            Some(value) => state.values.insert(request.key, value),
+        state.last_index += 1;
+        let index = state.last_index;
+        let current = state.values.get(&request.key).map_or(0, |(_, version)| *version);
+        let condition = request.expected_version.filter(|_| !state.without_versions);
+        if condition.is_some_and(|expected| expected != current) {
+            let response = pb::WriteResponse { index, version: current, condition_failed: true };
+            return Ok(tonic::Response::new(response));
+        }
+        match apply(state.values.get(&request.key).map(|(value, _)| value), request.value) {
+            Some(value) => state.values.insert(request.key, (value, index)),
             None => state.values.remove(&request.key),
         };
-        state.last_index += 1;
-        Ok(tonic::Response::new(pb::WriteResponse { index: state.last_index }))
+        let version = if state.without_versions { 0 } else { index };
+        let response = pb::WriteResponse { index, version, condition_failed: false };
+        Ok(tonic::Response::new(response))
     }
 }
 
@@ -171,11 +190,13 @@ impl Kv for Service {
             key: request.key.clone(),
             expects_session: false,
         })?;
-        let value = state.values.get(&request.key).cloned();
+        let found = state.values.get(&request.key).cloned();
+        let (value, version) = found.clone().unwrap_or_default();
         Ok(tonic::Response::new(pb::GetResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
+            found: found.is_some(),
+            value,
             applied_index: state.last_index,
+            version,
         }))
     }
 

@@ -15,7 +15,10 @@ use mosaic_fuzz::frame;
 use mosaic_proto::controller as convert;
 use mosaic_proto::{message_to_pb, migration, pb};
 use mosaic_raft::{Entry, EntryKind, HardState, LogIndex, Message, MessageBody, NodeId, Term};
-use mosaic_shardkv::{KvCommand, KvWrite, Ownership, Session, WriteKind};
+use mosaic_shardkv::version::encode_revision;
+use mosaic_shardkv::{
+    KvCommand, KvWrite, Ownership, Session, Version, Versioned, WriteEffect, WriteKind,
+};
 use prost::Message as _;
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -43,10 +46,17 @@ fn main() {
         key: Bytes::from_static(b"key"),
         value: Bytes::from_static(b"value"),
         expects_session: false,
+        condition: None,
     };
-    write("shardkv_records", "write", &KvCommand::Write(put).encode());
-    let session = Session { seq: 4, last_index: LogIndex(12) };
+    write("shardkv_records", "write", &KvCommand::Write(put.clone()).encode());
+    let cas = KvWrite { condition: Some(Version(3)), ..put };
+    write("shardkv_records", "conditional-write", &KvCommand::Write(cas).encode());
+    let effect = WriteEffect::ConditionFailed(Version(7));
+    let session = Session { seq: 4, last_index: LogIndex(12), effect };
     write("shardkv_records", "session", &session.encode());
+    let stored = Versioned { value: Bytes::from_static(b"value"), version: Version(5) };
+    write("shardkv_records", "stored-value", &stored.encode());
+    write("shardkv_records", "revision", &encode_revision(5));
     write("shardkv_records", "ownership", &Ownership::default().encode());
 
     let entry = Entry {

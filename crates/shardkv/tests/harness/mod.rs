@@ -15,7 +15,8 @@ use mosaic_raft::NodeId;
 use mosaic_raftstore::testing;
 use mosaic_raftstore::{Consistency, ReadOutput, StoreConfig, StoreMsg};
 use mosaic_shardkv::{
-    Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, WriteKind, WriteOutcome,
+    Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, Version, Versioned, WriteKind,
+    WriteOutcome,
 };
 
 pub use mosaic_raftstore::testing::{Slot, slot, take};
@@ -80,7 +81,7 @@ impl Cluster {
         group: GroupId,
         key: &str,
         consistency: Consistency,
-    ) -> Slot<ReadOutput<Option<Bytes>>> {
+    ) -> Slot<ReadOutput<Option<Versioned>>> {
         let (result, callback) = slot();
         let callback = Box::new(
             move |answer: mosaic_raftstore::Result<ReadOutput<KvReadOutput<MemSnapshot>>>| {
@@ -112,6 +113,7 @@ impl Cluster {
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: Bytes::copy_from_slice(value.as_bytes()),
             expects_session: false,
+            condition: None,
         }
     }
 
@@ -137,11 +139,16 @@ impl Cluster {
 
     /// A linearizable read at the leader; panics if none is answered.
     pub fn must_get(&mut self, group: GroupId, key: &str) -> Option<String> {
+        self.must_get_versioned(group, key).map(|(value, _)| value)
+    }
+
+    /// A linearizable read at the leader, with the key's version; panics if none is answered.
+    pub fn must_get_versioned(&mut self, group: GroupId, key: &str) -> Option<(String, Version)> {
         for _ in 0..20 {
             let leader = self.must_elect(group);
             let result = self.read(leader, group, key, Consistency::Linearizable);
             if let Some(Ok(read)) = self.wait(&result, 50) {
-                return read.output.map(|value| String::from_utf8(value.to_vec()).unwrap());
+                return read.output.map(|stored| (utf8(&stored.value), stored.version));
             }
         }
         panic!("group {group}: read of {key} never answered");
@@ -149,12 +156,27 @@ impl Cluster {
 
     /// The value of `key` in `node`'s engine right now (what it has applied).
     pub fn applied_value(&mut self, node: NodeId, group: GroupId, key: &str) -> Option<String> {
-        let engine = Arc::clone(self.store(node).engine());
-        engine
-            .get_data(group, shard_of(key), key.as_bytes())
-            .unwrap()
-            .map(|value| String::from_utf8(value.to_vec()).unwrap())
+        self.applied_versioned(node, group, key).map(|(value, _)| value)
     }
+
+    /// The value of `key` in `node`'s engine right now (what it has applied), with its
+    /// version.
+    pub fn applied_versioned(
+        &mut self,
+        node: NodeId,
+        group: GroupId,
+        key: &str,
+    ) -> Option<(String, Version)> {
+        let engine = Arc::clone(self.store(node).engine());
+        engine.get_data(group, shard_of(key), key.as_bytes()).unwrap().map(|stored| {
+            let stored = Versioned::decode(&stored).expect("a stored value decodes");
+            (utf8(&stored.value), stored.version)
+        })
+    }
+}
+
+fn utf8(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 /// The shard a key goes to in these tests (any fixed function will do).

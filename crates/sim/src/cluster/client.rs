@@ -254,7 +254,9 @@ impl SimClient {
                 let op = self.op.as_ref().expect("waiting for an operation");
                 let output = match response {
                     Response::KvWritten(Ok(_)) if op.write.is_some() => Ok(Output::Written),
-                    Response::KvValue(Ok(value)) if op.write.is_none() => Ok(Output::Value(value)),
+                    Response::KvValue(Ok(value)) if op.write.is_none() => {
+                        Ok(Output::Value(value.map(|stored| stored.value)))
+                    }
                     Response::KvWritten(Err(error)) | Response::KvValue(Err(error)) => Err(error),
                     other => panic!("client {}: {op:?} answered {other:?}", self.index),
                 };
@@ -319,6 +321,7 @@ impl SimClient {
                     key: key.clone(),
                     value,
                     expects_session: self.sessions.contains(&shard),
+                    condition: None,
                 };
                 (operation, Some(write))
             }

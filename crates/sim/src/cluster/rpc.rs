@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use mosaic_controller::{
     ConfigNum, ControllerMachine, ControllerQuery, ControllerView, Liveness, NodeLiveness, Outcome,
 };
@@ -25,7 +24,8 @@ use mosaic_shardkv::request::{
     propose_migration, propose_write, read_handoff, read_led_ownerships, read_value,
 };
 use mosaic_shardkv::{
-    KvGet, KvStateMachine, KvWrite, MigrationCommand, MigrationOutcome, Ownership, WriteOutcome,
+    KvGet, KvStateMachine, KvWrite, MigrationCommand, MigrationOutcome, Ownership, Versioned,
+    WriteOutcome,
 };
 
 use crate::cluster::world::CONTROLLER_GROUP;
@@ -152,7 +152,7 @@ pub(crate) enum Response {
     /// Answers [`Request::Migrate`].
     Migrated(Result<MigrationOutcome, Error>),
     /// Answers [`Request::KvRead`].
-    KvValue(Result<Option<Bytes>, Error>),
+    KvValue(Result<Option<Versioned>, Error>),
     /// Answers [`Request::PullChunk`].
     Chunk(Result<ShardChunk, Error>),
     /// Answers [`Request::ReadLeaders`]: each led group's ownership and membership.
