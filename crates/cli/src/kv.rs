@@ -73,8 +73,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Cas, Client, ClientError, ClientOptions, Consistency, ControllerClient,
-    ControllerClientOptions, ControllerRouting, LogIndex, RoutingError, RoutingSource,
+    Cas, Client, ClientError, ClientOptions, Consistency, LogIndex, RoutingError, RoutingSource,
     StaticRouting, Versioned, WriteOutcome,
 };
 
@@ -379,7 +378,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let options = ClientOptions { timeout, tls: tls.clone(), ..ClientOptions::default() };
+    let options = ClientOptions { timeout, tls, ..ClientOptions::default() };
     match route.source() {
         Err(message) => {
             eprintln!("mosaic kv: {message}");
@@ -390,22 +389,14 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             run_command(&client, command, output, RouteFlags::Nodes).await
         }
         Ok(KeySource::Controllers(addresses)) => {
-            // Half of the deadline at most for one ask: a controller that does not answer
-            // fails the command with its own error, which names the replicas it tried.
-            let controller_options = ControllerClientOptions {
-                timeout: timeout / 2,
-                tls,
-                ..ControllerClientOptions::default()
-            };
-            let controller = match ControllerClient::new(addresses, controller_options) {
-                Ok(controller) => controller,
+            let client = match Client::connect(addresses, options) {
+                Ok(client) => client,
                 Err(error @ ClientError::InvalidControllerAddresses { .. }) => {
                     eprintln!("mosaic kv: {error}; fix --controllers");
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
                 Err(error) => return Err(error.into()),
             };
-            let client = Client::new(ControllerRouting::new(controller), options)?;
             run_command(&client, command, output, RouteFlags::Controllers).await
         }
     }

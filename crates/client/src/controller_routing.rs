@@ -8,10 +8,28 @@
 //! and a failed query into [`RoutingError::Source`] (or, when the controller refused the
 //! client's identity, [`ClientError::AccessDenied`]).
 
+use crate::client::{Client, ClientOptions};
 use crate::controller::ControllerClient;
 use crate::error::RoutingError;
 use crate::error::{ClientError, Result};
 use crate::routing::{Routing, RoutingSource};
+
+impl Client<ControllerRouting> {
+    /// A client that routes by the configurations of the controller replicas at `controllers`
+    /// (`host:port` each; a leader hint may lead it to others). Connects to nothing yet. One
+    /// ask of the controller takes at most half of `options.timeout`, so that a controller
+    /// that does not answer fails an operation with the controller's own error, which names
+    /// the replicas tried, rather than with the operation's timeout.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidControllerAddresses`] when `controllers` is empty, lists an
+    /// address twice or holds one that is not `host:port`; otherwise as [`Client::new`].
+    pub fn connect(controllers: Vec<String>, options: ClientOptions) -> Result<Self> {
+        let controller_options = ClientOptions { timeout: options.timeout / 2, ..options.clone() };
+        let controller = ControllerClient::new(controllers, controller_options)?;
+        Self::new(ControllerRouting::new(controller), options)
+    }
+}
 
 /// A [`RoutingSource`] backed by the controller group: each [`RoutingSource::latest`] queries
 /// the controller for its latest configuration and the node registry, and answers the
@@ -28,14 +46,10 @@ use crate::routing::{Routing, RoutingSource};
 ///
 /// ```no_run
 /// # async fn example() -> mosaic_client::Result<()> {
-/// use mosaic_client::{
-///     Client, ClientOptions, Consistency, ControllerClient, ControllerClientOptions,
-///     ControllerRouting,
-/// };
+/// use mosaic_client::{Client, ClientOptions, Consistency};
 ///
-/// let addresses = vec!["10.0.0.1:7000".to_string(), "10.0.0.2:7000".to_string()];
-/// let controller = ControllerClient::new(addresses, ControllerClientOptions::default())?;
-/// let client = Client::new(ControllerRouting::new(controller), ClientOptions::default())?;
+/// let controllers = ["10.0.0.1:7000", "10.0.0.2:7000"].map(String::from).to_vec();
+/// let client = Client::connect(controllers, ClientOptions::default())?;
 /// client.put("greeting", "hello").await?;
 /// let value = client.get("greeting", Consistency::Linearizable).await?;
 /// assert_eq!(value.as_deref(), Some(&b"hello"[..]));

@@ -21,6 +21,27 @@
 //! replicas' hints. The admin CLI uses it, storage nodes that register and follow the
 //! configurations use it, and so does [`ControllerRouting`].
 //!
+//! A client of a cluster with a controller is one line ([`Client::connect`]); keys carry
+//! versions that conditional writes compare (docs/api.md):
+//!
+//! ```no_run
+//! # async fn example() -> mosaic_client::Result<()> {
+//! use mosaic_client::{Cas, Client, ClientOptions, Consistency};
+//!
+//! let controllers = ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"].map(String::from);
+//! let client = Client::connect(controllers.to_vec(), ClientOptions::default())?;
+//! if let Cas::Written { version } = client.compare_and_set("leader", 0, "node-1").await? {
+//!     // Created; hand it over only if nobody changed it since.
+//!     client.compare_and_set("leader", version, "node-2").await?;
+//! }
+//! let read = client.get_versioned("leader", Consistency::Linearizable).await?;
+//! assert!(read.is_some_and(|read| read.version > 0));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without a controller, a fixed placement routes every shard to one group:
+//!
 //! ```no_run
 //! # async fn example() -> mosaic_client::Result<()> {
 //! use std::collections::BTreeMap;

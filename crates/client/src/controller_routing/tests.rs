@@ -265,3 +265,27 @@ async fn a_shard_not_ready_is_retried_at_the_same_node_without_a_refresh() {
     assert_eq!(fake.queries_received(), 1, "the placement was not refreshed");
     assert_eq!(node_1.received()[0].shard, shard_for_key(b"k", FAKE_SHARD_COUNT));
 }
+
+/// `Client::connect` routes by the controller in one line, and gives one ask of the controller
+/// half the operation's deadline: a controller that never answers fails the operation with
+/// the controller's own error, which names it, before the operation's deadline.
+#[tokio::test]
+async fn a_client_connected_to_the_controllers_routes_by_them_and_a_silent_one_is_named() {
+    let node_1 = FakeNode::start().await;
+    let fake = controller_with_group_1(&[&node_1], &[1]).await;
+    let client = Client::connect(fake.addresses(), patient_options()).unwrap();
+    client.put("k", "v").await.unwrap();
+    assert_eq!(routes(&node_1), [(1, 1)]);
+
+    let (silent, _listener) = crate::test_support::silent_listener().await;
+    let options = ClientOptions { attempt_timeout: Duration::from_secs(5), ..hasty_options() };
+    let client = Client::connect(vec![silent.clone()], options).unwrap();
+    let error = client.get("k", Consistency::Linearizable).await.unwrap_err();
+    let ClientError::Routing { reason: RoutingError::Source { ref reason } } = error else {
+        panic!("expected the controller's own error, got {error:?}");
+    };
+    assert!(reason.contains(&silent), "names the controller: {reason}");
+
+    let refused = Client::connect(Vec::new(), patient_options()).err();
+    assert!(matches!(refused, Some(ClientError::InvalidControllerAddresses { .. })), "{refused:?}");
+}
