@@ -59,6 +59,29 @@ pub struct Versioned {
     pub version: u64,
 }
 
+/// How fresh a read must be (docs/api.md "Read levels").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// ReadIndex at the leader: the read sees every write acknowledged before it started.
+    #[default]
+    Linearizable,
+    /// The leader reads under its lease, without a round trip (ReadIndex without a lease).
+    Lease,
+    /// Any replica reads what it has applied, and may be behind; the client sends each to the
+    /// next replica of the group in turn.
+    Stale,
+}
+
+impl From<Consistency> for pb::Consistency {
+    fn from(consistency: Consistency) -> Self {
+        match consistency {
+            Consistency::Linearizable => Self::Linearizable,
+            Consistency::Lease => Self::Lease,
+            Consistency::Stale => Self::Stale,
+        }
+    }
+}
+
 /// What a conditional write ([`Client::compare_and_set`], [`Client::compare_and_delete`])
 /// did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +256,25 @@ impl<S: RoutingSource> Client<S> {
         &self.inner.options
     }
 
+    /// Loads the placement now, within the options' timeout, rather than at the first
+    /// operation: a source that cannot answer (controllers down, wrong addresses) is found
+    /// at start, and the first operation does not wait for it. Returns the placement loaded
+    /// (or the one already held).
+    ///
+    /// # Errors
+    /// What loading the placement at an operation's start fails with: the source's error, or
+    /// [`ClientError::Timeout`] when it gave none within the timeout.
+    pub async fn warm_up(&self) -> Result<Arc<Routing>> {
+        self.inner.routing(Instant::now() + self.inner.options.timeout).await
+    }
+
+    /// The placement the client routes by now (it follows newer ones as nodes report them),
+    /// `None` before the first is loaded.
+    #[must_use]
+    pub fn routing(&self) -> Option<Arc<Routing>> {
+        lock(&self.inner.routing).clone()
+    }
+
     /// Returns the value of `key`, or `None` when it has none, read at `consistency`.
     ///
     /// # Errors
@@ -240,7 +282,7 @@ impl<S: RoutingSource> Client<S> {
     pub async fn get(
         &self,
         key: impl Into<Bytes>,
-        consistency: pb::Consistency,
+        consistency: Consistency,
     ) -> Result<Option<Bytes>> {
         Ok(self.get_versioned(key, consistency).await?.map(|read| read.value))
     }
@@ -253,7 +295,7 @@ impl<S: RoutingSource> Client<S> {
     pub async fn get_versioned(
         &self,
         key: impl Into<Bytes>,
-        consistency: pb::Consistency,
+        consistency: Consistency,
     ) -> Result<Option<Versioned>> {
         match self.inner.execute(Operation::Get { key: key.into(), consistency }).await? {
             Reply::Get(response) => Ok(response
@@ -651,7 +693,7 @@ mod tests {
         client.put("k", "4").await.unwrap();
         let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
         assert_eq!(expected, [false, true, true, false, true]);
-        let value = client.get("k", pb::Consistency::Linearizable).await.unwrap();
+        let value = client.get("k", Consistency::Linearizable).await.unwrap();
         assert_eq!(value.as_deref(), Some(&b"4"[..]));
     }
 
@@ -726,16 +768,29 @@ mod tests {
         let addresses: Vec<String> = nodes.iter().map(FakeNode::address).collect();
         let client = client_of(&addresses, fast_options());
         for _ in 0..6 {
-            client.get("k", pb::Consistency::Stale).await.unwrap();
+            client.get("k", Consistency::Stale).await.unwrap();
         }
         let gets: Vec<usize> = nodes.iter().map(|node| node.received().len()).collect();
         assert_eq!(gets, [2, 2, 2]);
         for _ in 0..3 {
-            client.get("k", pb::Consistency::Linearizable).await.unwrap();
+            client.get("k", Consistency::Linearizable).await.unwrap();
         }
         let gets: Vec<usize> = nodes.iter().map(|node| node.received().len()).collect();
         assert_eq!(gets.iter().sum::<usize>(), 9);
         assert_eq!(gets.iter().filter(|count| **count == 2).count(), 2, "one node took them all");
+    }
+
+    /// `warm_up` loads the placement before any operation and shows it; `routing` is empty
+    /// until then.
+    #[tokio::test]
+    async fn warm_up_loads_the_placement_that_routing_then_shows() {
+        let node = FakeNode::start().await;
+        let client = client_of(&[node.address()], fast_options());
+        assert!(client.routing().is_none());
+        let loaded = client.warm_up().await.unwrap();
+        assert_eq!(loaded.members(GroupId(1)), [NodeId(1)]);
+        assert_eq!(client.routing().as_deref(), Some(&*loaded));
+        assert!(node.received().is_empty(), "no request was sent");
     }
 
     #[test]
@@ -794,7 +849,7 @@ mod tests {
     async fn a_failed_read_is_never_an_unknown_outcome() {
         let (address, _listener) = silent_listener().await;
         let client = client_of(&[address], fast_options());
-        let error = client.get("k", pb::Consistency::Linearizable).await.unwrap_err();
+        let error = client.get("k", Consistency::Linearizable).await.unwrap_err();
         assert!(
             matches!(error, ClientError::Timeout { outcome: WriteOutcome::NotApplied, .. }),
             "{error:?}"
@@ -843,6 +898,6 @@ mod tests {
         assert_send_sync::<Client>();
         let client = Client::new(StaticRouting::new(routing_of(&[1])), fast_options()).unwrap();
         assert_send(&client.put("k", "v"));
-        assert_send(&client.get("k", pb::Consistency::Stale));
+        assert_send(&client.get("k", Consistency::Stale));
     }
 }

@@ -85,14 +85,13 @@ pub mod tls;
 
 pub use bytes::Bytes;
 pub use channel::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, endpoint};
-pub use client::{Cas, Client, ClientOptions, Versioned};
+pub use client::{Cas, Client, ClientOptions, Consistency, Versioned};
 pub use controller::{CommandAnswer, ControllerClient, ControllerClientOptions};
 pub use controller_routing::ControllerRouting;
 pub use error::{ClientError, Result, RoutingError, WriteOutcome};
 pub use mosaic_controller::{Command, ConfigNum, Configuration, NodeLiveness, Outcome, ShardMove};
 pub use mosaic_engine::{ClientId, GroupId, ShardId};
 pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
-pub use mosaic_proto::pb::Consistency;
 pub use mosaic_raft::{LogIndex, NodeId};
 pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};

@@ -8,13 +8,14 @@ use bytes::Bytes;
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::pb;
 
+use crate::client::Consistency;
 use crate::session::Session;
 
 /// What a caller asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Operation {
     /// Read a key.
-    Get { key: Bytes, consistency: pb::Consistency },
+    Get { key: Bytes, consistency: Consistency },
     /// Set a key.
     Put { key: Bytes, value: Bytes, condition: Option<u64> },
     /// Append to a key's value.
@@ -51,7 +52,7 @@ impl Operation {
 
     /// Whether any replica of the group serves the operation: true for stale reads alone.
     pub(crate) fn any_replica_serves(&self) -> bool {
-        matches!(self, Self::Get { consistency: pb::Consistency::Stale, .. })
+        matches!(self, Self::Get { consistency: Consistency::Stale, .. })
     }
 
     /// Whether a success proves that the node that served it leads its group: true for writes
@@ -140,7 +141,7 @@ impl Prepared {
                 shard_id,
                 config_num,
                 key: key.clone(),
-                consistency: (*consistency).into(),
+                consistency: pb::Consistency::from(*consistency).into(),
             }),
             Operation::Put { key, value, condition } => {
                 WireRequest::Put(write(key, value, condition))
@@ -211,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_read_carries_its_consistency_and_no_session() {
-        let get = Operation::Get { key: Bytes::from("k"), consistency: pb::Consistency::Lease };
+        let get = Operation::Get { key: Bytes::from("k"), consistency: Consistency::Lease };
         let session = Session { client_id: ClientId(9), seq: 4 };
         let prepared = Prepared::new(get, Some(session));
         let WireRequest::Get(request) = prepared.request(route(1, 2), false) else {
@@ -231,9 +232,9 @@ mod tests {
     #[test]
     fn only_stale_reads_do_not_prove_leadership() {
         let get = |consistency| Operation::Get { key: Bytes::new(), consistency };
-        assert!(get(pb::Consistency::Linearizable).success_proves_leader());
-        assert!(get(pb::Consistency::Lease).success_proves_leader());
-        assert!(!get(pb::Consistency::Stale).success_proves_leader());
+        assert!(get(Consistency::Linearizable).success_proves_leader());
+        assert!(get(Consistency::Lease).success_proves_leader());
+        assert!(!get(Consistency::Stale).success_proves_leader());
         assert!(Operation::Delete { key: Bytes::new(), condition: None }.success_proves_leader());
     }
 }

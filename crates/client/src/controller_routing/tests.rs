@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use mosaic_controller::{ConfigNum, Configuration};
 use mosaic_engine::GroupId;
-use mosaic_proto::pb::Consistency;
 use mosaic_raft::NodeId;
 
 use super::*;
-use crate::client::{Client, ClientOptions};
+use crate::client::{Client, ClientOptions, Consistency};
 use crate::controller::ControllerClientOptions;
 use crate::error::WriteOutcome;
 use crate::test_support::closed_port_address;
@@ -267,20 +266,21 @@ async fn a_shard_not_ready_is_retried_at_the_same_node_without_a_refresh() {
 }
 
 /// `Client::connect` routes by the controller in one line, and gives one ask of the controller
-/// half the operation's deadline: a controller that never answers fails the operation with
-/// the controller's own error, which names it, before the operation's deadline.
+/// half the operation's deadline: `warm_up` of a client whose controller never answers fails
+/// with the controller's own error, which names it, before the deadline.
 #[tokio::test]
 async fn a_client_connected_to_the_controllers_routes_by_them_and_a_silent_one_is_named() {
     let node_1 = FakeNode::start().await;
     let fake = controller_with_group_1(&[&node_1], &[1]).await;
     let client = Client::connect(fake.addresses(), patient_options()).unwrap();
+    assert_eq!(client.warm_up().await.unwrap().config_num(), 1);
     client.put("k", "v").await.unwrap();
     assert_eq!(routes(&node_1), [(1, 1)]);
 
     let (silent, _listener) = crate::test_support::silent_listener().await;
     let options = ClientOptions { attempt_timeout: Duration::from_secs(5), ..hasty_options() };
     let client = Client::connect(vec![silent.clone()], options).unwrap();
-    let error = client.get("k", Consistency::Linearizable).await.unwrap_err();
+    let Err(error) = client.warm_up().await else { panic!("a silent controller gave a placement") };
     let ClientError::Routing { reason: RoutingError::Source { ref reason } } = error else {
         panic!("expected the controller's own error, got {error:?}");
     };
