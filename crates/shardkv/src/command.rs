@@ -17,7 +17,9 @@ use crate::encoding::{COMMAND_VERSION, DecodeError};
 use crate::migration::MigrationCommand;
 use crate::version::Version;
 
-const HEADER_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4;
+/// What every write's header ends with: client, seq, shard, key length.
+const FIELDS_BYTES: usize = 8 + 8 + 4 + 4;
+const HEADER_BYTES: usize = 1 + 1 + FIELDS_BYTES;
 /// What a conditional write's header adds: op, expects session, expected version.
 const CONDITION_BYTES: usize = 1 + 1 + 8;
 /// Added to a write's kind when it expects its session.
@@ -192,7 +194,7 @@ impl KvWrite {
             (op, expects_session, None, HEADER_BYTES)
         };
         // The fields every write has, after the kind (and the condition).
-        let fields = data.get(header_bytes - 24..header_bytes).ok_or_else(short)?;
+        let fields = data.get(header_bytes - FIELDS_BYTES..header_bytes).ok_or_else(short)?;
         let u64_at = |at: usize| u64::from_be_bytes(fields[at..at + 8].try_into().expect("8"));
         let u32_at = |at: usize| u32::from_be_bytes(fields[at..at + 4].try_into().expect("4"));
         let key_len = u32_at(20) as usize;

@@ -264,13 +264,19 @@ impl KvStateMachine {
             }
             _ => {}
         }
-        let current = self.current_value(engine, write.shard, &write.key)?;
+        // An unconditional put needs nothing of the key as it is: no read on its path.
+        let current = if write.condition.is_none() && write.kind == WriteKind::Put {
+            None
+        } else {
+            self.current_value(engine, write.shard, &write.key)?
+        };
         let current_version = current.as_ref().map_or(Version::ABSENT, |stored| stored.version);
         let effect = match write.condition {
             Some(expected) if expected != current_version => {
                 WriteEffect::ConditionFailed(current_version)
             }
             _ => {
+                let existed = current.is_some();
                 let value = match write.kind {
                     WriteKind::Put => Some(write.value),
                     WriteKind::Append => {
@@ -281,29 +287,7 @@ impl KvStateMachine {
                     }
                     WriteKind::Delete => None,
                 };
-                let revision = self.revision(write.shard);
-                if value.is_none() && current_version == Version::ABSENT {
-                    // Deleting an absent key changes nothing: the revision stays.
-                    WriteEffect::Written(Version(revision))
-                } else {
-                    let version = Version(revision + 1);
-                    self.revisions.insert(write.shard, version.0);
-                    batch.put_session(
-                        group,
-                        write.shard,
-                        REVISION_CLIENT,
-                        encode_revision(version.0),
-                    );
-                    let stored = value.map(|value| Versioned { value, version }.encode());
-                    match &stored {
-                        Some(stored) => {
-                            batch.put_data(group, write.shard, write.key.clone(), stored.clone());
-                        }
-                        None => batch.delete_data(group, write.shard, write.key.clone()),
-                    }
-                    self.pending.insert((write.shard, write.key), stored);
-                    WriteEffect::Written(version)
-                }
+                self.take_effect(batch, write.shard, write.key, value, existed)
             }
         };
         let session = Session { seq: write.seq, last_index: index, effect };
@@ -313,6 +297,33 @@ impl KvStateMachine {
             batch.delete_session(group, write.shard, client);
         }
         Ok(WriteOutcome { index, duplicate: false, effect: Some(effect) })
+    }
+
+    /// Sets `key` of `shard` to `value` (`None`: deletes it) at the shard's next revision and
+    /// returns the key's version, or, deleting a key that does not exist (`existed` false),
+    /// changes nothing and returns the revision as it is.
+    fn take_effect(
+        &mut self,
+        batch: &mut WriteBatch,
+        shard: ShardId,
+        key: Bytes,
+        value: Option<Bytes>,
+        existed: bool,
+    ) -> WriteEffect {
+        let revision = self.revision(shard);
+        if value.is_none() && !existed {
+            return WriteEffect::Written(Version(revision));
+        }
+        let version = Version(revision + 1);
+        self.revisions.insert(shard, version.0);
+        batch.put_session(self.group, shard, REVISION_CLIENT, encode_revision(version.0));
+        let stored = value.map(|value| Versioned { value, version }.encode());
+        match &stored {
+            Some(stored) => batch.put_data(self.group, shard, key.clone(), stored.clone()),
+            None => batch.delete_data(self.group, shard, key.clone()),
+        }
+        self.pending.insert((shard, key), stored);
+        WriteEffect::Written(version)
     }
 
     /// Applies a migration step (the entry at `index`); `Err` only for a group that has no

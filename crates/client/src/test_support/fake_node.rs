@@ -190,8 +190,8 @@ impl Kv for Service {
             key: request.key.clone(),
             expects_session: false,
         })?;
-        let found = state.values.get(&request.key).cloned();
-        let (value, version) = found.clone().unwrap_or_default();
+        let found = state.values.get(&request.key);
+        let (value, version) = found.cloned().unwrap_or_default();
         Ok(tonic::Response::new(pb::GetResponse {
             found: found.is_some(),
             value,

@@ -138,7 +138,7 @@ impl World {
             .controllers
             .values()
             .filter_map(|controller| controller.store()?.peer(CONTROLLER_GROUP))
-            .map(|peer| peer.state_machine().state().latest().clone())
+            .map(|peer| peer.state_machine().state().latest())
             .max_by_key(|config| config.num);
         newest.is_some_and(|newest| {
             newest
