@@ -4,8 +4,8 @@
 set -euo pipefail
 
 # Debian packages: a C/C++ toolchain and libclang (RocksDB's bindings run bindgen), protoc
-# (gRPC code generation), pkg-config; systemd for `systemd-analyze`, which checks the units in
-# deploy/systemd.
+# (the test that checks the committed gRPC code against the .proto files), pkg-config; systemd
+# for `systemd-analyze`, which checks the units in deploy/systemd.
 packages=(build-essential clang libclang-dev pkg-config protobuf-compiler systemd)
 
 missing=()

@@ -956,11 +956,13 @@ fn admin_wait_shows_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
 }
 
 /// `mosaic kv` as docs/api.md describes it: a create-only put, a compare-and-set on the version
-/// `get --print-version` shows, refusals with exit code 4 that change nothing, and a version
-/// read before the key's shard moved to another group still the one a compare-and-set takes
+/// `get --print-version` shows, refusals with exit code 4 that change nothing, an atomic batch
+/// on keys of one hash tag (all or nothing; across shards refused), and a version read before
+/// the key's shard moved to another group still the one a compare-and-set or a batch takes
 /// after the move (the revision moves with the shard; versions go on growing there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conditional_writes_through_mosaic_kv_keep_their_versions_across_a_shard_move() {
+async fn conditional_writes_and_batches_through_mosaic_kv_keep_their_versions_across_a_shard_move()
+{
     let (controllers, _nodes) = cluster();
     controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
@@ -989,6 +991,32 @@ async fn conditional_writes_through_mosaic_kv_keep_their_versions_across_a_shard
     assert_eq!(code, Some(4), "{err}");
     assert_eq!(version_and_value(key), (created, "one".to_string()), "nothing changed");
 
+    // Keys tagged with the key are in its shard: a batch changes them together, or not at all.
+    let (a, b) = ("{cas-key}:a", "{cas-key}:b");
+    let (code, out, err) = kv(&["batch", "if", a, "0", "put", a, "A", "put", b, "B"]);
+    assert_eq!(code, Some(0), "{err}");
+    let batched: u64 = out.trim().parse().expect("the revision");
+    assert!(batched > created, "{batched} after {created}");
+    assert_eq!(version_and_value(a), (batched, "A".to_string()));
+    assert_eq!(version_and_value(b), (batched, "B".to_string()));
+    let failing = ["--output", "json", "batch", "if", b, &batched.to_string(), "if", a, "0"];
+    let (code, out, err) = kv(&[&failing[..], &["delete", a, "delete", b]].concat());
+    assert_eq!(code, Some(4), "{err}");
+    let refused: Value = serde_json::from_str(&out).expect("one JSON line");
+    assert_eq!(refused, serde_json::json!({ "ok": false, "condition": 1, "current": batched }));
+    assert_eq!(version_and_value(a), (batched, "A".to_string()), "nothing changed");
+    // Keys of two shards are refused before anything is sent; so are malformed steps.
+    let elsewhere = (0..)
+        .map(|n| format!("other-{n}"))
+        .find(|other| shard_for_key(other.as_bytes(), SHARDS) != shard_for_key(b"cas-key", SHARDS))
+        .expect("a key in another shard");
+    let (code, _, err) = kv(&["batch", "put", a, "x", "put", &elsewhere, "y"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("must be in one shard"), "{err}");
+    let (code, _, err) = kv(&["batch", "put", a]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(version_and_value(a), (batched, "A".to_string()), "nothing changed");
+
     // The key's shard moves to the other group.
     let shard = shard_for_key(key.as_bytes(), SHARDS).0;
     let owner = latest(&controllers)["shards"][shard as usize].as_u64().expect("owned");
@@ -1011,4 +1039,13 @@ async fn conditional_writes_through_mosaic_kv_keep_their_versions_across_a_shard
     let (code, _, err) = kv(&["delete", key, "--expect-version", &second.to_string()]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(version_and_value(key), (0, String::new()), "deleted");
+
+    // The batch's versions moved with the shard: one on them takes effect at the new owner.
+    let (code, out, err) =
+        kv(&["batch", "if", a, &batched.to_string(), "append", a, "+", "delete", b]);
+    assert_eq!(code, Some(0), "{err}");
+    let last: u64 = out.trim().parse().expect("the revision");
+    assert!(last > second, "{last} after {second}");
+    assert_eq!(version_and_value(a), (last, "A+".to_string()));
+    assert_eq!(version_and_value(b), (0, String::new()));
 }

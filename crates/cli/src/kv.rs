@@ -9,6 +9,7 @@
 //! mosaic kv --controllers ... get --print-version counter       # the version, then the value
 //! mosaic kv --controllers ... cas counter --expect-version 7 8  # only if still at version 7
 //! mosaic kv --controllers ... put --if-absent lock owner-1      # only if the key has no value
+//! mosaic kv --controllers ... batch if '{u}:a' 3 put '{u}:a' x delete '{u}:b'  # all or nothing
 //! ```
 //!
 //! Versions: every shard counts its changes, and a key's version is the count when the key was
@@ -43,10 +44,17 @@
 //! | `get`, key absent | nothing (`--print-version`: `0\n`) | `{"found":false}` |
 //! | `put`, `append`, `delete` | nothing | `{"ok":true,"index":N}` |
 //! | `cas`, `put --if-absent`, `delete --expect-version` | the key's new version (a delete: the shard's revision after it), then `\n` | `{"ok":true,"version":V}` |
+//! | `batch` | the shard's revision after the writes, then `\n` | `{"ok":true,"revision":R}` |
 //!
 //! When the condition of `cas`, `put --if-absent` or `delete --expect-version` does not hold,
 //! nothing is written: stdout carries nothing (`--output json`: `{"ok":false,"current":V}`,
 //! the key's version, 0 when absent), stderr says the key's version, and the exit code is 4.
+//! When a condition of `batch` does not hold, the same, with the first that did not by its
+//! place among the conditions (from 0): `{"ok":false,"condition":N,"current":V}`.
+//!
+//! `batch` takes its steps as words, in order: `if KEY VERSION` (a condition), `put KEY VALUE`,
+//! `append KEY VALUE`, `delete KEY`; every key must be in one shard (give them one hash tag,
+//! `{...}`: docs/api.md), and at least one step must write.
 //!
 //! In JSON, a value that is valid UTF-8 is the string field `value`; any other value is the
 //! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost. Each
@@ -73,8 +81,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Cas, Client, ClientError, ClientOptions, Consistency, LogIndex, RoutingError, RoutingSource,
-    StaticRouting, Versioned, WriteOutcome,
+    Batch, BatchOutcome, Cas, Client, ClientError, ClientOptions, Consistency, LogIndex,
+    RoutingError, RoutingSource, StaticRouting, Versioned, WriteOutcome,
 };
 
 use crate::nodes::{KeyRoute, KeySource};
@@ -186,6 +194,52 @@ enum KvCommand {
         #[arg(long, value_name = "N")]
         expect_version: Option<u64>,
     },
+    /// Applies conditions and writes on keys of one shard all together or not at all; prints
+    /// the shard's revision after them.
+    Batch {
+        /// The steps, in order: `if KEY VERSION`, `put KEY VALUE`, `append KEY VALUE`,
+        /// `delete KEY`.
+        #[arg(required = true, num_args = 1.., value_name = "STEP")]
+        steps: Vec<OsString>,
+    },
+}
+
+/// Parses `batch`'s steps (see [`KvCommand::Batch`]).
+fn parse_batch(steps: Vec<OsString>) -> Result<Batch, String> {
+    let mut words = steps.into_iter();
+    let mut batch = Batch::new();
+    while let Some(step) = words.next() {
+        let mut operand = |what: &str| {
+            words
+                .next()
+                .map(OsString::into_encoded_bytes)
+                .ok_or_else(|| format!("{} needs {what}", step.to_string_lossy()))
+        };
+        batch = match step.to_str() {
+            Some("if") => {
+                let key = operand("a key")?;
+                let version = operand("a version")?;
+                let version = std::str::from_utf8(&version)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| {
+                        format!("{:?} is not a version", String::from_utf8_lossy(&version))
+                    })?;
+                batch.expect_version(key, version)
+            }
+            Some("put") => batch.put(operand("a key")?, operand("a value")?),
+            Some("append") => batch.append(operand("a key")?, operand("a value")?),
+            Some("delete") => batch.delete(operand("a key")?),
+            _ => {
+                return Err(format!(
+                    "{:?} is not a step: if KEY VERSION, put KEY VALUE, append KEY VALUE or \
+                     delete KEY",
+                    step.to_string_lossy()
+                ));
+            }
+        };
+    }
+    Ok(batch)
 }
 
 impl KvCommand {
@@ -196,6 +250,7 @@ impl KvCommand {
             Self::Cas { .. } => "cas",
             Self::Append { .. } => "append",
             Self::Delete { .. } => "delete",
+            Self::Batch { .. } => "batch",
         }
     }
 }
@@ -254,6 +309,14 @@ fn render_cas(version: u64, output: Output) -> Vec<u8> {
     match output {
         Output::Human => format!("{version}\n").into_bytes(),
         Output::Json => format!("{{\"ok\":true,\"version\":{version}}}\n").into_bytes(),
+    }
+}
+
+/// What a batch prints once its writes took effect at `revision`.
+fn render_batch(revision: u64, output: Output) -> Vec<u8> {
+    match output {
+        Output::Human => format!("{revision}\n").into_bytes(),
+        Output::Json => format!("{{\"ok\":true,\"revision\":{revision}}}\n").into_bytes(),
     }
 }
 
@@ -448,15 +511,35 @@ async fn run_command<S: RoutingSource>(
             let delete = client.delete(key.into_encoded_bytes()).await;
             delete.map(|i| Printed::Out(render_write(i, output)))
         }
+        KvCommand::Batch { steps } => match parse_batch(steps) {
+            Ok(batch) => client.batch(batch).await.map(|outcome| match outcome {
+                BatchOutcome::Written { revision } => Printed::Out(render_batch(revision, output)),
+                BatchOutcome::Failed { condition, current } => {
+                    Printed::ConditionFailed { current, condition: Some(condition) }
+                }
+            }),
+            Err(reason) => {
+                eprintln!("mosaic kv batch: {reason}; nothing was sent");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
     };
     let (stdout_bytes, code) = match printed {
         Ok(Printed::Out(bytes)) => (bytes, EXIT_SUCCESS),
-        Ok(Printed::ConditionFailed { current }) => {
+        Ok(Printed::ConditionFailed { current, condition }) => {
+            let (which, json) = match condition {
+                None => {
+                    ("the key's".to_owned(), format!("{{\"ok\":false,\"current\":{current}}}\n"))
+                }
+                Some(condition) => (
+                    format!("condition {condition}: its key's"),
+                    format!("{{\"ok\":false,\"condition\":{condition},\"current\":{current}}}\n"),
+                ),
+            };
             eprintln!(
-                "mosaic kv {name}: the key's version is {current}, not the one expected; nothing \
+                "mosaic kv {name}: {which} version is {current}, not the one expected; nothing \
                  was written (read the key, then decide)"
             );
-            let json = format!("{{\"ok\":false,\"current\":{current}}}\n");
             (
                 if output == Output::Json { json.into_bytes() } else { Vec::new() },
                 EXIT_CONDITION_FAILED,
@@ -476,15 +559,16 @@ async fn run_command<S: RoutingSource>(
 enum Printed {
     /// These bytes on stdout, exit code 0.
     Out(Vec<u8>),
-    /// A conditional write found the key at version `current`: nothing written, exit code 4.
-    ConditionFailed { current: u64 },
+    /// A conditional write found the key at version `current` (for a batch: the key of its
+    /// condition `condition`): nothing written, exit code 4.
+    ConditionFailed { current: u64, condition: Option<usize> },
 }
 
 impl Printed {
     fn of_cas(cas: Cas, output: Output) -> Self {
         match cas {
             Cas::Written { version } => Self::Out(render_cas(version, output)),
-            Cas::Failed { current } => Self::ConditionFailed { current },
+            Cas::Failed { current } => Self::ConditionFailed { current, condition: None },
         }
     }
 }
@@ -504,6 +588,25 @@ mod tests {
 
     use super::*;
     use crate::nodes::NodeAddress;
+
+    #[test]
+    fn batch_steps_are_words_in_order_and_malformed_ones_are_refused() {
+        let words = |text: &str| text.split(' ').map(OsString::from).collect::<Vec<_>>();
+        let batch = parse_batch(words("if {u}:a 3 put {u}:a x append {u}:a y delete {u}:b"));
+        let expected =
+            Batch::new().expect_version("{u}:a", 3).put("{u}:a", "x").append("{u}:a", "y");
+        assert_eq!(batch, Ok(expected.delete("{u}:b")));
+        for (bad, says) in [
+            ("if k", "needs a version"),
+            ("if k seven put k v", "not a version"),
+            ("put k", "needs a value"),
+            ("delete", "needs a key"),
+            ("set k v", "not a step"),
+        ] {
+            let refused = parse_batch(words(bad)).unwrap_err();
+            assert!(refused.contains(says), "{bad}: {refused}");
+        }
+    }
 
     /// The shape `main.rs` gives the command: `mosaic kv ...`.
     #[derive(Parser, Debug)]

@@ -38,11 +38,12 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, JitterSeeds};
+use crate::batch::{Batch, BatchOutcome};
 use crate::channel::{Channels, with_timeout};
 use crate::classify::{Action, Failure, classify_status};
 use crate::error::{ClientError, Progress, Result, WriteOutcome};
 use crate::operation::{Operation, Prepared, Route, WireRequest};
-use crate::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
+use crate::retry::{self, Leaders, Next, Refresh, Retry, Target, next_member};
 use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::session::{LaneLease, SessionPool};
 use crate::tls::Tls;
@@ -216,6 +217,7 @@ struct Inner<S> {
 enum Reply {
     Get(pb::GetResponse),
     Write(pb::WriteResponse),
+    Batch(pb::BatchResponse),
 }
 
 /// Locks `mutex`, whose data stays valid after a panic (each critical section of this
@@ -301,7 +303,9 @@ impl<S: RoutingSource> Client<S> {
             Reply::Get(response) => Ok(response
                 .found
                 .then_some(Versioned { value: response.value, version: response.version })),
-            Reply::Write(_) => unreachable!("a get is answered by a GetResponse"),
+            Reply::Write(_) | Reply::Batch(_) => {
+                unreachable!("a get is answered by a GetResponse")
+            }
         }
     }
 
@@ -383,7 +387,37 @@ impl<S: RoutingSource> Client<S> {
     async fn write(&self, operation: Operation) -> Result<pb::WriteResponse> {
         match self.inner.execute(operation).await? {
             Reply::Write(response) => Ok(response),
-            Reply::Get(_) => unreachable!("a write is answered by a WriteResponse"),
+            Reply::Get(_) | Reply::Batch(_) => {
+                unreachable!("a write is answered by a WriteResponse")
+            }
+        }
+    }
+
+    /// Runs an atomic batch: if every condition holds, every write takes effect, at one new
+    /// revision of the keys' shard; otherwise nothing changes and the answer names the first
+    /// condition that did not hold. Exactly once like every write (as
+    /// [`Client::compare_and_set`] for a batch with conditions).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] (not applied, nothing sent) for a batch without a
+    /// write, or whose keys are not all in one shard (give them one hash tag: docs/api.md);
+    /// otherwise as [`Client::put`].
+    pub async fn batch(&self, batch: Batch) -> Result<BatchOutcome> {
+        let refuse = |reason: String| ClientError::InvalidArgument {
+            reason,
+            outcome: WriteOutcome::NotApplied,
+        };
+        if batch.writes.is_empty() {
+            return Err(refuse("a batch needs a write".into()));
+        }
+        let shard_count = self.warm_up().await?.shard_count();
+        batch.check_one_shard(shard_count).map_err(refuse)?;
+        let Batch { conditions, writes } = batch;
+        match self.inner.execute(Operation::Batch { conditions, writes }).await? {
+            Reply::Batch(response) => Ok(BatchOutcome::of(&response)),
+            Reply::Get(_) | Reply::Write(_) => {
+                unreachable!("a batch is answered by a BatchResponse")
+            }
         }
     }
 
@@ -447,12 +481,11 @@ impl<S: RoutingSource> Inner<S> {
 
             progress.attempts += 1;
             let attempt_timeout = options.attempt_timeout.min(remaining);
-            // A conditional write retried after an attempt that may have applied expects its
-            // session even where the lane never had one: applied again as new after its session
-            // was evicted, it would compare against the version its own first attempt wrote
-            // and answer "failed" (found in review). Without the session, it ends unknown.
-            let expects_session = lease.as_ref().is_some_and(|lease| lease.knows_session(shard))
-                || (operation.is_conditional() && progress.may_have_applied());
+            let expects_session = retry::expects_session(
+                lease.as_ref().is_some_and(|lease| lease.knows_session(shard)),
+                operation.is_conditional(),
+                progress.may_have_applied(),
+            );
             let request = prepared.request(route, expects_session);
             let sent = self.send(&target, request, attempt_timeout);
             let failure = match tokio::time::timeout(attempt_timeout, sent).await {
@@ -546,6 +579,10 @@ impl<S: RoutingSource> Inner<S> {
                 .delete(with_timeout(request, attempt_timeout))
                 .await
                 .map(|response| Reply::Write(response.into_inner())),
+            WireRequest::Batch(request) => client
+                .batch(with_timeout(request, attempt_timeout))
+                .await
+                .map(|response| Reply::Batch(response.into_inner())),
         };
         result.map_err(|status| classify_status(&status))
     }
@@ -744,6 +781,43 @@ mod tests {
         fresh.put("k", "v").await.unwrap();
         let expected: Vec<bool> = node.received().iter().map(|r| r.expects_session).collect();
         assert_eq!(expected[5..], [false, false]);
+    }
+
+    /// A batch goes to its keys' shard as one request and answers what the group did; one
+    /// without a write, or whose keys are in two shards, is refused before anything is sent.
+    #[tokio::test]
+    async fn a_batch_is_one_request_to_its_shard_and_a_batch_across_shards_is_refused() {
+        let node = FakeNode::start().await;
+        let client = client_of(&[node.address()], fast_options());
+        let created = Batch::new().expect_version("{u}:a", 0).put("{u}:a", "1").put("{u}:b", "2");
+        assert_eq!(client.batch(created.clone()).await, Ok(BatchOutcome::Written { revision: 1 }));
+        assert_eq!(
+            client.batch(created).await,
+            Ok(BatchOutcome::Failed { condition: 0, current: 1 })
+        );
+        let next = Batch::new().expect_version("{u}:a", 1).append("{u}:a", "x").delete("{u}:b");
+        assert_eq!(client.batch(next).await, Ok(BatchOutcome::Written { revision: 3 }));
+        let read = client.get("{u}:a", Consistency::Linearizable).await.unwrap();
+        assert_eq!(read.as_deref(), Some(&b"1x"[..]));
+        assert_eq!(client.get("{u}:b", Consistency::Linearizable).await.unwrap(), None);
+        let methods: Vec<&str> = node.received().iter().map(|r| r.method).collect();
+        assert_eq!(methods, ["batch", "batch", "batch", "get", "get"]);
+        let shard = shard_for_key(b"u", 8);
+        assert!(node.received()[..3].iter().all(|r| r.shard == shard), "{:?}", node.received());
+
+        let sent = node.received().len();
+        let no_write = client.batch(Batch::new().expect_version("k", 0)).await.unwrap_err();
+        assert!(matches!(no_write, ClientError::InvalidArgument { .. }), "{no_write:?}");
+        // Some key of those two is in another shard of the eight.
+        let (a, b) = (0..)
+            .map(|n| (Bytes::from("a"), Bytes::from(format!("b{n}"))))
+            .find(|(a, b)| shard_for_key(a, 8) != shard_for_key(b, 8))
+            .unwrap();
+        let across = client.batch(Batch::new().put(a, "1").put(b, "2")).await.unwrap_err();
+        let ClientError::InvalidArgument { reason, outcome } = across else { panic!("{across:?}") };
+        assert!(reason.contains("must be in one shard"), "{reason}");
+        assert_eq!(outcome, WriteOutcome::NotApplied);
+        assert_eq!(node.received().len(), sent, "nothing sent");
     }
 
     /// A node of a release without versions ignores the condition and writes: the client

@@ -21,6 +21,9 @@
 //! replicas' hints. The admin CLI uses it, storage nodes that register and follow the
 //! configurations use it, and so does [`ControllerRouting`].
 //!
+//! Building this crate needs neither `protoc` nor a C++ toolchain: the gRPC code it uses is
+//! committed in `mosaic-proto`, and nothing it depends on links RocksDB.
+//!
 //! A client of a cluster with a controller is one line ([`Client::connect`]); keys carry
 //! versions that conditional writes compare (docs/api.md):
 //!
@@ -64,6 +67,7 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod batch;
 mod channel;
 pub mod classify;
 mod client;
@@ -83,6 +87,7 @@ mod session;
 mod test_support;
 pub mod tls;
 
+pub use batch::{Batch, BatchOutcome};
 pub use bytes::Bytes;
 pub use channel::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, endpoint};
 pub use client::{Cas, Client, ClientOptions, Consistency, Versioned};
@@ -93,6 +98,6 @@ pub use mosaic_controller::{Command, ConfigNum, Configuration, NodeLiveness, Out
 pub use mosaic_engine::{ClientId, GroupId, ShardId};
 pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_raft::{LogIndex, NodeId};
-pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, shard_for_key};
+pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, hash_tag, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
 pub use tls::{Role, Tls, TlsError, TlsFiles};

@@ -22,6 +22,8 @@ pub(crate) enum Operation {
     Append { key: Bytes, value: Bytes, condition: Option<u64> },
     /// Remove a key.
     Delete { key: Bytes, condition: Option<u64> },
+    /// An atomic batch on keys of one shard (at least one write).
+    Batch { conditions: Vec<pb::BatchCondition>, writes: Vec<pb::BatchWrite> },
 }
 
 impl Operation {
@@ -32,6 +34,7 @@ impl Operation {
             | Self::Put { key, .. }
             | Self::Append { key, .. }
             | Self::Delete { key, .. } => key,
+            Self::Batch { writes, .. } => &writes.first().expect("a batch has a write").key,
         }
     }
 
@@ -47,6 +50,7 @@ impl Operation {
             Self::Put { condition, .. }
             | Self::Append { condition, .. }
             | Self::Delete { condition, .. } => condition.is_some(),
+            Self::Batch { conditions, .. } => !conditions.is_empty(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Operation {
             Self::Put { .. } => "put",
             Self::Append { .. } => "append",
             Self::Delete { .. } => "delete",
+            Self::Batch { .. } => "batch",
         }
     }
 }
@@ -87,6 +92,7 @@ pub(crate) enum WireRequest {
     Put(pb::WriteRequest),
     Append(pb::WriteRequest),
     Delete(pb::WriteRequest),
+    Batch(pb::BatchRequest),
 }
 
 /// An operation with the session all its attempts carry.
@@ -152,6 +158,16 @@ impl Prepared {
             Operation::Delete { key, condition } => {
                 WireRequest::Delete(write(key, &Bytes::new(), condition))
             }
+            Operation::Batch { conditions, writes } => WireRequest::Batch(pb::BatchRequest {
+                group_id,
+                shard_id,
+                config_num,
+                client_id,
+                seq,
+                expects_session,
+                conditions: conditions.clone(),
+                writes: writes.clone(),
+            }),
         }
     }
 }
@@ -172,6 +188,7 @@ mod tests {
             WireRequest::Put(r) | WireRequest::Append(r) | WireRequest::Delete(r) => {
                 (r.client_id, r.seq)
             }
+            WireRequest::Batch(r) => (r.client_id, r.seq),
             WireRequest::Get(_) => panic!("a get carries no session"),
         }
     }

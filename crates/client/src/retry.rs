@@ -16,6 +16,17 @@ use mosaic_raft::NodeId;
 use crate::classify::{Action, Failure, LeaderHint};
 use crate::routing::Routing;
 
+/// Whether an attempt of a write says it expects its session in the shard (the request's
+/// `expects_session`): where a write of the same client id there was answered before
+/// (`session_known`), and for a conditional write retried after an attempt that may have
+/// applied. Applied again as new after its session was evicted, such a write would compare
+/// against the version its own first attempt wrote and answer "failed" (found in review);
+/// expecting its session, it is refused and ends unknown instead.
+#[must_use]
+pub fn expects_session(session_known: bool, conditional: bool, may_have_applied: bool) -> bool {
+    session_known || (conditional && may_have_applied)
+}
+
 /// A node to send an attempt to, and the address to reach it at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {

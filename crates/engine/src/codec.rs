@@ -23,8 +23,10 @@ pub const VALUE_VERSION: u8 = 1;
 /// The store format version this build reads and writes (kept in the `meta` column family).
 /// 2: shardkv's values carry the key's version and each shard keeps its revision under
 /// client id 0 of the `sessions` column family (`mosaic_shardkv::version`), and session
-/// records keep what their last write did; a store of format 1 is refused.
-pub const FORMAT_VERSION: u32 = 2;
+/// records keep what their last write did. 3: a key with a hash tag (`{...}`) is in the shard
+/// of its tag (`mosaic_types::shard_for_key`), so such keys stored under format 2 would be in
+/// the wrong shard. A store of an earlier format is refused.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Bytes that do not decode as the value they should hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,7 +11,9 @@ use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm};
 use mosaic_shardkv::version::REVISION_CLIENT;
-use mosaic_shardkv::{KvGet, KvWrite, Version, WriteKind};
+use mosaic_shardkv::{
+    BatchCondition, BatchWrite, KvBatch, KvGet, KvWrite, Version, WriteKind, batch_size_refusal,
+};
 
 use crate::pb;
 
@@ -35,19 +37,8 @@ pub fn write_from_pb(
     limits: SizeLimits,
 ) -> Result<(GroupId, KvWrite), Error> {
     check_key(&request.key, limits)?;
-    if request.value.len() > limits.value_bytes_max {
-        return Err(invalid(format!(
-            "the value is {} bytes; at most {} are accepted (value-bytes-max)",
-            request.value.len(),
-            limits.value_bytes_max
-        )));
-    }
-    if kind == WriteKind::Delete && !request.value.is_empty() {
-        return Err(invalid("a delete carries no value".into()));
-    }
-    if ClientId(request.client_id) == REVISION_CLIENT {
-        return Err(invalid("client id 0 is reserved".into()));
-    }
+    check_value(kind, &request.value, limits)?;
+    check_client(request.client_id)?;
     let write = KvWrite {
         kind,
         client: ClientId(request.client_id),
@@ -59,6 +50,51 @@ pub fn write_from_pb(
         condition: request.expected_version.map(Version),
     };
     Ok((GroupId(request.group_id), write))
+}
+
+/// An atomic batch to propose to its group.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a batch of a size [`batch_size_refusal`] refuses, a write
+/// of no known op, any key or value that
+/// [`write_from_pb`] would refuse, or client id 0. (That every key is in the shard is the
+/// group's check, which knows the shard count.)
+pub fn batch_from_pb(
+    request: pb::BatchRequest,
+    limits: SizeLimits,
+) -> Result<(GroupId, KvBatch), Error> {
+    if let Some(reason) = batch_size_refusal(request.conditions.len(), request.writes.len()) {
+        return Err(invalid(reason));
+    }
+    check_client(request.client_id)?;
+    let mut conditions = Vec::with_capacity(request.conditions.len());
+    for condition in request.conditions {
+        check_key(&condition.key, limits)?;
+        conditions.push(BatchCondition { key: condition.key, version: Version(condition.version) });
+    }
+    let mut writes = Vec::with_capacity(request.writes.len());
+    for write in request.writes {
+        let kind = match pb::BatchOp::try_from(write.op) {
+            Ok(pb::BatchOp::Put) => WriteKind::Put,
+            Ok(pb::BatchOp::Append) => WriteKind::Append,
+            Ok(pb::BatchOp::Delete) => WriteKind::Delete,
+            Ok(pb::BatchOp::Unspecified) | Err(_) => {
+                return Err(invalid(format!("unknown batch op {}", write.op)));
+            }
+        };
+        check_key(&write.key, limits)?;
+        check_value(kind, &write.value, limits)?;
+        writes.push(BatchWrite { kind, key: write.key, value: write.value });
+    }
+    let batch = KvBatch {
+        client: ClientId(request.client_id),
+        seq: request.seq,
+        shard: ShardId(request.shard_id),
+        expects_session: request.expects_session,
+        conditions,
+        writes,
+    };
+    Ok((GroupId(request.group_id), batch))
 }
 
 /// A get, and how fresh its answer must be.
@@ -151,6 +187,27 @@ fn check_key(key: &[u8], limits: SizeLimits) -> Result<(), Error> {
             key.len(),
             limits.key_bytes_max
         )));
+    }
+    Ok(())
+}
+
+fn check_value(kind: WriteKind, value: &[u8], limits: SizeLimits) -> Result<(), Error> {
+    if value.len() > limits.value_bytes_max {
+        return Err(invalid(format!(
+            "the value is {} bytes; at most {} are accepted (value-bytes-max)",
+            value.len(),
+            limits.value_bytes_max
+        )));
+    }
+    if kind == WriteKind::Delete && !value.is_empty() {
+        return Err(invalid("a delete carries no value".into()));
+    }
+    Ok(())
+}
+
+fn check_client(client: u64) -> Result<(), Error> {
+    if ClientId(client) == REVISION_CLIENT {
+        return Err(invalid("client id 0 is reserved".into()));
     }
     Ok(())
 }

@@ -94,21 +94,63 @@ impl KvService {
         let (version, condition_failed) = match outcome.effect {
             Some(WriteEffect::Written(version)) => (version, false),
             Some(WriteEffect::ConditionFailed(version)) => (version, true),
-            // Only a late copy of a request its client has stopped waiting for gets here.
-            None => {
-                return Err(self.refuse(&Error::InvalidArgument {
-                    reason: format!(
-                        "seq {seq} is older than the client's last write to the shard: what it \
-                         did is not kept"
-                    ),
-                }));
+            Some(WriteEffect::BatchConditionFailed { .. }) => {
+                return Err(self.refuse(&not_its_effect(seq, "a batch's", "this write's")));
             }
+            None => return Err(self.refuse(&older_than_session(seq))),
         };
         Ok(Response::new(pb::WriteResponse {
             index: outcome.index.0,
             version: version.0,
             condition_failed,
         }))
+    }
+
+    /// Checks a batch, proposes it to its group and answers once it is applied.
+    async fn batch_unrecorded(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        let (group, batch) = node::batch_from_pb(request.into_inner(), self.limits.sizes)
+            .map_err(|error| self.refuse(&error))?;
+        // A batch of deletes only is taken on a full disk, as a delete is.
+        if batch.writes.iter().any(|write| write.kind != WriteKind::Delete) {
+            self.disk.check_write().map_err(|error| self.refuse(&error))?;
+        }
+        let seq = batch.seq;
+        let outcome = self.ask(|callback| propose_write(group, batch, callback)).await?;
+        let (version, failed_condition) = match outcome.effect {
+            Some(WriteEffect::Written(version)) => (version, None),
+            Some(WriteEffect::BatchConditionFailed { condition, version }) => {
+                (version, Some(condition))
+            }
+            Some(WriteEffect::ConditionFailed(_)) => {
+                return Err(self.refuse(&not_its_effect(seq, "a single write's", "this batch's")));
+            }
+            None => return Err(self.refuse(&older_than_session(seq))),
+        };
+        Ok(Response::new(pb::BatchResponse {
+            index: outcome.index.0,
+            version: version.0,
+            failed_condition,
+        }))
+    }
+}
+
+/// The refusal of a write or batch whose seq is older than its session's last: only a late copy
+/// of a request its client has stopped waiting for gets there.
+fn older_than_session(seq: u64) -> Error {
+    Error::InvalidArgument {
+        reason: format!(
+            "seq {seq} is older than the client's last write to the shard: what it did is not kept"
+        ),
+    }
+}
+
+/// The refusal of a request whose seq its session recorded for another kind of request.
+fn not_its_effect(seq: u64, recorded: &str, asked: &str) -> Error {
+    Error::InvalidArgument {
+        reason: format!("seq {seq} of this client was {recorded}, not {asked}"),
     }
 }
 
@@ -162,5 +204,15 @@ impl Kv for KvService {
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         self.write(WriteKind::Delete, request).await
+    }
+
+    async fn batch(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        let record = self.metrics.start("batch");
+        let result = self.batch_unrecorded(request).await;
+        record.finish(&result);
+        result
     }
 }

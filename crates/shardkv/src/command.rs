@@ -6,13 +6,15 @@
 //! same writes from a client that expects its session to exist ([`KvWrite::expects_session`]).
 //! Kind 12 is a conditional write ([`KvWrite::condition`]): `op u8 (1 put, 2 append, 3
 //! delete) ‖ expects session u8 (0 or 1) ‖ expected version u64 ‖ client u64 ‖ seq u64 ‖
-//! shard u32 ‖ key length u32 ‖ key ‖ value`. Kinds 4 to 8 move shards between groups
+//! shard u32 ‖ key length u32 ‖ key ‖ value`. Kind 13 is an atomic batch ([`KvBatch`],
+//! encoded in [`crate::batch`]). Kinds 4 to 8 move shards between groups
 //! ([`crate::migration`]). All integers are big-endian. The version byte lets a later format be told apart; a reader refuses what it
 //! does not know instead of guessing.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mosaic_engine::{ClientId, ShardId};
 
+use crate::batch::{BATCH_KIND, KvBatch};
 use crate::encoding::{COMMAND_VERSION, DecodeError};
 use crate::migration::MigrationCommand;
 use crate::version::Version;
@@ -68,6 +70,8 @@ pub struct KvWrite {
 pub enum KvCommand {
     /// A client's write.
     Write(KvWrite),
+    /// A client's atomic batch.
+    Batch(KvBatch),
     /// A step of a shard migration.
     Migration(MigrationCommand),
 }
@@ -75,6 +79,12 @@ pub enum KvCommand {
 impl From<KvWrite> for KvCommand {
     fn from(write: KvWrite) -> Self {
         Self::Write(write)
+    }
+}
+
+impl From<KvBatch> for KvCommand {
+    fn from(batch: KvBatch) -> Self {
+        Self::Batch(batch)
     }
 }
 
@@ -90,6 +100,7 @@ impl KvCommand {
     pub fn encode(&self) -> Bytes {
         match self {
             Self::Write(write) => write.encode(),
+            Self::Batch(batch) => batch.encode(),
             Self::Migration(command) => command.encode(),
         }
     }
@@ -100,6 +111,7 @@ impl KvCommand {
     /// [`DecodeError`] for anything [`KvCommand::encode`] does not write.
     pub fn decode(data: &Bytes) -> Result<Self, DecodeError> {
         match data.get(1) {
+            Some(&BATCH_KIND) => KvBatch::decode(data).map(Self::Batch),
             Some(kind) if *kind != CONDITIONAL_WRITE_KIND && write_kind(*kind).is_none() => {
                 MigrationCommand::decode(data).map(Self::Migration)
             }
@@ -118,7 +130,7 @@ fn write_kind(byte: u8) -> Option<(WriteKind, bool)> {
     Some((op_kind(base)?, expects_session))
 }
 
-fn op_byte(kind: WriteKind) -> u8 {
+pub(crate) fn op_byte(kind: WriteKind) -> u8 {
     match kind {
         WriteKind::Put => 1,
         WriteKind::Append => 2,
@@ -126,7 +138,7 @@ fn op_byte(kind: WriteKind) -> u8 {
     }
 }
 
-fn op_kind(byte: u8) -> Option<WriteKind> {
+pub(crate) fn op_kind(byte: u8) -> Option<WriteKind> {
     match byte {
         1 => Some(WriteKind::Put),
         2 => Some(WriteKind::Append),
@@ -261,7 +273,7 @@ mod tests {
         let mut bad_version = good.to_vec();
         bad_version[0] = 2;
         let mut bad_kind = good.to_vec();
-        bad_kind[1] = 13;
+        bad_kind[1] = 14;
         let mut long_key = good.to_vec();
         long_key[22..26].copy_from_slice(&1000u32.to_be_bytes());
         let mut delete_with_value = good.to_vec();

@@ -1,6 +1,7 @@
 //! The storage group's state machine (6.824 Lab 4B's shardkv server, without the network):
 //! the KV commands a group replicates, their encoding, key versions and shard revisions
-//! ([`version`]) that conditional writes compare, client sessions that make a retried
+//! ([`version`]) that conditional writes and atomic batches ([`KvBatch`]) compare, client
+//! sessions that make a retried
 //! write apply at most once, the shards a group owns and the migration steps that move them
 //! between groups, and [`KvStateMachine`], which the node runtime (`mosaic-raftstore`) applies
 //! committed entries through; [`plan`] decides what a group's leader does next to follow the
@@ -10,6 +11,7 @@
 //! the same effects.
 #![deny(missing_docs)]
 
+mod batch;
 mod command;
 mod encoding;
 pub mod migration;
@@ -20,6 +22,7 @@ mod session;
 mod state_machine;
 pub mod version;
 
+pub use batch::{BATCH_ITEMS_MAX, BatchCondition, BatchWrite, KvBatch, batch_size_refusal};
 pub use command::{KvCommand, KvWrite, WriteKind};
 pub use encoding::{COMMAND_VERSION, DecodeError};
 pub use migration::{MigrationCommand, MigrationOutcome};

@@ -15,7 +15,7 @@ use mosaic_controller::ConfigNum;
 use mosaic_engine::{EngineSnapshot, GroupId, KvEngine, ShardId};
 use mosaic_raftstore::{Callback, Consistency, LeaderRead, ReadOutput, StoreMsg};
 
-use crate::command::{KvCommand, KvWrite};
+use crate::command::KvCommand;
 use crate::migration::{MigrationCommand, MigrationOutcome};
 use crate::ownership::Ownership;
 use crate::state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};
@@ -24,16 +24,17 @@ use crate::version::Versioned;
 /// A store message of a node hosting storage groups.
 pub type KvStoreMsg<K> = StoreMsg<K, KvStateMachine>;
 
-/// Proposes a client write to `group`; `callback` gets its outcome once applied, or why it
-/// was refused or not applied (the store's and the state machine's refusals as one).
+/// Proposes a client write ([`crate::KvWrite`]) or atomic batch ([`crate::KvBatch`]) to
+/// `group`; `callback` gets its outcome once applied, or why it was refused or not applied
+/// (the store's and the state machine's refusals as one).
 pub fn propose_write<K: KvEngine>(
     group: GroupId,
-    write: KvWrite,
+    write: impl Into<KvCommand>,
     callback: Callback<WriteOutcome>,
 ) -> KvStoreMsg<K> {
     StoreMsg::Propose {
         group,
-        proposal: KvCommand::Write(write),
+        proposal: write.into(),
         callback: Box::new(move |answer| {
             callback(answer.and_then(|applied| match applied? {
                 Applied::Write(outcome) => Ok(outcome),

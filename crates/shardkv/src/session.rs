@@ -26,10 +26,11 @@ use crate::version::Version;
 /// value, so it changes only with the format version.
 pub const SESSIONS_PER_SHARD_MAX: usize = 4096;
 
-const SESSION_VERSION: u8 = 2;
-const SESSION_BYTES: usize = 1 + 8 + 8 + 1 + 8;
+const SESSION_VERSION: u8 = 3;
+const SESSION_BYTES: usize = 1 + 8 + 8 + 1 + 8 + 4;
 const WRITTEN_TAG: u8 = 1;
 const CONDITION_FAILED_TAG: u8 = 2;
+const BATCH_CONDITION_FAILED_TAG: u8 = 3;
 
 /// What a write did to its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,14 @@ pub enum WriteEffect {
     /// Its condition did not hold and nothing was written; the key's version then
     /// ([`Version::ABSENT`] for an absent key).
     ConditionFailed(Version),
+    /// A batch's condition did not hold and nothing was written: the first that did not,
+    /// by its place among the batch's conditions, and its key's version then.
+    BatchConditionFailed {
+        /// The condition's place among the batch's conditions (from 0).
+        condition: u32,
+        /// Its key's version when the batch was applied.
+        version: Version,
+    },
 }
 
 /// One client's session in one shard.
@@ -55,27 +64,33 @@ pub struct Session {
 }
 
 impl Session {
-    /// Encodes the record: `version u8 (2) ‖ seq u64 ‖ last index u64 ‖ effect u8 (1 written,
-    /// 2 condition failed) ‖ key version u64`.
+    /// Encodes the record: `version u8 (3) ‖ seq u64 ‖ last index u64 ‖ effect u8 (1 written,
+    /// 2 condition failed, 3 a batch's condition failed) ‖ key version u64 ‖ condition u32`
+    /// (the failed condition's place in its batch; 0 for the other effects).
     #[must_use]
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(SESSION_BYTES);
         out.put_u8(SESSION_VERSION);
         out.put_u64(self.seq);
         out.put_u64(self.last_index.0);
-        let (tag, version) = match self.effect {
-            WriteEffect::Written(version) => (WRITTEN_TAG, version),
-            WriteEffect::ConditionFailed(version) => (CONDITION_FAILED_TAG, version),
+        let (tag, version, condition) = match self.effect {
+            WriteEffect::Written(version) => (WRITTEN_TAG, version, 0),
+            WriteEffect::ConditionFailed(version) => (CONDITION_FAILED_TAG, version, 0),
+            WriteEffect::BatchConditionFailed { condition, version } => {
+                (BATCH_CONDITION_FAILED_TAG, version, condition)
+            }
         };
         out.put_u8(tag);
         out.put_u64(version.0);
+        out.put_u32(condition);
         out.freeze()
     }
 
     /// Decodes a record.
     ///
     /// # Errors
-    /// [`DecodeError`] for a record of the wrong length, version or effect.
+    /// [`DecodeError`] for a record of the wrong length, version or effect, or a condition
+    /// place with an effect that has none.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let record: &[u8; SESSION_BYTES] = bytes
             .try_into()
@@ -85,10 +100,17 @@ impl Session {
         }
         let u64_at = |at: usize| u64::from_be_bytes(record[at..at + 8].try_into().expect("8"));
         let version = Version(u64_at(18));
-        let effect = match record[17] {
-            WRITTEN_TAG => WriteEffect::Written(version),
-            CONDITION_FAILED_TAG => WriteEffect::ConditionFailed(version),
-            tag => return Err(DecodeError(format!("unknown write effect {tag}"))),
+        let condition = u32::from_be_bytes(record[26..30].try_into().expect("4"));
+        let effect = match (record[17], condition) {
+            (WRITTEN_TAG, 0) => WriteEffect::Written(version),
+            (CONDITION_FAILED_TAG, 0) => WriteEffect::ConditionFailed(version),
+            (BATCH_CONDITION_FAILED_TAG, condition) => {
+                WriteEffect::BatchConditionFailed { condition, version }
+            }
+            (WRITTEN_TAG | CONDITION_FAILED_TAG, condition) => {
+                return Err(DecodeError(format!("condition {condition} of a single write")));
+            }
+            (tag, _) => return Err(DecodeError(format!("unknown write effect {tag}"))),
         };
         Ok(Self { seq: u64_at(1), last_index: LogIndex(u64_at(9)), effect })
     }
@@ -161,7 +183,12 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_garbage_is_refused() {
         let failed = WriteEffect::ConditionFailed(Version::ABSENT);
-        for session in [session(7, 99), Session { effect: failed, ..session(8, 100) }] {
+        let batch_failed = WriteEffect::BatchConditionFailed { condition: 3, version: Version(9) };
+        for session in [
+            session(7, 99),
+            Session { effect: failed, ..session(8, 100) },
+            Session { effect: batch_failed, ..session(9, 101) },
+        ] {
             assert_eq!(Session::decode(&session.encode()), Ok(session));
         }
         let session = session(7, 99);
@@ -170,8 +197,11 @@ mod tests {
         other_version[0] = 1;
         assert!(Session::decode(&other_version).is_err());
         let mut unknown_effect = session.encode().to_vec();
-        unknown_effect[17] = 3;
+        unknown_effect[17] = 4;
         assert!(Session::decode(&unknown_effect).is_err());
+        let mut single_write_with_condition = session.encode().to_vec();
+        single_write_with_condition[29] = 1;
+        assert!(Session::decode(&single_write_with_condition).is_err());
     }
 
     #[test]

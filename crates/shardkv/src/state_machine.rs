@@ -29,6 +29,7 @@ use mosaic_engine::{
 use mosaic_raft::LogIndex;
 use mosaic_raftstore::{Error, Result, StateMachine};
 
+use crate::batch::{KvBatch, batch_size_refusal};
 use crate::command::{KvCommand, KvWrite, WriteKind};
 use crate::encoding::DecodeError;
 use crate::migration::{MigrationCommand, MigrationOutcome};
@@ -226,6 +227,61 @@ impl KvStateMachine {
         self.check_request(write.shard, &write.key)
     }
 
+    /// Checks a batch before it enters the log: its client id, its size
+    /// ([`batch_size_refusal`]), and that every key is in its shard,
+    /// which the group serves.
+    fn check_batch(&self, batch: &KvBatch) -> Result<()> {
+        check_client(batch.client)?;
+        if let Some(reason) = batch_size_refusal(batch.conditions.len(), batch.writes.len()) {
+            return Err(Error::InvalidArgument { reason });
+        }
+        batch.keys().try_for_each(|key| self.check_request(batch.shard, key))
+    }
+
+    /// The answer to a write of `client`'s session `seq` in `shard` that is decided before
+    /// it is applied: refused (client id 0, a shard the group does not serve, a session that
+    /// is gone although the write expects it), or a retry of the session's last write
+    /// (answered with what it did) or of an older one. `None`: apply it.
+    fn decided_before_applying(
+        &self,
+        shard: ShardId,
+        client: ClientId,
+        seq: u64,
+        expects_session: bool,
+        index: LogIndex,
+    ) -> Result<Option<WriteOutcome>> {
+        check_client(client)?;
+        self.check_serves(shard)?;
+        match self.sessions.get(shard, client) {
+            Some(session) if seq == session.seq => {
+                Ok(Some(WriteOutcome { index, duplicate: true, effect: Some(session.effect) }))
+            }
+            Some(session) if seq < session.seq => {
+                Ok(Some(WriteOutcome { index, duplicate: true, effect: None }))
+            }
+            None if expects_session => Err(Error::SessionExpired { shard, client }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records that `client`'s write `seq`, applied at `index`, did `effect` (evicting the
+    /// sessions over the limit), and answers it.
+    fn answer(
+        &mut self,
+        batch: &mut WriteBatch,
+        (shard, client, seq): (ShardId, ClientId, u64),
+        index: LogIndex,
+        effect: WriteEffect,
+    ) -> WriteOutcome {
+        let session = Session { seq, last_index: index, effect };
+        let evicted = self.sessions.record(shard, client, session);
+        batch.put_session(self.group, shard, client, session.encode());
+        for client in evicted {
+            batch.delete_session(self.group, shard, client);
+        }
+        WriteOutcome { index, duplicate: false, effect: Some(effect) }
+    }
+
     /// The value and version of `key` as the entries applied so far leave it, the batch not
     /// yet written included.
     fn current_value<K: KvEngine>(
@@ -249,20 +305,11 @@ impl KvStateMachine {
         index: LogIndex,
         write: KvWrite,
     ) -> Result<WriteOutcome> {
-        let group = self.group;
-        check_client(write.client)?;
-        self.check_serves(write.shard)?;
-        match self.sessions.get(write.shard, write.client) {
-            Some(session) if write.seq == session.seq => {
-                return Ok(WriteOutcome { index, duplicate: true, effect: Some(session.effect) });
-            }
-            Some(session) if write.seq < session.seq => {
-                return Ok(WriteOutcome { index, duplicate: true, effect: None });
-            }
-            None if write.expects_session => {
-                return Err(Error::SessionExpired { shard: write.shard, client: write.client });
-            }
-            _ => {}
+        let (shard, client) = (write.shard, write.client);
+        if let Some(outcome) =
+            self.decided_before_applying(shard, client, write.seq, write.expects_session, index)?
+        {
+            return Ok(outcome);
         }
         // An unconditional put needs nothing of the key as it is: no read on its path.
         let current = if write.condition.is_none() && write.kind == WriteKind::Put {
@@ -276,54 +323,101 @@ impl KvStateMachine {
                 WriteEffect::ConditionFailed(current_version)
             }
             _ => {
+                let revision = self.revision(shard);
+                let version = Version(revision + 1);
                 let existed = current.is_some();
-                let value = match write.kind {
-                    WriteKind::Put => Some(write.value),
-                    WriteKind::Append => {
-                        let current = current.map(|stored| stored.value).unwrap_or_default();
-                        let mut joined = BytesMut::from(current.as_ref());
-                        joined.extend_from_slice(&write.value);
-                        Some(joined.freeze())
-                    }
-                    WriteKind::Delete => None,
-                };
-                self.take_effect(batch, write.shard, write.key, value, existed)
+                let value = written_value(write.kind, current, write.value);
+                if value.is_none() && !existed {
+                    // Deleting a key that has no value changes nothing.
+                    WriteEffect::Written(Version(revision))
+                } else {
+                    self.store(batch, shard, write.key, value, version);
+                    self.set_revision(batch, shard, version);
+                    WriteEffect::Written(version)
+                }
             }
         };
-        let session = Session { seq: write.seq, last_index: index, effect };
-        let evicted = self.sessions.record(write.shard, write.client, session);
-        batch.put_session(group, write.shard, write.client, session.encode());
-        for client in evicted {
-            batch.delete_session(group, write.shard, client);
-        }
-        Ok(WriteOutcome { index, duplicate: false, effect: Some(effect) })
+        Ok(self.answer(batch, (shard, client, write.seq), index, effect))
     }
 
-    /// Sets `key` of `shard` to `value` (`None`: deletes it) at the shard's next revision and
-    /// returns the key's version, or, deleting a key that does not exist (`existed` false),
-    /// changes nothing and returns the revision as it is.
-    fn take_effect(
+    /// Applies an atomic batch: every write at the shard's next revision if every condition
+    /// holds (the revision stays if none changes anything: only deletes of keys without a
+    /// value), nothing if one does not.
+    fn apply_batch<K: KvEngine>(
+        &mut self,
+        engine: &Engine<K>,
+        batch: &mut WriteBatch,
+        index: LogIndex,
+        command: KvBatch,
+    ) -> Result<WriteOutcome> {
+        let (shard, client, seq) = (command.shard, command.client, command.seq);
+        if let Some(outcome) =
+            self.decided_before_applying(shard, client, seq, command.expects_session, index)?
+        {
+            return Ok(outcome);
+        }
+        let mut failed = None;
+        for (place, condition) in (0_u32..).zip(&command.conditions) {
+            let current = self.current_value(engine, shard, &condition.key)?;
+            let version = current.map_or(Version::ABSENT, |stored| stored.version);
+            if version != condition.version {
+                failed = Some(WriteEffect::BatchConditionFailed { condition: place, version });
+                break;
+            }
+        }
+        let effect = match failed {
+            Some(failed) => failed,
+            None => {
+                let revision = self.revision(shard);
+                let version = Version(revision + 1);
+                let mut changed = false;
+                for write in command.writes {
+                    // A later write of a key reads what an earlier one left (`pending`).
+                    let current = match write.kind {
+                        WriteKind::Put => None,
+                        WriteKind::Append | WriteKind::Delete => {
+                            self.current_value(engine, shard, &write.key)?
+                        }
+                    };
+                    let existed = current.is_some();
+                    let value = written_value(write.kind, current, write.value);
+                    if value.is_some() || existed {
+                        self.store(batch, shard, write.key, value, version);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    self.set_revision(batch, shard, version);
+                    WriteEffect::Written(version)
+                } else {
+                    WriteEffect::Written(Version(revision))
+                }
+            }
+        };
+        Ok(self.answer(batch, (shard, client, seq), index, effect))
+    }
+
+    /// Sets `key` of `shard` to `value` (`None`: deletes it) at `version`.
+    fn store(
         &mut self,
         batch: &mut WriteBatch,
         shard: ShardId,
         key: Bytes,
         value: Option<Bytes>,
-        existed: bool,
-    ) -> WriteEffect {
-        let revision = self.revision(shard);
-        if value.is_none() && !existed {
-            return WriteEffect::Written(Version(revision));
-        }
-        let version = Version(revision + 1);
-        self.revisions.insert(shard, version.0);
-        batch.put_session(self.group, shard, REVISION_CLIENT, encode_revision(version.0));
+        version: Version,
+    ) {
         let stored = value.map(|value| Versioned { value, version }.encode());
         match &stored {
             Some(stored) => batch.put_data(self.group, shard, key.clone(), stored.clone()),
             None => batch.delete_data(self.group, shard, key.clone()),
         }
         self.pending.insert((shard, key), stored);
-        WriteEffect::Written(version)
+    }
+
+    /// Makes `revision` the revision of `shard`.
+    fn set_revision(&mut self, batch: &mut WriteBatch, shard: ShardId, revision: Version) {
+        self.revisions.insert(shard, revision.0);
+        batch.put_session(self.group, shard, REVISION_CLIENT, encode_revision(revision.0));
     }
 
     /// Applies a migration step (the entry at `index`); `Err` only for a group that has no
@@ -513,6 +607,7 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
     fn check_proposal(&self, proposal: &KvCommand) -> Result<()> {
         match proposal {
             KvCommand::Write(write) => self.check_write(write),
+            KvCommand::Batch(batch) => self.check_batch(batch),
             KvCommand::Migration(_) => Ok(()),
         }
     }
@@ -531,6 +626,9 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
         let result = match KvCommand::decode(data) {
             Ok(KvCommand::Write(write)) => {
                 self.apply_write(engine, batch, index, write).map(Applied::Write)
+            }
+            Ok(KvCommand::Batch(command)) => {
+                self.apply_batch(engine, batch, index, command).map(Applied::Write)
             }
             Ok(KvCommand::Migration(command)) => {
                 self.apply_migration(batch, index, command).map(Applied::Migration)
@@ -569,6 +667,20 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 self.handoff(engine, *num, *shard, *to).map(KvReadOutput::Handoff)
             }
         }
+    }
+}
+
+/// What a write of `kind` with `value` leaves of a key that holds `current`: `None` to delete.
+fn written_value(kind: WriteKind, current: Option<Versioned>, value: Bytes) -> Option<Bytes> {
+    match kind {
+        WriteKind::Put => Some(value),
+        WriteKind::Append => {
+            let current = current.map(|stored| stored.value).unwrap_or_default();
+            let mut joined = BytesMut::from(current.as_ref());
+            joined.extend_from_slice(&value);
+            Some(joined.freeze())
+        }
+        WriteKind::Delete => None,
     }
 }
 

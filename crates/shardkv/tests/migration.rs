@@ -14,9 +14,9 @@ use mosaic_engine::{
 use mosaic_raft::{LogIndex, NodeId};
 use mosaic_raftstore::{Error, StateMachine};
 use mosaic_shardkv::{
-    Applied, KvCommand, KvGet, KvQuery, KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD,
-    MigrationCommand, MigrationOutcome, Ownership, ShardState, Version, Versioned, WriteEffect,
-    WriteKind, WriteOutcome,
+    Applied, BATCH_ITEMS_MAX, BatchCondition, BatchWrite, KvBatch, KvCommand, KvGet, KvQuery,
+    KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD, MigrationCommand, MigrationOutcome,
+    Ownership, ShardState, Version, Versioned, WriteEffect, WriteKind, WriteOutcome,
 };
 use mosaic_types::shard_for_key;
 
@@ -843,4 +843,148 @@ fn a_retried_conditional_write_whose_session_was_evicted_is_refused() {
     let expired = Err(Error::SessionExpired { shard: ShardId(0), client: ClientId(1) });
     assert_eq!(node.apply(G1, retry), expired);
     assert_eq!(node.versioned(G1, 0, "lock"), Some((Bytes::from("me"), Version(1))));
+}
+
+/// A hash tag whose keys are in `shard`: `{tag}:name` for any name.
+fn tag_in(shard: u32) -> String {
+    String::from_utf8(key_in(shard, "user").to_vec()).expect("text")
+}
+
+/// A batch of `client`'s session `seq` on keys of `shard`, each named `{tag}:name`.
+fn batch(
+    client: u64,
+    seq: u64,
+    shard: u32,
+    conditions: &[(&str, u64)],
+    writes: &[(WriteKind, &str, &str)],
+) -> KvBatch {
+    let tag = tag_in(shard);
+    let key = |name: &str| Bytes::from(format!("{{{tag}}}:{name}"));
+    KvBatch {
+        client: ClientId(client),
+        seq,
+        shard: ShardId(shard),
+        expects_session: false,
+        conditions: conditions
+            .iter()
+            .map(|(name, version)| BatchCondition { key: key(name), version: Version(*version) })
+            .collect(),
+        writes: writes
+            .iter()
+            .map(|(kind, name, value)| BatchWrite {
+                kind: *kind,
+                key: key(name),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+            })
+            .collect(),
+    }
+}
+
+impl Node {
+    /// Applies `batch` to `group`; the effect it answers, and whether it was a duplicate.
+    fn batch_effect(&mut self, group: GroupId, batch: KvBatch) -> (Option<WriteEffect>, bool) {
+        match self.apply(group, batch) {
+            Ok(Applied::Write(WriteOutcome { effect, duplicate, .. })) => (effect, duplicate),
+            other => panic!("group {group}: a batch answered {other:?}"),
+        }
+    }
+
+    /// The value and version of `{tag}:name` in `shard` at `group`.
+    fn tagged(&self, group: GroupId, shard: u32, name: &str) -> Option<(Bytes, Version)> {
+        let key = format!("{{{}}}:{name}", tag_in(shard));
+        let get = KvGet { shard: ShardId(shard), key: Bytes::from(key) };
+        let machine = &self.groups[&group].0;
+        match StateMachine::<MemKv>::read(machine, &self.engine, &KvQuery::Get(get)) {
+            Ok(KvReadOutput::Value(value)) => value.map(|stored| (stored.value, stored.version)),
+            Ok(_) => panic!("a get answered something else"),
+            Err(error) => panic!("group {group} refused a get: {error}"),
+        }
+    }
+}
+
+/// An atomic batch on keys of one hash tag: every write takes effect at one new revision when
+/// every condition holds (a later write of a key sees an earlier one), nothing when one does
+/// not (the answer names the first that failed and its key's version); a retry answers what the
+/// first attempt did, at the shard's next owner too; a batch that changes nothing keeps the
+/// revision; a batch without a write, too large, or with a key of another shard is refused
+/// before the log; a replica that replays the log in one batch agrees.
+#[test]
+fn an_atomic_batch_applies_every_write_at_one_revision_or_none() {
+    use WriteEffect::{BatchConditionFailed, Written};
+    use WriteKind::{Append, Delete, Put};
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    let v = Version;
+    assert_eq!(
+        node.batch_effect(G1, batch(1, 1, 0, &[], &[(Put, "a", "1")])),
+        (Some(Written(v(1))), false)
+    );
+
+    let both = batch(
+        2,
+        1,
+        0,
+        &[("a", 1), ("b", 0)],
+        &[(Put, "a", "2"), (Put, "b", "x"), (Append, "b", "y"), (Delete, "c", "")],
+    );
+    assert_eq!(node.batch_effect(G1, both.clone()), (Some(Written(v(2))), false));
+    assert_eq!(node.tagged(G1, 0, "a"), Some((Bytes::from("2"), v(2))));
+    assert_eq!(node.tagged(G1, 0, "b"), Some((Bytes::from("xy"), v(2))));
+    assert_eq!(node.tagged(G1, 0, "c"), None);
+    assert_eq!(node.revision(G1, 0), 2);
+
+    // The second condition fails: nothing is written, the answer names it.
+    let stale = batch(2, 2, 0, &[("a", 2), ("b", 1)], &[(Delete, "a", ""), (Put, "c", "z")]);
+    let failed = BatchConditionFailed { condition: 1, version: v(2) };
+    assert_eq!(node.batch_effect(G1, stale.clone()), (Some(failed), false));
+    assert_eq!(node.tagged(G1, 0, "a"), Some((Bytes::from("2"), v(2))));
+    assert_eq!(node.tagged(G1, 0, "c"), None);
+    assert_eq!(node.revision(G1, 0), 2);
+    // Retries: the last answers what it did, an older one nothing it could mistake.
+    assert_eq!(node.batch_effect(G1, stale.clone()), (Some(failed), true));
+    assert_eq!(node.batch_effect(G1, both), (None, true));
+    // Deleting keys without a value changes nothing, not even the revision.
+    let nothing = batch(3, 1, 0, &[("c", 0)], &[(Delete, "c", ""), (Delete, "d", "")]);
+    assert_eq!(node.batch_effect(G1, nothing), (Some(Written(v(2))), false));
+    assert_eq!(node.revision(G1, 0), 2);
+
+    // Refused before the log, nothing changed.
+    let machine = &node.groups[&G1].0;
+    let check = |command: KvBatch| StateMachine::<MemKv>::check_proposal(machine, &command.into());
+    let invalid = |result| matches!(result, Err(Error::InvalidArgument { .. }));
+    assert!(invalid(check(batch(4, 1, 0, &[("a", 2)], &[]))), "no write");
+    let many: Vec<(WriteKind, &str, &str)> = vec![(Put, "k", "v"); BATCH_ITEMS_MAX + 1];
+    assert!(invalid(check(batch(4, 1, 0, &[], &many))), "too many");
+    assert!(check(batch(4, 1, 0, &[], &many[..BATCH_ITEMS_MAX])).is_ok(), "at the limit");
+    let mut elsewhere = batch(4, 1, 0, &[], &[(Put, "a", "v")]);
+    elsewhere.writes.push(BatchWrite {
+        kind: Put,
+        key: Bytes::from(format!("{{{}}}:a", tag_in(1))),
+        value: Bytes::from("v"),
+    });
+    assert_eq!(
+        check(elsewhere),
+        Err(Error::WrongShard { named: ShardId(0), key_shard: ShardId(1), shard_count: SHARDS })
+    );
+    let zero = KvBatch { client: ClientId(0), ..batch(4, 1, 0, &[], &[(Put, "a", "v")]) };
+    assert!(invalid(check(zero)), "client 0");
+
+    // A replica that replays the log in one batch agrees.
+    let replica = node.replayed(G1, 1);
+    for name in ["a", "b", "c"] {
+        assert_eq!(replica.tagged(G1, 0, name), node.tagged(G1, 0, name), "{name}");
+    }
+
+    // The shard moves to group 2: the retry of the failed batch answers as it did, and the
+    // next batch takes the revision after the last.
+    let c2 = config(2, [Some(G2), Some(G1), Some(G1), Some(G1)]);
+    node.move_shard(&c1, &c2, 0, G1, G2);
+    assert_eq!(node.batch_effect(G2, stale), (Some(failed), true));
+    let next = batch(2, 3, 0, &[("a", 2), ("b", 2)], &[(Append, "a", "3")]);
+    assert_eq!(node.batch_effect(G2, next), (Some(Written(v(3))), false));
+    assert_eq!(node.tagged(G2, 0, "a"), Some((Bytes::from("23"), v(3))));
+    assert_eq!(node.tagged(G2, 0, "b"), Some((Bytes::from("xy"), v(2))));
 }

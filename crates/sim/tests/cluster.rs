@@ -1,7 +1,8 @@
 //! The whole-cluster simulation (test layer L3, DESIGN.md "Test layers"): seeds of a cluster
 //! under faults, each run checked for linearizability, Raft's safety properties, liveness and
 //! identical replicas; that a seed replays exactly; and that the checks catch deliberately
-//! broken clients (stale reads, writes retried with a new seq).
+//! broken clients (stale reads, writes retried with a new seq, compare-and-sets on another
+//! version than the value heard).
 //!
 //! | variable | effect |
 //! |---|---|
@@ -334,6 +335,11 @@ fn a_seed_replays_exactly() {
             "seed {seed}, {name}: only {} operations",
             first.history.len()
         );
+        let (cas_written, cas_failed) = first.compare_and_sets();
+        assert!(
+            cas_written > 0 && cas_failed > 0,
+            "seed {seed}, {name}: compare-and-sets: {cas_written} took effect, {cas_failed} failed"
+        );
         if config.faults.stalls.is_some() {
             let faults = first.faults;
             assert!(
@@ -361,6 +367,18 @@ fn stale_reads_at_followers_are_caught() {
     }
     eprintln!("stale reads caught with seeds {caught:?}");
     assert!(!caught.is_empty(), "no seed of 0..16 caught a stale read");
+}
+
+/// A test that cannot fail is a defect: clients whose compare-and-sets name the version after
+/// the one they heard (a deliberate bug: the history records a condition on the value heard,
+/// which the node does not check) must be caught, for some seed of a small fixed set.
+#[test]
+fn compare_and_sets_on_another_version_than_the_value_heard_are_caught() {
+    let config = SimConfig { cas_names_the_wrong_version: true, ..SimConfig::default() };
+    let caught: Vec<u64> =
+        (0..8).filter(|seed| run(*seed, &config).verdict.has_violation()).collect();
+    eprintln!("compare-and-sets on the wrong version caught with seeds {caught:?}");
+    assert!(!caught.is_empty(), "no seed of 0..8 caught a compare-and-set on the wrong version");
 }
 
 /// A test that cannot fail is a defect: clients that give a retried write a new session seq

@@ -334,6 +334,91 @@ fn only_the_broken_key_fails() {
     ));
 }
 
+// ---- Compare-and-set ---------------------------------------------------------------------------
+
+#[test]
+fn a_compare_and_set_takes_effect_only_on_the_value_it_expects() {
+    let mut script = Script::new();
+    script.cas(1, None, Some("x"), (0, 10), Some(true));
+    script.cas(2, None, Some("y"), (20, 30), Some(false));
+    script.cas(2, Some("x"), Some("y"), (40, 50), Some(true));
+    script.get(3, Some("y"), 60, 70);
+    script.cas(1, Some("y"), None, (80, 90), Some(true));
+    script.get(3, None, 100, 110);
+    must_be_linearizable(&script.history);
+}
+
+#[test]
+fn a_compare_and_set_that_took_effect_on_a_value_already_overwritten_is_caught() {
+    let mut script = Script::new();
+    script.put(1, "x", 0, 10);
+    script.put(1, "y", 20, 30);
+    script.cas(2, Some("x"), Some("z"), (40, 50), Some(true));
+    let read = must_unexplained(&script);
+    assert_eq!(read.get.id.0, 2);
+    assert_eq!(writers(&read), excluded(&[(Some(0), "#1")]));
+    assert!(read.to_string().contains("this compare-and-set took effect on"), "{read}");
+}
+
+#[test]
+fn a_compare_and_set_that_failed_although_the_value_was_the_one_it_expected_is_caught() {
+    let mut script = Script::new();
+    script.put(1, "x", 0, 10);
+    script.cas(2, Some("x"), Some("z"), (20, 30), Some(false));
+    script.get(3, Some("x"), 40, 50);
+    let dead_end = must_dead_end(&script);
+    assert!(dead_end.to_string().contains("its condition failed"), "{dead_end}");
+}
+
+#[test]
+fn two_compare_and_sets_on_one_value_cannot_both_take_effect() {
+    let mut script = Script::new();
+    script.put(1, "x", 0, 10);
+    script.cas(2, Some("x"), Some("a"), (20, 40), Some(true));
+    script.cas(3, Some("x"), Some("b"), (20, 40), Some(true));
+    must_dead_end(&script);
+    // With one failed, either order explains it.
+    let mut script = Script::new();
+    script.put(1, "x", 0, 10);
+    script.cas(2, Some("x"), Some("a"), (20, 40), Some(true));
+    script.cas(3, Some("x"), Some("b"), (20, 40), Some(false));
+    script.get(1, Some("a"), 50, 60);
+    must_be_linearizable(&script.history);
+}
+
+#[test]
+fn a_compare_and_set_of_unknown_outcome_took_effect_or_not_where_its_value_held() {
+    for (observed, linearizable) in [(Some("y"), true), (Some("x"), true), (None, false)] {
+        let mut script = Script::new();
+        script.put(1, "x", 0, 10);
+        script.cas(2, Some("x"), Some("y"), (20, 0), None);
+        script.get(3, observed, 30, 40);
+        let verdict = check(&script.history);
+        assert_eq!(verdict.is_linearizable(), linearizable, "read {observed:?}: {verdict}");
+    }
+    // Where the value it expects never held, it cannot take effect.
+    let mut script = Script::new();
+    script.put(1, "w", 0, 10);
+    script.cas(2, Some("x"), Some("y"), (20, 0), None);
+    script.get(3, Some("y"), 30, 40);
+    must_violate(&script.history, "k");
+}
+
+#[test]
+fn a_failed_compare_and_set_may_be_explained_by_a_write_of_unknown_outcome_no_get_saw() {
+    // Only the unknown put can have made the condition fail, although no get read its value.
+    let mut script = Script::new();
+    script.put(1, "x", 0, 10);
+    script.put_unknown(2, "z", 20);
+    script.cas(3, Some("x"), Some("y"), (30, 40), Some(false));
+    must_be_linearizable(&script.history);
+    // Without it, the failure is unexplained.
+    let mut script = Script::new();
+    script.put(1, "x", 0, 10);
+    script.cas(3, Some("x"), Some("y"), (30, 40), Some(false));
+    must_dead_end(&script);
+}
+
 // ---- Operations of unknown outcome -----------------------------------------------------------
 
 #[test]

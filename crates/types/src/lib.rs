@@ -8,4 +8,4 @@ mod ids;
 mod shard;
 
 pub use ids::{CONTROLLER_GROUP, ClientId, ClusterId, GroupId, ShardId};
-pub use shard::{fnv1a_64, shard_for_key};
+pub use shard::{fnv1a_64, hash_tag, shard_for_key};

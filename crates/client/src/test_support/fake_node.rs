@@ -24,7 +24,7 @@ use super::{loopback_listener, serve};
 /// One request a node received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NodeRequest {
-    /// `get`, `put`, `append` or `delete`.
+    /// `get`, `put`, `append`, `delete` or `batch`.
     pub(crate) method: &'static str,
     /// The group the client routed to.
     pub(crate) group: GroupId,
@@ -32,7 +32,7 @@ pub(crate) struct NodeRequest {
     pub(crate) shard: ShardId,
     /// The configuration the client routed by.
     pub(crate) config_num: u64,
-    /// The key.
+    /// The key (a batch's first write's).
     pub(crate) key: Bytes,
     /// Whether a write said it expects its session (false for a read).
     pub(crate) expects_session: bool,
@@ -221,5 +221,48 @@ impl Kv for Service {
         request: tonic::Request<pb::WriteRequest>,
     ) -> Result<tonic::Response<pb::WriteResponse>, Status> {
         self.write("delete", request.into_inner(), |_, _| None)
+    }
+
+    /// Every condition checked, then every write applied in order at one version (the entry's
+    /// index), as a storage group applies a batch.
+    async fn batch(
+        &self,
+        request: tonic::Request<pb::BatchRequest>,
+    ) -> Result<tonic::Response<pb::BatchResponse>, Status> {
+        let request = request.into_inner();
+        let first = request.writes.first().map(|write| write.key.clone()).unwrap_or_default();
+        let mut state = self.receive(NodeRequest {
+            method: "batch",
+            group: GroupId(request.group_id),
+            shard: ShardId(request.shard_id),
+            config_num: request.config_num,
+            key: first,
+            expects_session: request.expects_session,
+        })?;
+        state.last_index += 1;
+        let index = state.last_index;
+        let version_of = |state: &NodeState, key: &Bytes| state.values.get(key).map_or(0, |v| v.1);
+        for (place, condition) in (0_u32..).zip(&request.conditions) {
+            let current = version_of(&state, &condition.key);
+            if current != condition.version {
+                let response =
+                    pb::BatchResponse { index, version: current, failed_condition: Some(place) };
+                return Ok(tonic::Response::new(response));
+            }
+        }
+        for write in request.writes {
+            let old = state.values.get(&write.key).map(|(value, _)| value.clone());
+            match pb::BatchOp::try_from(write.op) {
+                Ok(pb::BatchOp::Put) => state.values.insert(write.key, (write.value, index)),
+                Ok(pb::BatchOp::Append) => {
+                    let joined = [old.unwrap_or_default(), write.value].concat();
+                    state.values.insert(write.key, (joined.into(), index))
+                }
+                Ok(pb::BatchOp::Delete) => state.values.remove(&write.key),
+                other => return Err(Status::invalid_argument(format!("batch op {other:?}"))),
+            };
+        }
+        let response = pb::BatchResponse { index, version: index, failed_condition: None };
+        Ok(tonic::Response::new(response))
     }
 }

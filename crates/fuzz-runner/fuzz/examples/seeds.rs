@@ -17,7 +17,8 @@ use mosaic_proto::{message_to_pb, migration, pb};
 use mosaic_raft::{Entry, EntryKind, HardState, LogIndex, Message, MessageBody, NodeId, Term};
 use mosaic_shardkv::version::encode_revision;
 use mosaic_shardkv::{
-    KvCommand, KvWrite, Ownership, Session, Version, Versioned, WriteEffect, WriteKind,
+    BatchCondition, BatchWrite, KvBatch, KvCommand, KvWrite, Ownership, Session, Version,
+    Versioned, WriteEffect, WriteKind,
 };
 use prost::Message as _;
 
@@ -51,7 +52,20 @@ fn main() {
     write("shardkv_records", "write", &KvCommand::Write(put.clone()).encode());
     let cas = KvWrite { condition: Some(Version(3)), ..put };
     write("shardkv_records", "conditional-write", &KvCommand::Write(cas).encode());
-    let effect = WriteEffect::ConditionFailed(Version(7));
+    let batch = KvBatch {
+        client: ClientId(9),
+        seq: 2,
+        shard: ShardId(2),
+        expects_session: false,
+        conditions: vec![BatchCondition { key: Bytes::from_static(b"key"), version: Version(5) }],
+        writes: vec![BatchWrite {
+            kind: WriteKind::Put,
+            key: Bytes::from_static(b"key"),
+            value: Bytes::from_static(b"value"),
+        }],
+    };
+    write("shardkv_records", "batch", &KvCommand::Batch(batch).encode());
+    let effect = WriteEffect::BatchConditionFailed { condition: 1, version: Version(7) };
     let session = Session { seq: 4, last_index: LogIndex(12), effect };
     write("shardkv_records", "session", &session.encode());
     let stored = Versioned { value: Bytes::from_static(b"value"), version: Version(5) };

@@ -1,5 +1,12 @@
-//! A simulated client: one sequential process doing gets, puts, appends and deletes on a
-//! few shared keys, routed the way `mosaic_client` routes them.
+//! A simulated client: one sequential process doing gets, puts, appends, deletes and
+//! compare-and-sets on a few shared keys, routed the way `mosaic_client` routes them.
+//!
+//! A compare-and-set names the version the client last heard for the key with its value (from
+//! a get, or a put or compare-and-set of its own), or version 0 (absent) if it heard none, and
+//! is recorded in the history as a compare-and-set on that value. The two are the same
+//! condition because every value the clients write is a fresh token, so a key holds each value
+//! at one version only; the versions clients hear are checked to keep it so
+//! ([`VersionLedger`]).
 //!
 //! Routing: `shard_for_key(key, shard_count)`, the owner of that shard in the client's
 //! placement (`mosaic_client::Routing`, from the latest configuration it read), then the
@@ -15,12 +22,16 @@
 //! Invariants:
 //! - every write carries `(client, seq)`, and every retry of it the same pair, so the group
 //!   applies it at most once however often it is sent (6.824 Lab 3), unless the deliberately
-//!   broken `fresh_seq_per_attempt` mode is on;
+//!   broken `fresh_seq_per_attempt` mode is on; a compare-and-set names the version heard
+//!   with the value it expects, unless the deliberately broken `cas_names_the_wrong_version`
+//!   mode is on;
 //! - a write to a shard where an earlier write of the client was answered says it expects its
-//!   session there (`KvWrite::expects_session`, as `mosaic_client`'s lanes do); no group
-//!   evicts a session in a run (a few clients, thousands of sessions per shard), so a
-//!   `SessionExpired` refusal means a session was lost (a migration that dropped it) and
-//!   fails the run;
+//!   session there (`KvWrite::expects_session`, as `mosaic_client`'s lanes do), and so does a
+//!   compare-and-set retried after an attempt that may have applied
+//!   (`mosaic_client::retry::expects_session`); no group evicts a session in a run (a few
+//!   clients, thousands of sessions per shard), so a `SessionExpired` refusal of a write whose
+//!   session was known means a session was lost (a migration that dropped it) and fails the
+//!   run; for a compare-and-set whose session was not known, it ends the operation unknown;
 //! - every call and completion is recorded in the [`History`]: a write given up on is
 //!   recorded as not applied when every attempt was refused in a way the decision table
 //!   says applied nothing and none is in flight, otherwise as unknown (it may still apply
@@ -28,24 +39,25 @@
 //!   refusal that applied nothing with probability `SimConfig::abandon_after_refusal_per_mille`,
 //!   so that the table's "not applied" is checked all the time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use mosaic_client::classify::{Action, Failure, classify_status};
 use mosaic_client::refusal::to_status;
-use mosaic_client::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
+use mosaic_client::retry::{Leaders, Next, Refresh, Retry, Target, expects_session, next_member};
 use mosaic_client::{Routing, shard_for_key};
 use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::NodeId;
 use mosaic_raftstore::Consistency;
-use mosaic_shardkv::{KvGet, KvWrite, WriteKind};
+use mosaic_shardkv::{KvGet, KvWrite, Version, WriteEffect, WriteKind};
 
 use crate::cluster::Time;
-use crate::cluster::config::ReadMode;
+use crate::cluster::config::{ReadMode, SimConfig};
 use crate::cluster::controller_link::ControllerLink;
 use crate::cluster::net::chance;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
+use crate::cluster::versions::VersionLedger;
 use crate::linearizability::{History, OpId, Operation, Output};
 
 /// A request unanswered for this long is sent again.
@@ -100,6 +112,7 @@ pub(crate) struct SimClient {
     shard_count: u32,
     reads: ReadMode,
     fresh_seq_per_attempt: bool,
+    cas_names_the_wrong_version: bool,
     seq: u64,
     controller: ControllerLink,
     /// The placement it routes by (`None` until the first configuration is read).
@@ -120,26 +133,23 @@ pub(crate) struct SimClient {
     last_refusal: Option<String>,
     /// The shards where a write of this client was answered (its session exists there).
     sessions: BTreeSet<ShardId>,
+    /// For each key, the value (`None`: absent) and version the client last heard it hold: what
+    /// its next compare-and-set on the key expects.
+    heard: BTreeMap<Bytes, (Option<Bytes>, Version)>,
 }
 
 impl SimClient {
-    /// Client `index` of `keys` keys over `shard_count` shards.
-    pub(crate) fn new(
-        index: u32,
-        keys: u32,
-        shard_count: u32,
-        reads: ReadMode,
-        fresh_seq_per_attempt: bool,
-        controllers: Vec<NodeId>,
-    ) -> Self {
+    /// Client `index` of the run `config` describes.
+    pub(crate) fn new(index: u32, config: &SimConfig, controllers: Vec<NodeId>) -> Self {
         let id = ClientId(u64::from(index) + 1);
         Self {
             index,
             id,
-            keys,
-            shard_count,
-            reads,
-            fresh_seq_per_attempt,
+            keys: config.keys,
+            shard_count: config.shard_count,
+            reads: config.reads,
+            fresh_seq_per_attempt: config.fresh_seq_per_attempt,
+            cas_names_the_wrong_version: config.cas_names_the_wrong_version,
             seq: 0,
             controller: ControllerLink::new(controllers, ClientId(u64::MAX - u64::from(index))),
             routing: None,
@@ -153,6 +163,7 @@ impl SimClient {
             completed: 0,
             last_refusal: None,
             sessions: BTreeSet::new(),
+            heard: BTreeMap::new(),
         }
     }
 
@@ -220,11 +231,12 @@ impl SimClient {
         }
     }
 
-    /// Handles the answer to request `id`.
+    /// Handles the answer to request `id`; the versions it hears go into `versions`.
     pub(crate) fn on_response(
         &mut self,
         io: &mut Io<'_>,
         history: &mut History,
+        versions: &mut VersionLedger,
         policy: ClientPolicy,
         id: RequestId,
         response: Response,
@@ -253,13 +265,27 @@ impl SimClient {
                 self.waiting = Waiting::Nothing;
                 let op = self.op.as_ref().expect("waiting for an operation");
                 let output = match response {
-                    Response::KvWritten(Ok(_)) if op.write.is_some() => Ok(Output::Written),
+                    Response::KvWritten(Ok(outcome)) if op.write.is_some() => {
+                        let effect = outcome.effect.unwrap_or_else(|| {
+                            panic!("client {}: {op:?} answered without its effect", self.index)
+                        });
+                        Ok(self.written(versions, effect))
+                    }
                     Response::KvValue(Ok(value)) if op.write.is_none() => {
-                        Ok(Output::Value(value.map(|stored| stored.value)))
+                        let (value, version) = value.map_or((None, Version::ABSENT), |stored| {
+                            (Some(stored.value), stored.version)
+                        });
+                        if let Some(value) = &value {
+                            let heard_by = format!("client {}: {}", self.index, op.id);
+                            versions.heard(&op.key, value, version, &heard_by);
+                        }
+                        self.heard.insert(op.key.clone(), (value.clone(), version));
+                        Ok(Output::Value(value))
                     }
                     Response::KvWritten(Err(error)) | Response::KvValue(Err(error)) => Err(error),
                     other => panic!("client {}: {op:?} answered {other:?}", self.index),
                 };
+                let op = self.op.as_ref().expect("waiting for an operation");
                 match output {
                     Ok(output) => {
                         if op.write.is_some() {
@@ -277,6 +303,16 @@ impl SimClient {
                         // What a client of a real node makes of it: the node's status for the
                         // refusal, read back by the client's decision table.
                         let failure = classify_status(&to_status(&error, hint_address));
+                        if failure.action() == Action::RenewSession
+                            && !self.sessions.contains(&op.shard)
+                        {
+                            // Only a conditional write retried after an attempt that may have
+                            // applied expects a session the client never heard of
+                            // (`expects_session`); without it, its outcome stays unknown, as
+                            // for a client of a real node.
+                            self.give_up(io, history);
+                            return;
+                        }
                         self.failed(io, target, group, &failure);
                         if !failure.may_have_applied()
                             && chance(io.rng, policy.abandon_after_refusal_per_mille)
@@ -294,14 +330,46 @@ impl SimClient {
         }
     }
 
+    /// What a write the node answered did: the history's output, and what the client now
+    /// knows of the key's value and version.
+    fn written(&mut self, versions: &mut VersionLedger, effect: WriteEffect) -> Output {
+        let op = self.op.as_ref().expect("waiting for an operation");
+        let write = op.write.as_ref().expect("a write");
+        let version = match effect {
+            WriteEffect::Written(version) => version,
+            WriteEffect::ConditionFailed(_) if write.condition.is_some() => {
+                self.heard.remove(&op.key);
+                return Output::ConditionFailed;
+            }
+            WriteEffect::ConditionFailed(_) | WriteEffect::BatchConditionFailed { .. } => {
+                panic!("client {}: {op:?} answered {effect:?}", self.index)
+            }
+        };
+        match write.kind {
+            WriteKind::Put => {
+                let heard_by = format!("client {}: {}", self.index, op.id);
+                versions.heard(&op.key, &write.value, version, &heard_by);
+                self.heard.insert(op.key.clone(), (Some(write.value.clone()), version));
+            }
+            WriteKind::Delete => {
+                self.heard.insert(op.key.clone(), (None, Version::ABSENT));
+            }
+            WriteKind::Append => {
+                self.heard.remove(&op.key);
+            }
+        }
+        Output::Written
+    }
+
     fn start(&mut self, io: &mut Io<'_>, history: &mut History) {
         let key = Bytes::from(format!("key-{}", io.rng.below(u64::from(self.keys))));
         let shard = shard_for_key(&key, self.shard_count);
-        let (operation, write) = match io.rng.below(10) {
+        let (operation, write) = match io.rng.below(12) {
             0..=3 => (Operation::Get, None),
             roll => {
                 self.seq += 1;
                 let token = format!("c{}.{}", self.index, self.seq);
+                let mut condition = None;
                 let (kind, value, operation) = match roll {
                     4..=5 => {
                         let value = Bytes::from(token);
@@ -311,7 +379,18 @@ impl SimClient {
                         let value = Bytes::from(format!("[{token}]"));
                         (WriteKind::Append, value.clone(), Operation::Append(value))
                     }
-                    _ => (WriteKind::Delete, Bytes::new(), Operation::Delete),
+                    9 => (WriteKind::Delete, Bytes::new(), Operation::Delete),
+                    _ => {
+                        let (expected, version) =
+                            self.heard.get(&key).cloned().unwrap_or((None, Version::ABSENT));
+                        let skew = u64::from(self.cas_names_the_wrong_version);
+                        condition = Some(Version(version.0 + skew));
+                        // One in four deletes.
+                        let new = (io.rng.below(4) != 0).then(|| Bytes::from(token));
+                        let kind = if new.is_some() { WriteKind::Put } else { WriteKind::Delete };
+                        let value = new.clone().unwrap_or_default();
+                        (kind, value, Operation::CompareAndSet { expected, new })
+                    }
                 };
                 let write = KvWrite {
                     kind,
@@ -320,8 +399,9 @@ impl SimClient {
                     shard,
                     key: key.clone(),
                     value,
-                    expects_session: self.sessions.contains(&shard),
-                    condition: None,
+                    // Set for each attempt (`attempt`).
+                    expects_session: false,
+                    condition,
                 };
                 (operation, Some(write))
             }
@@ -375,7 +455,12 @@ impl SimClient {
             None => self.leaders.preferred(routing, group).node,
         };
         let request = match &op.write {
-            Some(write) => Request::KvWrite { group, write: write.clone() },
+            Some(write) => {
+                let known = self.sessions.contains(&op.shard);
+                let expects_session =
+                    expects_session(known, write.condition.is_some(), op.may_have_applied);
+                Request::KvWrite { group, write: KvWrite { expects_session, ..write.clone() } }
+            }
             None => Request::KvRead {
                 group,
                 get: KvGet { shard: op.shard, key: op.key.clone() },

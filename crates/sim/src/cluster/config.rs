@@ -27,6 +27,10 @@ pub struct SimConfig {
     /// the same one: a deliberate bug (a retried write may then apply twice), to show that
     /// the checker catches a broken at-most-once guarantee.
     pub fresh_seq_per_attempt: bool,
+    /// Clients name the version after the one they heard in a compare-and-set, while the
+    /// history records the value heard: a deliberate bug, to show that the checker catches
+    /// a compare-and-set whose outcome does not fit the values.
+    pub cas_names_the_wrong_version: bool,
     /// In the safety phase, a client gives up on an operation after a refusal that says it
     /// was not applied with this probability, as a user whose deadline passed: a write none
     /// of whose attempts may have applied is then recorded as not applied, and must never
@@ -71,6 +75,7 @@ impl Default for SimConfig {
             keys: 6,
             reads: ReadMode::Linearizable,
             fresh_seq_per_attempt: false,
+            cas_names_the_wrong_version: false,
             abandon_after_refusal_per_mille: 100,
             fault_phase_ms: 30_000,
             liveness_ms_max: 30_000,

@@ -35,7 +35,8 @@
 //! first that breaks.
 //!
 //! Every client call and return goes into a [`crate::History`], checked for
-//! linearizability key by key at the end. Everything random is drawn from one
+//! linearizability key by key at the end, and every key version a client hears must name one
+//! value (`versions.rs`). Everything random is drawn from one
 //! `mosaic_raft::SplitMix64` seeded by the run's seed, time is virtual, and every collection
 //! that is iterated is ordered, so a seed replays exactly.
 //!
@@ -59,6 +60,7 @@ mod raft_safety;
 mod repair;
 mod report;
 mod rpc;
+mod versions;
 mod world;
 
 pub use config::{FaultConfig, MembershipConfig, ReadMode, RepairConfig, SimConfig, StallConfig};

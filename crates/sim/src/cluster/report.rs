@@ -8,7 +8,7 @@ use mosaic_raftstore::StoreStats;
 
 use crate::cluster::Time;
 use crate::cluster::net::NetStats;
-use crate::linearizability::{Completion, History, Verdict};
+use crate::linearizability::{Completion, History, Operation, Output, Verdict};
 
 /// Counters of the faults a run injected.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub struct RunReport {
     /// Replicas of one group that applied the same log but hold different records, found
     /// once the cluster settled.
     pub divergence: Option<String>,
+    /// The first contradiction among the key versions clients heard: a version naming two
+    /// values of a key, a value held at two versions, or a value at version 0.
+    pub version_violation: Option<String>,
     /// The first broken Raft safety property seen while the run went on: two leaders of a
     /// group in one term, or two replicas holding different entries at an index both had
     /// committed.
@@ -89,9 +92,25 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The compare-and-sets that returned: how many took effect, and how many failed.
+    #[must_use]
+    pub fn compare_and_sets(&self) -> (usize, usize) {
+        let returned = |output: &Output| {
+            self.history
+                .operations()
+                .iter()
+                .filter(|record| matches!(record.operation, Operation::CompareAndSet { .. }))
+                .filter(|record| {
+                    matches!(&record.completion, Completion::Returned { output: o, .. } if o == output)
+                })
+                .count()
+        };
+        (returned(&Output::Written), returned(&Output::ConditionFailed))
+    }
+
     /// Why the run failed, in words; `None` when it passed: every key linearizable, no Raft
-    /// safety property broken, the liveness phase ended in time, and the replicas of every
-    /// group agreed at its end.
+    /// safety property broken, every key version heard naming one value, the liveness phase
+    /// ended in time, and the replicas of every group agreed at its end.
     #[must_use]
     pub fn failure(&self) -> Option<String> {
         let mut reasons = Vec::new();
@@ -103,6 +122,9 @@ impl RunReport {
         }
         if let Some(divergence) = &self.divergence {
             reasons.push(format!("replicas diverge: {divergence}"));
+        }
+        if let Some(violation) = &self.version_violation {
+            reasons.push(format!("versions: {violation}"));
         }
         if let Err(reason) = &self.liveness {
             reasons.push(format!("liveness: {reason}"));
@@ -119,9 +141,11 @@ impl fmt::Display for RunReport {
         let unknown =
             count(|completion| matches!(completion, Completion::Pending | Completion::Unknown));
         let not_applied = count(|completion| *completion == Completion::NotApplied);
+        let (cas_written, cas_failed) = self.compare_and_sets();
         write!(
             f,
-            "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied), {} \
+            "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied; \
+             compare-and-sets: {cas_written} took effect, {cas_failed} failed), {} \
              configurations moving {} \
              shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
              repaired ({} retired), {} snapshots installed, {} log compactions, {:?}, {:?}, \

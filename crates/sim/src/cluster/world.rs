@@ -35,6 +35,7 @@ use crate::cluster::rpc::{
     Caller, CompletionSink, ControllerProcess, Endpoint, Io, Reply, Request, RequestId, Response,
     controller_msg, storage_msg,
 };
+use crate::cluster::versions::VersionLedger;
 use crate::linearizability::{History, check};
 
 mod faults;
@@ -122,6 +123,7 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
         repairs: world.repairs_done(),
         raft_violation: world.raft_safety.take_violation(),
         divergence: world.divergence.take(),
+        version_violation: world.versions.take_violation(),
         history: world.history,
         verdict,
         liveness,
@@ -167,6 +169,8 @@ struct World {
     clients: Vec<SimClient>,
     admin: Admin,
     history: History,
+    /// The key versions clients heard.
+    versions: VersionLedger,
     phase: Phase,
     liveness: Option<Result<Time, String>>,
     /// Replicas of a group that applied the same index but hold different records.
@@ -228,16 +232,7 @@ impl World {
             })
             .collect();
         let clients = (0..config.clients)
-            .map(|index| {
-                SimClient::new(
-                    index,
-                    config.keys,
-                    config.shard_count,
-                    config.reads,
-                    config.fresh_seq_per_attempt,
-                    controller_ids.clone(),
-                )
-            })
+            .map(|index| SimClient::new(index, &config, controller_ids.clone()))
             .collect();
         let admin = Admin::new(
             controller_ids,
@@ -273,6 +268,7 @@ impl World {
             clients,
             admin,
             history: History::new(),
+            versions: VersionLedger::default(),
             phase: Phase::Safety,
             liveness: None,
             divergence: None,
@@ -624,7 +620,14 @@ impl World {
             }
             Endpoint::Client(index) => {
                 let client = &mut self.clients[index as usize];
-                client.on_response(&mut io, &mut self.history, policy, id, response);
+                client.on_response(
+                    &mut io,
+                    &mut self.history,
+                    &mut self.versions,
+                    policy,
+                    id,
+                    response,
+                );
             }
             Endpoint::Admin => {
                 let moving = self.admin.on_response(&mut io, id, response)

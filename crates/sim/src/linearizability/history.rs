@@ -47,14 +47,31 @@ pub enum Operation {
     Append(Bytes),
     /// Removes the key.
     Delete,
+    /// Sets the value to `new` (`None`: removes the key) if it is `expected` (`None`: absent),
+    /// and answers whether it did: [`Output::Written`] or [`Output::ConditionFailed`].
+    CompareAndSet {
+        /// The value the key must hold for the write to take effect.
+        expected: Option<Bytes>,
+        /// The value it then holds.
+        new: Option<Bytes>,
+    },
 }
 
 impl Operation {
-    /// Whether the operation changes the value (everything but a get).
+    /// Whether the operation may change the value (everything but a get).
     #[must_use]
     pub fn is_write(&self) -> bool {
         !matches!(self, Self::Get)
     }
+}
+
+/// What an operation does to the value where it is placed, when it takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Effect<'a> {
+    /// The value becomes this (`None`: absent): a put, a delete, a compare-and-set.
+    Set(Option<&'a Bytes>),
+    /// These bytes are appended.
+    Append(&'a Bytes),
 }
 
 /// What came back to the client when an operation returned.
@@ -64,6 +81,8 @@ pub enum Output {
     Value(Option<Bytes>),
     /// A write took effect.
     Written,
+    /// A compare-and-set found another value than the one it expected and changed nothing.
+    ConditionFailed,
 }
 
 /// How (and whether) an operation completed.
@@ -133,10 +152,55 @@ impl OperationRecord {
     pub fn read(&self) -> Option<Option<&Bytes>> {
         match &self.completion {
             Completion::Returned { output: Output::Value(value), .. } => Some(value.as_ref()),
-            Completion::Returned { output: Output::Written, .. }
+            Completion::Returned { output: Output::Written | Output::ConditionFailed, .. }
             | Completion::Pending
             | Completion::Unknown
             | Completion::NotApplied => None,
+        }
+    }
+
+    /// The value the key must hold where the operation is placed: what a get read, or what a
+    /// compare-and-set that took effect expected. `Some(None)` for absent; `None` for any other
+    /// operation.
+    #[must_use]
+    pub fn required(&self) -> Option<Option<&Bytes>> {
+        match (&self.operation, &self.completion) {
+            (
+                Operation::CompareAndSet { expected, .. },
+                Completion::Returned { output: Output::Written, .. },
+            ) => Some(expected.as_ref()),
+            _ => self.read(),
+        }
+    }
+
+    /// The value the operation compares the key's value with: what a get read, or what a
+    /// compare-and-set expected, however it completed. A value compared with is one the
+    /// checker must tell apart from every other.
+    pub(super) fn compared(&self) -> Option<Option<&Bytes>> {
+        match &self.operation {
+            Operation::CompareAndSet { expected, .. } => Some(expected.as_ref()),
+            Operation::Get | Operation::Put(_) | Operation::Append(_) | Operation::Delete => {
+                self.read()
+            }
+        }
+    }
+
+    /// Whether this is a compare-and-set that returned [`Output::ConditionFailed`].
+    pub(super) fn condition_failed(&self) -> bool {
+        matches!(self.completion, Completion::Returned { output: Output::ConditionFailed, .. })
+    }
+
+    /// What the operation does to the value when it takes effect; `None` for a get, and for a
+    /// compare-and-set whose condition failed.
+    pub(super) fn effect(&self) -> Option<Effect<'_>> {
+        match &self.operation {
+            Operation::Get => None,
+            Operation::Put(value) => Some(Effect::Set(Some(value))),
+            Operation::Append(suffix) => Some(Effect::Append(suffix)),
+            Operation::Delete => Some(Effect::Set(None)),
+            Operation::CompareAndSet { new, .. } => {
+                (!self.condition_failed()).then_some(Effect::Set(new.as_ref()))
+            }
         }
     }
 
@@ -163,12 +227,18 @@ impl fmt::Display for OperationRecord {
             Operation::Put(value) => write!(f, "put {}", ShowValue(Some(value)))?,
             Operation::Append(value) => write!(f, "append {}", ShowValue(Some(value)))?,
             Operation::Delete => f.write_str("delete")?,
+            Operation::CompareAndSet { expected, new } => {
+                write!(f, "cas {} to {}", ShowValue(expected.as_ref()), ShowValue(new.as_ref()))?
+            }
         }
         match &self.completion {
             Completion::Returned { output: Output::Value(value), .. } => {
                 write!(f, " -> {}", ShowValue(value.as_ref()))
             }
             Completion::Returned { output: Output::Written, .. } => Ok(()),
+            Completion::Returned { output: Output::ConditionFailed, .. } => {
+                f.write_str(" -> condition failed")
+            }
             Completion::Pending | Completion::Unknown => f.write_str(" (outcome unknown)"),
             Completion::NotApplied => f.write_str(" (not applied)"),
         }
@@ -259,13 +329,16 @@ impl History {
     /// # Panics
     /// If `id` is not in this history or already completed, if `time` is before the call, or if
     /// the output is not of the operation's kind ([`Output::Value`] for a get,
-    /// [`Output::Written`] for a write).
+    /// [`Output::Written`] for a write, [`Output::ConditionFailed`] too for a compare-and-set).
     pub fn record_return(&mut self, id: OpId, output: Output, time: u64) {
         let record = self.pending_mut(id);
         assert!(time >= record.call_time, "{record} returns at {time}, before its call");
         let kind_matches = match output {
             Output::Value(_) => !record.operation.is_write(),
             Output::Written => record.operation.is_write(),
+            Output::ConditionFailed => {
+                matches!(record.operation, Operation::CompareAndSet { .. })
+            }
         };
         assert!(kind_matches, "{record} returns {output:?}, which is not an output of its kind");
         record.completion = Completion::Returned { output, time };

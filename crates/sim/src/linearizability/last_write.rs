@@ -1,4 +1,7 @@
 //! A check before the search: every get needs a chain of writes that can leave what it read.
+//! So does every compare-and-set that took effect, for the value it expected; one whose
+//! condition failed wrote nothing and is left out, one of unknown outcome is a put or delete
+//! that may turn out to change nothing.
 //!
 //! In a linearization, the value a get reads is left by the last write placed before it (or
 //! is the initial absent value, if there is none). That write `w` must produce the value read
@@ -27,14 +30,15 @@ use bytes::Bytes;
 
 use super::bytes_index::ByBytes;
 use super::fast_hash::FastBuildHasher;
-use super::history::{Operation, OperationRecord};
+use super::history::{Effect, OperationRecord};
 use super::violation::{ExcludedWriter, Exclusion, UnexplainedRead};
 
-/// The first get of `operations` (all on one key; in call order) that no write can explain.
+/// The first get (or compare-and-set that took effect) of `operations` (all on one key; in call
+/// order) that no write can explain.
 pub(super) fn unexplained_read(operations: &[&OperationRecord]) -> Option<UnexplainedRead> {
     let index = WriteIndex::new(operations);
     let mut gets: Vec<&OperationRecord> =
-        operations.iter().copied().filter(|record| record.read().is_some()).collect();
+        operations.iter().copied().filter(|record| record.required().is_some()).collect();
     gets.sort_by_key(|get| (get.call_time, get.id));
     gets.into_iter().find_map(|get| index.unexplained(get))
 }
@@ -48,7 +52,8 @@ struct WriteIndex<'a> {
     put_lengths: Vec<usize>,
     appends: ByBytes<'a>,
     deletes: Vec<usize>,
-    /// The writes that can come between two operations (all but empty appends) by call time,
+    /// The writes that can come between two operations (all but empty appends and
+    /// compare-and-sets whose condition failed) by call time,
     /// with, for each position, the earliest-returning write from there on:
     /// `earliest_return_from[i]` is the minimum of `(return time, operation)` over
     /// `overwriters[i..]`. Writes of unknown outcome never return, so they come between
@@ -62,24 +67,24 @@ impl<'a> WriteIndex<'a> {
         let mut puts: HashMap<&[u8], Vec<usize>, FastBuildHasher> = HashMap::default();
         let mut deletes = Vec::new();
         let mut overwriters = Vec::new();
+        let mut appends = Vec::new();
         for (index, record) in operations.iter().enumerate() {
-            match &record.operation {
-                Operation::Get => continue,
-                Operation::Put(value) => puts.entry(&value[..]).or_default().push(index),
-                Operation::Delete => deletes.push(index),
-                Operation::Append(bytes) if bytes.is_empty() => continue,
-                Operation::Append(_) => {}
+            match record.effect() {
+                None => continue,
+                Some(Effect::Set(Some(value))) => puts.entry(&value[..]).or_default().push(index),
+                Some(Effect::Set(None)) => deletes.push(index),
+                Some(Effect::Append(bytes)) => {
+                    appends.push((index, &bytes[..]));
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                }
             }
             if record.return_time().is_some() {
                 overwriters.push((record.call_time, index));
             }
         }
-        let appends = ByBytes::new(operations.iter().enumerate().filter_map(|(index, record)| {
-            match &record.operation {
-                Operation::Append(bytes) => Some((index, &bytes[..])),
-                Operation::Get | Operation::Put(_) | Operation::Delete => None,
-            }
-        }));
+        let appends = ByBytes::new(appends.into_iter());
         overwriters.sort_unstable();
         let mut put_lengths: Vec<usize> = puts.keys().map(|value| value.len()).collect();
         put_lengths.sort_unstable();
@@ -115,7 +120,7 @@ impl<'a> WriteIndex<'a> {
     /// Why `get` cannot be explained, if it cannot.
     fn unexplained(&self, get: &OperationRecord) -> Option<UnexplainedRead> {
         let get_return = get.return_time().expect("a get that returned");
-        let Some(value) = get.read().expect("a get that returned") else {
+        let Some(value) = get.required().expect("a get that returned") else {
             return self.unexplained_absent(get);
         };
         // The chains of last writes, from the get down: `levels[k]` holds the constraints on
@@ -143,7 +148,7 @@ impl<'a> WriteIndex<'a> {
             }
             for append in self.appends.matching(prefix, true) {
                 let record = self.operations[append];
-                let Operation::Append(bytes) = &record.operation else { unreachable!() };
+                let Some(Effect::Append(bytes)) = record.effect() else { unreachable!() };
                 if let Some(reason) = self.exclusion(append, deadline, next_call) {
                     if at_top {
                         excluded.push((append, reason));

@@ -1,14 +1,15 @@
 //! The sequential specification of one key: a register holding `Option<Bytes>`, starting
-//! absent, that gets read, put, appended to and deleted.
+//! absent, that gets read, put, appended to, deleted and compared-and-set.
 //!
 //! The search compares and caches states millions of times, so states are interned: each
 //! distinct value gets a [`StateId`], and equal values always get the same one.
 //!
-//! Values no get can observe collapse into one state, [`StateId::UNREADABLE`]: a present value
-//! that is not a prefix of any value a get read. Until the next put or delete, appends only
-//! extend it, so no get can read it or anything it becomes; all such values behave alike, and
-//! merging them lets the cache recognise the many orders of writes that were overwritten
-//! unseen as one configuration.
+//! Values no operation compares with collapse into one state, [`StateId::UNREADABLE`]: a
+//! present value that is not a prefix of any value a get read or a compare-and-set expected.
+//! Until the next put or delete, appends only extend it, so no get can read it or anything it
+//! becomes, and every compare-and-set finds it differs from what it expects; all such values
+//! behave alike, and merging them lets the cache recognise the many orders of writes that were
+//! overwritten unseen as one configuration.
 //!
 //! Invariants: `values[ids[v]] == v` for every interned value `v`; [`StateId::ABSENT`] is
 //! `None`; every other interned value is a prefix of some value in `readable`.
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::fast_hash::FastBuildHasher;
-use super::history::{Completion, Operation, OperationRecord, Output};
+use super::history::{Completion, Effect, Operation, OperationRecord, Output};
 
 /// An interned value of the register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,8 +37,15 @@ impl StateId {
 pub(super) enum Step {
     /// A get that returned `observed`: it fits only a state equal to it.
     Get { observed: StateId },
+    /// A compare-and-set whose condition failed: it fits only a state other than `from`, and
+    /// changes nothing.
+    Differs { from: StateId },
     /// A put or a delete: the state becomes `value` whatever it was.
     Set { value: StateId },
+    /// A compare-and-set: the state becomes `value` if it is `expected`. One that took effect
+    /// (`took_effect`) fits only `expected`; one of unknown outcome fits any state and changes
+    /// nothing from another.
+    SetIf { expected: StateId, value: StateId, took_effect: bool },
     /// An append of `suffix`; `memo_key` identifies the step in the append memo.
     Append { suffix: Bytes, memo_key: u32 },
 }
@@ -50,12 +58,14 @@ pub(super) struct Register {
     ids: HashMap<Option<Bytes>, StateId, FastBuildHasher>,
     /// `(state, memo_key)` to the state the append leads to.
     appends: HashMap<(StateId, u32), StateId, FastBuildHasher>,
-    /// Every present value some get read, sorted.
+    /// Every present value some operation compares with (a get read it, a compare-and-set
+    /// expected it), sorted.
     readable: Vec<Bytes>,
 }
 
 impl Register {
-    /// A register for a key whose gets read `reads`.
+    /// A register for a key whose operations compare with `reads` (the values gets read and
+    /// compare-and-sets expected: [`OperationRecord::compared`]).
     pub(super) fn new<'r>(reads: impl Iterator<Item = &'r Option<Bytes>>) -> Self {
         let mut readable: Vec<Bytes> = reads.flatten().cloned().collect();
         readable.sort_unstable();
@@ -74,7 +84,7 @@ impl Register {
     }
 
     /// The id of `value`, interning it if it is new: [`StateId::UNREADABLE`] for a present
-    /// value that is not a prefix of any value read.
+    /// value that is not a prefix of any value compared with.
     ///
     /// # Panics
     /// If more than `u32::MAX` values are interned.
@@ -91,8 +101,8 @@ impl Register {
         id
     }
 
-    /// Whether `bytes` starts some value read: in sorted order, the values it starts follow
-    /// it directly.
+    /// Whether `bytes` starts some value compared with: in sorted order, the values it starts
+    /// follow it directly.
     fn is_readable_prefix(&self, bytes: &[u8]) -> bool {
         let first_not_below = self.readable.partition_point(|read| &read[..] < bytes);
         self.readable.get(first_not_below).is_some_and(|read| read.starts_with(bytes))
@@ -123,6 +133,16 @@ impl Register {
             Operation::Put(value) => Step::Set { value: self.intern(Some(value.clone())) },
             Operation::Delete => Step::Set { value: StateId::ABSENT },
             Operation::Append(suffix) => Step::Append { suffix: suffix.clone(), memo_key },
+            Operation::CompareAndSet { expected, new } => {
+                let expected = self.intern(expected.clone());
+                assert_ne!(expected, StateId::UNREADABLE, "{record}: expects a value not compared");
+                if record.condition_failed() {
+                    return Step::Differs { from: expected };
+                }
+                let value = self.intern(new.clone());
+                let took_effect = record.return_time().is_some();
+                Step::SetIf { expected, value, took_effect }
+            }
         }
     }
 
@@ -131,7 +151,15 @@ impl Register {
     pub(super) fn apply(&mut self, state: StateId, step: &Step) -> Option<StateId> {
         match step {
             Step::Get { observed } => (*observed == state).then_some(state),
+            Step::Differs { from } => (*from != state).then_some(state),
             Step::Set { value } => Some(*value),
+            Step::SetIf { expected, value, took_effect } => {
+                if state == *expected {
+                    Some(*value)
+                } else {
+                    (!took_effect).then_some(state)
+                }
+            }
             Step::Append { suffix, memo_key } => {
                 let Ok(current) = self.value(state) else { return Some(StateId::UNREADABLE) };
                 if let Some(next) = self.appends.get(&(state, *memo_key)) {
@@ -154,15 +182,19 @@ impl Register {
 pub(super) fn replay<'r>(operations: impl Iterator<Item = &'r OperationRecord>) -> Option<Bytes> {
     let mut value: Option<Bytes> = None;
     for record in operations {
-        match &record.operation {
-            Operation::Get => {}
-            Operation::Put(new) => value = Some(new.clone()),
-            Operation::Append(suffix) => {
+        if let Operation::CompareAndSet { expected, .. } = &record.operation
+            && *expected != value
+        {
+            continue;
+        }
+        match record.effect() {
+            None => {}
+            Some(Effect::Set(new)) => value = new.cloned(),
+            Some(Effect::Append(suffix)) => {
                 let mut joined = BytesMut::from(value.as_deref().unwrap_or_default());
                 joined.extend_from_slice(suffix);
                 value = Some(joined.freeze());
             }
-            Operation::Delete => value = None,
         }
     }
     value

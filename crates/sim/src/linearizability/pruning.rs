@@ -1,6 +1,11 @@
 //! Pruning by what gets read: rules that let the search drop a choice as soon as it makes some
 //! get impossible to place, instead of finding out many placements later.
 //!
+//! A compare-and-set that took effect reads too: it can only be placed where the value is the
+//! one it expected, so every rule counts it as a get of that value (and as the put it also
+//! is). One whose condition failed changes nothing; one of unknown outcome is a put that may
+//! turn out to change nothing.
+//!
 //! 1. Writes of unknown outcome that no get can have observed are left out of the search
 //!    ([`Observability`]); a linearization without them stays one with them
 //!    placed last, never taking effect.
@@ -15,11 +20,13 @@
 //! Why 2 and 3 are sound: in any extension of the configuration, each get is placed where the
 //! value is what it read. The value there is the current one if no write left goes before it,
 //! else the result of the last such write (a "producer": a put of that value, a delete for
-//! absent, an append whose bytes end it); and the writes before the get are all called no later
-//! than its return. If none of them is a put or delete, the current value (absent counting as
-//! empty) is a prefix of what the get read; otherwise the last put or delete before it leaves a
-//! prefix of it (a "reset": a put whose value starts it, or a delete when it is absent or starts
-//! with some append's bytes). Every relation here over-approximates, which keeps pruning sound.
+//! absent, an append whose bytes end it, a compare-and-set not known to have failed that sets
+//! it); and the writes before the get are all called no later than its return. If none of them
+//! is a put or delete, the current value (absent counting as empty) is a prefix of what the get
+//! read; otherwise the last put or delete before it leaves a prefix of it (a "reset": a put
+//! whose value starts it, or a delete when it is absent or starts with some append's bytes; a
+//! compare-and-set counts as the put or delete it may be). Every relation here
+//! over-approximates, which keeps pruning sound.
 //!
 //! Invariants: with the placed operations counted out, `producers_left[v]` counts the writes
 //! that can produce read value `v`, `gets_left[v]` the gets that read `v`, and `stranded_count`
@@ -29,7 +36,7 @@
 use bytes::Bytes;
 
 use super::bytes_index::ByBytes;
-use super::history::{Completion, Operation, OperationRecord, Output};
+use super::history::{Effect, OperationRecord};
 use super::model::{Register, StateId, Step};
 
 /// How many calls and returns from the front of the list [`Pruning::stranded_get_ahead`]
@@ -42,40 +49,59 @@ pub(super) const LOOKAHEAD_NODES_MAX: usize = 32;
 /// Why: if such a write is placed somewhere in a linearization, every value from it up to the
 /// next put or delete shows it: a put's value is a prefix of each, an append's bytes are
 /// inside each, and after a delete each is absent or starts with the bytes of the first
-/// append after it. No get read such a value, so no get sits in that stretch, and removing the
-/// write changes no get's value. Conversely, a linearization without the write stays one with
-/// the write placed last, after every returned operation.
+/// append after it. No operation compares with such a value (no get read it, no
+/// compare-and-set expected it), so no get and no compare-and-set that took effect sits in
+/// that stretch, and one of unknown outcome there changed nothing; no compare-and-set that
+/// failed sits there either, since every one returned before the write was called (the
+/// condition that makes it unobservable). So removing the write, and moving the
+/// compare-and-sets of unknown outcome of the stretch to the end, changes no get's value and
+/// no outcome. Conversely, a linearization without the write stays one with the write placed
+/// last, after every returned operation.
+/// Whether [`Observability`] counts compare-and-sets whose condition failed as observing every
+/// write called before they returned (as it must to refute soundly), or ignores them (a relaxed
+/// pass: it explores fewer orders, so a linearization it finds is one, but its refutation
+/// proves nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FailedConditions {
+    /// Exact: the verdict either way is the definition's.
+    Counted,
+    /// Relaxed: only a linearization found counts.
+    Ignored,
+}
+
 pub(super) struct Observability<'a> {
-    /// The present values the key's gets read, sorted.
+    /// The present values the key's operations compare with, sorted.
     reads: Vec<&'a Bytes>,
     /// Those of `reads` that start no other: every part of a value read is part of one of
     /// them, and with appends they are few (one per stretch between puts and deletes).
     maximal_reads: Vec<&'a Bytes>,
-    /// Whether some get read absent or a value starting with some append's bytes.
+    /// Whether some operation compares with absent or a value starting with some append's
+    /// bytes.
     delete_observable: bool,
+    /// The latest return of a compare-and-set whose condition failed: a write called no later
+    /// may be what made it fail.
+    last_failed_condition: Option<u64>,
 }
 
 impl<'a> Observability<'a> {
     /// The index for one key's `operations`.
-    pub(super) fn new(operations: &[&'a OperationRecord]) -> Self {
+    pub(super) fn new(operations: &[&'a OperationRecord], failed: FailedConditions) -> Self {
         let mut read_absent = false;
         let mut reads = Vec::new();
+        let mut last_failed_condition = None;
         for record in operations {
-            if let Completion::Returned { output: Output::Value(value), .. } = &record.completion {
-                match value {
-                    Some(bytes) => reads.push(bytes),
-                    None => read_absent = true,
-                }
+            match record.compared() {
+                Some(Some(bytes)) => reads.push(bytes),
+                Some(None) => read_absent = true,
+                None => {}
+            }
+            if record.condition_failed() && failed == FailedConditions::Counted {
+                last_failed_condition = last_failed_condition.max(record.return_time());
             }
         }
         reads.sort_unstable();
         reads.dedup();
-        let appends = ByBytes::new(operations.iter().enumerate().filter_map(|(index, record)| {
-            match &record.operation {
-                Operation::Append(bytes) => Some((index, &bytes[..])),
-                Operation::Get | Operation::Put(_) | Operation::Delete => None,
-            }
-        }));
+        let appends = ByBytes::new(appends(operations));
         let delete_observable =
             read_absent || reads.iter().any(|read| appends.matching(read, false).next().is_some());
         // In sorted order, a value that starts others is followed by one of them.
@@ -87,33 +113,36 @@ impl<'a> Observability<'a> {
             })
             .map(|(_, read)| *read)
             .collect();
-        Self { reads, maximal_reads, delete_observable }
+        Self { reads, maximal_reads, delete_observable, last_failed_condition }
     }
 
     /// Whether `record` is a write of unknown outcome that no get can have observed.
     pub(super) fn is_unobservable_unknown_write(&self, record: &OperationRecord) -> bool {
-        !matches!(record.completion, Completion::Returned { .. })
-            && self.is_unobservable_write(record)
+        record.return_time().is_none() && self.is_unobservable_write(record)
     }
 
     /// Whether `record` is a write that no get can have observed (whatever its outcome): in a
-    /// linearization, no get sits between it and the next put or delete.
+    /// linearization, no get and no compare-and-set that failed or took effect sits between it
+    /// and the next put or delete.
     pub(super) fn is_unobservable_write(&self, record: &OperationRecord) -> bool {
-        match &record.operation {
-            Operation::Get => false,
-            Operation::Put(value) => {
+        if self.last_failed_condition.is_some_and(|time| time >= record.call_time) {
+            return false;
+        }
+        match record.effect() {
+            None => false,
+            Some(Effect::Set(Some(value))) => {
                 // In sorted order, the values `value` starts follow it directly.
                 let first_not_below = self.reads.partition_point(|read| *read < value);
                 !self.reads.get(first_not_below).is_some_and(|read| read.starts_with(value))
             }
-            Operation::Append(suffix) => {
+            Some(Effect::Append(suffix)) => {
                 !suffix.is_empty()
                     && !self
                         .maximal_reads
                         .iter()
                         .any(|read| read.windows(suffix.len()).any(|part| part == &suffix[..]))
             }
-            Operation::Delete => !self.delete_observable,
+            Some(Effect::Set(None)) => !self.delete_observable,
         }
     }
 }
@@ -127,16 +156,26 @@ pub(super) enum Event {
     Return(usize),
 }
 
+/// The appends of `operations`, by index, with their bytes.
+fn appends<'a>(operations: &[&'a OperationRecord]) -> impl Iterator<Item = (usize, &'a [u8])> {
+    operations.iter().enumerate().filter_map(|(index, record)| match record.effect() {
+        Some(Effect::Append(bytes)) => Some((index, &bytes[..])),
+        Some(Effect::Set(_)) | None => None,
+    })
+}
+
 /// The tables behind the pruning rules, updated as operations are placed and taken back.
 #[derive(Debug)]
 pub(super) struct Pruning {
-    /// For each operation: the value it read, for a get.
+    /// For each operation: the value it read, for a get or a compare-and-set that took effect.
     reads: Vec<Option<StateId>>,
     /// For each operation: the read values it can produce (empty for a get).
     produces: Vec<Vec<StateId>>,
-    /// For each put: the read values its value starts (a prefix of).
+    /// For each put (or compare-and-set not known to have failed): the read values its value
+    /// starts (a prefix of).
     resets: Vec<Vec<StateId>>,
-    /// For each operation: whether it is a delete.
+    /// For each operation: whether it is a delete (or a compare-and-set to absent not known to
+    /// have failed).
     is_delete: Vec<bool>,
     /// For each read value: whether it is absent or starts with some append's bytes, so that a
     /// delete can lead to it.
@@ -162,7 +201,11 @@ impl Pruning {
             .iter()
             .map(|step| match step {
                 Step::Get { observed } => Some(*observed),
-                Step::Set { .. } | Step::Append { .. } => None,
+                Step::SetIf { expected, took_effect: true, .. } => Some(*expected),
+                Step::Differs { .. }
+                | Step::Set { .. }
+                | Step::SetIf { .. }
+                | Step::Append { .. } => None,
             })
             .collect();
         let table_len = reads.iter().flatten().map(|value| value.0 as usize + 1).max().unwrap_or(0);
@@ -177,24 +220,23 @@ impl Pruning {
             .map(|value| (value, register.value(value).expect("a value read is readable")))
             .collect();
 
-        let appends = ByBytes::new(operations.iter().enumerate().filter_map(|(index, record)| {
-            match &record.operation {
-                Operation::Append(bytes) => Some((index, &bytes[..])),
-                Operation::Get | Operation::Put(_) | Operation::Delete => None,
-            }
-        }));
+        let appends = ByBytes::new(appends(operations));
         let puts = ByBytes::new(operations.iter().enumerate().filter_map(|(index, record)| {
-            match &record.operation {
-                Operation::Put(bytes) => Some((index, &bytes[..])),
-                Operation::Get | Operation::Append(_) | Operation::Delete => None,
+            match record.effect() {
+                Some(Effect::Set(Some(bytes))) => Some((index, &bytes[..])),
+                Some(Effect::Set(None) | Effect::Append(_)) | None => None,
             }
         }));
 
         let mut produces: Vec<Vec<StateId>> = steps
             .iter()
             .map(|step| match step {
-                Step::Set { value } if is_read(*value) => vec![*value],
-                Step::Get { .. } | Step::Set { .. } | Step::Append { .. } => Vec::new(),
+                Step::Set { value } | Step::SetIf { value, .. } if is_read(*value) => vec![*value],
+                Step::Get { .. }
+                | Step::Differs { .. }
+                | Step::Set { .. }
+                | Step::SetIf { .. }
+                | Step::Append { .. } => Vec::new(),
             })
             .collect();
         let mut resets = vec![Vec::new(); steps.len()];
@@ -214,7 +256,7 @@ impl Pruning {
                 appends.matching(bytes, false).next().is_some();
         }
         let is_delete =
-            operations.iter().map(|record| record.operation == Operation::Delete).collect();
+            operations.iter().map(|record| record.effect() == Some(Effect::Set(None))).collect();
 
         let mut producers_left = vec![0_u32; table_len];
         for value in produces.iter().flatten() {
@@ -351,7 +393,7 @@ mod tests {
     use bytes::Bytes;
     use mosaic_engine::ClientId;
 
-    use super::Observability;
+    use super::{FailedConditions, Observability};
     use crate::linearizability::OpId;
     use crate::linearizability::history::{Completion, Operation, OperationRecord, Output};
 
@@ -394,7 +436,7 @@ mod tests {
             unknown(5, Operation::Append(Bytes::new())),
         ];
         let references: Vec<&OperationRecord> = operations.iter().collect();
-        let observability = Observability::new(&references);
+        let observability = Observability::new(&references, FailedConditions::Counted);
         let unobservable: Vec<bool> =
             operations.iter().map(|op| observability.is_unobservable_unknown_write(op)).collect();
         // The read value starts with p1 and holds a2; nothing shows p9 or a9; an empty append
@@ -414,7 +456,7 @@ mod tests {
             [(&absent[..], true), (&fresh_append[..], true), (&after_put[..], false)]
         {
             let references: Vec<&OperationRecord> = operations.iter().collect();
-            let observability = Observability::new(&references);
+            let observability = Observability::new(&references, FailedConditions::Counted);
             assert_eq!(!observability.is_unobservable_unknown_write(&delete), observable);
         }
     }
@@ -427,6 +469,7 @@ mod tests {
             Completion::Returned { output: Output::Written, time: 1 },
         );
         let operations = [&put];
-        assert!(!Observability::new(&operations).is_unobservable_unknown_write(&put));
+        let observability = Observability::new(&operations, FailedConditions::Counted);
+        assert!(!observability.is_unobservable_unknown_write(&put));
     }
 }

@@ -13,8 +13,9 @@
 //!
 //! The additions:
 //! - A get that may go next and reads the current value is placed at once, and is the only
-//!   choice tried there; so is a write no get can observe while the value is unreadable
-//!   ([`Search::free_candidate`] says why that loses nothing).
+//!   choice tried there; so is a compare-and-set that failed and expected another value, and
+//!   a write no get can observe while the value is unreadable ([`Search::free_candidate`] says
+//!   why that loses nothing).
 //! - A write is not placed if that leaves some get unable ever to read its value
 //!   ([`Pruning`]), and values no get can read collapse into one state
 //!   ([`StateId::UNREADABLE`]).
@@ -36,7 +37,7 @@ use super::cache::{Cache, Visit};
 use super::fast_hash::mix;
 use super::history::{Operation, OperationRecord};
 use super::model::{Register, StateId, Step, replay};
-use super::pruning::{Event, Observability, Pruning};
+use super::pruning::{Event, FailedConditions, Observability, Pruning};
 use super::verdict::{CheckLimits, KeyOutcome};
 use super::violation::{DeadEnd, Misfit, Violation};
 
@@ -102,8 +103,12 @@ pub(super) struct SearchResult {
 ///
 /// # Panics
 /// If there are more than `u32::MAX / 2 - 1` operations, or a get among them did not return.
-pub(super) fn search(operations: &[&OperationRecord], limits: &CheckLimits) -> SearchResult {
-    Search::new(operations, limits).run()
+pub(super) fn search(
+    operations: &[&OperationRecord],
+    limits: &CheckLimits,
+    failed: FailedConditions,
+) -> SearchResult {
+    Search::new(operations, limits, failed).run()
 }
 
 /// The state of the search over one key's operations (see the module documentation).
@@ -119,8 +124,8 @@ struct Search<'a> {
     placed: Vec<u64>,
     /// The xor of the Zobrist keys of `placed`.
     placed_hash: u64,
-    /// For each operation: whether it is an append no get can have observed.
-    unobservable_appends: Vec<bool>,
+    /// For each operation: whether it is a put or an append no get can have observed.
+    unobservable_writes: Vec<bool>,
     /// For each operation of unknown outcome, its index in `placed_unknown`; `NIL` for the
     /// others.
     unknown_slots: Vec<u32>,
@@ -135,22 +140,26 @@ struct Search<'a> {
 }
 
 impl<'a> Search<'a> {
-    fn new(operations: &'a [&'a OperationRecord], limits: &'a CheckLimits) -> Self {
+    fn new(
+        operations: &'a [&'a OperationRecord],
+        limits: &'a CheckLimits,
+        failed: FailedConditions,
+    ) -> Self {
         let count = operations.len();
         assert!(count < (u32::MAX / 2 - 1) as usize, "{count} operations on one key: too many");
-        let reads: Vec<Option<Bytes>> =
-            operations.iter().filter_map(|record| Some(record.read()?.cloned())).collect();
-        let mut register = Register::new(reads.iter());
+        let compared: Vec<Option<Bytes>> =
+            operations.iter().filter_map(|record| Some(record.compared()?.cloned())).collect();
+        let mut register = Register::new(compared.iter());
         let steps = (0_u32..)
             .zip(operations)
             .map(|(index, record)| register.compile(record, index))
             .collect::<Vec<_>>();
         let pruning = Pruning::new(&steps, operations, &register);
-        let observability = Observability::new(operations);
-        let unobservable_appends = operations
+        let observability = Observability::new(operations, failed);
+        let unobservable_writes = operations
             .iter()
             .map(|record| {
-                matches!(record.operation, Operation::Append(_))
+                matches!(&record.operation, Operation::Put(_) | Operation::Append(_))
                     && observability.is_unobservable_write(record)
             })
             .collect();
@@ -182,7 +191,7 @@ impl<'a> Search<'a> {
             zobrist,
             placed: vec![0; words],
             placed_hash: 0,
-            unobservable_appends,
+            unobservable_writes,
             unknown_slots,
             unknown_count: unknown_count as usize,
             placed_unknown: vec![0; unknown_words],
@@ -260,8 +269,9 @@ impl<'a> Search<'a> {
             }
             resume = Some(Cursor { node: current.next, ..cursor });
             let operation = current.operation as usize;
-            if matches!(self.steps[operation], Step::Get { .. }) {
-                // No get fits this configuration (else it would have been placed).
+            if matches!(self.steps[operation], Step::Get { .. } | Step::Differs { .. }) {
+                // No get fits this configuration (else it would have been placed), nor does a
+                // compare-and-set that failed.
                 continue;
             }
             if self.is_unknown(operation) != cursor.unknown_pass {
@@ -270,8 +280,10 @@ impl<'a> Search<'a> {
             if !self.take_step() {
                 return KeyOutcome::Unknown;
             }
-            let next_state =
-                self.register.apply(state, &self.steps[operation]).expect("a write always applies");
+            // A compare-and-set that took effect fits only the value it expected.
+            let Some(next_state) = self.register.apply(state, &self.steps[operation]) else {
+                continue;
+            };
             if self.place(cursor.node, state, next_state, false) {
                 state = next_state;
                 resume = None;
@@ -294,15 +306,17 @@ impl<'a> Search<'a> {
     }
 
     /// An operation that may go next and whose placement is free, if there is one: a get that
-    /// reads `state`, or, when `state` is [`StateId::UNREADABLE`], a put or append no get can
-    /// have observed.
+    /// reads `state`, a compare-and-set that failed and expected another value than `state`,
+    /// or, when `state` is [`StateId::UNREADABLE`], a put or append no get can have observed.
     ///
     /// Placing it next is never a wrong choice, so the search need not try anything else here
     /// if it fails: in any linearization from this configuration, the operation can move to
-    /// the front. No operation left returned before its call, so real time allows it. A get
-    /// changes nothing. An unobservable write leaves the value unreadable at the front, and
-    /// where it stood no get follows it before the next put or delete, so taking it away from
-    /// there changes no get's value.
+    /// the front. No operation left returned before its call, so real time allows it. A get,
+    /// or a compare-and-set that failed, changes nothing. An unobservable write leaves the
+    /// value unreadable at the front, and where it stood nothing that compares follows it
+    /// before the next put or delete but compare-and-sets of unknown outcome that changed
+    /// nothing (see [`Observability`]), which move to the end: taking it away from there
+    /// changes no get's value and no outcome.
     fn free_candidate(&self, state: StateId) -> Option<u32> {
         let unreadable = state == StateId::UNREADABLE;
         let mut node = self.nodes[HEAD as usize].next;
@@ -310,9 +324,11 @@ impl<'a> Search<'a> {
             let operation = self.nodes[node as usize].operation as usize;
             let free = match self.steps[operation] {
                 Step::Get { observed } => observed == state,
-                // A put of a value no get can read has its value interned as unreadable.
-                Step::Set { value } => unreadable && value == StateId::UNREADABLE,
-                Step::Append { .. } => unreadable && self.unobservable_appends[operation],
+                Step::Differs { from } => from != state,
+                Step::Set { .. } | Step::Append { .. } => {
+                    unreadable && self.unobservable_writes[operation]
+                }
+                Step::SetIf { .. } => false,
             };
             if free {
                 return Some(node);
@@ -473,7 +489,7 @@ impl<'a> Search<'a> {
     /// placed after it. `None` for a get.
     fn stranded_by(&mut self, call: u32, state: StateId) -> Option<&'a OperationRecord> {
         let operation = self.nodes[call as usize].operation as usize;
-        if matches!(self.steps[operation], Step::Get { .. }) {
+        if matches!(self.steps[operation], Step::Get { .. } | Step::Differs { .. }) {
             return None;
         }
         let next_state = self.register.apply(state, &self.steps[operation])?;

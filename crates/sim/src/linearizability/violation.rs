@@ -29,10 +29,11 @@ impl fmt::Display for Violation {
 /// A get whose value no write can have left: every write that produces that value (or the
 /// initial absent value) either is called after the get returned, or is followed in real time
 /// by another write that returned before the get was called, so it cannot be the last write
-/// before the get.
+/// before the get. A compare-and-set that took effect reads the value it expected, and is
+/// reported the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnexplainedRead {
-    /// The get.
+    /// The get (or compare-and-set that took effect).
     pub get: OperationRecord,
     /// Each write that could produce the value the get read, and why it cannot be the last
     /// write before the get. Empty when no write produces it.
@@ -72,8 +73,12 @@ const SHOWN_WRITERS_MAX: usize = 10;
 
 impl fmt::Display for UnexplainedRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = ShowValue(self.get.read().flatten());
-        write!(f, "  this get read a value no write can have left:\n           {}", self.get)?;
+        let value = ShowValue(self.get.required().flatten());
+        let reader = match self.get.read() {
+            Some(_) => "this get read",
+            None => "this compare-and-set took effect on",
+        };
+        write!(f, "  {reader} a value no write can have left:\n           {}", self.get)?;
         if self.writers.is_empty() {
             return write!(f, "\n  no operation writes {value}");
         }
@@ -154,14 +159,22 @@ impl fmt::Display for DeadEnd {
         for misfit in &self.stuck {
             let record = &misfit.operation;
             write!(f, "\n           {record}")?;
-            match (record.read(), &misfit.stranded_get) {
-                (Some(read), _) => write!(f, "  <- read {}, not {value}", ShowValue(read))?,
-                (None, Some(get)) => write!(
+            match (record.required(), &misfit.stranded_get) {
+                (Some(read), _) if record.read().is_some() => {
+                    write!(f, "  <- read {}, not {value}", ShowValue(read))?;
+                }
+                (Some(expected), _) if expected != self.value_after_prefix.as_ref() => {
+                    write!(f, "  <- took effect on {}, not {value}", ShowValue(expected))?;
+                }
+                (None, _) if record.condition_failed() => {
+                    f.write_str("  <- its condition failed, but the value is the one it expected")?;
+                }
+                (_, Some(get)) => write!(
                     f,
                     "  <- after it, no write that may still go before this get leads to what it \
                      read: {get}"
                 )?,
-                (None, None) => f.write_str("  <- every configuration it leads to was refuted")?,
+                (_, None) => f.write_str("  <- every configuration it leads to was refuted")?,
             }
         }
         write!(f, "\n  operations not placed besides these: {}", self.unplaced_count)

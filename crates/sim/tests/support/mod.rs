@@ -81,6 +81,28 @@ impl Script {
         id
     }
 
+    /// A compare-and-set by `client` from `expected` to `new` (`None`: absent) during
+    /// `[call, ret]`, that took effect (`Some(true)`), failed (`Some(false)`), or whose outcome
+    /// the client never learned (`None`: `ret` is ignored).
+    pub fn cas(
+        &mut self,
+        client: u64,
+        expected: Option<&str>,
+        new: Option<&str>,
+        (call, ret): (u64, u64),
+        took_effect: Option<bool>,
+    ) -> OpId {
+        let operation =
+            Operation::CompareAndSet { expected: expected.map(bytes), new: new.map(bytes) };
+        let id = self.history.record_call(ClientId(client), self.key.clone(), operation, call);
+        match took_effect {
+            Some(true) => self.history.record_return(id, Output::Written, ret),
+            Some(false) => self.history.record_return(id, Output::ConditionFailed, ret),
+            None => self.history.record_unknown(id),
+        }
+        id
+    }
+
     /// A get by `client` during `[call, ret]` that read `read` (`None`: absent).
     pub fn get(&mut self, client: u64, read: Option<&str>, call: u64, ret: u64) -> OpId {
         let id = self.history.record_call(ClientId(client), self.key.clone(), Operation::Get, call);
@@ -129,7 +151,8 @@ pub fn validate_witnesses(history: &History, verdict: &Verdict) {
     }
 }
 
-/// The register's value after `operation` on `value`, or `Err` if a get read something else.
+/// The register's value after `operation` on `value`, or `Err` if a get read something else
+/// or a compare-and-set's outcome does not fit the value.
 fn apply(value: &mut Option<Vec<u8>>, record: &OperationRecord) -> Result<(), String> {
     match &record.operation {
         Operation::Get => {
@@ -144,6 +167,19 @@ fn apply(value: &mut Option<Vec<u8>>, record: &OperationRecord) -> Result<(), St
         Operation::Put(new) => *value = Some(new.to_vec()),
         Operation::Append(suffix) => value.get_or_insert_with(Vec::new).extend_from_slice(suffix),
         Operation::Delete => *value = None,
+        Operation::CompareAndSet { expected, new } => {
+            let holds = expected.as_deref() == value.as_deref();
+            match &record.completion {
+                Completion::Returned { output: Output::Written, .. } if !holds => {
+                    return Err(format!("{record} took effect, the value is {value:?}"));
+                }
+                Completion::Returned { output: Output::ConditionFailed, .. } if holds => {
+                    return Err(format!("{record} failed, the value is {value:?}"));
+                }
+                _ if holds => *value = new.as_deref().map(<[u8]>::to_vec),
+                _ => {}
+            }
+        }
     }
     Ok(())
 }
