@@ -49,7 +49,7 @@ const EVERY_ROLE: &[Role] = &Role::ALL;
 pub fn roles_for(path: &str) -> Option<&'static [Role]> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     match (service, method) {
-        (kv_server::SERVICE_NAME, "Get" | "Put" | "Append" | "Delete") => Some(USERS),
+        (kv_server::SERVICE_NAME, "Get" | "Put" | "Append" | "Delete" | "Batch") => Some(USERS),
         // Clients route by the configuration; nodes follow it; admins show it.
         (controller_server::SERVICE_NAME, "Query") => Some(EVERY_ROLE),
         // Checked for its command by [`check_command`] (so a refusal names the command).
