@@ -97,7 +97,10 @@ async fn every_process_reports_its_health_and_describes_its_services_to_generic_
             "mosaic.v1.ShardMigration",
         ]
     );
-    assert_eq!(methods(&storage, "mosaic.v1.Kv").await, ["Get", "Put", "Append", "Delete"]);
+    assert_eq!(
+        methods(&storage, "mosaic.v1.Kv").await,
+        ["Get", "Put", "Append", "Delete", "Batch"]
+    );
 
     let controller = channel(&controllers, 1).await;
     assert_eq!(health(&controller, "").await, Ok(ServingStatus::Serving));

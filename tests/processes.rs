@@ -193,6 +193,9 @@ async fn a_wiped_replica_is_removed_and_added_back_by_snapshot() {
     append_tokens(&client, &mut tokens, 120..150).await;
     let added = processes.admin(&["group", "add-replica", &group, "--node", &node]);
     assert!(String::from_utf8_lossy(&added.stdout).contains("added"), "{added:?}");
+    // The command returns once the leader applied the promotion; the new replica applies it
+    // a moment later (under load, after this test read its status: seen once in a loaded run).
+    processes.wait_caught_up().await;
     let status = processes.status(wiped).await.expect("the new replica answers");
     assert!(status.voters.contains(&wiped), "{status:?}");
     assert!(status.first_index > 1, "it caught up from a snapshot: {status:?}");
