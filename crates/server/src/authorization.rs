@@ -266,7 +266,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(methods, 15, "the protos' methods");
+        assert_eq!(methods, 16, "the protos' methods");
         assert_eq!(roles_for("/mosaic.v1.Kv/Scan"), None);
         assert_eq!(roles_for("nonsense"), None);
     }
