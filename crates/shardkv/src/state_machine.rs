@@ -323,18 +323,16 @@ impl KvStateMachine {
                 WriteEffect::ConditionFailed(current_version)
             }
             _ => {
-                let revision = self.revision(shard);
-                let version = Version(revision + 1);
-                let existed = current.is_some();
-                let value = written_value(write.kind, current, write.value);
-                if value.is_none() && !existed {
-                    // Deleting a key that has no value changes nothing.
-                    WriteEffect::Written(Version(revision))
-                } else {
-                    self.store(batch, shard, write.key, value, version);
-                    self.set_revision(batch, shard, version);
-                    WriteEffect::Written(version)
-                }
+                let version = self.next_version(shard);
+                let changed = self.write_key(
+                    batch,
+                    (shard, write.key),
+                    write.kind,
+                    write.value,
+                    current,
+                    version,
+                );
+                self.written(batch, shard, changed)
             }
         };
         Ok(self.answer(batch, (shard, client, write.seq), index, effect))
@@ -368,8 +366,7 @@ impl KvStateMachine {
         let effect = match failed {
             Some(failed) => failed,
             None => {
-                let revision = self.revision(shard);
-                let version = Version(revision + 1);
+                let version = self.next_version(shard);
                 let mut changed = false;
                 for write in command.writes {
                     // A later write of a key reads what an earlier one left (`pending`).
@@ -379,45 +376,56 @@ impl KvStateMachine {
                             self.current_value(engine, shard, &write.key)?
                         }
                     };
-                    let existed = current.is_some();
-                    let value = written_value(write.kind, current, write.value);
-                    if value.is_some() || existed {
-                        self.store(batch, shard, write.key, value, version);
-                        changed = true;
-                    }
+                    let key = (shard, write.key);
+                    changed |=
+                        self.write_key(batch, key, write.kind, write.value, current, version);
                 }
-                if changed {
-                    self.set_revision(batch, shard, version);
-                    WriteEffect::Written(version)
-                } else {
-                    WriteEffect::Written(Version(revision))
-                }
+                self.written(batch, shard, changed)
             }
         };
         Ok(self.answer(batch, (shard, client, seq), index, effect))
     }
 
-    /// Sets `key` of `shard` to `value` (`None`: deletes it) at `version`.
-    fn store(
+    /// The version the next change of `shard` gives the keys it writes.
+    fn next_version(&self, shard: ShardId) -> Version {
+        Version(self.revision(shard) + 1)
+    }
+
+    /// Writes `kind` with `value` to `key` of `shard`, which holds `current`, at `version`;
+    /// false, and nothing written, for the delete of a key that has no value.
+    fn write_key(
         &mut self,
         batch: &mut WriteBatch,
-        shard: ShardId,
-        key: Bytes,
-        value: Option<Bytes>,
+        (shard, key): (ShardId, Bytes),
+        kind: WriteKind,
+        value: Bytes,
+        current: Option<Versioned>,
         version: Version,
-    ) {
+    ) -> bool {
+        let existed = current.is_some();
+        let value = written_value(kind, current, value);
+        if value.is_none() && !existed {
+            return false;
+        }
         let stored = value.map(|value| Versioned { value, version }.encode());
         match &stored {
             Some(stored) => batch.put_data(self.group, shard, key.clone(), stored.clone()),
             None => batch.delete_data(self.group, shard, key.clone()),
         }
         self.pending.insert((shard, key), stored);
+        true
     }
 
-    /// Makes `revision` the revision of `shard`.
-    fn set_revision(&mut self, batch: &mut WriteBatch, shard: ShardId, revision: Version) {
+    /// What writes at `shard`'s next version did: if one `changed` the shard, that version
+    /// becomes its revision; otherwise the revision stays.
+    fn written(&mut self, batch: &mut WriteBatch, shard: ShardId, changed: bool) -> WriteEffect {
+        if !changed {
+            return WriteEffect::Written(Version(self.revision(shard)));
+        }
+        let revision = self.next_version(shard);
         self.revisions.insert(shard, revision.0);
         batch.put_session(self.group, shard, REVISION_CLIENT, encode_revision(revision.0));
+        WriteEffect::Written(revision)
     }
 
     /// Applies a migration step (the entry at `index`); `Err` only for a group that has no
