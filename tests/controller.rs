@@ -961,8 +961,8 @@ fn admin_wait_shows_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
 /// the key's shard moved to another group still the one a compare-and-set or a batch takes
 /// after the move (the revision moves with the shard; versions go on growing there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conditional_writes_and_batches_through_mosaic_kv_keep_their_versions_across_a_shard_move()
-{
+async fn conditional_writes_batches_and_scans_through_mosaic_kv_keep_their_versions_across_a_shard_move()
+ {
     let (controllers, _nodes) = cluster();
     controllers.wait_registered(3);
     controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
@@ -1017,6 +1017,38 @@ async fn conditional_writes_and_batches_through_mosaic_kv_keep_their_versions_ac
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(version_and_value(a), (batched, "A".to_string()), "nothing changed");
 
+    // Keys with a prefix, spread over the shards, scanned in key order with their versions.
+    let scanned: Vec<String> = (0..12).map(|n| format!("scan/{n:02}")).collect();
+    for (n, key) in scanned.iter().enumerate().rev() {
+        let (code, _, err) = kv(&["put", key, &format!("value {n}")]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let scan_json = |args: &[&str]| -> Vec<Value> {
+        let (code, out, err) = kv(&[&["--output", "json", "scan"], args].concat());
+        assert_eq!(code, Some(0), "{err}");
+        out.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
+    };
+    let before = scan_json(&["scan/"]);
+    let keys: Vec<&str> = before.iter().map(|entry| entry["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, scanned, "every key once, in key order");
+    for (n, entry) in before.iter().enumerate() {
+        let version = version_and_value(&scanned[n]).0;
+        assert_eq!(entry["value"], format!("value {n}"));
+        assert_eq!(entry["version"], version, "{entry}");
+    }
+    let (code, out, err) = kv(&["scan", "--keys-only", "--limit", "5", "scan/"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("stopped at --limit 5; more keys follow"), "{err}");
+    assert_eq!(out, scanned[..5].iter().map(|key| format!("{key}\n")).collect::<String>());
+    let (code, out, err) = kv(&["scan", "--from", "scan/03", "--to", "scan/05"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "scan/03\tvalue 3\nscan/04\tvalue 4\n");
+    let tagged = scan_json(&["--keys-only", "{cas-key}:"]);
+    assert_eq!(tagged.len(), 2, "{tagged:?}");
+    assert_eq!((tagged[0]["key"].as_str(), tagged[1]["key"].as_str()), (Some(a), Some(b)));
+    let (code, _, err) = kv(&["scan", "p", "--from", "a"]);
+    assert_eq!(code, Some(2), "{err}");
+
     // The key's shard moves to the other group.
     let shard = shard_for_key(key.as_bytes(), SHARDS).0;
     let owner = latest(&controllers)["shards"][shard as usize].as_u64().expect("owned");
@@ -1048,4 +1080,9 @@ async fn conditional_writes_and_batches_through_mosaic_kv_keep_their_versions_ac
     assert!(last > second, "{last} after {second}");
     assert_eq!(version_and_value(a), (last, "A+".to_string()));
     assert_eq!(version_and_value(b), (0, String::new()));
+    // The scan reads the moved shard at its new owner: the same keys, values and versions.
+    assert_eq!(scan_json(&["scan/"]), before);
+    let tagged = scan_json(&["{cas-key}:"]);
+    assert_eq!(tagged.len(), 1, "{tagged:?}");
+    assert_eq!((tagged[0]["key"].as_str(), tagged[0]["version"].as_u64()), (Some(a), Some(last)));
 }

@@ -38,8 +38,10 @@
 //!   membership it saw ([`Request::ChangeMembership`]), so attempts by two leaders in turn,
 //!   or by a leader and a node leaving, cannot undo each other's work.
 //! - **Release**: a replica here of a group that no longer places this node is destroyed
-//!   once the group's leader shows the node out of the group (checked again after a pause
-//!   while it is still a member); the replicas of retired groups are destroyed.
+//!   once the group's leader shows the node out of the group and every voter has applied
+//!   that membership (checked again after a pause until then: a voter that has not applied
+//!   the removal may still need this replica's vote); the replicas of retired groups are
+//!   destroyed.
 //! - **Migration**: for every group led here, [`mosaic_shardkv::plan`] names the tasks
 //!   (switch configuration, pull a shard chunk by chunk, confirm a handoff, retire a removed
 //!   group), at most one per [`mosaic_shardkv::TaskKey`]; each waits for one answer at a

@@ -10,6 +10,7 @@
 //! mosaic kv --controllers ... cas counter --expect-version 7 8  # only if still at version 7
 //! mosaic kv --controllers ... put --if-absent lock owner-1      # only if the key has no value
 //! mosaic kv --controllers ... batch if '{u}:a' 3 put '{u}:a' x delete '{u}:b'  # all or nothing
+//! mosaic kv --controllers ... scan user/ --limit 100            # keys with a prefix, in order
 //! ```
 //!
 //! Versions: every shard counts its changes, and a key's version is the count when the key was
@@ -45,6 +46,7 @@
 //! | `put`, `append`, `delete` | nothing | `{"ok":true,"index":N}` |
 //! | `cas`, `put --if-absent`, `delete --expect-version` | the key's new version (a delete: the shard's revision after it), then `\n` | `{"ok":true,"version":V}` |
 //! | `batch` | the shard's revision after the writes, then `\n` | `{"ok":true,"revision":R}` |
+//! | `scan` | a line a key, in key order: the key, a tab, the value (`--keys-only`: the key) | a line a key: `{"key":"...","value":"...","version":V}` (no `value` with `--keys-only`) |
 //!
 //! When the condition of `cas`, `put --if-absent` or `delete --expect-version` does not hold,
 //! nothing is written: stdout carries nothing (`--output json`: `{"ok":false,"current":V}`,
@@ -56,9 +58,16 @@
 //! `append KEY VALUE`, `delete KEY`; every key must be in one shard (give them one hash tag,
 //! `{...}`: docs/api.md), and at least one step must write.
 //!
+//! `scan` prints each page as soon as it is read, so a scan of many keys shows them as it
+//! goes and holds one page at a time; a page that fails ends it with exit code 1 after the
+//! keys already printed (stderr says how many); a scan stopped by `--limit` with keys left
+//! says so on stderr. Its human lines are raw bytes: a key or value
+//! holding a tab or a newline is only unambiguous in JSON.
+//!
 //! In JSON, a value that is valid UTF-8 is the string field `value`; any other value is the
-//! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost. Each
-//! JSON document is one line. `index` is the log index at which the write was applied.
+//! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost (a
+//! scanned key likewise: `key` or `key_base64`). Each JSON document is one line. `index` is
+//! the log index at which the write was applied.
 //!
 //! On failure, stdout carries nothing, and stderr one line that says what went wrong and what
 //! to do. The exit code says what a script should do next:
@@ -81,8 +90,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
-    Batch, BatchOutcome, Cas, Client, ClientError, ClientOptions, Consistency, LogIndex,
-    RoutingError, RoutingSource, StaticRouting, Versioned, WriteOutcome,
+    Batch, BatchOutcome, Bytes, Cas, Client, ClientError, ClientOptions, Consistency, LogIndex,
+    RoutingError, RoutingSource, ScanEntry, ScanOptions, ScanRange, StaticRouting, Versioned,
+    WriteOutcome,
 };
 
 use crate::nodes::{KeyRoute, KeySource};
@@ -202,7 +212,32 @@ enum KvCommand {
         #[arg(required = true, num_args = 1.., value_name = "STEP")]
         steps: Vec<OsString>,
     },
+    /// Prints the keys that start with PREFIX (every key without it), or those from `--from`
+    /// to `--to`, in key order, one line each, page by page as they are read.
+    Scan {
+        /// Only the keys that start with this.
+        #[arg(conflicts_with_all = ["from", "to"])]
+        prefix: Option<OsString>,
+        /// The first key (included).
+        #[arg(long, value_name = "KEY")]
+        from: Option<OsString>,
+        /// The key to stop before (excluded).
+        #[arg(long, value_name = "KEY")]
+        to: Option<OsString>,
+        /// At most N keys (all of them when omitted).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Print the keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// How fresh each shard's part of each page must be.
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+        consistency: ReadConsistency,
+    },
 }
+
+/// Keys a page of `mosaic kv scan` asks for.
+const SCAN_PAGE_KEYS: u64 = 1_000;
 
 /// Parses `batch`'s steps (see [`KvCommand::Batch`]).
 fn parse_batch(steps: Vec<OsString>) -> Result<Batch, String> {
@@ -251,6 +286,7 @@ impl KvCommand {
             Self::Append { .. } => "append",
             Self::Delete { .. } => "delete",
             Self::Batch { .. } => "batch",
+            Self::Scan { .. } => "scan",
         }
     }
 }
@@ -301,6 +337,28 @@ fn render_get(read: Option<&Versioned>, output: Output, print_version: bool) -> 
                 "found": true, "value_base64": BASE64.encode(&read.value), "version": version,
             })),
         },
+    }
+}
+
+/// What `scan` prints for one key: `KEY TAB VALUE` (`KEY` alone with `--keys-only`), or a
+/// JSON document.
+fn render_scanned(entry: &ScanEntry, output: Output, keys_only: bool) -> Vec<u8> {
+    match output {
+        Output::Human if keys_only => [&entry.key[..], b"\n"].concat(),
+        Output::Human => [&entry.key[..], b"\t", &entry.value, b"\n"].concat(),
+        Output::Json => {
+            let mut document = serde_json::Map::new();
+            let mut field = |name: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+                Ok(text) => document.insert(name.into(), text.into()),
+                Err(_) => document.insert(format!("{name}_base64"), BASE64.encode(bytes).into()),
+            };
+            field("key", &entry.key);
+            if !keys_only {
+                field("value", &entry.value);
+            }
+            document.insert("version".into(), entry.version.into());
+            json_line(&serde_json::Value::Object(document))
+        }
     }
 }
 
@@ -476,7 +534,7 @@ async fn run_command<S: RoutingSource>(
     route: RouteFlags,
 ) -> anyhow::Result<ExitCode> {
     let name = command.name();
-    let is_write = !matches!(command, KvCommand::Get { .. });
+    let is_write = !matches!(command, KvCommand::Get { .. } | KvCommand::Scan { .. });
 
     let printed = match command {
         KvCommand::Get { key, consistency, print_version } => client
@@ -510,6 +568,18 @@ async fn run_command<S: RoutingSource>(
         KvCommand::Delete { key, expect_version: None } => {
             let delete = client.delete(key.into_encoded_bytes()).await;
             delete.map(|i| Printed::Out(render_write(i, output)))
+        }
+        KvCommand::Scan { prefix, from, to, limit, keys_only, consistency } => {
+            let range = match (prefix, from, to) {
+                (Some(prefix), _, _) => ScanRange::prefix(prefix.into_encoded_bytes()),
+                (None, from, to) => ScanRange::between(
+                    from.map(OsString::into_encoded_bytes).unwrap_or_default(),
+                    to.map(|to| Bytes::from(to.into_encoded_bytes())),
+                ),
+            };
+            let consistency = consistency.into();
+            let options = ScanOptions { keys_only, consistency, ..ScanOptions::default() };
+            return scan(client, range, options, limit, output, route).await;
         }
         KvCommand::Batch { steps } => match parse_batch(steps) {
             Ok(batch) => client.batch(batch).await.map(|outcome| match outcome {
@@ -553,6 +623,51 @@ async fn run_command<S: RoutingSource>(
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&stdout_bytes).and_then(|()| stdout.flush()).context("writing to stdout")?;
     Ok(ExitCode::from(code))
+}
+
+/// Prints the keys of `range`, at most `limit`, page by page as they are read; a page that
+/// fails ends the command with the keys printed so far, stderr saying how many.
+///
+/// # Errors
+/// As [`run`].
+async fn scan<S: RoutingSource>(
+    client: &Client<S>,
+    range: ScanRange,
+    options: ScanOptions,
+    limit: Option<u64>,
+    output: Output,
+    route: RouteFlags,
+) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    let (mut next, mut printed) = (Some(range), 0_u64);
+    while let Some(range) = next.take() {
+        let left = limit.map_or(SCAN_PAGE_KEYS, |limit| (limit - printed).min(SCAN_PAGE_KEYS));
+        let options = ScanOptions { limit: u32::try_from(left).unwrap_or(u32::MAX), ..options };
+        let page = match client.scan(&range, options).await {
+            Ok(page) => page,
+            Err(error) => {
+                eprintln!(
+                    "{} (after {printed} keys printed)",
+                    error_line("scan", &error, false, route)
+                );
+                return Ok(ExitCode::from(exit_code_for(&error, false)));
+            }
+        };
+        for entry in &page.entries {
+            stdout
+                .write_all(&render_scanned(entry, output, options.keys_only))
+                .context("writing to stdout")?;
+        }
+        stdout.flush().context("writing to stdout")?;
+        printed += page.entries.len() as u64;
+        match (limit, page.next) {
+            (Some(limit), Some(_)) if printed >= limit => {
+                eprintln!("mosaic kv scan: stopped at --limit {limit}; more keys follow");
+            }
+            (_, rest) => next = rest,
+        }
+    }
+    Ok(ExitCode::from(EXIT_SUCCESS))
 }
 
 /// What a command that reached the cluster prints.
@@ -675,6 +790,64 @@ mod tests {
         assert_eq!((args.route.shard_count, args.output), (8, Output::Json));
         assert_eq!(args.timeout, Duration::from_millis(1500));
         assert!(matches!(args.command, KvCommand::Get { consistency: ReadConsistency::Stale, .. }));
+    }
+
+    #[test]
+    fn a_scan_takes_a_prefix_or_a_range_never_both() {
+        let scan = |line: &str| {
+            let args: Vec<&str> = ["--controllers", CONTROLLERS, "scan"]
+                .into_iter()
+                .chain(line.split_whitespace())
+                .collect();
+            parse(&args)
+        };
+        let args = scan("user/ --limit 5 --keys-only --consistency lease").unwrap();
+        let KvCommand::Scan { prefix, from, to, limit, keys_only, consistency } = args.command
+        else {
+            panic!("parsed as {:?}", args.command)
+        };
+        assert_eq!((prefix, from, to), (Some("user/".into()), None, None));
+        assert_eq!((limit, keys_only, consistency), (Some(5), true, ReadConsistency::Lease));
+        let args = scan("--from a --to b").unwrap();
+        assert!(matches!(args.command, KvCommand::Scan { prefix: None, from: Some(_), .. }));
+        assert!(matches!(scan("").unwrap().command, KvCommand::Scan { prefix: None, .. }));
+        for (bad, kind) in [
+            ("user/ --from a", ErrorKind::ArgumentConflict),
+            ("user/ --to b", ErrorKind::ArgumentConflict),
+            ("--limit 0", ErrorKind::ValueValidation),
+            ("--limit many", ErrorKind::ValueValidation),
+        ] {
+            assert_eq!(usage_error_of(scan(bad)), kind, "{bad}");
+        }
+    }
+
+    fn usage_error_of(parsed: Result<KvArgs, clap::Error>) -> ErrorKind {
+        match parsed {
+            Ok(parsed) => panic!("parsed as {parsed:?}"),
+            Err(error) => error.kind(),
+        }
+    }
+
+    #[test]
+    fn a_scanned_key_is_a_line_of_raw_bytes_or_of_json() {
+        let entry = |key: &'static [u8], value: &'static [u8]| ScanEntry {
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(value),
+            version: 7,
+        };
+        let text = entry(b"k", b"v");
+        assert_eq!(render_scanned(&text, Output::Human, false), b"k\tv\n");
+        assert_eq!(render_scanned(&text, Output::Human, true), b"k\n");
+        assert_eq!(
+            render_scanned(&text, Output::Json, false),
+            b"{\"key\":\"k\",\"value\":\"v\",\"version\":7}\n"
+        );
+        let binary = entry(b"\xff", b"\xfe");
+        assert_eq!(
+            render_scanned(&binary, Output::Json, false),
+            b"{\"key_base64\":\"/w==\",\"value_base64\":\"/g==\",\"version\":7}\n"
+        );
+        assert_eq!(render_scanned(&text, Output::Json, true), b"{\"key\":\"k\",\"version\":7}\n");
     }
 
     #[test]

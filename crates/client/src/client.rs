@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use mosaic_proto::pb;
 use mosaic_proto::pb::kv_client::KvClient;
 use mosaic_raft::LogIndex;
@@ -42,12 +43,12 @@ use crate::batch::{Batch, BatchOutcome};
 use crate::channel::{Channels, with_timeout};
 use crate::classify::{Action, Failure, classify_status};
 use crate::error::{ClientError, Progress, Result, WriteOutcome};
-use crate::operation::{Operation, Prepared, Route, WireRequest};
+use crate::operation::{Operation, Prepared, Route, ShardScan, WireRequest};
 use crate::retry::{self, Leaders, Next, Refresh, Retry, Target, next_member};
 use crate::routing::{Routing, RoutingSource, StaticRouting};
+use crate::scan::{self, ScanOptions, ScanPage, ScanRange};
 use crate::session::{LaneLease, SessionPool};
 use crate::tls::Tls;
-use mosaic_types::shard_for_key;
 
 /// A key's value and its version: the revision of the key's shard when the key was last
 /// written (each shard counts its changes, and the count moves with the shard), so a key
@@ -218,6 +219,7 @@ enum Reply {
     Get(pb::GetResponse),
     Write(pb::WriteResponse),
     Batch(pb::BatchResponse),
+    Scan(pb::ScanResponse),
 }
 
 /// Locks `mutex`, whose data stays valid after a panic (each critical section of this
@@ -303,7 +305,7 @@ impl<S: RoutingSource> Client<S> {
             Reply::Get(response) => Ok(response
                 .found
                 .then_some(Versioned { value: response.value, version: response.version })),
-            Reply::Write(_) | Reply::Batch(_) => {
+            Reply::Write(_) | Reply::Batch(_) | Reply::Scan(_) => {
                 unreachable!("a get is answered by a GetResponse")
             }
         }
@@ -387,7 +389,7 @@ impl<S: RoutingSource> Client<S> {
     async fn write(&self, operation: Operation) -> Result<pb::WriteResponse> {
         match self.inner.execute(operation).await? {
             Reply::Write(response) => Ok(response),
-            Reply::Get(_) | Reply::Batch(_) => {
+            Reply::Get(_) | Reply::Batch(_) | Reply::Scan(_) => {
                 unreachable!("a write is answered by a WriteResponse")
             }
         }
@@ -415,10 +417,59 @@ impl<S: RoutingSource> Client<S> {
         let Batch { conditions, writes } = batch;
         match self.inner.execute(Operation::Batch { conditions, writes }).await? {
             Reply::Batch(response) => Ok(BatchOutcome::of(&response)),
-            Reply::Get(_) | Reply::Write(_) => {
+            Reply::Get(_) | Reply::Write(_) | Reply::Scan(_) => {
                 unreachable!("a batch is answered by a BatchResponse")
             }
         }
+    }
+
+    /// Reads a page of the keys in `range`, in key order, from every shard that may hold
+    /// some (in parallel, `options.parallel` at a time); [`ScanPage::next`] is the rest of
+    /// the range. Each shard's part of a page is read at one point in time at
+    /// `options.consistency`; the parts are not one snapshot of the whole store, and keys
+    /// written between pages may or may not be seen (docs/api.md "Scans").
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] (nothing sent) for options that cannot scan (a limit
+    /// of 0 or above 10,000 keys, no bytes, no parallelism); a shard that cannot be read
+    /// fails the page as [`Client::get`] fails ([`ClientError::WrongShard`] when the client's
+    /// shard count is not the cluster's). A range that ends before it starts holds no key:
+    /// its page is empty and nothing is sent.
+    pub async fn scan(&self, range: &ScanRange, options: ScanOptions) -> Result<ScanPage> {
+        if let Some(reason) = options.refusal() {
+            return Err(ClientError::InvalidArgument { reason, outcome: WriteOutcome::NotApplied });
+        }
+        if range.is_empty() {
+            return Ok(ScanPage::default());
+        }
+        let shard_count = self.warm_up().await?.shard_count();
+        let shards = range.shards(shard_count);
+        let (limit, limit_bytes) = options.per_shard(shards.len());
+        let reads = shards.into_iter().map(|shard| {
+            let scan = ShardScan {
+                shard,
+                shard_count,
+                start: range.start().clone(),
+                end: range.end().cloned(),
+                limit,
+                limit_bytes,
+                keys_only: options.keys_only,
+                consistency: options.consistency,
+            };
+            async move {
+                match self.inner.execute(Operation::Scan(scan)).await? {
+                    Reply::Scan(response) => Ok(response),
+                    Reply::Get(_) | Reply::Write(_) | Reply::Batch(_) => {
+                        unreachable!("a scan is answered by a ScanResponse")
+                    }
+                }
+            }
+        });
+        let answers: Vec<pb::ScanResponse> = futures_util::stream::iter(reads)
+            .buffer_unordered(options.parallel)
+            .try_collect()
+            .await?;
+        Ok(scan::merge(range, answers, options.limit, options.limit_bytes))
     }
 
     /// How many session lanes the client has created (at most its peak number of concurrent
@@ -448,7 +499,7 @@ impl<S: RoutingSource> Inner<S> {
         let mut refreshed_for_unassigned = false;
 
         loop {
-            let shard = shard_for_key(operation.key(), routing.shard_count());
+            let shard = operation.shard(routing.shard_count());
             let Some(group) = routing.group_of(shard) else {
                 // The placement may predate the shard's first owner: ask once more, at once
                 // (no node refused anything), then give up with an answer that says why.
@@ -540,7 +591,7 @@ impl<S: RoutingSource> Inner<S> {
             if let Some(Refresh { at_least, skip }) = refresh {
                 routing = self.refresh_to(&routing, at_least, deadline, &mut backoff).await;
                 if let Some(node) = skip {
-                    let shard = shard_for_key(operation.key(), routing.shard_count());
+                    let shard = operation.shard(routing.shard_count());
                     next_target =
                         routing.group_of(shard).map(|group| next_member(&routing, group, node));
                 }
@@ -583,6 +634,10 @@ impl<S: RoutingSource> Inner<S> {
                 .batch(with_timeout(request, attempt_timeout))
                 .await
                 .map(|response| Reply::Batch(response.into_inner())),
+            WireRequest::Scan(request) => client
+                .scan(with_timeout(request, attempt_timeout))
+                .await
+                .map(|response| Reply::Scan(response.into_inner())),
         };
         result.map_err(|status| classify_status(&status))
     }
@@ -688,6 +743,7 @@ mod tests {
 
     use mosaic_engine::GroupId;
     use mosaic_raft::NodeId;
+    use mosaic_types::shard_for_key;
 
     use super::*;
     use crate::test_support::fake_node::{FakeNode, session_expired};
@@ -818,6 +874,58 @@ mod tests {
         assert!(reason.contains("must be in one shard"), "{reason}");
         assert_eq!(outcome, WriteOutcome::NotApplied);
         assert_eq!(node.received().len(), sent, "nothing sent");
+    }
+
+    /// A scan asks every shard of the range for a share of the page and merges the answers
+    /// in key order; following `next` reads every key once; a prefix holding a whole hash tag
+    /// asks one shard; a stale scan may go to any replica.
+    #[tokio::test]
+    async fn a_scan_pages_through_every_shard_in_key_order() {
+        let node = FakeNode::start().await;
+        node.scan_shards_of(8);
+        let client = client_of(&[node.address()], fast_options());
+        let mut written = Vec::new();
+        for n in 0..50 {
+            let key = format!("key-{n:02}");
+            client.put(key.clone(), format!("value {n:02}")).await.unwrap();
+            written.push(key);
+        }
+        client.put("other", "x").await.unwrap();
+        let sent = node.received().len();
+        let options = ScanOptions { limit: 20, ..ScanOptions::default() };
+        let (mut read, mut pages) = (Vec::new(), 0);
+        let mut range = Some(ScanRange::prefix("key-"));
+        while let Some(current) = range {
+            let page = client.scan(&current, options).await.unwrap();
+            assert!(!page.entries.is_empty() && page.entries.len() <= 20, "{page:?}");
+            read.extend(page.entries.iter().map(|entry| {
+                let key = String::from_utf8(entry.key.to_vec()).unwrap();
+                assert_eq!(entry.value, Bytes::from(format!("value {}", &key[4..])));
+                key
+            }));
+            range = page.next;
+            pages += 1;
+        }
+        assert_eq!(read, written, "every key once, in order");
+        let scans = &node.received()[sent..];
+        assert_eq!(scans.len(), pages * 8, "each page asks the eight shards");
+        let shards: std::collections::BTreeSet<u32> = scans.iter().map(|r| r.shard.0).collect();
+        assert_eq!(shards.len(), 8);
+
+        let sent = node.received().len();
+        client.put("{t}a", "1").await.unwrap();
+        let options = ScanOptions { keys_only: true, ..ScanOptions::default() };
+        let page = client.scan(&ScanRange::prefix("{t}"), options).await.unwrap();
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!((page.entries[0].value.is_empty(), page.next), (true, None));
+        let scans: Vec<_> = node.received()[sent + 1..].to_vec();
+        assert_eq!(scans.len(), 1, "one shard holds the tag: {scans:?}");
+        assert_eq!(scans[0].shard, shard_for_key(b"t", 8));
+
+        let refused = client.scan(&ScanRange::all(), ScanOptions { limit: 0, ..options }).await;
+        assert!(matches!(refused, Err(ClientError::InvalidArgument { .. })), "{refused:?}");
+        let empty = ScanRange::between("b", Some(Bytes::from("a")));
+        assert_eq!(client.scan(&empty, options).await, Ok(ScanPage::default()));
     }
 
     /// A node of a release without versions ignores the condition and writes: the client

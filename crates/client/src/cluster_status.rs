@@ -42,6 +42,9 @@ pub struct GroupStatus {
     pub voters: Vec<NodeId>,
     /// The learners the leader has applied.
     pub learners: Vec<NodeId>,
+    /// Every voter has applied that membership: a member it left out is out for good (false:
+    /// no leader answered, or a voter has not applied its removal and may need its vote).
+    pub voters_applied: bool,
 }
 
 /// What keeps the cluster from being settled ([`ClusterStatus::unsettled`]).
@@ -158,6 +161,7 @@ impl ClusterStatus {
                 shards: answer.config.shards_of(*group),
                 voters: view.voters,
                 learners: view.learners,
+                voters_applied: view.voters_applied,
             })
             .collect();
         Self { answer, groups }
@@ -186,8 +190,9 @@ impl ClusterStatus {
     }
 
     /// The groups of the latest configuration that may still have a replica on `node`: those
-    /// whose leader shows it as a voter or a learner, and those whose leader did not answer
-    /// or has not applied the latest configuration yet (not known to be out).
+    /// whose leader shows it as a voter or a learner, or shows a voter that has not applied
+    /// its removal yet (that voter may still need its vote), and those whose leader did not
+    /// answer or has not applied the latest configuration yet (not known to be out).
     #[must_use]
     pub fn holding(&self, node: NodeId) -> Vec<GroupId> {
         let latest = self.answer.config.num;
@@ -196,7 +201,9 @@ impl ClusterStatus {
             .filter(|group| {
                 // No voters: no leader answered.
                 let shown = group.applied().filter(|_| !group.voters.is_empty()).map(|applied| {
-                    let member = group.voters.contains(&node) || group.learners.contains(&node);
+                    let member = group.voters.contains(&node)
+                        || group.learners.contains(&node)
+                        || !group.voters_applied;
                     (ConfigNum(applied), member)
                 });
                 may_hold(latest, shown)
@@ -250,6 +257,7 @@ struct GroupView {
     held: Option<pb::GroupShards>,
     voters: Vec<NodeId>,
     learners: Vec<NodeId>,
+    voters_applied: bool,
 }
 
 /// The leader of `group` as its members report it, with the shards it holds and the
@@ -278,6 +286,7 @@ async fn group_view(
                     held: status.shards,
                     voters: status.voters.into_iter().map(NodeId).collect(),
                     learners: status.learners.into_iter().map(NodeId).collect(),
+                    voters_applied: status.voters_applied_membership,
                 };
             }
             hint = hint.or(status.leader.map(NodeId));
@@ -300,6 +309,7 @@ mod tests {
             shards: Vec::new(),
             voters: nodes(voters),
             learners: nodes(learners),
+            voters_applied: true,
         }
     }
 
@@ -346,6 +356,10 @@ mod tests {
         ]);
         assert_eq!(status.holding(NodeId(3)), vec![GroupId(2), GroupId(3), GroupId(4)]);
         assert_eq!(status.holding(NodeId(5)), vec![GroupId(4)]);
+        // Out of group 1, but one of its voters has not applied the removal yet.
+        let mut unapplied = status.clone();
+        unapplied.groups[0].voters_applied = false;
+        assert_eq!(unapplied.holding(NodeId(5)), vec![GroupId(1), GroupId(4)]);
         // A leader that has not applied the latest configuration is not known to be done.
         let mut behind = status;
         behind.answer.config.num = mosaic_controller::ConfigNum(1);

@@ -82,6 +82,7 @@ mod operation;
 pub mod refusal;
 pub mod retry;
 mod routing;
+mod scan;
 mod session;
 #[cfg(test)]
 mod test_support;
@@ -100,4 +101,5 @@ pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_raft::{LogIndex, NodeId};
 pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, hash_tag, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
+pub use scan::{ScanEntry, ScanOptions, ScanPage, ScanRange};
 pub use tls::{Role, Tls, TlsError, TlsFiles};

@@ -237,6 +237,13 @@ fn view_of(leader: NodeId, status: &pb::GroupStatusResponse) -> LeaderView {
             .iter()
             .map(|progress| (NodeId(progress.node_id), LogIndex(progress.match_index)))
             .collect(),
+        active: status
+            .progress
+            .iter()
+            .filter(|progress| progress.recent_active)
+            .map(|progress| NodeId(progress.node_id))
+            .collect(),
         changing: status.membership_change_pending,
+        voters_applied: status.voters_applied_membership,
     }
 }

@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::pb;
+use mosaic_types::shard_for_key;
 
 use crate::client::Consistency;
 use crate::session::Session;
@@ -24,29 +25,47 @@ pub(crate) enum Operation {
     Delete { key: Bytes, condition: Option<u64> },
     /// An atomic batch on keys of one shard (at least one write).
     Batch { conditions: Vec<pb::BatchCondition>, writes: Vec<pb::BatchWrite> },
+    /// A page of one shard's keys in a range.
+    Scan(ShardScan),
+}
+
+/// A page of one shard's keys, as [`pb::ScanRequest`] asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ShardScan {
+    pub(crate) shard: ShardId,
+    pub(crate) shard_count: u32,
+    pub(crate) start: Bytes,
+    pub(crate) end: Option<Bytes>,
+    pub(crate) limit: u32,
+    pub(crate) limit_bytes: u64,
+    pub(crate) keys_only: bool,
+    pub(crate) consistency: Consistency,
 }
 
 impl Operation {
-    /// The key the operation routes by.
-    pub(crate) fn key(&self) -> &Bytes {
-        match self {
+    /// The shard the operation routes to, of `shard_count`: its key's (a batch's first
+    /// write's), or the one a scan names.
+    pub(crate) fn shard(&self, shard_count: u32) -> ShardId {
+        let key = match self {
             Self::Get { key, .. }
             | Self::Put { key, .. }
             | Self::Append { key, .. }
             | Self::Delete { key, .. } => key,
             Self::Batch { writes, .. } => &writes.first().expect("a batch has a write").key,
-        }
+            Self::Scan(scan) => return scan.shard,
+        };
+        shard_for_key(key, shard_count)
     }
 
     /// Whether the operation changes data (and so needs a session).
     pub(crate) fn is_write(&self) -> bool {
-        !matches!(self, Self::Get { .. })
+        !matches!(self, Self::Get { .. } | Self::Scan(_))
     }
 
     /// Whether the operation is a write that names the version its key must have.
     pub(crate) fn is_conditional(&self) -> bool {
         match self {
-            Self::Get { .. } => false,
+            Self::Get { .. } | Self::Scan(_) => false,
             Self::Put { condition, .. }
             | Self::Append { condition, .. }
             | Self::Delete { condition, .. } => condition.is_some(),
@@ -56,7 +75,11 @@ impl Operation {
 
     /// Whether any replica of the group serves the operation: true for stale reads alone.
     pub(crate) fn any_replica_serves(&self) -> bool {
-        matches!(self, Self::Get { consistency: Consistency::Stale, .. })
+        matches!(
+            self,
+            Self::Get { consistency: Consistency::Stale, .. }
+                | Self::Scan(ShardScan { consistency: Consistency::Stale, .. })
+        )
     }
 
     /// Whether a success proves that the node that served it leads its group: true for writes
@@ -73,6 +96,7 @@ impl Operation {
             Self::Append { .. } => "append",
             Self::Delete { .. } => "delete",
             Self::Batch { .. } => "batch",
+            Self::Scan(_) => "scan",
         }
     }
 }
@@ -93,6 +117,7 @@ pub(crate) enum WireRequest {
     Append(pb::WriteRequest),
     Delete(pb::WriteRequest),
     Batch(pb::BatchRequest),
+    Scan(pb::ScanRequest),
 }
 
 /// An operation with the session all its attempts carry.
@@ -168,6 +193,18 @@ impl Prepared {
                 conditions: conditions.clone(),
                 writes: writes.clone(),
             }),
+            Operation::Scan(scan) => WireRequest::Scan(pb::ScanRequest {
+                group_id,
+                shard_id,
+                config_num,
+                start: scan.start.clone(),
+                end: scan.end.clone(),
+                limit: scan.limit,
+                limit_bytes: scan.limit_bytes,
+                keys_only: scan.keys_only,
+                consistency: pb::Consistency::from(scan.consistency).into(),
+                shard_count: scan.shard_count,
+            }),
         }
     }
 }
@@ -189,7 +226,7 @@ mod tests {
                 (r.client_id, r.seq)
             }
             WireRequest::Batch(r) => (r.client_id, r.seq),
-            WireRequest::Get(_) => panic!("a get carries no session"),
+            WireRequest::Get(_) | WireRequest::Scan(_) => panic!("a read carries no session"),
         }
     }
 

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             delete_shard_removes_exactly_one_shard,
             shard_scan_chunks_are_bounded_and_complete,
             shard_scan_reads_one_point_in_time,
+            data_scan_reads_one_shards_keys_in_a_range,
             group_scan_chunks_cover_every_shard_of_one_group,
             clear_group_data_keeps_the_log_and_the_neighbours,
             remove_group_removes_every_key_of_the_group,
@@ -631,6 +632,35 @@ pub fn shard_scan_chunks_are_bounded_and_complete<F: KvFactory>(factory: &mut F)
     must_write(&engine, &copy);
     let copied = read_shard::<F::Kv>(&engine.snapshot(), GroupId(12), ShardId(1), u64::MAX);
     assert_eq!(copied, whole);
+}
+
+/// A data scan visits the user keys of one shard in `[start, end)`, in order, none of its
+/// sessions nor of a neighbouring shard, and stops when told to.
+pub fn data_scan_reads_one_shards_keys_in_a_range<F: KvFactory>(factory: &mut F) {
+    let engine = must_open(factory.create(), &EngineConfig::default());
+    let (group, shard) = (GroupId(11), ShardId(1));
+    fill_shard(&engine, group, shard, 20);
+    fill_shard(&engine, group, ShardId(2), 5);
+    fill_shard(&engine, GroupId(12), shard, 5);
+    let snapshot = engine.snapshot();
+    let scan = |start: &str, end: Option<&str>, stop_after: usize| {
+        let mut seen = Vec::new();
+        snapshot
+            .scan_data(group, shard, start.as_bytes(), end.map(str::as_bytes), &mut |key, _| {
+                seen.push(String::from_utf8(key.to_vec()).unwrap());
+                Ok(seen.len() < stop_after)
+            })
+            .unwrap();
+        seen
+    };
+    let all = scan("", None, usize::MAX);
+    assert_eq!(all.len(), 20);
+    assert_eq!(all[0], "key-00000");
+    assert!(all.windows(2).all(|pair| pair[0] < pair[1]));
+    assert_eq!(scan("key-00005", Some("key-00008"), usize::MAX), all[5..8]);
+    assert_eq!(scan("key-00005", None, 2), all[5..7]);
+    assert!(scan("key-00008", Some("key-00005"), usize::MAX).is_empty());
+    assert!(scan("key-00005", Some("key-00005"), usize::MAX).is_empty());
 }
 
 /// A group scan yields every session then every data record of every shard of the group (and

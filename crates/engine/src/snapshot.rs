@@ -175,6 +175,35 @@ impl<S: KvRead> EngineSnapshot<S> {
             .map_err(|error| self.corruption(format!("group {group} raft state: {error}")))
     }
 
+    /// Calls `visit(key, value)` for the user keys of a shard from `start` (included) to `end`
+    /// (excluded; `None`: to the shard's last key), in key order, until `visit` returns
+    /// `Ok(false)`: what a client's scan of the shard reads.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; the first error `visit` returns.
+    pub fn scan_data(
+        &self,
+        group: GroupId,
+        shard: ShardId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> Result<bool>,
+    ) -> Result<()> {
+        let range = KeyRange {
+            start: keys::data_key(group, shard, start),
+            end: end.map_or_else(
+                || keys::shard_range(group, shard).end,
+                |end| keys::data_key(group, shard, end),
+            ),
+        };
+        if range.start >= range.end {
+            return Ok(());
+        }
+        self.kv.scan(ColumnFamily::Data, &range, Direction::Forward, &mut |key, value| {
+            visit(&key[keys::SHARD_PREFIX_BYTES..], value)
+        })
+    }
+
     /// Reads the next chunk of a shard from `cursor`: sessions first, then data, at most
     /// `max_bytes` of records but at least one when any is left.
     ///

@@ -263,8 +263,8 @@ fn body_to_pb(body: &MessageBody) -> Body {
         &MessageBody::Heartbeat { commit, round } => {
             Body::Heartbeat(pb::Heartbeat { commit: commit.0, round })
         }
-        &MessageBody::HeartbeatResponse { round } => {
-            Body::HeartbeatResponse(pb::HeartbeatResponse { round })
+        &MessageBody::HeartbeatResponse { round, applied } => {
+            Body::HeartbeatResponse(pb::HeartbeatResponse { round, applied: applied.0 })
         }
         MessageBody::InstallSnapshot { snapshot } => {
             Body::InstallSnapshot(pb::InstallSnapshot { snapshot: Some(snapshot_to_pb(snapshot)) })
@@ -312,9 +312,10 @@ fn body_from_pb(body: Body) -> Result<MessageBody> {
         Body::Heartbeat(heartbeat) => {
             MessageBody::Heartbeat { commit: LogIndex(heartbeat.commit), round: heartbeat.round }
         }
-        Body::HeartbeatResponse(response) => {
-            MessageBody::HeartbeatResponse { round: response.round }
-        }
+        Body::HeartbeatResponse(response) => MessageBody::HeartbeatResponse {
+            round: response.round,
+            applied: LogIndex(response.applied),
+        },
         Body::InstallSnapshot(install) => {
             let snapshot = install
                 .snapshot

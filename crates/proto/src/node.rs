@@ -12,10 +12,14 @@ use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm};
 use mosaic_shardkv::version::REVISION_CLIENT;
 use mosaic_shardkv::{
-    BatchCondition, BatchWrite, KvBatch, KvGet, KvWrite, Version, WriteKind, batch_size_refusal,
+    BatchCondition, BatchWrite, KvBatch, KvGet, KvWrite, ShardScan, Version, WriteKind,
+    batch_size_refusal, scan_refusal,
 };
 
 use crate::pb;
+
+/// The most keys a scan's page may hold ([`mosaic_shardkv::SCAN_KEYS_MAX`]), for clients.
+pub use mosaic_shardkv::SCAN_KEYS_MAX;
 
 /// The largest key and value a node accepts (its `key-bytes-max` and `value-bytes-max`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,16 +111,56 @@ pub fn get_from_pb(
     limits: SizeLimits,
 ) -> Result<(GroupId, KvGet, Consistency), Error> {
     check_key(&request.key, limits)?;
-    let consistency = match pb::Consistency::try_from(request.consistency) {
-        Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
-        Ok(pb::Consistency::Lease) => Consistency::Lease,
-        Ok(pb::Consistency::Stale) => Consistency::Stale,
-        Err(_) => {
-            return Err(invalid(format!("unknown consistency level {}", request.consistency)));
-        }
-    };
+    let consistency = consistency_from_pb(request.consistency)?;
     let get = KvGet { shard: ShardId(request.shard_id), key: request.key };
     Ok((GroupId(request.group_id), get, consistency))
+}
+
+fn consistency_from_pb(consistency: i32) -> Result<Consistency, Error> {
+    match pb::Consistency::try_from(consistency) {
+        Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(pb::Consistency::Lease) => Ok(Consistency::Lease),
+        Ok(pb::Consistency::Stale) => Ok(Consistency::Stale),
+        Err(_) => Err(invalid(format!("unknown consistency level {consistency}"))),
+    }
+}
+
+/// A scan of one shard, and how fresh its page must be. The byte limit is lowered to the
+/// node's `key-bytes-max` plus `value-bytes-max`, so a page always fits in a message.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a start or end key over `key-bytes-max` + 1, a consistency
+/// level this build does not know, or a scan [`scan_refusal`] refuses.
+pub fn scan_from_pb(
+    request: pb::ScanRequest,
+    limits: SizeLimits,
+) -> Result<(GroupId, ShardScan, Consistency), Error> {
+    // The key just after a key of the longest length is one byte longer (where the next
+    // page of a scan starts).
+    for key in std::iter::once(&request.start).chain(&request.end) {
+        if key.len() > limits.key_bytes_max + 1 {
+            return Err(invalid(format!(
+                "a scan's start or end is {} bytes; at most {} are accepted (key-bytes-max + 1)",
+                key.len(),
+                limits.key_bytes_max + 1
+            )));
+        }
+    }
+    let consistency = consistency_from_pb(request.consistency)?;
+    let bytes_max = (limits.key_bytes_max + limits.value_bytes_max) as u64;
+    let scan = ShardScan {
+        shard: ShardId(request.shard_id),
+        shard_count: request.shard_count,
+        start: request.start,
+        end: request.end,
+        limit: request.limit,
+        limit_bytes: request.limit_bytes.min(bytes_max),
+        keys_only: request.keys_only,
+    };
+    if let Some(reason) = scan_refusal(&scan) {
+        return Err(invalid(reason));
+    }
+    Ok((GroupId(request.group_id), scan, consistency))
 }
 
 /// The group to create on this node, and its initial voters.
@@ -303,6 +347,52 @@ mod tests {
             reason(get_from_pb(get(42), LIMITS).unwrap_err()),
             "unknown consistency level 42"
         );
+    }
+
+    #[test]
+    fn a_scan_is_bounded_by_the_nodes_sizes_and_malformed_ones_are_refused() {
+        let scan = |start: &'static [u8], end: Option<&'static [u8]>, limit, limit_bytes| {
+            pb::ScanRequest {
+                group_id: 3,
+                shard_id: 2,
+                start: Bytes::from_static(start),
+                end: end.map(Bytes::from_static),
+                limit,
+                limit_bytes,
+                keys_only: true,
+                consistency: pb::Consistency::Stale as i32,
+                shard_count: 8,
+                ..pb::ScanRequest::default()
+            }
+        };
+        let (group, shard_scan, level) =
+            scan_from_pb(scan(b"", None, 10, 1 << 30), LIMITS).unwrap();
+        assert_eq!((group, level), (GroupId(3), Consistency::Stale));
+        let expected = ShardScan {
+            shard: ShardId(2),
+            shard_count: 8,
+            start: Bytes::new(),
+            end: None,
+            limit: 10,
+            limit_bytes: 12,
+            keys_only: true,
+        };
+        assert_eq!(shard_scan, expected, "the byte limit lowered to one key and value's");
+        let refused = |request| reason(scan_from_pb(request, LIMITS).unwrap_err());
+        // A start one byte past the longest key is where a page after such a key starts.
+        assert!(scan_from_pb(scan(b"abcd\0", None, 1, 1), LIMITS).is_ok());
+        assert_eq!(
+            refused(scan(b"abcdef", None, 1, 1)),
+            "a scan's start or end is 6 bytes; at most 5 are accepted (key-bytes-max + 1)"
+        );
+        assert!(refused(scan(b"a", Some(b"abcdef"), 1, 1)).contains("key-bytes-max + 1"));
+        let no_count = pb::ScanRequest { shard_count: 0, ..scan(b"a", None, 1, 1) };
+        assert_eq!(refused(no_count), "a scan names the shard count it routes by");
+        assert!(refused(scan(b"b", Some(b"a"), 1, 1)).contains("must end after it starts"));
+        assert!(refused(scan(b"a", None, 0, 1)).contains("1 to 10000 keys"));
+        assert!(refused(scan(b"a", None, 1, 0)).contains("byte limit"));
+        let unknown = pb::ScanRequest { consistency: 42, ..scan(b"a", None, 1, 1) };
+        assert_eq!(refused(unknown), "unknown consistency level 42");
     }
 
     #[test]

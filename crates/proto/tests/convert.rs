@@ -160,7 +160,7 @@ fn representative_messages() -> Vec<Message> {
         message(MessageBody::AppendResponse { index: LogIndex(9), reject: hint(0, 0) }),
         message(MessageBody::AppendResponse { index: LogIndex(9), reject: hint(7, 3) }),
         message(MessageBody::Heartbeat { commit: LogIndex(12), round: 3 }),
-        message(MessageBody::HeartbeatResponse { round: 3 }),
+        message(MessageBody::HeartbeatResponse { round: 3, applied: LogIndex(2) }),
         install_snapshot(),
         message(MessageBody::InstallSnapshot {
             snapshot: snapshot(1, 1, conf_state(&[9], &[]), b""),
@@ -178,7 +178,7 @@ fn representative_messages() -> Vec<Message> {
             from: NodeId(u64::MAX),
             to: NodeId(1),
             term: Term(u64::MAX),
-            body: MessageBody::HeartbeatResponse { round: u64::MAX },
+            body: MessageBody::HeartbeatResponse { round: u64::MAX, applied: LogIndex(u64::MAX) },
         },
     ]
 }
@@ -304,7 +304,10 @@ fn timeout_now_round_trips() {
 #[test]
 fn heartbeat_and_its_response_round_trip() {
     assert_round_trips(&message(MessageBody::Heartbeat { commit: LogIndex(0), round: 0 }));
-    assert_round_trips(&message(MessageBody::HeartbeatResponse { round: 17 }));
+    assert_round_trips(&message(MessageBody::HeartbeatResponse {
+        round: 17,
+        applied: LogIndex(9),
+    }));
 }
 
 #[test]
@@ -617,7 +620,10 @@ fn body_strategy() -> impl Strategy<Value = MessageBody> {
         }),
         (number(), number())
             .prop_map(|(commit, round)| MessageBody::Heartbeat { commit: LogIndex(commit), round }),
-        number().prop_map(|round| MessageBody::HeartbeatResponse { round }),
+        (number(), number()).prop_map(|(round, applied)| MessageBody::HeartbeatResponse {
+            round,
+            applied: LogIndex(applied),
+        }),
         snapshot.prop_map(|snapshot| MessageBody::InstallSnapshot { snapshot }),
         Just(MessageBody::TimeoutNow),
         payload().prop_map(|context| MessageBody::ReadIndex { context }),

@@ -73,6 +73,9 @@ pub enum MessageBody {
     HeartbeatResponse {
         /// The round being acknowledged.
         round: u64,
+        /// The follower's applied index: what it applied is written (a membership change
+        /// durably, docs/raftstore.md), so its voters are those of its membership as of there.
+        applied: LogIndex,
     },
     /// InstallSnapshot (Raft §7): the follower's log is replaced by the snapshot.
     InstallSnapshot {

@@ -624,7 +624,8 @@ impl<S: Storage> Raft<S> {
 
     fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, round: u64) {
         self.log.commit_to(commit.min(self.log.last_index()));
-        self.send(from, self.term, MessageBody::HeartbeatResponse { round });
+        let applied = self.log.applied;
+        self.send(from, self.term, MessageBody::HeartbeatResponse { round, applied });
     }
 
     fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
@@ -667,10 +668,11 @@ impl<S: Storage> Raft<S> {
                     None => self.handle_append_success(from, index),
                 }
             }
-            MessageBody::HeartbeatResponse { round } => {
+            MessageBody::HeartbeatResponse { round, applied } => {
                 let last_index = self.log.last_index();
                 let Some(progress) = self.tracker.get_mut(from) else { return };
                 progress.recent_active = true;
+                progress.applied = progress.applied.max(applied);
                 progress.probe_sent = false;
                 progress.acked_round = progress.acked_round.max(round);
                 // The leader retries AppendEntries until the follower has every entry (Raft
@@ -887,6 +889,22 @@ impl<S: Storage> Raft<S> {
     /// just elected, entries of earlier terms that may hold one).
     pub(crate) fn membership_change_pending(&self) -> bool {
         self.role == Role::Leader && self.pending_conf_index > self.log.applied
+    }
+
+    /// True when this replica leads and every voter of its membership has applied the change
+    /// that made it (as the voters' heartbeat answers report): none of them counts a member
+    /// this membership left out any more, even after a crash. Only then may a removed member
+    /// be gone for good: a voter that has not applied its removal still needs its vote.
+    pub(crate) fn voters_applied_membership(&self) -> bool {
+        self.role == Role::Leader
+            && self.tracker.conf.voters.iter().all(|voter| {
+                let applied = if *voter == self.id {
+                    self.log.applied
+                } else {
+                    self.tracker.get(*voter).map_or(LogIndex(0), |progress| progress.applied)
+                };
+                applied >= self.conf_index
+            })
     }
 
     pub(crate) fn propose_conf_change(

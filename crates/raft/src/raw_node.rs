@@ -77,6 +77,10 @@ pub struct PeerStatus {
     pub state: ProgressState,
     /// Learners do not vote.
     pub is_learner: bool,
+    /// Heard from since the leader's last CheckQuorum round (every election timeout): a
+    /// member that is down shows false within two election timeouts; one that is up may show
+    /// false just after a round, until its next answer.
+    pub recent_active: bool,
 }
 
 /// A summary of a replica, for tests, logs and admin tools.
@@ -101,6 +105,10 @@ pub struct Status {
     /// True when this replica leads and has a membership change in its log that it has not
     /// applied yet (the membership above is about to change; no other change is accepted).
     pub membership_change_pending: bool,
+    /// True when this replica leads and every voter has applied the change that made its
+    /// membership, as their heartbeat answers report: a removed member may then be gone for
+    /// good (no voter counts it any more, even after a crash).
+    pub voters_applied_membership: bool,
 }
 
 /// What the last `ready()` handed out, settled by `advance`.
@@ -386,6 +394,7 @@ impl<S: Storage> RawNode<S> {
                         next_index: p.next_index,
                         state: p.state,
                         is_learner: p.is_learner,
+                        recent_active: p.recent_active,
                     };
                     (*id, status)
                 })
@@ -403,6 +412,7 @@ impl<S: Storage> RawNode<S> {
             conf_state: raft.tracker.conf.clone(),
             progress,
             membership_change_pending: raft.membership_change_pending(),
+            voters_applied_membership: raft.voters_applied_membership(),
         }
     }
 
@@ -416,6 +426,13 @@ impl<S: Storage> RawNode<S> {
     #[must_use]
     pub fn last_entry(&self) -> (LogIndex, Term) {
         (self.raft.log.last_index(), self.raft.log.last_term())
+    }
+
+    /// True when this replica leads and every voter has applied the change that made its
+    /// membership ([`Status::voters_applied_membership`]).
+    #[must_use]
+    pub fn voters_applied_membership(&self) -> bool {
+        self.raft.voters_applied_membership()
     }
 
     /// The membership this replica has applied.

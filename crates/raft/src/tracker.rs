@@ -87,6 +87,8 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest heartbeat round the member acknowledged.
     pub acked_round: u64,
+    /// The highest applied index the member reported (in its heartbeat answers).
+    pub applied: LogIndex,
     /// Learners receive the log but do not vote.
     pub is_learner: bool,
 }
@@ -101,6 +103,7 @@ impl Progress {
             inflights,
             recent_active: false,
             acked_round: 0,
+            applied: LogIndex(0),
             is_learner,
         }
     }

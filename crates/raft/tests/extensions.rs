@@ -621,6 +621,33 @@ fn removing_a_follower_shrinks_the_majority() {
     assert_eq!(voters(&cluster, leader).len(), 2);
 }
 
+/// A removed member may be gone for good only once no voter counts it any more: the leader
+/// says so once every voter's heartbeat answer reports it applied the removal.
+#[test]
+fn the_leader_tells_when_every_voter_has_applied_its_membership() {
+    let applied_everywhere =
+        |cluster: &Cluster, id| cluster.replica(id).node.status().voters_applied_membership;
+    let mut cluster = Cluster::new(4, 142);
+    cluster.one(b"w", 4, true);
+    let leader = cluster.check_one_leader();
+    cluster.run_ticks(10);
+    assert!(applied_everywhere(&cluster, leader));
+    let mut followers = cluster.ids.clone().into_iter().filter(|id| *id != leader);
+    let (removed, lagging) = (followers.next().unwrap(), followers.next().unwrap());
+    // One voter left cut off: the removal commits and applies without it, and the leader
+    // says so only once it is back and has applied it too.
+    cluster.disconnect(lagging);
+    change(&mut cluster, ConfChange::RemoveNode(removed));
+    cluster.run_ticks(20);
+    assert!(!voters(&cluster, leader).contains(&removed.0));
+    assert!(!applied_everywhere(&cluster, leader), "node {lagging} has not applied it");
+    assert!(!applied_everywhere(&cluster, lagging), "only a leader says so");
+    cluster.connect(lagging);
+    cluster.run_ticks(20);
+    assert!(!voters(&cluster, lagging).contains(&removed.0));
+    assert!(applied_everywhere(&cluster, leader));
+}
+
 #[test]
 fn removing_the_leader_hands_over_and_the_group_continues() {
     let mut cluster = Cluster::new(3, 142);

@@ -14,7 +14,14 @@
 //!    in the leader's term having voted for the leader, see [`LeaderTerm`]), is added as a
 //!    learner, catches up to the commit index the leader had when the wait began, and is
 //!    promoted;
-//! 3. the members to remove are removed;
+//! 3. the members to remove are removed: first one the leader has not heard from lately (in
+//!    its current CheckQuorum round), then the one whose log is furthest behind; and a voter
+//!    only while the voters left count a majority of current ones (heard from lately, with a
+//!    log that reaches the commit index the leader had when the removal was first planned):
+//!    removing a live voter while others are down would leave the group without a majority of
+//!    live voters for ever (the simulator found a group of five, one voter wiped and one dead
+//!    for good, left with two live voters of four when a live one was removed first); the job
+//!    waits instead;
 //! 4. the job is over then.
 //!
 //! The view must be the current leader's, confirmed by a quorum round just before it was read
@@ -51,9 +58,14 @@ pub struct LeaderView {
     pub learners: BTreeSet<NodeId>,
     /// How far each member's log is known to match the leader's.
     pub matched: BTreeMap<NodeId, LogIndex>,
+    /// The members the leader heard from since its last CheckQuorum round.
+    pub active: BTreeSet<NodeId>,
     /// True when the leader has a membership change it has not applied: the voters and
     /// learners above are about to change.
     pub changing: bool,
+    /// True when every voter has applied the change that made the membership above: none
+    /// counts a member it left out any more, even after a crash.
+    pub voters_applied: bool,
 }
 
 impl LeaderView {
@@ -73,7 +85,14 @@ impl LeaderView {
                 .iter()
                 .map(|(node, progress)| (*node, progress.match_index))
                 .collect(),
+            active: status
+                .progress
+                .iter()
+                .filter(|(_, progress)| progress.recent_active)
+                .map(|(node, _)| *node)
+                .collect(),
             changing: status.membership_change_pending,
+            voters_applied: status.voters_applied_membership,
         })
     }
 
@@ -84,6 +103,40 @@ impl LeaderView {
 
     fn is_member(&self, node: NodeId) -> bool {
         self.voters.contains(&node) || self.learners.contains(&node)
+    }
+
+    /// How far `node`'s log is known to match the leader's (the leader's is all of it).
+    fn matched(&self, node: NodeId) -> LogIndex {
+        if node == self.leader {
+            return self.last_index;
+        }
+        self.matched.get(&node).copied().unwrap_or(LogIndex(0))
+    }
+
+    /// Whether the leader heard from `node` in its current CheckQuorum round (itself: yes).
+    fn is_active(&self, node: NodeId) -> bool {
+        node == self.leader || self.active.contains(&node)
+    }
+
+    /// Of `members`, the one to remove first: one the leader has not heard from lately before
+    /// one it has, then the one furthest behind, then the lowest id.
+    fn furthest_behind(&self, members: impl Iterator<Item = NodeId>) -> Option<NodeId> {
+        members.min_by_key(|node| (self.is_active(*node), self.matched(*node), *node))
+    }
+
+    /// Whether the voters left once `node` is out still count a majority of current voters:
+    /// heard from lately, with a log that reaches `since` (a learner's removal changes no
+    /// quorum).
+    fn keeps_a_current_majority_without(&self, node: NodeId, since: LogIndex) -> bool {
+        if !self.voters.contains(&node) {
+            return true;
+        }
+        let left = self.voters.iter().filter(|voter| **voter != node);
+        let current = left
+            .clone()
+            .filter(|voter| self.is_active(**voter) && self.matched(**voter) >= since)
+            .count();
+        current > left.count() / 2
     }
 }
 
@@ -107,7 +160,8 @@ pub enum MembershipStep {
         /// The applied index of the view it was planned from.
         unchanged_since: LogIndex,
     },
-    /// A learner is catching up: read the status again after a pause.
+    /// A learner is catching up, or a voter to remove is needed for a majority of current
+    /// voters: read the status again after a pause.
     Wait,
     /// The voters are the target and no learner is left.
     Done,
@@ -132,12 +186,15 @@ pub struct MembershipJob {
     lost: BTreeSet<NodeId>,
     joined: BTreeSet<NodeId>,
     catching_up: Option<(NodeId, LogIndex)>,
+    /// The member being removed and the commit index the leader had when its removal was
+    /// first planned.
+    removing_since: Option<(NodeId, LogIndex)>,
 }
 
 impl MembershipJob {
     fn with(voters: BTreeSet<NodeId>, removing: Removing) -> Self {
         let (lost, joined) = (BTreeSet::new(), BTreeSet::new());
-        Self { voters, removing, lost, joined, catching_up: None }
+        Self { voters, removing, lost, joined, catching_up: None, removing_since: None }
     }
 
     /// A job that ends with `target` as the voters and no learner.
@@ -159,8 +216,10 @@ impl MembershipJob {
     }
 
     /// A job that changes nothing: it waits while `node` is a member of the group, and is
-    /// done once the leader shows it out (a replica no longer placed on its node is destroyed
-    /// only then: while it is a member, its acknowledgements may be part of a quorum).
+    /// done once the leader shows it out and every voter has applied that membership (a
+    /// replica no longer placed on its node is destroyed only then: while it is a member, its
+    /// acknowledgements may be part of a quorum, and while a voter has not applied its
+    /// removal, that voter may need its vote).
     #[must_use]
     pub fn awaiting_removal(node: NodeId) -> Self {
         Self::with(BTreeSet::new(), Removing::AwaitedOut(node))
@@ -202,7 +261,14 @@ impl MembershipJob {
             return MembershipStep::Wait;
         }
         if let Removing::AwaitedOut(node) = self.removing {
-            return if view.is_member(node) { MembershipStep::Wait } else { MembershipStep::Done };
+            // Out, and no voter counts it any more: a voter that has not applied its removal
+            // may still need its vote (found in review: with the leader then dead for good,
+            // two voters of three that had not applied it counted the destroyed replica).
+            return if view.is_member(node) || !view.voters_applied {
+                MembershipStep::Wait
+            } else {
+                MembershipStep::Done
+            };
         }
         // A lost member that is out of the membership is like any other node from now on.
         self.lost.retain(|node| view.is_member(*node));
@@ -211,13 +277,18 @@ impl MembershipJob {
         }
         let missing = self.voters.iter().find(|node| !view.voters.contains(node)).copied();
         let extra = match &self.removing {
-            Removing::These(nodes) => nodes.iter().find(|node| view.is_member(**node)),
-            Removing::AllOthers => {
-                view.voters.iter().chain(&view.learners).find(|node| !self.voters.contains(node))
+            Removing::These(nodes) => {
+                view.furthest_behind(nodes.iter().copied().filter(|node| view.is_member(*node)))
             }
+            Removing::AllOthers => view.furthest_behind(
+                view.voters
+                    .iter()
+                    .chain(&view.learners)
+                    .copied()
+                    .filter(|node| !self.voters.contains(node)),
+            ),
             Removing::AwaitedOut(_) => unreachable!("answered above"),
-        }
-        .copied();
+        };
         match (missing, extra) {
             (Some(node), _) if view.learners.contains(&node) => {
                 let wait_for = match self.catching_up {
@@ -236,7 +307,20 @@ impl MembershipJob {
                 leader: LeaderTerm { leader: view.leader, term: view.term },
             },
             (Some(node), _) => view.change(ConfChange::AddLearner(node)),
-            (None, Some(node)) => view.change(ConfChange::RemoveNode(node)),
+            (None, Some(node)) => {
+                // The index the voters left must reach is fixed when the removal is first
+                // planned: a live voter keeps up with it, while the commit index of a busy
+                // group moves on between two reads of the view.
+                let since = match self.removing_since {
+                    Some((removed, index)) if removed == node => index,
+                    _ => self.removing_since.insert((node, view.commit)).1,
+                };
+                if view.keeps_a_current_majority_without(node, since) {
+                    view.change(ConfChange::RemoveNode(node))
+                } else {
+                    MembershipStep::Wait
+                }
+            }
             (None, None) => MembershipStep::Done,
         }
     }
@@ -258,7 +342,12 @@ mod tests {
         MembershipStep::Change { change, unchanged_since: PLANNED_AT }
     }
 
+    /// A view in which every member not in `matched` has the commit index, and every member
+    /// was heard from lately.
     fn view(voters: &[u64], learners: &[u64], commit: u64, matched: &[(u64, u64)]) -> LeaderView {
+        let listed: BTreeMap<NodeId, LogIndex> =
+            matched.iter().map(|(node, index)| (NodeId(*node), LogIndex(*index))).collect();
+        let members = voters.iter().chain(learners).map(|node| NodeId(*node));
         LeaderView {
             leader: NodeId(1),
             term: Term(7),
@@ -267,11 +356,14 @@ mod tests {
             last_index: LogIndex(commit),
             voters: nodes(voters),
             learners: nodes(learners),
-            matched: matched
-                .iter()
-                .map(|(node, index)| (NodeId(*node), LogIndex(*index)))
+            matched: members
+                .clone()
+                .map(|node| (node, listed.get(&node).copied().unwrap_or(LogIndex(commit))))
+                .chain(listed.clone())
                 .collect(),
+            active: members.collect(),
             changing: false,
+            voters_applied: true,
         }
     }
 
@@ -378,6 +470,78 @@ mod tests {
         );
     }
 
+    /// Found by the repair sweep (seed 114 of `...through_snapshots...`): voters 1 to 5, the
+    /// target 3, 4 and 5; node 2 lost its data (it answers nothing) and node 5 died. Removing
+    /// node 1 first left 3 and 4, two live voters of four: no leader ever again.
+    #[test]
+    fn the_member_furthest_behind_is_removed_first_and_never_a_voter_a_majority_needs() {
+        let mut job = MembershipJob::exactly(nodes(&[3, 4, 5]));
+        let (dead, wiped) = ((5, 40), (2, 25));
+        let view_of = |voters: &[u64], matched: &[(u64, u64)]| view(voters, &[], 50, matched);
+        let first = view_of(&[1, 2, 3, 4, 5], &[dead, wiped]);
+        assert_eq!(job.next(&first), planned(ConfChange::RemoveNode(NodeId(2))));
+        let second = view_of(&[1, 3, 4, 5], &[dead]);
+        assert_eq!(job.next(&second), planned(ConfChange::RemoveNode(NodeId(1))));
+        assert_eq!(job.next(&view_of(&[3, 4, 5], &[dead])), MembershipStep::Done);
+
+        // Node 1 is the only one to remove, and 2 and 5 are down: 3 and 4 alone would not be
+        // a majority of four. The job waits until a voter comes back (or the target changes).
+        let mut job = MembershipJob::remove(NodeId(1));
+        assert_eq!(job.next(&first), MembershipStep::Wait);
+        let back = view_of(&[1, 2, 3, 4, 5], &[dead]);
+        assert_eq!(job.next(&back), planned(ConfChange::RemoveNode(NodeId(1))));
+        // A learner's removal needs no quorum, however many voters are down.
+        let mut job = MembershipJob::remove(NodeId(6));
+        let with_learner = view(&[1, 2, 3], &[6], 50, &[(2, 1), (3, 1)]);
+        assert_eq!(job.next(&with_learner), planned(ConfChange::RemoveNode(NodeId(6))));
+    }
+
+    /// Found in review: in an idle group, members that went down after the last commit still
+    /// show the commit index; the leader not hearing from them is what tells them apart.
+    #[test]
+    fn members_the_leader_does_not_hear_from_count_as_down_whatever_they_matched() {
+        let idle = |voters: &[u64], down: &[u64]| LeaderView {
+            active: voters
+                .iter()
+                .map(|node| NodeId(*node))
+                .filter(|n| !down.contains(&n.0))
+                .collect(),
+            ..view(voters, &[], 50, &[])
+        };
+        let mut job = MembershipJob::exactly(nodes(&[3, 4, 5]));
+        let first = idle(&[1, 2, 3, 4, 5], &[2, 5]);
+        assert_eq!(job.next(&first), planned(ConfChange::RemoveNode(NodeId(2))));
+        assert_eq!(
+            job.next(&idle(&[1, 3, 4, 5], &[5])),
+            planned(ConfChange::RemoveNode(NodeId(1)))
+        );
+        let mut job = MembershipJob::remove(NodeId(1));
+        assert_eq!(job.next(&first), MembershipStep::Wait);
+    }
+
+    /// Found in review: under load the commit index moves on between two reads of the view, and
+    /// a live voter is always a little behind the latest; the index it must reach is the one of
+    /// when the removal was first planned.
+    #[test]
+    fn a_removal_under_load_waits_for_the_commit_index_of_when_it_was_planned() {
+        let mut job = MembershipJob::remove(NodeId(3));
+        // Leader 1; node 2 lags the moving commit index by a few entries at every read.
+        assert_eq!(job.next(&view(&[1, 2, 3], &[], 50, &[(2, 47)])), MembershipStep::Wait);
+        let later = view(&[1, 2, 3], &[], 60, &[(2, 57)]);
+        assert_eq!(job.next(&later), planned(ConfChange::RemoveNode(NodeId(3))));
+        // Another member to remove starts its own wait.
+        let mut job = MembershipJob::exactly(nodes(&[1, 2]));
+        assert_eq!(
+            job.next(&view(&[1, 2, 3, 4], &[], 70, &[(2, 69), (3, 60), (4, 70)])),
+            planned(ConfChange::RemoveNode(NodeId(3)))
+        );
+        assert_eq!(job.next(&view(&[1, 2, 4], &[], 80, &[(2, 79)])), MembershipStep::Wait);
+        assert_eq!(
+            job.next(&view(&[1, 2, 4], &[], 90, &[(2, 85)])),
+            planned(ConfChange::RemoveNode(NodeId(4)))
+        );
+    }
+
     #[test]
     fn a_job_awaiting_a_removal_changes_nothing_and_ends_once_the_member_is_out() {
         let mut job = MembershipJob::awaiting_removal(NodeId(3));
@@ -385,6 +549,9 @@ mod tests {
         assert_eq!(job.next(&view(&[1, 2, 4], &[3], 5, &[])), MembershipStep::Wait);
         let pending = LeaderView { changing: true, ..view(&[1, 2, 4], &[], 5, &[]) };
         assert_eq!(job.next(&pending), MembershipStep::Wait);
+        // Out, but a voter has not applied the removal yet: it may still need node 3's vote.
+        let unapplied = LeaderView { voters_applied: false, ..view(&[1, 2, 4], &[], 5, &[]) };
+        assert_eq!(job.next(&unapplied), MembershipStep::Wait);
         assert_eq!(job.next(&view(&[1, 2, 4], &[], 5, &[])), MembershipStep::Done);
     }
 
@@ -400,6 +567,7 @@ mod tests {
             conf_state: mosaic_raft::ConfState { voters: nodes(&[1, 2]), learners: nodes(&[]) },
             progress: BTreeMap::new(),
             membership_change_pending: false,
+            voters_applied_membership: false,
         };
         assert_eq!(LeaderView::of_leader(&status), None);
         status.soft_state.role = Role::Leader;

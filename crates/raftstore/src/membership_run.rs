@@ -317,11 +317,16 @@ mod tests {
             last_index: LogIndex(10),
             voters: voters.iter().map(|node| NodeId(*node)).collect(),
             learners: learners.iter().map(|node| NodeId(*node)).collect(),
-            matched: matched
+            // Voters not listed have the commit index; every member answers the leader.
+            matched: voters
                 .iter()
-                .map(|(node, index)| (NodeId(*node), LogIndex(*index)))
+                .map(|node| (*node, 10))
+                .chain(matched.iter().copied())
+                .map(|(node, index)| (NodeId(node), LogIndex(index)))
                 .collect::<BTreeMap<_, _>>(),
+            active: voters.iter().chain(learners).map(|node| NodeId(*node)).collect(),
             changing: false,
+            voters_applied: true,
         }
     }
 

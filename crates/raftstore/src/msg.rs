@@ -45,6 +45,9 @@ pub struct ShownOut {
 pub struct LeaderRead<O> {
     /// The membership the leader has applied (a change it proposed may be on its way).
     pub conf_state: ConfState,
+    /// Every voter has applied that membership: a member it left out is out for good
+    /// (`mosaic_raft::Status::voters_applied_membership`).
+    pub voters_applied_membership: bool,
     /// What the read returned.
     pub output: Result<O>,
 }
@@ -52,7 +55,11 @@ pub struct LeaderRead<O> {
 impl<O> LeaderRead<O> {
     /// The same answer with the output mapped by `f`.
     pub fn map<P>(self, f: impl FnOnce(O) -> P) -> LeaderRead<P> {
-        LeaderRead { conf_state: self.conf_state, output: self.output.map(f) }
+        LeaderRead {
+            conf_state: self.conf_state,
+            voters_applied_membership: self.voters_applied_membership,
+            output: self.output.map(f),
+        }
     }
 }
 

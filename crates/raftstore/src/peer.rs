@@ -340,8 +340,9 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
-    /// Applies committed entries into `batch` and records the applied index there. Returns the
-    /// answers to send once the batch is written.
+    /// Applies committed entries into `batch` and records the applied index there; adds the
+    /// answers to send once the batch is written to `answers`. Returns true when one of the
+    /// entries changed the membership (the store then syncs the batch).
     ///
     /// # Errors
     /// Engine errors from the state machine.
@@ -351,11 +352,12 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         batch: &mut WriteBatch,
         entries: Vec<Entry>,
         answers: &mut Answers<SM::ApplyOutput>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Some(last) = entries.last() else {
-            return Ok(());
+            return Ok(false);
         };
         let last_index = last.index;
+        let mut membership_changed = false;
         for entry in entries {
             assert_eq!(
                 entry.index,
@@ -370,7 +372,10 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
                 EntryKind::Normal => {
                     (Some(self.state_machine.apply(engine, batch, entry.index, &entry.data)?), None)
                 }
-                EntryKind::ConfChange => (None, self.apply_conf_change(batch, &entry)),
+                EntryKind::ConfChange => {
+                    membership_changed = true;
+                    (None, self.apply_conf_change(batch, &entry))
+                }
             };
             let (index, term) = (entry.index, entry.term);
             settle(self.group, &mut self.proposals, index, term, output, &mut answers.outputs);
@@ -385,7 +390,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             self.applied = entry.index;
         }
         batch.set_applied_index(self.group, last_index);
-        Ok(())
+        Ok(membership_changed)
     }
 
     /// Applies a membership entry; returns the new membership, or `None` for an entry that

@@ -8,8 +8,9 @@
 //! 3. persist every group's entries and hard state in ONE write batch, synced if any group
 //!    needs it: one fsync, however many groups;
 //! 4. send the `persisted_messages` (votes, acknowledgements), batched per node;
-//! 5. apply every group's committed entries into ONE unsynced batch (data, sessions and applied
-//!    index together), write it, then answer the waiting proposals and reads;
+//! 5. apply every group's committed entries into ONE batch (data, sessions and applied index
+//!    together), unsynced unless it changes a membership, write it, then answer the waiting
+//!    proposals and reads;
 //! 6. `advance` each group.
 //!
 //! The store has no clock, no threads and no sockets: ticks arrive as messages, and the
@@ -230,6 +231,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                     .map(|(group, peer)| {
                         let read = LeaderRead {
                             conf_state: peer.raft.conf_state().clone(),
+                            voters_applied_membership: peer.raft.voters_applied_membership(),
                             output: peer.state_machine.read(&self.engine, &query),
                         };
                         (*group, read)
@@ -602,20 +604,26 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         }
         self.flush(&mut outbox);
 
-        // 5. Apply every group's committed entries in one batch, then answer.
+        // 5. Apply every group's committed entries in one batch, then answer. The batch is
+        // synced when it changes a membership: what a replica shows of its membership (a
+        // leader's status, on which a removed node destroys its replica) must survive a crash,
+        // or the voters left may count the removed replica again after a restart and wait for
+        // ever for its vote (the simulator found a group of four left leaderless that way).
         let mut apply_batch = WriteBatch::new();
         let mut answers = Answers::new();
+        let mut membership_changed = false;
         for (group, ready) in &mut readies {
             let peer = self.peers.get_mut(group).expect("a ready comes from a hosted group");
             let _group = peer.enter_span();
             let entries = std::mem::take(&mut ready.committed_entries);
             self.metrics.applied_entries.inc_by(entries.len() as u64);
-            peer.apply(&self.engine, &mut apply_batch, entries, &mut answers)?;
+            membership_changed |=
+                peer.apply(&self.engine, &mut apply_batch, entries, &mut answers)?;
             if self.maybe_compact_log(*group, &mut apply_batch)? {
                 self.metrics.log_compactions.inc();
             }
         }
-        self.write(&apply_batch, false)?;
+        self.write(&apply_batch, membership_changed)?;
         for (group, _) in &readies {
             self.peers.get_mut(group).expect("hosted").state_machine.batch_written();
         }

@@ -127,11 +127,13 @@ impl<SM: AdminMachine> NodeAdmin for AdminService<SM> {
                 .map(|(node, progress)| pb::ReplicaProgress {
                     node_id: node.0,
                     match_index: progress.match_index.0,
+                    recent_active: progress.recent_active,
                 })
                 .collect(),
             shards,
             leadership_confirmed: confirm,
             membership_change_pending: status.membership_change_pending,
+            voters_applied_membership: status.voters_applied_membership,
         }))
     }
 

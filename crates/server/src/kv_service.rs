@@ -8,7 +8,7 @@ use std::time::Duration;
 use mosaic_proto::node::{self, SizeLimits};
 use mosaic_proto::pb::{self, kv_server::Kv};
 use mosaic_raftstore::{Error, StoreMsg};
-use mosaic_shardkv::request::{propose_write, read_value};
+use mosaic_shardkv::request::{propose_write, read_shard, read_value};
 use mosaic_shardkv::{KvStateMachine, WriteEffect, WriteKind};
 use tonic::{Request, Response, Status};
 
@@ -135,6 +135,42 @@ impl KvService {
             failed_condition,
         }))
     }
+
+    /// Checks a scan, reads a view of its shard at its consistency level, and reads the page
+    /// from the view on a blocking thread (the store thread only takes the view).
+    async fn scan_unrecorded(
+        &self,
+        request: Request<pb::ScanRequest>,
+        record: &mut crate::metrics::RequestRecord<'_>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let (group, scan, consistency) =
+            node::scan_from_pb(request.into_inner(), self.limits.sizes)
+                .map_err(|error| self.refuse(&error))?;
+        record.read_level(consistency);
+        let (shard, shard_count) = (scan.shard, scan.shard_count);
+        let read = self
+            .ask(|callback| read_shard(group, shard, shard_count, consistency, callback))
+            .await?;
+        let applied_index = read.applied_index.0;
+        // Within the request's timeout too (a read over many deleted keys may take long); the
+        // thread finishes the page and drops it.
+        let reading = tokio::task::spawn_blocking(move || scan.read(group, &read.output));
+        let page = tokio::time::timeout(self.limits.request_timeout, reading)
+            .await
+            .map_err(|_elapsed| self.refuse(&Error::Timeout))?
+            .map_err(|error| Status::internal(format!("the scan stopped: {error}")))?
+            .map_err(|error| self.refuse(&error))?;
+        let entries = page
+            .entries
+            .into_iter()
+            .map(|entry| pb::ScanEntry {
+                key: entry.key,
+                value: entry.value,
+                version: entry.version.0,
+            })
+            .collect();
+        Ok(Response::new(pb::ScanResponse { entries, more: page.more, applied_index }))
+    }
 }
 
 /// The refusal of a write or batch whose seq is older than its session's last: only a late copy
@@ -212,6 +248,16 @@ impl Kv for KvService {
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let record = self.metrics.start("batch");
         let result = self.batch_unrecorded(request).await;
+        record.finish(&result);
+        result
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let mut record = self.metrics.start("scan");
+        let result = self.scan_unrecorded(request, &mut record).await;
         record.finish(&result);
         result
     }

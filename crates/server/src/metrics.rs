@@ -98,7 +98,7 @@ struct BuildLabels {
 /// What a request did, as labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    /// `get`, `put`, `append` or `delete`.
+    /// `get`, `put`, `append`, `delete`, `batch` or `scan`.
     kind: &'static str,
     /// A read's level: `linearizable`, `lease` or `stale`; empty for a write (or a read too
     /// malformed to have one).

@@ -18,6 +18,7 @@ pub mod migration;
 pub mod ownership;
 pub mod plan;
 pub mod request;
+mod scan;
 mod session;
 mod state_machine;
 pub mod version;
@@ -28,6 +29,9 @@ pub use encoding::{COMMAND_VERSION, DecodeError};
 pub use migration::{MigrationCommand, MigrationOutcome};
 pub use ownership::{METADATA_SHARD, Ownership, PlacedSince, ShardState};
 pub use plan::{MigrationTask, TaskKey, plan};
+pub use scan::{
+    SCAN_ENTRY_OVERHEAD_BYTES, SCAN_KEYS_MAX, ScanEntry, ScanPage, ShardScan, scan_refusal,
+};
 pub use session::{SESSIONS_PER_SHARD_MAX, Session, SessionTable, WriteEffect};
 pub use state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};
 pub use version::{Version, Versioned};

@@ -192,6 +192,19 @@ impl Ownership {
         }
     }
 
+    /// Checks that a request naming no key (a scan) routes by the cluster's shard count
+    /// (known once the group applied a configuration): a client with another count would
+    /// read only some shards, or the wrong ones.
+    ///
+    /// # Errors
+    /// [`Error::WrongShard`] naming `shard` twice (there is no key) and the cluster's count.
+    pub fn check_shard_count(&self, shard: ShardId, shard_count: u32) -> Result<(), Error> {
+        if self.shard_count == 0 || shard_count == self.shard_count {
+            return Ok(());
+        }
+        Err(Error::WrongShard { named: shard, key_shard: shard, shard_count: self.shard_count })
+    }
+
     /// Checks that the group serves `shard` now.
     ///
     /// # Errors

@@ -85,6 +85,30 @@ pub fn read_value<K: KvEngine>(
     }
 }
 
+/// Reads a point-in-time view of `group`'s store in which it serves `shard`
+/// ([`KvQuery::Shard`]; `shard_count`, the client's, checked), to scan it.
+pub fn read_shard<K: KvEngine>(
+    group: GroupId,
+    shard: ShardId,
+    shard_count: u32,
+    consistency: Consistency,
+    callback: Callback<ReadOutput<EngineSnapshot<K::Snapshot>>>,
+) -> KvStoreMsg<K> {
+    StoreMsg::Read {
+        group,
+        query: KvQuery::Shard { shard, shard_count },
+        consistency,
+        callback: Box::new(move |answer| {
+            callback(answer.map(|read| {
+                read.map(|output| match output {
+                    KvReadOutput::Shard(view) => view,
+                    other => mismatch("a shard read", &other),
+                })
+            }));
+        }),
+    }
+}
+
 /// Reads the shard ownership of `group` (`None` for a group that serves every shard).
 pub fn read_ownership<K: KvEngine>(
     group: GroupId,

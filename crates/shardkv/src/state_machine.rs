@@ -54,6 +54,15 @@ pub struct KvGet {
 pub enum KvQuery {
     /// The value of one key.
     Get(KvGet),
+    /// A point-in-time view of the store in which the group serves `shard`, to scan it
+    /// ([`crate::ShardScan::read`]) without holding up the store; a group placed by a
+    /// controller refuses a client routing by another shard count than the cluster's.
+    Shard {
+        /// The shard.
+        shard: ShardId,
+        /// The shard count the client routes by.
+        shard_count: u32,
+    },
     /// The group's shard ownership (`None` for a group that serves every shard).
     Ownership,
     /// A point-in-time view to stream `shard` from, which this group is sending to `to` in
@@ -76,6 +85,8 @@ pub enum KvReadOutput<S: KvRead> {
     Ownership(Option<Ownership>),
     /// A view of the store in which the shard is frozen (sending) and complete.
     Handoff(EngineSnapshot<S>),
+    /// A view of the store in which the group serves the shard.
+    Shard(EngineSnapshot<S>),
 }
 
 impl<S: KvRead> std::fmt::Debug for KvReadOutput<S> {
@@ -84,6 +95,7 @@ impl<S: KvRead> std::fmt::Debug for KvReadOutput<S> {
             Self::Value(value) => f.debug_tuple("Value").field(value).finish(),
             Self::Ownership(ownership) => f.debug_tuple("Ownership").field(ownership).finish(),
             Self::Handoff(snapshot) => f.debug_tuple("Handoff").field(&snapshot.path()).finish(),
+            Self::Shard(snapshot) => f.debug_tuple("Shard").field(&snapshot.path()).finish(),
         }
     }
 }
@@ -295,7 +307,8 @@ impl KvStateMachine {
             None if self.deleted_shards.contains(&shard) => None,
             None => engine.get_data(self.group, shard, key)?,
         };
-        stored.map(|stored| decode_stored(engine, self.group, shard, &stored)).transpose()
+        let value = stored.map(|stored| decode_stored(engine.path(), self.group, shard, &stored));
+        Ok(value.transpose()?)
     }
 
     fn apply_write<K: KvEngine>(
@@ -666,9 +679,16 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 self.check_request(get.shard, &get.key)?;
                 let stored = engine.get_data(self.group, get.shard, &get.key)?;
                 let value = stored
-                    .map(|stored| decode_stored(engine, self.group, get.shard, &stored))
+                    .map(|stored| decode_stored(engine.path(), self.group, get.shard, &stored))
                     .transpose()?;
                 Ok(KvReadOutput::Value(value))
+            }
+            KvQuery::Shard { shard, shard_count } => {
+                if let Some(ownership) = &self.ownership {
+                    ownership.check_shard_count(*shard, *shard_count)?;
+                }
+                self.check_serves(*shard)?;
+                Ok(KvReadOutput::Shard(engine.snapshot()))
             }
             KvQuery::Ownership => Ok(KvReadOutput::Ownership(self.ownership.clone())),
             KvQuery::Handoff { num, shard, to } => {
@@ -701,16 +721,14 @@ fn check_client(client: ClientId) -> Result<()> {
 }
 
 /// Decodes a value of the `data` column family; one that does not decode is corruption.
-fn decode_stored<K: KvEngine>(
-    engine: &Engine<K>,
+pub(crate) fn decode_stored(
+    path: &std::path::Path,
     group: GroupId,
     shard: ShardId,
     stored: &Bytes,
-) -> Result<Versioned> {
-    Versioned::decode(stored).map_err(|DecodeError(reason)| {
-        Error::Engine(mosaic_engine::Error::Corruption {
-            path: engine.path().to_path_buf(),
-            reason: format!("group {group} shard {shard}: {reason}"),
-        })
+) -> mosaic_engine::Result<Versioned> {
+    Versioned::decode(stored).map_err(|DecodeError(reason)| mosaic_engine::Error::Corruption {
+        path: path.to_path_buf(),
+        reason: format!("group {group} shard {shard}: {reason}"),
     })
 }

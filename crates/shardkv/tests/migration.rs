@@ -16,7 +16,8 @@ use mosaic_raftstore::{Error, StateMachine};
 use mosaic_shardkv::{
     Applied, BATCH_ITEMS_MAX, BatchCondition, BatchWrite, KvBatch, KvCommand, KvGet, KvQuery,
     KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD, MigrationCommand, MigrationOutcome,
-    Ownership, ShardState, Version, Versioned, WriteEffect, WriteKind, WriteOutcome,
+    Ownership, SCAN_KEYS_MAX, ScanPage, ShardScan, ShardState, Version, Versioned, WriteEffect,
+    WriteKind, WriteOutcome, scan_refusal,
 };
 use mosaic_types::shard_for_key;
 
@@ -987,4 +988,128 @@ fn an_atomic_batch_applies_every_write_at_one_revision_or_none() {
     assert_eq!(node.batch_effect(G2, next), (Some(Written(v(3))), false));
     assert_eq!(node.tagged(G2, 0, "a"), Some((Bytes::from("23"), v(3))));
     assert_eq!(node.tagged(G2, 0, "b"), Some((Bytes::from("xy"), v(2))));
+}
+
+impl Node {
+    /// Scans `group`'s replica as the node serves a scan: a view read at the state machine,
+    /// then the page read from it.
+    fn scan(&self, group: GroupId, scan: &ShardScan) -> mosaic_raftstore::Result<ScanPage> {
+        let query = KvQuery::Shard { shard: scan.shard, shard_count: scan.shard_count };
+        match StateMachine::<MemKv>::read(&self.groups[&group].0, &self.engine, &query)? {
+            KvReadOutput::Shard(view) => Ok(scan.read(group, &view)?),
+            other => panic!("a shard read answered {other:?}"),
+        }
+    }
+}
+
+fn shard_scan(shard: u32, limit: u32, limit_bytes: u64) -> ShardScan {
+    let (start, end, shard_count) = (Bytes::new(), None, SHARDS);
+    ShardScan {
+        shard: ShardId(shard),
+        shard_count,
+        start,
+        end,
+        limit,
+        limit_bytes,
+        keys_only: false,
+    }
+}
+
+/// Every page of a scan of `shard` at `group`, each starting after the last key of the one
+/// before, as a client pages.
+fn pages(node: &Node, group: GroupId, first: &ShardScan) -> Vec<ScanPage> {
+    let mut scan = first.clone();
+    let mut pages = Vec::new();
+    loop {
+        let page = node.scan(group, &scan).expect("served");
+        let more = page.more;
+        if let Some(last) = page.entries.last() {
+            scan.start = Bytes::from([last.key.as_ref(), &[0]].concat());
+        }
+        pages.push(page);
+        if !more {
+            return pages;
+        }
+    }
+}
+
+#[test]
+fn a_scan_reads_one_shards_keys_in_order_in_bounded_pages_and_follows_the_shard_when_it_moves() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    let names = ["e", "a", "d", "b", "c"];
+    for (seq, name) in (1..).zip(names) {
+        let put = conditional(WriteKind::Put, 1, seq, 2, name, &format!("value of {name}"), None);
+        node.effect(G1, put);
+    }
+    node.effect(G1, conditional(WriteKind::Put, 1, 9, 1, "a", "another shard", None));
+    let mut expected: Vec<(Bytes, Bytes, Version)> = names
+        .iter()
+        .map(|name| {
+            let (value, version) = node.versioned(G1, 2, name).expect("written");
+            (key_in(2, name), value, version)
+        })
+        .collect();
+    expected.sort();
+    let entries = |pages: &[ScanPage]| -> Vec<(Bytes, Bytes, Version)> {
+        pages
+            .iter()
+            .flat_map(|page| &page.entries)
+            .map(|entry| (entry.key.clone(), entry.value.clone(), entry.version))
+            .collect()
+    };
+
+    // One page, or pages bounded by keys or by bytes (at least one key each): the same keys.
+    let whole = node.scan(G1, &shard_scan(2, SCAN_KEYS_MAX, 1 << 20)).expect("served");
+    assert!(!whole.more);
+    assert_eq!(entries(&[whole]), expected);
+    let by_two = pages(&node, G1, &shard_scan(2, 2, 1 << 20));
+    assert_eq!(by_two.iter().map(|page| page.entries.len()).collect::<Vec<_>>(), [2, 2, 1]);
+    assert_eq!(entries(&by_two), expected);
+    let by_bytes = pages(&node, G1, &shard_scan(2, SCAN_KEYS_MAX, 1));
+    assert_eq!(by_bytes.len(), 5, "one key a page");
+    assert_eq!(entries(&by_bytes), expected);
+    // A range, and keys without their values.
+    let mut range = shard_scan(2, 100, 1 << 20);
+    (range.start, range.end) = (expected[1].0.clone(), Some(expected[3].0.clone()));
+    range.keys_only = true;
+    let page = node.scan(G1, &range).expect("served");
+    let keys: Vec<_> = page.entries.iter().map(|entry| entry.key.clone()).collect();
+    assert_eq!(keys, [expected[1].0.clone(), expected[2].0.clone()]);
+    assert!(page.entries.iter().all(|entry| entry.value.is_empty()));
+
+    // Malformed scans are named.
+    for (bad, says) in [
+        (shard_scan(2, 0, 1), "1 to 10000 keys"),
+        (shard_scan(2, SCAN_KEYS_MAX + 1, 1), "1 to 10000 keys"),
+        (shard_scan(2, 1, 0), "byte limit"),
+        (ShardScan { end: Some(Bytes::new()), ..shard_scan(2, 1, 1) }, "end after it starts"),
+    ] {
+        let refused = scan_refusal(&bad).expect("refused");
+        assert!(refused.contains(says), "{bad:?}: {refused}");
+    }
+    assert_eq!(scan_refusal(&range), None);
+    // A client routing by another shard count would read only some shards: refused.
+    let miscounted = ShardScan { shard_count: SHARDS * 2, ..shard_scan(2, 2, 1 << 20) };
+    assert!(
+        matches!(node.scan(G1, &miscounted), Err(Error::WrongShard { shard_count: SHARDS, .. })),
+        "a scan by another shard count"
+    );
+
+    // Shard 2 moves to group 2: while it is on its way, neither group serves a scan of it.
+    let c2 = config(2, [Some(G1), Some(G1), Some(G2), Some(G1)]);
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    }
+    let scan = shard_scan(2, 2, 1 << 20);
+    assert!(matches!(node.scan(G1, &scan), Err(Error::WrongGroup { config_num: 2 })));
+    assert!(matches!(node.scan(G2, &scan), Err(Error::ShardNotReady)));
+    assert!(node.scan(G1, &shard_scan(1, 2, 1 << 20)).is_ok(), "group 1 still serves shard 1");
+    // Pulled in chunks of one record, the shard reads the same at its new owner.
+    assert!(node.pull(2, 2, G1, G2, 1) > 3);
+    assert_eq!(entries(&pages(&node, G2, &scan)), expected);
+    assert!(matches!(node.scan(G1, &scan), Err(Error::WrongGroup { config_num: 2 })));
 }

@@ -421,8 +421,11 @@ mod tests {
             last_index: LogIndex(40),
             voters: voters.iter().copied().map(NodeId).collect(),
             learners: learners.iter().copied().map(NodeId).collect(),
-            matched: BTreeMap::new(),
+            // Every voter has the commit index and answers the leader.
+            matched: voters.iter().map(|node| (NodeId(*node), LogIndex(40))).collect(),
+            active: voters.iter().chain(learners).copied().map(NodeId).collect(),
             changing: false,
+            voters_applied: true,
         }
     }
 

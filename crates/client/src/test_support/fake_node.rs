@@ -16,6 +16,7 @@ use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::pb;
 use mosaic_proto::pb::error_detail::Kind;
 use mosaic_proto::pb::kv_server::{Kv, KvServer};
+use mosaic_types::shard_for_key;
 use prost::Message as _;
 use tonic::{Code, Status};
 
@@ -24,7 +25,7 @@ use super::{loopback_listener, serve};
 /// One request a node received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NodeRequest {
-    /// `get`, `put`, `append`, `delete` or `batch`.
+    /// `get`, `put`, `append`, `delete`, `batch` or `scan`.
     pub(crate) method: &'static str,
     /// The group the client routed to.
     pub(crate) group: GroupId,
@@ -32,7 +33,7 @@ pub(crate) struct NodeRequest {
     pub(crate) shard: ShardId,
     /// The configuration the client routed by.
     pub(crate) config_num: u64,
-    /// The key (a batch's first write's).
+    /// The key (a batch's first write's, a scan's start).
     pub(crate) key: Bytes,
     /// Whether a write said it expects its session (false for a read).
     pub(crate) expects_session: bool,
@@ -51,6 +52,8 @@ struct NodeState {
     last_index: u64,
     /// Acts as a release without versions ([`FakeNode::forget_versions`]).
     without_versions: bool,
+    /// The shard count a scan's shard is of ([`FakeNode::scan_shards_of`]).
+    shard_count: Option<u32>,
 }
 
 /// A running fake storage node.
@@ -79,6 +82,12 @@ impl FakeNode {
     /// write applied, versions left out of the answers.
     pub(crate) fn forget_versions(&self) {
         lock(&self.state).without_versions = true;
+    }
+
+    /// Scans read the keys of the shard they name among `shard_count` (until this is called,
+    /// a scan is refused).
+    pub(crate) fn scan_shards_of(&self, shard_count: u32) {
+        lock(&self.state).shard_count = Some(shard_count);
     }
 
     /// Queues `kind` as the refusal of the next request no earlier queued refusal answers.
@@ -225,6 +234,46 @@ impl Kv for Service {
 
     /// Every condition checked, then every write applied in order at one version (the entry's
     /// index), as a storage group applies a batch.
+    async fn scan(
+        &self,
+        request: tonic::Request<pb::ScanRequest>,
+    ) -> Result<tonic::Response<pb::ScanResponse>, Status> {
+        let request = request.into_inner();
+        let state = self.receive(NodeRequest {
+            method: "scan",
+            group: GroupId(request.group_id),
+            shard: ShardId(request.shard_id),
+            config_num: request.config_num,
+            key: request.start.clone(),
+            expects_session: false,
+        })?;
+        let shard_count = state
+            .shard_count
+            .ok_or_else(|| Status::unimplemented("the test set no shard count for scans"))?;
+        let end = request.end.clone().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut response =
+            pb::ScanResponse { applied_index: state.last_index, ..Default::default() };
+        let mut bytes = 0;
+        for (key, (value, version)) in state
+            .values
+            .range::<Bytes, _>((std::ops::Bound::Included(request.start), end))
+            .filter(|(key, _)| shard_for_key(key, shard_count) == ShardId(request.shard_id))
+        {
+            let value = if request.keys_only { Bytes::new() } else { value.clone() };
+            let cost = (key.len() + value.len()) as u64;
+            let entries = response.entries.len();
+            if entries == request.limit as usize
+                || (entries > 0 && bytes + cost > request.limit_bytes)
+            {
+                response.more = true;
+                break;
+            }
+            bytes += cost;
+            response.entries.push(pb::ScanEntry { key: key.clone(), value, version: *version });
+        }
+        Ok(tonic::Response::new(response))
+    }
+
     async fn batch(
         &self,
         request: tonic::Request<pb::BatchRequest>,

@@ -130,7 +130,8 @@ fn proto_seeds(entry: &Entry, session: Session) {
     let config = Configuration::initial(4);
     let configuration = selected(3, &|| convert::configuration_to_pb(&config).encode_to_vec());
     write("proto_messages", "configuration", &configuration);
-    let nodes = [(NodeId(1), "127.0.0.1:7001".to_string())].into();
+    let nodes: std::collections::BTreeMap<NodeId, String> =
+        [(NodeId(1), "127.0.0.1:7001".to_string())].into();
     let query = selected(4, &|| {
         let liveness =
             [(NodeId(1), NodeLiveness::Up { last_heard: std::time::Duration::from_millis(40) })]
@@ -196,6 +197,33 @@ fn node_seeds() {
         requests.extend(frame(node, 7, &status.encode_to_vec()));
     }
     write("node_requests", "writes-and-reads", &requests);
+
+    let mut batches_and_scans = Vec::new();
+    for node in 1..=3 {
+        let batch = pb::BatchRequest {
+            group_id: 1,
+            client_id: 9,
+            seq: 10 + node,
+            conditions: vec![pb::BatchCondition { key: Bytes::from_static(b"{t}a"), version: 0 }],
+            writes: vec![pb::BatchWrite {
+                op: pb::BatchOp::Put as i32,
+                key: Bytes::from_static(b"{t}b"),
+                value: Bytes::from_static(b"v"),
+            }],
+            ..pb::BatchRequest::default()
+        };
+        batches_and_scans.extend(frame(node, 10, &batch.encode_to_vec()));
+        let scan = pb::ScanRequest {
+            group_id: 1,
+            start: Bytes::from_static(b"{t}"),
+            limit: 2,
+            limit_bytes: 64,
+            shard_count: 1,
+            ..pb::ScanRequest::default()
+        };
+        batches_and_scans.extend(frame(node, 11, &scan.encode_to_vec()));
+    }
+    write("node_requests", "batches-and-scans", &batches_and_scans);
 
     let mut admin = Vec::new();
     for node in 1..=3 {

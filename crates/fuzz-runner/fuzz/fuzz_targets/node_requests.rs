@@ -8,14 +8,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mosaic_engine::GroupId;
+use mosaic_engine::{EngineSnapshot, GroupId, MemSnapshot};
 use mosaic_fuzz::{crash_restart, frames, restart_all, tick};
 use mosaic_proto::node::{self, SizeLimits};
 use mosaic_proto::pb;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::testing::{Cluster, slot};
-use mosaic_raftstore::{Consistency, StoreMsg};
-use mosaic_shardkv::request::{propose_write, read_ownership, read_value};
+use mosaic_raftstore::{Callback, Consistency, ReadOutput, StoreMsg};
+use mosaic_shardkv::request::{propose_write, read_ownership, read_shard, read_value};
 use mosaic_shardkv::{KvStateMachine, WriteKind};
 use prost::Message;
 
@@ -71,6 +71,22 @@ fuzz_target!(|data: &[u8]| {
                 crash_restart(&mut cluster, node, body);
                 None
             }
+            10 => pb::BatchRequest::decode(body).ok().and_then(|request| {
+                let (group, batch) = node::batch_from_pb(request, LIMITS).ok()?;
+                Some(propose_write(group, batch, slot().1))
+            }),
+            // The page is read from the view as the service reads it, off the store.
+            11 => pb::ScanRequest::decode(body).ok().and_then(|request| {
+                let (group, scan, consistency) = node::scan_from_pb(request, LIMITS).ok()?;
+                let (shard, shard_count) = (scan.shard, scan.shard_count);
+                let read_page: Callback<ReadOutput<EngineSnapshot<MemSnapshot>>> =
+                    Box::new(move |answer| {
+                        if let Ok(read) = answer {
+                            scan.read(group, &read.output).expect("a page reads from its view");
+                        }
+                    });
+                Some(read_shard(group, shard, shard_count, consistency, read_page))
+            }),
             _ => None,
         };
         if let Some(msg) = msg {

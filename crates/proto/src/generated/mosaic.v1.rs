@@ -78,6 +78,12 @@ pub struct GroupStatusResponse {
     /// yet: the voters and learners above are about to change.
     #[prost(bool, tag = "14")]
     pub membership_change_pending: bool,
+    /// True when this node leads and every voter has applied the change that made the membership
+    /// above (as their heartbeat answers report): no voter counts a member it left out any more,
+    /// even after a crash, so a removed member may be gone for good (its node destroys its
+    /// replica only then). A server that does not know the field leaves it false.
+    #[prost(bool, tag = "15")]
+    pub voters_applied_membership: bool,
 }
 /// The shards a replica holds, as of the configuration it has applied.
 #[allow(clippy::all)]
@@ -114,6 +120,11 @@ pub struct ReplicaProgress {
     /// The highest index known replicated on it.
     #[prost(uint64, tag = "2")]
     pub match_index: u64,
+    /// Heard from since the leader's last CheckQuorum round (every election timeout): a member
+    /// that is down shows false within two election timeouts; one that is up may show false just
+    /// after a round, until its next answer.
+    #[prost(bool, tag = "3")]
+    pub recent_active: bool,
 }
 /// Asks a node to create an empty replica of a group (see NodeAdmin.JoinGroup).
 #[allow(clippy::all)]
@@ -1916,6 +1927,75 @@ pub struct BatchResponse {
     #[prost(uint32, optional, tag = "3")]
     pub failed_condition: ::core::option::Option<u32>,
 }
+/// Reads a page of one shard's keys from `start` (included) to `end` (excluded), in key order,
+/// read at one point in time at the consistency level named (as a get).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ScanRequest {
+    /// The group the client routed to.
+    #[prost(uint64, tag = "1")]
+    pub group_id: u64,
+    /// The shard to read.
+    #[prost(uint32, tag = "2")]
+    pub shard_id: u32,
+    /// The configuration the client routed by.
+    #[prost(uint64, tag = "3")]
+    pub config_num: u64,
+    /// The first key to read (empty: from the first key); at most key-bytes-max + 1 bytes (the
+    /// key just after a key of the longest length).
+    #[prost(bytes = "bytes", tag = "4")]
+    pub start: ::prost::bytes::Bytes,
+    /// The key to stop before; unset: to the last key. Must be above `start`; at most
+    /// key-bytes-max + 1 bytes.
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    pub end: ::core::option::Option<::prost::bytes::Bytes>,
+    /// At most this many keys, 1 to 10,000.
+    #[prost(uint32, tag = "6")]
+    pub limit: u32,
+    /// At most this many bytes of keys and values, counting 32 more for each key (a page always
+    /// holds a key when one is left); above 0. The node lowers it to its key-bytes-max +
+    /// value-bytes-max, so a page fits in a message.
+    #[prost(uint64, tag = "7")]
+    pub limit_bytes: u64,
+    /// Leave the values out (each entry's value is empty).
+    #[prost(bool, tag = "8")]
+    pub keys_only: bool,
+    /// How fresh the page must be.
+    #[prost(enumeration = "Consistency", tag = "9")]
+    pub consistency: i32,
+    /// The shard count the client routes by: a node placed by a controller refuses a scan by
+    /// another (WrongShard: the client would read only some shards, or the wrong ones).
+    #[prost(uint32, tag = "10")]
+    pub shard_count: u32,
+}
+/// One key of a page.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ScanEntry {
+    /// The key.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: ::prost::bytes::Bytes,
+    /// Its value (empty for a keys-only scan).
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: ::prost::bytes::Bytes,
+    /// Its version.
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
+}
+/// A page of one shard's keys.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ScanResponse {
+    /// The keys, in key order.
+    #[prost(message, repeated, tag = "1")]
+    pub entries: ::prost::alloc::vec::Vec<ScanEntry>,
+    /// The shard holds more keys in the range after the last one: scan again from just after it.
+    #[prost(bool, tag = "2")]
+    pub more: bool,
+    /// The last log index the serving replica had applied when it read.
+    #[prost(uint64, tag = "3")]
+    pub applied_index: u64,
+}
 /// Why a request failed, in the details of the `tonic::Status` the server returns.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2307,6 +2387,25 @@ pub mod kv_client {
             req.extensions_mut().insert(GrpcMethod::new("mosaic.v1.Kv", "Batch"));
             self.inner.unary(req, path, codec).await
         }
+        /// Reads the keys of one shard in a key range, in key order, one bounded page at a time.
+        pub async fn scan(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ScanRequest>,
+        ) -> std::result::Result<tonic::Response<super::ScanResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/mosaic.v1.Kv/Scan");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("mosaic.v1.Kv", "Scan"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2348,6 +2447,11 @@ pub mod kv_server {
             &self,
             request: tonic::Request<super::BatchRequest>,
         ) -> std::result::Result<tonic::Response<super::BatchResponse>, tonic::Status>;
+        /// Reads the keys of one shard in a key range, in key order, one bounded page at a time.
+        async fn scan(
+            &self,
+            request: tonic::Request<super::ScanRequest>,
+        ) -> std::result::Result<tonic::Response<super::ScanResponse>, tonic::Status>;
     }
     /// Reads and writes keys of the shards a node's groups serve.
     #[derive(Debug)]
@@ -2626,6 +2730,49 @@ pub mod kv_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = BatchSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mosaic.v1.Kv/Scan" => {
+                    #[allow(non_camel_case_types)]
+                    struct ScanSvc<T: Kv>(pub Arc<T>);
+                    impl<T: Kv> tonic::server::UnaryService<super::ScanRequest>
+                    for ScanSvc<T> {
+                        type Response = super::ScanResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ScanRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Kv>::scan(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ScanSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -3366,6 +3513,9 @@ pub struct HeartbeatResponse {
     /// The round being acknowledged.
     #[prost(uint64, tag = "1")]
     pub round: u64,
+    /// The follower's applied index (a membership change it applied is durable).
+    #[prost(uint64, tag = "2")]
+    pub applied: u64,
 }
 /// InstallSnapshot (Raft §7): the follower's log is replaced by the snapshot.
 #[allow(clippy::all)]

@@ -241,6 +241,8 @@ fn leader_shows(
         let read = led.get(member)?.get(&group)?;
         let ownership = read.output.as_ref().ok()?.as_ref()?;
         let conf = &read.conf_state;
-        Some((ownership.num, conf.voters.contains(&node) || conf.learners.contains(&node)))
+        let member = conf.voters.contains(&node) || conf.learners.contains(&node);
+        // Out, but not for good while a voter has not applied its removal.
+        Some((ownership.num, member || !read.voters_applied_membership))
     })
 }

@@ -70,9 +70,12 @@ impl World {
     /// three) and settled (no
     /// earlier loss still being made good); every node a configuration lists for a group
     /// hosts a replica of it (so a node that lost its data earlier has rejoined, and no group
-    /// is still to be created); and for every replica up, a majority of the voters it sees
-    /// holds a replica of the group without `node`. Conservative: a group being created or
-    /// destroyed, or a stale replica's view, also holds disk losses back.
+    /// is still to be created); and for every replica up, a majority of the voters it sees,
+    /// `node` among them where it is a learner (it may be promoted at any moment: seed 2936
+    /// of the repair sweep through snapshots wiped a learner whose promotion was applying, in
+    /// a group whose third founder had lost its disk before the group was created), holds a
+    /// replica of the group without `node`. Conservative: a group being created or destroyed,
+    /// or a stale replica's view, also holds disk losses back.
     fn may_lose_disk(&self, node: NodeId) -> bool {
         if !self.every_storage_node_up() || self.config.faults.storage_nodes_down_max == 0 {
             return false;
@@ -82,7 +85,7 @@ impl World {
         // neither creates it) and never have a majority.
         self.listed_members_host_their_groups(None)
             && self.agents.values().all(SimAgent::is_settled)
-            && self.keeps_majorities(node, false, |voter, group| self.hosts(voter, group))
+            && self.keeps_majorities(node, |voter, group| self.hosts(voter, group))
     }
 
     /// Whether storage node `node` may stop for good now, as far as the groups go: every
@@ -97,7 +100,7 @@ impl World {
     fn may_die(&self, node: NodeId) -> bool {
         self.every_storage_node_born()
             && self.listed_members_host_their_groups(Some(node))
-            && self.keeps_majorities(node, true, |voter, group| {
+            && self.keeps_majorities(node, |voter, group| {
                 let replica = self.storage.get(&voter).and_then(SimNode::store);
                 replica
                     .and_then(|store| store.peer(group))
@@ -105,21 +108,16 @@ impl World {
             })
     }
 
-    /// Whether, for every replica up, a majority of the voters it sees (and, `as_voter`, of
-    /// those and `node` where it is a learner: a learner may be promoted at any moment, even
-    /// once dead) is `intact` (given the member and the group) without `node`.
-    fn keeps_majorities(
-        &self,
-        node: NodeId,
-        as_voter: bool,
-        intact: impl Fn(NodeId, GroupId) -> bool,
-    ) -> bool {
+    /// Whether, for every replica up, a majority of the voters it sees and `node` where it is
+    /// a learner (a learner may be promoted at any moment, even once dead or wiped) is `intact`
+    /// (given the member and the group) without `node`.
+    fn keeps_majorities(&self, node: NodeId, intact: impl Fn(NodeId, GroupId) -> bool) -> bool {
         self.is_up(node)
             && self.storage.values().filter_map(SimNode::store).all(|store| {
                 store.groups().all(|group| {
                     let Some(peer) = store.peer(group) else { return true };
                     let conf = peer.status().conf_state;
-                    let promoted = conf.learners.get(&node).filter(|_| as_voter);
+                    let promoted = conf.learners.get(&node);
                     let members: Vec<NodeId> =
                         conf.voters.iter().chain(promoted).copied().collect();
                     let count = members
