@@ -998,7 +998,7 @@ mod tests {
             &["--nodes", NODES, "--group", "1", "get", "k", "--consistency", "strong"],
             &["--nodes", NODES, "--group", "1", "get"], // no key
             &["--nodes", NODES, "--group", "1", "delete", "k", "extra"],
-            &["--nodes", NODES, "--group", "1", "scan", "k"],
+            &["--nodes", NODES, "--group", "1", "frobnicate", "k"], // no such command
         ];
         for args in cases {
             let error = usage_error(args);
