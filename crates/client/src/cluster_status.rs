@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mosaic_controller::{ConfigNum, may_hold};
+use mosaic_controller::{ConfigNum, may_hold, still_counted};
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::controller::QueryAnswer;
 use mosaic_proto::pb::{self, node_admin_client::NodeAdminClient};
@@ -201,10 +201,8 @@ impl ClusterStatus {
             .filter(|group| {
                 // No voters: no leader answered.
                 let shown = group.applied().filter(|_| !group.voters.is_empty()).map(|applied| {
-                    let member = group.voters.contains(&node)
-                        || group.learners.contains(&node)
-                        || !group.voters_applied;
-                    (ConfigNum(applied), member)
+                    let member = group.voters.contains(&node) || group.learners.contains(&node);
+                    (ConfigNum(applied), still_counted(member, group.voters_applied))
                 });
                 may_hold(latest, shown)
             })

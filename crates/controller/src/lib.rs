@@ -36,7 +36,7 @@ pub use machine::{
 };
 pub use repair::{
     NodeReport, REPAIR_GRACE, REPAIR_TICK, RETIRE_RETRY, RepairStep, Repairer, RetireWatch,
-    may_hold,
+    may_hold, still_counted,
 };
 pub use state::{
     ControllerState, DEFAULT_MAX_SESSIONS, DEFAULT_SHARD_COUNT, GroupLife, validate_address,

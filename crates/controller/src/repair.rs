@@ -112,10 +112,19 @@ impl NodeReport {
     }
 }
 
+/// Whether a group's leader still counts a node: the node is a voter or a learner of the
+/// leader's membership (`member`), or a voter has not applied that membership yet
+/// (`voters_applied` false: that voter may still need the node's vote). What [`may_hold`]'s
+/// `shown` says of the node.
+#[must_use]
+pub fn still_counted(member: bool, voters_applied: bool) -> bool {
+    member || !voters_applied
+}
+
 /// Whether a group may still hold a replica on a node, the latest configuration being
 /// `latest`: unless its leader answered (`shown`: the configuration the leader has applied,
-/// and whether its membership, voters or learners, includes the node), has applied `latest`
-/// and shows the node out. What `mosaic admin node decommission` and the repair runners
+/// and whether it still counts the node, [`still_counted`]), has applied `latest` and shows
+/// the node out. What `mosaic admin node decommission` and the repair runners
 /// (the server's and the simulator's) pass as `holding`.
 #[must_use]
 pub fn may_hold(latest: ConfigNum, shown: Option<(ConfigNum, bool)>) -> bool {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use mosaic_controller::{
     Command, ConfigNum, Configuration, ControllerQuery, NodeReport, Outcome, REPAIR_TICK,
-    RepairStep, Repairer, may_hold,
+    RepairStep, Repairer, may_hold, still_counted,
 };
 use mosaic_engine::{ClientId, GroupId};
 use mosaic_raft::NodeId;
@@ -242,7 +242,6 @@ fn leader_shows(
         let ownership = read.output.as_ref().ok()?.as_ref()?;
         let conf = &read.conf_state;
         let member = conf.voters.contains(&node) || conf.learners.contains(&node);
-        // Out, but not for good while a voter has not applied its removal.
-        Some((ownership.num, member || !read.voters_applied_membership))
+        Some((ownership.num, still_counted(member, read.voters_applied_membership)))
     })
 }
