@@ -409,7 +409,11 @@ impl NodeAgent {
                 continue;
             };
             if let Some(membership) = local.memberships.get(&group) {
-                self.reshape(now, group, &members, membership);
+                // Nodes leaving the cluster never join (only a removed group's last listing
+                // may still name one): a dead node among them would stop the group's members
+                // from ever becoming the others listed.
+                let staying = members.iter().filter(|node| !view.node_states.contains_key(node));
+                self.reshape(now, group, staying.copied().collect(), membership);
             }
             let hosted = local.hosted.contains(&group);
             let listed = members.contains(&node);
@@ -581,11 +585,20 @@ impl NodeAgent {
     }
 
     /// Keeps the members of `group`, led here with `membership` applied, those the
-    /// configuration lists (`members`): one attempt at a time, a new one when the
-    /// configuration changed the target.
-    fn reshape(&mut self, now: Time, group: GroupId, members: &[NodeId], membership: &ConfState) {
+    /// configuration lists that are active (`target`): one attempt at a time, a new one when
+    /// the target changed. A group none of whose listed nodes is active keeps its members.
+    fn reshape(
+        &mut self,
+        now: Time,
+        group: GroupId,
+        target: BTreeSet<NodeId>,
+        membership: &ConfState,
+    ) {
         let key = (group, RunKind::Reshape);
-        let target: BTreeSet<NodeId> = members.iter().copied().collect();
+        if target.is_empty() {
+            self.stop_run(key);
+            return;
+        }
         let settled = membership.voters == target && membership.learners.is_empty();
         match self.runs.get(&key) {
             Some(Run::Running(attempt)) if *attempt.job().voters() == target => return,

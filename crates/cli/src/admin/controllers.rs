@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use mosaic_client::Tls;
@@ -25,6 +25,10 @@ use serde_json::json;
 use super::cluster::Cluster;
 use super::replicas::{self, Members};
 use super::{CALL_TIMEOUT, Output, print_line};
+
+/// How long `controller remove` waits for every voter to apply the removal before it says
+/// whether the removed replica's data may go.
+const VOTERS_APPLIED_WAIT: Duration = Duration::from_secs(5);
 
 /// The controller replicas as the admin commands find them.
 pub(super) struct Controllers<'a> {
@@ -308,13 +312,24 @@ impl Controllers<'_> {
             bail!(reason);
         }
         let view = self.run(&found, &driver, MembershipJob::remove(id)).await?;
-        self.print(
-            &view,
-            &format!(
+        // Its data may go only once no voter counts it: a voter that has not applied the
+        // removal may still need its vote (with the leader then lost, such a voter and the
+        // others left may elect no one).
+        let until = self.deadline.min(Instant::now() + VOTERS_APPLIED_WAIT);
+        let awaited = MembershipJob::awaiting_removal(id);
+        let done = match self.run_until(&found, &driver, awaited, until).await {
+            Ok(_) => format!(
                 "controller replica {id} removed (stop its process and clear its data directory; \
                  it never rejoins by itself)"
             ),
-        )
+            Err(error) => format!(
+                "controller replica {id} removed, but not every voter is known to have applied \
+                 its removal ({error}): stop its process and keep its data directory until every \
+                 voter is up and caught up (`mosaic admin controller list`); it never rejoins by \
+                 itself"
+            ),
+        };
+        self.print(&view, &done)
     }
 
     /// Every replica that answers at an address of `--controllers`, of the controller's
@@ -382,10 +397,20 @@ impl Controllers<'_> {
         driver: &MembershipDriver,
         job: MembershipJob,
     ) -> anyhow::Result<LeaderView> {
+        self.run_until(found, driver, job, self.deadline).await
+    }
+
+    /// As [`Controllers::run`], given up at `deadline`.
+    async fn run_until(
+        &self,
+        found: &Found,
+        driver: &MembershipDriver,
+        job: MembershipJob,
+        deadline: Instant,
+    ) -> anyhow::Result<LeaderView> {
         let nodes = addresses_of(found);
         let group = CONTROLLER_GROUP.0;
-        let members = Members { nodes: &nodes, tls: self.tls, group, deadline: self.deadline };
-        members.run(driver, job).await
+        Members { nodes: &nodes, tls: self.tls, group, deadline }.run(driver, job).await
     }
 
     fn print(&self, view: &LeaderView, done: &str) -> anyhow::Result<ExitCode> {
