@@ -22,6 +22,7 @@ mod scan;
 mod session;
 mod state_machine;
 pub mod version;
+pub mod watch;
 
 pub use batch::{BATCH_ITEMS_MAX, BatchCondition, BatchWrite, KvBatch, batch_size_refusal};
 pub use command::{KvCommand, KvWrite, WriteKind};

@@ -17,7 +17,12 @@
 //!   ownership record as of the last applied entry.
 //! - `revisions` holds the revision ([`crate::version`]) of every shard whose revision record
 //!   exists, as of the last applied entry; a shard without one has revision 0.
+//! - `unpublished` holds, in apply order, the changes (and the ends of shards no longer
+//!   served) of the batches not yet written; `feeds` ([`crate::watch`]) hold every change
+//!   written since each feed was made, so a watcher never sees a change a crash could undo,
+//!   and what a read registers it from is what the engine holds.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
@@ -39,6 +44,7 @@ use crate::ownership::{
 };
 use crate::session::{Session, SessionTable, WriteEffect};
 use crate::version::{REVISION_CLIENT, Version, Versioned, decode_revision, encode_revision};
+use crate::watch::{Change, ShardFeed, WatchEnd, WatchRange, WatchReceiver, WatchRefusal};
 
 /// A read of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +68,18 @@ pub enum KvQuery {
         shard: ShardId,
         /// The shard count the client routes by.
         shard_count: u32,
+    },
+    /// Registers a watcher of `range` in `shard` from revision `from` (`None`: the changes
+    /// after the read), as [`KvQuery::Shard`] checks the shard.
+    Watch {
+        /// The shard.
+        shard: ShardId,
+        /// The shard count the client routes by.
+        shard_count: u32,
+        /// The first revision to send (`None`: the next).
+        from: Option<u64>,
+        /// The keys to follow.
+        range: WatchRange,
     },
     /// The group's shard ownership (`None` for a group that serves every shard).
     Ownership,
@@ -87,6 +105,8 @@ pub enum KvReadOutput<S: KvRead> {
     Handoff(EngineSnapshot<S>),
     /// A view of the store in which the group serves the shard.
     Shard(EngineSnapshot<S>),
+    /// The watcher registered, or why not.
+    Watch(std::result::Result<WatchReceiver, WatchRefusal>),
 }
 
 impl<S: KvRead> std::fmt::Debug for KvReadOutput<S> {
@@ -96,6 +116,7 @@ impl<S: KvRead> std::fmt::Debug for KvReadOutput<S> {
             Self::Ownership(ownership) => f.debug_tuple("Ownership").field(ownership).finish(),
             Self::Handoff(snapshot) => f.debug_tuple("Handoff").field(&snapshot.path()).finish(),
             Self::Shard(snapshot) => f.debug_tuple("Shard").field(&snapshot.path()).finish(),
+            Self::Watch(watch) => f.debug_tuple("Watch").field(watch).finish(),
         }
     }
 }
@@ -132,6 +153,29 @@ pub struct KvStateMachine {
     revisions: BTreeMap<ShardId, u64>,
     pending: BTreeMap<(ShardId, Bytes), Option<Bytes>>,
     deleted_shards: BTreeSet<ShardId>,
+    unpublished: Vec<Unpublished>,
+    /// Made when a shard is first changed or watched; a read registers watchers (hence the
+    /// cell: reads take the state machine shared, and all of it stays on the store's thread).
+    feeds: RefCell<BTreeMap<ShardId, ShardFeed>>,
+}
+
+/// What a written batch publishes to the feeds, in apply order.
+#[derive(Debug)]
+enum Unpublished {
+    /// A change of a shard's key.
+    Change(ShardId, Change),
+    /// The shard is no longer served here; its last revision here.
+    Moved(ShardId, u64),
+}
+
+impl Drop for KvStateMachine {
+    /// The replica's state is replaced (a snapshot installed) or gone (the group destroyed):
+    /// its watchers resume elsewhere, or here from what the new state holds.
+    fn drop(&mut self) {
+        for (_, feed) in std::mem::take(self.feeds.get_mut()) {
+            feed.end(WatchEnd::Reset);
+        }
+    }
 }
 
 impl KvStateMachine {
@@ -420,12 +464,14 @@ impl KvStateMachine {
         if value.is_none() && !existed {
             return false;
         }
-        let stored = value.map(|value| Versioned { value, version }.encode());
+        let stored = value.clone().map(|value| Versioned { value, version }.encode());
         match &stored {
             Some(stored) => batch.put_data(self.group, shard, key.clone(), stored.clone()),
             None => batch.delete_data(self.group, shard, key.clone()),
         }
-        self.pending.insert((shard, key), stored);
+        self.pending.insert((shard, key.clone()), stored);
+        let change = Change { revision: version.0, key, value };
+        self.unpublished.push(Unpublished::Change(shard, change));
         true
     }
 
@@ -461,7 +507,16 @@ impl KvStateMachine {
         match command {
             MigrationCommand::Reconfigure { previous, next } => {
                 match ownership.reconfigure(group, &previous, &next) {
-                    Ok(next) => *ownership = next,
+                    Ok(next) => {
+                        for (shard, state) in &ownership.shards {
+                            let still = next.state(*shard).is_some_and(ShardState::serves);
+                            if state.serves() && !still {
+                                let revision = self.revisions.get(shard).copied().unwrap_or(0);
+                                self.unpublished.push(Unpublished::Moved(*shard, revision));
+                            }
+                        }
+                        *ownership = next;
+                    }
                     Err(NotApplied::Stale(reason)) => return stale(reason),
                     Err(NotApplied::NotYet(reason)) => return Ok(MigrationOutcome::NotYet(reason)),
                 }
@@ -621,8 +676,16 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
             ),
             None => Self::is_placed_by_controller(engine)?.then(Ownership::default),
         };
-        let (pending, deleted_shards) = (BTreeMap::new(), BTreeSet::new());
-        Ok(Self { group, sessions, ownership, revisions, pending, deleted_shards })
+        Ok(Self {
+            group,
+            sessions,
+            ownership,
+            revisions,
+            pending: BTreeMap::new(),
+            deleted_shards: BTreeSet::new(),
+            unpublished: Vec::new(),
+            feeds: RefCell::new(BTreeMap::new()),
+        })
     }
 
     fn check_proposal(&self, proposal: &KvCommand) -> Result<()> {
@@ -671,6 +734,22 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
     fn batch_written(&mut self) {
         self.pending.clear();
         self.deleted_shards.clear();
+        let feeds = self.feeds.get_mut();
+        for unpublished in self.unpublished.drain(..) {
+            match unpublished {
+                Unpublished::Change(shard, change) => {
+                    // A shard's revisions go up by one with each change: before this one, the
+                    // shard was at the revision below (changes of one revision come together).
+                    let before = change.revision - 1;
+                    feeds.entry(shard).or_insert_with(|| ShardFeed::new(before)).publish(change);
+                }
+                Unpublished::Moved(shard, revision) => {
+                    if let Some(feed) = feeds.remove(&shard) {
+                        feed.end(WatchEnd::Moved { revision });
+                    }
+                }
+            }
+        }
     }
 
     fn read(&self, engine: &Engine<K>, query: &KvQuery) -> Result<KvReadOutput<K::Snapshot>> {
@@ -689,6 +768,16 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 }
                 self.check_serves(*shard)?;
                 Ok(KvReadOutput::Shard(engine.snapshot()))
+            }
+            KvQuery::Watch { shard, shard_count, from, range } => {
+                if let Some(ownership) = &self.ownership {
+                    ownership.check_shard_count(*shard, *shard_count)?;
+                }
+                self.check_serves(*shard)?;
+                let mut feeds = self.feeds.borrow_mut();
+                let feed =
+                    feeds.entry(*shard).or_insert_with(|| ShardFeed::new(self.revision(*shard)));
+                Ok(KvReadOutput::Watch(feed.subscribe(*from, range.clone())))
             }
             KvQuery::Ownership => Ok(KvReadOutput::Ownership(self.ownership.clone())),
             KvQuery::Handoff { num, shard, to } => {

@@ -13,6 +13,7 @@ use mosaic_engine::{
 };
 use mosaic_raft::{LogIndex, NodeId};
 use mosaic_raftstore::{Error, StateMachine};
+use mosaic_shardkv::watch::{WatchEnd, WatchEvent, WatchRange, WatchReceiver, WatchRefusal};
 use mosaic_shardkv::{
     Applied, BATCH_ITEMS_MAX, BatchCondition, BatchWrite, KvBatch, KvCommand, KvGet, KvQuery,
     KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD, MigrationCommand, MigrationOutcome,
@@ -1112,4 +1113,111 @@ fn a_scan_reads_one_shards_keys_in_order_in_bounded_pages_and_follows_the_shard_
     assert!(node.pull(2, 2, G1, G2, 1) > 3);
     assert_eq!(entries(&pages(&node, G2, &scan)), expected);
     assert!(matches!(node.scan(G1, &scan), Err(Error::WrongGroup { config_num: 2 })));
+}
+
+impl Node {
+    /// Registers a watcher of `range` in `shard` at `group` from `from`, as the node does: a
+    /// read of the state machine.
+    fn watch(
+        &self,
+        group: GroupId,
+        shard: u32,
+        from: Option<u64>,
+        range: WatchRange,
+    ) -> mosaic_raftstore::Result<Result<WatchReceiver, WatchRefusal>> {
+        let query = KvQuery::Watch { shard: ShardId(shard), shard_count: SHARDS, from, range };
+        match StateMachine::<MemKv>::read(&self.groups[&group].0, &self.engine, &query)? {
+            KvReadOutput::Watch(watch) => Ok(watch),
+            other => panic!("a watch answered {other:?}"),
+        }
+    }
+
+    /// A watcher of every key of `shard` at `group` from `from`, registered.
+    fn watch_all(&self, group: GroupId, shard: u32, from: Option<u64>) -> WatchReceiver {
+        let range = WatchRange { start: Bytes::new(), end: None };
+        self.watch(group, shard, from, range).expect("served").expect("registered")
+    }
+}
+
+/// A change as a watcher saw it: revision, key, value (`None`: deleted); or its stream's end.
+type Watched = Result<(u64, Bytes, Option<Bytes>), WatchEnd>;
+
+/// Every event queued for `watcher` now.
+fn watched(watcher: &mut WatchReceiver) -> Vec<Watched> {
+    std::iter::from_fn(|| watcher.try_recv().ok())
+        .map(|event| match event {
+            WatchEvent::Change(change) => Ok((change.revision, change.key, change.value)),
+            WatchEvent::End(end) => Err(end),
+        })
+        .collect()
+}
+
+/// A watch sees every change of its shard's keys in its range once, in revision order (a
+/// batch's changes at one revision), nothing of a write that changed nothing or of another
+/// shard; a watcher resuming from a revision gets the changes kept from there, and a replica
+/// that applied the log in one batch keeps the same. When the shard moves, the old owner's
+/// watchers end at its last revision there, and the new owner, once it serves the shard, takes
+/// watchers from the next revision on (an older one is compacted there). A replica whose state
+/// is replaced ends its watchers as reset.
+#[test]
+fn a_watch_sees_each_change_once_in_order_and_follows_the_shard_to_its_new_owner() {
+    use WriteKind::{Delete, Put};
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    let mut everything = node.watch_all(G1, 2, None);
+    let tagged = |name: &str| Bytes::from(format!("{{{}}}:{name}", tag_in(2)));
+    let mut only_b = node
+        .watch(G1, 2, None, WatchRange::prefix(tagged("b")))
+        .expect("served")
+        .expect("registered");
+    let a = key_in(2, "a");
+    node.effect(G1, conditional(Put, 1, 1, 2, "a", "1", None));
+    node.batch_effect(G1, batch(2, 1, 2, &[], &[(Put, "b", "x"), (Put, "c", "y")]));
+    node.effect(G1, conditional(Delete, 1, 2, 2, "a", "", None));
+    node.effect(G1, conditional(Delete, 1, 3, 2, "a", "", None));
+    node.effect(G1, conditional(Put, 1, 4, 1, "a", "elsewhere", None));
+    let (x, y) = (Some(Bytes::from("x")), Some(Bytes::from("y")));
+    let history = vec![
+        Ok((1, a.clone(), Some(Bytes::from("1")))),
+        Ok((2, tagged("b"), x.clone())),
+        Ok((2, tagged("c"), y)),
+        Ok((3, a.clone(), None)),
+    ];
+    assert_eq!(watched(&mut everything), history);
+    assert_eq!(watched(&mut only_b), [Ok((2, tagged("b"), x))]);
+    assert_eq!(watched(&mut node.watch_all(G1, 2, Some(2))), history[1..]);
+    let replica = node.replayed(G1, 0);
+    assert_eq!(watched(&mut replica.watch_all(G1, 2, Some(1))), history);
+
+    // Shard 2 moves to group 2: the old owner's watchers end at revision 3, its last there.
+    let c2 = config(2, [Some(G1), Some(G1), Some(G2), Some(G1)]);
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    }
+    assert_eq!(watched(&mut everything), [Err(WatchEnd::Moved { revision: 3 })]);
+    assert_eq!(watched(&mut only_b), [Err(WatchEnd::Moved { revision: 3 })]);
+    let range = WatchRange { start: Bytes::new(), end: None };
+    assert!(matches!(node.watch(G1, 2, Some(4), range.clone()), Err(Error::WrongGroup { .. })));
+    assert!(matches!(node.watch(G2, 2, Some(4), range.clone()), Err(Error::ShardNotReady)));
+    // The new owner goes on from revision 4; the changes before are not kept there.
+    node.pull(2, 2, G1, G2, 1 << 20);
+    let mut resumed = node.watch_all(G2, 2, Some(4));
+    assert_eq!(
+        node.watch(G2, 2, Some(3), range.clone()).expect("served").unwrap_err(),
+        WatchRefusal::Compacted { oldest: 4 }
+    );
+    node.effect(G2, conditional(Put, 1, 5, 2, "a", "2", None));
+    assert_eq!(watched(&mut resumed), [Ok((4, a, Some(Bytes::from("2"))))]);
+    // A client routing by another shard count is refused.
+    let query = KvQuery::Watch { shard: ShardId(2), shard_count: SHARDS * 2, from: None, range };
+    let refused = StateMachine::<MemKv>::read(&node.groups[&G2].0, &node.engine, &query);
+    assert!(matches!(refused, Err(Error::WrongShard { .. })), "{refused:?}");
+
+    // The replica's state is replaced (a snapshot installed): its watchers end as reset.
+    let reloaded = node.load(G2);
+    node.groups.get_mut(&G2).expect("hosted").0 = reloaded;
+    assert_eq!(watched(&mut resumed), [Err(WatchEnd::Reset)]);
 }
