@@ -409,11 +409,12 @@ impl NodeAgent {
                 continue;
             };
             if let Some(membership) = local.memberships.get(&group) {
-                // Nodes leaving the cluster never join (only a removed group's last listing
-                // may still name one): a dead node among them would stop the group's members
-                // from ever becoming the others listed.
-                let staying = members.iter().filter(|node| !view.node_states.contains_key(node));
-                self.reshape(now, group, staying.copied().collect(), membership);
+                // Nodes leaving the cluster (only a removed group's last listing may still
+                // name one) join after the others: one dead for good would otherwise hold
+                // back the nodes the group's shards are looked for on.
+                let leaving =
+                    members.iter().filter(|node| view.node_states.contains_key(node)).copied();
+                self.reshape(now, group, &members, leaving.collect(), membership);
             }
             let hosted = local.hosted.contains(&group);
             let listed = members.contains(&node);
@@ -585,20 +586,18 @@ impl NodeAgent {
     }
 
     /// Keeps the members of `group`, led here with `membership` applied, those the
-    /// configuration lists that are active (`target`): one attempt at a time, a new one when
-    /// the target changed. A group none of whose listed nodes is active keeps its members.
+    /// configuration lists (`members`), the `leaving` ones joining last: one attempt at a
+    /// time, a new one when the configuration changed the target.
     fn reshape(
         &mut self,
         now: Time,
         group: GroupId,
-        target: BTreeSet<NodeId>,
+        members: &[NodeId],
+        leaving: BTreeSet<NodeId>,
         membership: &ConfState,
     ) {
         let key = (group, RunKind::Reshape);
-        if target.is_empty() {
-            self.stop_run(key);
-            return;
-        }
+        let target: BTreeSet<NodeId> = members.iter().copied().collect();
         let settled = membership.voters == target && membership.learners.is_empty();
         match self.runs.get(&key) {
             Some(Run::Running(attempt)) if *attempt.job().voters() == target => return,
@@ -613,7 +612,7 @@ impl NodeAgent {
                 learners = ?membership.learners,
                 "the group's members differ from those its configuration lists: changing them \
                  one at a time");
-            self.start_run(now, key, MembershipJob::exactly(target));
+            self.start_run(now, key, MembershipJob::exactly(target).joining_last(leaving));
         }
     }
 

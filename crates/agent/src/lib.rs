@@ -30,8 +30,8 @@
 //!   removes it if it is a member, once per agent) and leaves the rest to the group's leader.
 //! - **Membership**: for every group led here whose applied membership is not the members
 //!   its configuration lists, the agent runs the planner of `mosaic_raftstore::membership`
-//!   ("exactly these voters", leaving out nodes that are decommissioning or retired, which
-//!   only a removed group's last listing may still name) at this node: a missing node joins
+//!   ("exactly these voters"; nodes decommissioning, which only a removed group's last
+//!   listing may still name, join after the others) at this node: a missing node joins
 //!   ([`Request::JoinGroup`] at
 //!   that node: an empty replica in the leader's term), is added as a learner, catches up by
 //!   snapshot and is promoted, one at a time; then the members not listed are removed (the

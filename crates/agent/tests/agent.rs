@@ -513,46 +513,66 @@ fn a_leader_makes_its_groups_members_those_its_configuration_lists() {
     assert!(sent(&poll_local(&mut agent, 500, latest(), led(&[11, 12, 14], &[]))).is_empty());
 }
 
-/// Group 100, removed while it still holds shards and led here with voters 11, 12 and 13,
-/// was last listed on 11, 14 and 15, and node 14 is being decommissioned: 14 never joins
-/// (found by the simulator's repair sweep, seeds 2097 and 3486: the node dead for good was
-/// joined first, for ever, so the group never reached the nodes its shards' new owners ask
-/// for them). The leader has 15 join instead, and the members end as 11 and 15.
-#[test]
-fn a_leader_joins_no_node_that_is_leaving_the_cluster() {
+/// An agent at node 11 leading group 100, removed at configuration 4 while it still holds
+/// shards, whose last listing (configuration 3) is `listing`; nodes 11 to 16 are registered,
+/// `leaving` ones decommissioning. Returns the agent once it has learned the listing.
+fn leading_a_removed_group(listing: &[u64], leaving: &[u64]) -> (NodeAgent, ControllerView) {
     let mut agent = agent(Birth::Known(ConfigNum(0)));
     let lives = [(100, GroupLife { removed: Some(ConfigNum(4)), ..life(1, false) })];
-    let latest = || {
-        let mut view = view(4, &[], &lives);
-        for node in [14, 15] {
-            view.nodes.insert(NodeId(node), format!("node-{node}:7000"));
-        }
-        view.node_states.insert(NodeId(14), NodeState::Decommissioning);
-        view
-    };
-    let led = |voters: &[u64]| LocalState {
+    let mut latest = view(4, &[], &lives);
+    for node in 14..=16 {
+        latest.nodes.insert(NodeId(node), format!("node-{node}:7000"));
+    }
+    for node in leaving {
+        latest.node_states.insert(NodeId(*node), NodeState::Decommissioning);
+    }
+    let (id, request) = only(&follow(&mut agent, 0, latest.clone(), &[100]));
+    assert_eq!(request, Request::Query { num: Some(ConfigNum(3)) });
+    let placing = view(3, &[(100, listing)], &lives);
+    assert!(agent.on_answer(1, id, Answer::View(placing)).is_empty());
+    (agent, latest)
+}
+
+/// What the store of a node leading group 100 with `voters` holds.
+fn leading(voters: &[u64]) -> LocalState {
+    LocalState {
         hosted: [GroupId(100)].into(),
         memberships: [(GroupId(100), ConfState { voters: nodes(voters), learners: nodes(&[]) })]
             .into(),
         ..LocalState::default()
-    };
-    // The removed group is placed by configuration 3, which lists it.
-    let (id, request) = only(&follow(&mut agent, 0, latest(), &[100]));
-    assert_eq!(request, Request::Query { num: Some(ConfigNum(3)) });
-    let listing = view(3, &[(100, &[11, 14, 15])], &lives);
-    assert!(agent.on_answer(1, id, Answer::View(listing)).is_empty());
-    let actions = poll_local(&mut agent, 100, latest(), led(&[11, 12, 13]));
+    }
+}
+
+/// The request that follows a poll of `agent` (leading group 100 with `voters`) once its own
+/// status read answers with `voters`.
+fn next_reshape_step(agent: &mut NodeAgent, view: ControllerView, voters: &[u64]) -> Request {
+    let actions = poll_local(agent, 100, view, leading(voters));
     let reads = status_reads(&actions);
-    let view_11 = led_by(11, &[11, 12, 13], &[], &[]);
-    let (_, request) = only(&agent.on_answer(101, reads[&11], Answer::Leader(Some(view_11))));
+    let status = led_by(11, voters, &[], &[]);
+    only(&agent.on_answer(101, reads[&11], Answer::Leader(Some(status)))).1
+}
+
+/// Group 100, removed while it still holds shards and led here with voters 11, 12 and 13, was
+/// last listed on 11, 14 and 15, and node 14 is being decommissioned: 15 joins first, and 14
+/// only after it (found by the simulator's repair sweep, seeds 2097 and 3486: the listed node
+/// dead for good was joined first, for ever, so the listed nodes the group's shards are looked
+/// for on never joined). A leaving node still joins, and a leaving voter is never removed for
+/// leaving (found in review: left out, a removed group's live voters were removed down to
+/// one, which then held the only copy of its shards).
+#[test]
+fn a_node_leaving_the_cluster_joins_a_group_after_the_others_and_is_not_removed_for_it() {
     let leader = LeaderTerm { leader: NODE, term: Term(5) };
-    assert_eq!(request, Request::JoinGroup { node: NodeId(15), group: GroupId(100), leader });
-    // Once the members are 11 and 15, nothing more is asked.
-    let mut agent = self::agent(Birth::Known(ConfigNum(0)));
-    let (id, _) = only(&follow(&mut agent, 0, latest(), &[100]));
-    let listing = view(3, &[(100, &[11, 14, 15])], &lives);
-    assert!(agent.on_answer(1, id, Answer::View(listing)).is_empty());
-    assert!(sent(&poll_local(&mut agent, 100, latest(), led(&[11, 15]))).is_empty());
+    let join = |node| Request::JoinGroup { node: NodeId(node), group: GroupId(100), leader };
+    let (mut agent, latest) = leading_a_removed_group(&[11, 14, 15], &[14]);
+    assert_eq!(next_reshape_step(&mut agent, latest.clone(), &[11, 12, 13]), join(15));
+    let (mut agent, _) = leading_a_removed_group(&[11, 14, 15], &[14]);
+    assert_eq!(next_reshape_step(&mut agent, latest, &[11, 12, 13, 15]), join(14));
+    // Every node to add is leaving: they join all the same (the shards are looked for there).
+    let (mut agent, latest) = leading_a_removed_group(&[11, 14, 15], &[14, 15]);
+    assert_eq!(next_reshape_step(&mut agent, latest, &[11, 12, 13]), join(14));
+    // Its voters are those listed, two of them leaving: nothing changes.
+    let (mut agent, latest) = leading_a_removed_group(&[11, 12, 13], &[12, 13]);
+    assert!(sent(&poll_local(&mut agent, 100, latest, leading(&[11, 12, 13]))).is_empty());
 }
 
 /// Node 11 is replaced by 14 in group 100 and still hosts its replica: it is destroyed only

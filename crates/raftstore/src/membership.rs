@@ -13,7 +13,8 @@
 //! 2. a node to add that is not a voter joins (an empty replica with no membership, starting
 //!    in the leader's term having voted for the leader, see [`LeaderTerm`]), is added as a
 //!    learner, catches up to the commit index the leader had when the wait began, and is
-//!    promoted;
+//!    promoted; in id order, except that nodes named by [`MembershipJob::joining_last`] come
+//!    after the others;
 //! 3. the members to remove are removed: first one the leader has not heard from lately (in
 //!    its current CheckQuorum round), then the one whose log is furthest behind; and a voter
 //!    only while the voters left count a majority of current ones (heard from lately, with a
@@ -185,6 +186,8 @@ pub struct MembershipJob {
     removing: Removing,
     lost: BTreeSet<NodeId>,
     joined: BTreeSet<NodeId>,
+    /// Nodes to add only once every other node to add is a voter.
+    join_last: BTreeSet<NodeId>,
     catching_up: Option<(NodeId, LogIndex)>,
     /// The member being removed and the commit index the leader had when its removal was
     /// first planned.
@@ -193,8 +196,8 @@ pub struct MembershipJob {
 
 impl MembershipJob {
     fn with(voters: BTreeSet<NodeId>, removing: Removing) -> Self {
-        let (lost, joined) = (BTreeSet::new(), BTreeSet::new());
-        Self { voters, removing, lost, joined, catching_up: None, removing_since: None }
+        let (lost, joined, join_last) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        Self { voters, removing, lost, joined, join_last, catching_up: None, removing_since: None }
     }
 
     /// A job that ends with `target` as the voters and no learner.
@@ -231,6 +234,16 @@ impl MembershipJob {
     pub fn lost(mut self, node: NodeId) -> Self {
         self.lost.insert(node);
         self.joined.remove(&node);
+        self
+    }
+
+    /// Adds `nodes` (those of them the job adds) only once every other node it adds is a
+    /// voter: nodes leaving the cluster, which a removed group's last listing may still name,
+    /// and which may be dead for good (a join that never succeeds would hold back the others,
+    /// on which the group's shards are looked for).
+    #[must_use]
+    pub fn joining_last(mut self, nodes: BTreeSet<NodeId>) -> Self {
+        self.join_last = nodes;
         self
     }
 
@@ -275,7 +288,12 @@ impl MembershipJob {
         if let Some(node) = self.lost.first() {
             return view.change(ConfChange::RemoveNode(*node));
         }
-        let missing = self.voters.iter().find(|node| !view.voters.contains(node)).copied();
+        let missing = self
+            .voters
+            .iter()
+            .filter(|node| !view.voters.contains(node))
+            .min_by_key(|node| (self.join_last.contains(node), **node))
+            .copied();
         let extra = match &self.removing {
             Removing::These(nodes) => {
                 view.furthest_behind(nodes.iter().copied().filter(|node| view.is_member(*node)))
@@ -408,6 +426,23 @@ mod tests {
         let promote = planned(ConfChange::AddVoter(NodeId(4)));
         assert_eq!(job.next(&view(&[1, 2, 3], &[4], 30, &[(4, 12)])), promote);
         assert_eq!(job.next(&view(&[1, 2, 3, 4], &[], 30, &[])), MembershipStep::Done);
+    }
+
+    #[test]
+    fn nodes_joining_last_join_after_every_other_node_to_add_votes() {
+        let mut job = MembershipJob::exactly(nodes(&[1, 4, 5])).joining_last(nodes(&[4]));
+        let join = |node| MembershipStep::Join {
+            node: NodeId(node),
+            leader: LeaderTerm { leader: NodeId(1), term: Term(7) },
+        };
+        assert_eq!(job.next(&view(&[1, 2, 3], &[], 5, &[])), join(5));
+        job.joined(NodeId(5));
+        let add_learner = planned(ConfChange::AddLearner(NodeId(5)));
+        assert_eq!(job.next(&view(&[1, 2, 3], &[], 5, &[])), add_learner);
+        let promote = planned(ConfChange::AddVoter(NodeId(5)));
+        assert_eq!(job.next(&view(&[1, 2, 3], &[5], 5, &[])), promote);
+        // Then it joins too, before any member is removed.
+        assert_eq!(job.next(&view(&[1, 2, 3, 5], &[], 5, &[])), join(4));
     }
 
     #[test]

@@ -163,26 +163,32 @@ fn decommissioned_config() -> SimConfig {
 }
 
 /// Decommissioning under the same faults: the administrator decommissions a storage node
-/// early in every run (of five, so that four stay active for the groups of three) and then
+/// early in a run (of five, so that four stay active for the groups of three) and then
 /// marks it retired (asking again after the faults until the controller accepts); the groups
 /// move its replicas while clients write, and the run ends with the node retired and no
-/// replica on it, every history linearizable.
+/// replica on it, every history linearizable. A seed whose administrator draws a member
+/// replacement at every change runs without a decommission (found past the default seeds:
+/// 3 of seeds 4000 to 5999); nine seeds in ten of a sweep must have one.
 #[test]
 fn a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing() {
     let config = decommissioned_config();
-    run_suite(
-        &SIM,
-        "a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing",
-        DECOMMISSION_SEEDS,
-        |seed| {
-            let report = run(seed, &config);
-            eprintln!("{report}");
-            report.failure().or_else(|| {
-                let counts = (report.decommissions, report.retirements);
-                (counts != (1, 1))
-                    .then(|| format!("{counts:?} nodes decommissioned and retired, not (1, 1)"))
+    let test_name = "a_node_decommissioned_under_faults_ends_with_no_replica_and_loses_nothing";
+    let (mut seeds, mut decommissioned) = (0_u64, 0_u64);
+    run_suite(&SIM, test_name, DECOMMISSION_SEEDS, |seed| {
+        let report = run(seed, &config);
+        eprintln!("{report}");
+        seeds += 1;
+        decommissioned += report.decommissions.min(1);
+        report.failure().or_else(|| {
+            let counts = (report.decommissions, report.retirements);
+            (counts != (1, 1) && counts != (0, 0)).then(|| {
+                format!("{counts:?} nodes decommissioned and retired, not (1, 1) or (0, 0)")
             })
-        },
+        })
+    });
+    assert!(
+        seeds < 10 || decommissioned * 10 >= seeds * 9,
+        "{test_name}: a node was decommissioned in only {decommissioned} of {seeds} seeds"
     );
 }
 
@@ -259,7 +265,7 @@ fn no_disk_is_lost_that_a_learner_about_to_vote_would_leave_a_group_short_of() {
 /// two members was removed before its new members joined, so its last listing named the node
 /// that then died for good and two nodes that never joined. Its leader tried to join the dead
 /// node first, for ever, and the groups its shards moved to, which ask the listed nodes for
-/// them, never found it. A leader now joins no node that is leaving the cluster.
+/// them, never found it. A leader now joins nodes leaving the cluster after the others.
 #[test]
 fn a_removed_group_does_not_wait_for_a_dead_node_its_last_listing_names() {
     assert_seeds_pass([2097, 3486].map(|seed| (seed, repaired_config())));
