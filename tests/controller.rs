@@ -1100,3 +1100,77 @@ async fn conditional_writes_batches_and_scans_through_mosaic_kv_keep_their_versi
     assert_eq!(tagged.len(), 1, "{tagged:?}");
     assert_eq!((tagged[0]["key"].as_str(), tagged[0]["version"].as_u64()), (Some(a), Some(last)));
 }
+
+/// `mosaic kv watch` in one process shows the changes `put`, `cas`, `batch` and `delete` make in
+/// others, as they are made, through a `shard move` of the watched keys' shard: each change
+/// once, in revision order (a batch's at one revision), none of a key outside the prefix.
+#[test]
+fn mosaic_kv_watch_shows_every_change_once_in_order_through_a_shard_move() {
+    let (controllers, _nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let kv = |args: &[&str]| {
+        let output = controllers.kv(args, None);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", stderr(&output));
+        String::from_utf8(output.stdout).expect("text")
+    };
+    let (a, b) = ("{w}:a", "{w}:b");
+    let shard = shard_for_key(a.as_bytes(), SHARDS).0;
+    // From the shard's first revision: what the watch misses before it is registered is kept.
+    let from = format!("{shard}=1");
+    let args = ["--output", "json", "watch", "{w}:", "--from-revision", &from, "--count", "6"];
+    let mut watching = controllers.kv_command(&args);
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = watching.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        let line = seen.recv_timeout(Duration::from_secs(60)).expect("a change within 60 s");
+        serde_json::from_str::<Value>(&line).expect("a JSON line")
+    };
+    let change = |revision: u64, op: &str, key: &str, value: Option<&str>| {
+        let mut change = serde_json::json!({
+            "shard": shard, "revision": revision, "op": op, "key": key,
+        });
+        if let Some(value) = value {
+            change["value"] = value.into();
+        }
+        change
+    };
+
+    kv(&["put", a, "1"]);
+    assert_eq!(kv(&["cas", a, "--expect-version", "1", "2"]).trim(), "2");
+    assert_eq!(kv(&["batch", "put", a, "3", "put", b, "x"]).trim(), "3");
+    // In the watched keys' shard (their tag), outside the prefix: not shown.
+    kv(&["put", "{w}other", "z"]);
+    for expected in [
+        change(1, "put", a, Some("1")),
+        change(2, "put", a, Some("2")),
+        change(3, "put", a, Some("3")),
+        change(3, "put", b, Some("x")),
+    ] {
+        assert_eq!(next_line(), expected);
+    }
+
+    // The shard moves to the other group; the watch follows it there.
+    let owner = latest(&controllers)["shards"][shard as usize].as_u64().expect("owned");
+    let other = if owner == 1 { "2" } else { "1" };
+    let moved = controllers.admin(&["shard", "move", &shard.to_string(), other]);
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    kv(&["delete", a]);
+    assert_eq!(kv(&["cas", b, "--expect-version", "3", "y"]).trim(), "6");
+    assert_eq!(next_line(), change(5, "delete", a, None));
+    assert_eq!(next_line(), change(6, "put", b, Some("y")));
+    let output = watching.wait_with_output().expect("the watch ends after --count changes");
+    assert!(output.status.success(), "{}", stderr(&output));
+}

@@ -99,7 +99,7 @@ async fn every_process_reports_its_health_and_describes_its_services_to_generic_
     );
     assert_eq!(
         methods(&storage, "mosaic.v1.Kv").await,
-        ["Get", "Put", "Append", "Delete", "Batch", "Scan"]
+        ["Get", "Put", "Append", "Delete", "Batch", "Scan", "Watch"]
     );
 
     let controller = channel(&controllers, 1).await;

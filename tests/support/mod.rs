@@ -377,7 +377,9 @@ impl Processes {
         *self.children.keys().find(|id| **id != leader).expect("a follower")
     }
 
-    pub fn kv(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    /// Starts `mosaic kv ARGS` routed as [`Processes::kv`] routes, its stdin, stdout and
+    /// stderr piped.
+    pub fn kv_command(&self, args: &[&str]) -> Child {
         let mut command = mosaic();
         command.arg("kv").args(self.tls_flags_of("client"));
         match self.role {
@@ -387,7 +389,11 @@ impl Processes {
                 .args(["--shard-count", &SHARDS.to_string()]),
         };
         command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
+        command.spawn().unwrap()
+    }
+
+    pub fn kv(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = self.kv_command(args);
         {
             use std::io::Write as _;
             let mut input = child.stdin.take().unwrap();

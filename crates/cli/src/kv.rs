@@ -11,6 +11,7 @@
 //! mosaic kv --controllers ... put --if-absent lock owner-1      # only if the key has no value
 //! mosaic kv --controllers ... batch if '{u}:a' 3 put '{u}:a' x delete '{u}:b'  # all or nothing
 //! mosaic kv --controllers ... scan user/ --limit 100            # keys with a prefix, in order
+//! mosaic kv --controllers ... watch user/                       # every change, as it comes
 //! ```
 //!
 //! Versions: every shard counts its changes, and a key's version is the count when the key was
@@ -47,6 +48,7 @@
 //! | `cas`, `put --if-absent`, `delete --expect-version` | the key's new version (a delete: the shard's revision after it), then `\n` | `{"ok":true,"version":V}` |
 //! | `batch` | the shard's revision after the writes, then `\n` | `{"ok":true,"revision":R}` |
 //! | `scan` | a line a key, in key order: the key, a tab, the value (`--keys-only`: the key) | a line a key: `{"key":"...","value":"...","version":V}` (no `value` with `--keys-only`) |
+//! | `watch` | a line a change, as it comes: shard, revision, `put`, key, value (or shard, revision, `delete`, key), tab-separated | a line a change: `{"shard":S,"revision":R,"op":"put","key":"...","value":"..."}` (no `value` for `"op":"delete"`) |
 //!
 //! When the condition of `cas`, `put --if-absent` or `delete --expect-version` does not hold,
 //! nothing is written: stdout carries nothing (`--output json`: `{"ok":false,"current":V}`,
@@ -63,6 +65,12 @@
 //! keys already printed (stderr says how many); a scan stopped by `--limit` with keys left
 //! says so on stderr. Its human lines are raw bytes: a key or value
 //! holding a tab or a newline is only unambiguous in JSON.
+//!
+//! `watch` runs until stopped, or until `--count N` changes are printed (exit code 0); each
+//! shard's changes come in revision order, once each, through leader changes and shard moves
+//! (docs/api.md "Watches"). To resume after the last line seen, pass `--from-revision
+//! SHARD=REV` with the revision after it for each shard. An error (the changes asked for are
+//! no longer kept: `Compacted`) ends it with exit code 1 after the changes printed.
 //!
 //! In JSON, a value that is valid UTF-8 is the string field `value`; any other value is the
 //! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost (a
@@ -91,8 +99,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand, ValueEnum};
 use mosaic_client::{
     Batch, BatchOutcome, Bytes, Cas, Client, ClientError, ClientOptions, Consistency, LogIndex,
-    RoutingError, RoutingSource, ScanEntry, ScanOptions, ScanRange, StaticRouting, Versioned,
-    WriteOutcome,
+    RoutingError, RoutingSource, ScanEntry, ScanOptions, ScanRange, ShardId, StaticRouting,
+    Versioned, WatchOptions, WatchedChange, WatchedRevision, WriteOutcome,
 };
 
 use crate::nodes::{KeyRoute, KeySource};
@@ -234,6 +242,42 @@ enum KvCommand {
         #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
         consistency: ReadConsistency,
     },
+    /// Prints every change to the keys that start with PREFIX (every key without it), or to
+    /// those from `--from` to `--to`, a line each, as they are made, until stopped (or
+    /// `--count` changes).
+    Watch {
+        /// Only the keys that start with this.
+        #[arg(conflicts_with_all = ["from", "to"])]
+        prefix: Option<OsString>,
+        /// The first key (included).
+        #[arg(long, value_name = "KEY")]
+        from: Option<OsString>,
+        /// The key to stop before (excluded).
+        #[arg(long, value_name = "KEY")]
+        to: Option<OsString>,
+        /// Start shard SHARD at revision REV (to resume: the one after the last printed);
+        /// repeatable. Other shards start with the changes after the watch begins.
+        #[arg(long = "from-revision", value_name = "SHARD=REV", value_parser = parse_shard_revision)]
+        from_revisions: Vec<(u32, u64)>,
+        /// Stop after N changes.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// How the replicas serving the watch are checked (stale: any replica serves it).
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+        consistency: ReadConsistency,
+    },
+}
+
+/// Parses `SHARD=REV` (`--from-revision`).
+fn parse_shard_revision(text: &str) -> Result<(u32, u64), String> {
+    let usage = || format!("{text:?} is not SHARD=REV (a shard id, a revision of 1 or more)");
+    let (shard, revision) = text.split_once('=').ok_or_else(usage)?;
+    let shard = shard.parse().map_err(|_| usage())?;
+    let revision: u64 = revision.parse().map_err(|_| usage())?;
+    if revision == 0 {
+        return Err(usage());
+    }
+    Ok((shard, revision))
 }
 
 /// Keys a page of `mosaic kv scan` asks for.
@@ -287,6 +331,7 @@ impl KvCommand {
             Self::Delete { .. } => "delete",
             Self::Batch { .. } => "batch",
             Self::Scan { .. } => "scan",
+            Self::Watch { .. } => "watch",
         }
     }
 }
@@ -434,6 +479,9 @@ fn error_line(command: &str, error: &ClientError, is_write: bool, route: RouteFl
             "free space in the node's data directory (or raise its disk); writes resume by \
              themselves, reads are served meanwhile; nothing was written"
         }
+        ClientError::Compacted { .. } => {
+            "read the keys afresh, then watch from the revision that read returns"
+        }
         ClientError::WrongShard { .. } if route == RouteFlags::Nodes => {
             "give --shard-count the cluster's shard count (the node names it); nothing was \
              written"
@@ -534,7 +582,10 @@ async fn run_command<S: RoutingSource>(
     route: RouteFlags,
 ) -> anyhow::Result<ExitCode> {
     let name = command.name();
-    let is_write = !matches!(command, KvCommand::Get { .. } | KvCommand::Scan { .. });
+    let is_write = !matches!(
+        command,
+        KvCommand::Get { .. } | KvCommand::Scan { .. } | KvCommand::Watch { .. }
+    );
 
     let printed = match command {
         KvCommand::Get { key, consistency, print_version } => client
@@ -570,16 +621,19 @@ async fn run_command<S: RoutingSource>(
             delete.map(|i| Printed::Out(render_write(i, output)))
         }
         KvCommand::Scan { prefix, from, to, limit, keys_only, consistency } => {
-            let range = match (prefix, from, to) {
-                (Some(prefix), _, _) => ScanRange::prefix(prefix.into_encoded_bytes()),
-                (None, from, to) => ScanRange::between(
-                    from.map(OsString::into_encoded_bytes).unwrap_or_default(),
-                    to.map(|to| Bytes::from(to.into_encoded_bytes())),
-                ),
-            };
+            let range = key_range(prefix, from, to);
             let consistency = consistency.into();
             let options = ScanOptions { keys_only, consistency, ..ScanOptions::default() };
             return scan(client, range, options, limit, output, route).await;
+        }
+        KvCommand::Watch { prefix, from, to, from_revisions, count, consistency } => {
+            let range = key_range(prefix, from, to);
+            let from = from_revisions
+                .into_iter()
+                .map(|(shard, revision)| (ShardId(shard), revision))
+                .collect();
+            let options = WatchOptions { consistency: consistency.into(), from };
+            return watch(client, range, options, count, output, route).await;
         }
         KvCommand::Batch { steps } => match parse_batch(steps) {
             Ok(batch) => client.batch(batch).await.map(|outcome| match outcome {
@@ -668,6 +722,96 @@ async fn scan<S: RoutingSource>(
         }
     }
     Ok(ExitCode::from(EXIT_SUCCESS))
+}
+
+/// The keys `scan` and `watch` name: those with `prefix`, or from `from` to `to`.
+fn key_range(prefix: Option<OsString>, from: Option<OsString>, to: Option<OsString>) -> ScanRange {
+    match (prefix, from, to) {
+        (Some(prefix), _, _) => ScanRange::prefix(prefix.into_encoded_bytes()),
+        (None, from, to) => ScanRange::between(
+            from.map(OsString::into_encoded_bytes).unwrap_or_default(),
+            to.map(|to| Bytes::from(to.into_encoded_bytes())),
+        ),
+    }
+}
+
+/// Prints every change to the keys of `range` as it comes, a revision at a time, until
+/// `count` changes (or for ever); an error ends the command after the changes printed.
+///
+/// # Errors
+/// As [`run`].
+async fn watch<S: RoutingSource>(
+    client: &Client<S>,
+    range: ScanRange,
+    options: WatchOptions,
+    count: Option<u64>,
+    output: Output,
+    route: RouteFlags,
+) -> anyhow::Result<ExitCode> {
+    let mut watch = match client.watch(&range, options).await {
+        Ok(watch) => watch,
+        Err(error) => {
+            eprintln!("{}", error_line("watch", &error, false, route));
+            return Ok(ExitCode::from(exit_code_for(&error, false)));
+        }
+    };
+    let mut printed = 0_u64;
+    while let Some(next) = watch.next().await {
+        let revision = match next {
+            Ok(revision) => revision,
+            Err(error) => {
+                eprintln!(
+                    "{} (after {printed} changes printed)",
+                    error_line("watch", &error, false, route)
+                );
+                return Ok(ExitCode::from(exit_code_for(&error, false)));
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        for change in &revision.changes {
+            stdout
+                .write_all(&render_watched(&revision, change, output))
+                .context("writing to stdout")?;
+            printed += 1;
+            if count.is_some_and(|count| printed >= count) {
+                stdout.flush().context("writing to stdout")?;
+                return Ok(ExitCode::from(EXIT_SUCCESS));
+            }
+        }
+        stdout.flush().context("writing to stdout")?;
+    }
+    Ok(ExitCode::from(EXIT_SUCCESS))
+}
+
+/// What `watch` prints for one change: `SHARD TAB REVISION TAB put TAB KEY TAB VALUE` or
+/// `SHARD TAB REVISION TAB delete TAB KEY`, or a JSON document.
+fn render_watched(revision: &WatchedRevision, change: &WatchedChange, output: Output) -> Vec<u8> {
+    let (shard, number) = (revision.shard.0, revision.revision);
+    match (output, &change.value) {
+        (Output::Human, Some(value)) => {
+            let head = format!("{shard}\t{number}\tput\t");
+            [head.as_bytes(), &change.key[..], b"\t", value, b"\n"].concat()
+        }
+        (Output::Human, None) => {
+            let head = format!("{shard}\t{number}\tdelete\t");
+            [head.as_bytes(), &change.key[..], b"\n"].concat()
+        }
+        (Output::Json, value) => {
+            let mut document = serde_json::Map::new();
+            document.insert("shard".into(), shard.into());
+            document.insert("revision".into(), number.into());
+            document.insert("op".into(), if value.is_some() { "put" } else { "delete" }.into());
+            let mut field = |name: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+                Ok(text) => document.insert(name.into(), text.into()),
+                Err(_) => document.insert(format!("{name}_base64"), BASE64.encode(bytes).into()),
+            };
+            field("key", &change.key);
+            if let Some(value) = value {
+                field("value", value);
+            }
+            json_line(&serde_json::Value::Object(document))
+        }
+    }
 }
 
 /// What a command that reached the cluster prints.

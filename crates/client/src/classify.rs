@@ -20,6 +20,7 @@
 //! | `InvalidArgument` | fail at once | no |
 //! | `WrongShard` (the key is not in the shard named: the client's shard count or hash is not the cluster's) | fail at once | no |
 //! | `StorageFull` (the node's disk is nearly full; it takes writes again once space is freed) | fail at once | no |
+//! | `Compacted` (a watch from a revision the replica no longer keeps) | fail at once | no |
 //! | no detail, code `OutOfRange` (a message over a size limit) | fail at once | no |
 //! | no detail, code `Unauthenticated` or `PermissionDenied` (a TLS node reached without TLS, or a certificate without the role) | fail at once | no |
 //! | connect failed | next member, after a backoff | no |
@@ -107,6 +108,11 @@ pub enum Failure {
         /// The reserve it keeps free.
         reserve_bytes: u64,
     },
+    /// A watch asked for changes the replica no longer keeps.
+    Compacted {
+        /// The oldest revision a watch can start from there.
+        oldest_revision: u64,
+    },
     /// The shard's data has not arrived yet.
     ShardNotReady,
     /// The node is overloaded and refused the request without queueing it.
@@ -186,6 +192,7 @@ impl Failure {
             Self::GroupNotHosted { .. } => "group_not_hosted",
             Self::WrongShard { .. } => "wrong_shard",
             Self::StorageFull { .. } => "storage_full",
+            Self::Compacted { .. } => "compacted",
             Self::ShardNotReady => "shard_not_ready",
             Self::ServerBusy => "server_busy",
             Self::SessionExpired => "session_expired",
@@ -217,6 +224,7 @@ impl Failure {
             Self::InvalidArgument { .. }
             | Self::WrongShard { .. }
             | Self::StorageFull { .. }
+            | Self::Compacted { .. }
             | Self::AccessDenied { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. } => Action::Fail,
@@ -239,6 +247,7 @@ impl Failure {
             | Self::InvalidArgument { .. }
             | Self::WrongShard { .. }
             | Self::StorageFull { .. }
+            | Self::Compacted { .. }
             | Self::AccessDenied { .. }
             | Self::UnknownConfig { .. }
             | Self::MessageTooLarge { .. }
@@ -285,6 +294,11 @@ impl fmt::Display for Failure {
                 f,
                 "its disk is nearly full ({available_bytes} bytes free, below its reserve of \
                  {reserve_bytes}): it takes no writes until space is freed"
+            ),
+            Self::Compacted { oldest_revision } => write!(
+                f,
+                "the changes asked for are compacted (the oldest revision it can watch from is \
+                 {oldest_revision})"
             ),
             Self::ShardNotReady => write!(f, "the shard's data has not arrived yet"),
             Self::ServerBusy => write!(f, "overloaded"),
@@ -347,7 +361,8 @@ fn detail_kind(status: &Status) -> Option<Kind> {
     pb::ErrorDetail::decode(status.details()).ok().and_then(|detail| detail.kind)
 }
 
-fn classify_detail(kind: Kind) -> Failure {
+/// What a node's refusal detail means.
+pub(crate) fn classify_detail(kind: Kind) -> Failure {
     match kind {
         Kind::NotLeader(pb::NotLeader { leader_node, leader_address }) => {
             Failure::NotLeader { leader: LeaderHint::from_pb(leader_node, leader_address) }
@@ -368,6 +383,9 @@ fn classify_detail(kind: Kind) -> Failure {
         }
         Kind::StorageFull(pb::StorageFull { available_bytes, reserve_bytes }) => {
             Failure::StorageFull { available_bytes, reserve_bytes }
+        }
+        Kind::Compacted(pb::Compacted { oldest_revision }) => {
+            Failure::Compacted { oldest_revision }
         }
         Kind::ShardNotReady(pb::ShardNotReady {}) => Failure::ShardNotReady,
         Kind::ServerBusy(pb::ServerBusy {}) => Failure::ServerBusy,

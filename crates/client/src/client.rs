@@ -49,6 +49,7 @@ use crate::routing::{Routing, RoutingSource, StaticRouting};
 use crate::scan::{self, ScanOptions, ScanPage, ScanRange};
 use crate::session::{LaneLease, SessionPool};
 use crate::tls::Tls;
+use crate::watch::{self, Watch, WatchOptions};
 
 /// A key's value and its version: the revision of the key's shard when the key was last
 /// written (each shard counts its changes, and the count moves with the shard), so a key
@@ -195,20 +196,20 @@ impl<S> Clone for Client<S> {
     }
 }
 
-struct Inner<S> {
+pub(crate) struct Inner<S> {
     source: S,
-    options: ClientOptions,
+    pub(crate) options: ClientOptions,
     /// The placement operations route by; `None` until first loaded.
     routing: Mutex<Option<Arc<Routing>>>,
     /// Held while asking the source, so that concurrent refreshes ask it once.
     refreshing: tokio::sync::Mutex<()>,
     /// One channel per node address.
-    channels: Channels,
+    pub(crate) channels: Channels,
     /// The node believed to lead each group.
-    leaders: Mutex<Leaders>,
+    pub(crate) leaders: Mutex<Leaders>,
     sessions: SessionPool,
     /// Seeds each operation's backoff jitter.
-    jitter_seeds: JitterSeeds,
+    pub(crate) jitter_seeds: JitterSeeds,
     /// Counts stale reads, so that each goes first to the next replica of its group: any
     /// replica serves them, and they spread the load over all of them.
     stale_reads: AtomicUsize,
@@ -472,6 +473,18 @@ impl<S: RoutingSource> Client<S> {
         Ok(scan::merge(range, answers, options.limit, options.limit_bytes))
     }
 
+    /// Watches the keys of `range`: every change from the revisions `options` names (for
+    /// each shard not named, from the changes after the watch starts), each shard's in
+    /// revision order, across leader changes and shard moves (see [`Watch`]).
+    ///
+    /// # Errors
+    /// What loading the placement fails with; a watch's own failures come from
+    /// [`Watch::next`].
+    pub async fn watch(&self, range: &ScanRange, options: WatchOptions) -> Result<Watch> {
+        let shard_count = self.warm_up().await?.shard_count();
+        Ok(watch::start(&self.inner, range, shard_count, &options))
+    }
+
     /// How many session lanes the client has created (at most its peak number of concurrent
     /// writes).
     #[cfg(test)]
@@ -643,7 +656,7 @@ impl<S: RoutingSource> Inner<S> {
     }
 
     /// The placement to route by, loaded from the source on first use.
-    async fn routing(&self, deadline: Instant) -> Result<Arc<Routing>> {
+    pub(crate) async fn routing(&self, deadline: Instant) -> Result<Arc<Routing>> {
         if let Some(routing) = lock(&self.routing).clone() {
             return Ok(routing);
         }
@@ -669,7 +682,7 @@ impl<S: RoutingSource> Inner<S> {
     /// Asks the source for a newer placement than `stale`, and returns the one to route by
     /// now: the source's if it is not older, else the current one. Asks only if no other
     /// operation has replaced `stale` meanwhile.
-    async fn refresh(&self, stale: &Arc<Routing>, deadline: Instant) -> Arc<Routing> {
+    pub(crate) async fn refresh(&self, stale: &Arc<Routing>, deadline: Instant) -> Arc<Routing> {
         let refresh = async {
             let _refreshing = self.refreshing.lock().await;
             let current = lock(&self.routing).clone().unwrap_or_else(|| Arc::clone(stale));
@@ -703,7 +716,7 @@ impl<S: RoutingSource> Inner<S> {
     /// only earns another `WrongGroup`, so the client asks the source again rather than the
     /// nodes: a source that lags (or keeps failing) is asked again after each pause, and the
     /// operation ends by its deadline.
-    async fn refresh_to(
+    pub(crate) async fn refresh_to(
         &self,
         stale: &Arc<Routing>,
         at_least: u64,

@@ -86,6 +86,17 @@ pub enum ClientError {
         /// Whether an earlier attempt of the write may have been applied.
         outcome: WriteOutcome,
     },
+    /// A watch asked for changes the replica no longer keeps (a revision too old, or one from
+    /// before the replica's state was last replaced): read afresh, then watch from that read's
+    /// revision.
+    #[error(
+        "the changes asked for are compacted: the oldest revision that can be watched from is \
+         {oldest_revision}; read afresh and watch from that read's revision"
+    )]
+    Compacted {
+        /// The oldest revision a watch could start from at the replica that refused.
+        oldest_revision: u64,
+    },
     /// A node or controller refused who this client is: it requires mutual TLS and the
     /// client connected without it, or the client's certificate lacks the role the request
     /// needs. Nothing was applied by that request; retrying it will not help.
@@ -200,6 +211,7 @@ impl ClientError {
             | Self::SessionExpired { outcome }
             | Self::MalformedResponse { outcome, .. } => *outcome,
             Self::Routing { .. }
+            | Self::Compacted { .. }
             | Self::UnknownConfig { .. }
             | Self::InvalidControllerAddresses { .. }
             | Self::InvalidOptions { .. }
@@ -278,6 +290,7 @@ impl Progress {
             Failure::StorageFull { available_bytes, reserve_bytes } => {
                 ClientError::StorageFull { available_bytes, reserve_bytes, outcome: self.outcome() }
             }
+            Failure::Compacted { oldest_revision } => ClientError::Compacted { oldest_revision },
             other => {
                 ClientError::InvalidArgument { reason: other.to_string(), outcome: self.outcome() }
             }

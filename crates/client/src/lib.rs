@@ -87,6 +87,7 @@ mod session;
 #[cfg(test)]
 mod test_support;
 pub mod tls;
+mod watch;
 
 pub use batch::{Batch, BatchOutcome};
 pub use bytes::Bytes;
@@ -103,3 +104,4 @@ pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, hash_tag, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
 pub use scan::{ScanEntry, ScanOptions, ScanPage, ScanRange};
 pub use tls::{Role, Tls, TlsError, TlsFiles};
+pub use watch::{Watch, WatchOptions, WatchedChange, WatchedRevision};

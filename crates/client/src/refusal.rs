@@ -58,6 +58,9 @@ pub fn to_status(error: &Error, leader_address: impl Fn(Option<NodeId>) -> Strin
                 reserve_bytes: *reserve_bytes,
             }),
         ),
+        Error::Compacted { oldest_revision } => {
+            (Code::OutOfRange, Kind::Compacted(pb::Compacted { oldest_revision: *oldest_revision }))
+        }
         Error::ShardNotReady => (Code::Unavailable, Kind::ShardNotReady(pb::ShardNotReady {})),
         Error::SessionExpired { .. } => {
             (Code::FailedPrecondition, Kind::SessionExpired(pb::SessionExpired {}))
@@ -121,6 +124,7 @@ mod tests {
                 shard_count: 4,
             },
             Error::StorageFull { available_bytes: 10, reserve_bytes: 20 },
+            Error::Compacted { oldest_revision: 5 },
             Error::ShardNotReady,
             Error::SessionExpired {
                 shard: mosaic_engine::ShardId(2),
@@ -154,6 +158,10 @@ mod tests {
         let wrong = Error::WrongShard { named, key_shard, shard_count: 4 };
         let failure = classify_status(&to_status(&wrong, leader));
         assert_eq!(failure, Failure::WrongShard { named, key_shard, shard_count: 4 });
+        assert_eq!((failure.action(), failure.may_have_applied()), (Action::Fail, false));
+        let compacted = Error::Compacted { oldest_revision: 5 };
+        let failure = classify_status(&to_status(&compacted, leader));
+        assert_eq!(failure, Failure::Compacted { oldest_revision: 5 });
         assert_eq!((failure.action(), failure.may_have_applied()), (Action::Fail, false));
     }
 }

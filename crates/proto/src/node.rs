@@ -11,6 +11,7 @@ use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm};
 use mosaic_shardkv::version::REVISION_CLIENT;
+use mosaic_shardkv::watch::{ShardWatch, WatchRange, watch_refusal};
 use mosaic_shardkv::{
     BatchCondition, BatchWrite, KvBatch, KvGet, KvWrite, ShardScan, Version, WriteKind,
     batch_size_refusal, scan_refusal,
@@ -161,6 +162,37 @@ pub fn scan_from_pb(
         return Err(invalid(reason));
     }
     Ok((GroupId(request.group_id), scan, consistency))
+}
+
+/// The group, watch and consistency level of a `Kv.Watch` request.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a start or end key over `key-bytes-max` + 1, a consistency
+/// level this build does not know, or a watch [`watch_refusal`] refuses.
+pub fn watch_from_pb(
+    request: pb::WatchRequest,
+    limits: SizeLimits,
+) -> Result<(GroupId, ShardWatch, Consistency), Error> {
+    for key in std::iter::once(&request.start).chain(&request.end) {
+        if key.len() > limits.key_bytes_max + 1 {
+            return Err(invalid(format!(
+                "a watch's start or end is {} bytes; at most {} are accepted (key-bytes-max + 1)",
+                key.len(),
+                limits.key_bytes_max + 1
+            )));
+        }
+    }
+    let consistency = consistency_from_pb(request.consistency)?;
+    let watch = ShardWatch {
+        shard: ShardId(request.shard_id),
+        shard_count: request.shard_count,
+        from: request.from_revision,
+        range: WatchRange { start: request.start, end: request.end },
+    };
+    if let Some(reason) = watch_refusal(&watch) {
+        return Err(invalid(reason));
+    }
+    Ok((GroupId(request.group_id), watch, consistency))
 }
 
 /// The group to create on this node, and its initial voters.
@@ -392,6 +424,37 @@ mod tests {
         assert!(refused(scan(b"a", None, 0, 1)).contains("1 to 10000 keys"));
         assert!(refused(scan(b"a", None, 1, 0)).contains("byte limit"));
         let unknown = pb::ScanRequest { consistency: 42, ..scan(b"a", None, 1, 1) };
+        assert_eq!(refused(unknown), "unknown consistency level 42");
+    }
+
+    #[test]
+    fn a_watch_is_bounded_by_the_nodes_key_size_and_malformed_ones_are_refused() {
+        let watch = |start: &'static [u8], end: Option<&'static [u8]>, from| pb::WatchRequest {
+            group_id: 3,
+            shard_id: 2,
+            start: Bytes::from_static(start),
+            end: end.map(Bytes::from_static),
+            from_revision: from,
+            consistency: pb::Consistency::Lease as i32,
+            shard_count: 8,
+            ..pb::WatchRequest::default()
+        };
+        let (group, shard_watch, level) =
+            watch_from_pb(watch(b"a", Some(b"b"), Some(7)), LIMITS).unwrap();
+        assert_eq!((group, level), (GroupId(3), Consistency::Lease));
+        let range =
+            WatchRange { start: Bytes::from_static(b"a"), end: Some(Bytes::from_static(b"b")) };
+        let expected = ShardWatch { shard: ShardId(2), shard_count: 8, from: Some(7), range };
+        assert_eq!(shard_watch, expected);
+        assert_eq!(watch_from_pb(watch(b"", None, None), LIMITS).unwrap().1.from, None);
+        let refused = |request| reason(watch_from_pb(request, LIMITS).unwrap_err());
+        assert!(watch_from_pb(watch(b"abcd\0", None, None), LIMITS).is_ok());
+        assert!(refused(watch(b"abcdef", None, None)).contains("key-bytes-max + 1"));
+        assert!(refused(watch(b"b", Some(b"a"), None)).contains("must end after it starts"));
+        assert!(refused(watch(b"a", None, Some(0))).contains("revisions start at 1"));
+        let no_count = pb::WatchRequest { shard_count: 0, ..watch(b"a", None, None) };
+        assert_eq!(refused(no_count), "a watch names the shard count it routes by");
+        let unknown = pb::WatchRequest { consistency: 42, ..watch(b"a", None, None) };
         assert_eq!(refused(unknown), "unknown consistency level 42");
     }
 

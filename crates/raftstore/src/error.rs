@@ -88,6 +88,16 @@ pub enum Error {
         /// The client.
         client: ClientId,
     },
+    /// A watch asked for changes of a shard that the replica no longer keeps: read afresh,
+    /// then watch from that read's revision. Nothing was registered.
+    #[error(
+        "compacted: the oldest revision this replica can watch from is {oldest_revision}; read \
+         afresh and watch from that read's revision"
+    )]
+    Compacted {
+        /// The oldest revision a watch can start from at the replica now.
+        oldest_revision: u64,
+    },
     /// A queue or a limit is full; retry after a short backoff.
     #[error("server busy: {reason}")]
     ServerBusy {

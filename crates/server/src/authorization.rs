@@ -49,9 +49,10 @@ const EVERY_ROLE: &[Role] = &Role::ALL;
 pub fn roles_for(path: &str) -> Option<&'static [Role]> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     match (service, method) {
-        (kv_server::SERVICE_NAME, "Get" | "Put" | "Append" | "Delete" | "Batch" | "Scan") => {
-            Some(USERS)
-        }
+        (
+            kv_server::SERVICE_NAME,
+            "Get" | "Put" | "Append" | "Delete" | "Batch" | "Scan" | "Watch",
+        ) => Some(USERS),
         // Clients route by the configuration; nodes follow it; admins show it.
         (controller_server::SERVICE_NAME, "Query") => Some(EVERY_ROLE),
         // Checked for its command by [`check_command`] (so a refusal names the command).
@@ -268,7 +269,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(methods, 17, "the protos' methods");
+        assert_eq!(methods, 18, "the protos' methods");
         assert_eq!(roles_for("/mosaic.v1.Kv/NoSuchMethod"), None);
         assert_eq!(roles_for("nonsense"), None);
     }
@@ -293,6 +294,8 @@ mod tests {
         assert!(allowed(Role::Admin, "/mosaic.v1.Kv/Get"));
         assert!(allowed(Role::Client, "/mosaic.v1.Kv/Scan"));
         assert!(!allowed(Role::Node, "/mosaic.v1.Kv/Scan"));
+        assert!(allowed(Role::Client, "/mosaic.v1.Kv/Watch"));
+        assert!(!allowed(Role::Node, "/mosaic.v1.Kv/Watch"));
         assert!(!allowed(Role::Node, "/mosaic.v1.Kv/Get"));
         assert!(!allowed(Role::Client, "/mosaic.v1.NodeAdmin/ChangeMembership"));
         assert!(allowed(Role::Admin, "/mosaic.v1.NodeAdmin/ChangeMembership"));

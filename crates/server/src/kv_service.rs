@@ -8,8 +8,9 @@ use std::time::Duration;
 use mosaic_proto::node::{self, SizeLimits};
 use mosaic_proto::pb::{self, kv_server::Kv};
 use mosaic_raftstore::{Error, StoreMsg};
-use mosaic_shardkv::request::{propose_write, read_shard, read_value};
+use mosaic_shardkv::request::{propose_write, read_shard, read_value, watch as watch_request};
 use mosaic_shardkv::{KvStateMachine, WriteEffect, WriteKind};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::backend::NodeEngine;
@@ -17,6 +18,7 @@ use crate::disk::DiskGuard;
 use crate::metrics::RequestMetrics;
 use crate::runner::StoreHandle;
 use crate::status::{Directory, ask_store, to_status};
+use crate::watch_stream;
 
 /// What a node accepts from clients.
 #[derive(Clone, Copy, Debug)]
@@ -173,6 +175,31 @@ impl KvService {
     }
 }
 
+impl KvService {
+    async fn watch_unrecorded(
+        &self,
+        request: Request<pb::WatchRequest>,
+        record: &mut crate::metrics::RequestRecord<'_>,
+    ) -> Result<Response<ReceiverStream<Result<pb::WatchResponse, Status>>>, Status> {
+        let (group, watch, consistency) =
+            node::watch_from_pb(request.into_inner(), self.limits.sizes)
+                .map_err(|error| self.refuse(&error))?;
+        record.read_level(consistency);
+        let (shard, shard_count) = (watch.shard, watch.shard_count);
+        let watcher =
+            self.ask(|callback| watch_request(group, watch, consistency, callback)).await?.output;
+        let (store, timeout) = (self.store.clone(), self.limits.request_timeout);
+        let check: watch_stream::Check = Box::new(move || {
+            let store = store.clone();
+            Box::pin(async move {
+                let read = |callback| read_shard(group, shard, shard_count, consistency, callback);
+                store.ask_within(timeout, read).await.map(drop)
+            })
+        });
+        Ok(Response::new(watch_stream::forward(watcher, check, self.directory.clone())))
+    }
+}
+
 /// The refusal of a write or batch whose seq is older than its session's last: only a late copy
 /// of a request its client has stopped waiting for gets there.
 fn older_than_session(seq: u64) -> Error {
@@ -258,6 +285,20 @@ impl Kv for KvService {
     ) -> Result<Response<pb::ScanResponse>, Status> {
         let mut record = self.metrics.start("scan");
         let result = self.scan_unrecorded(request, &mut record).await;
+        record.finish(&result);
+        result
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    /// Registers the watcher (recorded as a request: its latency is the registration's), then
+    /// streams what it receives ([`watch_stream`]).
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut record = self.metrics.start("watch");
+        let result = self.watch_unrecorded(request, &mut record).await;
         record.finish(&result);
         result
     }

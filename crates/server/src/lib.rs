@@ -46,6 +46,7 @@ pub mod runner;
 pub mod status;
 pub mod status_page;
 pub mod transport;
+pub mod watch_stream;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};

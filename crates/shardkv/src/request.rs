@@ -20,6 +20,7 @@ use crate::migration::{MigrationCommand, MigrationOutcome};
 use crate::ownership::Ownership;
 use crate::state_machine::{Applied, KvGet, KvQuery, KvReadOutput, KvStateMachine, WriteOutcome};
 use crate::version::Versioned;
+use crate::watch::{ShardWatch, WatchReceiver};
 
 /// A store message of a node hosting storage groups.
 pub type KvStoreMsg<K> = StoreMsg<K, KvStateMachine>;
@@ -103,6 +104,29 @@ pub fn read_shard<K: KvEngine>(
                 read.map(|output| match output {
                     KvReadOutput::Shard(view) => view,
                     other => mismatch("a shard read", &other),
+                })
+            }));
+        }),
+    }
+}
+
+/// Registers a watcher at `group`'s replica ([`KvQuery::Watch`], read at `consistency`: a
+/// watch of the changes after now starts after the revision that read saw).
+pub fn watch<K: KvEngine>(
+    group: GroupId,
+    watch: ShardWatch,
+    consistency: Consistency,
+    callback: Callback<ReadOutput<WatchReceiver>>,
+) -> KvStoreMsg<K> {
+    StoreMsg::Read {
+        group,
+        query: KvQuery::Watch(watch),
+        consistency,
+        callback: Box::new(move |answer| {
+            callback(answer.map(|read| {
+                read.map(|output| match output {
+                    KvReadOutput::Watch(watcher) => watcher,
+                    other => mismatch("a watch", &other),
                 })
             }));
         }),

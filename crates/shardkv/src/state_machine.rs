@@ -44,7 +44,7 @@ use crate::ownership::{
 };
 use crate::session::{Session, SessionTable, WriteEffect};
 use crate::version::{REVISION_CLIENT, Version, Versioned, decode_revision, encode_revision};
-use crate::watch::{Change, ShardFeed, WatchEnd, WatchRange, WatchReceiver, WatchRefusal};
+use crate::watch::{Change, ShardFeed, ShardWatch, WatchEnd, WatchReceiver, WatchRefusal};
 
 /// A read of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,18 +69,9 @@ pub enum KvQuery {
         /// The shard count the client routes by.
         shard_count: u32,
     },
-    /// Registers a watcher of `range` in `shard` from revision `from` (`None`: the changes
-    /// after the read), as [`KvQuery::Shard`] checks the shard.
-    Watch {
-        /// The shard.
-        shard: ShardId,
-        /// The shard count the client routes by.
-        shard_count: u32,
-        /// The first revision to send (`None`: the next).
-        from: Option<u64>,
-        /// The keys to follow.
-        range: WatchRange,
-    },
+    /// Registers a watcher (its `from` unset: of the changes after the read), the shard
+    /// checked as [`KvQuery::Shard`] checks it.
+    Watch(ShardWatch),
     /// The group's shard ownership (`None` for a group that serves every shard).
     Ownership,
     /// A point-in-time view to stream `shard` from, which this group is sending to `to` in
@@ -105,8 +96,8 @@ pub enum KvReadOutput<S: KvRead> {
     Handoff(EngineSnapshot<S>),
     /// A view of the store in which the group serves the shard.
     Shard(EngineSnapshot<S>),
-    /// The watcher registered, or why not.
-    Watch(std::result::Result<WatchReceiver, WatchRefusal>),
+    /// The watcher, registered.
+    Watch(WatchReceiver),
 }
 
 impl<S: KvRead> std::fmt::Debug for KvReadOutput<S> {
@@ -735,13 +726,26 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
         self.pending.clear();
         self.deleted_shards.clear();
         let feeds = self.feeds.get_mut();
-        for unpublished in self.unpublished.drain(..) {
-            match unpublished {
+        let mut unpublished = std::mem::take(&mut self.unpublished).into_iter().peekable();
+        while let Some(next) = unpublished.next() {
+            match next {
                 Unpublished::Change(shard, change) => {
-                    // A shard's revisions go up by one with each change: before this one, the
-                    // shard was at the revision below (changes of one revision come together).
-                    let before = change.revision - 1;
-                    feeds.entry(shard).or_insert_with(|| ShardFeed::new(before)).publish(change);
+                    // The changes of one revision of a shard come together (one entry's).
+                    let revision = change.revision;
+                    let mut changes = vec![change];
+                    let same_revision = |next: &Unpublished| {
+                        matches!(next, Unpublished::Change(other, change)
+                            if *other == shard && change.revision == revision)
+                    };
+                    while let Some(Unpublished::Change(_, change)) =
+                        unpublished.next_if(same_revision)
+                    {
+                        changes.push(change);
+                    }
+                    // A shard's revision goes up by one with each changing entry: before this
+                    // one, the shard was at the revision below.
+                    let before = changes[0].revision - 1;
+                    feeds.entry(shard).or_insert_with(|| ShardFeed::new(before)).publish(changes);
                 }
                 Unpublished::Moved(shard, revision) => {
                     if let Some(feed) = feeds.remove(&shard) {
@@ -769,7 +773,7 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 self.check_serves(*shard)?;
                 Ok(KvReadOutput::Shard(engine.snapshot()))
             }
-            KvQuery::Watch { shard, shard_count, from, range } => {
+            KvQuery::Watch(ShardWatch { shard, shard_count, from, range }) => {
                 if let Some(ownership) = &self.ownership {
                     ownership.check_shard_count(*shard, *shard_count)?;
                 }
@@ -777,7 +781,15 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 let mut feeds = self.feeds.borrow_mut();
                 let feed =
                     feeds.entry(*shard).or_insert_with(|| ShardFeed::new(self.revision(*shard)));
-                Ok(KvReadOutput::Watch(feed.subscribe(*from, range.clone())))
+                match feed.subscribe(*from, range.clone()) {
+                    Ok(watcher) => Ok(KvReadOutput::Watch(watcher)),
+                    Err(WatchRefusal::Compacted { oldest }) => {
+                        Err(Error::Compacted { oldest_revision: oldest })
+                    }
+                    Err(refusal @ WatchRefusal::TooManyWatchers) => {
+                        Err(Error::ServerBusy { reason: format!("shard {shard}: {refusal}") })
+                    }
+                }
             }
             KvQuery::Ownership => Ok(KvReadOutput::Ownership(self.ownership.clone())),
             KvQuery::Handoff { num, shard, to } => {

@@ -5,12 +5,12 @@
 //! each shard it has changed or been asked to watch: a bounded ring of the latest changes (at
 //! most [`FEED_CHANGES_MAX`] changes and [`FEED_BYTES_MAX`] bytes; whole revisions leave it,
 //! oldest first), and the watchers. A watcher starts at a revision: the ring's changes from
-//! there on are queued for it at once, then every change as it is published, so it sees each
-//! change of its key range exactly once and in order, with no gap between what was kept and
-//! what comes next. A watcher asking for a revision the ring no longer holds is refused
+//! there on are queued for it at once, then the changes of each revision as it is published
+//! (one [`WatchEvent::Changes`] per revision, never split), so it sees each change of its key
+//! range exactly once and in order, with no gap between what was kept and what comes next. A watcher asking for a revision the ring no longer holds is refused
 //! ([`WatchRefusal::Compacted`]): it must read afresh and watch from that read's revision.
 //!
-//! A watcher's queue is bounded ([`WATCHER_EVENTS_MAX`] changes, [`WATCHER_BYTES_MAX`]
+//! A watcher's queue is bounded ([`WATCHER_EVENTS_MAX`] revisions, [`WATCHER_BYTES_MAX`]
 //! bytes); one that falls that far behind is ended ([`WatchEnd::Lagged`]) rather than let the
 //! node's memory grow, and resumes from the last revision it saw. A feed ends, and every
 //! watcher with it, when the shard stops being served here ([`WatchEnd::Moved`], at the
@@ -28,13 +28,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use mosaic_engine::ShardId;
 use tokio::sync::mpsc;
 
 /// The most changes a shard's feed keeps.
 pub const FEED_CHANGES_MAX: usize = 1_024;
 /// The most bytes of keys and values a shard's feed keeps.
-pub const FEED_BYTES_MAX: u64 = 1 << 20;
-/// The most changes queued for one watcher before it is ended as lagging.
+pub const FEED_BYTES_MAX: u64 = 256 << 10;
+/// The most revisions queued for one watcher before it is ended as lagging.
 pub const WATCHER_EVENTS_MAX: usize = 1_024;
 /// The most bytes of keys and values queued for one watcher before it is ended as lagging.
 pub const WATCHER_BYTES_MAX: u64 = 4 << 20;
@@ -92,6 +93,38 @@ fn prefix_end(prefix: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(end))
 }
 
+/// A watch of one shard's keys in `range` from revision `from` (`None`: the changes after
+/// the watch is registered).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardWatch {
+    /// The shard.
+    pub shard: ShardId,
+    /// The shard count the client routes by (a group placed by a controller refuses another).
+    pub shard_count: u32,
+    /// The first revision to send; `None`: the next.
+    pub from: Option<u64>,
+    /// The keys to follow.
+    pub range: WatchRange,
+}
+
+/// Why `watch` is malformed, if it is: no shard count, revision 0 (revisions start at 1), or
+/// a range that ends before it starts.
+#[must_use]
+pub fn watch_refusal(watch: &ShardWatch) -> Option<String> {
+    if watch.shard_count == 0 {
+        return Some("a watch names the shard count it routes by".into());
+    }
+    if watch.from == Some(0) {
+        return Some("a watch starts at revision 1 or later (revisions start at 1)".into());
+    }
+    match &watch.range.end {
+        Some(end) if *end <= watch.range.start => {
+            Some("a watch's range must end after it starts (the end is excluded)".into())
+        }
+        _ => None,
+    }
+}
+
 /// Why a watcher's stream stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchEnd {
@@ -112,8 +145,9 @@ pub enum WatchEnd {
 /// What a watcher receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// A change of a key in its range.
-    Change(Change),
+    /// The changes of one revision to keys in its range (at least one), in the order they
+    /// were made.
+    Changes(Vec<Change>),
     /// The stream's end; nothing follows.
     End(WatchEnd),
 }
@@ -154,9 +188,17 @@ pub struct WatchReceiver {
     pub from: u64,
     events: mpsc::Receiver<WatchEvent>,
     queued_bytes: Arc<AtomicU64>,
+    published: Arc<AtomicU64>,
 }
 
 impl WatchReceiver {
+    /// The revision of the feed's last published change: every change in the range up to it
+    /// is queued (or was received) by the time this returns it.
+    #[must_use]
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
     /// The next event; `None` once the stream ended (after its [`WatchEvent::End`]) or the
     /// feed was dropped without one.
     pub async fn recv(&mut self) -> Option<WatchEvent> {
@@ -176,10 +218,15 @@ impl WatchReceiver {
     }
 
     fn received(&self, event: Option<&WatchEvent>) {
-        if let Some(WatchEvent::Change(change)) = event {
-            self.queued_bytes.fetch_sub(change.bytes(), Ordering::Relaxed);
+        if let Some(WatchEvent::Changes(changes)) = event {
+            self.queued_bytes.fetch_sub(bytes_of(changes), Ordering::Relaxed);
         }
     }
+}
+
+/// What `changes` count for in the bounds.
+fn bytes_of(changes: &[Change]) -> u64 {
+    changes.iter().map(Change::bytes).sum()
 }
 
 /// A registered watcher, as its feed holds it.
@@ -192,20 +239,26 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// Queues `change` if the watcher follows it; false once the watcher is over (it lagged,
-    /// and was told so, or its receiver is gone).
-    fn offer(&self, change: &Change) -> bool {
-        if change.revision < self.from || !self.range.contains(&change.key) {
+    /// Queues those of `changes` (one revision's) the watcher follows; false once the watcher
+    /// is over (it lagged, and was told so, or its receiver is gone).
+    fn offer(&self, changes: &[Change]) -> bool {
+        let followed: Vec<Change> = changes
+            .iter()
+            .filter(|change| change.revision >= self.from && self.range.contains(&change.key))
+            .cloned()
+            .collect();
+        if followed.is_empty() {
             return !self.events.is_closed();
         }
-        let bytes = self.queued_bytes.load(Ordering::Relaxed);
+        let bytes = bytes_of(&followed);
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
         // The last place is the end's: a queue with one place left is full.
-        if self.events.capacity() <= 1 || bytes + change.bytes() > WATCHER_BYTES_MAX {
+        if self.events.capacity() <= 1 || queued + bytes > WATCHER_BYTES_MAX {
             self.end(WatchEnd::Lagged);
             return false;
         }
-        self.queued_bytes.fetch_add(change.bytes(), Ordering::Relaxed);
-        self.events.try_send(WatchEvent::Change(change.clone())).is_ok()
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.events.try_send(WatchEvent::Changes(followed)).is_ok()
     }
 
     fn end(&self, end: WatchEnd) {
@@ -225,6 +278,8 @@ pub struct ShardFeed {
     floor: u64,
     /// The revision of the last change published (or `floor`).
     revision: u64,
+    /// `revision`, for the watchers' receivers: stored once a revision's changes are queued.
+    published: Arc<AtomicU64>,
     watchers: Vec<Watcher>,
 }
 
@@ -237,6 +292,7 @@ impl ShardFeed {
             ring_bytes: 0,
             floor: revision,
             revision,
+            published: Arc::new(AtomicU64::new(revision)),
             watchers: Vec::new(),
         }
     }
@@ -278,19 +334,23 @@ impl ShardFeed {
         if from <= self.floor {
             return Err(WatchRefusal::Compacted { oldest: self.oldest() });
         }
-        let kept: Vec<&Change> = self
-            .ring
-            .iter()
-            .filter(|change| change.revision >= from && range.contains(&change.key))
-            .collect();
+        // The changes kept from `from` on, one event per revision.
+        let mut kept: Vec<Vec<Change>> = Vec::new();
+        for change in self.ring.iter().filter(|change| change.revision >= from) {
+            if !range.contains(&change.key) {
+                continue;
+            }
+            match kept.last_mut() {
+                Some(last) if last[0].revision == change.revision => last.push(change.clone()),
+                _ => kept.push(vec![change.clone()]),
+            }
+        }
         // Room for what is kept (whatever its size: the ring bounds it), then for the
-        // changes to come, then for the end.
+        // revisions to come, then for the end.
         let (sender, events) = mpsc::channel(kept.len() + WATCHER_EVENTS_MAX + 1);
-        let queued = kept.iter().map(|change| change.bytes()).sum();
-        for change in kept {
-            sender
-                .try_send(WatchEvent::Change(change.clone()))
-                .expect("room for every change kept");
+        let queued = kept.iter().map(|changes| bytes_of(changes)).sum();
+        for changes in kept {
+            sender.try_send(WatchEvent::Changes(changes)).expect("room for every change kept");
         }
         let queued_bytes = Arc::new(AtomicU64::new(queued));
         self.watchers.push(Watcher {
@@ -299,25 +359,29 @@ impl ShardFeed {
             events: sender,
             queued_bytes: Arc::clone(&queued_bytes),
         });
-        Ok(WatchReceiver { from, events, queued_bytes })
+        let published = Arc::clone(&self.published);
+        Ok(WatchReceiver { from, events, queued_bytes, published })
     }
 
-    /// Publishes `change`, the next in revision order (several changes of one revision
-    /// follow each other): keeps it, and queues it for every watcher that follows it.
+    /// Publishes `changes`, every change of the next revision: keeps them, and queues those
+    /// each watcher follows.
     ///
     /// # Panics
-    /// If `change` comes before the last change published.
-    pub fn publish(&mut self, change: Change) {
+    /// If `changes` is empty, holds changes of several revisions, or of a revision not after
+    /// the last one published.
+    pub fn publish(&mut self, changes: Vec<Change>) {
+        let revision = changes.first().expect("a revision changes something").revision;
         assert!(
-            change.revision >= self.revision && change.revision > self.floor,
-            "a change at revision {} after revision {}",
-            change.revision,
+            revision > self.revision && changes.iter().all(|change| change.revision == revision),
+            "changes at revisions {:?} after revision {}",
+            changes.iter().map(|change| change.revision).collect::<Vec<_>>(),
             self.revision
         );
-        self.watchers.retain(|watcher| watcher.offer(&change));
-        self.revision = change.revision;
-        self.ring_bytes += change.bytes();
-        self.ring.push_back(change);
+        self.watchers.retain(|watcher| watcher.offer(&changes));
+        self.revision = revision;
+        self.published.store(revision, Ordering::Release);
+        self.ring_bytes += bytes_of(&changes);
+        self.ring.extend(changes);
         while self.ring.len() > FEED_CHANGES_MAX || self.ring_bytes > FEED_BYTES_MAX {
             // Whole revisions leave, so the floor is always a revision boundary.
             let Some(oldest) = self.ring.front().map(|change| change.revision) else { break };
@@ -349,6 +413,11 @@ mod tests {
         }
     }
 
+    /// A revision of one change to `key`.
+    fn one(revision: u64, key: &'static str) -> Vec<Change> {
+        vec![change(revision, key, Some("v"))]
+    }
+
     fn all() -> WatchRange {
         WatchRange { start: Bytes::new(), end: None }
     }
@@ -358,60 +427,62 @@ mod tests {
         std::iter::from_fn(|| receiver.try_recv().ok()).collect()
     }
 
-    fn changes(events: &[WatchEvent]) -> Vec<u64> {
+    /// The revision of each change event among `events`.
+    fn revisions(events: &[WatchEvent]) -> Vec<u64> {
         events
             .iter()
             .filter_map(|event| match event {
-                WatchEvent::Change(change) => Some(change.revision),
+                WatchEvent::Changes(changes) => Some(changes[0].revision),
                 WatchEvent::End(_) => None,
             })
             .collect()
     }
 
     #[test]
-    fn a_watcher_gets_the_changes_kept_from_its_revision_then_each_new_one_once_in_order() {
+    fn a_watcher_gets_the_revisions_kept_from_its_own_then_each_new_one_once_in_order() {
         let mut feed = ShardFeed::new(4);
-        feed.publish(change(5, "a", Some("1")));
-        feed.publish(change(6, "b", Some("2")));
-        feed.publish(change(6, "c", None));
+        feed.publish(vec![change(5, "a", Some("1"))]);
+        feed.publish(vec![change(6, "b", Some("2")), change(6, "c", None)]);
         let mut from_6 = feed.subscribe(Some(6), all()).unwrap();
         let mut from_now = feed.subscribe(None, all()).unwrap();
-        assert_eq!((from_6.from, from_now.from), (6, 7));
-        feed.publish(change(7, "a", Some("3")));
+        assert_eq!((from_6.from, from_now.from, from_now.published()), (6, 7, 6));
+        feed.publish(vec![change(7, "a", Some("3"))]);
+        assert_eq!(from_now.published(), 7);
         assert_eq!(
             drain(&mut from_6),
-            [change(6, "b", Some("2")), change(6, "c", None), change(7, "a", Some("3"))]
-                .map(WatchEvent::Change)
+            [
+                WatchEvent::Changes(vec![change(6, "b", Some("2")), change(6, "c", None)]),
+                WatchEvent::Changes(vec![change(7, "a", Some("3"))]),
+            ]
         );
-        assert_eq!(drain(&mut from_now), [WatchEvent::Change(change(7, "a", Some("3")))]);
+        assert_eq!(drain(&mut from_now), [WatchEvent::Changes(vec![change(7, "a", Some("3"))])]);
         // A watch from a revision still to come waits for it.
         let mut ahead = feed.subscribe(Some(9), all()).unwrap();
-        feed.publish(change(8, "a", None));
-        feed.publish(change(9, "b", None));
-        assert_eq!(changes(&drain(&mut ahead)), [9]);
+        feed.publish(one(8, "a"));
+        feed.publish(one(9, "b"));
+        assert_eq!(revisions(&drain(&mut ahead)), [9]);
     }
 
     #[test]
     fn a_watcher_gets_only_the_keys_of_its_range() {
         let mut feed = ShardFeed::new(0);
-        let mut users =
-            feed.subscribe(None, WatchRange::prefix(Bytes::from_static(b"user/"))).unwrap();
-        let mut key = feed
-            .subscribe(
-                None,
-                WatchRange {
-                    start: Bytes::from_static(b"b"),
-                    end: Some(Bytes::from_static(b"b\0")),
-                },
-            )
-            .unwrap();
-        feed.publish(change(1, "user/1", Some("x")));
-        feed.publish(change(2, "user0", Some("x")));
-        feed.publish(change(3, "b", Some("x")));
-        feed.publish(change(4, "ba", Some("x")));
-        feed.publish(change(5, "user/", None));
-        assert_eq!(changes(&drain(&mut users)), [1, 5]);
-        assert_eq!(changes(&drain(&mut key)), [3]);
+        let users = WatchRange::prefix(Bytes::from_static(b"user/"));
+        let mut users = feed.subscribe(None, users).unwrap();
+        let b =
+            WatchRange { start: Bytes::from_static(b"b"), end: Some(Bytes::from_static(b"b\0")) };
+        let mut b = feed.subscribe(None, b).unwrap();
+        feed.publish(vec![change(1, "user/1", Some("x")), change(1, "b", Some("y"))]);
+        feed.publish(one(2, "user0"));
+        feed.publish(one(3, "ba"));
+        feed.publish(vec![change(4, "user/", None)]);
+        assert_eq!(
+            drain(&mut users),
+            [
+                WatchEvent::Changes(vec![change(1, "user/1", Some("x"))]),
+                WatchEvent::Changes(vec![change(4, "user/", None)]),
+            ]
+        );
+        assert_eq!(drain(&mut b), [WatchEvent::Changes(vec![change(1, "b", Some("y"))])]);
     }
 
     #[test]
@@ -428,11 +499,10 @@ mod tests {
     fn whole_revisions_leave_a_full_feed_and_a_watch_from_before_them_is_refused() {
         let mut feed = ShardFeed::new(0);
         for revision in 1..=FEED_CHANGES_MAX as u64 {
-            feed.publish(change(revision, "k", Some("v")));
+            feed.publish(one(revision, "k"));
         }
         assert_eq!(feed.oldest(), 1);
-        // A batch: two changes at one revision, both leave together.
-        feed.publish(change(FEED_CHANGES_MAX as u64 + 1, "k", Some("v")));
+        feed.publish(one(FEED_CHANGES_MAX as u64 + 1, "k"));
         assert_eq!(feed.oldest(), 2);
         let mut first = feed.subscribe(Some(2), all()).unwrap();
         assert_eq!(drain(&mut first).len(), FEED_CHANGES_MAX);
@@ -446,10 +516,13 @@ mod tests {
             feed.subscribe(Some(10), all()).unwrap_err(),
             WatchRefusal::Compacted { oldest: 11 }
         );
-        feed.publish(change(11, "a", Some("v")));
-        feed.publish(change(11, "b", Some("v")));
+        feed.publish(vec![change(11, "a", Some("v")), change(11, "b", Some("v"))]);
         let big = Bytes::from(vec![0; FEED_BYTES_MAX as usize]);
-        feed.publish(Change { revision: 12, key: Bytes::from_static(b"c"), value: Some(big) });
+        feed.publish(vec![Change {
+            revision: 12,
+            key: Bytes::from_static(b"c"),
+            value: Some(big),
+        }]);
         // Revision 11 left whole; 12, alone over the bound, left too.
         assert_eq!(feed.oldest(), 13);
         assert_eq!(feed.revision(), 12);
@@ -461,27 +534,24 @@ mod tests {
         let mut slow = feed.subscribe(None, all()).unwrap();
         let mut keeping_up = feed.subscribe(None, all()).unwrap();
         for revision in 1..=WATCHER_EVENTS_MAX as u64 + 1 {
-            feed.publish(change(revision, "k", Some("v")));
-            assert_eq!(changes(&drain(&mut keeping_up)), [revision]);
+            feed.publish(one(revision, "k"));
+            assert_eq!(revisions(&drain(&mut keeping_up)), [revision]);
         }
         let events = drain(&mut slow);
         assert_eq!(events.len(), WATCHER_EVENTS_MAX + 1);
         assert_eq!(events.last(), Some(&WatchEvent::End(WatchEnd::Lagged)));
-        assert_eq!(changes(&events), (1..=WATCHER_EVENTS_MAX as u64).collect::<Vec<_>>());
+        assert_eq!(revisions(&events), (1..=WATCHER_EVENTS_MAX as u64).collect::<Vec<_>>());
         assert_eq!(feed.watchers(), 1);
         // By bytes too.
         let mut feed = ShardFeed::new(0);
         let mut slow = feed.subscribe(None, all()).unwrap();
         let value = Bytes::from(vec![0; (WATCHER_BYTES_MAX / 3) as usize]);
         for revision in 1..=4 {
-            feed.publish(Change {
-                revision,
-                key: Bytes::from_static(b"k"),
-                value: Some(value.clone()),
-            });
+            let key = Bytes::from_static(b"k");
+            feed.publish(vec![Change { revision, key, value: Some(value.clone()) }]);
         }
         let events = drain(&mut slow);
-        assert_eq!(changes(&events), [1, 2]);
+        assert_eq!(revisions(&events), [1, 2]);
         assert_eq!(events.last(), Some(&WatchEvent::End(WatchEnd::Lagged)));
     }
 
@@ -491,12 +561,9 @@ mod tests {
         let mut watcher = feed.subscribe(None, all()).unwrap();
         let value = Bytes::from(vec![0; (WATCHER_BYTES_MAX / 2) as usize]);
         for revision in 1..=10 * WATCHER_EVENTS_MAX as u64 {
-            feed.publish(Change {
-                revision,
-                key: Bytes::from_static(b"k"),
-                value: Some(value.clone()),
-            });
-            assert_eq!(changes(&drain(&mut watcher)), [revision]);
+            let key = Bytes::from_static(b"k");
+            feed.publish(vec![Change { revision, key, value: Some(value.clone()) }]);
+            assert_eq!(revisions(&drain(&mut watcher)), [revision]);
         }
     }
 
@@ -506,15 +573,12 @@ mod tests {
         let mut watcher = feed.subscribe(None, all()).unwrap();
         let gone = feed.subscribe(None, all()).unwrap();
         drop(gone);
-        feed.publish(change(1, "k", Some("v")));
+        feed.publish(one(1, "k"));
         assert_eq!(feed.watchers(), 1);
         feed.end(WatchEnd::Moved { revision: 1 });
         assert_eq!(
             drain(&mut watcher),
-            [
-                WatchEvent::Change(change(1, "k", Some("v"))),
-                WatchEvent::End(WatchEnd::Moved { revision: 1 })
-            ]
+            [WatchEvent::Changes(one(1, "k")), WatchEvent::End(WatchEnd::Moved { revision: 1 })]
         );
         assert!(matches!(watcher.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
     }

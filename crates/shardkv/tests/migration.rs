@@ -13,7 +13,7 @@ use mosaic_engine::{
 };
 use mosaic_raft::{LogIndex, NodeId};
 use mosaic_raftstore::{Error, StateMachine};
-use mosaic_shardkv::watch::{WatchEnd, WatchEvent, WatchRange, WatchReceiver, WatchRefusal};
+use mosaic_shardkv::watch::{ShardWatch, WatchEnd, WatchEvent, WatchRange, WatchReceiver};
 use mosaic_shardkv::{
     Applied, BATCH_ITEMS_MAX, BatchCondition, BatchWrite, KvBatch, KvCommand, KvGet, KvQuery,
     KvReadOutput, KvStateMachine, KvWrite, METADATA_SHARD, MigrationCommand, MigrationOutcome,
@@ -1124,8 +1124,9 @@ impl Node {
         shard: u32,
         from: Option<u64>,
         range: WatchRange,
-    ) -> mosaic_raftstore::Result<Result<WatchReceiver, WatchRefusal>> {
-        let query = KvQuery::Watch { shard: ShardId(shard), shard_count: SHARDS, from, range };
+    ) -> mosaic_raftstore::Result<WatchReceiver> {
+        let watch = ShardWatch { shard: ShardId(shard), shard_count: SHARDS, from, range };
+        let query = KvQuery::Watch(watch);
         match StateMachine::<MemKv>::read(&self.groups[&group].0, &self.engine, &query)? {
             KvReadOutput::Watch(watch) => Ok(watch),
             other => panic!("a watch answered {other:?}"),
@@ -1135,7 +1136,7 @@ impl Node {
     /// A watcher of every key of `shard` at `group` from `from`, registered.
     fn watch_all(&self, group: GroupId, shard: u32, from: Option<u64>) -> WatchReceiver {
         let range = WatchRange { start: Bytes::new(), end: None };
-        self.watch(group, shard, from, range).expect("served").expect("registered")
+        self.watch(group, shard, from, range).expect("served and registered")
     }
 }
 
@@ -1145,9 +1146,12 @@ type Watched = Result<(u64, Bytes, Option<Bytes>), WatchEnd>;
 /// Every event queued for `watcher` now.
 fn watched(watcher: &mut WatchReceiver) -> Vec<Watched> {
     std::iter::from_fn(|| watcher.try_recv().ok())
-        .map(|event| match event {
-            WatchEvent::Change(change) => Ok((change.revision, change.key, change.value)),
-            WatchEvent::End(end) => Err(end),
+        .flat_map(|event| match event {
+            WatchEvent::Changes(changes) => changes
+                .into_iter()
+                .map(|change| Ok((change.revision, change.key, change.value)))
+                .collect(),
+            WatchEvent::End(end) => vec![Err(end)],
         })
         .collect()
 }
@@ -1169,10 +1173,8 @@ fn a_watch_sees_each_change_once_in_order_and_follows_the_shard_to_its_new_owner
     }
     let mut everything = node.watch_all(G1, 2, None);
     let tagged = |name: &str| Bytes::from(format!("{{{}}}:{name}", tag_in(2)));
-    let mut only_b = node
-        .watch(G1, 2, None, WatchRange::prefix(tagged("b")))
-        .expect("served")
-        .expect("registered");
+    let mut only_b =
+        node.watch(G1, 2, None, WatchRange::prefix(tagged("b"))).expect("served and registered");
     let a = key_in(2, "a");
     node.effect(G1, conditional(Put, 1, 1, 2, "a", "1", None));
     node.batch_effect(G1, batch(2, 1, 2, &[], &[(Put, "b", "x"), (Put, "c", "y")]));
@@ -1206,13 +1208,14 @@ fn a_watch_sees_each_change_once_in_order_and_follows_the_shard_to_its_new_owner
     node.pull(2, 2, G1, G2, 1 << 20);
     let mut resumed = node.watch_all(G2, 2, Some(4));
     assert_eq!(
-        node.watch(G2, 2, Some(3), range.clone()).expect("served").unwrap_err(),
-        WatchRefusal::Compacted { oldest: 4 }
+        node.watch(G2, 2, Some(3), range.clone()).unwrap_err(),
+        Error::Compacted { oldest_revision: 4 }
     );
     node.effect(G2, conditional(Put, 1, 5, 2, "a", "2", None));
     assert_eq!(watched(&mut resumed), [Ok((4, a, Some(Bytes::from("2"))))]);
     // A client routing by another shard count is refused.
-    let query = KvQuery::Watch { shard: ShardId(2), shard_count: SHARDS * 2, from: None, range };
+    let watch = ShardWatch { shard: ShardId(2), shard_count: SHARDS * 2, from: None, range };
+    let query = KvQuery::Watch(watch);
     let refused = StateMachine::<MemKv>::read(&node.groups[&G2].0, &node.engine, &query);
     assert!(matches!(refused, Err(Error::WrongShard { .. })), "{refused:?}");
 

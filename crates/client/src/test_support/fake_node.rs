@@ -274,6 +274,16 @@ impl Kv for Service {
         Ok(tonic::Response::new(response))
     }
 
+    type WatchStream = futures_util::stream::Empty<Result<pb::WatchResponse, Status>>;
+
+    /// Not served: the client's watches are tested against real nodes.
+    async fn watch(
+        &self,
+        _request: tonic::Request<pb::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("the fake node does not serve watches"))
+    }
+
     async fn batch(
         &self,
         request: tonic::Request<pb::BatchRequest>,

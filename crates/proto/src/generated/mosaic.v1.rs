@@ -1996,12 +1996,142 @@ pub struct ScanResponse {
     #[prost(uint64, tag = "3")]
     pub applied_index: u64,
 }
+/// Watches the keys of one shard from `start` (included) to `end` (excluded).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRequest {
+    /// The group the client routed to.
+    #[prost(uint64, tag = "1")]
+    pub group_id: u64,
+    /// The shard to watch.
+    #[prost(uint32, tag = "2")]
+    pub shard_id: u32,
+    /// The configuration the client routed by.
+    #[prost(uint64, tag = "3")]
+    pub config_num: u64,
+    /// The first key to watch (empty: from the first key); at most key-bytes-max + 1 bytes.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub start: ::prost::bytes::Bytes,
+    /// The key to stop before; unset: to the last key. Must be above `start`; at most
+    /// key-bytes-max + 1 bytes.
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    pub end: ::core::option::Option<::prost::bytes::Bytes>,
+    /// The first revision to send (at least 1); unset: the changes after the watch is
+    /// registered. A revision the replica no longer keeps is refused (`Compacted`).
+    #[prost(uint64, optional, tag = "6")]
+    pub from_revision: ::core::option::Option<u64>,
+    /// How the replica is checked, at registration and then every few seconds (as a get): the
+    /// stream ends when a check fails (`NOT_SERVED`). Stale: any replica serves the watch.
+    #[prost(enumeration = "Consistency", tag = "7")]
+    pub consistency: i32,
+    /// The shard count the client routes by: a node placed by a controller refuses another.
+    #[prost(uint32, tag = "8")]
+    pub shard_count: u32,
+}
+/// One key's change.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchChange {
+    /// The shard's revision the change made (the key's version, unless deleted).
+    #[prost(uint64, tag = "1")]
+    pub revision: u64,
+    /// The key.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub key: ::prost::bytes::Bytes,
+    /// Its new value; unset: the key was deleted.
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub value: ::core::option::Option<::prost::bytes::Bytes>,
+}
+/// Why a watch's stream ended.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchEnd {
+    #[prost(enumeration = "watch_end::Reason", tag = "1")]
+    pub reason: i32,
+    /// MOVED: the shard's last revision at this group.
+    #[prost(uint64, tag = "2")]
+    pub revision: u64,
+    /// NOT_SERVED: why, as a failed call would say it.
+    #[prost(message, optional, tag = "3")]
+    pub detail: ::core::option::Option<ErrorDetail>,
+}
+/// Nested message and enum types in `WatchEnd`.
+pub mod watch_end {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Reason {
+        /// The shard left this group at `revision` (its last change here): refresh the
+        /// configuration and watch at its new owner from the revision after.
+        WatchEndMoved = 0,
+        /// The replica's state was replaced (a snapshot) or its group left the node: watch again
+        /// from the revision after the last one seen.
+        WatchEndReset = 1,
+        /// The watcher fell too far behind: watch again from the revision after the last one seen.
+        WatchEndLagged = 2,
+        /// A check of the replica failed (it no longer leads, say): watch again, at the leader,
+        /// from the revision after the last one seen. The failure is in `detail`.
+        WatchEndNotServed = 3,
+    }
+    impl Reason {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::WatchEndMoved => "WATCH_END_MOVED",
+                Self::WatchEndReset => "WATCH_END_RESET",
+                Self::WatchEndLagged => "WATCH_END_LAGGED",
+                Self::WatchEndNotServed => "WATCH_END_NOT_SERVED",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "WATCH_END_MOVED" => Some(Self::WatchEndMoved),
+                "WATCH_END_RESET" => Some(Self::WatchEndReset),
+                "WATCH_END_LAGGED" => Some(Self::WatchEndLagged),
+                "WATCH_END_NOT_SERVED" => Some(Self::WatchEndNotServed),
+                _ => None,
+            }
+        }
+    }
+}
+/// A part of a watch's stream.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchResponse {
+    /// The changes, in revision order (a batch's changes share one).
+    #[prost(message, repeated, tag = "1")]
+    pub changes: ::prost::alloc::vec::Vec<WatchChange>,
+    /// Every change in the range up to this revision has been sent (the first message, with no
+    /// change, says where the watch starts: the revision before the first it may send).
+    #[prost(uint64, tag = "2")]
+    pub revision: u64,
+    /// Set on the last message of the stream: why it ends.
+    #[prost(message, optional, tag = "3")]
+    pub end: ::core::option::Option<WatchEnd>,
+}
 /// Why a request failed, in the details of the `tonic::Status` the server returns.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ErrorDetail {
     /// Exactly one is set.
-    #[prost(oneof = "error_detail::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(
+        oneof = "error_detail::Kind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+    )]
     pub kind: ::core::option::Option<error_detail::Kind>,
 }
 /// Nested message and enum types in `ErrorDetail`.
@@ -2048,7 +2178,19 @@ pub mod error_detail {
         /// freed (reads are served). Nothing was written.
         #[prost(message, tag = "11")]
         StorageFull(super::StorageFull),
+        /// Do not retry as is: a watch asked for changes the replica no longer keeps. Read
+        /// afresh, then watch from that read's revision on.
+        #[prost(message, tag = "12")]
+        Compacted(super::Compacted),
     }
+}
+/// The replica keeps the changes of the shard from `oldest_revision` on.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Compacted {
+    /// The oldest revision a watch can start from there now.
+    #[prost(uint64, tag = "1")]
+    pub oldest_revision: u64,
 }
 /// The free space of the node's data directory is below the reserve it keeps.
 #[allow(clippy::all)]
@@ -2406,6 +2548,31 @@ pub mod kv_client {
             req.extensions_mut().insert(GrpcMethod::new("mosaic.v1.Kv", "Scan"));
             self.inner.unary(req, path, codec).await
         }
+        /// Streams the changes to the keys of one shard in a key range, in revision order, from a
+        /// revision on; the stream stays open until the shard leaves the replica, the replica can no
+        /// longer serve it at the consistency asked, or the watcher falls behind (docs/api.md
+        /// "Watches").
+        pub async fn watch(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/mosaic.v1.Kv/Watch");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("mosaic.v1.Kv", "Watch"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2452,6 +2619,20 @@ pub mod kv_server {
             &self,
             request: tonic::Request<super::ScanRequest>,
         ) -> std::result::Result<tonic::Response<super::ScanResponse>, tonic::Status>;
+        /// Server streaming response type for the Watch method.
+        type WatchStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::WatchResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Streams the changes to the keys of one shard in a key range, in revision order, from a
+        /// revision on; the stream stays open until the shard leaves the replica, the replica can no
+        /// longer serve it at the consistency asked, or the watcher falls behind (docs/api.md
+        /// "Watches").
+        async fn watch(
+            &self,
+            request: tonic::Request<super::WatchRequest>,
+        ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status>;
     }
     /// Reads and writes keys of the shards a node's groups serve.
     #[derive(Debug)]
@@ -2784,6 +2965,52 @@ pub mod kv_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mosaic.v1.Kv/Watch" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchSvc<T: Kv>(pub Arc<T>);
+                    impl<
+                        T: Kv,
+                    > tonic::server::ServerStreamingService<super::WatchRequest>
+                    for WatchSvc<T> {
+                        type Response = super::WatchResponse;
+                        type ResponseStream = T::WatchStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Kv>::watch(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
