@@ -32,6 +32,16 @@ fn cluster() -> (Processes, Processes) {
     (controllers, nodes)
 }
 
+/// [`cluster`] with groups 1 and 2 on nodes 1, 2 and 3, settled.
+fn cluster_of_two_groups() -> (Processes, Processes) {
+    let (controllers, nodes) = cluster();
+    controllers.wait_registered(3);
+    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
+    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    (controllers, nodes)
+}
+
 fn latest(controllers: &Processes) -> Value {
     json(&controllers.admin(&["--output", "json", "config", "show"]))
 }
@@ -977,11 +987,7 @@ fn admin_wait_shows_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_writes_batches_and_scans_through_mosaic_kv_keep_their_versions_across_a_shard_move()
  {
-    let (controllers, _nodes) = cluster();
-    controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
-    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
-    controllers.admin(&["wait", "--max-wait", "60"]);
+    let (controllers, _nodes) = cluster_of_two_groups();
     let kv = |args: &[&str]| {
         let output = controllers.kv(args, None);
         (output.status.code(), stdout(&output), stderr(&output))
@@ -1106,11 +1112,7 @@ async fn conditional_writes_batches_and_scans_through_mosaic_kv_keep_their_versi
 /// once, in revision order (a batch's at one revision), none of a key outside the prefix.
 #[test]
 fn mosaic_kv_watch_shows_every_change_once_in_order_through_a_shard_move() {
-    let (controllers, _nodes) = cluster();
-    controllers.wait_registered(3);
-    controllers.admin(&["group", "add", "1", "--members", "1,2,3"]);
-    controllers.admin(&["group", "add", "2", "--members", "1,2,3"]);
-    controllers.admin(&["wait", "--max-wait", "60"]);
+    let (controllers, _nodes) = cluster_of_two_groups();
     let kv = |args: &[&str]| {
         let output = controllers.kv(args, None);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {}", stderr(&output));

@@ -66,11 +66,12 @@
 //! says so on stderr. Its human lines are raw bytes: a key or value
 //! holding a tab or a newline is only unambiguous in JSON.
 //!
-//! `watch` runs until stopped, or until `--count N` changes are printed (exit code 0); each
-//! shard's changes come in revision order, once each, through leader changes and shard moves
-//! (docs/api.md "Watches"). To resume after the last line seen, pass `--from-revision
-//! SHARD=REV` with the revision after it for each shard. An error (the changes asked for are
-//! no longer kept: `Compacted`) ends it with exit code 1 after the changes printed.
+//! `watch` runs until stopped, or until `--count N` changes are printed (whole revisions:
+//! exit code 0); each shard's changes come in revision order, once each, through leader
+//! changes and shard moves (docs/api.md "Watches"). To resume after the last line seen, pass
+//! `--from-revision SHARD=REV` with the revision after it for each shard. An error (the
+//! changes asked for are no longer kept: `Compacted`) ends it with exit code 1 after the
+//! changes printed, stderr naming the `--from-revision` flags that go on from there.
 //!
 //! In JSON, a value that is valid UTF-8 is the string field `value`; any other value is the
 //! field `value_base64` instead (standard alphabet, padded), so that no bytes are lost (a
@@ -223,15 +224,8 @@ enum KvCommand {
     /// Prints the keys that start with PREFIX (every key without it), or those from `--from`
     /// to `--to`, in key order, one line each, page by page as they are read.
     Scan {
-        /// Only the keys that start with this.
-        #[arg(conflicts_with_all = ["from", "to"])]
-        prefix: Option<OsString>,
-        /// The first key (included).
-        #[arg(long, value_name = "KEY")]
-        from: Option<OsString>,
-        /// The key to stop before (excluded).
-        #[arg(long, value_name = "KEY")]
-        to: Option<OsString>,
+        #[command(flatten)]
+        keys: KeyRangeArgs,
         /// At most N keys (all of them when omitted).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
@@ -246,26 +240,47 @@ enum KvCommand {
     /// those from `--from` to `--to`, a line each, as they are made, until stopped (or
     /// `--count` changes).
     Watch {
-        /// Only the keys that start with this.
-        #[arg(conflicts_with_all = ["from", "to"])]
-        prefix: Option<OsString>,
-        /// The first key (included).
-        #[arg(long, value_name = "KEY")]
-        from: Option<OsString>,
-        /// The key to stop before (excluded).
-        #[arg(long, value_name = "KEY")]
-        to: Option<OsString>,
+        #[command(flatten)]
+        keys: KeyRangeArgs,
         /// Start shard SHARD at revision REV (to resume: the one after the last printed);
         /// repeatable. Other shards start with the changes after the watch begins.
         #[arg(long = "from-revision", value_name = "SHARD=REV", value_parser = parse_shard_revision)]
         from_revisions: Vec<(u32, u64)>,
-        /// Stop after N changes.
+        /// Stop once N changes are printed (after the revision that reaches N: a batch's
+        /// changes are printed together).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// How the replicas serving the watch are checked (stale: any replica serves it).
         #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
         consistency: ReadConsistency,
     },
+}
+
+/// The keys `scan` and `watch` name: those with a prefix, or from `--from` to `--to`.
+#[derive(Args, Debug)]
+pub struct KeyRangeArgs {
+    /// Only the keys that start with this.
+    #[arg(conflicts_with_all = ["from", "to"])]
+    prefix: Option<OsString>,
+    /// The first key (included).
+    #[arg(long, value_name = "KEY")]
+    from: Option<OsString>,
+    /// The key to stop before (excluded).
+    #[arg(long, value_name = "KEY")]
+    to: Option<OsString>,
+}
+
+impl KeyRangeArgs {
+    /// The range these name.
+    fn range(self) -> ScanRange {
+        match (self.prefix, self.from, self.to) {
+            (Some(prefix), _, _) => ScanRange::prefix(prefix.into_encoded_bytes()),
+            (None, from, to) => ScanRange::between(
+                from.map(OsString::into_encoded_bytes).unwrap_or_default(),
+                to.map(|to| Bytes::from(to.into_encoded_bytes())),
+            ),
+        }
+    }
 }
 
 /// Parses `SHARD=REV` (`--from-revision`).
@@ -620,14 +635,14 @@ async fn run_command<S: RoutingSource>(
             let delete = client.delete(key.into_encoded_bytes()).await;
             delete.map(|i| Printed::Out(render_write(i, output)))
         }
-        KvCommand::Scan { prefix, from, to, limit, keys_only, consistency } => {
-            let range = key_range(prefix, from, to);
+        KvCommand::Scan { keys, limit, keys_only, consistency } => {
+            let range = keys.range();
             let consistency = consistency.into();
             let options = ScanOptions { keys_only, consistency, ..ScanOptions::default() };
             return scan(client, range, options, limit, output, route).await;
         }
-        KvCommand::Watch { prefix, from, to, from_revisions, count, consistency } => {
-            let range = key_range(prefix, from, to);
+        KvCommand::Watch { keys, from_revisions, count, consistency } => {
+            let range = keys.range();
             let from = from_revisions
                 .into_iter()
                 .map(|(shard, revision)| (ShardId(shard), revision))
@@ -724,17 +739,6 @@ async fn scan<S: RoutingSource>(
     Ok(ExitCode::from(EXIT_SUCCESS))
 }
 
-/// The keys `scan` and `watch` name: those with `prefix`, or from `from` to `to`.
-fn key_range(prefix: Option<OsString>, from: Option<OsString>, to: Option<OsString>) -> ScanRange {
-    match (prefix, from, to) {
-        (Some(prefix), _, _) => ScanRange::prefix(prefix.into_encoded_bytes()),
-        (None, from, to) => ScanRange::between(
-            from.map(OsString::into_encoded_bytes).unwrap_or_default(),
-            to.map(|to| Bytes::from(to.into_encoded_bytes())),
-        ),
-    }
-}
-
 /// Prints every change to the keys of `range` as it comes, a revision at a time, until
 /// `count` changes (or for ever); an error ends the command after the changes printed.
 ///
@@ -761,8 +765,9 @@ async fn watch<S: RoutingSource>(
             Ok(revision) => revision,
             Err(error) => {
                 eprintln!(
-                    "{} (after {printed} changes printed)",
-                    error_line("watch", &error, false, route)
+                    "{} (after {printed} changes printed; to go on from there: {})",
+                    error_line("watch", &error, false, route),
+                    resume_flags(&watch.resume_from())
                 );
                 return Ok(ExitCode::from(exit_code_for(&error, false)));
             }
@@ -772,15 +777,24 @@ async fn watch<S: RoutingSource>(
             stdout
                 .write_all(&render_watched(&revision, change, output))
                 .context("writing to stdout")?;
-            printed += 1;
-            if count.is_some_and(|count| printed >= count) {
-                stdout.flush().context("writing to stdout")?;
-                return Ok(ExitCode::from(EXIT_SUCCESS));
-            }
         }
         stdout.flush().context("writing to stdout")?;
+        // Whole revisions: a resume from the one after the last printed misses nothing.
+        printed += revision.changes.len() as u64;
+        if count.is_some_and(|count| printed >= count) {
+            break;
+        }
     }
     Ok(ExitCode::from(EXIT_SUCCESS))
+}
+
+/// The `--from-revision` flags that resume a watch at `resume_from`.
+fn resume_flags(resume_from: &std::collections::BTreeMap<ShardId, u64>) -> String {
+    let flags: Vec<String> = resume_from
+        .iter()
+        .map(|(shard, revision)| format!("--from-revision {shard}={revision}"))
+        .collect();
+    if flags.is_empty() { "watch again".to_string() } else { flags.join(" ") }
 }
 
 /// What `watch` prints for one change: `SHARD TAB REVISION TAB put TAB KEY TAB VALUE` or
@@ -946,15 +960,17 @@ mod tests {
             parse(&args)
         };
         let args = scan("user/ --limit 5 --keys-only --consistency lease").unwrap();
-        let KvCommand::Scan { prefix, from, to, limit, keys_only, consistency } = args.command
-        else {
+        let KvCommand::Scan { keys, limit, keys_only, consistency } = args.command else {
             panic!("parsed as {:?}", args.command)
         };
-        assert_eq!((prefix, from, to), (Some("user/".into()), None, None));
+        assert_eq!(keys.range(), ScanRange::prefix("user/"));
         assert_eq!((limit, keys_only, consistency), (Some(5), true, ReadConsistency::Lease));
-        let args = scan("--from a --to b").unwrap();
-        assert!(matches!(args.command, KvCommand::Scan { prefix: None, from: Some(_), .. }));
-        assert!(matches!(scan("").unwrap().command, KvCommand::Scan { prefix: None, .. }));
+        let KvCommand::Scan { keys, .. } = scan("--from a --to b").unwrap().command else {
+            panic!("a scan")
+        };
+        assert_eq!(keys.range(), ScanRange::between("a", Some(Bytes::from("b"))));
+        let KvCommand::Scan { keys, .. } = scan("").unwrap().command else { panic!("a scan") };
+        assert_eq!(keys.range(), ScanRange::all());
         for (bad, kind) in [
             ("user/ --from a", ErrorKind::ArgumentConflict),
             ("user/ --to b", ErrorKind::ArgumentConflict),
@@ -963,6 +979,51 @@ mod tests {
         ] {
             assert_eq!(usage_error_of(scan(bad)), kind, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_watch_takes_a_range_revisions_to_resume_from_and_a_count() {
+        let watch = |line: &str| {
+            let args: Vec<&str> = ["--controllers", CONTROLLERS, "watch"]
+                .into_iter()
+                .chain(line.split_whitespace())
+                .collect();
+            parse(&args)
+        };
+        let args = watch("user/ --from-revision 3=17 --from-revision 5=1 --count 2").unwrap();
+        let KvCommand::Watch { keys, from_revisions, count, consistency } = args.command else {
+            panic!("parsed as {:?}", args.command)
+        };
+        assert_eq!(keys.range(), ScanRange::prefix("user/"));
+        assert_eq!(from_revisions, [(3, 17), (5, 1)]);
+        assert_eq!((count, consistency), (Some(2), ReadConsistency::Linearizable));
+        for (bad, kind) in [
+            ("user/ --from a", ErrorKind::ArgumentConflict),
+            ("--from-revision 3=0", ErrorKind::ValueValidation),
+            ("--from-revision 3", ErrorKind::ValueValidation),
+            ("--from-revision x=1", ErrorKind::ValueValidation),
+            ("--count 0", ErrorKind::ValueValidation),
+        ] {
+            assert_eq!(usage_error_of(watch(bad)), kind, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_watched_change_is_a_line_of_raw_bytes_or_of_json() {
+        let revision = WatchedRevision { shard: ShardId(3), revision: 9, changes: Vec::new() };
+        let put = WatchedChange { key: Bytes::from("k"), value: Some(Bytes::from("v")) };
+        let delete = WatchedChange { key: Bytes::from("k"), value: None };
+        assert_eq!(render_watched(&revision, &put, Output::Human), b"3\t9\tput\tk\tv\n");
+        assert_eq!(render_watched(&revision, &delete, Output::Human), b"3\t9\tdelete\tk\n");
+        assert_eq!(
+            render_watched(&revision, &put, Output::Json),
+            b"{\"key\":\"k\",\"op\":\"put\",\"revision\":9,\"shard\":3,\"value\":\"v\"}\n"
+        );
+        let binary = WatchedChange { key: Bytes::from_static(b"\xff"), value: None };
+        assert_eq!(
+            render_watched(&revision, &binary, Output::Json),
+            b"{\"key_base64\":\"/w==\",\"op\":\"delete\",\"revision\":9,\"shard\":3}\n"
+        );
     }
 
     fn usage_error_of(parsed: Result<KvArgs, clap::Error>) -> ErrorKind {

@@ -474,15 +474,17 @@ impl<S: RoutingSource> Client<S> {
     }
 
     /// Watches the keys of `range`: every change from the revisions `options` names (for
-    /// each shard not named, from the changes after the watch starts), each shard's in
-    /// revision order, across leader changes and shard moves (see [`Watch`]).
+    /// each shard not named, from the changes after the watch is registered: it returns
+    /// once every shard's is), each shard's in revision order, across leader changes and
+    /// shard moves (see [`Watch`]).
     ///
     /// # Errors
-    /// What loading the placement fails with; a watch's own failures come from
-    /// [`Watch::next`].
+    /// What loading the placement fails with, or what a shard's first stream failed with
+    /// (`Compacted`, say), or a timeout when not every shard's stream was registered within
+    /// the options' timeout; a watch's later failures come from [`Watch::next`].
     pub async fn watch(&self, range: &ScanRange, options: WatchOptions) -> Result<Watch> {
         let shard_count = self.warm_up().await?.shard_count();
-        Ok(watch::start(&self.inner, range, shard_count, &options))
+        watch::start(&self.inner, range, shard_count, &options).await
     }
 
     /// How many session lanes the client has created (at most its peak number of concurrent

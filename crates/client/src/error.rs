@@ -90,10 +90,13 @@ pub enum ClientError {
     /// before the replica's state was last replaced): read afresh, then watch from that read's
     /// revision.
     #[error(
-        "the changes asked for are compacted: the oldest revision that can be watched from is \
-         {oldest_revision}; read afresh and watch from that read's revision"
+        "the changes asked for{} are compacted: the oldest revision that can be watched from is \
+         {oldest_revision}; read afresh and watch from that read's revision",
+        shard.map(|shard| format!(" of shard {shard}")).unwrap_or_default()
     )]
     Compacted {
+        /// The shard, when known.
+        shard: Option<ShardId>,
         /// The oldest revision a watch could start from at the replica that refused.
         oldest_revision: u64,
     },
@@ -290,7 +293,9 @@ impl Progress {
             Failure::StorageFull { available_bytes, reserve_bytes } => {
                 ClientError::StorageFull { available_bytes, reserve_bytes, outcome: self.outcome() }
             }
-            Failure::Compacted { oldest_revision } => ClientError::Compacted { oldest_revision },
+            Failure::Compacted { oldest_revision } => {
+                ClientError::Compacted { shard: None, oldest_revision }
+            }
             other => {
                 ClientError::InvalidArgument { reason: other.to_string(), outcome: self.outcome() }
             }

@@ -7,6 +7,7 @@
 //! apart from the server so that the fuzz target `node_requests` (docs/testing.md "Fuzzing")
 //! drives a real store with exactly what the services would hand it.
 
+use bytes::Bytes;
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
 use mosaic_raftstore::{Consistency, Error, LeaderTerm};
@@ -136,17 +137,7 @@ pub fn scan_from_pb(
     request: pb::ScanRequest,
     limits: SizeLimits,
 ) -> Result<(GroupId, ShardScan, Consistency), Error> {
-    // The key just after a key of the longest length is one byte longer (where the next
-    // page of a scan starts).
-    for key in std::iter::once(&request.start).chain(&request.end) {
-        if key.len() > limits.key_bytes_max + 1 {
-            return Err(invalid(format!(
-                "a scan's start or end is {} bytes; at most {} are accepted (key-bytes-max + 1)",
-                key.len(),
-                limits.key_bytes_max + 1
-            )));
-        }
-    }
+    check_range_keys("a scan", &request.start, request.end.as_ref(), limits)?;
     let consistency = consistency_from_pb(request.consistency)?;
     let bytes_max = (limits.key_bytes_max + limits.value_bytes_max) as u64;
     let scan = ShardScan {
@@ -164,6 +155,27 @@ pub fn scan_from_pb(
     Ok((GroupId(request.group_id), scan, consistency))
 }
 
+/// Checks the start and end keys of `what`'s range: at most `key-bytes-max` + 1 bytes each
+/// (the key just after a key of the longest length is one byte longer: where the next page
+/// of a scan starts).
+fn check_range_keys(
+    what: &str,
+    start: &Bytes,
+    end: Option<&Bytes>,
+    limits: SizeLimits,
+) -> Result<(), Error> {
+    for key in std::iter::once(start).chain(end) {
+        if key.len() > limits.key_bytes_max + 1 {
+            return Err(invalid(format!(
+                "{what}'s start or end is {} bytes; at most {} are accepted (key-bytes-max + 1)",
+                key.len(),
+                limits.key_bytes_max + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The group, watch and consistency level of a `Kv.Watch` request.
 ///
 /// # Errors
@@ -173,15 +185,7 @@ pub fn watch_from_pb(
     request: pb::WatchRequest,
     limits: SizeLimits,
 ) -> Result<(GroupId, ShardWatch, Consistency), Error> {
-    for key in std::iter::once(&request.start).chain(&request.end) {
-        if key.len() > limits.key_bytes_max + 1 {
-            return Err(invalid(format!(
-                "a watch's start or end is {} bytes; at most {} are accepted (key-bytes-max + 1)",
-                key.len(),
-                limits.key_bytes_max + 1
-            )));
-        }
-    }
+    check_range_keys("a watch", &request.start, request.end.as_ref(), limits)?;
     let consistency = consistency_from_pb(request.consistency)?;
     let watch = ShardWatch {
         shard: ShardId(request.shard_id),
@@ -454,6 +458,8 @@ mod tests {
         assert!(refused(watch(b"a", None, Some(0))).contains("revisions start at 1"));
         let no_count = pb::WatchRequest { shard_count: 0, ..watch(b"a", None, None) };
         assert_eq!(refused(no_count), "a watch names the shard count it routes by");
+        let past = pb::WatchRequest { shard_id: 8, ..watch(b"a", None, None) };
+        assert_eq!(refused(past), "shard 8 is not one of the 8 shards the watch routes by");
         let unknown = pb::WatchRequest { consistency: 42, ..watch(b"a", None, None) };
         assert_eq!(refused(unknown), "unknown consistency level 42");
     }

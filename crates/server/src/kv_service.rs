@@ -29,6 +29,18 @@ pub struct KvLimits {
     pub request_timeout: Duration,
 }
 
+/// What a `Kv` message may carry beyond a largest key and value.
+pub const KV_MESSAGE_OVERHEAD_BYTES: usize = 1024;
+
+impl KvLimits {
+    /// The largest message the service takes or sends: a largest key and value and
+    /// [`KV_MESSAGE_OVERHEAD_BYTES`].
+    #[must_use]
+    pub fn message_bytes_max(&self) -> usize {
+        self.sizes.key_bytes_max + self.sizes.value_bytes_max + KV_MESSAGE_OVERHEAD_BYTES
+    }
+}
+
 /// The `Kv` service of one node.
 pub struct KvService {
     store: StoreHandle<NodeEngine, KvStateMachine>,
@@ -36,6 +48,8 @@ pub struct KvService {
     limits: KvLimits,
     disk: DiskGuard,
     metrics: RequestMetrics,
+    /// The places of the watch streams served at once.
+    watch_streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl KvService {
@@ -49,7 +63,9 @@ impl KvService {
         disk: DiskGuard,
         metrics: RequestMetrics,
     ) -> Self {
-        Self { store, directory, limits, disk, metrics }
+        let watch_streams =
+            std::sync::Arc::new(tokio::sync::Semaphore::new(watch_stream::WATCH_STREAMS_MAX));
+        Self { store, directory, limits, disk, metrics, watch_streams }
     }
 
     fn refuse(&self, error: &Error) -> Status {
@@ -185,6 +201,14 @@ impl KvService {
             node::watch_from_pb(request.into_inner(), self.limits.sizes)
                 .map_err(|error| self.refuse(&error))?;
         record.read_level(consistency);
+        let permit =
+            std::sync::Arc::clone(&self.watch_streams).try_acquire_owned().map_err(|_| {
+                let reason = format!(
+                    "the node serves {} watch streams already",
+                    watch_stream::WATCH_STREAMS_MAX
+                );
+                self.refuse(&Error::ServerBusy { reason })
+            })?;
         let (shard, shard_count) = (watch.shard, watch.shard_count);
         let watcher =
             self.ask(|callback| watch_request(group, watch, consistency, callback)).await?.output;
@@ -196,7 +220,13 @@ impl KvService {
                 store.ask_within(timeout, read).await.map(drop)
             })
         });
-        Ok(Response::new(watch_stream::forward(watcher, check, self.directory.clone())))
+        let parts = watch_stream::StreamParts {
+            check,
+            directory: self.directory.clone(),
+            message_bytes_max: self.limits.message_bytes_max(),
+            permit,
+        };
+        Ok(Response::new(watch_stream::forward(watcher, parts)))
     }
 }
 

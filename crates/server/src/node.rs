@@ -69,8 +69,6 @@ use mosaic_types::CONTROLLER_GROUP;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often the server checks that the store thread is alive.
 const STORE_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-/// Room for a KV request's fields around its key and value.
-const KV_REQUEST_OVERHEAD_BYTES: usize = 1024;
 
 /// A running node. Dropping it without [`Node::stop`] aborts the server task.
 pub struct Node {
@@ -120,8 +118,7 @@ impl Node {
             },
             request_timeout: config.request_timeout(),
         };
-        let kv_message_bytes_max =
-            config.key_bytes_max + config.value_bytes_max + KV_REQUEST_OVERHEAD_BYTES;
+        let kv_message_bytes_max = limits.message_bytes_max();
         let kv = KvService::new(
             core.store.clone(),
             core.directory.clone(),

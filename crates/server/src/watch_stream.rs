@@ -1,16 +1,24 @@
 //! The stream of one `Kv.Watch` call: what the watcher registered at the store receives
-//! ([`mosaic_shardkv::watch`]), sent to the client in messages of whole revisions.
+//! ([`mosaic_shardkv::watch`]), sent to the client in messages that fit the node's message
+//! limit.
 //!
-//! The first message, with no change, says where the watch starts (the revision before the
-//! first it may send). Then each message carries the revisions queued so far (at least one,
-//! at most [`MESSAGE_BYTES_MAX`] of keys and values beyond the first), and its `revision`
-//! is the last one it carries. Every [`WATCH_CHECK_INTERVAL`] the replica is checked at the
-//! watch's consistency level (a shard read, as a scan's): a failure ends the stream
-//! (`NOT_SERVED`, with the refusal's detail, say a `NotLeader` naming the leader); a success
-//! sends what is queued and, if nothing is left, the feed's revision as of the check, so an
-//! idle watcher learns how far it is up to date. The stream ends after the feed's end
-//! (`MOVED`, `RESET`, `LAGGED`); a client that goes away drops the watcher.
+//! The first message, with no change, says where the watch starts: the revision before the
+//! first it may send, or the replica's revision if that is lower (the replica is behind, or
+//! the shard's history here is shorter than the client thinks: a client that needs a later
+//! one knows the changes in between are not here). Then each message carries the changes
+//! queued so far, in revision order, as many as fit in the node's message limit (at least
+//! one); a revision too large for one message is split over several, and each message's
+//! `revision` is the last revision it completes (a client holds a revision's changes until
+//! it is complete). Every [`WATCH_CHECK_INTERVAL`] the replica is checked at the watch's
+//! consistency level (a shard read, as a scan's): a failure ends the stream (`NOT_SERVED`,
+//! with the refusal's detail, say a `NotLeader` naming the leader); a success sends what is
+//! queued and, if nothing is left, the feed's revision as of the check, so an idle watcher
+//! learns how far it is up to date (and a client that hears nothing for several intervals
+//! knows the stream is dead). The stream ends after the feed's end (`MOVED`, `RESET`,
+//! `LAGGED`); a client that goes away drops the watcher, and one that takes no message for
+//! [`STALLED_AFTER`] has its stream dropped, so a reader that stopped holds no memory.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -19,7 +27,7 @@ use mosaic_proto::pb;
 use mosaic_raftstore::Error;
 use mosaic_shardkv::watch::{Change, WatchEnd, WatchEvent, WatchReceiver};
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -28,8 +36,14 @@ use crate::status::{Directory, to_status};
 /// How often a watch's replica is checked, and an idle watcher told how far it is up to date.
 pub const WATCH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The most bytes of keys and values one message carries beyond its first revision's.
-pub const MESSAGE_BYTES_MAX: u64 = 1 << 20;
+/// How long a message may wait for a client that reads nothing before its stream is dropped.
+pub const STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// The most watch streams a node serves at once (more are refused `ServerBusy`).
+pub const WATCH_STREAMS_MAX: usize = 1_024;
+
+/// What a message carries beyond its changes (its revision and end), counted generously.
+const MESSAGE_OVERHEAD_BYTES: usize = 256;
 
 /// Messages built ahead of a slow client (the watcher's own queue holds the rest).
 const MESSAGES_AHEAD: usize = 2;
@@ -37,14 +51,25 @@ const MESSAGES_AHEAD: usize = 2;
 /// A check of the watch's replica at its consistency level.
 pub type Check = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send>;
 
-/// The stream of `watcher`, checked with `check`; refusals name leaders from `directory`.
+/// What a stream needs besides its watcher.
+pub struct StreamParts {
+    /// The check of the replica.
+    pub check: Check,
+    /// Where refusals find a leader's address.
+    pub directory: Directory,
+    /// The node's largest message.
+    pub message_bytes_max: usize,
+    /// The stream's place among the node's [`WATCH_STREAMS_MAX`], held until it ends.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The stream of `watcher`.
 pub fn forward(
     watcher: WatchReceiver,
-    check: Check,
-    directory: Directory,
+    parts: StreamParts,
 ) -> ReceiverStream<Result<pb::WatchResponse, Status>> {
     let (sender, receiver) = mpsc::channel(MESSAGES_AHEAD);
-    tokio::spawn(run(watcher, check, directory, sender));
+    tokio::spawn(run(watcher, parts, sender));
     ReceiverStream::new(receiver)
 }
 
@@ -52,19 +77,25 @@ pub fn forward(
 struct Stream {
     watcher: WatchReceiver,
     sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    message_bytes_max: usize,
     /// Every change in the range up to this revision has been sent.
     sent: u64,
+    /// Changes taken from the watcher and not sent yet (the rest of a revision a message
+    /// could not hold), each with whether it is its revision's last.
+    carried: VecDeque<(Change, bool)>,
 }
 
 async fn run(
     watcher: WatchReceiver,
-    check: Check,
-    directory: Directory,
+    parts: StreamParts,
     sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
 ) {
+    let StreamParts { check, directory, message_bytes_max, permit: _permit } = parts;
     let sent = watcher.from - 1;
-    let mut stream = Stream { watcher, sender, sent };
-    if !stream.send(Vec::new(), None).await {
+    let start = sent.min(watcher.published());
+    let mut stream = Stream { watcher, sender, message_bytes_max, sent, carried: VecDeque::new() };
+    let first = pb::WatchResponse { changes: Vec::new(), revision: start, end: None };
+    if !stream.deliver(first).await {
         return;
     }
     let mut checks = tokio::time::interval(WATCH_CHECK_INTERVAL);
@@ -89,7 +120,12 @@ async fn run(
                     }
                     Err(error) => {
                         let end = not_served(&error, &directory);
-                        stream.send(Vec::new(), Some(end)).await;
+                        let last = pb::WatchResponse {
+                            changes: Vec::new(),
+                            revision: stream.sent,
+                            end: Some(end),
+                        };
+                        stream.deliver(last).await;
                         return;
                     }
                 }
@@ -100,63 +136,75 @@ async fn run(
 }
 
 impl Stream {
-    /// Sends `first` and what else is queued, up to the message's bound or the stream's end;
-    /// with `published` (the feed's revision read before a check) and nothing left queued,
-    /// says the watcher is up to date to it. False once the stream is over.
+    /// Sends `first` and what else is queued, message by message, until nothing is left or
+    /// the stream ends; with `published` (the feed's revision read before a check) and
+    /// nothing left, says the watcher is up to date to it. False once the stream is over.
     async fn send_queued(&mut self, first: Option<WatchEvent>, published: Option<u64>) -> bool {
-        let mut changes = Vec::new();
-        let mut bytes = 0;
         let mut next = first;
-        let mut drained = false;
         loop {
-            let event = match next.take() {
-                Some(event) => event,
-                None if !changes.is_empty() && bytes >= MESSAGE_BYTES_MAX => break,
-                None => match self.watcher.try_recv() {
-                    Ok(event) => event,
-                    Err(_) => {
-                        drained = true;
-                        break;
+            let mut message =
+                pb::WatchResponse { changes: Vec::new(), revision: self.sent, end: None };
+            let mut bytes = MESSAGE_OVERHEAD_BYTES;
+            let drained = loop {
+                if self.carried.is_empty() {
+                    let event = match next.take() {
+                        Some(event) => event,
+                        None => match self.watcher.try_recv() {
+                            Ok(event) => event,
+                            Err(_) => break true,
+                        },
+                    };
+                    match event {
+                        WatchEvent::Changes(changes) => {
+                            let last = changes.len() - 1;
+                            let marked = changes.into_iter().enumerate();
+                            self.carried.extend(marked.map(|(at, change)| (change, at == last)));
+                        }
+                        WatchEvent::End(end) => {
+                            message.end = Some(end_of(end));
+                            break true;
+                        }
                     }
-                },
-            };
-            match event {
-                WatchEvent::Changes(revision) => {
-                    bytes += revision.iter().map(change_bytes).sum::<u64>();
-                    changes.extend(revision);
                 }
-                WatchEvent::End(end) => {
-                    self.send(changes, Some(end_of(end))).await;
-                    return false;
+                let (change, _) = self.carried.front().expect("carried");
+                let change = pb::WatchChange {
+                    revision: change.revision,
+                    key: change.key.clone(),
+                    value: change.value.clone(),
+                };
+                let size = change.encoded_len() + 8;
+                if !message.changes.is_empty() && bytes + size > self.message_bytes_max {
+                    break false;
+                }
+                bytes += size;
+                let (done, completes) = self.carried.pop_front().expect("carried");
+                if completes {
+                    message.revision = done.revision;
+                }
+                message.changes.push(change);
+            };
+            let ends = message.end.is_some();
+            if drained && !ends && self.carried.is_empty() {
+                if let Some(published) = published {
+                    message.revision = message.revision.max(published);
+                } else if message.changes.is_empty() {
+                    return true;
                 }
             }
+            self.sent = message.revision;
+            if !self.deliver(message).await || ends {
+                return false;
+            }
+            if drained {
+                return true;
+            }
         }
-        if changes.is_empty() && published.is_none() {
-            return true;
-        }
-        if drained && let Some(published) = published {
-            self.sent = self.sent.max(published);
-        }
-        self.send(changes, None).await
     }
 
-    /// Sends a message of `changes`, ending the stream with `end` if given; false if the
-    /// client is gone or the stream ended.
-    async fn send(&mut self, changes: Vec<Change>, end: Option<pb::WatchEnd>) -> bool {
-        if let Some(last) = changes.last() {
-            self.sent = self.sent.max(last.revision);
-        }
-        let ends = end.is_some();
-        let changes = changes
-            .into_iter()
-            .map(|change| pb::WatchChange {
-                revision: change.revision,
-                key: change.key,
-                value: change.value,
-            })
-            .collect();
-        let message = pb::WatchResponse { changes, revision: self.sent, end };
-        self.sender.send(Ok(message)).await.is_ok() && !ends
+    /// Sends `message`; false if the client is gone or has read nothing for
+    /// [`STALLED_AFTER`] (its stream is dropped: it resumes from the last revision it has).
+    async fn deliver(&mut self, message: pb::WatchResponse) -> bool {
+        self.sender.send_timeout(Ok(message), STALLED_AFTER).await.is_ok()
     }
 }
 
@@ -171,14 +219,108 @@ fn end_of(end: WatchEnd) -> pb::WatchEnd {
     pb::WatchEnd { reason: reason as i32, revision, detail: None }
 }
 
-/// What a key and value count for in a message's bound.
-fn change_bytes(change: &Change) -> u64 {
-    (change.key.len() + change.value.as_ref().map_or(0, |value| value.len())) as u64
-}
-
 /// The end of a stream whose check failed with `error`.
 fn not_served(error: &Error, directory: &Directory) -> pb::WatchEnd {
     let status = to_status(error, directory);
     let detail = pb::ErrorDetail::decode(status.details()).ok().filter(|d| d.kind.is_some());
     pb::WatchEnd { reason: pb::watch_end::Reason::WatchEndNotServed as i32, revision: 0, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use mosaic_shardkv::watch::{ShardFeed, WatchRange};
+    use tokio::sync::Semaphore;
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+
+    fn change(revision: u64, key: &str, value_bytes: usize) -> Change {
+        let key = Bytes::copy_from_slice(key.as_bytes());
+        Change { revision, key, value: Some(Bytes::from(vec![b'v'; value_bytes])) }
+    }
+
+    /// A stream of `feed`'s watcher from `from`, its messages at most `message_bytes_max`,
+    /// whose checks always pass.
+    fn stream_of(
+        feed: &mut ShardFeed,
+        from: Option<u64>,
+        message_bytes_max: usize,
+    ) -> ReceiverStream<Result<pb::WatchResponse, Status>> {
+        let all = WatchRange { start: Bytes::new(), end: None };
+        let watcher = feed.subscribe(from, all).expect("registered");
+        let check: Check = Box::new(|| Box::pin(async { Ok(()) }));
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a place");
+        let directory = Directory::default();
+        forward(watcher, StreamParts { check, directory, message_bytes_max, permit })
+    }
+
+    async fn next(
+        stream: &mut ReceiverStream<Result<pb::WatchResponse, Status>>,
+    ) -> pb::WatchResponse {
+        stream.next().await.expect("a message").expect("not a status")
+    }
+
+    /// Found in review: messages of whole revisions went past the node's message limit, which
+    /// ends a stream with an error the client does not retry. A revision larger than a message
+    /// is split over several, and only the last says the revision is complete.
+    #[tokio::test]
+    async fn messages_fit_the_limit_and_say_which_revision_they_complete() {
+        let mut feed = ShardFeed::new(0);
+        let limit = 600;
+        let mut stream = stream_of(&mut feed, Some(1), limit);
+        assert_eq!(next(&mut stream).await.revision, 0, "where the watch starts");
+        // Revision 1: five changes of about 100 bytes each, two messages' worth at most.
+        feed.publish((0..5).map(|n| change(1, &format!("k{n}"), 100)).collect());
+        feed.publish(vec![change(2, "k9", 10)]);
+        let mut changes = Vec::new();
+        let mut revisions = Vec::new();
+        while changes.len() < 6 {
+            let message = next(&mut stream).await;
+            assert!(message.encoded_len() <= limit, "{} bytes", message.encoded_len());
+            revisions.push(message.revision);
+            changes.extend(message.changes.iter().map(|change| change.key.clone()));
+        }
+        let keys: Vec<Bytes> = ["k0", "k1", "k2", "k3", "k4", "k9"].map(Bytes::from).to_vec();
+        assert_eq!(changes, keys, "every change once, in order");
+        assert!(revisions.len() >= 2, "split: {revisions:?}");
+        assert_eq!(revisions[0], 0, "the first part completes nothing");
+        assert_eq!(revisions.last(), Some(&2));
+    }
+
+    /// Found in review: a watch resumed after its shard moved, at a new owner where the shard
+    /// started over empty, waited for revisions the shard never reached there and missed its
+    /// first ones. The first message names the replica's revision when it is lower than the
+    /// one before the revision asked, so the client knows those revisions are not there.
+    #[tokio::test]
+    async fn the_first_message_names_the_replicas_revision_when_it_is_behind() {
+        let mut feed = ShardFeed::new(2);
+        let mut stream = stream_of(&mut feed, Some(9), 1 << 20);
+        assert_eq!(next(&mut stream).await.revision, 2);
+        let mut stream = stream_of(&mut feed, None, 1 << 20);
+        assert_eq!(next(&mut stream).await.revision, 2);
+    }
+
+    /// A feed's end ends the stream after the changes before it, saying why and, for a move,
+    /// the shard's last revision here.
+    #[tokio::test]
+    async fn the_feeds_end_is_the_streams_last_message() {
+        let mut feed = ShardFeed::new(0);
+        let mut stream = stream_of(&mut feed, None, 1 << 20);
+        next(&mut stream).await;
+        feed.publish(vec![change(1, "a", 1)]);
+        feed.end(WatchEnd::Moved { revision: 1 });
+        let mut messages = Vec::new();
+        while let Some(message) = stream.next().await {
+            messages.push(message.expect("not a status"));
+        }
+        let last = messages.last().expect("an end");
+        let end = last.end.clone().expect("the end");
+        assert_eq!((end.reason, end.revision), (pb::watch_end::Reason::WatchEndMoved as i32, 1));
+        assert_eq!(last.revision, 1);
+        let sent: usize = messages.iter().map(|message| message.changes.len()).sum();
+        assert_eq!(sent, 1);
+    }
 }

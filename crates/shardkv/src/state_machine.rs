@@ -779,6 +779,9 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 }
                 self.check_serves(*shard)?;
                 let mut feeds = self.feeds.borrow_mut();
+                // Feeds of shards that kept nothing, once their watchers are gone, go: a group
+                // serving every shard would otherwise keep one for each shard ever watched.
+                feeds.retain(|_, feed| !feed.is_idle());
                 let feed =
                     feeds.entry(*shard).or_insert_with(|| ShardFeed::new(self.revision(*shard)));
                 match feed.subscribe(*from, range.clone()) {

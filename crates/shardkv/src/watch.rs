@@ -107,12 +107,18 @@ pub struct ShardWatch {
     pub range: WatchRange,
 }
 
-/// Why `watch` is malformed, if it is: no shard count, revision 0 (revisions start at 1), or
-/// a range that ends before it starts.
+/// Why `watch` is malformed, if it is: no shard count, a shard past it, revision 0 (revisions
+/// start at 1), or a range that ends before it starts.
 #[must_use]
 pub fn watch_refusal(watch: &ShardWatch) -> Option<String> {
     if watch.shard_count == 0 {
         return Some("a watch names the shard count it routes by".into());
+    }
+    if watch.shard.0 >= watch.shard_count {
+        return Some(format!(
+            "shard {} is not one of the {} shards the watch routes by",
+            watch.shard, watch.shard_count
+        ));
     }
     if watch.from == Some(0) {
         return Some("a watch starts at revision 1 or later (revisions start at 1)".into());
@@ -315,6 +321,14 @@ impl ShardFeed {
         self.watchers.len()
     }
 
+    /// True when it keeps no change and no watcher is still registered: it can go (a new
+    /// feed made at the shard's revision would serve the same watches).
+    #[must_use]
+    pub fn is_idle(&mut self) -> bool {
+        self.watchers.retain(|watcher| !watcher.events.is_closed());
+        self.ring.is_empty() && self.watchers.is_empty()
+    }
+
     /// Registers a watcher of `range` from revision `from` (`None`: the changes after now).
     /// The changes it keeps from there on are queued at once.
     ///
@@ -383,8 +397,13 @@ impl ShardFeed {
         self.ring_bytes += bytes_of(&changes);
         self.ring.extend(changes);
         while self.ring.len() > FEED_CHANGES_MAX || self.ring_bytes > FEED_BYTES_MAX {
-            // Whole revisions leave, so the floor is always a revision boundary.
+            // Whole revisions leave, so the floor is always a revision boundary; the newest
+            // stays whatever its size, so a watcher that lost its stream just after it can
+            // still resume.
             let Some(oldest) = self.ring.front().map(|change| change.revision) else { break };
+            if oldest == revision {
+                break;
+            }
             while self.ring.front().is_some_and(|change| change.revision == oldest) {
                 let change = self.ring.pop_front().expect("a front");
                 self.ring_bytes -= change.bytes();
@@ -518,14 +537,12 @@ mod tests {
         );
         feed.publish(vec![change(11, "a", Some("v")), change(11, "b", Some("v"))]);
         let big = Bytes::from(vec![0; FEED_BYTES_MAX as usize]);
-        feed.publish(vec![Change {
-            revision: 12,
-            key: Bytes::from_static(b"c"),
-            value: Some(big),
-        }]);
-        // Revision 11 left whole; 12, alone over the bound, left too.
+        let key = Bytes::from_static(b"c");
+        feed.publish(vec![Change { revision: 12, key: key.clone(), value: Some(big.clone()) }]);
+        // Revision 11 left whole; 12, alone over the bound, stays: it is the newest.
+        assert_eq!((feed.oldest(), feed.revision()), (12, 12));
+        feed.publish(vec![Change { revision: 13, key, value: Some(big) }]);
         assert_eq!(feed.oldest(), 13);
-        assert_eq!(feed.revision(), 12);
     }
 
     #[test]
@@ -581,6 +598,18 @@ mod tests {
             [WatchEvent::Changes(one(1, "k")), WatchEvent::End(WatchEnd::Moved { revision: 1 })]
         );
         assert!(matches!(watcher.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+    }
+
+    #[test]
+    fn a_feed_that_keeps_nothing_and_has_no_watcher_left_is_idle() {
+        let mut feed = ShardFeed::new(0);
+        assert!(feed.is_idle());
+        let watcher = feed.subscribe(None, all()).unwrap();
+        assert!(!feed.is_idle());
+        drop(watcher);
+        assert!(feed.is_idle());
+        feed.publish(one(1, "k"));
+        assert!(!feed.is_idle(), "it keeps a change");
     }
 
     #[test]

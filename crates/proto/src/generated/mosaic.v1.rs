@@ -2108,15 +2108,18 @@ pub mod watch_end {
         }
     }
 }
-/// A part of a watch's stream.
+/// A part of a watch's stream. A message fits the node's message limit: a revision too large
+/// for one is split over several, and only the last of them has it as `revision`.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WatchResponse {
     /// The changes, in revision order (a batch's changes share one).
     #[prost(message, repeated, tag = "1")]
     pub changes: ::prost::alloc::vec::Vec<WatchChange>,
-    /// Every change in the range up to this revision has been sent (the first message, with no
-    /// change, says where the watch starts: the revision before the first it may send).
+    /// Every change in the range up to this revision has been sent. The first message, with no
+    /// change, says where the watch starts: the revision before the first it may send, or the
+    /// replica's revision if that is lower (the revisions in between are not there yet, or, at
+    /// a replica serving at the leader's level, never were: the shard started over).
     #[prost(uint64, tag = "2")]
     pub revision: u64,
     /// Set on the last message of the stream: why it ends.
