@@ -7,7 +7,7 @@
 //! returns once every shard's first stream is registered, so a watch of the changes after
 //! now sees every write made after it returns. A revision comes to the reader only once its
 //! stream has sent all of it (a large one may span several messages). When a stream ends, or
-//! says nothing for [`STREAM_SILENT_MAX`] (a node sends at least every 2 s), the task opens
+//! says nothing for [`STREAM_SILENT_MAX`] (a node sends after every check of the replica), the task opens
 //! another from the next revision: at the group's next owner after the shard moved (once the
 //! placement shows it), at the leader a replica named, or at the next member, with the
 //! client's backoff between failed attempts, for as long as it takes. So no change is
@@ -19,7 +19,7 @@
 //! the watch interleaves shards in the order their changes arrive.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,9 +42,10 @@ use crate::scan::ScanRange;
 /// Revisions a watch holds for its reader before its shards' streams wait.
 const REVISIONS_AHEAD: usize = 256;
 
-/// How long a stream may say nothing before it counts as lost: a node sends at least every
-/// 2 s (`WATCH_CHECK_INTERVAL`).
-pub const STREAM_SILENT_MAX: Duration = Duration::from_secs(10);
+/// How long a stream may say nothing before it counts as lost: a node sends a message after
+/// each check of the replica, every 2 s, and a check takes at most the node's request timeout
+/// (5 s by default).
+pub const STREAM_SILENT_MAX: Duration = Duration::from_secs(30);
 
 /// Where a watch starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,37 +78,70 @@ pub struct WatchedRevision {
     pub changes: Vec<WatchedChange>,
 }
 
+/// What a shard's task hands the watch, in order.
+enum Item {
+    /// A revision, complete.
+    Revision(WatchedRevision),
+    /// The shard resumes from `next` once the items before this one are given.
+    Progress {
+        /// The shard.
+        shard: ShardId,
+        /// The revision it resumes from.
+        next: u64,
+    },
+    /// The error that ends the watch.
+    Failed(ClientError),
+}
+
 /// A watch in progress: [`Watch::next`] gives its revisions. Dropping it stops its streams.
 pub struct Watch {
-    revisions: mpsc::Receiver<Result<WatchedRevision>>,
+    items: mpsc::Receiver<Item>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    resume: Arc<Mutex<BTreeMap<ShardId, u64>>>,
+    /// Where each shard resumes from, as of the revisions given so far.
+    resume: BTreeMap<ShardId, u64>,
+    /// True once the watch gave its error.
+    over: bool,
 }
 
 impl Watch {
-    /// The revision each shard would resume from: the one after the last it has given or
-    /// holds for [`Watch::next`], or after the last its node said it is up to date to. A new
-    /// watch with these as [`WatchOptions::from`] goes on where this one is.
+    /// The revision each shard would resume from: the one after the last revision
+    /// [`Watch::next`] gave of it, or after the last its node said the watch was up to date
+    /// to before that. A new watch with these as [`WatchOptions::from`] goes on exactly where
+    /// this one's reader is: nothing given is repeated, nothing not given is skipped.
     #[must_use]
     pub fn resume_from(&self) -> BTreeMap<ShardId, u64> {
-        lock(&self.resume).clone()
+        self.resume.clone()
     }
 
     /// The next revision of a watched shard, or the error that ended the watch (after which it
     /// gives nothing more).
     pub async fn next(&mut self) -> Option<Result<WatchedRevision>> {
-        let next = self.revisions.recv().await;
-        if matches!(next, Some(Err(_))) {
-            self.stop();
+        if self.over {
+            return None;
         }
-        next
+        loop {
+            match self.items.recv().await? {
+                Item::Progress { shard, next } => {
+                    self.resume.insert(shard, next);
+                }
+                Item::Revision(revision) => {
+                    self.resume.insert(revision.shard, revision.revision + 1);
+                    return Some(Ok(revision));
+                }
+                Item::Failed(error) => {
+                    self.over = true;
+                    self.stop();
+                    return Some(Err(error));
+                }
+            }
+        }
     }
 
     fn stop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
-        self.revisions.close();
+        self.items.close();
     }
 }
 
@@ -121,16 +155,16 @@ impl Drop for Watch {
 /// first stream is registered.
 ///
 /// # Errors
-/// The first error a shard's task ends with before its stream is registered;
-/// [`ClientError::Timeout`] when not every stream is registered within the options' timeout.
+/// The first error a shard's task ends with before its stream is registered (a `Compacted`
+/// refusal, say); [`ClientError::Timeout`] when not every stream is registered within the
+/// options' timeout.
 pub(crate) async fn start<S: RoutingSource>(
     inner: &Arc<Inner<S>>,
     range: &ScanRange,
     shard_count: u32,
     options: &WatchOptions,
 ) -> Result<Watch> {
-    let (sender, revisions) = mpsc::channel(REVISIONS_AHEAD);
-    let resume = Arc::new(Mutex::new(options.from.clone()));
+    let (sender, items) = mpsc::channel(REVISIONS_AHEAD);
     let mut registered = Vec::new();
     let tasks = range
         .shards(shard_count)
@@ -147,34 +181,25 @@ pub(crate) async fn start<S: RoutingSource>(
                 consistency: options.consistency,
                 next: options.from.get(&shard).copied(),
                 sender: sender.clone(),
-                resume: Arc::clone(&resume),
                 registered: Some(told),
             };
             tokio::spawn(follow.run())
         })
         .collect();
-    let mut watch = Watch { revisions, tasks, resume };
+    let watch = Watch { items, tasks, resume: options.from.clone(), over: false };
     let timeout = inner.options.timeout;
-    let all = futures_util::future::join_all(registered);
-    let Ok(answers) = tokio::time::timeout(timeout, all).await else {
-        return Err(ClientError::Timeout {
-            outcome: WriteOutcome::NotApplied,
-            timeout,
-            attempts: 0,
-            last_failure: "not every shard's watch stream was registered".to_string(),
-        });
+    let timed_out = |last_failure: &str| ClientError::Timeout {
+        outcome: WriteOutcome::NotApplied,
+        timeout,
+        attempts: 0,
+        last_failure: last_failure.to_string(),
     };
+    let all = futures_util::future::join_all(registered);
+    let answers = tokio::time::timeout(timeout, all)
+        .await
+        .map_err(|_| timed_out("not every shard's watch stream was registered"))?;
     for answer in answers {
-        match answer {
-            Ok(()) => {}
-            // The task ended with an error before it registered: it is the watch's.
-            Err(_) => {
-                // Revisions of other shards before it are dropped with the watch.
-                while let Some(next) = watch.revisions.recv().await {
-                    next?;
-                }
-            }
-        }
+        answer.map_err(|_| timed_out("a shard's watch task ended before it registered"))??;
     }
     Ok(watch)
 }
@@ -189,11 +214,9 @@ struct ShardFollow<S> {
     consistency: Consistency,
     /// The next revision needed; `None` until the first stream says where "now" is.
     next: Option<u64>,
-    sender: mpsc::Sender<Result<WatchedRevision>>,
-    /// Where every shard of the watch resumes from ([`Watch::resume_from`]).
-    resume: Arc<Mutex<BTreeMap<ShardId, u64>>>,
-    /// Told once the first stream is registered (dropped unsent if the task fails first).
-    registered: Option<oneshot::Sender<()>>,
+    sender: mpsc::Sender<Item>,
+    /// Told once the first stream is registered, or the error the task ends with before.
+    registered: Option<oneshot::Sender<Result<()>>>,
 }
 
 /// How a stream ended.
@@ -336,15 +359,15 @@ impl<S: RoutingSource> ShardFollow<S> {
             };
             let next = *self.next.get_or_insert(message.revision + 1);
             if std::mem::take(&mut first) {
-                if let Some(registered) = self.registered.take() {
-                    // Fails only if the watch was dropped meanwhile.
-                    let _ = registered.send(());
-                }
                 // A replica that serves the shard at the leader's level but is not at the
                 // revision before the one needed never had the revisions in between: the
                 // shard started over (empty, at a new owner).
                 if self.consistency != Consistency::Stale && message.revision + 1 < next {
                     return Ended::Failed(Failure::Compacted { oldest_revision: next });
+                }
+                if let Some(registered) = self.registered.take() {
+                    // Fails only if the watch was dropped meanwhile.
+                    let _ = registered.send(Ok(()));
                 }
             }
             let mut complete = Vec::new();
@@ -366,7 +389,7 @@ impl<S: RoutingSource> ShardFollow<S> {
                 complete.extend(partial.take());
             }
             for revision in complete {
-                if self.sender.send(Ok(revision)).await.is_err() {
+                if self.sender.send(Item::Revision(revision)).await.is_err() {
                     return Ended::Dropped;
                 }
             }
@@ -378,10 +401,17 @@ impl<S: RoutingSource> ShardFollow<S> {
                 resume_at = resume_at.max(revision + 1);
             }
             self.next = Some(resume_at);
-            lock(&self.resume).insert(self.shard, resume_at);
+            let progress = Item::Progress { shard: self.shard, next: resume_at };
+            if self.sender.send(progress).await.is_err() {
+                return Ended::Dropped;
+            }
             let Some(end) = end else { continue };
             return match pb::watch_end::Reason::try_from(end.reason) {
                 Ok(pb::watch_end::Reason::WatchEndMoved) => Ended::Moved,
+                // The shard's keys are gone and its revisions start over elsewhere.
+                Ok(pb::watch_end::Reason::WatchEndUnowned) => {
+                    Ended::Failed(Failure::Compacted { oldest_revision: 1 })
+                }
                 Ok(pb::watch_end::Reason::WatchEndNotServed) => {
                     let failure = end.detail.and_then(|detail| detail.kind).map_or_else(
                         || Failure::Unreachable { message: "the replica stopped serving".into() },
@@ -394,9 +424,190 @@ impl<S: RoutingSource> ShardFollow<S> {
         }
     }
 
-    /// Ends the watch with `error`.
-    async fn fail(&self, error: ClientError) {
-        // Fails only if the reader is gone.
-        let _ = self.sender.send(Err(error)).await;
+    /// Ends the watch with `error`: `Client::watch` returns it if the first stream is not
+    /// registered yet, [`Watch::next`] otherwise.
+    async fn fail(&mut self, error: ClientError) {
+        // Either fails only if the watch is gone.
+        match self.registered.take() {
+            Some(registered) => {
+                let _ = registered.send(Err(error));
+            }
+            None => {
+                let _ = self.sender.send(Item::Failed(error)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use mosaic_engine::GroupId;
+    use mosaic_proto::pb;
+    use mosaic_proto::pb::error_detail::Kind;
+    use mosaic_raft::NodeId;
+
+    use super::*;
+    use crate::test_support::fake_node::{FakeNode, WatchScript};
+    use crate::{Client, ClientOptions, Routing, ScanRange, StaticRouting};
+
+    const SHARDS: u32 = 8;
+
+    fn client_of(node: &FakeNode) -> Client {
+        let options = ClientOptions {
+            timeout: Duration::from_millis(600),
+            attempt_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(100),
+            backoff_initial: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            jitter_seed: Some(1),
+            ..ClientOptions::default()
+        };
+        let nodes = BTreeMap::from([(NodeId(1), node.address())]);
+        let routing = Routing::single_group(GroupId(1), nodes, SHARDS).unwrap();
+        Client::new(StaticRouting::new(routing), options).unwrap()
+    }
+
+    /// A message completing `revision` with one change, after `pause_ms`.
+    fn revision(pause_ms: u64, revision: u64) -> (Duration, pb::WatchResponse) {
+        let change = pb::WatchChange {
+            revision,
+            key: format!("k{revision}").into(),
+            value: Some("v".into()),
+        };
+        let message = pb::WatchResponse { changes: vec![change], revision, end: None };
+        (Duration::from_millis(pause_ms), message)
+    }
+
+    /// The first message of a stream: where it starts.
+    fn first(revision: u64) -> (Duration, pb::WatchResponse) {
+        (Duration::ZERO, pb::WatchResponse { changes: Vec::new(), revision, end: None })
+    }
+
+    fn open(messages: Vec<(Duration, pb::WatchResponse)>) -> WatchScript {
+        WatchScript::Stream { messages, close: false }
+    }
+
+    fn compacted(oldest_revision: u64) -> WatchScript {
+        WatchScript::Refuse(Kind::Compacted(pb::Compacted { oldest_revision }))
+    }
+
+    /// Found in review: `Client::watch` waited for every shard's registration while nothing
+    /// read the watch's channel, so a shard refused `Compacted` while another filled the
+    /// channel could not hand its error over, and the call ended with a timeout that hid it.
+    #[tokio::test]
+    async fn a_shard_refused_compacted_while_another_fills_the_channel_ends_the_call_compacted() {
+        let node = FakeNode::start().await;
+        for _ in 0..15 {
+            node.script_watch(0, WatchScript::Refuse(Kind::ShardNotReady(pb::ShardNotReady {})));
+        }
+        node.script_watch(0, compacted(50));
+        // Shard 1 has 390 revisions kept after its resume point, in one message.
+        let kept = pb::WatchResponse {
+            changes: (11..=400).flat_map(|n| revision(0, n).1.changes).collect(),
+            revision: 400,
+            end: None,
+        };
+        node.script_watch(1, open(vec![first(10), (Duration::ZERO, kept)]));
+        for shard in 2..SHARDS {
+            node.script_watch(shard, open(vec![first(0)]));
+        }
+        let options = WatchOptions {
+            from: BTreeMap::from([(ShardId(0), 3), (ShardId(1), 11)]),
+            ..WatchOptions::default()
+        };
+        let started = client_of(&node).watch(&ScanRange::all(), options).await;
+        assert!(
+            matches!(started, Err(ClientError::Compacted { shard: Some(ShardId(0)), .. })),
+            "{:?}",
+            started.as_ref().err()
+        );
+    }
+
+    /// Found in review: a watch resumed at a replica behind the revision before the one
+    /// asked (the shard started over) was registered, then ended by the first message's
+    /// check: `Client::watch` itself now fails with `Compacted`.
+    #[tokio::test]
+    async fn a_first_stream_whose_replica_is_behind_fails_the_watch_call_itself() {
+        let node = FakeNode::start().await;
+        let shard = mosaic_types::shard_for_key(b"t", SHARDS);
+        node.script_watch(shard.0, open(vec![first(2)]));
+        let options =
+            WatchOptions { from: BTreeMap::from([(shard, 5)]), ..WatchOptions::default() };
+        let started = client_of(&node).watch(&ScanRange::prefix("{t}"), options).await;
+        assert!(
+            matches!(started, Err(ClientError::Compacted { .. })),
+            "{:?}",
+            started.as_ref().err()
+        );
+    }
+
+    /// Found in review: `resume_from` counted revisions still in the watch's channel, and after
+    /// an error `Watch::next` stops: a watch resumed from it skipped revisions never given. It
+    /// now moves only with what `next` gives, and after the error `next` gives nothing more.
+    #[tokio::test]
+    async fn after_an_error_resume_from_skips_no_revision_never_given() {
+        let node = FakeNode::start().await;
+        // Shard 0: registered at 4, its stream lost, then refused: compacted.
+        let lost = WatchScript::Stream {
+            messages: vec![first(4), (Duration::from_millis(300), first(4).1)],
+            close: true,
+        };
+        node.script_watch(0, lost);
+        node.script_watch(0, compacted(50));
+        let later: Vec<_> =
+            std::iter::once(first(0)).chain((1..=5).map(|n| revision(100, n))).collect();
+        node.script_watch(1, open(later));
+        for shard in 2..SHARDS {
+            node.script_watch(shard, open(vec![first(0)]));
+        }
+        let options = WatchOptions {
+            from: BTreeMap::from([(ShardId(0), 5), (ShardId(1), 1)]),
+            ..WatchOptions::default()
+        };
+        let mut watch = client_of(&node).watch(&ScanRange::all(), options).await.expect("on");
+        // A reader busy elsewhere for a moment.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut given = Vec::new();
+        let error = loop {
+            match watch.next().await.expect("an error ends it") {
+                Ok(revision) => given.push((revision.shard, revision.revision)),
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(error, ClientError::Compacted { shard: Some(ShardId(0)), .. }));
+        assert!(watch.next().await.is_none(), "nothing after the error");
+        let given_of_1 = given.iter().filter(|(shard, _)| *shard == ShardId(1)).count() as u64;
+        let resume = watch.resume_from();
+        assert_eq!(resume[&ShardId(1)], 1 + given_of_1, "shard 1 gave {given:?}: {resume:?}");
+        assert_eq!(resume[&ShardId(0)], 5);
+    }
+
+    /// A revision split over messages (too large for one) is given once, whole, when its last
+    /// part arrives; one cut by a lost stream is not given until a new stream sends it again.
+    #[tokio::test]
+    async fn a_revision_is_given_whole_once_all_its_parts_arrived() {
+        let node = FakeNode::start().await;
+        let shard = mosaic_types::shard_for_key(b"t", SHARDS);
+        let part = |key: &str, complete: u64| {
+            let change = pb::WatchChange { revision: 1, key: key.to_string().into(), value: None };
+            (
+                Duration::ZERO,
+                pb::WatchResponse { changes: vec![change], revision: complete, end: None },
+            )
+        };
+        // The first stream sends half of revision 1, then is lost; the second sends it all.
+        let cut = WatchScript::Stream { messages: vec![first(0), part("{t}a", 0)], close: true };
+        node.script_watch(shard.0, cut);
+        node.script_watch(shard.0, open(vec![first(0), part("{t}a", 0), part("{t}b", 1)]));
+        let options =
+            WatchOptions { from: BTreeMap::from([(shard, 1)]), ..WatchOptions::default() };
+        let mut watch = client_of(&node).watch(&ScanRange::prefix("{t}"), options).await.unwrap();
+        let given = watch.next().await.expect("a revision").expect("no error");
+        let keys: Vec<&[u8]> = given.changes.iter().map(|change| change.key.as_ref()).collect();
+        assert_eq!((given.revision, keys), (1, vec![&b"{t}a"[..], b"{t}b"]));
+        assert_eq!(watch.resume_from()[&shard], 2);
     }
 }

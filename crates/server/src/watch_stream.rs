@@ -119,6 +119,11 @@ async fn run(
                         }
                     }
                     Err(error) => {
+                        // What is queued first: an end among it (the shard moved, so the
+                        // check failed) is the stream's real end.
+                        if !stream.send_queued(None, None).await {
+                            return;
+                        }
                         let end = not_served(&error, &directory);
                         let last = pb::WatchResponse {
                             changes: Vec::new(),
@@ -213,6 +218,7 @@ fn end_of(end: WatchEnd) -> pb::WatchEnd {
     use pb::watch_end::Reason;
     let (reason, revision) = match end {
         WatchEnd::Moved { revision } => (Reason::WatchEndMoved, revision),
+        WatchEnd::Unowned { revision } => (Reason::WatchEndUnowned, revision),
         WatchEnd::Reset => (Reason::WatchEndReset, 0),
         WatchEnd::Lagged => (Reason::WatchEndLagged, 0),
     };

@@ -155,8 +155,8 @@ pub struct KvStateMachine {
 enum Unpublished {
     /// A change of a shard's key.
     Change(ShardId, Change),
-    /// The shard is no longer served here; its last revision here.
-    Moved(ShardId, u64),
+    /// The shard is no longer served here: its watchers' end.
+    Ended(ShardId, WatchEnd),
 }
 
 impl Drop for KvStateMachine {
@@ -503,7 +503,15 @@ impl KvStateMachine {
                             let still = next.state(*shard).is_some_and(ShardState::serves);
                             if state.serves() && !still {
                                 let revision = self.revisions.get(shard).copied().unwrap_or(0);
-                                self.unpublished.push(Unpublished::Moved(*shard, revision));
+                                // A shard given to no group is deleted: a group given it later
+                                // starts it over empty, with revisions that are not these.
+                                let end = match next.state(*shard) {
+                                    Some(ShardState::Sending { to: None }) => {
+                                        WatchEnd::Unowned { revision }
+                                    }
+                                    _ => WatchEnd::Moved { revision },
+                                };
+                                self.unpublished.push(Unpublished::Ended(*shard, end));
                             }
                         }
                         *ownership = next;
@@ -747,9 +755,9 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                     let before = changes[0].revision - 1;
                     feeds.entry(shard).or_insert_with(|| ShardFeed::new(before)).publish(changes);
                 }
-                Unpublished::Moved(shard, revision) => {
+                Unpublished::Ended(shard, end) => {
                     if let Some(feed) = feeds.remove(&shard) {
-                        feed.end(WatchEnd::Moved { revision });
+                        feed.end(end);
                     }
                 }
             }

@@ -14,7 +14,9 @@
 //! bytes); one that falls that far behind is ended ([`WatchEnd::Lagged`]) rather than let the
 //! node's memory grow, and resumes from the last revision it saw. A feed ends, and every
 //! watcher with it, when the shard stops being served here ([`WatchEnd::Moved`], at the
-//! shard's last revision here: the new owner goes on from the next one) or when the replica's
+//! shard's last revision here: the new owner goes on from the next one; or
+//! [`WatchEnd::Unowned`] when no group is given it: a group given it later starts it over
+//! empty) or when the replica's
 //! state is replaced or dropped ([`WatchEnd::Reset`]: a snapshot installed, the group
 //! destroyed). The last place of every queue is kept for the end, so a watcher always learns
 //! why its stream stopped.
@@ -137,6 +139,12 @@ pub enum WatchEnd {
     /// The shard is no longer served here; `revision` was its last revision here, and its new
     /// owner goes on from the next.
     Moved {
+        /// The shard's last revision here.
+        revision: u64,
+    },
+    /// The shard was given to no group at `revision` (its last here): its keys are gone, and a
+    /// group given it later starts it over empty. Read afresh.
+    Unowned {
         /// The shard's last revision here.
         revision: u64,
     },

@@ -1224,3 +1224,21 @@ fn a_watch_sees_each_change_once_in_order_and_follows_the_shard_to_its_new_owner
     node.groups.get_mut(&G2).expect("hosted").0 = reloaded;
     assert_eq!(watched(&mut resumed), [Err(WatchEnd::Reset)]);
 }
+
+/// Found in review: a shard given to no group ended its watchers as moved, and a client
+/// resumed at the group given it later, where it started over empty with other revisions,
+/// and missed them. The watchers of a shard given to no group end as unowned.
+#[test]
+fn the_watchers_of_a_shard_given_to_no_group_end_as_unowned() {
+    let mut node = Node::new(true);
+    let (c0, c1) = (Configuration::initial(SHARDS), config(1, [Some(G1); 4]));
+    for group in [G1, G2] {
+        assert_eq!(node.migrate(group, reconfigure(&c0, &c1)), MigrationOutcome::Done);
+    }
+    let mut watcher = node.watch_all(G1, 2, None);
+    node.effect(G1, conditional(WriteKind::Put, 1, 1, 2, "a", "1", None));
+    let c2 = config(2, [Some(G1), Some(G1), None, Some(G1)]);
+    assert_eq!(node.migrate(G1, reconfigure(&c1, &c2)), MigrationOutcome::Done);
+    let ends: Vec<Watched> = watched(&mut watcher).into_iter().filter(Result::is_err).collect();
+    assert_eq!(ends, [Err(WatchEnd::Unowned { revision: 1 })]);
+}

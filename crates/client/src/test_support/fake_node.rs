@@ -54,6 +54,18 @@ struct NodeState {
     without_versions: bool,
     /// The shard count a scan's shard is of ([`FakeNode::scan_shards_of`]).
     shard_count: Option<u32>,
+    /// What each shard's next watch calls get, in order ([`FakeNode::script_watch`]); a shard
+    /// with nothing left is refused `ShardNotReady`.
+    watch_scripts: BTreeMap<u32, VecDeque<WatchScript>>,
+}
+
+/// What one watch call gets.
+#[derive(Clone, Debug)]
+pub(crate) enum WatchScript {
+    /// Refused with this kind.
+    Refuse(Kind),
+    /// A stream sending each message after its pause, then staying open (`close`: ending).
+    Stream { messages: Vec<(std::time::Duration, pb::WatchResponse)>, close: bool },
 }
 
 /// A running fake storage node.
@@ -99,6 +111,11 @@ impl FakeNode {
     /// them again.
     pub(crate) fn refuse_all(&self, kind: Option<Kind>) {
         lock(&self.state).refuse_all = kind;
+    }
+
+    /// Queues `script` for the next watch call of `shard`.
+    pub(crate) fn script_watch(&self, shard: u32, script: WatchScript) {
+        lock(&self.state).watch_scripts.entry(shard).or_default().push_back(script);
     }
 
     /// Every request received so far, in order.
@@ -274,14 +291,46 @@ impl Kv for Service {
         Ok(tonic::Response::new(response))
     }
 
-    type WatchStream = futures_util::stream::Empty<Result<pb::WatchResponse, Status>>;
+    type WatchStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::WatchResponse, Status>> + Send>,
+    >;
 
-    /// Not served: the client's watches are tested against real nodes.
+    /// Answers what the test scripted for the shard ([`FakeNode::script_watch`]).
     async fn watch(
         &self,
-        _request: tonic::Request<pb::WatchRequest>,
+        request: tonic::Request<pb::WatchRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("the fake node does not serve watches"))
+        use futures_util::StreamExt as _;
+        let request = request.into_inner();
+        let script = {
+            let mut state = lock(&self.state);
+            state.watch_scripts.get_mut(&request.shard_id).and_then(VecDeque::pop_front)
+        };
+        let refuse = |kind: Kind| {
+            let detail = pb::ErrorDetail { kind: Some(kind) };
+            Status::with_details(
+                Code::FailedPrecondition,
+                "refused by the fake node",
+                Bytes::from(detail.encode_to_vec()),
+            )
+        };
+        match script {
+            None => Err(refuse(shard_not_ready())),
+            Some(WatchScript::Refuse(kind)) => Err(refuse(kind)),
+            Some(WatchScript::Stream { messages, close }) => {
+                let sent =
+                    futures_util::stream::iter(messages).then(|(pause, message)| async move {
+                        tokio::time::sleep(pause).await;
+                        Ok(message)
+                    });
+                let stream: Self::WatchStream = if close {
+                    Box::pin(sent)
+                } else {
+                    Box::pin(sent.chain(futures_util::stream::pending()))
+                };
+                Ok(tonic::Response::new(stream))
+            }
+        }
     }
 
     async fn batch(

@@ -2048,7 +2048,7 @@ pub struct WatchChange {
 pub struct WatchEnd {
     #[prost(enumeration = "watch_end::Reason", tag = "1")]
     pub reason: i32,
-    /// MOVED: the shard's last revision at this group.
+    /// MOVED, UNOWNED: the shard's last revision at this group.
     #[prost(uint64, tag = "2")]
     pub revision: u64,
     /// NOT_SERVED: why, as a failed call would say it.
@@ -2082,6 +2082,9 @@ pub mod watch_end {
         /// A check of the replica failed (it no longer leads, say): watch again, at the leader,
         /// from the revision after the last one seen. The failure is in `detail`.
         WatchEndNotServed = 3,
+        /// The shard was given to no group at `revision`: its keys are gone, and a group given it
+        /// later starts it over empty, with other revisions. Read afresh, then watch.
+        WatchEndUnowned = 4,
     }
     impl Reason {
         /// String value of the enum field names used in the ProtoBuf definition.
@@ -2094,6 +2097,7 @@ pub mod watch_end {
                 Self::WatchEndReset => "WATCH_END_RESET",
                 Self::WatchEndLagged => "WATCH_END_LAGGED",
                 Self::WatchEndNotServed => "WATCH_END_NOT_SERVED",
+                Self::WatchEndUnowned => "WATCH_END_UNOWNED",
             }
         }
         /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2103,6 +2107,7 @@ pub mod watch_end {
                 "WATCH_END_RESET" => Some(Self::WatchEndReset),
                 "WATCH_END_LAGGED" => Some(Self::WatchEndLagged),
                 "WATCH_END_NOT_SERVED" => Some(Self::WatchEndNotServed),
+                "WATCH_END_UNOWNED" => Some(Self::WatchEndUnowned),
                 _ => None,
             }
         }
