@@ -904,6 +904,15 @@ mod tests {
         })
     }
 
+    /// `mosaic kv --controllers ... VERB` followed by the words of `line`, parsed.
+    fn parse_verb(verb: &str, line: &str) -> Result<KvArgs, clap::Error> {
+        let args: Vec<&str> = ["--controllers", CONTROLLERS, verb]
+            .into_iter()
+            .chain(line.split_whitespace())
+            .collect();
+        parse(&args)
+    }
+
     fn usage_error(args: &[&str]) -> clap::Error {
         match parse(args) {
             Ok(parsed) => panic!("{args:?} parsed as {parsed:?}"),
@@ -952,13 +961,7 @@ mod tests {
 
     #[test]
     fn a_scan_takes_a_prefix_or_a_range_never_both() {
-        let scan = |line: &str| {
-            let args: Vec<&str> = ["--controllers", CONTROLLERS, "scan"]
-                .into_iter()
-                .chain(line.split_whitespace())
-                .collect();
-            parse(&args)
-        };
+        let scan = |line: &str| parse_verb("scan", line);
         let args = scan("user/ --limit 5 --keys-only --consistency lease").unwrap();
         let KvCommand::Scan { keys, limit, keys_only, consistency } = args.command else {
             panic!("parsed as {:?}", args.command)
@@ -983,13 +986,7 @@ mod tests {
 
     #[test]
     fn a_watch_takes_a_range_revisions_to_resume_from_and_a_count() {
-        let watch = |line: &str| {
-            let args: Vec<&str> = ["--controllers", CONTROLLERS, "watch"]
-                .into_iter()
-                .chain(line.split_whitespace())
-                .collect();
-            parse(&args)
-        };
+        let watch = |line: &str| parse_verb("watch", line);
         let args = watch("user/ --from-revision 3=17 --from-revision 5=1 --count 2").unwrap();
         let KvCommand::Watch { keys, from_revisions, count, consistency } = args.command else {
             panic!("parsed as {:?}", args.command)

@@ -204,7 +204,7 @@ pub(crate) struct Inner<S> {
     /// Held while asking the source, so that concurrent refreshes ask it once.
     refreshing: tokio::sync::Mutex<()>,
     /// One channel per node address.
-    pub(crate) channels: Channels,
+    channels: Channels,
     /// The node believed to lead each group.
     pub(crate) leaders: Mutex<Leaders>,
     sessions: SessionPool,
@@ -621,13 +621,7 @@ impl<S: RoutingSource> Inner<S> {
         request: WireRequest,
         attempt_timeout: Duration,
     ) -> std::result::Result<Reply, Failure> {
-        let channel = self.channels.get(&target.address).map_err(|message| {
-            Failure::ConnectFailed { message: format!("unusable address: {message}") }
-        })?;
-        let limit = self.options.message_bytes_max;
-        let mut client = KvClient::new(channel)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        let mut client = self.kv_client(target)?;
         let result = match request {
             WireRequest::Get(request) => client
                 .get(with_timeout(request, attempt_timeout))
@@ -655,6 +649,19 @@ impl<S: RoutingSource> Inner<S> {
                 .map(|response| Reply::Scan(response.into_inner())),
         };
         result.map_err(|status| classify_status(&status))
+    }
+
+    /// A `Kv` client of `target` over the client's channel to it, within the client's message
+    /// limit.
+    pub(crate) fn kv_client(
+        &self,
+        target: &Target,
+    ) -> std::result::Result<KvClient<tonic::transport::Channel>, Failure> {
+        let channel = self.channels.get(&target.address).map_err(|message| {
+            Failure::ConnectFailed { message: format!("unusable address: {message}") }
+        })?;
+        let limit = self.options.message_bytes_max;
+        Ok(KvClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit))
     }
 
     /// The placement to route by, loaded from the source on first use.

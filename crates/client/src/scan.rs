@@ -12,7 +12,7 @@ use bytes::Bytes;
 use mosaic_engine::ShardId;
 use mosaic_proto::node::SCAN_KEYS_MAX;
 use mosaic_proto::pb;
-use mosaic_types::{hash_tag, shard_for_key};
+use mosaic_types::{hash_tag, prefix_end, shard_for_key};
 
 use crate::client::Consistency;
 
@@ -37,7 +37,8 @@ impl ScanRange {
     #[must_use]
     pub fn prefix(prefix: impl Into<Bytes>) -> Self {
         let prefix = prefix.into();
-        Self { start: prefix.clone(), end: prefix_end(&prefix), prefix: Some(prefix) }
+        let end = prefix_end(&prefix).map(Bytes::from);
+        Self { start: prefix.clone(), end, prefix: Some(prefix) }
     }
 
     /// The keys from `start` (included) to `end` (excluded; `None`: to the last key).
@@ -81,15 +82,6 @@ impl ScanRange {
             _ => (0..shard_count).map(ShardId).collect(),
         }
     }
-}
-
-/// The first key after every key that starts with `prefix`, `None` when there is none (the
-/// prefix is empty or all `0xff`).
-fn prefix_end(prefix: &[u8]) -> Option<Bytes> {
-    let last = prefix.iter().rposition(|byte| *byte != 0xff)?;
-    let mut end = prefix[..=last].to_vec();
-    end[last] += 1;
-    Some(Bytes::from(end))
 }
 
 /// How a scan reads.

@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use mosaic_engine::ShardId;
 use mosaic_proto::pb;
-use mosaic_proto::pb::kv_client::KvClient;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -313,13 +312,7 @@ impl<S: RoutingSource> ShardFollow<S> {
         target: &Target,
         request: pb::WatchRequest,
     ) -> std::result::Result<Streaming<pb::WatchResponse>, Failure> {
-        let channel = self.inner.channels.get(&target.address).map_err(|message| {
-            Failure::ConnectFailed { message: format!("unusable address: {message}") }
-        })?;
-        let limit = self.inner.options.message_bytes_max;
-        let mut client = KvClient::new(channel)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+        let mut client = self.inner.kv_client(target)?;
         let opened =
             tokio::time::timeout(self.inner.options.attempt_timeout, client.watch(request));
         match opened.await {

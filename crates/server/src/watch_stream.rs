@@ -189,7 +189,8 @@ impl Stream {
                 message.changes.push(change);
             };
             let ends = message.end.is_some();
-            if drained && !ends && self.carried.is_empty() {
+            // Drained: nothing is carried either.
+            if drained && !ends {
                 if let Some(published) = published {
                     message.revision = message.revision.max(published);
                 } else if message.changes.is_empty() {

@@ -250,6 +250,16 @@ impl KvStateMachine {
         self.ownership.as_ref().map_or(Ok(()), |ownership| ownership.check_serves(shard))
     }
 
+    /// Checks a read of a whole shard (a scan's view, a watch) by a client routing by
+    /// `shard_count`: a group placed by a controller refuses another count (the client would
+    /// read only some shards, or the wrong ones), then that the group serves `shard` now.
+    fn check_shard_read(&self, shard: ShardId, shard_count: u32) -> Result<()> {
+        if let Some(ownership) = &self.ownership {
+            ownership.check_shard_count(shard, shard_count)?;
+        }
+        self.check_serves(shard)
+    }
+
     /// Checks that `key` is in `shard`, then that the group serves `shard` now: for a request
     /// before it enters the log or is read. The key comes first: a client with the wrong
     /// shard count must hear so, not be sent to refresh a routing that will never send the
@@ -500,12 +510,12 @@ impl KvStateMachine {
                 match ownership.reconfigure(group, &previous, &next) {
                     Ok(next) => {
                         for (shard, state) in &ownership.shards {
-                            let still = next.state(*shard).is_some_and(ShardState::serves);
-                            if state.serves() && !still {
+                            let now = next.state(*shard);
+                            if state.serves() && !now.is_some_and(ShardState::serves) {
                                 let revision = self.revisions.get(shard).copied().unwrap_or(0);
                                 // A shard given to no group is deleted: a group given it later
                                 // starts it over empty, with revisions that are not these.
-                                let end = match next.state(*shard) {
+                                let end = match now {
                                     Some(ShardState::Sending { to: None }) => {
                                         WatchEnd::Unowned { revision }
                                     }
@@ -775,17 +785,11 @@ impl<K: KvEngine> StateMachine<K> for KvStateMachine {
                 Ok(KvReadOutput::Value(value))
             }
             KvQuery::Shard { shard, shard_count } => {
-                if let Some(ownership) = &self.ownership {
-                    ownership.check_shard_count(*shard, *shard_count)?;
-                }
-                self.check_serves(*shard)?;
+                self.check_shard_read(*shard, *shard_count)?;
                 Ok(KvReadOutput::Shard(engine.snapshot()))
             }
             KvQuery::Watch(ShardWatch { shard, shard_count, from, range }) => {
-                if let Some(ownership) = &self.ownership {
-                    ownership.check_shard_count(*shard, *shard_count)?;
-                }
-                self.check_serves(*shard)?;
+                self.check_shard_read(*shard, *shard_count)?;
                 let mut feeds = self.feeds.borrow_mut();
                 // Feeds of shards that kept nothing, once their watchers are gone, go: a group
                 // serving every shard would otherwise keep one for each shard ever watched.

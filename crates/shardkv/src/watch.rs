@@ -75,7 +75,7 @@ impl WatchRange {
     /// Every key that starts with `prefix`.
     #[must_use]
     pub fn prefix(prefix: Bytes) -> Self {
-        let end = prefix_end(&prefix);
+        let end = mosaic_types::prefix_end(&prefix).map(Bytes::from);
         Self { start: prefix, end }
     }
 
@@ -84,15 +84,6 @@ impl WatchRange {
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_ref() && self.end.as_ref().is_none_or(|end| key < end.as_ref())
     }
-}
-
-/// The first key after every key that starts with `prefix` (`None`: no such key, the prefix
-/// is empty or all `0xff`).
-fn prefix_end(prefix: &[u8]) -> Option<Bytes> {
-    let last = prefix.iter().rposition(|byte| *byte != 0xff)?;
-    let mut end = prefix[..=last].to_vec();
-    end[last] += 1;
-    Some(Bytes::from(end))
 }
 
 /// A watch of one shard's keys in `range` from revision `from` (`None`: the changes after
@@ -514,10 +505,6 @@ mod tests {
 
     #[test]
     fn prefix_ranges_end_after_the_last_key_of_the_prefix() {
-        assert_eq!(prefix_end(b"ab"), Some(Bytes::from_static(b"ac")));
-        assert_eq!(prefix_end(b"a\xff\xff"), Some(Bytes::from_static(b"b")));
-        assert_eq!(prefix_end(b"\xff"), None);
-        assert_eq!(prefix_end(b""), None);
         let range = WatchRange::prefix(Bytes::from_static(b"a\xff"));
         assert!(range.contains(b"a\xff\xff\xff") && !range.contains(b"b") && !range.contains(b"a"));
     }
