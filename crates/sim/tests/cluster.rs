@@ -2,7 +2,7 @@
 //! under faults, each run checked for linearizability, Raft's safety properties, liveness and
 //! identical replicas; that a seed replays exactly; and that the checks catch deliberately
 //! broken clients (stale reads, writes retried with a new seq, compare-and-sets on another
-//! version than the value heard).
+//! version than the value heard, scans of a tag read in pages).
 //!
 //! | variable | effect |
 //! |---|---|
@@ -11,9 +11,9 @@
 //! | `MOSAIC_SIM_SEED=S` | replay exactly seed S |
 //! | `MOSAIC_SIM_LOG=FILTER` | print the simulated nodes' log lines at that level (`debug`, `mosaic_agent=info`) |
 //!
-//! The variables apply to the six seed sweeps (`every_history_...`, `wide_groups_...`,
-//! `members_replaced_...`, `a_node_decommissioned_...` and the two
-//! `a_storage_node_dead_for_good_...`);
+//! The variables apply to the seven seed sweeps (`every_history_...`, `wide_groups_...`,
+//! `members_replaced_...`, `a_node_decommissioned_...`, the two
+//! `a_storage_node_dead_for_good_...` and `atomic_batches_...`);
 //! `MOSAIC_SIM_SEED` also picks the seed `a_seed_replays_exactly` runs twice.
 
 mod support;
@@ -34,6 +34,8 @@ const MEMBERSHIP_SEEDS: u64 = 150;
 const DECOMMISSION_SEEDS: u64 = 20;
 /// Seeds of that configuration with automatic repair and a node dead for good in each.
 const REPAIR_SEEDS: u64 = 20;
+/// Seeds of the configuration whose clients also run atomic batches and scans.
+const BATCH_SEEDS: u64 = 100;
 
 /// This file's seed variables.
 const SIM: Suite = Suite { env: "MOSAIC_SIM", test_file: "cluster" };
@@ -70,6 +72,26 @@ fn every_history_is_linearizable_and_the_cluster_recovers_after_faults() {
         "every_history_is_linearizable_and_the_cluster_recovers_after_faults",
         &leases_under_stalls_config(),
         DEFAULT_SEEDS,
+    );
+}
+
+/// The default cluster under the same faults, whose clients also change the keys of two hash
+/// tags through atomic batches (with and without conditions) and read them through scans.
+fn batches_config() -> SimConfig {
+    SimConfig { batch_tags: 2, ..leases_under_stalls_config() }
+}
+
+/// Atomic batches and scans under faults, through migrations, crashes, lost disks and stalls:
+/// the keys of a hash tag are one object of the checker, which a batch writes (a put, or a
+/// compare-and-set when it has conditions) and a scan of the tag reads, so a batch seen
+/// half applied, applied twice or lost, a condition checked against another version than the
+/// value heard, or a scan that is not one point in time fails the run.
+#[test]
+fn atomic_batches_and_scans_of_tagged_keys_stay_linearizable_under_faults() {
+    run_seeds(
+        "atomic_batches_and_scans_of_tagged_keys_stay_linearizable_under_faults",
+        &batches_config(),
+        BATCH_SEEDS,
     );
 }
 
@@ -358,6 +380,7 @@ fn a_seed_replays_exactly() {
         ("members replaced", members_replaced_config()),
         ("leases under stalls", leases_under_stalls_config()),
         ("repaired", repaired_config()),
+        ("batches", batches_config()),
     ] {
         let first = run(seed, &config);
         let second = run(seed, &config);
@@ -381,6 +404,14 @@ fn a_seed_replays_exactly() {
             cas_written > 0 && cas_failed > 0,
             "seed {seed}, {name}: compare-and-sets: {cas_written} took effect, {cas_failed} failed"
         );
+        if config.batch_tags > 0 {
+            let (written, failed, scans) = first.batches_and_scans();
+            assert!(
+                written > 0 && failed > 0 && scans > 0,
+                "seed {seed}, {name}: batches: {written} took effect, {failed} failed; {scans} \
+                 scans"
+            );
+        }
         if config.faults.stalls.is_some() {
             let faults = first.faults;
             assert!(
@@ -408,6 +439,18 @@ fn stale_reads_at_followers_are_caught() {
     }
     eprintln!("stale reads caught with seeds {caught:?}");
     assert!(!caught.is_empty(), "no seed of 0..16 caught a stale read");
+}
+
+/// A test that cannot fail is a defect: clients that read a tag's keys in pages of one key and
+/// take the pages for one read (a deliberate bug: each page is read at its own point in time)
+/// must be caught seeing part of a batch, for some seed of a small fixed set.
+#[test]
+fn scans_of_a_tag_read_in_pages_are_caught_seeing_part_of_a_batch() {
+    let config = SimConfig { scans_in_pages_of_one_key: true, ..batches_config() };
+    let caught: Vec<u64> =
+        (0..8).filter(|seed| run(*seed, &config).verdict.has_violation()).collect();
+    eprintln!("scans in pages caught with seeds {caught:?}");
+    assert!(!caught.is_empty(), "no seed of 0..8 caught a scan that saw part of a batch");
 }
 
 /// A test that cannot fail is a defect: clients whose compare-and-sets name the version after

@@ -1,5 +1,7 @@
 //! A simulated client: one sequential process doing gets, puts, appends, deletes and
-//! compare-and-sets on a few shared keys, routed the way `mosaic_client` routes them.
+//! compare-and-sets on a few shared keys, and, if configured (`SimConfig::batch_tags`), atomic
+//! batches and scans on the keys of a few hash tags (`tagged.rs`), routed the way
+//! `mosaic_client` routes them.
 //!
 //! A compare-and-set names the version the client last heard for the key with its value (from
 //! a get, or a put or compare-and-set of its own), or version 0 (absent) if it heard none, and
@@ -48,15 +50,18 @@ use mosaic_client::retry::{Leaders, Next, Refresh, Retry, Target, expects_sessio
 use mosaic_client::{Routing, shard_for_key};
 use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
-use mosaic_raft::NodeId;
+use mosaic_raft::{NodeId, SplitMix64};
 use mosaic_raftstore::Consistency;
-use mosaic_shardkv::{KvGet, KvWrite, Version, WriteEffect, WriteKind};
+use mosaic_shardkv::{
+    KvBatch, KvGet, KvWrite, ScanEntry, ScanPage, ShardScan, Version, WriteEffect, WriteKind,
+};
 
 use crate::cluster::Time;
 use crate::cluster::config::{ReadMode, SimConfig};
 use crate::cluster::controller_link::ControllerLink;
 use crate::cluster::net::chance;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
+use crate::cluster::tagged::{self, BatchEffect, PlannedBatch, TagState};
 use crate::cluster::versions::VersionLedger;
 use crate::linearizability::{History, OpId, Operation, Output};
 
@@ -66,19 +71,53 @@ const REQUEST_TIMEOUT_MS: Time = 500;
 const RETRY_PAUSE_MS_MAX: Time = 40;
 /// The pause between two operations, at most (random below it).
 const THINK_MS_MAX: Time = 30;
+/// A scan of a tag's keys reads them all in one page: at most this many keys...
+const TAG_SCAN_KEYS_MAX: u32 = 16;
+/// ... and this many bytes.
+const TAG_SCAN_BYTES_MAX: u64 = 1 << 20;
 
 /// One operation in progress.
 #[derive(Debug)]
 struct Op {
     id: OpId,
+    /// The key in the history: a key, or a tag's register (`tagged.rs`).
     key: Bytes,
     shard: ShardId,
-    /// `None` for a get; the write (with its session seq) otherwise.
-    write: Option<KvWrite>,
+    kind: OpKind,
     called: Time,
     /// True once an attempt failed in a way that may have applied the write
     /// (`mosaic_client::classify::Failure::may_have_applied`).
     may_have_applied: bool,
+}
+
+/// What an operation asks for.
+#[derive(Debug)]
+enum OpKind {
+    /// A get of the operation's key.
+    Get,
+    /// A write of one key (with its session seq).
+    Write(KvWrite),
+    /// An atomic batch on the keys of tag `tag` (with its session seq).
+    Batch { tag: u32, batch: KvBatch, effect: BatchEffect },
+    /// A scan of the keys of tag `tag`, the page it asks for next, and what the pages before
+    /// read (only pages of one key, the deliberate bug, need more than one).
+    Scan { tag: u32, scan: ShardScan, read: Vec<ScanEntry> },
+}
+
+impl OpKind {
+    /// Whether it may change what a key holds.
+    fn is_write(&self) -> bool {
+        matches!(self, Self::Write(_) | Self::Batch { .. })
+    }
+
+    /// Its session seq, for a write.
+    fn seq_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Self::Write(write) => Some(&mut write.seq),
+            Self::Batch { batch, .. } => Some(&mut batch.seq),
+            Self::Get | Self::Scan { .. } => None,
+        }
+    }
 }
 
 /// What the client waits for.
@@ -109,10 +148,12 @@ pub(crate) struct SimClient {
     index: u32,
     id: ClientId,
     keys: u32,
+    batch_tags: u32,
     shard_count: u32,
     reads: ReadMode,
     fresh_seq_per_attempt: bool,
     cas_names_the_wrong_version: bool,
+    scans_in_pages_of_one_key: bool,
     seq: u64,
     controller: ControllerLink,
     /// The placement it routes by (`None` until the first configuration is read).
@@ -136,6 +177,9 @@ pub(crate) struct SimClient {
     /// For each key, the value (`None`: absent) and version the client last heard it hold: what
     /// its next compare-and-set on the key expects.
     heard: BTreeMap<Bytes, (Option<Bytes>, Version)>,
+    /// For each tag, what the client last heard its keys hold: what its next batch with
+    /// conditions expects (nothing heard: every key absent).
+    heard_tags: BTreeMap<u32, TagState>,
 }
 
 impl SimClient {
@@ -146,10 +190,12 @@ impl SimClient {
             index,
             id,
             keys: config.keys,
+            batch_tags: config.batch_tags,
             shard_count: config.shard_count,
             reads: config.reads,
             fresh_seq_per_attempt: config.fresh_seq_per_attempt,
             cas_names_the_wrong_version: config.cas_names_the_wrong_version,
+            scans_in_pages_of_one_key: config.scans_in_pages_of_one_key,
             seq: 0,
             controller: ControllerLink::new(controllers, ClientId(u64::MAX - u64::from(index))),
             routing: None,
@@ -164,6 +210,7 @@ impl SimClient {
             last_refusal: None,
             sessions: BTreeSet::new(),
             heard: BTreeMap::new(),
+            heard_tags: BTreeMap::new(),
         }
     }
 
@@ -265,13 +312,21 @@ impl SimClient {
                 self.waiting = Waiting::Nothing;
                 let op = self.op.as_ref().expect("waiting for an operation");
                 let output = match response {
-                    Response::KvWritten(Ok(outcome)) if op.write.is_some() => {
+                    Response::KvWritten(Ok(outcome)) if op.kind.is_write() => {
                         let effect = outcome.effect.unwrap_or_else(|| {
                             panic!("client {}: {op:?} answered without its effect", self.index)
                         });
                         Ok(self.written(versions, effect))
                     }
-                    Response::KvValue(Ok(value)) if op.write.is_none() => {
+                    Response::KvScanned(Ok(page)) if matches!(op.kind, OpKind::Scan { .. }) => {
+                        let Some(output) = self.scanned(versions, page) else {
+                            // The next page.
+                            self.attempt(io);
+                            return;
+                        };
+                        Ok(output)
+                    }
+                    Response::KvValue(Ok(value)) if matches!(op.kind, OpKind::Get) => {
                         let (value, version) = value.map_or((None, Version::ABSENT), |stored| {
                             (Some(stored.value), stored.version)
                         });
@@ -282,16 +337,18 @@ impl SimClient {
                         self.heard.insert(op.key.clone(), (value.clone(), version));
                         Ok(Output::Value(value))
                     }
-                    Response::KvWritten(Err(error)) | Response::KvValue(Err(error)) => Err(error),
+                    Response::KvWritten(Err(error))
+                    | Response::KvValue(Err(error))
+                    | Response::KvScanned(Err(error)) => Err(error),
                     other => panic!("client {}: {op:?} answered {other:?}", self.index),
                 };
                 let op = self.op.as_ref().expect("waiting for an operation");
                 match output {
                     Ok(output) => {
-                        if op.write.is_some() {
+                        if op.kind.is_write() {
                             self.sessions.insert(op.shard);
                         }
-                        if self.reads != ReadMode::StaleAtAnyReplica || op.write.is_some() {
+                        if self.reads != ReadMode::StaleAtAnyReplica || op.kind.is_write() {
                             let routing = self.routing.as_ref().expect("routed");
                             self.leaders.remember(routing, group, target);
                         }
@@ -334,21 +391,33 @@ impl SimClient {
     /// knows of the key's value and version.
     fn written(&mut self, versions: &mut VersionLedger, effect: WriteEffect) -> Output {
         let op = self.op.as_ref().expect("waiting for an operation");
-        let write = op.write.as_ref().expect("a write");
-        let version = match effect {
-            WriteEffect::Written(version) => version,
-            WriteEffect::ConditionFailed(_) if write.condition.is_some() => {
+        let heard_by = format!("client {}: {}", self.index, op.id);
+        let (write, version) = match (&op.kind, effect) {
+            (OpKind::Write(write), WriteEffect::Written(version)) => (write, version),
+            (OpKind::Write(write), WriteEffect::ConditionFailed(_))
+                if write.condition.is_some() =>
+            {
                 self.heard.remove(&op.key);
                 return Output::ConditionFailed;
             }
-            WriteEffect::ConditionFailed(_) | WriteEffect::BatchConditionFailed { .. } => {
-                panic!("client {}: {op:?} answered {effect:?}", self.index)
+            (OpKind::Batch { tag, effect, .. }, WriteEffect::Written(version)) => {
+                let state = effect.state_after(version);
+                for (key, (value, version)) in &state {
+                    versions.heard(key, value, *version, &heard_by);
+                }
+                self.heard_tags.insert(*tag, state);
+                return Output::Written;
             }
+            (OpKind::Batch { tag, batch, .. }, WriteEffect::BatchConditionFailed { .. })
+                if !batch.conditions.is_empty() =>
+            {
+                self.heard_tags.remove(tag);
+                return Output::ConditionFailed;
+            }
+            (_, effect) => panic!("client {}: {op:?} answered {effect:?}", self.index),
         };
         match write.kind {
             WriteKind::Put => {
-                let heard_by = format!("client {}: {}", self.index, op.id);
-                versions.heard(&op.key, &write.value, version, &heard_by);
                 self.heard.insert(op.key.clone(), (Some(write.value.clone()), version));
             }
             WriteKind::Delete => {
@@ -361,11 +430,42 @@ impl SimClient {
         Output::Written
     }
 
+    /// What the client makes of a page of the scan in progress: the get's output, or `None`
+    /// when it reads the next page first.
+    fn scanned(&mut self, versions: &mut VersionLedger, page: ScanPage) -> Option<Output> {
+        let op = self.op.as_mut().expect("waiting for an operation");
+        let heard_by = format!("client {}: {}", self.index, op.id);
+        let OpKind::Scan { tag, scan, read } = &mut op.kind else { unreachable!("a scan") };
+        read.extend(page.entries);
+        if page.more {
+            assert!(
+                self.scans_in_pages_of_one_key,
+                "client {}: a page of tag {tag}'s keys left some out: {read:?}",
+                self.index
+            );
+            let mut next = read.last().expect("a page that leaves keys holds one").key.to_vec();
+            next.push(0);
+            scan.start = Bytes::from(next);
+            return None;
+        }
+        let (state, value) = tagged::read(read);
+        for (key, (value, version)) in &state {
+            versions.heard(key, value, *version, &heard_by);
+        }
+        self.heard_tags.insert(*tag, state);
+        Some(Output::Value(value))
+    }
+
     fn start(&mut self, io: &mut Io<'_>, history: &mut History) {
+        // No draw without tags, so that a run without them replays the seeds it always did.
+        if self.batch_tags > 0 && io.rng.below(3) == 0 {
+            self.start_on_tag(io, history);
+            return;
+        }
         let key = Bytes::from(format!("key-{}", io.rng.below(u64::from(self.keys))));
         let shard = shard_for_key(&key, self.shard_count);
-        let (operation, write) = match io.rng.below(12) {
-            0..=3 => (Operation::Get, None),
+        let (operation, kind) = match io.rng.below(12) {
+            0..=3 => (Operation::Get, OpKind::Get),
             roll => {
                 self.seq += 1;
                 let token = format!("c{}.{}", self.index, self.seq);
@@ -403,14 +503,65 @@ impl SimClient {
                     expects_session: false,
                     condition,
                 };
-                (operation, Some(write))
+                (operation, OpKind::Write(write))
             }
         };
+        self.begin(io, history, key, shard, operation, kind);
+    }
+
+    /// Starts a scan or a batch of a tag's keys (`tagged.rs`).
+    fn start_on_tag(&mut self, io: &mut Io<'_>, history: &mut History) {
+        let tag = u32::try_from(io.rng.below(u64::from(self.batch_tags))).expect("below a u32");
+        let (start, end) = tagged::range(tag);
+        let shard = shard_for_key(&start, self.shard_count);
+        let (operation, kind) = if io.rng.below(2) == 0 {
+            let limit = if self.scans_in_pages_of_one_key { 1 } else { TAG_SCAN_KEYS_MAX };
+            let scan = ShardScan {
+                shard,
+                shard_count: self.shard_count,
+                start,
+                end: Some(end),
+                limit,
+                limit_bytes: TAG_SCAN_BYTES_MAX,
+                keys_only: false,
+            };
+            (Operation::Get, OpKind::Scan { tag, scan, read: Vec::new() })
+        } else {
+            self.seq += 1;
+            let token = format!("c{}.{}", self.index, self.seq);
+            let heard = self.heard_tags.get(&tag);
+            let PlannedBatch { conditions, writes, operation, effect } =
+                tagged::plan_batch(tag, heard, &token, io.rng);
+            let batch = KvBatch {
+                client: self.id,
+                seq: self.seq,
+                shard,
+                // Set for each attempt (`attempt`).
+                expects_session: false,
+                conditions,
+                writes,
+            };
+            (operation, OpKind::Batch { tag, batch, effect })
+        };
+        self.begin(io, history, tagged::object_key(tag), shard, operation, kind);
+    }
+
+    /// Records the call of an operation on `key` (in `shard`) and makes it the one in
+    /// progress.
+    fn begin(
+        &mut self,
+        io: &mut Io<'_>,
+        history: &mut History,
+        key: Bytes,
+        shard: ShardId,
+        operation: Operation,
+        kind: OpKind,
+    ) {
         let id = history.record_call(self.id, key.clone(), operation, io.now);
         if let Some(budget) = &mut self.budget {
             *budget -= 1;
         }
-        self.op = Some(Op { id, key, shard, write, called: io.now, may_have_applied: false });
+        self.op = Some(Op { id, key, shard, kind, called: io.now, may_have_applied: false });
         self.retry = Retry::default();
         self.next_target = None;
     }
@@ -428,10 +579,10 @@ impl SimClient {
     /// Sends the operation in progress where the client believes it belongs.
     fn attempt(&mut self, io: &mut Io<'_>) {
         if self.fresh_seq_per_attempt
-            && let Some(write) = self.op.as_mut().and_then(|op| op.write.as_mut())
+            && let Some(seq) = self.op.as_mut().and_then(|op| op.kind.seq_mut())
         {
             self.seq += 1;
-            write.seq = self.seq;
+            *seq = self.seq;
         }
         let op = self.op.as_ref().expect("an operation in progress");
         let routed = self.routing.as_ref().filter(|_| self.refresh.is_none()).and_then(|routing| {
@@ -445,7 +596,7 @@ impl SimClient {
             self.waiting = Waiting::Config { id, target, deadline: io.now + REQUEST_TIMEOUT_MS };
             return;
         };
-        let stale = self.reads == ReadMode::StaleAtAnyReplica && op.write.is_none();
+        let stale = self.reads == ReadMode::StaleAtAnyReplica && !op.kind.is_write();
         let target = match self.next_target.take() {
             _ if stale => {
                 let members = routing.members(group);
@@ -454,22 +605,27 @@ impl SimClient {
             Some(target) => target.node,
             None => self.leaders.preferred(routing, group).node,
         };
-        let request = match &op.write {
-            Some(write) => {
-                let known = self.sessions.contains(&op.shard);
+        let known = self.sessions.contains(&op.shard);
+        let request = match &op.kind {
+            OpKind::Write(write) => {
                 let expects_session =
                     expects_session(known, write.condition.is_some(), op.may_have_applied);
                 Request::KvWrite { group, write: KvWrite { expects_session, ..write.clone() } }
             }
-            None => Request::KvRead {
+            OpKind::Batch { batch, .. } => {
+                let conditional = !batch.conditions.is_empty();
+                let expects_session = expects_session(known, conditional, op.may_have_applied);
+                Request::KvBatch { group, batch: KvBatch { expects_session, ..batch.clone() } }
+            }
+            OpKind::Get => Request::KvRead {
                 group,
                 get: KvGet { shard: op.shard, key: op.key.clone() },
-                consistency: match self.reads {
-                    ReadMode::Linearizable => Consistency::Linearizable,
-                    ReadMode::LinearizableOrLease if io.rng.below(2) == 0 => Consistency::Lease,
-                    ReadMode::LinearizableOrLease => Consistency::Linearizable,
-                    ReadMode::StaleAtAnyReplica => Consistency::Stale,
-                },
+                consistency: read_consistency(self.reads, io.rng),
+            },
+            OpKind::Scan { scan, .. } => Request::KvScan {
+                group,
+                scan: scan.clone(),
+                consistency: read_consistency(self.reads, io.rng),
             },
         };
         let id = io.request(target, request);
@@ -483,7 +639,7 @@ impl SimClient {
     fn give_up(&mut self, io: &mut Io<'_>, history: &mut History) {
         let op = self.op.as_ref().expect("an operation in progress");
         let in_flight = matches!(self.waiting, Waiting::Group { .. });
-        if op.write.is_some() && !op.may_have_applied && !in_flight {
+        if op.kind.is_write() && !op.may_have_applied && !in_flight {
             history.record_not_applied(op.id);
         } else {
             history.record_unknown(op.id);
@@ -554,6 +710,16 @@ impl SimClient {
         if pause {
             self.pause(io);
         }
+    }
+}
+
+/// The consistency of a read by a client that reads as `reads` says.
+fn read_consistency(reads: ReadMode, rng: &mut SplitMix64) -> Consistency {
+    match reads {
+        ReadMode::Linearizable => Consistency::Linearizable,
+        ReadMode::LinearizableOrLease if rng.below(2) == 0 => Consistency::Lease,
+        ReadMode::LinearizableOrLease => Consistency::Linearizable,
+        ReadMode::StaleAtAnyReplica => Consistency::Stale,
     }
 }
 

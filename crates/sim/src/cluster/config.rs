@@ -21,6 +21,11 @@ pub struct SimConfig {
     pub clients: u32,
     /// Keys the clients share (few, so that they contend).
     pub keys: u32,
+    /// Hash tags whose keys the clients change only through atomic batches and read only
+    /// through scans, a third of their operations (`cluster/tagged.rs`: each tag is one object
+    /// of the checker). 0 by default: every draw changes a seed's schedule, and the seeds kept
+    /// as regression tests replay the schedules they were found with.
+    pub batch_tags: u32,
     /// How clients read.
     pub reads: ReadMode,
     /// Clients give a write a new session seq on every attempt instead of retrying it with
@@ -31,6 +36,10 @@ pub struct SimConfig {
     /// history records the value heard: a deliberate bug, to show that the checker catches
     /// a compare-and-set whose outcome does not fit the values.
     pub cas_names_the_wrong_version: bool,
+    /// Clients read a tag's keys one page of one key at a time, recording the pages as one
+    /// read: a deliberate bug (pages are read at different points in time), to show that the
+    /// checker catches a read that saw part of a batch.
+    pub scans_in_pages_of_one_key: bool,
     /// In the safety phase, a client gives up on an operation after a refusal that says it
     /// was not applied with this probability, as a user whose deadline passed: a write none
     /// of whose attempts may have applied is then recorded as not applied, and must never
@@ -73,9 +82,11 @@ impl Default for SimConfig {
             shard_count: 8,
             clients: 4,
             keys: 6,
+            batch_tags: 0,
             reads: ReadMode::Linearizable,
             fresh_seq_per_attempt: false,
             cas_names_the_wrong_version: false,
+            scans_in_pages_of_one_key: false,
             abandon_after_refusal_per_mille: 100,
             fault_phase_ms: 30_000,
             liveness_ms_max: 30_000,

@@ -60,6 +60,7 @@ mod raft_safety;
 mod repair;
 mod report;
 mod rpc;
+mod tagged;
 mod versions;
 mod world;
 

@@ -8,6 +8,7 @@ use mosaic_raftstore::StoreStats;
 
 use crate::cluster::Time;
 use crate::cluster::net::NetStats;
+use crate::cluster::tagged;
 use crate::linearizability::{Completion, History, Operation, Output, Verdict};
 
 /// Counters of the faults a run injected.
@@ -108,6 +109,26 @@ impl RunReport {
         (returned(&Output::Written), returned(&Output::ConditionFailed))
     }
 
+    /// The operations on tags' keys that returned (`SimConfig::batch_tags`): batches that
+    /// took effect, batches whose conditions failed, and scans.
+    #[must_use]
+    pub fn batches_and_scans(&self) -> (usize, usize, usize) {
+        let (mut written, mut failed, mut scans) = (0, 0, 0);
+        let returned =
+            self.history.operations().iter().filter(|record| {
+                tagged::is_object_key(&record.key) && record.return_time().is_some()
+            });
+        for record in returned {
+            match &record.completion {
+                Completion::Returned { output: Output::Written, .. } => written += 1,
+                Completion::Returned { output: Output::ConditionFailed, .. } => failed += 1,
+                Completion::Returned { output: Output::Value(_), .. } => scans += 1,
+                _ => {}
+            }
+        }
+        (written, failed, scans)
+    }
+
     /// Why the run failed, in words; `None` when it passed: every key linearizable, no Raft
     /// safety property broken, every key version heard naming one value, the liveness phase
     /// ended in time, and the replicas of every group agreed at its end.
@@ -142,10 +163,12 @@ impl fmt::Display for RunReport {
             count(|completion| matches!(completion, Completion::Pending | Completion::Unknown));
         let not_applied = count(|completion| *completion == Completion::NotApplied);
         let (cas_written, cas_failed) = self.compare_and_sets();
+        let (batches_written, batches_failed, scans) = self.batches_and_scans();
         write!(
             f,
             "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied; \
-             compare-and-sets: {cas_written} took effect, {cas_failed} failed), {} \
+             compare-and-sets: {cas_written} took effect, {cas_failed} failed; batches: \
+             {batches_written} took effect, {batches_failed} failed; {scans} scans), {} \
              configurations moving {} \
              shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
              repaired ({} retired), {} snapshots installed, {} log compactions, {:?}, {:?}, \

@@ -21,11 +21,11 @@ use mosaic_raftstore::{
     Clock, Consistency, Error, LeaderRead, LeaderTerm, ManualClock, ShownOut, StoreMsg,
 };
 use mosaic_shardkv::request::{
-    propose_migration, propose_write, read_handoff, read_led_ownerships, read_value,
+    propose_migration, propose_write, read_handoff, read_led_ownerships, read_shard, read_value,
 };
 use mosaic_shardkv::{
-    KvGet, KvStateMachine, KvWrite, MigrationCommand, MigrationOutcome, Ownership, Versioned,
-    WriteOutcome,
+    KvBatch, KvGet, KvStateMachine, KvWrite, MigrationCommand, MigrationOutcome, Ownership,
+    ScanPage, ShardScan, Versioned, WriteOutcome,
 };
 
 use crate::cluster::world::CONTROLLER_GROUP;
@@ -67,6 +67,13 @@ pub(crate) enum Request {
         /// The write.
         write: KvWrite,
     },
+    /// A client's atomic batch through a storage group's log (`Kv.Batch`).
+    KvBatch {
+        /// The group.
+        group: GroupId,
+        /// The batch.
+        batch: KvBatch,
+    },
     /// A migration step through a storage group's log: the agent's own, or `DeleteShard` from
     /// the group that pulled the shard (`ShardMigration.DeleteShard`).
     Migrate {
@@ -81,6 +88,15 @@ pub(crate) enum Request {
         group: GroupId,
         /// The key.
         get: KvGet,
+        /// How fresh.
+        consistency: Consistency,
+    },
+    /// A client's scan of one page of a shard (`Kv.Scan`, one shard).
+    KvScan {
+        /// The group.
+        group: GroupId,
+        /// The page.
+        scan: ShardScan,
         /// How fresh.
         consistency: Consistency,
     },
@@ -147,12 +163,14 @@ pub(crate) enum Response {
     ControllerView(Result<mosaic_controller::Result<ControllerAnswer>, Error>),
     /// Answers [`Request::ControllerPropose`].
     ControllerOutcome(Result<mosaic_controller::Result<Outcome>, Error>),
-    /// Answers [`Request::KvWrite`] (the store's and the state machine's refusals as one).
+    /// Answers [`Request::KvWrite`] and [`Request::KvBatch`] (the store's and the state machine's refusals as one).
     KvWritten(Result<WriteOutcome, Error>),
     /// Answers [`Request::Migrate`].
     Migrated(Result<MigrationOutcome, Error>),
     /// Answers [`Request::KvRead`].
     KvValue(Result<Option<Versioned>, Error>),
+    /// Answers [`Request::KvScan`].
+    KvScanned(Result<ScanPage, Error>),
     /// Answers [`Request::PullChunk`].
     Chunk(Result<ShardChunk, Error>),
     /// Answers [`Request::ReadLeaders`]: each led group's ownership and membership.
@@ -293,6 +311,11 @@ pub(crate) fn storage_msg(
             write,
             Box::new(move |result| reply.send(Response::KvWritten(result))),
         ),
+        Request::KvBatch { group, batch } => propose_write(
+            group,
+            batch,
+            Box::new(move |result| reply.send(Response::KvWritten(result))),
+        ),
         Request::Migrate { group, command } => propose_migration(
             group,
             command,
@@ -303,6 +326,17 @@ pub(crate) fn storage_msg(
             get,
             consistency,
             Box::new(move |result| reply.send(Response::KvValue(result.map(|read| read.output)))),
+        ),
+        Request::KvScan { group, scan, consistency } => read_shard(
+            group,
+            scan.shard,
+            scan.shard_count,
+            consistency,
+            Box::new(move |result| {
+                // Read from the view as the KV service reads it.
+                let page = result.and_then(|read| scan.read(group, &read.output));
+                reply.send(Response::KvScanned(page));
+            }),
         ),
         Request::PullChunk { group, to, shard, num, cursor } => read_handoff(
             group,
