@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use mosaic_client::{Client, ClientOptions, Consistency, StaticRouting};
+use mosaic_client::{Client, ClientOptions, Consistency, LoadOptions, StaticRouting};
 use mosaic_raft::SplitMix64;
 use serde_json::json;
 
@@ -33,8 +33,8 @@ const KEY_BYTES: usize = 16;
 /// The unit of the CPU times in `/proc/PID/stat`: USER_HZ, which Linux fixes at 100 ticks per
 /// second in its user-space ABI.
 const USER_HZ: f64 = 100.0;
-/// Concurrent writers while preloading every key.
-const PRELOAD_CONCURRENCY: usize = 64;
+/// Batches in flight while preloading every key.
+const PRELOAD_BATCHES_IN_FLIGHT: usize = 16;
 
 /// Flags of `mosaic bench`.
 #[derive(Args, Debug)]
@@ -169,29 +169,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Puts every key once (untimed), so gets find values.
+/// Puts every key once (untimed), so gets find values: in batches of one shard's keys
+/// (`Client::put_all`), `PRELOAD_BATCHES_IN_FLIGHT` at once.
 async fn preload(clients: &Arc<Vec<Client>>, args: &BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: preloading {} keys", args.keys);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..PRELOAD_CONCURRENCY as u64 {
-        let clients = Arc::clone(clients);
-        let (keys, value_size) = (args.keys, args.value_size);
-        tasks.push(tokio::spawn(async move {
-            let client = &clients[(task % clients.len() as u64) as usize];
-            let mut rng = SplitMix64::new(task);
-            let mut index = task;
-            while index < keys {
-                client.put(key(index), random_bytes(&mut rng, value_size)).await?;
-                index += PRELOAD_CONCURRENCY as u64;
-            }
-            Ok::<(), mosaic_client::ClientError>(())
-        }));
-    }
-    for task in tasks {
-        task.await.context("a preload task panicked")?.context("preloading")?;
-    }
-    eprintln!("bench: preloaded in {:.1} s", started.elapsed().as_secs_f64());
+    let mut rng = SplitMix64::new(0);
+    let value_size = args.value_size;
+    let entries = (0..args.keys).map(|index| (key(index), random_bytes(&mut rng, value_size)));
+    let options = LoadOptions { parallel: PRELOAD_BATCHES_IN_FLIGHT, ..LoadOptions::default() };
+    let summary = clients[0].put_all(entries, options).await.context("preloading")?;
+    eprintln!(
+        "bench: preloaded {} keys in {} batches in {:.1} s",
+        summary.keys,
+        summary.batches,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
