@@ -679,7 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_failure_that_sent_nothing() {
-        let address = crate::test_support::closed_port_address().await;
+        let address = crate::testing::closed_port_address().await;
         let channel = crate::channel::endpoint_for(&address).unwrap().connect_lazy();
         let mut client = pb::kv_client::KvClient::new(channel);
         let status = client.get(pb::GetRequest::default()).await.unwrap_err();

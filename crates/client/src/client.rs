@@ -768,8 +768,8 @@ mod tests {
     use mosaic_types::shard_for_key;
 
     use super::*;
-    use crate::test_support::fake_node::{FakeNode, session_expired};
-    use crate::test_support::{closed_port_address, silent_listener};
+    use crate::testing::fake_node::{FakeNode, session_expired};
+    use crate::testing::{closed_port_address, silent_listener};
 
     fn fast_options() -> ClientOptions {
         ClientOptions {

@@ -85,8 +85,8 @@ pub mod retry;
 mod routing;
 mod scan;
 mod session;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 mod watch;
 

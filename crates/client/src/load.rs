@@ -173,7 +173,7 @@ mod tests {
     use super::*;
     use crate::client::{ClientOptions, Consistency};
     use crate::routing::{Routing, StaticRouting};
-    use crate::test_support::fake_node::FakeNode;
+    use crate::testing::fake_node::FakeNode;
 
     fn entries(count: usize, value_bytes: usize) -> Vec<(Bytes, Bytes)> {
         (0..count)

@@ -443,7 +443,7 @@ mod tests {
     use mosaic_raft::NodeId;
 
     use super::*;
-    use crate::test_support::fake_node::{FakeNode, WatchScript};
+    use crate::testing::fake_node::{FakeNode, WatchScript};
     use crate::{Client, ClientOptions, Routing, ScanRange, StaticRouting};
 
     const SHARDS: u32 = 8;

@@ -10,10 +10,10 @@ use prost::Message as _;
 use tonic::Code;
 
 use super::*;
-use crate::test_support::fake_controller::{
+use crate::testing::fake_controller::{
     FAKE_SHARD_COUNT, FakeController, Fault, ReceivedCall, Role, refused_command,
 };
-use crate::test_support::{closed_port_address, silent_listener};
+use crate::testing::{closed_port_address, silent_listener};
 
 /// Options for tests that must succeed: a deadline far beyond what they need, short pauses.
 fn patient_options() -> ControllerClientOptions {

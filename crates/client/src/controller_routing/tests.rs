@@ -13,9 +13,9 @@ use super::*;
 use crate::client::{Client, ClientOptions, Consistency};
 use crate::controller::ControllerClientOptions;
 use crate::error::WriteOutcome;
-use crate::test_support::closed_port_address;
-use crate::test_support::fake_controller::{FAKE_SHARD_COUNT, FakeController, Fault, Role};
-use crate::test_support::fake_node::{FakeNode, NodeRequest, shard_not_ready, wrong_group};
+use crate::testing::closed_port_address;
+use crate::testing::fake_controller::{FAKE_SHARD_COUNT, FakeController, Fault, Role};
+use crate::testing::fake_node::{FakeNode, NodeRequest, shard_not_ready, wrong_group};
 use mosaic_types::shard_for_key;
 
 /// Client options for tests that must succeed: a deadline far beyond what they need.
@@ -277,7 +277,7 @@ async fn a_client_connected_to_the_controllers_routes_by_them_and_a_silent_one_i
     client.put("k", "v").await.unwrap();
     assert_eq!(routes(&node_1), [(1, 1)]);
 
-    let (silent, _listener) = crate::test_support::silent_listener().await;
+    let (silent, _listener) = crate::testing::silent_listener().await;
     let options = ClientOptions { attempt_timeout: Duration::from_secs(5), ..hasty_options() };
     let client = Client::connect(vec![silent.clone()], options).unwrap();
     let Err(error) = client.warm_up().await else { panic!("a silent controller gave a placement") };

@@ -1,9 +1,10 @@
-//! Fake storage nodes: each serves the `Kv` gRPC service on a loopback port, for the tests of
-//! [`crate::Client`].
+//! Fake storage nodes: each serves the `Kv` gRPC service on a loopback port, for tests of code
+//! that uses a [`crate::Client`] (this crate's own, and users' through the `testing` feature).
 //!
 //! A node keeps its keys in a map and answers each request with success (a read gets the
-//! stored value, a write applies and answers the next log index), unless a refusal is
-//! scripted: [`FakeNode::refuse_next`] queues refusals for its next requests, and
+//! stored value and version, a write applies and answers the next log index, which is also the
+//! key's new version; conditions, batches and scans as a real node answers them), unless a
+//! refusal is scripted: [`FakeNode::refuse_next`] queues refusals for its next requests, and
 //! [`FakeNode::refuse_all`] refuses every request with one kind until cleared; queued
 //! refusals come first. A node does not check the group, shard or configuration a request
 //! names: the test decides which node refuses, and checks what each one received.
@@ -24,19 +25,65 @@ use super::{loopback_listener, serve};
 
 /// One request a node received.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NodeRequest {
-    /// `get`, `put`, `append`, `delete`, `batch` or `scan`.
-    pub(crate) method: &'static str,
+pub struct NodeRequest {
+    /// `get`, `put`, `append`, `delete`, `batch`, `scan` or `watch`.
+    pub method: &'static str,
     /// The group the client routed to.
-    pub(crate) group: GroupId,
+    pub group: GroupId,
     /// The shard the client computed.
-    pub(crate) shard: ShardId,
+    pub shard: ShardId,
     /// The configuration the client routed by.
-    pub(crate) config_num: u64,
+    pub config_num: u64,
     /// The key (a batch's first write's, a scan's start).
-    pub(crate) key: Bytes,
+    pub key: Bytes,
     /// Whether a write said it expects its session (false for a read).
-    pub(crate) expects_session: bool,
+    pub expects_session: bool,
+}
+
+/// A refusal a fake node answers with ([`FakeNode::refuse_next`], [`FakeNode::refuse_all`]):
+/// what a real node answers in that case, which the client acts on as it would there
+/// (docs/api.md "Errors").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The node does not lead the group and knows no leader: the client tries another member.
+    NotLeader,
+    /// The node's group does not serve the key's shard in configuration `config_num`: the
+    /// client reads a newer placement.
+    WrongGroup {
+        /// The configuration the node has applied.
+        config_num: u64,
+    },
+    /// The shard is moving to the node's group and its data has not arrived: the client
+    /// retries soon.
+    ShardNotReady,
+    /// The node is overloaded: the client backs off and retries.
+    ServerBusy,
+    /// The node lost track of the write, which may or may not have been applied: the client
+    /// retries it (once applied, it is applied once).
+    OutcomeUnknown,
+    /// The node's disk is nearly full: a write fails with [`crate::ClientError::StorageFull`].
+    StorageFull,
+}
+
+impl From<Refusal> for Kind {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotLeader => {
+                Kind::NotLeader(pb::NotLeader { leader_node: None, leader_address: String::new() })
+            }
+            Refusal::WrongGroup { config_num } => Kind::WrongGroup(pb::WrongGroup { config_num }),
+            Refusal::ShardNotReady => Kind::ShardNotReady(pb::ShardNotReady {}),
+            Refusal::ServerBusy => Kind::ServerBusy(pb::ServerBusy {}),
+            Refusal::OutcomeUnknown => Kind::OutcomeUnknown(pb::OutcomeUnknown {
+                leader_node: None,
+                leader_address: String::new(),
+            }),
+            Refusal::StorageFull => {
+                Kind::StorageFull(pb::StorageFull { available_bytes: 0, reserve_bytes: 1 << 30 })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +108,10 @@ struct NodeState {
 
 /// What one watch call gets.
 #[derive(Clone, Debug)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "only this crate's tests script watches (`script_watch`)")
+)]
 pub(crate) enum WatchScript {
     /// Refused with this kind.
     Refuse(Kind),
@@ -68,16 +119,19 @@ pub(crate) enum WatchScript {
     Stream { messages: Vec<(std::time::Duration, pb::WatchResponse)>, close: bool },
 }
 
-/// A running fake storage node.
+/// A running fake storage node, serving until the tokio runtime that started it stops.
 #[derive(Clone, Debug)]
-pub(crate) struct FakeNode {
+pub struct FakeNode {
     address: String,
     state: Arc<Mutex<NodeState>>,
 }
 
 impl FakeNode {
     /// Starts a node on a loopback port.
-    pub(crate) async fn start() -> Self {
+    ///
+    /// # Panics
+    /// If no loopback port can be bound.
+    pub async fn start() -> Self {
         let (listener, address) = loopback_listener().await;
         let state = Arc::new(Mutex::new(NodeState::default()));
         let service = Service { state: Arc::clone(&state) };
@@ -86,55 +140,64 @@ impl FakeNode {
     }
 
     /// The node's address, `127.0.0.1:PORT`.
-    pub(crate) fn address(&self) -> String {
+    #[must_use]
+    pub fn address(&self) -> String {
         self.address.clone()
     }
 
     /// Answers from now on as a release without key versions does: conditions ignored, every
     /// write applied, versions left out of the answers.
+    #[cfg(test)]
     pub(crate) fn forget_versions(&self) {
         lock(&self.state).without_versions = true;
     }
 
     /// Scans read the keys of the shard they name among `shard_count` (until this is called,
     /// a scan is refused).
-    pub(crate) fn scan_shards_of(&self, shard_count: u32) {
+    pub fn scan_shards_of(&self, shard_count: u32) {
         lock(&self.state).shard_count = Some(shard_count);
     }
 
-    /// Queues `kind` as the refusal of the next request no earlier queued refusal answers.
-    pub(crate) fn refuse_next(&self, kind: Kind) {
-        lock(&self.state).refusals.push_back(kind);
+    /// Queues `refusal` (a [`Refusal`]) as the answer to the next request no earlier queued
+    /// refusal answers.
+    pub fn refuse_next(&self, refusal: impl Into<Kind>) {
+        lock(&self.state).refusals.push_back(refusal.into());
     }
 
-    /// Refuses every request with `kind` (after the queued refusals), or with `None`, answers
-    /// them again.
-    pub(crate) fn refuse_all(&self, kind: Option<Kind>) {
-        lock(&self.state).refuse_all = kind;
+    /// Refuses every request with `refusal` (after the queued refusals), or with `None`,
+    /// answers them again.
+    pub fn refuse_all<R: Into<Kind>>(&self, refusal: Option<R>) {
+        lock(&self.state).refuse_all = refusal.map(Into::into);
     }
 
     /// Queues `script` for the next watch call of `shard`.
+    #[cfg(test)]
     pub(crate) fn script_watch(&self, shard: u32, script: WatchScript) {
         lock(&self.state).watch_scripts.entry(shard).or_default().push_back(script);
     }
 
     /// Every request received so far, in order.
-    pub(crate) fn received(&self) -> Vec<NodeRequest> {
+    #[must_use]
+    pub fn received(&self) -> Vec<NodeRequest> {
         lock(&self.state).received.clone()
     }
 }
 
 /// A `WrongGroup` refusal from a node that has applied configuration `config_num`.
+#[cfg(test)]
 pub(crate) fn wrong_group(config_num: u64) -> Kind {
-    Kind::WrongGroup(pb::WrongGroup { config_num })
+    Refusal::WrongGroup { config_num }.into()
 }
 
 /// A `ShardNotReady` refusal.
+#[cfg(test)]
 pub(crate) fn shard_not_ready() -> Kind {
-    Kind::ShardNotReady(pb::ShardNotReady {})
+    Refusal::ShardNotReady.into()
 }
 
-/// A `SessionExpired` refusal.
+/// A `SessionExpired` refusal (users meet it only after a session eviction, which a test of
+/// theirs has no reason to script).
+#[cfg(test)]
 pub(crate) fn session_expired() -> Kind {
     Kind::SessionExpired(pb::SessionExpired {})
 }
@@ -315,7 +378,7 @@ impl Kv for Service {
             )
         };
         match script {
-            None => Err(refuse(shard_not_ready())),
+            None => Err(refuse(Refusal::ShardNotReady.into())),
             Some(WatchScript::Refuse(kind)) => Err(refuse(kind)),
             Some(WatchScript::Stream { messages, close }) => {
                 let sent =

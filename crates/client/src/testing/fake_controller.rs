@@ -1,18 +1,28 @@
 //! A fake controller group: replicas serving the `Controller` gRPC service on loopback ports,
-//! for the tests of [`crate::ControllerClient`] and [`crate::ControllerRouting`].
+//! for the tests of [`crate::ControllerClient`] and [`crate::ControllerRouting`], and for
+//! [`super::FakeCluster`].
 //!
 //! One replica leads. It applies commands with the controller's deduplication rule (one
 //! session per client id: the latest seq again answers its first result, an older one is
 //! refused as stale) to a tiny state machine: `RegisterNode` registers, `MoveShard` is
 //! refused (the fake's commands know no groups), every other command changes nothing. Tests
 //! change the configuration directly instead ([`FakeController::publish`]; the history starts
-//! with configuration 0 of [`FAKE_SHARD_COUNT`] shards), and may register nodes directly
+//! with configuration 0 of [`FAKE_SHARD_COUNT`] shards, or of the count
+//! [`FakeController::start_with_shards`] names), and may register nodes directly
 //! ([`FakeController::register`]). The leader answers a query for any configuration of the
 //! history (the latest when none is named), and `NotFound` for any later number, as a
 //! controller replica does. The other replicas answer `NotLeader`, naming the leader, another
 //! replica, or no one. Faults queued with [`FakeController::inject`] make the leader fail its
 //! next requests, before or after applying them, and [`FakeController::fail_queries`] makes it
 //! fail every query until told otherwise. Every replica records every request it receives.
+
+#![cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "a user's `FakeCluster` needs only part of what this crate's tests script"
+    )
+)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -100,13 +110,18 @@ impl FakeController {
     /// # Panics
     /// If a `Redirect` names a replica that does not exist.
     pub(crate) async fn start(roles: &[Role]) -> Self {
+        Self::start_with_shards(roles, FAKE_SHARD_COUNT).await
+    }
+
+    /// [`FakeController::start`], with configuration 0 of `shard_count` shards.
+    pub(crate) async fn start_with_shards(roles: &[Role], shard_count: u32) -> Self {
         let mut listeners = Vec::new();
         for _ in roles {
             listeners.push(loopback_listener().await);
         }
         let addresses: Vec<String> = listeners.iter().map(|(_, address)| address.clone()).collect();
         let state = Arc::new(Mutex::new(State {
-            configs: vec![Configuration::initial(FAKE_SHARD_COUNT)],
+            configs: vec![Configuration::initial(shard_count)],
             ..State::default()
         }));
         for (index, (role, (listener, _))) in roles.iter().zip(listeners).enumerate() {
@@ -159,12 +174,13 @@ impl FakeController {
     ///
     /// # Panics
     /// If `config` is not numbered one past the latest, or has a shard count other than
-    /// [`FAKE_SHARD_COUNT`].
+    /// configuration 0's.
     pub(crate) fn publish(&self, config: Configuration) {
         let mut state = lock(&self.state);
         let next = state.configs.len() as u64;
         assert_eq!(config.num, ConfigNum(next), "the next configuration is {next}");
-        assert_eq!(config.shard_count(), FAKE_SHARD_COUNT, "configuration {}", config.num);
+        let shard_count = state.configs[0].shard_count();
+        assert_eq!(config.shard_count(), shard_count, "configuration {}", config.num);
         state.configs.push(config);
     }
 
