@@ -418,6 +418,7 @@ impl SimClient {
         };
         match write.kind {
             WriteKind::Put => {
+                versions.heard(&op.key, &write.value, version, &heard_by);
                 self.heard.insert(op.key.clone(), (Some(write.value.clone()), version));
             }
             WriteKind::Delete => {
