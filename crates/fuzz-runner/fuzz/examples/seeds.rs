@@ -171,7 +171,8 @@ fn proto_seeds(entry: &Entry, session: Session) {
 }
 
 /// Requests to each node of `node_requests` (the leader answers; the others refuse): writes
-/// and reads of group 1, a new group and a membership change, ticks, a crash.
+/// and reads of group 1; watches, batches and scans of a hash tag's keys; a new group and a
+/// membership change, ticks, a crash.
 fn node_seeds() {
     let mut requests = Vec::new();
     for node in 1..=3 {
@@ -200,6 +201,17 @@ fn node_seeds() {
 
     let mut batches_and_scans = Vec::new();
     for node in 1..=3 {
+        let watch = pb::WatchRequest {
+            group_id: 1,
+            start: Bytes::from_static(b"{t}"),
+            end: Some(Bytes::from_static(b"{t}z")),
+            from_revision: (node > 1).then_some(1),
+            shard_count: 1,
+            ..pb::WatchRequest::default()
+        };
+        batches_and_scans.extend(frame(node, 12, &watch.encode_to_vec()));
+    }
+    for node in 1..=3 {
         let batch = pb::BatchRequest {
             group_id: 1,
             client_id: 9,
@@ -223,7 +235,7 @@ fn node_seeds() {
         };
         batches_and_scans.extend(frame(node, 11, &scan.encode_to_vec()));
     }
-    write("node_requests", "batches-and-scans", &batches_and_scans);
+    write("node_requests", "batches-scans-and-watches", &batches_and_scans);
 
     let mut admin = Vec::new();
     for node in 1..=3 {

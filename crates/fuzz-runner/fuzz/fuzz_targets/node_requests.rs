@@ -4,7 +4,8 @@
 //! hosting `KvStateMachine` groups) as the service would send it, among ticks of the clock
 //! and crash-restarts. Frames as in `mosaic_fuzz::frames`. No request makes a node fail (a
 //! panic, or an engine error, which stops a real node), and every node reloads what it
-//! stored.
+//! stored. Watchers stay registered across frames (the latest [`WATCHERS_MAX`]), and each
+//! gives whole revisions in increasing order, and nothing after its end.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,18 +16,55 @@ use mosaic_proto::pb;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::testing::{Cluster, slot};
 use mosaic_raftstore::{Callback, Consistency, ReadOutput, StoreMsg};
-use mosaic_shardkv::request::{propose_write, read_ownership, read_shard, read_value};
+use mosaic_shardkv::request::{propose_write, read_ownership, read_shard, read_value, watch};
+use mosaic_shardkv::watch::{WatchEvent, WatchReceiver};
 use mosaic_shardkv::{KvStateMachine, WriteKind};
 use prost::Message;
+use std::sync::{Arc, Mutex};
 
 const NODES: u64 = 3;
 const GROUP: GroupId = GroupId(1);
 const LIMITS: SizeLimits = SizeLimits { key_bytes_max: 64, value_bytes_max: 128 };
+/// Watchers kept registered, at most (the oldest is dropped for a new one).
+const WATCHERS_MAX: usize = 8;
+
+/// A registered watcher and the last revision it gave.
+struct Watcher {
+    receiver: WatchReceiver,
+    last: u64,
+}
+
+/// Takes what every watcher has queued: whole revisions, each after the one before, and
+/// nothing after an end (a watcher that ended is dropped).
+fn drain(watchers: &Mutex<Vec<Watcher>>) {
+    let mut watchers = watchers.lock().expect("one thread");
+    watchers.retain_mut(|watcher| {
+        while let Ok(event) = watcher.receiver.try_recv() {
+            match event {
+                WatchEvent::Changes(changes) => {
+                    let revision = changes.first().expect("a revision has a change").revision;
+                    assert!(
+                        changes.iter().all(|change| change.revision == revision),
+                        "one event, one revision: {changes:?}"
+                    );
+                    assert!(revision > watcher.last, "revision {revision} after {}", watcher.last);
+                    watcher.last = revision;
+                }
+                WatchEvent::End(_) => {
+                    assert!(watcher.receiver.try_recv().is_err(), "an event after the end");
+                    return false;
+                }
+            }
+        }
+        true
+    });
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut cluster = Cluster::<KvStateMachine>::new(NODES, 1);
     cluster.create_group(GROUP, &[1, 2, 3]);
     cluster.must_elect(GROUP);
+    let watchers: Arc<Mutex<Vec<Watcher>>> = Arc::default();
     for frame in frames(data, NODES) {
         let node = NodeId(frame.node);
         let body = frame.body;
@@ -87,12 +125,30 @@ fuzz_target!(|data: &[u8]| {
                     });
                 Some(read_shard(group, shard, shard_count, consistency, read_page))
             }),
+            // Registered as the service registers it; kept for the frames after.
+            12 => pb::WatchRequest::decode(body).ok().and_then(|request| {
+                let (group, shard_watch, consistency) =
+                    node::watch_from_pb(request, LIMITS).ok()?;
+                let watchers = Arc::clone(&watchers);
+                let register: Callback<ReadOutput<WatchReceiver>> = Box::new(move |answer| {
+                    if let Ok(read) = answer {
+                        let mut watchers = watchers.lock().expect("one thread");
+                        if watchers.len() == WATCHERS_MAX {
+                            watchers.remove(0);
+                        }
+                        let last = read.output.from - 1;
+                        watchers.push(Watcher { receiver: read.output, last });
+                    }
+                });
+                Some(watch(group, shard_watch, consistency, register))
+            }),
             _ => None,
         };
         if let Some(msg) = msg {
             cluster.send(node, msg);
         }
         cluster.settle();
+        drain(&watchers);
     }
     restart_all(&mut cluster, NODES);
 });
