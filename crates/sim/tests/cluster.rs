@@ -441,6 +441,19 @@ fn stale_reads_at_followers_are_caught() {
     assert!(!caught.is_empty(), "no seed of 0..16 caught a stale read");
 }
 
+/// The version ledger is not vacuous either: writes applied twice (retries with a new seq)
+/// give a value two versions, which the ledger must catch in several seeds of a small fixed
+/// set, from the versions gets and the writes' own answers carry (with the puts' answers
+/// left out, as a change once did by mistake, it caught one seed of these sixteen).
+#[test]
+fn versions_of_writes_applied_twice_are_caught_by_the_ledger() {
+    let config = SimConfig { fresh_seq_per_attempt: true, ..SimConfig::default() };
+    let caught: Vec<u64> =
+        (0..16).filter(|seed| run(*seed, &config).version_violation.is_some()).collect();
+    eprintln!("versions naming two values caught with seeds {caught:?}");
+    assert!(caught.len() >= 4, "the ledger caught writes applied twice in seeds {caught:?} only");
+}
+
 /// A test that cannot fail is a defect: clients that read a tag's keys in pages of one key and
 /// take the pages for one read (a deliberate bug: each page is read at its own point in time)
 /// must be caught seeing part of a batch, for some seed of a small fixed set.
