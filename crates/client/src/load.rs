@@ -18,6 +18,7 @@ use mosaic_types::shard_for_key;
 use crate::batch::Batch;
 use crate::client::Client;
 use crate::error::{ClientError, Result, WriteOutcome};
+use crate::routing::RoutingSource;
 
 /// What each entry of a load batch counts for beyond its key and value: more than its framing
 /// in the request, so that a batch's counted bytes bound its encoded size.
@@ -64,7 +65,7 @@ pub struct LoadSummary {
     pub batches: u64,
 }
 
-impl Client {
+impl<S: RoutingSource> Client<S> {
     /// Puts every entry of `entries`, in batches of one shard's keys, `options.parallel`
     /// batches at once: the way to load many keys. Each batch takes effect all at once, exactly
     /// once, like [`Client::batch`]; the load as a whole is not atomic, and batches of
@@ -222,6 +223,18 @@ mod tests {
         assert_eq!(seen.len(), all.len());
         assert!(seen.values().all(|count| *count == 1));
         assert!(batches >= 500 / 10, "{batches} batches");
+    }
+
+    /// A client that routes by the controller loads as one with a fixed placement.
+    #[tokio::test]
+    async fn a_client_routed_by_the_controller_loads() {
+        let cluster = crate::testing::FakeCluster::start(4).await;
+        let client = Client::connect(cluster.controllers(), ClientOptions::default()).unwrap();
+        let summary = client.put_all(entries(300, 4), LoadOptions::default()).await.unwrap();
+        assert_eq!(summary.keys, 300);
+        assert_eq!(summary.batches, cluster.node().received().len() as u64);
+        let read = client.get("key-299", Consistency::Linearizable).await.unwrap();
+        assert_eq!(read.as_deref(), Some(&b"0299"[..]));
     }
 
     #[tokio::test]
