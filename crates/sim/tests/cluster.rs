@@ -78,7 +78,7 @@ fn every_history_is_linearizable_and_the_cluster_recovers_after_faults() {
 /// The default cluster under the same faults, whose clients also change the keys of two hash
 /// tags through atomic batches (with and without conditions) and read them through scans.
 fn batches_config() -> SimConfig {
-    SimConfig { batch_tags: 2, ..leases_under_stalls_config() }
+    SimConfig { batch_tags: 2, watches: true, ..leases_under_stalls_config() }
 }
 
 /// Atomic batches and scans under faults, through migrations, crashes, lost disks and stalls:
@@ -411,6 +411,11 @@ fn a_seed_replays_exactly() {
                 "seed {seed}, {name}: batches: {written} took effect, {failed} failed; {scans} \
                  scans"
             );
+            let (sessions, revisions) = first.watched;
+            assert!(
+                sessions > 0 && revisions > 0,
+                "seed {seed}, {name}: {sessions} watches receiving {revisions} revisions"
+            );
         }
         if config.faults.stalls.is_some() {
             let faults = first.faults;
@@ -452,6 +457,18 @@ fn versions_of_writes_applied_twice_are_caught_by_the_ledger() {
         (0..16).filter(|seed| run(*seed, &config).version_violation.is_some()).collect();
     eprintln!("versions naming two values caught with seeds {caught:?}");
     assert!(caught.len() >= 4, "the ledger caught writes applied twice in seeds {caught:?} only");
+}
+
+/// A test that cannot fail is a defect: watches that lose the changes of a revision now and
+/// then (a deliberate bug) must be caught missing a change clients heard, for some seed of a
+/// small fixed set.
+#[test]
+fn watches_that_lose_changes_are_caught() {
+    let config = SimConfig { watches_lose_revisions: true, ..batches_config() };
+    let caught: Vec<u64> =
+        (0..8).filter(|seed| run(*seed, &config).watch_violation.is_some()).collect();
+    eprintln!("watches losing changes caught with seeds {caught:?}");
+    assert!(!caught.is_empty(), "no seed of 0..8 caught a watch that lost changes");
 }
 
 /// A test that cannot fail is a defect: clients that read a tag's keys in pages of one key and

@@ -1,7 +1,7 @@
 //! A simulated client: one sequential process doing gets, puts, appends, deletes and
 //! compare-and-sets on a few shared keys, and, if configured (`SimConfig::batch_tags`), atomic
-//! batches and scans on the keys of a few hash tags (`tagged.rs`), routed the way
-//! `mosaic_client` routes them.
+//! batches and scans on the keys of a few hash tags (`tagged.rs`) and watches of the tags it
+//! scans (`watcher.rs`), routed the way `mosaic_client` routes them.
 //!
 //! A compare-and-set names the version the client last heard for the key with its value (from
 //! a get, or a put or compare-and-set of its own), or version 0 (absent) if it heard none, and
@@ -52,6 +52,7 @@ use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{NodeId, SplitMix64};
 use mosaic_raftstore::Consistency;
+use mosaic_shardkv::watch::{ShardWatch, WatchRange};
 use mosaic_shardkv::{
     KvBatch, KvGet, KvWrite, ScanEntry, ScanPage, ShardScan, Version, WriteEffect, WriteKind,
 };
@@ -63,6 +64,7 @@ use crate::cluster::net::chance;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
 use crate::cluster::tagged::{self, BatchEffect, PlannedBatch, TagState};
 use crate::cluster::versions::VersionLedger;
+use crate::cluster::watcher::{WatchSession, WatchedSpan};
 use crate::linearizability::{History, OpId, Operation, Output};
 
 /// A request unanswered for this long is sent again.
@@ -154,6 +156,8 @@ pub(crate) struct SimClient {
     fresh_seq_per_attempt: bool,
     cas_names_the_wrong_version: bool,
     scans_in_pages_of_one_key: bool,
+    watches: bool,
+    watches_lose_revisions: bool,
     seq: u64,
     controller: ControllerLink,
     /// The placement it routes by (`None` until the first configuration is read).
@@ -180,6 +184,14 @@ pub(crate) struct SimClient {
     /// For each tag, what the client last heard its keys hold: what its next batch with
     /// conditions expects (nothing heard: every key absent).
     heard_tags: BTreeMap<u32, TagState>,
+    /// The watch registration in flight: its id, the keys, and when it is given up on.
+    watch_request: Option<(RequestId, (Bytes, Bytes), Time)>,
+    /// The watch session in progress (`watcher.rs`).
+    watch: Option<WatchSession>,
+    /// The sessions over.
+    watched: Vec<WatchedSpan>,
+    /// The first broken promise of a feed.
+    watch_violation: Option<String>,
 }
 
 impl SimClient {
@@ -196,6 +208,8 @@ impl SimClient {
             fresh_seq_per_attempt: config.fresh_seq_per_attempt,
             cas_names_the_wrong_version: config.cas_names_the_wrong_version,
             scans_in_pages_of_one_key: config.scans_in_pages_of_one_key,
+            watches: config.watches,
+            watches_lose_revisions: config.watches_lose_revisions,
             seq: 0,
             controller: ControllerLink::new(controllers, ClientId(u64::MAX - u64::from(index))),
             routing: None,
@@ -211,6 +225,10 @@ impl SimClient {
             sessions: BTreeSet::new(),
             heard: BTreeMap::new(),
             heard_tags: BTreeMap::new(),
+            watch_request: None,
+            watch: None,
+            watched: Vec::new(),
+            watch_violation: None,
         }
     }
 
@@ -248,9 +266,26 @@ impl SimClient {
         }
     }
 
-    /// The periodic step: retries what timed out, gives up what is too old, starts the next
-    /// operation.
-    pub(crate) fn poll(&mut self, io: &mut Io<'_>, history: &mut History, policy: ClientPolicy) {
+    /// What its watch sessions received, those over and the one in progress, and the first
+    /// broken promise of a feed.
+    pub(crate) fn watched(&self) -> (Vec<WatchedSpan>, Option<String>) {
+        let open = self.watch.as_ref().map(WatchSession::span);
+        (self.watched.iter().cloned().chain(open).collect(), self.watch_violation.clone())
+    }
+
+    /// The periodic step: takes what its watch received, retries what timed out, gives up
+    /// what is too old, starts the next operation.
+    pub(crate) fn poll(
+        &mut self,
+        io: &mut Io<'_>,
+        history: &mut History,
+        versions: &mut VersionLedger,
+        policy: ClientPolicy,
+    ) {
+        self.take_watched(versions, io.now);
+        if self.watch_request.as_ref().is_some_and(|(_, _, deadline)| *deadline <= io.now) {
+            self.watch_request = None;
+        }
         match self.waiting {
             Waiting::Group { target, group, deadline, .. } if deadline <= io.now => {
                 tracing::trace!(client = self.index, peer = %target, group_id = %group,
@@ -288,6 +323,18 @@ impl SimClient {
         id: RequestId,
         response: Response,
     ) {
+        if let Some((_, range, _)) = self.watch_request.take_if(|(waited, ..)| *waited == id) {
+            match response {
+                Response::KvWatching(Ok(receiver)) => {
+                    let watcher = format!("client {}", self.index);
+                    let loses = self.watches_lose_revisions;
+                    self.watch = Some(WatchSession::new(watcher, range, receiver, io.now, loses));
+                }
+                Response::KvWatching(Err(_)) => {}
+                other => panic!("client {}: a watch answered {other:?}", self.index),
+            }
+            return;
+        }
         match self.waiting {
             Waiting::Config { id: waited, target, .. } if waited == id => {
                 self.waiting = Waiting::Nothing;
@@ -352,7 +399,14 @@ impl SimClient {
                             let routing = self.routing.as_ref().expect("routed");
                             self.leaders.remember(routing, group, target);
                         }
+                        let scanned = match &op.kind {
+                            OpKind::Scan { tag, scan, .. } => Some((*tag, scan.shard)),
+                            _ => None,
+                        };
                         history.record_return(op.id, output, io.now);
+                        if let Some((tag, shard)) = scanned {
+                            self.maybe_watch(io, tag, shard, target, group);
+                        }
                         self.finish(io);
                     }
                     Err(error) => {
@@ -429,6 +483,46 @@ impl SimClient {
             }
         }
         Output::Written
+    }
+
+    /// After a scan of tag `tag` (in `shard`) answered by `target` for `group`: with no watch
+    /// in progress, asks the same replica, one time in two, to watch the tag's keys from now.
+    fn maybe_watch(
+        &mut self,
+        io: &mut Io<'_>,
+        tag: u32,
+        shard: ShardId,
+        target: NodeId,
+        group: GroupId,
+    ) {
+        if !self.watches || self.watch.is_some() || self.watch_request.is_some() {
+            return;
+        }
+        if io.rng.below(2) != 0 {
+            return;
+        }
+        let (start, end) = tagged::range(tag);
+        let watch = ShardWatch {
+            shard,
+            shard_count: self.shard_count,
+            from: None,
+            range: WatchRange { start: start.clone(), end: Some(end.clone()) },
+        };
+        let id = io.request(target, Request::KvWatch { group, watch });
+        self.watch_request = Some((id, (start, end), io.now + REQUEST_TIMEOUT_MS));
+    }
+
+    /// Takes what the watch in progress received; keeps its span once it is over.
+    fn take_watched(&mut self, versions: &mut VersionLedger, now: Time) {
+        let Some(session) = &mut self.watch else { return };
+        let (over, violation) = session.drain(versions, now);
+        if self.watch_violation.is_none() {
+            self.watch_violation = violation;
+        }
+        if let Some(span) = over {
+            self.watched.push(span);
+            self.watch = None;
+        }
     }
 
     /// What the client makes of a page of the scan in progress: the get's output, or `None`

@@ -40,6 +40,13 @@ pub struct SimConfig {
     /// read: a deliberate bug (pages are read at different points in time), to show that the
     /// checker catches a read that saw part of a batch.
     pub scans_in_pages_of_one_key: bool,
+    /// Clients watch the keys of a tag they have just scanned, at the replica that answered
+    /// the scan, one time in two when they watch nothing else (`cluster/watcher.rs`). Needs
+    /// `batch_tags`.
+    pub watches: bool,
+    /// Watch sessions keep every third revision they receive without its changes: a
+    /// deliberate bug, to show that a change a watch misses is caught.
+    pub watches_lose_revisions: bool,
     /// In the safety phase, a client gives up on an operation after a refusal that says it
     /// was not applied with this probability, as a user whose deadline passed: a write none
     /// of whose attempts may have applied is then recorded as not applied, and must never
@@ -87,6 +94,8 @@ impl Default for SimConfig {
             fresh_seq_per_attempt: false,
             cas_names_the_wrong_version: false,
             scans_in_pages_of_one_key: false,
+            watches: false,
+            watches_lose_revisions: false,
             abandon_after_refusal_per_mille: 100,
             fault_phase_ms: 30_000,
             liveness_ms_max: 30_000,

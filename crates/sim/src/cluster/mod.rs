@@ -35,8 +35,10 @@
 //! first that breaks.
 //!
 //! Every client call and return goes into a [`crate::History`], checked for
-//! linearizability key by key at the end, and every key version a client hears must name one
-//! value (`versions.rs`). Everything random is drawn from one
+//! linearizability key by key at the end (the keys of a hash tag, which batches change
+//! together, as one object: `tagged.rs`), every key version a client hears must name one
+//! value (`versions.rs`), and the watches clients run must give every change they cover, in
+//! order (`watcher.rs`). Everything random is drawn from one
 //! `mosaic_raft::SplitMix64` seeded by the run's seed, time is virtual, and every collection
 //! that is iterated is ordered, so a seed replays exactly.
 //!
@@ -62,6 +64,7 @@ mod report;
 mod rpc;
 mod tagged;
 mod versions;
+mod watcher;
 mod world;
 
 pub use config::{FaultConfig, MembershipConfig, ReadMode, RepairConfig, SimConfig, StallConfig};

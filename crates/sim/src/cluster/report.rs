@@ -65,6 +65,11 @@ pub struct RunReport {
     /// The first contradiction among the key versions clients heard: a version naming two
     /// values of a key, a value held at two versions, or a value at version 0.
     pub version_violation: Option<String>,
+    /// The first broken promise of a watch (`cluster/watcher.rs`): a revision out of order, a
+    /// key out of its range, or a change clients heard that a watch covering it missed.
+    pub watch_violation: Option<String>,
+    /// Watch sessions the clients ran, and the revisions they received in all.
+    pub watched: (usize, usize),
     /// The first broken Raft safety property seen while the run went on: two leaders of a
     /// group in one term, or two replicas holding different entries at an index both had
     /// committed.
@@ -147,6 +152,9 @@ impl RunReport {
         if let Some(violation) = &self.version_violation {
             reasons.push(format!("versions: {violation}"));
         }
+        if let Some(violation) = &self.watch_violation {
+            reasons.push(format!("watches: {violation}"));
+        }
         if let Err(reason) = &self.liveness {
             reasons.push(format!("liveness: {reason}"));
         }
@@ -164,11 +172,13 @@ impl fmt::Display for RunReport {
         let not_applied = count(|completion| *completion == Completion::NotApplied);
         let (cas_written, cas_failed) = self.compare_and_sets();
         let (batches_written, batches_failed, scans) = self.batches_and_scans();
+        let (sessions, revisions) = self.watched;
         write!(
             f,
             "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied; \
              compare-and-sets: {cas_written} took effect, {cas_failed} failed; batches: \
-             {batches_written} took effect, {batches_failed} failed; {scans} scans), {} \
+             {batches_written} took effect, {batches_failed} failed; {scans} scans; {sessions} \
+             watches receiving {revisions} revisions), {} \
              configurations moving {} \
              shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
              repaired ({} retired), {} snapshots installed, {} log compactions, {:?}, {:?}, \

@@ -22,7 +22,9 @@ use mosaic_raftstore::{
 };
 use mosaic_shardkv::request::{
     propose_migration, propose_write, read_handoff, read_led_ownerships, read_shard, read_value,
+    watch,
 };
+use mosaic_shardkv::watch::{ShardWatch, WatchReceiver};
 use mosaic_shardkv::{
     KvBatch, KvGet, KvStateMachine, KvWrite, MigrationCommand, MigrationOutcome, Ownership,
     ScanPage, ShardScan, Versioned, WriteOutcome,
@@ -100,6 +102,14 @@ pub(crate) enum Request {
         /// How fresh.
         consistency: Consistency,
     },
+    /// A client's watch of keys of one shard from now on (`Kv.Watch`): the answer is the
+    /// replica's feed itself, which the client then takes from (production streams it).
+    KvWatch {
+        /// The group.
+        group: GroupId,
+        /// What is watched.
+        watch: ShardWatch,
+    },
     /// One chunk of a shard the group `group` sends to `to` in configuration `num`
     /// (`ShardMigration.PullShard`, one chunk per request: the shard is frozen while it is
     /// sent, so every point-in-time view of it holds the same records).
@@ -171,6 +181,8 @@ pub(crate) enum Response {
     KvValue(Result<Option<Versioned>, Error>),
     /// Answers [`Request::KvScan`].
     KvScanned(Result<ScanPage, Error>),
+    /// Answers [`Request::KvWatch`].
+    KvWatching(Result<WatchReceiver, Error>),
     /// Answers [`Request::PullChunk`].
     Chunk(Result<ShardChunk, Error>),
     /// Answers [`Request::ReadLeaders`]: each led group's ownership and membership.
@@ -336,6 +348,14 @@ pub(crate) fn storage_msg(
                 // Read from the view as the KV service reads it.
                 let page = result.and_then(|read| scan.read(group, &read.output));
                 reply.send(Response::KvScanned(page));
+            }),
+        ),
+        Request::KvWatch { group, watch: shard_watch } => watch(
+            group,
+            shard_watch,
+            Consistency::Linearizable,
+            Box::new(move |result| {
+                reply.send(Response::KvWatching(result.map(|read| read.output)));
             }),
         ),
         Request::PullChunk { group, to, shard, num, cursor } => read_handoff(

@@ -60,6 +60,21 @@ impl VersionLedger {
         }
     }
 
+    /// Every value heard for a key in `[start, end)` at a version from `from` to `to`, as
+    /// (key, version, value), in key and version order.
+    pub(crate) fn heard_between<'a>(
+        &'a self,
+        start: &Bytes,
+        end: &Bytes,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (&'a Bytes, u64, &'a Bytes)> + 'a {
+        self.by_version
+            .range((start.clone(), 0)..(end.clone(), 0))
+            .filter(move |((_, version), _)| (from..=to).contains(version))
+            .map(|((key, version), (value, _))| (key, *version, value))
+    }
+
     /// The first contradiction heard, if any.
     pub(crate) fn take_violation(&mut self) -> Option<String> {
         self.violation.take()

@@ -36,6 +36,7 @@ use crate::cluster::rpc::{
     controller_msg, storage_msg,
 };
 use crate::cluster::versions::VersionLedger;
+use crate::cluster::watcher::missed_changes;
 use crate::linearizability::{History, check};
 
 mod faults;
@@ -109,6 +110,7 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
     let mut world = World::new(seed, config.clone());
     let liveness = world.run();
     let verdict = check(&world.history);
+    let (watched, watch_violation) = world.watches();
     RunReport {
         seed,
         operations_completed: world.clients.iter().map(SimClient::completed).sum(),
@@ -124,6 +126,8 @@ pub fn run(seed: u64, config: &SimConfig) -> RunReport {
         raft_violation: world.raft_safety.take_violation(),
         divergence: world.divergence.take(),
         version_violation: world.versions.take_violation(),
+        watch_violation,
+        watched,
         history: world.history,
         verdict,
         liveness,
@@ -384,7 +388,7 @@ impl World {
                 let client = &mut self.clients[index as usize];
                 let mut io = Io::new(self.now, &mut self.rng, &mut self.next_request_id);
                 if self.admin.is_set_up() {
-                    client.poll(&mut io, &mut self.history, policy);
+                    client.poll(&mut io, &mut self.history, &mut self.versions, policy);
                 }
                 let sent = io.sent;
                 self.dispatch(Endpoint::Client(index), sent);
@@ -442,6 +446,21 @@ impl World {
                 0
             },
         }
+    }
+
+    /// The clients' watch sessions and the revisions they received, and the first broken
+    /// promise of a watch: seen as it received, or a change clients heard that a watch
+    /// covering it missed (`watcher.rs`).
+    fn watches(&self) -> ((usize, usize), Option<String>) {
+        let (mut spans, mut violation) = (Vec::new(), None);
+        for client in &self.clients {
+            let (watched, broken) = client.watched();
+            violation = violation.or(broken);
+            spans.extend(watched);
+        }
+        let revisions = spans.iter().map(|span| span.revisions.len()).sum();
+        let violation = violation.or_else(|| missed_changes(&spans, &self.versions));
+        ((spans.len(), revisions), violation)
     }
 
     fn store_stats(&self) -> StoreStats {
