@@ -1,24 +1,68 @@
 #!/usr/bin/env bash
-# Runs the benchmark workloads (shared/bench/README.md) against a fresh local cluster: three
-# `mosaic server` processes on loopback with fsync on, group 1 replicated on all three, then
-# `mosaic bench` with the servers' CPU measured. JSON lines go to OUTFILE (and stdout).
-# Stops every process it started, by process id, and removes the cluster's data.
+# Runs the benchmark workloads (shared/bench/README.md) against fresh local clusters, one per
+# layout: three controller replicas and three `mosaic server` processes on loopback with fsync
+# on, the storage nodes following the controller, and N groups each replicated on all three
+# nodes (the playground's layout is 3 groups); then `mosaic bench --controllers`, which routes
+# every key by the controller's configuration, with the servers' CPU measured. JSON lines go
+# to OUTFILE (and stdout), each described with its layout. Stops every process it started, by
+# process id, and removes each cluster's data.
 #
 # Usage: deploy/bench-cluster.sh [OUTFILE (default bench-results.jsonl)] [bench flags...]
-# Environment: MOSAIC_BIN (default: a release build, built first), MOSAIC_BENCH_PORT (first
-# port, default 7301).
+# Environment: MOSAIC_BENCH_GROUPS (the layouts, as group counts: default "3 1", the
+# playground's layout, then a single group), MOSAIC_BIN (default: a release build, built
+# first), MOSAIC_BENCH_PORT (first port, default 7301; the controllers take the three after
+# the nodes').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/env.sh
 out="$(realpath -m "${1:-bench-results.jsonl}")"
 shift || true
 first_port="${MOSAIC_BENCH_PORT:-7301}"
+layouts="${MOSAIC_BENCH_GROUPS:-3 1}"
 
 source deploy/local-cluster.sh
 mosaic_bin release
-use_temp_cluster_dir
-start_local_cluster "$bin" "$data" "$first_port"
-"$bin" admin --nodes "$nodes" group create 1 >/dev/null
 
-"$bin" bench --nodes "$nodes" --group 1 --server-pids "$(IFS=,; echo "${pids[*]}")" \
-  --describe "3 nodes, 1 group, fsync on" --out "$out" "$@"
+# bench_layout GROUPS [bench flags...]: one fresh cluster of GROUPS groups, benchmarked.
+bench_layout() {
+  local groups="$1" group added
+  shift
+  data="$(mktemp -d)"
+  start_local_controllers "$bin" "$data" "$((first_port + 3))"
+  start_local_cluster "$bin" "$data" "$first_port" --controllers "$controllers"
+  local server_pids=("${pids[@]:3}")
+  # The nodes register themselves as they start; a group can name them once they have.
+  for group in $(seq 1 "$groups"); do
+    added=0
+    for _ in $(seq 1 100); do
+      if "$bin" admin --controllers "$controllers" group add "$group" --members 1,2,3 \
+        >/dev/null 2>&1; then
+        added=1
+        break
+      fi
+      sleep 0.2
+    done
+    if ((added == 0)); then
+      echo "bench-cluster: group $group could not be added:" >&2
+      "$bin" admin --controllers "$controllers" group add "$group" --members 1,2,3 >&2 || true
+      return 1
+    fi
+  done
+  "$bin" admin --controllers "$controllers" wait --max-wait 120 >/dev/null
+  local describe="3 nodes, $groups group$( ((groups > 1)) && echo s), fsync on, routed by the controller"
+  "$bin" bench --controllers "$controllers" \
+    --server-pids "$(IFS=,; echo "${server_pids[*]}")" \
+    --describe "$describe" --out "$out" "$@"
+  stop_local_cluster
+  rm -rf "$data"
+}
+
+cleanup() {
+  stop_local_cluster
+  [[ -n "${data:-}" ]] && rm -rf "$data"
+}
+trap cleanup EXIT
+
+for groups in $layouts; do
+  bench_layout "$groups" "$@"
+done

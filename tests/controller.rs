@@ -42,6 +42,36 @@ fn cluster_of_two_groups() -> (Processes, Processes) {
     (controllers, nodes)
 }
 
+/// `mosaic bench --controllers` routes every key by the controller's configuration: over two
+/// groups, it preloads every key in batches (`Client::put_all`), so that the gets of the
+/// read workloads all find a value, and runs every workload without an error, with the
+/// servers' CPU measured.
+#[test]
+fn mosaic_bench_routes_by_the_controller_over_every_group() {
+    let (controllers, nodes) = cluster_of_two_groups();
+    let pids: Vec<String> = nodes.children.values().map(|child| child.id().to_string()).collect();
+    let output = support::mosaic()
+        .args(["bench", "--controllers", &controllers.addresses_flag()])
+        .args(controllers.tls_flags_of("client"))
+        .args(["--workload", "all", "--keys", "2000", "--secs", "1", "--warmup-secs", "0.2"])
+        .args(["--concurrency", "8", "--server-pids", &pids.join(",")])
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(err.contains("preloaded 2000 keys in"), "{err}");
+    let lines: Vec<Value> = out.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let workloads: Vec<&str> =
+        lines.iter().map(|line| line["workload"].as_str().unwrap()).collect();
+    assert_eq!(workloads, ["put-latency", "put-throughput", "get-throughput", "mixed"]);
+    for line in &lines {
+        assert!(line["ops"].as_u64().unwrap() > 0, "{line}");
+        assert_eq!(line["errors"], 0, "{line}");
+        assert_eq!(line["get_misses"], 0, "{line}");
+        assert_eq!(line["cpu"]["server_cores"].as_array().unwrap().len(), 3, "{line}");
+    }
+}
+
 fn latest(controllers: &Processes) -> Value {
     json(&controllers.admin(&["--output", "json", "config", "show"]))
 }

@@ -2,8 +2,12 @@
 //! (`shared/bench/README.md`) against a running cluster, printing one JSON line per workload
 //! in the format defined there, so that Mosaic's and etcd's results fold into one table.
 //!
+//! Keys are routed as `mosaic kv` routes them: by the controller's latest configuration
+//! (`--controllers`, or `$MOSAIC_CONTROLLERS`), so that every group of the cluster takes its
+//! shards' load, or to one group that owns every shard (`--nodes` and `--group`).
+//!
 //! Closed loop: each of `--concurrency` tasks keeps one request in flight; the tasks share
-//! `--conns` clients (each with its own gRPC connections). Keys are `k` and a zero-padded
+//! `--conns` clients (each with its own gRPC connections and its own copy of the routing). Keys are `k` and a zero-padded
 //! number, 16 bytes, drawn uniformly from `--keys`; values are `--value-size` random bytes.
 //! Each workload runs `--warmup-secs` unmeasured, then `--secs` measured; only operations that
 //! complete inside the measured window count. Writes return once committed by a majority with
@@ -21,11 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use mosaic_client::{Client, ClientOptions, Consistency, LoadOptions, StaticRouting};
+use mosaic_client::{
+    Client, ClientOptions, Consistency, LoadOptions, RoutingSource, StaticRouting,
+};
 use mosaic_raft::SplitMix64;
 use serde_json::json;
 
-use crate::nodes::GroupRoute;
+use crate::nodes::{KeyRoute, KeySource};
 use crate::tls::TlsArgs;
 
 /// The key width of the benchmark definitions: `k` and 15 digits.
@@ -40,7 +46,7 @@ const PRELOAD_BATCHES_IN_FLIGHT: usize = 16;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
-    route: GroupRoute,
+    route: KeyRoute,
     #[command(flatten)]
     tls: TlsArgs,
     /// Which workload to run; `all` runs the four in order, preloading once.
@@ -138,15 +144,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.secs <= 0.0 || args.warmup_secs < 0.0 || args.request_timeout_secs <= 0.0 {
         bail!("--secs and --request-timeout-secs must be positive, --warmup-secs not negative");
     }
-    let routing = args.route.routing().map_err(anyhow::Error::msg)?;
     let options = ClientOptions {
         timeout: Duration::from_secs_f64(args.request_timeout_secs),
         tls: args.tls.load()?,
         ..ClientOptions::default()
     };
-    let clients: Vec<Client> = (0..args.conns)
-        .map(|_| Client::new(StaticRouting::new(routing.clone()), options.clone()))
-        .collect::<Result<_, _>>()?;
+    match args.route.source().map_err(anyhow::Error::msg)? {
+        KeySource::Static(routing) => {
+            let clients = (0..args.conns)
+                .map(|_| Client::new(StaticRouting::new(routing.clone()), options.clone()))
+                .collect::<Result<_, _>>()?;
+            run_workloads(clients, &args).await
+        }
+        KeySource::Controllers(controllers) => {
+            let clients = (0..args.conns)
+                .map(|_| Client::connect(controllers.clone(), options.clone()))
+                .collect::<Result<_, _>>()?;
+            run_workloads(clients, &args).await
+        }
+    }
+}
+
+/// Runs the workloads `args` asks for with `clients`, each of which has read its placement
+/// first.
+async fn run_workloads<S: RoutingSource>(
+    clients: Vec<Client<S>>,
+    args: &BenchArgs,
+) -> anyhow::Result<ExitCode> {
+    for client in &clients {
+        client.warm_up().await.context("reading the placement")?;
+    }
     let clients = Arc::new(clients);
     let workloads = match args.workload {
         Workload::All => vec![
@@ -160,18 +187,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut preloaded = false;
     for workload in workloads {
         if matches!(workload, Workload::GetThroughput | Workload::Mixed) && !preloaded {
-            preload(&clients, &args).await?;
+            preload(&clients, args).await?;
             preloaded = true;
         }
-        let line = run_workload(workload, &clients, &args).await?;
-        report(&line, &args)?;
+        let line = run_workload(workload, &clients, args).await?;
+        report(&line, args)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Puts every key once (untimed), so gets find values: in batches of one shard's keys
 /// (`Client::put_all`), `PRELOAD_BATCHES_IN_FLIGHT` at once.
-async fn preload(clients: &Arc<Vec<Client>>, args: &BenchArgs) -> anyhow::Result<()> {
+async fn preload<S: RoutingSource>(
+    clients: &Arc<Vec<Client<S>>>,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
     eprintln!("bench: preloading {} keys", args.keys);
     let started = Instant::now();
     let mut rng = SplitMix64::new(0);
@@ -188,9 +218,9 @@ async fn preload(clients: &Arc<Vec<Client>>, args: &BenchArgs) -> anyhow::Result
     Ok(())
 }
 
-async fn run_workload(
+async fn run_workload<S: RoutingSource>(
     workload: Workload,
-    clients: &Arc<Vec<Client>>,
+    clients: &Arc<Vec<Client<S>>>,
     args: &BenchArgs,
 ) -> anyhow::Result<serde_json::Value> {
     let concurrency =

@@ -1,44 +1,18 @@
 //! The flags shared by the commands that talk to storage nodes: `--nodes
-//! ID=HOST:PORT,ID=HOST:PORT`, and for the commands that route keys, `--group` and
-//! `--shard-count` ([`GroupRoute`]), or instead of those three, `--controllers
-//! HOST:PORT,HOST:PORT` ([`KeyRoute`]).
+//! ID=HOST:PORT,ID=HOST:PORT`, and for the commands that route keys ([`KeyRoute`]), `--group`
+//! and `--shard-count`, or instead of those three, `--controllers HOST:PORT,HOST:PORT`.
 
 use std::collections::BTreeMap;
 
 use clap::{ArgGroup, Args};
 use mosaic_client::{GroupId, NodeId, Routing};
 
-/// How a key command finds its group: until the controller places shards, every shard is routed
-/// to the one group `--group`, whose members are the nodes of `--nodes`.
-#[derive(Args, Debug)]
-pub struct GroupRoute {
-    /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_node)]
-    pub nodes: Vec<NodeAddress>,
-    /// The group that owns every shard (a positive integer).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub group: u64,
-    /// The cluster's number of shards; must match the one the cluster was created with.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    pub shard_count: u32,
-}
-
-impl GroupRoute {
-    /// The routing the flags describe.
-    ///
-    /// # Errors
-    /// A node named twice, or a routing the client refuses, in words.
-    pub fn routing(&self) -> Result<Routing, String> {
-        single_group_routing(&self.nodes, self.group, self.shard_count)
-    }
-}
-
 /// The environment variable that names the controller replicas when no flag routes.
 pub const CONTROLLERS_ENV: &str = "MOSAIC_CONTROLLERS";
 
 /// How a key command finds the group of a key: by the controller's latest configuration
 /// (`--controllers`, or [`CONTROLLERS_ENV`] when no flag routes), or without a controller,
-/// by one group that owns every shard (`--nodes` and `--group`, as in [`GroupRoute`]). clap
+/// by one group that owns every shard (`--nodes` and `--group`, with `--shard-count`). clap
 /// refuses both flags, `--nodes` without `--group` (or the reverse), and `--shard-count` with
 /// `--controllers` (the controller knows the shard count); [`KeyRoute::source`] refuses
 /// neither flag without the variable.
