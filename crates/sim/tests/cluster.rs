@@ -429,20 +429,26 @@ fn a_seed_replays_exactly() {
     }
 }
 
+/// The seeds of `seeds` whose run of `config` is `caught` (printed as catching `what`).
+fn seeds_caught(
+    config: &SimConfig,
+    seeds: std::ops::Range<u64>,
+    caught: impl Fn(&mosaic_sim::cluster::RunReport) -> bool,
+    what: &str,
+) -> Vec<u64> {
+    let caught: Vec<u64> = seeds.filter(|seed| caught(&run(*seed, config))).collect();
+    eprintln!("{what} caught with seeds {caught:?}");
+    caught
+}
+
 /// A test that cannot fail is a defect: clients that read with `Consistency::Stale` at any
 /// replica (a deliberate bug) must be caught reading stale values under partitions and
 /// crashes, for some seed of a small fixed set.
 #[test]
 fn stale_reads_at_followers_are_caught() {
     let config = SimConfig { reads: ReadMode::StaleAtAnyReplica, ..SimConfig::default() };
-    let mut caught = Vec::new();
-    for seed in 0..16 {
-        let report = run(seed, &config);
-        if report.verdict.has_violation() {
-            caught.push(seed);
-        }
-    }
-    eprintln!("stale reads caught with seeds {caught:?}");
+    let caught =
+        seeds_caught(&config, 0..16, |report| report.verdict.has_violation(), "stale reads");
     assert!(!caught.is_empty(), "no seed of 0..16 caught a stale read");
 }
 
@@ -453,9 +459,12 @@ fn stale_reads_at_followers_are_caught() {
 #[test]
 fn versions_of_writes_applied_twice_are_caught_by_the_ledger() {
     let config = SimConfig { fresh_seq_per_attempt: true, ..SimConfig::default() };
-    let caught: Vec<u64> =
-        (0..16).filter(|seed| run(*seed, &config).version_violation.is_some()).collect();
-    eprintln!("versions naming two values caught with seeds {caught:?}");
+    let caught = seeds_caught(
+        &config,
+        0..16,
+        |report| report.version_violation.is_some(),
+        "versions naming two values",
+    );
     assert!(caught.len() >= 4, "the ledger caught writes applied twice in seeds {caught:?} only");
 }
 
@@ -465,9 +474,12 @@ fn versions_of_writes_applied_twice_are_caught_by_the_ledger() {
 #[test]
 fn watches_that_lose_changes_are_caught() {
     let config = SimConfig { watches_lose_revisions: true, ..batches_config() };
-    let caught: Vec<u64> =
-        (0..8).filter(|seed| run(*seed, &config).watch_violation.is_some()).collect();
-    eprintln!("watches losing changes caught with seeds {caught:?}");
+    let caught = seeds_caught(
+        &config,
+        0..8,
+        |report| report.watch_violation.is_some(),
+        "watches losing changes",
+    );
     assert!(!caught.is_empty(), "no seed of 0..8 caught a watch that lost changes");
 }
 
@@ -477,9 +489,8 @@ fn watches_that_lose_changes_are_caught() {
 #[test]
 fn scans_of_a_tag_read_in_pages_are_caught_seeing_part_of_a_batch() {
     let config = SimConfig { scans_in_pages_of_one_key: true, ..batches_config() };
-    let caught: Vec<u64> =
-        (0..8).filter(|seed| run(*seed, &config).verdict.has_violation()).collect();
-    eprintln!("scans in pages caught with seeds {caught:?}");
+    let caught =
+        seeds_caught(&config, 0..8, |report| report.verdict.has_violation(), "scans in pages");
     assert!(!caught.is_empty(), "no seed of 0..8 caught a scan that saw part of a batch");
 }
 
@@ -489,9 +500,12 @@ fn scans_of_a_tag_read_in_pages_are_caught_seeing_part_of_a_batch() {
 #[test]
 fn compare_and_sets_on_another_version_than_the_value_heard_are_caught() {
     let config = SimConfig { cas_names_the_wrong_version: true, ..SimConfig::default() };
-    let caught: Vec<u64> =
-        (0..8).filter(|seed| run(*seed, &config).verdict.has_violation()).collect();
-    eprintln!("compare-and-sets on the wrong version caught with seeds {caught:?}");
+    let caught = seeds_caught(
+        &config,
+        0..8,
+        |report| report.verdict.has_violation(),
+        "compare-and-sets on the wrong version",
+    );
     assert!(!caught.is_empty(), "no seed of 0..8 caught a compare-and-set on the wrong version");
 }
 
@@ -501,8 +515,11 @@ fn compare_and_sets_on_another_version_than_the_value_heard_are_caught() {
 #[test]
 fn retries_with_a_new_seq_are_caught_applying_twice() {
     let config = SimConfig { fresh_seq_per_attempt: true, ..SimConfig::default() };
-    let caught: Vec<u64> =
-        (0..8).filter(|seed| run(*seed, &config).verdict.has_violation()).collect();
-    eprintln!("writes applied twice caught with seeds {caught:?}");
+    let caught = seeds_caught(
+        &config,
+        0..8,
+        |report| report.verdict.has_violation(),
+        "writes applied twice",
+    );
     assert!(!caught.is_empty(), "no seed of 0..8 caught a write applied twice");
 }
