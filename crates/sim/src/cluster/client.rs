@@ -486,7 +486,8 @@ impl SimClient {
     }
 
     /// After a scan of tag `tag` (in `shard`) answered by `target` for `group`: with no watch
-    /// in progress, asks the same replica, one time in two, to watch the tag's keys from now.
+    /// in progress, asks the same replica, one time in two, to watch the tag's keys from the
+    /// revision after what the scan read.
     fn maybe_watch(
         &mut self,
         io: &mut Io<'_>,
@@ -502,10 +503,13 @@ impl SimClient {
             return;
         }
         let (start, end) = tagged::range(tag);
+        // From the revision after what the scan read (`watcher.rs`).
+        let read = self.heard_tags.get(&tag).into_iter().flat_map(|state| state.values());
+        let from = read.map(|(_, version)| version.0 + 1).max();
         let watch = ShardWatch {
             shard,
             shard_count: self.shard_count,
-            from: None,
+            from,
             range: WatchRange { start: start.clone(), end: Some(end.clone()) },
         };
         let id = io.request(target, Request::KvWatch { group, watch });

@@ -11,8 +11,14 @@
 //!   name for it;
 //! - once the run is over ([`missed_changes`]): nothing is missing. Every version of a key of
 //!   the tag that a client heard, from where the session started to the last revision it
-//!   received, must be among its changes (the feed gives every change of its range, whole
-//!   revisions, in order, with no gap).
+//!   covers, must be among its changes (the feed gives every change of its range, whole
+//!   revisions, in order, with no gap). A session covers the last revision it received, the
+//!   feed's published revision when it read it before taking everything queued (the feed
+//!   queues every change up to it by then), and the last revision a `Moved` or `Unowned` end
+//!   names (every change up to it comes before the end).
+//!
+//! A client watches from the revision after the highest version its scan of the tag read (so
+//! the feed's kept changes are read too), or from now when the tag held no key.
 //!
 //! A session is not resumed after its end: following a shard to its next replica is the
 //! client library's work (`mosaic_client::watch`), which the simulation does not run.
@@ -21,7 +27,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use mosaic_shardkv::Version;
-use mosaic_shardkv::watch::{WatchEvent, WatchReceiver};
+use mosaic_shardkv::watch::{WatchEnd, WatchEvent, WatchReceiver};
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::cluster::Time;
@@ -43,12 +49,20 @@ pub(crate) struct WatchedSpan {
     pub(crate) from: u64,
     /// Each revision received, with its changes (key, value; `None` for a delete).
     pub(crate) revisions: BTreeMap<u64, Vec<(Bytes, Option<Bytes>)>>,
+    /// The last revision the feed promised every change up to (see the module
+    /// documentation); 0 when it promised none.
+    pub(crate) covered: u64,
 }
 
 impl WatchedSpan {
     /// The last revision received (`from - 1` when none was).
     fn last(&self) -> u64 {
         self.revisions.keys().next_back().copied().unwrap_or(self.from - 1)
+    }
+
+    /// The last revision whose changes the span must hold, all of them.
+    fn covered(&self) -> u64 {
+        self.last().max(self.covered)
     }
 }
 
@@ -73,7 +87,8 @@ impl WatchSession {
         now: Time,
         loses_revisions: bool,
     ) -> Self {
-        let span = WatchedSpan { watcher, range, from: receiver.from, revisions: BTreeMap::new() };
+        let from = receiver.from;
+        let span = WatchedSpan { watcher, range, from, revisions: BTreeMap::new(), covered: 0 };
         Self { receiver, started: now, span, loses_revisions }
     }
 
@@ -85,6 +100,8 @@ impl WatchSession {
         versions: &mut VersionLedger,
         now: Time,
     ) -> (Option<WatchedSpan>, Option<String>) {
+        // Every change up to it is queued by now.
+        let published = self.receiver.published();
         loop {
             let revisions = self.span.revisions.len();
             if revisions >= SESSION_REVISIONS_MAX || now >= self.started + SESSION_MS_MAX {
@@ -92,10 +109,20 @@ impl WatchSession {
             }
             let changes = match self.receiver.try_recv() {
                 Ok(WatchEvent::Changes(changes)) => changes,
-                Ok(WatchEvent::End(_)) | Err(TryRecvError::Disconnected) => {
+                Ok(WatchEvent::End(
+                    WatchEnd::Moved { revision } | WatchEnd::Unowned { revision },
+                )) => {
+                    self.span.covered = self.span.covered.max(revision);
                     return (Some(self.span.clone()), None);
                 }
-                Err(TryRecvError::Empty) => return (None, None),
+                Ok(WatchEvent::End(WatchEnd::Reset | WatchEnd::Lagged))
+                | Err(TryRecvError::Disconnected) => {
+                    return (Some(self.span.clone()), None);
+                }
+                Err(TryRecvError::Empty) => {
+                    self.span.covered = self.span.covered.max(published);
+                    return (None, None);
+                }
             };
             let Some(revision) = changes.first().map(|change| change.revision) else {
                 return (None, Some(format!("{}: an event without a change", self.span.watcher)));
@@ -138,12 +165,13 @@ impl WatchSession {
 }
 
 /// The first version a client heard that a span covering it does not hold: a key of its range
-/// put at a revision from where it started to the last it received, with no change of that
-/// key at that revision among its changes.
+/// put at a revision from where it started to the last it covers, with no change of that key
+/// at that revision among its changes.
 pub(crate) fn missed_changes(spans: &[WatchedSpan], versions: &VersionLedger) -> Option<String> {
     for span in spans {
         let (start, end) = &span.range;
-        for (key, revision, value) in versions.heard_between(start, end, span.from, span.last()) {
+        for (key, revision, value) in versions.heard_between(start, end, span.from, span.covered())
+        {
             let seen = span.revisions.get(&revision).is_some_and(|changes| {
                 changes.iter().any(|(changed, new)| changed == key && new.as_ref() == Some(value))
             });
@@ -153,7 +181,7 @@ pub(crate) fn missed_changes(spans: &[WatchedSpan], versions: &VersionLedger) ->
                      to {value:?} at revision {revision} (it received {:?})",
                     span.watcher,
                     span.from,
-                    span.last(),
+                    span.covered(),
                     span.revisions.keys().collect::<Vec<_>>()
                 ));
             }
@@ -186,12 +214,19 @@ mod tests {
             range: (bytes("{t0}:"), bytes("{t0};")),
             from: 3,
             revisions: BTreeMap::new(),
+            covered: 0,
         };
         span.revisions.insert(4, vec![(bytes("{t0}:a"), Some(bytes("x")))]);
         span.revisions.insert(7, vec![(bytes("{t0}:a"), None)]);
         let missed = missed_changes(&[span.clone()], &versions).expect("b at 6 missed");
         assert!(missed.contains("missed b\"{t0}:b\" put to b\"y\" at revision 6"), "{missed}");
         span.revisions.insert(6, vec![(bytes("{t0}:b"), Some(bytes("y")))]);
+        assert_eq!(missed_changes(&[span.clone()], &versions), None);
+        // A feed that promised every change up to 9 owes the put at 9 too.
+        span.covered = 9;
+        let missed = missed_changes(&[span.clone()], &versions).expect("a at 9 missed");
+        assert!(missed.contains("at revision 9"), "{missed}");
+        span.revisions.insert(9, vec![(bytes("{t0}:a"), Some(bytes("later")))]);
         assert_eq!(missed_changes(&[span], &versions), None);
     }
 }
