@@ -21,6 +21,10 @@
 //! replicas' hints. The admin CLI uses it, storage nodes that register and follow the
 //! configurations use it, and so does [`ControllerRouting`].
 //!
+//! Many keys load in batches of one shard's puts with [`Client::put_all`]. Code that uses a
+//! client can be tested without a cluster: the `testing` feature gives `testing::FakeCluster`,
+//! a controller and a storage node served in the test's process.
+//!
 //! Building this crate needs neither `protoc` nor a C++ toolchain: the gRPC code it uses is
 //! committed in `mosaic-proto`, and nothing it depends on links RocksDB.
 //!
