@@ -111,6 +111,14 @@ struct Buffer {
     bytes: usize,
 }
 
+impl Buffer {
+    /// The batch and the keys it holds, leaving the buffer empty.
+    fn take(&mut self) -> (u64, Batch) {
+        let full = std::mem::take(self);
+        (full.keys, full.batch)
+    }
+}
+
 /// Turns entries into batches of one shard's puts, reading the entries only as far as the
 /// next batch needs. Each item is a batch and the keys it holds.
 pub(crate) struct Batcher<I> {
@@ -143,21 +151,19 @@ impl<I: Iterator<Item = (Bytes, Bytes)>> Iterator for Batcher<I> {
     fn next(&mut self) -> Option<Self::Item> {
         while self.ready.is_empty() {
             let Some((key, value)) = self.entries.next() else {
-                let (_, buffer) = self.buffers.pop_first()?;
-                return Some((buffer.keys, buffer.batch));
+                let (_, mut buffer) = self.buffers.pop_first()?;
+                return Some(buffer.take());
             };
             let cost = key.len() + value.len() + LOAD_ENTRY_OVERHEAD_BYTES;
             let buffer = self.buffers.entry(shard_for_key(&key, self.shard_count)).or_default();
             if buffer.keys > 0 && buffer.bytes + cost > self.bytes_max {
-                let full = std::mem::take(buffer);
-                self.ready.push_back((full.keys, full.batch));
+                self.ready.push_back(buffer.take());
             }
             buffer.batch = std::mem::take(&mut buffer.batch).put(key, value);
             buffer.keys += 1;
             buffer.bytes += cost;
             if buffer.keys >= self.keys_max {
-                let full = std::mem::take(buffer);
-                self.ready.push_back((full.keys, full.batch));
+                self.ready.push_back(buffer.take());
             }
         }
         self.ready.pop_front()

@@ -312,8 +312,6 @@ impl Kv for Service {
         self.write("delete", request.into_inner(), |_, _| None)
     }
 
-    /// Every condition checked, then every write applied in order at one version (the entry's
-    /// index), as a storage group applies a batch.
     async fn scan(
         &self,
         request: tonic::Request<pb::ScanRequest>,
@@ -396,6 +394,8 @@ impl Kv for Service {
         }
     }
 
+    /// Every condition checked, then every write applied in order at one version (the entry's
+    /// index), as a storage group applies a batch.
     async fn batch(
         &self,
         request: tonic::Request<pb::BatchRequest>,

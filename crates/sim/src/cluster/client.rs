@@ -456,10 +456,7 @@ impl SimClient {
             }
             (OpKind::Batch { tag, effect, .. }, WriteEffect::Written(version)) => {
                 let state = effect.state_after(version);
-                for (key, (value, version)) in &state {
-                    versions.heard(key, value, *version, &heard_by);
-                }
-                self.heard_tags.insert(*tag, state);
+                hear_tag(versions, &mut self.heard_tags, *tag, state, &heard_by);
                 return Output::Written;
             }
             (OpKind::Batch { tag, batch, .. }, WriteEffect::BatchConditionFailed { .. })
@@ -548,10 +545,7 @@ impl SimClient {
             return None;
         }
         let (state, value) = tagged::read(read);
-        for (key, (value, version)) in &state {
-            versions.heard(key, value, *version, &heard_by);
-        }
-        self.heard_tags.insert(*tag, state);
+        hear_tag(versions, &mut self.heard_tags, *tag, state, &heard_by);
         Some(Output::Value(value))
     }
 
@@ -810,6 +804,21 @@ impl SimClient {
             self.pause(io);
         }
     }
+}
+
+/// Records that `heard_by` heard tag `tag` hold `state`: each key's version in `versions`,
+/// and the whole as what the client's next batch on the tag expects.
+fn hear_tag(
+    versions: &mut VersionLedger,
+    heard_tags: &mut BTreeMap<u32, TagState>,
+    tag: u32,
+    state: TagState,
+    heard_by: &str,
+) {
+    for (key, (value, version)) in &state {
+        versions.heard(key, value, *version, heard_by);
+    }
+    heard_tags.insert(tag, state);
 }
 
 /// The consistency of a read by a client that reads as `reads` says.
