@@ -93,6 +93,8 @@ mod session;
 pub mod testing;
 pub mod tls;
 mod watch;
+pub mod watch_follow;
+pub mod watch_frames;
 
 pub use batch::{Batch, BatchOutcome};
 pub use bytes::Bytes;
@@ -110,4 +112,5 @@ pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, hash_tag, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
 pub use scan::{ScanEntry, ScanOptions, ScanPage, ScanRange};
 pub use tls::{Role, Tls, TlsError, TlsFiles};
-pub use watch::{Watch, WatchOptions, WatchedChange, WatchedRevision};
+pub use watch::{Watch, WatchOptions};
+pub use watch_follow::{WatchedChange, WatchedRevision};

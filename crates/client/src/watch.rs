@@ -7,8 +7,8 @@
 //! returns once every shard's first stream is registered, so a watch of the changes after
 //! now sees every write made after it returns. A revision comes to the reader only once its
 //! stream has sent all of it (a large one may span several messages). When a stream ends, or
-//! says nothing for [`STREAM_SILENT_MAX`] (a node sends after every check of the replica), the task opens
-//! another from the next revision: at the group's next owner after the shard moved (once the
+//! says nothing for [`STREAM_SILENT_MAX`] (a node sends after every check of the replica), the
+//! task opens another from the next revision: at the group's next owner after the shard moved (once the
 //! placement shows it), at the leader a replica named, or at the next member, with the
 //! client's backoff between failed attempts, for as long as it takes. So no change is
 //! repeated or missed across leader changes, moves and lost connections. A replica that no
@@ -17,12 +17,14 @@
 //! a new owner) ends the watch with [`ClientError::Compacted`] naming the shard: read afresh,
 //! then watch from that read's revision. Revisions of different shards are not comparable:
 //! the watch interleaves shards in the order their changes arrive.
+//!
+//! What each message means and what follows a stream's end are [`crate::watch_follow`]'s
+//! decisions; this module runs them over gRPC, with the client's retries and backoff.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use mosaic_engine::ShardId;
 use mosaic_proto::pb;
 use rand::rngs::SmallRng;
@@ -31,12 +33,13 @@ use tokio::time::Instant;
 use tonic::Streaming;
 
 use crate::backoff::Backoff;
-use crate::classify::{Failure, classify_detail, classify_status};
+use crate::classify::{Failure, classify_status};
 use crate::client::{Consistency, Inner, lock};
 use crate::error::{ClientError, Progress, Result, WriteOutcome};
 use crate::retry::{Next, Refresh, Retry, Target, next_member};
 use crate::routing::RoutingSource;
 use crate::scan::ScanRange;
+use crate::watch_follow::{Follow, Then, WatchedRevision};
 
 /// Revisions a watch holds for its reader before its shards' streams wait.
 const REVISIONS_AHEAD: usize = 256;
@@ -55,26 +58,6 @@ pub struct WatchOptions {
     /// The revision each shard starts from (the one after the last seen, to resume); a shard
     /// not named starts with the changes after the watch begins.
     pub from: BTreeMap<ShardId, u64>,
-}
-
-/// One key's change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchedChange {
-    /// The key.
-    pub key: Bytes,
-    /// Its new value; `None`: deleted.
-    pub value: Option<Bytes>,
-}
-
-/// The changes one revision of a shard made to keys of the range (a batch's several).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchedRevision {
-    /// The shard.
-    pub shard: ShardId,
-    /// Its revision: the changed keys' version, unless deleted.
-    pub revision: u64,
-    /// The changes, in the order they were made.
-    pub changes: Vec<WatchedChange>,
 }
 
 /// What a shard's task hands the watch, in order.
@@ -171,14 +154,11 @@ pub(crate) async fn start<S: RoutingSource>(
         .map(|shard| {
             let (told, registration) = oneshot::channel();
             registered.push(registration);
+            let range = (range.start().clone(), range.end().cloned());
+            let from = options.from.get(&shard).copied();
             let follow = ShardFollow {
                 inner: Arc::clone(inner),
-                shard,
-                shard_count,
-                start: range.start().clone(),
-                end: range.end().cloned(),
-                consistency: options.consistency,
-                next: options.from.get(&shard).copied(),
+                follow: Follow::new(shard, shard_count, range, options.consistency, from),
                 sender: sender.clone(),
                 registered: Some(told),
             };
@@ -203,31 +183,13 @@ pub(crate) async fn start<S: RoutingSource>(
     Ok(watch)
 }
 
-/// One shard's part of a watch.
+/// One shard's part of a watch: the [`Follow`]'s decisions over gRPC streams.
 struct ShardFollow<S> {
     inner: Arc<Inner<S>>,
-    shard: ShardId,
-    shard_count: u32,
-    start: Bytes,
-    end: Option<Bytes>,
-    consistency: Consistency,
-    /// The next revision needed; `None` until the first stream says where "now" is.
-    next: Option<u64>,
+    follow: Follow,
     sender: mpsc::Sender<Item>,
     /// Told once the first stream is registered, or the error the task ends with before.
     registered: Option<oneshot::Sender<Result<()>>>,
-}
-
-/// How a stream ended.
-enum Ended {
-    /// The shard left the group: watch at its next owner.
-    Moved,
-    /// The replica's feed ended (reset, lagging): watch again at the same replica.
-    Again,
-    /// The attempt failed this way.
-    Failed(Failure),
-    /// The watch's reader is gone.
-    Dropped,
 }
 
 impl<S: RoutingSource> ShardFollow<S> {
@@ -237,6 +199,7 @@ impl<S: RoutingSource> ShardFollow<S> {
             self.inner.jitter_seeds.backoff(options.backoff_initial, options.backoff_max);
         let mut retry = Retry::default();
         let mut target: Option<Target> = None;
+        let shard = self.follow.shard();
         loop {
             let timeout = self.inner.options.timeout;
             let deadline = move || Instant::now() + timeout;
@@ -244,50 +207,40 @@ impl<S: RoutingSource> ShardFollow<S> {
                 Ok(routing) => routing,
                 Err(error) => return self.fail(error).await,
             };
-            let Some(group) = routing.group_of(self.shard) else {
+            let Some(group) = routing.group_of(shard) else {
                 tokio::time::sleep(backoff.next_pause()).await;
                 self.inner.refresh(&routing, deadline()).await;
                 continue;
             };
             let at = target.take().unwrap_or_else(|| {
-                if self.consistency == Consistency::Stale {
+                if self.follow.consistency() == Consistency::Stale {
                     // Any replica serves: spread the shards over them.
                     let members = routing.members(group);
-                    Target::member(&routing, members[self.shard.0 as usize % members.len()])
+                    Target::member(&routing, members[shard.0 as usize % members.len()])
                 } else {
                     lock(&self.inner.leaders).preferred(&routing, group)
                 }
             });
-            let request = pb::WatchRequest {
-                group_id: group.0,
-                shard_id: self.shard.0,
-                config_num: routing.config_num(),
-                start: self.start.clone(),
-                end: self.end.clone(),
-                from_revision: self.next,
-                consistency: pb::Consistency::from(self.consistency) as i32,
-                shard_count: self.shard_count,
-            };
-            let failure = match self.open(&at, request).await {
-                Ok(stream) => match self.follow(stream, &mut backoff).await {
-                    Ended::Dropped => return,
-                    Ended::Moved => {
-                        let at_least = routing.config_num() + 1;
-                        self.inner.refresh_to(&routing, at_least, deadline(), &mut backoff).await;
-                        continue;
-                    }
-                    Ended::Again => {
-                        target = Some(at);
-                        continue;
-                    }
-                    Ended::Failed(failure) => failure,
+            let request = self.follow.request(group, routing.config_num());
+            let then = match self.open(&at, request).await {
+                Ok(stream) => match self.stream(stream, &mut backoff).await {
+                    Some(then) => then,
+                    None => return,
                 },
-                Err(failure) => failure,
+                Err(failure) => self.follow.on_failure(failure),
             };
-            if let Failure::Compacted { oldest_revision } = failure {
-                let shard = Some(self.shard);
-                return self.fail(ClientError::Compacted { shard, oldest_revision }).await;
-            }
+            let failure = match then {
+                Then::Refresh { at_least } => {
+                    self.inner.refresh_to(&routing, at_least, deadline(), &mut backoff).await;
+                    continue;
+                }
+                Then::Again => {
+                    target = Some(at);
+                    continue;
+                }
+                Then::Fail(error) => return self.fail(error).await,
+                Then::Retry(failure) => failure,
+            };
             let next =
                 retry.after(&failure, &routing, &mut lock(&self.inner.leaders), group, at, false);
             let Next::Retry { target: next_target, pause, refresh } = next else {
@@ -300,7 +253,7 @@ impl<S: RoutingSource> ShardFollow<S> {
             if let Some(Refresh { at_least, skip }) = refresh {
                 routing = self.inner.refresh_to(&routing, at_least, deadline(), &mut backoff).await;
                 if let Some(node) = skip {
-                    target = routing.group_of(self.shard).map(|g| next_member(&routing, g, node));
+                    target = routing.group_of(shard).map(|g| next_member(&routing, g, node));
                 }
             }
         }
@@ -322,16 +275,13 @@ impl<S: RoutingSource> ShardFollow<S> {
         }
     }
 
-    /// Reads `stream` until it ends, handing each revision at or after the next one needed to
-    /// the reader once the stream has sent all of it.
-    async fn follow(
+    /// Reads `stream` until it ends, handing the reader what each message gives; what comes
+    /// next, or `None` once the watch's reader is gone.
+    async fn stream(
         &mut self,
         mut stream: Streaming<pb::WatchResponse>,
         backoff: &mut Backoff<SmallRng>,
-    ) -> Ended {
-        // The changes of a revision the stream has not sent all of yet.
-        let mut partial: Option<WatchedRevision> = None;
-        let mut first = true;
+    ) -> Option<Then> {
         loop {
             let message = match tokio::time::timeout(STREAM_SILENT_MAX, stream.message()).await {
                 Ok(Ok(Some(message))) => {
@@ -345,75 +295,28 @@ impl<S: RoutingSource> ShardFollow<S> {
                 }
                 Ok(Ok(None)) => {
                     let message = "the watch stream closed without an end".to_string();
-                    return Ended::Failed(Failure::Unreachable { message });
+                    return Some(self.follow.on_failure(Failure::Unreachable { message }));
                 }
-                Ok(Err(status)) => return Ended::Failed(classify_status(&status)),
-                Err(_silent) => return Ended::Failed(Failure::AttemptTimedOut),
+                Ok(Err(status)) => return Some(self.follow.on_failure(classify_status(&status))),
+                Err(_silent) => return Some(self.follow.on_failure(Failure::AttemptTimedOut)),
             };
-            let next = *self.next.get_or_insert(message.revision + 1);
-            if std::mem::take(&mut first) {
-                // A replica that serves the shard at the leader's level but is not at the
-                // revision before the one needed never had the revisions in between: the
-                // shard started over (empty, at a new owner).
-                if self.consistency != Consistency::Stale && message.revision + 1 < next {
-                    return Ended::Failed(Failure::Compacted { oldest_revision: next });
-                }
-                if let Some(registered) = self.registered.take() {
-                    // Fails only if the watch was dropped meanwhile.
-                    let _ = registered.send(Ok(()));
-                }
-            }
-            let mut complete = Vec::new();
-            for change in message.changes.into_iter().filter(|change| change.revision >= next) {
-                let watched = WatchedChange { key: change.key, value: change.value };
-                match &mut partial {
-                    Some(open) if open.revision == change.revision => open.changes.push(watched),
-                    _ => {
-                        complete.extend(partial.take());
-                        partial = Some(WatchedRevision {
-                            shard: self.shard,
-                            revision: change.revision,
-                            changes: vec![watched],
-                        });
-                    }
-                }
-            }
-            if partial.as_ref().is_some_and(|open| open.revision <= message.revision) {
-                complete.extend(partial.take());
-            }
-            for revision in complete {
-                if self.sender.send(Item::Revision(revision)).await.is_err() {
-                    return Ended::Dropped;
-                }
-            }
-            let mut resume_at = next.max(message.revision + 1);
-            let end = message.end;
-            if let Some(pb::WatchEnd { reason, revision, .. }) = &end
-                && *reason == pb::watch_end::Reason::WatchEndMoved as i32
+            let heard = self.follow.on_message(message);
+            if heard.registered
+                && let Some(registered) = self.registered.take()
             {
-                resume_at = resume_at.max(revision + 1);
+                // Fails only if the watch was dropped meanwhile.
+                let _ = registered.send(Ok(()));
             }
-            self.next = Some(resume_at);
-            let progress = Item::Progress { shard: self.shard, next: resume_at };
-            if self.sender.send(progress).await.is_err() {
-                return Ended::Dropped;
+            for revision in heard.revisions {
+                self.sender.send(Item::Revision(revision)).await.ok()?;
             }
-            let Some(end) = end else { continue };
-            return match pb::watch_end::Reason::try_from(end.reason) {
-                Ok(pb::watch_end::Reason::WatchEndMoved) => Ended::Moved,
-                // The shard's keys are gone and its revisions start over elsewhere.
-                Ok(pb::watch_end::Reason::WatchEndUnowned) => {
-                    Ended::Failed(Failure::Compacted { oldest_revision: 1 })
-                }
-                Ok(pb::watch_end::Reason::WatchEndNotServed) => {
-                    let failure = end.detail.and_then(|detail| detail.kind).map_or_else(
-                        || Failure::Unreachable { message: "the replica stopped serving".into() },
-                        classify_detail,
-                    );
-                    Ended::Failed(failure)
-                }
-                _ => Ended::Again,
-            };
+            if let Some(next) = heard.resume_at {
+                let progress = Item::Progress { shard: self.follow.shard(), next };
+                self.sender.send(progress).await.ok()?;
+            }
+            if heard.then.is_some() {
+                return heard.then;
+            }
         }
     }
 

@@ -1,32 +1,25 @@
 //! The stream of one `Kv.Watch` call: what the watcher registered at the store receives
-//! ([`mosaic_shardkv::watch`]), sent to the client in messages that fit the node's message
-//! limit.
+//! ([`mosaic_shardkv::watch`]), framed into messages within the node's message limit by
+//! [`mosaic_client::watch_frames`] (which says what each message holds), and sent to the
+//! client.
 //!
-//! The first message, with no change, says where the watch starts: the revision before the
-//! first it may send, or the replica's revision if that is lower (the replica is behind, or
-//! the shard's history here is shorter than the client thinks: a client that needs a later
-//! one knows the changes in between are not here). Then each message carries the changes
-//! queued so far, in revision order, as many as fit in the node's message limit (at least
-//! one); a revision too large for one message is split over several, and each message's
-//! `revision` is the last revision it completes (a client holds a revision's changes until
-//! it is complete). Every [`WATCH_CHECK_INTERVAL`] the replica is checked at the watch's
-//! consistency level (a shard read, as a scan's): a failure ends the stream (`NOT_SERVED`,
-//! with the refusal's detail, say a `NotLeader` naming the leader); a success sends what is
-//! queued and, if nothing is left, the feed's revision as of the check, so an idle watcher
-//! learns how far it is up to date (and a client that hears nothing for several intervals
-//! knows the stream is dead). The stream ends after the feed's end (`MOVED`, `RESET`,
-//! `LAGGED`); a client that goes away drops the watcher, and one that takes no message for
+//! Every [`WATCH_CHECK_INTERVAL`] the replica is checked at the watch's consistency level (a
+//! shard read, as a scan's): a failure ends the stream (`NOT_SERVED`, with the refusal's
+//! detail, say a `NotLeader` naming the leader); a success sends what is queued and, if
+//! nothing is left, the feed's revision as of the check, so an idle watcher learns how far it
+//! is up to date (and a client that hears nothing for several intervals knows the stream is
+//! dead). The stream ends after the feed's end (`MOVED`, `UNOWNED`, `RESET`, `LAGGED`); a
+//! client that goes away drops the watcher, and one that takes no message for
 //! [`STALLED_AFTER`] has its stream dropped, so a reader that stopped holds no memory.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use mosaic_client::watch_frames::Frames;
 use mosaic_proto::pb;
 use mosaic_raftstore::Error;
-use mosaic_shardkv::watch::{Change, WatchEnd, WatchEvent, WatchReceiver};
-use prost::Message as _;
+use mosaic_shardkv::watch::{WatchEnd, WatchEvent, WatchReceiver};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -41,9 +34,6 @@ pub const STALLED_AFTER: Duration = Duration::from_secs(30);
 
 /// The most watch streams a node serves at once (more are refused `ServerBusy`).
 pub const WATCH_STREAMS_MAX: usize = 1_024;
-
-/// What a message carries beyond its changes (its revision and end), counted generously.
-const MESSAGE_OVERHEAD_BYTES: usize = 256;
 
 /// Messages built ahead of a slow client (the watcher's own queue holds the rest).
 const MESSAGES_AHEAD: usize = 2;
@@ -73,16 +63,11 @@ pub fn forward(
     ReceiverStream::new(receiver)
 }
 
-/// What the stream has sent, and what it sends next.
+/// The watcher, its framing, and where its messages go.
 struct Stream {
     watcher: WatchReceiver,
+    frames: Frames,
     sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    message_bytes_max: usize,
-    /// Every change in the range up to this revision has been sent.
-    sent: u64,
-    /// Changes taken from the watcher and not sent yet (the rest of a revision a message
-    /// could not hold), each with whether it is its revision's last.
-    carried: VecDeque<(Change, bool)>,
 }
 
 async fn run(
@@ -91,10 +76,8 @@ async fn run(
     sender: mpsc::Sender<Result<pb::WatchResponse, Status>>,
 ) {
     let StreamParts { check, directory, message_bytes_max, permit: _permit } = parts;
-    let sent = watcher.from - 1;
-    let start = sent.min(watcher.published());
-    let mut stream = Stream { watcher, sender, message_bytes_max, sent, carried: VecDeque::new() };
-    let first = pb::WatchResponse { changes: Vec::new(), revision: start, end: None };
+    let (frames, first) = Frames::new(watcher.from, watcher.published(), message_bytes_max);
+    let mut stream = Stream { watcher, frames, sender };
     if !stream.deliver(first).await {
         return;
     }
@@ -124,12 +107,7 @@ async fn run(
                         if !stream.send_queued(None, None).await {
                             return;
                         }
-                        let end = not_served(&error, &directory);
-                        let last = pb::WatchResponse {
-                            changes: Vec::new(),
-                            revision: stream.sent,
-                            end: Some(end),
-                        };
+                        let last = stream.frames.not_served(&to_status(&error, &directory));
                         stream.deliver(last).await;
                         return;
                     }
@@ -145,63 +123,17 @@ impl Stream {
     /// the stream ends; with `published` (the feed's revision read before a check) and
     /// nothing left, says the watcher is up to date to it. False once the stream is over.
     async fn send_queued(&mut self, first: Option<WatchEvent>, published: Option<u64>) -> bool {
-        let mut next = first;
+        let mut first = first;
         loop {
-            let mut message =
-                pb::WatchResponse { changes: Vec::new(), revision: self.sent, end: None };
-            let mut bytes = MESSAGE_OVERHEAD_BYTES;
-            let drained = loop {
-                if self.carried.is_empty() {
-                    let event = match next.take() {
-                        Some(event) => event,
-                        None => match self.watcher.try_recv() {
-                            Ok(event) => event,
-                            Err(_) => break true,
-                        },
-                    };
-                    match event {
-                        WatchEvent::Changes(changes) => {
-                            let last = changes.len() - 1;
-                            let marked = changes.into_iter().enumerate();
-                            self.carried.extend(marked.map(|(at, change)| (change, at == last)));
-                        }
-                        WatchEvent::End(end) => {
-                            message.end = Some(end_of(end));
-                            break true;
-                        }
-                    }
-                }
-                let (change, _) = self.carried.front().expect("carried");
-                let change = pb::WatchChange {
-                    revision: change.revision,
-                    key: change.key.clone(),
-                    value: change.value.clone(),
-                };
-                let size = change.encoded_len() + 8;
-                if !message.changes.is_empty() && bytes + size > self.message_bytes_max {
-                    break false;
-                }
-                bytes += size;
-                let (done, completes) = self.carried.pop_front().expect("carried");
-                if completes {
-                    message.revision = done.revision;
-                }
-                message.changes.push(change);
+            let watcher = &mut self.watcher;
+            let mut queued = || first.take().or_else(|| watcher.try_recv().ok());
+            let Some(framed) = self.frames.next_message(&mut queued, published) else {
+                return true;
             };
-            let ends = message.end.is_some();
-            // Drained: nothing is carried either.
-            if drained && !ends {
-                if let Some(published) = published {
-                    message.revision = message.revision.max(published);
-                } else if message.changes.is_empty() {
-                    return true;
-                }
-            }
-            self.sent = message.revision;
-            if !self.deliver(message).await || ends {
+            if !self.deliver(framed.message).await || framed.ends {
                 return false;
             }
-            if drained {
+            if framed.drained {
                 return true;
             }
         }
@@ -214,31 +146,13 @@ impl Stream {
     }
 }
 
-/// The wire form of the feed's `end`.
-fn end_of(end: WatchEnd) -> pb::WatchEnd {
-    use pb::watch_end::Reason;
-    let (reason, revision) = match end {
-        WatchEnd::Moved { revision } => (Reason::WatchEndMoved, revision),
-        WatchEnd::Unowned { revision } => (Reason::WatchEndUnowned, revision),
-        WatchEnd::Reset => (Reason::WatchEndReset, 0),
-        WatchEnd::Lagged => (Reason::WatchEndLagged, 0),
-    };
-    pb::WatchEnd { reason: reason as i32, revision, detail: None }
-}
-
-/// The end of a stream whose check failed with `error`.
-fn not_served(error: &Error, directory: &Directory) -> pb::WatchEnd {
-    let status = to_status(error, directory);
-    let detail = pb::ErrorDetail::decode(status.details()).ok().filter(|d| d.kind.is_some());
-    pb::WatchEnd { reason: pb::watch_end::Reason::WatchEndNotServed as i32, revision: 0, detail }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use mosaic_shardkv::watch::{ShardFeed, WatchRange};
+    use mosaic_shardkv::watch::{Change, ShardFeed, WatchRange};
+    use prost::Message as _;
     use tokio::sync::Semaphore;
     use tokio_stream::StreamExt as _;
 

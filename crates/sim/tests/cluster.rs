@@ -411,10 +411,10 @@ fn a_seed_replays_exactly() {
                 "seed {seed}, {name}: batches: {written} took effect, {failed} failed; {scans} \
                  scans"
             );
-            let (sessions, revisions) = first.watched;
+            let watched = first.watched;
             assert!(
-                sessions > 0 && revisions > 0,
-                "seed {seed}, {name}: {sessions} watches receiving {revisions} revisions"
+                watched.watches > 0 && watched.revisions > 0,
+                "seed {seed}, {name}: {watched:?}"
             );
         }
         if config.faults.stalls.is_some() {

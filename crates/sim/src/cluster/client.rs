@@ -52,7 +52,6 @@ use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{NodeId, SplitMix64};
 use mosaic_raftstore::Consistency;
-use mosaic_shardkv::watch::{ShardWatch, WatchRange};
 use mosaic_shardkv::{
     KvBatch, KvGet, KvWrite, ScanEntry, ScanPage, ShardScan, Version, WriteEffect, WriteKind,
 };
@@ -64,7 +63,7 @@ use crate::cluster::net::chance;
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
 use crate::cluster::tagged::{self, BatchEffect, PlannedBatch, TagState};
 use crate::cluster::versions::VersionLedger;
-use crate::cluster::watcher::{WatchSession, WatchedSpan};
+use crate::cluster::watcher::{Lent, SimWatch, WatchedSpan};
 use crate::linearizability::{History, OpId, Operation, Output};
 
 /// A request unanswered for this long is sent again.
@@ -184,13 +183,11 @@ pub(crate) struct SimClient {
     /// For each tag, what the client last heard its keys hold: what its next batch with
     /// conditions expects (nothing heard: every key absent).
     heard_tags: BTreeMap<u32, TagState>,
-    /// The watch registration in flight: its id, the keys, and when it is given up on.
-    watch_request: Option<(RequestId, (Bytes, Bytes), Time)>,
-    /// The watch session in progress (`watcher.rs`).
-    watch: Option<WatchSession>,
-    /// The sessions over.
+    /// The watch in progress (`watcher.rs`).
+    watch: Option<SimWatch>,
+    /// The watches over.
     watched: Vec<WatchedSpan>,
-    /// The first broken promise of a feed.
+    /// The first broken promise of a watch.
     watch_violation: Option<String>,
 }
 
@@ -225,7 +222,6 @@ impl SimClient {
             sessions: BTreeSet::new(),
             heard: BTreeMap::new(),
             heard_tags: BTreeMap::new(),
-            watch_request: None,
             watch: None,
             watched: Vec::new(),
             watch_violation: None,
@@ -266,11 +262,12 @@ impl SimClient {
         }
     }
 
-    /// What its watch sessions received, those over and the one in progress, and the first
-    /// broken promise of a feed.
+    /// What its watches received, those over and the one in progress, and the first broken
+    /// promise of a watch.
     pub(crate) fn watched(&self) -> (Vec<WatchedSpan>, Option<String>) {
-        let open = self.watch.as_ref().map(WatchSession::span);
-        (self.watched.iter().cloned().chain(open).collect(), self.watch_violation.clone())
+        let (open, violation) = self.watch.as_ref().map(SimWatch::span).unzip();
+        let violation = self.watch_violation.clone().or(violation.flatten());
+        (self.watched.iter().cloned().chain(open).collect(), violation)
     }
 
     /// The periodic step: takes what its watch received, retries what timed out, gives up
@@ -282,10 +279,7 @@ impl SimClient {
         versions: &mut VersionLedger,
         policy: ClientPolicy,
     ) {
-        self.take_watched(versions, io.now);
-        if self.watch_request.as_ref().is_some_and(|(_, _, deadline)| *deadline <= io.now) {
-            self.watch_request = None;
-        }
+        self.poll_watch(io, versions);
         match self.waiting {
             Waiting::Group { target, group, deadline, .. } if deadline <= io.now => {
                 tracing::trace!(client = self.index, peer = %target, group_id = %group,
@@ -323,18 +317,7 @@ impl SimClient {
         id: RequestId,
         response: Response,
     ) {
-        if let Some((_, range, _)) = self.watch_request.take_if(|(waited, ..)| *waited == id) {
-            match response {
-                Response::KvWatching(Ok(receiver)) => {
-                    let watcher = format!("client {}", self.index);
-                    let loses = self.watches_lose_revisions;
-                    self.watch = Some(WatchSession::new(watcher, range, receiver, io.now, loses));
-                }
-                Response::KvWatching(Err(_)) => {}
-                other => panic!("client {}: a watch answered {other:?}", self.index),
-            }
-            return;
-        }
+        let Some(response) = self.watch_response(io, versions, id, response) else { return };
         match self.waiting {
             Waiting::Config { id: waited, target, .. } if waited == id => {
                 self.waiting = Waiting::Nothing;
@@ -405,7 +388,7 @@ impl SimClient {
                         };
                         history.record_return(op.id, output, io.now);
                         if let Some((tag, shard)) = scanned {
-                            self.maybe_watch(io, tag, shard, target, group);
+                            self.maybe_watch(io, tag, shard, target);
                         }
                         self.finish(io);
                     }
@@ -482,47 +465,72 @@ impl SimClient {
         Output::Written
     }
 
-    /// After a scan of tag `tag` (in `shard`) answered by `target` for `group`: with no watch
-    /// in progress, asks the same replica, one time in two, to watch the tag's keys from the
-    /// revision after what the scan read.
-    fn maybe_watch(
-        &mut self,
-        io: &mut Io<'_>,
-        tag: u32,
-        shard: ShardId,
-        target: NodeId,
-        group: GroupId,
-    ) {
-        if !self.watches || self.watch.is_some() || self.watch_request.is_some() {
+    /// After a scan of tag `tag` (in `shard`) answered by `target`: with no watch in
+    /// progress, watches the tag's keys one time in two, from the revision after what the
+    /// scan read, its first stream at the same replica (`watcher.rs`).
+    fn maybe_watch(&mut self, io: &mut Io<'_>, tag: u32, shard: ShardId, target: NodeId) {
+        if !self.watches || self.watch.is_some() || io.rng.below(2) != 0 {
             return;
         }
-        if io.rng.below(2) != 0 {
-            return;
-        }
-        let (start, end) = tagged::range(tag);
-        // From the revision after what the scan read (`watcher.rs`).
         let read = self.heard_tags.get(&tag).into_iter().flat_map(|state| state.values());
         let from = read.map(|(_, version)| version.0 + 1).max();
-        let watch = ShardWatch {
-            shard,
-            shard_count: self.shard_count,
+        let routing = self.routing.as_ref().expect("a scan was routed");
+        let watch = SimWatch::new(
+            format!("client {}", self.index),
+            (shard, self.shard_count),
+            tagged::range(tag),
             from,
-            range: WatchRange { start: start.clone(), end: Some(end.clone()) },
-        };
-        let id = io.request(target, Request::KvWatch { group, watch });
-        self.watch_request = Some((id, (start, end), io.now + REQUEST_TIMEOUT_MS));
+            Target::member(routing, target),
+            io.now,
+            self.watches_lose_revisions,
+        );
+        self.watch = Some(watch);
     }
 
-    /// Takes what the watch in progress received; keeps its span once it is over.
-    fn take_watched(&mut self, versions: &mut VersionLedger, now: Time) {
-        let Some(session) = &mut self.watch else { return };
-        let (over, violation) = session.drain(versions, now);
-        if self.watch_violation.is_none() {
-            self.watch_violation = violation;
-        }
-        if let Some(span) = over {
+    /// What the client lends its watch for a step.
+    fn lent<'a, 'b>(
+        &'a mut self,
+        io: &'a mut Io<'b>,
+        versions: &'a mut VersionLedger,
+    ) -> (Option<&'a mut SimWatch>, Lent<'a, 'b>) {
+        let lent = Lent {
+            io,
+            routing: self.routing.as_ref(),
+            leaders: &mut self.leaders,
+            refresh: &mut self.refresh,
+            versions,
+        };
+        (self.watch.as_mut(), lent)
+    }
+
+    /// The watch's periodic step; keeps what it received once it is over.
+    fn poll_watch(&mut self, io: &mut Io<'_>, versions: &mut VersionLedger) {
+        let now = io.now;
+        let (Some(watch), mut lent) = self.lent(io, versions) else { return };
+        watch.poll(&mut lent);
+        self.end_watch_if_over(now);
+    }
+
+    /// Hands the watch the answer to request `id`; the answer back if it is not the watch's.
+    fn watch_response(
+        &mut self,
+        io: &mut Io<'_>,
+        versions: &mut VersionLedger,
+        id: RequestId,
+        response: Response,
+    ) -> Option<Response> {
+        let now = io.now;
+        let (Some(watch), mut lent) = self.lent(io, versions) else { return Some(response) };
+        let response = watch.on_response(&mut lent, id, response);
+        self.end_watch_if_over(now);
+        response
+    }
+
+    fn end_watch_if_over(&mut self, now: Time) {
+        if let Some(watch) = self.watch.take_if(|watch| watch.is_over(now)) {
+            let (span, violation) = watch.span();
+            self.watch_violation = self.watch_violation.take().or(violation);
             self.watched.push(span);
-            self.watch = None;
         }
     }
 

@@ -69,7 +69,7 @@ mod world;
 
 pub use config::{FaultConfig, MembershipConfig, ReadMode, RepairConfig, SimConfig, StallConfig};
 pub use net::NetStats;
-pub use report::{FaultStats, RunReport};
+pub use report::{FaultStats, RunReport, Watched};
 pub use world::run;
 
 /// Virtual time, in milliseconds since the start of a run.

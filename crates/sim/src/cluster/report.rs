@@ -11,6 +11,18 @@ use crate::cluster::net::NetStats;
 use crate::cluster::tagged;
 use crate::linearizability::{Completion, History, Operation, Output, Verdict};
 
+/// What the clients' watches received, in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watched {
+    /// Watches.
+    pub watches: usize,
+    /// Revisions they received.
+    pub revisions: usize,
+    /// Streams they opened to receive them (a watch opens another after a move, a leader
+    /// change, a lost stream).
+    pub streams: usize,
+}
+
 /// Counters of the faults a run injected.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FaultStats {
@@ -66,10 +78,11 @@ pub struct RunReport {
     /// values of a key, a value held at two versions, or a value at version 0.
     pub version_violation: Option<String>,
     /// The first broken promise of a watch (`cluster/watcher.rs`): a revision out of order, a
-    /// key out of its range, or a change clients heard that a watch covering it missed.
+    /// key out of its range, or a change clients heard that a watch up to date past it
+    /// missed.
     pub watch_violation: Option<String>,
-    /// Watch sessions the clients ran, and the revisions they received in all.
-    pub watched: (usize, usize),
+    /// What the clients' watches received.
+    pub watched: Watched,
     /// The first broken Raft safety property seen while the run went on: two leaders of a
     /// group in one term, or two replicas holding different entries at an index both had
     /// committed.
@@ -172,13 +185,13 @@ impl fmt::Display for RunReport {
         let not_applied = count(|completion| *completion == Completion::NotApplied);
         let (cas_written, cas_failed) = self.compare_and_sets();
         let (batches_written, batches_failed, scans) = self.batches_and_scans();
-        let (sessions, revisions) = self.watched;
+        let Watched { watches, revisions, streams } = self.watched;
         write!(
             f,
             "seed {}: {} operations ({unknown} of unknown outcome, {not_applied} not applied; \
              compare-and-sets: {cas_written} took effect, {cas_failed} failed; batches: \
-             {batches_written} took effect, {batches_failed} failed; {scans} scans; {sessions} \
-             watches receiving {revisions} revisions), {} \
+             {batches_written} took effect, {batches_failed} failed; {scans} scans; {watches} \
+             watches receiving {revisions} revisions over {streams} streams), {} \
              configurations moving {} \
              shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
              repaired ({} retired), {} snapshots installed, {} log compactions, {:?}, {:?}, \

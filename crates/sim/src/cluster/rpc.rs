@@ -102,13 +102,27 @@ pub(crate) enum Request {
         /// How fresh.
         consistency: Consistency,
     },
-    /// A client's watch of keys of one shard from now on (`Kv.Watch`): the answer is the
-    /// replica's feed itself, which the client then takes from (production streams it).
+    /// A client's watch of keys of one shard (`Kv.Watch`): the answer is the replica's feed
+    /// itself, which the client frames as a node's stream would (production streams it).
     KvWatch {
         /// The group.
         group: GroupId,
         /// What is watched.
         watch: ShardWatch,
+        /// The level the replica must serve at.
+        consistency: Consistency,
+    },
+    /// The check of a watch's replica a node's stream makes every few seconds: a read of the
+    /// shard at the watch's level.
+    WatchCheck {
+        /// The group.
+        group: GroupId,
+        /// The shard.
+        shard: ShardId,
+        /// Of how many.
+        shard_count: u32,
+        /// The level.
+        consistency: Consistency,
     },
     /// One chunk of a shard the group `group` sends to `to` in configuration `num`
     /// (`ShardMigration.PullShard`, one chunk per request: the shard is frozen while it is
@@ -187,8 +201,8 @@ pub(crate) enum Response {
     Chunk(Result<ShardChunk, Error>),
     /// Answers [`Request::ReadLeaders`]: each led group's ownership and membership.
     Leaders(Result<BTreeMap<GroupId, LedOwnership>, Error>),
-    /// Answers [`Request::CreateGroup`], [`Request::DestroyGroup`] and
-    /// [`Request::JoinGroup`].
+    /// Answers [`Request::CreateGroup`], [`Request::DestroyGroup`], [`Request::JoinGroup`]
+    /// and [`Request::WatchCheck`].
     Done(Result<(), Error>),
     /// Answers [`Request::GroupStatus`].
     Status(Result<Box<Status>, Error>),
@@ -350,13 +364,20 @@ pub(crate) fn storage_msg(
                 reply.send(Response::KvScanned(page));
             }),
         ),
-        Request::KvWatch { group, watch: shard_watch } => watch(
+        Request::KvWatch { group, watch: shard_watch, consistency } => watch(
             group,
             shard_watch,
-            Consistency::Linearizable,
+            consistency,
             Box::new(move |result| {
                 reply.send(Response::KvWatching(result.map(|read| read.output)));
             }),
+        ),
+        Request::WatchCheck { group, shard, shard_count, consistency } => read_shard(
+            group,
+            shard,
+            shard_count,
+            consistency,
+            Box::new(move |result| reply.send(Response::Done(result.map(drop)))),
         ),
         Request::PullChunk { group, to, shard, num, cursor } => read_handoff(
             group,

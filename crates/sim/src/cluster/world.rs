@@ -30,7 +30,7 @@ use crate::cluster::net::{Envelope, Network, Packet, chance};
 use crate::cluster::node::{Outgoing, SimNode, add_stats};
 use crate::cluster::raft_safety::RaftSafety;
 use crate::cluster::repair::{REPAIR_TICK_MS, SimRepairer};
-use crate::cluster::report::{FaultStats, RunReport};
+use crate::cluster::report::{FaultStats, RunReport, Watched};
 use crate::cluster::rpc::{
     Caller, CompletionSink, ControllerProcess, Endpoint, Io, Reply, Request, RequestId, Response,
     controller_msg, storage_msg,
@@ -448,19 +448,23 @@ impl World {
         }
     }
 
-    /// The clients' watch sessions and the revisions they received, and the first broken
-    /// promise of a watch: seen as it received, or a change clients heard that a watch
-    /// covering it missed (`watcher.rs`).
-    fn watches(&self) -> ((usize, usize), Option<String>) {
+    /// The clients' watches, the revisions and streams they received them over, and the
+    /// first broken promise of a watch: seen as it received, or a change clients heard that a
+    /// watch up to date past it missed (`watcher.rs`).
+    fn watches(&self) -> (Watched, Option<String>) {
         let (mut spans, mut violation) = (Vec::new(), None);
         for client in &self.clients {
             let (watched, broken) = client.watched();
             violation = violation.or(broken);
             spans.extend(watched);
         }
-        let revisions = spans.iter().map(|span| span.revisions.len()).sum();
+        let watched = Watched {
+            watches: spans.len(),
+            revisions: spans.iter().map(|span| span.revisions.len()).sum(),
+            streams: spans.iter().map(|span| span.streams as usize).sum(),
+        };
         let violation = violation.or_else(|| missed_changes(&spans, &self.versions));
-        ((spans.len(), revisions), violation)
+        (watched, violation)
     }
 
     fn store_stats(&self) -> StoreStats {
