@@ -230,8 +230,8 @@ impl<S: RoutingSource> ShardFollow<S> {
                 Err(failure) => self.follow.on_failure(failure),
             };
             let failure = match then {
-                Then::Refresh { at_least } => {
-                    self.inner.refresh_to(&routing, at_least, deadline(), &mut backoff).await;
+                Then::Refresh => {
+                    self.inner.refresh(&routing, deadline()).await;
                     continue;
                 }
                 Then::Again => {

@@ -49,12 +49,13 @@ pub struct WatchedRevision {
 /// What comes after a stream ended.
 #[derive(Debug)]
 pub enum Then {
-    /// The shard left the group: read a placement of at least this configuration, then watch
-    /// at the shard's owner in it.
-    Refresh {
-        /// The configuration the placement must be of, or later.
-        at_least: u64,
-    },
+    /// The shard left the group: read the latest placement, then watch at the shard's owner
+    /// in it. (Not "a placement newer than the stream's": found by the simulator, a replica
+    /// behind the stream's placement, which had the shard before and gives it away now,
+    /// sends this end too, and the placement that shows the shard back at its group may be
+    /// the newest there is; waiting for a newer one held the watch for the whole request
+    /// timeout each time.)
+    Refresh,
     /// Watch again at the same replica (its feed was reset, or the watcher lagged).
     Again,
     /// The attempt failed this way: [`crate::retry::Retry::after`] says where the next goes.
@@ -89,8 +90,6 @@ pub struct Follow {
     next: Option<u64>,
     /// The revision the watch started from, once known.
     from: Option<u64>,
-    /// The configuration of the placement the current stream was opened by.
-    config_num: u64,
     /// The changes of a revision the current stream has not sent all of yet.
     partial: Option<WatchedRevision>,
     /// True until the current stream's first message.
@@ -116,7 +115,6 @@ impl Follow {
             consistency,
             next: from,
             from,
-            config_num: 0,
             partial: None,
             first: true,
         }
@@ -152,17 +150,16 @@ impl Follow {
         self.from
     }
 
-    /// A new stream, opened by a placement of configuration `config_num`: what the stream
-    /// before sent of a revision it did not complete is dropped. Returns the revision the
-    /// stream starts from (`None`: now).
-    pub fn open(&mut self, config_num: u64) -> Option<u64> {
-        self.config_num = config_num;
+    /// A new stream: what the stream before sent of a revision it did not complete is
+    /// dropped. Returns the revision the stream starts from (`None`: now).
+    pub fn open(&mut self) -> Option<u64> {
         self.partial = None;
         self.first = true;
         self.next
     }
 
-    /// The request opening a new stream at `group` ([`Follow::open`]).
+    /// The request opening a new stream at `group` of the placement of configuration
+    /// `config_num` ([`Follow::open`]).
     pub fn request(&mut self, group: mosaic_engine::GroupId, config_num: u64) -> pb::WatchRequest {
         pb::WatchRequest {
             group_id: group.0,
@@ -170,7 +167,7 @@ impl Follow {
             config_num,
             start: self.start.clone(),
             end: self.end.clone(),
-            from_revision: self.open(config_num),
+            from_revision: self.open(),
             consistency: pb::Consistency::from(self.consistency) as i32,
             shard_count: self.shard_count,
         }
@@ -222,7 +219,7 @@ impl Follow {
     fn on_end(&self, end: pb::WatchEnd) -> Then {
         use pb::watch_end::Reason;
         match Reason::try_from(end.reason) {
-            Ok(Reason::WatchEndMoved) => Then::Refresh { at_least: self.config_num + 1 },
+            Ok(Reason::WatchEndMoved) => Then::Refresh,
             // The shard's keys are gone and its revisions start over elsewhere.
             Ok(Reason::WatchEndUnowned) => {
                 self.on_failure(Failure::Compacted { oldest_revision: 1 })
@@ -285,14 +282,14 @@ mod tests {
     #[test]
     fn a_watch_from_now_starts_after_the_first_message_and_skips_what_it_had() {
         let mut follow = follow(None);
-        assert_eq!(follow.open(4), None);
+        assert_eq!(follow.open(), None);
         let heard = follow.on_message(message(7, &[]));
         assert!(heard.registered);
         assert_eq!((heard.resume_at, follow.from()), (Some(8), Some(8)));
         let heard = follow.on_message(message(9, &[(8, "{t}a"), (9, "{t}b")]));
         assert_eq!((revisions(&heard), heard.resume_at), (vec![8, 9], Some(10)));
         // A new stream that sends 9 again gives it no second time.
-        assert_eq!(follow.open(4), Some(10));
+        assert_eq!(follow.open(), Some(10));
         let heard = follow.on_message(message(9, &[]));
         assert!(heard.registered && heard.then.is_none());
         let heard = follow.on_message(message(10, &[(9, "{t}b"), (10, "{t}c")]));
@@ -304,7 +301,7 @@ mod tests {
     #[test]
     fn a_first_message_behind_the_revision_needed_ends_the_watch_unless_stale() {
         let mut follow = follow(Some(6));
-        follow.open(1);
+        follow.open();
         let heard = follow.on_message(message(3, &[]));
         assert!(!heard.registered && heard.resume_at.is_none());
         assert!(matches!(
@@ -316,7 +313,7 @@ mod tests {
         ));
         let range = (Bytes::new(), None);
         let mut stale = Follow::new(ShardId(3), 8, range, Consistency::Stale, Some(6));
-        stale.open(1);
+        stale.open();
         let heard = stale.on_message(message(3, &[]));
         assert!(heard.registered && heard.then.is_none());
         assert_eq!(heard.resume_at, Some(6));
@@ -327,12 +324,12 @@ mod tests {
     #[test]
     fn a_revision_is_given_whole_after_its_last_part_even_across_streams() {
         let mut follow = follow(Some(1));
-        follow.open(1);
+        follow.open();
         follow.on_message(message(0, &[]));
         let heard = follow.on_message(message(0, &[(1, "{t}a")]));
         assert!(heard.revisions.is_empty());
         assert_eq!(heard.resume_at, Some(1));
-        follow.open(1);
+        follow.open();
         follow.on_message(message(0, &[]));
         assert!(follow.on_message(message(0, &[(1, "{t}a")])).revisions.is_empty());
         let heard = follow.on_message(message(1, &[(1, "{t}b")]));
@@ -341,23 +338,23 @@ mod tests {
         assert_eq!(heard.resume_at, Some(2));
     }
 
-    /// How a stream ends decides what comes next: a move refreshes the placement past the
-    /// stream's and resumes after the shard's last revision here; a reset watches again; a
+    /// How a stream ends decides what comes next: a move reads the latest placement and
+    /// resumes after the shard's last revision here; a reset watches again; a
     /// refusal is a failed attempt; a shard whose keys are gone ends the watch.
     #[test]
     fn each_end_says_what_comes_next() {
         use pb::watch_end::Reason;
         let mut follow = follow(Some(5));
-        follow.open(7);
+        follow.open();
         follow.on_message(message(4, &[]));
         let heard = follow.on_message(ended(4, Reason::WatchEndMoved, 6));
-        assert!(matches!(heard.then, Some(Then::Refresh { at_least: 8 })));
+        assert!(matches!(heard.then, Some(Then::Refresh)));
         assert_eq!(heard.resume_at, Some(7), "revisions 5 and 6 made nothing in the range");
-        follow.open(8);
+        follow.open();
         follow.on_message(message(6, &[]));
         let heard = follow.on_message(ended(6, Reason::WatchEndReset, 0));
         assert!(matches!(heard.then, Some(Then::Again)));
-        follow.open(8);
+        follow.open();
         follow.on_message(message(6, &[]));
         let not_leader = pb::ErrorDetail {
             kind: Some(pb::error_detail::Kind::NotLeader(pb::NotLeader {
@@ -369,7 +366,7 @@ mod tests {
         refused.end.as_mut().expect("an end").detail = Some(not_leader);
         let heard = follow.on_message(refused);
         assert!(matches!(heard.then, Some(Then::Retry(Failure::NotLeader { leader: Some(_) }))));
-        follow.open(8);
+        follow.open();
         follow.on_message(message(6, &[]));
         let heard = follow.on_message(ended(6, Reason::WatchEndUnowned, 6));
         assert!(matches!(heard.then, Some(Then::Fail(ClientError::Compacted { .. }))));

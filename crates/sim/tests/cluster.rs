@@ -95,6 +95,16 @@ fn atomic_batches_and_scans_of_tagged_keys_stay_linearizable_under_faults() {
     );
 }
 
+/// Found by the sweep above once watches followed shards (seed 805): a stream at a replica
+/// behind the client's placement (configuration 5 gave the shard back to the group; the
+/// replica was applying 4, which took it away) ended `MOVED`, and the follow asked for a
+/// placement newer than 5, which never came: the watch, and the client reading placements
+/// for it, waited for ever. A move now reads the latest placement.
+#[test]
+fn a_watch_moved_away_from_a_replica_behind_its_placement_reads_the_latest_one() {
+    assert_seeds_pass([(805, batches_config())]);
+}
+
 /// Wider: five controller replicas, groups of five on seven storage nodes, sixteen shards,
 /// six clients on ten keys, half their reads under the leader's lease, three nodes down at
 /// once, and an operator replacing group members (see `members_replaced_...`; here logs

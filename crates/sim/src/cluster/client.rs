@@ -248,7 +248,7 @@ impl SimClient {
         match &self.op {
             Some(op) => format!(
                 "client {}: {} on {:?} (shard {}) called at {} ms, waiting for {:?}, last refused \
-                 with {:?}, configuration {:?}",
+                 with {:?}, configuration {:?}, asking for {:?}",
                 self.index,
                 op.id,
                 op.key,
@@ -257,6 +257,7 @@ impl SimClient {
                 self.waiting,
                 self.last_refusal,
                 self.routing.as_ref().map(Routing::config_num),
+                self.refresh,
             ),
             None => format!("client {}: idle, {:?} operations left", self.index, self.budget),
         }

@@ -204,7 +204,10 @@ impl SimWatch {
                 let Some(routing) = lent.routing else { return };
                 let shard = self.follow.shard();
                 let Some(group) = routing.group_of(shard) else {
-                    ask_refresh(lent.refresh, routing.config_num() + 1);
+                    // No owner in this placement: read the latest (as a client's watch task
+                    // does, after a pause).
+                    *not_before = now + 1 + lent.io.rng.below(PAUSE_MS_MAX);
+                    ask_refresh(lent.refresh, 0);
                     return;
                 };
                 let at = match (target.take(), skip.take()) {
@@ -212,7 +215,7 @@ impl SimWatch {
                     (None, Some(node)) => next_member(routing, group, node),
                     (None, None) => lent.leaders.preferred(routing, group),
                 };
-                let from = self.follow.open(routing.config_num());
+                let from = self.follow.open();
                 let (start, end) = self.span.range.clone();
                 let watch = ShardWatch {
                     shard,
@@ -413,8 +416,8 @@ impl SimWatch {
             Stream::Closed { .. } => unreachable!("a stream ends only once open or opening"),
         };
         let failure = match then {
-            Then::Refresh { at_least } => {
-                ask_refresh(lent.refresh, at_least);
+            Then::Refresh => {
+                ask_refresh(lent.refresh, 0);
                 return;
             }
             Then::Again => {
@@ -441,8 +444,8 @@ impl SimWatch {
     }
 }
 
-/// Asks the client for a placement of configuration `at_least` or later (and newer than its
-/// own, read before it next routes anything).
+/// Asks the client to read the latest placement before it next routes anything, and to
+/// wait for one of configuration `at_least` or later.
 fn ask_refresh(refresh: &mut Option<Refresh>, at_least: u64) {
     let at_least = refresh.as_ref().map_or(at_least, |asked| asked.at_least.max(at_least));
     let skip = refresh.as_ref().and_then(|asked| asked.skip);
