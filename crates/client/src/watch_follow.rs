@@ -88,8 +88,6 @@ pub struct Follow {
     consistency: Consistency,
     /// The next revision needed; `None` until the first stream says where "now" is.
     next: Option<u64>,
-    /// The revision the watch started from, once known.
-    from: Option<u64>,
     /// The changes of a revision the current stream has not sent all of yet.
     partial: Option<WatchedRevision>,
     /// True until the current stream's first message.
@@ -107,17 +105,7 @@ impl Follow {
         consistency: Consistency,
         from: Option<u64>,
     ) -> Self {
-        Self {
-            shard,
-            shard_count,
-            start,
-            end,
-            consistency,
-            next: from,
-            from,
-            partial: None,
-            first: true,
-        }
+        Self { shard, shard_count, start, end, consistency, next: from, partial: None, first: true }
     }
 
     /// The shard.
@@ -142,12 +130,6 @@ impl Follow {
     #[must_use]
     pub fn next(&self) -> Option<u64> {
         self.next
-    }
-
-    /// The revision the watch started from, once known.
-    #[must_use]
-    pub fn from(&self) -> Option<u64> {
-        self.from
     }
 
     /// A new stream: what the stream before sent of a revision it did not complete is
@@ -176,7 +158,6 @@ impl Follow {
     /// What the current stream's next `message` gives.
     pub fn on_message(&mut self, message: pb::WatchResponse) -> Heard {
         let next = *self.next.get_or_insert(message.revision + 1);
-        self.from.get_or_insert(next);
         let mut heard = Heard::default();
         if std::mem::take(&mut self.first) {
             if self.consistency != Consistency::Stale && message.revision + 1 < next {
@@ -285,7 +266,7 @@ mod tests {
         assert_eq!(follow.open(), None);
         let heard = follow.on_message(message(7, &[]));
         assert!(heard.registered);
-        assert_eq!((heard.resume_at, follow.from()), (Some(8), Some(8)));
+        assert_eq!((heard.resume_at, follow.next()), (Some(8), Some(8)));
         let heard = follow.on_message(message(9, &[(8, "{t}a"), (9, "{t}b")]));
         assert_eq!((revisions(&heard), heard.resume_at), (vec![8, 9], Some(10)));
         // A new stream that sends 9 again gives it no second time.

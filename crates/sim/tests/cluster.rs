@@ -105,6 +105,15 @@ fn a_watch_moved_away_from_a_replica_behind_its_placement_reads_the_latest_one()
     assert_seeds_pass([(805, batches_config())]);
 }
 
+/// Found in review: a client of the wide cluster (members replaced) watching after a scan
+/// answered by a leader hinted outside its placement panicked building the first stream's
+/// target (`Target::member`).
+#[test]
+fn a_watch_after_a_scan_answered_outside_the_placement_opens_there() {
+    let config = SimConfig { batch_tags: 2, watches: true, ..wide_config() };
+    assert_seeds_pass([(3036, config)]);
+}
+
 /// Wider: five controller replicas, groups of five on seven storage nodes, sixteen shards,
 /// six clients on ten keys, half their reads under the leader's lease, three nodes down at
 /// once, and an operator replacing group members (see `members_replaced_...`; here logs

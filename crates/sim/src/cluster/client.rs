@@ -481,7 +481,8 @@ impl SimClient {
             (shard, self.shard_count),
             tagged::range(tag),
             from,
-            Target::member(routing, target),
+            // The scan's replica may be a leader hinted outside the placement.
+            target_of(routing, target),
             io.now,
             self.watches_lose_revisions,
         );
@@ -789,10 +790,7 @@ impl SimClient {
             panic!("client {}: node {target} refused group {group}: {failure}", self.index);
         }
         let routing = self.routing.as_ref().expect("an attempt was routed");
-        let target = match routing.address(target) {
-            Some(_) => Target::member(routing, target),
-            None => Target { node: target, address: address_of(target) },
-        };
+        let target = target_of(routing, target);
         let next = self.retry.after(
             failure,
             routing,
@@ -837,6 +835,15 @@ fn read_consistency(reads: ReadMode, rng: &mut SplitMix64) -> Consistency {
         ReadMode::LinearizableOrLease if rng.below(2) == 0 => Consistency::Lease,
         ReadMode::LinearizableOrLease => Consistency::Linearizable,
         ReadMode::StaleAtAnyReplica => Consistency::Stale,
+    }
+}
+
+/// `node` as a target: a member of `routing`'s groups, or a leader a hint named from
+/// outside them.
+fn target_of(routing: &Routing, node: NodeId) -> Target {
+    match routing.address(node) {
+        Some(_) => Target::member(routing, node),
+        None => Target { node, address: address_of(node) },
     }
 }
 

@@ -36,7 +36,7 @@ use mosaic_client::refusal::to_status;
 use mosaic_client::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
 use mosaic_client::watch_follow::{Follow, Heard, Then};
 use mosaic_client::watch_frames::Frames;
-use mosaic_client::{Consistency as ClientConsistency, Routing};
+use mosaic_client::{ClientError, Consistency as ClientConsistency, Routing};
 use mosaic_engine::{GroupId, ShardId};
 use mosaic_proto::pb;
 use mosaic_raftstore::{Consistency, Error};
@@ -142,6 +142,10 @@ pub(crate) struct SimWatch {
     loses_revisions: bool,
     /// The first broken promise seen.
     violation: Option<String>,
+    /// The current stream gave a cause to end the watch `Compacted`, as the watch itself
+    /// reads what it got (a `Compacted` refusal, an `UNOWNED` end, a first message behind the
+    /// revision needed): an end `Compacted` without one is a broken promise.
+    compacted_seen: bool,
 }
 
 impl SimWatch {
@@ -176,6 +180,7 @@ impl SimWatch {
             span,
             loses_revisions,
             violation: None,
+            compacted_seen: false,
         }
     }
 
@@ -266,12 +271,21 @@ impl SimWatch {
                         let routing = routing.clone();
                         let (frames, first) =
                             Frames::new(receiver.from, receiver.published(), MESSAGE_BYTES_MAX);
+                        // Where the watch starts, as the replica registered it: not as
+                        // the follow under test says (a follow that starts late from now
+                        // would otherwise set the start of its own check).
+                        if self.span.from == 0 {
+                            self.span.from = receiver.from;
+                        }
+                        let needed = self.follow.next().unwrap_or(0);
+                        self.compacted_seen = first.revision + 1 < needed;
                         let check = Check::Due(lent.io.now + CHECK_INTERVAL_MS);
                         self.stream =
                             Stream::Open { receiver, frames, target, group, routing, check };
                         self.hear(lent, first);
                     }
                     Err(error) => {
+                        self.compacted_seen = matches!(error, Error::Compacted { .. });
                         let then = self.follow.on_failure(failure_of(&error));
                         self.then(lent, then);
                     }
@@ -290,6 +304,7 @@ impl SimWatch {
                         self.take_queued(lent, Some(published));
                     }
                     Err(error) => {
+                        self.compacted_seen |= matches!(error, Error::Compacted { .. });
                         // What is queued first: an end among it is the stream's real end.
                         if self.take_queued(lent, None)
                             && let Stream::Open { frames, .. } = &self.stream
@@ -355,10 +370,9 @@ impl SimWatch {
 
     /// Hears one message of the current stream.
     fn hear(&mut self, lent: &mut Lent<'_, '_>, message: pb::WatchResponse) {
+        let unowned = pb::watch_end::Reason::WatchEndUnowned as i32;
+        self.compacted_seen |= message.end.as_ref().is_some_and(|end| end.reason == unowned);
         let Heard { revisions, registered: _, resume_at, then } = self.follow.on_message(message);
-        if self.span.from == 0 {
-            self.span.from = self.follow.from().unwrap_or(0);
-        }
         for revision in revisions {
             self.receive(lent.versions, revision);
         }
@@ -425,6 +439,15 @@ impl SimWatch {
                 return;
             }
             Then::Fail(error) => {
+                if matches!(error, ClientError::Compacted { .. }) && !self.compacted_seen {
+                    self.violation.get_or_insert_with(|| {
+                        format!(
+                            "{} watching from revision {}: the watch ended ({error}) with no \
+                             refusal, end or first message that says so",
+                            self.span.watcher, self.span.from
+                        )
+                    });
+                }
                 self.span.ended = Some(error.to_string());
                 return;
             }
