@@ -56,7 +56,10 @@ pub struct RocksConfig {
     /// Background flush and compaction threads. Default: 2 (one per core).
     pub background_jobs: i32,
     /// Once the write-ahead logs exceed this, the column families holding the oldest log are
-    /// flushed, so a rarely written column family cannot pin old logs. Default: 1 GiB.
+    /// flushed, so a rarely written column family cannot pin old logs: it bounds the WAL on
+    /// disk and what a restart replays. Default: 256 MiB (four write buffers: the two column
+    /// families written all the time, the Raft log and the data, flush as their buffers fill
+    /// well before it).
     pub max_total_wal_bytes: u64,
 }
 
@@ -71,7 +74,7 @@ impl Default for RocksConfig {
             bottommost_compression: Compression::Zstd,
             wal_sync: WalSyncPolicy::AsRequested,
             background_jobs: 2,
-            max_total_wal_bytes: 1 << 30,
+            max_total_wal_bytes: 256 << 20,
         }
     }
 }

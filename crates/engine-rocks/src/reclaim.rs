@@ -5,7 +5,10 @@
 //! until a compaction rewrites those files, which for a shard that is never written again may
 //! be never. The reclaimer compacts each range it is handed ([`mosaic_engine::KvEngine::reclaim`])
 //! on a thread of its own, one range at a time, so writers never wait for it and automatic
-//! compactions keep running beside it.
+//! compactions keep running beside it. Once no range waits, it flushes every column family:
+//! RocksDB keeps a write-ahead log file while any column family holds a write of it in a
+//! memtable, so one small write to a rarely written column family would otherwise keep every
+//! log file after it, the deleted data's included, until the WAL limit forces a flush.
 //!
 //! Invariants:
 //! - At most [`WAITING_MAX`] ranges wait, plus one per column family. Past that, a new range
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use mosaic_engine::keys::KeyRange;
 use mosaic_engine::{ColumnFamily, Error, Result};
-use rocksdb::{BottommostLevelCompaction, CompactOptions, DB};
+use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, FlushOptions};
 
 /// The most ranges that wait before they are merged.
 pub(crate) const WAITING_MAX: usize = 1024;
@@ -192,6 +195,9 @@ fn run(shared: &Shared, db: &DB, path: &Path) {
             }
         };
         compact(db, path, cf, &range);
+        if shared.lock().waiting.is_empty() {
+            flush_all(db, path);
+        }
         let mut state = shared.lock();
         state.running = false;
         state.completed += 1;
@@ -217,6 +223,26 @@ fn compact(db: &DB, path: &Path, cf: ColumnFamily, range: &KeyRange) {
         cf = cf.name(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "compacted a deleted range"
+    );
+}
+
+/// Flushes the memtable of every column family, so that no write-ahead log file is kept for
+/// them (RocksDB then deletes the files nothing needs).
+fn flush_all(db: &DB, path: &Path) {
+    let started = Instant::now();
+    let mut options = FlushOptions::default();
+    options.set_wait(true);
+    for cf in ColumnFamily::ALL {
+        let Some(handle) = db.cf_handle(cf.name()) else { continue };
+        if let Err(error) = db.flush_cf_opt(handle, &options) {
+            // The space comes back at the next flush RocksDB makes by itself.
+            tracing::warn!(path = %path.display(), cf = cf.name(), %error, "cannot flush");
+        }
+    }
+    tracing::debug!(
+        path = %path.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "flushed every column family after reclaiming"
     );
 }
 

@@ -45,12 +45,13 @@ fn fill(engine: &RocksEngine, shard: ShardId, mib: u64) {
     }
 }
 
-/// The bytes of the table files in `dir`, as the file system sees them.
-fn sst_bytes_on_disk(dir: &Path) -> u64 {
+/// The bytes of the files in `dir` whose extension is `ext` (`None`: every file), as the file
+/// system sees them.
+fn bytes_on_disk(dir: &Path, ext: Option<&str>) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap())
-        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sst"))
+        .filter(|entry| ext.is_none_or(|ext| entry.path().extension().is_some_and(|e| e == ext)))
         .map(|entry| entry.metadata().unwrap().len())
         .sum()
 }
@@ -83,7 +84,8 @@ fn deleting_a_shard_gives_its_disk_space_back() {
     assert!(engine.kv().wait_reclaimed(Duration::from_secs(120)), "reclaim did not finish");
     let after = engine.kv().live_sst_bytes().unwrap();
     // RocksDB deletes a compacted file once nothing reads it: give it a moment.
-    let on_disk = settle(Duration::from_secs(10), 8 * MIB, || sst_bytes_on_disk(dir.path()));
+    let on_disk =
+        settle(Duration::from_secs(10), 8 * MIB, || bytes_on_disk(dir.path(), Some("sst")));
     eprintln!(
         "table files: {} MiB before deleting a 48 MiB shard, {} MiB after ({} MiB on disk); \
          reclaim {:?}",
@@ -101,6 +103,41 @@ fn deleting_a_shard_gives_its_disk_space_back() {
         assert_eq!(read, Some(value(KEPT, i)), "kept shard's key {i}");
     }
     assert_eq!(engine.get_data(GROUP, DOOMED, &key(0)).unwrap(), None);
+}
+
+/// Found by an operator's trial (a group holding 256 MiB gave its shards away and left, and
+/// its nodes kept 538 MB of write-ahead log): RocksDB keeps a WAL file while any column
+/// family holds a write of it in a memtable, so one small write to a rarely written column
+/// family pinned every WAL file written after it, deleted data and all, up to the WAL limit.
+/// After a bulk delete is reclaimed, every column family is flushed, so the WAL the deleted
+/// data filled goes too, and the whole directory, not only its table files, shrinks.
+#[test]
+fn deleting_a_shard_gives_its_write_ahead_log_back_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), IDENTITY, &RocksConfig::small()).unwrap();
+    let mut pin = WriteBatch::new();
+    pin.put_node_metadata(Bytes::from_static(b"a-rarely-written-key"), Bytes::from_static(b"1"));
+    engine.write(&pin, WriteOptions { sync: true }).unwrap();
+    fill(&engine, DOOMED, 40);
+    let wal_before = bytes_on_disk(dir.path(), Some("log"));
+    assert!(wal_before >= 32 * MIB, "the WAL holds only {wal_before} bytes: nothing pinned it");
+
+    let mut batch = WriteBatch::new();
+    batch.delete_shard(GROUP, DOOMED);
+    engine.write(&batch, WriteOptions { sync: true }).unwrap();
+    assert!(engine.kv().wait_reclaimed(Duration::from_secs(120)), "reclaim did not finish");
+    let wal = settle(Duration::from_secs(10), 8 * MIB, || bytes_on_disk(dir.path(), Some("log")));
+    let all = settle(Duration::from_secs(10), 16 * MIB, || bytes_on_disk(dir.path(), None));
+    eprintln!(
+        "write-ahead log: {} MiB before deleting a 40 MiB shard, {} MiB after; the whole \
+         directory {} MiB after",
+        wal_before / MIB,
+        wal / MIB,
+        all / MIB
+    );
+    assert!(wal <= 8 * MIB, "{wal} bytes of write-ahead log left after the delete");
+    assert!(all <= 16 * MIB, "{all} bytes left in the directory after the delete");
+    assert_eq!(engine.node_metadata(b"a-rarely-written-key").unwrap().as_deref(), Some(&b"1"[..]));
 }
 
 /// A snapshot taken before the delete (a migration's pull still reading the shard) reads every
