@@ -30,22 +30,28 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// The bytes of RocksDB's table files under `dir`, as the file system sees them.
-fn table_bytes(dir: &Path) -> u64 {
+/// The bytes of the files under `dir` whose extension is `ext` (`None`: every file), as the
+/// file system sees them.
+fn file_bytes(dir: &Path, ext: Option<&str>) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .map(|entry| entry.unwrap())
         .map(|entry| {
             let path = entry.path();
             if path.is_dir() {
-                table_bytes(&path)
-            } else if path.extension().is_some_and(|ext| ext == "sst") {
+                file_bytes(&path, ext)
+            } else if ext.is_none_or(|ext| path.extension().is_some_and(|e| e == ext)) {
                 entry.metadata().map_or(0, |metadata| metadata.len())
             } else {
                 0
             }
         })
         .sum()
+}
+
+/// The bytes of RocksDB's table files under `dir`.
+fn table_bytes(dir: &Path) -> u64 {
+    file_bytes(dir, Some("sst"))
 }
 
 /// Value `i`: bytes that do not compress, so the table files' sizes follow the data's.
@@ -111,6 +117,26 @@ async fn a_large_shard_moves_without_being_held_in_memory() {
         disk_after.iter().all(|bytes| *bytes <= bound),
         "the old owner's table files are {disk_after:?} bytes after handing off {mib} MiB"
     );
+    // The whole data directory, the write-ahead log included: the reclaim flushes every
+    // column family once the deleted range is compacted, so the WAL that carried the shard
+    // goes too (it stayed, up to the WAL limit, before). Beyond the table files' bound, what
+    // is left is RocksDB's own files (its info log, manifest, options) and the WAL since.
+    let whole_bound = bound + (64 << 20);
+    let mut whole = moved.senders_whole();
+    while whole.iter().any(|bytes| *bytes > whole_bound) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        whole = moved.senders_whole();
+    }
+    let wal: Vec<u64> =
+        moved.senders.iter().map(|dir| file_bytes(dir, Some("log")) >> 20).collect();
+    eprintln!(
+        "senders' whole data directories after {:?} MiB, of which write-ahead log {wal:?} MiB",
+        whole.iter().map(|b| b >> 20).collect::<Vec<_>>(),
+    );
+    assert!(
+        whole.iter().all(|bytes| *bytes <= whole_bound),
+        "the old owner's data directories hold {whole:?} bytes after handing off {mib} MiB"
+    );
 }
 
 /// What moving a shard measured.
@@ -168,5 +194,10 @@ impl Moved {
     /// The sending nodes' table files now, in bytes.
     fn senders_disk(&self) -> Vec<u64> {
         self.senders.iter().map(|dir| table_bytes(dir)).collect()
+    }
+
+    /// The sending nodes' whole data directories now, in bytes.
+    fn senders_whole(&self) -> Vec<u64> {
+        self.senders.iter().map(|dir| file_bytes(dir, None)).collect()
     }
 }
