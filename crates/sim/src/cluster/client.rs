@@ -51,7 +51,7 @@ use mosaic_client::{Routing, shard_for_key};
 use mosaic_controller::{Configuration, ControllerQuery};
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{NodeId, SplitMix64};
-use mosaic_raftstore::Consistency;
+use mosaic_raftstore::{Consistency, Error};
 use mosaic_shardkv::{
     KvBatch, KvGet, KvWrite, ScanEntry, ScanPage, ShardScan, Version, WriteEffect, WriteKind,
 };
@@ -395,9 +395,7 @@ impl SimClient {
                     }
                     Err(error) => {
                         self.last_refusal = Some(format!("node {target} group {group}: {error}"));
-                        // What a client of a real node makes of it: the node's status for the
-                        // refusal, read back by the client's decision table.
-                        let failure = classify_status(&to_status(&error, hint_address));
+                        let failure = failure_of(&error);
                         if failure.action() == Action::RenewSession
                             && !self.sessions.contains(&op.shard)
                         {
@@ -850,6 +848,12 @@ fn target_of(routing: &Routing, node: NodeId) -> Target {
 /// A simulated node's address, as its agent registers it and a leader hint names it.
 pub(crate) fn address_of(node: NodeId) -> String {
     format!("sim-{node}:1")
+}
+
+/// What a client of a real node makes of a store's refusal: the node's status for it
+/// (`mosaic_client::refusal::to_status`), read back by the client's decision table.
+pub(crate) fn failure_of(error: &Error) -> Failure {
+    classify_status(&to_status(error, hint_address))
 }
 
 /// The address a node's refusal gives for the leader it names (empty for none).

@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use mosaic_client::classify::{Failure, classify_status};
+use mosaic_client::classify::Failure;
 use mosaic_client::refusal::to_status;
 use mosaic_client::retry::{Leaders, Next, Refresh, Retry, Target, next_member};
 use mosaic_client::watch_follow::{Follow, Heard, Then};
@@ -45,7 +45,7 @@ use mosaic_shardkv::watch::{ShardWatch, WatchEnd, WatchEvent, WatchRange, WatchR
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::cluster::Time;
-use crate::cluster::client::hint_address;
+use crate::cluster::client::{failure_of, hint_address};
 use crate::cluster::rpc::{Io, Request, RequestId, Response};
 use crate::cluster::versions::VersionLedger;
 
@@ -61,8 +61,10 @@ const ANSWER_MS_MAX: Time = 500;
 const PAUSE_MS_MAX: Time = 40;
 /// The node's message limit: small, so that a batch's revision is split over messages.
 const MESSAGE_BYTES_MAX: usize = 320;
-/// The level its replicas serve at.
+/// The level its replicas serve at, as the client names it...
 const CONSISTENCY: ClientConsistency = ClientConsistency::Linearizable;
+/// ... and as the store reads the registration and the checks at.
+const STORE_CONSISTENCY: Consistency = Consistency::Linearizable;
 
 /// What one watch received.
 #[derive(Clone, Debug)]
@@ -228,8 +230,8 @@ impl SimWatch {
                     from,
                     range: WatchRange { start, end: Some(end) },
                 };
-                let consistency = Consistency::Linearizable;
-                let id = lent.io.request(at.node, Request::KvWatch { group, watch, consistency });
+                let request = Request::KvWatch { group, watch, consistency: STORE_CONSISTENCY };
+                let id = lent.io.request(at.node, request);
                 self.span.streams += 1;
                 let deadline = now + ANSWER_MS_MAX;
                 let routing = routing.clone();
@@ -355,7 +357,7 @@ impl SimWatch {
                     group: *group,
                     shard: self.follow.shard(),
                     shard_count: self.follow.shard_count(),
-                    consistency: Consistency::Linearizable,
+                    consistency: STORE_CONSISTENCY,
                 };
                 let id = lent.io.request(target.node, request);
                 *check = Check::Asked { id, published, deadline: now + ANSWER_MS_MAX };
@@ -473,11 +475,6 @@ fn ask_refresh(refresh: &mut Option<Refresh>, at_least: u64) {
     let at_least = refresh.as_ref().map_or(at_least, |asked| asked.at_least.max(at_least));
     let skip = refresh.as_ref().and_then(|asked| asked.skip);
     *refresh = Some(Refresh { at_least, skip });
-}
-
-/// What a client of a real node makes of a refusal: the node's status, read back.
-fn failure_of(error: &Error) -> Failure {
-    classify_status(&to_status(error, hint_address))
 }
 
 /// The first version a client heard that a watch up to date past it does not hold: a key of
