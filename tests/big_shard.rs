@@ -137,6 +137,16 @@ async fn a_large_shard_moves_without_being_held_in_memory() {
         whole.iter().all(|bytes| *bytes <= whole_bound),
         "the old owner's data directories hold {whole:?} bytes after handing off {mib} MiB"
     );
+    // The new owner holds the shard once, plus what the docs bound: its Raft log is compacted
+    // by bytes (a log of 1 MiB chunks never reaches the count of entries), the WAL is at most
+    // `max_total_wal_bytes`.
+    let held: Vec<u64> = moved.receivers.iter().map(|dir| file_bytes(dir, None) >> 20).collect();
+    let logs: Vec<u64> =
+        moved.receivers.iter().map(|dir| file_bytes(dir, Some("log")) >> 20).collect();
+    eprintln!(
+        "receivers' whole data directories {held:?} MiB for a {mib} MiB shard, of which \
+         write-ahead log {logs:?} MiB"
+    );
 }
 
 /// What moving a shard measured.
@@ -147,6 +157,8 @@ struct Moved {
     disk_before: Vec<u64>,
     /// The sending nodes' data directories.
     senders: Vec<PathBuf>,
+    /// The receiving nodes' data directories.
+    receivers: Vec<PathBuf>,
     /// The processes, kept running while the caller measures.
     _processes: (Processes, Processes),
 }
@@ -187,7 +199,8 @@ async fn move_shard(mib: usize) -> Moved {
         assert!(read.as_deref() == Some(value(i).as_slice()), "value {i} did not arrive intact");
     }
     let senders = [1, 2, 3].map(|id| nodes.data_dir(id)).into();
-    Moved { rss_growth: growth, disk_before, senders, _processes: (controllers, nodes) }
+    let receivers = [4, 5, 6].map(|id| nodes.data_dir(id)).into();
+    Moved { rss_growth: growth, disk_before, senders, receivers, _processes: (controllers, nodes) }
 }
 
 impl Moved {

@@ -38,6 +38,13 @@ pub struct StoreConfig {
     /// Applied entries kept after a compaction, so followers that lag a little catch up from
     /// the log instead of a snapshot. Must be below `compact_log_after_entries`. Default 1,000.
     pub compact_log_keep_entries: u64,
+    /// A group also compacts its log once the applied entries in it hold more than this many
+    /// bytes (a log of few large entries never reaches the count). Default 64 MiB.
+    pub compact_log_after_bytes: u64,
+    /// Bytes of applied entries kept after a compaction, at most (a compaction keeps what fits
+    /// both this and `compact_log_keep_entries`). Must be below `compact_log_after_bytes`.
+    /// Default 16 MiB.
+    pub compact_log_keep_bytes: u64,
     /// Bytes of records per snapshot chunk, at most (one record is always sent). Default 1 MiB.
     pub snapshot_chunk_bytes_max: u64,
     /// A received snapshot larger than this is refused (it is held in memory until it is
@@ -60,6 +67,8 @@ impl Default for StoreConfig {
             ready_passes_max: 4,
             compact_log_after_entries: 10_000,
             compact_log_keep_entries: 1_000,
+            compact_log_after_bytes: 64 << 20,
+            compact_log_keep_bytes: 16 << 20,
             snapshot_chunk_bytes_max: 1 << 20,
             snapshot_bytes_max: 4 << 30,
             seed: 0,
@@ -81,6 +90,12 @@ impl StoreConfig {
             return invalid(format!(
                 "compact_log_keep_entries ({}) must be below compact_log_after_entries ({})",
                 self.compact_log_keep_entries, self.compact_log_after_entries
+            ));
+        }
+        if self.compact_log_keep_bytes >= self.compact_log_after_bytes {
+            return invalid(format!(
+                "compact_log_keep_bytes ({}) must be below compact_log_after_bytes ({})",
+                self.compact_log_keep_bytes, self.compact_log_after_bytes
             ));
         }
         if self.snapshot_chunk_bytes_max == 0 || self.snapshot_bytes_max == 0 {

@@ -27,6 +27,7 @@ use mosaic_raft::{
 };
 
 use crate::error::{Error, Result};
+use crate::log_compaction::AppliedLog;
 use crate::msg::{Callback, ReadOutput, ServedBy};
 use crate::span::GroupSpan;
 use crate::state_machine::StateMachine;
@@ -88,6 +89,8 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     received_snapshot: Option<ReceivedSnapshot>,
     /// The term of the last hard state the store persisted (the count of term changes).
     pub(crate) observed_term: Term,
+    /// What this replica applied since the log's compaction point (when to compact by bytes).
+    pub(crate) applied_log: AppliedLog,
     /// The tracing span of this replica's work.
     span: GroupSpan,
 }
@@ -125,6 +128,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
             observed_term,
+            applied_log: AppliedLog::default(),
             span,
         }
     }
@@ -487,6 +491,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     pub(crate) fn snapshot_installed(&mut self, engine: &Engine<K>, index: LogIndex) -> Result<()> {
         self.state_machine = SM::load(self.group, engine)?;
         self.applied = index;
+        self.applied_log.reset();
         tracing::info!(group_id = %self.group, %index, "installed snapshot");
         Ok(())
     }

@@ -617,6 +617,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             let _group = peer.enter_span();
             let entries = std::mem::take(&mut ready.committed_entries);
             self.metrics.applied_entries.inc_by(entries.len() as u64);
+            peer.applied_log.applied(&entries, &self.config);
             membership_changed |=
                 peer.apply(&self.engine, &mut apply_batch, entries, &mut answers)?;
             if self.maybe_compact_log(*group, &mut apply_batch)? {
@@ -696,21 +697,23 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         Ok(true)
     }
 
-    /// Adds a log compaction of `group` to `batch` when its log holds more than
-    /// `compact_log_after_entries` applied entries, keeping the last
-    /// `compact_log_keep_entries` of them. Returns true when it did.
+    /// Adds a log compaction of `group` to `batch` when its log holds more applied entries, or
+    /// more bytes of them, than the store's settings allow (`crate::log_compaction`). Returns
+    /// true when it did.
     fn maybe_compact_log(&mut self, group: GroupId, batch: &mut WriteBatch) -> Result<bool> {
-        let peer = self.peers.get(&group).expect("hosted");
-        let applied = peer.applied().0;
-        let compacted = self.engine.first_index(group)?.0 - 1;
-        let index = if compacted == 0 && applied > 0 {
+        let peer = self.peers.get_mut(&group).expect("hosted");
+        let applied = peer.applied();
+        let compacted = mosaic_raft::LogIndex(self.engine.first_index(group)?.0 - 1);
+        let index = if compacted.0 == 0 && applied.0 > 0 {
             // A log that was never compacted starts at index 1 (a group created before
             // bootstrap snapshots, see `bootstrap_batch`): its initial membership is in no
             // entry, so index 1 is compacted at once and a replica that needs it gets a
             // snapshot.
             crate::storage::BOOTSTRAP_INDEX
-        } else if applied.saturating_sub(compacted) > self.config.compact_log_after_entries {
-            mosaic_raft::LogIndex(applied - self.config.compact_log_keep_entries)
+        } else if let Some(index) =
+            peer.applied_log.compaction_index(compacted, applied, &self.config)
+        {
+            index
         } else {
             return Ok(false);
         };
@@ -719,6 +722,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         // not needed (a snapshot always carries the one of the applied index).
         let conf_state = peer.status().conf_state;
         batch.compact_log(group, SnapshotMetadata { index, term, conf_state });
+        peer.applied_log.compacted(index);
         tracing::debug!(group_id = %group, %index, "compacting log");
         Ok(true)
     }

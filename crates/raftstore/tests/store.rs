@@ -361,6 +361,44 @@ fn log_compaction_bounds_the_log_and_drops_the_entries_below_its_point() {
     }
 }
 
+/// A log of few large entries never reaches `compact_log_after_entries` (10,000 by default);
+/// it is compacted by its bytes (an operator's group of 256 values of 1 MiB kept all of them).
+#[test]
+fn a_log_of_few_large_entries_is_compacted_by_its_bytes() {
+    let config = StoreConfig {
+        seed: 13,
+        compact_log_after_bytes: 64 << 10,
+        compact_log_keep_bytes: 16 << 10,
+        ..StoreConfig::default()
+    };
+    let (after_bytes, keep_bytes) = (config.compact_log_after_bytes, config.compact_log_keep_bytes);
+    let mut cluster = Cluster::with_config(3, config);
+    cluster.create_group(GROUP, &[1, 2, 3]);
+    let name = |i: u64| format!("{i:03}{}", "x".repeat(4096));
+    for i in 0..100 {
+        must_apply(&mut cluster, GROUP, Command::set(&name(i), i));
+    }
+    cluster.tick();
+    for node in [1, 2, 3].map(NodeId) {
+        let store = cluster.store(node);
+        assert!(store.stats().log_compactions > 1, "node {node} compacted by bytes");
+        let engine = Arc::clone(store.engine());
+        let bounds = engine.log_bounds(GROUP).expect("log bounds");
+        let entries = engine
+            .entries(GROUP, bounds.first_index(), bounds.last_index.next(), None)
+            .expect("entries");
+        let bytes: u64 = entries.iter().map(mosaic_raft::Entry::size_bytes).sum();
+        // At most the bytes that trigger a compaction, and one more entry of the pass.
+        assert!(bytes <= after_bytes + 4200, "node {node} keeps {bytes} bytes: {bounds:?}");
+        // After the last compaction the entries to keep are kept (a follower lagging a little
+        // catches up from the log).
+        assert!(bytes + (4 << 10) >= keep_bytes / 2, "node {node} keeps {bytes} bytes");
+    }
+    for i in [0, 57, 99] {
+        assert_eq!(must_get(&mut cluster, GROUP, &name(i)), Some(i), "{i}");
+    }
+}
+
 #[test]
 fn acknowledged_writes_survive_a_crash_of_every_node() {
     let mut cluster = Cluster::new(3, 5);

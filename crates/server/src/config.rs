@@ -136,6 +136,10 @@ pub struct RaftSection {
     pub compact_log_after_entries: u64,
     /// Applied entries kept after a compaction.
     pub compact_log_keep_entries: u64,
+    /// A group also compacts its log past this many bytes of applied entries.
+    pub compact_log_after_bytes: u64,
+    /// Bytes of applied entries kept after a compaction, at most.
+    pub compact_log_keep_bytes: u64,
     /// Bytes of uncommitted entries a leader accepts per group (`max-uncommitted-bytes`, the
     /// name of earlier releases, is still read).
     #[serde(alias = "max-uncommitted-bytes")]
@@ -154,6 +158,8 @@ impl Default for RaftSection {
             heartbeat_ticks: store.heartbeat_ticks,
             compact_log_after_entries: store.compact_log_after_entries,
             compact_log_keep_entries: store.compact_log_keep_entries,
+            compact_log_after_bytes: store.compact_log_after_bytes,
+            compact_log_keep_bytes: store.compact_log_keep_bytes,
             uncommitted_bytes_max: store.uncommitted_bytes_max,
             snapshot_chunk_bytes_max: store.snapshot_chunk_bytes_max,
             snapshot_bytes_max: store.snapshot_bytes_max,
@@ -429,6 +435,8 @@ impl ServerConfig {
             tick_interval: self.tick_interval(),
             compact_log_after_entries: self.raft.compact_log_after_entries,
             compact_log_keep_entries: self.raft.compact_log_keep_entries,
+            compact_log_after_bytes: self.raft.compact_log_after_bytes,
+            compact_log_keep_bytes: self.raft.compact_log_keep_bytes,
             uncommitted_bytes_max: self.raft.uncommitted_bytes_max,
             snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes_max,
             snapshot_bytes_max: self.raft.snapshot_bytes_max,

@@ -74,6 +74,13 @@ pub struct SimConfig {
     /// Applied entries a compaction keeps (`StoreConfig::compact_log_keep_entries`); below
     /// `compact_log_after_entries`.
     pub compact_log_keep_entries: u64,
+    /// Every store also compacts a group's log once its applied entries hold more than this
+    /// many bytes (`StoreConfig::compact_log_after_bytes`). The default, 2 KiB, about 20 of a
+    /// client's puts, makes a log of a few migration entries compact too.
+    pub compact_log_after_bytes: u64,
+    /// Bytes of applied entries a compaction keeps, at most
+    /// (`StoreConfig::compact_log_keep_bytes`); below `compact_log_after_bytes`.
+    pub compact_log_keep_bytes: u64,
     /// The faults of the safety phase.
     pub faults: FaultConfig,
 }
@@ -105,6 +112,8 @@ impl Default for SimConfig {
             repair: None,
             compact_log_after_entries: 12,
             compact_log_keep_entries: 2,
+            compact_log_after_bytes: 2 << 10,
+            compact_log_keep_bytes: 512,
             faults: FaultConfig::default(),
         }
     }
@@ -142,6 +151,12 @@ impl SimConfig {
             "compact_log_keep_entries {} must be below compact_log_after_entries {}",
             self.compact_log_keep_entries,
             self.compact_log_after_entries
+        );
+        assert!(
+            self.compact_log_keep_bytes < self.compact_log_after_bytes,
+            "compact_log_keep_bytes {} must be below compact_log_after_bytes {}",
+            self.compact_log_keep_bytes,
+            self.compact_log_after_bytes
         );
         let faults = &self.faults;
         assert!(

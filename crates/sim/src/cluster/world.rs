@@ -205,6 +205,8 @@ impl World {
             tick_interval: Duration::from_millis(TICK_MS),
             compact_log_after_entries: config.compact_log_after_entries,
             compact_log_keep_entries: config.compact_log_keep_entries,
+            compact_log_after_bytes: config.compact_log_after_bytes,
+            compact_log_keep_bytes: config.compact_log_keep_bytes,
             ..StoreConfig::default()
         };
         let shard_count = config.shard_count;
