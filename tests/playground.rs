@@ -215,6 +215,15 @@ fn the_readme_walk_through_works_end_to_end() {
         assert!(status.lines().any(|line| line.starts_with(&row)), "group {group}: {status}");
     }
     assert!(status.contains("no shard is moving"), "{status}");
+    assert!(status.lines().any(|line| line.starts_with("leaders: node ")), "{status}");
+    // Leaderships spread: each of the three nodes leads one of the three groups, the one that
+    // prefers it (docs/raftstore.md "Leader balance": within leader-balance-ticks, 10 s).
+    eventually("one leadership on each node", || {
+        let status = playground.must_admin(&["--output", "json", "status"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let leaders = status["leaders"].as_object().cloned().unwrap_or_default();
+        leaders.len() == 3 && leaders.values().all(|led| led == 1)
+    });
 
     // A fourth node joins; a group on it takes its share of the shards, with their data.
     let node4_port = (port + 3).to_string();

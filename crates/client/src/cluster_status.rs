@@ -5,6 +5,7 @@
 //! `mosaic admin status` and `admin wait` print it; a controller replica's status page serves
 //! it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mosaic_controller::{ConfigNum, may_hold, still_counted};
@@ -189,6 +190,23 @@ impl ClusterStatus {
         self.unsettled().is_settled()
     }
 
+    /// How many groups each node leads, for every node that is a member of a group (0 for a
+    /// member that leads none): the leader balance (docs/raftstore.md "Leader balance"). A
+    /// group with no leader known counts for no node.
+    #[must_use]
+    pub fn leaders_by_node(&self) -> BTreeMap<NodeId, usize> {
+        let mut leaders: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for group in &self.groups {
+            for member in &group.members {
+                leaders.entry(*member).or_default();
+            }
+            if let Some(leader) = group.leader {
+                *leaders.entry(leader).or_default() += 1;
+            }
+        }
+        leaders
+    }
+
     /// The groups of the latest configuration that may still have a replica on `node`: those
     /// whose leader shows it as a voter or a learner, or shows a voter that has not applied
     /// its removal yet (that voter may still need its vote), and those whose leader did not
@@ -325,21 +343,24 @@ mod tests {
         assert!(!unsettled.is_settled() && Unsettled::default().is_settled());
     }
 
-    #[test]
-    fn a_node_is_held_by_the_groups_whose_leader_shows_it_and_those_not_known() {
-        let status = |groups: Vec<GroupStatus>| ClusterStatus {
+    fn status(groups: Vec<GroupStatus>) -> ClusterStatus {
+        ClusterStatus {
             answer: QueryAnswer {
                 config: mosaic_controller::Configuration::initial(1),
                 latest: mosaic_controller::ConfigNum(0),
-                nodes: std::collections::BTreeMap::new(),
-                liveness: std::collections::BTreeMap::new(),
-                node_states: std::collections::BTreeMap::new(),
+                nodes: BTreeMap::new(),
+                liveness: BTreeMap::new(),
+                node_states: BTreeMap::new(),
                 leader: NodeId(1),
-                lives: std::collections::BTreeMap::new(),
-                controllers: std::collections::BTreeMap::new(),
+                lives: BTreeMap::new(),
+                controllers: BTreeMap::new(),
             },
             groups,
-        };
+        }
+    }
+
+    #[test]
+    fn a_node_is_held_by_the_groups_whose_leader_shows_it_and_those_not_known() {
         let numbered = |id: u64, applied: u64, mut group: GroupStatus| {
             group.group = GroupId(id);
             group.held =
@@ -363,5 +384,19 @@ mod tests {
         behind.answer.config.num = mosaic_controller::ConfigNum(1);
         behind.groups[0].held.as_mut().unwrap().config_num = 1;
         assert_eq!(behind.holding(NodeId(5)), vec![GroupId(2), GroupId(3), GroupId(4)]);
+    }
+
+    #[test]
+    fn the_leader_balance_counts_every_member_and_the_groups_it_leads() {
+        // `group` makes the first voter the leader.
+        let numbered = |id: u64, group: GroupStatus| GroupStatus { group: GroupId(id), ..group };
+        let status = status(vec![
+            numbered(1, group(&[1, 2, 3], &[2, 1, 3], &[])),
+            numbered(2, group(&[1, 2, 3], &[2, 1, 3], &[])),
+            numbered(3, group(&[2, 3, 4], &[], &[])),
+        ]);
+        let counts =
+            BTreeMap::from([(NodeId(1), 0), (NodeId(2), 2), (NodeId(3), 0), (NodeId(4), 0)]);
+        assert_eq!(status.leaders_by_node(), counts, "group 3 has no leader known");
     }
 }

@@ -30,7 +30,7 @@ pub use command::{Command, Outcome, Request};
 pub use configuration::{ConfigNum, Configuration, ShardMove, shard_moves};
 pub use decommission::NodeState;
 pub use error::{Error, Result};
-pub use liveness::{DEFAULT_NODE_DOWN_AFTER, Liveness, NodeLiveness};
+pub use liveness::{DEFAULT_NODE_DOWN_AFTER, Liveness, NodeLiveness, controller_store_config};
 pub use machine::{
     CONTROLLER_SHARD, ControllerMachine, ControllerQuery, ControllerView, bootstrap_batch,
 };

@@ -14,9 +14,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mosaic_raft::{NodeId, Term};
+use mosaic_raftstore::StoreConfig;
 
 /// How long a node may go unheard before the controller holds it down, by default.
 pub const DEFAULT_NODE_DOWN_AFTER: Duration = Duration::from_secs(10);
+
+/// The store settings a controller replica runs with, from a node's: the controller group's
+/// leadership is never handed over for balance (docs/raftstore.md "Leader balance"). Each of
+/// its leaders watches the nodes afresh (see the module documentation), so a handover would
+/// hide a node's failure for up to `node-down-after-ms` longer and delay its repair, and one
+/// group has no load to spread. The server and the simulator both start controllers with it.
+#[must_use]
+pub fn controller_store_config(store: StoreConfig) -> StoreConfig {
+    StoreConfig { leader_balance_ticks: 0, ..store }
+}
 
 /// What the controller's leader can say of one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

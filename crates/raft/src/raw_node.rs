@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::raft::{CampaignKind, Raft};
 use crate::storage::Storage;
-use crate::tracker::ProgressState;
+use crate::tracker::{Progress, ProgressState};
 use crate::types::{
     ConfChange, ConfState, Entry, HardState, LogIndex, NodeId, ReadState, Role, Snapshot,
     SnapshotMetadata, SoftState, Term,
@@ -81,6 +81,18 @@ pub struct PeerStatus {
     /// member that is down shows false within two election timeouts; one that is up may show
     /// false just after a round, until its next answer.
     pub recent_active: bool,
+}
+
+impl PeerStatus {
+    fn of(progress: &Progress) -> Self {
+        Self {
+            match_index: progress.match_index,
+            next_index: progress.next_index,
+            state: progress.state,
+            is_learner: progress.is_learner,
+            recent_active: progress.recent_active,
+        }
+    }
 }
 
 /// A summary of a replica, for tests, logs and admin tools.
@@ -385,20 +397,7 @@ impl<S: Storage> RawNode<S> {
     pub fn status(&self) -> Status {
         let raft = &self.raft;
         let progress = if raft.role == Role::Leader {
-            raft.tracker
-                .progress
-                .iter()
-                .map(|(id, p)| {
-                    let status = PeerStatus {
-                        match_index: p.match_index,
-                        next_index: p.next_index,
-                        state: p.state,
-                        is_learner: p.is_learner,
-                        recent_active: p.recent_active,
-                    };
-                    (*id, status)
-                })
-                .collect()
+            raft.tracker.progress.iter().map(|(id, p)| (*id, PeerStatus::of(p))).collect()
         } else {
             BTreeMap::new()
         };
@@ -414,6 +413,24 @@ impl<S: Storage> RawNode<S> {
             membership_change_pending: raft.membership_change_pending(),
             voters_applied_membership: raft.voters_applied_membership(),
         }
+    }
+
+    /// The progress this leader tracks for member `id`; `None` when this replica does not lead
+    /// or `id` is not a member. The one-member part of [`RawNode::status`], without its copies.
+    #[must_use]
+    pub fn peer_status(&self, id: NodeId) -> Option<PeerStatus> {
+        let raft = &self.raft;
+        if raft.role != Role::Leader {
+            return None;
+        }
+        raft.tracker.get(id).map(PeerStatus::of)
+    }
+
+    /// True when this replica leads and has a membership change it has not applied
+    /// ([`Status::membership_change_pending`]).
+    #[must_use]
+    pub fn membership_change_pending(&self) -> bool {
+        self.raft.membership_change_pending()
     }
 
     /// This replica's node id.

@@ -50,6 +50,12 @@ pub struct StoreConfig {
     /// A received snapshot larger than this is refused (it is held in memory until it is
     /// installed in one write). Default 4 GiB.
     pub snapshot_bytes_max: u64,
+    /// A leader that has led this many ticks hands its leadership to the group's preferred
+    /// voter (caught up and heard lately), and asks again every this many ticks while it
+    /// leads, so leaderships spread over the nodes and come back to a restarted node
+    /// (`crate::leader_balance`). 0 turns it off; otherwise at least `election_ticks`.
+    /// Default 100 (10 s at the default tick).
+    pub leader_balance_ticks: u32,
     /// Mixed into every group's election-timeout seed (so a simulation seed changes them).
     pub seed: u64,
 }
@@ -71,6 +77,7 @@ impl Default for StoreConfig {
             compact_log_keep_bytes: 16 << 20,
             snapshot_chunk_bytes_max: 1 << 20,
             snapshot_bytes_max: 4 << 30,
+            leader_balance_ticks: 100,
             seed: 0,
         }
     }
@@ -96,6 +103,13 @@ impl StoreConfig {
             return invalid(format!(
                 "compact_log_keep_bytes ({}) must be below compact_log_after_bytes ({})",
                 self.compact_log_keep_bytes, self.compact_log_after_bytes
+            ));
+        }
+        if self.leader_balance_ticks != 0 && self.leader_balance_ticks < self.election_ticks {
+            return invalid(format!(
+                "leader_balance_ticks ({}) must be 0 (off) or at least election_ticks ({}): a \
+                 transfer may take an election timeout",
+                self.leader_balance_ticks, self.election_ticks
             ));
         }
         if self.snapshot_chunk_bytes_max == 0 || self.snapshot_bytes_max == 0 {

@@ -18,6 +18,7 @@
 mod clock;
 mod config;
 mod error;
+mod leader_balance;
 mod log_compaction;
 pub mod membership;
 pub mod membership_run;

@@ -39,6 +39,7 @@ pub struct StoreMetrics {
     pub(crate) elections: Counter,
     pub(crate) leaderships: Counter,
     pub(crate) term_changes: Counter,
+    pub(crate) leader_transfers: Counter,
     pub(crate) groups: Gauge,
     pub(crate) groups_leading: Gauge,
     pub(crate) sync_seconds: Histogram,
@@ -63,6 +64,7 @@ impl Default for StoreMetrics {
             elections: Counter::default(),
             leaderships: Counter::default(),
             term_changes: Counter::default(),
+            leader_transfers: Counter::default(),
             groups: Gauge::default(),
             groups_leading: Gauge::default(),
             sync_seconds: seconds_buckets(),
@@ -115,6 +117,11 @@ impl StoreMetrics {
             ),
             ("raft_leaderships", "Times a replica here became leader", &self.leaderships),
             ("raft_term_changes", "Times a replica here moved to a new term", &self.term_changes),
+            (
+                "raft_leader_transfers",
+                "Leaderships handed from here to a group's preferred voter (transfers started)",
+                &self.leader_transfers,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
@@ -163,6 +170,6 @@ mod tests {
             text.contains("mosaic_store_sync_write_seconds_bucket{le=\"0.0032\"} 1\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 19, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 20, "{text}");
     }
 }

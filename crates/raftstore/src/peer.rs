@@ -22,11 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use mosaic_engine::{Engine, GroupId, KvEngine, ShardId, ShardRecord, WriteBatch};
 use mosaic_raft::{
-    ConfChange, ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, RawNode, ReadState,
-    Role, Snapshot, Term,
+    ConfChange, ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId, RawNode,
+    ReadState, Role, Snapshot, Term,
 };
 
 use crate::error::{Error, Result};
+use crate::leader_balance::{LeaderBalance, LeaderView};
 use crate::log_compaction::AppliedLog;
 use crate::msg::{Callback, ReadOutput, ServedBy};
 use crate::span::GroupSpan;
@@ -91,6 +92,8 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     pub(crate) observed_term: Term,
     /// What this replica applied since the log's compaction point (when to compact by bytes).
     pub(crate) applied_log: AppliedLog,
+    /// Since when this replica leads (when to hand leadership to the preferred voter).
+    leader_balance: LeaderBalance,
     /// The tracing span of this replica's work.
     span: GroupSpan,
 }
@@ -129,6 +132,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             received_snapshot: None,
             observed_term,
             applied_log: AppliedLog::default(),
+            leader_balance: LeaderBalance::default(),
             span,
         }
     }
@@ -328,9 +332,37 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
+    /// On a tick of a leader: hands leadership to the group's preferred voter when
+    /// [`LeaderBalance`] says it is time (every `interval` ticks of leading) and the voter is
+    /// ready. Returns the voter asked.
+    pub(crate) fn balance_leadership(&mut self, interval: u32) -> Option<NodeId> {
+        if self.raft.role() != Role::Leader {
+            return None;
+        }
+        let view = LeaderView {
+            group: self.group,
+            leader: self.raft.id(),
+            voters: &self.raft.conf_state().voters,
+            last_index: self.raft.last_entry().0,
+            membership_change_pending: self.raft.membership_change_pending(),
+        };
+        let target =
+            self.leader_balance.on_tick(self.ticks, u64::from(interval), &view, |node| {
+                self.raft.peer_status(node)
+            })?;
+        match self.raft.transfer_leader(target) {
+            Ok(()) => Some(target),
+            Err(error) => {
+                tracing::debug!(group_id = %self.group, %error, "leadership not handed over");
+                None
+            }
+        }
+    }
+
     /// Reacts to losing leadership: proposals in flight may or may not commit, so they are
     /// answered `ProposalAbandoned` (the client retries with the same session sequence).
     pub(crate) fn on_role_change(&mut self, role: Role) {
+        self.leader_balance.on_role_change(role == Role::Leader, self.ticks);
         if role == Role::Leader {
             return;
         }

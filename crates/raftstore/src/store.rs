@@ -60,6 +60,8 @@ pub struct StoreStats {
     pub snapshots_installed: u64,
     /// Log compactions.
     pub log_compactions: u64,
+    /// Leaderships handed to a group's preferred voter (transfers started).
+    pub leader_transfers: u64,
 }
 
 /// Every replica on one node. See the module documentation.
@@ -173,6 +175,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             snapshots_sent: metrics.snapshots_sent.get(),
             snapshots_installed: metrics.snapshots_installed.get(),
             log_compactions: metrics.log_compactions.get(),
+            leader_transfers: metrics.leader_transfers.get(),
         }
     }
 
@@ -253,6 +256,11 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 for (group, peer) in &mut self.peers {
                     let _group = peer.enter_span();
                     peer.tick(now);
+                    if let Some(to) = peer.balance_leadership(self.config.leader_balance_ticks) {
+                        tracing::info!(group_id = %group, to = %to,
+                            "handing leadership to the group's preferred voter");
+                        self.metrics.leader_transfers.inc();
+                    }
                     self.dirty.insert(*group);
                 }
             }

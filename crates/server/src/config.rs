@@ -148,6 +148,9 @@ pub struct RaftSection {
     pub snapshot_chunk_bytes_max: u64,
     /// Largest snapshot a replica accepts, in bytes.
     pub snapshot_bytes_max: u64,
+    /// A leader hands its leadership to the group's preferred voter after leading this many
+    /// ticks, and asks again every this many (0: off).
+    pub leader_balance_ticks: u32,
 }
 
 impl Default for RaftSection {
@@ -163,6 +166,7 @@ impl Default for RaftSection {
             uncommitted_bytes_max: store.uncommitted_bytes_max,
             snapshot_chunk_bytes_max: store.snapshot_chunk_bytes_max,
             snapshot_bytes_max: store.snapshot_bytes_max,
+            leader_balance_ticks: store.leader_balance_ticks,
         }
     }
 }
@@ -440,6 +444,7 @@ impl ServerConfig {
             uncommitted_bytes_max: self.raft.uncommitted_bytes_max,
             snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes_max,
             snapshot_bytes_max: self.raft.snapshot_bytes_max,
+            leader_balance_ticks: self.raft.leader_balance_ticks,
             seed: self.node_id,
             ..StoreConfig::default()
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mosaic_client::Tls;
-use mosaic_controller::ControllerMachine;
+use mosaic_controller::{ControllerMachine, controller_store_config};
 use mosaic_engine::{ClusterId, NodeIdentity, WriteBatch, WriteOptions};
 use mosaic_proto::node::SizeLimits;
 use mosaic_proto::pb::{
@@ -30,7 +30,7 @@ use mosaic_proto::pb::{
     shard_migration_server::ShardMigrationServer,
 };
 use mosaic_raft::NodeId;
-use mosaic_raftstore::{StateMachine, Store};
+use mosaic_raftstore::{StateMachine, Store, StoreConfig};
 use mosaic_shardkv::KvStateMachine;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -109,7 +109,8 @@ impl Node {
     pub async fn start_with_listener(config: ServerConfig, listener: TcpListener) -> Result<Self> {
         let placement =
             |engine: &mosaic_engine::Engine<NodeEngine>| check_placement(engine, &config);
-        let core = Core::<KvStateMachine>::open_with(&config, listener, placement)?;
+        let core =
+            Core::<KvStateMachine>::open_with(&config, config.store_config(), listener, placement)?;
         let tls = core.tls.clone();
         let limits = KvLimits {
             sizes: SizeLimits {
@@ -212,7 +213,9 @@ impl Node {
             }
             Ok(())
         };
-        let mut core = Core::<ControllerMachine>::open_with(&config, listener, prepare)?;
+        let store_config = controller_store_config(config.store_config());
+        let mut core =
+            Core::<ControllerMachine>::open_with(&config, store_config, listener, prepare)?;
         let bootstrapper = Arc::new(Bootstrapper::new(
             core.node,
             members,
@@ -403,9 +406,10 @@ struct Core<SM: StateMachine<NodeEngine>> {
 
 impl<SM: StateMachine<NodeEngine>> Core<SM> {
     /// Opens the data directory, runs `prepare` on the engine, then starts the store thread
-    /// (which recovers every hosted group).
+    /// (which recovers every hosted group) with `store_config`.
     fn open_with(
         config: &ServerConfig,
+        store_config: StoreConfig,
         listener: TcpListener,
         prepare: impl FnOnce(&mosaic_engine::Engine<NodeEngine>) -> Result<()>,
     ) -> Result<Self> {
@@ -440,7 +444,6 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
             tick_interval_ms: config.tick_interval_ms,
             election_ticks: config.raft.election_ticks,
         };
-        let store_config = config.store_config();
         let budget = Arc::new(Budget::new(config.snapshot_bytes_per_sec));
         let transport = GrpcTransport::new(
             TransportOptions {

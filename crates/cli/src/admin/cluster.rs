@@ -295,6 +295,7 @@ impl Cluster {
                         ));
                     }
                 }
+                text.push_str(&leaders_summary(&status.leaders_by_node()));
                 text.push_str(&nodes_summary(answer));
                 let unsettled = status.unsettled();
                 text.push_str(&if unsettled.is_settled() {
@@ -311,6 +312,11 @@ impl Cluster {
                     "controller_leader": self.leader_json(answer),
                     "nodes": cluster_status::nodes_json(answer),
                     "groups": groups,
+                    "leaders": status
+                        .leaders_by_node()
+                        .iter()
+                        .map(|(node, led)| (node.0.to_string(), json!(led)))
+                        .collect::<serde_json::Map<_, _>>(),
                     "settled": status.settled(),
                 })
                 .to_string()
@@ -551,6 +557,13 @@ fn heard_text(liveness: NodeLiveness) -> String {
 
 /// One line on the nodes for `admin status`: how many are up, each that is not, and each that
 /// is being decommissioned or retired.
+/// `\nleaders: node 1 leads 2, node 2 leads 1`: how many groups each member node leads.
+fn leaders_summary(leaders: &BTreeMap<NodeId, usize>) -> String {
+    let counts: Vec<String> =
+        leaders.iter().map(|(node, led)| format!("node {} leads {led}", node.0)).collect();
+    format!("\nleaders: {}", if counts.is_empty() { "-".into() } else { counts.join(", ") })
+}
+
 fn nodes_summary(answer: &QueryAnswer) -> String {
     let up = answer.nodes.keys().filter(|node| answer.liveness_of(**node).is_up()).count();
     let mut text = format!("\nnodes: {up} of {} up", answer.nodes.len());

@@ -194,7 +194,8 @@ impl fmt::Display for RunReport {
              watches receiving {revisions} revisions over {streams} streams), {} \
              configurations moving {} \
              shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
-             repaired ({} retired), {} snapshots installed, {} log compactions, {:?}, {:?}, \
+             repaired ({} retired), {} snapshots installed, {} log compactions, {} leaderships \
+             handed over, {:?}, {:?}, \
              liveness {:?}",
             self.seed,
             self.operations_completed,
@@ -207,6 +208,7 @@ impl fmt::Display for RunReport {
             self.repairs.1,
             self.stores.snapshots_installed,
             self.stores.log_compactions,
+            self.stores.leader_transfers,
             self.net,
             self.faults,
             self.liveness

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use mosaic_controller::{
     ControllerMachine, DEFAULT_MAX_SESSIONS, DEFAULT_NODE_DOWN_AFTER, Liveness, bootstrap_batch,
+    controller_store_config,
 };
 use mosaic_engine::{Engine, GroupId, MemKv, WriteBatch, WriteOptions};
 use mosaic_raft::{NodeId, Role, SplitMix64};
@@ -212,7 +213,8 @@ impl World {
         let shard_count = config.shard_count;
         let mut controllers = BTreeMap::new();
         for id in &controller_ids {
-            let mut node = SimNode::start(*id, store_config(), clock.clone(), |engine| {
+            let config = controller_store_config(store_config());
+            let mut node = SimNode::start(*id, config, clock.clone(), |engine| {
                 let mut batch = WriteBatch::new();
                 bootstrap_batch(&mut batch, CONTROLLER_GROUP, shard_count, DEFAULT_MAX_SESSIONS);
                 engine.write(&batch, WriteOptions { sync: true }).expect("in memory");

@@ -1,0 +1,210 @@
+//! Spreading leaderships over the nodes, as a pure decision: every group has a preferred
+//! leader, the voter its group id picks round-robin from its voters in id order, so groups on
+//! the same nodes prefer different ones (Kafka's preferred replica, chosen without a
+//! coordinator). A leader that has led for [`StoreConfig::leader_balance_ticks`] hands its
+//! leadership to the preferred voter when the leader is replicating to it (not probing or
+//! sending a snapshot), heard from it in its current CheckQuorum round, and its log is at most
+//! [`HANDOVER_LAG_ENTRIES_MAX`] entries behind; and asks again every `leader_balance_ticks`
+//! while it still leads. A node that restarts gets its groups'
+//! leaderships back this way once it has caught up; a preferred voter that is down, lagging or
+//! being added is left alone, and a leadership it loses comes back to it at most once per
+//! `leader_balance_ticks`.
+//!
+//! The store asks [`LeaderBalance::on_tick`] on every tick of a leader and executes the answer
+//! with `RawNode::transfer_leader` (Raft dissertation §3.10: the leader gives up its lease and
+//! stops taking proposals until the transfer ends or an election timeout passes).
+//!
+//! [`StoreConfig::leader_balance_ticks`]: crate::StoreConfig::leader_balance_ticks
+
+use std::collections::BTreeSet;
+
+use mosaic_engine::GroupId;
+use mosaic_raft::{LogIndex, NodeId, PeerStatus, ProgressState};
+
+/// A preferred voter is handed leadership only while its log is at most this many entries
+/// behind the leader's: the leader stops taking proposals until the voter has caught up and
+/// won, so the rest must fit in about one append (a voter under steady writes is always a few
+/// entries behind; one that must catch up further would stall the group's writes).
+pub(crate) const HANDOVER_LAG_ENTRIES_MAX: u64 = 256;
+
+/// The voter that leads `group` when every voter is well: the group id picks one round-robin
+/// from `voters` in id order. `None` when there are no voters.
+#[must_use]
+pub fn preferred_leader(group: GroupId, voters: &BTreeSet<NodeId>) -> Option<NodeId> {
+    let count = u64::try_from(voters.len()).ok().filter(|count| *count > 0)?;
+    let position = usize::try_from(group.0 % count).ok()?;
+    voters.iter().nth(position).copied()
+}
+
+/// What the decision needs of a leader's state.
+pub(crate) struct LeaderView<'a> {
+    /// The group.
+    pub group: GroupId,
+    /// The leader (this replica).
+    pub leader: NodeId,
+    /// The group's voters.
+    pub voters: &'a BTreeSet<NodeId>,
+    /// The leader's last log index.
+    pub last_index: LogIndex,
+    /// True while the leader has a membership change it has not applied.
+    pub membership_change_pending: bool,
+}
+
+/// When one replica began to lead or last handed its leadership over: its own clock of ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LeaderBalance {
+    /// While this replica leads: the tick it began to, or last asked the preferred voter to
+    /// take over.
+    since: Option<u64>,
+}
+
+impl LeaderBalance {
+    /// Records a role change at tick `now`.
+    pub(crate) fn on_role_change(&mut self, leading: bool, now: u64) {
+        self.since = leading.then_some(now);
+    }
+
+    /// At tick `now` of a leader: the voter to hand leadership to, once `interval` ticks have
+    /// passed since it began to lead or last asked (never when `interval` is 0), when the
+    /// preferred voter is another one, replicated to, at most [`HANDOVER_LAG_ENTRIES_MAX`]
+    /// entries behind, and heard in the leader's current CheckQuorum round. An answer counts as asking: the next comes `interval` ticks later at the
+    /// earliest. `progress` is the leader's view of a member.
+    pub(crate) fn on_tick(
+        &mut self,
+        now: u64,
+        interval: u64,
+        view: &LeaderView<'_>,
+        progress: impl Fn(NodeId) -> Option<PeerStatus>,
+    ) -> Option<NodeId> {
+        let since = self.since?;
+        if interval == 0 || now.saturating_sub(since) < interval || view.membership_change_pending {
+            return None;
+        }
+        let preferred = preferred_leader(view.group, view.voters)?;
+        if preferred == view.leader {
+            return None;
+        }
+        let status = progress(preferred)?;
+        let lag = view.last_index.0.saturating_sub(status.match_index.0);
+        let ready = !status.is_learner
+            && status.recent_active
+            && status.state == ProgressState::Replicate
+            && lag <= HANDOVER_LAG_ENTRIES_MAX;
+        if !ready {
+            return None;
+        }
+        self.since = Some(now);
+        Some(preferred)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn voters(ids: &[u64]) -> BTreeSet<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
+
+    fn caught_up(last: u64) -> PeerStatus {
+        PeerStatus {
+            match_index: LogIndex(last),
+            next_index: LogIndex(last + 1),
+            state: ProgressState::Replicate,
+            is_learner: false,
+            recent_active: true,
+        }
+    }
+
+    fn view(group: u64, leader: u64, voters: &BTreeSet<NodeId>) -> LeaderView<'_> {
+        LeaderView {
+            group: GroupId(group),
+            leader: NodeId(leader),
+            voters,
+            last_index: LogIndex(40),
+            membership_change_pending: false,
+        }
+    }
+
+    #[test]
+    fn groups_on_the_same_nodes_prefer_each_node_equally() {
+        let nodes = voters(&[4, 7, 9]);
+        let mut led: BTreeMap<NodeId, u32> = BTreeMap::new();
+        for group in 1..=24 {
+            *led.entry(preferred_leader(GroupId(group), &nodes).unwrap()).or_default() += 1;
+        }
+        assert_eq!(led, BTreeMap::from([(NodeId(4), 8), (NodeId(7), 8), (NodeId(9), 8)]));
+        assert_eq!(preferred_leader(GroupId(5), &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn a_leader_asks_once_per_interval_after_it_led_for_one() {
+        let nodes = voters(&[1, 2, 3]);
+        // Group 1 prefers node 2 (position 1 % 3).
+        let view = view(1, 1, &nodes);
+        let mut balance = LeaderBalance::default();
+        balance.on_role_change(true, 100);
+        let asks: Vec<u64> = (100..=130)
+            .filter(|now| balance.on_tick(*now, 10, &view, |_| Some(caught_up(40))).is_some())
+            .collect();
+        assert_eq!(asks, [110, 120, 130]);
+        // A voter not ready at the time is asked at the first tick it is.
+        let mut balance = LeaderBalance::default();
+        balance.on_role_change(true, 0);
+        let ready_from = |now: u64| {
+            let state = if now >= 13 { ProgressState::Replicate } else { ProgressState::Probe };
+            PeerStatus { state, ..caught_up(40) }
+        };
+        let asks: Vec<u64> = (0..=30)
+            .filter(|now| balance.on_tick(*now, 10, &view, |_| Some(ready_from(*now))).is_some())
+            .collect();
+        assert_eq!(asks, [13, 23]);
+        balance.on_role_change(true, 0);
+        assert_eq!(balance.on_tick(10, 0, &view, |_| Some(caught_up(40))), None, "0 is off");
+        balance.on_role_change(false, 5);
+        assert_eq!(balance.on_tick(10, 10, &view, |_| Some(caught_up(40))), None, "a follower");
+    }
+
+    #[test]
+    fn only_a_preferred_voter_replicated_to_nearly_caught_up_and_heard_lately_takes_over() {
+        let nodes = voters(&[1, 2, 3]);
+        let ask = |view: &LeaderView<'_>, status: Option<PeerStatus>| {
+            let mut balance = LeaderBalance::default();
+            balance.on_role_change(true, 0);
+            balance.on_tick(10, 10, view, |node| {
+                assert_eq!(node, NodeId(2), "only the preferred voter is looked at");
+                status
+            })
+        };
+        assert_eq!(ask(&view(1, 1, &nodes), Some(caught_up(40))), Some(NodeId(2)));
+        let behind =
+            |entries: u64| PeerStatus { match_index: LogIndex(40 - entries), ..caught_up(40) };
+        assert_eq!(ask(&view(1, 1, &nodes), Some(behind(1))), Some(NodeId(2)), "a little behind");
+        let far = LeaderView { last_index: LogIndex(1_000), ..view(1, 1, &nodes) };
+        let lagging = |matched: u64| PeerStatus { match_index: LogIndex(matched), ..caught_up(40) };
+        let limit = 1_000 - HANDOVER_LAG_ENTRIES_MAX;
+        assert_eq!(ask(&far, Some(lagging(limit))), Some(NodeId(2)), "at the limit");
+        assert_eq!(ask(&far, Some(lagging(limit - 1))), None, "further behind");
+        let probed = PeerStatus { state: ProgressState::Probe, ..caught_up(40) };
+        assert_eq!(ask(&view(1, 1, &nodes), Some(probed)), None, "probed");
+        let snapshot = ProgressState::Snapshot { pending: LogIndex(40) };
+        let sent_snapshot = PeerStatus { state: snapshot, ..caught_up(40) };
+        assert_eq!(ask(&view(1, 1, &nodes), Some(sent_snapshot)), None, "sent a snapshot");
+        let quiet = PeerStatus { recent_active: false, ..caught_up(40) };
+        assert_eq!(ask(&view(1, 1, &nodes), Some(quiet)), None, "not heard lately");
+        let learner = PeerStatus { is_learner: true, ..caught_up(40) };
+        assert_eq!(ask(&view(1, 1, &nodes), Some(learner)), None, "a learner");
+        assert_eq!(ask(&view(1, 1, &nodes), None), None, "no progress");
+        let changing = LeaderView { membership_change_pending: true, ..view(1, 1, &nodes) };
+        assert_eq!(ask(&changing, Some(caught_up(40))), None, "a membership change pending");
+        let mut balance = LeaderBalance::default();
+        balance.on_role_change(true, 0);
+        assert_eq!(
+            balance.on_tick(10, 10, &view(1, 2, &nodes), |_| panic!("not asked")),
+            None,
+            "the preferred voter leads"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Leader balance on the deterministic in-memory cluster of `mosaic_raftstore::testing`:
+//! leaderships move to each group's preferred voter, so every node leads its share, and come
+//! back to a node that restarts once it has caught up; a preferred voter that is down is left
+//! alone.
+//!
+//! Run with `cargo test -p mosaic-raftstore --features testing`.
+
+#[allow(dead_code, reason = "the support module is shared: this test uses part of it")]
+mod support;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use mosaic_engine::GroupId;
+use mosaic_raft::NodeId;
+use mosaic_raftstore::testing::{self, take};
+use mosaic_raftstore::{Consistency, StoreConfig};
+use support::{Command, Counters};
+
+type Cluster = testing::Cluster<Counters>;
+
+const BALANCE_TICKS: u32 = 20;
+const GROUPS: u64 = 6;
+
+/// Three nodes, `GROUPS` groups on all of them, every group led by node 1: the nodes first
+/// tick apart for two election timeouts (a replica ignores votes for one after it starts),
+/// then nodes 2 and 3 do not tick (so they never campaign) until node 1 leads every group.
+fn all_led_by_node_1(leader_balance_ticks: u32) -> Cluster {
+    let config = StoreConfig { seed: 7, leader_balance_ticks, ..StoreConfig::default() };
+    let election_ticks = config.election_ticks;
+    let mut cluster = Cluster::with_config(3, config);
+    for group in 1..=GROUPS {
+        cluster.create_group(GroupId(group), &[1, 2, 3]);
+    }
+    for node in 1..=3 {
+        cluster.isolate(NodeId(node));
+    }
+    for _ in 0..2 * election_ticks {
+        cluster.tick();
+    }
+    cluster.heal();
+    cluster.stall(NodeId(2));
+    cluster.stall(NodeId(3));
+    for group in 1..=GROUPS {
+        assert_eq!(cluster.must_elect(GroupId(group)), NodeId(1));
+    }
+    cluster.resume(NodeId(2));
+    cluster.resume(NodeId(3));
+    cluster
+}
+
+/// The voter group `group` prefers on nodes 1-3: the one at position `group % 3`.
+fn preferred(group: u64) -> NodeId {
+    NodeId(group % 3 + 1)
+}
+
+fn leaders(cluster: &Cluster) -> BTreeMap<GroupId, NodeId> {
+    (1..=GROUPS)
+        .filter_map(|group| Some((GroupId(group), cluster.leader(GroupId(group))?)))
+        .collect()
+}
+
+fn count_by_node(leaders: &BTreeMap<GroupId, NodeId>) -> BTreeMap<NodeId, usize> {
+    let mut counts = BTreeMap::new();
+    for node in leaders.values() {
+        *counts.entry(*node).or_default() += 1;
+    }
+    counts
+}
+
+/// Ticks `ticks` times, adding 1 to the counter `hits` of every group every tick at whichever
+/// node leads it then; returns the sums acknowledged per group.
+fn tick_with_writes(cluster: &mut Cluster, ticks: u32) -> BTreeMap<GroupId, u64> {
+    let mut acknowledged = BTreeMap::new();
+    for _ in 0..ticks {
+        let slots: Vec<_> = leaders(cluster)
+            .into_iter()
+            .map(|(group, leader)| (group, cluster.propose(leader, group, Command::add("hits", 1))))
+            .collect();
+        cluster.tick();
+        for (group, slot) in slots {
+            if let Some(Ok(_)) = take(&slot) {
+                *acknowledged.entry(group).or_default() += 1;
+            }
+        }
+    }
+    acknowledged
+}
+
+/// `node`'s applied value of `hits` in `group` (a stale read, answered at once).
+fn applied_hits(cluster: &mut Cluster, node: NodeId, group: GroupId) -> u64 {
+    let slot = cluster.read(node, group, Bytes::from_static(b"hits"), Consistency::Stale);
+    match take(&slot) {
+        Some(Ok(read)) => read.output.unwrap_or(0),
+        other => panic!("node {node}: a stale read of {group} answered {other:?}"),
+    }
+}
+
+#[test]
+fn leaderships_move_to_their_preferred_voters_so_every_node_leads_its_share() {
+    let mut cluster = all_led_by_node_1(BALANCE_TICKS);
+    assert_eq!(count_by_node(&leaders(&cluster)), BTreeMap::from([(NodeId(1), 6)]));
+    let acknowledged = tick_with_writes(&mut cluster, 3 * BALANCE_TICKS);
+    let after = leaders(&cluster);
+    for group in 1..=GROUPS {
+        assert_eq!(after.get(&GroupId(group)), Some(&preferred(group)), "group {group}: {after:?}");
+    }
+    assert_eq!(
+        count_by_node(&after),
+        BTreeMap::from([(NodeId(1), 2), (NodeId(2), 2), (NodeId(3), 2)])
+    );
+    assert_eq!(cluster.store(NodeId(1)).stats().leader_transfers, 4, "one per group moved");
+    // Writes went on through the handovers: most ticks' writes were acknowledged.
+    for group in 1..=GROUPS {
+        let acked = acknowledged.get(&GroupId(group)).copied().unwrap_or(0);
+        assert!(acked >= u64::from(2 * BALANCE_TICKS), "group {group}: {acked} acknowledged");
+    }
+}
+
+#[test]
+fn with_leader_balance_off_leaderships_stay_where_they_are() {
+    let mut cluster = all_led_by_node_1(0);
+    tick_with_writes(&mut cluster, 3 * BALANCE_TICKS);
+    assert_eq!(count_by_node(&leaders(&cluster)), BTreeMap::from([(NodeId(1), 6)]));
+    assert_eq!(cluster.store(NodeId(1)).stats().leader_transfers, 0);
+}
+
+#[test]
+fn a_restarted_node_gets_its_leaderships_back_once_it_caught_up() {
+    let mut cluster = all_led_by_node_1(BALANCE_TICKS);
+    let mut acknowledged = BTreeMap::new();
+    let mut run = |cluster: &mut Cluster, ticks: u32| {
+        for (group, count) in tick_with_writes(cluster, ticks) {
+            *acknowledged.entry(group).or_insert(0) += count;
+        }
+    };
+    let transfers = |cluster: &mut Cluster| -> u64 {
+        [1, 3].iter().map(|node| cluster.store(NodeId(*node)).stats().leader_transfers).sum()
+    };
+    run(&mut cluster, 3 * BALANCE_TICKS);
+    cluster.crash(NodeId(2), 0);
+    // Node 2's groups elect another leader; none is handed to node 2 while it is down.
+    run(&mut cluster, 2 * BALANCE_TICKS);
+    let before = transfers(&mut cluster);
+    run(&mut cluster, 3 * BALANCE_TICKS);
+    let down = leaders(&cluster);
+    assert!(!down.values().any(|node| *node == NodeId(2)), "{down:?}");
+    assert_eq!(transfers(&mut cluster), before, "no transfer to a node that is down");
+    cluster.restart(NodeId(2));
+    run(&mut cluster, 3 * BALANCE_TICKS);
+    let after = leaders(&cluster);
+    for group in 1..=GROUPS {
+        assert_eq!(after.get(&GroupId(group)), Some(&preferred(group)), "group {group}: {after:?}");
+    }
+    // Nothing acknowledged was lost through the crash and the handovers, and node 2 holds it.
+    cluster.settle();
+    for group in 1..=GROUPS {
+        let group = GroupId(group);
+        let acked = acknowledged.get(&group).copied().unwrap_or(0);
+        let at_leader = applied_hits(&mut cluster, after[&group], group);
+        assert!(at_leader >= acked, "{group}: {at_leader} applied, {acked} acknowledged");
+        assert_eq!(applied_hits(&mut cluster, NodeId(2), group), at_leader, "{group}");
+    }
+}
