@@ -27,7 +27,7 @@ use mosaic_raft::{
 };
 
 use crate::error::{Error, Result};
-use crate::leader_balance::{LeaderBalance, LeaderView};
+use crate::leader_balance::{LeaderBalance, LeaderView, preferred_leader};
 use crate::log_compaction::AppliedLog;
 use crate::msg::{Callback, ReadOutput, ServedBy};
 use crate::span::GroupSpan;
@@ -362,11 +362,15 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// Reacts to losing leadership: proposals in flight may or may not commit, so they are
     /// answered `ProposalAbandoned` (the client retries with the same session sequence).
     pub(crate) fn on_role_change(&mut self, role: Role) {
-        self.leader_balance.on_role_change(role == Role::Leader, self.ticks);
+        let leader = self.raft.leader();
+        let preferred_leads = leader.is_some_and(|leader| {
+            leader != self.raft.id()
+                && preferred_leader(self.group, &self.raft.conf_state().voters) == Some(leader)
+        });
+        self.leader_balance.on_role_change(role == Role::Leader, preferred_leads, self.ticks);
         if role == Role::Leader {
             return;
         }
-        let leader = self.raft.leader();
         let abandoned = || Error::ProposalAbandoned { group: self.group, leader };
         for proposal in self.proposals.drain(..) {
             (proposal.callback)(Err(abandoned()));

@@ -43,6 +43,7 @@ fn must_get(cluster: &mut Cluster, group: GroupId, name: &str) -> Option<u64> {
         if let Some(Ok(read)) = cluster.wait(&slot, 50) {
             return read.output;
         }
+        cluster.tick();
     }
     panic!("group {group}: no read of {name} was answered");
 }

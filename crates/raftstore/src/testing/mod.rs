@@ -463,6 +463,12 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
         }
     }
 
+    /// Cuts the link between `a` and `b`, both ways.
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        self.blocked.insert((a, b));
+        self.blocked.insert((b, a));
+    }
+
     /// Unblocks every link.
     pub fn heal(&mut self) {
         self.blocked.clear();

@@ -117,8 +117,9 @@ impl Cluster {
         }
     }
 
-    /// Proposes `write` at the leader until it is applied (retrying through leader changes,
-    /// as a client does); panics if it never is.
+    /// Proposes `write` at the leader until it is applied (retrying through leader changes a
+    /// tick later, as a client backs off: a leader handing over refuses at once); panics if it
+    /// never is.
     pub fn must_write(&mut self, group: GroupId, write: KvWrite) -> WriteOutcome {
         for _ in 0..20 {
             let leader = self.must_elect(group);
@@ -126,7 +127,7 @@ impl Cluster {
             match self.wait(&result, 50) {
                 Some(Ok(Ok(outcome))) => return outcome,
                 Some(Ok(Err(refusal))) => panic!("group {group}: {write:?} refused: {refusal}"),
-                Some(Err(_)) | None => {}
+                Some(Err(_)) | None => self.tick(),
             }
         }
         panic!("group {group}: {write:?} was never applied");
@@ -150,6 +151,7 @@ impl Cluster {
             if let Some(Ok(read)) = self.wait(&result, 50) {
                 return read.output.map(|stored| (utf8(&stored.value), stored.version));
             }
+            self.tick();
         }
         panic!("group {group}: read of {key} never answered");
     }
