@@ -2,7 +2,7 @@
 # Runs the benchmark workloads (shared/bench/README.md) against fresh local clusters, one per
 # layout: three controller replicas and three `mosaic server` processes on loopback with fsync
 # on, the storage nodes following the controller, and N groups each replicated on all three
-# nodes (the playground's layout is 3 groups); once the leaders have spread over the nodes
+# nodes (the playground's layout is 3 groups); once every group is led by its preferred voter
 # (leader balance, docs/raftstore.md), `mosaic bench --controllers`, which routes
 # every key by the controller's configuration, with the servers' CPU measured. JSON lines go
 # to OUTFILE (and stdout), each described with its layout. Stops every process it started, by
@@ -13,7 +13,7 @@
 # playground's layout, then a single group), MOSAIC_BIN (default: a release build, built
 # first), MOSAIC_BENCH_PORT (first port, default 7301; the controllers take the three after
 # the nodes'), MOSAIC_BENCH_SERVER_FLAGS (more `mosaic server` flags, e.g. `--config FILE`),
-# MOSAIC_BENCH_LEADER_WAIT (seconds to wait for the leaders to spread, default 60; 0: not).
+# MOSAIC_BENCH_LEADER_WAIT (seconds to wait for the leaders to settle, default 60; 0: not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/env.sh
@@ -55,7 +55,7 @@ bench_layout() {
   done
   "$bin" admin --controllers "$controllers" wait --max-wait 120 >/dev/null
   local led
-  led="$(leaders_spread)"
+  led="$(leaders_settled)"
   local describe="3 nodes, $groups group$( ((groups > 1)) && echo s), fsync on, routed by the controller, leaders $led"
   "$bin" bench --controllers "$controllers" \
     --server-pids "$(IFS=,; echo "${server_pids[*]}")" \
@@ -64,18 +64,27 @@ bench_layout() {
   rm -rf "$data"
 }
 
-# leaders_spread: waits up to $leader_wait seconds until no node leads more than one group
-# more than another (`admin status`: "leaders: node 1 leads 1, node 2 leads 1, ..."); prints
-# the groups each node leads then, as "1/1/1".
-leaders_spread() {
-  local line counts spread deadline=$((SECONDS + leader_wait))
+# leaders_settled: waits up to $leader_wait seconds until every group is led by its preferred
+# voter (its members in id order, position group % members: docs/raftstore.md "Leader
+# balance"), so no handover falls inside the measurement; prints the groups each node leads
+# then, as "1/1/1" (from `admin status`: "leaders: node 1 leads 1, node 2 leads 1, ...").
+leaders_settled() {
+  local status settled deadline=$((SECONDS + leader_wait))
   while :; do
-    line="$("$bin" admin --controllers "$controllers" status 2>/dev/null | grep '^leaders: ' || true)"
-    counts="$(grep -o 'leads [0-9]*' <<<"$line" | awk '{print $2}' | paste -sd/ - || true)"
-    spread="$(tr / '\n' <<<"${counts:-0}" | sort -n | sed -n '1p;$p' | paste -sd' ' - |
-      awk 'NF == 1 {print 0} NF == 2 {print $2 - $1}')"
-    if [[ -n "$counts" && $spread -le 1 ]] || ((SECONDS >= deadline)); then
-      echo "${counts:-unknown}"
+    status="$("$bin" admin --controllers "$controllers" status 2>/dev/null || true)"
+    # Group rows: group, nodes (a,b,c), leader, ...
+    settled="$(awk '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9,]+$/ {
+        n = split($2, members, ","); rows++
+        for (i = 2; i <= n; i++) {  # id order (mawk has no asort)
+          for (j = i; j > 1 && members[j] + 0 < members[j - 1] + 0; j--) {
+            t = members[j]; members[j] = members[j - 1]; members[j - 1] = t
+          }
+        }
+        if ($3 == members[$1 % n + 1]) preferred++
+      } END { print (rows > 0 && rows == preferred) ? 1 : 0 }' <<<"$status")"
+    if ((settled == 1 || SECONDS >= deadline)); then
+      grep '^leaders: ' <<<"$status" | grep -o 'leads [0-9]*' | awk '{print $2}' | paste -sd/ - ||
+        echo unknown
       return
     fi
     sleep 1
