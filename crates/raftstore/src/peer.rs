@@ -333,8 +333,8 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     }
 
     /// On a tick of a leader: hands leadership to the group's preferred voter when
-    /// [`LeaderBalance`] says it is time (every `interval` ticks of leading) and the voter is
-    /// ready. Returns the voter asked.
+    /// [`LeaderBalance`] says it is time (`interval` ticks after leading began or the last ask,
+    /// longer after asks that failed) and the voter is ready. Returns the voter asked.
     pub(crate) fn balance_leadership(&mut self, interval: u32) -> Option<NodeId> {
         if self.raft.role() != Role::Leader {
             return None;

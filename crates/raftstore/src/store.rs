@@ -711,7 +711,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     fn maybe_compact_log(&mut self, group: GroupId, batch: &mut WriteBatch) -> Result<bool> {
         let peer = self.peers.get_mut(&group).expect("hosted");
         let applied = peer.applied();
-        let compacted = mosaic_raft::LogIndex(self.engine.first_index(group)?.0 - 1);
+        let compacted = LogIndex(self.engine.first_index(group)?.0 - 1);
         let index = if compacted.0 == 0 && applied.0 > 0 {
             // A log that was never compacted starts at index 1 (a group created before
             // bootstrap snapshots, see `bootstrap_batch`): its initial membership is in no
@@ -728,7 +728,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
         let term = self.engine.term(group, index)?;
         // The membership as of the applied index; the compaction point's own membership is
         // not needed (a snapshot always carries the one of the applied index).
-        let conf_state = peer.status().conf_state;
+        let conf_state = peer.raft.conf_state().clone();
         batch.compact_log(group, SnapshotMetadata { index, term, conf_state });
         peer.applied_log.compacted(index);
         tracing::debug!(group_id = %group, %index, "compacting log");

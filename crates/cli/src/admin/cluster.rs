@@ -555,8 +555,6 @@ fn heard_text(liveness: NodeLiveness) -> String {
     }
 }
 
-/// One line on the nodes for `admin status`: how many are up, each that is not, and each that
-/// is being decommissioned or retired.
 /// `\nleaders: node 1 leads 2, node 2 leads 1`: how many groups each member node leads.
 fn leaders_summary(leaders: &BTreeMap<NodeId, usize>) -> String {
     let counts: Vec<String> =
@@ -564,6 +562,8 @@ fn leaders_summary(leaders: &BTreeMap<NodeId, usize>) -> String {
     format!("\nleaders: {}", if counts.is_empty() { "-".into() } else { counts.join(", ") })
 }
 
+/// One line on the nodes for `admin status`: how many are up, each that is not, and each that
+/// is being decommissioned or retired.
 fn nodes_summary(answer: &QueryAnswer) -> String {
     let up = answer.nodes.keys().filter(|node| answer.liveness_of(**node).is_up()).count();
     let mut text = format!("\nnodes: {up} of {} up", answer.nodes.len());
