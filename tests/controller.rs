@@ -81,6 +81,38 @@ fn mosaic_bench_routes_by_the_controller_over_every_group() {
     }
 }
 
+/// `mosaic admin leaders balance` with leader balance off on the storage nodes: every group
+/// ends led by its preferred voter (group g by node g % 3 + 1 of nodes 1-3), so each node
+/// leads one of the three groups, and `admin status` shows it.
+#[test]
+fn leaders_balance_hands_every_group_to_its_preferred_voter() {
+    let controllers = Processes::start_as(Role::Controllers(SHARDS), 3);
+    let controller_addresses = controllers.addresses.values().cloned().collect();
+    let _nodes = Processes::start_configured(
+        Role::Following(controller_addresses),
+        3,
+        "[raft]\nleader-balance-ticks = 0",
+    );
+    controllers.wait_registered(3);
+    for group in ["1", "2", "3"] {
+        controllers.admin(&["group", "add", group, "--members", "1,2,3"]);
+    }
+    controllers.admin(&["wait", "--max-wait", "60"]);
+    let output = controllers.admin(&["--output", "json", "leaders", "balance", "--max-wait", "60"]);
+    let answer = json(&output);
+    assert_eq!(answer["balanced"], true, "{answer}");
+    let status = json(&controllers.admin(&["--output", "json", "status"]));
+    for group in status["groups"].as_array().unwrap() {
+        let id = group["group"].as_u64().unwrap();
+        assert_eq!(group["leader"].as_u64(), Some(id % 3 + 1), "{status}");
+    }
+    let leaders = &status["leaders"];
+    assert_eq!((&leaders["1"], &leaders["2"], &leaders["3"]), (&1.into(), &1.into(), &1.into()));
+    // Balanced already: nothing to ask.
+    let again = controllers.admin(&["leaders", "balance"]);
+    assert!(stdout(&again).contains("(0 handovers asked)"), "{}", stdout(&again));
+}
+
 fn latest(controllers: &Processes) -> Value {
     json(&controllers.admin(&["--output", "json", "config", "show"]))
 }

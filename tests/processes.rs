@@ -1,7 +1,8 @@
 //! End-to-end tests of the real `mosaic` binary: three `mosaic server` processes on loopback,
 //! a group created with `mosaic admin`, writes through the client library and `mosaic kv`,
 //! the leader killed with SIGKILL and restarted, a replica whose data was wiped added back,
-//! a stopped follower catching up, a leader woken from SIGSTOP serving no stale lease read.
+//! a stopped follower catching up, a leader woken from SIGSTOP serving no stale lease read, a
+//! leadership moved by hand.
 //! Logs are compacted every 50 entries, so catching up takes snapshots.
 //!
 //! The soak (ignored by default) runs N seconds of appends while a random node is killed and
@@ -13,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mosaic_client::{Client, Consistency};
-use support::{GROUP, Processes, stderr};
+use support::{GROUP, Processes, Role, stderr};
 
 async fn create_group(processes: &Processes) {
     let output = processes.admin(&["group", "create", &GROUP.to_string()]);
@@ -96,6 +97,33 @@ async fn a_leader_woken_from_sigstop_serves_no_stale_lease_read() {
     assert!(!answer.contains("old"), "the woken leader served a stale lease read: {answer}");
     // The cluster is whole again: a linearizable read anywhere sees the new value.
     assert_eq!(value(&client, "k").await, "new");
+}
+
+/// `mosaic admin group transfer-leader` with leader balance off: the leadership moves to the
+/// voter named, or to the group's preferred voter, and stays there; a node that is not a
+/// voter is refused with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_moves_a_leadership_to_the_voter_named() {
+    let processes =
+        Processes::start_configured(Role::Servers, 3, "[raft]\nleader-balance-ticks = 0");
+    create_group(&processes).await;
+    let group = GROUP.to_string();
+    let leader = processes.leader().await;
+    let to = leader % 3 + 1;
+    let output = processes.admin(&["group", "transfer-leader", &group, "--to", &to.to_string()]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&format!("led by node {to} (was node {leader})")), "{output:?}");
+    assert_eq!(processes.leader().await, to);
+    // Group 1 prefers node 2 (the voter at position 1 % 3).
+    let output = processes.admin(&["--output", "json", "group", "transfer-leader", &group]);
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["leader"], 2, "{answer}");
+    assert_eq!(processes.leader().await, 2);
+    let refused = processes.try_admin(&["group", "transfer-leader", &group, "--to", "9"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(stderr(&refused).contains("node 9 is not a voter"), "{}", stderr(&refused));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(processes.leader().await, 2, "with balance off, the leadership stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

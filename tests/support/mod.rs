@@ -88,7 +88,8 @@ pub struct Processes {
     role: Role,
     /// Every process, command and client uses mutual TLS.
     tls: bool,
-    /// Top-level settings added to every process's configuration file.
+    /// Top-level settings added to every process's configuration file, then optionally a
+    /// `[raft]` line and settings of that section.
     settings: String,
     /// A controller replica's first start bootstraps the group (otherwise it waits for
     /// `mosaic admin init`).
@@ -122,7 +123,8 @@ impl Processes {
         Self::start_with(role, size, false, "")
     }
 
-    /// As [`Processes::start_as`], with top-level `settings` (TOML lines) in every process's
+    /// As [`Processes::start_as`], with top-level `settings` (TOML lines, then optionally a
+    /// `[raft]` line and settings of that section) in every process's
     /// configuration file.
     pub fn start_configured(role: Role, size: u64, settings: &str) -> Self {
         Self::start_with(role, size, tls_by_default(), settings)
@@ -266,13 +268,13 @@ impl Processes {
         } else {
             "disk-reserve-bytes = 16777216\n"
         };
+        let (settings, raft) = self.settings.split_once("[raft]\n").unwrap_or((&self.settings, ""));
         let text = format!(
             "node-id = {id}\ndata-dir = {:?}\ntick-interval-ms = 20\n\
-             node-down-after-ms = {NODE_DOWN_AFTER_MS}\n{reserve}{}\n\
-             [raft]\ncompact-log-after-entries = 50\ncompact-log-keep-entries = 10\n\
+             node-down-after-ms = {NODE_DOWN_AFTER_MS}\n{reserve}{settings}\n\
+             [raft]\ncompact-log-after-entries = 50\ncompact-log-keep-entries = 10\n{raft}\n\
              [storage]\nblock-cache-bytes = 16777216\n",
             self.data_dir(id).display(),
-            self.settings,
         );
         std::fs::write(&config, text).unwrap();
         let mut command = mosaic();

@@ -108,6 +108,7 @@ pub use mosaic_controller::{Command, ConfigNum, Configuration, NodeLiveness, Out
 pub use mosaic_engine::{ClientId, GroupId, ShardId};
 pub use mosaic_proto::controller::{QueryAnswer, RefusalInfo};
 pub use mosaic_raft::{LogIndex, NodeId};
+pub use mosaic_raftstore::Handover;
 pub use mosaic_types::{CONTROLLER_GROUP, fnv1a_64, hash_tag, shard_for_key};
 pub use routing::{Routing, RoutingSource, STATIC_CONFIG_NUM, StaticRouting};
 pub use scan::{ScanEntry, ScanOptions, ScanPage, ScanRange};

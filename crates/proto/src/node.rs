@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use mosaic_engine::{ClientId, GroupId, ShardId};
 use mosaic_raft::{ConfChange, LogIndex, NodeId, Term};
-use mosaic_raftstore::{Consistency, Error, LeaderTerm};
+use mosaic_raftstore::{Consistency, Error, Handover, LeaderTerm};
 use mosaic_shardkv::version::REVISION_CLIENT;
 use mosaic_shardkv::watch::{ShardWatch, WatchRange, watch_refusal};
 use mosaic_shardkv::{
@@ -257,6 +257,49 @@ pub fn change_membership_from_pb(
     Ok((GroupId(request.group_id), change, request.unchanged_since.map(LogIndex)))
 }
 
+/// The group and target of a `TransferLeader` request (`None`: the preferred voter).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for target node 0.
+pub fn transfer_leader_from_pb(
+    request: &pb::TransferLeaderRequest,
+) -> Result<(GroupId, Option<NodeId>), Error> {
+    if request.to == Some(0) {
+        return Err(invalid("node id 0 is not valid".into()));
+    }
+    Ok((GroupId(request.group_id), request.to.map(NodeId)))
+}
+
+/// The answer to a `TransferLeader` request.
+#[must_use]
+pub fn handover_to_pb(handover: Handover) -> pb::TransferLeaderResponse {
+    let (to, outcome, reason) = match handover {
+        Handover::Asked { to } => (to, pb::TransferOutcome::Asked, String::new()),
+        Handover::AlreadyLeads { to } => (to, pb::TransferOutcome::AlreadyLeads, String::new()),
+        Handover::NotReady { to, reason } => (to, pb::TransferOutcome::NotReady, reason),
+    };
+    pb::TransferLeaderResponse { to: to.0, outcome: outcome.into(), reason }
+}
+
+/// What a leader answered to a `TransferLeader` request.
+///
+/// # Errors
+/// An outcome this build does not know, or voter 0, in words.
+pub fn handover_from_pb(response: pb::TransferLeaderResponse) -> Result<Handover, String> {
+    if response.to == 0 {
+        return Err("the answer names node 0".into());
+    }
+    let to = NodeId(response.to);
+    match pb::TransferOutcome::try_from(response.outcome) {
+        Ok(pb::TransferOutcome::Asked) => Ok(Handover::Asked { to }),
+        Ok(pb::TransferOutcome::AlreadyLeads) => Ok(Handover::AlreadyLeads { to }),
+        Ok(pb::TransferOutcome::NotReady) => Ok(Handover::NotReady { to, reason: response.reason }),
+        Ok(pb::TransferOutcome::Unspecified) | Err(_) => {
+            Err(format!("transfer outcome {} is not one this build knows", response.outcome))
+        }
+    }
+}
+
 fn check_key(key: &[u8], limits: SizeLimits) -> Result<(), Error> {
     if key.is_empty() {
         return Err(invalid("the key is empty".into()));
@@ -330,6 +373,27 @@ mod tests {
             Error::InvalidArgument { reason } => reason,
             other => panic!("not an invalid argument: {other}"),
         }
+    }
+
+    #[test]
+    fn a_transfer_request_and_every_answer_round_trip() {
+        let request = pb::TransferLeaderRequest { group_id: 4, to: Some(2) };
+        assert_eq!(transfer_leader_from_pb(&request), Ok((GroupId(4), Some(NodeId(2)))));
+        let preferred = pb::TransferLeaderRequest { group_id: 4, to: None };
+        assert_eq!(transfer_leader_from_pb(&preferred), Ok((GroupId(4), None)));
+        let zero = pb::TransferLeaderRequest { group_id: 4, to: Some(0) };
+        assert!(reason(transfer_leader_from_pb(&zero).unwrap_err()).contains("node id 0"));
+        for handover in [
+            Handover::Asked { to: NodeId(2) },
+            Handover::AlreadyLeads { to: NodeId(1) },
+            Handover::NotReady { to: NodeId(3), reason: "its log is 900 entries behind".into() },
+        ] {
+            assert_eq!(handover_from_pb(handover_to_pb(handover.clone())), Ok(handover));
+        }
+        let unknown = pb::TransferLeaderResponse { to: 2, outcome: 9, reason: String::new() };
+        assert!(handover_from_pb(unknown).unwrap_err().contains("outcome 9"));
+        let nobody = pb::TransferLeaderResponse { to: 0, outcome: 1, reason: String::new() };
+        assert!(handover_from_pb(nobody).is_err());
     }
 
     #[test]

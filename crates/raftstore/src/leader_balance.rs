@@ -14,6 +14,10 @@
 //! with `RawNode::transfer_leader` (Raft dissertation §3.10: the leader gives up its lease and
 //! stops taking proposals until the transfer ends or an election timeout passes).
 //!
+//! An operator asks for a handover at once ([`crate::StoreMsg::TransferLeader`], `mosaic admin
+//! leaders balance`): [`LeaderBalance::on_request`] applies the same readiness rules to the
+//! preferred voter or a voter named, without the wait.
+//!
 //! [`StoreConfig::leader_balance_ticks`]: crate::StoreConfig::leader_balance_ticks
 
 use std::collections::BTreeSet;
@@ -102,22 +106,94 @@ impl LeaderBalance {
             return None;
         }
         let preferred = preferred_leader(view.group, view.voters)?;
-        if preferred == view.leader {
-            return None;
-        }
-        let status = progress(preferred)?;
-        let lag = view.last_index.0.saturating_sub(status.match_index.0);
-        let ready = !status.is_learner
-            && status.recent_active
-            && status.state == ProgressState::Replicate
-            && lag <= HANDOVER_LAG_ENTRIES_MAX;
-        if !ready {
+        if preferred == view.leader || not_ready(view, progress(preferred)).is_some() {
             return None;
         }
         self.since = Some(now);
         self.failed = self.failed.saturating_add(1);
         Some(preferred)
     }
+
+    /// At tick `now` of a leader, an operator's request to hand the leadership to `to` (the
+    /// preferred voter when `None`) at once: asked when the voter is ready as for
+    /// [`LeaderBalance::on_tick`], whatever the wait. Asking restarts the wait of the automatic
+    /// handovers; it does not count toward their backoff.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] when `to` is not a voter of the group.
+    pub(crate) fn on_request(
+        &mut self,
+        now: u64,
+        view: &LeaderView<'_>,
+        to: Option<NodeId>,
+        progress: impl Fn(NodeId) -> Option<PeerStatus>,
+    ) -> crate::Result<Handover> {
+        let Some(to) = to.or_else(|| preferred_leader(view.group, view.voters)) else {
+            return Err(crate::Error::InvalidArgument {
+                reason: format!("group {} has no voters", view.group),
+            });
+        };
+        if !view.voters.contains(&to) {
+            return Err(crate::Error::InvalidArgument {
+                reason: format!("node {to} is not a voter of group {}", view.group),
+            });
+        }
+        if to == view.leader {
+            return Ok(Handover::AlreadyLeads { to });
+        }
+        if let Some(reason) = not_ready(view, progress(to)) {
+            return Ok(Handover::NotReady { to, reason });
+        }
+        self.since = Some(now);
+        Ok(Handover::Asked { to })
+    }
+}
+
+/// Why the voter whose progress `status` is (as the leader of `view` sees it) cannot take the
+/// leadership now, or `None` when it can: it is replicated to, heard in the leader's current
+/// CheckQuorum round, at most [`HANDOVER_LAG_ENTRIES_MAX`] entries behind, and no membership
+/// change is pending.
+fn not_ready(view: &LeaderView<'_>, status: Option<PeerStatus>) -> Option<String> {
+    if view.membership_change_pending {
+        return Some("a membership change is pending".into());
+    }
+    let Some(status) = status else { return Some("it is not a member".into()) };
+    let lag = view.last_index.0.saturating_sub(status.match_index.0);
+    if status.is_learner {
+        Some("it is a learner".into())
+    } else if !status.recent_active {
+        Some("the leader has not heard from it in its current CheckQuorum round".into())
+    } else if status.state != ProgressState::Replicate {
+        Some(format!("the leader is not replicating to it ({:?})", status.state))
+    } else if lag > HANDOVER_LAG_ENTRIES_MAX {
+        Some(format!("its log is {lag} entries behind (at most {HANDOVER_LAG_ENTRIES_MAX})"))
+    } else {
+        None
+    }
+}
+
+/// What a leader did with an operator's request to hand its leadership over
+/// ([`crate::StoreMsg::TransferLeader`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// The leader asked `to` to take over (it sends it TimeoutNow once its log is caught up):
+    /// `to` leads within about an election timeout unless it fails or cannot win.
+    Asked {
+        /// The voter asked.
+        to: NodeId,
+    },
+    /// `to` is the leader that was asked: nothing to do.
+    AlreadyLeads {
+        /// The leader.
+        to: NodeId,
+    },
+    /// `to` cannot take over now; asking again later may succeed.
+    NotReady {
+        /// The voter.
+        to: NodeId,
+        /// Why, for a person.
+        reason: String,
+    },
 }
 
 #[cfg(test)]
@@ -148,6 +224,42 @@ mod tests {
             last_index: LogIndex(40),
             membership_change_pending: false,
         }
+    }
+
+    #[test]
+    fn a_request_asks_at_once_when_the_voter_is_ready_and_says_why_not_otherwise() {
+        let nodes = voters(&[1, 2, 3]);
+        let view = view(1, 1, &nodes);
+        let mut balance = LeaderBalance::default();
+        balance.on_role_change(true, false, 100);
+        // Before the interval, the preferred voter (node 2) by default, or a voter named.
+        let asked = balance.on_request(101, &view, None, |_| Some(caught_up(40)));
+        assert_eq!(asked, Ok(Handover::Asked { to: NodeId(2) }));
+        let asked = balance.on_request(101, &view, Some(NodeId(3)), |_| Some(caught_up(40)));
+        assert_eq!(asked, Ok(Handover::Asked { to: NodeId(3) }));
+        // Asking restarts the automatic wait but adds nothing to its backoff.
+        assert_eq!(balance.on_tick(110, 10, &view, |_| Some(caught_up(40))), None);
+        assert_eq!(balance.on_tick(111, 10, &view, |_| Some(caught_up(40))), Some(NodeId(2)));
+        assert_eq!(balance.failed, 1);
+        let leads = balance.on_request(120, &view, Some(NodeId(1)), |_| Some(caught_up(40)));
+        assert_eq!(leads, Ok(Handover::AlreadyLeads { to: NodeId(1) }));
+        let lagging = PeerStatus { match_index: LogIndex(1), ..caught_up(1) };
+        let far_behind = LeaderView { last_index: LogIndex(1_000), ..view };
+        let not_ready = balance.on_request(120, &far_behind, None, |_| Some(lagging));
+        let Ok(Handover::NotReady { to, reason }) = not_ready else {
+            panic!("a voter 999 entries behind is ready: {not_ready:?}");
+        };
+        assert_eq!(to, NodeId(2));
+        assert!(reason.contains("999 entries behind"), "{reason}");
+        let probing = PeerStatus { state: ProgressState::Probe, ..caught_up(40) };
+        let not_ready = balance.on_request(120, &view, None, |_| Some(probing));
+        assert!(matches!(not_ready, Ok(Handover::NotReady { .. })), "{not_ready:?}");
+        let refused = balance.on_request(120, &view, Some(NodeId(9)), |_| None);
+        assert!(
+            matches!(&refused, Err(crate::Error::InvalidArgument { reason })
+                if reason.contains("node 9 is not a voter")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod testing;
 pub use clock::{Clock, ManualClock};
 pub use config::StoreConfig;
 pub use error::{Error, Result};
+pub use leader_balance::Handover;
 pub use metrics::StoreMetrics;
 pub use msg::{
     Callback, Consistency, LeaderRead, LeaderTerm, ReadOutput, ServedBy, ShownOut, StoreMsg,

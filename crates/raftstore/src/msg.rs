@@ -257,6 +257,17 @@ pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
         /// Called with the membership after the change.
         callback: Callback<ConfState>,
     },
+    /// Asks the group's leader (this node must lead it) to hand its leadership to `to`, or to
+    /// the group's preferred voter when `None`, now rather than after the automatic handover's
+    /// wait (`crate::leader_balance`). Answered at once with what it did.
+    TransferLeader {
+        /// The group.
+        group: GroupId,
+        /// The voter to hand over to; `None`: the preferred voter.
+        to: Option<NodeId>,
+        /// Called with what the leader did.
+        callback: Callback<crate::Handover>,
+    },
     /// Messages to `node` could not be delivered; its groups stop pipelining to it.
     Unreachable {
         /// The node.
@@ -292,6 +303,7 @@ impl<K: KvEngine, SM: StateMachine<K>> StoreMsg<K, SM> {
             }
             Self::ChangeMembership { callback, .. } => callback(Err(error)),
             Self::Status { callback, .. } => callback(Err(error)),
+            Self::TransferLeader { callback, .. } => callback(Err(error)),
             Self::Raft { .. }
             | Self::Snapshot { .. }
             | Self::SnapshotStatus { .. }

@@ -27,7 +27,7 @@ use mosaic_raft::{
 };
 
 use crate::error::{Error, Result};
-use crate::leader_balance::{LeaderBalance, LeaderView, preferred_leader};
+use crate::leader_balance::{Handover, LeaderBalance, LeaderView, preferred_leader};
 use crate::log_compaction::AppliedLog;
 use crate::msg::{Callback, ReadOutput, ServedBy};
 use crate::span::GroupSpan;
@@ -339,13 +339,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         if self.raft.role() != Role::Leader {
             return None;
         }
-        let view = LeaderView {
-            group: self.group,
-            leader: self.raft.id(),
-            voters: &self.raft.conf_state().voters,
-            last_index: self.raft.last_entry().0,
-            membership_change_pending: self.raft.membership_change_pending(),
-        };
+        let view = leader_view(self.group, &self.raft);
         let target =
             self.leader_balance.on_tick(self.ticks, u64::from(interval), &view, |node| {
                 self.raft.peer_status(node)
@@ -357,6 +351,26 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
                 None
             }
         }
+    }
+
+    /// An operator's request to hand this replica's leadership to `to` (the group's preferred
+    /// voter when `None`) now: asked when that voter is ready (`crate::leader_balance`).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when this replica does not lead; [`Error::InvalidArgument`] when
+    /// `to` is not a voter.
+    pub(crate) fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<Handover> {
+        if self.raft.role() != Role::Leader {
+            return Err(Error::NotLeader { group: self.group, leader: self.raft.leader() });
+        }
+        let view = leader_view(self.group, &self.raft);
+        let handover = self
+            .leader_balance
+            .on_request(self.ticks, &view, to, |node| self.raft.peer_status(node))?;
+        if let Handover::Asked { to } = handover {
+            self.raft.transfer_leader(to).map_err(Error::Raft)?;
+        }
+        Ok(handover)
     }
 
     /// Reacts to losing leadership: proposals in flight may or may not commit, so they are
@@ -637,6 +651,17 @@ fn settle<T>(
 
 fn read_id(context: &Bytes) -> Option<u64> {
     <[u8; 8]>::try_from(&context[..]).ok().map(u64::from_be_bytes)
+}
+
+/// What leader balance decides from: `raft`'s view as the leader of `group`.
+fn leader_view<K: KvEngine>(group: GroupId, raft: &RawNode<GroupStorage<K>>) -> LeaderView<'_> {
+    LeaderView {
+        group,
+        leader: raft.id(),
+        voters: &raft.conf_state().voters,
+        last_index: raft.last_entry().0,
+        membership_change_pending: raft.membership_change_pending(),
+    }
 }
 
 #[cfg(test)]

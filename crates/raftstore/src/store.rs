@@ -28,6 +28,7 @@ use mosaic_raft::{
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
+use crate::leader_balance::Handover;
 use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, Consistency, LeaderRead, LeaderTerm, ShownOut, StoreMsg, Transport};
 use crate::peer::{Answers, Peer, PendingRead};
@@ -285,6 +286,20 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                     None => callback(Err(Error::GroupNotFound { group })),
                 }
             }
+            StoreMsg::TransferLeader { group, to, callback } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    let _group = peer.enter_span();
+                    let result = peer.transfer_leadership(to);
+                    if let Ok(Handover::Asked { to }) = &result {
+                        tracing::info!(group_id = %group, to = %to,
+                            "handing leadership over, as asked");
+                        self.metrics.leader_transfers.inc();
+                        self.dirty.insert(group);
+                    }
+                    callback(result);
+                }
+                None => callback(Err(Error::GroupNotFound { group })),
+            },
             StoreMsg::Unreachable { node } => {
                 // The core ignores a node that is not a member of the group.
                 for peer in self.peers.values_mut() {

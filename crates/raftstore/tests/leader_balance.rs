@@ -1,7 +1,7 @@
 //! Leader balance on the deterministic in-memory cluster of `mosaic_raftstore::testing`:
 //! leaderships move to each group's preferred voter, so every node leads its share, and come
 //! back to a node that restarts once it has caught up; a preferred voter that is down is left
-//! alone.
+//! alone. An operator's request hands a leadership over at once.
 //!
 //! Run with `cargo test -p mosaic-raftstore --features testing`.
 
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mosaic_engine::GroupId;
 use mosaic_raft::NodeId;
 use mosaic_raftstore::testing::{self, take};
-use mosaic_raftstore::{Consistency, StoreConfig};
+use mosaic_raftstore::{Consistency, Error, Handover, StoreConfig, StoreMsg};
 use support::{Command, Counters};
 
 type Cluster = testing::Cluster<Counters>;
@@ -200,4 +200,67 @@ fn a_preferred_voter_that_cannot_win_is_asked_ever_more_rarely() {
             assert_eq!(cluster.leader(GroupId(1)), Some(NodeId(1)), "{outcome}");
         }
     }
+}
+
+/// Asks `node` to hand `group`'s leadership to `to` (its preferred voter when `None`) and
+/// returns the answer.
+fn transfer(
+    cluster: &mut Cluster,
+    node: NodeId,
+    group: GroupId,
+    to: Option<NodeId>,
+) -> mosaic_raftstore::Result<Handover> {
+    let (slot, callback) = testing::slot();
+    cluster.send(node, StoreMsg::TransferLeader { group, to, callback });
+    take(&slot).expect("a transfer request is answered at once")
+}
+
+#[test]
+fn an_operator_hands_leaderships_over_at_once_even_with_balance_off() {
+    let mut cluster = all_led_by_node_1(0);
+    let group = GroupId(4);
+    // Only the leader hands over; the others name it.
+    let refused = transfer(&mut cluster, NodeId(2), group, None);
+    assert_eq!(refused, Err(Error::NotLeader { group, leader: Some(NodeId(1)) }));
+    let refused = transfer(&mut cluster, NodeId(1), group, Some(NodeId(7)));
+    assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
+    assert_eq!(cluster.leader(group), Some(NodeId(1)), "a refusal changes nothing");
+    // Group 4 prefers node 2.
+    assert_eq!(
+        transfer(&mut cluster, NodeId(1), group, None),
+        Ok(Handover::Asked { to: NodeId(2) })
+    );
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.leader(group), Some(NodeId(2)));
+    // A voter named is asked too, and the leader itself is nothing to do.
+    assert_eq!(
+        transfer(&mut cluster, NodeId(2), group, Some(NodeId(2))),
+        Ok(Handover::AlreadyLeads { to: NodeId(2) })
+    );
+    let asked = transfer(&mut cluster, NodeId(2), group, Some(NodeId(3)));
+    assert_eq!(asked, Ok(Handover::Asked { to: NodeId(3) }));
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.leader(group), Some(NodeId(3)));
+    assert_eq!(cluster.store(NodeId(1)).stats().leader_transfers, 1);
+    assert_eq!(cluster.store(NodeId(2)).stats().leader_transfers, 1);
+    // A voter that is down is not ready: the leader says why and keeps leading.
+    cluster.crash(NodeId(1), 0);
+    for _ in 0..2 * StoreConfig::default().election_ticks {
+        cluster.tick();
+    }
+    let not_ready = transfer(&mut cluster, NodeId(3), group, Some(NodeId(1)));
+    let Ok(Handover::NotReady { to, reason }) = not_ready else {
+        panic!("a voter that is down was asked: {not_ready:?}");
+    };
+    assert_eq!(to, NodeId(1));
+    assert!(reason.contains("not heard from it"), "{reason}");
+    assert_eq!(cluster.leader(group), Some(NodeId(3)));
+    assert_eq!(
+        transfer(&mut cluster, NodeId(3), GroupId(99), None),
+        Err(Error::GroupNotFound { group: GroupId(99) })
+    );
 }

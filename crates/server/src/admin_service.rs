@@ -1,5 +1,5 @@
 //! The `NodeAdmin` service: creating or joining this node's replica of a group, changing a
-//! group's membership, and reporting on a replica (its Raft state and, for a group placed by
+//! group's membership, handing a leadership over, and reporting on a replica (its Raft state and, for a group placed by
 //! a controller, the migration state of its shards). Without a controller, an operator
 //! creates a group by asking each member. A controller replica serves it for the controller
 //! group alone ([`crate::controller_admin`]).
@@ -161,6 +161,17 @@ impl<SM: AdminMachine> NodeAdmin for AdminService<SM> {
             voters: conf_state.voters.iter().map(|node| node.0).collect(),
             learners: conf_state.learners.iter().map(|node| node.0).collect(),
         }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let (group, to) = node::transfer_leader_from_pb(request.get_ref())
+            .map_err(|error| self.refuse(&error))?;
+        let handover =
+            self.ask(|callback| StoreMsg::TransferLeader { group, to, callback }).await?;
+        Ok(Response::new(node::handover_to_pb(handover)))
     }
 }
 

@@ -65,6 +65,8 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
             node_admin_server::SERVICE_NAME,
             "CreateGroup" | "GroupStatus" | "JoinGroup" | "ChangeMembership",
         ) => Some(NODES_AND_ADMINS),
+        // Moving a leadership by hand is an operator's.
+        (node_admin_server::SERVICE_NAME, "TransferLeader") => Some(ADMINS),
         (raft_transport_server::SERVICE_NAME, "Send" | "SendSnapshot") => Some(NODES),
         (shard_migration_server::SERVICE_NAME, "PullShard" | "DeleteShard") => Some(NODES),
         // The standard services of every process, for generic tools (`crate::health`).
@@ -269,7 +271,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(methods, 18, "the protos' methods");
+        assert_eq!(methods, 19, "the protos' methods");
         assert_eq!(roles_for("/mosaic.v1.Kv/NoSuchMethod"), None);
         assert_eq!(roles_for("nonsense"), None);
     }
@@ -300,6 +302,9 @@ mod tests {
         assert!(!allowed(Role::Client, "/mosaic.v1.NodeAdmin/ChangeMembership"));
         assert!(allowed(Role::Admin, "/mosaic.v1.NodeAdmin/ChangeMembership"));
         assert!(allowed(Role::Node, "/mosaic.v1.NodeAdmin/ChangeMembership"));
+        assert!(allowed(Role::Admin, "/mosaic.v1.NodeAdmin/TransferLeader"));
+        assert!(!allowed(Role::Node, "/mosaic.v1.NodeAdmin/TransferLeader"));
+        assert!(!allowed(Role::Client, "/mosaic.v1.NodeAdmin/TransferLeader"));
         // Only an operator creates the controller group (`mosaic admin init`).
         assert!(allowed(Role::Admin, "/mosaic.v1.Controller/Bootstrap"));
         assert!(!allowed(Role::Node, "/mosaic.v1.Controller/Bootstrap"));

@@ -1,5 +1,5 @@
 //! `NodeAdmin` on a controller replica: the calls that change the controller group's own
-//! replicas one at a time (`mosaic admin controller add/remove`, docs/controller.md "Changing
+//! replicas one at a time, or hand its leadership to another replica (`mosaic admin controller add/remove`, docs/controller.md "Changing
 //! the controller's replicas"), for that group alone and for admins alone.
 //!
 //! A storage node's certificate may call `NodeAdmin` (a node rejoining its group asks the
@@ -89,5 +89,13 @@ impl NodeAdmin for ControllerAdmin {
     ) -> Result<Response<pb::ChangeMembershipResponse>, Status> {
         check(&request, request.get_ref().group_id)?;
         self.inner.change_membership(request).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        check(&request, request.get_ref().group_id)?;
+        self.inner.transfer_leader(request).await
     }
 }

@@ -556,7 +556,7 @@ fn heard_text(liveness: NodeLiveness) -> String {
 }
 
 /// `\nleaders: node 1 leads 2, node 2 leads 1`: how many groups each member node leads.
-fn leaders_summary(leaders: &BTreeMap<NodeId, usize>) -> String {
+pub(super) fn leaders_summary(leaders: &BTreeMap<NodeId, usize>) -> String {
     let counts: Vec<String> =
         leaders.iter().map(|(node, led)| format!("node {} leads {led}", node.0)).collect();
     format!("\nleaders: {}", if counts.is_empty() { "-".into() } else { counts.join(", ") })

@@ -15,16 +15,19 @@
 //! mosaic admin --controllers ... controller add 4 --address 10.0.0.4:7000
 //! mosaic admin --controllers ... group add 1 --members 1,2,3
 //! mosaic admin --controllers ... rebalance --dry-run
+//! mosaic admin --controllers ... leaders balance
 //! mosaic admin --controllers ... config show
 //! ```
 //!
 //! Against storage nodes directly (`--nodes ID=HOST:PORT,...`): creating a group on its members
 //! without a controller, a group's status on each member, and changing a group's membership
-//! ([`replicas`]):
+//! ([`replicas`]) or its leader ([`leaders`], which also balances every group's leadership
+//! against the controller):
 //!
 //! ```text
 //! mosaic admin --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 group create 1
 //! mosaic admin --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 group status 1
+//! mosaic admin --nodes 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 group transfer-leader 1 --to 2
 //! ```
 //!
 //! Human-readable output by default, `--output json` for scripts; a non-zero exit and a
@@ -34,6 +37,7 @@ mod cluster;
 mod controllers;
 mod decommission;
 mod init;
+mod leaders;
 mod replicas;
 
 pub(crate) use cluster::wait_until_settled;
@@ -44,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use mosaic_client::NodeId;
+use mosaic_client::{GroupId, NodeId};
 
 use crate::nodes::{NodeAddress, node_map, parse_node};
 use crate::tls::TlsArgs;
@@ -130,6 +134,23 @@ enum AdminCommand {
     Wait {
         /// How long to wait at most, in seconds.
         #[arg(long, default_value_t = 600)]
+        max_wait: u64,
+    },
+    /// Groups' leaderships (controller).
+    #[command(subcommand)]
+    Leaders(LeadersCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LeadersCommand {
+    /// Hands every group's leadership to its preferred voter now (the voter leader balance
+    /// moves it to within `leader-balance-ticks`; docs/raftstore.md "Leader balance"), for
+    /// example after a node restarted; waits until every group is led by it, showing progress
+    /// on stderr, and exits 1 if that takes longer than --max-wait (naming each group left and
+    /// why: its voter down, lagging, or being added).
+    Balance {
+        /// How long to wait at most, in seconds.
+        #[arg(long, default_value_t = 60)]
         max_wait: u64,
     },
 }
@@ -281,6 +302,16 @@ enum GroupCommand {
         #[arg(long)]
         node: u64,
     },
+    /// Hands a group's leadership to a voter now and waits until it leads (--nodes). With
+    /// leader balance on, a voter other than the group's preferred one hands it back within
+    /// `leader-balance-ticks`.
+    TransferLeader {
+        /// The group id.
+        group: u64,
+        /// The voter that takes over (default: the group's preferred voter).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        to: Option<u64>,
+    },
 }
 
 /// Runs `mosaic admin`.
@@ -341,6 +372,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Wait { max_wait } => {
             cluster()?.wait(Instant::now() + Duration::from_secs(max_wait)).await
         }
+        AdminCommand::Leaders(LeadersCommand::Balance { max_wait }) => {
+            leaders::balance(&cluster()?, Instant::now() + Duration::from_secs(max_wait)).await
+        }
         AdminCommand::Group(GroupCommand::Create { group, members }) => {
             let nodes = node_flags(&args.nodes)?;
             let members: Vec<NodeId> = if members.is_empty() {
@@ -364,6 +398,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             let deadline = Instant::now() + timeout;
             let members = replicas::Members { nodes: &nodes, tls: tls.as_ref(), group, deadline };
             members.remove_replica(NodeId(node), output).await
+        }
+        AdminCommand::Group(GroupCommand::TransferLeader { group, to }) => {
+            let nodes = node_flags(&args.nodes)?;
+            let deadline = Instant::now() + timeout;
+            let (group, to) = (GroupId(group), to.map(NodeId));
+            leaders::transfer(&nodes, tls.as_ref(), group, to, deadline, output).await
         }
     }
 }

@@ -171,8 +171,8 @@ fn proto_seeds(entry: &Entry, session: Session) {
 }
 
 /// Requests to each node of `node_requests` (the leader answers; the others refuse): writes
-/// and reads of group 1; watches, batches and scans of a hash tag's keys; a new group and a
-/// membership change, ticks, a crash.
+/// and reads of group 1; watches, batches and scans of a hash tag's keys; a new group,
+/// leadership transfers and a membership change, ticks, a crash.
 fn node_seeds() {
     let mut requests = Vec::new();
     for node in 1..=3 {
@@ -248,6 +248,11 @@ fn node_seeds() {
         5,
         &pb::JoinGroupRequest { group_id: 3, ..Default::default() }.encode_to_vec(),
     ));
+    for (node, to) in [(1, None), (2, Some(3)), (3, Some(2))] {
+        let transfer = pb::TransferLeaderRequest { group_id: 1, to };
+        admin.extend(frame(node, 13, &transfer.encode_to_vec()));
+        admin.extend(frame(1, 8, &[4]));
+    }
     for node in 1..=3 {
         let change = pb::ChangeMembershipRequest {
             group_id: 1,

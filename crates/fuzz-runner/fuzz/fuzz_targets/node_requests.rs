@@ -142,6 +142,10 @@ fuzz_target!(|data: &[u8]| {
                 });
                 Some(watch(group, shard_watch, consistency, register))
             }),
+            13 => pb::TransferLeaderRequest::decode(body).ok().and_then(|request| {
+                let (group, to) = node::transfer_leader_from_pb(&request).ok()?;
+                Some(StoreMsg::TransferLeader { group, to, callback: slot().1 })
+            }),
             _ => None,
         };
         if let Some(msg) = msg {

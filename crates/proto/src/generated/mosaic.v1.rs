@@ -176,6 +176,31 @@ pub struct ChangeMembershipResponse {
     #[prost(uint64, repeated, tag = "2")]
     pub learners: ::prost::alloc::vec::Vec<u64>,
 }
+/// Asks a group's leader to hand its leadership over.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TransferLeaderRequest {
+    /// The group.
+    #[prost(uint64, tag = "1")]
+    pub group_id: u64,
+    /// The voter to hand over to; absent: the group's preferred voter. Not 0.
+    #[prost(uint64, optional, tag = "2")]
+    pub to: ::core::option::Option<u64>,
+}
+/// The answer to a TransferLeaderRequest.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TransferLeaderResponse {
+    /// The voter the request was about (the preferred voter when the request named none).
+    #[prost(uint64, tag = "1")]
+    pub to: u64,
+    /// What the leader did.
+    #[prost(enumeration = "TransferOutcome", tag = "2")]
+    pub outcome: i32,
+    /// Why the voter cannot take over (NOT_READY); empty otherwise.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
 /// One membership change.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -210,6 +235,47 @@ impl MembershipChange {
             "MEMBERSHIP_CHANGE_ADD_LEARNER" => Some(Self::AddLearner),
             "MEMBERSHIP_CHANGE_ADD_VOTER" => Some(Self::AddVoter),
             "MEMBERSHIP_CHANGE_REMOVE" => Some(Self::Remove),
+            _ => None,
+        }
+    }
+}
+/// What a leader did with a TransferLeaderRequest.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TransferOutcome {
+    /// Not a valid outcome.
+    Unspecified = 0,
+    /// The leader asked the voter to take over: it sends it TimeoutNow once the voter's log is
+    /// caught up, and takes no writes meanwhile. The voter leads within about an election timeout
+    /// unless it fails or cannot win; GroupStatus shows when it does.
+    Asked = 1,
+    /// The voter is the leader asked: nothing to do.
+    AlreadyLeads = 2,
+    /// The voter cannot take over now (`reason` says why: down, lagging, being added); nothing
+    /// changed, and asking again later may succeed.
+    NotReady = 3,
+}
+impl TransferOutcome {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "TRANSFER_OUTCOME_UNSPECIFIED",
+            Self::Asked => "TRANSFER_OUTCOME_ASKED",
+            Self::AlreadyLeads => "TRANSFER_OUTCOME_ALREADY_LEADS",
+            Self::NotReady => "TRANSFER_OUTCOME_NOT_READY",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TRANSFER_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+            "TRANSFER_OUTCOME_ASKED" => Some(Self::Asked),
+            "TRANSFER_OUTCOME_ALREADY_LEADS" => Some(Self::AlreadyLeads),
+            "TRANSFER_OUTCOME_NOT_READY" => Some(Self::NotReady),
             _ => None,
         }
     }
@@ -400,6 +466,34 @@ pub mod node_admin_client {
                 .insert(GrpcMethod::new("mosaic.v1.NodeAdmin", "ChangeMembership"));
             self.inner.unary(req, path, codec).await
         }
+        /// Asks a group's leader to hand its leadership to another voter now: the one named, or the
+        /// group's preferred voter (the one leader balance moves the leadership to, docs/raftstore.md
+        /// "Leader balance"). Served by the group's leader (other replicas answer NotLeader);
+        /// answered at once with what the leader did, before the new leader is elected.
+        pub async fn transfer_leader(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TransferLeaderRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TransferLeaderResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/mosaic.v1.NodeAdmin/TransferLeader",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("mosaic.v1.NodeAdmin", "TransferLeader"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -450,6 +544,17 @@ pub mod node_admin_server {
             request: tonic::Request<super::ChangeMembershipRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ChangeMembershipResponse>,
+            tonic::Status,
+        >;
+        /// Asks a group's leader to hand its leadership to another voter now: the one named, or the
+        /// group's preferred voter (the one leader balance moves the leadership to, docs/raftstore.md
+        /// "Leader balance"). Served by the group's leader (other replicas answer NotLeader);
+        /// answered at once with what the leader did, before the new leader is elected.
+        async fn transfer_leader(
+            &self,
+            request: tonic::Request<super::TransferLeaderRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TransferLeaderResponse>,
             tonic::Status,
         >;
     }
@@ -695,6 +800,51 @@ pub mod node_admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ChangeMembershipSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/mosaic.v1.NodeAdmin/TransferLeader" => {
+                    #[allow(non_camel_case_types)]
+                    struct TransferLeaderSvc<T: NodeAdmin>(pub Arc<T>);
+                    impl<
+                        T: NodeAdmin,
+                    > tonic::server::UnaryService<super::TransferLeaderRequest>
+                    for TransferLeaderSvc<T> {
+                        type Response = super::TransferLeaderResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TransferLeaderRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as NodeAdmin>::transfer_leader(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TransferLeaderSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
