@@ -71,6 +71,11 @@ pub(crate) struct Raft<S> {
 
     /// The node leadership is being transferred to.
     pub(crate) lead_transferee: Option<NodeId>,
+    /// Ticks since the pending transfer was asked for (`lead_transferee` set from none): it is
+    /// given up after an election timeout. Its own count, not `election_elapsed`, so that asks
+    /// never postpone the leader's CheckQuorum round (found by review: asks for alternating
+    /// voters, each restarting the election timer, kept a leader that heard no one leading).
+    transfer_elapsed: u32,
     /// Index of the latest membership change in the log, while it may be unapplied.
     pending_conf_index: LogIndex,
     /// This leader has a change in its log that removes it, not applied yet (appended now, or
@@ -124,6 +129,7 @@ impl<S: Storage> Raft<S> {
             randomized_election_ticks: config.election_ticks,
             rng: SplitMix64::new(config.seed),
             lead_transferee: None,
+            transfer_elapsed: 0,
             pending_conf_index: LogIndex(0),
             removing_self: false,
             conf_index: LogIndex(0),
@@ -138,6 +144,14 @@ impl<S: Storage> Raft<S> {
         // The stored membership is the one applied; when it was made is not stored.
         raft.conf_index = raft.log.applied;
         raft.become_follower(raft.term, None);
+        if raft.start_quiet_ticks > 0 {
+            // Nobody who started with this replica grants a vote before its quiet period ends,
+            // so a campaign earlier is wasted; a narrower spread after it elects sooner when a
+            // whole group starts at once (a cluster restarted), and still spaces the replicas'
+            // campaigns ticks apart, far more than an election round takes.
+            let ticks = raft.config.election_ticks;
+            raft.randomized_election_ticks = raft.rng.in_range(ticks, ticks + (ticks / 2).max(1));
+        }
         info!(
             node_id = %raft.id, term = %raft.term, commit_index = %raft.log.committed,
             last_index = %raft.log.last_index(), "raft replica started"
@@ -380,7 +394,12 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(self.term, None);
                 return;
             }
-            if let Some(target) = self.lead_transferee.take() {
+        }
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_ticks
+                && let Some(target) = self.lead_transferee.take()
+            {
                 info!(node_id = %self.id, peer = %target, "leadership transfer timed out");
             }
         }
@@ -1053,9 +1072,12 @@ impl<S: Storage> Raft<S> {
             });
         }
         info!(node_id = %self.id, peer = %target, "transferring leadership");
+        // The transfer must finish within an election timeout of the first ask: asking for
+        // another voter meanwhile does not extend it (the leader takes no proposals until then).
+        if self.lead_transferee.is_none() {
+            self.transfer_elapsed = 0;
+        }
         self.lead_transferee = Some(target);
-        // The transfer must finish within an election timeout.
-        self.election_elapsed = 0;
         let caught_up =
             self.tracker.get(target).is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {

@@ -433,6 +433,13 @@ impl<S: Storage> RawNode<S> {
         self.raft.membership_change_pending()
     }
 
+    /// The voter this leader is handing its leadership to, while the transfer is pending
+    /// ([`RawNode::transfer_leader`]).
+    #[must_use]
+    pub fn lead_transferee(&self) -> Option<NodeId> {
+        self.raft.lead_transferee
+    }
+
     /// This replica's node id.
     #[must_use]
     pub fn id(&self) -> NodeId {

@@ -429,6 +429,35 @@ fn a_restarted_follower_ignores_votes_while_the_old_leaders_lease_holds() {
     }
 }
 
+/// A replica started with a term ignores votes for an election timeout (above), so a campaign
+/// before then is wasted: its first election timeout is drawn from `[election_ticks, 1.5 *
+/// election_ticks)`, so that a group restarted as a whole elects sooner (with 1,000 groups, the
+/// last one within about 1.5 election timeouts rather than 2), still spread over several ticks.
+#[test]
+fn a_restarted_replica_first_campaigns_within_one_and_a_half_election_timeouts() {
+    let mut firsts = std::collections::BTreeSet::new();
+    for seed in 0..100 {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.one(b"w", 3, true);
+        let leader = cluster.check_one_leader();
+        let restarted = follower_of(&cluster, leader);
+        cluster.crash(restarted);
+        cluster.disconnect(restarted);
+        cluster.start(restarted);
+        let first = (1..=2 * election_ticks()).find(|_| {
+            cluster.tick();
+            cluster.replica(restarted).node.role() == Role::PreCandidate
+        });
+        firsts.insert(first.unwrap_or_else(|| panic!("seed {seed}: no campaign")));
+    }
+    let (earliest, latest) = (*firsts.first().unwrap(), *firsts.last().unwrap());
+    assert!(
+        earliest >= election_ticks() && latest < election_ticks() * 3 / 2,
+        "first campaigns after a restart at ticks {firsts:?}"
+    );
+    assert!(firsts.len() >= 4, "first campaigns spread over too few ticks: {firsts:?}");
+}
+
 /// Whether `replica` answers a vote request from node 1 in term 7, and how.
 fn vote_answer(
     replica: &mut RawNode<MemStorage>,
@@ -530,6 +559,32 @@ fn transfer_to_an_unreachable_node_times_out_and_the_leader_resumes() {
     cluster.run_ticks(11);
     assert_eq!(cluster.replica(leader).node.role(), Role::Leader);
     cluster.with_node(leader, |n| n.propose(Bytes::from_static(b"resumed"))).expect("accepted");
+}
+
+/// Found by review: asking to transfer to another voter while a transfer was pending restarted
+/// the leader's election timer, so asks for alternating voters more often than once per
+/// election timeout kept a leader that heard no one from ever running its CheckQuorum check.
+/// A transfer now times out an election timeout after it was first asked, whatever is asked
+/// meanwhile, and the leader's check runs on its own schedule.
+#[test]
+fn asks_to_transfer_never_postpone_the_leaders_check_quorum() {
+    let mut cluster = Cluster::new(3, 133);
+    cluster.one(b"w", 3, true);
+    let leader = cluster.check_one_leader();
+    let (a, b) = others(&cluster, leader);
+    cluster.disconnect(leader);
+    for round in 0..4 * election_ticks() {
+        if round % 3 == 0 {
+            let target = if round % 2 == 0 { a } else { b };
+            let _ = cluster.with_node(leader, |n| n.transfer_leader(target));
+        }
+        cluster.tick();
+    }
+    assert_ne!(
+        cluster.replica(leader).node.role(),
+        Role::Leader,
+        "a leader cut off for 4 election timeouts still leads while asked to transfer"
+    );
 }
 
 // ---- Membership -----------------------------------------------------------------------------

@@ -52,6 +52,8 @@ pub(crate) struct LeaderView<'a> {
     pub last_index: LogIndex,
     /// True while the leader has a membership change it has not applied.
     pub membership_change_pending: bool,
+    /// The voter a pending transfer hands the leadership to.
+    pub transferring_to: Option<NodeId>,
 }
 
 /// A handover asked for that did not end with the preferred voter leading doubles the wait
@@ -102,7 +104,11 @@ impl LeaderBalance {
     ) -> Option<NodeId> {
         let since = self.since?;
         let wait = interval << self.failed.min(HANDOVER_BACKOFF_DOUBLINGS_MAX);
-        if interval == 0 || now.saturating_sub(since) < wait || view.membership_change_pending {
+        if interval == 0
+            || now.saturating_sub(since) < wait
+            || view.membership_change_pending
+            || view.transferring_to.is_some()
+        {
             return None;
         }
         let preferred = preferred_leader(view.group, view.voters)?;
@@ -116,8 +122,10 @@ impl LeaderBalance {
 
     /// At tick `now` of a leader, an operator's request to hand the leadership to `to` (the
     /// preferred voter when `None`) at once: asked when the voter is ready as for
-    /// [`LeaderBalance::on_tick`], whatever the wait. Asking restarts the wait of the automatic
-    /// handovers; it does not count toward their backoff.
+    /// [`LeaderBalance::on_tick`], whatever the wait, and no transfer is pending (one to `to`
+    /// is answered as asked: it is underway; one to another voter makes `to` not ready, so
+    /// that asks cannot keep the leader from taking proposals). Asking restarts the wait of
+    /// the automatic handovers; it does not count toward their backoff.
     ///
     /// # Errors
     /// [`crate::Error::InvalidArgument`] when `to` is not a voter of the group.
@@ -140,6 +148,14 @@ impl LeaderBalance {
         }
         if to == view.leader {
             return Ok(Handover::AlreadyLeads { to });
+        }
+        match view.transferring_to {
+            Some(pending) if pending == to => return Ok(Handover::Asked { to }),
+            Some(pending) => {
+                let reason = format!("a handover to node {pending} is pending");
+                return Ok(Handover::NotReady { to, reason });
+            }
+            None => {}
         }
         if let Some(reason) = not_ready(view, progress(to)) {
             return Ok(Handover::NotReady { to, reason });
@@ -223,6 +239,7 @@ mod tests {
             voters,
             last_index: LogIndex(40),
             membership_change_pending: false,
+            transferring_to: None,
         }
     }
 
@@ -254,6 +271,17 @@ mod tests {
         let probing = PeerStatus { state: ProgressState::Probe, ..caught_up(40) };
         let not_ready = balance.on_request(120, &view, None, |_| Some(probing));
         assert!(matches!(not_ready, Ok(Handover::NotReady { .. })), "{not_ready:?}");
+        // While a transfer is pending: the same voter is underway, another is not ready, and
+        // the automatic handover waits.
+        let pending = LeaderView { transferring_to: Some(NodeId(3)), ..view };
+        let same = balance.on_request(200, &pending, Some(NodeId(3)), |_| Some(caught_up(40)));
+        assert_eq!(same, Ok(Handover::Asked { to: NodeId(3) }));
+        let other = balance.on_request(200, &pending, None, |_| Some(caught_up(40)));
+        let Ok(Handover::NotReady { to: NodeId(2), reason }) = other else {
+            panic!("a second voter asked while a transfer is pending: {other:?}");
+        };
+        assert!(reason.contains("a handover to node 3 is pending"), "{reason}");
+        assert_eq!(balance.on_tick(10_000, 10, &pending, |_| Some(caught_up(40))), None);
         let refused = balance.on_request(120, &view, Some(NodeId(9)), |_| None);
         assert!(
             matches!(&refused, Err(crate::Error::InvalidArgument { reason })

@@ -354,23 +354,26 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     }
 
     /// An operator's request to hand this replica's leadership to `to` (the group's preferred
-    /// voter when `None`) now: asked when that voter is ready (`crate::leader_balance`).
+    /// voter when `None`) now: asked when that voter is ready (`crate::leader_balance`). Also
+    /// returns whether a handover started now (not when the one asked was already pending).
     ///
     /// # Errors
     /// [`Error::NotLeader`] when this replica does not lead; [`Error::InvalidArgument`] when
     /// `to` is not a voter.
-    pub(crate) fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<Handover> {
+    pub(crate) fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<(Handover, bool)> {
         if self.raft.role() != Role::Leader {
             return Err(Error::NotLeader { group: self.group, leader: self.raft.leader() });
         }
         let view = leader_view(self.group, &self.raft);
+        let pending = view.transferring_to.is_some();
         let handover = self
             .leader_balance
             .on_request(self.ticks, &view, to, |node| self.raft.peer_status(node))?;
-        if let Handover::Asked { to } = handover {
-            self.raft.transfer_leader(to).map_err(Error::Raft)?;
+        let started = matches!(handover, Handover::Asked { .. }) && !pending;
+        if let (Handover::Asked { to }, true) = (&handover, started) {
+            self.raft.transfer_leader(*to).map_err(Error::Raft)?;
         }
-        Ok(handover)
+        Ok((handover, started))
     }
 
     /// Reacts to losing leadership: proposals in flight may or may not commit, so they are
@@ -661,6 +664,7 @@ fn leader_view<K: KvEngine>(group: GroupId, raft: &RawNode<GroupStorage<K>>) -> 
         voters: &raft.conf_state().voters,
         last_index: raft.last_entry().0,
         membership_change_pending: raft.membership_change_pending(),
+        transferring_to: raft.lead_transferee(),
     }
 }
 

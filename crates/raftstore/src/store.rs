@@ -290,13 +290,13 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 Some(peer) => {
                     let _group = peer.enter_span();
                     let result = peer.transfer_leadership(to);
-                    if let Ok(Handover::Asked { to }) = &result {
+                    if let Ok((Handover::Asked { to }, true)) = &result {
                         tracing::info!(group_id = %group, to = %to,
                             "handing leadership over, as asked");
                         self.metrics.leader_transfers.inc();
                         self.dirty.insert(group);
                     }
-                    callback(result);
+                    callback(result.map(|(handover, _)| handover));
                 }
                 None => callback(Err(Error::GroupNotFound { group })),
             },

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use mosaic_engine::GroupId;
-use mosaic_raft::NodeId;
+use mosaic_raft::{NodeId, Role};
 use mosaic_raftstore::testing::{self, take};
 use mosaic_raftstore::{Consistency, Error, Handover, StoreConfig, StoreMsg};
 use support::{Command, Counters};
@@ -263,4 +263,77 @@ fn an_operator_hands_leaderships_over_at_once_even_with_balance_off() {
         transfer(&mut cluster, NodeId(3), GroupId(99), None),
         Err(Error::GroupNotFound { group: GroupId(99) })
     );
+}
+
+/// Found by review: asks for alternating voters, twice per election timeout, used to restart
+/// the leader's election timer each time (`Raft::transfer_leader`), so its CheckQuorum round
+/// never came: a leader that heard no one (its followers down, or itself cut off) went on
+/// leading, refusing every proposal, and answered `Asked` for voters that were down (the round
+/// that clears `recent_active` never ended). Now a transfer has its own timer, and a voter
+/// other than the one a pending transfer names is not ready.
+#[test]
+fn asks_for_alternating_voters_never_keep_a_leader_that_hears_no_one() {
+    let election_ticks = StoreConfig::default().election_ticks;
+    for cut_off_leader in [false, true] {
+        let mut cluster = led_by_node_1(3, 1, 0);
+        let group = GroupId(1);
+        if cut_off_leader {
+            cluster.isolate(NodeId(1));
+        } else {
+            cluster.crash(NodeId(2), 0);
+            cluster.crash(NodeId(3), 0);
+        }
+        let mut asked = 0;
+        for round in 0..40 {
+            let to = NodeId(2 + round % 2);
+            asked += usize::from(matches!(
+                transfer(&mut cluster, NodeId(1), group, Some(to)),
+                Ok(Handover::Asked { .. })
+            ));
+            for _ in 0..election_ticks / 2 {
+                cluster.tick();
+            }
+        }
+        let role = cluster.store(NodeId(1)).peer(group).unwrap().status().soft_state.role;
+        let context = format!("cut off: {cut_off_leader}; {asked} of 40 asks answered Asked");
+        assert_ne!(role, Role::Leader, "{context}");
+        assert!(asked <= 1, "{context}");
+    }
+}
+
+/// While a transfer is pending, asking for the same voter is answered as underway (and counted
+/// once), another voter is not ready until the transfer times out; then it is asked and takes
+/// over, and writes go on at the new leader.
+#[test]
+fn a_pending_transfer_is_underway_for_its_voter_and_blocks_another_until_it_times_out() {
+    let election_ticks = StoreConfig::default().election_ticks;
+    let mut cluster = led_by_node_1(3, 1, 0);
+    let group = GroupId(1);
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    // Node 2 never gets its TimeoutNow.
+    cluster.cut(NodeId(1), NodeId(2));
+    let asked = transfer(&mut cluster, NodeId(1), group, Some(NodeId(2)));
+    assert_eq!(asked, Ok(Handover::Asked { to: NodeId(2) }));
+    let again = transfer(&mut cluster, NodeId(1), group, Some(NodeId(2)));
+    assert_eq!(again, Ok(Handover::Asked { to: NodeId(2) }));
+    assert_eq!(cluster.store(NodeId(1)).stats().leader_transfers, 1, "one handover started");
+    let other = transfer(&mut cluster, NodeId(1), group, Some(NodeId(3)));
+    let Ok(Handover::NotReady { to: NodeId(3), reason }) = other else {
+        panic!("another voter asked while a transfer is pending: {other:?}");
+    };
+    assert!(reason.contains("a handover to node 2 is pending"), "{reason}");
+    for _ in 0..election_ticks {
+        cluster.tick();
+    }
+    assert_eq!(cluster.leader(group), Some(NodeId(1)), "the transfer timed out");
+    let asked = transfer(&mut cluster, NodeId(1), group, Some(NodeId(3)));
+    assert_eq!(asked, Ok(Handover::Asked { to: NodeId(3) }));
+    for _ in 0..3 {
+        cluster.tick();
+    }
+    assert_eq!(cluster.leader(group), Some(NodeId(3)));
+    let slot = cluster.propose(NodeId(3), group, Command::add("hits", 1));
+    assert!(matches!(cluster.wait(&slot, 10), Some(Ok(_))));
 }
