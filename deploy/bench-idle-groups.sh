@@ -18,13 +18,7 @@ tick_ms="${MOSAIC_BENCH_TICK_MS:-100}"
 source deploy/local-cluster.sh
 mosaic_bin debug
 use_temp_cluster_dir
-printf 'tick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' "$tick_ms" >"$data/common.toml"
-start_local_cluster "$bin" "$data" "$first_port" --config "$data/common.toml"
-
-echo "creating $groups groups..." >&2
-for group in $(seq 1 "$groups"); do
-  "$bin" admin --nodes "$nodes" group create "$group" >/dev/null
-done
+start_cluster_of_groups "$bin" "$data" "$first_port" "$tick_ms" "$groups"
 echo "letting elections settle (10 s)..." >&2
 sleep 10
 echo "the last group created:" >&2

@@ -9,6 +9,10 @@
 #     the same for storage node N (1..3), in DATA_DIR/node-N, each told the others as --peers
 #     (pass --controllers "$controllers" to make them follow the controller). Sets `nodes` (the
 #     --nodes value for mosaic kv/admin/bench) and adds to `pids`.
+#   start_cluster_of_groups BIN DATA_DIR FIRST_PORT TICK_MS GROUPS
+#     start_local_cluster with a tick of TICK_MS and a 256 MiB block cache (the file
+#     DATA_DIR/common.toml, which a restart passes again as --config), then creates groups 1 to
+#     GROUPS without a controller, each with a replica on every node, four at a time.
 #   stop_local_cluster
 #     SIGTERM to every process started, then waits for them.
 #   mosaic_bin release|debug
@@ -70,6 +74,16 @@ start_local_cluster() {
   local first_port="$3"
   nodes="1=127.0.0.1:$first_port,2=127.0.0.1:$((first_port + 1)),3=127.0.0.1:$((first_port + 2))"
   start_three server node "$@"
+}
+
+start_cluster_of_groups() {
+  local bin="$1" data="$2" first_port="$3" tick_ms="$4" groups="$5"
+  mkdir -p "$data"
+  printf 'tick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' "$tick_ms" \
+    >"$data/common.toml"
+  start_local_cluster "$bin" "$data" "$first_port" --config "$data/common.toml"
+  echo "creating $groups groups..." >&2
+  seq 1 "$groups" | xargs -P 4 -I '{}' "$bin" admin --nodes "$nodes" group create '{}' >/dev/null
 }
 
 stop_local_cluster() {

@@ -16,6 +16,11 @@
 //! A JSON line goes to stdout (and is appended to `--out`), a human summary to stderr. With
 //! `--server-pids`, the line also carries the CPU each server process used in the measured
 //! window (Linux `/proc`), as cores and as microseconds per operation.
+//!
+//! One more workload is not among the definitions: `first-reads` ([`first_reads`]) measures
+//! how soon every shard is served, for example after a restart.
+
+mod first_reads;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -49,7 +54,8 @@ pub struct BenchArgs {
     route: KeyRoute,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Which workload to run; `all` runs the four in order, preloading once.
+    /// Which workload to run; `all` runs the four of the benchmark definitions in order,
+    /// preloading once.
     #[arg(long, value_enum, default_value_t = Workload::All)]
     workload: Workload,
     /// Requests in flight (default: 1 for put-latency, 64 for the others).
@@ -79,6 +85,10 @@ pub struct BenchArgs {
     /// Server process ids whose CPU use is reported (Linux).
     #[arg(long, value_delimiter = ',')]
     server_pids: Vec<u32>,
+    /// first-reads: count from this time, in milliseconds since the Unix epoch (for example
+    /// when the servers were started: `date +%s%3N`), instead of from the command's start.
+    #[arg(long)]
+    since_unix_ms: Option<u64>,
     /// Free text describing the setup, copied into the output (e.g. "3 nodes, 1 group").
     #[arg(long, default_value = "")]
     describe: String,
@@ -100,6 +110,9 @@ enum Workload {
     Mixed,
     /// The four above, in that order.
     All,
+    /// One linearizable read of every shard, each retried until it succeeds: when each
+    /// shard was first served (not run by `all`).
+    FirstReads,
 }
 
 impl Workload {
@@ -110,6 +123,7 @@ impl Workload {
             Self::GetThroughput => "get-throughput",
             Self::Mixed => "mixed",
             Self::All => "all",
+            Self::FirstReads => "first-reads",
         }
     }
 }
@@ -144,11 +158,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.secs <= 0.0 || args.warmup_secs < 0.0 || args.request_timeout_secs <= 0.0 {
         bail!("--secs and --request-timeout-secs must be positive, --warmup-secs not negative");
     }
-    let options = ClientOptions {
+    let mut options = ClientOptions {
         timeout: Duration::from_secs_f64(args.request_timeout_secs),
         tls: args.tls.load()?,
         ..ClientOptions::default()
     };
+    if args.workload == Workload::FirstReads {
+        options.backoff_max = first_reads::FIRST_READS_BACKOFF_MAX;
+    }
     match args.route.source().map_err(anyhow::Error::msg)? {
         KeySource::Static(routing) => {
             let clients = (0..args.conns)
@@ -171,10 +188,15 @@ async fn run_workloads<S: RoutingSource>(
     clients: Vec<Client<S>>,
     args: &BenchArgs,
 ) -> anyhow::Result<ExitCode> {
-    for client in &clients {
+    let clients = Arc::new(clients);
+    if args.workload == Workload::FirstReads {
+        let line = first_reads::run(&clients, args).await?;
+        write_line(&line, args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for client in clients.iter() {
         client.warm_up().await.context("reading the placement")?;
     }
-    let clients = Arc::new(clients);
     let workloads = match args.workload {
         Workload::All => vec![
             Workload::PutLatency,
@@ -282,13 +304,6 @@ async fn run_workload<S: RoutingSource>(
     let cpu_after = read_cpu(&args.server_pids)?;
     latencies.sort_unstable();
     let ops = latencies.len() as u64;
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1] as f64
-    };
     let mean = if ops == 0 { 0.0 } else { latencies.iter().sum::<u64>() as f64 / ops as f64 };
     let mut line = json!({
         "backend": "mosaic",
@@ -305,9 +320,9 @@ async fn run_workload<S: RoutingSource>(
         "get_misses": get_misses,
         "secs": args.secs,
         "ops_per_s": ops as f64 / args.secs,
-        "p50_us": percentile(0.50),
-        "p99_us": percentile(0.99),
-        "p999_us": percentile(0.999),
+        "p50_us": percentile(&latencies, 0.50),
+        "p99_us": percentile(&latencies, 0.99),
+        "p999_us": percentile(&latencies, 0.999),
         "max_us": latencies.last().copied().unwrap_or(0),
         "mean_us": mean,
         "describe": args.describe,
@@ -327,6 +342,15 @@ async fn run_workload<S: RoutingSource>(
         });
     }
     Ok(line)
+}
+
+/// The `p` quantile (0 to 1, nearest rank) of the ascending `sorted`, 0 when it is empty.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64
 }
 
 /// The CPU ticks (user + system) each process has used, read at `at`.
@@ -365,6 +389,11 @@ fn report(line: &serde_json::Value, args: &BenchArgs) -> anyhow::Result<()> {
         line["p99_us"].as_f64().unwrap_or_default() / 1000.0,
         line["errors"],
     );
+    write_line(line, args)
+}
+
+/// Writes `line` to stdout, and appends it to `--out` if given.
+fn write_line(line: &serde_json::Value, args: &BenchArgs) -> anyhow::Result<()> {
     let text = line.to_string();
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}").and_then(|()| stdout.flush()).context("writing to stdout")?;
@@ -388,6 +417,16 @@ mod tests {
         assert_eq!(key(0), b"k000000000000000");
         assert_eq!(key(99_999).len(), KEY_BYTES);
         assert!(key(9) < key(10));
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let sorted: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&sorted, 0.5), 50.0);
+        assert_eq!(percentile(&sorted, 0.99), 99.0);
+        assert_eq!(percentile(&sorted, 1.0), 100.0);
+        assert_eq!(percentile(&[7], 0.0), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 
     #[test]

@@ -1233,6 +1233,33 @@ mod tests {
     }
 
     #[test]
+    fn groups_own_the_shards_in_turn() {
+        let flags = ["--nodes", NODES, "--group", "4", "--groups", "3", "--shard-count", "8"];
+        let args = parse(&[&flags[..], &["get", "k"]].concat()).unwrap();
+        let Ok(KeySource::Static(routing)) = args.route.source() else {
+            panic!("--nodes, --group and --groups describe a static routing");
+        };
+        let owners: Vec<u64> =
+            (0..8).map(|shard| routing.group_of(ShardId(shard)).unwrap().0).collect();
+        assert_eq!(owners, [4, 5, 6, 4, 5, 6, 4, 5]);
+        assert_eq!(routing.members(GroupId(6)), &[NodeId(1), NodeId(2), NodeId(3)]);
+    }
+
+    #[test]
+    fn more_groups_than_shards_or_group_ids_are_refused() {
+        let flags = ["--nodes", NODES, "--group", "1", "--groups", "9", "--shard-count", "8"];
+        let args = parse(&[&flags[..], &["get", "k"]].concat());
+        let message = args.unwrap().route.source().unwrap_err();
+        assert!(message.contains("more than --shard-count 8"), "{message}");
+        let last = u64::MAX.to_string();
+        let args = parse(&["--nodes", NODES, "--group", &last, "--groups", "2", "get", "k"]);
+        let message = args.unwrap().route.source().unwrap_err();
+        assert!(message.contains("runs past the group ids"), "{message}");
+        let error = parse(&["--controllers", "h:1", "--groups", "2", "get", "k"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
     fn a_node_named_twice_is_refused() {
         let args = parse(&["--nodes", "1=h:1,1=h:2", "--group", "1", "get", "k"]).unwrap();
         let message = args.route.source().unwrap_err();

@@ -1,27 +1,32 @@
 //! The flags shared by the commands that talk to storage nodes: `--nodes
 //! ID=HOST:PORT,ID=HOST:PORT`, and for the commands that route keys ([`KeyRoute`]), `--group`
-//! and `--shard-count`, or instead of those three, `--controllers HOST:PORT,HOST:PORT`.
+//! (with `--groups`) and `--shard-count`, or instead of those, `--controllers HOST:PORT,...`.
 
 use std::collections::BTreeMap;
 
 use clap::{ArgGroup, Args};
-use mosaic_client::{GroupId, NodeId, Routing};
+use mosaic_client::{GroupId, NodeId, Routing, STATIC_CONFIG_NUM};
 
 /// The environment variable that names the controller replicas when no flag routes.
 pub const CONTROLLERS_ENV: &str = "MOSAIC_CONTROLLERS";
 
 /// How a key command finds the group of a key: by the controller's latest configuration
 /// (`--controllers`, or [`CONTROLLERS_ENV`] when no flag routes), or without a controller,
-/// by one group that owns every shard (`--nodes` and `--group`, with `--shard-count`). clap
-/// refuses both flags, `--nodes` without `--group` (or the reverse), and `--shard-count` with
-/// `--controllers` (the controller knows the shard count); [`KeyRoute::source`] refuses
-/// neither flag without the variable.
+/// by one group that owns every shard (`--nodes` and `--group`, with `--shard-count`), or by
+/// `--groups` consecutive groups from `--group` on that own the shards in turn. clap refuses
+/// both flags, `--nodes` without `--group` (or the reverse), and `--shard-count` or `--groups`
+/// with `--controllers` (the controller knows the placement); [`KeyRoute::source`] refuses
+/// neither flag without the variable, and more groups than shards.
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("route").args(["controllers", "nodes"])))]
 pub struct KeyRoute {
     /// The controller replicas, as HOST:PORT,HOST:PORT: route every key by the controller's
     /// latest configuration (instead of --nodes and --group). Default: $MOSAIC_CONTROLLERS.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["nodes", "group", "shard_count"])]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with_all = ["nodes", "group", "groups", "shard_count"]
+    )]
     pub controllers: Vec<String>,
     /// The storage nodes of the group, as ID=HOST:PORT,ID=HOST:PORT (with --group, instead of
     /// --controllers).
@@ -30,6 +35,11 @@ pub struct KeyRoute {
     /// The group that owns every shard, a positive integer (with --nodes).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), requires = "nodes")]
     pub group: Option<u64>,
+    /// With --nodes and --group: this many groups, --group and the ids after it, each with a
+    /// replica on every node, own the shards in turn (shard s: group --group + s % --groups),
+    /// as groups made by `mosaic admin group create` serve any shard. At most --shard-count.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub groups: u64,
     /// The cluster's number of shards (with --nodes); must match the one the cluster was
     /// created with.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -67,7 +77,7 @@ impl KeyRoute {
         if !self.nodes.is_empty() {
             let group =
                 self.group.ok_or("--nodes needs --group (or give --controllers instead)")?;
-            return single_group_routing(&self.nodes, group, self.shard_count)
+            return static_routing(&self.nodes, group, self.groups, self.shard_count)
                 .map(KeySource::Static);
         }
         let controllers: Vec<String> = env
@@ -87,13 +97,28 @@ impl KeyRoute {
     }
 }
 
-/// The placement of `--nodes`, `--group` and `--shard-count`: every shard owned by `group`.
-fn single_group_routing(
+/// The placement of `--nodes`, `--group`, `--groups` and `--shard-count`: shard `s` owned by
+/// group `group + s % groups`, every group on every node.
+fn static_routing(
     nodes: &[NodeAddress],
     group: u64,
+    groups: u64,
     shard_count: u32,
 ) -> Result<Routing, String> {
-    Routing::single_group(GroupId(group), node_map(nodes)?, shard_count)
+    if groups > u64::from(shard_count) {
+        return Err(format!(
+            "--groups {groups} is more than --shard-count {shard_count}: a group would own no \
+             shard"
+        ));
+    }
+    let last = group
+        .checked_add(groups - 1)
+        .ok_or_else(|| format!("--group {group} with --groups {groups} runs past the group ids"))?;
+    let nodes = node_map(nodes)?;
+    let members: Vec<NodeId> = nodes.keys().copied().collect();
+    let shards = (0..u64::from(shard_count)).map(|shard| GroupId(group + shard % groups)).collect();
+    let placement = (group..=last).map(|id| (GroupId(id), members.clone())).collect();
+    Routing::new(STATIC_CONFIG_NUM, shard_count, shards, placement, nodes)
         .map_err(|error| error.to_string())
 }
 
