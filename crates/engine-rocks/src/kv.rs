@@ -11,6 +11,9 @@
 //!   held, even after the [`RocksKv`] is dropped.
 //! - Ranges handed to [`KvEngine::reclaim`] are compacted by the store's [`Reclaimer`] thread,
 //!   which is joined when the [`RocksKv`] is dropped.
+//! - Dropping a [`RocksKv`] flushes every column family's memtable first, so that the next
+//!   open has no write-ahead log to replay (a crash skips this: its next open replays the log,
+//!   at most `max_total_wal_bytes` of it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use rocksdb::{
 };
 
 use crate::config::{RocksConfig, WalSyncPolicy};
-use crate::reclaim::{ReclaimStats, Reclaimer};
+use crate::reclaim::{ReclaimStats, Reclaimer, flush_all};
 
 /// RocksDB's default column family: it always exists; Mosaic keeps nothing in it.
 const DEFAULT_CF: &str = "default";
@@ -60,6 +63,15 @@ pub struct RocksKv {
     created_new: bool,
     sync_writes: bool,
     reclaimer: Reclaimer,
+}
+
+impl Drop for RocksKv {
+    /// Flushes every memtable, so that a node stopped on purpose (an upgrade, a rolling
+    /// restart) opens again in tens of milliseconds rather than replaying its write-ahead log
+    /// for seconds (docs/benchmarks.md "Restarting a cluster").
+    fn drop(&mut self) {
+        flush_all(&self.db, &self.path);
+    }
 }
 
 impl std::fmt::Debug for RocksKv {

@@ -228,7 +228,7 @@ fn compact(db: &DB, path: &Path, cf: ColumnFamily, range: &KeyRange) {
 
 /// Flushes the memtable of every column family, so that no write-ahead log file is kept for
 /// them (RocksDB then deletes the files nothing needs).
-fn flush_all(db: &DB, path: &Path) {
+pub(crate) fn flush_all(db: &DB, path: &Path) {
     let started = Instant::now();
     let mut options = FlushOptions::default();
     options.set_wait(true);
@@ -242,7 +242,7 @@ fn flush_all(db: &DB, path: &Path) {
     tracing::debug!(
         path = %path.display(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "flushed every column family after reclaiming"
+        "flushed every column family"
     );
 }
 
