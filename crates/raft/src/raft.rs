@@ -36,6 +36,11 @@ pub(crate) enum CampaignKind {
     Transfer,
 }
 
+/// The fewest values a replica's first election timeout after a start with a term is drawn
+/// from (`Raft::new`): that draw spans half an election timeout, but at least this many ticks,
+/// or the whole usual range when the election timeout is shorter.
+const FIRST_TIMEOUT_SPREAD_MIN_TICKS: u32 = 4;
+
 pub(crate) struct Raft<S> {
     pub(crate) id: NodeId,
     pub(crate) term: Term,
@@ -147,10 +152,13 @@ impl<S: Storage> Raft<S> {
         if raft.start_quiet_ticks > 0 {
             // Nobody who started with this replica grants a vote before its quiet period ends,
             // so a campaign earlier is wasted; a narrower spread after it elects sooner when a
-            // whole group starts at once (a cluster restarted), and still spaces the replicas'
-            // campaigns ticks apart, far more than an election round takes.
+            // whole group starts at once (a cluster restarted). Never under
+            // `FIRST_TIMEOUT_SPREAD_MIN_TICKS` values (all of them below that): with fewer,
+            // replicas that start together tie, and a tie is a split vote (found by review:
+            // with 3 election ticks every whole-group restart split its first election).
             let ticks = raft.config.election_ticks;
-            raft.randomized_election_ticks = raft.rng.in_range(ticks, ticks + (ticks / 2).max(1));
+            let spread = (ticks / 2).max(ticks.min(FIRST_TIMEOUT_SPREAD_MIN_TICKS));
+            raft.randomized_election_ticks = raft.rng.in_range(ticks, ticks + spread);
         }
         info!(
             node_id = %raft.id, term = %raft.term, commit_index = %raft.log.committed,
