@@ -57,6 +57,20 @@ fn bytes_on_disk(dir: &Path, ext: Option<&str>) -> u64 {
         .sum()
 }
 
+/// A store in `dir` with one write to a rarely written column family (`meta`), which pins
+/// every write-ahead log file after it, then `mib` MiB of `shard`; returns it and the bytes of
+/// its write-ahead log, at least three quarters of the fill.
+fn pinned_and_filled(dir: &Path, shard: ShardId, mib: u64) -> (RocksEngine, u64) {
+    let engine = open(dir, IDENTITY, &RocksConfig::small()).unwrap();
+    let mut pin = WriteBatch::new();
+    pin.put_node_metadata(Bytes::from_static(b"a-rarely-written-key"), Bytes::from_static(b"1"));
+    engine.write(&pin, WriteOptions { sync: true }).unwrap();
+    fill(&engine, shard, mib);
+    let wal = bytes_on_disk(dir, Some("log"));
+    assert!(wal >= mib * MIB * 3 / 4, "the WAL holds only {wal} bytes: nothing pinned it");
+    (engine, wal)
+}
+
 /// Polls `measure` until it is at most `bound`, for up to `timeout`; returns the last reading.
 fn settle(timeout: Duration, bound: u64, mut measure: impl FnMut() -> u64) -> u64 {
     let deadline = Instant::now() + timeout;
@@ -115,13 +129,7 @@ fn deleting_a_shard_gives_its_disk_space_back() {
 #[test]
 fn deleting_a_shard_gives_its_write_ahead_log_back_too() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), IDENTITY, &RocksConfig::small()).unwrap();
-    let mut pin = WriteBatch::new();
-    pin.put_node_metadata(Bytes::from_static(b"a-rarely-written-key"), Bytes::from_static(b"1"));
-    engine.write(&pin, WriteOptions { sync: true }).unwrap();
-    fill(&engine, DOOMED, 40);
-    let wal_before = bytes_on_disk(dir.path(), Some("log"));
-    assert!(wal_before >= 32 * MIB, "the WAL holds only {wal_before} bytes: nothing pinned it");
+    let (engine, wal_before) = pinned_and_filled(dir.path(), DOOMED, 40);
 
     let mut batch = WriteBatch::new();
     batch.delete_shard(GROUP, DOOMED);
@@ -147,13 +155,7 @@ fn deleting_a_shard_gives_its_write_ahead_log_back_too() {
 #[test]
 fn a_closed_store_leaves_no_write_ahead_log_to_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path(), IDENTITY, &RocksConfig::small()).unwrap();
-    let mut pin = WriteBatch::new();
-    pin.put_node_metadata(Bytes::from_static(b"a-rarely-written-key"), Bytes::from_static(b"1"));
-    engine.write(&pin, WriteOptions { sync: true }).unwrap();
-    fill(&engine, KEPT, 24);
-    let wal_open = bytes_on_disk(dir.path(), Some("log"));
-    assert!(wal_open >= 16 * MIB, "the WAL holds only {wal_open} bytes: nothing pinned it");
+    let (engine, wal_open) = pinned_and_filled(dir.path(), KEPT, 24);
     drop(engine);
     let wal_closed = bytes_on_disk(dir.path(), Some("log"));
     eprintln!("write-ahead log: {} MiB open, {} KiB once closed", wal_open / MIB, wal_closed >> 10);
