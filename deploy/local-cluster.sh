@@ -11,8 +11,9 @@
 #     --nodes value for mosaic kv/admin/bench) and adds to `pids`.
 #   start_cluster_of_groups BIN DATA_DIR FIRST_PORT TICK_MS GROUPS
 #     start_local_cluster with a tick of TICK_MS and a 256 MiB block cache (the file
-#     DATA_DIR/common.toml, which a restart passes again as --config), then creates groups 1 to
-#     GROUPS without a controller, each with a replica on every node, four at a time.
+#     DATA_DIR/common.toml, which a restart passes again as --config; $MOSAIC_BENCH_RAFT_TOML,
+#     if set, adds its lines under [raft], such as "quiesce-ticks = 0"), then creates groups 1
+#     to GROUPS without a controller, each with a replica on every node, four at a time.
 #   stop_local_cluster
 #     SIGTERM to every process started, then waits for them.
 #   mosaic_bin release|debug
@@ -81,6 +82,9 @@ start_cluster_of_groups() {
   mkdir -p "$data"
   printf 'tick-interval-ms = %s\n[storage]\nblock-cache-bytes = 268435456\n' "$tick_ms" \
     >"$data/common.toml"
+  if [[ -n "${MOSAIC_BENCH_RAFT_TOML:-}" ]]; then
+    printf '[raft]\n%s\n' "$MOSAIC_BENCH_RAFT_TOML" >>"$data/common.toml"
+  fi
   start_local_cluster "$bin" "$data" "$first_port" --config "$data/common.toml"
   echo "creating $groups groups..." >&2
   seq 1 "$groups" | xargs -P 4 -I '{}' "$bin" admin --nodes "$nodes" group create '{}' >/dev/null

@@ -260,8 +260,8 @@ fn body_to_pb(body: &MessageBody) -> Body {
                     .map(|hint| pb::RejectHint { index: hint.index.0, term: hint.term.0 }),
             })
         }
-        &MessageBody::Heartbeat { commit, round } => {
-            Body::Heartbeat(pb::Heartbeat { commit: commit.0, round })
+        &MessageBody::Heartbeat { commit, round, quiesce } => {
+            Body::Heartbeat(pb::Heartbeat { commit: commit.0, round, quiesce })
         }
         &MessageBody::HeartbeatResponse { round, applied } => {
             Body::HeartbeatResponse(pb::HeartbeatResponse { round, applied: applied.0 })
@@ -309,9 +309,11 @@ fn body_from_pb(body: Body) -> Result<MessageBody> {
                 .reject
                 .map(|hint| RejectHint { index: LogIndex(hint.index), term: Term(hint.term) }),
         },
-        Body::Heartbeat(heartbeat) => {
-            MessageBody::Heartbeat { commit: LogIndex(heartbeat.commit), round: heartbeat.round }
-        }
+        Body::Heartbeat(heartbeat) => MessageBody::Heartbeat {
+            commit: LogIndex(heartbeat.commit),
+            round: heartbeat.round,
+            quiesce: heartbeat.quiesce,
+        },
         Body::HeartbeatResponse(response) => MessageBody::HeartbeatResponse {
             round: response.round,
             applied: LogIndex(response.applied),

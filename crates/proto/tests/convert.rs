@@ -159,7 +159,7 @@ fn representative_messages() -> Vec<Message> {
         message(MessageBody::AppendResponse { index: LogIndex(9), reject: None }),
         message(MessageBody::AppendResponse { index: LogIndex(9), reject: hint(0, 0) }),
         message(MessageBody::AppendResponse { index: LogIndex(9), reject: hint(7, 3) }),
-        message(MessageBody::Heartbeat { commit: LogIndex(12), round: 3 }),
+        message(MessageBody::Heartbeat { commit: LogIndex(12), round: 3, quiesce: true }),
         message(MessageBody::HeartbeatResponse { round: 3, applied: LogIndex(2) }),
         install_snapshot(),
         message(MessageBody::InstallSnapshot {
@@ -303,7 +303,11 @@ fn timeout_now_round_trips() {
 
 #[test]
 fn heartbeat_and_its_response_round_trip() {
-    assert_round_trips(&message(MessageBody::Heartbeat { commit: LogIndex(0), round: 0 }));
+    assert_round_trips(&message(MessageBody::Heartbeat {
+        commit: LogIndex(0),
+        round: 0,
+        quiesce: false,
+    }));
     assert_round_trips(&message(MessageBody::HeartbeatResponse {
         round: 17,
         applied: LogIndex(9),
@@ -402,7 +406,8 @@ fn body_of_a_kind_this_build_does_not_know_is_rejected_as_missing() {
 
 #[test]
 fn message_from_or_to_node_zero_is_rejected() {
-    let heartbeat = message(MessageBody::Heartbeat { commit: LogIndex(1), round: 1 });
+    let heartbeat =
+        message(MessageBody::Heartbeat { commit: LogIndex(1), round: 1, quiesce: false });
     assert_eq!(
         must_reject(edited(&heartbeat, |wire| wire.from = 0)),
         ConvertError::ZeroNodeId { field: "RaftMessage.from" }
@@ -618,8 +623,9 @@ fn body_strategy() -> impl Strategy<Value = MessageBody> {
             index: LogIndex(index),
             reject
         }),
-        (number(), number())
-            .prop_map(|(commit, round)| MessageBody::Heartbeat { commit: LogIndex(commit), round }),
+        (number(), number(), any::<bool>()).prop_map(|(commit, round, quiesce)| {
+            MessageBody::Heartbeat { commit: LogIndex(commit), round, quiesce }
+        }),
         (number(), number()).prop_map(|(round, applied)| MessageBody::HeartbeatResponse {
             round,
             applied: LogIndex(applied),

@@ -68,6 +68,9 @@ pub enum MessageBody {
         commit: LogIndex,
         /// The leader's heartbeat round; echoed in the response.
         round: u64,
+        /// The leader quiesced with this round: a follower whose log ends at `commit` stops
+        /// counting ticks until a message or a request wakes it (docs/raft.md "Quiescence").
+        quiesce: bool,
     },
     /// The answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse {

@@ -25,6 +25,8 @@ use crate::types::{
     Snapshot, SoftState, Term,
 };
 
+mod quiescence;
+
 /// Why a node campaigns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CampaignKind {
@@ -73,6 +75,12 @@ pub(crate) struct Raft<S> {
     heartbeat_elapsed: u32,
     randomized_election_ticks: u32,
     rng: SplitMix64,
+    /// This replica counts no ticks: its group is idle (`quiescence`). Any message (but the
+    /// answers to a quiesced leader's round) or request wakes it.
+    quiescent: bool,
+    /// A follower's newest heartbeat round from the leader of its term: a quiesce round older
+    /// than that arrived out of order and does not quiesce it.
+    leader_round: u64,
 
     /// The node leadership is being transferred to.
     pub(crate) lead_transferee: Option<NodeId>,
@@ -133,6 +141,8 @@ impl<S: Storage> Raft<S> {
             heartbeat_elapsed: 0,
             randomized_election_ticks: config.election_ticks,
             rng: SplitMix64::new(config.seed),
+            quiescent: false,
+            leader_round: 0,
             lead_transferee: None,
             transfer_elapsed: 0,
             pending_conf_index: LogIndex(0),
@@ -201,6 +211,8 @@ impl<S: Storage> Raft<S> {
         self.leader = None;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
+        self.quiescent = false;
+        self.leader_round = 0;
         self.randomized_election_ticks =
             self.rng.in_range(self.config.election_ticks, 2 * self.config.election_ticks);
         self.lead_transferee = None;
@@ -371,6 +383,10 @@ impl<S: Storage> Raft<S> {
     // ---- Ticks -------------------------------------------------------------------------------
 
     pub(crate) fn tick(&mut self) {
+        if self.quiescent {
+            self.tick_quiescent();
+            return;
+        }
         self.start_quiet_ticks = self.start_quiet_ticks.saturating_sub(1);
         if self.role == Role::Leader {
             self.tick_leader();
@@ -413,11 +429,12 @@ impl<S: Storage> Raft<S> {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
+            self.broadcast_heartbeat(false);
         }
     }
 
-    fn broadcast_heartbeat(&mut self) {
+    /// Sends a new round to every peer; with `quiesce`, the round tells them to stop ticking.
+    fn broadcast_heartbeat(&mut self, quiesce: bool) {
         // A periodic heartbeat may come before this leader's first commit: its commit index
         // could then be stale, and reads must wait for that commit (Raft dissertation §6.4).
         let committed = self.committed_entry_in_current_term().then_some(self.log.committed);
@@ -428,7 +445,7 @@ impl<S: Storage> Raft<S> {
         for to in self.tracker.peers(self.id) {
             let progress = self.tracker.get(to).expect("peer has progress");
             let commit = progress.match_index.min(self.log.committed);
-            self.send(to, self.term, MessageBody::Heartbeat { commit, round });
+            self.send(to, self.term, MessageBody::Heartbeat { commit, round, quiesce });
         }
         // A group of one confirms its own rounds.
         self.release_reads();
@@ -440,11 +457,18 @@ impl<S: Storage> Raft<S> {
         if m.to != self.id {
             return Err(Error::MisroutedMessage { node: self.id, to: m.to });
         }
+        if self.quiescent && !self.keeps_quiescent(&m) {
+            self.wake();
+        }
         if m.term > self.term {
             match &m.body {
                 MessageBody::RequestVote { pre_vote, leader_transfer, .. } => {
-                    let leader_heard_recently =
-                        self.leader.is_some() && self.election_elapsed < self.config.election_ticks;
+                    // The leader of our term asking for a vote no longer leads in it (a node
+                    // campaigns only when it does not lead), so its lease is gone: only it
+                    // could have held one in this term (a leader restarted, say, whose
+                    // followers quiesced and heard nothing since).
+                    let leader_heard_recently = self.leader.is_some_and(|leader| leader != m.from)
+                        && self.election_elapsed < self.config.election_ticks;
                     let in_lease = self.config.check_quorum
                         && (leader_heard_recently || self.start_quiet_ticks > 0);
                     if !leader_transfer && in_lease {
@@ -548,9 +572,10 @@ impl<S: Storage> Raft<S> {
                 self.heard_from_leader(m.from);
                 self.handle_append(m.from, prev_index, prev_term, &entries, commit);
             }
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat { commit, round, quiesce } => {
                 self.heard_from_leader(m.from);
                 self.handle_heartbeat(m.from, commit, round);
+                self.on_leader_round(round, commit, quiesce);
             }
             MessageBody::InstallSnapshot { snapshot } => {
                 self.heard_from_leader(m.from);
@@ -587,7 +612,7 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(m.term, Some(m.from));
                 self.handle_append(m.from, prev_index, prev_term, &entries, commit);
             }
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat { commit, round, .. } => {
                 self.become_follower(m.term, Some(m.from));
                 self.handle_heartbeat(m.from, commit, round);
             }
@@ -1129,7 +1154,7 @@ impl<S: Storage> Raft<S> {
             && self.committed_entry_in_current_term()
         {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
+            self.broadcast_heartbeat(false);
         }
     }
 

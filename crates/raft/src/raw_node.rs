@@ -160,12 +160,41 @@ impl<S: Storage> RawNode<S> {
         self.raft.tick();
     }
 
+    /// Quiesces this leader if its group is at rest (docs/raft.md "Quiescence"): every entry
+    /// committed, persisted and applied here, every peer caught up, applied to the end and
+    /// heard from lately, no read, transfer or membership change pending. It then sends a
+    /// last round of heartbeats that quiesces its followers, and ticks do nothing until a
+    /// message or a request wakes it. Returns whether it is quiescent. Call it when the
+    /// application knows the group is idle (no request for a while): a group with steady
+    /// traffic would only wake again at once.
+    pub fn quiesce(&mut self) -> bool {
+        self.raft.quiesce()
+    }
+
+    /// Wakes this replica if it is quiescent, for a request the core does not see (an
+    /// operator's question about its peers, which a quiescent leader last heard from when it
+    /// quiesced): a leader starts a new CheckQuorum period, hearing from none of its peers yet,
+    /// and heartbeats at its next tick.
+    pub fn wake(&mut self) {
+        self.raft.wake();
+    }
+
+    /// Returns true while this replica is quiescent: its ticks do nothing, so the application
+    /// may skip them. Every input but [`RawNode::tick`], [`RawNode::set_clock`] and a lease
+    /// read that is served wakes it, as does every message but the followers' answers to a
+    /// quiescent leader's heartbeats.
+    #[must_use]
+    pub fn is_quiescent(&self) -> bool {
+        self.raft.is_quiescent()
+    }
+
     /// Starts an election now (with a pre-vote round first when PreVote is on).
     ///
     /// This replica's own vote does not wait out the leader lease: called within an election
     /// timeout of hearing a leader, it may void that leader's lease reads (Raft dissertation
     /// §6.4.1). To move leadership, use [`RawNode::transfer_leader`].
     pub fn campaign(&mut self) {
+        self.raft.wake();
         let kind = if self.raft.config.pre_vote {
             CampaignKind::PreElection
         } else {
@@ -189,6 +218,7 @@ impl<S: Storage> RawNode<S> {
     /// [`crate::Error::TransferInProgress`]; [`crate::Error::UncommittedLogFull`] when the
     /// uncommitted log is full.
     pub fn propose(&mut self, data: Bytes) -> Result<LogIndex> {
+        self.raft.wake();
         self.raft.propose(vec![data])
     }
 
@@ -198,6 +228,7 @@ impl<S: Storage> RawNode<S> {
     /// # Errors
     /// As [`RawNode::propose`].
     pub fn propose_batch(&mut self, data: Vec<Bytes>) -> Result<LogIndex> {
+        self.raft.wake();
         self.raft.propose(data)
     }
 
@@ -219,6 +250,7 @@ impl<S: Storage> RawNode<S> {
         change: ConfChange,
         unchanged_since: Option<LogIndex>,
     ) -> Result<LogIndex> {
+        self.raft.wake();
         self.raft.propose_conf_change(change, unchanged_since)
     }
 
@@ -240,6 +272,7 @@ impl<S: Storage> RawNode<S> {
     /// [`crate::Error::NotLeader`] when no leader is known;
     /// [`crate::Error::TooManyPendingReads`] when the read queue is full.
     pub fn read_index(&mut self, context: Bytes) -> Result<()> {
+        self.raft.wake();
         let id = self.raft.id;
         self.raft.read_index(context, id)
     }
@@ -255,7 +288,13 @@ impl<S: Storage> RawNode<S> {
     /// leader has not committed an entry of its term yet, or a transfer is under way;
     /// [`crate::Error::NotLeader`] on a non-leader.
     pub fn lease_read(&mut self, now: Duration) -> Result<LogIndex> {
-        self.raft.lease_read(now)
+        let read = self.raft.lease_read(now);
+        if read.is_err() {
+            // Not served here: whatever serves it instead (a ReadIndex round, another
+            // replica found through this one) needs the group awake.
+            self.raft.wake();
+        }
+        read
     }
 
     /// Reports the time: `now` is the application's monotonic clock (such as
@@ -273,6 +312,7 @@ impl<S: Storage> RawNode<S> {
     /// [`crate::Error::NotLeader`]; [`crate::Error::ConfChangeRefused`] if `target` does not
     /// vote.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<()> {
+        self.raft.wake();
         self.raft.transfer_leader(target)
     }
 

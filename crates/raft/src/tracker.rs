@@ -282,10 +282,15 @@ impl ProgressTracker {
             .iter()
             .filter(|id| **id == self_id || self.progress.get(id).is_some_and(|p| p.recent_active))
             .count();
+        self.forget_activity(self_id);
+        active >= self.majority()
+    }
+
+    /// Clears every peer's recent activity (all but `self_id`): a new CheckQuorum period.
+    pub(crate) fn forget_activity(&mut self, self_id: NodeId) {
         for (id, progress) in &mut self.progress {
             progress.recent_active = *id == self_id;
         }
-        active >= self.majority()
     }
 
     pub(crate) fn is_voter(&self, id: NodeId) -> bool {

@@ -172,6 +172,8 @@ struct FaultMix {
     transfer_per_mille: u32,
     propose_per_mille: u32,
     read_per_mille: u32,
+    /// Chance per tick that the leader is asked to quiesce (it does if its group is at rest).
+    quiesce_per_mille: u32,
     /// Chance per tick to switch between faulty and calm stretches (no network faults).
     calm_toggle_per_mille: u32,
 }
@@ -199,6 +201,7 @@ impl FaultMix {
             transfer_per_mille: pick(rng, &[0, 5, 20]),
             propose_per_mille: pick(rng, &[200, 500, 900]),
             read_per_mille: pick(rng, &[0, 50, 200]),
+            quiesce_per_mille: pick(rng, &[0, 100, 500]),
             calm_toggle_per_mille: pick(rng, &[0, 10, 30]),
         }
     }
@@ -215,6 +218,8 @@ struct Stats {
     partitions: u64,
     compactions: u64,
     transfers: u64,
+    /// Leaders that quiesced their group.
+    quiescences: u64,
     terms_with_leader: u64,
     applied_in_safety_phase: u64,
     /// Ticks from the heal until the leader the liveness phase proposes to was in place.
@@ -233,6 +238,7 @@ impl Stats {
         self.partitions += other.partitions;
         self.compactions += other.compactions;
         self.transfers += other.transfers;
+        self.quiescences += other.quiescences;
         self.terms_with_leader += other.terms_with_leader;
         self.applied_in_safety_phase += other.applied_in_safety_phase;
         self.stable_leader_ticks_max =
@@ -250,6 +256,7 @@ impl Stats {
             ("partitions", self.partitions),
             ("compactions", self.compactions),
             ("transfers", self.transfers),
+            ("quiescences", self.quiescences),
             ("entries applied under faults", self.applied_in_safety_phase),
         ];
         for (what, count) in counts {
@@ -382,6 +389,9 @@ impl Simulation {
         }
         if self.rng.chance(mix.transfer_per_mille) {
             self.transfer();
+        }
+        if self.rng.chance(mix.quiesce_per_mille) {
+            self.quiesce();
         }
     }
 
@@ -542,6 +552,14 @@ impl Simulation {
             && self.cluster.with_node(leader, |node| node.transfer_leader(target)).is_ok()
         {
             self.stats.transfers += 1;
+        }
+    }
+
+    fn quiesce(&mut self) {
+        let Some(leader) = self.random_leader() else { return };
+        let was_quiescent = self.cluster.replica(leader).node.is_quiescent();
+        if self.cluster.with_node(leader, |node| node.quiesce()) && !was_quiescent {
+            self.stats.quiescences += 1;
         }
     }
 

@@ -56,6 +56,12 @@ pub struct StoreConfig {
     /// (`crate::leader_balance`). 0 turns it off; otherwise at least `election_ticks`.
     /// Default 100 (10 s at the default tick).
     pub leader_balance_ticks: u32,
+    /// A leader whose group had no request (write, read, membership change, transfer) for this
+    /// many ticks quiesces it once it is at rest (`mosaic_raft::RawNode::quiesce`): no more
+    /// heartbeats until a request or a message wakes it, so idle groups cost next to nothing.
+    /// While the leader balance is on, only a group's preferred voter quiesces it. 0 turns it
+    /// off; otherwise at least `election_ticks`. Default 20 (2 s at the default tick).
+    pub quiesce_ticks: u32,
     /// Mixed into every group's election-timeout seed (so a simulation seed changes them).
     pub seed: u64,
 }
@@ -78,6 +84,7 @@ impl Default for StoreConfig {
             snapshot_chunk_bytes_max: 1 << 20,
             snapshot_bytes_max: 4 << 30,
             leader_balance_ticks: 100,
+            quiesce_ticks: 20,
             seed: 0,
         }
     }
@@ -110,6 +117,12 @@ impl StoreConfig {
                 "leader_balance_ticks ({}) must be 0 (off) or at least election_ticks ({}): a \
                  transfer may take an election timeout",
                 self.leader_balance_ticks, self.election_ticks
+            ));
+        }
+        if self.quiesce_ticks != 0 && self.quiesce_ticks < self.election_ticks {
+            return invalid(format!(
+                "quiesce_ticks ({}) must be 0 (off) or at least election_ticks ({})",
+                self.quiesce_ticks, self.election_ticks
             ));
         }
         if self.snapshot_chunk_bytes_max == 0 || self.snapshot_bytes_max == 0 {
@@ -155,6 +168,18 @@ mod tests {
         let b = config.raft_config(NodeId(2), GroupId(7)).seed;
         let c = config.raft_config(NodeId(1), GroupId(8)).seed;
         assert!(a != b && a != c && b != c, "seeds {a} {b} {c}");
+    }
+
+    #[test]
+    fn quiescence_is_off_or_waits_at_least_an_election_timeout() {
+        let config = StoreConfig { quiesce_ticks: 5, ..StoreConfig::default() };
+        let Err(Error::InvalidArgument { reason }) = config.validate() else {
+            panic!("quiesce_ticks 5 accepted");
+        };
+        assert!(reason.contains("quiesce_ticks (5)"), "{reason}");
+        for quiesce_ticks in [0, 10, 20] {
+            assert!(StoreConfig { quiesce_ticks, ..StoreConfig::default() }.validate().is_ok());
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod membership;
 pub mod membership_run;
 mod metrics;
 mod msg;
+mod nodes_heard;
 mod peer;
 pub mod snapshot;
 mod span;

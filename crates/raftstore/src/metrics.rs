@@ -40,8 +40,10 @@ pub struct StoreMetrics {
     pub(crate) leaderships: Counter,
     pub(crate) term_changes: Counter,
     pub(crate) leader_transfers: Counter,
+    pub(crate) quiescences: Counter,
     pub(crate) groups: Gauge,
     pub(crate) groups_leading: Gauge,
+    pub(crate) groups_quiescent: Gauge,
     pub(crate) sync_seconds: Histogram,
     pub(crate) sync_groups: Histogram,
     pub(crate) ready_pass_seconds: Histogram,
@@ -65,8 +67,10 @@ impl Default for StoreMetrics {
             leaderships: Counter::default(),
             term_changes: Counter::default(),
             leader_transfers: Counter::default(),
+            quiescences: Counter::default(),
             groups: Gauge::default(),
             groups_leading: Gauge::default(),
+            groups_quiescent: Gauge::default(),
             sync_seconds: seconds_buckets(),
             sync_groups: count_buckets(),
             ready_pass_seconds: seconds_buckets(),
@@ -122,12 +126,22 @@ impl StoreMetrics {
                 "Leaderships handed from here to a group's preferred voter (transfers started)",
                 &self.leader_transfers,
             ),
+            (
+                "raft_quiescences",
+                "Times a leader here quiesced its idle group (docs/raftstore.md \"Quiescence\")",
+                &self.quiescences,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
         registry.register("store_groups", "Groups hosted", self.groups.clone());
         registry.register("store_groups_leading", "Groups led here", self.groups_leading.clone());
+        registry.register(
+            "store_groups_quiescent",
+            "Groups whose replica here is quiescent (no ticks, no heartbeats), as of the last tick",
+            self.groups_quiescent.clone(),
+        );
         registry.register_with_unit(
             "store_sync_write",
             "Duration of the synced write of a Ready pass (the fsync of a group commit)",
@@ -170,6 +184,6 @@ mod tests {
             text.contains("mosaic_store_sync_write_seconds_bucket{le=\"0.0032\"} 1\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 20, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 22, "{text}");
     }
 }

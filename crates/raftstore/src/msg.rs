@@ -139,10 +139,13 @@ pub struct LeaderTerm {
 
 /// A message to a store.
 pub enum StoreMsg<K: KvEngine, SM: StateMachine<K>> {
-    /// Raft messages from another node, for the groups named.
+    /// Raft messages from another node, for the groups named; none is the sender's node
+    /// heartbeat (docs/raftstore.md "Quiescence").
     Raft {
         /// The sending node.
         from: NodeId,
+        /// Which start of the sending node's process sent them (a new number each start).
+        incarnation: u64,
         /// The messages, each for one group.
         messages: Vec<(GroupId, Message)>,
     },

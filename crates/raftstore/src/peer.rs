@@ -26,6 +26,7 @@ use mosaic_raft::{
     ReadState, Role, Snapshot, Term,
 };
 
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::leader_balance::{Handover, LeaderBalance, LeaderView, preferred_leader};
 use crate::log_compaction::AppliedLog;
@@ -82,8 +83,10 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     awaiting_leader: BTreeMap<u64, (u64, Read<K, SM>)>,
     awaiting_apply: VecDeque<(LogIndex, Read<K, SM>)>,
     next_read_id: u64,
-    /// Ticks this replica has seen since it was loaded (read deadlines).
+    /// Ticks this replica has seen awake since it was loaded (read deadlines, idleness).
     ticks: u64,
+    /// `ticks` when the last request reached this replica (when it may quiesce its group).
+    last_request_tick: u64,
     /// Ticks after which a ReadIndex read times out.
     read_timeout_ticks: u64,
     /// The state of the snapshot Raft accepted, until it is installed.
@@ -128,6 +131,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             awaiting_apply: VecDeque::new(),
             next_read_id: 1,
             ticks: 0,
+            last_request_tick: 0,
             read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
             observed_term,
@@ -170,6 +174,13 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         self.read_index(PendingRead::Status { term: status.hard_state.term, callback });
     }
 
+    /// Whether this replica is quiescent: its group was idle, so it counts no ticks and sends
+    /// no heartbeats until a request or a message wakes it (docs/raftstore.md "Quiescence").
+    #[must_use]
+    pub fn is_quiescent(&self) -> bool {
+        self.raft.is_quiescent()
+    }
+
     /// The state machine.
     #[must_use]
     pub fn state_machine(&self) -> &SM {
@@ -182,8 +193,14 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         self.applied
     }
 
+    /// Notes a request: the group is not idle (the Raft core wakes on the request itself).
+    fn on_request(&mut self) {
+        self.last_request_tick = self.ticks;
+    }
+
     /// Proposes a command; the callback is answered when it is applied (or fails).
     pub(crate) fn propose(&mut self, proposal: &SM::Proposal, callback: Callback<SM::ApplyOutput>) {
+        self.on_request();
         if let Err(error) = self.state_machine.check_proposal(proposal) {
             callback(Err(error));
             return;
@@ -206,6 +223,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         unchanged_since: Option<LogIndex>,
         callback: Callback<ConfState>,
     ) {
+        self.on_request();
         match self.raft.propose_conf_change(change, unchanged_since) {
             Ok(index) => {
                 let term = self.raft.term();
@@ -222,6 +240,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
 
     /// Starts a linearizable read: a ReadIndex round, then a local read once applied.
     pub(crate) fn read_index(&mut self, mut read: Read<K, SM>) {
+        self.on_request();
         if let PendingRead::Query { leading, .. } = &mut read {
             *leading = self.leading_term();
         }
@@ -240,6 +259,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// earlier): served once applied up to the lease's read index; falls back to ReadIndex
     /// when the lease is not valid.
     pub(crate) fn lease_read(&mut self, engine: &Engine<K>, mut read: Read<K, SM>, now: Duration) {
+        self.on_request();
         if let PendingRead::Query { leading, .. } = &mut read {
             *leading = self.leading_term();
         }
@@ -316,6 +336,74 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         }
     }
 
+    /// Counts a tick of a quiescent replica with no read waiting, in the Raft core alone (a
+    /// follower's election timer), and returns true; returns false, counting nothing, for a
+    /// replica that needs [`Peer::tick`] (and a Ready pass after it).
+    ///
+    /// A quiescent replica wakes first when the nodes it depends on are `silent` (not heard
+    /// for an election timeout): a follower whose leader's node is, so that it campaigns if no
+    /// leader shows up; a leader that hears no majority of its voters' nodes, so that its
+    /// CheckQuorum round steps it down as it would awake (no longer answering for the group,
+    /// to `StoreMsg::ReadLeaders` among others, while another leader may have been elected).
+    pub(crate) fn tick_quiescent(&mut self, silent: impl Fn(NodeId) -> bool) -> bool {
+        if !self.raft.is_quiescent() || !self.awaiting_leader.is_empty() {
+            return false;
+        }
+        let id = self.raft.id();
+        let cut_off = if self.raft.role() == Role::Leader {
+            let voters = &self.raft.conf_state().voters;
+            let heard = voters.iter().filter(|voter| **voter == id || !silent(**voter)).count();
+            (heard * 2 <= voters.len()).then_some("a majority of the voters' nodes")
+        } else {
+            self.raft.leader().is_some_and(&silent).then_some("the leader's node")
+        };
+        if let Some(whose) = cut_off {
+            tracing::info!(group_id = %self.group, "{whose} went silent: waking the quiescent group");
+            self.raft.wake();
+            return false;
+        }
+        self.raft.tick();
+        true
+    }
+
+    /// Wakes this replica if it is a quiescent follower of a leader on `node`; returns whether
+    /// it did.
+    pub(crate) fn wake_if_led_from(&mut self, node: NodeId) -> bool {
+        let led_from = self.raft.role() != Role::Leader && self.raft.leader() == Some(node);
+        if led_from && self.raft.is_quiescent() {
+            self.raft.wake();
+            return true;
+        }
+        false
+    }
+
+    /// A leader whose group had no request for `quiesce_ticks` and has nothing waiting here
+    /// quiesces it if the Raft core finds it at rest (`RawNode::quiesce`); while the leader
+    /// balance is on, only the group's preferred voter does, so that a leadership to hand
+    /// back stays awake to be handed back. Returns whether it quiesced now.
+    pub(crate) fn quiesce_if_idle(&mut self, config: &StoreConfig) -> bool {
+        let idle = self.ticks.saturating_sub(self.last_request_tick);
+        if config.quiesce_ticks == 0
+            || idle < u64::from(config.quiesce_ticks)
+            || self.raft.role() != Role::Leader
+            || self.raft.is_quiescent()
+            || !self.proposals.is_empty()
+            || !self.conf_changes.is_empty()
+            || !self.awaiting_leader.is_empty()
+            || !self.awaiting_apply.is_empty()
+            || self.received_snapshot.is_some()
+        {
+            return false;
+        }
+        let voters = &self.raft.conf_state().voters;
+        if config.leader_balance_ticks != 0
+            && preferred_leader(self.group, voters) != Some(self.raft.id())
+        {
+            return false;
+        }
+        self.raft.quiesce()
+    }
+
     /// Counts a tick at time `now`: ticks the Raft core and fails the ReadIndex reads whose
     /// deadline passed.
     pub(crate) fn tick(&mut self, now: Duration) {
@@ -361,9 +449,13 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// [`Error::NotLeader`] when this replica does not lead; [`Error::InvalidArgument`] when
     /// `to` is not a voter.
     pub(crate) fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<(Handover, bool)> {
+        self.on_request();
         if self.raft.role() != Role::Leader {
             return Err(Error::NotLeader { group: self.group, leader: self.raft.leader() });
         }
+        // A quiescent leader last heard from its voters when it quiesced: woken, it knows of
+        // none as up until its next heartbeat round is answered (the voter is not ready yet).
+        self.raft.wake();
         let view = leader_view(self.group, &self.raft);
         let pending = view.transferring_to.is_some();
         let handover = self

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::leader_balance::Handover;
 use crate::metrics::StoreMetrics;
 use crate::msg::{Callback, Consistency, LeaderRead, LeaderTerm, ShownOut, StoreMsg, Transport};
+use crate::nodes_heard::NodesHeard;
 use crate::peer::{Answers, Peer, PendingRead};
 use crate::snapshot::{SnapshotReader, decode_chunk};
 use crate::span::{self, GroupSpan};
@@ -63,6 +64,8 @@ pub struct StoreStats {
     pub log_compactions: u64,
     /// Leaderships handed to a group's preferred voter (transfers started).
     pub leader_transfers: u64,
+    /// Times a leader here quiesced its idle group.
+    pub quiescences: u64,
 }
 
 /// Every replica on one node. See the module documentation.
@@ -75,6 +78,8 @@ pub struct Store<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> {
     peers: BTreeMap<GroupId, Peer<K, SM>>,
     /// Groups that may have a `Ready`.
     dirty: BTreeSet<GroupId>,
+    /// When each node was last heard (quiescent followers wake when their leader's is silent).
+    nodes_heard: NodesHeard,
     metrics: StoreMetrics,
     /// The `node` span (see `crate::span`), the parent of every group span.
     span: tracing::Span,
@@ -107,6 +112,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             clock,
             peers: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            nodes_heard: NodesHeard::default(),
             metrics,
             span: span::node(node),
         };
@@ -177,6 +183,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             snapshots_installed: metrics.snapshots_installed.get(),
             log_compactions: metrics.log_compactions.get(),
             leader_transfers: metrics.leader_transfers.get(),
+            quiescences: metrics.quiescences.get(),
         }
     }
 
@@ -215,7 +222,12 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
     /// Engine errors (creating a group); the store must stop.
     pub fn handle(&mut self, msg: StoreMsg<K, SM>) -> Result<()> {
         match msg {
-            StoreMsg::Raft { from, messages } => self.step_messages(from, messages),
+            StoreMsg::Raft { from, incarnation, messages } => {
+                if self.nodes_heard.heard_from_incarnation(from, incarnation) {
+                    self.wake_groups_led_from(from);
+                }
+                self.step_messages(from, messages);
+            }
             StoreMsg::Propose { group, proposal, callback } => match self.peers.get_mut(&group) {
                 Some(peer) => {
                     peer.propose(&proposal, callback);
@@ -244,6 +256,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 callback(Ok(answers));
             }
             StoreMsg::Snapshot { from, group, message, chunks } => {
+                self.nodes_heard.heard(from);
                 self.receive_snapshot(from, group, message, &chunks);
             }
             StoreMsg::SnapshotStatus { group, to, delivered } => {
@@ -253,8 +266,18 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 }
             }
             StoreMsg::Tick => {
+                if self.nodes_heard.tick(self.config.heartbeat_ticks) {
+                    self.send_node_heartbeats();
+                }
                 let now = self.clock.now();
+                let mut quiescent = 0;
+                let election_ticks = self.config.election_ticks;
                 for (group, peer) in &mut self.peers {
+                    let silent = |node| self.nodes_heard.silent_for(node, election_ticks);
+                    if peer.tick_quiescent(silent) {
+                        quiescent += 1;
+                        continue;
+                    }
                     let _group = peer.enter_span();
                     peer.tick(now);
                     if let Some(to) = peer.balance_leadership(self.config.leader_balance_ticks) {
@@ -262,8 +285,13 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                             "handing leadership to the group's preferred voter");
                         self.metrics.leader_transfers.inc();
                     }
+                    if peer.quiesce_if_idle(&self.config) {
+                        tracing::debug!(group_id = %group, "group quiesced");
+                        self.metrics.quiescences.inc();
+                    }
                     self.dirty.insert(*group);
                 }
+                self.metrics.groups_quiescent.set(gauge_value(quiescent));
             }
             StoreMsg::CreateGroup { group, members, callback } => {
                 let result = self.create_group(group, &members);
@@ -765,6 +793,32 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
             self.metrics.unsynced_writes.inc();
         }
         Ok(())
+    }
+
+    /// Node `node` restarted: its process may no longer lead the quiescent groups it led here
+    /// (it lost its disk, say, and hosts them no more), so their replicas wake, and campaign
+    /// unless it shows up as their leader again.
+    fn wake_groups_led_from(&mut self, node: NodeId) {
+        for (group, peer) in &mut self.peers {
+            if peer.wake_if_led_from(node) {
+                tracing::info!(group_id = %group, leader = %node,
+                    "the leader's node restarted: waking the quiescent group");
+            }
+        }
+    }
+
+    /// Sends an empty batch to every other node hosting a replica of a group here, so that
+    /// they hear this node while the groups they share are quiescent (`crate::nodes_heard`).
+    fn send_node_heartbeats(&mut self) {
+        let mut nodes = BTreeSet::new();
+        for peer in self.peers.values() {
+            let conf_state = peer.raft.conf_state();
+            nodes.extend(conf_state.voters.iter().chain(&conf_state.learners).copied());
+        }
+        nodes.remove(&self.node);
+        for node in nodes {
+            self.transport.send(node, Vec::new());
+        }
     }
 
     fn flush(&mut self, outbox: &mut BTreeMap<NodeId, Vec<(GroupId, Message)>>) {

@@ -225,6 +225,11 @@ fn an_operator_hands_leaderships_over_at_once_even_with_balance_off() {
     let refused = transfer(&mut cluster, NodeId(1), group, Some(NodeId(7)));
     assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "{refused:?}");
     assert_eq!(cluster.leader(group), Some(NodeId(1)), "a refusal changes nothing");
+    // The group was idle, so its leader had quiesced it and the asks woke it: it hears from
+    // its voters again after a heartbeat round.
+    for _ in 0..2 {
+        cluster.tick();
+    }
     // Group 4 prefers node 2.
     assert_eq!(
         transfer(&mut cluster, NodeId(1), group, None),

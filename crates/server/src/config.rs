@@ -151,6 +151,9 @@ pub struct RaftSection {
     /// A leader hands its leadership to the group's preferred voter after leading this many
     /// ticks, and asks again every this many (0: off).
     pub leader_balance_ticks: u32,
+    /// A leader quiesces its group (no heartbeats until a request or a message) once it had no
+    /// request for this many ticks and is at rest (0: off).
+    pub quiesce_ticks: u32,
 }
 
 impl Default for RaftSection {
@@ -167,6 +170,7 @@ impl Default for RaftSection {
             snapshot_chunk_bytes_max: store.snapshot_chunk_bytes_max,
             snapshot_bytes_max: store.snapshot_bytes_max,
             leader_balance_ticks: store.leader_balance_ticks,
+            quiesce_ticks: store.quiesce_ticks,
         }
     }
 }
@@ -445,6 +449,7 @@ impl ServerConfig {
             snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes_max,
             snapshot_bytes_max: self.raft.snapshot_bytes_max,
             leader_balance_ticks: self.raft.leader_balance_ticks,
+            quiesce_ticks: self.raft.quiesce_ticks,
             seed: self.node_id,
             ..StoreConfig::default()
         }

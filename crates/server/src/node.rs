@@ -62,7 +62,9 @@ use crate::repair_runner::RepairRunner;
 use crate::runner::{self, MonotonicClock, StoreHandle, StoreRunner};
 use crate::status::Directory;
 use crate::status_page::StatusPage;
-use crate::transport::{GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions};
+use crate::transport::{
+    GrpcTransport, RAFT_MESSAGE_BYTES_MAX, TransportOptions, process_incarnation,
+};
 use mosaic_types::CONTROLLER_GROUP;
 
 /// How long in-flight requests may take to finish once shutdown starts.
@@ -451,6 +453,7 @@ impl<SM: StateMachine<NodeEngine>> Core<SM> {
                 address: config.advertised().to_string(),
                 cluster,
                 timing,
+                incarnation: process_incarnation(),
                 peer_queue_batches: config.peer_queue_batches,
                 snapshot_chunk_bytes_max: store_config.snapshot_chunk_bytes_max,
                 budget: Arc::clone(&budget),

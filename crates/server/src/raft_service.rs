@@ -167,9 +167,10 @@ impl<K: KvEngine, SM: StateMachine<K>> RaftTransport for RaftService<K, SM> {
                     }
                 }
             }
-            if !messages.is_empty() {
-                self.store.send(StoreMsg::Raft { from, messages });
-            }
+            // An empty batch is the sender's node heartbeat: the store counts it as hearing
+            // the node (docs/raftstore.md "Quiescence").
+            let incarnation = batch.from_incarnation;
+            self.store.send(StoreMsg::Raft { from, incarnation, messages });
         }
         Ok(Response::new(pb::SendAck {}))
     }

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mosaic_client::Tls;
 use mosaic_engine::{ClusterId, GroupId, KvEngine};
@@ -52,6 +52,9 @@ pub struct TransportOptions {
     pub cluster: ClusterId,
     /// This node's Raft timing (every batch carries it; a receiver with another refuses it).
     pub timing: pb::RaftTiming,
+    /// Which start of this process it is (every batch carries it; a receiver whose quiescent
+    /// groups this node led wakes them when it changes): [`process_incarnation`].
+    pub incarnation: u64,
     /// Batches queued per peer, at most.
     pub peer_queue_batches: usize,
     /// Bytes per snapshot chunk.
@@ -64,6 +67,16 @@ pub struct TransportOptions {
     pub tls: Option<Tls>,
     /// Where the snapshot bytes sent are counted.
     pub transfers: TransferMetrics,
+}
+
+/// A number for this start of the process, different from any earlier start's: the wall
+/// clock at start in nanoseconds (two starts of one node never share a nanosecond; should the
+/// clock step back, a repeat only keeps a receiver from waking groups, which a request or
+/// their leader's silence still does).
+#[must_use]
+pub fn process_incarnation() -> u64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The gRPC transport of one node. See the module documentation.
@@ -119,6 +132,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Transport<K> for GrpcTransport<K, SM> {
             to_node: to.0,
             cluster_id: self.options.cluster.0,
             timing: Some(self.options.timing),
+            from_incarnation: self.options.incarnation,
             from_address: self.options.address.clone(),
             messages: messages
                 .iter()
@@ -333,6 +347,7 @@ mod tests {
             address: "127.0.0.1:3".to_string(),
             cluster: ClusterId(1),
             timing: pb::RaftTiming { tick_interval_ms: 20, election_ticks: 10 },
+            incarnation: process_incarnation(),
             peer_queue_batches: 4,
             snapshot_chunk_bytes_max: 1 << 20,
             budget: Arc::new(Budget::new(1 << 20)),

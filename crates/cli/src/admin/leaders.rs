@@ -27,6 +27,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// group an election.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
+/// How long `group transfer-leader` asks again while the voter is not ready: a leader that
+/// was quiescent, or just elected, has not heard from its voters yet, and does after a
+/// heartbeat round; a voter still not ready after this is down or behind.
+const NOT_READY_FOR: Duration = Duration::from_secs(3);
+
 /// Asks the node at `address`, which should lead `group`, to hand the leadership to `to`
 /// (the group's preferred voter when `None`).
 ///
@@ -164,7 +169,8 @@ fn report_balanced(
 
 /// `mosaic admin group transfer-leader` (`--nodes`): asks `group`'s leader to hand over to
 /// `to` (its preferred voter when `None`) and waits until that voter leads, until `deadline`.
-/// Exits 1 when the voter cannot take over (the reason on stderr) or does not lead by then.
+/// Exits 1 when the voter cannot take over (still not ready after [`NOT_READY_FOR`] of asking
+/// again; the reason on stderr) or does not lead by then.
 pub(super) async fn transfer(
     nodes: &BTreeMap<NodeId, String>,
     tls: Option<&Tls>,
@@ -177,7 +183,16 @@ pub(super) async fn transfer(
     let view = driver.leader_view(group, deadline).await?;
     let from = view.leader;
     let address = &nodes[&from];
-    let to = match ask(address, tls, group, to).await.map_err(anyhow::Error::msg)? {
+    let not_ready_until = Instant::now() + NOT_READY_FOR;
+    let answer = loop {
+        match ask(address, tls, group, to).await.map_err(anyhow::Error::msg)? {
+            Handover::NotReady { .. } if Instant::now() < not_ready_until.min(deadline) => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            answer => break answer,
+        }
+    };
+    let to = match answer {
         Handover::AlreadyLeads { to } => to,
         Handover::NotReady { to, reason } => {
             eprintln!("group {group}: node {to} cannot take over from node {from} now: {reason}");

@@ -3728,6 +3728,11 @@ pub struct RaftBatch {
     /// could otherwise never answer it.
     #[prost(string, tag = "6")]
     pub from_address: ::prost::alloc::string::String,
+    /// Which start of the sender's process sent the batch: a number each start picks anew (0
+    /// from an older sender). When it changes, the receiver wakes its quiescent groups led from
+    /// that node: the node restarted, maybe on an empty disk, and may lead them no more.
+    #[prost(uint64, tag = "7")]
+    pub from_incarnation: u64,
 }
 /// The settings a node's Raft timing rests on (`tick-interval-ms`, `election-ticks`).
 #[allow(clippy::all)]
@@ -3890,6 +3895,11 @@ pub struct Heartbeat {
     /// The leader's heartbeat round; echoed in the response.
     #[prost(uint64, tag = "2")]
     pub round: u64,
+    /// The leader quiesced with this round: a follower whose log ends at `commit` stops counting
+    /// ticks until a message or a request wakes it. A node that does not know the field ignores
+    /// it and keeps ticking, which is always safe.
+    #[prost(bool, tag = "3")]
+    pub quiesce: bool,
 }
 /// The answer to Heartbeat.
 #[allow(clippy::all)]

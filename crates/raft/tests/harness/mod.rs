@@ -590,6 +590,36 @@ impl Cluster {
         leaders
     }
 
+    /// Ticks `ticks` times; after each, checks that `leader` holds no valid lease while
+    /// another replica leads (`context` names the case in the failure).
+    pub fn tick_checking_lease(&mut self, leader: NodeId, ticks: u64, context: &str) {
+        for _ in 0..ticks {
+            self.tick();
+            let lease = self.lease_read(leader).is_ok();
+            assert!(
+                !(lease && self.another_leads(leader)),
+                "lease of {leader} held while another leader exists ({context})"
+            );
+        }
+    }
+
+    /// Returns true if a replica other than `id` leads (in any term).
+    pub fn another_leads(&self, id: NodeId) -> bool {
+        self.replicas.iter().any(|(other, r)| *other != id && r.node.role() == Role::Leader)
+    }
+
+    /// Ticks until some replica leads; returns the ticks it took, or panics past `ticks_max`
+    /// (`context` names the case).
+    pub fn ticks_until_a_leader(&mut self, ticks_max: u64, context: &str) -> u64 {
+        let mut ticks = 0;
+        while self.leaders().is_empty() {
+            self.tick();
+            ticks += 1;
+            assert!(ticks <= ticks_max, "no leader after {ticks} ticks ({context})");
+        }
+        ticks
+    }
+
     /// 6.824's checkOneLeader: waits until exactly one leader holds the newest term among
     /// leaders, and returns it.
     pub fn check_one_leader(&mut self) -> NodeId {

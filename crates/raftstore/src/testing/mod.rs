@@ -78,6 +78,8 @@ pub struct Cluster<SM: StateMachine<MemKv>> {
     stores: BTreeMap<NodeId, Option<TestStore<SM>>>,
     /// The engines of the nodes that are down.
     kvs: BTreeMap<NodeId, MemKv>,
+    /// How many times each node's store was started (its incarnation).
+    starts: BTreeMap<NodeId, u64>,
     queue: Queue,
     /// Links (from, to) that drop everything.
     pub blocked: BTreeSet<(NodeId, NodeId)>,
@@ -108,6 +110,7 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
         let mut cluster = Self {
             stores: BTreeMap::new(),
             kvs: BTreeMap::new(),
+            starts: BTreeMap::new(),
             queue: Rc::default(),
             blocked: BTreeSet::new(),
             stalled: BTreeSet::new(),
@@ -129,7 +132,9 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
         let identity = NodeIdentity { cluster_id: CLUSTER, node_id: node };
         let engine = Engine::open(kv, identity, &EngineConfig::default())
             .unwrap_or_else(|error| panic!("open node {node}: {error}"));
-        let transport = QueueTransport::new(node, Rc::clone(&self.queue));
+        let incarnation = self.starts.entry(node).or_default();
+        *incarnation += 1;
+        let transport = QueueTransport::new(node, *incarnation, Rc::clone(&self.queue));
         let clock = Box::new(self.clock.clone());
         let store = Store::open(
             node,
@@ -268,10 +273,10 @@ impl<SM: StateMachine<MemKv>> Cluster<SM> {
     fn deliver(&mut self, from: NodeId, to: NodeId, flight: Flight) {
         let delivered = !self.blocked.contains(&(from, to)) && self.is_up(to);
         match flight {
-            Flight::Messages(messages) if delivered => {
-                self.send(to, StoreMsg::Raft { from, messages });
+            Flight::Messages(incarnation, messages) if delivered => {
+                self.send(to, StoreMsg::Raft { from, incarnation, messages });
             }
-            Flight::Messages(_) => {}
+            Flight::Messages(..) => {}
             Flight::Snapshot { group, message, chunks }
                 if delivered && self.holding_snapshots.contains(&to) =>
             {

@@ -17,8 +17,8 @@ const SNAPSHOT_CHUNK_BYTES: u64 = 64;
 
 /// What is in flight between two nodes.
 pub(super) enum Flight {
-    /// A batch of Raft messages.
-    Messages(Vec<(GroupId, Message)>),
+    /// A batch of Raft messages from the sender's incarnation.
+    Messages(u64, Vec<(GroupId, Message)>),
     /// A snapshot: its `InstallSnapshot` message and every chunk of the state.
     Snapshot { group: GroupId, message: Message, chunks: Vec<Bytes> },
 }
@@ -29,19 +29,22 @@ pub(super) type Queue = Rc<RefCell<VecDeque<(NodeId, NodeId, Flight)>>>;
 /// A store's transport: puts every batch and snapshot it sends on the cluster's queue.
 pub struct QueueTransport {
     from: NodeId,
+    /// Which start of the node this store is.
+    incarnation: u64,
     queue: Queue,
 }
 
 impl QueueTransport {
-    /// The transport of node `from`, sending onto `queue`.
-    pub(super) fn new(from: NodeId, queue: Queue) -> Self {
-        Self { from, queue }
+    /// The transport of node `from`'s start `incarnation`, sending onto `queue`.
+    pub(super) fn new(from: NodeId, incarnation: u64, queue: Queue) -> Self {
+        Self { from, incarnation, queue }
     }
 }
 
 impl Transport<MemKv> for QueueTransport {
     fn send(&mut self, to: NodeId, messages: Vec<(GroupId, Message)>) {
-        self.queue.borrow_mut().push_back((self.from, to, Flight::Messages(messages)));
+        let flight = Flight::Messages(self.incarnation, messages);
+        self.queue.borrow_mut().push_back((self.from, to, flight));
     }
 
     /// Reads the whole snapshot at once, in chunks of 64 bytes (so a few keys take several).

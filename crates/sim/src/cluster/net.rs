@@ -23,8 +23,8 @@ use crate::cluster::rpc::{Endpoint, Request, RequestId, Response};
 /// What travels.
 #[derive(Debug)]
 pub(crate) enum Packet {
-    /// Raft messages for groups hosted on the receiving node.
-    Raft(Vec<(GroupId, Message)>),
+    /// Raft messages for groups hosted on the receiving node, from the sender's incarnation.
+    Raft(u64, Vec<(GroupId, Message)>),
     /// A whole snapshot stream; the sender (at `sender_incarnation`) learns whether it
     /// arrived.
     Snapshot {
@@ -60,7 +60,7 @@ impl Packet {
     /// refusal of a request that may still arrive again says nothing).
     fn duplicate(&self, from: Endpoint) -> Option<Self> {
         match self {
-            Self::Raft(messages) => Some(Self::Raft(messages.clone())),
+            Self::Raft(incarnation, messages) => Some(Self::Raft(*incarnation, messages.clone())),
             Self::Request { .. } if matches!(from, Endpoint::Client(_)) => None,
             Self::Request { id, request } => {
                 Some(Self::Request { id: *id, request: request.clone() })

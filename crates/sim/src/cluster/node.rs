@@ -253,5 +253,6 @@ pub(crate) fn add_stats(a: StoreStats, b: StoreStats) -> StoreStats {
         snapshots_installed: a.snapshots_installed + b.snapshots_installed,
         log_compactions: a.log_compactions + b.log_compactions,
         leader_transfers: a.leader_transfers + b.leader_transfers,
+        quiescences: a.quiescences + b.quiescences,
     }
 }

@@ -195,7 +195,7 @@ impl fmt::Display for RunReport {
              configurations moving {} \
              shards, {} member replacements, {} nodes decommissioned ({} retired), {} \
              repaired ({} retired), {} snapshots installed, {} log compactions, {} leaderships \
-             handed over, {:?}, {:?}, \
+             handed over, {} quiescences, {:?}, {:?}, \
              liveness {:?}",
             self.seed,
             self.operations_completed,
@@ -209,6 +209,7 @@ impl fmt::Display for RunReport {
             self.stores.snapshots_installed,
             self.stores.log_compactions,
             self.stores.leader_transfers,
+            self.stores.quiescences,
             self.net,
             self.faults,
             self.liveness

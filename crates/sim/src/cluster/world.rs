@@ -556,7 +556,7 @@ impl World {
         let incarnation = self.incarnation(from);
         for sent in outgoing {
             let (to, packet) = match sent {
-                Outgoing::Raft { to, messages } => (to, Packet::Raft(messages)),
+                Outgoing::Raft { to, messages } => (to, Packet::Raft(incarnation, messages)),
                 Outgoing::Snapshot { to, group, message, chunks } => (
                     to,
                     Packet::Snapshot { group, message, chunks, sender_incarnation: incarnation },
@@ -608,9 +608,9 @@ impl World {
             return;
         }
         match (to, packet) {
-            (Endpoint::Node(node), Packet::Raft(messages)) => {
+            (Endpoint::Node(node), Packet::Raft(incarnation, messages)) => {
                 let Endpoint::Node(sender) = from else { unreachable!("raft comes from nodes") };
-                self.store_input(node, StoreInput::Raft { from: sender, messages });
+                self.store_input(node, StoreInput::Raft { from: sender, incarnation, messages });
             }
             (Endpoint::Node(node), Packet::Snapshot { group, message, chunks, .. }) => {
                 let Endpoint::Node(sender) = from else {
@@ -773,6 +773,7 @@ enum StoreInput {
     Tick,
     Raft {
         from: NodeId,
+        incarnation: u64,
         messages: Vec<(GroupId, mosaic_raft::Message)>,
     },
     Snapshot {
@@ -805,7 +806,9 @@ impl StoreInput {
     ) -> Option<StoreMsg<MemKv, SM>> {
         Some(match self {
             Self::Tick => StoreMsg::Tick,
-            Self::Raft { from, messages } => StoreMsg::Raft { from, messages },
+            Self::Raft { from, incarnation, messages } => {
+                StoreMsg::Raft { from, incarnation, messages }
+            }
             Self::Snapshot { from, group, message, chunks } => {
                 StoreMsg::Snapshot { from, group, message, chunks }
             }
