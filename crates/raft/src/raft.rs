@@ -458,7 +458,7 @@ impl<S: Storage> Raft<S> {
             return Err(Error::MisroutedMessage { node: self.id, to: m.to });
         }
         if self.quiescent && !self.keeps_quiescent(&m) {
-            self.wake();
+            self.wake_by(m.from);
         }
         if m.term > self.term {
             match &m.body {

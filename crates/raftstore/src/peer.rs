@@ -70,6 +70,11 @@ impl<Q, T> PendingRead<Q, T> {
     }
 }
 
+/// A quiescent leader wakes for a heartbeat round after this many election timeouts asleep
+/// (30 s at the default tick): the bound on how long a leader replaced in its sleep, whose
+/// notice from a follower was lost, goes on answering for its group as a leader.
+const LEADER_RECHECK_ELECTIONS: u64 = 30;
+
 /// One replica of one group on this node.
 pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     group: GroupId,
@@ -87,6 +92,8 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     ticks: u64,
     /// `ticks` when the last request reached this replica (when it may quiesce its group).
     last_request_tick: u64,
+    /// Ticks counted quiescent in a row (a quiescent leader's recheck).
+    asleep_ticks: u64,
     /// Ticks after which a ReadIndex read times out.
     read_timeout_ticks: u64,
     /// The state of the snapshot Raft accepted, until it is installed.
@@ -132,6 +139,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             next_read_id: 1,
             ticks: 0,
             last_request_tick: 0,
+            asleep_ticks: 0,
             read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
             observed_term,
@@ -345,20 +353,34 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// leader shows up; a leader that hears no majority of its voters' nodes, so that its
     /// CheckQuorum round steps it down as it would awake (no longer answering for the group,
     /// to `StoreMsg::ReadLeaders` among others, while another leader may have been elected).
-    pub(crate) fn tick_quiescent(&mut self, silent: impl Fn(NodeId) -> bool) -> bool {
+    /// A leader also wakes after [`LEADER_RECHECK_ELECTIONS`] election timeouts asleep, for a
+    /// heartbeat round: a follower woken by another candidate tells its leader (the Raft
+    /// core), but that one message may be lost, and a leader replaced in its sleep would then
+    /// answer for the group until a request came.
+    pub(crate) fn tick_quiescent(
+        &mut self,
+        silent: impl Fn(NodeId) -> bool,
+        election_ticks: u32,
+    ) -> bool {
         if !self.raft.is_quiescent() || !self.awaiting_leader.is_empty() {
             return false;
         }
+        self.asleep_ticks += 1;
         let id = self.raft.id();
-        let cut_off = if self.raft.role() == Role::Leader {
+        let wake_for = if self.raft.role() == Role::Leader {
             let voters = &self.raft.conf_state().voters;
             let heard = voters.iter().filter(|voter| **voter == id || !silent(**voter)).count();
-            (heard * 2 <= voters.len()).then_some("a majority of the voters' nodes")
+            let recheck = LEADER_RECHECK_ELECTIONS * u64::from(election_ticks);
+            if heard * 2 <= voters.len() {
+                Some("a majority of the voters' nodes went silent")
+            } else {
+                (self.asleep_ticks >= recheck).then_some("a heartbeat round every while")
+            }
         } else {
-            self.raft.leader().is_some_and(&silent).then_some("the leader's node")
+            self.raft.leader().is_some_and(&silent).then_some("the leader's node went silent")
         };
-        if let Some(whose) = cut_off {
-            tracing::info!(group_id = %self.group, "{whose} went silent: waking the quiescent group");
+        if let Some(why) = wake_for {
+            tracing::debug!(group_id = %self.group, "waking the quiescent group: {why}");
             self.raft.wake();
             return false;
         }
@@ -407,6 +429,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// Counts a tick at time `now`: ticks the Raft core and fails the ReadIndex reads whose
     /// deadline passed.
     pub(crate) fn tick(&mut self, now: Duration) {
+        self.asleep_ticks = 0;
         self.raft.set_clock(now);
         self.raft.tick();
         self.ticks += 1;

@@ -9,9 +9,9 @@ mod support;
 
 use bytes::Bytes;
 use mosaic_engine::GroupId;
-use mosaic_raft::{NodeId, Role};
+use mosaic_raft::{ConfChange, NodeId, Role, Term};
 use mosaic_raftstore::testing;
-use mosaic_raftstore::{Consistency, StoreConfig};
+use mosaic_raftstore::{Consistency, StoreConfig, StoreMsg};
 use support::{Command, Counters};
 
 type Cluster = testing::Cluster<Counters>;
@@ -58,11 +58,19 @@ fn idle_groups_quiesce_and_send_no_heartbeats() {
     for group in (1..=GROUPS).map(GroupId) {
         assert_eq!(quiescent_replicas(&mut cluster, group), NODES, "group {group}");
     }
+    // A leader asleep rechecks with one heartbeat round every 30 election timeouts: over that
+    // long, a heartbeat to each follower and its answer, then the quiescing round and its
+    // answers (awake, the heartbeats alone would be 4 messages every 2 ticks per group).
+    let recheck_ticks = 30 * config().election_ticks;
     let sent = messages_sent(&mut cluster);
-    for _ in 0..100 {
+    for _ in 0..recheck_ticks {
         cluster.tick();
     }
-    assert_eq!(messages_sent(&mut cluster), sent, "quiescent groups send nothing");
+    let per_group = (messages_sent(&mut cluster) - sent) / GROUPS;
+    assert!(per_group <= 8, "{per_group} messages per quiescent group in {recheck_ticks} ticks");
+    for group in (1..=GROUPS).map(GroupId) {
+        assert_eq!(quiescent_replicas(&mut cluster, group), NODES, "group {group} sleeps again");
+    }
 }
 
 #[test]
@@ -162,5 +170,68 @@ fn a_leader_node_back_at_once_on_an_empty_disk_leaves_no_quiescent_group_leaderl
         cluster.tick();
         ticks += 1;
         assert!(ticks <= 4 * election_ticks, "no leader {ticks} ticks after the restart");
+    }
+}
+
+/// The nodes claiming to lead `group`, with their terms.
+fn claimed_leaders(cluster: &mut Cluster, group: GroupId) -> Vec<(NodeId, Term)> {
+    cluster
+        .up_nodes()
+        .into_iter()
+        .filter_map(|node| {
+            let status = cluster.store(node).peer(group)?.status();
+            (status.soft_state.role == Role::Leader).then_some((node, status.hard_state.term))
+        })
+        .collect()
+}
+
+/// Found by review: a quiescent leader cut off from one follower only still hears a majority
+/// of its voters' nodes; the cut-off follower wakes on its silence and, once the other
+/// follower (woken by its pre-vote) stops honouring the sleeping leader's lease, is elected.
+/// The old leader slept on in its old term: nothing of the group reached it, and once the new
+/// leader removed its node, nothing ever would. Now the woken follower tells its leader, and a
+/// quiescent leader rechecks with a heartbeat round every 30 election timeouts: once healed,
+/// one leader is left. Over 200 store seeds, four groups (5 seeds were stale before).
+#[test]
+fn a_quiescent_leader_replaced_behind_a_one_sided_cut_does_not_lead_on() {
+    let election_ticks = config().election_ticks;
+    for seed in 0..200 {
+        let config = StoreConfig { seed, ..config() };
+        let mut cluster = Cluster::with_config(3, config.clone());
+        let group = GroupId(1);
+        for group in (1..=4).map(GroupId) {
+            cluster.create_group(group, &[1, 2, 3]);
+        }
+        for group in (1..=4).map(GroupId) {
+            cluster.must_elect(group);
+        }
+        for _ in 0..2 * config.leader_balance_ticks + 2 * config.quiesce_ticks {
+            cluster.tick();
+        }
+        let old = cluster.leader(group).expect("a leader");
+        let cut = NodeId(if old.0 == 3 { 2 } else { 3 });
+        cluster.cut(old, cut);
+        for _ in 0..10 * election_ticks {
+            cluster.tick();
+        }
+        // Whoever leads now (the old leader, if it held on) removes the other side of the cut.
+        let (leader, _) = claimed_leaders(&mut cluster, group)
+            .into_iter()
+            .max_by_key(|(_, term)| *term)
+            .expect("a leader");
+        let removed = if leader == old { cut } else { old };
+        let (slot, callback) = testing::slot();
+        let change = ConfChange::RemoveNode(removed);
+        cluster.send(
+            leader,
+            StoreMsg::ChangeMembership { group, change, unchanged_since: None, callback },
+        );
+        assert!(matches!(cluster.wait(&slot, 50), Some(Ok(_))), "seed {seed}: the removal");
+        cluster.heal();
+        for _ in 0..35 * election_ticks {
+            cluster.tick();
+        }
+        let claimed = claimed_leaders(&mut cluster, group);
+        assert_eq!(claimed.len(), 1, "seed {seed}: leaders claimed after the heal: {claimed:?}");
     }
 }

@@ -27,7 +27,7 @@ use super::Raft;
 use crate::message::{Message, MessageBody};
 use crate::storage::Storage;
 use crate::tracker::ProgressState;
-use crate::types::{LogIndex, Role};
+use crate::types::{LogIndex, NodeId, Role};
 
 impl<S: Storage> Raft<S> {
     /// Returns true if this replica counts no ticks.
@@ -87,10 +87,21 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Wakes this replica: it counts ticks again from where it stopped. A leader restarts its
-    /// CheckQuorum period (it must hear a majority within an election timeout again) and
-    /// heartbeats at its next tick.
+    /// Wakes this replica for a request or the application: it counts ticks again from where
+    /// it stopped. A leader restarts its CheckQuorum period (it must hear a majority within an
+    /// election timeout again) and heartbeats at its next tick. A follower tells its leader,
+    /// which wakes too (see `wake_by`).
     pub(crate) fn wake(&mut self) {
+        self.wake_by(self.id);
+    }
+
+    /// Wakes this replica for a message from `from`. A follower woken by anything but its
+    /// leader sends the leader an answer for its last entry (a message a quiescent leader
+    /// wakes for): the leader's next heartbeat round then either holds the group or meets a
+    /// newer term or no majority and steps down. Without it, a leader that slept through its
+    /// replacement (cut off from the one follower that then elected another, while it still
+    /// heard the other's node) went on leading in its old term for ever (found by review).
+    pub(crate) fn wake_by(&mut self, from: NodeId) {
         if !self.quiescent {
             return;
         }
@@ -99,6 +110,12 @@ impl<S: Storage> Raft<S> {
             self.election_elapsed = 0;
             self.tracker.forget_activity(self.id);
             self.heartbeat_elapsed = self.config.heartbeat_ticks.saturating_sub(1);
+        } else if let Some(leader) = self.leader.filter(|leader| *leader != from) {
+            // Its log ends at what it last took from this leader in this term (it quiesced
+            // with its log at the leader's commit index, and only this leader appends in the
+            // term), so the answer claims nothing the leader's view of it does not hold.
+            let body = MessageBody::AppendResponse { index: self.log.last_index(), reject: None };
+            self.send(leader, self.term, body);
         }
     }
 
