@@ -96,6 +96,8 @@ pub struct Peer<K: KvEngine, SM: StateMachine<K>> {
     asleep_ticks: u64,
     /// Ticks after which a ReadIndex read times out.
     read_timeout_ticks: u64,
+    /// Ticks asleep after which a quiescent leader wakes for a heartbeat round.
+    recheck_ticks: u64,
     /// The state of the snapshot Raft accepted, until it is installed.
     received_snapshot: Option<ReceivedSnapshot>,
     /// The term of the last hard state the store persisted (the count of term changes).
@@ -141,6 +143,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
             last_request_tick: 0,
             asleep_ticks: 0,
             read_timeout_ticks: READ_INDEX_TIMEOUT_ELECTIONS * u64::from(election_ticks),
+            recheck_ticks: LEADER_RECHECK_ELECTIONS * u64::from(election_ticks),
             received_snapshot: None,
             observed_term,
             applied_log: AppliedLog::default(),
@@ -357,11 +360,7 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
     /// heartbeat round: a follower woken by another candidate tells its leader (the Raft
     /// core), but that one message may be lost, and a leader replaced in its sleep would then
     /// answer for the group until a request came.
-    pub(crate) fn tick_quiescent(
-        &mut self,
-        silent: impl Fn(NodeId) -> bool,
-        election_ticks: u32,
-    ) -> bool {
+    pub(crate) fn tick_quiescent(&mut self, silent: impl Fn(NodeId) -> bool) -> bool {
         if !self.raft.is_quiescent() || !self.awaiting_leader.is_empty() {
             return false;
         }
@@ -370,11 +369,10 @@ impl<K: KvEngine, SM: StateMachine<K>> Peer<K, SM> {
         let wake_for = if self.raft.role() == Role::Leader {
             let voters = &self.raft.conf_state().voters;
             let heard = voters.iter().filter(|voter| **voter == id || !silent(**voter)).count();
-            let recheck = LEADER_RECHECK_ELECTIONS * u64::from(election_ticks);
             if heard * 2 <= voters.len() {
                 Some("a majority of the voters' nodes went silent")
             } else {
-                (self.asleep_ticks >= recheck).then_some("a heartbeat round every while")
+                (self.asleep_ticks >= self.recheck_ticks).then_some("a heartbeat round every while")
             }
         } else {
             self.raft.leader().is_some_and(&silent).then_some("the leader's node went silent")

@@ -274,7 +274,7 @@ impl<K: KvEngine, SM: StateMachine<K>, T: Transport<K>> Store<K, SM, T> {
                 let election_ticks = self.config.election_ticks;
                 for (group, peer) in &mut self.peers {
                     let silent = |node| self.nodes_heard.silent_for(node, election_ticks);
-                    if peer.tick_quiescent(silent, election_ticks) {
+                    if peer.tick_quiescent(silent) {
                         quiescent += 1;
                         continue;
                     }

@@ -83,7 +83,9 @@ impl<S: Storage> Raft<S> {
     pub(super) fn tick_quiescent(&mut self) {
         if self.role != Role::Leader {
             let cap = self.config.election_ticks.saturating_sub(self.config.heartbeat_ticks + 1);
-            self.election_elapsed = (self.election_elapsed + 1).min(cap).max(self.election_elapsed);
+            if self.election_elapsed < cap {
+                self.election_elapsed += 1;
+            }
         }
     }
 
